@@ -1,0 +1,53 @@
+//! `sluice validate` as a person or a pipeline uses it.
+
+use std::process::Command;
+
+fn sluice() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+}
+
+#[test]
+fn examples_validate_with_a_one_line_plan_each() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("examples").map(|e| e.expect("entry").path()).collect();
+    files.sort();
+    let out = sluice().arg("validate").args(&files).output().expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), files.len());
+    assert!(stdout.lines().all(|l| l.contains(": ok: ")), "{stdout}");
+}
+
+#[test]
+fn a_spec_with_five_mistakes_gets_all_of_them_and_exit_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "target:\n  name: api\n  router: { provider: nginx }\n  stable: { name: s, version: v1 }\n  canary: { name: c, version: v2 }\n\
+         strategy:\n  canary:\n    steps:\n      - setWeight: 140\n      - pause: { duration: soon }\n      - analysis: { templates: [missing] }\n\
+         policy: { onAlert: sometimes }\nextra: 1\n",
+    )
+    .expect("write");
+    let out = sluice().arg("validate").arg(&path).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for path in [
+        "extra:",
+        "policy.onAlert:",
+        "strategy.canary.steps[0].setWeight: 140 is over 100",
+        "strategy.canary.steps[1].pause.duration:",
+        "strategy.canary.steps[2].analysis.templates[0]:",
+        "target.router.provider:",
+    ] {
+        assert!(stdout.contains(path), "missing {path} in:\n{stdout}");
+    }
+    assert!(stdout.contains("6 problems"), "{stdout}");
+}
+
+#[test]
+fn a_missing_file_is_an_error_not_a_validation_result() {
+    let out = sluice().args(["validate", "/nonexistent/spec.json"]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reading /nonexistent/spec.json"));
+}
