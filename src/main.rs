@@ -1,19 +1,50 @@
-//! The `sluice` command line: validate specs now; hosts and client verbs
-//! join as their layers land.
+//! The `sluice` command line: the hosts (`up`, and the demo), the local
+//! router, spec tools, and the client verbs that talk HTTP to any Sluice
+//! deployment — local by default, or in Azure with `--url` and `--key`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
 
+use sluice::client::Client;
+use sluice::rollout::Phase;
 use sluice::spec::{self, Format};
+use sluice::{demo, host, view};
 
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "Progressive delivery for Azure: phased rollouts with analysis, approvals and automatic rollback")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct Remote {
+    /// Sluice's base URL.
+    #[arg(long, env = "SLUICE_URL", default_value = "http://127.0.0.1:7071", global = true)]
+    url: String,
+    /// Functions key (sent as x-functions-key).
+    #[arg(long, env = "SLUICE_KEY", global = true, hide_env_values = true)]
+    key: Option<String>,
+    /// Who is acting (recorded in the history).
+    #[arg(long = "as", env = "SLUICE_USER", global = true)]
+    user: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FaultKind {
+    /// v2 answers 20% of requests with HTTP 500.
+    Errors,
+    /// v2 is 150 ms slower.
+    Latency,
 }
 
 #[derive(Subcommand)]
@@ -26,11 +57,127 @@ enum Cmd {
     },
     /// Print the JSON Schema of the rollout spec.
     Schema,
+    /// Run Sluice locally: the embedded host with its HTTP API, timer and queue.
+    Up {
+        /// Port on 127.0.0.1.
+        #[arg(long, default_value_t = 7071)]
+        port: u16,
+        /// Where state lives.
+        #[arg(long, default_value = ".sluice")]
+        data_dir: PathBuf,
+        /// Directory holding host.json and functions/ (built-in copies otherwise).
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+    },
+    /// Watch a real phased rollout on this machine, nothing to install.
+    Demo {
+        /// Make v2 faulty so analysis rolls it back.
+        #[arg(long, value_enum)]
+        fault: Option<FaultKind>,
+        /// Make v2 fail while waiting for approval, and let an alert roll it back.
+        #[arg(long, conflicts_with = "fault")]
+        alert: bool,
+        /// Requests per second of load.
+        #[arg(long, default_value_t = 300)]
+        rps: u32,
+        /// Keep serving the dashboard after the end, until Ctrl-C.
+        #[arg(long)]
+        hold: bool,
+        /// Where the demo's state goes (emptied first).
+        #[arg(long, default_value = ".sluice/demo")]
+        data_dir: PathBuf,
+    },
+    /// Run the local weighted router in front of two upstreams.
+    Router {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Stable upstream as VERSION=URL.
+        #[arg(long)]
+        stable: String,
+        /// Canary upstream as VERSION=URL.
+        #[arg(long)]
+        canary: String,
+    },
+    /// Start a rollout from a spec file.
+    Start {
+        /// Spec (JSON, or YAML by extension).
+        file: PathBuf,
+        /// Choose the rollout id (makes the call idempotent).
+        #[arg(long)]
+        id: Option<String>,
+        /// Follow it until it finishes (exit 0 on success).
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show one rollout (with history), or the active ones.
+    Status {
+        /// Rollout id.
+        id: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List rollouts.
+    List {
+        /// Only active ones.
+        #[arg(long)]
+        active: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Follow a rollout live; exits 0 on Succeeded, 1 on RolledBack, 3 on Aborted.
+    Watch {
+        /// Rollout id.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Approve the current approval gate (or resume a pause).
+    Approve(Action),
+    /// Reject at the approval gate: rolls back and opens a backlog issue.
+    Reject(Action),
+    /// Stop and put all traffic back on stable (no backlog issue).
+    Abort(Action),
+    /// Skip the current pause, or with --full every remaining step.
+    Promote(Action),
+    /// Re-run a paused step, re-drive a stuck rollback, or restart a finished rollout.
+    Retry(Action),
+}
+
+#[derive(Args)]
+struct Action {
+    /// Rollout id.
+    id: String,
+    /// Why (recorded).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Promote: skip all remaining steps.
+    #[arg(long)]
+    full: bool,
+    /// The step you are acting on (as status shows it); stale if the rollout moved on.
+    #[arg(long)]
+    step: Option<u64>,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -39,14 +186,163 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::Validate { files } => validate(&files),
         Cmd::Schema => {
             println!("{}", serde_json::to_string_pretty(&spec::json_schema())?);
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Up { port, data_dir, root } => up(port, data_dir, root).await,
+        Cmd::Demo { fault, alert, rps, hold, data_dir } => {
+            init_logging("warn");
+            let variant = match (fault, alert) {
+                (Some(FaultKind::Errors), _) => demo::Variant::FaultErrors,
+                (Some(FaultKind::Latency), _) => demo::Variant::FaultLatency,
+                (None, true) => demo::Variant::Alert,
+                (None, false) => demo::Variant::Success,
+            };
+            let report = demo::run(demo::DemoOptions { variant, data_dir, root: PathBuf::from("."), rps, hold }).await?;
+            Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Cmd::Router { listen, stable, canary } => router(listen, &stable, &canary).await,
+        Cmd::Start { file, id, watch, remote } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let doc = spec::parse_document(&text, Format::from_path(&file)).map_err(|p| anyhow::anyhow!("{}: {p}", file.display()))?;
+            let client = client(&remote);
+            let answer = client.start(&doc, id.as_deref()).await?;
+            let rid = answer["id"].as_str().unwrap_or_default().to_string();
+            if remote.json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                println!("started {rid}: {}", answer["plan"].as_str().unwrap_or(""));
+            }
+            if watch {
+                return watch_rollout(&client, &rid, remote.json).await;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status { id, remote } => {
+            let client = client(&remote);
+            let answer = match &id {
+                Some(id) => client.status(id).await?,
+                None => client.list(true).await?,
+            };
+            if remote.json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else if id.is_some() {
+                print!("{}", view::status_text(&answer));
+            } else {
+                print!("{}", view::list_text(&answer));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::List { active, remote } => {
+            let answer = client(&remote).list(active).await?;
+            if remote.json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                print!("{}", view::list_text(&answer));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Watch { id, remote } => watch_rollout(&client(&remote), &id, remote.json).await,
+        Cmd::Approve(a) => action("approve", a).await,
+        Cmd::Reject(a) => action("reject", a).await,
+        Cmd::Abort(a) => action("abort", a).await,
+        Cmd::Promote(a) => action("promote", a).await,
+        Cmd::Retry(a) => action("retry", a).await,
     }
+}
+
+fn client(remote: &Remote) -> Client {
+    let user = remote.user.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "someone".into());
+    Client::new(&remote.url, remote.key.clone(), &user)
+}
+
+async fn action(name: &str, a: Action) -> anyhow::Result<ExitCode> {
+    let mut body = json!({});
+    if let Some(r) = &a.reason {
+        body["reason"] = json!(r);
+    }
+    if a.full {
+        body["full"] = json!(true);
+    }
+    if let Some(s) = a.step {
+        body["step"] = json!(s);
+    }
+    let answer = client(&a.remote).action(&a.id, name, &body).await?;
+    if a.remote.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        println!(
+            "{}: {} — step {}, {}% on {}; waiting for {}",
+            answer["id"].as_str().unwrap_or(&a.id),
+            answer["phase"].as_str().unwrap_or(""),
+            answer["step"].as_str().unwrap_or(""),
+            answer["weight"],
+            answer["canary"].as_str().unwrap_or(""),
+            answer["waitingFor"].as_str().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn watch_rollout(client: &Client, id: &str, as_json: bool) -> anyhow::Result<ExitCode> {
+    let phase = if as_json {
+        view::watch(client, id, Duration::from_millis(500), |_| {}).await?
+    } else {
+        println!("watching {id} (Ctrl-C to stop watching; the rollout goes on)");
+        view::watch(client, id, Duration::from_millis(500), |line| println!("{line}")).await?
+    };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&client.status(id).await?)?);
+    }
+    Ok(match phase {
+        Phase::Succeeded => ExitCode::SUCCESS,
+        Phase::RolledBack => ExitCode::from(1),
+        _ => ExitCode::from(3),
+    })
+}
+
+async fn up(port: u16, data_dir: PathBuf, root: PathBuf) -> anyhow::Result<ExitCode> {
+    init_logging("info,sluice=info");
+    let alert_token = std::env::var("SLUICE_ALERT_TOKEN").ok().filter(|t| !t.is_empty());
+    if alert_token.is_none() {
+        tracing::warn!("SLUICE_ALERT_TOKEN is not set: /api/alerts accepts any local caller");
+    }
+    let config = host::local::LocalConfig {
+        root,
+        data_dir: data_dir.clone(),
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        alert_token,
+        public_url: std::env::var("SLUICE_PUBLIC_URL").ok(),
+    };
+    let running = host::local::start(config).await?;
+    let names: Vec<&str> = running.functions.iter().map(|f| f.name.as_str()).collect();
+    println!("Sluice is listening on {} (functions: {}; state in {})", running.url(), names.join(", "), data_dir.display());
+    println!("dashboard: {}/api/dashboard", running.url());
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    println!("stopping");
+    running.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn upstream(role: &str, text: &str) -> anyhow::Result<sluice::router::Upstream> {
+    let Some((version, url)) = text.split_once('=') else { bail!("--{role}: expected VERSION=URL, got '{text}'") };
+    if !url.starts_with("http://") && !url.starts_with("https://") {
+        bail!("--{role}: '{url}' is not an http(s) URL");
+    }
+    Ok(sluice::router::Upstream { name: role.to_string(), version: version.to_string(), url: url.to_string() })
+}
+
+async fn router(listen: SocketAddr, stable: &str, canary: &str) -> anyhow::Result<ExitCode> {
+    init_logging("info");
+    let router = sluice::router::Router::new(upstream("stable", stable)?, upstream("canary", canary)?);
+    let (addr, _) = router.serve(listen).await.with_context(|| format!("listening on {listen}"))?;
+    println!("router listening on http://{addr} (admin under /_sluice, metrics at /metrics)");
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {

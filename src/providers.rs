@@ -1,14 +1,19 @@
-//! The provider names every port knows, gathered for spec validation so an
-//! unknown `provider:` is rejected up front instead of failing mid-rollout.
+//! The provider names every port's registry knows, gathered for spec
+//! validation so an unknown `provider:` is rejected before anything moves
+//! instead of failing mid-rollout.
 
 use crate::spec::ProviderNames;
+
+fn names_of<F>(registry: &[(&'static str, F)]) -> Vec<&'static str> {
+    registry.iter().map(|(name, _)| *name).collect()
+}
 
 /// Names accepted in specs, per port.
 pub fn names() -> ProviderNames {
     ProviderNames {
-        traffic: vec!["local"],
-        metrics: vec!["local"],
-        backlog: vec!["local"],
-        notify: vec!["console", "jsonl"],
+        traffic: names_of(crate::traffic::PROVIDERS),
+        metrics: names_of(crate::metrics::PROVIDERS),
+        backlog: names_of(crate::backlog::PROVIDERS),
+        notify: names_of(crate::notify::PROVIDERS),
     }
 }

@@ -87,6 +87,8 @@ pub enum Command {
     },
     /// Ask people to approve (the approval-needed announcement).
     RequestApproval {
+        /// Issue id.
+        id: u64,
         /// Stage index.
         stage: usize,
         /// Approvals needed.

@@ -264,7 +264,9 @@ impl Txn {
                     self.wait(t);
                     self.now + ms(t)
                 });
+                let id = self.next_id();
                 self.commands.push(Command::RequestApproval {
+                    id,
                     stage: index,
                     min_approvers: gate.min_approvers,
                     approvers: gate.approvers.clone(),
@@ -525,6 +527,7 @@ impl Txn {
             phase: Phase::Pending,
             by: None,
             aborted: true,
+            weight: 0,
             evidence: evidence.clone(),
             reverted_at: None,
         });
@@ -569,6 +572,7 @@ impl Txn {
         self.r.pause = None;
         self.r.approvals.clear();
         let from_phase = self.r.phase;
+        let exposed = self.r.traffic.confirmed.unwrap_or(0).max(self.r.traffic.weight);
         self.r.phase = Phase::RollingBack;
         self.note(format!("rolling back: {}", evidence.headline()));
         let id = self.next_id();
@@ -588,6 +592,7 @@ impl Txn {
             phase: from_phase,
             by: self.by.clone(),
             aborted,
+            weight: exposed,
             evidence: evidence.clone(),
             reverted_at: None,
         });

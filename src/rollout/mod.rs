@@ -182,6 +182,9 @@ pub struct Failure {
     pub by: Option<String>,
     /// Whether a person aborted (no backlog issue) rather than a failure.
     pub aborted: bool,
+    /// Canary weight when it happened (users exposed to the canary).
+    #[serde(default)]
+    pub weight: u8,
     /// Proof.
     pub evidence: Evidence,
     /// When traffic was confirmed back on stable.

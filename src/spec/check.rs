@@ -397,7 +397,7 @@ fn num(f: f64) -> String {
 }
 
 /// Names key storage rows and appear in URLs: keep them plain.
-pub(crate) fn check_name(text: &str) -> Result<(), String> {
+pub fn check_name(text: &str) -> Result<(), String> {
     if text.is_empty() {
         return Err("must not be empty".into());
     }

@@ -8,6 +8,7 @@
 //! `canary.steps` and `blueGreen` so its users feel at home.
 
 mod check;
+pub use check::check_name;
 mod condition;
 mod duration;
 mod problems;

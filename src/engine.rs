@@ -1,0 +1,487 @@
+//! The engine: the one place that loads a rollout, asks [`decide`] what to
+//! do, carries the commands out through the ports and saves — the shell
+//! around the pure core that every handler shares.
+//!
+//! Order of work for an event: load → decide → traffic commands (so a
+//! rollback's weight 0 is applied before anything else) → their results
+//! decided in memory → one conditional save of state and history → then the
+//! rest (backlog issue, scheduled messages, measurements, notifications),
+//! whose results are decided and saved in a further round. A stale ETag means
+//! reload and decide again; a crash anywhere leaves state the timer resumes.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::adapters::AdapterEnv;
+use crate::backlog;
+use crate::messages::StepMessage;
+use crate::metrics;
+use crate::notify;
+use crate::queue::Queue;
+use crate::rollout::{
+    decide, Command, CommandKind, CommandRef, Event, IssueRef, MeasurementKey, NotifyKind, Outcome, Phase, Plan, Rollout,
+};
+use crate::spec::RolloutSpec;
+use crate::store::{ListFilter, Store, StoreError};
+use crate::traffic;
+
+/// Save attempts before giving up on a contended rollout (the message is retried).
+const MAX_CONFLICT_RETRIES: usize = 8;
+/// Decide-and-save rounds for one delivery (feedback from commands).
+const MAX_ROUNDS: usize = 16;
+/// Longest a traffic command may take.
+const TRAFFIC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The time, injectable.
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// What can go wrong carrying out work.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No such rollout: the work can never succeed.
+    #[error("no rollout with id '{0}'")]
+    NotFound(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The queue failed.
+    #[error(transparent)]
+    Queue(#[from] crate::queue::QueueError),
+    /// Other writers kept winning; retry later.
+    #[error("rollout '{0}' is being changed by others; try again")]
+    Contended(String),
+    /// The message or request can never be processed.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl EngineError {
+    /// Whether retrying later could succeed (the queue should redeliver).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EngineError::NotFound(_) | EngineError::Invalid(_) => false,
+            EngineError::Store(e) => matches!(e, StoreError::Unavailable(_) | StoreError::Conflict),
+            EngineError::Queue(_) | EngineError::Contended(_) => true,
+        }
+    }
+}
+
+/// The result of applying an event.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The rollout afterwards.
+    pub rollout: Rollout,
+    /// Whether the event itself changed anything (and if not, why).
+    pub outcome: Outcome,
+}
+
+/// What one timer sweep did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepReport {
+    /// Rollouts looked at.
+    pub visited: usize,
+    /// Of which something was due.
+    pub acted: usize,
+    /// Failures (logged; the next tick tries again).
+    pub errors: usize,
+}
+
+/// One mutex per rollout, so work on a rollout in this process is serial.
+#[derive(Default)]
+struct KeyedLocks {
+    map: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl KeyedLocks {
+    fn get(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = match self.map.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(lock) = map.get(key).and_then(Weak::upgrade) {
+            return lock;
+        }
+        if map.len() > 1024 {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        map.insert(key.to_string(), Arc::downgrade(&lock));
+        lock
+    }
+}
+
+/// Load, decide, act, save.
+pub struct Engine {
+    /// Rollout state.
+    pub store: Arc<dyn Store>,
+    /// Step messages.
+    pub queue: Arc<dyn Queue>,
+    /// What adapters are built with.
+    pub env: AdapterEnv,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+    locks: KeyedLocks,
+}
+
+/// A new rollout id: readable, sortable by time, unique.
+pub fn new_rollout_id(target: &str, now: DateTime<Utc>) -> String {
+    let short: String = target.chars().take(24).collect();
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{short}-{}-{}", now.format("%Y%m%d-%H%M%S"), &random[..6])
+}
+
+impl Engine {
+    /// An engine over the given ports.
+    pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, env: AdapterEnv, clock: Arc<dyn Clock>) -> Self {
+        Engine { store, queue, env, clock, locks: KeyedLocks::default() }
+    }
+
+    /// Creates a rollout (refused if its target is busy) and enqueues its start.
+    pub async fn create(
+        &self,
+        spec: RolloutSpec,
+        plan: Plan,
+        by: &str,
+        id: Option<String>,
+        retry_of: Option<String>,
+    ) -> Result<Rollout, EngineError> {
+        let now = self.clock.now();
+        let id = id.unwrap_or_else(|| new_rollout_id(&spec.target.name, now));
+        let (mut rollout, first) = Rollout::new(id, spec, plan, by.to_string(), now);
+        rollout.retry_of = retry_of;
+        self.store.create(&rollout, &first).await?;
+        self.enqueue_start(&rollout.id).await?;
+        Ok(rollout)
+    }
+
+    /// Enqueues the `Start` event (idempotent: same message id).
+    pub async fn enqueue_start(&self, id: &str) -> Result<(), EngineError> {
+        let msg = StepMessage::Event { rollout: id.to_string(), event: Event::Start };
+        self.queue.send(msg.to_out(None)).await?;
+        Ok(())
+    }
+
+    /// Applies one event to a rollout and carries out what follows from it.
+    pub async fn apply(&self, id: &str, event: Event) -> Result<Applied, EngineError> {
+        let lock = self.locks.get(id);
+        let _guard = lock.lock().await;
+        self.run_rounds(id, vec![event]).await
+    }
+
+    /// Takes a measurement if the rollout still wants it, and applies the result.
+    pub async fn measure(&self, id: &str, key: MeasurementKey) -> Result<Option<Applied>, EngineError> {
+        let lock = self.locks.get(id);
+        let _guard = lock.lock().await;
+        let (rollout, _) = self.store.load(id).await?.ok_or_else(|| EngineError::NotFound(id.to_string()))?;
+        if !rollout.wants_measurement(&key) {
+            return Ok(None);
+        }
+        let Some(plan) = rollout.metric_plan(&key).cloned() else { return Ok(None) };
+        let outcome = metrics::measure(&plan, &rollout.spec.target, &self.env).await;
+        self.run_rounds(id, vec![Event::Measured { key, outcome }]).await.map(Some)
+    }
+
+    /// Carries out one step message.
+    pub async fn handle(&self, message: StepMessage) -> Result<(), EngineError> {
+        match message {
+            StepMessage::Event { rollout, event } => {
+                let applied = self.apply(&rollout, event).await?;
+                if let Outcome::Ignored(reason) = &applied.outcome {
+                    tracing::debug!(rollout = %rollout, %reason, "event ignored");
+                }
+                Ok(())
+            }
+            StepMessage::Measure { rollout, key } => self.measure(&rollout, key).await.map(|_| ()),
+            StepMessage::Start { spec, by, id } => {
+                let (spec, plan) = crate::spec::validate(&spec, &crate::providers::names())
+                    .map_err(|p| EngineError::Invalid(format!("start message has an invalid spec: {}", p.to_string().replace('\n', "; "))))?;
+                match self.create(spec.clone(), plan, &by, id.clone(), None).await {
+                    Ok(_) => Ok(()),
+                    // A redelivered start: make sure the rollout is started, nothing more.
+                    Err(EngineError::Store(StoreError::AlreadyExists(existing))) => {
+                        let (r, _) = self.store.load(&existing).await?.ok_or_else(|| EngineError::NotFound(existing.clone()))?;
+                        if r.spec != spec {
+                            return Err(EngineError::Invalid(format!("rollout id '{existing}' is taken by a different spec")));
+                        }
+                        self.enqueue_start(&existing).await
+                    }
+                    Err(EngineError::Store(e @ StoreError::TargetBusy { .. })) => Err(EngineError::Invalid(e.to_string())),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// The timer's sweep: every rollout with something possibly due gets a `Tick`.
+    pub async fn sweep(&self) -> Result<SweepReport, EngineError> {
+        let rollouts = self.store.list(&ListFilter { needs_sweep: true, ..ListFilter::default() }).await?;
+        let mut report = SweepReport { visited: rollouts.len(), ..SweepReport::default() };
+        for r in rollouts {
+            match self.apply(&r.id, Event::Tick).await {
+                Ok(a) if a.outcome == Outcome::Applied => report.acted += 1,
+                Ok(_) => {}
+                Err(e) => {
+                    report.errors += 1;
+                    tracing::warn!(rollout = %r.id, error = %e, "tick failed");
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn run_rounds(&self, id: &str, events: Vec<Event>) -> Result<Applied, EngineError> {
+        let mut inputs = events;
+        let mut first: Option<Outcome> = None;
+        let mut last: Option<Rollout> = None;
+        for _ in 0..MAX_ROUNDS {
+            if inputs.is_empty() {
+                break;
+            }
+            let round = self.decide_act_save(id, &inputs).await?;
+            first.get_or_insert(round.outcome);
+            if round.reconcile {
+                self.reconcile(&round.state).await;
+            }
+            inputs = self.act_after_save(&round.state, round.post).await;
+            last = Some(round.state);
+        }
+        match (last, first) {
+            (Some(rollout), Some(outcome)) => Ok(Applied { rollout, outcome }),
+            _ => Err(EngineError::Invalid("nothing to apply".into())),
+        }
+    }
+
+    async fn decide_act_save(&self, id: &str, inputs: &[Event]) -> Result<Round, EngineError> {
+        let mut reconcile = false;
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let (loaded, etag) = self.store.load(id).await?.ok_or_else(|| EngineError::NotFound(id.to_string()))?;
+            let mut state = loaded.clone();
+            let mut pending: VecDeque<(Event, bool)> = inputs.iter().cloned().map(|e| (e, false)).collect();
+            let mut history = Vec::new();
+            let mut post = Vec::new();
+            let mut outcome = None;
+            let mut acted_on_traffic = false;
+            while let Some((event, is_feedback)) = pending.pop_front() {
+                let d = decide(&state, event, self.clock.now());
+                outcome.get_or_insert_with(|| d.outcome.clone());
+                if d.is_ignored() {
+                    // A router result the state no longer expects: make the router match the state.
+                    reconcile |= is_feedback;
+                    continue;
+                }
+                state = d.next;
+                history.extend(d.history);
+                for command in d.commands {
+                    if command.is_traffic() {
+                        acted_on_traffic = true;
+                        pending.push_back((self.act_traffic(&state, &command).await, true));
+                    } else {
+                        post.push(command);
+                    }
+                }
+            }
+            let outcome = outcome.unwrap_or(Outcome::Ignored("no events".into()));
+            if history.is_empty() && state == loaded {
+                return Ok(Round { state, post, outcome, reconcile });
+            }
+            match self.store.save(&state, &etag, &history).await {
+                Ok(_) => return Ok(Round { state, post, outcome, reconcile }),
+                Err(StoreError::Conflict) => {
+                    // Someone else wrote first: decide again on their state. If we already
+                    // moved traffic on the stale decision, make the router match the winner.
+                    reconcile |= acted_on_traffic;
+                    tracing::debug!(rollout = %id, "stale ETag; deciding again");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Contended(id.to_string()))
+    }
+
+    /// Makes the router agree with the saved state (after a lost race).
+    async fn reconcile(&self, state: &Rollout) {
+        if state.traffic.pending.is_some() || state.phase == Phase::Succeeded || state.traffic.promoted {
+            return;
+        }
+        let Ok(router) = traffic::build(&state.spec.target, &self.env) else { return };
+        let wanted = state.traffic.weight;
+        match router.current().await {
+            Ok(current) if current.weight != wanted => {
+                tracing::warn!(rollout = %state.id, router = current.weight, wanted, "router disagrees with the state; correcting");
+                let result = if wanted == 0 { router.revert(false).await.map(|_| ()) } else { router.set_weight(wanted).await.map(|_| ()) };
+                if let Err(e) = result {
+                    tracing::warn!(rollout = %state.id, error = %e, "could not correct the router; the timer will retry");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(rollout = %state.id, error = %e, "could not read the router"),
+        }
+    }
+
+    async fn act_traffic(&self, state: &Rollout, command: &Command) -> Event {
+        let (kind, id) = match command {
+            Command::SetWeight { id, .. } => (CommandKind::SetWeight, *id),
+            Command::Promote { id } => (CommandKind::Promote, *id),
+            Command::RevertTraffic { id, .. } => (CommandKind::RevertTraffic, *id),
+            _ => return Event::Tick,
+        };
+        let failed = |error: String| Event::CommandFailed { command: CommandRef { kind, id }, error };
+        let router = match traffic::build(&state.spec.target, &self.env) {
+            Ok(r) => r,
+            Err(e) => return failed(e.to_string()),
+        };
+        let work = async {
+            match command {
+                Command::SetWeight { weight, .. } => router.set_weight(*weight).await.map(|w| Event::TrafficConfirmed { weight: w }),
+                Command::Promote { .. } => router.promote().await.map(|_| Event::Promoted),
+                Command::RevertTraffic { undo_promotion, .. } => {
+                    router.revert(*undo_promotion).await.map(|w| Event::TrafficConfirmed { weight: w })
+                }
+                _ => Ok(Event::Tick),
+            }
+        };
+        match tokio::time::timeout(TRAFFIC_TIMEOUT, work).await {
+            Ok(Ok(event)) => {
+                tracing::info!(rollout = %state.id, command = command.name(), "router applied");
+                event
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(rollout = %state.id, command = command.name(), error = %e, "router failed");
+                failed(e.to_string())
+            }
+            Err(_) => failed(format!("no answer within {}s", TRAFFIC_TIMEOUT.as_secs())),
+        }
+    }
+
+    /// Everything after the save: the backlog issue first (so messages can
+    /// link it), then timers and measurements, then at most one announcement.
+    async fn act_after_save(&self, state: &Rollout, post: Vec<Command>) -> Vec<Event> {
+        let mut feedback = Vec::new();
+        let mut opened: Option<IssueRef> = None;
+        let now = self.clock.now();
+        for command in post.iter().filter(|c| matches!(c, Command::OpenBacklogIssue { .. })) {
+            if let Command::OpenBacklogIssue { evidence, id } = command {
+                match self.open_issue(state, evidence).await {
+                    Ok(issue) => {
+                        tracing::info!(rollout = %state.id, url = %issue.url, "backlog issue opened");
+                        opened = Some(issue.clone());
+                        feedback.push(Event::BacklogOpened { issue });
+                    }
+                    Err(error) => {
+                        tracing::warn!(rollout = %state.id, %error, "backlog issue not opened; will retry");
+                        feedback.push(Event::CommandFailed { command: CommandRef { kind: CommandKind::OpenBacklogIssue, id: *id }, error });
+                    }
+                }
+            }
+        }
+        let mut announcement: Option<(NotifyKind, String, u64)> = None;
+        for command in post {
+            match command {
+                Command::ScheduleStep { at, seq } => {
+                    if at <= now {
+                        feedback.push(Event::StepDue { seq });
+                    } else {
+                        let msg = StepMessage::Event { rollout: state.id.clone(), event: Event::StepDue { seq } };
+                        if let Err(e) = self.queue.send(msg.to_out(Some(at))).await {
+                            tracing::warn!(rollout = %state.id, error = %e, "could not schedule the next step; the timer will fire it");
+                        }
+                    }
+                }
+                Command::Measure { key, at } => {
+                    if at <= now {
+                        if let Some(plan) = state.metric_plan(&key) {
+                            let outcome = metrics::measure(plan, &state.spec.target, &self.env).await;
+                            feedback.push(Event::Measured { key, outcome });
+                        }
+                    } else {
+                        let msg = StepMessage::Measure { rollout: state.id.clone(), key };
+                        if let Err(e) = self.queue.send(msg.to_out(Some(at))).await {
+                            tracing::warn!(rollout = %state.id, error = %e, "could not schedule a measurement; the timer will take it");
+                        }
+                    }
+                }
+                Command::ScaleDownPrevious { id } => {
+                    let result = match traffic::build(&state.spec.target, &self.env) {
+                        Ok(router) => router.scale_down_previous().await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    if let Err(error) = result {
+                        feedback.push(Event::CommandFailed { command: CommandRef { kind: CommandKind::ScaleDownPrevious, id }, error });
+                    }
+                }
+                Command::Notify { kind, summary, id, .. } => announcement = Some((kind, summary, id)),
+                Command::RequestApproval { id, .. } => {
+                    // The approval request is its own message, whatever else changed.
+                    feedback.extend(self.announce(state, NotifyKind::ApprovalNeeded, "", id, None, now).await);
+                }
+                Command::OpenBacklogIssue { .. } | Command::SetWeight { .. } | Command::Promote { .. } | Command::RevertTraffic { .. } => {}
+            }
+        }
+        if let Some((kind, summary, id)) = announcement {
+            feedback.extend(self.announce(state, kind, &summary, id, opened.as_ref(), now).await);
+        }
+        feedback
+    }
+
+    async fn open_issue(&self, state: &Rollout, evidence: &crate::rollout::Evidence) -> Result<IssueRef, String> {
+        let Some(target) = &state.spec.backlog else { return Err("no backlog configured".into()) };
+        let tracker = backlog::build(&target.provider, &target.settings, &self.env).map_err(|e| e.to_string())?;
+        let history = self.store.history(&state.id).await.map_err(|e| e.to_string())?;
+        let draft = backlog::draft(state, &history, evidence, &self.env.public_url);
+        match tokio::time::timeout(Duration::from_secs(30), tracker.open(&draft)).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err("the backlog did not answer within 30s".into()),
+        }
+    }
+
+    async fn announce(
+        &self,
+        state: &Rollout,
+        kind: NotifyKind,
+        summary: &str,
+        id: u64,
+        issue: Option<&IssueRef>,
+        now: DateTime<Utc>,
+    ) -> Option<Event> {
+        if state.spec.notifications.is_empty() {
+            return None;
+        }
+        let message = notify::compose(kind, state, summary, issue, &self.env.public_url, now);
+        let mut errors = Vec::new();
+        for channel in &state.spec.notifications {
+            let result = match notify::build(&channel.provider, &channel.settings, &self.env) {
+                Ok(n) => notify::send_with_retries(n.as_ref(), &message).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = result {
+                tracing::warn!(rollout = %state.id, channel = %channel.provider, error = %e, "notification failed");
+                errors.push(format!("{}: {e}", channel.provider));
+            }
+        }
+        (!errors.is_empty())
+            .then(|| Event::CommandFailed { command: CommandRef { kind: CommandKind::Notify, id }, error: errors.join("; ") })
+    }
+}
+
+struct Round {
+    state: Rollout,
+    post: Vec<Command>,
+    outcome: Outcome,
+    reconcile: bool,
+}

@@ -1,0 +1,435 @@
+//! The handlers, one per folder in `functions/` (`functions/<name>/function.json`
+//! ↔ `src/functions/<name>.rs`), and what both hosts need to drive them: the
+//! transport-neutral HTTP request and response, the function definitions
+//! read from `function.json`, and route templates as the Functions host
+//! matches them (`rollouts/{id?}/{action?}`).
+
+pub mod alerts;
+pub mod api;
+pub mod dashboard;
+pub mod steps;
+pub mod tick;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::engine::Engine;
+
+/// Everything a handler needs.
+pub struct App {
+    /// The engine (store, queue, adapters, clock).
+    pub engine: Arc<Engine>,
+    /// The alert webhook's shared token; `None` accepts any caller (local only).
+    pub alert_token: Option<String>,
+}
+
+/// Largest body the API accepts.
+pub const MAX_API_BODY: usize = 1024 * 1024;
+/// Largest alert payload accepted (Azure Monitor sends up to 256 KB).
+pub const MAX_ALERT_BODY: usize = 512 * 1024;
+
+/// An HTTP request, whichever host received it.
+#[derive(Debug, Clone, Default)]
+pub struct HttpRequest {
+    /// Upper-case method.
+    pub method: String,
+    /// Path as received, e.g. `/api/rollouts/x/approve`.
+    pub path: String,
+    /// Route parameters from the function's template.
+    pub params: BTreeMap<String, String>,
+    /// Query parameters.
+    pub query: BTreeMap<String, String>,
+    /// Headers, names in lower case.
+    pub headers: BTreeMap<String, String>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+    }
+}
+
+/// An HTTP response, whichever host sends it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Content type.
+    pub content_type: String,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// A JSON response.
+    pub fn json(status: u16, value: &Value) -> Self {
+        HttpResponse {
+            status,
+            content_type: "application/json".into(),
+            headers: Vec::new(),
+            body: serde_json::to_vec_pretty(value).unwrap_or_default(),
+        }
+    }
+
+    /// A JSON error: `{"error": code, "message": ..., "field": ...}`.
+    pub fn error(status: u16, code: &str, message: impl Into<String>, field: Option<&str>) -> Self {
+        let mut body = json!({"error": code, "message": message.into()});
+        if let Some(f) = field {
+            body["field"] = json!(f);
+        }
+        Self::json(status, &body)
+    }
+
+    /// An HTML page.
+    pub fn html(body: String) -> Self {
+        HttpResponse { status: 200, content_type: "text/html; charset=utf-8".into(), headers: Vec::new(), body: body.into_bytes() }
+    }
+
+    /// The body parsed as JSON (tests and hosts).
+    pub fn json_body(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// Parses a JSON body, or says what is wrong in a 400.
+pub fn parse_json_body(req: &HttpRequest, limit: usize) -> Result<Value, HttpResponse> {
+    if req.body.len() > limit {
+        return Err(HttpResponse::error(413, "body_too_large", format!("the body is {} bytes; the limit is {limit}", req.body.len()), None));
+    }
+    if req.body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&req.body).map_err(|e| HttpResponse::error(400, "invalid_json", format!("the body is not valid JSON: {e}"), None))
+}
+
+/// Why a queue or timer invocation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth retrying: the host should abandon the message.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Will never succeed: record it and acknowledge.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// A function's trigger, as `function.json` declares it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    /// HTTP, with its route template and methods.
+    Http {
+        /// Route template, e.g. `rollouts/{id?}/{action?}`.
+        route: RouteTemplate,
+        /// Allowed methods, upper case.
+        methods: Vec<String>,
+        /// `function`, `anonymous`, `admin`.
+        auth_level: String,
+    },
+    /// A timer with an NCRONTAB schedule.
+    Timer {
+        /// Six fields, seconds first.
+        schedule: String,
+    },
+    /// A Service Bus queue.
+    ServiceBus {
+        /// Queue name.
+        queue: String,
+        /// App-setting prefix of the connection.
+        connection: String,
+    },
+}
+
+/// One function: a folder in `functions/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionDef {
+    /// Folder name.
+    pub name: String,
+    /// What triggers it.
+    pub trigger: Trigger,
+}
+
+/// The handlers this binary has, by function name.
+pub const HANDLERS: &[&str] = &["alerts", "api", "dashboard", "steps", "tick"];
+
+/// The `function.json` files built into the binary (the custom handler serves
+/// from these; `sluice up` reads the files on disk like the Functions host).
+pub const EMBEDDED: &[(&str, &str)] = &[
+    ("alerts", include_str!("../../functions/alerts/function.json")),
+    ("api", include_str!("../../functions/api/function.json")),
+    ("dashboard", include_str!("../../functions/dashboard/function.json")),
+    ("steps", include_str!("../../functions/steps/function.json")),
+    ("tick", include_str!("../../functions/tick/function.json")),
+];
+
+/// Reads one `function.json`.
+pub fn parse_function_json(name: &str, text: &str) -> Result<FunctionDef, String> {
+    let doc: Value = serde_json::from_str(text).map_err(|e| format!("functions/{name}/function.json: {e}"))?;
+    let bindings = doc.get("bindings").and_then(Value::as_array).ok_or_else(|| format!("functions/{name}/function.json: no bindings"))?;
+    let trigger = bindings
+        .iter()
+        .find(|b| b.get("direction").and_then(Value::as_str) == Some("in"))
+        .ok_or_else(|| format!("functions/{name}/function.json: no input binding"))?;
+    let s = |key: &str| trigger.get(key).and_then(Value::as_str).map(str::to_string);
+    let trigger = match s("type").as_deref() {
+        Some("httpTrigger") => Trigger::Http {
+            route: RouteTemplate::parse(&s("route").unwrap_or_else(|| name.to_string())),
+            methods: trigger
+                .get("methods")
+                .and_then(Value::as_array)
+                .map(|m| m.iter().filter_map(Value::as_str).map(str::to_ascii_uppercase).collect())
+                .unwrap_or_else(|| vec!["GET".into(), "POST".into()]),
+            auth_level: s("authLevel").unwrap_or_else(|| "function".into()),
+        },
+        Some("timerTrigger") => Trigger::Timer { schedule: s("schedule").ok_or_else(|| format!("functions/{name}: timer without schedule"))? },
+        Some("serviceBusTrigger") => Trigger::ServiceBus {
+            queue: s("queueName").ok_or_else(|| format!("functions/{name}: serviceBusTrigger without queueName"))?,
+            connection: s("connection").unwrap_or_else(|| "ServiceBusConnection".into()),
+        },
+        other => return Err(format!("functions/{name}/function.json: unsupported trigger {other:?}")),
+    };
+    Ok(FunctionDef { name: name.to_string(), trigger })
+}
+
+/// The embedded definitions, parsed.
+pub fn embedded_definitions() -> Result<Vec<FunctionDef>, String> {
+    EMBEDDED.iter().map(|(name, text)| parse_function_json(name, text)).collect()
+}
+
+/// A Functions route template: literal segments, `{name}`, `{name?}`, `{*rest}`;
+/// constraints such as `{id:alpha}` are accepted and ignored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteTemplate {
+    text: String,
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Segment {
+    Literal(String),
+    Param { name: String, optional: bool, catch_all: bool },
+}
+
+impl RouteTemplate {
+    /// Parses a template.
+    pub fn parse(text: &str) -> Self {
+        let segments = text
+            .trim_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(inner) => {
+                    let catch_all = inner.starts_with('*');
+                    let inner = inner.trim_start_matches('*');
+                    let optional = inner.ends_with('?');
+                    let name = inner.trim_end_matches('?').split(':').next().unwrap_or("").to_string();
+                    Segment::Param { name, optional, catch_all }
+                }
+                None => Segment::Literal(s.to_ascii_lowercase()),
+            })
+            .collect();
+        RouteTemplate { text: text.to_string(), segments }
+    }
+
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Matches a path (without the route prefix); returns the parameters.
+    pub fn matches(&self, path: &str) -> Option<BTreeMap<String, String>> {
+        let parts: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+        let mut params = BTreeMap::new();
+        let mut i = 0;
+        for seg in &self.segments {
+            match seg {
+                Segment::Literal(l) => {
+                    if parts.get(i).map(|p| p.to_ascii_lowercase()) != Some(l.clone()) {
+                        return None;
+                    }
+                    i += 1;
+                }
+                Segment::Param { name, catch_all: true, .. } => {
+                    if i < parts.len() {
+                        params.insert(name.clone(), parts[i..].join("/"));
+                    }
+                    i = parts.len();
+                }
+                Segment::Param { name, optional, .. } => match parts.get(i) {
+                    Some(p) => {
+                        params.insert(name.clone(), percent_decode(p));
+                        i += 1;
+                    }
+                    None if *optional => {}
+                    None => return None,
+                },
+            }
+        }
+        (i == parts.len()).then_some(params)
+    }
+}
+
+/// Decodes `%xx` escapes in a path segment (invalid escapes are kept as written).
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses a query string.
+pub fn parse_query(q: &str) -> BTreeMap<String, String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(&k.replace('+', " ")), percent_decode(&v.replace('+', " ")))
+        })
+        .collect()
+}
+
+/// Finds the HTTP function for a path under the route prefix.
+pub fn route_http<'a>(defs: &'a [FunctionDef], prefix: &str, method: &str, path: &str) -> RouteMatch<'a> {
+    let prefix = prefix.trim_matches('/');
+    let rest = path.trim_start_matches('/');
+    let rest = if prefix.is_empty() {
+        Some(rest)
+    } else {
+        rest.strip_prefix(prefix).filter(|r| r.is_empty() || r.starts_with('/'))
+    };
+    let Some(rest) = rest else { return RouteMatch::NotFound };
+    let mut wrong_method = false;
+    for def in defs {
+        if let Trigger::Http { route, methods, .. } = &def.trigger {
+            if let Some(params) = route.matches(rest) {
+                if methods.iter().any(|m| m.eq_ignore_ascii_case(method)) {
+                    return RouteMatch::Found(def, params);
+                }
+                wrong_method = true;
+            }
+        }
+    }
+    if wrong_method {
+        RouteMatch::MethodNotAllowed
+    } else {
+        RouteMatch::NotFound
+    }
+}
+
+/// The result of routing an HTTP request.
+pub enum RouteMatch<'a> {
+    /// The function and its route parameters.
+    Found(&'a FunctionDef, BTreeMap<String, String>),
+    /// A route matched but not with this method.
+    MethodNotAllowed,
+    /// Nothing matched.
+    NotFound,
+}
+
+/// Runs an HTTP function by name.
+pub async fn invoke_http(app: &App, name: &str, req: HttpRequest) -> HttpResponse {
+    match name {
+        "api" => api::handle(app, req).await,
+        "alerts" => alerts::handle(app, req).await,
+        "dashboard" => dashboard::handle(app, req).await,
+        other => HttpResponse::error(404, "unknown_function", format!("no HTTP handler named '{other}'"), None),
+    }
+}
+
+/// Runs a queue-triggered function by name with one message body.
+pub async fn invoke_queue(app: &App, name: &str, body: &str) -> Result<(), HandlerError> {
+    match name {
+        "steps" => steps::handle(app, body).await,
+        other => Err(HandlerError::Permanent(format!("no queue handler named '{other}'"))),
+    }
+}
+
+/// Runs a timer-triggered function by name.
+pub async fn invoke_timer(app: &App, name: &str, past_due: bool) -> Result<Value, HandlerError> {
+    match name {
+        "tick" => tick::handle(app, past_due).await,
+        other => Err(HandlerError::Permanent(format!("no timer handler named '{other}'"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_templates_match_like_the_functions_host() {
+        let t = RouteTemplate::parse("rollouts/{id?}/{action?}");
+        assert_eq!(t.matches("rollouts"), Some(BTreeMap::new()));
+        let m = t.matches("/rollouts/r-1/approve/").expect("matches");
+        assert_eq!((m["id"].as_str(), m["action"].as_str()), ("r-1", "approve"));
+        assert_eq!(t.matches("rollouts/a/b/c"), None);
+        assert_eq!(t.matches("alerts"), None);
+        let t = RouteTemplate::parse("files/{*rest}");
+        assert_eq!(t.matches("files/a/b").expect("matches")["rest"], "a/b");
+        let t = RouteTemplate::parse("items/{id:int}");
+        assert_eq!(t.matches("items/7").expect("matches")["id"], "7");
+        assert_eq!(t.matches("items"), None);
+    }
+
+    #[test]
+    fn every_embedded_function_has_a_handler_and_back() {
+        let defs = embedded_definitions().expect("valid function.json files");
+        let mut names: Vec<&str> = defs.iter().map(|d| d.name.as_str()).collect();
+        names.sort();
+        assert_eq!(names, HANDLERS);
+        let on_disk: Vec<String> = {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("functions");
+            let mut v: Vec<String> = std::fs::read_dir(dir)
+                .expect("functions/")
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().join("function.json").exists())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(on_disk, HANDLERS);
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/functions");
+        for name in HANDLERS {
+            assert!(src.join(format!("{name}.rs")).exists(), "src/functions/{name}.rs mirrors functions/{name}/");
+        }
+    }
+
+    #[test]
+    fn routing_distinguishes_not_found_and_wrong_method() {
+        let defs = embedded_definitions().expect("valid");
+        assert!(matches!(route_http(&defs, "api", "POST", "/api/alerts"), RouteMatch::Found(d, _) if d.name == "alerts"));
+        assert!(matches!(route_http(&defs, "api", "DELETE", "/api/alerts"), RouteMatch::MethodNotAllowed));
+        assert!(matches!(route_http(&defs, "api", "GET", "/api/nothing"), RouteMatch::NotFound));
+        assert!(matches!(route_http(&defs, "api", "GET", "/apix/rollouts"), RouteMatch::NotFound));
+        assert!(matches!(route_http(&defs, "api", "GET", "/api/rollouts/r1"), RouteMatch::Found(d, p) if d.name == "api" && p["id"] == "r1"));
+    }
+
+    #[test]
+    fn percent_decoding_and_queries() {
+        assert_eq!(percent_decode("a%20b"), "a b");
+        assert_eq!(percent_decode("bad%zz"), "bad%zz");
+        assert_eq!(percent_decode("end%2"), "end%2");
+        assert_eq!(percent_decode("%é%"), "%é%");
+        let q = parse_query("active=true&phase=Paused&x=a+b");
+        assert_eq!((q["active"].as_str(), q["phase"].as_str(), q["x"].as_str()), ("true", "Paused", "a b"));
+    }
+}

@@ -1,0 +1,22 @@
+//! `tick` (timer): the safety net. Every rollout that may have something due
+//! gets a `Tick`: a wait whose scheduled message was lost fires, overdue
+//! measurements are taken, failed router or backlog calls are retried.
+
+use serde_json::{json, Value};
+
+use super::{App, HandlerError};
+
+/// Runs one sweep.
+pub async fn handle(app: &App, past_due: bool) -> Result<Value, HandlerError> {
+    if past_due {
+        tracing::info!("tick is past due; sweeping now");
+    }
+    let report = app.engine.sweep().await.map_err(|e| {
+        if e.is_transient() {
+            HandlerError::Transient(e.to_string())
+        } else {
+            HandlerError::Permanent(e.to_string())
+        }
+    })?;
+    Ok(json!(report))
+}

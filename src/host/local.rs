@@ -1,0 +1,287 @@
+//! The embedded local host (`sluice up`): reads `host.json` and
+//! `functions/*/function.json` like the Functions host, serves the HTTP
+//! functions under the route prefix, runs each timer on its NCRONTAB
+//! schedule and consumes the queue with host.json's concurrency. State and
+//! queue live in one SQLite file, so killing the process at any point and
+//! starting it again resumes every rollout.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+use chrono::Utc;
+use croner::parser::{CronParser, Seconds, Year};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{load_app_or_embedded, HostError, HostSettings};
+use crate::adapters::AdapterEnv;
+use crate::engine::{Clock, Engine, SystemClock};
+use crate::functions::{
+    self, parse_query, route_http, App, FunctionDef, HandlerError, HttpRequest, HttpResponse, RouteMatch, Trigger, MAX_ALERT_BODY,
+    MAX_API_BODY,
+};
+use crate::queue::embedded::EmbeddedQueue;
+use crate::queue::{Delivery, Queue};
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+
+/// How long a received message stays locked (renewed while it is worked on).
+const LOCK: Duration = Duration::from_secs(60);
+
+/// How to run the local host.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// Directory holding `host.json` and `functions/` (the embedded copies are used if absent).
+    pub root: PathBuf,
+    /// Where state lives (`.sluice`).
+    pub data_dir: PathBuf,
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// The alert webhook token (`SLUICE_ALERT_TOKEN`); `None` accepts any caller.
+    pub alert_token: Option<String>,
+    /// Base URL for links; defaults to the listening address.
+    pub public_url: Option<String>,
+}
+
+/// A running local host.
+pub struct RunningHost {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The handlers' context (engine, store, queue).
+    pub app: Arc<App>,
+    /// The function definitions it serves.
+    pub functions: Vec<FunctionDef>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningHost {
+    /// Base URL, e.g. `http://127.0.0.1:7071`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving, timers and consumers.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    /// Waits until the host stops (it does not on its own).
+    pub async fn wait(&mut self) {
+        let mut rx = self.stop.subscribe();
+        let _ = rx.changed().await;
+    }
+}
+
+struct HttpContext {
+    app: Arc<App>,
+    settings: HostSettings,
+    defs: Vec<FunctionDef>,
+}
+
+/// Opens the embedded store and queue in `data_dir` and builds the engine.
+pub fn embedded_engine(data_dir: &std::path::Path, public_url: String) -> Result<Arc<Engine>, HostError> {
+    std::fs::create_dir_all(data_dir).map_err(|e| HostError::Storage(format!("cannot create {}: {e}", data_dir.display())))?;
+    let db = data_dir.join("sluice.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).map_err(|e| HostError::Storage(e.to_string()))?);
+    let queue: Arc<dyn Queue> = Arc::new(EmbeddedQueue::open(&db).map_err(|e| HostError::Storage(e.to_string()))?);
+    let env = AdapterEnv::new(data_dir.to_path_buf(), public_url);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    Ok(Arc::new(Engine::new(store, queue, env, clock)))
+}
+
+/// Starts the host.
+pub async fn start(config: LocalConfig) -> Result<RunningHost, HostError> {
+    let (settings, defs) = load_app_or_embedded(&config.root)?;
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .map_err(|source| HostError::Bind { addr: config.addr.to_string(), source })?;
+    let addr = listener.local_addr().map_err(|source| HostError::Bind { addr: config.addr.to_string(), source })?;
+    let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let engine = embedded_engine(&config.data_dir, public_url)?;
+    let app = Arc::new(App { engine, alert_token: config.alert_token.clone() });
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    for def in &defs {
+        match &def.trigger {
+            Trigger::Timer { schedule } => {
+                let cron = CronParser::builder()
+                    .seconds(Seconds::Required)
+                    .year(Year::Disallowed)
+                    .build()
+                    .parse(schedule)
+                    .map_err(|e| HostError::Config(format!("functions/{}: schedule '{schedule}': {e}", def.name)))?;
+                tasks.push(tokio::spawn(run_timer(app.clone(), def.name.clone(), cron, stop_rx.clone())));
+            }
+            Trigger::ServiceBus { .. } => {
+                for _ in 0..settings.max_concurrent_calls {
+                    tasks.push(tokio::spawn(consume(app.clone(), def.name.clone(), stop_rx.clone())));
+                }
+            }
+            Trigger::Http { .. } => {}
+        }
+    }
+
+    let ctx = Arc::new(HttpContext { app: app.clone(), settings, defs: defs.clone() });
+    let router = axum::Router::new().fallback(dispatch).with_state(ctx);
+    let mut http_stop = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.changed().await;
+            })
+            .await;
+    }));
+    Ok(RunningHost { addr, app, functions: defs, stop, tasks })
+}
+
+async fn dispatch(State(ctx): State<Arc<HttpContext>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let method = parts.method.as_str().to_ascii_uppercase();
+    let path = parts.uri.path().to_string();
+    if path == "/" {
+        let names: Vec<&str> = ctx.defs.iter().map(|d| d.name.as_str()).collect();
+        return to_axum(HttpResponse::json(200, &serde_json::json!({"sluice": env!("CARGO_PKG_VERSION"), "functions": names})));
+    }
+    let limit = MAX_API_BODY.max(MAX_ALERT_BODY);
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => return to_axum(HttpResponse::error(413, "body_too_large", format!("the body is over the {limit}-byte limit"), None)),
+    };
+    let response = match route_http(&ctx.defs, &ctx.settings.route_prefix, &method, &path) {
+        RouteMatch::Found(def, params) => {
+            let req = HttpRequest {
+                method,
+                path,
+                params,
+                query: parts.uri.query().map(parse_query).unwrap_or_default(),
+                headers: parts
+                    .headers
+                    .iter()
+                    .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_ascii_lowercase(), v.to_string())))
+                    .collect(),
+                body: bytes.to_vec(),
+            };
+            functions::invoke_http(&ctx.app, &def.name, req).await
+        }
+        RouteMatch::MethodNotAllowed => HttpResponse::error(405, "method_not_allowed", format!("{method} is not allowed on {path}"), None),
+        RouteMatch::NotFound => HttpResponse::error(404, "not_found", format!("no function serves {path}"), None),
+    };
+    to_axum(response)
+}
+
+/// Turns a handler response into an axum one.
+pub fn to_axum(r: HttpResponse) -> Response {
+    let mut response = Response::new(Body::from(r.body));
+    *response.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = HeaderValue::from_str(&r.content_type) {
+        response.headers_mut().insert(axum::http::header::CONTENT_TYPE, v);
+    }
+    for (k, v) in r.headers {
+        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+            response.headers_mut().insert(k, v);
+        }
+    }
+    response
+}
+
+async fn run_timer(app: Arc<App>, name: String, cron: croner::Cron, mut stop: watch::Receiver<bool>) {
+    loop {
+        let now = Utc::now();
+        let Ok(next) = cron.find_next_occurrence(&now, false) else {
+            tracing::error!(function = %name, "the schedule has no next occurrence");
+            return;
+        };
+        let delay = (next - now).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return,
+        }
+        let past_due = (Utc::now() - next).num_seconds() > 5;
+        match functions::invoke_timer(&app, &name, past_due).await {
+            Ok(report) => tracing::debug!(function = %name, %report, "timer ran"),
+            Err(e) => tracing::warn!(function = %name, error = %e, "timer failed; the next occurrence runs as scheduled"),
+        }
+    }
+}
+
+async fn consume(app: Arc<App>, name: String, mut stop: watch::Receiver<bool>) {
+    let queue = app.engine.queue.clone();
+    let wake = queue.wakeup();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let notified = wake.as_ref().map(|w| w.clone());
+        let notify_future = async {
+            match &notified {
+                Some(n) => n.notified().await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::pin!(notify_future);
+        match queue.receive(LOCK).await {
+            Ok(Some(delivery)) => process(&app, &name, &queue, delivery).await,
+            Ok(None) => {
+                let idle = match queue.next_visible_at().await {
+                    Some(at) => (at - Utc::now()).to_std().unwrap_or_default().clamp(Duration::from_millis(5), Duration::from_millis(500)),
+                    None => Duration::from_millis(500),
+                };
+                tokio::select! {
+                    _ = &mut notify_future => {}
+                    _ = tokio::time::sleep(idle) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(function = %name, error = %e, "queue receive failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    }
+}
+
+async fn process(app: &Arc<App>, name: &str, queue: &Arc<dyn Queue>, delivery: Delivery) {
+    let renewer = {
+        let queue = queue.clone();
+        let d = delivery.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LOCK / 3).await;
+                if queue.renew(&d, LOCK).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let result = functions::invoke_queue(app, name, &delivery.body).await;
+    renewer.abort();
+    let settle = match result {
+        Ok(()) => queue.complete(&delivery).await,
+        Err(HandlerError::Permanent(reason)) => {
+            tracing::error!(function = %name, message = %delivery.id, %reason, "message can never succeed; acknowledged without retry");
+            queue.complete(&delivery).await
+        }
+        Err(HandlerError::Transient(reason)) => {
+            tracing::warn!(function = %name, message = %delivery.id, delivery = delivery.delivery_count, %reason, "handler failed; message abandoned for redelivery");
+            queue.abandon(&delivery).await
+        }
+    };
+    if let Err(e) = settle {
+        tracing::warn!(function = %name, message = %delivery.id, error = %e, "could not settle the message; it will be redelivered");
+    }
+}

@@ -1,0 +1,109 @@
+//! The two ways handlers are driven, sharing them unchanged: [`local`] (the
+//! embedded host behind `sluice up`, a stand-in for `func start`) and the
+//! Azure Functions custom-handler protocol behind `sluice serve`. Both read
+//! the same `host.json` settings and function definitions.
+
+pub mod local;
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::functions::{self, FunctionDef, HANDLERS};
+
+/// What the hosts take from `host.json`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostSettings {
+    /// `extensions.http.routePrefix` (default `api`).
+    pub route_prefix: String,
+    /// `extensions.serviceBus.maxConcurrentCalls` (default 16).
+    pub max_concurrent_calls: usize,
+    /// `customHandler.enableForwardingHttpRequest`.
+    pub forward_http: bool,
+    /// `customHandler.description.defaultExecutablePath`.
+    pub executable: String,
+}
+
+/// Why a host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// `host.json` or a `function.json` is missing or wrong.
+    #[error("{0}")]
+    Config(String),
+    /// A port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store or queue could not be opened.
+    #[error("{0}")]
+    Storage(String),
+}
+
+impl HostSettings {
+    /// Reads the settings from `host.json` text.
+    pub fn parse(text: &str) -> Result<Self, HostError> {
+        let doc: Value = serde_json::from_str(text).map_err(|e| HostError::Config(format!("host.json: {e}")))?;
+        let prefix = doc.pointer("/extensions/http/routePrefix").and_then(Value::as_str).unwrap_or("api").to_string();
+        let calls = doc.pointer("/extensions/serviceBus/maxConcurrentCalls").and_then(Value::as_u64).unwrap_or(16) as usize;
+        Ok(HostSettings {
+            route_prefix: prefix,
+            max_concurrent_calls: calls.clamp(1, 256),
+            forward_http: doc.pointer("/customHandler/enableForwardingHttpRequest").and_then(Value::as_bool).unwrap_or(false),
+            executable: doc
+                .pointer("/customHandler/description/defaultExecutablePath")
+                .and_then(Value::as_str)
+                .unwrap_or("sluice")
+                .to_string(),
+        })
+    }
+
+    /// The `host.json` built into the binary.
+    pub fn embedded() -> Result<Self, HostError> {
+        Self::parse(EMBEDDED_HOST_JSON)
+    }
+}
+
+/// The repository's `host.json`, built into the binary.
+pub const EMBEDDED_HOST_JSON: &str = include_str!("../../host.json");
+
+/// Reads `host.json` and every `functions/*/function.json` under `root`, as
+/// the Functions host does, and checks each function has a handler.
+pub fn load_app(root: &Path) -> Result<(HostSettings, Vec<FunctionDef>), HostError> {
+    let host_json = root.join("host.json");
+    let settings = match std::fs::read_to_string(&host_json) {
+        Ok(text) => HostSettings::parse(&text)?,
+        Err(e) => return Err(HostError::Config(format!("{}: {e}", host_json.display()))),
+    };
+    let dir = root.join("functions");
+    let entries = std::fs::read_dir(&dir).map_err(|e| HostError::Config(format!("{}: {e}", dir.display())))?;
+    let mut defs = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path().join("function.json");
+        if !path.exists() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).map_err(|e| HostError::Config(format!("{}: {e}", path.display())))?;
+        let def = functions::parse_function_json(&name, &text).map_err(HostError::Config)?;
+        if !HANDLERS.contains(&name.as_str()) {
+            return Err(HostError::Config(format!("functions/{name} has no handler in this binary (known: {})", HANDLERS.join(", "))));
+        }
+        defs.push(def);
+    }
+    defs.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((settings, defs))
+}
+
+/// Loads the function definitions from `root` if it holds an app, else the embedded ones.
+pub fn load_app_or_embedded(root: &Path) -> Result<(HostSettings, Vec<FunctionDef>), HostError> {
+    if root.join("host.json").exists() && root.join("functions").is_dir() {
+        load_app(root)
+    } else {
+        let defs = functions::embedded_definitions().map_err(HostError::Config)?;
+        Ok((HostSettings::embedded()?, defs))
+    }
+}
