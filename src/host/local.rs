@@ -32,7 +32,7 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
 /// How long a received message stays locked (renewed while it is worked on).
-const LOCK: Duration = Duration::from_secs(60);
+const LOCK: Duration = Duration::from_secs(30);
 
 /// How to run the local host.
 #[derive(Debug, Clone)]
@@ -100,15 +100,24 @@ pub fn embedded_engine(data_dir: &std::path::Path, public_url: String) -> Result
     Ok(Arc::new(Engine::new(store, queue, env, clock)))
 }
 
-/// Starts the host.
+/// Starts the host with the embedded store and queue in `config.data_dir`.
 pub async fn start(config: LocalConfig) -> Result<RunningHost, HostError> {
+    start_with(config, |data_dir, public_url| embedded_engine(data_dir, public_url)).await
+}
+
+/// Starts the host with an engine built by `make` (given the data directory
+/// and the public URL) — how tests and other adapters plug in.
+pub async fn start_with(
+    config: LocalConfig,
+    make: impl FnOnce(&std::path::Path, String) -> Result<Arc<Engine>, HostError>,
+) -> Result<RunningHost, HostError> {
     let (settings, defs) = load_app_or_embedded(&config.root)?;
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|source| HostError::Bind { addr: config.addr.to_string(), source })?;
     let addr = listener.local_addr().map_err(|source| HostError::Bind { addr: config.addr.to_string(), source })?;
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
-    let engine = embedded_engine(&config.data_dir, public_url)?;
+    let engine = make(&config.data_dir, public_url)?;
     let app = Arc::new(App { engine, alert_token: config.alert_token.clone() });
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();

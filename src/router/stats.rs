@@ -149,13 +149,14 @@ impl Stats {
         slot.1.record(error, latency_ms);
     }
 
-    /// The last `window_secs` seconds up to and including `now_secs`.
+    /// The last `window_secs` whole seconds plus the current, partial one, so
+    /// a window always holds at least `window_secs` of traffic.
     pub fn window(&self, role: Role, window_secs: u64, now_secs: u64) -> WindowStats {
-        let window = window_secs.clamp(1, RING_SECONDS as u64 - 1);
+        let window = window_secs.clamp(1, RING_SECONDS as u64 - 2);
         let mut sum = Counts::ZERO;
         if let Ok(sides) = self.sides.lock() {
             let side = &sides[index(role)];
-            for s in (now_secs + 1).saturating_sub(window)..=now_secs {
+            for s in now_secs.saturating_sub(window)..=now_secs {
                 let slot = &side.ring[(s as usize) % RING_SECONDS];
                 if slot.0 == s {
                     sum.add(&slot.1);
@@ -223,8 +224,10 @@ mod tests {
         for _ in 0..50 {
             s.record(Role::Canary, false, 20.0, 1005);
         }
-        let w = s.window(Role::Canary, 3, 1005);
+        let w = s.window(Role::Canary, 4, 1005);
         assert_eq!((w.requests, w.errors), (50, 0));
+        let w = s.window(Role::Canary, 5, 1005);
+        assert_eq!((w.requests, w.errors), (150, 10), "five whole seconds back plus the current one");
         let w = s.window(Role::Canary, 10, 1005);
         assert_eq!((w.requests, w.errors), (150, 10));
         assert!((w.error_rate.expect("requests") - 10.0 / 150.0).abs() < 1e-9);
@@ -232,6 +235,7 @@ mod tests {
         // The ring slot of second 1000 is reused 300 seconds later.
         s.record(Role::Canary, false, 20.0, 1300);
         assert_eq!(s.window(Role::Canary, 1, 1300).requests, 1);
+        assert_eq!(s.window(Role::Canary, 1, 1301).requests, 1, "the previous whole second counts");
     }
 
     #[test]

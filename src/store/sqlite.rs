@@ -255,6 +255,7 @@ impl Store for SqliteStore {
 
     async fn record_alert(&self, alert: &AlertRecord) -> Result<(), StoreError> {
         let record = encode(alert)?;
+        self.transactions.fetch_add(1, Ordering::Relaxed);
         self.with(move |conn| {
             conn.execute("INSERT INTO alerts (record) VALUES (?1)", [record]).map_err(unavailable)?;
             // Keep the record bounded: the newest 10 000 alerts.

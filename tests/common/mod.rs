@@ -1,0 +1,229 @@
+//! A test rig: two sample API versions behind the local router, optional
+//! load, and the local host — all on loopback, all real.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use sluice::client::Client;
+use sluice::demo::load::Load;
+use sluice::demo::sample_app::{self, Fault};
+use sluice::engine::Engine;
+use sluice::host::local::{self, LocalConfig, RunningHost};
+use sluice::host::HostError;
+use sluice::router::{Router, Upstream};
+
+pub const TOKEN: &str = "test-alert-token";
+pub const RESOURCE: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Web/sites/orders-api";
+
+pub fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The apps and the router, without a host.
+pub struct Upstreams {
+    pub router: Arc<Router>,
+    pub router_url: String,
+    pub v2_fault: Arc<Fault>,
+}
+
+impl Upstreams {
+    pub async fn start() -> Upstreams {
+        let (v1, _) = sample_app::serve("v1", Arc::new(Fault::default()), loopback()).await.expect("v1");
+        let v2_fault = Arc::new(Fault::default());
+        let (v2, _) = sample_app::serve("v2", v2_fault.clone(), loopback()).await.expect("v2");
+        let router = Router::new(
+            Upstream { name: "stable".into(), version: "v1".into(), url: format!("http://{v1}") },
+            Upstream { name: "canary".into(), version: "v2".into(), url: format!("http://{v2}") },
+        );
+        let (addr, _) = router.serve(loopback()).await.expect("router");
+        Upstreams { router, router_url: format!("http://{addr}"), v2_fault }
+    }
+
+    pub fn fail_canary(&self, per_mille: u32) {
+        self.v2_fault.errors_per_mille.store(per_mille, Ordering::Relaxed);
+    }
+}
+
+pub struct Rig {
+    pub up: Upstreams,
+    pub host: RunningHost,
+    pub client: Client,
+    pub dir: tempfile::TempDir,
+    pub load: Option<Load>,
+}
+
+impl Rig {
+    pub async fn start() -> Rig {
+        Self::start_with(|dir, url| local::embedded_engine(dir, url)).await
+    }
+
+    pub async fn start_with(make: impl FnOnce(&std::path::Path, String) -> Result<Arc<Engine>, HostError>) -> Rig {
+        let up = Upstreams::start().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let host = local::start_with(
+            LocalConfig {
+                root: repo_root(),
+                data_dir: dir.path().to_path_buf(),
+                addr: loopback(),
+                alert_token: Some(TOKEN.into()),
+                public_url: None,
+            },
+            make,
+        )
+        .await
+        .expect("local host starts");
+        let client = Client::new(&host.url(), None, "pipeline");
+        Rig { up, host, client, dir, load: None }
+    }
+
+    pub fn with_load(mut self, rps: u32) -> Rig {
+        self.load = Some(Load::start(&self.up.router_url, rps, 4));
+        self
+    }
+
+    pub fn as_user(&self, user: &str) -> Client {
+        Client::new(&self.host.url(), None, user)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    pub fn spec(&self, steps: Value) -> Value {
+        spec_for(&self.up.router_url, steps)
+    }
+
+    pub async fn wait(&self, id: &str, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_for(&self.client, id, what, timeout, pred).await
+    }
+
+    pub async fn wait_phase(&self, id: &str, phase: &str) -> Value {
+        self.wait(id, phase, Duration::from_secs(40), |s| s["phase"] == phase).await
+    }
+
+    pub async fn start_rollout(&self, spec: &Value) -> String {
+        let r = self.client.start(spec, None).await.expect("rollout starts");
+        r["id"].as_str().expect("an id").to_string()
+    }
+
+    pub fn backlog_files(&self) -> Vec<PathBuf> {
+        match std::fs::read_dir(self.dir.path().join("backlog")) {
+            Ok(d) => d.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub fn notifications(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.path().join("notifications.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+pub async fn wait_for(client: &Client, id: &str, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let status = client.status(id).await.expect("status");
+        if pred(&status) {
+            return status;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out waiting for {what}; last status:\n{}", sluice::view::status_text(&status));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn metric(name: &str, query: &str, condition: &str, count: Option<u32>) -> Value {
+    let mut m = json!({"name": name, "provider": "local", "query": query, "successCondition": condition,
+                       "interval": "1s", "initialDelay": "1s", "minSampleSize": 3});
+    if let Some(c) = count {
+        m["count"] = json!(c);
+    }
+    m
+}
+
+pub fn spec_for(router_url: &str, steps: Value) -> Value {
+    json!({
+        "target": {
+            "name": "orders-api",
+            "router": {"provider": "local", "settings": {"url": router_url}},
+            "stable": {"name": "stable", "version": "v1"},
+            "canary": {"name": "canary", "version": "v2"},
+            "resourceIds": [RESOURCE]
+        },
+        "strategy": {"canary": {"steps": steps}},
+        "backlog": {"provider": "local"},
+        "notifications": [{"provider": "jsonl"}]
+    })
+}
+
+/// A Common Alert Schema metric alert on the canary slot.
+pub fn azure_alert(id: &str, condition: &str) -> Value {
+    json!({
+        "schemaId": "azureMonitorCommonAlertSchema",
+        "data": {
+            "essentials": {
+                "alertId": id,
+                "alertRule": "canary 5xx",
+                "severity": "Sev1",
+                "signalType": "Metric",
+                "monitorCondition": condition,
+                "monitoringService": "Platform",
+                "alertTargetIDs": [format!("{}/slots/canary", RESOURCE.to_ascii_lowercase())],
+                "configurationItems": ["orders-api-canary"],
+                "originAlertId": "x",
+                "firedDateTime": "2026-11-23T10:07:08.3962034Z",
+                "description": "5xx above 5%",
+                "essentialsVersion": "1.0",
+                "alertContextVersion": "1.0"
+            },
+            "alertContext": {
+                "conditionType": "SingleResourceMultipleMetricCriteria",
+                "condition": {"windowSize": "PT5M", "allOf": [{
+                    "metricName": "Http5xx", "operator": "GreaterThan", "threshold": "5",
+                    "timeAggregation": "Total", "dimensions": [], "metricValue": 37.0
+                }]}
+            },
+            "customProperties": null
+        }
+    })
+}
+
+/// Phase transitions in a status's history, as "from>to".
+pub fn transitions(status: &Value) -> Vec<String> {
+    status["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .filter(|e| e["from"] != e["to"])
+                .map(|e| format!("{}>{}", e["from"].as_str().unwrap_or(""), e["to"].as_str().unwrap_or("")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The weights the rollout moved through (each distinct value once, in order).
+pub fn weights(status: &Value) -> Vec<u64> {
+    let mut out: Vec<u64> = Vec::new();
+    for e in status["history"].as_array().into_iter().flatten() {
+        let w = e["weight"].as_u64().unwrap_or(0);
+        if out.last() != Some(&w) {
+            out.push(w);
+        }
+    }
+    out
+}

@@ -1,0 +1,344 @@
+//! Whole flows through the local host: real HTTP, the real router in front
+//! of two real sample apps, real load, the embedded store and queue.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use common::*;
+use sluice::engine::{Engine, SystemClock};
+use sluice::queue::embedded::EmbeddedQueue;
+use sluice::queue::{DeadLetter, Delivery, OutMessage, Queue, QueueError, SendOutcome};
+use sluice::store::sqlite::SqliteStore;
+
+fn watch_process(url: &str, id: &str) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["watch", id, "--url", url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sluice watch runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_succeeds_with_analysis_and_approval_and_no_failed_request() {
+    let rig = Rig::start().await.with_load(100);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let spec = rig.spec(json!([
+        {"setWeight": 20},
+        {"analysis": {"metrics": [metric("error-rate", "error_rate", "< 0.05", Some(2))]}},
+        {"approval": {"approvers": ["alice"]}},
+        {"setWeight": 100},
+        {"pause": {"duration": "1s"}}
+    ]));
+    let id = rig.start_rollout(&spec).await;
+    let mut watcher = watch_process(&rig.host.url(), &id);
+    rig.wait_phase(&id, "AwaitingApproval").await;
+    // The pipeline that started it may not approve, nor may a stranger.
+    let refused = rig.client.action(&id, "approve", &json!({})).await.expect_err("self-approval is refused");
+    assert!(refused.to_string().contains("HTTP 409"), "{refused}");
+    rig.as_user("alice").action(&id, "approve", &json!({})).await.expect("alice approves");
+    let done = rig.wait_phase(&id, "Succeeded").await;
+
+    assert_eq!(weights(&done), vec![0, 20, 100]);
+    assert_eq!(
+        transitions(&done),
+        ["Pending>Progressing", "Progressing>AwaitingApproval", "AwaitingApproval>Progressing", "Progressing>Promoting", "Promoting>Succeeded"]
+    );
+    let route = rig.up.router.route();
+    assert!(route.promoted && route.stable.version == "v2" && route.weight == 0, "{route:?}");
+    let approved = done["history"].as_array().expect("history").iter().find(|e| e["cause"] == "Approved").cloned();
+    assert_eq!(approved.map(|e| e["by"].clone()), Some(json!("alice")));
+    let kinds: Vec<String> = rig.notifications().iter().map(|n| n["kind"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(kinds, ["started", "approvalNeeded", "phaseChanged", "succeeded"], "promoting and succeeding in one step make one message");
+    let status = tokio::time::timeout(Duration::from_secs(10), watcher.wait()).await.expect("watch ends").expect("watch exits");
+    assert_eq!(status.code(), Some(0), "watch exits 0 on Succeeded");
+    let load = rig.load.expect("load").stop().await;
+    assert_eq!(load.failures(), 0, "{load:?}");
+    assert!(load.served_by("v2") > 0 && load.served_by("v1") > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_analysis_rolls_back_and_files_one_issue() {
+    let rig = Rig::start().await.with_load(100);
+    rig.up.fail_canary(300);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let spec = rig.spec(json!([
+        {"setWeight": 20},
+        {"analysis": {"metrics": [metric("error-rate", "error_rate", "< 0.05", Some(3))]}},
+        {"setWeight": 100}
+    ]));
+    let id = rig.start_rollout(&spec).await;
+    let mut watcher = watch_process(&rig.host.url(), &id);
+    let done = rig.wait(&id, "RolledBack with its issue", Duration::from_secs(30), |s| {
+        s["phase"] == "RolledBack" && s.pointer("/backlog/state") == Some(&json!("opened"))
+    })
+    .await;
+    assert_eq!(rig.up.router.route().weight, 0);
+    assert_eq!(done.pointer("/rollout/failure/evidence/kind"), Some(&json!("analysis")));
+    let files = rig.backlog_files();
+    assert_eq!(files.len(), 1);
+    let issue = std::fs::read_to_string(&files[0]).expect("issue");
+    assert!(issue.contains("metric `error-rate` must be `< 0.05`"), "{issue}");
+    assert!(issue.contains("Put all traffic back on v1"), "{issue}");
+    let rolled_back: Vec<Value> = rig.notifications().into_iter().filter(|n| n["kind"] == "rolledBack").collect();
+    assert_eq!(rolled_back.len(), 1);
+    assert!(rolled_back[0]["links"].to_string().contains("Backlog issue"));
+    let status = tokio::time::timeout(Duration::from_secs(10), watcher.wait()).await.expect("watch ends").expect("watch exits");
+    assert_eq!(status.code(), Some(1), "watch exits 1 on RolledBack");
+}
+
+/// Starts a rollout, waits until it is in the phase wanted, fires an alert
+/// and checks the rollback.
+async fn alert_rolls_back_from(rig: &Rig, spec: Value, phase: &str, ready: impl Fn(&Value) -> bool, n: usize) {
+    let id = rig.start_rollout(&spec).await;
+    rig.wait(&id, phase, Duration::from_secs(30), |s| s["phase"] == phase && ready(s)).await;
+    let monitor = rig.as_user("azure-monitor");
+    let answer = monitor.alert(&azure_alert(&format!("alert-{n}"), "Fired"), Some(TOKEN)).await.expect("202");
+    assert_eq!(answer["alerts"][0]["rollouts"][0]["id"], json!(id), "{answer}");
+    let done = rig.wait_phase(&id, "RolledBack").await;
+    assert_eq!(done.pointer("/rollout/failure/phase"), Some(&json!(phase)), "{phase}");
+    assert_eq!(done.pointer("/rollout/failure/evidence/kind"), Some(&json!("alert")));
+    let route = rig.up.router.route();
+    assert_eq!((route.weight, route.promoted, route.stable.version.as_str()), (0, false, "v1"), "{phase}");
+    rig.wait(&id, "issue", Duration::from_secs(10), |s| s.pointer("/backlog/state") == Some(&json!("opened"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_rolls_back_from_every_non_terminal_phase() {
+    let rig = Rig::start().await.with_load(100);
+    let url = rig.up.router_url.clone();
+    let weight_is = |w: u64| move |s: &Value| s["weight"] == w && s.pointer("/rollout/traffic/pending").map(Value::is_null).unwrap_or(true);
+
+    // Pending: created, its start message not yet handled.
+    {
+        let (spec, plan) = sluice::spec::validate(&rig.spec(json!([{"setWeight": 20}])), &sluice::providers::names()).expect("valid");
+        let (r, first) = sluice::rollout::Rollout::new("pending-1".into(), spec, plan, "pipeline".into(), Utc::now());
+        rig.host.app.engine.store.create(&r, &first).await.expect("created");
+        let monitor = rig.as_user("azure-monitor");
+        monitor.alert(&azure_alert("alert-pending", "Fired"), Some(TOKEN)).await.expect("202");
+        let done = rig.wait_phase("pending-1", "RolledBack").await;
+        assert_eq!(done.pointer("/rollout/failure/phase"), Some(&json!("Pending")));
+    }
+    alert_rolls_back_from(&rig, rig.spec(json!([{"setWeight": 20}, {"pause": {"duration": "1m"}}])), "Progressing", weight_is(20), 1).await;
+    alert_rolls_back_from(&rig, rig.spec(json!([{"setWeight": 20}, {"pause": {}}])), "Paused", weight_is(20), 2).await;
+    alert_rolls_back_from(&rig, rig.spec(json!([{"setWeight": 20}, {"approval": {}}])), "AwaitingApproval", weight_is(20), 3).await;
+    let mut bake = spec_for(&url, json!([]));
+    bake["strategy"] = json!({"blueGreen": {"postPromotionAnalysis": {"metrics": [metric("bake", "error_rate", "< 0.05", Some(60))]}}});
+    alert_rolls_back_from(&rig, bake, "Progressing", weight_is(100), 4).await;
+    let mut scale_down = spec_for(&url, json!([]));
+    scale_down["strategy"] = json!({"blueGreen": {"scaleDownDelay": "1m"}});
+    alert_rolls_back_from(&rig, scale_down, "Promoting", |s| s.pointer("/rollout/traffic/promoted") == Some(&json!(true)), 5).await;
+    assert_eq!(rig.backlog_files().len(), 6);
+    let load = rig.load.expect("load").stop().await;
+    assert!(load.total() > 0);
+}
+
+/// A queue that delivers every message a second time after it is completed,
+/// as a broker does when a completion is lost.
+struct Twice {
+    inner: EmbeddedQueue,
+    duplicates: AtomicU64,
+}
+
+#[async_trait]
+impl Queue for Twice {
+    async fn send(&self, message: OutMessage) -> Result<SendOutcome, QueueError> {
+        self.inner.send(message).await
+    }
+    async fn receive(&self, lock_for: Duration) -> Result<Option<Delivery>, QueueError> {
+        self.inner.receive(lock_for).await
+    }
+    async fn complete(&self, d: &Delivery) -> Result<(), QueueError> {
+        self.inner.complete(d).await?;
+        if !d.id.ends_with("#again") {
+            self.duplicates.fetch_add(1, Ordering::Relaxed);
+            let again = OutMessage { id: format!("{}#again", d.id), body: d.body.clone(), visible_at: None };
+            self.inner.send(again).await?;
+        }
+        Ok(())
+    }
+    async fn abandon(&self, d: &Delivery) -> Result<(), QueueError> {
+        self.inner.abandon(d).await
+    }
+    async fn renew(&self, d: &Delivery, lock_for: Duration) -> Result<DateTime<Utc>, QueueError> {
+        self.inner.renew(d, lock_for).await
+    }
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
+        self.inner.dead_letters().await
+    }
+    fn wakeup(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.inner.wakeup()
+    }
+    async fn next_visible_at(&self) -> Option<DateTime<Utc>> {
+        self.inner.next_visible_at().await
+    }
+    fn operations(&self) -> u64 {
+        self.inner.operations()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_step_message_delivered_twice_changes_nothing() {
+    let twice: Arc<std::sync::OnceLock<Arc<Twice>>> = Arc::new(std::sync::OnceLock::new());
+    let slot = twice.clone();
+    let rig = Rig::start_with(move |dir, url| {
+        let db = dir.join("sluice.db");
+        let queue = Arc::new(Twice { inner: EmbeddedQueue::open(&db).expect("queue"), duplicates: AtomicU64::new(0) });
+        let _ = slot.set(queue.clone());
+        let store = Arc::new(SqliteStore::open(&db).expect("store"));
+        let env = sluice::adapters::AdapterEnv::new(dir.to_path_buf(), url);
+        Ok(Arc::new(Engine::new(store, queue, env, Arc::new(SystemClock))))
+    })
+    .await
+    .with_load(100);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let spec = rig.spec(json!([
+        {"setWeight": 20},
+        {"analysis": {"metrics": [metric("error-rate", "error_rate", "< 0.05", Some(3))]}},
+        {"setWeight": 50},
+        {"pause": {"duration": "1s"}},
+        {"setWeight": 100},
+        {"pause": {"duration": "1s"}}
+    ]));
+    let id = rig.start_rollout(&spec).await;
+    let done = rig.wait_phase(&id, "Succeeded").await;
+    let duplicates = twice.get().expect("queue built").duplicates.load(Ordering::Relaxed);
+    assert!(duplicates >= 6, "start, 3 measurements and 2 timers were each delivered again ({duplicates})");
+    assert_eq!(weights(&done), vec![0, 20, 50, 100]);
+    assert_eq!(transitions(&done), ["Pending>Progressing", "Progressing>Promoting", "Promoting>Succeeded"]);
+    let measured = done["history"].as_array().expect("history").iter().filter(|e| e["cause"] == "Measured").count();
+    assert_eq!(measured, 3, "each measurement applied once");
+    let load = rig.load.expect("load").stop().await;
+    assert_eq!(load.failures(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_identical_alerts_make_one_rollback_and_one_issue() {
+    let rig = Rig::start().await;
+    let id = rig.start_rollout(&rig.spec(json!([{"setWeight": 20}, {"approval": {}}]))).await;
+    rig.wait_phase(&id, "AwaitingApproval").await;
+    let payload = azure_alert("the-same-alert", "Fired");
+    let http = reqwest::Client::builder().pool_max_idle_per_host(100).build().expect("client");
+    let url = format!("{}/api/alerts?token={TOKEN}", rig.host.url());
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..1000 {
+        let (http, url, payload) = (http.clone(), url.clone(), payload.clone());
+        calls.spawn(async move {
+            for attempt in 0..5 {
+                match http.post(&url).json(&payload).send().await {
+                    Ok(r) => return r.status().as_u16(),
+                    Err(_) if attempt < 4 => tokio::time::sleep(Duration::from_millis(50)).await,
+                    Err(e) => panic!("alert post failed: {e}"),
+                }
+            }
+            0
+        });
+    }
+    let mut accepted = 0;
+    while let Some(status) = calls.join_next().await {
+        if status.expect("task") == 202 {
+            accepted += 1;
+        }
+    }
+    assert_eq!(accepted, 1000);
+    let done = rig.wait(&id, "RolledBack with issue", Duration::from_secs(30), |s| {
+        s["phase"] == "RolledBack" && s.pointer("/backlog/state") == Some(&json!("opened"))
+    })
+    .await;
+    assert_eq!(transitions(&done), ["Pending>Progressing", "Progressing>AwaitingApproval", "AwaitingApproval>RollingBack", "RollingBack>RolledBack"]);
+    assert_eq!(rig.backlog_files().len(), 1);
+    assert_eq!(rig.notifications().iter().filter(|n| n["kind"] == "rolledBack").count(), 1);
+    let recorded = rig.host.app.engine.store.alerts(2000).await.expect("alerts");
+    assert_eq!(recorded.len(), 1000, "every alert is recorded");
+}
+
+async fn raw(rig: &Rig, method: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Value) {
+    let http = reqwest::Client::new();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut req = http.request(method, format!("{}{path}", rig.host.url())).body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("answers");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_4xx_naming_the_problem_and_changes_nothing() {
+    let rig = Rig::start().await;
+    let id = rig.start_rollout(&rig.spec(json!([{"setWeight": 20}, {"approval": {}}]))).await;
+    let before = rig.wait_phase(&id, "AwaitingApproval").await;
+    let user = [("x-sluice-user", "alice"), ("content-type", "application/json")];
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes();
+    let huge = vec![b' '; 2 * 1024 * 1024];
+    let cases: Vec<(&str, String, Vec<u8>, &[(&str, &str)], u16, &str)> = vec![
+        ("POST", "/api/rollouts".into(), b"{\"target\": ".to_vec(), &user, 400, "not valid JSON"),
+        ("POST", "/api/rollouts".into(), deep.clone(), &user, 400, "recursion limit"),
+        ("POST", "/api/rollouts".into(), huge.clone(), &user, 413, "limit"),
+        ("POST", "/api/rollouts".into(), b"{\"target\": 5, \"strategy\": {}}".to_vec(), &user, 422, "target"),
+        ("POST", "/api/rollouts".into(), b"{\"spec\": {}, \"by\": 7}".to_vec(), &user, 400, "by: expected a string"),
+        ("POST", "/api/rollouts".into(), serde_json::to_vec(&rig.spec(json!([{"setWeight": 5}]))).expect("json"), &[], 400, "who is acting"),
+        ("POST", format!("/api/rollouts/{id}/approve"), b"{\"by\": 5}".to_vec(), &user, 400, "by: expected string"),
+        ("POST", format!("/api/rollouts/{id}/approve"), b"{\"by\": \"alice\", \"colour\": 1}".to_vec(), &user, 400, "colour: unknown field"),
+        ("POST", format!("/api/rollouts/{id}/approve"), b"[1, 2]".to_vec(), &user, 400, "expected a JSON object"),
+        ("POST", format!("/api/rollouts/{id}/approve"), b"{\"step\": 0}".to_vec(), &user, 400, "step: expected a whole number"),
+        ("POST", format!("/api/rollouts/{id}/approve"), deep.clone(), &user, 400, "recursion limit"),
+        ("POST", format!("/api/rollouts/{id}/launch"), Vec::new(), &user, 404, "'launch' is not one of"),
+        ("POST", "/api/rollouts/no-such-rollout/approve".into(), Vec::new(), &user, 404, "no rollout with id 'no-such-rollout'"),
+        ("GET", "/api/rollouts/no-such-rollout".into(), Vec::new(), &user, 404, "no rollout"),
+        ("GET", "/api/rollouts?phase=Sleeping".into(), Vec::new(), &user, 400, "phase: 'Sleeping' is not a phase"),
+        ("GET", "/api/rollouts?limit=lots".into(), Vec::new(), &user, 400, "limit"),
+        ("DELETE", format!("/api/rollouts/{id}"), Vec::new(), &user, 405, "DELETE"),
+        ("GET", "/api/nothing-here".into(), Vec::new(), &user, 404, "no function serves"),
+        ("POST", "/api/alerts".into(), b"{}".to_vec(), &[], 401, "token"),
+        ("POST", format!("/api/alerts?token={TOKEN}"), b"{\"hello\": 1}".to_vec(), &[], 400, "not a payload Sluice knows"),
+        ("POST", format!("/api/alerts?token={TOKEN}"), b"{\"schemaId\": \"azureMonitorCommonAlertSchema\", \"data\": {}}".to_vec(), &[], 400, "data.essentials"),
+        ("POST", format!("/api/alerts?token={TOKEN}"), deep, &[], 400, "recursion limit"),
+        ("POST", format!("/api/alerts?token={TOKEN}"), huge, &[], 413, "limit"),
+        ("POST", format!("/api/alerts?token={TOKEN}"), b"{\"version\": \"4\", \"alerts\": [{\"status\": \"maybe\"}]}".to_vec(), &[], 400, "alerts[0].status"),
+    ];
+    for (method, path, body, headers, status, needle) in cases {
+        let (got, answer) = raw(&rig, method, &path, body, headers).await;
+        assert_eq!(got, status, "{method} {path}: {answer}");
+        assert!(answer.is_object(), "{method} {path}: the error is JSON: {answer}");
+        assert!(answer.to_string().contains(needle), "{method} {path}: expected '{needle}' in {answer}");
+    }
+    // Nothing changed.
+    let after = rig.client.status(&id).await.expect("status");
+    assert_eq!(after["rollout"]["version"], before["rollout"]["version"]);
+    let all = rig.client.list(false).await.expect("list");
+    assert_eq!(all["rollouts"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_rollout_of_a_busy_target_is_refused_and_retry_starts_a_new_one() {
+    let rig = Rig::start().await;
+    let spec = rig.spec(json!([{"setWeight": 20}, {"approval": {}}]));
+    let id = rig.start_rollout(&spec).await;
+    let busy = rig.client.start(&spec, None).await.expect_err("busy");
+    assert!(busy.to_string().contains("already has an active rollout"), "{busy}");
+    rig.wait_phase(&id, "AwaitingApproval").await;
+    rig.as_user("bob").action(&id, "reject", &json!({"reason": "latency looks off"})).await.expect("reject");
+    let done = rig.wait_phase(&id, "RolledBack").await;
+    assert_eq!(done.pointer("/rollout/failure/evidence/kind"), Some(&json!("rejected")));
+    let again = rig.as_user("bob").action(&id, "retry", &json!({})).await.expect("retry");
+    assert_eq!(again["retryOf"], json!(id));
+    let new_id = again["id"].as_str().expect("new id").to_string();
+    assert_ne!(new_id, id);
+    rig.wait_phase(&new_id, "AwaitingApproval").await;
+    // Idempotent start with a chosen id: the same call twice gives the same rollout.
+    rig.as_user("bob").action(&new_id, "abort", &json!({})).await.expect("abort");
+    rig.wait_phase(&new_id, "Aborted").await;
+    let first = rig.client.start(&spec, Some("chosen-id-1")).await.expect("start");
+    let second = rig.client.start(&spec, Some("chosen-id-1")).await.expect("same start again");
+    assert_eq!(first["id"], second["id"]);
+}

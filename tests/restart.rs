@@ -1,0 +1,84 @@
+//! Killing `sluice up` (SIGKILL) at arbitrary points and starting it again
+//! resumes the rollout from its saved state: nothing lost, nothing done twice.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use common::*;
+use sluice::client::Client;
+use sluice::demo::load::Load;
+
+async fn spawn_up(dir: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["up", "--port", "0", "--data-dir"])
+        .arg(dir)
+        .arg("--root")
+        .arg(repo_root())
+        .env("SLUICE_ALERT_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sluice up starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let line = tokio::time::timeout_at(deadline.into(), lines.next_line()).await.expect("sluice up prints its address").expect("reads");
+        let line = line.expect("sluice up exited before listening");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            let url = rest.split_whitespace().next().expect("url").to_string();
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return (child, url);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_host_mid_rollout_loses_nothing() {
+    let up = Upstreams::start().await;
+    let load = Load::start(&up.router_url, 100, 4);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = spec_for(
+        &up.router_url,
+        json!([
+            {"setWeight": 20},
+            {"analysis": {"metrics": [metric("error-rate", "error_rate", "< 0.05", Some(3))]}},
+            {"setWeight": 50},
+            {"pause": {"duration": "2s"}},
+            {"setWeight": 100},
+            {"pause": {"duration": "2s"}}
+        ]),
+    );
+    let (mut host, url) = spawn_up(dir.path()).await;
+    let client = Client::new(&url, None, "pipeline");
+    let started = client.start(&spec, Some("restart-1")).await.expect("started");
+    assert_eq!(started["id"], "restart-1");
+    // Kill it three times at different points of the plan, restarting each time.
+    for pause_ms in [1_300u64, 2_700, 1_900] {
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        host.kill().await.expect("SIGKILL");
+        let (next, _) = spawn_up(dir.path()).await;
+        host = next;
+    }
+    // The last host's URL differs; find it from a fresh start of the client.
+    host.kill().await.expect("SIGKILL");
+    let (_host, url) = spawn_up(dir.path()).await;
+    let client = Client::new(&url, None, "pipeline");
+    let done = wait_for(&client, "restart-1", "Succeeded after restarts", Duration::from_secs(90), |s| s["phase"] == "Succeeded").await;
+    assert_eq!(weights(&done), vec![0, 20, 50, 100]);
+    assert_eq!(transitions(&done), ["Pending>Progressing", "Progressing>Promoting", "Promoting>Succeeded"]);
+    let measured = done["history"].as_array().expect("history").iter().filter(|e| e["cause"] == "Measured").count();
+    assert_eq!(measured, 3, "each measurement applied exactly once");
+    let route = up.router.route();
+    assert!(route.promoted && route.stable.version == "v2");
+    let totals = load.stop().await;
+    assert_eq!(totals.failures(), 0, "traffic kept flowing while Sluice was down: {totals:?}");
+}
