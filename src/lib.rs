@@ -17,6 +17,7 @@
 pub mod adapters;
 pub mod alerts;
 pub mod backlog;
+pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod engine;

@@ -47,6 +47,12 @@ enum FaultKind {
     Latency,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum BenchKind {
+    /// Alert accepted → canary weight 0 at the router and persisted.
+    Rollback,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Check rollout specs: every problem with its path, or a one-line plan.
@@ -86,6 +92,18 @@ enum Cmd {
         /// Where the demo's state goes (emptied first).
         #[arg(long, default_value = ".sluice/demo")]
         data_dir: PathBuf,
+    },
+    /// Measure: `rollback` (alert → weight 0 at the router and persisted).
+    Bench {
+        /// Which benchmark.
+        #[arg(value_enum)]
+        which: BenchKind,
+        /// Rollouts to measure.
+        #[arg(long, default_value_t = 200)]
+        rollouts: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the local weighted router in front of two upstreams.
     Router {
@@ -206,6 +224,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Cmd::Router { listen, stable, canary } => router(listen, &stable, &canary).await,
+        Cmd::Bench { which: BenchKind::Rollback, rollouts, json } => {
+            init_logging("warn");
+            let report = sluice::bench::rollback(rollouts, |n| {
+                if n % 50 == 0 {
+                    eprintln!("  {n}/{rollouts} rollouts");
+                }
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                let line = |name: &str, s: &sluice::bench::Summary| {
+                    println!("{name:<38} n={:<5} p50 {:>7.2} ms  p90 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms", s.n, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms)
+                };
+                line("alert POST -> router at 0%", &report.alert_to_router_zero);
+                line("alert POST -> RolledBack persisted", &report.alert_to_persisted);
+                line("alert POST -> 202 received", &report.alert_accepted);
+                line("bare loopback HTTP round trip", &report.loopback_round_trip);
+                println!("router-at-0 p50 / round-trip p50 = {:.1}x", report.ratio_p50);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Start { file, id, watch, remote } => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             let doc = spec::parse_document(&text, Format::from_path(&file)).map_err(|p| anyhow::anyhow!("{}: {p}", file.display()))?;

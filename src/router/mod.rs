@@ -70,6 +70,7 @@ pub struct StatsReport {
 /// The router's shared state.
 pub struct Router {
     route: RwLock<Route>,
+    changed_at: RwLock<Instant>,
     counter: AtomicU64,
     stats: Stats,
     client: reqwest::Client,
@@ -91,6 +92,7 @@ impl Router {
             .unwrap_or_default();
         Arc::new(Router {
             route: RwLock::new(Route { weight: 0, promoted: false, stable, canary }),
+            changed_at: RwLock::new(Instant::now()),
             counter: AtomicU64::new(0),
             stats: Stats::default(),
             client,
@@ -110,8 +112,19 @@ impl Router {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
+        let before = guard.clone();
         f(&mut guard);
+        if *guard != before {
+            if let Ok(mut t) = self.changed_at.write() {
+                *t = Instant::now();
+            }
+        }
         guard.clone()
+    }
+
+    /// When the split last changed (for latency measurements).
+    pub fn changed_at(&self) -> Instant {
+        self.changed_at.read().map(|t| *t).unwrap_or_else(|_| Instant::now())
     }
 
     /// Sets the canary weight.

@@ -1,0 +1,38 @@
+//! `sluice demo` in every variant ends on its own and exits 0 when Sluice did
+//! the right thing (the demo checks its own outcome: zero failed requests on
+//! success; a rollback and a backlog issue on the fault and alert variants).
+
+use std::process::Command;
+
+fn demo(args: &[&str]) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("demo")
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("the demo runs");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn every_demo_variant_does_the_right_thing() {
+    for (args, expect) in [
+        (vec![], "Succeeded"),
+        (vec!["--fault", "errors"], "RolledBack"),
+        (vec!["--fault", "latency"], "RolledBack"),
+        (vec!["--alert"], "RolledBack"),
+    ] {
+        let (code, out) = demo(&args);
+        assert_eq!(code, 0, "sluice demo {args:?} failed:\n{out}");
+        assert!(out.contains(&format!(": {expect} after")), "{args:?}:\n{out}");
+        assert!(out.contains("verdict        OK"), "{args:?}:\n{out}");
+        if expect == "RolledBack" {
+            assert!(out.contains("backlog issue  "), "{args:?}:\n{out}");
+        } else {
+            assert!(out.contains("failed: 0"), "{args:?}:\n{out}");
+        }
+    }
+}
