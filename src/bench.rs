@@ -183,3 +183,79 @@ fn tempfile_dir() -> Result<std::path::PathBuf, BenchError> {
     std::fs::create_dir_all(&dir).map_err(fail)?;
     Ok(dir)
 }
+
+/// Results of the start-up benchmark.
+#[derive(Debug, Clone, Serialize)]
+pub struct StartupReport {
+    /// Process exec → first `GET /` answered.
+    pub exec_to_ready: Summary,
+    /// Seconds idle before reading RSS.
+    pub idle_secs: u64,
+    /// Median resident memory when idle, MiB.
+    pub idle_rss_mib_p50: f64,
+    /// Smallest, MiB.
+    pub idle_rss_mib_min: f64,
+    /// Largest, MiB.
+    pub idle_rss_mib_max: f64,
+}
+
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Starts `exe serve` `runs` times as the Functions host would, timing exec
+/// to the first answered `GET /`, then reads its idle resident memory.
+pub async fn startup(exe: &std::path::Path, runs: usize) -> Result<StartupReport, BenchError> {
+    let http = reqwest::Client::builder().timeout(Duration::from_millis(200)).build().map_err(fail)?;
+    let idle = Duration::from_secs(2);
+    let mut times = Vec::new();
+    let mut rss = Vec::new();
+    for _ in 0..runs {
+        let dir = tempfile_dir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(fail)?.port();
+        let started = Instant::now();
+        let mut child = tokio::process::Command::new(exe)
+            .arg("serve")
+            .current_dir(&dir)
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+            .env("SLUICE_STORE", "sqlite")
+            .env("SLUICE_QUEUE", "embedded")
+            .env("SLUICE_DATA_DIR", dir.join("data"))
+            .env("SLUICE_ALERT_TOKEN", "bench-token-0123456789")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(fail)?;
+        let url = format!("http://127.0.0.1:{port}/");
+        loop {
+            if http.get(&url).send().await.is_ok() {
+                times.push(started.elapsed());
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(fail("sluice serve did not answer GET / within 60s (the host's limit)"));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(idle).await;
+        if let Some(m) = child.id().and_then(rss_mib) {
+            rss.push(m);
+        }
+        let _ = child.kill().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    rss.sort_by(f64::total_cmp);
+    let median = rss.get(rss.len() / 2).copied().unwrap_or(0.0);
+    Ok(StartupReport {
+        exec_to_ready: summarise(times),
+        idle_secs: idle.as_secs(),
+        idle_rss_mib_p50: median,
+        idle_rss_mib_min: rss.first().copied().unwrap_or(0.0),
+        idle_rss_mib_max: rss.last().copied().unwrap_or(0.0),
+    })
+}

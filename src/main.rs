@@ -51,6 +51,8 @@ enum FaultKind {
 enum BenchKind {
     /// Alert accepted → canary weight 0 at the router and persisted.
     Rollback,
+    /// `sluice serve` exec → first successful GET /, and idle memory.
+    Startup,
 }
 
 #[derive(Subcommand)]
@@ -74,6 +76,17 @@ enum Cmd {
         /// Directory holding host.json and functions/ (built-in copies otherwise).
         #[arg(long, default_value = ".")]
         root: PathBuf,
+    },
+    /// Run as the Azure Functions custom handler (configured by app settings).
+    Serve,
+    /// Build the zip the Functions host deploys.
+    Package {
+        /// Output directory.
+        #[arg(long, default_value = "dist")]
+        out: PathBuf,
+        /// Use this executable instead of building one.
+        #[arg(long)]
+        binary: Option<PathBuf>,
     },
     /// Watch a real phased rollout on this machine, nothing to install.
     Demo {
@@ -212,6 +225,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Up { port, data_dir, root } => up(port, data_dir, root).await,
+        Cmd::Serve => serve().await,
+        Cmd::Package { out, binary } => package(&out, binary),
         Cmd::Demo { fault, alert, rps, hold, data_dir } => {
             init_logging("warn");
             let variant = match (fault, alert) {
@@ -224,6 +239,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Cmd::Router { listen, stable, canary } => router(listen, &stable, &canary).await,
+        Cmd::Bench { which: BenchKind::Startup, rollouts, json } => {
+            let exe = std::env::current_exe().context("locating this executable")?;
+            let report = sluice::bench::startup(&exe, rollouts.clamp(1, 200)).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                let s = &report.exec_to_ready;
+                println!("exec -> first GET / answered  n={} p50 {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  max {:.1} ms", s.n, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms);
+                println!("idle RSS after {}s: median {:.1} MiB (min {:.1}, max {:.1})", report.idle_secs, report.idle_rss_mib_p50, report.idle_rss_mib_min, report.idle_rss_mib_max);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Bench { which: BenchKind::Rollback, rollouts, json } => {
             init_logging("warn");
             let report = sluice::bench::rollback(rollouts, |n| {
@@ -365,6 +392,80 @@ async fn up(port: u16, data_dir: PathBuf, root: PathBuf) -> anyhow::Result<ExitC
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     println!("stopping");
     running.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve() -> anyhow::Result<ExitCode> {
+    init_logging("info");
+    let config = match sluice::config::from_env(&|k| std::env::var(k).ok(), sluice::config::Mode::Serve) {
+        Ok(c) => c,
+        Err(problems) => {
+            eprintln!("sluice serve cannot start; fix these app settings:");
+            for p in problems {
+                eprintln!("  {p}");
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let port = config.port.unwrap_or(0);
+    let (settings, defs) = host::load_app_or_embedded(std::path::Path::new("."))?;
+    let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
+    let engine = match config.store {
+        sluice::config::StoreKind::Sqlite => host::local::embedded_engine(&config.data_dir, public_url)?,
+    };
+    let app = std::sync::Arc::new(sluice::functions::App { engine, alert_token: config.alert_token.clone() });
+    let consume = config.queue == sluice::config::QueueKind::Embedded;
+    let server = host::custom_handler::start(app, settings, defs, SocketAddr::from(([127, 0, 0, 1], port)), consume).await?;
+    tracing::info!(port = server.addr.port(), "sluice serve is ready");
+    shutdown_signal().await;
+    server.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn package(out: &std::path::Path, binary: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let binary = match binary {
+        Some(b) => b,
+        None => {
+            let native = cfg!(all(target_os = "linux", target_arch = "x86_64"));
+            let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            cmd.args(["build", "--release", "--locked", "--bin", "sluice"]);
+            if !native {
+                cmd.args(["--target", "x86_64-unknown-linux-gnu"]);
+            }
+            let status = cmd.status().context("running cargo build")?;
+            if !status.success() {
+                bail!("cargo build failed");
+            }
+            if native {
+                PathBuf::from("target/release/sluice")
+            } else {
+                PathBuf::from("target/x86_64-unknown-linux-gnu/release/sluice")
+            }
+        }
+    };
+    let pkg = sluice::package::build(std::path::Path::new("."), &binary, out)?;
+    println!("{} ({:.1} MiB): {}", pkg.path.display(), pkg.size as f64 / 1048576.0, pkg.entries.join(", "));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -153,6 +153,10 @@ pub struct FunctionDef {
     pub name: String,
     /// What triggers it.
     pub trigger: Trigger,
+    /// The trigger binding's name (`req`, `msg`, `timer`): its key in an invocation's `Data`.
+    pub binding: String,
+    /// The HTTP output binding's name (`res`), for HTTP functions.
+    pub http_output: Option<String>,
 }
 
 /// The handlers this binary has, by function name.
@@ -194,7 +198,13 @@ pub fn parse_function_json(name: &str, text: &str) -> Result<FunctionDef, String
         },
         other => return Err(format!("functions/{name}/function.json: unsupported trigger {other:?}")),
     };
-    Ok(FunctionDef { name: name.to_string(), trigger })
+    let binding = s("name").ok_or_else(|| format!("functions/{name}/function.json: the trigger binding has no name"))?;
+    let http_output = bindings
+        .iter()
+        .find(|b| b.get("type").and_then(Value::as_str) == Some("http") && b.get("direction").and_then(Value::as_str) == Some("out"))
+        .and_then(|b| b.get("name").and_then(Value::as_str))
+        .map(str::to_string);
+    Ok(FunctionDef { name: name.to_string(), trigger, binding, http_output })
 }
 
 /// The embedded definitions, parsed.

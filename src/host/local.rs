@@ -22,10 +22,7 @@ use tokio::task::JoinHandle;
 use super::{load_app_or_embedded, HostError, HostSettings};
 use crate::adapters::AdapterEnv;
 use crate::engine::{Clock, Engine, SystemClock};
-use crate::functions::{
-    self, parse_query, route_http, App, FunctionDef, HandlerError, HttpRequest, HttpResponse, RouteMatch, Trigger, MAX_ALERT_BODY,
-    MAX_API_BODY,
-};
+use crate::functions::{self, App, FunctionDef, HandlerError, HttpResponse, Trigger};
 use crate::queue::embedded::EmbeddedQueue;
 use crate::queue::{Delivery, Queue};
 use crate::store::sqlite::SqliteStore;
@@ -156,38 +153,11 @@ pub async fn start_with(
 }
 
 async fn dispatch(State(ctx): State<Arc<HttpContext>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let method = parts.method.as_str().to_ascii_uppercase();
-    let path = parts.uri.path().to_string();
-    if path == "/" {
+    if request.uri().path() == "/" {
         let names: Vec<&str> = ctx.defs.iter().map(|d| d.name.as_str()).collect();
         return to_axum(HttpResponse::json(200, &serde_json::json!({"sluice": env!("CARGO_PKG_VERSION"), "functions": names})));
     }
-    let limit = MAX_API_BODY.max(MAX_ALERT_BODY);
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(_) => return to_axum(HttpResponse::error(413, "body_too_large", format!("the body is over the {limit}-byte limit"), None)),
-    };
-    let response = match route_http(&ctx.defs, &ctx.settings.route_prefix, &method, &path) {
-        RouteMatch::Found(def, params) => {
-            let req = HttpRequest {
-                method,
-                path,
-                params,
-                query: parts.uri.query().map(parse_query).unwrap_or_default(),
-                headers: parts
-                    .headers
-                    .iter()
-                    .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_ascii_lowercase(), v.to_string())))
-                    .collect(),
-                body: bytes.to_vec(),
-            };
-            functions::invoke_http(&ctx.app, &def.name, req).await
-        }
-        RouteMatch::MethodNotAllowed => HttpResponse::error(405, "method_not_allowed", format!("{method} is not allowed on {path}"), None),
-        RouteMatch::NotFound => HttpResponse::error(404, "not_found", format!("no function serves {path}"), None),
-    };
-    to_axum(response)
+    super::dispatch_http(&ctx.app, &ctx.settings.route_prefix, &ctx.defs, request).await
 }
 
 /// Turns a handler response into an axum one.
@@ -225,7 +195,8 @@ async fn run_timer(app: Arc<App>, name: String, cron: croner::Cron, mut stop: wa
     }
 }
 
-async fn consume(app: Arc<App>, name: String, mut stop: watch::Receiver<bool>) {
+/// Drains the queue for one queue-triggered function until stopped.
+pub(crate) async fn consume(app: Arc<App>, name: String, mut stop: watch::Receiver<bool>) {
     let queue = app.engine.queue.clone();
     let wake = queue.wakeup();
     loop {

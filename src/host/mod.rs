@@ -3,13 +3,17 @@
 //! Azure Functions custom-handler protocol behind `sluice serve`. Both read
 //! the same `host.json` settings and function definitions.
 
+pub mod custom_handler;
+pub mod envelope;
 pub mod local;
 
 use std::path::Path;
 
+use axum::extract::Request;
+use axum::response::Response;
 use serde_json::Value;
 
-use crate::functions::{self, FunctionDef, HANDLERS};
+use crate::functions::{self, parse_query, route_http, App, FunctionDef, HttpRequest, HttpResponse, RouteMatch, HANDLERS};
 
 /// What the hosts take from `host.json`.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,7 +56,10 @@ impl HostSettings {
         Ok(HostSettings {
             route_prefix: prefix,
             max_concurrent_calls: calls.clamp(1, 256),
-            forward_http: doc.pointer("/customHandler/enableForwardingHttpRequest").and_then(Value::as_bool).unwrap_or(false),
+            // Older hosts call it enableForwardingHttpRequest, newer ones enableProxyingHttpRequest.
+            forward_http: ["/customHandler/enableForwardingHttpRequest", "/customHandler/enableProxyingHttpRequest"]
+                .iter()
+                .any(|p| doc.pointer(p).and_then(Value::as_bool).unwrap_or(false)),
             executable: doc
                 .pointer("/customHandler/description/defaultExecutablePath")
                 .and_then(Value::as_str)
@@ -106,4 +113,37 @@ pub fn load_app_or_embedded(root: &Path) -> Result<(HostSettings, Vec<FunctionDe
         let defs = functions::embedded_definitions().map_err(HostError::Config)?;
         Ok((HostSettings::embedded()?, defs))
     }
+}
+
+/// Serves one plain HTTP request (as the local host receives it, or as the
+/// Functions host forwards it) through the function its route matches.
+pub(crate) async fn dispatch_http(app: &App, route_prefix: &str, defs: &[FunctionDef], request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let method = parts.method.as_str().to_ascii_uppercase();
+    let path = parts.uri.path().to_string();
+    let limit = functions::MAX_API_BODY.max(functions::MAX_ALERT_BODY);
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => return local::to_axum(HttpResponse::error(413, "body_too_large", format!("the body is over the {limit}-byte limit"), None)),
+    };
+    let response = match route_http(defs, route_prefix, &method, &path) {
+        RouteMatch::Found(def, params) => {
+            let req = HttpRequest {
+                method,
+                path,
+                params,
+                query: parts.uri.query().map(parse_query).unwrap_or_default(),
+                headers: parts
+                    .headers
+                    .iter()
+                    .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_ascii_lowercase(), v.to_string())))
+                    .collect(),
+                body: bytes.to_vec(),
+            };
+            functions::invoke_http(app, &def.name, req).await
+        }
+        RouteMatch::MethodNotAllowed => HttpResponse::error(405, "method_not_allowed", format!("{method} is not allowed on {path}"), None),
+        RouteMatch::NotFound => HttpResponse::error(404, "not_found", format!("no function serves {path}"), None),
+    };
+    local::to_axum(response)
 }

@@ -1,0 +1,364 @@
+//! `sluice serve` as the Azure Functions host drives it: readiness, the
+//! invocation envelope in every documented form, forwarded and enveloped
+//! HTTP, error semantics, configuration, and the deployment package.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use sluice::host::envelope;
+
+const TOKEN: &str = "serve-test-token-0123456789";
+
+fn fixture(name: &str, rollout: &str) -> Value {
+    fixture_with_router(name, rollout, "http://127.0.0.1:9")
+}
+
+/// A fixture with its rollout id filled in and its router pointed at `router`.
+fn fixture_with_router(name: &str, rollout: &str, router: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/custom_handler").join(name);
+    let text = std::fs::read_to_string(&path).expect("fixture").replace("ROLLOUT_ID", rollout).replace("http://127.0.0.1:9", router);
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port()
+}
+
+struct Serve {
+    _child: tokio::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_serve(extra: &[(&str, &str)]) -> Serve {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.arg("serve")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+        .env("FUNCTIONS_WORKER_RUNTIME", "Custom")
+        .env("SLUICE_STORE", "sqlite")
+        .env("SLUICE_QUEUE", "embedded")
+        .env("SLUICE_DATA_DIR", dir.path())
+        .env("SLUICE_ALERT_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("sluice serve starts");
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = http.get(format!("{url}/")).send().await {
+            assert_eq!(r.status().as_u16(), 200);
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "GET / never answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Serve { _child: child, url, _dir: dir }
+}
+
+async fn post(url: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{url}{path}"))
+        .header("content-type", "application/json")
+        .header("x-azure-functions-invocationid", "7d2f4c8e-0000-4000-8000-000000000001")
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("answers");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[test]
+fn service_bus_bodies_decode_in_every_form() {
+    for name in ["servicebus-object.json", "servicebus-once.json", "servicebus-twice.json", "servicebus-base64.json"] {
+        let doc = fixture(name, "sb-1");
+        let inv = envelope::parse_invocation(doc.to_string().as_bytes()).expect("envelope");
+        let input = envelope::decode_service_bus(&inv, "msg").unwrap_or_else(|e| panic!("{name}: {e}"));
+        let body: Value = serde_json::from_str(&input.body).unwrap_or_else(|e| panic!("{name}: body is not JSON: {e}"));
+        assert_eq!(body["kind"], "start", "{name}");
+        // The base64 form cannot have its id filled in as text.
+        let id = if name.contains("base64") { "ROLLOUT_ID" } else { "sb-1" };
+        assert_eq!(body["id"], id, "{name}");
+        assert_eq!(input.message_id.as_deref(), Some("4e77c8b6a7a94d2f9f3b2a1c0d9e8f7a"), "{name}: MessageId JSON-decoded");
+        assert_eq!(input.lock_token.as_deref(), Some("8a0c4a53-5f8e-4c2a-9a7d-2b1c3d4e5f60"), "{name}");
+        let expected_count = if name.contains("base64") { 3 } else { 1 };
+        assert_eq!(input.delivery_count, Some(expected_count), "{name}: DeliveryCount from a string");
+        let at = input.enqueued_at.expect("an enqueued time");
+        assert_eq!(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "2026-11-23T10:07:08.396Z", "{name}");
+    }
+}
+
+#[test]
+fn timer_info_decodes_with_and_without_schedule_status() {
+    let inv = envelope::parse_invocation(fixture("timer-with-status.json", "").to_string().as_bytes()).expect("envelope");
+    let t = envelope::decode_timer(&inv, "timer").expect("timer");
+    assert!(!t.past_due);
+    assert_eq!(t.next.map(|n| n.to_rfc3339()), Some("2026-11-23T10:07:00+00:00".to_string()));
+    let inv = envelope::parse_invocation(fixture("timer-without-status.json", "").to_string().as_bytes()).expect("envelope");
+    let t = envelope::decode_timer(&inv, "timer").expect("timer");
+    assert_eq!((t.past_due, t.last, t.next), (false, None, None));
+    let inv = envelope::parse_invocation(fixture("timer-past-due-string.json", "").to_string().as_bytes()).expect("envelope");
+    assert!(envelope::decode_timer(&inv, "timer").expect("timer").past_due);
+}
+
+#[test]
+fn enveloped_http_requests_decode() {
+    let inv = envelope::parse_invocation(fixture("http-get-status.json", "r-9").to_string().as_bytes()).expect("envelope");
+    let req = envelope::decode_http(&inv, "req").expect("http");
+    assert_eq!((req.method.as_str(), req.path.as_str()), ("GET", "/api/rollouts/r-9"));
+    assert_eq!(req.query.get("code").map(String::as_str), Some("abc"), "Query given as a JSON string");
+    assert_eq!(req.header("x-sluice-user"), Some("alice"), "header arrays flattened, names lower-cased");
+    assert_eq!(req.params.get("id").map(String::as_str), Some("r-9"));
+    let inv = envelope::parse_invocation(fixture("http-post-abort.json", "r-9").to_string().as_bytes()).expect("envelope");
+    let req = envelope::decode_http(&inv, "req").expect("http");
+    assert_eq!(String::from_utf8_lossy(&req.body), "{\"by\":\"bob\",\"reason\":\"wrong build\"}");
+}
+
+#[test]
+fn bad_envelopes_name_the_problem() {
+    let cases: [(&str, &str); 6] = [
+        ("{\"Data\": ", "body"),
+        ("[]", "body"),
+        ("{\"Metadata\": {}}", "Data"),
+        ("{\"Data\": 5}", "Data"),
+        ("{\"Data\": {}, \"Metadata\": \"x\"}", "Metadata"),
+        ("{\"Data\": {\"msg\": 7}}", "Data.msg"),
+    ];
+    for (text, field) in cases {
+        let err = envelope::parse_invocation(text.as_bytes()).and_then(|inv| envelope::decode_service_bus(&inv, "msg").map(|_| ()));
+        let err = err.expect_err(text);
+        assert_eq!(err.field, field, "{text}: {err}");
+    }
+    let inv = envelope::parse_invocation(b"{\"Data\": {\"msg\": \"not json, not base64!\"}}").expect("envelope");
+    assert!(envelope::decode_service_bus(&inv, "msg").expect_err("garbage").message.contains("neither JSON nor base64"));
+    let inv = envelope::parse_invocation(b"{\"Data\": {\"timer\": {\"IsPastDue\": 3}}}").expect("envelope");
+    assert_eq!(envelope::decode_timer(&inv, "timer").expect_err("bad").field, "Data.timer.IsPastDue");
+    let inv = envelope::parse_invocation(b"{\"Data\": {\"req\": {\"Url\": \"http://x/api/rollouts\"}}}").expect("envelope");
+    assert_eq!(envelope::decode_http(&inv, "req").expect_err("no method").field, "Data.req.Method");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_handles_every_trigger_form_with_the_exact_response_shape() {
+    let serve = start_serve(&[]).await;
+    let upstreams = common::Upstreams::start().await;
+    // Service Bus: each body form starts its own rollout (a pipeline posting to the queue).
+    for (i, name) in ["servicebus-object.json", "servicebus-once.json", "servicebus-twice.json", "servicebus-base64.json"].iter().enumerate() {
+        let mut doc = fixture_with_router(name, &format!("sb-{i}"), &upstreams.router_url);
+        // Give each its own target so all four can be active at once.
+        let rewrite = |v: &mut Value| {
+            v["spec"]["target"]["name"] = json!(format!("fixture-api-{i}"));
+            v["spec"]["target"]["router"]["settings"]["url"] = json!(upstreams.router_url);
+            v["id"] = json!(format!("sb-{i}"));
+        };
+        let mut msg: Value = serde_json::from_str(&envelope::decode_body(&doc["Data"]["msg"], "msg").expect("decodes")).expect("json");
+        rewrite(&mut msg);
+        // Put it back in the same form the fixture used.
+        doc["Data"]["msg"] = match *name {
+            "servicebus-object.json" => msg,
+            "servicebus-once.json" => json!(msg.to_string()),
+            "servicebus-twice.json" => json!(json!(msg.to_string()).to_string()),
+            _ => {
+                use base64::Engine as _;
+                json!(base64::engine::general_purpose::STANDARD.encode(msg.to_string()))
+            }
+        };
+        let (status, body) = post(&serve.url, "/steps", doc.to_string().as_bytes()).await;
+        assert_eq!(status, 200, "{name}: {body}");
+        let keys: Vec<&String> = body.as_object().expect("object").keys().collect();
+        assert_eq!(keys, ["Logs", "Outputs", "ReturnValue"], "{name}");
+        assert!(body["Logs"][0].as_str().expect("a log line").contains("handled"), "{name}: {body}");
+        assert_eq!(body["Outputs"], json!({}));
+    }
+    // Forwarded HTTP reaches the same handlers.
+    let client = sluice::client::Client::new(&serve.url, None, "alice");
+    let status = common::wait_for(&client, "sb-0", "started", Duration::from_secs(10), |s| s["phase"] != "Pending").await;
+    assert_eq!(status["target"], "fixture-api-0");
+    // Enveloped HTTP: GET status and POST abort through /api with Data.req.
+    let (code, body) = post(&serve.url, "/api", fixture("http-get-status.json", "sb-0").to_string().as_bytes()).await;
+    assert_eq!(code, 200, "{body}");
+    let res = &body["Outputs"]["res"];
+    assert_eq!(res["statusCode"], 200, "{body}");
+    assert_eq!(res["headers"]["Content-Type"], "application/json");
+    assert_eq!(res["body"]["id"], "sb-0", "the body is a JSON object, not a string the host might base64-decode");
+    let (code, body) = post(&serve.url, "/api", fixture("http-post-abort.json", "sb-1").to_string().as_bytes()).await;
+    assert_eq!((code, body["Outputs"]["res"]["statusCode"].clone()), (200, json!(200)), "{body}");
+    common::wait_for(&client, "sb-1", "aborted", Duration::from_secs(10), |s| s["phase"] == "Aborted").await;
+    // Timer, with and without ScheduleStatus, and past due.
+    for name in ["timer-with-status.json", "timer-without-status.json", "timer-past-due-string.json"] {
+        let (code, body) = post(&serve.url, "/tick", fixture(name, "").to_string().as_bytes()).await;
+        assert_eq!(code, 200, "{name}: {body}");
+        assert!(body["ReturnValue"]["visited"].as_u64().expect("a sweep report") >= 3, "{name}: {body}");
+        if name.contains("past-due") {
+            assert_eq!(body["Logs"][0], "the timer is past due");
+        }
+    }
+    // A message that can never succeed is acknowledged with a log line, not retried.
+    let unknown = json!({"Data": {"msg": {"kind": "event", "rollout": "no-such-rollout", "event": {"type": "start"}}}, "Metadata": {"MessageId": "\"m-x\""}});
+    let (code, body) = post(&serve.url, "/steps", unknown.to_string().as_bytes()).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body["Logs"][0].as_str().expect("log").contains("message m-x can never succeed"), "{body}");
+    let malformed = json!({"Data": {"msg": {"kind": "teleport"}}, "Metadata": {}});
+    let (code, body) = post(&serve.url, "/steps", malformed.to_string().as_bytes()).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body["Logs"][0].as_str().expect("log").contains("not a step message"), "{body}");
+    // Bad envelopes: 4xx naming the problem.
+    for (path, text, field) in [
+        ("/steps", "{\"Data\": ", "body"),
+        ("/steps", "{\"Metadata\": {}}", "Data"),
+        ("/tick", "{\"Data\": {\"timer\": []}}", "Data.timer"),
+        ("/api", "{\"Data\": {\"req\": {\"Method\": \"GET\"}}}", "Data.req.Url"),
+    ] {
+        let (code, body) = post(&serve.url, path, text.as_bytes()).await;
+        assert_eq!((code, body["field"].as_str()), (400, Some(field)), "{path} {text}: {body}");
+    }
+    drop(serve);
+}
+
+/// A store that is down: every call fails as a transient error would.
+struct DownStore;
+
+#[async_trait]
+impl sluice::store::Store for DownStore {
+    async fn create(&self, _: &sluice::rollout::Rollout, _: &sluice::rollout::HistoryEntry) -> Result<sluice::store::Etag, sluice::store::StoreError> {
+        Err(sluice::store::StoreError::Unavailable("connection refused".into()))
+    }
+    async fn load(&self, _: &str) -> Result<Option<(sluice::rollout::Rollout, sluice::store::Etag)>, sluice::store::StoreError> {
+        Err(sluice::store::StoreError::Unavailable("connection refused".into()))
+    }
+    async fn save(&self, _: &sluice::rollout::Rollout, _: &sluice::store::Etag, _: &[sluice::rollout::HistoryEntry]) -> Result<sluice::store::Etag, sluice::store::StoreError> {
+        Err(sluice::store::StoreError::Unavailable("connection refused".into()))
+    }
+    async fn history(&self, _: &str) -> Result<Vec<sluice::rollout::HistoryEntry>, sluice::store::StoreError> {
+        Err(sluice::store::StoreError::Unavailable("connection refused".into()))
+    }
+    async fn list(&self, _: &sluice::store::ListFilter) -> Result<Vec<sluice::rollout::Rollout>, sluice::store::StoreError> {
+        Err(sluice::store::StoreError::Unavailable("connection refused".into()))
+    }
+    async fn active_for_target(&self, _: &str) -> Result<Option<String>, sluice::store::StoreError> {
+        Err(sluice::store::StoreError::Unavailable("connection refused".into()))
+    }
+    async fn record_alert(&self, _: &sluice::store::AlertRecord) -> Result<(), sluice::store::StoreError> {
+        Err(sluice::store::StoreError::Unavailable("connection refused".into()))
+    }
+    async fn alerts(&self, _: usize) -> Result<Vec<sluice::store::AlertRecord>, sluice::store::StoreError> {
+        Err(sluice::store::StoreError::Unavailable("connection refused".into()))
+    }
+    fn transactions(&self) -> u64 {
+        0
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_answers_non_2xx_so_the_host_redelivers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = Arc::new(sluice::queue::embedded::EmbeddedQueue::open(&dir.path().join("q.db")).expect("queue"));
+    let env = sluice::adapters::AdapterEnv::new(dir.path().to_path_buf(), "http://x".into());
+    let engine = Arc::new(sluice::engine::Engine::new(Arc::new(DownStore), queue, env, Arc::new(sluice::engine::SystemClock)));
+    let app = Arc::new(sluice::functions::App { engine, alert_token: None });
+    let settings = sluice::host::HostSettings::embedded().expect("host.json");
+    let defs = sluice::functions::embedded_definitions().expect("defs");
+    let server = sluice::host::custom_handler::start(app, settings, defs, common::loopback(), false).await.expect("serves");
+    let url = format!("http://{}", server.addr);
+    let msg = json!({"Data": {"msg": "{\"kind\":\"event\",\"rollout\":\"r-1\",\"event\":{\"type\":\"start\"}}"}, "Metadata": {"DeliveryCount": "2"}});
+    let (code, body) = post(&url, "/steps", msg.to_string().as_bytes()).await;
+    assert_eq!(code, 500, "{body}");
+    assert!(body["Logs"][0].as_str().expect("log").contains("(delivery 2) failed and will be redelivered"), "{body}");
+    let (code, body) = post(&url, "/tick", fixture("timer-without-status.json", "").to_string().as_bytes()).await;
+    assert_eq!(code, 500, "a failed tick is reported, and the next occurrence runs: {body}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_and_up_route_the_same_functions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = sluice::host::local::start(sluice::host::local::LocalConfig {
+        root: common::repo_root(),
+        data_dir: dir.path().to_path_buf(),
+        addr: common::loopback(),
+        alert_token: None,
+        public_url: None,
+    })
+    .await
+    .expect("up");
+    let up: Vec<String> = host.functions.iter().map(|f| f.name.clone()).collect();
+    let (_, served) = sluice::host::load_app_or_embedded(&common::repo_root()).expect("serve loads the same");
+    let served: Vec<String> = served.iter().map(|f| f.name.clone()).collect();
+    let embedded: Vec<String> = sluice::functions::embedded_definitions().expect("defs").iter().map(|f| f.name.clone()).collect();
+    assert_eq!(up, served);
+    let mut embedded_sorted = embedded.clone();
+    embedded_sorted.sort();
+    assert_eq!(up, embedded_sorted, "the binary's built-in copies match functions/ on disk");
+    host.stop().await;
+}
+
+#[test]
+fn serve_fails_fast_naming_every_missing_setting_without_secrets() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("serve")
+        .env_clear()
+        .env("SLUICE_ALERT_TOKEN", "tok-secret-12")
+        .env("SLUICE_STORE", "cosmos")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for setting in ["FUNCTIONS_CUSTOMHANDLER_PORT", "SLUICE_STORE", "SLUICE_QUEUE", "SLUICE_ALERT_TOKEN"] {
+        assert_eq!(stderr.lines().filter(|l| l.trim_start().starts_with(&format!("{setting}:"))).count(), 1, "{setting} in:\n{stderr}");
+    }
+    assert!(!stderr.contains("tok-secret-12"), "the secret leaked:\n{stderr}");
+}
+
+#[test]
+fn the_package_is_laid_out_as_the_functions_host_expects() {
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["package", "--binary", env!("CARGO_BIN_EXE_sluice"), "--out"])
+        .arg(out_dir.path())
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let zip_path: PathBuf = out_dir.path().join("sluice-functionapp.zip");
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(&zip_path).expect("zip")).expect("a zip");
+    let mut names: Vec<String> = (0..archive.len()).map(|i| archive.by_index(i).expect("entry").name().expect("utf-8 name").to_string()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["alerts/function.json", "api/function.json", "dashboard/function.json", "host.json", "sluice", "steps/function.json", "tick/function.json"]
+    );
+    let mut host_json = String::new();
+    std::io::Read::read_to_string(&mut archive.by_name("host.json").expect("host.json"), &mut host_json).expect("read");
+    let host: Value = serde_json::from_str(&host_json).expect("json");
+    assert_eq!(host["customHandler"]["description"]["defaultExecutablePath"], "sluice");
+    assert_eq!(host["customHandler"]["description"]["arguments"], json!(["serve"]));
+    assert_eq!(host["extensionBundle"]["id"], "Microsoft.Azure.Functions.ExtensionBundle");
+    assert_eq!(host["extensions"]["http"]["routePrefix"], "api");
+    {
+        let exe = archive.by_name("sluice").expect("executable");
+        assert_eq!(exe.unix_mode().map(|m| m & 0o777), Some(0o755), "the executable is executable");
+        assert!(exe.size() > 1_000_000);
+    }
+    let steps: Value = {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut archive.by_name("steps/function.json").expect("steps"), &mut s).expect("read");
+        serde_json::from_str(&s).expect("json")
+    };
+    assert_eq!(steps["bindings"][0]["queueName"], "rollout-steps");
+    assert_eq!(steps["bindings"][0]["connection"], "ServiceBusConnection");
+}
