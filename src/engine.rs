@@ -22,7 +22,7 @@ use crate::metrics;
 use crate::notify;
 use crate::queue::Queue;
 use crate::rollout::{
-    decide, Command, CommandKind, CommandRef, Event, IssueRef, MeasurementKey, NotifyKind, Outcome, Phase, Plan, Rollout,
+    decide, Command, CommandKind, CommandRef, Event, IssueRef, NotifyKind, Outcome, Phase, Plan, Rollout,
 };
 use crate::spec::RolloutSpec;
 use crate::store::{ListFilter, Store, StoreError};
@@ -184,19 +184,6 @@ impl Engine {
         self.run_rounds(id, vec![event]).await
     }
 
-    /// Takes a measurement if the rollout still wants it, and applies the result.
-    pub async fn measure(&self, id: &str, key: MeasurementKey) -> Result<Option<Applied>, EngineError> {
-        let lock = self.locks.get(id);
-        let _guard = lock.lock().await;
-        let (rollout, _) = self.store.load(id).await?.ok_or_else(|| EngineError::NotFound(id.to_string()))?;
-        if !rollout.wants_measurement(&key) {
-            return Ok(None);
-        }
-        let Some(plan) = rollout.metric_plan(&key).cloned() else { return Ok(None) };
-        let outcome = metrics::measure(&plan, &rollout.spec.target, &self.env).await;
-        self.run_rounds(id, vec![Event::Measured { key, outcome }]).await.map(Some)
-    }
-
     /// Carries out one step message.
     pub async fn handle(&self, message: StepMessage) -> Result<(), EngineError> {
         match message {
@@ -207,7 +194,7 @@ impl Engine {
                 }
                 Ok(())
             }
-            StepMessage::Measure { rollout, key } => self.measure(&rollout, key).await.map(|_| ()),
+            StepMessage::Wake { rollout, .. } => self.apply(&rollout, Event::Wake).await.map(|_| ()),
             StepMessage::Start { spec, by, id } => {
                 let (spec, plan) = crate::spec::validate(&spec, &crate::providers::names())
                     .map_err(|p| EngineError::Invalid(format!("start message has an invalid spec: {}", p.to_string().replace('\n', "; "))))?;
@@ -258,7 +245,7 @@ impl Engine {
             if round.reconcile {
                 self.reconcile(&round.state).await;
             }
-            inputs = self.act_after_save(&round.state, round.post).await;
+            inputs = self.act_after_save(&round.state, round.post, round.wake_before).await;
             last = Some(round.state);
         }
         match (last, first) {
@@ -297,11 +284,12 @@ impl Engine {
                 }
             }
             let outcome = outcome.unwrap_or(Outcome::Ignored("no events".into()));
+            let wake_before = loaded.next_wake();
             if history.is_empty() && state == loaded {
-                return Ok(Round { state, post, outcome, reconcile });
+                return Ok(Round { state, post, outcome, reconcile, wake_before });
             }
             match self.store.save(&state, &etag, &history).await {
-                Ok(_) => return Ok(Round { state, post, outcome, reconcile }),
+                Ok(_) => return Ok(Round { state, post, outcome, reconcile, wake_before }),
                 Err(StoreError::Conflict) => {
                     // Someone else wrote first: decide again on their state. If we already
                     // moved traffic on the stale decision, make the router match the winner.
@@ -371,7 +359,10 @@ impl Engine {
 
     /// Everything after the save: the backlog issue first (so messages can
     /// link it), then timers and measurements, then at most one announcement.
-    async fn act_after_save(&self, state: &Rollout, post: Vec<Command>) -> Vec<Event> {
+    /// Waits and measurements due now are taken at once; for the rest one
+    /// wake-up message is kept scheduled at the rollout's earliest due time,
+    /// so a step costs at most one queue send however many timers it starts.
+    async fn act_after_save(&self, state: &Rollout, post: Vec<Command>, wake_before: Option<DateTime<Utc>>) -> Vec<Event> {
         let mut feedback = Vec::new();
         let mut opened: Option<IssueRef> = None;
         let now = self.clock.now();
@@ -396,11 +387,6 @@ impl Engine {
                 Command::ScheduleStep { at, seq } => {
                     if at <= now {
                         feedback.push(Event::StepDue { seq });
-                    } else {
-                        let msg = StepMessage::Event { rollout: state.id.clone(), event: Event::StepDue { seq } };
-                        if let Err(e) = self.queue.send(msg.to_out(Some(at))).await {
-                            tracing::warn!(rollout = %state.id, error = %e, "could not schedule the next step; the timer will fire it");
-                        }
                     }
                 }
                 Command::Measure { key, at } => {
@@ -408,11 +394,6 @@ impl Engine {
                         if let Some(plan) = state.metric_plan(&key) {
                             let outcome = metrics::measure(plan, &state.spec.target, &self.env).await;
                             feedback.push(Event::Measured { key, outcome });
-                        }
-                    } else {
-                        let msg = StepMessage::Measure { rollout: state.id.clone(), key };
-                        if let Err(e) = self.queue.send(msg.to_out(Some(at))).await {
-                            tracing::warn!(rollout = %state.id, error = %e, "could not schedule a measurement; the timer will take it");
                         }
                     }
                 }
@@ -431,6 +412,15 @@ impl Engine {
                     feedback.extend(self.announce(state, NotifyKind::ApprovalNeeded, "", id, None, now).await);
                 }
                 Command::OpenBacklogIssue { .. } | Command::SetWeight { .. } | Command::Promote { .. } | Command::RevertTraffic { .. } => {}
+            }
+        }
+        if let Some(wake) = state.next_wake().filter(|w| *w > now) {
+            let already = wake_before.map(|b| b == wake && b > now).unwrap_or(false);
+            if !already {
+                let msg = StepMessage::Wake { rollout: state.id.clone(), at: wake };
+                if let Err(e) = self.queue.send(msg.to_out(Some(wake))).await {
+                    tracing::warn!(rollout = %state.id, error = %e, "could not schedule the wake-up; the timer sweep will catch up");
+                }
             }
         }
         if let Some((kind, summary, id)) = announcement {
@@ -484,4 +474,6 @@ struct Round {
     post: Vec<Command>,
     outcome: Outcome,
     reconcile: bool,
+    /// The rollout's wake-up time before this round (already scheduled, if in the future).
+    wake_before: Option<DateTime<Utc>>,
 }

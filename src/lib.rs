@@ -16,6 +16,7 @@
 
 pub mod adapters;
 pub mod alerts;
+pub mod azure_auth;
 pub mod backlog;
 pub mod bench;
 pub mod client;

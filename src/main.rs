@@ -76,6 +76,12 @@ enum Cmd {
         /// Directory holding host.json and functions/ (built-in copies otherwise).
         #[arg(long, default_value = ".")]
         root: PathBuf,
+        /// Store: sqlite (embedded) or table (Azure Table Storage / Azurite; see SLUICE_TABLE_CONNECTION).
+        #[arg(long, value_parser = ["sqlite", "table"])]
+        store: Option<String>,
+        /// Queue: embedded or servicebus (see SLUICE_SERVICEBUS_CONNECTION).
+        #[arg(long, value_parser = ["embedded", "servicebus"])]
+        queue: Option<String>,
     },
     /// Run as the Azure Functions custom handler (configured by app settings).
     Serve,
@@ -224,7 +230,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&spec::json_schema())?);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Up { port, data_dir, root } => up(port, data_dir, root).await,
+        Cmd::Up { port, data_dir, root, store, queue } => up(port, data_dir, root, store, queue).await,
         Cmd::Serve => serve().await,
         Cmd::Package { out, binary } => package(&out, binary),
         Cmd::Demo { fault, alert, rps, hold, data_dir } => {
@@ -372,20 +378,36 @@ async fn watch_rollout(client: &Client, id: &str, as_json: bool) -> anyhow::Resu
     })
 }
 
-async fn up(port: u16, data_dir: PathBuf, root: PathBuf) -> anyhow::Result<ExitCode> {
+async fn up(port: u16, data_dir: PathBuf, root: PathBuf, store: Option<String>, queue: Option<String>) -> anyhow::Result<ExitCode> {
     init_logging("info,sluice=info");
-    let alert_token = std::env::var("SLUICE_ALERT_TOKEN").ok().filter(|t| !t.is_empty());
-    if alert_token.is_none() {
+    let data_dir_text = data_dir.display().to_string();
+    let get = |k: &str| match k {
+        "SLUICE_STORE" if store.is_some() => store.clone(),
+        "SLUICE_QUEUE" if queue.is_some() => queue.clone(),
+        "SLUICE_DATA_DIR" => Some(data_dir_text.clone()),
+        other => std::env::var(other).ok(),
+    };
+    let app_config = match sluice::config::from_env(&get, sluice::config::Mode::Up) {
+        Ok(c) => c,
+        Err(problems) => {
+            eprintln!("sluice up cannot start; fix these settings:");
+            for p in problems {
+                eprintln!("  {p}");
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if app_config.alert_token.is_none() {
         tracing::warn!("SLUICE_ALERT_TOKEN is not set: /api/alerts accepts any local caller");
     }
     let config = host::local::LocalConfig {
         root,
         data_dir: data_dir.clone(),
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        alert_token,
-        public_url: std::env::var("SLUICE_PUBLIC_URL").ok(),
+        alert_token: app_config.alert_token.clone(),
+        public_url: app_config.public_url.clone(),
     };
-    let running = host::local::start(config).await?;
+    let running = host::local::start_with(config, |_, url| async move { host::build_engine(&app_config, url).await }).await?;
     let names: Vec<&str> = running.functions.iter().map(|f| f.name.as_str()).collect();
     println!("Sluice is listening on {} (functions: {}; state in {})", running.url(), names.join(", "), data_dir.display());
     println!("dashboard: {}/api/dashboard", running.url());
@@ -410,9 +432,7 @@ async fn serve() -> anyhow::Result<ExitCode> {
     let port = config.port.unwrap_or(0);
     let (settings, defs) = host::load_app_or_embedded(std::path::Path::new("."))?;
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
-    let engine = match config.store {
-        sluice::config::StoreKind::Sqlite => host::local::embedded_engine(&config.data_dir, public_url)?,
-    };
+    let engine = host::build_engine(&config, public_url).await?;
     let app = std::sync::Arc::new(sluice::functions::App { engine, alert_token: config.alert_token.clone() });
     let consume = config.queue == sluice::config::QueueKind::Embedded;
     let server = host::custom_handler::start(app, settings, defs, SocketAddr::from(([127, 0, 0, 1], port)), consume).await?;

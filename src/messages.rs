@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::queue::OutMessage;
-use crate::rollout::{Event, MeasurementKey};
+use crate::rollout::Event;
 
 /// One unit of rollout work.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,12 +20,12 @@ pub enum StepMessage {
         /// The event.
         event: Event,
     },
-    /// Take a measurement, then deliver it.
-    Measure {
+    /// The rollout's wake-up: fire whatever is due by `at` (waits, measurements).
+    Wake {
         /// Rollout id.
         rollout: String,
-        /// Which measurement.
-        key: MeasurementKey,
+        /// When it was scheduled for.
+        at: chrono::DateTime<chrono::Utc>,
     },
     /// Start a rollout from a spec (how a pipeline can post straight to the queue).
     Start {
@@ -53,7 +53,7 @@ impl StepMessage {
                     None => format!("{rollout}:{}:{}", other.kind(), uuid::Uuid::new_v4()),
                 },
             },
-            StepMessage::Measure { rollout, key } => format!("{rollout}:m:{}:{}:{}", key.run, key.metric, key.index),
+            StepMessage::Wake { rollout, at } => format!("{rollout}:wake:{}", at.timestamp_millis()),
             StepMessage::Start { id: Some(id), .. } => format!("start:{id}"),
             StepMessage::Start { id: None, .. } => format!("start:{}", uuid::Uuid::new_v4()),
         }
@@ -62,7 +62,7 @@ impl StepMessage {
     /// The rollout it concerns, if known.
     pub fn rollout(&self) -> Option<&str> {
         match self {
-            StepMessage::Event { rollout, .. } | StepMessage::Measure { rollout, .. } => Some(rollout),
+            StepMessage::Event { rollout, .. } | StepMessage::Wake { rollout, .. } => Some(rollout),
             StepMessage::Start { id, .. } => id.as_deref(),
         }
     }

@@ -1,63 +1,120 @@
 //! One behavioural suite for the store port and one for the queue port, run
-//! against every adapter (each adapter gets a fresh instance per case).
+//! against every adapter: the embedded ones, Table Storage on a real Azurite
+//! emulator, and Service Bus against a wire-level fake that checks every
+//! request. Each case gets a fresh adapter.
 
+mod common;
 mod conformance {
     pub mod queue_cases;
     pub mod store_cases;
 }
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use common::azurite::Azurite;
+use common::servicebus_fake::FakeServiceBus;
 use conformance::{queue_cases, store_cases};
 use sluice::queue::embedded::EmbeddedQueue;
+use sluice::queue::servicebus::{ServiceBusConnection, ServiceBusQueue};
+use sluice::queue::Queue;
 use sluice::store::sqlite::SqliteStore;
+use sluice::store::table::{TableConnection, TableStore};
+use sluice::store::Store;
 
-macro_rules! suite {
-    ($module:ident, $make:expr, [$($case:ident),* $(,)?]) => {
+/// Keeps whatever backs an adapter alive for the length of a case.
+#[allow(dead_code)]
+enum Keep {
+    Dir(tempfile::TempDir),
+    Azurite(Azurite),
+    Fake(FakeServiceBus),
+}
+
+async fn sqlite_store() -> (Keep, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("s.db")).expect("store");
+    (Keep::Dir(dir), Arc::new(store))
+}
+
+async fn table_store() -> (Keep, Arc<dyn Store>) {
+    let azurite = tokio::task::spawn_blocking(Azurite::start).await.expect("azurite");
+    let connection = TableConnection::parse(&azurite.connection_string()).expect("connection string");
+    let store = TableStore::connect(&connection, "sluice").await.expect("Azurite answers");
+    (Keep::Azurite(azurite), Arc::new(store))
+}
+
+async fn embedded_queue() -> (Keep, Arc<dyn Queue>, Duration) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = EmbeddedQueue::open(&dir.path().join("q.db")).expect("queue");
+    (Keep::Dir(dir), Arc::new(queue), Duration::from_millis(1000))
+}
+
+const SB_LOCK: Duration = Duration::from_secs(2);
+
+async fn servicebus_queue() -> (Keep, Arc<dyn Queue>, Duration) {
+    let fake = FakeServiceBus::start(SB_LOCK).await;
+    let connection = ServiceBusConnection::parse(&fake.connection_string()).expect("connection string");
+    let queue = ServiceBusQueue::new(&connection, "rollout-steps", fake.http_client(), SB_LOCK).expect("client");
+    (Keep::Fake(fake), Arc::new(queue), SB_LOCK)
+}
+
+macro_rules! store_suite {
+    ($module:ident, $make:ident, [$($case:ident),* $(,)?]) => {
         mod $module {
             use super::*;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    let (_keep, adapter) = $make().await;
-                    cases!($module, $case)(adapter).await;
+                    let (_keep, store) = $make().await;
+                    store_cases::$case(store).await;
                 }
             )*
         }
     };
 }
 
-macro_rules! cases {
-    (sqlite_store, $case:ident) => { store_cases::$case };
-    (embedded_queue, $case:ident) => { queue_cases::$case };
+macro_rules! queue_suite {
+    ($module:ident, $make:ident, [$($case:ident),* $(,)?]) => {
+        mod $module {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (_keep, queue, short_lock) = $make().await;
+                    queue_cases::$case(queue, short_lock).await;
+                }
+            )*
+        }
+    };
 }
 
-async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn sluice::store::Store>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("s.db")).expect("store");
-    (dir, Arc::new(store))
+macro_rules! every_store {
+    ($($module:ident => $make:ident),*) => {
+        $(store_suite!($module, $make, [
+            round_trip_and_etags,
+            etag_conflict_one_writer_wins_and_the_other_redecides,
+            state_and_history_are_written_together,
+            one_active_rollout_per_target_even_in_a_race,
+            lists_filter_and_alerts_are_kept,
+            odd_ids_and_targets_survive_the_trip,
+            a_long_rollout_outgrows_the_property_and_entity_limits,
+        ]);)*
+    };
 }
 
-async fn embedded_queue() -> (tempfile::TempDir, Arc<dyn sluice::queue::Queue>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let queue = EmbeddedQueue::open(&dir.path().join("q.db")).expect("queue");
-    (dir, Arc::new(queue))
+macro_rules! every_queue {
+    ($($module:ident => $make:ident),*) => {
+        $(queue_suite!($module, $make, [
+            send_receive_complete,
+            scheduled_messages_wait_until_their_time,
+            abandon_redelivers_with_a_higher_count,
+            dead_letter_after_ten_deliveries,
+            an_expired_lock_redelivers_and_the_old_lock_is_void,
+            renew_keeps_the_lock,
+            duplicate_ids_are_dropped,
+        ]);)*
+    };
 }
 
-suite!(sqlite_store, sqlite_store, [
-    round_trip_and_etags,
-    etag_conflict_one_writer_wins_and_the_other_redecides,
-    state_and_history_are_written_together,
-    one_active_rollout_per_target_even_in_a_race,
-    lists_filter_and_alerts_are_kept,
-]);
-
-suite!(embedded_queue, embedded_queue, [
-    send_receive_complete,
-    scheduled_messages_wait_until_their_time,
-    abandon_redelivers_with_a_higher_count,
-    dead_letter_after_ten_deliveries,
-    an_expired_lock_redelivers_and_the_old_lock_is_void,
-    renew_keeps_the_lock,
-    duplicate_ids_are_dropped,
-]);
+every_store!(sqlite => sqlite_store, table_azurite => table_store);
+every_queue!(embedded => embedded_queue, servicebus_fake => servicebus_queue);

@@ -188,12 +188,12 @@ impl Queue for Twice {
 async fn every_step_message_delivered_twice_changes_nothing() {
     let twice: Arc<std::sync::OnceLock<Arc<Twice>>> = Arc::new(std::sync::OnceLock::new());
     let slot = twice.clone();
-    let rig = Rig::start_with(move |dir, url| {
+    let rig = Rig::start_with(move |dir: std::path::PathBuf, url: String| async move {
         let db = dir.join("sluice.db");
         let queue = Arc::new(Twice { inner: EmbeddedQueue::open(&db).expect("queue"), duplicates: AtomicU64::new(0) });
         let _ = slot.set(queue.clone());
         let store = Arc::new(SqliteStore::open(&db).expect("store"));
-        let env = sluice::adapters::AdapterEnv::new(dir.to_path_buf(), url);
+        let env = sluice::adapters::AdapterEnv::new(dir.clone(), url);
         Ok(Arc::new(Engine::new(store, queue, env, Arc::new(SystemClock))))
     })
     .await

@@ -99,22 +99,23 @@ pub fn embedded_engine(data_dir: &std::path::Path, public_url: String) -> Result
 
 /// Starts the host with the embedded store and queue in `config.data_dir`.
 pub async fn start(config: LocalConfig) -> Result<RunningHost, HostError> {
-    start_with(config, |data_dir, public_url| embedded_engine(data_dir, public_url)).await
+    start_with(config, |data_dir, public_url| async move { embedded_engine(&data_dir, public_url) }).await
 }
 
 /// Starts the host with an engine built by `make` (given the data directory
-/// and the public URL) — how tests and other adapters plug in.
-pub async fn start_with(
-    config: LocalConfig,
-    make: impl FnOnce(&std::path::Path, String) -> Result<Arc<Engine>, HostError>,
-) -> Result<RunningHost, HostError> {
+/// and the public URL) — how the Azure adapters and tests plug in.
+pub async fn start_with<F, Fut>(config: LocalConfig, make: F) -> Result<RunningHost, HostError>
+where
+    F: FnOnce(PathBuf, String) -> Fut,
+    Fut: std::future::Future<Output = Result<Arc<Engine>, HostError>>,
+{
     let (settings, defs) = load_app_or_embedded(&config.root)?;
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|source| HostError::Bind { addr: config.addr.to_string(), source })?;
     let addr = listener.local_addr().map_err(|source| HostError::Bind { addr: config.addr.to_string(), source })?;
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
-    let engine = make(&config.data_dir, public_url)?;
+    let engine = make(config.data_dir.clone(), public_url).await?;
     let app = Arc::new(App { engine, alert_token: config.alert_token.clone() });
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();

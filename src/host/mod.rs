@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod local;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use axum::extract::Request;
 use axum::response::Response;
@@ -146,4 +147,42 @@ pub(crate) async fn dispatch_http(app: &App, route_prefix: &str, defs: &[Functio
         RouteMatch::NotFound => HttpResponse::error(404, "not_found", format!("no function serves {path}"), None),
     };
     local::to_axum(response)
+}
+
+/// Builds the engine the configuration asks for: the store and queue
+/// adapters, and the environment every other adapter is built in.
+pub async fn build_engine(config: &crate::config::AppConfig, public_url: String) -> Result<Arc<crate::engine::Engine>, HostError> {
+    use crate::config::{QueueKind, StoreKind};
+    use crate::queue::Queue;
+    use crate::store::Store;
+    let storage = |e: &dyn std::fmt::Display| HostError::Storage(e.to_string());
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| storage(&format!("cannot create {}: {e}", config.data_dir.display())))?;
+    let db = config.data_dir.join("sluice.db");
+    let store: Arc<dyn Store> = match &config.store {
+        StoreKind::Sqlite => Arc::new(crate::store::sqlite::SqliteStore::open(&db).map_err(|e| storage(&e))?),
+        StoreKind::Table { connection, account, prefix } => {
+            use crate::store::table::{TableConnection, TableStore};
+            let conn = match (connection, account) {
+                (Some(c), _) => TableConnection::parse(&c.0).map_err(|e| storage(&e))?,
+                (None, Some(account)) => {
+                    let credential = crate::azure_auth::AzureCredential::from_settings(&|k| std::env::var(k).ok())
+                        .ok_or_else(|| HostError::Config("SLUICE_TABLE_ACCOUNT: no identity to reach it with".into()))?;
+                    TableConnection::with_token(account, Arc::new(credential))
+                }
+                (None, None) => return Err(HostError::Config("SLUICE_TABLE_CONNECTION: not set".into())),
+            };
+            Arc::new(TableStore::connect(&conn, prefix).await.map_err(|e| storage(&e))?)
+        }
+    };
+    let queue: Arc<dyn Queue> = match &config.queue {
+        QueueKind::Embedded => Arc::new(crate::queue::embedded::EmbeddedQueue::open(&db).map_err(|e| storage(&e))?),
+        QueueKind::ServiceBus { connection, queue, lock_seconds } => {
+            use crate::queue::servicebus::{ServiceBusConnection, ServiceBusQueue};
+            let conn = ServiceBusConnection::parse(&connection.0).map_err(|e| HostError::Config(e.to_string()))?;
+            let lock = std::time::Duration::from_secs(*lock_seconds);
+            Arc::new(ServiceBusQueue::new(&conn, queue, azure_core::new_http_client(), lock).map_err(|e| HostError::Config(e.to_string()))?)
+        }
+    };
+    let env = crate::adapters::AdapterEnv::new(config.data_dir.clone(), public_url);
+    Ok(Arc::new(crate::engine::Engine::new(store, queue, env, Arc::new(crate::engine::SystemClock))))
 }

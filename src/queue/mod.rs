@@ -4,6 +4,7 @@
 //! deliveries, and de-duplication on the message id.
 
 pub mod embedded;
+pub mod servicebus;
 
 use std::sync::Arc;
 use std::time::Duration;

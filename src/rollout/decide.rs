@@ -137,7 +137,8 @@ impl Txn {
             Event::TrafficConfirmed { weight } => self.on_traffic_confirmed(*weight),
             Event::Promoted => self.on_promoted(),
             Event::BacklogOpened { issue } => self.on_backlog_opened(issue),
-            Event::Tick => self.on_tick(),
+            Event::Tick => self.on_tick(MEASUREMENT_GRACE_MS),
+            Event::Wake => self.on_tick(0),
         }
     }
 
@@ -972,7 +973,9 @@ impl Txn {
         Ok(())
     }
 
-    fn on_tick(&mut self) -> Step {
+    /// Fires what is due: the current wait, measurements due `grace_ms` ago
+    /// or earlier, retries of failed or lost router and backlog calls.
+    fn on_tick(&mut self, grace_ms: u64) -> Step {
         let now = self.now;
         if !self.r.phase.is_terminal() {
             if let Some(due) = self.r.due_at {
@@ -990,7 +993,7 @@ impl Txn {
                     self.reissue_traffic();
                 }
             }
-            for key in self.r.due_measurements(now - ms(MEASUREMENT_GRACE_MS)) {
+            for key in self.r.due_measurements(now - ms(grace_ms)) {
                 self.commands.push(Command::Measure { key, at: now });
             }
         }

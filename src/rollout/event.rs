@@ -202,8 +202,11 @@ pub enum Event {
         /// The issue.
         issue: IssueRef,
     },
-    /// The timer: retry what is overdue and fire lost waits.
+    /// The timer sweep: retry what is overdue and fire waits whose message was lost
+    /// (measurements only once they are well overdue, so the wake-up takes them first).
     Tick,
+    /// The rollout's own wake-up message: fire every wait and measurement now due.
+    Wake,
 }
 
 impl Event {
@@ -225,6 +228,7 @@ impl Event {
             Event::Promoted => "Promoted",
             Event::BacklogOpened { .. } => "BacklogOpened",
             Event::Tick => "Tick",
+            Event::Wake => "Wake",
         }
     }
 

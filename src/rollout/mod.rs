@@ -384,6 +384,20 @@ impl Rollout {
         keys
     }
 
+    /// The earliest time something is due: the current wait or a measurement.
+    /// The engine keeps one wake-up message scheduled for it.
+    pub fn next_wake(&self) -> Option<DateTime<Utc>> {
+        if self.phase.is_terminal() {
+            return None;
+        }
+        let measurements = self
+            .runs
+            .iter()
+            .filter(|r| r.status == RunStatus::Running)
+            .flat_map(|r| r.metrics.iter().filter(|m| m.status == RunStatus::Running).filter_map(|m| m.next_at));
+        self.due_at.into_iter().chain(measurements).min()
+    }
+
     /// What the rollout is waiting for, in words (for `status` and `watch`).
     pub fn waiting_for(&self, now: DateTime<Utc>) -> String {
         if self.phase.is_terminal() {

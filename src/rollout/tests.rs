@@ -535,6 +535,28 @@ fn tick_takes_over_a_lost_measurement() {
 }
 
 #[test]
+fn the_wake_up_fires_measurements_when_due_and_next_wake_is_the_earliest_timer() {
+    let mut doc = canary_doc();
+    doc["strategy"]["canary"]["analysis"] = json!({"metrics": [{"name": "bg", "provider": "local", "query": "q",
+        "successCondition": "< 1", "interval": "10s", "initialDelay": "25s"}]});
+    let mut r = new_rollout(doc);
+    step(&mut r, Event::Start, at(0));
+    assert_eq!(r.next_wake(), Some(at(25)), "the background measurement");
+    let d = step(&mut r, Event::TrafficConfirmed { weight: 5 }, at(1));
+    let key = measure_keys(&d).into_iter().find(|k| k.metric == "errors").expect("the step analysis");
+    assert_eq!(r.next_wake(), Some(at(1)), "the step analysis measures at once");
+    assert_eq!(ignored(&r, Event::Wake, at(0)), "nothing is due");
+    let d = decide(&r, Event::Wake, at(1));
+    assert_eq!(d.commands, vec![Command::Measure { key: key.clone(), at: at(1) }], "a wake-up measures what is due now");
+    let d = decide(&r, Event::Tick, at(1));
+    assert!(d.is_ignored(), "the sweep leaves due measurements to the wake-up for a while");
+    step(&mut r, Event::Measured { key, outcome: pass() }, at(2));
+    assert_eq!(r.next_wake(), Some(at(12)));
+    step(&mut r, alert("stop"), at(3));
+    assert_eq!(r.next_wake(), None, "nothing is due once rolling back");
+}
+
+#[test]
 fn history_records_from_to_cause_who_and_evidence() {
     let mut r = new_rollout(canary_doc());
     let mut entries = Vec::new();
@@ -595,6 +617,7 @@ fn make_event(r: &Rollout, (kind, a, b): (u8, u8, u8), n: usize) -> Event {
         }
         17 => Event::Promoted,
         18 => Event::BacklogOpened { issue: IssueRef { id: format!("{}", b % 2), url: "u".into() } },
+        _ if b % 2 == 0 => Event::Wake,
         _ => Event::Tick,
     }
 }
@@ -651,7 +674,7 @@ fn run_sequence(spec_choice: u8, picks: &[(u8, u8, u8, u8)]) -> (Vec<(Event, Dat
         // (after a reported failure, or when the request was lost) or by a person.
         let requests = d.commands.iter().filter(|c| matches!(c, Command::OpenBacklogIssue { .. })).count() as u32;
         match &event {
-            Event::Tick | Event::RetryRequested { .. } => {
+            Event::Tick | Event::Wake | Event::RetryRequested { .. } => {
                 if requests > 0 {
                     let BacklogState::Opening { failed_at, issued_at, .. } = &r.backlog else {
                         panic!("re-requested an issue that was not being opened: {:?}", r.backlog)

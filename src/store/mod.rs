@@ -4,6 +4,7 @@
 //! atomically, and one active rollout per target enforced by the store itself.
 
 pub mod sqlite;
+pub mod table;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod azurite;
+pub mod servicebus_fake;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -65,10 +68,14 @@ pub struct Rig {
 
 impl Rig {
     pub async fn start() -> Rig {
-        Self::start_with(|dir, url| local::embedded_engine(dir, url)).await
+        Self::start_with(|dir: PathBuf, url: String| async move { local::embedded_engine(&dir, url) }).await
     }
 
-    pub async fn start_with(make: impl FnOnce(&std::path::Path, String) -> Result<Arc<Engine>, HostError>) -> Rig {
+    pub async fn start_with<F, Fut>(make: F) -> Rig
+    where
+        F: FnOnce(PathBuf, String) -> Fut,
+        Fut: std::future::Future<Output = Result<Arc<Engine>, HostError>>,
+    {
         let up = Upstreams::start().await;
         let dir = tempfile::tempdir().expect("tempdir");
         let host = local::start_with(

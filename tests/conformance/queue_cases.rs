@@ -13,7 +13,7 @@ fn msg(id: &str, body: &str) -> OutMessage {
 
 const LOCK: Duration = Duration::from_secs(30);
 
-pub async fn send_receive_complete(q: Arc<dyn Queue>) {
+pub async fn send_receive_complete(q: Arc<dyn Queue>, _short_lock: Duration) {
     assert_eq!(q.send(msg("m-1", "{\"a\":1}")).await.expect("send"), SendOutcome::Sent);
     let d = q.receive(LOCK).await.expect("receive").expect("a message");
     assert_eq!((d.id.as_str(), d.body.as_str(), d.delivery_count), ("m-1", "{\"a\":1}", 1));
@@ -21,10 +21,10 @@ pub async fn send_receive_complete(q: Arc<dyn Queue>) {
     assert!(q.receive(LOCK).await.expect("receive").is_none(), "a locked message is not delivered twice");
     q.complete(&d).await.expect("complete");
     assert!(matches!(q.complete(&d).await, Err(QueueError::LockLost)), "completing twice is refused");
-    assert!(q.receive(LOCK).await.expect("receive").is_none());
+    assert!(q.receive(LOCK).await.expect("receive").is_none(), "still within the window after completion: dropped");
 }
 
-pub async fn scheduled_messages_wait_until_their_time(q: Arc<dyn Queue>) {
+pub async fn scheduled_messages_wait_until_their_time(q: Arc<dyn Queue>, _short_lock: Duration) {
     let at = Utc::now() + TimeDelta::milliseconds(1500);
     q.send(OutMessage { id: "later".into(), body: "{}".into(), visible_at: Some(at) }).await.expect("send");
     assert!(q.receive(LOCK).await.expect("receive").is_none(), "not visible yet");
@@ -35,7 +35,7 @@ pub async fn scheduled_messages_wait_until_their_time(q: Arc<dyn Queue>) {
     q.complete(&d).await.expect("complete");
 }
 
-pub async fn abandon_redelivers_with_a_higher_count(q: Arc<dyn Queue>) {
+pub async fn abandon_redelivers_with_a_higher_count(q: Arc<dyn Queue>, _short_lock: Duration) {
     q.send(msg("again", "{}")).await.expect("send");
     let d1 = q.receive(LOCK).await.expect("receive").expect("first");
     q.abandon(&d1).await.expect("abandon");
@@ -44,7 +44,7 @@ pub async fn abandon_redelivers_with_a_higher_count(q: Arc<dyn Queue>) {
     q.complete(&d2).await.expect("complete");
 }
 
-pub async fn dead_letter_after_ten_deliveries(q: Arc<dyn Queue>) {
+pub async fn dead_letter_after_ten_deliveries(q: Arc<dyn Queue>, _short_lock: Duration) {
     q.send(msg("poison", "{\"bad\":true}")).await.expect("send");
     for n in 1..=MAX_DELIVERY_COUNT {
         let d = q.receive(LOCK).await.expect("receive").expect("delivered");
@@ -58,33 +58,34 @@ pub async fn dead_letter_after_ten_deliveries(q: Arc<dyn Queue>) {
     assert_eq!(poison.body, "{\"bad\":true}");
 }
 
-pub async fn an_expired_lock_redelivers_and_the_old_lock_is_void(q: Arc<dyn Queue>) {
+pub async fn an_expired_lock_redelivers_and_the_old_lock_is_void(q: Arc<dyn Queue>, short_lock: Duration) {
     q.send(msg("slow", "{}")).await.expect("send");
-    let d1 = q.receive(Duration::from_millis(1000)).await.expect("receive").expect("first");
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let d1 = q.receive(short_lock).await.expect("receive").expect("first");
+    tokio::time::sleep(short_lock + Duration::from_millis(300)).await;
     let d2 = q.receive(LOCK).await.expect("receive").expect("redelivered after the lock expired");
     assert_eq!((d2.id.as_str(), d2.delivery_count), ("slow", 2));
     assert!(matches!(q.complete(&d1).await, Err(QueueError::LockLost)));
     q.complete(&d2).await.expect("the new lock completes");
 }
 
-pub async fn renew_keeps_the_lock(q: Arc<dyn Queue>) {
+pub async fn renew_keeps_the_lock(q: Arc<dyn Queue>, short_lock: Duration) {
     q.send(msg("long", "{}")).await.expect("send");
-    let d = q.receive(Duration::from_millis(1000)).await.expect("receive").expect("message");
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let until = q.renew(&d, Duration::from_secs(5)).await.expect("renew");
+    let d = q.receive(short_lock).await.expect("receive").expect("message");
+    tokio::time::sleep(short_lock * 6 / 10).await;
+    let until = q.renew(&d, short_lock).await.expect("renew");
     assert!(until > d.locked_until);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(short_lock * 7 / 10).await;
     assert!(q.receive(LOCK).await.expect("receive").is_none(), "still locked after the original lock ran out");
     q.complete(&d).await.expect("complete");
 }
 
-pub async fn duplicate_ids_are_dropped(q: Arc<dyn Queue>) {
+pub async fn duplicate_ids_are_dropped(q: Arc<dyn Queue>, _short_lock: Duration) {
     assert_eq!(q.send(msg("dup", "{\"n\":1}")).await.expect("send"), SendOutcome::Sent);
-    assert_eq!(q.send(msg("dup", "{\"n\":2}")).await.expect("send"), SendOutcome::Duplicate);
+    // A broker may not say it dropped the repeat; what counts is that it is never delivered.
+    q.send(msg("dup", "{\"n\":2}")).await.expect("a repeated send is not an error");
     let d = q.receive(LOCK).await.expect("receive").expect("one");
     assert_eq!(d.body, "{\"n\":1}");
     q.complete(&d).await.expect("complete");
-    assert_eq!(q.send(msg("dup", "{\"n\":3}")).await.expect("send"), SendOutcome::Duplicate, "still within the window after completion");
-    assert!(q.receive(LOCK).await.expect("receive").is_none());
+    q.send(msg("dup", "{\"n\":3}")).await.expect("send");
+    assert!(q.receive(LOCK).await.expect("receive").is_none(), "still within the window after completion: dropped");
 }

@@ -145,3 +145,63 @@ pub async fn lists_filter_and_alerts_are_kept(store: Arc<dyn Store>) {
     assert!(kept.contains(&record));
     assert!(store.transactions() >= 4, "writes are counted");
 }
+
+pub async fn odd_ids_and_targets_survive_the_trip(store: Arc<dyn Store>) {
+    let (mut r, mut first) = rollout("placeholder", "placeholder");
+    // The API only accepts plain names; the store must cope with anything anyway.
+    let id = "weird/id#1?x\\y'z ü".to_string();
+    r.id = id.clone();
+    r.spec.target.name = "tgt/with?odd#chars'".into();
+    first.summary = "odd".into();
+    let etag = store.create(&r, &first).await.expect("create");
+    let (loaded, _) = store.load(&id).await.expect("load").expect("exists");
+    assert_eq!(loaded, r);
+    assert_eq!(store.active_for_target("tgt/with?odd#chars'").await.expect("query"), Some(id.clone()));
+    let (next, h) = step(&loaded, Event::Start);
+    store.save(&next, &etag, &h).await.expect("save");
+    assert_eq!(store.history(&id).await.expect("history").len(), 2);
+    let listed = store.list(&ListFilter { active_only: true, ..Default::default() }).await.expect("list");
+    assert!(listed.iter().any(|x| x.id == id));
+}
+
+pub async fn a_long_rollout_outgrows_the_property_and_entity_limits(store: Arc<dyn Store>) {
+    // A spec with 60 analysis steps and long queries: the state is far over 64 KiB.
+    let long_query = format!("sum(rate(http_requests_total{{status=~\"5..\",app=\"{}\"}}[1m]))", "x".repeat(1500));
+    let steps: Vec<serde_json::Value> = (0..60)
+        .map(|i| json!({"analysis": {"metrics": [{"name": format!("m{i}"), "provider": "local", "query": long_query, "successCondition": "< 1", "interval": "1s"}]}}))
+        .collect();
+    let doc = json!({
+        "target": {"name": "big-svc", "router": {"provider": "local", "settings": {"url": "http://127.0.0.1:9"}},
+                   "stable": {"name": "s", "version": "v1"}, "canary": {"name": "c", "version": "v2"}},
+        "strategy": {"canary": {"steps": steps}}
+    });
+    let (spec, plan) = sluice::spec::validate(&doc, &sluice::providers::names()).expect("valid");
+    let (r, first) = Rollout::new("big-1".into(), spec, plan, "ci".into(), Utc::now());
+    let size = serde_json::to_string(&r).expect("json").len();
+    assert!(size > 150_000, "the state is {size} bytes");
+    let mut etag = store.create(&r, &first).await.expect("create");
+    // And a history of about 400 rows of 3 KB each: well over 1 MiB in the partition.
+    let mut state = r.clone();
+    let mut written = 1;
+    for batch in 0..4 {
+        let rows: Vec<_> = (0..99)
+            .map(|i| {
+                let mut entry = first.clone();
+                entry.seq = state.history_len + 1 + i as u64;
+                entry.summary = format!("batch {batch} row {i}: {}", "y".repeat(3000));
+                entry
+            })
+            .collect();
+        state.history_len += rows.len() as u64;
+        state.version += 1;
+        written += rows.len();
+        etag = store.save(&state, &etag, &rows).await.expect("a save of 99 history rows");
+    }
+    let (loaded, _) = store.load("big-1").await.expect("load").expect("exists");
+    assert_eq!(loaded, state, "the oversized state comes back whole");
+    let history = store.history("big-1").await.expect("history");
+    assert_eq!(history.len(), written);
+    assert!(history.windows(2).all(|w| w[0].seq + 1 == w[1].seq), "in order, gap-free");
+    let total: usize = history.iter().map(|h| h.summary.len()).sum();
+    assert!(total > 1_100_000, "the partition holds {total} bytes of history");
+}
