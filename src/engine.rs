@@ -194,7 +194,19 @@ impl Engine {
                 }
                 Ok(())
             }
-            StepMessage::Wake { rollout, .. } => self.apply(&rollout, Event::Wake).await.map(|_| ()),
+            StepMessage::Wake { rollout, at } => {
+                let applied = self.apply(&rollout, Event::Wake).await?;
+                // Early (a queue with coarser clocks) or a wait that moved: keep a wake-up scheduled.
+                if applied.outcome != Outcome::Applied {
+                    if let Some(next) = applied.rollout.next_wake().filter(|n| *n > self.clock.now()) {
+                        let msg = StepMessage::Wake { rollout: rollout.clone(), at: next };
+                        let mut out = msg.to_out(Some(next));
+                        out.id = format!("{}:after:{}", out.id, at.timestamp_millis());
+                        self.queue.send(out).await?;
+                    }
+                }
+                Ok(())
+            }
             StepMessage::Start { spec, by, id } => {
                 let (spec, plan) = crate::spec::validate(&spec, &crate::providers::names())
                     .map_err(|p| EngineError::Invalid(format!("start message has an invalid spec: {}", p.to_string().replace('\n', "; "))))?;

@@ -15,11 +15,17 @@ use sluice::client::Client;
 use sluice::demo::load::Load;
 
 async fn spawn_up(dir: &std::path::Path) -> (Child, String) {
+    spawn_up_with(dir, &[], &[]).await
+}
+
+async fn spawn_up_with(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["up", "--port", "0", "--data-dir"])
         .arg(dir)
         .arg("--root")
         .arg(repo_root())
+        .args(args)
+        .envs(env.iter().copied())
         .env("SLUICE_ALERT_TOKEN", TOKEN)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -81,4 +87,40 @@ async fn killing_the_host_mid_rollout_loses_nothing() {
     assert!(route.promoted && route.stable.version == "v2");
     let totals = load.stop().await;
     assert_eq!(totals.failures(), 0, "traffic kept flowing while Sluice was down: {totals:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_table_storage_too_a_killed_host_resumes() {
+    let azurite = tokio::task::spawn_blocking(common::azurite::Azurite::start).await.expect("azurite");
+    let conn = azurite.connection_string();
+    let up = Upstreams::start().await;
+    let load = Load::start(&up.router_url, 100, 4);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [("SLUICE_TABLE_CONNECTION", conn.as_str())];
+    let args = ["--store", "table"];
+    let spec = spec_for(
+        &up.router_url,
+        json!([
+            {"setWeight": 20},
+            {"analysis": {"metrics": [metric("error-rate", "error_rate", "< 0.05", Some(2))]}},
+            {"setWeight": 100},
+            {"pause": {"duration": "2s"}}
+        ]),
+    );
+    let (mut host, url) = spawn_up_with(dir.path(), &args, &env).await;
+    Client::new(&url, None, "pipeline").start(&spec, Some("table-1")).await.expect("started");
+    tokio::time::sleep(Duration::from_millis(1_800)).await;
+    host.kill().await.expect("SIGKILL");
+    let (_host, url) = spawn_up_with(dir.path(), &args, &env).await;
+    let client = Client::new(&url, None, "pipeline");
+    let done = wait_for(&client, "table-1", "Succeeded on Table Storage", Duration::from_secs(90), |s| s["phase"] == "Succeeded").await;
+    assert_eq!(weights(&done), vec![0, 20, 100]);
+    assert_eq!(transitions(&done), ["Pending>Progressing", "Progressing>Promoting", "Promoting>Succeeded"]);
+    // The state really is in Table Storage, not in the local file.
+    let store = sluice::store::table::TableStore::connect(&sluice::store::table::TableConnection::parse(&conn).expect("conn"), "sluice")
+        .await
+        .expect("tables");
+    let (r, _) = sluice::store::Store::load(&store, "table-1").await.expect("load").expect("in the table");
+    assert_eq!(r.phase, sluice::rollout::Phase::Succeeded);
+    assert_eq!(load.stop().await.failures(), 0);
 }

@@ -99,8 +99,11 @@ fn unavailable(e: impl std::fmt::Display) -> QueueError {
     QueueError::Unavailable(e.to_string())
 }
 
+/// The scheduled time as Service Bus takes it: whole seconds, rounded up, so a
+/// message never becomes visible before its time.
 fn to_time(t: DateTime<Utc>) -> Option<time::OffsetDateTime> {
-    time::OffsetDateTime::from_unix_timestamp(t.timestamp()).ok()
+    let secs = t.timestamp() + i64::from(t.timestamp_subsec_nanos() > 0);
+    time::OffsetDateTime::from_unix_timestamp(secs).ok()
 }
 
 fn from_time(t: time::OffsetDateTime) -> DateTime<Utc> {
