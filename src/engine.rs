@@ -324,7 +324,7 @@ impl Engine {
         match router.current().await {
             Ok(current) if current.weight != wanted => {
                 tracing::warn!(rollout = %state.id, router = current.weight, wanted, "router disagrees with the state; correcting");
-                let result = if wanted == 0 { router.revert(false).await.map(|_| ()) } else { router.set_weight(wanted).await.map(|_| ()) };
+                let result = if wanted == 0 { router.revert(false, Utc::now()).await.map(|_| ()) } else { router.set_weight(wanted).await.map(|_| ()) };
                 if let Err(e) = result {
                     tracing::warn!(rollout = %state.id, error = %e, "could not correct the router; the timer will retry");
                 }
@@ -337,7 +337,7 @@ impl Engine {
     async fn act_traffic(&self, state: &Rollout, command: &Command) -> Event {
         let (kind, id) = match command {
             Command::SetWeight { id, .. } => (CommandKind::SetWeight, *id),
-            Command::Promote { id } => (CommandKind::Promote, *id),
+            Command::Promote { id, .. } => (CommandKind::Promote, *id),
             Command::RevertTraffic { id, .. } => (CommandKind::RevertTraffic, *id),
             _ => return Event::Tick,
         };
@@ -349,9 +349,9 @@ impl Engine {
         let work = async {
             match command {
                 Command::SetWeight { weight, .. } => router.set_weight(*weight).await.map(|w| Event::TrafficConfirmed { weight: w }),
-                Command::Promote { .. } => router.promote().await.map(|_| Event::Promoted),
-                Command::RevertTraffic { undo_promotion, .. } => {
-                    router.revert(*undo_promotion).await.map(|w| Event::TrafficConfirmed { weight: w })
+                Command::Promote { since, .. } => router.promote(*since).await.map(|_| Event::Promoted),
+                Command::RevertTraffic { undo_promotion, since, .. } => {
+                    router.revert(*undo_promotion, *since).await.map(|w| Event::TrafficConfirmed { weight: w })
                 }
                 _ => Ok(Event::Tick),
             }

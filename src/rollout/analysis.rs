@@ -26,6 +26,8 @@ pub enum RunKind {
     Background,
     /// The error-budget gate before start.
     ErrorBudget,
+    /// Checking that canary traffic stopped after a rollback.
+    RollbackCheck,
 }
 
 /// A run's (or a metric's) state.

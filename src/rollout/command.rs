@@ -63,6 +63,8 @@ pub enum Command {
     Promote {
         /// Issue id.
         id: u64,
+        /// First attempt's time: a swap done since then is this one.
+        since: DateTime<Utc>,
     },
     /// Put all traffic on stable now (swapping back if the promotion already happened).
     RevertTraffic {
@@ -70,6 +72,8 @@ pub enum Command {
         undo_promotion: bool,
         /// Issue id.
         id: u64,
+        /// First attempt's time: a swap back done since then is this one.
+        since: DateTime<Utc>,
     },
     /// Deliver `StepDue { seq }` at `at`.
     ScheduleStep {

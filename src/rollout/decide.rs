@@ -303,15 +303,22 @@ impl Txn {
     fn issue_traffic(&mut self, kind: CommandKind, weight: u8) {
         let id = self.next_id();
         self.r.traffic.weight = weight;
-        self.r.traffic.pending =
-            Some(PendingTraffic { kind, id, attempts: 1, issued_at: self.now, failed_at: None, last_error: None });
-        self.commands.push(self.traffic_command(kind, id));
+        self.r.traffic.pending = Some(PendingTraffic {
+            kind,
+            id,
+            attempts: 1,
+            issued_at: self.now,
+            since: self.now,
+            failed_at: None,
+            last_error: None,
+        });
+        self.commands.push(self.traffic_command(kind, id, self.now));
     }
 
-    fn traffic_command(&self, kind: CommandKind, id: u64) -> Command {
+    fn traffic_command(&self, kind: CommandKind, id: u64, since: DateTime<Utc>) -> Command {
         match kind {
-            CommandKind::Promote => Command::Promote { id },
-            CommandKind::RevertTraffic => Command::RevertTraffic { undo_promotion: self.r.traffic.promoted, id },
+            CommandKind::Promote => Command::Promote { id, since },
+            CommandKind::RevertTraffic => Command::RevertTraffic { undo_promotion: self.r.traffic.promoted, id, since },
             _ => Command::SetWeight { weight: self.r.traffic.weight, id },
         }
     }
@@ -424,6 +431,23 @@ impl Txn {
         if let Some(cmd) = next {
             self.commands.push(cmd);
         }
+        if kind == RunKind::RollbackCheck {
+            let verified = self.measurement.as_ref().map(|m| m.verdict == super::Verdict::Pass).unwrap_or(false);
+            if verified || status != RunStatus::Running {
+                let note = self.measurement.as_ref().map(|m| m.note.clone()).unwrap_or_default();
+                if let Some(f) = self.r.failure.as_mut() {
+                    f.verified = Some(verified);
+                    f.verification = Some(note.clone());
+                }
+                if verified {
+                    self.note(format!("canary traffic stopped: {note}"));
+                } else {
+                    self.note(format!("canary traffic did NOT stop within the checks: {note}; users may still reach the canary"));
+                }
+                self.finish_rollback();
+            }
+            return Ok(());
+        }
         match status {
             RunStatus::Failed => {
                 let evidence = self.run_evidence(run_index);
@@ -531,6 +555,8 @@ impl Txn {
             weight: 0,
             evidence: evidence.clone(),
             reverted_at: None,
+            verified: None,
+            verification: None,
         });
         self.evidence = Some(evidence);
     }
@@ -583,10 +609,11 @@ impl Txn {
             id,
             attempts: 1,
             issued_at: self.now,
+            since: self.now,
             failed_at: None,
             last_error: None,
         });
-        self.commands.insert(0, Command::RevertTraffic { undo_promotion: self.r.traffic.promoted, id });
+        self.commands.insert(0, Command::RevertTraffic { undo_promotion: self.r.traffic.promoted, id, since: self.now });
         self.r.failure = Some(Failure {
             at: self.now,
             stage: self.r.stage,
@@ -596,6 +623,8 @@ impl Txn {
             weight: exposed,
             evidence: evidence.clone(),
             reverted_at: None,
+            verified: None,
+            verification: None,
         });
         if !aborted && self.r.plan.backlog && matches!(self.r.backlog, BacklogState::None) {
             self.open_backlog(1, evidence.clone());
@@ -609,13 +638,30 @@ impl Txn {
         self.commands.push(Command::OpenBacklogIssue { evidence, id });
     }
 
+    /// Traffic is confirmed back on stable: done, or first check from
+    /// metrics that canary traffic really stopped, when the policy asks.
+    fn traffic_reverted(&mut self) {
+        if let Some(f) = self.r.failure.as_mut() {
+            f.reverted_at = Some(self.now);
+        }
+        match self.r.plan.rollback_check.clone() {
+            Some(check) => {
+                self.note(format!(
+                    "the router sends no traffic to {}; checking that canary traffic stops ({})",
+                    self.r.spec.target.canary.version, check.condition
+                ));
+                let plan = AnalysisPlan { label: "rollback-check".into(), metrics: vec![check] };
+                self.start_run(RunKind::RollbackCheck, &plan);
+            }
+            None => self.finish_rollback(),
+        }
+    }
+
     fn finish_rollback(&mut self) {
         let aborted = self.r.failure.as_ref().map(|f| f.aborted).unwrap_or(false);
         self.r.phase = if aborted { Phase::Aborted } else { Phase::RolledBack };
         self.r.finished_at = Some(self.now);
-        if let Some(f) = self.r.failure.as_mut() {
-            f.reverted_at = Some(self.now);
-        }
+        self.cancel_runs(|_| true);
         self.note(format!("all traffic is back on {}", self.r.spec.target.stable.version));
     }
 
@@ -863,11 +909,12 @@ impl Txn {
             id,
             attempts,
             issued_at: self.now,
+            since: p.since,
             failed_at: None,
             last_error: p.last_error,
         });
         self.note(format!("retrying {:?} (attempt {attempts})", p.kind));
-        let cmd = self.traffic_command(p.kind, id);
+        let cmd = self.traffic_command(p.kind, id, p.since);
         self.commands.push(cmd);
     }
 
@@ -939,7 +986,7 @@ impl Txn {
         self.r.traffic.pending = None;
         self.r.traffic.confirmed = Some(weight);
         if self.r.phase == Phase::RollingBack {
-            self.finish_rollback();
+            self.traffic_reverted();
             return Ok(());
         }
         self.note(format!("router confirmed {weight}%"));

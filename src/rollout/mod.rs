@@ -102,6 +102,10 @@ pub struct PendingTraffic {
     pub attempts: u32,
     /// When the latest attempt was issued.
     pub issued_at: DateTime<Utc>,
+    /// When the first attempt was issued: a router change made since then
+    /// is this command's (so a retried slot swap is never done twice).
+    #[serde(default)]
+    pub since: DateTime<Utc>,
     /// When it failed, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_at: Option<DateTime<Utc>>,
@@ -190,6 +194,12 @@ pub struct Failure {
     /// When traffic was confirmed back on stable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverted_at: Option<DateTime<Utc>>,
+    /// Whether metrics confirmed that canary traffic stopped (absent: not checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<bool>,
+    /// What the check saw last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<String>,
 }
 
 /// The backlog issue's progress for a failed rollout.
@@ -357,6 +367,7 @@ impl Rollout {
             },
             RunKind::Background => self.plan.background.as_ref(),
             RunKind::ErrorBudget => return self.plan.error_budget.as_ref().filter(|m| m.name == key.metric),
+            RunKind::RollbackCheck => return self.plan.rollback_check.as_ref().filter(|m| m.name == key.metric),
         };
         analysis?.metrics.iter().find(|m| m.name == key.metric)
     }
@@ -408,6 +419,13 @@ impl Rollout {
                 BacklogState::Opening { .. } => "nothing (backlog issue being opened)".into(),
                 _ => "nothing: finished".into(),
             };
+        }
+        if self.phase == Phase::RollingBack && self.traffic.pending.is_none() {
+            if let Some(run) = self.runs.iter().find(|r| r.kind == RunKind::RollbackCheck && r.status == RunStatus::Running) {
+                let checks = run.metrics.first().map(|m| m.next_index).unwrap_or(0);
+                let max = self.plan.rollback_check.as_ref().and_then(|m| m.count).unwrap_or(0);
+                return format!("metrics to show canary traffic stopped (check {}/{max})", checks + 1);
+            }
         }
         if let Some(p) = &self.traffic.pending {
             let what = match p.kind {

@@ -133,6 +133,9 @@ pub struct Plan {
     pub max_extensions: u32,
     /// Error-budget gate as a one-shot metric.
     pub error_budget: Option<MetricPlan>,
+    /// Check that canary traffic stopped after a rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_check: Option<MetricPlan>,
     /// Whether a failure opens a backlog issue.
     pub backlog: bool,
 }
@@ -180,6 +183,26 @@ impl Plan {
             sample_query: None,
             baseline: None,
         });
+        let rollback_check = spec.policy.verify_rollback.as_ref().map(|v| {
+            let attempts = v.attempts.max(1);
+            MetricPlan {
+                name: "rollback-check".into(),
+                provider: v.provider.clone(),
+                query: v.query.clone(),
+                settings: v.settings.clone(),
+                condition: Condition { op: crate::spec::Comparison::LessOrEqual, threshold: v.max_value },
+                interval_ms: c.duration(&v.interval, "policy.verifyRollback.interval").max(1_000),
+                count: Some(attempts),
+                initial_delay_ms: 0,
+                // Every check may fail but the last: the first pass ends it.
+                failure_limit: attempts,
+                consecutive_error_limit: attempts,
+                inconclusive_limit: attempts,
+                min_samples: None,
+                sample_query: None,
+                baseline: None,
+            }
+        });
         if !c.problems.is_empty() {
             return Err(Problems::new(c.problems));
         }
@@ -191,6 +214,7 @@ impl Plan {
             on_inconclusive: spec.policy.on_inconclusive,
             max_extensions: spec.policy.max_extensions,
             error_budget,
+            rollback_check,
             backlog: spec.backlog.is_some(),
         })
     }

@@ -534,6 +534,47 @@ fn tick_takes_over_a_lost_measurement() {
     assert_eq!(d.commands, vec![Command::Measure { key, at: at(17) }]);
 }
 
+fn verified_doc() -> Value {
+    let mut doc = canary_doc();
+    doc["policy"] = json!({"verifyRollback": {"provider": "local", "query": "request_count", "maxValue": 1, "interval": "10s", "attempts": 3}});
+    doc
+}
+
+#[test]
+fn a_rollback_waits_for_metrics_to_show_canary_traffic_stopped() {
+    let mut r = new_rollout(verified_doc());
+    step(&mut r, Event::Start, at(0));
+    step(&mut r, alert("a"), at(1));
+    let d = step(&mut r, Event::TrafficConfirmed { weight: 0 }, at(2));
+    assert_eq!((r.phase, r.traffic.weight), (Phase::RollingBack, 0), "not done until verified");
+    assert!(r.waiting_for(at(2)).starts_with("metrics to show canary traffic stopped (check 1/3)"), "{}", r.waiting_for(at(2)));
+    let key = measure_keys(&d)[0].clone();
+    let d = step(&mut r, Event::Measured { key, outcome: MeasureOutcome::Value { canary: 40.0, stable: None, samples: None } }, at(2));
+    assert_eq!(r.phase, Phase::RollingBack, "pinned users still reach the canary");
+    let key = measure_keys(&d)[0].clone();
+    assert_eq!(r.next_wake(), Some(at(12)));
+    step(&mut r, Event::Measured { key, outcome: MeasureOutcome::Value { canary: 0.0, stable: None, samples: None } }, at(12));
+    assert_eq!(r.phase, Phase::RolledBack);
+    let f = r.failure.as_ref().expect("failure");
+    assert_eq!(f.verified, Some(true));
+    assert_eq!(f.reverted_at, Some(at(2)), "traffic was back at the router's confirmation");
+}
+
+#[test]
+fn a_rollback_that_cannot_be_verified_finishes_and_says_so() {
+    let mut r = new_rollout(verified_doc());
+    step(&mut r, Event::Start, at(0));
+    step(&mut r, alert("a"), at(1));
+    let mut d = step(&mut r, Event::TrafficConfirmed { weight: 0 }, at(2));
+    for i in 0..3 {
+        let key = measure_keys(&d)[0].clone();
+        d = step(&mut r, Event::Measured { key, outcome: MeasureOutcome::Value { canary: 25.0, stable: None, samples: None } }, at(10 + i * 10));
+    }
+    assert_eq!(r.phase, Phase::RolledBack);
+    assert_eq!(r.failure.as_ref().and_then(|f| f.verified), Some(false));
+    assert!(d.history[0].summary.contains("did NOT stop"), "{}", d.history[0].summary);
+}
+
 #[test]
 fn the_wake_up_fires_measurements_when_due_and_next_wake_is_the_earliest_timer() {
     let mut doc = canary_doc();
@@ -629,6 +670,9 @@ fn spec_for(choice: u8) -> Value {
         if choice % 2 == 0 {
             doc["strategy"]["canary"]["analysis"] = json!({"metrics": [metric("bg", None)]});
         }
+    }
+    if choice >= 4 {
+        doc["policy"]["verifyRollback"] = json!({"provider": "local", "query": "request_count", "maxValue": 1, "interval": "10s", "attempts": 2});
     }
     doc
 }

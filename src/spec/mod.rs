@@ -338,6 +338,45 @@ pub struct Policy {
     /// Refuse to start while the service's remaining error budget is below a floor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_budget: Option<ErrorBudgetGate>,
+    /// After traffic is put back on stable, check that canary traffic really
+    /// stopped (users pinned to a slot keep reaching it for a while).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_rollback: Option<RollbackCheck>,
+}
+
+/// How to confirm a rollback from metrics: the query (canary requests per
+/// minute, say) must fall to `maxValue` within `attempts` checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RollbackCheck {
+    /// Registered metrics provider.
+    #[schemars(extend("x-sluice-provider" = "metrics"))]
+    pub provider: String,
+    /// Query for the canary's remaining traffic.
+    #[schemars(length(min = 1))]
+    pub query: String,
+    /// Provider settings.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, Value>,
+    /// The most traffic that still counts as "none".
+    #[schemars(range(min = 0.0))]
+    pub max_value: f64,
+    /// Between checks.
+    #[serde(default = "default_check_interval")]
+    #[schemars(extend("x-sluice-format" = "duration"))]
+    pub interval: String,
+    /// Checks before the rollback is marked done but unverified.
+    #[serde(default = "default_check_attempts")]
+    #[schemars(range(min = 1))]
+    pub attempts: u32,
+}
+
+fn default_check_interval() -> String {
+    "30s".to_string()
+}
+
+fn default_check_attempts() -> u32 {
+    10
 }
 
 fn default_max_extensions() -> u32 {
@@ -351,6 +390,7 @@ impl Default for Policy {
             on_inconclusive: OnInconclusive::default(),
             max_extensions: default_max_extensions(),
             error_budget: None,
+            verify_rollback: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::{LiveSide, LiveStats, Routing, Traffic, TrafficError};
@@ -53,7 +54,7 @@ impl Traffic for LocalRouter {
         Ok(actual)
     }
 
-    async fn promote(&self) -> Result<(), TrafficError> {
+    async fn promote(&self, _since: DateTime<Utc>) -> Result<(), TrafficError> {
         let route = self.call(self.http.post(format!("{}/_sluice/promote", self.base))).await?;
         if !route.promoted {
             return Err(TrafficError::Failed("the router did not promote".into()));
@@ -61,7 +62,7 @@ impl Traffic for LocalRouter {
         Ok(())
     }
 
-    async fn revert(&self, undo_promotion: bool) -> Result<u8, TrafficError> {
+    async fn revert(&self, undo_promotion: bool, _since: DateTime<Utc>) -> Result<u8, TrafficError> {
         let url = format!("{}/_sluice/revert", self.base);
         self.call(self.http.post(url).json(&json!({ "undoPromotion": undo_promotion }))).await?;
         Ok(self.read().await?.weight)

@@ -7,6 +7,7 @@ pub mod local;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::adapters::{lookup, AdapterEnv, AdapterError};
@@ -67,11 +68,13 @@ pub enum TrafficError {
 pub trait Traffic: Send + Sync {
     /// Routes `weight` percent to the canary; returns the weight read back.
     async fn set_weight(&self, weight: u8) -> Result<u8, TrafficError>;
-    /// Makes the canary the new stable (a slot swap).
-    async fn promote(&self) -> Result<(), TrafficError>;
-    /// Puts all traffic on stable (swapping back first if `undo_promotion`);
-    /// returns the canary weight read back, which should be 0.
-    async fn revert(&self, undo_promotion: bool) -> Result<u8, TrafficError>;
+    /// Makes the canary the new stable (a slot swap). A swap that completed
+    /// after `since` is this promotion, retried: it is not done twice.
+    async fn promote(&self, since: DateTime<Utc>) -> Result<(), TrafficError>;
+    /// Puts all traffic on stable (swapping back first if `undo_promotion`,
+    /// unless a swap back already completed after `since`); returns the
+    /// canary weight read back, which should be 0.
+    async fn revert(&self, undo_promotion: bool, since: DateTime<Utc>) -> Result<u8, TrafficError>;
     /// Reads the current split.
     async fn current(&self) -> Result<Routing, TrafficError>;
     /// The previous version is no longer needed.
