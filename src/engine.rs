@@ -426,14 +426,18 @@ impl Engine {
                 Command::OpenBacklogIssue { .. } | Command::SetWeight { .. } | Command::Promote { .. } | Command::RevertTraffic { .. } => {}
             }
         }
-        if let Some(wake) = state.next_wake().filter(|w| *w > now) {
-            let already = wake_before.map(|b| b == wake && b > now).unwrap_or(false);
-            if !already {
+        match state.next_wake() {
+            // Something is already due (it came due while this round ran): take it now.
+            Some(wake) if wake <= now && !feedback.iter().any(|e| matches!(e, Event::Wake | Event::Measured { .. } | Event::StepDue { .. })) => {
+                feedback.push(Event::Wake);
+            }
+            Some(wake) if wake > now && !wake_before.map(|b| b == wake && b > now).unwrap_or(false) => {
                 let msg = StepMessage::Wake { rollout: state.id.clone(), at: wake };
                 if let Err(e) = self.queue.send(msg.to_out(Some(wake))).await {
                     tracing::warn!(rollout = %state.id, error = %e, "could not schedule the wake-up; the timer sweep will catch up");
                 }
             }
+            _ => {}
         }
         if let Some((kind, summary, id)) = announcement {
             feedback.extend(self.announce(state, kind, &summary, id, opened.as_ref(), now).await);

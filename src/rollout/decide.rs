@@ -1027,8 +1027,13 @@ impl Txn {
         if !self.r.phase.is_terminal() {
             if let Some(due) = self.r.due_at {
                 if due <= now {
-                    self.note("timer fired by the tick (scheduled message late or lost)");
-                    return self.handle_due();
+                    if grace_ms > 0 {
+                        self.note("timer fired by the tick (scheduled message late or lost)");
+                    }
+                    // A wait that no longer applies must not stay due forever.
+                    if self.handle_due().is_err() {
+                        self.r.due_at = None;
+                    }
                 }
             }
             if let Some(p) = self.r.traffic.pending.clone() {
@@ -1040,8 +1045,11 @@ impl Txn {
                     self.reissue_traffic();
                 }
             }
-            for key in self.r.due_measurements(now - ms(grace_ms)) {
-                self.commands.push(Command::Measure { key, at: now });
+            // Measurements due as well (taken after any stage change above).
+            if !self.r.phase.is_terminal() {
+                for key in self.r.due_measurements(now - ms(grace_ms)) {
+                    self.commands.push(Command::Measure { key, at: now });
+                }
             }
         }
         if let BacklogState::Opening { attempts, issued_at, failed_at, .. } = self.r.backlog.clone() {

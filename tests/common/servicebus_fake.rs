@@ -143,6 +143,18 @@ impl FakeServiceBus {
         FakeServiceBus { addr, ..fake }
     }
 
+    /// Messages still in the queues: (entity, id, visible at, locked until, deliveries).
+    pub fn pending(&self) -> Vec<String> {
+        let inner = self.inner.lock().expect("fake");
+        inner
+            .entities
+            .iter()
+            .flat_map(|(name, e)| {
+                e.messages.iter().map(move |m| format!("{name} {} visible {} lock {:?} deliveries {}", m.id, m.visible, m.lock.as_ref().map(|l| l.1), m.deliveries))
+            })
+            .collect()
+    }
+
     pub fn seen(&self) -> Vec<Seen> {
         self.inner.lock().expect("fake").seen.clone()
     }
