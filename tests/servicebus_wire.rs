@@ -31,8 +31,15 @@ async fn sends_and_settlements_are_exact_requests() {
     let again = q.receive(Duration::from_secs(30)).await.expect("receive").expect("redelivered");
     assert_eq!(again.delivery_count, 2);
     q.complete(&again).await.expect("complete");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let scheduled = q.receive(Duration::from_secs(30)).await.expect("receive").expect("visible after its time");
+    // Scheduled to whole seconds, rounded up: visible within two seconds.
+    let scheduled = loop {
+        if let Some(d) = q.receive(Duration::from_secs(30)).await.expect("receive") {
+            break d;
+        }
+        assert!(Utc::now() < at + TimeDelta::seconds(2), "not visible after its time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(Utc::now() >= at, "visible before its time");
     assert_eq!(scheduled.id, "r-1:due:3");
     q.complete(&scheduled).await.expect("complete");
 
@@ -43,7 +50,7 @@ async fn sends_and_settlements_are_exact_requests() {
     let scheduled_props = sends[0].broker_properties.as_ref().expect("BrokerProperties");
     assert_eq!(scheduled_props["MessageId"], "r-1:due:3");
     let when = DateTime::parse_from_rfc2822(scheduled_props["ScheduledEnqueueTimeUtc"].as_str().expect("RFC 2822 time")).expect("parses");
-    assert_eq!(when.timestamp(), at.timestamp(), "scheduled to the second");
+    assert_eq!(when.timestamp(), at.timestamp() + 1, "scheduled to the next whole second");
     let ttl = scheduled_props["TimeToLive"].as_f64().expect("TimeToLive in seconds");
     assert!(ttl >= 7.0 * 24.0 * 3600.0, "{ttl}");
     assert_eq!(sends[0].content_type.as_deref(), Some("application/json"));
