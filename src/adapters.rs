@@ -19,17 +19,28 @@ pub struct AdapterEnv {
     pub settings: Arc<dyn Fn(&str) -> Option<String> + Send + Sync>,
     /// Where people reach this Sluice (for links in issues and messages).
     pub public_url: String,
+    /// Entra ID tokens for the Azure adapters, if an identity is configured.
+    pub azure: Option<Arc<crate::azure_auth::AzureCredential>>,
 }
 
 impl AdapterEnv {
     /// An environment reading app settings from the process environment.
     pub fn new(data_dir: PathBuf, public_url: String) -> Self {
-        AdapterEnv {
-            data_dir,
-            http: http_client(),
-            settings: Arc::new(|name| std::env::var(name).ok()),
-            public_url,
-        }
+        Self::with_settings(data_dir, public_url, Arc::new(|name| std::env::var(name).ok()))
+    }
+
+    /// An environment reading app settings through `settings` (tests inject their own).
+    pub fn with_settings(data_dir: PathBuf, public_url: String, settings: Arc<dyn Fn(&str) -> Option<String> + Send + Sync>) -> Self {
+        let azure = crate::azure_auth::AzureCredential::from_settings(&*settings).map(Arc::new);
+        AdapterEnv { data_dir, http: http_client(), settings, public_url, azure }
+    }
+
+    /// The Azure identity, or a configuration error naming what to set.
+    pub fn azure_identity(&self, provider: &str) -> Result<Arc<crate::azure_auth::AzureCredential>, AdapterError> {
+        self.azure.clone().ok_or_else(|| AdapterError::Config {
+            provider: provider.to_string(),
+            message: "no Azure identity: run with a managed identity (IDENTITY_ENDPOINT), or set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET".into(),
+        })
     }
 
     /// The value of an app setting.
@@ -85,6 +96,11 @@ pub fn req_str<'a>(provider: &str, settings: &'a Settings, key: &str) -> Result<
         provider: provider.to_string(),
         message: format!("'{key}' is required and must be a string"),
     })
+}
+
+/// A number setting, if present (numbers or numeric strings).
+pub fn opt_f64(settings: &Settings, key: &str) -> Option<f64> {
+    settings.get(key).and_then(|v| v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
 }
 
 /// Looks up a registry entry by name, with a clear error naming the known ones.

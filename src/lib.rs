@@ -17,6 +17,7 @@
 pub mod adapters;
 pub mod alerts;
 pub mod azure_auth;
+pub mod azure_http;
 pub mod backlog;
 pub mod bench;
 pub mod client;

@@ -3,7 +3,11 @@
 //! outcome the judge reads — canary value, stable baseline and sample count —
 //! so providers stay small: one query in, one number out.
 
+pub mod azure_monitor;
+pub mod http_probe;
 pub mod local;
+pub mod log_analytics;
+pub mod prometheus;
 
 use std::sync::Arc;
 
@@ -66,7 +70,14 @@ pub trait MetricProvider: Send + Sync {
 pub type Factory = fn(&Settings, &Target, &AdapterEnv) -> Result<Arc<dyn MetricProvider>, AdapterError>;
 
 /// Metric providers by name. A new provider is one file and one line here.
-pub const PROVIDERS: &[(&str, Factory)] = &[("local", local::build)];
+pub const PROVIDERS: &[(&str, Factory)] = &[
+    ("local", local::build),
+    ("prometheus", prometheus::build),
+    ("logAnalytics", log_analytics::build_workspace),
+    ("applicationInsights", log_analytics::build_app),
+    ("azureMonitor", azure_monitor::build),
+    ("httpProbe", http_probe::build),
+];
 
 /// The provider a metric names.
 pub fn build(provider: &str, settings: &Settings, target: &Target, env: &AdapterEnv) -> Result<Arc<dyn MetricProvider>, AdapterError> {

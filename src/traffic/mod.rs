@@ -2,6 +2,7 @@
 //! everyone back on stable. One adapter per router kind; the spec's
 //! `target.router.provider` picks it from [`PROVIDERS`].
 
+pub mod app_service;
 pub mod local;
 
 use std::sync::Arc;
@@ -91,7 +92,7 @@ pub trait Traffic: Send + Sync {
 pub type Factory = fn(&Target, &AdapterEnv) -> Result<Arc<dyn Traffic>, AdapterError>;
 
 /// Router kinds by provider name. A new router is one file and one line here.
-pub const PROVIDERS: &[(&str, Factory)] = &[("local", local::build)];
+pub const PROVIDERS: &[(&str, Factory)] = &[("local", local::build), ("appServiceSlots", app_service::build)];
 
 /// The adapter for a target's router.
 pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, AdapterError> {

@@ -1,0 +1,335 @@
+//! The Azure adapters against wire-level fakes that check the exact
+//! requests: App Service slot routing through ARM (ramp-up rules, slot swap
+//! as a long-running operation, stop, Retry-After), Entra ID tokens (managed
+//! identity and client credentials), Log Analytics / Application Insights
+//! queries, Azure Monitor metrics, and the HTTP probe.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{TimeDelta, Utc};
+use serde_json::{json, Value};
+
+use common::recorder::{Answer, Recorded, Recorder};
+use sluice::adapters::AdapterEnv;
+use sluice::rollout::{MeasureOutcome, MetricPlan};
+use sluice::spec::{Condition, Target};
+
+const IDENTITY_HEADER: &str = "identity-header-secret-42";
+const SITE: &str = "/subscriptions/sub-1/resourceGroups/rg-1/providers/Microsoft.Web/sites/orders";
+
+fn ok(body: Value) -> Answer {
+    (200, vec![("content-type".into(), "application/json".into())], body.to_string())
+}
+
+/// A managed-identity token endpoint as App Service serves it.
+fn token_answer(r: &Recorded) -> Option<Answer> {
+    if r.path != "/msi/token" {
+        return None;
+    }
+    if r.header("x-identity-header") != Some(IDENTITY_HEADER) || r.param("api-version").as_deref() != Some("2019-08-01") {
+        return Some((400, vec![], "{\"error\":\"bad identity request\"}".into()));
+    }
+    let resource = r.param("resource").unwrap_or_default();
+    let token = format!("token-for-{}", resource.trim_start_matches("https://").trim_end_matches('/'));
+    let expires = (Utc::now() + TimeDelta::hours(1)).timestamp().to_string();
+    Some(ok(json!({"access_token": token, "expires_on": expires, "resource": resource, "token_type": "Bearer"})))
+}
+
+fn env_with(settings: BTreeMap<&'static str, String>) -> AdapterEnv {
+    let settings = Arc::new(move |k: &str| settings.get(k).cloned());
+    AdapterEnv::with_settings(std::env::temp_dir(), "http://sluice.test".into(), settings)
+}
+
+fn mi_env(fake: &str) -> AdapterEnv {
+    env_with(BTreeMap::from([("IDENTITY_ENDPOINT", format!("{fake}/msi/token")), ("IDENTITY_HEADER", IDENTITY_HEADER.to_string())]))
+}
+
+fn target(router: Value) -> Target {
+    serde_json::from_value(json!({
+        "name": "orders",
+        "router": router,
+        "stable": {"name": "production", "version": "v1"},
+        "canary": {"name": "canary", "version": "v2"}
+    }))
+    .expect("target")
+}
+
+#[derive(Default)]
+struct Arm {
+    rules: Value,
+    ignore_patches: bool,
+    throttled_once: bool,
+    swaps_started: u32,
+    polls: u32,
+    swap_status: Option<Value>,
+    stopped: u32,
+}
+
+fn arm_fake(state: Arc<Mutex<Arm>>, base: Arc<Mutex<String>>) -> impl Fn(&Recorded) -> Answer + Send + Sync {
+    move |r: &Recorded| {
+        if let Some(a) = token_answer(r) {
+            return a;
+        }
+        let mut s = state.lock().expect("arm");
+        if r.header("authorization") != Some("Bearer token-for-management.azure.com") {
+            return (401, vec![], "{\"error\":{\"code\":\"InvalidAuthenticationToken\"}}".into());
+        }
+        if r.param("api-version").as_deref() != Some("2023-12-01") && !r.path.starts_with("/operations") {
+            return (400, vec![], "{\"error\":{\"code\":\"MissingApiVersion\"}}".into());
+        }
+        let config = format!("{SITE}/config/web");
+        match (r.method.as_str(), r.path.as_str()) {
+            ("PATCH", p) if p == config => {
+                if !s.throttled_once {
+                    s.throttled_once = true;
+                    return (429, vec![("retry-after".into(), "1".into())], "{\"error\":{\"code\":\"TooManyRequests\"}}".into());
+                }
+                if !s.ignore_patches {
+                    s.rules = r.json().pointer("/properties/experiments/rampUpRules").cloned().unwrap_or(json!([]));
+                }
+                ok(json!({"properties": {}}))
+            }
+            ("GET", p) if p == config => ok(json!({"properties": {"experiments": {"rampUpRules": s.rules}}})),
+            ("GET", SITE) => ok(json!({"properties": {"slotSwapStatus": s.swap_status}})),
+            ("POST", p) if p == format!("{SITE}/slots/canary/slotsswap") => {
+                s.swaps_started += 1;
+                s.polls = 0;
+                let location = format!("{}/operations/swap-{}", base.lock().expect("base"), s.swaps_started);
+                (202, vec![("location".into(), location), ("retry-after".into(), "0".into())], String::new())
+            }
+            ("GET", p) if p.starts_with("/operations/swap-") => {
+                s.polls += 1;
+                if s.polls < 2 {
+                    return (202, vec![("retry-after".into(), "0".into())], String::new());
+                }
+                let (source, dest) = if s.swaps_started % 2 == 1 { ("canary", "production") } else { ("production", "canary") };
+                s.swap_status = Some(json!({"timestampUtc": Utc::now().to_rfc3339(), "sourceSlotName": source, "destinationSlotName": dest}));
+                ok(json!({}))
+            }
+            ("POST", p) if p == format!("{SITE}/slots/canary/stop") => {
+                s.stopped += 1;
+                ok(json!({}))
+            }
+            _ => (404, vec![], format!("{{\"error\":{{\"code\":\"NotFound\",\"message\":\"{} {}\"}}}}", r.method, r.path)),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_service_slots_route_swap_and_roll_back_with_exact_arm_requests() {
+    let state = Arc::new(Mutex::new(Arm { rules: json!([]), ..Arm::default() }));
+    let base = Arc::new(Mutex::new(String::new()));
+    let fake = Recorder::start(arm_fake(state.clone(), base.clone())).await;
+    *base.lock().expect("base") = fake.url.clone();
+    let env = mi_env(&fake.url);
+    let t = target(json!({"provider": "appServiceSlots", "settings": {
+        "subscriptionId": "sub-1", "resourceGroup": "rg-1", "app": "orders", "slot": "canary", "armEndpoint": fake.url
+    }}));
+    let router = sluice::traffic::build(&t, &env).expect("adapter");
+
+    assert_eq!(router.set_weight(20).await.expect("weight"), 20);
+    let seen = fake.seen();
+    let patches: Vec<&Recorded> = seen.iter().filter(|r| r.method == "PATCH").collect();
+    assert_eq!(patches.len(), 2, "the 429 was retried after Retry-After");
+    assert_eq!(
+        patches[1].json(),
+        json!({"properties": {"experiments": {"rampUpRules": [
+            {"name": "canary", "actionHostName": "orders-canary.azurewebsites.net", "reroutePercentage": 20.0}
+        ]}}})
+    );
+    assert_eq!(patches[1].header("content-type"), Some("application/json"));
+    assert!(seen.iter().any(|r| r.method == "GET" && r.path == format!("{SITE}/config/web")), "read back");
+
+    let since = Utc::now();
+    router.promote(since).await.expect("promote");
+    router.promote(since).await.expect("a retried promotion");
+    {
+        let s = state.lock().expect("arm");
+        assert_eq!(s.swaps_started, 1, "a retried promotion does not swap twice");
+        assert_eq!(s.rules, json!([]), "rules cleared after the swap");
+    }
+    let swap = fake.seen().into_iter().find(|r| r.path.ends_with("/slotsswap")).expect("swap request");
+    assert_eq!((swap.method.as_str(), swap.json()), ("POST", json!({"targetSlot": "production", "preserveVnet": true})));
+
+    // A rollback after the promotion: rules off first, swap back, stop the slot pinned users reach.
+    let revert_since = Utc::now();
+    let before = fake.seen().len();
+    assert_eq!(router.revert(true, revert_since).await.expect("revert"), 0);
+    let after: Vec<Recorded> = fake.seen()[before..].to_vec();
+    let order: Vec<String> = after
+        .iter()
+        .filter(|r| r.path != "/msi/token" && r.method != "GET")
+        .map(|r| format!("{} {}", r.method, r.path.trim_start_matches(SITE)))
+        .collect();
+    assert_eq!(order, ["PATCH /config/web", "POST /slots/canary/slotsswap", "POST /slots/canary/stop"]);
+    router.revert(true, revert_since).await.expect("a retried revert");
+    assert_eq!(state.lock().expect("arm").swaps_started, 2, "the swap back is not done twice either");
+
+    // One token for all of it, fetched with the identity header.
+    let tokens: Vec<Recorded> = fake.seen().into_iter().filter(|r| r.path == "/msi/token").collect();
+    assert_eq!(tokens.len(), 1, "the token is cached");
+    assert_eq!(tokens[0].param("resource").as_deref(), Some("https://management.azure.com/"));
+
+    // A router that does not apply the weight is caught by the read-back.
+    state.lock().expect("arm").ignore_patches = true;
+    let err = router.set_weight(50).await.expect_err("not applied");
+    assert!(err.to_string().contains("after setting 50%"), "{err}");
+    assert!(!err.to_string().contains("token-for"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_credentials_are_exchanged_at_the_authority() {
+    let fake = Recorder::start(|r: &Recorded| {
+        if r.path == "/tenant-1/oauth2/v2.0/token" {
+            return ok(json!({"access_token": "sp-token", "expires_in": 3600, "token_type": "Bearer"}));
+        }
+        (404, vec![], String::new())
+    })
+    .await;
+    let env = env_with(BTreeMap::from([
+        ("AZURE_TENANT_ID", "tenant-1".to_string()),
+        ("AZURE_CLIENT_ID", "client-1".to_string()),
+        ("AZURE_CLIENT_SECRET", "sp-secret-value".to_string()),
+        ("AZURE_AUTHORITY_HOST", fake.url.clone()),
+    ]));
+    let cred = env.azure.clone().expect("a credential");
+    assert_eq!(cred.token("https://management.azure.com/").await.expect("token"), "sp-token");
+    assert_eq!(cred.token("https://management.azure.com/").await.expect("cached"), "sp-token");
+    let seen = fake.seen();
+    assert_eq!(seen.len(), 1);
+    let form = sluice::functions::parse_query(&seen[0].body);
+    assert_eq!(form.get("grant_type").map(String::as_str), Some("client_credentials"));
+    assert_eq!(form.get("client_id").map(String::as_str), Some("client-1"));
+    assert_eq!(form.get("scope").map(String::as_str), Some("https://management.azure.com/.default"));
+    assert_eq!(seen[0].header("content-type"), Some("application/x-www-form-urlencoded"));
+    assert!(!format!("{cred:?}").contains("sp-secret-value"));
+}
+
+fn metric(provider: &str, query: &str, settings: Value, baseline: bool) -> MetricPlan {
+    MetricPlan {
+        name: "m".into(),
+        provider: provider.into(),
+        query: query.into(),
+        settings: serde_json::from_value(settings).expect("settings"),
+        condition: Condition::parse("< 0.05").expect("condition"),
+        interval_ms: 60_000,
+        count: Some(1),
+        initial_delay_ms: 0,
+        failure_limit: 0,
+        consecutive_error_limit: 4,
+        inconclusive_limit: 0,
+        min_samples: None,
+        sample_query: None,
+        baseline: baseline.then(|| sluice::spec::Baseline { factor: 1.5, slack: 0.0 }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_analytics_and_application_insights_queries() {
+    let fake = Recorder::start(|r: &Recorded| {
+        if let Some(a) = token_answer(r) {
+            return a;
+        }
+        let query = r.json()["query"].as_str().unwrap_or("").to_string();
+        if query.contains("empty") {
+            return ok(json!({"tables": [{"name": "PrimaryResult", "columns": [{"name": "rate", "type": "real"}], "rows": []}]}));
+        }
+        let rate = if query.contains("'canary'") { 0.031 } else { 0.01 };
+        ok(json!({"tables": [{"name": "PrimaryResult",
+            "columns": [{"name": "rate", "type": "real"}, {"name": "samples", "type": "long"}],
+            "rows": [[rate, 1234]]}]}))
+    })
+    .await;
+    let env = mi_env(&fake.url);
+    let t = target(json!({"provider": "local", "settings": {"url": "http://127.0.0.1:9"}}));
+    let kql = "requests | where cloud_RoleInstance == '{{name}}' and timestamp > ago({{window}}) | summarize rate = countif(success == false) * 1.0 / count(), samples = count()";
+    let plan = metric("logAnalytics", kql, json!({"workspaceId": "ws-1", "endpoint": fake.url}), true);
+    let outcome = sluice::metrics::measure(&plan, &t, &env).await;
+    assert_eq!(outcome, MeasureOutcome::Value { canary: 0.031, stable: Some(0.01), samples: Some(1234) });
+    let seen: Vec<Recorded> = fake.seen().into_iter().filter(|r| r.path != "/msi/token").collect();
+    assert_eq!(seen.len(), 2, "canary, then the stable baseline");
+    assert_eq!((seen[0].method.as_str(), seen[0].path.as_str()), ("POST", "/v1/workspaces/ws-1/query"));
+    assert_eq!(seen[0].header("authorization"), Some("Bearer token-for-api.loganalytics.io"));
+    assert_eq!(
+        seen[0].json(),
+        json!({"query": "requests | where cloud_RoleInstance == 'canary' and timestamp > ago(1m) | summarize rate = countif(success == false) * 1.0 / count(), samples = count()", "timespan": "PT60S"})
+    );
+    assert!(seen[1].json()["query"].as_str().expect("query").contains("'production'"));
+
+    let app = metric("applicationInsights", "empty | count", json!({"appId": "app-1", "endpoint": fake.url}), false);
+    assert_eq!(sluice::metrics::measure(&app, &t, &env).await, MeasureOutcome::NoData, "an empty table is no data");
+    let last = fake.seen().into_iter().rfind(|r| r.path != "/msi/token").expect("request");
+    assert_eq!(last.path, "/v1/apps/app-1/query");
+    assert_eq!(last.header("authorization"), Some("Bearer token-for-api.applicationinsights.io"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_monitor_metrics_with_a_ratio_and_a_dimension_filter() {
+    let fake = Recorder::start(|r: &Recorded| {
+        if let Some(a) = token_answer(r) {
+            return a;
+        }
+        let series = |name: &str, points: &[f64]| {
+            json!({"name": {"value": name}, "timeseries": [{"data": points.iter().map(|p| json!({"timeStamp": "2026-11-23T10:00:00Z", "total": p})).collect::<Vec<_>>()}]})
+        };
+        ok(json!({"value": [series("Http5xx", &[3.0, 2.0]), series("Requests", &[100.0, 150.0])]}))
+    })
+    .await;
+    let env = mi_env(&fake.url);
+    let t = target(json!({"provider": "local", "settings": {"url": "http://127.0.0.1:9"}}));
+    let settings = json!({
+        "resourceId": "/subscriptions/sub-1/resourceGroups/rg-1/providers/Microsoft.Web/sites/orders/slots/{{name}}",
+        "aggregation": "Total", "filter": "Instance eq '*'", "armEndpoint": fake.url
+    });
+    let plan = metric("azureMonitor", "Http5xx/Requests", settings, false);
+    let outcome = sluice::metrics::measure(&plan, &t, &env).await;
+    assert_eq!(outcome, MeasureOutcome::Value { canary: 0.02, stable: None, samples: Some(250) });
+    let r = fake.seen().into_iter().find(|r| r.path != "/msi/token").expect("request");
+    assert_eq!(r.method, "GET");
+    assert_eq!(r.path, "/subscriptions/sub-1/resourceGroups/rg-1/providers/Microsoft.Web/sites/orders/slots/canary/providers/Microsoft.Insights/metrics");
+    assert_eq!(r.param("api-version").as_deref(), Some("2024-02-01"));
+    assert_eq!(r.param("metricnames").as_deref(), Some("Http5xx,Requests"));
+    assert_eq!(r.param("aggregation").as_deref(), Some("Total"));
+    assert_eq!(r.param("interval").as_deref(), Some("PT1M"));
+    assert_eq!(r.param("$filter").as_deref(), Some("Instance eq '*'"));
+    let span = r.param("timespan").expect("timespan");
+    assert!(span.contains('/') && span.ends_with('Z'), "{span}");
+    assert_eq!(r.header("authorization"), Some("Bearer token-for-management.azure.com"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_probe_reads_status_and_a_json_field() {
+    let fake = Recorder::start(|r: &Recorded| match r.path.as_str() {
+        "/canary/health" => ok(json!({"checks": {"db": {"healthy": true}}, "load": "0.7"})),
+        _ => (503, vec![], "{}".into()),
+    })
+    .await;
+    let env = env_with(BTreeMap::new());
+    let t = target(json!({"provider": "local", "settings": {"url": "http://127.0.0.1:9"}}));
+    let url = format!("{}/{{{{name}}}}/health", fake.url);
+    let status = metric("httpProbe", &url, json!({}), false);
+    assert_eq!(sluice::metrics::measure(&status, &t, &env).await, MeasureOutcome::Value { canary: 1.0, stable: None, samples: Some(1) });
+    let field = metric("httpProbe", &url, json!({"jsonField": "checks.db.healthy"}), false);
+    assert_eq!(sluice::metrics::measure(&field, &t, &env).await, MeasureOutcome::Value { canary: 1.0, stable: None, samples: Some(1) });
+    let number = metric("httpProbe", &url, json!({"jsonField": "load"}), false);
+    assert_eq!(sluice::metrics::measure(&number, &t, &env).await, MeasureOutcome::Value { canary: 0.7, stable: None, samples: Some(1) });
+    let down = metric("httpProbe", &format!("{}/elsewhere", fake.url), json!({}), false);
+    assert_eq!(sluice::metrics::measure(&down, &t, &env).await, MeasureOutcome::Value { canary: 0.0, stable: None, samples: Some(1) });
+    let unreachable = metric("httpProbe", "http://127.0.0.1:9/health", json!({"timeoutMs": 500}), false);
+    assert_eq!(sluice::metrics::measure(&unreachable, &t, &env).await, MeasureOutcome::Value { canary: 0.0, stable: None, samples: Some(1) });
+    assert_eq!(fake.seen()[0].path, "/canary/health", "{{name}} is the canary's identity");
+}
+
+#[test]
+fn azure_providers_without_an_identity_say_what_to_set() {
+    let env = env_with(BTreeMap::new());
+    let t = target(json!({"provider": "appServiceSlots", "settings": {"subscriptionId": "s", "resourceGroup": "g", "app": "a", "slot": "c"}}));
+    let err = sluice::traffic::build(&t, &env).err().expect("no identity").to_string();
+    assert!(err.contains("no Azure identity") && err.contains("IDENTITY_ENDPOINT"), "{err}");
+    let t = target(json!({"provider": "appServiceSlots", "settings": {"subscriptionId": "s"}}));
+    let err = sluice::traffic::build(&t, &env).err().expect("missing settings").to_string();
+    assert!(err.contains("'resourceGroup' is required"), "{err}");
+}
