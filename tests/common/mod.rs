@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod azurite;
+pub mod prom;
 pub mod recorder;
 pub mod servicebus_fake;
 

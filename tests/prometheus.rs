@@ -1,0 +1,110 @@
+//! With a real Prometheus scraping the local router's `/metrics`: the
+//! Prometheus metric provider, and the whole alert path — a rule on the
+//! canary's error ratio fires, a real Alertmanager posts its webhook to
+//! `/api/alerts`, and Sluice rolls back.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use common::prom;
+use common::*;
+use sluice::adapters::AdapterEnv;
+use sluice::rollout::{MeasureOutcome, MetricPlan};
+use sluice::spec::Condition;
+
+fn plan(url: &str, query: &str) -> MetricPlan {
+    MetricPlan {
+        name: "m".into(),
+        provider: "prometheus".into(),
+        query: query.into(),
+        settings: serde_json::from_value(json!({"url": url})).expect("settings"),
+        condition: Condition::parse("< 0.05").expect("condition"),
+        interval_ms: 10_000,
+        count: Some(1),
+        initial_delay_ms: 0,
+        failure_limit: 0,
+        consecutive_error_limit: 4,
+        inconclusive_limit: 0,
+        min_samples: None,
+        sample_query: None,
+        baseline: Some(sluice::spec::Baseline { factor: 2.0, slack: 0.01 }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prometheus_provider_reads_the_router_through_a_real_prometheus() {
+    let up = Upstreams::start().await;
+    up.router.set_weight(30);
+    let load = sluice::demo::load::Load::start(&up.router_url, 100, 4);
+    let target = up.router_url.trim_start_matches("http://").to_string();
+    let server = tokio::task::spawn_blocking(move || prom::prometheus(&target, None, None)).await.expect("prometheus");
+    let env = AdapterEnv::new(std::env::temp_dir(), "http://sluice.test".into());
+    let t: sluice::spec::Target = serde_json::from_value(json!({
+        "name": "orders-api", "router": {"provider": "local", "settings": {"url": up.router_url}},
+        "stable": {"name": "stable", "version": "v1"}, "canary": {"name": "canary", "version": "v2"}
+    }))
+    .expect("target");
+    let rate = plan(&server.url, "sum(rate(sluice_router_requests_total{role=\"{{name}}\"}[5s]))");
+    // Prometheus needs a few scrapes before a rate exists.
+    let started = Instant::now();
+    let outcome = loop {
+        let o = sluice::metrics::measure(&rate, &t, &env).await;
+        if matches!(o, MeasureOutcome::Value { .. }) || started.elapsed() > Duration::from_secs(30) {
+            break o;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let MeasureOutcome::Value { canary, stable, .. } = outcome else { panic!("no rate after 30s: {outcome:?}") };
+    let stable = stable.expect("the stable baseline");
+    assert!(canary > 5.0 && stable > 20.0, "canary {canary}/s, stable {stable}/s");
+    assert!(canary < stable, "30% of traffic on the canary");
+
+    let empty = plan(&server.url, "sluice_router_requests_total{role=\"nobody\"}");
+    assert_eq!(sluice::metrics::measure(&empty, &t, &env).await, MeasureOutcome::NoData, "an empty vector is no data");
+    let broken = plan(&server.url, "sum(rate(");
+    assert!(matches!(sluice::metrics::measure(&broken, &t, &env).await, MeasureOutcome::Error { .. }), "a bad query is an error, never a pass");
+    let down = plan("http://127.0.0.1:9", "up");
+    assert!(matches!(sluice::metrics::measure(&down, &t, &env).await, MeasureOutcome::Error { .. }));
+    load.stop().await;
+}
+
+const RULES: &str = r#"groups:
+  - name: sluice
+    rules:
+      - alert: CanaryErrorRatio
+        expr: sum(rate(sluice_router_errors_total{role="canary"}[5s])) / sum(rate(sluice_router_requests_total{role="canary"}[5s])) > 0.05
+        labels:
+          severity: critical
+          sluice_target: orders-api
+        annotations:
+          summary: canary 5xx ratio above 5%
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_alert_through_alertmanager_rolls_back() {
+    let rig = Rig::start().await.with_load(100);
+    let webhook = format!("{}/api/alerts", rig.host.url());
+    let am = tokio::task::spawn_blocking(move || prom::alertmanager(&webhook, TOKEN)).await.expect("alertmanager");
+    let am_addr = am.url.trim_start_matches("http://").to_string();
+    let target = rig.up.router_url.trim_start_matches("http://").to_string();
+    let _prometheus = tokio::task::spawn_blocking(move || prom::prometheus(&target, Some(RULES), Some(&am_addr))).await.expect("prometheus");
+    let id = rig.start_rollout(&rig.spec(json!([{"setWeight": 20}, {"approval": {}}]))).await;
+    rig.wait_phase(&id, "AwaitingApproval").await;
+    // The canary starts failing; nothing in the plan measures it — only the alert can catch it.
+    rig.up.fail_canary(300);
+    let started = Instant::now();
+    let done = rig.wait(&id, "rolled back by the alert", Duration::from_secs(60), |s| s["phase"] == "RolledBack").await;
+    let evidence = done.pointer("/rollout/failure/evidence").cloned().expect("evidence");
+    assert_eq!(evidence["kind"], "alert");
+    assert_eq!(evidence["alert"]["source"], "Alertmanager");
+    assert_eq!(evidence["alert"]["rule"], "CanaryErrorRatio");
+    assert_eq!(evidence["alert"]["severity"], "critical");
+    assert_eq!(done.pointer("/rollout/failure/phase"), Some(&json!("AwaitingApproval")));
+    assert_eq!(rig.up.router.route().weight, 0);
+    let recorded = rig.host.app.engine.store.alerts(10).await.expect("alerts");
+    assert!(recorded.iter().any(|a| a.source == "Alertmanager" && a.matched == vec![id.clone()]));
+    println!("alert to rollback: {:.1}s after the canary started failing", started.elapsed().as_secs_f64());
+}
