@@ -108,6 +108,9 @@ enum Cmd {
         /// Keep serving the dashboard after the end, until Ctrl-C.
         #[arg(long)]
         hold: bool,
+        /// Analyse through a real Prometheus scraping the router (Debian package prometheus).
+        #[arg(long)]
+        prometheus: bool,
         /// Where the demo's state goes (emptied first).
         #[arg(long, default_value = ".sluice/demo")]
         data_dir: PathBuf,
@@ -233,7 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Up { port, data_dir, root, store, queue } => up(port, data_dir, root, store, queue).await,
         Cmd::Serve => serve().await,
         Cmd::Package { out, binary } => package(&out, binary),
-        Cmd::Demo { fault, alert, rps, hold, data_dir } => {
+        Cmd::Demo { fault, alert, rps, hold, prometheus, data_dir } => {
             init_logging("warn");
             let variant = match (fault, alert) {
                 (Some(FaultKind::Errors), _) => demo::Variant::FaultErrors,
@@ -241,7 +244,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, true) => demo::Variant::Alert,
                 (None, false) => demo::Variant::Success,
             };
-            let report = demo::run(demo::DemoOptions { variant, data_dir, root: PathBuf::from("."), rps, hold }).await?;
+            let report = demo::run(demo::DemoOptions { variant, data_dir, root: PathBuf::from("."), rps, hold, prometheus }).await?;
             Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Cmd::Router { listen, stable, canary } => router(listen, &stable, &canary).await,

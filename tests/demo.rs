@@ -24,6 +24,8 @@ fn every_demo_variant_does_the_right_thing() {
         (vec!["--fault", "errors"], "RolledBack"),
         (vec!["--fault", "latency"], "RolledBack"),
         (vec!["--alert"], "RolledBack"),
+        // Analysis through a real Prometheus scraping the router (installed by scripts/test).
+        (vec!["--prometheus"], "Succeeded"),
     ] {
         let (code, out) = demo(&args);
         assert_eq!(code, 0, "sluice demo {args:?} failed:\n{out}");

@@ -7,6 +7,7 @@
 //! fires while the rollout waits for approval.
 
 pub mod load;
+pub mod prometheus;
 pub mod sample_app;
 
 use std::net::SocketAddr;
@@ -51,6 +52,8 @@ pub struct DemoOptions {
     pub rps: u32,
     /// Keep serving after the end (for the dashboard) until Ctrl-C.
     pub hold: bool,
+    /// Analyse through a real Prometheus scraping the router (needs the binary).
+    pub prometheus: bool,
 }
 
 /// What happened.
@@ -94,9 +97,27 @@ fn loopback() -> SocketAddr {
 
 /// The spec the demo posts, as a pipeline would.
 pub fn demo_spec(router_url: &str, variant: Variant) -> Value {
-    let metric = |name: &str, query: &str, condition: &str| {
-        json!({"name": name, "provider": "local", "query": query, "successCondition": condition,
-               "interval": "2s", "count": 3, "initialDelay": "2s", "minSampleSize": 10})
+    demo_spec_with(router_url, variant, None)
+}
+
+/// The demo spec, analysed by the local router's counters or, given a
+/// Prometheus URL, by PromQL over the same router's `/metrics`.
+pub fn demo_spec_with(router_url: &str, variant: Variant, prometheus: Option<&str>) -> Value {
+    let metric = |name: &str, query: &str, condition: &str| match prometheus {
+        None => json!({"name": name, "provider": "local", "query": query, "successCondition": condition,
+                       "interval": "2s", "count": 3, "initialDelay": "2s", "minSampleSize": 10}),
+        Some(url) => {
+            let promql = match query {
+                "error_rate" => "sum(rate(sluice_router_errors_total{role=\"{{name}}\"}[5s])) / sum(rate(sluice_router_requests_total{role=\"{{name}}\"}[5s]))".to_string(),
+                _ => "1000 * histogram_quantile(0.95, sum by (le) (rate(sluice_router_request_duration_seconds_bucket{role=\"{{name}}\"}[5s])))".to_string(),
+            };
+            // Scrapes come once a second, so the first window after a weight change
+            // can be thin: wait a little longer and tolerate one inconclusive reading.
+            json!({"name": name, "provider": "prometheus", "query": promql, "settings": {"url": url},
+                   "sampleQuery": "sum(increase(sluice_router_requests_total{role=\"{{name}}\"}[5s]))",
+                   "successCondition": condition, "interval": "2s", "count": 3, "initialDelay": "5s",
+                   "inconclusiveLimit": 1, "minSampleSize": 10})
+        }
     };
     let mut latency = metric("p95-latency", "latency_p95_ms", "< 1000");
     latency["baseline"] = json!({"factor": 1.5, "slack": 20});
@@ -129,10 +150,13 @@ pub fn demo_spec(router_url: &str, variant: Variant) -> Value {
     if variant != Variant::Alert {
         // Background analysis watches every step; the alert story leaves the
         // catching to the alert rule.
-        spec["strategy"]["canary"]["analysis"] = json!({"metrics": [
-            {"name": "bg-error-rate", "provider": "local", "query": "error_rate", "successCondition": "< 0.02",
-             "interval": "3s", "initialDelay": "3s", "minSampleSize": 10}
-        ]});
+        let mut background = metric("bg-error-rate", "error_rate", "< 0.02");
+        background["interval"] = json!("3s");
+        background["initialDelay"] = json!(if prometheus.is_some() { "8s" } else { "3s" });
+        if let Some(m) = background.as_object_mut() {
+            m.remove("count");
+        }
+        spec["strategy"]["canary"]["analysis"] = json!({"metrics": [background]});
     }
     spec
 }
@@ -222,10 +246,21 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     say(format!("  Sluice      {base}  (state in {})", opts.data_dir.display()));
     let load = Load::start(&router_url, opts.rps, 8);
     say(format!("  load        ~{} requests/s from {USERS} simulated users", opts.rps));
+    let prometheus = if opts.prometheus {
+        let target = router_addr.to_string();
+        let server = tokio::task::spawn_blocking(move || prometheus::start_prometheus(&target, None, None))
+            .await
+            .map_err(|e| DemoError::Setup(e.to_string()))?
+            .map_err(|e| DemoError::Setup(e.to_string()))?;
+        say(format!("  prometheus  {} scraping the router every second; analysis runs PromQL", server.url));
+        Some(server)
+    } else {
+        None
+    };
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let pipeline = Client::new(&base, None, "azure-pipelines");
-    let spec = demo_spec(&router_url, opts.variant);
+    let spec = demo_spec_with(&router_url, opts.variant, prometheus.as_ref().map(|p| p.url.as_str()));
     let started = pipeline.start(&spec, None).await?;
     let id = started["id"].as_str().unwrap_or_default().to_string();
     say(format!("\nThe pipeline posts the rollout: {id}\n  plan: {}\n", started["plan"].as_str().unwrap_or("")));
@@ -348,5 +383,6 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         let _ = tokio::signal::ctrl_c().await;
     }
     host.stop().await;
+    drop(prometheus);
     Ok(DemoReport { rollout_id: id, phase, load: totals, issue, notifications, ok: problem.is_none(), problem, seconds })
 }
