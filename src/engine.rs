@@ -22,7 +22,8 @@ use crate::metrics;
 use crate::notify;
 use crate::queue::Queue;
 use crate::rollout::{
-    decide, Command, CommandKind, CommandRef, Event, IssueRef, NotifyKind, Outcome, Phase, Plan, Rollout,
+    decide, BacklogState, Command, CommandKind, CommandRef, Event, IssueRef, NotifyKind, Outcome, Phase, Plan, Reported,
+    Rollout,
 };
 use crate::spec::RolloutSpec;
 use crate::store::{ListFilter, Store, StoreError};
@@ -34,6 +35,8 @@ const MAX_CONFLICT_RETRIES: usize = 8;
 const MAX_ROUNDS: usize = 16;
 /// Longest a traffic command may take.
 const TRAFFIC_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one backlog call (lookup and create, or comment) may take.
+const BACKLOG_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The time, injectable.
 pub trait Clock: Send + Sync {
@@ -152,19 +155,26 @@ impl Engine {
         Engine { store, queue, env, clock, locks: KeyedLocks::default() }
     }
 
-    /// Creates a rollout (refused if its target is busy) and enqueues its start.
+    /// Creates a rollout (refused if its target is busy) and enqueues its
+    /// start. A retry keeps the backlog issue of the rollout it retries, so
+    /// failing again adds to that issue instead of opening another.
     pub async fn create(
         &self,
         spec: RolloutSpec,
         plan: Plan,
         by: &str,
         id: Option<String>,
-        retry_of: Option<String>,
+        retry_of: Option<&Rollout>,
     ) -> Result<Rollout, EngineError> {
         let now = self.clock.now();
         let id = id.unwrap_or_else(|| new_rollout_id(&spec.target.name, now));
         let (mut rollout, first) = Rollout::new(id, spec, plan, by.to_string(), now);
-        rollout.retry_of = retry_of;
+        if let Some(old) = retry_of {
+            rollout.retry_of = Some(old.id.clone());
+            if let Some(issue) = old.backlog.issue() {
+                rollout.backlog = BacklogState::Opened { issue: issue.clone(), reported: Reported::default(), updating: None };
+            }
+        }
         self.store.create(&rollout, &first).await?;
         self.enqueue_start(&rollout.id).await?;
         Ok(rollout)
@@ -370,7 +380,9 @@ impl Engine {
     }
 
     /// Everything after the save: the backlog issue first (so messages can
-    /// link it), then timers and measurements, then at most one announcement.
+    /// link it), then timers and measurements, then the announcements: the
+    /// start (if the rollout began in this step) and the latest phase change
+    /// — phases passed through within one step are not announced one by one.
     /// Waits and measurements due now are taken at once; for the rest one
     /// wake-up message is kept scheduled at the rollout's earliest due time,
     /// so a step costs at most one queue send however many timers it starts.
@@ -378,22 +390,38 @@ impl Engine {
         let mut feedback = Vec::new();
         let mut opened: Option<IssueRef> = None;
         let now = self.clock.now();
-        for command in post.iter().filter(|c| matches!(c, Command::OpenBacklogIssue { .. })) {
-            if let Command::OpenBacklogIssue { evidence, id } = command {
-                match self.open_issue(state, evidence).await {
-                    Ok(issue) => {
-                        tracing::info!(rollout = %state.id, url = %issue.url, "backlog issue opened");
-                        opened = Some(issue.clone());
-                        feedback.push(Event::BacklogOpened { issue });
+        for command in &post {
+            match command {
+                Command::OpenBacklogIssue { evidence, id } => match self.open_issue(state, evidence).await {
+                    Ok(filed) => {
+                        tracing::info!(rollout = %state.id, url = %filed.issue.url, created = filed.created, "backlog issue opened");
+                        // An issue found rather than written now may say less: what it
+                        // lacks beyond the failure goes into a comment.
+                        let reported = if filed.created { Reported::of(state) } else { Reported { failure: true, ..Reported::default() } };
+                        opened = Some(filed.issue.clone());
+                        feedback.push(Event::BacklogOpened { issue: filed.issue, reported });
                     }
                     Err(error) => {
                         tracing::warn!(rollout = %state.id, %error, "backlog issue not opened; will retry");
                         feedback.push(Event::CommandFailed { command: CommandRef { kind: CommandKind::OpenBacklogIssue, id: *id }, error });
                     }
+                },
+                Command::CommentBacklogIssue { issue, told, id } => {
+                    let reported = Reported::of(state);
+                    match self.comment_issue(state, issue, told).await {
+                        Ok(()) => feedback.push(Event::BacklogCommented { id: *id, reported }),
+                        Err(error) => {
+                            tracing::warn!(rollout = %state.id, %error, "backlog comment not posted; will retry");
+                            feedback.push(Event::CommandFailed { command: CommandRef { kind: CommandKind::CommentBacklogIssue, id: *id }, error });
+                        }
+                    }
                 }
+                _ => {}
             }
         }
+        let mut started: Option<(NotifyKind, String, u64)> = None;
         let mut announcement: Option<(NotifyKind, String, u64)> = None;
+        let mut approval: Option<u64> = None;
         for command in post {
             match command {
                 Command::ScheduleStep { at, seq } => {
@@ -418,12 +446,16 @@ impl Engine {
                         feedback.push(Event::CommandFailed { command: CommandRef { kind: CommandKind::ScaleDownPrevious, id }, error });
                     }
                 }
+                Command::Notify { kind: NotifyKind::Started, summary, id, .. } => started = Some((NotifyKind::Started, summary, id)),
                 Command::Notify { kind, summary, id, .. } => announcement = Some((kind, summary, id)),
-                Command::RequestApproval { id, .. } => {
-                    // The approval request is its own message, whatever else changed.
-                    feedback.extend(self.announce(state, NotifyKind::ApprovalNeeded, "", id, None, now).await);
-                }
-                Command::OpenBacklogIssue { .. } | Command::SetWeight { .. } | Command::Promote { .. } | Command::RevertTraffic { .. } => {}
+                // The approval request is its own message, whatever else changed;
+                // it follows the phase-change message of the same step.
+                Command::RequestApproval { id, .. } => approval = Some(id),
+                Command::OpenBacklogIssue { .. }
+                | Command::CommentBacklogIssue { .. }
+                | Command::SetWeight { .. }
+                | Command::Promote { .. }
+                | Command::RevertTraffic { .. } => {}
             }
         }
         match state.next_wake() {
@@ -439,21 +471,38 @@ impl Engine {
             }
             _ => {}
         }
-        if let Some((kind, summary, id)) = announcement {
+        for (kind, summary, id) in started.into_iter().chain(announcement) {
             feedback.extend(self.announce(state, kind, &summary, id, opened.as_ref(), now).await);
+        }
+        if let Some(id) = approval {
+            feedback.extend(self.announce(state, NotifyKind::ApprovalNeeded, "", id, None, now).await);
         }
         feedback
     }
 
-    async fn open_issue(&self, state: &Rollout, evidence: &crate::rollout::Evidence) -> Result<IssueRef, String> {
-        let Some(target) = &state.spec.backlog else { return Err("no backlog configured".into()) };
-        let tracker = backlog::build(&target.provider, &target.settings, &self.env).map_err(|e| e.to_string())?;
+    async fn open_issue(&self, state: &Rollout, evidence: &crate::rollout::Evidence) -> Result<backlog::Filed, String> {
+        let tracker = self.tracker(state)?;
         let history = self.store.history(&state.id).await.map_err(|e| e.to_string())?;
         let draft = backlog::draft(state, &history, evidence, &self.env.public_url);
-        match tokio::time::timeout(Duration::from_secs(30), tracker.open(&draft)).await {
+        match tokio::time::timeout(BACKLOG_TIMEOUT, tracker.open(&draft)).await {
             Ok(result) => result.map_err(|e| e.to_string()),
-            Err(_) => Err("the backlog did not answer within 30s".into()),
+            Err(_) => Err(format!("the backlog did not answer within {}s", BACKLOG_TIMEOUT.as_secs())),
         }
+    }
+
+    async fn comment_issue(&self, state: &Rollout, issue: &IssueRef, told: &Reported) -> Result<(), String> {
+        let tracker = self.tracker(state)?;
+        let history = self.store.history(&state.id).await.map_err(|e| e.to_string())?;
+        let comment = backlog::update(state, &history, told, &self.env.public_url);
+        match tokio::time::timeout(BACKLOG_TIMEOUT, tracker.comment(issue, &comment)).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("the backlog did not answer within {}s", BACKLOG_TIMEOUT.as_secs())),
+        }
+    }
+
+    fn tracker(&self, state: &Rollout) -> Result<std::sync::Arc<dyn backlog::Backlog>, String> {
+        let Some(target) = &state.spec.backlog else { return Err("no backlog configured".into()) };
+        backlog::build(&target.provider, &target.settings, &self.env).map_err(|e| e.to_string())
     }
 
     async fn announce(

@@ -3,12 +3,10 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use common::*;
 use sluice::client::Client;
@@ -19,32 +17,8 @@ async fn spawn_up(dir: &std::path::Path) -> (Child, String) {
 }
 
 async fn spawn_up_with(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["up", "--port", "0", "--data-dir"])
-        .arg(dir)
-        .arg("--root")
-        .arg(repo_root())
-        .args(args)
-        .envs(env.iter().copied())
-        .env("SLUICE_ALERT_TOKEN", TOKEN)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("sluice up starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let line = tokio::time::timeout_at(deadline.into(), lines.next_line()).await.expect("sluice up prints its address").expect("reads");
-        let line = line.expect("sluice up exited before listening");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            let url = rest.split_whitespace().next().expect("url").to_string();
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            return (child, url);
-        }
-    }
+    let up = UpProcess::spawn(dir, args, env, "warn").await;
+    (up.child, up.url)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

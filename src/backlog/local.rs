@@ -1,5 +1,6 @@
 //! The local backlog: one markdown file per issue under `.sluice/backlog/`,
-//! named after the rollout so a second attempt finds the first.
+//! named after the rollout so a second attempt finds the first; comments
+//! are appended to it.
 //! Settings: `dir` (optional).
 
 use std::io::Write;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{Backlog, BacklogError, IssueDraft};
+use super::{Backlog, BacklogError, CommentDraft, Filed, IssueDraft};
 use crate::adapters::{opt_str, AdapterEnv, AdapterError, Settings};
 use crate::rollout::IssueRef;
 
@@ -37,28 +38,33 @@ impl FileBacklog {
 
 #[async_trait]
 impl Backlog for FileBacklog {
-    async fn open(&self, draft: &IssueDraft) -> Result<IssueRef, BacklogError> {
+    async fn open(&self, draft: &IssueDraft) -> Result<Filed, BacklogError> {
         let dir = self.dir.clone();
         let path = self.path(&draft.rollout_id);
-        let text = format!("# {}\n\nLabels: {}\n\n{}", draft.title, draft.labels.join(", "), draft.body);
-        tokio::task::spawn_blocking(move || {
+        let text = format!("# {}\n\nLabels: {}\n\n{}", draft.title, draft.labels.join(", "), draft.body.markdown());
+        let created = tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&dir).map_err(|e| BacklogError::Failed(format!("cannot create {}: {e}", dir.display())))?;
             match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => f.write_all(text.as_bytes()).map_err(|e| BacklogError::Failed(e.to_string())),
+                Ok(mut f) => f.write_all(text.as_bytes()).map(|_| true).map_err(|e| BacklogError::Failed(e.to_string())),
                 // One issue per rollout: the file already there is the issue.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
                 Err(e) => Err(BacklogError::Failed(format!("cannot write {}: {e}", path.display()))),
             }
         })
         .await
         .map_err(|e| BacklogError::Failed(e.to_string()))??;
-        Ok(self.issue_ref(&draft.rollout_id))
+        Ok(Filed { issue: self.issue_ref(&draft.rollout_id), created })
     }
 
-    async fn comment(&self, issue: &IssueRef, body: &str) -> Result<(), BacklogError> {
+    async fn comment(&self, issue: &IssueRef, comment: &CommentDraft) -> Result<(), BacklogError> {
         let path = self.path(&issue.id);
-        let text = format!("\n---\n\n**Update {}**\n\n{body}\n", chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"));
+        let marker = comment.marker.clone();
+        let text = format!("\n---\n\n{}", comment.body.markdown());
         tokio::task::spawn_blocking(move || {
+            let existing = std::fs::read_to_string(&path).map_err(|e| BacklogError::Failed(format!("cannot read {}: {e}", path.display())))?;
+            if existing.contains(&marker) {
+                return Ok(());
+            }
             let mut f = std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| BacklogError::Failed(e.to_string()))?;
             f.write_all(text.as_bytes()).map_err(|e| BacklogError::Failed(e.to_string()))
         })

@@ -330,7 +330,7 @@ async fn act(app: &App, req: &HttpRequest, id: &str, action: &str) -> HttpRespon
 
 /// `retry` on a finished rollout starts a new one from the same spec.
 async fn retry_as_new(app: &App, old: &Rollout, by: &str) -> HttpResponse {
-    match app.engine.create(old.spec.clone(), old.plan.clone(), by, None, Some(old.id.clone())).await {
+    match app.engine.create(old.spec.clone(), old.plan.clone(), by, None, Some(old)).await {
         Ok(r) => created(&r, app),
         Err(e) => engine_error(&e),
     }

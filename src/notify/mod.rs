@@ -4,6 +4,9 @@
 
 pub mod console;
 pub mod jsonl;
+pub mod slack;
+pub mod teams;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,11 +67,68 @@ pub trait Notifier: Send + Sync {
 pub type Factory = fn(&Settings, &AdapterEnv) -> Result<Arc<dyn Notifier>, AdapterError>;
 
 /// Channels by provider name. A new channel is one file and one line here.
-pub const PROVIDERS: &[(&str, Factory)] = &[("console", console::build), ("jsonl", jsonl::build)];
+pub const PROVIDERS: &[(&str, Factory)] = &[
+    ("console", console::build),
+    ("jsonl", jsonl::build),
+    ("teams", teams::build),
+    ("slack", slack::build),
+    ("webhook", webhook::build),
+];
 
 /// The channel a spec names.
 pub fn build(provider: &str, settings: &Settings, env: &AdapterEnv) -> Result<Arc<dyn Notifier>, AdapterError> {
     lookup("notify", PROVIDERS, provider)?(settings, env)
+}
+
+/// The webhook URL a channel posts to. It is a secret (whoever has it can
+/// post), so the spec names the app setting that holds it: `urlSetting`.
+pub fn webhook_url(provider: &str, settings: &Settings, env: &AdapterEnv) -> Result<String, AdapterError> {
+    let config = |message: String| AdapterError::Config { provider: provider.to_string(), message };
+    let name = crate::adapters::req_str(provider, settings, "urlSetting")?;
+    let url = env.setting(name).filter(|u| !u.is_empty()).ok_or_else(|| config(format!("app setting {name} (the webhook URL) is not set")))?;
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(config(format!("app setting {name} does not hold an http(s) URL")));
+    }
+    Ok(url)
+}
+
+/// Posts a JSON body to a webhook. Errors name the channel and its answer,
+/// never the URL (it is the secret).
+pub async fn post_json(
+    http: &reqwest::Client,
+    channel: &str,
+    url: &str,
+    body: Vec<u8>,
+    headers: &[(&str, String)],
+) -> Result<(), NotifyError> {
+    let mut request = http.post(url).header("content-type", "application/json").body(body);
+    for (k, v) in headers {
+        request = request.header(*k, v);
+    }
+    let response = request.send().await.map_err(|e| NotifyError::Failed(format!("{channel} webhook unreachable: {}", e.without_url())))?;
+    let status = response.status().as_u16();
+    if status >= 300 {
+        let text = scrub(&response.text().await.unwrap_or_default(), url);
+        let text: String = text.chars().take(200).collect();
+        return Err(NotifyError::Failed(format!("{channel} webhook answered {status}: {}", text.trim())));
+    }
+    Ok(())
+}
+
+/// Removes the webhook URL, and its path (the part that is the secret),
+/// from text a receiver sent back.
+fn scrub(text: &str, url: &str) -> String {
+    let path = url.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap_or_default();
+    let mut out = text.replace(url, "<webhook>");
+    if path.len() > 1 {
+        out = out.replace(&path, "<webhook path>");
+    }
+    out
+}
+
+/// The links people can open in a browser (others, such as `file://`, stay in the text).
+pub fn web_links(n: &Notification) -> impl Iterator<Item = &(String, String)> {
+    n.links.iter().filter(|(_, url)| url.starts_with("https://") || url.starts_with("http://"))
 }
 
 /// Sends with a few quick retries; a channel that keeps failing is reported, never fatal.
@@ -136,10 +196,7 @@ pub fn compose(kind: NotifyKind, r: &Rollout, summary: &str, issue: Option<&Issu
                     },
                 ));
             }
-            if let Some(i) = issue.or(match &r.backlog {
-                crate::rollout::BacklogState::Opened { issue } => Some(issue),
-                _ => None,
-            }) {
+            if let Some(i) = issue.or(r.backlog.issue()) {
                 links.push(("Backlog issue".into(), i.url.clone()));
             }
             let title = match kind {

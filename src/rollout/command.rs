@@ -4,9 +4,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::event::MeasurementKey;
+use super::event::{IssueRef, MeasurementKey};
 use super::history::Evidence;
-use super::Phase;
+use super::{Phase, Reported};
 
 /// The kind of a command, for failure reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -20,6 +20,8 @@ pub enum CommandKind {
     RevertTraffic,
     /// OpenBacklogIssue.
     OpenBacklogIssue,
+    /// CommentBacklogIssue.
+    CommentBacklogIssue,
     /// Notify.
     Notify,
     /// ScaleDownPrevious.
@@ -109,6 +111,15 @@ pub enum Command {
         /// Issue id (attempt).
         id: u64,
     },
+    /// Add what the issue does not say yet (since `told`) as a comment.
+    CommentBacklogIssue {
+        /// The issue.
+        issue: IssueRef,
+        /// What it already says.
+        told: Reported,
+        /// Issue id (attempt).
+        id: u64,
+    },
     /// Tell people.
     Notify {
         /// Why.
@@ -143,6 +154,7 @@ impl Command {
             Command::Measure { .. } => "Measure",
             Command::RequestApproval { .. } => "RequestApproval",
             Command::OpenBacklogIssue { .. } => "OpenBacklogIssue",
+            Command::CommentBacklogIssue { .. } => "CommentBacklogIssue",
             Command::Notify { .. } => "Notify",
             Command::ScaleDownPrevious { .. } => "ScaleDownPrevious",
         }

@@ -10,8 +10,10 @@ use super::command::{Command, CommandKind, NotifyKind};
 use super::event::{CommandRef, Event, MeasureOutcome, MeasurementKey};
 use super::history::{Evidence, HistoryEntry, MeasurementRecord};
 use super::plan::{AnalysisPlan, Stage};
+use super::backlog::LATER_FAILURES_KEPT;
 use super::{
-    judge, Approval, BacklogState, Failure, PauseInfo, PauseReason, PendingTraffic, Phase, Rollout,
+    judge, Approval, Attempt, BacklogState, Failure, LaterFailure, PauseInfo, PauseReason, PendingTraffic, Phase, Reported,
+    Rollout,
 };
 use crate::spec::{duration_text, OnAlert, OnInconclusive, TimeoutAction};
 
@@ -136,13 +138,15 @@ impl Txn {
             Event::CommandFailed { command, error } => self.on_command_failed(command, error),
             Event::TrafficConfirmed { weight } => self.on_traffic_confirmed(*weight),
             Event::Promoted => self.on_promoted(),
-            Event::BacklogOpened { issue } => self.on_backlog_opened(issue),
+            Event::BacklogOpened { issue, reported } => self.on_backlog_opened(issue, *reported),
+            Event::BacklogCommented { id, reported } => self.on_backlog_commented(*id, *reported),
             Event::Tick => self.on_tick(MEASUREMENT_GRACE_MS),
             Event::Wake => self.on_tick(0),
         }
     }
 
     fn finish(mut self, before: &Rollout, event: &Event) -> Decision {
+        self.update_backlog();
         let changed_phase = self.r.phase != before.phase;
         if changed_phase && self.r.phase != Phase::AwaitingApproval {
             let kind = match (before.phase, self.r.phase) {
@@ -557,6 +561,7 @@ impl Txn {
             reverted_at: None,
             verified: None,
             verification: None,
+            later: Vec::new(),
         });
         self.evidence = Some(evidence);
     }
@@ -625,6 +630,7 @@ impl Txn {
             reverted_at: None,
             verified: None,
             verification: None,
+            later: Vec::new(),
         });
         if !aborted && self.r.plan.backlog && matches!(self.r.backlog, BacklogState::None) {
             self.open_backlog(1, evidence.clone());
@@ -634,8 +640,35 @@ impl Txn {
 
     fn open_backlog(&mut self, attempts: u32, evidence: Evidence) {
         let id = self.next_id();
-        self.r.backlog = BacklogState::Opening { id, attempts, issued_at: self.now, failed_at: None, last_error: None };
+        self.r.backlog = BacklogState::Opening { attempt: Attempt::new(id, attempts, self.now) };
         self.commands.push(Command::OpenBacklogIssue { evidence, id });
+    }
+
+    /// Tells an open issue what it does not say yet (one comment at a time;
+    /// news arriving meanwhile goes into the next one).
+    fn update_backlog(&mut self) {
+        if let BacklogState::Opened { reported, updating: None, .. } = &self.r.backlog {
+            if Reported::of(&self.r).news_since(reported) {
+                self.comment_backlog(1);
+            }
+        }
+    }
+
+    fn comment_backlog(&mut self, attempts: u32) {
+        let id = self.next_id();
+        if let BacklogState::Opened { issue, reported, updating } = &mut self.r.backlog {
+            *updating = Some(Attempt::new(id, attempts, self.now));
+            self.commands.push(Command::CommentBacklogIssue { issue: issue.clone(), id, told: *reported });
+        }
+    }
+
+    /// A failure after the rollback began; the backlog issue hears about it.
+    fn later_failure(&mut self, evidence: Evidence) {
+        let now = self.now;
+        // The first few are kept (the backlog issue counts them); the history has every one.
+        if let Some(f) = self.r.failure.as_mut().filter(|f| f.later.len() < LATER_FAILURES_KEPT) {
+            f.later.push(LaterFailure { at: now, evidence });
+        }
     }
 
     /// Traffic is confirmed back on stable: done, or first check from
@@ -773,18 +806,22 @@ impl Txn {
     fn on_alert(&mut self, alert: &super::AlertInfo) -> Step {
         self.not_finished()?;
         if self.r.phase == Phase::RollingBack {
-            return Err("already rolling back".into());
+            if self.r.alerts.contains(&alert.id) {
+                return Err("already rolling back".into());
+            }
+            // A different alert while rolling back: more evidence, same rollback.
+            self.remember_alert(&alert.id);
+            let evidence = Evidence::Alert { alert: alert.clone() };
+            self.note(format!("another alert while rolling back: {}", evidence.headline()));
+            self.later_failure(evidence.clone());
+            self.evidence = Some(evidence);
+            return Ok(());
         }
         let paused_by_alert = matches!(self.r.pause.as_ref().map(|p| &p.reason), Some(PauseReason::Alert { .. }));
         if self.r.plan.on_alert == OnAlert::Pause && paused_by_alert {
             return Err("already paused for an alert".into());
         }
-        if !self.r.alerts.contains(&alert.id) {
-            self.r.alerts.push(alert.id.clone());
-            if self.r.alerts.len() > ALERTS_KEPT {
-                self.r.alerts.remove(0);
-            }
-        }
+        self.remember_alert(&alert.id);
         let evidence = Evidence::Alert { alert: alert.clone() };
         match self.r.plan.on_alert {
             OnAlert::Rollback => self.start_rollback(evidence, false),
@@ -795,6 +832,15 @@ impl Txn {
             }
         }
         Ok(())
+    }
+
+    fn remember_alert(&mut self, id: &str) {
+        if !self.r.alerts.iter().any(|a| a == id) {
+            self.r.alerts.push(id.to_string());
+            if self.r.alerts.len() > ALERTS_KEPT {
+                self.r.alerts.remove(0);
+            }
+        }
     }
 
     fn on_alert_resolved(&mut self, alert_id: &str) -> Step {
@@ -862,12 +908,20 @@ impl Txn {
     }
 
     fn on_retry(&mut self, by: &str) -> Step {
-        if let BacklogState::Opening { failed_at: Some(_), attempts, .. } = self.r.backlog.clone() {
-            if self.r.phase.is_terminal() {
-                let evidence = self.failure_evidence();
-                self.note(format!("backlog issue retried by {by}"));
-                self.open_backlog(attempts + 1, evidence);
-                return Ok(());
+        if self.r.phase.is_terminal() {
+            match self.r.backlog.clone() {
+                BacklogState::Opening { attempt: Attempt { failed_at: Some(_), attempts, .. } } => {
+                    let evidence = self.failure_evidence();
+                    self.note(format!("backlog issue retried by {by}"));
+                    self.open_backlog(attempts + 1, evidence);
+                    return Ok(());
+                }
+                BacklogState::Opened { updating: Some(Attempt { failed_at: Some(_), attempts, .. }), .. } => {
+                    self.note(format!("backlog comment retried by {by}"));
+                    self.comment_backlog(attempts + 1);
+                    return Ok(());
+                }
+                _ => {}
             }
         }
         self.not_finished()?;
@@ -933,6 +987,10 @@ impl Txn {
                     pend.last_error = Some(error.to_string());
                 }
                 self.note(format!("router failed {:?} (attempt {attempts}): {error}", command.kind));
+                if command.kind == CommandKind::RevertTraffic && attempts == MAX_TRAFFIC_ATTEMPTS {
+                    // Users are still on the canary: the issue must say so.
+                    self.later_failure(Evidence::Router { command: "RevertTraffic".into(), error: error.to_string(), attempts });
+                }
                 if command.kind != CommandKind::RevertTraffic && attempts >= MAX_TRAFFIC_ATTEMPTS {
                     let evidence = Evidence::Router {
                         command: format!("{:?}", command.kind),
@@ -943,18 +1001,21 @@ impl Txn {
                 }
                 Ok(())
             }
-            CommandKind::OpenBacklogIssue => {
-                let n = match &mut self.r.backlog {
-                    BacklogState::Opening { id, failed_at, last_error, attempts, .. }
-                        if *id == command.id && failed_at.is_none() =>
-                    {
-                        *failed_at = Some(self.now);
-                        *last_error = Some(error.to_string());
-                        *attempts
-                    }
+            CommandKind::OpenBacklogIssue | CommandKind::CommentBacklogIssue => {
+                let now = self.now;
+                let attempt = match (&mut self.r.backlog, command.kind) {
+                    (BacklogState::Opening { attempt }, CommandKind::OpenBacklogIssue) => attempt,
+                    (BacklogState::Opened { updating: Some(attempt), .. }, CommandKind::CommentBacklogIssue) => attempt,
                     _ => return Err("stale failure report".into()),
                 };
-                self.note(format!("backlog issue not opened (attempt {n}): {error}; will retry"));
+                if attempt.id != command.id || attempt.failed_at.is_some() {
+                    return Err("stale failure report".into());
+                }
+                attempt.failed_at = Some(now);
+                attempt.last_error = Some(error.to_string());
+                let n = attempt.attempts;
+                let what = if command.kind == CommandKind::OpenBacklogIssue { "issue not opened" } else { "comment not posted" };
+                self.note(format!("backlog {what} (attempt {n}): {error}; will retry"));
                 Ok(())
             }
             CommandKind::Notify | CommandKind::ScaleDownPrevious => {
@@ -1011,12 +1072,25 @@ impl Txn {
         Ok(())
     }
 
-    fn on_backlog_opened(&mut self, issue: &super::IssueRef) -> Step {
-        if matches!(self.r.backlog, BacklogState::Opened { .. }) {
-            return Err("the backlog issue is already recorded".into());
+    fn on_backlog_opened(&mut self, issue: &super::IssueRef, reported: Reported) -> Step {
+        if !matches!(self.r.backlog, BacklogState::Opening { .. }) {
+            return Err("no backlog issue is being opened".into());
         }
         self.note(format!("backlog issue {} opened: {}", issue.id, issue.url));
-        self.r.backlog = BacklogState::Opened { issue: issue.clone() };
+        self.r.backlog = BacklogState::Opened { issue: issue.clone(), reported, updating: None };
+        Ok(())
+    }
+
+    fn on_backlog_commented(&mut self, id: u64, told: Reported) -> Step {
+        let BacklogState::Opened { issue, reported, updating } = &mut self.r.backlog else {
+            return Err("no backlog comment is being posted".into());
+        };
+        let Some(attempt) = updating.take().filter(|a| a.id == id) else {
+            return Err(format!("stale comment report: comment {id} is not the one being posted"));
+        };
+        *reported = told;
+        let text = format!("backlog issue {} updated (attempt {})", issue.id, attempt.attempts);
+        self.note(text);
         Ok(())
     }
 
@@ -1052,16 +1126,17 @@ impl Txn {
                 }
             }
         }
-        if let BacklogState::Opening { attempts, issued_at, failed_at, .. } = self.r.backlog.clone() {
-            let retry_at = match failed_at {
-                Some(f) => f + ms(backlog_backoff_ms(attempts)),
-                None => issued_at + ms(LOST_COMMAND_MS),
-            };
-            if retry_at <= now {
+        match self.r.backlog.clone() {
+            BacklogState::Opening { attempt } if attempt.retry_at(LOST_COMMAND_MS) <= now => {
                 let evidence = self.failure_evidence();
-                self.note(format!("retrying the backlog issue (attempt {})", attempts + 1));
-                self.open_backlog(attempts + 1, evidence);
+                self.note(format!("retrying the backlog issue (attempt {})", attempt.attempts + 1));
+                self.open_backlog(attempt.attempts + 1, evidence);
             }
+            BacklogState::Opened { updating: Some(attempt), .. } if attempt.retry_at(LOST_COMMAND_MS) <= now => {
+                self.note(format!("retrying the backlog comment (attempt {})", attempt.attempts + 1));
+                self.comment_backlog(attempt.attempts + 1);
+            }
+            _ => {}
         }
         if self.commands.is_empty() && self.notes.is_empty() {
             return Err("nothing is due".into());
@@ -1075,7 +1150,3 @@ pub fn traffic_backoff_ms(attempts: u32) -> u64 {
     (2_000u64 << attempts.saturating_sub(1).min(10)).min(30_000)
 }
 
-/// Wait before retrying a failed backlog issue: 10 s doubling, at most 5 min.
-pub fn backlog_backoff_ms(attempts: u32) -> u64 {
-    (10_000u64 << attempts.saturating_sub(1).min(10)).min(300_000)
-}

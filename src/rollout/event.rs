@@ -201,6 +201,16 @@ pub enum Event {
     BacklogOpened {
         /// The issue.
         issue: IssueRef,
+        /// What it says (less, if it was found rather than written now).
+        #[serde(default)]
+        reported: super::Reported,
+    },
+    /// A comment was posted on the backlog issue.
+    BacklogCommented {
+        /// The comment command's id.
+        id: u64,
+        /// What the issue says now.
+        reported: super::Reported,
     },
     /// The timer sweep: retry what is overdue and fire waits whose message was lost
     /// (measurements only once they are well overdue, so the wake-up takes them first).
@@ -227,6 +237,7 @@ impl Event {
             Event::TrafficConfirmed { .. } => "TrafficConfirmed",
             Event::Promoted => "Promoted",
             Event::BacklogOpened { .. } => "BacklogOpened",
+            Event::BacklogCommented { .. } => "BacklogCommented",
             Event::Tick => "Tick",
             Event::Wake => "Wake",
         }

@@ -3,6 +3,7 @@
 //! no clock and no randomness. Handlers load, decide, act and save around it.
 
 mod analysis;
+mod backlog;
 mod command;
 mod decide;
 mod event;
@@ -13,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use analysis::{judge, AnalysisRun, MetricRun, RunKind, RunStatus};
+pub use backlog::{Attempt, BacklogState, LaterFailure, Reported};
 pub use command::{Command, CommandKind, NotifyKind};
 pub use decide::{decide, Decision, Outcome};
 pub use event::{AlertInfo, CommandRef, Event, IssueRef, MeasureOutcome, MeasurementKey};
@@ -200,35 +202,9 @@ pub struct Failure {
     /// What the check saw last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<String>,
-}
-
-/// The backlog issue's progress for a failed rollout.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "state")]
-pub enum BacklogState {
-    /// Nothing to open.
-    #[default]
-    None,
-    /// Being opened.
-    Opening {
-        /// Command id of the latest attempt.
-        id: u64,
-        /// Attempts so far.
-        attempts: u32,
-        /// When the latest attempt was issued.
-        issued_at: DateTime<Utc>,
-        /// When it failed, if it did.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        failed_at: Option<DateTime<Utc>>,
-        /// The last error.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        last_error: Option<String>,
-    },
-    /// Opened.
-    Opened {
-        /// The issue.
-        issue: IssueRef,
-    },
+    /// Failures after this one (each is added to the backlog issue).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub later: Vec<LaterFailure>,
 }
 
 /// A rollout: spec, plan and where it is. Serialized as the state row.
@@ -413,10 +389,14 @@ impl Rollout {
     pub fn waiting_for(&self, now: DateTime<Utc>) -> String {
         if self.phase.is_terminal() {
             return match &self.backlog {
-                BacklogState::Opening { attempts, last_error: Some(e), .. } => {
+                BacklogState::Opening { attempt: Attempt { attempts, last_error: Some(e), .. } } => {
                     format!("nothing (backlog issue not yet opened after {attempts} attempts: {e})")
                 }
                 BacklogState::Opening { .. } => "nothing (backlog issue being opened)".into(),
+                BacklogState::Opened { updating: Some(Attempt { attempts, last_error: Some(e), .. }), .. } => {
+                    format!("nothing (backlog comment not yet posted after {attempts} attempts: {e})")
+                }
+                BacklogState::Opened { updating: Some(_), .. } => "nothing (backlog comment being posted)".into(),
                 _ => "nothing: finished".into(),
             };
         }

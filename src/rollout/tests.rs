@@ -481,9 +481,133 @@ fn backlog_outage_still_reverts_at_once_and_opens_the_issue_later() {
     assert_eq!(r.phase, Phase::RolledBack, "terminal phase unchanged");
     assert!(d.commands.iter().all(|c| matches!(c, Command::OpenBacklogIssue { .. })));
     let issue = IssueRef { id: "7".into(), url: "file:///backlog/7.md".into() };
-    step(&mut r, Event::BacklogOpened { issue: issue.clone() }, at(15));
-    assert_eq!(r.backlog, BacklogState::Opened { issue });
+    let facts = Reported::of(&r);
+    let d = step(&mut r, Event::BacklogOpened { issue: issue.clone(), reported: facts }, at(15));
+    assert!(d.commands.is_empty(), "the issue says everything: {:?}", d.commands);
+    assert_eq!(r.backlog, BacklogState::Opened { issue, reported: Reported::of(&r), updating: None });
     assert!(!ignored(&r, Event::Tick, at(1000)).is_empty());
+}
+
+fn comments(d: &Decision) -> Vec<(u64, Reported)> {
+    d.commands.iter().filter_map(|c| if let Command::CommentBacklogIssue { id, told, .. } = c { Some((*id, *told)) } else { None }).collect()
+}
+
+fn opens(d: &Decision) -> usize {
+    d.commands.iter().filter(|c| matches!(c, Command::OpenBacklogIssue { .. })).count()
+}
+
+fn issue7() -> IssueRef {
+    IssueRef { id: "7".into(), url: "https://tracker/7".into() }
+}
+
+#[test]
+fn a_second_alert_during_the_rollback_comments_on_the_same_issue() {
+    let mut doc = canary_doc();
+    doc["policy"] = json!({"verifyRollback": {"provider": "local", "query": "request_count", "maxValue": 1, "interval": "10s", "attempts": 3}});
+    let mut r = new_rollout(doc);
+    step(&mut r, Event::Start, at(0));
+    let d = step(&mut r, alert("a"), at(1));
+    assert_eq!(opens(&d), 1);
+    // The same alert delivered again (at-least-once) changes nothing.
+    assert_eq!(ignored(&r, alert("a"), at(2)), "already rolling back");
+    step(&mut r, Event::TrafficConfirmed { weight: 0 }, at(2));
+    assert_eq!(r.phase, Phase::RollingBack, "waiting for the rollback check");
+    let told = Reported::of(&r);
+    assert_eq!(told, Reported { failure: true, reverted: true, verified: false, later: 0 });
+    let d = step(&mut r, Event::BacklogOpened { issue: issue7(), reported: told }, at(3));
+    assert!(comments(&d).is_empty());
+    assert_eq!(ignored(&r, alert("a"), at(4)), "already rolling back");
+    // A different alert is a second failure: recorded, and a comment — never a second issue.
+    let d = step(&mut r, alert("b"), at(5));
+    assert_eq!(opens(&d), 0);
+    assert!(d.commands.iter().all(|c| !c.is_traffic()));
+    let [(id, told_then)] = comments(&d)[..] else { panic!("one comment: {:?}", d.commands) };
+    assert_eq!(told_then, told);
+    assert_eq!(r.failure.as_ref().map(|f| f.later.len()), Some(1));
+    assert_eq!(ignored(&r, alert("b"), at(6)), "already rolling back");
+    // While that comment is in flight, news waits for the next one.
+    let d = step(&mut r, alert("c"), at(7));
+    assert!(comments(&d).is_empty());
+    let facts = Reported::of(&r);
+    let d = step(&mut r, Event::BacklogCommented { id, reported: facts }, at(8));
+    assert!(comments(&d).is_empty(), "the comment covered c as well");
+    assert!(matches!(r.backlog, BacklogState::Opened { reported: Reported { later: 2, .. }, updating: None, .. }));
+    assert!(ignored(&r, Event::BacklogCommented { id, reported: Reported::of(&r) }, at(9)).contains("stale"));
+}
+
+#[test]
+fn news_after_the_issue_was_written_becomes_one_comment() {
+    let mut doc = canary_doc();
+    doc["policy"] = json!({"verifyRollback": {"provider": "local", "query": "request_count", "maxValue": 1, "interval": "10s", "attempts": 3}});
+    let mut r = new_rollout(doc);
+    step(&mut r, Event::Start, at(0));
+    let d = step(&mut r, alert("a"), at(1));
+    let Command::RevertTraffic { id: revert, .. } = d.commands[0] else { panic!("revert first") };
+    // The router is down: the issue is written before traffic is confirmed back.
+    step(&mut r, Event::CommandFailed { command: CommandRef { kind: CommandKind::RevertTraffic, id: revert }, error: "503".into() }, at(2));
+    let told = Reported::of(&r);
+    assert!(!told.reverted);
+    step(&mut r, Event::BacklogOpened { issue: issue7(), reported: told }, at(3));
+    let d = step(&mut r, Event::Tick, at(5));
+    let Command::RevertTraffic { .. } = d.commands[0] else { panic!("revert retried") };
+    let d = step(&mut r, Event::TrafficConfirmed { weight: 0 }, at(6));
+    let [(id, t)] = comments(&d)[..] else { panic!("one comment: {:?}", d.commands) };
+    assert_eq!(t, told);
+    // The comment fails; the tick retries it after the backoff, not before.
+    step(&mut r, Event::CommandFailed { command: CommandRef { kind: CommandKind::CommentBacklogIssue, id }, error: "502".into() }, at(7));
+    assert!(r.waiting_for(at(8)).contains("metrics to show canary traffic stopped"));
+    let d = decide(&r, Event::Tick, at(10));
+    assert!(comments(&d).is_empty());
+    let d = step(&mut r, Event::Tick, at(18));
+    let [(id2, _)] = comments(&d)[..] else { panic!("retried: {:?}", d.commands) };
+    assert_ne!(id, id2);
+    let facts = Reported::of(&r);
+    step(&mut r, Event::BacklogCommented { id: id2, reported: facts }, at(19));
+    assert!(matches!(r.backlog, BacklogState::Opened { reported: Reported { reverted: true, .. }, updating: None, .. }));
+}
+
+#[test]
+fn a_revert_the_router_keeps_refusing_is_a_later_failure() {
+    let mut r = new_rollout(canary_doc());
+    step(&mut r, Event::Start, at(0));
+    let d = step(&mut r, alert("a"), at(1));
+    let Command::RevertTraffic { mut id, .. } = d.commands[0] else { panic!("revert first") };
+    let facts = Reported::of(&r);
+    step(&mut r, Event::BacklogOpened { issue: issue7(), reported: facts }, at(2));
+    let mut commented = 0;
+    for i in 0..5 {
+        let now = at(10 + i * 100);
+        let d = step(&mut r, Event::CommandFailed { command: CommandRef { kind: CommandKind::RevertTraffic, id }, error: "503".into() }, now);
+        for (cid, _) in comments(&d) {
+            commented += 1;
+            let facts = Reported::of(&r);
+            step(&mut r, Event::BacklogCommented { id: cid, reported: facts }, now);
+        }
+        let d = step(&mut r, Event::Tick, now + TimeDelta::seconds(31));
+        let Command::RevertTraffic { id: next, .. } = d.commands[0] else { panic!("retry revert") };
+        id = next;
+    }
+    assert_eq!(commented, 1, "one comment when the revert counts as failing, not one per attempt");
+    assert!(matches!(r.failure.as_ref().map(|f| &f.later[..]), Some([LaterFailure { evidence: Evidence::Router { .. }, .. }])));
+}
+
+#[test]
+fn a_retry_that_fails_again_comments_on_the_inherited_issue() {
+    let mut r = new_rollout(canary_doc());
+    r.retry_of = Some("r-0".into());
+    r.backlog = BacklogState::Opened { issue: issue7(), reported: Reported::default(), updating: None };
+    step(&mut r, Event::Start, at(0));
+    let d = step(&mut r, alert("a"), at(1));
+    assert!(matches!(d.commands[0], Command::RevertTraffic { .. }));
+    assert_eq!(opens(&d), 0, "no second issue");
+    let [(_, told)] = comments(&d)[..] else { panic!("one comment: {:?}", d.commands) };
+    assert_eq!(told, Reported::default());
+    // An abort of a retry is not a failure: nothing to add.
+    let mut r = new_rollout(canary_doc());
+    r.backlog = BacklogState::Opened { issue: issue7(), reported: Reported::default(), updating: None };
+    step(&mut r, Event::Start, at(0));
+    let d = step(&mut r, Event::AbortRequested { by: "ann".into(), reason: String::new(), request: None }, at(1));
+    assert!(comments(&d).is_empty());
 }
 
 #[test]
@@ -650,14 +774,25 @@ fn make_event(r: &Rollout, (kind, a, b): (u8, u8, u8), n: usize) -> Event {
         15 => Event::RetryRequested { by: person, request },
         16 => {
             let pending = r.traffic.pending.as_ref().map(|p| (p.kind, p.id));
-            let backlog = if let BacklogState::Opening { id, .. } = r.backlog { Some((CommandKind::OpenBacklogIssue, id)) } else { None };
+            let backlog = match &r.backlog {
+                BacklogState::Opening { attempt } => Some((CommandKind::OpenBacklogIssue, attempt.id)),
+                BacklogState::Opened { updating: Some(attempt), .. } => Some((CommandKind::CommentBacklogIssue, attempt.id)),
+                _ => None,
+            };
             match if b % 2 == 0 { pending.or(backlog) } else { backlog.or(pending) } {
                 Some((kind, id)) => Event::CommandFailed { command: CommandRef { kind, id }, error: "boom".into() },
                 None => Event::Tick,
             }
         }
         17 => Event::Promoted,
-        18 => Event::BacklogOpened { issue: IssueRef { id: format!("{}", b % 2), url: "u".into() } },
+        18 if b % 3 == 0 => match r.backlog.attempt() {
+            Some(a) => Event::BacklogCommented { id: a.id + (b % 2) as u64, reported: Reported::of(r) },
+            None => Event::Tick,
+        },
+        18 => Event::BacklogOpened {
+            issue: IssueRef { id: format!("{}", b % 2), url: "u".into() },
+            reported: if b % 2 == 0 { Reported::of(r) } else { Reported { failure: true, ..Reported::default() } },
+        },
         _ if b % 2 == 0 => Event::Wake,
         _ => Event::Tick,
     }
@@ -720,7 +855,7 @@ fn run_sequence(spec_choice: u8, picks: &[(u8, u8, u8, u8)]) -> (Vec<(Event, Dat
         match &event {
             Event::Tick | Event::Wake | Event::RetryRequested { .. } => {
                 if requests > 0 {
-                    let BacklogState::Opening { failed_at, issued_at, .. } = &r.backlog else {
+                    let BacklogState::Opening { attempt: Attempt { failed_at, issued_at, .. } } = &r.backlog else {
                         panic!("re-requested an issue that was not being opened: {:?}", r.backlog)
                     };
                     assert!(failed_at.is_some() || *issued_at + TimeDelta::milliseconds(decide::LOST_COMMAND_MS as i64) <= now);
@@ -729,6 +864,27 @@ fn run_sequence(spec_choice: u8, picks: &[(u8, u8, u8, u8)]) -> (Vec<(Event, Dat
             _ => issues_opened += requests,
         }
         assert!(issues_opened <= 1, "{issues_opened} issues requested ({backlog_failures} failures)");
+        // Comments: only on an open issue, one at a time; a new one while one is
+        // in flight only when the timer or a person retries it.
+        let comment_count = d.commands.iter().filter(|c| matches!(c, Command::CommentBacklogIssue { .. })).count();
+        if comment_count > 0 {
+            assert_eq!(comment_count, 1);
+            assert!(requests == 0, "open and comment at once: {:?}", d.commands);
+            match &r.backlog {
+                BacklogState::Opened { updating: None, .. } => {}
+                BacklogState::Opened { updating: Some(a), .. } => {
+                    assert!(matches!(event, Event::Tick | Event::Wake | Event::RetryRequested { .. }), "{event:?}");
+                    assert!(a.failed_at.is_some() || a.issued_at + TimeDelta::milliseconds(decide::LOST_COMMAND_MS as i64) <= now);
+                }
+                BacklogState::Opening { .. } => {
+                    assert!(matches!(event, Event::BacklogOpened { .. }), "comment before the issue exists: {event:?}");
+                }
+                BacklogState::None => panic!("comment without an issue: {event:?}"),
+            }
+        }
+        if r.backlog.issue().is_some() {
+            assert!(requests == 0, "a second issue requested: {:?}", d.commands);
+        }
         if d.next.phase == Phase::RolledBack {
             assert_eq!(d.next.traffic.weight, 0);
         }

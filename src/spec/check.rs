@@ -582,7 +582,10 @@ fn find_inline_secrets(v: &Value, path: &Path, out: &mut Vec<Problem>) {
             for (k, child) in map {
                 let here = path.key(k);
                 let is_settings_value = path.0.iter().any(|s| matches!(s, Segment::Key(x) if x == "settings"));
-                if is_settings_value && SECRET_KEYS.contains(&k.to_ascii_lowercase().as_str()) {
+                // A chat webhook's URL is its credential: whoever has it can post.
+                let is_channel = matches!(path.0.first(), Some(Segment::Key(x)) if x == "notifications");
+                let key = k.to_ascii_lowercase();
+                if is_settings_value && (SECRET_KEYS.contains(&key.as_str()) || (is_channel && key == "url")) {
                     out.push(here.problem(format!(
                         "looks like a secret written inline; put it in an app setting and reference it as {k}Setting"
                     )));

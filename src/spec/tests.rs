@@ -150,6 +150,7 @@ fn cross_field_rules() {
     ]);
     doc["policy"] = json!({"onInconclusive": "extend", "maxExtensions": 0});
     doc["backlog"] = json!({"provider": "local", "settings": {"token": "ghp_abc"}});
+    doc["notifications"] = json!([{"provider": "console", "settings": {"url": "https://hooks.example/T0/B0/x"}}]);
     let problems = problems_of(&doc);
     let expected = [
         "analysisTemplates[0].metrics: metric name 'm' is used twice",
@@ -157,6 +158,7 @@ fn cross_field_rules() {
         "analysisTemplates[0].metrics[1].sampleQuery: has no effect without minSampleSize",
         "analysisTemplates[1].name: template 't' is defined twice",
         "backlog.settings.token: looks like a secret written inline; put it in an app setting and reference it as tokenSetting",
+        "notifications[0].settings.url: looks like a secret written inline; put it in an app setting and reference it as urlSetting",
         "policy.maxExtensions: must be at least 1 with onInconclusive: extend",
         "strategy.canary.steps[0].approval.minApprovers: 3 approvers are needed but only 2 people are allowed",
         "strategy.canary.steps[1].analysis: needs at least one template or metric",

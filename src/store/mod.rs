@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::rollout::{BacklogState, HistoryEntry, Phase, Rollout};
+use crate::rollout::{HistoryEntry, Phase, Rollout};
 
 /// Opaque version tag of a stored rollout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,7 +81,7 @@ pub struct AlertRecord {
 
 /// Whether the timer must keep visiting a rollout.
 pub fn needs_sweep(r: &Rollout) -> bool {
-    !r.phase.is_terminal() || matches!(r.backlog, BacklogState::Opening { .. })
+    !r.phase.is_terminal() || r.backlog.has_work()
 }
 
 /// Persistence of rollouts and their history.

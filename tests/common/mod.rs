@@ -7,6 +7,7 @@ pub mod azurite;
 pub mod prom;
 pub mod recorder;
 pub mod servicebus_fake;
+pub mod trackers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -235,4 +236,63 @@ pub fn weights(status: &Value) -> Vec<u64> {
         }
     }
     out
+}
+
+/// `sluice up` as a child process on a free port, with everything it prints
+/// (stdout and stderr) kept for the test to read.
+pub struct UpProcess {
+    pub child: tokio::process::Child,
+    pub url: String,
+    pub output: Arc<std::sync::Mutex<String>>,
+}
+
+impl UpProcess {
+    pub async fn spawn(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)], log: &str) -> UpProcess {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["up", "--port", "0", "--data-dir"])
+            .arg(dir)
+            .arg("--root")
+            .arg(repo_root())
+            .args(args)
+            .envs(env.iter().copied())
+            .env("SLUICE_ALERT_TOKEN", TOKEN)
+            .env("RUST_LOG", log)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("sluice up starts");
+        let output = Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = output.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().expect("output").push_str(&format!("{line}\n"));
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let line = tokio::time::timeout_at(deadline.into(), lines.next_line()).await.expect("sluice up prints its address").expect("reads");
+            let line = line.expect("sluice up exited before listening");
+            output.lock().expect("output").push_str(&format!("{line}\n"));
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let url = rest.split_whitespace().next().expect("url").to_string();
+                let sink = output.clone();
+                tokio::spawn(async move {
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        sink.lock().expect("output").push_str(&format!("{line}\n"));
+                    }
+                });
+                return UpProcess { child, url, output };
+            }
+        }
+    }
+
+    pub fn output(&self) -> String {
+        self.output.lock().expect("output").clone()
+    }
 }

@@ -1,0 +1,216 @@
+//! Wire-level fakes of GitHub Issues and Azure DevOps work items: they keep
+//! issues, comments and work items in memory, check the auth header and the
+//! content type of every request as the real services would, and can be
+//! switched into an outage (503).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use super::recorder::{Answer, Recorded, Recorder};
+
+fn answer(status: u16, body: Value) -> Answer {
+    (status, vec![("content-type".into(), "application/json".into())], body.to_string())
+}
+
+struct FakeIssue {
+    number: u64,
+    title: String,
+    body: String,
+    labels: Vec<String>,
+    comments: Vec<String>,
+}
+
+#[derive(Default)]
+struct GitHubState {
+    issues: Vec<FakeIssue>,
+}
+
+/// A GitHub repository's issues API.
+pub struct GitHubFake {
+    pub recorder: Recorder,
+    pub down: Arc<AtomicBool>,
+    state: Arc<Mutex<GitHubState>>,
+}
+
+impl GitHubFake {
+    pub async fn start(repo: &str, token: &str) -> GitHubFake {
+        let state = Arc::new(Mutex::new(GitHubState::default()));
+        let down = Arc::new(AtomicBool::new(false));
+        let (s, d, repo, token) = (state.clone(), down.clone(), repo.to_string(), token.to_string());
+        let recorder = Recorder::start(move |r: &Recorded| github_answer(r, &s, &d, &repo, &token)).await;
+        GitHubFake { recorder, down, state }
+    }
+
+    /// Issues created: (number, title, body, labels).
+    pub fn issues(&self) -> Vec<(u64, String, String, Vec<String>)> {
+        self.state.lock().expect("state").issues.iter().map(|i| (i.number, i.title.clone(), i.body.clone(), i.labels.clone())).collect()
+    }
+
+    pub fn comments(&self, number: u64) -> Vec<String> {
+        self.state.lock().expect("state").issues.iter().find(|i| i.number == number).map(|i| i.comments.clone()).unwrap_or_default()
+    }
+
+    /// Requests that created something.
+    pub fn posts(&self) -> Vec<Recorded> {
+        self.recorder.seen().into_iter().filter(|r| r.method == "POST").collect()
+    }
+}
+
+fn github_answer(r: &Recorded, state: &Mutex<GitHubState>, down: &AtomicBool, repo: &str, token: &str) -> Answer {
+    if down.load(Ordering::SeqCst) {
+        return answer(503, json!({"message": "Service Unavailable"}));
+    }
+    if r.header("authorization") != Some(&format!("Bearer {token}")) {
+        return answer(401, json!({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}));
+    }
+    if r.header("accept") != Some("application/vnd.github+json") || r.header("x-github-api-version") != Some("2022-11-28") {
+        return answer(400, json!({"message": "missing GitHub API headers"}));
+    }
+    if r.header("user-agent").is_none() {
+        return answer(403, json!({"message": "Request forbidden by administrative rules. Please make sure your request has a User-Agent header"}));
+    }
+    let base = format!("/repos/{repo}/issues");
+    let mut st = state.lock().expect("state");
+    let html = |n: u64| format!("https://github.com/{repo}/issues/{n}");
+    let Some(rest) = r.path.strip_prefix(&base) else { return answer(404, json!({"message": "Not Found"})) };
+    match (r.method.as_str(), rest) {
+        ("GET", "") => {
+            let list: Vec<Value> = st.issues.iter().rev().map(|i| json!({"number": i.number, "title": i.title, "body": i.body, "html_url": html(i.number)})).collect();
+            answer(200, Value::Array(list))
+        }
+        ("POST", "") => {
+            if r.header("content-type") != Some("application/json") {
+                return answer(415, json!({"message": "Unsupported Media Type"}));
+            }
+            let body = r.json();
+            let (Some(title), Some(text)) = (body["title"].as_str(), body["body"].as_str()) else {
+                return answer(422, json!({"message": "Validation Failed"}));
+            };
+            let labels = body["labels"].as_array().map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default();
+            let n = st.issues.len() as u64 + 1;
+            st.issues.push(FakeIssue { number: n, title: title.to_string(), body: text.to_string(), labels, comments: Vec::new() });
+            answer(201, json!({"number": n, "html_url": html(n), "title": title}))
+        }
+        (method, path) => {
+            let Some(n) = path.strip_prefix('/').and_then(|p| p.strip_suffix("/comments")).and_then(|n| n.parse::<u64>().ok()) else {
+                return answer(404, json!({"message": "Not Found"}));
+            };
+            let Some(issue) = st.issues.iter_mut().find(|i| i.number == n) else { return answer(404, json!({"message": "Not Found"})) };
+            match method {
+                "GET" => answer(200, Value::Array(issue.comments.iter().map(|c| json!({"body": c})).collect())),
+                "POST" => {
+                    let Some(text) = r.json()["body"].as_str().map(str::to_string) else {
+                        return answer(422, json!({"message": "Validation Failed"}));
+                    };
+                    issue.comments.push(text.clone());
+                    answer(201, json!({"id": issue.comments.len(), "body": text}))
+                }
+                _ => answer(405, json!({"message": "Method Not Allowed"})),
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct AdoState {
+    /// (id, fields, comments)
+    items: Vec<(u64, serde_json::Map<String, Value>, Vec<String>)>,
+}
+
+/// An Azure DevOps project's work item API.
+pub struct AdoFake {
+    pub recorder: Recorder,
+    pub down: Arc<AtomicBool>,
+    state: Arc<Mutex<AdoState>>,
+}
+
+impl AdoFake {
+    pub async fn start(org: &str, project: &str, pat: &str) -> AdoFake {
+        let state = Arc::new(Mutex::new(AdoState::default()));
+        let down = Arc::new(AtomicBool::new(false));
+        let (s, d) = (state.clone(), down.clone());
+        let prefix = format!("/{org}/{}/_apis/wit", project.replace(' ', "%20"));
+        let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!(":{pat}")));
+        let recorder = Recorder::start(move |r: &Recorded| ado_answer(r, &s, &d, &prefix, &basic)).await;
+        AdoFake { recorder, down, state }
+    }
+
+    /// Work items created: (id, fields).
+    pub fn items(&self) -> Vec<(u64, serde_json::Map<String, Value>)> {
+        self.state.lock().expect("state").items.iter().map(|(i, f, _)| (*i, f.clone())).collect()
+    }
+
+    pub fn comments(&self, id: u64) -> Vec<String> {
+        self.state.lock().expect("state").items.iter().find(|i| i.0 == id).map(|i| i.2.clone()).unwrap_or_default()
+    }
+}
+
+fn ado_answer(r: &Recorded, state: &Mutex<AdoState>, down: &AtomicBool, prefix: &str, basic: &str) -> Answer {
+    if down.load(Ordering::SeqCst) {
+        return answer(503, json!({"message": "TF400898: An Internal Error Occurred."}));
+    }
+    if r.header("authorization") != Some(basic) {
+        // Azure DevOps answers an unknown PAT with a sign-in redirect or 401.
+        return (401, vec![], String::new());
+    }
+    let Some(rest) = r.path.strip_prefix(prefix) else { return answer(404, json!({"message": "project not found"})) };
+    let version = r.param("api-version").unwrap_or_default();
+    let mut st = state.lock().expect("state");
+    let link = |id: u64| json!({"html": {"href": format!("https://dev.azure.com/org/proj/_workitems/edit/{id}")}});
+    if rest == "/wiql" && r.method == "POST" {
+        if version != "7.1" || r.header("content-type") != Some("application/json") {
+            return answer(400, json!({"message": "bad wiql request"}));
+        }
+        let query = r.json()["query"].as_str().unwrap_or_default().to_string();
+        let Some(tag) = query.split("CONTAINS '").nth(1).and_then(|t| t.split('\'').next()) else {
+            return answer(400, json!({"message": "TF51005: The query references a field that does not exist."}));
+        };
+        let found: Vec<Value> = st
+            .items
+            .iter()
+            .filter(|(_, f, _)| f.get("System.Tags").and_then(Value::as_str).is_some_and(|t| t.split("; ").any(|x| x == tag)))
+            .map(|(id, _, _)| json!({"id": id, "url": format!("https://dev.azure.com/org/_apis/wit/workItems/{id}")}))
+            .collect();
+        return answer(200, json!({"queryType": "flat", "workItems": found}));
+    }
+    if let Some(kind) = rest.strip_prefix("/workitems/$") {
+        if r.method != "POST" || version != "7.1" {
+            return answer(400, json!({"message": "bad create request"}));
+        }
+        if r.header("content-type") != Some("application/json-patch+json") {
+            return answer(415, json!({"message": "VS403366: The content type is not supported; use application/json-patch+json"}));
+        }
+        let Some(ops) = r.json().as_array().cloned() else { return answer(400, json!({"message": "not a JSON Patch document"})) };
+        let mut fields = serde_json::Map::new();
+        fields.insert("System.WorkItemType".into(), json!(kind));
+        for op in ops {
+            let (Some("add"), Some(path)) = (op["op"].as_str(), op["path"].as_str()) else {
+                return answer(400, json!({"message": "unsupported patch operation"}));
+            };
+            let Some(field) = path.strip_prefix("/fields/") else { return answer(400, json!({"message": "bad path"})) };
+            fields.insert(field.to_string(), op["value"].clone());
+        }
+        let id = 100 + st.items.len() as u64;
+        st.items.push((id, fields.clone(), Vec::new()));
+        return answer(200, json!({"id": id, "rev": 1, "fields": fields, "url": format!("https://dev.azure.com/org/_apis/wit/workItems/{id}"), "_links": link(id)}));
+    }
+    if let Some(id) = rest.strip_prefix("/workItems/").and_then(|p| p.strip_suffix("/comments")).and_then(|n| n.parse::<u64>().ok()) {
+        if version != "7.1-preview.4" {
+            return answer(400, json!({"message": "bad comments api-version"}));
+        }
+        let Some(item) = st.items.iter_mut().find(|i| i.0 == id) else { return answer(404, json!({"message": "work item not found"})) };
+        return match r.method.as_str() {
+            "GET" => answer(200, json!({"totalCount": item.2.len(), "count": item.2.len(), "comments": item.2.iter().map(|t| json!({"text": t})).collect::<Vec<_>>()})),
+            "POST" if r.header("content-type") == Some("application/json") => {
+                let Some(text) = r.json()["text"].as_str().map(str::to_string) else { return answer(400, json!({"message": "no text"})) };
+                item.2.push(text.clone());
+                answer(200, json!({"workItemId": id, "commentId": item.2.len(), "text": text}))
+            }
+            _ => answer(400, json!({"message": "bad comment request"})),
+        };
+    }
+    answer(404, json!({"message": "not found"}))
+}
