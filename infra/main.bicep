@@ -22,6 +22,10 @@ param alertToken string
 @description('Resource group holding the App Service apps Sluice routes traffic for (it gets Website Contributor there).')
 param targetResourceGroup string = resourceGroup().name
 
+@description('Secrets the backlog and notification channels of your specs name, as app settings: e.g. {"GITHUB_TOKEN": "...", "TEAMS_URL": "..."}. Specs refer to them by name (tokenSetting, patSetting, urlSetting); the values never enter a spec. Key Vault references (@Microsoft.KeyVault(...)) work as values.')
+@secure()
+param channelSecrets object = {}
+
 @description('Function plan: EP1 (Elastic Premium) keeps the custom handler warm.')
 @allowed(['EP1', 'EP2', 'EP3'])
 param planSku string = 'EP1'
@@ -101,7 +105,7 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
     siteConfig: {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
-      appSettings: [
+      appSettings: concat([
         { name: 'FUNCTIONS_EXTENSION_VERSION', value: '~4' }
         { name: 'FUNCTIONS_WORKER_RUNTIME', value: 'Custom' }
         { name: 'AzureWebJobsStorage', value: 'DefaultEndpointsProtocol=https;AccountName=${storage.name};AccountKey=${storage.listKeys().keys[0].value};EndpointSuffix=${environment().suffixes.storage}' }
@@ -117,7 +121,7 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
         { name: 'SLUICE_SERVICEBUS_LOCK_SECONDS', value: '60' }
         { name: 'SLUICE_ALERT_TOKEN', value: alertToken }
         { name: 'SLUICE_PUBLIC_URL', value: 'https://${appName}.azurewebsites.net' }
-      ]
+      ], [for secret in items(channelSecrets): { name: secret.key, value: secret.value }])
     }
   }
 }
