@@ -67,6 +67,10 @@ pub fn status_text(v: &Value) -> String {
     }
     if let Some(url) = v.pointer("/backlog/issue/url").and_then(Value::as_str) {
         out.push_str(&format!("  issue:    {url}\n"));
+    } else if v.pointer("/backlog/state").and_then(Value::as_str) == Some("opening") {
+        let attempts = v.pointer("/backlog/attempts").and_then(Value::as_u64).unwrap_or(0);
+        let error = v.pointer("/backlog/lastError").and_then(Value::as_str).map(|e| format!(": {e}")).unwrap_or_default();
+        out.push_str(&format!("  issue:    being opened (attempt {attempts}{error})\n"));
     }
     if let Some(l) = live_line(v) {
         out.push_str(&format!("  live:     {l}\n"));

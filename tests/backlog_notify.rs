@@ -392,6 +392,8 @@ async fn a_backlog_outage_never_delays_the_rollback_and_the_issue_opens_once_it_
     );
     assert!(status["waitingFor"].as_str().is_some_and(|w| w.contains("backlog issue not yet opened after 1 attempts")), "{status}");
     assert!(history_text(&status).contains("backlog issue not opened (attempt 1)"));
+    let shown = sluice::view::status_text(&status);
+    assert!(shown.contains("issue:    being opened (attempt 1: GitHub answered 503"), "{shown}");
 
     // The timer retries after the backoff, not before.
     let calls = fake.recorder.seen().len();
