@@ -9,7 +9,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{parse_json_body, App, HttpRequest, HttpResponse, MAX_API_BODY};
+use super::{json_kind, parse_json_body, App, HttpRequest, HttpResponse, MAX_API_BODY};
 use crate::engine::EngineError;
 use crate::rollout::{Event, Outcome, Rollout};
 use crate::spec::{self, Problems};
@@ -164,7 +164,7 @@ fn action_body(req: &HttpRequest) -> Result<ActionBody, HttpResponse> {
         Value::Null => Map::new(),
         Value::Object(m) => m,
         other => {
-            return Err(HttpResponse::error(400, "invalid_body", format!("expected a JSON object, found {}", kind(&other)), None));
+            return Err(HttpResponse::error(400, "invalid_body", format!("expected a JSON object, found {}", json_kind(&other)), None));
         }
     };
     for (k, v) in &map {
@@ -180,7 +180,7 @@ fn action_body(req: &HttpRequest) -> Result<ActionBody, HttpResponse> {
         };
         if !ok {
             let want = if *ty == "integer" { "a whole number from 1" } else { ty };
-            return Err(HttpResponse::error(400, "invalid_field", format!("{k}: expected {want}, found {}", kind(v)), Some(k)));
+            return Err(HttpResponse::error(400, "invalid_field", format!("{k}: expected {want}, found {}", json_kind(v)), Some(k)));
         }
     }
     let text = |k: &str| map.get(k).and_then(Value::as_str).map(str::to_string);
@@ -193,16 +193,6 @@ fn action_body(req: &HttpRequest) -> Result<ActionBody, HttpResponse> {
     })
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
 
 /// Who is acting, in the documented order of trust.
 fn actor(req: &HttpRequest, body_by: Option<String>) -> Result<String, HttpResponse> {
@@ -237,12 +227,12 @@ async fn start(app: &App, req: &HttpRequest) -> HttpResponse {
             let by = match o.get("by") {
                 None => None,
                 Some(Value::String(s)) => Some(s.clone()),
-                Some(other) => return HttpResponse::error(400, "invalid_field", format!("by: expected a string, found {}", kind(other)), Some("by")),
+                Some(other) => return HttpResponse::error(400, "invalid_field", format!("by: expected a string, found {}", json_kind(other)), Some("by")),
             };
             let id = match o.get("id") {
                 None => None,
                 Some(Value::String(s)) => Some(s.clone()),
-                Some(other) => return HttpResponse::error(400, "invalid_field", format!("id: expected a string, found {}", kind(other)), Some("id")),
+                Some(other) => return HttpResponse::error(400, "invalid_field", format!("id: expected a string, found {}", json_kind(other)), Some("id")),
             };
             (o.get("spec").cloned().unwrap_or(Value::Null), by, id)
         }

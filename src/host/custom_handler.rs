@@ -80,14 +80,7 @@ pub async fn start(
         .route("/{function}", post(invoke))
         .fallback(forwarded)
         .with_state(ctx);
-    let mut http_stop = stop_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let _ = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.changed().await;
-            })
-            .await;
-    }));
+    tasks.push(super::serve_until_stopped(listener, router, stop_rx.clone()));
     Ok(RunningServer { addr, app, stop, tasks })
 }
 

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
-use crate::functions::{parse_query, HttpRequest, HttpResponse};
+use crate::functions::{json_kind, parse_query, HttpRequest, HttpResponse};
 
 /// Why an envelope could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,27 +43,17 @@ pub fn parse_invocation(body: &[u8]) -> Result<Invocation, EnvelopeError> {
     let Value::Object(mut doc) = doc else { return Err(bad("body", "expected a JSON object {\"Data\", \"Metadata\"}")) };
     let data = match doc.remove("Data") {
         Some(Value::Object(d)) => d,
-        Some(other) => return Err(bad("Data", format!("expected an object, found {}", kind(&other)))),
+        Some(other) => return Err(bad("Data", format!("expected an object, found {}", json_kind(&other)))),
         None => return Err(bad("Data", "is required")),
     };
     let metadata = match doc.remove("Metadata") {
         Some(Value::Object(m)) => m,
         Some(Value::Null) | None => Map::new(),
-        Some(other) => return Err(bad("Metadata", format!("expected an object, found {}", kind(&other)))),
+        Some(other) => return Err(bad("Metadata", format!("expected an object, found {}", json_kind(&other)))),
     };
     Ok(Invocation { data, metadata })
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
 
 /// A metadata value with its JSON encoding peeled off (`"\"abc\""` → `abc`, `"3"` → `3`).
 pub fn metadata_text(v: &Value) -> Option<String> {
@@ -110,7 +100,7 @@ pub fn decode_body(v: &Value, field: &str) -> Result<String, EnvelopeError> {
         Value::Object(_) | Value::Array(_) => Ok(v.to_string()),
         Value::String(s) => decode_text(s, field, 0),
         Value::Null => Err(bad(field, "is null")),
-        other => Err(bad(field, format!("expected the message body, found {}", kind(other)))),
+        other => Err(bad(field, format!("expected the message body, found {}", json_kind(other)))),
     }
 }
 
@@ -165,14 +155,14 @@ pub fn decode_timer(inv: &Invocation, binding: &str) -> Result<TimerInput, Envel
     let value = match inv.data.get(binding) {
         Some(Value::String(s)) => serde_json::from_str::<Value>(s).map_err(|e| bad(&field, format!("not valid JSON: {e}")))?,
         Some(v @ Value::Object(_)) => v.clone(),
-        Some(other) => return Err(bad(&field, format!("expected the timer object, found {}", kind(other)))),
+        Some(other) => return Err(bad(&field, format!("expected the timer object, found {}", json_kind(other)))),
         None => return Err(bad(&field, "is required (the timer info)")),
     };
     let past_due = match value.get("IsPastDue") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") => s.eq_ignore_ascii_case("true"),
-        Some(other) => return Err(bad(format!("{field}.IsPastDue"), format!("expected true or false, found {}", kind(other)))),
+        Some(other) => return Err(bad(format!("{field}.IsPastDue"), format!("expected true or false, found {}", json_kind(other)))),
     };
     let status = value.get("ScheduleStatus").filter(|s| s.is_object());
     let time = |k: &str| status.and_then(|s| s.get(k)).and_then(Value::as_str).and_then(parse_time);
@@ -188,7 +178,7 @@ fn string_map(v: Option<&Value>, field: &str) -> Result<BTreeMap<String, String>
             _ => return Err(bad(field, "expected an object (or a JSON string of one)")),
         },
         Some(Value::Object(o)) => o.clone(),
-        Some(other) => return Err(bad(field, format!("expected an object, found {}", kind(other)))),
+        Some(other) => return Err(bad(field, format!("expected an object, found {}", json_kind(other)))),
     };
     let mut out = BTreeMap::new();
     for (k, v) in obj {
@@ -213,17 +203,17 @@ pub fn decode_http(inv: &Invocation, binding: &str) -> Result<HttpRequest, Envel
             Ok(Value::Object(o)) => o,
             _ => return Err(bad(&field, "expected the HTTP request object")),
         },
-        Some(other) => return Err(bad(&field, format!("expected the HTTP request object, found {}", kind(other)))),
+        Some(other) => return Err(bad(&field, format!("expected the HTTP request object, found {}", json_kind(other)))),
         None => return Err(bad(&field, "is required (the HTTP request)")),
     };
     let method = match req.get("Method") {
         Some(Value::String(m)) if !m.is_empty() => m.to_ascii_uppercase(),
-        Some(other) => return Err(bad(format!("{field}.Method"), format!("expected a method name, found {}", kind(other)))),
+        Some(other) => return Err(bad(format!("{field}.Method"), format!("expected a method name, found {}", json_kind(other)))),
         None => return Err(bad(format!("{field}.Method"), "is required")),
     };
     let url = match req.get("Url") {
         Some(Value::String(u)) => u.clone(),
-        Some(other) => return Err(bad(format!("{field}.Url"), format!("expected a URL, found {}", kind(other)))),
+        Some(other) => return Err(bad(format!("{field}.Url"), format!("expected a URL, found {}", json_kind(other)))),
         None => return Err(bad(format!("{field}.Url"), "is required")),
     };
     let after_scheme = url.split_once("://").map(|(_, rest)| rest).unwrap_or(&url);

@@ -142,14 +142,7 @@ where
 
     let ctx = Arc::new(HttpContext { app: app.clone(), settings, defs: defs.clone() });
     let router = axum::Router::new().fallback(dispatch).with_state(ctx);
-    let mut http_stop = stop_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let _ = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.changed().await;
-            })
-            .await;
-    }));
+    tasks.push(super::serve_until_stopped(listener, router, stop_rx.clone()));
     Ok(RunningHost { addr, app, functions: defs, stop, tasks })
 }
 

@@ -78,6 +78,21 @@ impl HostSettings {
 /// The repository's `host.json`, built into the binary.
 pub const EMBEDDED_HOST_JSON: &str = include_str!("../../host.json");
 
+/// Serves HTTP on `listener` until `stop` turns true, then drains gracefully.
+pub(crate) fn serve_until_stopped(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stop.changed().await;
+            })
+            .await;
+    })
+}
+
 /// Reads `host.json` and every `functions/*/function.json` under `root`, as
 /// the Functions host does, and checks each function has a handler.
 pub fn load_app(root: &Path) -> Result<(HostSettings, Vec<FunctionDef>), HostError> {

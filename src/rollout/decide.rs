@@ -307,15 +307,7 @@ impl Txn {
     fn issue_traffic(&mut self, kind: CommandKind, weight: u8) {
         let id = self.next_id();
         self.r.traffic.weight = weight;
-        self.r.traffic.pending = Some(PendingTraffic {
-            kind,
-            id,
-            attempts: 1,
-            issued_at: self.now,
-            since: self.now,
-            failed_at: None,
-            last_error: None,
-        });
+        self.r.traffic.pending = Some(PendingTraffic::first(kind, id, self.now));
         self.commands.push(self.traffic_command(kind, id, self.now));
     }
 
@@ -609,15 +601,7 @@ impl Txn {
         self.note(format!("rolling back: {}", evidence.headline()));
         let id = self.next_id();
         self.r.traffic.weight = 0;
-        self.r.traffic.pending = Some(PendingTraffic {
-            kind: CommandKind::RevertTraffic,
-            id,
-            attempts: 1,
-            issued_at: self.now,
-            since: self.now,
-            failed_at: None,
-            last_error: None,
-        });
+        self.r.traffic.pending = Some(PendingTraffic::first(CommandKind::RevertTraffic, id, self.now));
         self.commands.insert(0, Command::RevertTraffic { undo_promotion: self.r.traffic.promoted, id, since: self.now });
         self.r.failure = Some(Failure {
             at: self.now,

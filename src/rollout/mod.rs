@@ -116,6 +116,13 @@ pub struct PendingTraffic {
     pub last_error: Option<String>,
 }
 
+impl PendingTraffic {
+    /// The first attempt at a traffic command, issued `now`.
+    pub fn first(kind: CommandKind, id: u64, now: DateTime<Utc>) -> Self {
+        PendingTraffic { kind, id, attempts: 1, issued_at: now, since: now, failed_at: None, last_error: None }
+    }
+}
+
 /// What the router should be doing for this rollout.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
