@@ -4,37 +4,37 @@
 //! the plan says so, and on an alert or a breached metric puts all traffic
 //! back on stable at once and opens an issue in the team's backlog.
 //!
-//! Layers, inside out:
-//! - pure: [`spec`] (the spec and its validation) and [`rollout`] (the plan
-//!   and the state machine `decide(state, event, now)`);
-//! - ports, one folder each, with their adapters and a provider registry:
-//!   [`store`], [`queue`], [`traffic`], [`metrics`], [`backlog`], [`notify`];
-//!   alert sources in [`alerts`];
-//! - [`engine`]: load, decide, act, save — shared by every handler;
-//! - [`functions`]: the thin handlers, one per `functions/<name>/`;
-//! - [`host`]: the local host (`sluice up`) and the Azure custom handler.
+//! # Layout
+//!
+//! Each layer is a folder; dependencies point inwards only (a layer uses
+//! the ones above it in this list, never one below):
+//!
+//! - [`domain`] — pure: [`domain::spec`] (the spec and its validation) and
+//!   [`domain::rollout`] (the plan, analysis judge and the state machine
+//!   `decide(state, event, now) -> (state', commands)`). No I/O, no clock.
+//! - [`ports`] — one folder per port (trait in `mod.rs`, adapters beside it,
+//!   one registry line each): [`ports::store`], [`ports::queue`],
+//!   [`ports::traffic`], [`ports::metrics`], [`ports::backlog`],
+//!   [`ports::notify`], and the alert sources [`ports::alerts`]; with what
+//!   adapters share ([`ports::env`], [`ports::azure`], [`ports::registry`]).
+//! - [`shell`] — the application shell: [`shell::engine`] (load → decide →
+//!   effects → save), [`shell::messages`] (the step-message wire format) and
+//!   [`shell::config`] (app settings).
+//! - [`functions`] — the handlers, one per `functions/<name>/function.json`,
+//!   thin: parse the input at the edge, call the engine, answer.
+//! - [`host`] — the two ways handlers are driven: the local host (`sluice
+//!   up`) and the Azure Functions custom handler (`sluice serve`), with the
+//!   Functions-host machinery they share (function.json, routes, envelopes).
+//! - [`cli`] — the client, views and packaging behind `src/main.rs`.
+//! - [`devtools`] (feature `devtools`, on by default) — demo, benchmarks,
+//!   sample API, load generator and local router: never in the package
+//!   `sluice serve` runs from.
 
-pub mod adapters;
-pub mod alerts;
-pub mod azure_auth;
-pub mod azure_http;
-pub mod backlog;
-pub mod bench;
-pub mod client;
-pub mod config;
-pub mod demo;
-pub mod engine;
+pub mod cli;
+#[cfg(feature = "devtools")]
+pub mod devtools;
+pub mod domain;
 pub mod functions;
 pub mod host;
-pub mod messages;
-pub mod metrics;
-pub mod notify;
-pub mod package;
-pub mod providers;
-pub mod queue;
-pub mod rollout;
-pub mod router;
-pub mod spec;
-pub mod store;
-pub mod traffic;
-pub mod view;
+pub mod ports;
+pub mod shell;

@@ -8,16 +8,25 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+#[cfg(feature = "devtools")]
+use clap::ValueEnum;
+use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
-use sluice::client::Client;
-use sluice::rollout::Phase;
-use sluice::spec::{self, Format};
-use sluice::{demo, host, view};
+use sluice::cli::client::Client;
+use sluice::cli::view;
+#[cfg(feature = "devtools")]
+use sluice::devtools::demo;
+use sluice::domain::rollout::Phase;
+use sluice::domain::spec::{self, Format};
+use sluice::host;
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Progressive delivery for Azure: phased rollouts with analysis, approvals and automatic rollback")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Progressive delivery for Azure: phased rollouts with analysis, approvals and automatic rollback"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -39,6 +48,7 @@ struct Remote {
     json: bool,
 }
 
+#[cfg(feature = "devtools")]
 #[derive(Clone, Copy, ValueEnum)]
 enum FaultKind {
     /// v2 answers 20% of requests with HTTP 500.
@@ -47,6 +57,7 @@ enum FaultKind {
     Latency,
 }
 
+#[cfg(feature = "devtools")]
 #[derive(Clone, Copy, ValueEnum)]
 enum BenchKind {
     /// Alert accepted → canary weight 0 at the router and persisted.
@@ -94,6 +105,7 @@ enum Cmd {
         #[arg(long)]
         binary: Option<PathBuf>,
     },
+    #[cfg(feature = "devtools")]
     /// Watch a real phased rollout on this machine, nothing to install.
     Demo {
         /// Make v2 faulty so analysis rolls it back.
@@ -115,6 +127,7 @@ enum Cmd {
         #[arg(long, default_value = ".sluice/demo")]
         data_dir: PathBuf,
     },
+    #[cfg(feature = "devtools")]
     /// Measure: `rollback` (alert → weight 0 at the router and persisted).
     Bench {
         /// Which benchmark.
@@ -127,6 +140,7 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    #[cfg(feature = "devtools")]
     /// Run the local weighted router in front of two upstreams.
     Router {
         /// Address to listen on.
@@ -236,6 +250,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Up { port, data_dir, root, store, queue } => up(port, data_dir, root, store, queue).await,
         Cmd::Serve => serve().await,
         Cmd::Package { out, binary } => package(&out, binary),
+        #[cfg(feature = "devtools")]
         Cmd::Demo { fault, alert, rps, hold, prometheus, data_dir } => {
             init_logging("warn");
             let variant = match (fault, alert) {
@@ -247,22 +262,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = demo::run(demo::DemoOptions { variant, data_dir, root: PathBuf::from("."), rps, hold, prometheus }).await?;
             Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        #[cfg(feature = "devtools")]
         Cmd::Router { listen, stable, canary } => router(listen, &stable, &canary).await,
+        #[cfg(feature = "devtools")]
         Cmd::Bench { which: BenchKind::Startup, rollouts, json } => {
             let exe = std::env::current_exe().context("locating this executable")?;
-            let report = sluice::bench::startup(&exe, rollouts.clamp(1, 200)).await?;
+            let report = sluice::devtools::bench::startup(&exe, rollouts.clamp(1, 200)).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 let s = &report.exec_to_ready;
-                println!("exec -> first GET / answered  n={} p50 {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  max {:.1} ms", s.n, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms);
-                println!("idle RSS after {}s: median {:.1} MiB (min {:.1}, max {:.1})", report.idle_secs, report.idle_rss_mib_p50, report.idle_rss_mib_min, report.idle_rss_mib_max);
+                println!(
+                    "exec -> first GET / answered  n={} p50 {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+                    s.n, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms
+                );
+                println!(
+                    "idle RSS after {}s: median {:.1} MiB (min {:.1}, max {:.1})",
+                    report.idle_secs, report.idle_rss_mib_p50, report.idle_rss_mib_min, report.idle_rss_mib_max
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "devtools")]
         Cmd::Bench { which: BenchKind::Rollback, rollouts, json } => {
             init_logging("warn");
-            let report = sluice::bench::rollback(rollouts, |n| {
+            let report = sluice::devtools::bench::rollback(rollouts, |n| {
                 if n % 50 == 0 {
                     eprintln!("  {n}/{rollouts} rollouts");
                 }
@@ -271,8 +295,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                let line = |name: &str, s: &sluice::bench::Summary| {
-                    println!("{name:<38} n={:<5} p50 {:>7.2} ms  p90 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms", s.n, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms)
+                let line = |name: &str, s: &sluice::devtools::bench::Summary| {
+                    println!(
+                        "{name:<38} n={:<5} p50 {:>7.2} ms  p90 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
+                        s.n, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms
+                    )
                 };
                 line("alert POST -> router at 0%", &report.alert_to_router_zero);
                 line("alert POST -> RolledBack persisted", &report.alert_to_persisted);
@@ -390,7 +417,7 @@ async fn up(port: u16, data_dir: PathBuf, root: PathBuf, store: Option<String>, 
         "SLUICE_DATA_DIR" => Some(data_dir_text.clone()),
         other => std::env::var(other).ok(),
     };
-    let app_config = match sluice::config::from_env(&get, sluice::config::Mode::Up) {
+    let app_config = match sluice::shell::config::from_env(&get, sluice::shell::config::Mode::Up) {
         Ok(c) => c,
         Err(problems) => {
             eprintln!("sluice up cannot start; fix these settings:");
@@ -422,7 +449,7 @@ async fn up(port: u16, data_dir: PathBuf, root: PathBuf, store: Option<String>, 
 
 async fn serve() -> anyhow::Result<ExitCode> {
     init_logging("info");
-    let config = match sluice::config::from_env(&|k| std::env::var(k).ok(), sluice::config::Mode::Serve) {
+    let config = match sluice::shell::config::from_env(&|k| std::env::var(k).ok(), sluice::shell::config::Mode::Serve) {
         Ok(c) => c,
         Err(problems) => {
             eprintln!("sluice serve cannot start; fix these app settings:");
@@ -437,7 +464,7 @@ async fn serve() -> anyhow::Result<ExitCode> {
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
     let engine = host::build_engine(&config, public_url).await?;
     let app = std::sync::Arc::new(sluice::functions::App { engine, alert_token: config.alert_token.clone() });
-    let consume = config.queue == sluice::config::QueueKind::Embedded;
+    let consume = config.queue == sluice::shell::config::QueueKind::Embedded;
     let server = host::custom_handler::start(app, settings, defs, SocketAddr::from(([127, 0, 0, 1], port)), consume).await?;
     tracing::info!(port = server.addr.port(), "sluice serve is ready");
     shutdown_signal().await;
@@ -472,7 +499,8 @@ fn package(out: &std::path::Path, binary: Option<PathBuf>) -> anyhow::Result<Exi
         None => {
             let native = cfg!(all(target_os = "linux", target_arch = "x86_64"));
             let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            cmd.args(["build", "--release", "--locked", "--bin", "sluice"]);
+            // The shipped binary leaves the demo, benchmarks and local router out.
+            cmd.args(["build", "--release", "--locked", "--no-default-features", "--bin", "sluice"]);
             if !native {
                 cmd.args(["--target", "x86_64-unknown-linux-gnu"]);
             }
@@ -487,22 +515,24 @@ fn package(out: &std::path::Path, binary: Option<PathBuf>) -> anyhow::Result<Exi
             }
         }
     };
-    let pkg = sluice::package::build(std::path::Path::new("."), &binary, out)?;
+    let pkg = sluice::cli::package::build(std::path::Path::new("."), &binary, out)?;
     println!("{} ({:.1} MiB): {}", pkg.path.display(), pkg.size as f64 / 1048576.0, pkg.entries.join(", "));
     Ok(ExitCode::SUCCESS)
 }
 
-fn upstream(role: &str, text: &str) -> anyhow::Result<sluice::router::Upstream> {
+#[cfg(feature = "devtools")]
+fn upstream(role: &str, text: &str) -> anyhow::Result<sluice::devtools::router::Upstream> {
     let Some((version, url)) = text.split_once('=') else { bail!("--{role}: expected VERSION=URL, got '{text}'") };
     if !url.starts_with("http://") && !url.starts_with("https://") {
         bail!("--{role}: '{url}' is not an http(s) URL");
     }
-    Ok(sluice::router::Upstream { name: role.to_string(), version: version.to_string(), url: url.to_string() })
+    Ok(sluice::devtools::router::Upstream { name: role.to_string(), version: version.to_string(), url: url.to_string() })
 }
 
+#[cfg(feature = "devtools")]
 async fn router(listen: SocketAddr, stable: &str, canary: &str) -> anyhow::Result<ExitCode> {
     init_logging("info");
-    let router = sluice::router::Router::new(upstream("stable", stable)?, upstream("canary", canary)?);
+    let router = sluice::devtools::router::Router::new(upstream("stable", stable)?, upstream("canary", canary)?);
     let (addr, _) = router.serve(listen).await.with_context(|| format!("listening on {listen}"))?;
     println!("router listening on http://{addr} (admin under /_sluice, metrics at /metrics)");
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
@@ -510,7 +540,7 @@ async fn router(listen: SocketAddr, stable: &str, canary: &str) -> anyhow::Resul
 }
 
 fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    let names = sluice::providers::names();
+    let names = sluice::ports::registry::names();
     let mut ok = true;
     for file in files {
         let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;

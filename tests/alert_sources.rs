@@ -12,7 +12,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use common::*;
-use sluice::alerts::{self, IncomingAlert};
+use sluice::ports::alerts::{self, IncomingAlert};
 
 fn fixture(name: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/alerts").join(name);
@@ -43,7 +43,11 @@ fn azure_monitor_variants_parse_into_one_shape() {
     assert_eq!(w.summary, "orders-ping: 5 failed locations (threshold 2)");
 
     let l = one("azure-log-v2-fired.json");
-    assert!(l.summary.starts_with("log query result 42 GreaterThan 5: exceptions | where cloud_RoleName == 'orders-api' | summarize count()"), "{}", l.summary);
+    assert!(
+        l.summary.starts_with("log query result 42 GreaterThan 5: exceptions | where cloud_RoleName == 'orders-api' | summarize count()"),
+        "{}",
+        l.summary
+    );
     assert_eq!(l.link.as_deref(), Some("https://portal.azure.com#@tenant/blade/Logs/filtered"));
 
     let old = one("azure-log-legacy-fired.json");
@@ -86,16 +90,17 @@ fn unknown_payloads_and_bad_fields_are_refused_by_name() {
     assert!(alerts::parse(&bad).expect_err("condition").contains("monitorCondition"));
 }
 
-fn rollout(resource_ids: Value) -> sluice::rollout::Rollout {
+fn rollout(resource_ids: Value) -> sluice::domain::rollout::Rollout {
     let mut doc = spec_for("http://127.0.0.1:9", json!([{"setWeight": 10}]));
     doc["target"]["resourceIds"] = resource_ids;
-    let (spec, plan) = sluice::spec::validate(&doc, &sluice::providers::names()).expect("valid");
-    sluice::rollout::Rollout::new("orders-api-20261123-100000-abcdef".into(), spec, plan, "ci".into(), chrono::Utc::now()).0
+    let (spec, plan) = sluice::domain::spec::validate(&doc, &sluice::ports::registry::names()).expect("valid");
+    sluice::domain::rollout::Rollout::new("orders-api-20261123-100000-abcdef".into(), spec, plan, "ci".into(), chrono::Utc::now()).0
 }
 
 #[test]
 fn the_documented_mapping_rules() {
-    let app = json!(["/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/Orders-Prod/providers/Microsoft.Web/sites/orders-api"]);
+    let app =
+        json!(["/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/Orders-Prod/providers/Microsoft.Web/sites/orders-api"]);
     let r = rollout(app.clone());
     // A slot lies below its app; Azure lower-cases ids, the spec need not.
     assert!(alerts::match_reason(&one("azure-metric-static-fired.json"), &r).expect("matches").starts_with("resource"));

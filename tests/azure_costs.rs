@@ -14,16 +14,16 @@ use serde_json::{json, Value};
 use common::azurite::Azurite;
 use common::servicebus_fake::FakeServiceBus;
 use common::Upstreams;
-use sluice::demo::load::Load;
-use sluice::demo::{demo_spec, Variant};
-use sluice::engine::{Engine, SystemClock};
+use sluice::devtools::demo::{demo_spec, Variant};
+use sluice::devtools::load::Load;
+use sluice::domain::rollout::Phase;
 use sluice::functions::{self, App, HttpRequest};
-use sluice::messages::StepMessage;
-use sluice::queue::servicebus::{ServiceBusConnection, ServiceBusQueue};
-use sluice::queue::Queue;
-use sluice::rollout::Phase;
-use sluice::store::table::{TableConnection, TableStore};
-use sluice::store::Store;
+use sluice::ports::queue::servicebus::{ServiceBusConnection, ServiceBusQueue};
+use sluice::ports::queue::Queue;
+use sluice::ports::store::table::{TableConnection, TableStore};
+use sluice::ports::store::Store;
+use sluice::shell::engine::{Engine, SystemClock};
+use sluice::shell::messages::StepMessage;
 
 struct Costs {
     label: String,
@@ -57,10 +57,11 @@ impl Rig {
 }
 
 async fn rig(up: &Upstreams, data: &std::path::Path, azurite: &Azurite, fake: &FakeServiceBus) -> Rig {
-    let store = Arc::new(TableStore::connect(&TableConnection::parse(&azurite.connection_string()).expect("conn"), "costs").await.expect("tables"));
+    let store =
+        Arc::new(TableStore::connect(&TableConnection::parse(&azurite.connection_string()).expect("conn"), "costs").await.expect("tables"));
     let conn = ServiceBusConnection::parse(&fake.connection_string()).expect("conn");
     let queue = Arc::new(ServiceBusQueue::new(&conn, "rollout-steps", fake.http_client(), Duration::from_secs(30)).expect("queue"));
-    let env = sluice::adapters::AdapterEnv::new(data.to_path_buf(), "http://127.0.0.1:7071".into());
+    let env = sluice::ports::env::AdapterEnv::new(data.to_path_buf(), "http://127.0.0.1:7071".into());
     let engine = Arc::new(Engine::new(store.clone(), queue.clone(), env, Arc::new(SystemClock)));
     let _ = up;
     Rig { app: App { engine, alert_token: None }, store, queue }
@@ -78,7 +79,7 @@ async fn run(rig: &Rig, spec: Value, approve: bool, fake: &FakeServiceBus) -> (P
     let started = Instant::now();
     loop {
         let (state, _) = rig.app.engine.store.load(&id).await.expect("load").expect("exists");
-        if state.phase.is_terminal() && !matches!(state.backlog, sluice::rollout::BacklogState::Opening { .. }) {
+        if state.phase.is_terminal() && !matches!(state.backlog, sluice::domain::rollout::BacklogState::Opening { .. }) {
             return (state.phase, costs);
         }
         if started.elapsed() > Duration::from_secs(60) {
@@ -86,7 +87,13 @@ async fn run(rig: &Rig, spec: Value, approve: bool, fake: &FakeServiceBus) -> (P
                 .seen()
                 .iter()
                 .filter(|s| s.path == "/rollout-steps/messages")
-                .map(|s| format!("{} @ {}", s.broker_properties.as_ref().map(|b| b["MessageId"].to_string()).unwrap_or_default(), s.broker_properties.as_ref().map(|b| b["ScheduledEnqueueTimeUtc"].to_string()).unwrap_or_default()))
+                .map(|s| {
+                    format!(
+                        "{} @ {}",
+                        s.broker_properties.as_ref().map(|b| b["MessageId"].to_string()).unwrap_or_default(),
+                        s.broker_properties.as_ref().map(|b| b["ScheduledEnqueueTimeUtc"].to_string()).unwrap_or_default()
+                    )
+                })
                 .collect();
             let labels: Vec<&str> = costs.iter().map(|c| c.label.as_str()).collect();
             panic!(
@@ -100,7 +107,8 @@ async fn run(rig: &Rig, spec: Value, approve: bool, fake: &FakeServiceBus) -> (P
         }
         if state.phase == Phase::AwaitingApproval && approve {
             let before = rig.counters();
-            let (status, body) = rig.api("POST", &format!("/api/rollouts/{id}/approve"), &[("id", &id), ("action", "approve")], json!({}), "alice").await;
+            let (status, body) =
+                rig.api("POST", &format!("/api/rollouts/{id}/approve"), &[("id", &id), ("action", "approve")], json!({}), "alice").await;
             assert_eq!(status, 200, "{body}");
             let after = rig.counters();
             costs.push(Costs { label: "POST approve".into(), transactions: after.0 - before.0, sends: after.1 - before.1 });
@@ -133,7 +141,11 @@ fn report(title: &str, costs: &[Costs]) {
     }
     let t: u64 = costs.iter().map(|c| c.transactions).sum();
     let s: u64 = costs.iter().map(|c| c.sends).sum();
-    println!("  total: {t} table transactions, {s} sends; mean {:.2} / {:.2} per step", t as f64 / costs.len() as f64, s as f64 / costs.len() as f64);
+    println!(
+        "  total: {t} table transactions, {s} sends; mean {:.2} / {:.2} per step",
+        t as f64 / costs.len() as f64,
+        s as f64 / costs.len() as f64
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,9 +13,9 @@ use chrono::{TimeDelta, Utc};
 use serde_json::{json, Value};
 
 use common::recorder::{Answer, Recorded, Recorder};
-use sluice::adapters::AdapterEnv;
-use sluice::rollout::{MeasureOutcome, MetricPlan};
-use sluice::spec::{Condition, Target};
+use sluice::domain::rollout::{MeasureOutcome, MetricPlan};
+use sluice::domain::spec::{Condition, Target};
+use sluice::ports::env::AdapterEnv;
 
 const IDENTITY_HEADER: &str = "identity-header-secret-42";
 const SITE: &str = "/subscriptions/sub-1/resourceGroups/rg-1/providers/Microsoft.Web/sites/orders";
@@ -106,7 +106,8 @@ fn arm_fake(state: Arc<Mutex<Arm>>, base: Arc<Mutex<String>>) -> impl Fn(&Record
                     return (202, vec![("retry-after".into(), "0".into())], String::new());
                 }
                 let (source, dest) = if s.swaps_started % 2 == 1 { ("canary", "production") } else { ("production", "canary") };
-                s.swap_status = Some(json!({"timestampUtc": Utc::now().to_rfc3339(), "sourceSlotName": source, "destinationSlotName": dest}));
+                s.swap_status =
+                    Some(json!({"timestampUtc": Utc::now().to_rfc3339(), "sourceSlotName": source, "destinationSlotName": dest}));
                 ok(json!({}))
             }
             ("POST", p) if p == format!("{SITE}/slots/canary/stop") => {
@@ -128,7 +129,7 @@ async fn app_service_slots_route_swap_and_roll_back_with_exact_arm_requests() {
     let t = target(json!({"provider": "appServiceSlots", "settings": {
         "subscriptionId": "sub-1", "resourceGroup": "rg-1", "app": "orders", "slot": "canary", "armEndpoint": fake.url
     }}));
-    let router = sluice::traffic::build(&t, &env).expect("adapter");
+    let router = sluice::ports::traffic::build(&t, &env).expect("adapter");
 
     assert_eq!(router.set_weight(20).await.expect("weight"), 20);
     let seen = fake.seen();
@@ -223,7 +224,7 @@ fn metric(provider: &str, query: &str, settings: Value, baseline: bool) -> Metri
         inconclusive_limit: 0,
         min_samples: None,
         sample_query: None,
-        baseline: baseline.then(|| sluice::spec::Baseline { factor: 1.5, slack: 0.0 }),
+        baseline: baseline.then_some(sluice::domain::spec::Baseline { factor: 1.5, slack: 0.0 }),
     }
 }
 
@@ -247,7 +248,7 @@ async fn log_analytics_and_application_insights_queries() {
     let t = target(json!({"provider": "local", "settings": {"url": "http://127.0.0.1:9"}}));
     let kql = "requests | where cloud_RoleInstance == '{{name}}' and timestamp > ago({{window}}) | summarize rate = countif(success == false) * 1.0 / count(), samples = count()";
     let plan = metric("logAnalytics", kql, json!({"workspaceId": "ws-1", "endpoint": fake.url}), true);
-    let outcome = sluice::metrics::measure(&plan, &t, &env).await;
+    let outcome = sluice::ports::metrics::measure(&plan, &t, &env).await;
     assert_eq!(outcome, MeasureOutcome::Value { canary: 0.031, stable: Some(0.01), samples: Some(1234) });
     let seen: Vec<Recorded> = fake.seen().into_iter().filter(|r| r.path != "/msi/token").collect();
     assert_eq!(seen.len(), 2, "canary, then the stable baseline");
@@ -260,7 +261,7 @@ async fn log_analytics_and_application_insights_queries() {
     assert!(seen[1].json()["query"].as_str().expect("query").contains("'production'"));
 
     let app = metric("applicationInsights", "empty | count", json!({"appId": "app-1", "endpoint": fake.url}), false);
-    assert_eq!(sluice::metrics::measure(&app, &t, &env).await, MeasureOutcome::NoData, "an empty table is no data");
+    assert_eq!(sluice::ports::metrics::measure(&app, &t, &env).await, MeasureOutcome::NoData, "an empty table is no data");
     let last = fake.seen().into_iter().rfind(|r| r.path != "/msi/token").expect("request");
     assert_eq!(last.path, "/v1/apps/app-1/query");
     assert_eq!(last.header("authorization"), Some("Bearer token-for-api.applicationinsights.io"));
@@ -285,11 +286,14 @@ async fn azure_monitor_metrics_with_a_ratio_and_a_dimension_filter() {
         "aggregation": "Total", "filter": "Instance eq '*'", "armEndpoint": fake.url
     });
     let plan = metric("azureMonitor", "Http5xx/Requests", settings, false);
-    let outcome = sluice::metrics::measure(&plan, &t, &env).await;
+    let outcome = sluice::ports::metrics::measure(&plan, &t, &env).await;
     assert_eq!(outcome, MeasureOutcome::Value { canary: 0.02, stable: None, samples: Some(250) });
     let r = fake.seen().into_iter().find(|r| r.path != "/msi/token").expect("request");
     assert_eq!(r.method, "GET");
-    assert_eq!(r.path, "/subscriptions/sub-1/resourceGroups/rg-1/providers/Microsoft.Web/sites/orders/slots/canary/providers/Microsoft.Insights/metrics");
+    assert_eq!(
+        r.path,
+        "/subscriptions/sub-1/resourceGroups/rg-1/providers/Microsoft.Web/sites/orders/slots/canary/providers/Microsoft.Insights/metrics"
+    );
     assert_eq!(r.param("api-version").as_deref(), Some("2024-02-01"));
     assert_eq!(r.param("metricnames").as_deref(), Some("Http5xx,Requests"));
     assert_eq!(r.param("aggregation").as_deref(), Some("Total"));
@@ -311,25 +315,41 @@ async fn the_http_probe_reads_status_and_a_json_field() {
     let t = target(json!({"provider": "local", "settings": {"url": "http://127.0.0.1:9"}}));
     let url = format!("{}/{{{{name}}}}/health", fake.url);
     let status = metric("httpProbe", &url, json!({}), false);
-    assert_eq!(sluice::metrics::measure(&status, &t, &env).await, MeasureOutcome::Value { canary: 1.0, stable: None, samples: Some(1) });
+    assert_eq!(
+        sluice::ports::metrics::measure(&status, &t, &env).await,
+        MeasureOutcome::Value { canary: 1.0, stable: None, samples: Some(1) }
+    );
     let field = metric("httpProbe", &url, json!({"jsonField": "checks.db.healthy"}), false);
-    assert_eq!(sluice::metrics::measure(&field, &t, &env).await, MeasureOutcome::Value { canary: 1.0, stable: None, samples: Some(1) });
+    assert_eq!(
+        sluice::ports::metrics::measure(&field, &t, &env).await,
+        MeasureOutcome::Value { canary: 1.0, stable: None, samples: Some(1) }
+    );
     let number = metric("httpProbe", &url, json!({"jsonField": "load"}), false);
-    assert_eq!(sluice::metrics::measure(&number, &t, &env).await, MeasureOutcome::Value { canary: 0.7, stable: None, samples: Some(1) });
+    assert_eq!(
+        sluice::ports::metrics::measure(&number, &t, &env).await,
+        MeasureOutcome::Value { canary: 0.7, stable: None, samples: Some(1) }
+    );
     let down = metric("httpProbe", &format!("{}/elsewhere", fake.url), json!({}), false);
-    assert_eq!(sluice::metrics::measure(&down, &t, &env).await, MeasureOutcome::Value { canary: 0.0, stable: None, samples: Some(1) });
+    assert_eq!(
+        sluice::ports::metrics::measure(&down, &t, &env).await,
+        MeasureOutcome::Value { canary: 0.0, stable: None, samples: Some(1) }
+    );
     let unreachable = metric("httpProbe", "http://127.0.0.1:9/health", json!({"timeoutMs": 500}), false);
-    assert_eq!(sluice::metrics::measure(&unreachable, &t, &env).await, MeasureOutcome::Value { canary: 0.0, stable: None, samples: Some(1) });
+    assert_eq!(
+        sluice::ports::metrics::measure(&unreachable, &t, &env).await,
+        MeasureOutcome::Value { canary: 0.0, stable: None, samples: Some(1) }
+    );
     assert_eq!(fake.seen()[0].path, "/canary/health", "{{name}} is the canary's identity");
 }
 
 #[test]
 fn azure_providers_without_an_identity_say_what_to_set() {
     let env = env_with(BTreeMap::new());
-    let t = target(json!({"provider": "appServiceSlots", "settings": {"subscriptionId": "s", "resourceGroup": "g", "app": "a", "slot": "c"}}));
-    let err = sluice::traffic::build(&t, &env).err().expect("no identity").to_string();
+    let t =
+        target(json!({"provider": "appServiceSlots", "settings": {"subscriptionId": "s", "resourceGroup": "g", "app": "a", "slot": "c"}}));
+    let err = sluice::ports::traffic::build(&t, &env).err().expect("no identity").to_string();
     assert!(err.contains("no Azure identity") && err.contains("IDENTITY_ENDPOINT"), "{err}");
     let t = target(json!({"provider": "appServiceSlots", "settings": {"subscriptionId": "s"}}));
-    let err = sluice::traffic::build(&t, &env).err().expect("missing settings").to_string();
+    let err = sluice::ports::traffic::build(&t, &env).err().expect("missing settings").to_string();
     assert!(err.contains("'resourceGroup' is required"), "{err}");
 }

@@ -21,13 +21,13 @@ use serde_json::{json, Value};
 use common::recorder::{Recorded, Recorder};
 use common::trackers::{AdoFake, GitHubFake};
 use common::{azure_alert, Upstreams};
-use sluice::adapters::AdapterEnv;
-use sluice::backlog::doc::{text, Block, Doc};
-use sluice::backlog::{self, CommentDraft, IssueDraft};
-use sluice::engine::{Clock, Engine};
 use sluice::functions::{self, App, HttpRequest};
-use sluice::queue::embedded::EmbeddedQueue;
-use sluice::store::sqlite::SqliteStore;
+use sluice::ports::backlog::doc::{text, Block, Doc};
+use sluice::ports::backlog::{self, CommentDraft, IssueDraft};
+use sluice::ports::env::AdapterEnv;
+use sluice::ports::queue::embedded::EmbeddedQueue;
+use sluice::ports::store::sqlite::SqliteStore;
+use sluice::shell::engine::{Clock, Engine};
 
 const PUBLIC: &str = "https://sluice.example";
 
@@ -36,7 +36,7 @@ fn settings_env(settings: Vec<(&str, String)>) -> AdapterEnv {
     AdapterEnv::with_settings(std::env::temp_dir(), PUBLIC.into(), Arc::new(move |k: &str| map.get(k).cloned()))
 }
 
-fn settings(v: Value) -> sluice::adapters::Settings {
+fn settings(v: Value) -> sluice::ports::env::Settings {
     serde_json::from_value(v).expect("settings")
 }
 
@@ -69,8 +69,9 @@ fn sample_comment() -> CommentDraft {
 async fn github_adapter_speaks_the_issues_api_and_never_files_twice() {
     let fake = GitHubFake::start("acme/shop", "ghp_wire_token").await;
     let env = settings_env(vec![("GITHUB_TOKEN", "ghp_wire_token".into())]);
-    let gh = backlog::build("github", &settings(json!({"repository": "acme/shop", "labels": ["team-x"], "apiUrl": fake.recorder.url})), &env)
-        .expect("builds");
+    let gh =
+        backlog::build("github", &settings(json!({"repository": "acme/shop", "labels": ["team-x"], "apiUrl": fake.recorder.url})), &env)
+            .expect("builds");
     let draft = sample_draft();
     let filed = gh.open(&draft).await.expect("opens");
     assert!(filed.created);
@@ -107,18 +108,21 @@ async fn github_adapter_speaks_the_issues_api_and_never_files_twice() {
     // Comments: looked for by marker first, posted once.
     gh.comment(&filed.issue, &sample_comment()).await.expect("comments");
     gh.comment(&filed.issue, &sample_comment()).await.expect("comments again");
-    let comment_calls: Vec<Recorded> = fake.recorder.seen().into_iter().filter(|r| r.path == "/repos/acme/shop/issues/1/comments").collect();
+    let comment_calls: Vec<Recorded> =
+        fake.recorder.seen().into_iter().filter(|r| r.path == "/repos/acme/shop/issues/1/comments").collect();
     assert_eq!(comment_calls.iter().map(|r| r.method.as_str()).collect::<Vec<_>>(), ["GET", "POST", "GET"]);
     assert_eq!(comment_calls[1].json(), json!({"body": "traffic is back on v1\n\n<!-- sluice:update=r-1/f1r1v0l0 -->\n"}));
     assert_eq!(fake.comments(1).len(), 1);
 
     // Errors name the tracker, what Sluice was doing and the answer; never the token.
     let wrong = settings_env(vec![("GH", "ghp_not_this_one".into())]);
-    let gh_wrong = backlog::build("github", &settings(json!({"repository": "acme/shop", "tokenSetting": "GH", "apiUrl": fake.recorder.url})), &wrong)
-        .expect("builds");
+    let gh_wrong =
+        backlog::build("github", &settings(json!({"repository": "acme/shop", "tokenSetting": "GH", "apiUrl": fake.recorder.url})), &wrong)
+            .expect("builds");
     let error = gh_wrong.open(&draft).await.expect_err("401").to_string();
     assert_eq!(error, "GitHub answered 401 while looking for the rollout's issue: Bad credentials");
-    let missing = backlog::build("github", &settings(json!({"repository": "acme/shop"})), &settings_env(vec![])).err().map(|e| e.to_string());
+    let missing =
+        backlog::build("github", &settings(json!({"repository": "acme/shop"})), &settings_env(vec![])).err().map(|e| e.to_string());
     assert_eq!(missing.as_deref(), Some("github settings: app setting GITHUB_TOKEN (the token) is not set"));
     let bad = backlog::build("github", &settings(json!({"repository": "shop"})), &env).err().map(|e| e.to_string());
     assert_eq!(bad.as_deref(), Some("github settings: 'repository' must be owner/name, not 'shop'"));
@@ -142,13 +146,19 @@ async fn azure_devops_adapter_creates_work_items_with_json_patch_and_finds_them_
         assert_eq!(r.header("authorization"), Some(basic.as_str()));
     }
     let (wiql, create) = (&seen[0], &seen[1]);
-    assert_eq!((wiql.method.as_str(), wiql.path.as_str(), wiql.query.as_str()), ("POST", "/org/Shop%20Web/_apis/wit/wiql", "api-version=7.1"));
+    assert_eq!(
+        (wiql.method.as_str(), wiql.path.as_str(), wiql.query.as_str()),
+        ("POST", "/org/Shop%20Web/_apis/wit/wiql", "api-version=7.1")
+    );
     assert_eq!(wiql.header("content-type"), Some("application/json"));
     assert_eq!(
         wiql.json(),
         json!({"query": "SELECT [System.Id] FROM WorkItems WHERE [System.TeamProject] = @project AND [System.Tags] CONTAINS 'sluice-rollout-r-1' ORDER BY [System.Id]"})
     );
-    assert_eq!((create.method.as_str(), create.path.as_str(), create.query.as_str()), ("POST", "/org/Shop%20Web/_apis/wit/workitems/$Bug", "api-version=7.1"));
+    assert_eq!(
+        (create.method.as_str(), create.path.as_str(), create.query.as_str()),
+        ("POST", "/org/Shop%20Web/_apis/wit/workitems/$Bug", "api-version=7.1")
+    );
     assert_eq!(create.header("content-type"), Some("application/json-patch+json"));
     assert_eq!(
         create.json(),
@@ -166,7 +176,8 @@ async fn azure_devops_adapter_creates_work_items_with_json_patch_and_finds_them_
 
     boards.comment(&filed.issue, &sample_comment()).await.expect("comments");
     boards.comment(&filed.issue, &sample_comment()).await.expect("comments again");
-    let calls: Vec<Recorded> = fake.recorder.seen().into_iter().filter(|r| r.path == "/org/Shop%20Web/_apis/wit/workItems/100/comments").collect();
+    let calls: Vec<Recorded> =
+        fake.recorder.seen().into_iter().filter(|r| r.path == "/org/Shop%20Web/_apis/wit/workItems/100/comments").collect();
     assert_eq!(calls.iter().map(|r| r.method.as_str()).collect::<Vec<_>>(), ["GET", "POST", "GET"]);
     assert!(calls.iter().all(|r| r.query == "api-version=7.1-preview.4"));
     assert_eq!(calls[1].header("content-type"), Some("application/json"));
@@ -268,7 +279,12 @@ impl Harness {
     }
 
     async fn alert(&self, alert_id: &str) {
-        let req = HttpRequest { method: "POST".into(), path: "/api/alerts".into(), body: azure_alert(alert_id, "Fired").to_string().into_bytes(), ..HttpRequest::default() };
+        let req = HttpRequest {
+            method: "POST".into(),
+            path: "/api/alerts".into(),
+            body: azure_alert(alert_id, "Fired").to_string().into_bytes(),
+            ..HttpRequest::default()
+        };
         let r = functions::invoke_http(&self.app, "alerts", req).await;
         assert_eq!(r.status, 202, "{}", r.json_body());
         self.drain().await;
@@ -290,7 +306,10 @@ impl Harness {
 }
 
 fn history_text(status: &Value) -> String {
-    status["history"].as_array().map(|h| h.iter().map(|e| e["summary"].as_str().unwrap_or("").to_string()).collect::<Vec<_>>().join("\n")).unwrap_or_default()
+    status["history"]
+        .as_array()
+        .map(|h| h.iter().map(|e| e["summary"].as_str().unwrap_or("").to_string()).collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default()
 }
 
 fn github_backlog(fake: &GitHubFake) -> Value {
@@ -342,9 +361,16 @@ async fn one_issue_per_failure_however_often_delivered_and_the_retry_failing_aga
     let kinds: Vec<&str> = messages.iter().filter_map(|m| m["kind"].as_str()).collect();
     assert_eq!(kinds, ["started", "paused", "rolledBack"], "one message per phase change");
     let rolled_back = &messages[2];
-    let facts: BTreeMap<String, String> =
-        rolled_back["facts"].as_array().expect("facts").iter().map(|f| (f[0].as_str().unwrap_or("").into(), f[1].as_str().unwrap_or("").into())).collect();
-    assert_eq!(facts.get("Cause").map(String::as_str), Some("alert 'canary 5xx' (Sev1) fired: 5xx above 5% (Total Http5xx GreaterThan 5, value 37.0)"));
+    let facts: BTreeMap<String, String> = rolled_back["facts"]
+        .as_array()
+        .expect("facts")
+        .iter()
+        .map(|f| (f[0].as_str().unwrap_or("").into(), f[1].as_str().unwrap_or("").into()))
+        .collect();
+    assert_eq!(
+        facts.get("Cause").map(String::as_str),
+        Some("alert 'canary 5xx' (Sev1) fired: 5xx above 5% (Total Http5xx GreaterThan 5, value 37.0)")
+    );
     assert_eq!(facts.get("Impact").map(String::as_str), Some("up to 20% of traffic was on v2 (phase Paused at failure)"));
     assert!(facts.get("What Sluice did").is_some_and(|w| w.starts_with("all traffic back on v1 at ")), "{facts:?}");
     assert!(rolled_back["links"].to_string().contains("https://github.com/acme/shop/issues/1"), "{rolled_back}");
@@ -392,7 +418,7 @@ async fn a_backlog_outage_never_delays_the_rollback_and_the_issue_opens_once_it_
     );
     assert!(status["waitingFor"].as_str().is_some_and(|w| w.contains("backlog issue not yet opened after 1 attempts")), "{status}");
     assert!(history_text(&status).contains("backlog issue not opened (attempt 1)"));
-    let shown = sluice::view::status_text(&status);
+    let shown = sluice::cli::view::status_text(&status);
     assert!(shown.contains("issue:    being opened (attempt 1: GitHub answered 503"), "{shown}");
 
     // The timer retries after the backoff, not before.
@@ -434,7 +460,8 @@ async fn teams_slack_and_a_signed_webhook_hear_each_phase_change_once_and_a_brok
         ("BROKEN_URL", format!("{}/services/T000/B000/gone", broken.url)),
     ])
     .await;
-    let mut spec = h.spec(json!([{"setWeight": 20}, {"approval": {"approvers": ["alice"]}}, {"setWeight": 60}, {"pause": {"duration": "1s"}}]));
+    let mut spec =
+        h.spec(json!([{"setWeight": 20}, {"approval": {"approvers": ["alice"]}}, {"setWeight": 60}, {"pause": {"duration": "1s"}}]));
     spec["notifications"] = json!([
         {"provider": "teams", "settings": {"urlSetting": "TEAMS_URL"}},
         {"provider": "slack", "settings": {"urlSetting": "SLACK_URL"}},
@@ -467,7 +494,10 @@ async fn teams_slack_and_a_signed_webhook_hear_each_phase_change_once_and_a_brok
     let cards = teams.seen();
     assert_eq!(cards.len(), 4);
     for r in &cards {
-        assert_eq!((r.method.as_str(), r.path.as_str(), r.header("content-type")), ("POST", "/workflows/abc/triggers/manual/paths/invoke", Some("application/json")));
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str(), r.header("content-type")),
+            ("POST", "/workflows/abc/triggers/manual/paths/invoke", Some("application/json"))
+        );
         assert_eq!(r.param("sig").as_deref(), Some("teams-sig"));
         let body = r.json();
         assert_eq!(body["type"], "message");
@@ -494,8 +524,14 @@ async fn teams_slack_and_a_signed_webhook_hear_each_phase_change_once_and_a_brok
     let approval = posts[1].json();
     assert_eq!(approval["text"], "orders-api v2 is waiting for approval — At step 2/5. Check the numbers, then approve or reject.");
     let blocks = approval["blocks"].as_array().expect("blocks");
-    assert_eq!(blocks[0], json!({"type": "header", "text": {"type": "plain_text", "text": ":raised_hand: orders-api v2 is waiting for approval", "emoji": true}}));
-    assert!(blocks.iter().any(|b| b["text"]["text"].as_str().is_some_and(|t| t.contains(&format!("```sluice approve {id} --url {PUBLIC}")))), "{blocks:?}");
+    assert_eq!(
+        blocks[0],
+        json!({"type": "header", "text": {"type": "plain_text", "text": ":raised_hand: orders-api v2 is waiting for approval", "emoji": true}})
+    );
+    assert!(
+        blocks.iter().any(|b| b["text"]["text"].as_str().is_some_and(|t| t.contains(&format!("```sluice approve {id} --url {PUBLIC}")))),
+        "{blocks:?}"
+    );
     let buttons = blocks.iter().find(|b| b["type"] == "actions").expect("link buttons");
     assert_eq!(buttons["elements"][0]["url"], json!(format!("{PUBLIC}/api/rollouts/{id}")));
 
@@ -511,8 +547,12 @@ async fn everything_said(up: &common::UpProcess, dir: &std::path::Path, ids: &[&
     let http = reqwest::Client::new();
     let mut out = up.output();
     out.push_str(bad_answer);
-    for path in ["/api/rollouts".to_string(), "/api/dashboard".to_string()].into_iter().chain(ids.iter().flat_map(|id| [format!("/api/rollouts/{id}"), format!("/api/dashboard/{id}")])) {
-        let text = http.get(format!("{}{path}", up.url)).header("x-sluice-user", "auditor").send().await.expect("GET").text().await.expect("text");
+    for path in ["/api/rollouts".to_string(), "/api/dashboard".to_string()]
+        .into_iter()
+        .chain(ids.iter().flat_map(|id| [format!("/api/rollouts/{id}"), format!("/api/dashboard/{id}")]))
+    {
+        let text =
+            http.get(format!("{}{path}", up.url)).header("x-sluice-user", "auditor").send().await.expect("GET").text().await.expect("text");
         out.push_str(&text);
     }
     for entry in walk(dir) {
@@ -557,7 +597,7 @@ async fn secrets_never_reach_logs_history_or_error_bodies() {
         ("HOOK_URL", teams_url.as_str()),
     ];
     let up = common::UpProcess::spawn(dir.path(), &[], &env, "debug").await;
-    let client = sluice::client::Client::new(&up.url, None, "pipeline");
+    let client = sluice::cli::client::Client::new(&up.url, None, "pipeline");
     let channels = json!([
         {"provider": "slack", "settings": {"urlSetting": "SLACK_URL"}},
         {"provider": "teams", "settings": {"urlSetting": "TEAMS_URL"}},
@@ -576,7 +616,8 @@ async fn secrets_never_reach_logs_history_or_error_bodies() {
         common::wait_for(&client, &id, "Paused", Duration::from_secs(20), |s| s["phase"] == "Paused").await;
         client.alert(&azure_alert(&format!("secret-alert-{n}"), "Fired"), Some(common::TOKEN)).await.expect("202");
         common::wait_for(&client, &id, "RolledBack, issue tried", Duration::from_secs(20), |s| {
-            s["phase"] == "RolledBack" && (s.pointer("/backlog/state") == Some(&json!("opened")) || s.pointer("/backlog/lastError").is_some())
+            s["phase"] == "RolledBack"
+                && (s.pointer("/backlog/state") == Some(&json!("opened")) || s.pointer("/backlog/lastError").is_some())
         })
         .await;
         ids.push(id);
@@ -594,8 +635,16 @@ async fn secrets_never_reach_logs_history_or_error_bodies() {
     assert!(slack.seen().iter().any(|r| r.path.contains("SluiceSecret0003")));
     assert!(teams.seen().iter().any(|r| r.query.contains("SluiceSecret0004")));
     let ado_status = client.status(&ids[1]).await.expect("status");
-    assert!(ado_status.pointer("/backlog/lastError").and_then(Value::as_str).is_some_and(|e| e.contains("Azure DevOps answered 401")), "{}", ado_status["backlog"]);
-    assert!(history_text(&ado_status).contains("Notify failed: slack: Slack webhook answered 404: no_service for <webhook path>"), "{}", history_text(&ado_status));
+    assert!(
+        ado_status.pointer("/backlog/lastError").and_then(Value::as_str).is_some_and(|e| e.contains("Azure DevOps answered 401")),
+        "{}",
+        ado_status["backlog"]
+    );
+    assert!(
+        history_text(&ado_status).contains("Notify failed: slack: Slack webhook answered 404: no_service for <webhook path>"),
+        "{}",
+        history_text(&ado_status)
+    );
 
     // ...and appear nowhere Sluice writes or answers.
     let said = everything_said(&up, dir.path(), &ids.iter().map(String::as_str).collect::<Vec<_>>(), &refused).await;

@@ -15,12 +15,12 @@ use std::time::Duration;
 use common::azurite::Azurite;
 use common::servicebus_fake::FakeServiceBus;
 use conformance::{queue_cases, store_cases};
-use sluice::queue::embedded::EmbeddedQueue;
-use sluice::queue::servicebus::{ServiceBusConnection, ServiceBusQueue};
-use sluice::queue::Queue;
-use sluice::store::sqlite::SqliteStore;
-use sluice::store::table::{TableConnection, TableStore};
-use sluice::store::Store;
+use sluice::ports::queue::embedded::EmbeddedQueue;
+use sluice::ports::queue::servicebus::{ServiceBusConnection, ServiceBusQueue};
+use sluice::ports::queue::Queue;
+use sluice::ports::store::sqlite::SqliteStore;
+use sluice::ports::store::table::{TableConnection, TableStore};
+use sluice::ports::store::Store;
 
 /// Keeps whatever backs an adapter alive for the length of a case.
 #[allow(dead_code)]

@@ -158,7 +158,9 @@ async fn serve_handles_every_trigger_form_with_the_exact_response_shape() {
     let serve = start_serve(&[]).await;
     let upstreams = common::Upstreams::start().await;
     // Service Bus: each body form starts its own rollout (a pipeline posting to the queue).
-    for (i, name) in ["servicebus-object.json", "servicebus-once.json", "servicebus-twice.json", "servicebus-base64.json"].iter().enumerate() {
+    for (i, name) in
+        ["servicebus-object.json", "servicebus-once.json", "servicebus-twice.json", "servicebus-base64.json"].iter().enumerate()
+    {
         let mut doc = fixture_with_router(name, &format!("sb-{i}"), &upstreams.router_url);
         // Give each its own target so all four can be active at once.
         let rewrite = |v: &mut Value| {
@@ -186,7 +188,7 @@ async fn serve_handles_every_trigger_form_with_the_exact_response_shape() {
         assert_eq!(body["Outputs"], json!({}));
     }
     // Forwarded HTTP reaches the same handlers.
-    let client = sluice::client::Client::new(&serve.url, None, "alice");
+    let client = sluice::cli::client::Client::new(&serve.url, None, "alice");
     let status = common::wait_for(&client, "sb-0", "started", Duration::from_secs(10), |s| s["phase"] != "Pending").await;
     assert_eq!(status["target"], "fixture-api-0");
     // Enveloped HTTP: GET status and POST abort through /api with Data.req.
@@ -234,30 +236,45 @@ async fn serve_handles_every_trigger_form_with_the_exact_response_shape() {
 struct DownStore;
 
 #[async_trait]
-impl sluice::store::Store for DownStore {
-    async fn create(&self, _: &sluice::rollout::Rollout, _: &sluice::rollout::HistoryEntry) -> Result<sluice::store::Etag, sluice::store::StoreError> {
-        Err(sluice::store::StoreError::Unavailable("connection refused".into()))
+impl sluice::ports::store::Store for DownStore {
+    async fn create(
+        &self,
+        _: &sluice::domain::rollout::Rollout,
+        _: &sluice::domain::rollout::HistoryEntry,
+    ) -> Result<sluice::ports::store::Etag, sluice::ports::store::StoreError> {
+        Err(sluice::ports::store::StoreError::Unavailable("connection refused".into()))
     }
-    async fn load(&self, _: &str) -> Result<Option<(sluice::rollout::Rollout, sluice::store::Etag)>, sluice::store::StoreError> {
-        Err(sluice::store::StoreError::Unavailable("connection refused".into()))
+    async fn load(
+        &self,
+        _: &str,
+    ) -> Result<Option<(sluice::domain::rollout::Rollout, sluice::ports::store::Etag)>, sluice::ports::store::StoreError> {
+        Err(sluice::ports::store::StoreError::Unavailable("connection refused".into()))
     }
-    async fn save(&self, _: &sluice::rollout::Rollout, _: &sluice::store::Etag, _: &[sluice::rollout::HistoryEntry]) -> Result<sluice::store::Etag, sluice::store::StoreError> {
-        Err(sluice::store::StoreError::Unavailable("connection refused".into()))
+    async fn save(
+        &self,
+        _: &sluice::domain::rollout::Rollout,
+        _: &sluice::ports::store::Etag,
+        _: &[sluice::domain::rollout::HistoryEntry],
+    ) -> Result<sluice::ports::store::Etag, sluice::ports::store::StoreError> {
+        Err(sluice::ports::store::StoreError::Unavailable("connection refused".into()))
     }
-    async fn history(&self, _: &str) -> Result<Vec<sluice::rollout::HistoryEntry>, sluice::store::StoreError> {
-        Err(sluice::store::StoreError::Unavailable("connection refused".into()))
+    async fn history(&self, _: &str) -> Result<Vec<sluice::domain::rollout::HistoryEntry>, sluice::ports::store::StoreError> {
+        Err(sluice::ports::store::StoreError::Unavailable("connection refused".into()))
     }
-    async fn list(&self, _: &sluice::store::ListFilter) -> Result<Vec<sluice::rollout::Rollout>, sluice::store::StoreError> {
-        Err(sluice::store::StoreError::Unavailable("connection refused".into()))
+    async fn list(
+        &self,
+        _: &sluice::ports::store::ListFilter,
+    ) -> Result<Vec<sluice::domain::rollout::Rollout>, sluice::ports::store::StoreError> {
+        Err(sluice::ports::store::StoreError::Unavailable("connection refused".into()))
     }
-    async fn active_for_target(&self, _: &str) -> Result<Option<String>, sluice::store::StoreError> {
-        Err(sluice::store::StoreError::Unavailable("connection refused".into()))
+    async fn active_for_target(&self, _: &str) -> Result<Option<String>, sluice::ports::store::StoreError> {
+        Err(sluice::ports::store::StoreError::Unavailable("connection refused".into()))
     }
-    async fn record_alert(&self, _: &sluice::store::AlertRecord) -> Result<(), sluice::store::StoreError> {
-        Err(sluice::store::StoreError::Unavailable("connection refused".into()))
+    async fn record_alert(&self, _: &sluice::ports::store::AlertRecord) -> Result<(), sluice::ports::store::StoreError> {
+        Err(sluice::ports::store::StoreError::Unavailable("connection refused".into()))
     }
-    async fn alerts(&self, _: usize) -> Result<Vec<sluice::store::AlertRecord>, sluice::store::StoreError> {
-        Err(sluice::store::StoreError::Unavailable("connection refused".into()))
+    async fn alerts(&self, _: usize) -> Result<Vec<sluice::ports::store::AlertRecord>, sluice::ports::store::StoreError> {
+        Err(sluice::ports::store::StoreError::Unavailable("connection refused".into()))
     }
     fn transactions(&self) -> u64 {
         0
@@ -267,9 +284,10 @@ impl sluice::store::Store for DownStore {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transient_failure_answers_non_2xx_so_the_host_redelivers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let queue = Arc::new(sluice::queue::embedded::EmbeddedQueue::open(&dir.path().join("q.db")).expect("queue"));
-    let env = sluice::adapters::AdapterEnv::new(dir.path().to_path_buf(), "http://x".into());
-    let engine = Arc::new(sluice::engine::Engine::new(Arc::new(DownStore), queue, env, Arc::new(sluice::engine::SystemClock)));
+    let queue = Arc::new(sluice::ports::queue::embedded::EmbeddedQueue::open(&dir.path().join("q.db")).expect("queue"));
+    let env = sluice::ports::env::AdapterEnv::new(dir.path().to_path_buf(), "http://x".into());
+    let engine =
+        Arc::new(sluice::shell::engine::Engine::new(Arc::new(DownStore), queue, env, Arc::new(sluice::shell::engine::SystemClock)));
     let app = Arc::new(sluice::functions::App { engine, alert_token: None });
     let settings = sluice::host::HostSettings::embedded().expect("host.json");
     let defs = sluice::functions::embedded_definitions().expect("defs");
@@ -336,11 +354,20 @@ fn the_package_is_laid_out_as_the_functions_host_expects() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let zip_path: PathBuf = out_dir.path().join("sluice-functionapp.zip");
     let mut archive = zip::ZipArchive::new(std::fs::File::open(&zip_path).expect("zip")).expect("a zip");
-    let mut names: Vec<String> = (0..archive.len()).map(|i| archive.by_index(i).expect("entry").name().expect("utf-8 name").to_string()).collect();
+    let mut names: Vec<String> =
+        (0..archive.len()).map(|i| archive.by_index(i).expect("entry").name().expect("utf-8 name").to_string()).collect();
     names.sort();
     assert_eq!(
         names,
-        ["alerts/function.json", "api/function.json", "dashboard/function.json", "host.json", "sluice", "steps/function.json", "tick/function.json"]
+        [
+            "alerts/function.json",
+            "api/function.json",
+            "dashboard/function.json",
+            "host.json",
+            "sluice",
+            "steps/function.json",
+            "tick/function.json"
+        ]
     );
     let mut host_json = String::new();
     std::io::Read::read_to_string(&mut archive.by_name("host.json").expect("host.json"), &mut host_json).expect("read");

@@ -14,7 +14,7 @@ fn read(rel: &str) -> String {
 fn app_settings_are_ones_sluice_or_the_host_reads() {
     let bicep = read("infra/main.bicep");
     let host_settings = ["FUNCTIONS_EXTENSION_VERSION", "APPLICATIONINSIGHTS_CONNECTION_STRING"];
-    let known: Vec<&str> = sluice::config::SETTINGS.iter().map(|(n, _)| *n).collect();
+    let known: Vec<&str> = sluice::shell::config::SETTINGS.iter().map(|(n, _)| *n).collect();
     let mut names = Vec::new();
     for line in bicep.lines() {
         if let Some(rest) = line.trim().strip_prefix("{ name: '") {
@@ -45,7 +45,7 @@ fn the_queue_matches_the_trigger_and_the_adapters() {
     let steps: serde_json::Value = serde_json::from_str(&read("functions/steps/function.json")).expect("json");
     let queue = steps["bindings"][0]["queueName"].as_str().expect("queueName");
     assert!(bicep.contains(&format!("var queueName = '{queue}'")), "the Bicep queue is not {queue}");
-    assert!(bicep.contains(&format!("maxDeliveryCount: {}", sluice::queue::MAX_DELIVERY_COUNT)));
+    assert!(bicep.contains(&format!("maxDeliveryCount: {}", sluice::ports::queue::MAX_DELIVERY_COUNT)));
     assert!(bicep.contains("requiresDuplicateDetection: true"));
     assert!(bicep.contains("duplicateDetectionHistoryTimeWindow: 'PT10M'"));
     assert!(bicep.contains("lockDuration: 'PT1M'") && bicep.contains("{ name: 'SLUICE_SERVICEBUS_LOCK_SECONDS', value: '60' }"));

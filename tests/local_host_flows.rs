@@ -12,10 +12,10 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use common::*;
-use sluice::engine::{Engine, SystemClock};
-use sluice::queue::embedded::EmbeddedQueue;
-use sluice::queue::{DeadLetter, Delivery, OutMessage, Queue, QueueError, SendOutcome};
-use sluice::store::sqlite::SqliteStore;
+use sluice::ports::queue::embedded::EmbeddedQueue;
+use sluice::ports::queue::{DeadLetter, Delivery, OutMessage, Queue, QueueError, SendOutcome};
+use sluice::ports::store::sqlite::SqliteStore;
+use sluice::shell::engine::{Engine, SystemClock};
 
 fn watch_process(url: &str, id: &str) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -49,7 +49,13 @@ async fn a_canary_succeeds_with_analysis_and_approval_and_no_failed_request() {
     assert_eq!(weights(&done), vec![0, 20, 100]);
     assert_eq!(
         transitions(&done),
-        ["Pending>Progressing", "Progressing>AwaitingApproval", "AwaitingApproval>Progressing", "Progressing>Promoting", "Promoting>Succeeded"]
+        [
+            "Pending>Progressing",
+            "Progressing>AwaitingApproval",
+            "AwaitingApproval>Progressing",
+            "Progressing>Promoting",
+            "Promoting>Succeeded"
+        ]
     );
     let route = rig.up.router.route();
     assert!(route.promoted && route.stable.version == "v2" && route.weight == 0, "{route:?}");
@@ -76,10 +82,11 @@ async fn a_failing_analysis_rolls_back_and_files_one_issue() {
     ]));
     let id = rig.start_rollout(&spec).await;
     let mut watcher = watch_process(&rig.host.url(), &id);
-    let done = rig.wait(&id, "RolledBack with its issue", Duration::from_secs(30), |s| {
-        s["phase"] == "RolledBack" && s.pointer("/backlog/state") == Some(&json!("opened"))
-    })
-    .await;
+    let done = rig
+        .wait(&id, "RolledBack with its issue", Duration::from_secs(30), |s| {
+            s["phase"] == "RolledBack" && s.pointer("/backlog/state") == Some(&json!("opened"))
+        })
+        .await;
     assert_eq!(rig.up.router.route().weight, 0);
     assert_eq!(done.pointer("/rollout/failure/evidence/kind"), Some(&json!("analysis")));
     let files = rig.backlog_files();
@@ -118,8 +125,9 @@ async fn an_alert_rolls_back_from_every_non_terminal_phase() {
 
     // Pending: created, its start message not yet handled.
     {
-        let (spec, plan) = sluice::spec::validate(&rig.spec(json!([{"setWeight": 20}])), &sluice::providers::names()).expect("valid");
-        let (r, first) = sluice::rollout::Rollout::new("pending-1".into(), spec, plan, "pipeline".into(), Utc::now());
+        let (spec, plan) =
+            sluice::domain::spec::validate(&rig.spec(json!([{"setWeight": 20}])), &sluice::ports::registry::names()).expect("valid");
+        let (r, first) = sluice::domain::rollout::Rollout::new("pending-1".into(), spec, plan, "pipeline".into(), Utc::now());
         rig.host.app.engine.store.create(&r, &first).await.expect("created");
         let monitor = rig.as_user("azure-monitor");
         monitor.alert(&azure_alert("alert-pending", "Fired"), Some(TOKEN)).await.expect("202");
@@ -193,7 +201,7 @@ async fn every_step_message_delivered_twice_changes_nothing() {
         let queue = Arc::new(Twice { inner: EmbeddedQueue::open(&db).expect("queue"), duplicates: AtomicU64::new(0) });
         let _ = slot.set(queue.clone());
         let store = Arc::new(SqliteStore::open(&db).expect("store"));
-        let env = sluice::adapters::AdapterEnv::new(dir.clone(), url);
+        let env = sluice::ports::env::AdapterEnv::new(dir.clone(), url);
         Ok(Arc::new(Engine::new(store, queue, env, Arc::new(SystemClock))))
     })
     .await
@@ -248,11 +256,15 @@ async fn a_thousand_concurrent_identical_alerts_make_one_rollback_and_one_issue(
         }
     }
     assert_eq!(accepted, 1000);
-    let done = rig.wait(&id, "RolledBack with issue", Duration::from_secs(30), |s| {
-        s["phase"] == "RolledBack" && s.pointer("/backlog/state") == Some(&json!("opened"))
-    })
-    .await;
-    assert_eq!(transitions(&done), ["Pending>Progressing", "Progressing>AwaitingApproval", "AwaitingApproval>RollingBack", "RollingBack>RolledBack"]);
+    let done = rig
+        .wait(&id, "RolledBack with issue", Duration::from_secs(30), |s| {
+            s["phase"] == "RolledBack" && s.pointer("/backlog/state") == Some(&json!("opened"))
+        })
+        .await;
+    assert_eq!(
+        transitions(&done),
+        ["Pending>Progressing", "Progressing>AwaitingApproval", "AwaitingApproval>RollingBack", "RollingBack>RolledBack"]
+    );
     assert_eq!(rig.backlog_files().len(), 1);
     assert_eq!(rig.notifications().iter().filter(|n| n["kind"] == "rolledBack").count(), 1);
     let recorded = rig.host.app.engine.store.alerts(2000).await.expect("alerts");
@@ -280,15 +292,31 @@ async fn bad_input_gets_a_4xx_naming_the_problem_and_changes_nothing() {
     let user = [("x-sluice-user", "alice"), ("content-type", "application/json")];
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes();
     let huge = vec![b' '; 2 * 1024 * 1024];
-    let cases: Vec<(&str, String, Vec<u8>, &[(&str, &str)], u16, &str)> = vec![
+    // (method, path, body, headers, expected status, expected text in the body)
+    type Case<'a> = (&'a str, String, Vec<u8>, &'a [(&'a str, &'a str)], u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("POST", "/api/rollouts".into(), b"{\"target\": ".to_vec(), &user, 400, "not valid JSON"),
         ("POST", "/api/rollouts".into(), deep.clone(), &user, 400, "recursion limit"),
         ("POST", "/api/rollouts".into(), huge.clone(), &user, 413, "limit"),
         ("POST", "/api/rollouts".into(), b"{\"target\": 5, \"strategy\": {}}".to_vec(), &user, 422, "target"),
         ("POST", "/api/rollouts".into(), b"{\"spec\": {}, \"by\": 7}".to_vec(), &user, 400, "by: expected a string"),
-        ("POST", "/api/rollouts".into(), serde_json::to_vec(&rig.spec(json!([{"setWeight": 5}]))).expect("json"), &[], 400, "who is acting"),
+        (
+            "POST",
+            "/api/rollouts".into(),
+            serde_json::to_vec(&rig.spec(json!([{"setWeight": 5}]))).expect("json"),
+            &[],
+            400,
+            "who is acting",
+        ),
         ("POST", format!("/api/rollouts/{id}/approve"), b"{\"by\": 5}".to_vec(), &user, 400, "by: expected string"),
-        ("POST", format!("/api/rollouts/{id}/approve"), b"{\"by\": \"alice\", \"colour\": 1}".to_vec(), &user, 400, "colour: unknown field"),
+        (
+            "POST",
+            format!("/api/rollouts/{id}/approve"),
+            b"{\"by\": \"alice\", \"colour\": 1}".to_vec(),
+            &user,
+            400,
+            "colour: unknown field",
+        ),
         ("POST", format!("/api/rollouts/{id}/approve"), b"[1, 2]".to_vec(), &user, 400, "expected a JSON object"),
         ("POST", format!("/api/rollouts/{id}/approve"), b"{\"step\": 0}".to_vec(), &user, 400, "step: expected a whole number"),
         ("POST", format!("/api/rollouts/{id}/approve"), deep.clone(), &user, 400, "recursion limit"),
@@ -301,10 +329,24 @@ async fn bad_input_gets_a_4xx_naming_the_problem_and_changes_nothing() {
         ("GET", "/api/nothing-here".into(), Vec::new(), &user, 404, "no function serves"),
         ("POST", "/api/alerts".into(), b"{}".to_vec(), &[], 401, "token"),
         ("POST", format!("/api/alerts?token={TOKEN}"), b"{\"hello\": 1}".to_vec(), &[], 400, "not a payload Sluice knows"),
-        ("POST", format!("/api/alerts?token={TOKEN}"), b"{\"schemaId\": \"azureMonitorCommonAlertSchema\", \"data\": {}}".to_vec(), &[], 400, "data.essentials"),
+        (
+            "POST",
+            format!("/api/alerts?token={TOKEN}"),
+            b"{\"schemaId\": \"azureMonitorCommonAlertSchema\", \"data\": {}}".to_vec(),
+            &[],
+            400,
+            "data.essentials",
+        ),
         ("POST", format!("/api/alerts?token={TOKEN}"), deep, &[], 400, "recursion limit"),
         ("POST", format!("/api/alerts?token={TOKEN}"), huge, &[], 413, "limit"),
-        ("POST", format!("/api/alerts?token={TOKEN}"), b"{\"version\": \"4\", \"alerts\": [{\"status\": \"maybe\"}]}".to_vec(), &[], 400, "alerts[0].status"),
+        (
+            "POST",
+            format!("/api/alerts?token={TOKEN}"),
+            b"{\"version\": \"4\", \"alerts\": [{\"status\": \"maybe\"}]}".to_vec(),
+            &[],
+            400,
+            "alerts[0].status",
+        ),
     ];
     for (method, path, body, headers, status, needle) in cases {
         let (got, answer) = raw(&rig, method, &path, body, headers).await;

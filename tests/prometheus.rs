@@ -11,9 +11,9 @@ use serde_json::json;
 
 use common::prom;
 use common::*;
-use sluice::adapters::AdapterEnv;
-use sluice::rollout::{MeasureOutcome, MetricPlan};
-use sluice::spec::Condition;
+use sluice::domain::rollout::{MeasureOutcome, MetricPlan};
+use sluice::domain::spec::Condition;
+use sluice::ports::env::AdapterEnv;
 
 fn plan(url: &str, query: &str) -> MetricPlan {
     MetricPlan {
@@ -30,7 +30,7 @@ fn plan(url: &str, query: &str) -> MetricPlan {
         inconclusive_limit: 0,
         min_samples: None,
         sample_query: None,
-        baseline: Some(sluice::spec::Baseline { factor: 2.0, slack: 0.01 }),
+        baseline: Some(sluice::domain::spec::Baseline { factor: 2.0, slack: 0.01 }),
     }
 }
 
@@ -38,11 +38,11 @@ fn plan(url: &str, query: &str) -> MetricPlan {
 async fn the_prometheus_provider_reads_the_router_through_a_real_prometheus() {
     let up = Upstreams::start().await;
     up.router.set_weight(30);
-    let load = sluice::demo::load::Load::start(&up.router_url, 100, 4);
+    let load = sluice::devtools::load::Load::start(&up.router_url, 100, 4);
     let target = up.router_url.trim_start_matches("http://").to_string();
     let server = tokio::task::spawn_blocking(move || prom::prometheus(&target, None, None)).await.expect("prometheus");
     let env = AdapterEnv::new(std::env::temp_dir(), "http://sluice.test".into());
-    let t: sluice::spec::Target = serde_json::from_value(json!({
+    let t: sluice::domain::spec::Target = serde_json::from_value(json!({
         "name": "orders-api", "router": {"provider": "local", "settings": {"url": up.router_url}},
         "stable": {"name": "stable", "version": "v1"}, "canary": {"name": "canary", "version": "v2"}
     }))
@@ -51,7 +51,7 @@ async fn the_prometheus_provider_reads_the_router_through_a_real_prometheus() {
     // Prometheus needs a few scrapes before a rate exists.
     let started = Instant::now();
     let outcome = loop {
-        let o = sluice::metrics::measure(&rate, &t, &env).await;
+        let o = sluice::ports::metrics::measure(&rate, &t, &env).await;
         if matches!(o, MeasureOutcome::Value { .. }) || started.elapsed() > Duration::from_secs(30) {
             break o;
         }
@@ -63,11 +63,14 @@ async fn the_prometheus_provider_reads_the_router_through_a_real_prometheus() {
     assert!(canary < stable, "30% of traffic on the canary");
 
     let empty = plan(&server.url, "sluice_router_requests_total{role=\"nobody\"}");
-    assert_eq!(sluice::metrics::measure(&empty, &t, &env).await, MeasureOutcome::NoData, "an empty vector is no data");
+    assert_eq!(sluice::ports::metrics::measure(&empty, &t, &env).await, MeasureOutcome::NoData, "an empty vector is no data");
     let broken = plan(&server.url, "sum(rate(");
-    assert!(matches!(sluice::metrics::measure(&broken, &t, &env).await, MeasureOutcome::Error { .. }), "a bad query is an error, never a pass");
+    assert!(
+        matches!(sluice::ports::metrics::measure(&broken, &t, &env).await, MeasureOutcome::Error { .. }),
+        "a bad query is an error, never a pass"
+    );
     let down = plan("http://127.0.0.1:9", "up");
-    assert!(matches!(sluice::metrics::measure(&down, &t, &env).await, MeasureOutcome::Error { .. }));
+    assert!(matches!(sluice::ports::metrics::measure(&down, &t, &env).await, MeasureOutcome::Error { .. }));
     load.stop().await;
 }
 
@@ -90,7 +93,8 @@ async fn a_prometheus_alert_through_alertmanager_rolls_back() {
     let am = tokio::task::spawn_blocking(move || prom::alertmanager(&webhook, TOKEN)).await.expect("alertmanager");
     let am_addr = am.url.trim_start_matches("http://").to_string();
     let target = rig.up.router_url.trim_start_matches("http://").to_string();
-    let _prometheus = tokio::task::spawn_blocking(move || prom::prometheus(&target, Some(RULES), Some(&am_addr))).await.expect("prometheus");
+    let _prometheus =
+        tokio::task::spawn_blocking(move || prom::prometheus(&target, Some(RULES), Some(&am_addr))).await.expect("prometheus");
     let id = rig.start_rollout(&rig.spec(json!([{"setWeight": 20}, {"approval": {}}]))).await;
     rig.wait_phase(&id, "AwaitingApproval").await;
     // The canary starts failing; nothing in the plan measures it — only the alert can catch it.

@@ -9,8 +9,8 @@ use serde_json::json;
 use tokio::process::Child;
 
 use common::*;
-use sluice::client::Client;
-use sluice::demo::load::Load;
+use sluice::cli::client::Client;
+use sluice::devtools::load::Load;
 
 async fn spawn_up(dir: &std::path::Path) -> (Child, String) {
     spawn_up_with(dir, &[], &[]).await
@@ -91,10 +91,13 @@ async fn on_table_storage_too_a_killed_host_resumes() {
     assert_eq!(weights(&done), vec![0, 20, 100]);
     assert_eq!(transitions(&done), ["Pending>Progressing", "Progressing>Promoting", "Promoting>Succeeded"]);
     // The state really is in Table Storage, not in the local file.
-    let store = sluice::store::table::TableStore::connect(&sluice::store::table::TableConnection::parse(&conn).expect("conn"), "sluice")
-        .await
-        .expect("tables");
-    let (r, _) = sluice::store::Store::load(&store, "table-1").await.expect("load").expect("in the table");
-    assert_eq!(r.phase, sluice::rollout::Phase::Succeeded);
+    let store = sluice::ports::store::table::TableStore::connect(
+        &sluice::ports::store::table::TableConnection::parse(&conn).expect("conn"),
+        "sluice",
+    )
+    .await
+    .expect("tables");
+    let (r, _) = sluice::ports::store::Store::load(&store, "table-1").await.expect("load").expect("in the table");
+    assert_eq!(r.phase, sluice::domain::rollout::Phase::Succeeded);
     assert_eq!(load.stop().await.failures(), 0);
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use common::servicebus_fake::{FakeServiceBus, KEY, KEY_NAME, NAMESPACE};
-use sluice::queue::servicebus::{ServiceBusConnection, ServiceBusQueue};
-use sluice::queue::{OutMessage, Queue, QueueError};
+use sluice::ports::queue::servicebus::{ServiceBusConnection, ServiceBusQueue};
+use sluice::ports::queue::{OutMessage, Queue, QueueError};
 
 async fn queue(fake: &FakeServiceBus, connection: &str) -> ServiceBusQueue {
     let conn = ServiceBusConnection::parse(connection).expect("connection string");
@@ -75,7 +75,9 @@ async fn sends_and_settlements_are_exact_requests() {
 async fn a_wrong_key_is_refused_and_never_echoed() {
     let fake = FakeServiceBus::start(Duration::from_secs(30)).await;
     let wrong = "d3Jvbmcta2V5LXRoYXQtaXMtbm90LXZhbGlk";
-    let q = queue(&fake, &format!("Endpoint=sb://{NAMESPACE}.servicebus.windows.net/;SharedAccessKeyName={KEY_NAME};SharedAccessKey={wrong}")).await;
+    let q =
+        queue(&fake, &format!("Endpoint=sb://{NAMESPACE}.servicebus.windows.net/;SharedAccessKeyName={KEY_NAME};SharedAccessKey={wrong}"))
+            .await;
     let err = q.send(OutMessage { id: "x".into(), body: "{}".into(), visible_at: None }).await.expect_err("refused");
     assert!(matches!(err, QueueError::Unavailable(_)), "{err:?}");
     assert!(!err.to_string().contains(wrong) && !err.to_string().contains(KEY), "{err}");
@@ -89,7 +91,10 @@ fn connection_strings_name_what_is_wrong_without_the_key() {
         "Endpoint=sb://prod-ns.servicebus.windows.net/;SharedAccessKeyName=sender;SharedAccessKey={key};EntityPath=rollout-steps"
     ))
     .expect("parses");
-    assert_eq!((good.namespace.as_str(), good.key_name.as_str(), good.entity_path.as_deref()), ("prod-ns", "sender", Some("rollout-steps")));
+    assert_eq!(
+        (good.namespace.as_str(), good.key_name.as_str(), good.entity_path.as_deref()),
+        ("prod-ns", "sender", Some("rollout-steps"))
+    );
     assert!(!format!("{good:?}").contains(key), "Debug redacts the key");
     for (text, needle) in [
         (format!("SharedAccessKeyName=a;SharedAccessKey={key}"), "Endpoint is missing"),

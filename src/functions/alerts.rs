@@ -1,7 +1,7 @@
 //! `alerts` (HTTP, `POST alerts`): the webhook Azure Monitor action groups
 //! and Alertmanager call. It checks the shared token (constant time), maps
 //! each alert to the active rollout of its target (rules in
-//! [`crate::alerts`]), enqueues one message per match and answers 202 at
+//! [`crate::ports::alerts`]), enqueues one message per match and answers 202 at
 //! once — action groups give up on slow endpoints. Every alert is recorded,
 //! matched or not.
 //!
@@ -12,10 +12,10 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::{parse_json_body, App, HttpRequest, HttpResponse, MAX_ALERT_BODY};
-use crate::alerts::{self, IncomingAlert};
-use crate::messages::StepMessage;
-use crate::rollout::Event;
-use crate::store::{AlertRecord, ListFilter};
+use crate::domain::rollout::Event;
+use crate::ports::alerts::{self, IncomingAlert};
+use crate::ports::store::{AlertRecord, ListFilter};
+use crate::shell::messages::StepMessage;
 
 fn presented_token(req: &HttpRequest) -> Option<&str> {
     req.query

@@ -10,10 +10,10 @@
 use serde_json::{json, Map, Value};
 
 use super::{json_kind, parse_json_body, App, HttpRequest, HttpResponse, MAX_API_BODY};
-use crate::engine::EngineError;
-use crate::rollout::{Event, Outcome, Rollout};
-use crate::spec::{self, Problems};
-use crate::store::{ListFilter, StoreError};
+use crate::domain::rollout::{Event, Outcome, Rollout};
+use crate::domain::spec::{self, Problems};
+use crate::ports::store::{ListFilter, StoreError};
+use crate::shell::engine::EngineError;
 
 /// Handles one API request.
 pub async fn handle(app: &App, req: HttpRequest) -> HttpResponse {
@@ -24,7 +24,12 @@ pub async fn handle(app: &App, req: HttpRequest) -> HttpResponse {
         ("POST", None, None) => start(app, &req).await,
         ("GET", Some(id), None) => status(app, &id).await,
         ("POST", Some(id), Some(action)) => act(app, &req, &id, &action).await,
-        ("POST", Some(_), None) => HttpResponse::error(405, "method_not_allowed", "POST a rollout's action: /rollouts/{id}/approve|reject|abort|promote|retry", None),
+        ("POST", Some(_), None) => HttpResponse::error(
+            405,
+            "method_not_allowed",
+            "POST a rollout's action: /rollouts/{id}/approve|reject|abort|promote|retry",
+            None,
+        ),
         ("GET", Some(_), Some(_)) => HttpResponse::error(405, "method_not_allowed", "actions are POSTed", None),
         (m, _, _) => HttpResponse::error(405, "method_not_allowed", format!("{m} is not supported here"), None),
     }
@@ -69,7 +74,9 @@ fn store_error(e: &StoreError) -> HttpResponse {
             r.body = serde_json::to_vec_pretty(&body).unwrap_or_default();
             r
         }
-        StoreError::AlreadyExists(id) => HttpResponse::error(409, "id_taken", format!("a rollout with id '{id}' already exists"), Some("id")),
+        StoreError::AlreadyExists(id) => {
+            HttpResponse::error(409, "id_taken", format!("a rollout with id '{id}' already exists"), Some("id"))
+        }
         other => HttpResponse::error(503, "store_unavailable", other.to_string(), None),
     }
 }
@@ -103,14 +110,21 @@ async fn list(app: &App, req: &HttpRequest) -> HttpResponse {
                 "false" | "0" => filter.active_only = false,
                 _ => return HttpResponse::error(400, "invalid_query", format!("active: '{value}' is not true or false"), Some("active")),
             },
-            "phase" => match crate::rollout::Phase::parse(value) {
+            "phase" => match crate::domain::rollout::Phase::parse(value) {
                 Some(p) => filter.phase = Some(p),
                 None => return HttpResponse::error(400, "invalid_query", format!("phase: '{value}' is not a phase"), Some("phase")),
             },
             "target" => filter.target = Some(value.clone()),
             "limit" => match value.parse::<usize>() {
                 Ok(n) if (1..=1000).contains(&n) => filter.limit = n,
-                _ => return HttpResponse::error(400, "invalid_query", format!("limit: '{value}' is not a number from 1 to 1000"), Some("limit")),
+                _ => {
+                    return HttpResponse::error(
+                        400,
+                        "invalid_query",
+                        format!("limit: '{value}' is not a number from 1 to 1000"),
+                        Some("limit"),
+                    )
+                }
             },
             "code" => {} // the Functions key
             other => return HttpResponse::error(400, "invalid_query", format!("unknown query parameter '{other}'"), Some(other)),
@@ -135,7 +149,7 @@ async fn status(app: &App, id: &str) -> HttpResponse {
         Ok(h) => h,
         Err(e) => return store_error(&e),
     };
-    let live = match crate::traffic::build(&loaded.spec.target, &app.engine.env) {
+    let live = match crate::ports::traffic::build(&loaded.spec.target, &app.engine.env) {
         Ok(router) if !loaded.phase.is_terminal() => router.live().await,
         _ => None,
     };
@@ -170,7 +184,12 @@ fn action_body(req: &HttpRequest) -> Result<ActionBody, HttpResponse> {
     for (k, v) in &map {
         let Some((_, ty)) = ACTION_FIELDS.iter().find(|(name, _)| name == k) else {
             let known: Vec<&str> = ACTION_FIELDS.iter().map(|(n, _)| *n).collect();
-            return Err(HttpResponse::error(400, "invalid_field", format!("{k}: unknown field (expected one of: {})", known.join(", ")), Some(k)));
+            return Err(HttpResponse::error(
+                400,
+                "invalid_field",
+                format!("{k}: unknown field (expected one of: {})", known.join(", ")),
+                Some(k),
+            ));
         };
         let ok = match *ty {
             "string" => v.is_string(),
@@ -192,7 +211,6 @@ fn action_body(req: &HttpRequest) -> Result<ActionBody, HttpResponse> {
         request_id: text("requestId").or_else(|| req.header("idempotency-key").map(str::to_string)),
     })
 }
-
 
 /// Who is acting, in the documented order of trust.
 fn actor(req: &HttpRequest, body_by: Option<String>) -> Result<String, HttpResponse> {
@@ -227,12 +245,26 @@ async fn start(app: &App, req: &HttpRequest) -> HttpResponse {
             let by = match o.get("by") {
                 None => None,
                 Some(Value::String(s)) => Some(s.clone()),
-                Some(other) => return HttpResponse::error(400, "invalid_field", format!("by: expected a string, found {}", json_kind(other)), Some("by")),
+                Some(other) => {
+                    return HttpResponse::error(
+                        400,
+                        "invalid_field",
+                        format!("by: expected a string, found {}", json_kind(other)),
+                        Some("by"),
+                    )
+                }
             };
             let id = match o.get("id") {
                 None => None,
                 Some(Value::String(s)) => Some(s.clone()),
-                Some(other) => return HttpResponse::error(400, "invalid_field", format!("id: expected a string, found {}", json_kind(other)), Some("id")),
+                Some(other) => {
+                    return HttpResponse::error(
+                        400,
+                        "invalid_field",
+                        format!("id: expected a string, found {}", json_kind(other)),
+                        Some("id"),
+                    )
+                }
             };
             (o.get("spec").cloned().unwrap_or(Value::Null), by, id)
         }
@@ -247,7 +279,7 @@ async fn start(app: &App, req: &HttpRequest) -> HttpResponse {
             return HttpResponse::error(400, "invalid_field", format!("id: {e}"), Some("id"));
         }
     }
-    let (spec, plan) = match spec::validate(&spec_doc, &crate::providers::names()) {
+    let (spec, plan) = match spec::validate(&spec_doc, &crate::ports::registry::names()) {
         Ok(v) => v,
         Err(problems) => return problems_response(&problems),
     };

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::engine::Engine;
+use crate::shell::engine::Engine;
 
 /// Everything a handler needs.
 pub struct App {
@@ -101,12 +101,18 @@ impl HttpResponse {
 /// Parses a JSON body, or says what is wrong in a 400.
 pub fn parse_json_body(req: &HttpRequest, limit: usize) -> Result<Value, HttpResponse> {
     if req.body.len() > limit {
-        return Err(HttpResponse::error(413, "body_too_large", format!("the body is {} bytes; the limit is {limit}", req.body.len()), None));
+        return Err(HttpResponse::error(
+            413,
+            "body_too_large",
+            format!("the body is {} bytes; the limit is {limit}", req.body.len()),
+            None,
+        ));
     }
     if req.body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(&req.body).map_err(|e| HttpResponse::error(400, "invalid_json", format!("the body is not valid JSON: {e}"), None))
+    serde_json::from_slice(&req.body)
+        .map_err(|e| HttpResponse::error(400, "invalid_json", format!("the body is not valid JSON: {e}"), None))
 }
 
 /// Why a queue or timer invocation failed.
@@ -191,7 +197,9 @@ pub fn parse_function_json(name: &str, text: &str) -> Result<FunctionDef, String
                 .unwrap_or_else(|| vec!["GET".into(), "POST".into()]),
             auth_level: s("authLevel").unwrap_or_else(|| "function".into()),
         },
-        Some("timerTrigger") => Trigger::Timer { schedule: s("schedule").ok_or_else(|| format!("functions/{name}: timer without schedule"))? },
+        Some("timerTrigger") => {
+            Trigger::Timer { schedule: s("schedule").ok_or_else(|| format!("functions/{name}: timer without schedule"))? }
+        }
         Some("serviceBusTrigger") => Trigger::ServiceBus {
             queue: s("queueName").ok_or_else(|| format!("functions/{name}: serviceBusTrigger without queueName"))?,
             connection: s("connection").unwrap_or_else(|| "ServiceBusConnection".into()),
@@ -320,11 +328,7 @@ pub fn parse_query(q: &str) -> BTreeMap<String, String> {
 pub fn route_http<'a>(defs: &'a [FunctionDef], prefix: &str, method: &str, path: &str) -> RouteMatch<'a> {
     let prefix = prefix.trim_matches('/');
     let rest = path.trim_start_matches('/');
-    let rest = if prefix.is_empty() {
-        Some(rest)
-    } else {
-        rest.strip_prefix(prefix).filter(|r| r.is_empty() || r.starts_with('/'))
-    };
+    let rest = if prefix.is_empty() { Some(rest) } else { rest.strip_prefix(prefix).filter(|r| r.is_empty() || r.starts_with('/')) };
     let Some(rest) = rest else { return RouteMatch::NotFound };
     let mut wrong_method = false;
     for def in defs {
@@ -442,7 +446,9 @@ mod tests {
         assert!(matches!(route_http(&defs, "api", "DELETE", "/api/alerts"), RouteMatch::MethodNotAllowed));
         assert!(matches!(route_http(&defs, "api", "GET", "/api/nothing"), RouteMatch::NotFound));
         assert!(matches!(route_http(&defs, "api", "GET", "/apix/rollouts"), RouteMatch::NotFound));
-        assert!(matches!(route_http(&defs, "api", "GET", "/api/rollouts/r1"), RouteMatch::Found(d, p) if d.name == "api" && p["id"] == "r1"));
+        assert!(
+            matches!(route_http(&defs, "api", "GET", "/api/rollouts/r1"), RouteMatch::Found(d, p) if d.name == "api" && p["id"] == "r1")
+        );
     }
 
     #[test]

@@ -5,12 +5,11 @@
 //! failure is returned so the host abandons and redelivers it.
 
 use super::{App, HandlerError};
-use crate::messages::StepMessage;
+use crate::shell::messages::StepMessage;
 
 /// Handles one message body.
 pub async fn handle(app: &App, body: &str) -> Result<(), HandlerError> {
-    let message: StepMessage = serde_json::from_str(body)
-        .map_err(|e| HandlerError::Permanent(format!("not a step message: {e}")))?;
+    let message: StepMessage = serde_json::from_str(body).map_err(|e| HandlerError::Permanent(format!("not a step message: {e}")))?;
     let rollout = message.rollout().unwrap_or("(new)").to_string();
     match app.engine.handle(message).await {
         Ok(()) => Ok(()),

@@ -75,11 +75,7 @@ pub async fn start(
         }
     }
     let ctx = Arc::new(Ctx { app: app.clone(), settings, defs });
-    let router = axum::Router::new()
-        .route("/", get(ready))
-        .route("/{function}", post(invoke))
-        .fallback(forwarded)
-        .with_state(ctx);
+    let router = axum::Router::new().route("/", get(ready)).route("/{function}", post(invoke)).fallback(forwarded).with_state(ctx);
     tasks.push(super::serve_until_stopped(listener, router, stop_rx.clone()));
     Ok(RunningServer { addr, app, stop, tasks })
 }

@@ -54,7 +54,6 @@ pub fn parse_invocation(body: &[u8]) -> Result<Invocation, EnvelopeError> {
     Ok(Invocation { data, metadata })
 }
 
-
 /// A metadata value with its JSON encoding peeled off (`"\"abc\""` → `abc`, `"3"` → `3`).
 pub fn metadata_text(v: &Value) -> Option<String> {
     match v {
@@ -221,10 +220,8 @@ pub fn decode_http(inv: &Invocation, binding: &str) -> Result<HttpRequest, Envel
     let (path, url_query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
     let mut query = parse_query(url_query);
     query.extend(string_map(req.get("Query"), &format!("{field}.Query"))?);
-    let headers = string_map(req.get("Headers"), &format!("{field}.Headers"))?
-        .into_iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
-        .collect();
+    let headers =
+        string_map(req.get("Headers"), &format!("{field}.Headers"))?.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
     let params = string_map(req.get("Params"), &format!("{field}.Params"))?;
     let body = match req.get("Body") {
         None | Some(Value::Null) => Vec::new(),

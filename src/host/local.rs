@@ -20,13 +20,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{load_app_or_embedded, HostError, HostSettings};
-use crate::adapters::AdapterEnv;
-use crate::engine::{Clock, Engine, SystemClock};
 use crate::functions::{self, App, FunctionDef, HandlerError, HttpResponse, Trigger};
-use crate::queue::embedded::EmbeddedQueue;
-use crate::queue::{Delivery, Queue};
-use crate::store::sqlite::SqliteStore;
-use crate::store::Store;
+use crate::ports::env::AdapterEnv;
+use crate::ports::queue::embedded::EmbeddedQueue;
+use crate::ports::queue::{Delivery, Queue};
+use crate::ports::store::sqlite::SqliteStore;
+use crate::ports::store::Store;
+use crate::shell::engine::{Clock, Engine, SystemClock};
 
 /// How long a received message stays locked (renewed while it is worked on).
 const LOCK: Duration = Duration::from_secs(30);
@@ -110,9 +110,8 @@ where
     Fut: std::future::Future<Output = Result<Arc<Engine>, HostError>>,
 {
     let (settings, defs) = load_app_or_embedded(&config.root)?;
-    let listener = tokio::net::TcpListener::bind(config.addr)
-        .await
-        .map_err(|source| HostError::Bind { addr: config.addr.to_string(), source })?;
+    let listener =
+        tokio::net::TcpListener::bind(config.addr).await.map_err(|source| HostError::Bind { addr: config.addr.to_string(), source })?;
     let addr = listener.local_addr().map_err(|source| HostError::Bind { addr: config.addr.to_string(), source })?;
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let engine = make(config.data_dir.clone(), public_url).await?;

@@ -140,7 +140,9 @@ pub(crate) async fn dispatch_http(app: &App, route_prefix: &str, defs: &[Functio
     let limit = functions::MAX_API_BODY.max(functions::MAX_ALERT_BODY);
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
-        Err(_) => return local::to_axum(HttpResponse::error(413, "body_too_large", format!("the body is over the {limit}-byte limit"), None)),
+        Err(_) => {
+            return local::to_axum(HttpResponse::error(413, "body_too_large", format!("the body is over the {limit}-byte limit"), None))
+        }
     };
     let response = match route_http(defs, route_prefix, &method, &path) {
         RouteMatch::Found(def, params) => {
@@ -166,21 +168,24 @@ pub(crate) async fn dispatch_http(app: &App, route_prefix: &str, defs: &[Functio
 
 /// Builds the engine the configuration asks for: the store and queue
 /// adapters, and the environment every other adapter is built in.
-pub async fn build_engine(config: &crate::config::AppConfig, public_url: String) -> Result<Arc<crate::engine::Engine>, HostError> {
-    use crate::config::{QueueKind, StoreKind};
-    use crate::queue::Queue;
-    use crate::store::Store;
+pub async fn build_engine(
+    config: &crate::shell::config::AppConfig,
+    public_url: String,
+) -> Result<Arc<crate::shell::engine::Engine>, HostError> {
+    use crate::ports::queue::Queue;
+    use crate::ports::store::Store;
+    use crate::shell::config::{QueueKind, StoreKind};
     let storage = |e: &dyn std::fmt::Display| HostError::Storage(e.to_string());
     std::fs::create_dir_all(&config.data_dir).map_err(|e| storage(&format!("cannot create {}: {e}", config.data_dir.display())))?;
     let db = config.data_dir.join("sluice.db");
     let store: Arc<dyn Store> = match &config.store {
-        StoreKind::Sqlite => Arc::new(crate::store::sqlite::SqliteStore::open(&db).map_err(|e| storage(&e))?),
+        StoreKind::Sqlite => Arc::new(crate::ports::store::sqlite::SqliteStore::open(&db).map_err(|e| storage(&e))?),
         StoreKind::Table { connection, account, prefix } => {
-            use crate::store::table::{TableConnection, TableStore};
+            use crate::ports::store::table::{TableConnection, TableStore};
             let conn = match (connection, account) {
                 (Some(c), _) => TableConnection::parse(&c.0).map_err(|e| storage(&e))?,
                 (None, Some(account)) => {
-                    let credential = crate::azure_auth::AzureCredential::from_settings(&|k| std::env::var(k).ok())
+                    let credential = crate::ports::azure::auth::AzureCredential::from_settings(&|k| std::env::var(k).ok())
                         .ok_or_else(|| HostError::Config("SLUICE_TABLE_ACCOUNT: no identity to reach it with".into()))?;
                     TableConnection::with_token(account, Arc::new(credential))
                 }
@@ -190,14 +195,14 @@ pub async fn build_engine(config: &crate::config::AppConfig, public_url: String)
         }
     };
     let queue: Arc<dyn Queue> = match &config.queue {
-        QueueKind::Embedded => Arc::new(crate::queue::embedded::EmbeddedQueue::open(&db).map_err(|e| storage(&e))?),
+        QueueKind::Embedded => Arc::new(crate::ports::queue::embedded::EmbeddedQueue::open(&db).map_err(|e| storage(&e))?),
         QueueKind::ServiceBus { connection, queue, lock_seconds } => {
-            use crate::queue::servicebus::{ServiceBusConnection, ServiceBusQueue};
+            use crate::ports::queue::servicebus::{ServiceBusConnection, ServiceBusQueue};
             let conn = ServiceBusConnection::parse(&connection.0).map_err(|e| HostError::Config(e.to_string()))?;
             let lock = std::time::Duration::from_secs(*lock_seconds);
             Arc::new(ServiceBusQueue::new(&conn, queue, azure_core::new_http_client(), lock).map_err(|e| HostError::Config(e.to_string()))?)
         }
     };
-    let env = crate::adapters::AdapterEnv::new(config.data_dir.clone(), public_url);
-    Ok(Arc::new(crate::engine::Engine::new(store, queue, env, Arc::new(crate::engine::SystemClock))))
+    let env = crate::ports::env::AdapterEnv::new(config.data_dir.clone(), public_url);
+    Ok(Arc::new(crate::shell::engine::Engine::new(store, queue, env, Arc::new(crate::shell::engine::SystemClock))))
 }

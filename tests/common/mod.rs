@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use sluice::client::Client;
-use sluice::demo::load::Load;
-use sluice::demo::sample_app::{self, Fault};
-use sluice::engine::Engine;
+use sluice::cli::client::Client;
+use sluice::devtools::load::Load;
+use sluice::devtools::router::{Router, Upstream};
+use sluice::devtools::sample_app::{self, Fault};
 use sluice::host::local::{self, LocalConfig, RunningHost};
 use sluice::host::HostError;
-use sluice::router::{Router, Upstream};
+use sluice::shell::engine::Engine;
 
 pub const TOKEN: &str = "test-alert-token";
 pub const RESOURCE: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Web/sites/orders-api";
@@ -151,7 +151,7 @@ pub async fn wait_for(client: &Client, id: &str, what: &str, timeout: Duration, 
             return status;
         }
         if start.elapsed() > timeout {
-            panic!("timed out waiting for {what}; last status:\n{}", sluice::view::status_text(&status));
+            panic!("timed out waiting for {what}; last status:\n{}", sluice::cli::view::status_text(&status));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -276,7 +276,8 @@ impl UpProcess {
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let line = tokio::time::timeout_at(deadline.into(), lines.next_line()).await.expect("sluice up prints its address").expect("reads");
+            let line =
+                tokio::time::timeout_at(deadline.into(), lines.next_line()).await.expect("sluice up prints its address").expect("reads");
             let line = line.expect("sluice up exited before listening");
             output.lock().expect("output").push_str(&format!("{line}\n"));
             if let Some(rest) = line.split("listening on ").nth(1) {

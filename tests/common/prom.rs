@@ -1,12 +1,12 @@
 //! Real Prometheus and Alertmanager for tests (the library starts them; a
 //! missing binary fails the test loudly — `scripts/test` installs them).
 
-pub use sluice::demo::prometheus::Server;
+pub use sluice::devtools::prometheus::Server;
 
 pub fn prometheus(target: &str, rules: Option<&str>, alertmanager: Option<&str>) -> Server {
-    sluice::demo::prometheus::start_prometheus(target, rules, alertmanager).unwrap_or_else(|e| panic!("{e}"))
+    sluice::devtools::prometheus::start_prometheus(target, rules, alertmanager).unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn alertmanager(webhook: &str, token: &str) -> Server {
-    sluice::demo::prometheus::start_alertmanager(webhook, token).unwrap_or_else(|e| panic!("{e}"))
+    sluice::devtools::prometheus::start_alertmanager(webhook, token).unwrap_or_else(|e| panic!("{e}"))
 }

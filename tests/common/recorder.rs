@@ -79,7 +79,8 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
     };
     let (status, headers, text) = (shared.responder)(&rec);
     shared.seen.lock().expect("recorder").push(rec);
-    let mut response = (axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR), text).into_response();
+    let mut response =
+        (axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR), text).into_response();
     for (k, v) in headers {
         if let (Ok(k), Ok(v)) = (axum::http::HeaderName::from_bytes(k.as_bytes()), axum::http::HeaderValue::from_str(&v)) {
             response.headers_mut().insert(k, v);

@@ -150,7 +150,9 @@ impl FakeServiceBus {
             .entities
             .iter()
             .flat_map(|(name, e)| {
-                e.messages.iter().map(move |m| format!("{name} {} visible {} lock {:?} deliveries {}", m.id, m.visible, m.lock.as_ref().map(|l| l.1), m.deliveries))
+                e.messages.iter().map(move |m| {
+                    format!("{name} {} visible {} lock {:?} deliveries {}", m.id, m.visible, m.lock.as_ref().map(|l| l.1), m.deliveries)
+                })
             })
             .collect()
     }
@@ -305,7 +307,9 @@ async fn handle(State(fake): State<FakeServiceBus>, request: Request) -> Respons
         (method, 2) => {
             let (seq, token) = (rest[0].parse::<i64>().unwrap_or(-1), rest[1].clone());
             let entity = inner.entities.entry(entity_key).or_default();
-            let Some(i) = entity.messages.iter().position(|m| m.seq == seq && matches!(&m.lock, Some((t, until)) if *t == token && *until > now)) else {
+            let Some(i) =
+                entity.messages.iter().position(|m| m.seq == seq && matches!(&m.lock, Some((t, until)) if *t == token && *until > now))
+            else {
                 return answer(StatusCode::GONE, "the lock was lost");
             };
             match *method {

@@ -70,7 +70,10 @@ fn github_answer(r: &Recorded, state: &Mutex<GitHubState>, down: &AtomicBool, re
         return answer(400, json!({"message": "missing GitHub API headers"}));
     }
     if r.header("user-agent").is_none() {
-        return answer(403, json!({"message": "Request forbidden by administrative rules. Please make sure your request has a User-Agent header"}));
+        return answer(
+            403,
+            json!({"message": "Request forbidden by administrative rules. Please make sure your request has a User-Agent header"}),
+        );
     }
     let base = format!("/repos/{repo}/issues");
     let mut st = state.lock().expect("state");
@@ -78,7 +81,12 @@ fn github_answer(r: &Recorded, state: &Mutex<GitHubState>, down: &AtomicBool, re
     let Some(rest) = r.path.strip_prefix(&base) else { return answer(404, json!({"message": "Not Found"})) };
     match (r.method.as_str(), rest) {
         ("GET", "") => {
-            let list: Vec<Value> = st.issues.iter().rev().map(|i| json!({"number": i.number, "title": i.title, "body": i.body, "html_url": html(i.number)})).collect();
+            let list: Vec<Value> = st
+                .issues
+                .iter()
+                .rev()
+                .map(|i| json!({"number": i.number, "title": i.title, "body": i.body, "html_url": html(i.number)}))
+                .collect();
             answer(200, Value::Array(list))
         }
         ("POST", "") => {
@@ -89,7 +97,8 @@ fn github_answer(r: &Recorded, state: &Mutex<GitHubState>, down: &AtomicBool, re
             let (Some(title), Some(text)) = (body["title"].as_str(), body["body"].as_str()) else {
                 return answer(422, json!({"message": "Validation Failed"}));
             };
-            let labels = body["labels"].as_array().map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default();
+            let labels =
+                body["labels"].as_array().map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default();
             let n = st.issues.len() as u64 + 1;
             st.issues.push(FakeIssue { number: n, title: title.to_string(), body: text.to_string(), labels, comments: Vec::new() });
             answer(201, json!({"number": n, "html_url": html(n), "title": title}))
@@ -195,7 +204,10 @@ fn ado_answer(r: &Recorded, state: &Mutex<AdoState>, down: &AtomicBool, prefix: 
         }
         let id = 100 + st.items.len() as u64;
         st.items.push((id, fields.clone(), Vec::new()));
-        return answer(200, json!({"id": id, "rev": 1, "fields": fields, "url": format!("https://dev.azure.com/org/_apis/wit/workItems/{id}"), "_links": link(id)}));
+        return answer(
+            200,
+            json!({"id": id, "rev": 1, "fields": fields, "url": format!("https://dev.azure.com/org/_apis/wit/workItems/{id}"), "_links": link(id)}),
+        );
     }
     if let Some(id) = rest.strip_prefix("/workItems/").and_then(|p| p.strip_suffix("/comments")).and_then(|n| n.parse::<u64>().ok()) {
         if version != "7.1-preview.4" {
@@ -203,7 +215,10 @@ fn ado_answer(r: &Recorded, state: &Mutex<AdoState>, down: &AtomicBool, prefix: 
         }
         let Some(item) = st.items.iter_mut().find(|i| i.0 == id) else { return answer(404, json!({"message": "work item not found"})) };
         return match r.method.as_str() {
-            "GET" => answer(200, json!({"totalCount": item.2.len(), "count": item.2.len(), "comments": item.2.iter().map(|t| json!({"text": t})).collect::<Vec<_>>()})),
+            "GET" => answer(
+                200,
+                json!({"totalCount": item.2.len(), "count": item.2.len(), "comments": item.2.iter().map(|t| json!({"text": t})).collect::<Vec<_>>()}),
+            ),
             "POST" if r.header("content-type") == Some("application/json") => {
                 let Some(text) = r.json()["text"].as_str().map(str::to_string) else { return answer(400, json!({"message": "no text"})) };
                 item.2.push(text.clone());

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 
-use sluice::queue::{OutMessage, Queue, QueueError, SendOutcome, MAX_DELIVERY_COUNT};
+use sluice::ports::queue::{OutMessage, Queue, QueueError, SendOutcome, MAX_DELIVERY_COUNT};
 
 fn msg(id: &str, body: &str) -> OutMessage {
     OutMessage { id: id.to_string(), body: body.to_string(), visible_at: None }

@@ -5,21 +5,21 @@ use std::sync::Arc;
 use chrono::{TimeDelta, Utc};
 use serde_json::json;
 
-use sluice::rollout::{decide, Event, Phase, Rollout};
-use sluice::store::{ListFilter, Store, StoreError};
+use sluice::domain::rollout::{decide, Event, Phase, Rollout};
+use sluice::ports::store::{ListFilter, Store, StoreError};
 
-fn rollout(id: &str, target: &str) -> (Rollout, sluice::rollout::HistoryEntry) {
+fn rollout(id: &str, target: &str) -> (Rollout, sluice::domain::rollout::HistoryEntry) {
     let doc = json!({
         "target": {"name": target, "router": {"provider": "local", "settings": {"url": "http://127.0.0.1:9"}},
                    "stable": {"name": "s", "version": "v1"}, "canary": {"name": "c", "version": "v2"}},
         "strategy": {"canary": {"steps": [{"setWeight": 10}, {"pause": {}}]}}
     });
-    let (spec, plan) = sluice::spec::validate(&doc, &sluice::providers::names()).expect("valid");
+    let (spec, plan) = sluice::domain::spec::validate(&doc, &sluice::ports::registry::names()).expect("valid");
     Rollout::new(id.to_string(), spec, plan, "ci".into(), Utc::now())
 }
 
 /// Applies an event in memory, returning the next state and its history.
-fn step(r: &Rollout, e: Event) -> (Rollout, Vec<sluice::rollout::HistoryEntry>) {
+fn step(r: &Rollout, e: Event) -> (Rollout, Vec<sluice::domain::rollout::HistoryEntry>) {
     let d = decide(r, e, r.updated_at + TimeDelta::seconds(1));
     assert!(!d.is_ignored());
     (d.next, d.history)
@@ -131,7 +131,7 @@ pub async fn lists_filter_and_alerts_are_kept(store: Arc<dyn Store>) {
     let mut all = ids(store.list(&ListFilter::default()).await.expect("list"));
     all.sort();
     assert_eq!(all, ["ls-a", "ls-b"]);
-    let record = sluice::store::AlertRecord {
+    let record = sluice::ports::store::AlertRecord {
         received_at: Utc::now(),
         source: "Azure Monitor".into(),
         alert_id: "al-1".into(),
@@ -175,7 +175,7 @@ pub async fn a_long_rollout_outgrows_the_property_and_entity_limits(store: Arc<d
                    "stable": {"name": "s", "version": "v1"}, "canary": {"name": "c", "version": "v2"}},
         "strategy": {"canary": {"steps": steps}}
     });
-    let (spec, plan) = sluice::spec::validate(&doc, &sluice::providers::names()).expect("valid");
+    let (spec, plan) = sluice::domain::spec::validate(&doc, &sluice::ports::registry::names()).expect("valid");
     let (r, first) = Rollout::new("big-1".into(), spec, plan, "ci".into(), Utc::now());
     let size = serde_json::to_string(&r).expect("json").len();
     assert!(size > 150_000, "the state is {size} bytes");

@@ -1,0 +1,120 @@
+//! The HTTP client the CLI (and the demo) use to talk to a Sluice
+//! deployment — local or in Azure — with the same code. A Functions key goes
+//! in the `x-functions-key` header; the acting person in `x-sluice-user`.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// What can go wrong calling Sluice.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Sluice answered with an error.
+    #[error("HTTP {status}: {}", message(.body))]
+    Http {
+        /// Status code.
+        status: u16,
+        /// The JSON error body.
+        body: Value,
+    },
+    /// Sluice could not be reached.
+    #[error("cannot reach Sluice at {url}: {reason}")]
+    Unreachable {
+        /// Where.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn message(body: &Value) -> String {
+    let mut m = body.get("message").and_then(Value::as_str).unwrap_or("").to_string();
+    if let Some(problems) = body.get("problems").and_then(Value::as_array) {
+        for p in problems {
+            let path = p.get("path").and_then(Value::as_str).unwrap_or("");
+            let text = p.get("message").and_then(Value::as_str).unwrap_or("");
+            m.push_str(&format!("\n  {}{text}", if path.is_empty() { String::new() } else { format!("{path}: ") }));
+        }
+    }
+    if m.is_empty() {
+        body.to_string()
+    } else {
+        m
+    }
+}
+
+/// A client of one Sluice deployment.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    key: Option<String>,
+    user: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for `base` (e.g. `http://127.0.0.1:7071`), acting as `user`.
+    pub fn new(base: &str, key: Option<String>, user: &str) -> Self {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap_or_default();
+        Client { base: base.trim_end_matches('/').to_string(), key, user: user.to_string(), http }
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+        let url = format!("{}/api{path}", self.base);
+        let mut req = self.http.request(method, &url).header("x-sluice-user", &self.user);
+        if let Some(k) = &self.key {
+            req = req.header("x-functions-key", k);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp =
+            req.send().await.map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: e.without_url().to_string() })?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or_else(|_| json!({"message": text}));
+        if status >= 400 {
+            return Err(ClientError::Http { status, body: value });
+        }
+        Ok(value)
+    }
+
+    /// Starts a rollout from a spec document.
+    pub async fn start(&self, spec: &Value, id: Option<&str>) -> Result<Value, ClientError> {
+        let body = match id {
+            Some(id) => json!({"spec": spec, "id": id}),
+            None => spec.clone(),
+        };
+        self.call(reqwest::Method::POST, "/rollouts", Some(&body)).await
+    }
+
+    /// One rollout with its history.
+    pub async fn status(&self, id: &str) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::GET, &format!("/rollouts/{id}"), None).await
+    }
+
+    /// Rollouts, newest first.
+    pub async fn list(&self, active_only: bool) -> Result<Value, ClientError> {
+        let q = if active_only { "?active=true" } else { "" };
+        self.call(reqwest::Method::GET, &format!("/rollouts{q}"), None).await
+    }
+
+    /// approve | reject | abort | promote | retry.
+    pub async fn action(&self, id: &str, action: &str, body: &Value) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::POST, &format!("/rollouts/{id}/{action}"), Some(body)).await
+    }
+
+    /// Posts an alert payload to the webhook.
+    pub async fn alert(&self, payload: &Value, token: Option<&str>) -> Result<Value, ClientError> {
+        let path = match token {
+            Some(t) => format!("/alerts?token={t}"),
+            None => "/alerts".to_string(),
+        };
+        self.call(reqwest::Method::POST, &path, Some(payload)).await
+    }
+}

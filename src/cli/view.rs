@@ -1,0 +1,155 @@
+//! How rollouts look in a terminal: `status`, `list`, and `watch`'s live
+//! timeline (one line per decision, and the live canary-versus-stable
+//! numbers), shared by the CLI and the demo.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::cli::client::{Client, ClientError};
+use crate::domain::rollout::Phase;
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map(|v| format!("{:.2}%", v * 100.0)).unwrap_or_else(|| "–".into())
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.0}ms")).unwrap_or_else(|| "–".into())
+}
+
+/// One line of live numbers, if the status has them.
+pub fn live_line(status: &Value) -> Option<String> {
+    let live = status.get("live").filter(|l| !l.is_null())?;
+    let side = |name: &str| {
+        let x = &live[name];
+        format!("{name} {} req err {} p95 {}", x["requests"].as_u64().unwrap_or(0), pct(x["errorRate"].as_f64()), ms(x["p95Ms"].as_f64()))
+    };
+    Some(format!("last {}s: {} | {}", live["windowSecs"].as_u64().unwrap_or(0), side("canary"), side("stable")))
+}
+
+/// A history entry as one timeline line.
+pub fn history_line(e: &Value) -> String {
+    let at = s(e, "at");
+    let time = at.get(11..19).unwrap_or(at);
+    let (from, to) = (s(e, "from"), s(e, "to"));
+    let phase = if from == to { to.to_string() } else { format!("{from} → {to}") };
+    let by = e.get("by").and_then(Value::as_str).map(|b| format!(" [{b}]")).unwrap_or_default();
+    format!("{time}  {phase:<28} {:>3}%  {}{by}", e["weight"].as_u64().unwrap_or(0), s(e, "summary"))
+}
+
+/// The `status` view.
+pub fn status_text(v: &Value) -> String {
+    let mut out = format!(
+        "{}  {} {} → {}\n  phase:    {}\n  step:     {} ({})\n  weight:   {}% on {}\n  waiting:  {}\n  plan:     {}\n",
+        s(v, "id"),
+        s(v, "target"),
+        s(v, "stable"),
+        s(v, "canary"),
+        s(v, "phase"),
+        s(v, "step"),
+        s(v, "stepDescription"),
+        v["weight"].as_u64().unwrap_or(0),
+        s(v, "canary"),
+        s(v, "waitingFor"),
+        s(v, "plan"),
+    );
+    if let Some(f) = v.get("failure").and_then(Value::as_str) {
+        out.push_str(&format!("  failure:  {f}\n"));
+    }
+    if let Some(url) = v.pointer("/backlog/issue/url").and_then(Value::as_str) {
+        out.push_str(&format!("  issue:    {url}\n"));
+    } else if v.pointer("/backlog/state").and_then(Value::as_str) == Some("opening") {
+        let attempts = v.pointer("/backlog/attempts").and_then(Value::as_u64).unwrap_or(0);
+        let error = v.pointer("/backlog/lastError").and_then(Value::as_str).map(|e| format!(": {e}")).unwrap_or_default();
+        out.push_str(&format!("  issue:    being opened (attempt {attempts}{error})\n"));
+    }
+    if let Some(l) = live_line(v) {
+        out.push_str(&format!("  live:     {l}\n"));
+    }
+    if let Some(h) = v.get("history").and_then(Value::as_array) {
+        out.push_str("  history:\n");
+        for e in h {
+            out.push_str(&format!("    {}\n", history_line(e)));
+        }
+    }
+    out
+}
+
+/// The `list` view.
+pub fn list_text(v: &Value) -> String {
+    let rows = v.get("rollouts").and_then(Value::as_array).cloned().unwrap_or_default();
+    if rows.is_empty() {
+        return "no rollouts\n".into();
+    }
+    let mut out = format!("{:<44} {:<18} {:<16} {:>6} {:>7}  {}\n", "ID", "TARGET", "PHASE", "STEP", "WEIGHT", "CHANGE");
+    for r in rows {
+        out.push_str(&format!(
+            "{:<44} {:<18} {:<16} {:>6} {:>6}%  {} → {}\n",
+            s(&r, "id"),
+            s(&r, "target"),
+            s(&r, "phase"),
+            s(&r, "step"),
+            r["weight"].as_u64().unwrap_or(0),
+            s(&r, "stable"),
+            s(&r, "canary")
+        ));
+    }
+    out
+}
+
+/// Tracks what `watch` has shown, so each poll prints only what is new.
+pub struct Watcher {
+    shown: usize,
+    last_live: Option<Instant>,
+    live_every: Duration,
+}
+
+impl Watcher {
+    /// A watcher printing live numbers at most every `live_every`.
+    pub fn new(live_every: Duration) -> Self {
+        Watcher { shown: 0, last_live: None, live_every }
+    }
+
+    /// Lines to print for a fresh status.
+    pub fn update(&mut self, status: &Value) -> Vec<String> {
+        let mut lines = Vec::new();
+        let history = status.get("history").and_then(Value::as_array).cloned().unwrap_or_default();
+        let fresh = history.len() > self.shown;
+        for e in history.iter().skip(self.shown) {
+            lines.push(history_line(e));
+        }
+        self.shown = self.shown.max(history.len());
+        let due = self.last_live.map(|t| t.elapsed() >= self.live_every).unwrap_or(true);
+        if let Some(live) = live_line(status) {
+            if due || fresh {
+                lines.push(format!("          {live} · waiting for {}", s(status, "waitingFor")));
+                self.last_live = Some(Instant::now());
+            }
+        }
+        lines
+    }
+}
+
+/// The terminal phase of a status, if it has one.
+pub fn terminal_phase(status: &Value) -> Option<Phase> {
+    Phase::parse(s(status, "phase")).filter(|p| p.is_terminal())
+}
+
+/// Follows a rollout until it finishes, printing through `print`.
+pub async fn watch(client: &Client, id: &str, poll: Duration, mut print: impl FnMut(String)) -> Result<Phase, ClientError> {
+    let mut watcher = Watcher::new(Duration::from_secs(5));
+    loop {
+        let status = client.status(id).await?;
+        for line in watcher.update(&status) {
+            print(line);
+        }
+        if let Some(phase) = terminal_phase(&status) {
+            return Ok(phase);
+        }
+        tokio::time::sleep(poll).await;
+    }
+}

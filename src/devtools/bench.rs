@@ -1,0 +1,262 @@
+//! `sluice bench`: the numbers that matter, measured on this machine rather
+//! than asserted in tests.
+//!
+//! `rollback`: time from an alert POSTed to `/api/alerts` until the canary
+//! weight 0 is applied at the router, and until the rolled-back state is
+//! persisted, over many rollouts — next to a bare loopback HTTP round trip
+//! measured in the same run, for scale.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::devtools::router::{Router, Upstream};
+use crate::devtools::sample_app::{self, Fault};
+use crate::host::local::{self, LocalConfig};
+
+/// Percentiles of a sample, in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Samples.
+    pub n: usize,
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
+}
+
+/// Summarises durations.
+pub fn summarise(mut samples: Vec<Duration>) -> Summary {
+    samples.sort();
+    let at = |q: f64| -> f64 {
+        if samples.is_empty() {
+            return 0.0;
+        }
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples[i].as_secs_f64() * 1000.0
+    };
+    Summary { n: samples.len(), p50_ms: at(0.50), p90_ms: at(0.90), p99_ms: at(0.99), max_ms: at(1.0) }
+}
+
+/// Results of the rollback benchmark.
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackReport {
+    /// Alert POST sent → router at weight 0.
+    pub alert_to_router_zero: Summary,
+    /// Alert POST sent → RolledBack persisted in the store.
+    pub alert_to_persisted: Summary,
+    /// Alert POST sent → 202 received.
+    pub alert_accepted: Summary,
+    /// A bare loopback HTTP GET round trip.
+    pub loopback_round_trip: Summary,
+    /// p50 of router-zero over p50 of the round trip.
+    pub ratio_p50: f64,
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BenchError(String);
+
+fn fail(e: impl std::fmt::Display) -> BenchError {
+    BenchError(e.to_string())
+}
+
+/// Runs the rollback benchmark over `rollouts` rollouts.
+pub async fn rollback(rollouts: usize, progress: impl Fn(usize)) -> Result<RollbackReport, BenchError> {
+    let dir = tempfile_dir()?;
+    let (v1, _) = sample_app::serve("v1", Arc::new(Fault::default()), loopback()).await.map_err(fail)?;
+    let (v2, _) = sample_app::serve("v2", Arc::new(Fault::default()), loopback()).await.map_err(fail)?;
+    let router = Router::new(
+        Upstream { name: "stable".into(), version: "v1".into(), url: format!("http://{v1}") },
+        Upstream { name: "canary".into(), version: "v2".into(), url: format!("http://{v2}") },
+    );
+    let (router_addr, _) = router.serve(loopback()).await.map_err(fail)?;
+    let host = local::start(LocalConfig {
+        root: std::path::PathBuf::from("."),
+        data_dir: dir.clone(),
+        addr: loopback(),
+        alert_token: Some("bench".into()),
+        public_url: None,
+    })
+    .await
+    .map_err(fail)?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(8).build().map_err(fail)?;
+    let base = host.url();
+    let store = host.app.engine.store.clone();
+
+    // The baseline: a bare GET on loopback, same client, same run.
+    let mut round_trips = Vec::new();
+    for _ in 0..1000 {
+        let t = Instant::now();
+        http.get(format!("http://{v1}/health")).send().await.map_err(fail)?.bytes().await.map_err(fail)?;
+        round_trips.push(t.elapsed());
+    }
+
+    let (mut to_zero, mut to_saved, mut accepted) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..rollouts {
+        let target = format!("bench-{i}");
+        let spec = json!({
+            "target": {"name": target, "router": {"provider": "local", "settings": {"url": format!("http://{router_addr}")}},
+                       "stable": {"name": "stable", "version": "v1"}, "canary": {"name": "canary", "version": "v2"}},
+            "strategy": {"canary": {"steps": [{"setWeight": 20}, {"pause": {}}]}}
+        });
+        let created: serde_json::Value = http
+            .post(format!("{base}/api/rollouts"))
+            .header("x-sluice-user", "bench")
+            .json(&spec)
+            .send()
+            .await
+            .map_err(fail)?
+            .json()
+            .await
+            .map_err(fail)?;
+        let id = created["id"].as_str().ok_or_else(|| fail(format!("no id in {created}")))?.to_string();
+        // Wait until the canary holds 20% in a pause.
+        let ready = Instant::now();
+        loop {
+            if let Some((r, _)) = store.load(&id).await.map_err(fail)? {
+                if r.phase == crate::domain::rollout::Phase::Paused && router.route().weight == 20 {
+                    break;
+                }
+            }
+            if ready.elapsed() > Duration::from_secs(20) {
+                return Err(fail(format!("rollout {id} did not reach its pause")));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let payload = crate::devtools::demo::canary_alert(0.3);
+        let mut payload = payload;
+        payload["data"]["customProperties"] = json!({"sluiceTarget": target});
+        payload["data"]["essentials"]["alertTargetIDs"] = json!([]);
+        let sent = Instant::now();
+        let answer = http.post(format!("{base}/api/alerts?token=bench")).json(&payload).send().await.map_err(fail)?;
+        let accepted_at = Instant::now();
+        if answer.status().as_u16() != 202 {
+            return Err(fail(format!("alert answered {}", answer.status())));
+        }
+        loop {
+            let saved =
+                matches!(store.load(&id).await.map_err(fail)?, Some((r, _)) if r.phase == crate::domain::rollout::Phase::RolledBack);
+            if saved {
+                to_saved.push(sent.elapsed());
+                break;
+            }
+            if sent.elapsed() > Duration::from_secs(20) {
+                return Err(fail(format!("rollout {id} was not rolled back")));
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        let zero_at = router.changed_at();
+        if router.route().weight != 0 {
+            return Err(fail("the router is not at 0 after the rollback"));
+        }
+        to_zero.push(zero_at.saturating_duration_since(sent));
+        accepted.push(accepted_at - sent);
+        progress(i + 1);
+    }
+    host.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let zero = summarise(to_zero);
+    let rt = summarise(round_trips);
+    Ok(RollbackReport {
+        ratio_p50: if rt.p50_ms > 0.0 { zero.p50_ms / rt.p50_ms } else { 0.0 },
+        alert_to_router_zero: zero,
+        alert_to_persisted: summarise(to_saved),
+        alert_accepted: summarise(accepted),
+        loopback_round_trip: rt,
+    })
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf, BenchError> {
+    let dir = std::env::temp_dir().join(format!("sluice-bench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).map_err(fail)?;
+    Ok(dir)
+}
+
+/// Results of the start-up benchmark.
+#[derive(Debug, Clone, Serialize)]
+pub struct StartupReport {
+    /// Process exec → first `GET /` answered.
+    pub exec_to_ready: Summary,
+    /// Seconds idle before reading RSS.
+    pub idle_secs: u64,
+    /// Median resident memory when idle, MiB.
+    pub idle_rss_mib_p50: f64,
+    /// Smallest, MiB.
+    pub idle_rss_mib_min: f64,
+    /// Largest, MiB.
+    pub idle_rss_mib_max: f64,
+}
+
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Starts `exe serve` `runs` times as the Functions host would, timing exec
+/// to the first answered `GET /`, then reads its idle resident memory.
+pub async fn startup(exe: &std::path::Path, runs: usize) -> Result<StartupReport, BenchError> {
+    let http = reqwest::Client::builder().timeout(Duration::from_millis(200)).build().map_err(fail)?;
+    let idle = Duration::from_secs(2);
+    let mut times = Vec::new();
+    let mut rss = Vec::new();
+    for _ in 0..runs {
+        let dir = tempfile_dir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(fail)?.port();
+        let started = Instant::now();
+        let mut child = tokio::process::Command::new(exe)
+            .arg("serve")
+            .current_dir(&dir)
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+            .env("SLUICE_STORE", "sqlite")
+            .env("SLUICE_QUEUE", "embedded")
+            .env("SLUICE_DATA_DIR", dir.join("data"))
+            .env("SLUICE_ALERT_TOKEN", "bench-token-0123456789")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(fail)?;
+        let url = format!("http://127.0.0.1:{port}/");
+        loop {
+            if http.get(&url).send().await.is_ok() {
+                times.push(started.elapsed());
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(fail("sluice serve did not answer GET / within 60s (the host's limit)"));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(idle).await;
+        if let Some(m) = child.id().and_then(rss_mib) {
+            rss.push(m);
+        }
+        let _ = child.kill().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    rss.sort_by(f64::total_cmp);
+    let median = rss.get(rss.len() / 2).copied().unwrap_or(0.0);
+    Ok(StartupReport {
+        exec_to_ready: summarise(times),
+        idle_secs: idle.as_secs(),
+        idle_rss_mib_p50: median,
+        idle_rss_mib_min: rss.first().copied().unwrap_or(0.0),
+        idle_rss_mib_max: rss.last().copied().unwrap_or(0.0),
+    })
+}

@@ -1,0 +1,383 @@
+//! `sluice demo`: a real phased rollout on a laptop, nothing to install.
+//! Two versions of a sample API run behind the local router, a load
+//! generator sends steady traffic through it, and the local host walks a
+//! canary — 5 % → analysis → 20 % → approval → 50 % → 100 % → promote —
+//! narrating each decision with the measured numbers. Variants show the
+//! automatic rollback: a faulty v2 that analysis catches, or an alert that
+//! fires while the rollout waits for approval.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::cli::client::Client;
+use crate::cli::view::{terminal_phase, Watcher};
+use crate::devtools::load::{Load, LoadReport, USERS};
+use crate::devtools::router::{Router, Upstream};
+use crate::devtools::sample_app::Fault;
+use crate::devtools::{prometheus, sample_app};
+use crate::domain::rollout::Phase;
+use crate::host::local::{self, LocalConfig};
+
+/// Which story the demo tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// A healthy v2 goes all the way, with zero failed requests.
+    Success,
+    /// v2 answers 20 % of requests with 500s; analysis rolls it back.
+    FaultErrors,
+    /// v2 is 150 ms slower; the latency baseline rolls it back.
+    FaultLatency,
+    /// v2 starts failing while the rollout waits for approval; an alert rolls it back.
+    Alert,
+}
+
+/// How to run the demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// The story.
+    pub variant: Variant,
+    /// Where its state goes (emptied first).
+    pub data_dir: PathBuf,
+    /// Where `host.json` and `functions/` are (embedded copies otherwise).
+    pub root: PathBuf,
+    /// Requests per second of load.
+    pub rps: u32,
+    /// Keep serving after the end (for the dashboard) until Ctrl-C.
+    pub hold: bool,
+    /// Analyse through a real Prometheus scraping the router (needs the binary).
+    pub prometheus: bool,
+}
+
+/// What happened.
+#[derive(Debug, Clone)]
+pub struct DemoReport {
+    /// The rollout.
+    pub rollout_id: String,
+    /// How it ended.
+    pub phase: Phase,
+    /// What the load generator saw.
+    pub load: LoadReport,
+    /// The backlog issue file, if one was written.
+    pub issue: Option<PathBuf>,
+    /// Notifications written to the JSON-lines channel.
+    pub notifications: usize,
+    /// Whether Sluice did the right thing for this variant.
+    pub ok: bool,
+    /// Why not, if it did not.
+    pub problem: Option<String>,
+    /// Wall time of the rollout.
+    pub seconds: f64,
+}
+
+/// Why the demo could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// A part failed to start.
+    #[error("could not start the demo: {0}")]
+    Setup(String),
+    /// Talking to the local host failed.
+    #[error(transparent)]
+    Client(#[from] crate::cli::client::ClientError),
+}
+
+const TOKEN: &str = "demo-alert-token";
+const RESOURCE: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/demo/providers/Microsoft.Web/sites/orders-api";
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// The spec the demo posts, as a pipeline would.
+pub fn demo_spec(router_url: &str, variant: Variant) -> Value {
+    demo_spec_with(router_url, variant, None)
+}
+
+/// The demo spec, analysed by the local router's counters or, given a
+/// Prometheus URL, by PromQL over the same router's `/metrics`.
+pub fn demo_spec_with(router_url: &str, variant: Variant, prometheus: Option<&str>) -> Value {
+    let metric = |name: &str, query: &str, condition: &str| match prometheus {
+        None => json!({"name": name, "provider": "local", "query": query, "successCondition": condition,
+                       "interval": "2s", "count": 3, "initialDelay": "2s", "minSampleSize": 10}),
+        Some(url) => {
+            let promql = match query {
+                "error_rate" => "sum(rate(sluice_router_errors_total{role=\"{{name}}\"}[5s])) / sum(rate(sluice_router_requests_total{role=\"{{name}}\"}[5s]))".to_string(),
+                _ => "1000 * histogram_quantile(0.95, sum by (le) (rate(sluice_router_request_duration_seconds_bucket{role=\"{{name}}\"}[5s])))".to_string(),
+            };
+            // Scrapes come once a second, so the first window after a weight change
+            // can be thin: wait a little longer and tolerate one inconclusive reading.
+            json!({"name": name, "provider": "prometheus", "query": promql, "settings": {"url": url},
+                   "sampleQuery": "sum(increase(sluice_router_requests_total{role=\"{{name}}\"}[5s]))",
+                   "successCondition": condition, "interval": "2s", "count": 3, "initialDelay": "5s",
+                   "inconclusiveLimit": 1, "minSampleSize": 10})
+        }
+    };
+    let mut latency = metric("p95-latency", "latency_p95_ms", "< 1000");
+    latency["baseline"] = json!({"factor": 1.5, "slack": 20});
+    let mut spec = json!({
+        "target": {
+            "name": "orders-api",
+            "router": {"provider": "local", "settings": {"url": router_url}},
+            "stable": {"name": "stable", "version": "v1"},
+            "canary": {"name": "canary", "version": "v2"},
+            "resourceIds": [RESOURCE]
+        },
+        "analysisTemplates": [
+            {"name": "error-rate", "metrics": [metric("error-rate", "error_rate", "< 0.02")]},
+            {"name": "latency", "metrics": [latency]}
+        ],
+        "strategy": {"canary": {"steps": [
+            {"setWeight": 5},
+            {"analysis": {"templates": ["error-rate", "latency"]}},
+            {"setWeight": 20},
+            {"approval": {"minApprovers": 1, "approvers": ["alice", "bob"], "timeout": "2m", "onTimeout": "rollback"}},
+            {"setWeight": 50},
+            {"pause": {"duration": "4s"}},
+            {"setWeight": 100},
+            {"pause": {"duration": "4s"}}
+        ]}},
+        "policy": {"onAlert": "rollback", "onInconclusive": "pause"},
+        "backlog": {"provider": "local"},
+        "notifications": [{"provider": "console"}, {"provider": "jsonl"}]
+    });
+    if variant != Variant::Alert {
+        // Background analysis watches every step; the alert story leaves the
+        // catching to the alert rule.
+        let mut background = metric("bg-error-rate", "error_rate", "< 0.02");
+        background["interval"] = json!("3s");
+        background["initialDelay"] = json!(if prometheus.is_some() { "8s" } else { "3s" });
+        if let Some(m) = background.as_object_mut() {
+            m.remove("count");
+        }
+        spec["strategy"]["canary"]["analysis"] = json!({"metrics": [background]});
+    }
+    spec
+}
+
+/// A Common Alert Schema payload, as an Azure Monitor metric alert on the canary slot sends it.
+pub fn canary_alert(error_rate: f64) -> Value {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let id =
+        format!("/subscriptions/00000000-0000-0000-0000-000000000000/providers/Microsoft.AlertsManagement/alerts/{}", uuid::Uuid::new_v4());
+    json!({
+        "schemaId": "azureMonitorCommonAlertSchema",
+        "data": {
+            "essentials": {
+                "alertId": id,
+                "alertRule": "orders-api canary 5xx ratio",
+                "severity": "Sev1",
+                "signalType": "Metric",
+                "monitorCondition": "Fired",
+                "monitoringService": "Platform",
+                "alertTargetIDs": [format!("{}/slots/canary", RESOURCE.to_ascii_lowercase())],
+                "configurationItems": ["orders-api-canary"],
+                "originAlertId": "demo",
+                "firedDateTime": now,
+                "description": "5xx ratio on the canary slot is above 5%",
+                "essentialsVersion": "1.0",
+                "alertContextVersion": "1.0"
+            },
+            "alertContext": {
+                "properties": null,
+                "conditionType": "SingleResourceMultipleMetricCriteria",
+                "condition": {
+                    "windowSize": "PT5M",
+                    "allOf": [{
+                        "metricName": "Http5xx ratio",
+                        "metricNamespace": "Microsoft.Web/sites/slots",
+                        "operator": "GreaterThan",
+                        "threshold": "0.05",
+                        "timeAggregation": "Average",
+                        "dimensions": [],
+                        "metricValue": (error_rate * 1000.0).round() / 1000.0
+                    }]
+                }
+            },
+            "customProperties": null
+        }
+    })
+}
+
+fn say(line: impl AsRef<str>) {
+    println!("{}", line.as_ref());
+}
+
+/// Runs the demo and reports what happened.
+pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
+    let setup = |e: std::io::Error| DemoError::Setup(e.to_string());
+    let _ = std::fs::remove_dir_all(&opts.data_dir);
+    std::fs::create_dir_all(&opts.data_dir).map_err(setup)?;
+
+    let v1_fault = Arc::new(Fault::default());
+    let v2_fault = Arc::new(Fault::default());
+    match opts.variant {
+        Variant::FaultErrors => v2_fault.errors_per_mille.store(200, Ordering::Relaxed),
+        Variant::FaultLatency => v2_fault.extra_latency_ms.store(150, Ordering::Relaxed),
+        _ => {}
+    }
+    let (v1, _) = sample_app::serve("v1", v1_fault, loopback()).await.map_err(setup)?;
+    let (v2, _) = sample_app::serve("v2", v2_fault.clone(), loopback()).await.map_err(setup)?;
+    let router = Router::new(
+        Upstream { name: "stable".into(), version: "v1".into(), url: format!("http://{v1}") },
+        Upstream { name: "canary".into(), version: "v2".into(), url: format!("http://{v2}") },
+    );
+    let (router_addr, _) = router.serve(loopback()).await.map_err(setup)?;
+    let router_url = format!("http://{router_addr}");
+    let host = local::start(LocalConfig {
+        root: opts.root.clone(),
+        data_dir: opts.data_dir.clone(),
+        addr: loopback(),
+        alert_token: Some(TOKEN.into()),
+        public_url: None,
+    })
+    .await
+    .map_err(|e| DemoError::Setup(e.to_string()))?;
+    let base = host.url();
+
+    say("Sluice demo");
+    say(format!("  sample API  v1 at http://{v1}, v2 at http://{v2}"));
+    say(format!("  router      {router_url}  (metrics at {router_url}/metrics)"));
+    say(format!("  Sluice      {base}  (state in {})", opts.data_dir.display()));
+    let load = Load::start(&router_url, opts.rps, 8);
+    say(format!("  load        ~{} requests/s from {USERS} simulated users", opts.rps));
+    let prometheus = if opts.prometheus {
+        let target = router_addr.to_string();
+        let server = tokio::task::spawn_blocking(move || prometheus::start_prometheus(&target, None, None))
+            .await
+            .map_err(|e| DemoError::Setup(e.to_string()))?
+            .map_err(|e| DemoError::Setup(e.to_string()))?;
+        say(format!("  prometheus  {} scraping the router every second; analysis runs PromQL", server.url));
+        Some(server)
+    } else {
+        None
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let pipeline = Client::new(&base, None, "azure-pipelines");
+    let spec = demo_spec_with(&router_url, opts.variant, prometheus.as_ref().map(|p| p.url.as_str()));
+    let started = pipeline.start(&spec, None).await?;
+    let id = started["id"].as_str().unwrap_or_default().to_string();
+    say(format!("\nThe pipeline posts the rollout: {id}\n  plan: {}\n", started["plan"].as_str().unwrap_or("")));
+    say(format!("  dashboard: {base}/api/dashboard/{id}\n"));
+
+    let began = Instant::now();
+    let mut watcher = Watcher::new(Duration::from_secs(4));
+    let mut approval_at: Option<Instant> = None;
+    let mut alert_sent = false;
+    let deadline = Duration::from_secs(80);
+    let final_status = loop {
+        let status = pipeline.status(&id).await?;
+        for line in watcher.update(&status) {
+            say(format!("  {line}"));
+        }
+        if let Some(_phase) = terminal_phase(&status) {
+            break status;
+        }
+        if began.elapsed() > deadline {
+            say("  the demo ran out of time; aborting the rollout");
+            let _ = pipeline.action(&id, "abort", &json!({"reason": "demo timed out"})).await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            break pipeline.status(&id).await?;
+        }
+        if status["phase"] == "AwaitingApproval" && approval_at.is_none() {
+            approval_at = Some(Instant::now());
+            if opts.variant == Variant::Alert {
+                say("\n  >> approval requested. Meanwhile v2 starts failing (simulated incident: 25% of requests → 500).");
+                say("  >> a local alert rule watches the canary's 5xx ratio, as an Azure Monitor metric alert would.\n");
+                v2_fault.errors_per_mille.store(250, Ordering::Relaxed);
+            } else {
+                say(format!("\n  >> approval requested. A person reviews the numbers and runs:\n  >>   sluice approve {id} --as alice\n"));
+            }
+        }
+        if let Some(at) = approval_at {
+            if opts.variant != Variant::Alert && at.elapsed() > Duration::from_secs(3) && status["phase"] == "AwaitingApproval" {
+                let alice = Client::new(&base, None, "alice");
+                alice.action(&id, "approve", &json!({})).await?;
+                approval_at = Some(Instant::now() + Duration::from_secs(3600));
+            }
+            if opts.variant == Variant::Alert && !alert_sent {
+                let stats = router.stats(5);
+                if stats.canary.requests >= 10 && stats.canary.error_rate.unwrap_or(0.0) > 0.05 {
+                    let rate = stats.canary.error_rate.unwrap_or(0.0);
+                    say(format!(
+                        "\n  >> alert rule 'orders-api canary 5xx ratio' fired: {:.1}% > 5% over the last 5s; posting the Common Alert Schema to /api/alerts\n",
+                        rate * 100.0
+                    ));
+                    let monitor = Client::new(&base, None, "azure-monitor");
+                    let answer = monitor.alert(&canary_alert(rate), Some(TOKEN)).await?;
+                    say(format!("  >> /api/alerts answered 202: {} alert(s) accepted", answer["accepted"]));
+                    alert_sent = true;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let seconds = began.elapsed().as_secs_f64();
+    // Keep the load on a moment so the totals show traffic back on stable.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let totals = load.stop().await;
+    let phase = terminal_phase(&final_status).unwrap_or(Phase::Aborted);
+    let issue =
+        final_status.pointer("/backlog/issue/url").and_then(Value::as_str).and_then(|u| u.strip_prefix("file://")).map(PathBuf::from);
+    let notifications = std::fs::read_to_string(opts.data_dir.join("notifications.jsonl")).map(|t| t.lines().count()).unwrap_or(0);
+    let failure_phase = final_status.pointer("/rollout/failure/phase").and_then(Value::as_str).unwrap_or("");
+    let failure_kind = final_status.pointer("/rollout/failure/evidence/kind").and_then(Value::as_str).unwrap_or("");
+
+    let problem = match opts.variant {
+        Variant::Success if phase != Phase::Succeeded => Some(format!("expected Succeeded, got {phase}")),
+        Variant::Success if totals.failures() > 0 => Some(format!("{} requests failed during the rollout", totals.failures())),
+        Variant::Success => None,
+        _ if phase != Phase::RolledBack => Some(format!("expected RolledBack, got {phase}")),
+        _ if issue.as_ref().map(|p| !p.exists()).unwrap_or(true) => Some("no backlog issue was written".into()),
+        Variant::Alert if failure_kind != "alert" || failure_phase != "AwaitingApproval" => {
+            Some(format!("expected an alert rollback from AwaitingApproval, got {failure_kind} from {failure_phase}"))
+        }
+        Variant::FaultErrors | Variant::FaultLatency if failure_kind != "analysis" => {
+            Some(format!("expected the analysis to roll back, got {failure_kind}"))
+        }
+        _ => None,
+    };
+
+    say("\nResult");
+    say(format!("  rollout        {id}: {phase} after {seconds:.1}s"));
+    say(format!(
+        "  requests       {} in total: v1 served {}, v2 served {}; failed: {}",
+        totals.total(),
+        totals.served_by("v1"),
+        totals.served_by("v2"),
+        totals.failures()
+    ));
+    if opts.variant != Variant::Success {
+        let saw = totals.users.get("v2").map(|u| u.len()).unwrap_or(0);
+        say(format!(
+            "  exposure       {saw} of {USERS} users were served by v2 before the rollback; {} got at least one error",
+            totals.users_failed.len()
+        ));
+    }
+    if let Some(p) = &issue {
+        say(format!("  backlog issue  {}", p.display()));
+    }
+    say(format!("  notifications  {notifications} in {}", opts.data_dir.join("notifications.jsonl").display()));
+    match &problem {
+        None => say(format!(
+            "  verdict        OK: {}",
+            match opts.variant {
+                Variant::Success => "v2 is live and no request failed through every weight change and the promotion",
+                Variant::Alert => "the alert rolled the rollout back from the approval gate and the issue is filed",
+                _ => "the analysis caught the bad canary, traffic is back on v1 and the issue is filed",
+            }
+        )),
+        Some(p) => say(format!("  verdict        NOT OK: {p}")),
+    }
+    if opts.hold {
+        say(format!("\nStill serving for the dashboard: {base}/api/dashboard/{id}  (Ctrl-C to stop)"));
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    host.stop().await;
+    drop(prometheus);
+    Ok(DemoReport { rollout_id: id, phase, load: totals, issue, notifications, ok: problem.is_none(), problem, seconds })
+}

@@ -1,0 +1,12 @@
+//! Tools for trying and measuring Sluice on a laptop, never part of what
+//! `sluice serve` runs in Azure: the demo, the benchmarks, the sample API,
+//! the load generator, the local weighted router and the Prometheus
+//! launcher. Built only with the `devtools` feature (on by default; the
+//! Functions package is built without it).
+
+pub mod bench;
+pub mod demo;
+pub mod load;
+pub mod prometheus;
+pub mod router;
+pub mod sample_app;

@@ -1,0 +1,332 @@
+//! The local weighted router: a reverse proxy in front of a stable and a
+//! canary upstream whose split changes at run time, counting per-version
+//! requests, errors and latency (served at `/metrics` for Prometheus and at
+//! `/_sluice/stats` for windowed analysis). It is what the `local` traffic and
+//! metrics providers drive, for the demo and for development; `sluice router`
+//! runs it on its own.
+//!
+//! Admin API (loopback only): `GET|PUT /_sluice/route`, `POST /_sluice/promote`,
+//! `POST /_sluice/revert`, `GET /_sluice/stats?window=30s`,
+//! `GET /_sluice/health?role=canary`, `GET /metrics`.
+
+pub mod stats;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router as AxumRouter};
+use serde::Deserialize;
+use serde_json::json;
+
+pub use stats::{Role, Stats};
+
+pub use crate::ports::local_router::{Route, StatsReport, Upstream, WindowStats};
+
+/// The router's shared state.
+pub struct Router {
+    route: RwLock<Route>,
+    changed_at: RwLock<Instant>,
+    counter: AtomicU64,
+    stats: Stats,
+    client: reqwest::Client,
+}
+
+const MAX_BODY: usize = 10 * 1024 * 1024;
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Router {
+    /// A router sending everything to `stable` until told otherwise.
+    pub fn new(stable: Upstream, canary: Upstream) -> Arc<Router> {
+        let client = reqwest::Client::builder().pool_max_idle_per_host(64).timeout(Duration::from_secs(30)).build().unwrap_or_default();
+        Arc::new(Router {
+            route: RwLock::new(Route { weight: 0, promoted: false, stable, canary }),
+            changed_at: RwLock::new(Instant::now()),
+            counter: AtomicU64::new(0),
+            stats: Stats::default(),
+            client,
+        })
+    }
+
+    /// The current split.
+    pub fn route(&self) -> Route {
+        match self.route.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Route)) -> Route {
+        let mut guard = match self.route.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let before = guard.clone();
+        f(&mut guard);
+        if *guard != before {
+            if let Ok(mut t) = self.changed_at.write() {
+                *t = Instant::now();
+            }
+        }
+        guard.clone()
+    }
+
+    /// When the split last changed (for latency measurements).
+    pub fn changed_at(&self) -> Instant {
+        self.changed_at.read().map(|t| *t).unwrap_or_else(|_| Instant::now())
+    }
+
+    /// Sets the canary weight.
+    pub fn set_weight(&self, weight: u8) -> Route {
+        self.update(|r| r.weight = weight.min(100))
+    }
+
+    /// Swaps the upstreams (the canary becomes stable), like a slot swap.
+    pub fn promote(&self) -> Route {
+        self.update(|r| {
+            if !r.promoted {
+                std::mem::swap(&mut r.stable, &mut r.canary);
+                r.promoted = true;
+            }
+            r.weight = 0;
+        })
+    }
+
+    /// Sends everything to stable, swapping back first if asked and promoted.
+    pub fn revert(&self, undo_promotion: bool) -> Route {
+        self.update(|r| {
+            if undo_promotion && r.promoted {
+                std::mem::swap(&mut r.stable, &mut r.canary);
+                r.promoted = false;
+            }
+            r.weight = 0;
+        })
+    }
+
+    /// Numbers for both sides over the last `window_secs`.
+    pub fn stats(&self, window_secs: u64) -> StatsReport {
+        let now = now_secs();
+        StatsReport {
+            window_secs,
+            weight: self.route().weight,
+            stable: self.stats.window(Role::Stable, window_secs, now),
+            canary: self.stats.window(Role::Canary, window_secs, now),
+        }
+    }
+
+    /// Evenly spread: exactly `weight` of every 100 requests go to the canary.
+    fn pick(&self, weight: u8) -> Role {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let w = weight as u64;
+        if (n + 1) * w / 100 > n * w / 100 {
+            Role::Canary
+        } else {
+            Role::Stable
+        }
+    }
+
+    async fn proxy(self: Arc<Self>, request: Request) -> Response {
+        let route = self.route();
+        let role = self.pick(route.weight);
+        let upstream = match role {
+            Role::Stable => &route.stable,
+            Role::Canary => &route.canary,
+        };
+        let (parts, body) = request.into_parts();
+        let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let url = format!("{}{}", upstream.url.trim_end_matches('/'), path_and_query);
+        let started = Instant::now();
+        let body = match axum::body::to_bytes(body, MAX_BODY).await {
+            Ok(b) => b,
+            Err(_) => return error_response(StatusCode::PAYLOAD_TOO_LARGE, "request body over 10 MiB"),
+        };
+        let mut headers = parts.headers.clone();
+        strip_hop_by_hop(&mut headers);
+        headers.remove(axum::http::header::HOST);
+        let result = self.client.request(parts.method.clone(), &url).headers(headers).body(body).send().await;
+        let (response, error) = match result {
+            Ok(upstream_response) => {
+                let status = upstream_response.status();
+                let mut headers = upstream_response.headers().clone();
+                strip_hop_by_hop(&mut headers);
+                match upstream_response.bytes().await {
+                    Ok(bytes) => (build_response(status, headers, bytes, role), status.is_server_error()),
+                    Err(e) => (error_response(StatusCode::BAD_GATEWAY, &format!("upstream body failed: {e}")), true),
+                }
+            }
+            Err(e) => (error_response(StatusCode::BAD_GATEWAY, &format!("upstream unreachable: {e}")), true),
+        };
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.stats.record(role, error, latency_ms, now_secs());
+        response
+    }
+
+    /// The router as an axum app: admin API plus the proxy for everything else.
+    pub fn app(self: &Arc<Self>) -> AxumRouter {
+        let proxy_state = self.clone();
+        AxumRouter::new()
+            .route("/_sluice/route", get(get_route).put(put_route))
+            .route("/_sluice/promote", post(promote))
+            .route("/_sluice/revert", post(revert))
+            .route("/_sluice/stats", get(get_stats))
+            .route("/_sluice/health", get(health))
+            .route("/metrics", get(metrics))
+            .with_state(self.clone())
+            .fallback(move |request: Request| {
+                let router = proxy_state.clone();
+                async move { router.proxy(request).await }
+            })
+    }
+
+    /// Serves the router on `addr`; returns the bound address.
+    pub async fn serve(self: &Arc<Self>, addr: SocketAddr) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let app = self.app();
+        let handle = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok((local, handle))
+    }
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "content-length"] {
+        headers.remove(name);
+    }
+}
+
+fn build_response(status: reqwest::StatusCode, headers: HeaderMap, body: Bytes, role: Role) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response.headers_mut().insert(HeaderName::from_static("x-sluice-role"), HeaderValue::from_static(role.as_str()));
+    response
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"error": "router", "message": message}))).into_response()
+}
+
+async fn get_route(State(router): State<Arc<Router>>) -> Json<Route> {
+    Json(router.route())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightBody {
+    weight: i64,
+}
+
+async fn put_route(State(router): State<Arc<Router>>, body: Bytes) -> Response {
+    let parsed: Result<WeightBody, _> = serde_json::from_slice(&body);
+    match parsed {
+        Ok(WeightBody { weight }) if (0..=100).contains(&weight) => Json(router.set_weight(weight as u8)).into_response(),
+        Ok(WeightBody { weight }) => error_response(StatusCode::BAD_REQUEST, &format!("weight: {weight} is not within 0..=100")),
+        Err(e) => error_response(StatusCode::BAD_REQUEST, &format!("body: expected {{\"weight\": 0..100}}: {e}")),
+    }
+}
+
+async fn promote(State(router): State<Arc<Router>>) -> Json<Route> {
+    Json(router.promote())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RevertBody {
+    #[serde(default)]
+    undo_promotion: bool,
+}
+
+async fn revert(State(router): State<Arc<Router>>, body: Bytes) -> Response {
+    let parsed: RevertBody = if body.is_empty() {
+        RevertBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("body: {e}")),
+        }
+    };
+    Json(router.revert(parsed.undo_promotion)).into_response()
+}
+
+#[derive(Deserialize)]
+struct StatsQuery {
+    window: Option<String>,
+}
+
+async fn get_stats(State(router): State<Arc<Router>>, Query(q): Query<StatsQuery>) -> Response {
+    let window_ms = match q.window.as_deref().map(crate::domain::spec::parse_duration_ms) {
+        None => 30_000,
+        Some(Ok(ms)) => ms,
+        Some(Err(e)) => return error_response(StatusCode::BAD_REQUEST, &format!("window: {e}")),
+    };
+    Json(router.stats((window_ms / 1000).max(1))).into_response()
+}
+
+#[derive(Deserialize)]
+struct HealthQuery {
+    role: Option<String>,
+}
+
+async fn health(State(router): State<Arc<Router>>, Query(q): Query<HealthQuery>) -> Response {
+    let route = router.route();
+    let upstream = match q.role.as_deref() {
+        Some("stable") => route.stable,
+        Some("canary") | None => route.canary,
+        Some(other) => return error_response(StatusCode::BAD_REQUEST, &format!("role: '{other}' is not stable or canary")),
+    };
+    let url = format!("{}/health", upstream.url.trim_end_matches('/'));
+    let outcome = router.client.get(&url).timeout(Duration::from_secs(3)).send().await;
+    let (healthy, status) = match outcome {
+        Ok(r) => (r.status().is_success(), Some(r.status().as_u16())),
+        Err(_) => (false, None),
+    };
+    Json(json!({"healthy": healthy, "status": status, "version": upstream.version})).into_response()
+}
+
+async fn metrics(State(router): State<Arc<Router>>) -> Response {
+    let route = router.route();
+    let text = router.stats.prometheus([(Role::Stable, &route.stable.version), (Role::Canary, &route.canary.version)]);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up(v: &str) -> Upstream {
+        Upstream { name: v.into(), version: v.into(), url: format!("http://127.0.0.1:1/{v}") }
+    }
+
+    #[test]
+    fn weight_is_exact_over_every_hundred_requests() {
+        let r = Router::new(up("v1"), up("v2"));
+        for w in [0u8, 1, 5, 20, 33, 50, 99, 100] {
+            let canary = (0..100).filter(|_| r.pick(w) == Role::Canary).count();
+            assert_eq!(canary, w as usize, "weight {w}");
+        }
+    }
+
+    #[test]
+    fn promote_swaps_and_revert_can_undo() {
+        let r = Router::new(up("v1"), up("v2"));
+        r.set_weight(100);
+        let p = r.promote();
+        assert_eq!((p.weight, p.promoted, p.stable.version.as_str()), (0, true, "v2"));
+        assert_eq!(r.promote(), p, "promoting twice changes nothing");
+        let back = r.revert(true);
+        assert_eq!((back.weight, back.promoted, back.stable.version.as_str()), (0, false, "v1"));
+        r.set_weight(30);
+        assert_eq!(r.revert(false).stable.version, "v1");
+    }
+}

@@ -1,0 +1,6 @@
+//! The pure domain: what a rollout is and how it moves, with no I/O, no
+//! clock and no randomness of its own. Everything hard lives here, and
+//! everything here is unit- and property-tested.
+
+pub mod rollout;
+pub mod spec;

@@ -1,0 +1,472 @@
+//! The pure heart of Sluice: a rollout's state and the state machine that
+//! moves it, `decide(state, event, now) -> (state', commands)`, with no I/O,
+//! no clock and no randomness. Handlers load, decide, act and save around it.
+
+mod analysis;
+mod backlog;
+mod command;
+mod decide;
+mod event;
+mod history;
+mod plan;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use analysis::{judge, AnalysisRun, MetricRun, RunKind, RunStatus};
+pub use backlog::{Attempt, BacklogState, LaterFailure, Reported};
+pub use command::{Command, CommandKind, NotifyKind};
+pub use decide::{decide, Decision, Outcome};
+pub use event::{AlertInfo, CommandRef, Event, IssueRef, MeasureOutcome, MeasurementKey};
+pub use history::{Evidence, HistoryEntry, MeasurementRecord, Verdict};
+pub use plan::{AnalysisPlan, ApprovalPlan, MetricPlan, Plan, Stage, StrategyKind};
+
+use crate::domain::spec::RolloutSpec;
+
+/// Where a rollout is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Phase {
+    /// Created; not started (or checking the error budget).
+    Pending,
+    /// Walking its stages.
+    Progressing,
+    /// Held: a pause until resumed, an alert, or an inconclusive analysis.
+    Paused,
+    /// Waiting for people.
+    AwaitingApproval,
+    /// Making the canary the new stable.
+    Promoting,
+    /// Putting traffic back on stable.
+    RollingBack,
+    /// Done: the canary is the new stable.
+    Succeeded,
+    /// Done: traffic is back on stable after a failure.
+    RolledBack,
+    /// Done: stopped by a person (or refused to start), traffic on stable.
+    Aborted,
+}
+
+impl Phase {
+    /// Whether nothing more will happen to the traffic.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::RolledBack | Phase::Aborted)
+    }
+
+    /// Every phase, for tests and listings.
+    pub const ALL: [Phase; 9] = [
+        Phase::Pending,
+        Phase::Progressing,
+        Phase::Paused,
+        Phase::AwaitingApproval,
+        Phase::Promoting,
+        Phase::RollingBack,
+        Phase::Succeeded,
+        Phase::RolledBack,
+        Phase::Aborted,
+    ];
+
+    /// The name used in URLs, storage and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Progressing => "Progressing",
+            Phase::Paused => "Paused",
+            Phase::AwaitingApproval => "AwaitingApproval",
+            Phase::Promoting => "Promoting",
+            Phase::RollingBack => "RollingBack",
+            Phase::Succeeded => "Succeeded",
+            Phase::RolledBack => "RolledBack",
+            Phase::Aborted => "Aborted",
+        }
+    }
+
+    /// Parses [`Phase::as_str`] (case-insensitive).
+    pub fn parse(text: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A traffic command waiting for the router to confirm it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingTraffic {
+    /// SetWeight, Promote or RevertTraffic.
+    pub kind: CommandKind,
+    /// Command id of the latest attempt.
+    pub id: u64,
+    /// Attempts so far (1 after the first issue).
+    pub attempts: u32,
+    /// When the latest attempt was issued.
+    pub issued_at: DateTime<Utc>,
+    /// When the first attempt was issued: a router change made since then
+    /// is this command's (so a retried slot swap is never done twice).
+    #[serde(default)]
+    pub since: DateTime<Utc>,
+    /// When it failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_at: Option<DateTime<Utc>>,
+    /// The last error (redacted by the adapter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl PendingTraffic {
+    /// The first attempt at a traffic command, issued `now`.
+    pub fn first(kind: CommandKind, id: u64, now: DateTime<Utc>) -> Self {
+        PendingTraffic { kind, id, attempts: 1, issued_at: now, since: now, failed_at: None, last_error: None }
+    }
+}
+
+/// What the router should be doing for this rollout.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficState {
+    /// The canary weight the current phase requires.
+    pub weight: u8,
+    /// The last weight the router confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed: Option<u8>,
+    /// Whether the promotion (swap) has been confirmed.
+    pub promoted: bool,
+    /// The command awaiting confirmation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingTraffic>,
+}
+
+/// One approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    /// Who.
+    pub by: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Why a rollout is paused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "reason")]
+pub enum PauseReason {
+    /// A `pause` step without a duration.
+    Step,
+    /// An alert fired under `onAlert: pause`.
+    Alert {
+        /// The alert id.
+        alert_id: String,
+    },
+    /// An analysis was inconclusive under `onInconclusive: pause` (or extensions ran out).
+    Inconclusive {
+        /// Which run.
+        run: u32,
+        /// Whether it was the stage's own analysis (promote then skips it).
+        stage_analysis: bool,
+    },
+}
+
+/// A pause in effect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseInfo {
+    /// Why.
+    #[serde(flatten)]
+    pub reason: PauseReason,
+    /// Since when.
+    pub since: DateTime<Utc>,
+}
+
+/// Why the rollout ended badly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    /// When it was decided.
+    pub at: DateTime<Utc>,
+    /// Stage it happened at.
+    pub stage: usize,
+    /// Phase it happened in.
+    pub phase: Phase,
+    /// Who, if a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// Whether a person aborted (no backlog issue) rather than a failure.
+    pub aborted: bool,
+    /// Canary weight when it happened (users exposed to the canary).
+    #[serde(default)]
+    pub weight: u8,
+    /// Proof.
+    pub evidence: Evidence,
+    /// When traffic was confirmed back on stable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted_at: Option<DateTime<Utc>>,
+    /// Whether metrics confirmed that canary traffic stopped (absent: not checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<bool>,
+    /// What the check saw last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<String>,
+    /// Failures after this one (each is added to the backlog issue).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub later: Vec<LaterFailure>,
+}
+
+/// A rollout: spec, plan and where it is. Serialized as the state row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    /// Unique id.
+    pub id: String,
+    /// The spec as posted.
+    pub spec: RolloutSpec,
+    /// The compiled plan.
+    pub plan: Plan,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Who started it.
+    pub created_by: String,
+    /// The rollout this one retries, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<String>,
+    /// Phase.
+    pub phase: Phase,
+    /// Current stage index into `plan.stages`.
+    pub stage: usize,
+    /// Sequence number of the current wait; a `StepDue` for another is stale.
+    pub seq: u64,
+    /// When the current wait ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<DateTime<Utc>>,
+    /// Router state.
+    pub traffic: TrafficState,
+    /// Approvals at the current gate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<Approval>,
+    /// Analysis runs, running and finished.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<AnalysisRun>,
+    /// The pause in effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<PauseInfo>,
+    /// Alerts that fired while the rollout was active.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<String>,
+    /// Why it failed or stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    /// The backlog issue.
+    #[serde(default)]
+    pub backlog: BacklogState,
+    /// Ids of people's requests already applied (duplicates are ignored).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<String>,
+    /// Notification ids whose failure was already recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_notifications: Vec<u64>,
+    /// Next command id.
+    pub next_command_id: u64,
+    /// Applied decisions.
+    pub version: u64,
+    /// History rows written.
+    pub history_len: u64,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// When it reached a terminal phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Rollout {
+    /// A new rollout in `Pending`, and its first history entry.
+    pub fn new(id: String, spec: RolloutSpec, plan: Plan, created_by: String, now: DateTime<Utc>) -> (Rollout, HistoryEntry) {
+        let rollout = Rollout {
+            id,
+            spec,
+            plan,
+            created_at: now,
+            created_by: created_by.clone(),
+            retry_of: None,
+            phase: Phase::Pending,
+            stage: 0,
+            seq: 0,
+            due_at: None,
+            traffic: TrafficState::default(),
+            approvals: Vec::new(),
+            runs: Vec::new(),
+            pause: None,
+            alerts: Vec::new(),
+            failure: None,
+            backlog: BacklogState::None,
+            requests: Vec::new(),
+            failed_notifications: Vec::new(),
+            next_command_id: 1,
+            version: 1,
+            history_len: 1,
+            updated_at: now,
+            finished_at: None,
+        };
+        let entry = HistoryEntry {
+            seq: 1,
+            at: now,
+            from: Phase::Pending,
+            to: Phase::Pending,
+            stage: 0,
+            weight: 0,
+            cause: "Created".into(),
+            by: Some(created_by),
+            summary: format!(
+                "created: {} {} → {} ({})",
+                rollout.spec.target.name,
+                rollout.spec.target.stable.version,
+                rollout.spec.target.canary.version,
+                rollout.plan.summary()
+            ),
+            evidence: None,
+            measurement: None,
+        };
+        (rollout, entry)
+    }
+
+    /// The target's name (the one-active-rollout key).
+    pub fn target(&self) -> &str {
+        &self.spec.target.name
+    }
+
+    /// The current stage, if any.
+    pub fn current_stage(&self) -> Option<&Stage> {
+        self.plan.stages.get(self.stage)
+    }
+
+    /// The metric plan a measurement key refers to.
+    pub fn metric_plan(&self, key: &MeasurementKey) -> Option<&MetricPlan> {
+        let run = self.runs.iter().find(|r| r.id == key.run)?;
+        let analysis: Option<&AnalysisPlan> = match &run.kind {
+            RunKind::Stage { stage } => match self.plan.stages.get(*stage) {
+                Some(Stage::Analysis { analysis }) => Some(analysis),
+                _ => None,
+            },
+            RunKind::Background => self.plan.background.as_ref(),
+            RunKind::ErrorBudget => return self.plan.error_budget.as_ref().filter(|m| m.name == key.metric),
+            RunKind::RollbackCheck => return self.plan.rollback_check.as_ref().filter(|m| m.name == key.metric),
+        };
+        analysis?.metrics.iter().find(|m| m.name == key.metric)
+    }
+
+    /// Whether a measurement is still wanted (so a stale one is not even taken).
+    pub fn wants_measurement(&self, key: &MeasurementKey) -> bool {
+        !self.phase.is_terminal()
+            && self.runs.iter().any(|r| {
+                r.id == key.run
+                    && r.status == RunStatus::Running
+                    && r.metrics.iter().any(|m| m.name == key.metric && m.status == RunStatus::Running && m.next_index == key.index)
+            })
+    }
+
+    /// Measurements due at or before `now`.
+    pub fn due_measurements(&self, now: DateTime<Utc>) -> Vec<MeasurementKey> {
+        let mut keys = Vec::new();
+        for r in self.runs.iter().filter(|r| r.status == RunStatus::Running) {
+            for m in r.metrics.iter().filter(|m| m.status == RunStatus::Running) {
+                if m.next_at.map(|t| t <= now).unwrap_or(false) {
+                    keys.push(MeasurementKey { run: r.id, metric: m.name.clone(), index: m.next_index });
+                }
+            }
+        }
+        keys
+    }
+
+    /// The earliest time something is due: the current wait or a measurement.
+    /// The engine keeps one wake-up message scheduled for it.
+    pub fn next_wake(&self) -> Option<DateTime<Utc>> {
+        if self.phase.is_terminal() {
+            return None;
+        }
+        let measurements = self
+            .runs
+            .iter()
+            .filter(|r| r.status == RunStatus::Running)
+            .flat_map(|r| r.metrics.iter().filter(|m| m.status == RunStatus::Running).filter_map(|m| m.next_at));
+        self.due_at.into_iter().chain(measurements).min()
+    }
+
+    /// What the rollout is waiting for, in words (for `status` and `watch`).
+    pub fn waiting_for(&self, now: DateTime<Utc>) -> String {
+        if self.phase.is_terminal() {
+            return match &self.backlog {
+                BacklogState::Opening { attempt: Attempt { attempts, last_error: Some(e), .. } } => {
+                    format!("nothing (backlog issue not yet opened after {attempts} attempts: {e})")
+                }
+                BacklogState::Opening { .. } => "nothing (backlog issue being opened)".into(),
+                BacklogState::Opened { updating: Some(Attempt { attempts, last_error: Some(e), .. }), .. } => {
+                    format!("nothing (backlog comment not yet posted after {attempts} attempts: {e})")
+                }
+                BacklogState::Opened { updating: Some(_), .. } => "nothing (backlog comment being posted)".into(),
+                _ => "nothing: finished".into(),
+            };
+        }
+        if self.phase == Phase::RollingBack && self.traffic.pending.is_none() {
+            if let Some(run) = self.runs.iter().find(|r| r.kind == RunKind::RollbackCheck && r.status == RunStatus::Running) {
+                let checks = run.metrics.first().map(|m| m.next_index).unwrap_or(0);
+                let max = self.plan.rollback_check.as_ref().and_then(|m| m.count).unwrap_or(0);
+                return format!("metrics to show canary traffic stopped (check {}/{max})", checks + 1);
+            }
+        }
+        if let Some(p) = &self.traffic.pending {
+            let what = match p.kind {
+                CommandKind::SetWeight => format!("router to apply {}%", self.traffic.weight),
+                CommandKind::Promote => "router to complete the promotion".into(),
+                _ => "router to put all traffic on stable".into(),
+            };
+            return match &p.last_error {
+                Some(e) => format!("{what} (attempt {} failed: {e})", p.attempts),
+                None => what,
+            };
+        }
+        let left = |t: Option<DateTime<Utc>>| {
+            t.map(|t| {
+                let secs = (t - now).num_seconds().max(0) as u64;
+                format!("{} left", crate::domain::spec::duration_text(secs * 1000))
+            })
+            .unwrap_or_default()
+        };
+        match (self.phase, self.current_stage()) {
+            (Phase::Pending, _) => "start".into(),
+            (Phase::Paused, _) => match self.pause.as_ref().map(|p| &p.reason) {
+                Some(PauseReason::Alert { alert_id }) => format!("alert {alert_id} to resolve, or promote/abort"),
+                Some(PauseReason::Inconclusive { .. }) => "a person: promote to continue, retry to re-measure, or abort".into(),
+                _ => "a person to resume (promote or approve)".into(),
+            },
+            (Phase::AwaitingApproval, Some(Stage::Approval { gate })) => {
+                let who = if gate.approvers.is_empty() { "anyone".to_string() } else { gate.approvers.join(", ") };
+                let deadline = if self.due_at.is_some() { format!(", {}", left(self.due_at)) } else { String::new() };
+                format!("approval {}/{} from {who}{deadline}", self.approvals.len(), gate.min_approvers)
+            }
+            (_, Some(Stage::Pause { .. })) | (_, Some(Stage::ScaleDown { .. })) => format!("timer, {}", left(self.due_at)),
+            (_, Some(Stage::Analysis { .. })) => {
+                let run = self
+                    .runs
+                    .iter()
+                    .rev()
+                    .find(|r| r.status == RunStatus::Running && matches!(r.kind, RunKind::Stage { stage } if stage == self.stage));
+                match run {
+                    Some(r) => {
+                        let parts: Vec<String> = r
+                            .metrics
+                            .iter()
+                            .map(|m| format!("{} {}/{}", m.name, m.completed(), m.target.map(|t| t.to_string()).unwrap_or("∞".into())))
+                            .collect();
+                        format!("analysis {}: {}", r.label, parts.join(", "))
+                    }
+                    None => "analysis".into(),
+                }
+            }
+            _ => "next step".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,366 @@
+//! The plan: a validated spec compiled into one linear list of stages, so the
+//! state machine walks canary and blue-green rollouts with the same code.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::spec::{
+    parse_duration_ms, AnalysisRef, ApprovalGate, Baseline, BlueGreenStrategy, CanaryStep, Condition, Metric, OnAlert, OnInconclusive,
+    Problem, Problems, RolloutSpec, Strategy, TimeoutAction,
+};
+
+/// Which strategy a plan came from (for display).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StrategyKind {
+    /// Weighted canary steps.
+    Canary,
+    /// Blue-green switch.
+    BlueGreen,
+}
+
+/// One stage of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "stage")]
+pub enum Stage {
+    /// Route this percentage to the canary and wait for the router to confirm.
+    SetWeight {
+        /// Percentage 0..=100.
+        weight: u8,
+    },
+    /// Hold for a time, or until resumed when `duration_ms` is `None`.
+    Pause {
+        /// How long.
+        duration_ms: Option<u64>,
+    },
+    /// A blocking analysis.
+    Analysis {
+        /// What to measure.
+        analysis: AnalysisPlan,
+    },
+    /// Wait for people.
+    Approval {
+        /// Who and how many.
+        gate: ApprovalPlan,
+    },
+    /// Make the canary the new stable (slot swap).
+    Promote,
+    /// Keep the previous version ready this long, then scale it down.
+    ScaleDown {
+        /// How long.
+        delay_ms: u64,
+    },
+}
+
+/// A resolved analysis: template metrics and inline metrics together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisPlan {
+    /// Short label for people, e.g. `error-rate+latency`.
+    pub label: String,
+    /// Metrics to measure.
+    pub metrics: Vec<MetricPlan>,
+}
+
+/// A metric with every default applied and every string parsed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricPlan {
+    /// Unique within its analysis.
+    pub name: String,
+    /// Provider name (registry key).
+    pub provider: String,
+    /// Provider query.
+    pub query: String,
+    /// Provider settings.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, Value>,
+    /// Success condition.
+    pub condition: Condition,
+    /// Between measurements, and the query window.
+    pub interval_ms: u64,
+    /// Measurements needed; `None` runs until the rollout is promoted.
+    pub count: Option<u32>,
+    /// Before the first measurement.
+    pub initial_delay_ms: u64,
+    /// Failures tolerated.
+    pub failure_limit: u32,
+    /// Consecutive provider errors tolerated.
+    pub consecutive_error_limit: u32,
+    /// Inconclusive measurements tolerated.
+    pub inconclusive_limit: u32,
+    /// Below this many samples a measurement is inconclusive.
+    pub min_samples: Option<u64>,
+    /// Query for the sample count.
+    pub sample_query: Option<String>,
+    /// Canary-versus-stable comparison.
+    pub baseline: Option<Baseline>,
+}
+
+/// A resolved approval gate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalPlan {
+    /// Distinct approvals needed.
+    pub min_approvers: u32,
+    /// Allowed approvers; empty means anyone.
+    pub approvers: Vec<String>,
+    /// Whether the initiator may approve.
+    pub allow_self_approval: bool,
+    /// Wait limit.
+    pub timeout_ms: Option<u64>,
+    /// What the limit does.
+    pub on_timeout: TimeoutAction,
+}
+
+/// The compiled plan the state machine follows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// Where it came from.
+    pub strategy: StrategyKind,
+    /// Stages in order; the last is `Promote` or `ScaleDown`.
+    pub stages: Vec<Stage>,
+    /// Background analysis across all stages until promotion.
+    pub background: Option<AnalysisPlan>,
+    /// Alert policy.
+    pub on_alert: OnAlert,
+    /// Inconclusive policy.
+    pub on_inconclusive: OnInconclusive,
+    /// Re-runs allowed with `extend`.
+    pub max_extensions: u32,
+    /// Error-budget gate as a one-shot metric.
+    pub error_budget: Option<MetricPlan>,
+    /// Check that canary traffic stopped after a rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_check: Option<MetricPlan>,
+    /// Whether a failure opens a backlog issue.
+    pub backlog: bool,
+}
+
+impl Plan {
+    /// Compiles a spec whose document already passed [`crate::domain::spec::validate`]'s checks;
+    /// still reports (never panics) if something does not resolve.
+    pub fn compile(spec: &RolloutSpec) -> Result<Plan, Problems> {
+        let mut c = Compiler { spec, problems: Vec::new() };
+        let (strategy, stages, background) = match &spec.strategy {
+            Strategy::Canary(canary) => {
+                let mut stages = Vec::new();
+                for (i, step) in canary.steps.iter().enumerate() {
+                    let path = format!("strategy.canary.steps[{i}]");
+                    stages.push(match step {
+                        CanaryStep::SetWeight(w) => Stage::SetWeight { weight: (*w).min(100) },
+                        CanaryStep::Pause(p) => {
+                            Stage::Pause { duration_ms: c.opt_duration(p.duration.as_deref(), &format!("{path}.pause.duration")) }
+                        }
+                        CanaryStep::Analysis(a) => Stage::Analysis { analysis: c.analysis(a, &format!("{path}.analysis"), Some(1)) },
+                        CanaryStep::Approval(g) => Stage::Approval { gate: c.approval(g, &format!("{path}.approval")) },
+                    });
+                }
+                stages.push(Stage::Promote);
+                let background = canary.analysis.as_ref().map(|a| c.analysis(a, "strategy.canary.analysis", None));
+                (StrategyKind::Canary, stages, background)
+            }
+            Strategy::BlueGreen(bg) => (StrategyKind::BlueGreen, c.blue_green(bg), None),
+        };
+        let error_budget = spec.policy.error_budget.as_ref().map(|g| MetricPlan {
+            name: "error-budget".into(),
+            provider: g.provider.clone(),
+            query: g.query.clone(),
+            settings: g.settings.clone(),
+            condition: Condition { op: crate::domain::spec::Comparison::GreaterOrEqual, threshold: g.min_remaining },
+            interval_ms: 60_000,
+            count: Some(1),
+            initial_delay_ms: 0,
+            failure_limit: 0,
+            consecutive_error_limit: 2,
+            inconclusive_limit: 0,
+            min_samples: None,
+            sample_query: None,
+            baseline: None,
+        });
+        let rollback_check = spec.policy.verify_rollback.as_ref().map(|v| {
+            let attempts = v.attempts.max(1);
+            MetricPlan {
+                name: "rollback-check".into(),
+                provider: v.provider.clone(),
+                query: v.query.clone(),
+                settings: v.settings.clone(),
+                condition: Condition { op: crate::domain::spec::Comparison::LessOrEqual, threshold: v.max_value },
+                interval_ms: c.duration(&v.interval, "policy.verifyRollback.interval").max(1_000),
+                count: Some(attempts),
+                initial_delay_ms: 0,
+                // Every check may fail but the last: the first pass ends it.
+                failure_limit: attempts,
+                consecutive_error_limit: attempts,
+                inconclusive_limit: attempts,
+                min_samples: None,
+                sample_query: None,
+                baseline: None,
+            }
+        });
+        if !c.problems.is_empty() {
+            return Err(Problems::new(c.problems));
+        }
+        Ok(Plan {
+            strategy,
+            stages,
+            background,
+            on_alert: spec.policy.on_alert,
+            on_inconclusive: spec.policy.on_inconclusive,
+            max_extensions: spec.policy.max_extensions,
+            error_budget,
+            rollback_check,
+            backlog: spec.backlog.is_some(),
+        })
+    }
+
+    /// One line a person can read: `canary: 5% → analysis(error-rate) → 20% → approval(1) → promote`.
+    pub fn summary(&self) -> String {
+        let stages: Vec<String> = self.stages.iter().map(Stage::describe).collect();
+        let mut s = format!(
+            "{}: {}",
+            match self.strategy {
+                StrategyKind::Canary => "canary",
+                StrategyKind::BlueGreen => "blue-green",
+            },
+            stages.join(" → ")
+        );
+        if let Some(bg) = &self.background {
+            s.push_str(&format!("; background analysis({})", bg.label));
+        }
+        if let Some(budget) = &self.error_budget {
+            s.push_str(&format!("; error budget {} to start", budget.condition));
+        }
+        s
+    }
+}
+
+impl Stage {
+    /// Short description for summaries and timelines.
+    pub fn describe(&self) -> String {
+        use crate::domain::spec::duration_text;
+        match self {
+            Stage::SetWeight { weight } => format!("{weight}%"),
+            Stage::Pause { duration_ms: Some(d) } => format!("pause {}", duration_text(*d)),
+            Stage::Pause { duration_ms: None } => "pause until resumed".into(),
+            Stage::Analysis { analysis } => format!("analysis({})", analysis.label),
+            Stage::Approval { gate } => format!("approval({})", gate.min_approvers),
+            Stage::Promote => "promote".into(),
+            Stage::ScaleDown { delay_ms } => format!("scale down after {}", duration_text(*delay_ms)),
+        }
+    }
+}
+
+struct Compiler<'a> {
+    spec: &'a RolloutSpec,
+    problems: Vec<Problem>,
+}
+
+impl Compiler<'_> {
+    fn problem(&mut self, path: &str, message: impl Into<String>) {
+        self.problems.push(Problem { path: path.to_string(), message: message.into() });
+    }
+
+    fn duration(&mut self, text: &str, path: &str) -> u64 {
+        match parse_duration_ms(text) {
+            Ok(ms) => ms,
+            Err(e) => {
+                self.problem(path, e);
+                0
+            }
+        }
+    }
+
+    fn opt_duration(&mut self, text: Option<&str>, path: &str) -> Option<u64> {
+        text.map(|t| self.duration(t, path))
+    }
+
+    fn blue_green(&mut self, bg: &BlueGreenStrategy) -> Vec<Stage> {
+        let base = "strategy.blueGreen";
+        let mut stages = Vec::new();
+        if let Some(a) = &bg.pre_promotion_analysis {
+            stages.push(Stage::Analysis { analysis: self.analysis(a, &format!("{base}.prePromotionAnalysis"), Some(1)) });
+        }
+        if let Some(g) = &bg.approval {
+            stages.push(Stage::Approval { gate: self.approval(g, &format!("{base}.approval")) });
+        } else if let Some(d) = &bg.auto_promote_after {
+            let ms = self.duration(d, &format!("{base}.autoPromoteAfter"));
+            stages.push(Stage::Pause { duration_ms: Some(ms) });
+        }
+        stages.push(Stage::SetWeight { weight: 100 });
+        if let Some(a) = &bg.post_promotion_analysis {
+            stages.push(Stage::Analysis { analysis: self.analysis(a, &format!("{base}.postPromotionAnalysis"), Some(1)) });
+        }
+        stages.push(Stage::Promote);
+        if let Some(d) = &bg.scale_down_delay {
+            let ms = self.duration(d, &format!("{base}.scaleDownDelay"));
+            stages.push(Stage::ScaleDown { delay_ms: ms });
+        }
+        stages
+    }
+
+    fn approval(&mut self, g: &ApprovalGate, path: &str) -> ApprovalPlan {
+        ApprovalPlan {
+            min_approvers: g.min_approvers.max(1),
+            approvers: g.approvers.clone(),
+            allow_self_approval: g.allow_self_approval,
+            timeout_ms: self.opt_duration(g.timeout.as_deref(), &format!("{path}.timeout")),
+            on_timeout: g.on_timeout,
+        }
+    }
+
+    fn analysis(&mut self, a: &AnalysisRef, path: &str, default_count: Option<u32>) -> AnalysisPlan {
+        let mut metrics = Vec::new();
+        let mut labels = Vec::new();
+        for (i, name) in a.templates.iter().enumerate() {
+            match self.spec.analysis_templates.iter().find(|t| &t.name == name) {
+                Some(t) => {
+                    labels.push(name.clone());
+                    for (j, m) in t.metrics.iter().enumerate() {
+                        let p = format!("analysisTemplates[{name}].metrics[{j}]");
+                        metrics.push(self.metric(m, &p, default_count));
+                    }
+                }
+                None => self.problem(&format!("{path}.templates[{i}]"), format!("no analysis template named '{name}'")),
+            }
+        }
+        for (j, m) in a.metrics.iter().enumerate() {
+            labels.push(m.name.clone());
+            metrics.push(self.metric(m, &format!("{path}.metrics[{j}]"), default_count));
+        }
+        if metrics.is_empty() {
+            self.problem(path, "needs at least one template or metric");
+        }
+        AnalysisPlan { label: labels.join("+"), metrics }
+    }
+
+    fn metric(&mut self, m: &Metric, path: &str, default_count: Option<u32>) -> MetricPlan {
+        let condition = match Condition::parse(&m.success_condition) {
+            Ok(c) => c,
+            Err(e) => {
+                self.problem(&format!("{path}.successCondition"), e);
+                Condition { op: crate::domain::spec::Comparison::Less, threshold: 0.0 }
+            }
+        };
+        let interval_ms = self.duration(&m.interval, &format!("{path}.interval")).max(1_000);
+        MetricPlan {
+            name: m.name.clone(),
+            provider: m.provider.clone(),
+            query: m.query.clone(),
+            settings: m.settings.clone(),
+            condition,
+            interval_ms,
+            count: m.count.or(default_count),
+            initial_delay_ms: self.opt_duration(m.initial_delay.as_deref(), &format!("{path}.initialDelay")).unwrap_or(0),
+            failure_limit: m.failure_limit,
+            consecutive_error_limit: m.consecutive_error_limit,
+            inconclusive_limit: m.inconclusive_limit,
+            min_samples: m.min_sample_size,
+            sample_query: m.sample_query.clone(),
+            baseline: m.baseline.clone(),
+        }
+    }
+}

@@ -1,0 +1,960 @@
+//! Tests of the state machine: one per rule, plus property tests over
+//! random event sequences.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::domain::spec::{validate, ProviderNames};
+
+fn names() -> ProviderNames {
+    ProviderNames { traffic: vec!["local"], metrics: vec!["local"], backlog: vec!["local"], notify: vec!["console"] }
+}
+
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000, 0).expect("valid time")
+}
+
+fn metric(name: &str, count: Option<u32>) -> Value {
+    let mut m = json!({"name": name, "provider": "local", "query": "error_rate", "successCondition": "< 0.05",
+                   "interval": "10s", "minSampleSize": 10});
+    if let Some(c) = count {
+        m["count"] = json!(c);
+    }
+    m
+}
+
+fn base(strategy: Value) -> Value {
+    json!({
+        "target": {"name": "api", "router": {"provider": "local"},
+                   "stable": {"name": "stable", "version": "v1"}, "canary": {"name": "canary", "version": "v2"}},
+        "strategy": strategy,
+        "backlog": {"provider": "local"}
+    })
+}
+
+/// 5% → analysis(2) → 20% → approval(2 of alice, bob, carol; 1h, rollback) → 50% → pause 10s → pause → promote
+fn canary_doc() -> Value {
+    base(json!({"canary": {"steps": [
+        {"setWeight": 5},
+        {"analysis": {"metrics": [metric("errors", Some(2))]}},
+        {"setWeight": 20},
+        {"approval": {"minApprovers": 2, "approvers": ["alice", "bob", "carol"], "timeout": "1h"}},
+        {"setWeight": 50},
+        {"pause": {"duration": "10s"}},
+        {"pause": {}}
+    ]}}))
+}
+
+fn blue_green_doc() -> Value {
+    base(json!({"blueGreen": {
+        "prePromotionAnalysis": {"metrics": [metric("preview", Some(1))]},
+        "autoPromoteAfter": "30s",
+        "postPromotionAnalysis": {"metrics": [metric("bake", Some(2))]},
+        "scaleDownDelay": "5m"
+    }}))
+}
+
+fn new_rollout(doc: Value) -> Rollout {
+    let (spec, plan) = validate(&doc, &names()).unwrap_or_else(|p| panic!("{p}"));
+    Rollout::new("r-1".into(), spec, plan, "ci".into(), t0()).0
+}
+
+/// Applies an event that must be applied, returning the decision.
+fn step(r: &mut Rollout, event: Event, now: DateTime<Utc>) -> Decision {
+    let d = decide(r, event.clone(), now);
+    assert!(!d.is_ignored(), "{event:?} was ignored in {}: {:?}", r.phase, d.outcome);
+    *r = d.next.clone();
+    d
+}
+
+fn ignored(r: &Rollout, event: Event, now: DateTime<Utc>) -> String {
+    let d = decide(r, event.clone(), now);
+    assert_eq!(d.next, *r, "{event:?} changed the state");
+    assert!(d.commands.is_empty(), "{event:?} emitted {:?}", d.commands);
+    assert!(d.history.is_empty());
+    match d.outcome {
+        Outcome::Ignored(reason) => reason,
+        Outcome::Applied => panic!("{event:?} was applied"),
+    }
+}
+
+fn at(secs: i64) -> DateTime<Utc> {
+    t0() + TimeDelta::seconds(secs)
+}
+
+fn pass() -> MeasureOutcome {
+    MeasureOutcome::Value { canary: 0.01, stable: None, samples: Some(100) }
+}
+
+fn breach() -> MeasureOutcome {
+    MeasureOutcome::Value { canary: 0.2, stable: None, samples: Some(100) }
+}
+
+fn measure_keys(d: &Decision) -> Vec<MeasurementKey> {
+    d.commands.iter().filter_map(|c| if let Command::Measure { key, .. } = c { Some(key.clone()) } else { None }).collect()
+}
+
+fn alert(id: &str) -> Event {
+    Event::AlertFired {
+        alert: AlertInfo {
+            id: id.into(),
+            rule: "canary-5xx".into(),
+            severity: "Sev1".into(),
+            summary: "5xx above 5%".into(),
+            source: "Azure Monitor".into(),
+            fired_at: None,
+            link: None,
+        },
+    }
+}
+
+/// Walks the canary plan to its approval gate.
+fn to_approval(r: &mut Rollout) {
+    let d = step(r, Event::Start, at(0));
+    assert_eq!(d.commands[0], Command::SetWeight { weight: 5, id: 1 });
+    let d = step(r, Event::TrafficConfirmed { weight: 5 }, at(1));
+    let keys = measure_keys(&d);
+    assert_eq!(keys.len(), 1);
+    let d = step(r, Event::Measured { key: keys[0].clone(), outcome: pass() }, at(11));
+    let keys = measure_keys(&d);
+    step(r, Event::Measured { key: keys[0].clone(), outcome: pass() }, at(21));
+    assert_eq!(r.traffic.weight, 20);
+    let d = step(r, Event::TrafficConfirmed { weight: 20 }, at(22));
+    assert_eq!(r.phase, Phase::AwaitingApproval);
+    assert!(d.commands.iter().any(|c| matches!(c, Command::RequestApproval { .. })));
+}
+
+#[test]
+fn a_canary_walks_every_phase_to_success() {
+    let mut r = new_rollout(canary_doc());
+    to_approval(&mut r);
+    step(&mut r, Event::Approved { by: "alice".into(), stage: None, request: None }, at(30));
+    assert_eq!(r.phase, Phase::AwaitingApproval, "one of two approvals");
+    let d = step(&mut r, Event::Approved { by: "bob".into(), stage: None, request: None }, at(31));
+    assert!(matches!(d.commands[0], Command::SetWeight { weight: 50, .. }));
+    assert_eq!(r.phase, Phase::Progressing);
+    let d = step(&mut r, Event::TrafficConfirmed { weight: 50 }, at(32));
+    let seq = match d.commands[0] {
+        Command::ScheduleStep { seq, at: when } => {
+            assert_eq!(when, at(42));
+            seq
+        }
+        ref other => panic!("expected a scheduled step, got {other:?}"),
+    };
+    step(&mut r, Event::StepDue { seq }, at(42));
+    assert_eq!(r.phase, Phase::Paused, "an untimed pause waits for a person");
+    step(&mut r, Event::PromoteRequested { by: "alice".into(), full: false, stage: None, request: None }, at(50));
+    assert_eq!(r.phase, Phase::Promoting);
+    let d = step(&mut r, Event::Promoted, at(51));
+    assert_eq!(r.phase, Phase::Succeeded);
+    assert!(d.commands.iter().any(|c| matches!(c, Command::Notify { kind: NotifyKind::Succeeded, .. })));
+    assert_eq!(r.history_len, 12, "one history entry per applied event plus creation");
+    assert!(r.runs.iter().all(|run| run.status != RunStatus::Running));
+}
+
+#[test]
+fn rollback_is_possible_from_every_non_terminal_phase() {
+    // Reach each phase, fire an alert, and check the rollback.
+    let mut cases: Vec<(&str, Rollout)> = Vec::new();
+    let r = new_rollout(canary_doc());
+    cases.push(("pending", r.clone()));
+    let mut p = r.clone();
+    step(&mut p, Event::Start, at(0));
+    cases.push(("progressing", p.clone()));
+    let mut a = r.clone();
+    to_approval(&mut a);
+    cases.push(("awaiting approval", a.clone()));
+    let mut paused = a.clone();
+    step(&mut paused, Event::Approved { by: "alice".into(), stage: None, request: None }, at(30));
+    step(&mut paused, Event::Approved { by: "carol".into(), stage: None, request: None }, at(31));
+    step(&mut paused, Event::TrafficConfirmed { weight: 50 }, at(32));
+    let seq = paused.seq;
+    step(&mut paused, Event::StepDue { seq }, at(42));
+    assert_eq!(paused.phase, Phase::Paused);
+    cases.push(("paused", paused.clone()));
+    let mut promoting = paused.clone();
+    step(&mut promoting, Event::PromoteRequested { by: "bob".into(), full: false, stage: None, request: None }, at(50));
+    assert_eq!(promoting.phase, Phase::Promoting);
+    cases.push(("promoting", promoting));
+
+    let mut bg = new_rollout(blue_green_doc());
+    let d = step(&mut bg, Event::Start, at(0));
+    let key = measure_keys(&d)[0].clone();
+    step(&mut bg, Event::Measured { key, outcome: pass() }, at(10));
+    let seq = bg.seq;
+    step(&mut bg, Event::StepDue { seq }, at(40));
+    let d = step(&mut bg, Event::TrafficConfirmed { weight: 100 }, at(41));
+    assert!(!measure_keys(&d).is_empty(), "post-promotion bake is measuring");
+    cases.push(("post-promotion bake", bg.clone()));
+    let d = step(&mut bg, Event::Measured { key: measure_keys(&d)[0].clone(), outcome: pass() }, at(51));
+    step(&mut bg, Event::Measured { key: measure_keys(&d)[0].clone(), outcome: pass() }, at(61));
+    step(&mut bg, Event::Promoted, at(62));
+    assert_eq!(bg.phase, Phase::Promoting, "scale-down delay");
+    assert!(bg.traffic.promoted);
+    cases.push(("scale-down window", bg));
+
+    for (name, r) in cases {
+        let phase = r.phase;
+        let promoted = r.traffic.promoted;
+        let mut r = r;
+        let d = step(&mut r, alert("a-1"), at(100));
+        assert!(
+            matches!(d.commands[0], Command::RevertTraffic { undo_promotion, .. } if undo_promotion == promoted),
+            "{name}: RevertTraffic must come first, got {:?}",
+            d.commands
+        );
+        assert_eq!(r.phase, Phase::RollingBack, "{name}");
+        assert_eq!(d.commands.iter().filter(|c| matches!(c, Command::OpenBacklogIssue { .. })).count(), 1, "{name}");
+        let entry = &d.history[0];
+        assert_eq!((entry.from, entry.to, entry.cause.as_str()), (phase, Phase::RollingBack, "AlertFired"), "{name}");
+        assert!(matches!(&entry.evidence, Some(Evidence::Alert { alert }) if alert.id == "a-1"), "{name}");
+        step(&mut r, Event::TrafficConfirmed { weight: 0 }, at(101));
+        assert_eq!((r.phase, r.traffic.weight), (Phase::RolledBack, 0), "{name}");
+        assert_eq!(r.failure.as_ref().and_then(|f| f.reverted_at), Some(at(101)), "{name}");
+        assert!(r.runs.iter().all(|run| run.status != RunStatus::Running), "{name}: analysis stopped");
+    }
+}
+
+#[test]
+fn stale_and_late_events_change_nothing() {
+    let mut r = new_rollout(canary_doc());
+    step(&mut r, Event::Start, at(0));
+    assert!(ignored(&r, Event::StepDue { seq: 99 }, at(1)).starts_with("stale timer"));
+    assert!(ignored(&r, Event::TrafficConfirmed { weight: 20 }, at(1)).starts_with("stale confirmation"));
+    assert!(ignored(&r, Event::Start, at(1)).starts_with("already started"));
+    let d = step(&mut r, Event::TrafficConfirmed { weight: 5 }, at(1));
+    let key = measure_keys(&d)[0].clone();
+    step(&mut r, Event::Measured { key: key.clone(), outcome: pass() }, at(11));
+    assert!(ignored(&r, Event::Measured { key, outcome: breach() }, at(12)).starts_with("stale measurement"));
+    step(&mut r, Event::AbortRequested { by: "alice".into(), reason: "wrong build".into(), request: None }, at(13));
+    step(&mut r, Event::TrafficConfirmed { weight: 0 }, at(14));
+    assert_eq!(r.phase, Phase::Aborted);
+    assert!(matches!(r.backlog, BacklogState::None), "an abort opens no issue");
+    for e in [alert("x"), Event::Approved { by: "bob".into(), stage: None, request: None }, Event::Start, Event::Tick, Event::Promoted] {
+        assert!(!ignored(&r, e, at(20)).is_empty());
+    }
+}
+
+#[test]
+fn a_thousand_alerts_make_one_rollback_and_one_issue() {
+    let mut r = new_rollout(canary_doc());
+    to_approval(&mut r);
+    let mut reverts = 0;
+    let mut issues = 0;
+    for i in 0..1000 {
+        let d = decide(&r, alert(&format!("a-{}", i % 3)), at(100 + i));
+        reverts += d.commands.iter().filter(|c| matches!(c, Command::RevertTraffic { .. })).count();
+        issues += d.commands.iter().filter(|c| matches!(c, Command::OpenBacklogIssue { .. })).count();
+        r = d.next;
+        if i == 10 {
+            r = decide(&r, Event::TrafficConfirmed { weight: 0 }, at(111)).next;
+        }
+    }
+    assert_eq!((reverts, issues, r.phase), (1, 1, Phase::RolledBack));
+}
+
+#[test]
+fn approvals_need_distinct_allowed_people_and_not_the_initiator() {
+    let mut r = new_rollout(canary_doc());
+    to_approval(&mut r);
+    assert_eq!(
+        ignored(&r, Event::Approved { by: "mallory".into(), stage: None, request: None }, at(30)),
+        "mallory is not an allowed approver (allowed: alice, bob, carol)"
+    );
+    step(&mut r, Event::Approved { by: "alice".into(), stage: None, request: None }, at(31));
+    assert_eq!(ignored(&r, Event::Approved { by: "alice".into(), stage: None, request: None }, at(32)), "alice has already approved");
+    assert_eq!(r.approvals.len(), 1);
+    assert!(r.waiting_for(at(33)).starts_with("approval 1/2 from alice, bob, carol"));
+    step(&mut r, Event::Approved { by: "carol".into(), stage: None, request: None }, at(34));
+    assert_eq!(r.phase, Phase::Progressing);
+
+    let mut doc = canary_doc();
+    doc["strategy"]["canary"]["steps"][3] = json!({"approval": {}});
+    let mut r = new_rollout(doc);
+    to_approval(&mut r);
+    assert_eq!(
+        ignored(&r, Event::Approved { by: "ci".into(), stage: None, request: None }, at(30)),
+        "ci started this rollout and cannot approve it"
+    );
+    doc = canary_doc();
+    doc["strategy"]["canary"]["steps"][3] = json!({"approval": {"allowSelfApproval": true}});
+    let mut r = new_rollout(doc);
+    to_approval(&mut r);
+    step(&mut r, Event::Approved { by: "ci".into(), stage: None, request: None }, at(30));
+    assert_eq!(r.phase, Phase::Progressing);
+}
+
+#[test]
+fn approval_timeout_applies_its_policy() {
+    for (policy, phase, backlog) in
+        [("rollback", Phase::RolledBack, true), ("abort", Phase::Aborted, false), ("proceed", Phase::Progressing, false)]
+    {
+        let mut doc = canary_doc();
+        doc["strategy"]["canary"]["steps"][3]["approval"]["onTimeout"] = json!(policy);
+        let mut r = new_rollout(doc);
+        to_approval(&mut r);
+        let due = r.due_at.expect("a deadline");
+        assert_eq!(due, at(22 + 3600));
+        assert_eq!(ignored(&r, Event::Tick, at(60)), "nothing is due");
+        let d = step(&mut r, Event::Tick, due);
+        if phase != Phase::Progressing {
+            assert!(matches!(d.commands[0], Command::RevertTraffic { .. }));
+            step(&mut r, Event::TrafficConfirmed { weight: 0 }, due);
+        } else {
+            assert!(matches!(d.commands[0], Command::SetWeight { weight: 50, .. }));
+        }
+        assert_eq!(r.phase, phase, "{policy}");
+        assert_eq!(!matches!(r.backlog, BacklogState::None), backlog, "{policy}");
+    }
+}
+
+#[test]
+fn rejection_rolls_back_with_who_and_why() {
+    let mut r = new_rollout(canary_doc());
+    to_approval(&mut r);
+    let d = step(&mut r, Event::Rejected { by: "bob".into(), reason: "p95 doubled".into(), stage: None, request: None }, at(40));
+    assert!(matches!(d.commands[0], Command::RevertTraffic { .. }));
+    let entry = &d.history[0];
+    assert_eq!(entry.by.as_deref(), Some("bob"));
+    assert_eq!(entry.evidence, Some(Evidence::Rejected { by: "bob".into(), reason: "p95 doubled".into() }));
+}
+
+#[test]
+fn breaching_analysis_rolls_back_with_the_measurements_as_evidence() {
+    let mut r = new_rollout(canary_doc());
+    step(&mut r, Event::Start, at(0));
+    let d = step(&mut r, Event::TrafficConfirmed { weight: 5 }, at(1));
+    let d = step(&mut r, Event::Measured { key: measure_keys(&d)[0].clone(), outcome: breach() }, at(11));
+    assert!(matches!(d.commands[0], Command::RevertTraffic { .. }));
+    match &d.history[0].evidence {
+        Some(Evidence::Analysis { metric, condition, measurements, reason, .. }) => {
+            assert_eq!((metric.as_str(), condition.as_str()), ("errors", "< 0.05"));
+            assert_eq!(measurements[0].canary, Some(0.2));
+            assert!(reason.starts_with("failed 1 of 1 measurements (failure limit 0)"), "{reason}");
+        }
+        other => panic!("expected analysis evidence, got {other:?}"),
+    }
+    let issue = d.commands.iter().find_map(|c| if let Command::OpenBacklogIssue { evidence, .. } = c { Some(evidence) } else { None });
+    assert!(matches!(issue, Some(Evidence::Analysis { .. })));
+}
+
+#[test]
+fn no_data_is_inconclusive_and_follows_the_policy() {
+    for (policy, expect) in [("pause", Phase::Paused), ("rollback", Phase::RollingBack), ("extend", Phase::Progressing)] {
+        let mut doc = canary_doc();
+        doc["policy"] = json!({"onInconclusive": policy, "maxExtensions": 1});
+        let mut r = new_rollout(doc);
+        step(&mut r, Event::Start, at(0));
+        let d = step(&mut r, Event::TrafficConfirmed { weight: 5 }, at(1));
+        let d = step(&mut r, Event::Measured { key: measure_keys(&d)[0].clone(), outcome: MeasureOutcome::NoData }, at(11));
+        assert_eq!(r.phase, expect, "{policy}");
+        if policy == "extend" {
+            // Extended once; the next inconclusive pauses: never a pass.
+            let key = measure_keys(&d)[0].clone();
+            let few = MeasureOutcome::Value { canary: 0.0, stable: None, samples: Some(3) };
+            step(&mut r, Event::Measured { key, outcome: few }, at(21));
+            assert_eq!(r.phase, Phase::Paused);
+            // A person can re-measure with retry…
+            let d = step(&mut r, Event::RetryRequested { by: "alice".into(), request: None }, at(30));
+            assert_eq!(r.phase, Phase::Progressing);
+            assert_eq!(measure_keys(&d).len(), 1, "re-runs the stage's analysis");
+        }
+        if policy == "pause" {
+            // …or accept the step and move on with promote.
+            step(&mut r, Event::PromoteRequested { by: "alice".into(), full: false, stage: None, request: None }, at(30));
+            assert_eq!((r.phase, r.traffic.weight), (Phase::Progressing, 20));
+        }
+    }
+}
+
+#[test]
+fn consecutive_provider_errors_fail_the_analysis() {
+    let mut r = new_rollout(canary_doc());
+    step(&mut r, Event::Start, at(0));
+    let mut d = step(&mut r, Event::TrafficConfirmed { weight: 5 }, at(1));
+    for i in 0..4 {
+        let err = MeasureOutcome::Error { message: "503 from provider".into() };
+        d = step(&mut r, Event::Measured { key: measure_keys(&d)[0].clone(), outcome: err }, at(10 + i));
+        assert_eq!(r.phase, Phase::Progressing, "error {i} is within the limit of 4");
+    }
+    let err = MeasureOutcome::Error { message: "503 from provider".into() };
+    step(&mut r, Event::Measured { key: measure_keys(&d)[0].clone(), outcome: err }, at(20));
+    assert_eq!(r.phase, Phase::RollingBack);
+}
+
+#[test]
+fn alert_pause_policy_holds_and_resumes_when_resolved() {
+    let mut doc = canary_doc();
+    doc["policy"] = json!({"onAlert": "pause"});
+    let mut r = new_rollout(doc);
+    step(&mut r, Event::Start, at(0));
+    step(&mut r, Event::TrafficConfirmed { weight: 5 }, at(1));
+    let d = step(&mut r, alert("a-9"), at(5));
+    assert_eq!((r.phase, r.traffic.weight), (Phase::Paused, 5));
+    assert!(d.commands.iter().all(|c| !c.is_traffic()), "pausing holds the weight");
+    assert!(ignored(&r, alert("a-10"), at(6)).starts_with("already paused"));
+    assert!(ignored(&r, Event::AlertResolved { alert_id: "zzz".into() }, at(7)).starts_with("not paused for alert"));
+    let d = step(&mut r, Event::AlertResolved { alert_id: "a-9".into() }, at(8));
+    assert_eq!(r.phase, Phase::Progressing);
+    assert_eq!(measure_keys(&d).len(), 1, "the stage's analysis is re-run");
+}
+
+#[test]
+fn full_promotion_cannot_skip_an_approval_gate() {
+    let mut r = new_rollout(canary_doc());
+    step(&mut r, Event::Start, at(0));
+    assert_eq!(
+        ignored(&r, Event::PromoteRequested { by: "alice".into(), full: true, stage: None, request: None }, at(1)),
+        "step 4 is an approval gate; approve it before a full promotion"
+    );
+    let mut doc = canary_doc();
+    doc["strategy"]["canary"]["steps"][3] = json!({"pause": {"duration": "1m"}});
+    let mut r = new_rollout(doc);
+    step(&mut r, Event::Start, at(0));
+    let d = step(&mut r, Event::PromoteRequested { by: "alice".into(), full: true, stage: None, request: None }, at(1));
+    assert_eq!(r.phase, Phase::Promoting);
+    assert!(matches!(d.commands[0], Command::Promote { .. }));
+}
+
+#[test]
+fn a_router_that_cannot_be_driven_rolls_back_after_three_attempts() {
+    let mut r = new_rollout(canary_doc());
+    let d = step(&mut r, Event::Start, at(0));
+    let Command::SetWeight { id, .. } = d.commands[0] else { panic!("expected SetWeight") };
+    let mut id = id;
+    for attempt in 1..=3 {
+        let failed = Event::CommandFailed { command: CommandRef { kind: CommandKind::SetWeight, id }, error: "HTTP 500".into() };
+        step(&mut r, failed.clone(), at(attempt * 100));
+        assert!(!ignored(&r, failed, at(attempt * 100)).is_empty(), "a duplicate failure report counts once");
+        if attempt < 3 {
+            assert_eq!(ignored(&r, Event::Tick, at(attempt * 100 + 1)), "nothing is due", "backoff");
+            let d = step(&mut r, Event::Tick, at(attempt * 100 + 60));
+            let Command::SetWeight { id: next, .. } = d.commands[0] else { panic!("expected a retry") };
+            id = next;
+        }
+    }
+    assert_eq!(r.phase, Phase::RollingBack);
+    assert!(matches!(r.failure.as_ref().map(|f| &f.evidence), Some(Evidence::Router { attempts: 3, .. })));
+}
+
+#[test]
+fn a_failing_revert_keeps_retrying_and_stays_rolling_back() {
+    let mut r = new_rollout(canary_doc());
+    step(&mut r, Event::Start, at(0));
+    let d = step(&mut r, alert("a"), at(1));
+    let Command::RevertTraffic { mut id, .. } = d.commands[0] else { panic!("revert first") };
+    for i in 0..10 {
+        let now = at(10 + i * 100);
+        step(&mut r, Event::CommandFailed { command: CommandRef { kind: CommandKind::RevertTraffic, id }, error: "503".into() }, now);
+        assert_eq!(r.phase, Phase::RollingBack);
+        let d = step(&mut r, Event::Tick, now + TimeDelta::seconds(31));
+        let Command::RevertTraffic { id: next, .. } = d.commands[0] else { panic!("retry revert") };
+        id = next;
+    }
+    assert!(r.waiting_for(at(2000)).contains("put all traffic on stable"));
+    step(&mut r, Event::TrafficConfirmed { weight: 0 }, at(2000));
+    assert_eq!(r.phase, Phase::RolledBack);
+}
+
+#[test]
+fn a_lost_traffic_command_is_reissued_by_the_tick() {
+    let mut r = new_rollout(canary_doc());
+    step(&mut r, Event::Start, at(0));
+    assert_eq!(ignored(&r, Event::Tick, at(10)), "nothing is due");
+    let d = step(&mut r, Event::Tick, at(31));
+    assert!(matches!(d.commands[0], Command::SetWeight { weight: 5, .. }));
+}
+
+#[test]
+fn backlog_outage_still_reverts_at_once_and_opens_the_issue_later() {
+    let mut r = new_rollout(canary_doc());
+    step(&mut r, Event::Start, at(0));
+    let d = step(&mut r, alert("a"), at(1));
+    assert!(matches!(d.commands[0], Command::RevertTraffic { .. }));
+    let issue_id = d.commands.iter().find_map(|c| if let Command::OpenBacklogIssue { id, .. } = c { Some(*id) } else { None });
+    let issue_id = issue_id.expect("an issue is requested");
+    step(&mut r, Event::TrafficConfirmed { weight: 0 }, at(2));
+    assert_eq!(r.phase, Phase::RolledBack);
+    step(
+        &mut r,
+        Event::CommandFailed { command: CommandRef { kind: CommandKind::OpenBacklogIssue, id: issue_id }, error: "502".into() },
+        at(3),
+    );
+    assert!(r.waiting_for(at(4)).contains("backlog issue not yet opened"));
+    assert_eq!(ignored(&r, Event::Tick, at(5)), "nothing is due");
+    let d = step(&mut r, Event::Tick, at(14));
+    assert_eq!(r.phase, Phase::RolledBack, "terminal phase unchanged");
+    assert!(d.commands.iter().all(|c| matches!(c, Command::OpenBacklogIssue { .. })));
+    let issue = IssueRef { id: "7".into(), url: "file:///backlog/7.md".into() };
+    let facts = Reported::of(&r);
+    let d = step(&mut r, Event::BacklogOpened { issue: issue.clone(), reported: facts }, at(15));
+    assert!(d.commands.is_empty(), "the issue says everything: {:?}", d.commands);
+    assert_eq!(r.backlog, BacklogState::Opened { issue, reported: Reported::of(&r), updating: None });
+    assert!(!ignored(&r, Event::Tick, at(1000)).is_empty());
+}
+
+fn comments(d: &Decision) -> Vec<(u64, Reported)> {
+    d.commands
+        .iter()
+        .filter_map(|c| if let Command::CommentBacklogIssue { id, told, .. } = c { Some((*id, *told)) } else { None })
+        .collect()
+}
+
+fn opens(d: &Decision) -> usize {
+    d.commands.iter().filter(|c| matches!(c, Command::OpenBacklogIssue { .. })).count()
+}
+
+fn issue7() -> IssueRef {
+    IssueRef { id: "7".into(), url: "https://tracker/7".into() }
+}
+
+#[test]
+fn a_second_alert_during_the_rollback_comments_on_the_same_issue() {
+    let mut doc = canary_doc();
+    doc["policy"] =
+        json!({"verifyRollback": {"provider": "local", "query": "request_count", "maxValue": 1, "interval": "10s", "attempts": 3}});
+    let mut r = new_rollout(doc);
+    step(&mut r, Event::Start, at(0));
+    let d = step(&mut r, alert("a"), at(1));
+    assert_eq!(opens(&d), 1);
+    // The same alert delivered again (at-least-once) changes nothing.
+    assert_eq!(ignored(&r, alert("a"), at(2)), "already rolling back");
+    step(&mut r, Event::TrafficConfirmed { weight: 0 }, at(2));
+    assert_eq!(r.phase, Phase::RollingBack, "waiting for the rollback check");
+    let told = Reported::of(&r);
+    assert_eq!(told, Reported { failure: true, reverted: true, verified: false, later: 0 });
+    let d = step(&mut r, Event::BacklogOpened { issue: issue7(), reported: told }, at(3));
+    assert!(comments(&d).is_empty());
+    assert_eq!(ignored(&r, alert("a"), at(4)), "already rolling back");
+    // A different alert is a second failure: recorded, and a comment — never a second issue.
+    let d = step(&mut r, alert("b"), at(5));
+    assert_eq!(opens(&d), 0);
+    assert!(d.commands.iter().all(|c| !c.is_traffic()));
+    let [(id, told_then)] = comments(&d)[..] else { panic!("one comment: {:?}", d.commands) };
+    assert_eq!(told_then, told);
+    assert_eq!(r.failure.as_ref().map(|f| f.later.len()), Some(1));
+    assert_eq!(ignored(&r, alert("b"), at(6)), "already rolling back");
+    // While that comment is in flight, news waits for the next one.
+    let d = step(&mut r, alert("c"), at(7));
+    assert!(comments(&d).is_empty());
+    let facts = Reported::of(&r);
+    let d = step(&mut r, Event::BacklogCommented { id, reported: facts }, at(8));
+    assert!(comments(&d).is_empty(), "the comment covered c as well");
+    assert!(matches!(r.backlog, BacklogState::Opened { reported: Reported { later: 2, .. }, updating: None, .. }));
+    assert!(ignored(&r, Event::BacklogCommented { id, reported: Reported::of(&r) }, at(9)).contains("stale"));
+}
+
+#[test]
+fn news_after_the_issue_was_written_becomes_one_comment() {
+    let mut doc = canary_doc();
+    doc["policy"] =
+        json!({"verifyRollback": {"provider": "local", "query": "request_count", "maxValue": 1, "interval": "10s", "attempts": 3}});
+    let mut r = new_rollout(doc);
+    step(&mut r, Event::Start, at(0));
+    let d = step(&mut r, alert("a"), at(1));
+    let Command::RevertTraffic { id: revert, .. } = d.commands[0] else { panic!("revert first") };
+    // The router is down: the issue is written before traffic is confirmed back.
+    step(&mut r, Event::CommandFailed { command: CommandRef { kind: CommandKind::RevertTraffic, id: revert }, error: "503".into() }, at(2));
+    let told = Reported::of(&r);
+    assert!(!told.reverted);
+    step(&mut r, Event::BacklogOpened { issue: issue7(), reported: told }, at(3));
+    let d = step(&mut r, Event::Tick, at(5));
+    let Command::RevertTraffic { .. } = d.commands[0] else { panic!("revert retried") };
+    let d = step(&mut r, Event::TrafficConfirmed { weight: 0 }, at(6));
+    let [(id, t)] = comments(&d)[..] else { panic!("one comment: {:?}", d.commands) };
+    assert_eq!(t, told);
+    // The comment fails; the tick retries it after the backoff, not before.
+    step(&mut r, Event::CommandFailed { command: CommandRef { kind: CommandKind::CommentBacklogIssue, id }, error: "502".into() }, at(7));
+    assert!(r.waiting_for(at(8)).contains("metrics to show canary traffic stopped"));
+    let d = decide(&r, Event::Tick, at(10));
+    assert!(comments(&d).is_empty());
+    let d = step(&mut r, Event::Tick, at(18));
+    let [(id2, _)] = comments(&d)[..] else { panic!("retried: {:?}", d.commands) };
+    assert_ne!(id, id2);
+    let facts = Reported::of(&r);
+    step(&mut r, Event::BacklogCommented { id: id2, reported: facts }, at(19));
+    assert!(matches!(r.backlog, BacklogState::Opened { reported: Reported { reverted: true, .. }, updating: None, .. }));
+}
+
+#[test]
+fn a_revert_the_router_keeps_refusing_is_a_later_failure() {
+    let mut r = new_rollout(canary_doc());
+    step(&mut r, Event::Start, at(0));
+    let d = step(&mut r, alert("a"), at(1));
+    let Command::RevertTraffic { mut id, .. } = d.commands[0] else { panic!("revert first") };
+    let facts = Reported::of(&r);
+    step(&mut r, Event::BacklogOpened { issue: issue7(), reported: facts }, at(2));
+    let mut commented = 0;
+    for i in 0..5 {
+        let now = at(10 + i * 100);
+        let d =
+            step(&mut r, Event::CommandFailed { command: CommandRef { kind: CommandKind::RevertTraffic, id }, error: "503".into() }, now);
+        for (cid, _) in comments(&d) {
+            commented += 1;
+            let facts = Reported::of(&r);
+            step(&mut r, Event::BacklogCommented { id: cid, reported: facts }, now);
+        }
+        let d = step(&mut r, Event::Tick, now + TimeDelta::seconds(31));
+        let Command::RevertTraffic { id: next, .. } = d.commands[0] else { panic!("retry revert") };
+        id = next;
+    }
+    assert_eq!(commented, 1, "one comment when the revert counts as failing, not one per attempt");
+    assert!(matches!(r.failure.as_ref().map(|f| &f.later[..]), Some([LaterFailure { evidence: Evidence::Router { .. }, .. }])));
+}
+
+#[test]
+fn a_retry_that_fails_again_comments_on_the_inherited_issue() {
+    let mut r = new_rollout(canary_doc());
+    r.retry_of = Some("r-0".into());
+    r.backlog = BacklogState::Opened { issue: issue7(), reported: Reported::default(), updating: None };
+    step(&mut r, Event::Start, at(0));
+    let d = step(&mut r, alert("a"), at(1));
+    assert!(matches!(d.commands[0], Command::RevertTraffic { .. }));
+    assert_eq!(opens(&d), 0, "no second issue");
+    let [(_, told)] = comments(&d)[..] else { panic!("one comment: {:?}", d.commands) };
+    assert_eq!(told, Reported::default());
+    // An abort of a retry is not a failure: nothing to add.
+    let mut r = new_rollout(canary_doc());
+    r.backlog = BacklogState::Opened { issue: issue7(), reported: Reported::default(), updating: None };
+    step(&mut r, Event::Start, at(0));
+    let d = step(&mut r, Event::AbortRequested { by: "ann".into(), reason: String::new(), request: None }, at(1));
+    assert!(comments(&d).is_empty());
+}
+
+#[test]
+fn error_budget_gate_refuses_to_start_without_moving_traffic() {
+    let mut doc = canary_doc();
+    doc["policy"] = json!({"errorBudget": {"provider": "local", "query": "budget", "minRemaining": 0.25}});
+    let mut r = new_rollout(doc.clone());
+    let d = step(&mut r, Event::Start, at(0));
+    assert_eq!(r.phase, Phase::Pending);
+    let key = measure_keys(&d)[0].clone();
+    let d = step(&mut r, Event::Measured { key, outcome: MeasureOutcome::Value { canary: 0.1, stable: None, samples: None } }, at(1));
+    assert_eq!(r.phase, Phase::Aborted);
+    assert!(d.commands.iter().all(|c| !c.is_traffic()));
+    assert!(matches!(r.failure.as_ref().map(|f| &f.evidence), Some(Evidence::ErrorBudget { remaining: Some(_), .. })));
+
+    let mut r = new_rollout(doc);
+    let d = step(&mut r, Event::Start, at(0));
+    let key = measure_keys(&d)[0].clone();
+    let d = step(&mut r, Event::Measured { key, outcome: MeasureOutcome::Value { canary: 0.5, stable: None, samples: None } }, at(1));
+    assert_eq!(r.phase, Phase::Progressing);
+    assert!(matches!(d.commands[0], Command::SetWeight { weight: 5, .. }));
+}
+
+#[test]
+fn background_analysis_runs_across_steps_and_stops_at_promotion() {
+    let mut doc = canary_doc();
+    doc["strategy"]["canary"]["analysis"] = json!({"metrics": [metric("bg", None)]});
+    let mut r = new_rollout(doc);
+    let d = step(&mut r, Event::Start, at(0));
+    let mut bg_key = measure_keys(&d).into_iter().find(|k| k.metric == "bg").expect("background measure");
+    for i in 0..5 {
+        let d = step(&mut r, Event::Measured { key: bg_key.clone(), outcome: pass() }, at(10 + i * 10));
+        bg_key = measure_keys(&d).into_iter().find(|k| k.metric == "bg").expect("keeps measuring");
+    }
+    let d = step(&mut r, Event::Measured { key: bg_key, outcome: breach() }, at(100));
+    assert!(matches!(d.commands[0], Command::RevertTraffic { .. }), "a background breach rolls back");
+}
+
+#[test]
+fn tick_takes_over_a_lost_measurement() {
+    let mut r = new_rollout(canary_doc());
+    step(&mut r, Event::Start, at(0));
+    let d = step(&mut r, Event::TrafficConfirmed { weight: 5 }, at(1));
+    let key = measure_keys(&d)[0].clone();
+    let d = decide(&r, Event::Tick, at(1 + 15 + 1));
+    assert_eq!(d.outcome, Outcome::Applied);
+    assert!(d.history.is_empty(), "re-issuing a measurement records nothing");
+    assert_eq!(d.commands, vec![Command::Measure { key, at: at(17) }]);
+}
+
+fn verified_doc() -> Value {
+    let mut doc = canary_doc();
+    doc["policy"] =
+        json!({"verifyRollback": {"provider": "local", "query": "request_count", "maxValue": 1, "interval": "10s", "attempts": 3}});
+    doc
+}
+
+#[test]
+fn a_rollback_waits_for_metrics_to_show_canary_traffic_stopped() {
+    let mut r = new_rollout(verified_doc());
+    step(&mut r, Event::Start, at(0));
+    step(&mut r, alert("a"), at(1));
+    let d = step(&mut r, Event::TrafficConfirmed { weight: 0 }, at(2));
+    assert_eq!((r.phase, r.traffic.weight), (Phase::RollingBack, 0), "not done until verified");
+    assert!(r.waiting_for(at(2)).starts_with("metrics to show canary traffic stopped (check 1/3)"), "{}", r.waiting_for(at(2)));
+    let key = measure_keys(&d)[0].clone();
+    let d = step(&mut r, Event::Measured { key, outcome: MeasureOutcome::Value { canary: 40.0, stable: None, samples: None } }, at(2));
+    assert_eq!(r.phase, Phase::RollingBack, "pinned users still reach the canary");
+    let key = measure_keys(&d)[0].clone();
+    assert_eq!(r.next_wake(), Some(at(12)));
+    step(&mut r, Event::Measured { key, outcome: MeasureOutcome::Value { canary: 0.0, stable: None, samples: None } }, at(12));
+    assert_eq!(r.phase, Phase::RolledBack);
+    let f = r.failure.as_ref().expect("failure");
+    assert_eq!(f.verified, Some(true));
+    assert_eq!(f.reverted_at, Some(at(2)), "traffic was back at the router's confirmation");
+}
+
+#[test]
+fn a_rollback_that_cannot_be_verified_finishes_and_says_so() {
+    let mut r = new_rollout(verified_doc());
+    step(&mut r, Event::Start, at(0));
+    step(&mut r, alert("a"), at(1));
+    let mut d = step(&mut r, Event::TrafficConfirmed { weight: 0 }, at(2));
+    for i in 0..3 {
+        let key = measure_keys(&d)[0].clone();
+        d = step(
+            &mut r,
+            Event::Measured { key, outcome: MeasureOutcome::Value { canary: 25.0, stable: None, samples: None } },
+            at(10 + i * 10),
+        );
+    }
+    assert_eq!(r.phase, Phase::RolledBack);
+    assert_eq!(r.failure.as_ref().and_then(|f| f.verified), Some(false));
+    assert!(d.history[0].summary.contains("did NOT stop"), "{}", d.history[0].summary);
+}
+
+#[test]
+fn the_wake_up_fires_measurements_when_due_and_next_wake_is_the_earliest_timer() {
+    let mut doc = canary_doc();
+    doc["strategy"]["canary"]["analysis"] = json!({"metrics": [{"name": "bg", "provider": "local", "query": "q",
+        "successCondition": "< 1", "interval": "10s", "initialDelay": "25s"}]});
+    let mut r = new_rollout(doc);
+    step(&mut r, Event::Start, at(0));
+    assert_eq!(r.next_wake(), Some(at(25)), "the background measurement");
+    let d = step(&mut r, Event::TrafficConfirmed { weight: 5 }, at(1));
+    let key = measure_keys(&d).into_iter().find(|k| k.metric == "errors").expect("the step analysis");
+    assert_eq!(r.next_wake(), Some(at(1)), "the step analysis measures at once");
+    assert_eq!(ignored(&r, Event::Wake, at(0)), "nothing is due");
+    let d = decide(&r, Event::Wake, at(1));
+    assert_eq!(d.commands, vec![Command::Measure { key: key.clone(), at: at(1) }], "a wake-up measures what is due now");
+    let d = decide(&r, Event::Tick, at(1));
+    assert!(d.is_ignored(), "the sweep leaves due measurements to the wake-up for a while");
+    step(&mut r, Event::Measured { key, outcome: pass() }, at(2));
+    assert_eq!(r.next_wake(), Some(at(12)));
+    step(&mut r, alert("stop"), at(3));
+    assert_eq!(r.next_wake(), None, "nothing is due once rolling back");
+}
+
+#[test]
+fn history_records_from_to_cause_who_and_evidence() {
+    let mut r = new_rollout(canary_doc());
+    let mut entries = Vec::new();
+    to_approval(&mut r);
+    for (event, when) in [
+        (Event::Approved { by: "alice".into(), stage: None, request: None }, at(30)),
+        (Event::Rejected { by: "carol".into(), reason: "no".into(), stage: None, request: None }, at(31)),
+        (Event::TrafficConfirmed { weight: 0 }, at(32)),
+    ] {
+        entries.extend(step(&mut r, event, when).history);
+    }
+    assert_eq!(entries[0].by.as_deref(), Some("alice"));
+    assert_eq!((entries[0].from, entries[0].to), (Phase::AwaitingApproval, Phase::AwaitingApproval));
+    assert_eq!((entries[1].from, entries[1].to, entries[1].cause.as_str()), (Phase::AwaitingApproval, Phase::RollingBack, "Rejected"));
+    assert_eq!((entries[2].from, entries[2].to, entries[2].weight), (Phase::RollingBack, Phase::RolledBack, 0));
+    let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![r.history_len - 2, r.history_len - 1, r.history_len]);
+}
+
+// ----- property tests ----------------------------------------------------
+
+const PEOPLE: [&str; 4] = ["alice", "bob", "carol", "ci"];
+
+/// Builds an event from three random bytes, often the one the state is
+/// waiting for, so random sequences reach deep into the plan.
+fn make_event(r: &Rollout, (kind, a, b): (u8, u8, u8), n: usize) -> Event {
+    let person = PEOPLE[a as usize % PEOPLE.len()].to_string();
+    let request = Some(format!("req-{n}"));
+    match kind % 20 {
+        0..=3 => Event::TrafficConfirmed { weight: if b % 4 == 0 { [0, 5, 20, 50, 100][a as usize % 5] } else { r.traffic.weight } },
+        4..=6 => match r.due_measurements(r.updated_at + TimeDelta::days(1)).into_iter().nth(a as usize % 2) {
+            Some(key) => Event::Measured {
+                key,
+                outcome: match b % 6 {
+                    0 => breach(),
+                    1 => MeasureOutcome::NoData,
+                    2 => MeasureOutcome::Error { message: "boom".into() },
+                    _ => pass(),
+                },
+            },
+            None => Event::Start,
+        },
+        7 => Event::StepDue { seq: if b % 3 == 0 { r.seq.saturating_sub(1) } else { r.seq } },
+        8 | 9 => Event::Approved { by: person, stage: Some(r.stage), request },
+        10 => Event::Rejected { by: person, reason: "no".into(), stage: Some(r.stage), request },
+        11 => alert(&format!("a{}", b % 3)),
+        12 => Event::AlertResolved { alert_id: format!("a{}", b % 3) },
+        13 => Event::AbortRequested { by: person, reason: String::new(), request },
+        14 => Event::PromoteRequested { by: person, full: b % 2 == 0, stage: Some(r.stage), request },
+        15 => Event::RetryRequested { by: person, request },
+        16 => {
+            let pending = r.traffic.pending.as_ref().map(|p| (p.kind, p.id));
+            let backlog = match &r.backlog {
+                BacklogState::Opening { attempt } => Some((CommandKind::OpenBacklogIssue, attempt.id)),
+                BacklogState::Opened { updating: Some(attempt), .. } => Some((CommandKind::CommentBacklogIssue, attempt.id)),
+                _ => None,
+            };
+            match if b % 2 == 0 { pending.or(backlog) } else { backlog.or(pending) } {
+                Some((kind, id)) => Event::CommandFailed { command: CommandRef { kind, id }, error: "boom".into() },
+                None => Event::Tick,
+            }
+        }
+        17 => Event::Promoted,
+        18 if b % 3 == 0 => match r.backlog.attempt() {
+            Some(a) => Event::BacklogCommented { id: a.id + (b % 2) as u64, reported: Reported::of(r) },
+            None => Event::Tick,
+        },
+        18 => Event::BacklogOpened {
+            issue: IssueRef { id: format!("{}", b % 2), url: "u".into() },
+            reported: if b % 2 == 0 { Reported::of(r) } else { Reported { failure: true, ..Reported::default() } },
+        },
+        _ if b % 2 == 0 => Event::Wake,
+        _ => Event::Tick,
+    }
+}
+
+fn spec_for(choice: u8) -> Value {
+    let mut doc = if choice % 2 == 0 { canary_doc() } else { blue_green_doc() };
+    if choice % 4 >= 2 {
+        doc["policy"] = json!({"onAlert": "pause", "onInconclusive": "extend", "maxExtensions": 1});
+        if choice % 2 == 0 {
+            doc["strategy"]["canary"]["analysis"] = json!({"metrics": [metric("bg", None)]});
+        }
+    }
+    if choice >= 4 {
+        doc["policy"]["verifyRollback"] =
+            json!({"provider": "local", "query": "request_count", "maxValue": 1, "interval": "10s", "attempts": 2});
+    }
+    doc
+}
+
+/// Runs the sequence, checking the per-step invariants, and returns the
+/// events as delivered with their times, and the final state.
+fn run_sequence(spec_choice: u8, picks: &[(u8, u8, u8, u8)]) -> (Vec<(Event, DateTime<Utc>)>, Rollout) {
+    let mut r = new_rollout(spec_for(spec_choice));
+    let mut now = t0();
+    let mut delivered = Vec::new();
+    let mut issues_opened = 0u32;
+    let mut backlog_failures = 0u32;
+    for (n, &(kind, a, b, dt)) in picks.iter().enumerate() {
+        now += TimeDelta::seconds(dt as i64 * 3);
+        let event = make_event(&r, (kind, a, b), n);
+        let d = decide(&r, event.clone(), now);
+        // Weight stays a percentage.
+        assert!(d.next.traffic.weight <= 100);
+        // Terminal phases absorb everything: phase and traffic never change again,
+        // and no traffic command is issued.
+        if r.phase.is_terminal() {
+            assert_eq!(d.next.phase, r.phase);
+            assert_eq!(d.next.traffic, r.traffic);
+            assert!(d.commands.iter().all(|c| !c.is_traffic()), "{:?}", d.commands);
+        }
+        // A rollback starts with RevertTraffic.
+        if d.next.phase == Phase::RollingBack && r.phase != Phase::RollingBack {
+            assert!(matches!(d.commands.first(), Some(Command::RevertTraffic { .. })), "{:?}", d.commands);
+        }
+        // Ignored means untouched and silent.
+        if d.is_ignored() {
+            assert_eq!(d.next, r);
+            assert!(d.commands.is_empty() && d.history.is_empty());
+        }
+        // History is gap-free.
+        for h in &d.history {
+            assert_eq!(h.seq, r.history_len + 1);
+        }
+        if matches!(event, Event::CommandFailed { command: CommandRef { kind: CommandKind::OpenBacklogIssue, .. }, .. }) && !d.is_ignored()
+        {
+            backlog_failures += 1;
+        }
+        // At most one backlog issue: it is asked for again only by the timer
+        // (after a reported failure, or when the request was lost) or by a person.
+        let requests = d.commands.iter().filter(|c| matches!(c, Command::OpenBacklogIssue { .. })).count() as u32;
+        match &event {
+            Event::Tick | Event::Wake | Event::RetryRequested { .. } => {
+                if requests > 0 {
+                    let BacklogState::Opening { attempt: Attempt { failed_at, issued_at, .. } } = &r.backlog else {
+                        panic!("re-requested an issue that was not being opened: {:?}", r.backlog)
+                    };
+                    assert!(failed_at.is_some() || *issued_at + TimeDelta::milliseconds(decide::LOST_COMMAND_MS as i64) <= now);
+                }
+            }
+            _ => issues_opened += requests,
+        }
+        assert!(issues_opened <= 1, "{issues_opened} issues requested ({backlog_failures} failures)");
+        // Comments: only on an open issue, one at a time; a new one while one is
+        // in flight only when the timer or a person retries it.
+        let comment_count = d.commands.iter().filter(|c| matches!(c, Command::CommentBacklogIssue { .. })).count();
+        if comment_count > 0 {
+            assert_eq!(comment_count, 1);
+            assert!(requests == 0, "open and comment at once: {:?}", d.commands);
+            match &r.backlog {
+                BacklogState::Opened { updating: None, .. } => {}
+                BacklogState::Opened { updating: Some(a), .. } => {
+                    assert!(matches!(event, Event::Tick | Event::Wake | Event::RetryRequested { .. }), "{event:?}");
+                    assert!(a.failed_at.is_some() || a.issued_at + TimeDelta::milliseconds(decide::LOST_COMMAND_MS as i64) <= now);
+                }
+                BacklogState::Opening { .. } => {
+                    assert!(matches!(event, Event::BacklogOpened { .. }), "comment before the issue exists: {event:?}");
+                }
+                BacklogState::None => panic!("comment without an issue: {event:?}"),
+            }
+        }
+        if r.backlog.issue().is_some() {
+            assert!(requests == 0, "a second issue requested: {:?}", d.commands);
+        }
+        if d.next.phase == Phase::RolledBack {
+            assert_eq!(d.next.traffic.weight, 0);
+        }
+        delivered.push((event, now));
+        r = d.next;
+    }
+    (delivered, r)
+}
+
+proptest! {
+    // PROPTEST_CASES raises the count for a deeper search.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn invariants_hold_over_random_sequences(spec in 0u8..8, picks in proptest::collection::vec((any::<u8>(), any::<u8>(), any::<u8>(), 0u8..8), 1..120)) {
+        run_sequence(spec, &picks);
+    }
+
+    #[test]
+    fn delivering_every_event_twice_changes_nothing(spec in 0u8..8, picks in proptest::collection::vec((any::<u8>(), any::<u8>(), any::<u8>(), 0u8..8), 1..120)) {
+        let (events, once) = run_sequence(spec, &picks);
+        let mut twice = new_rollout(spec_for(spec));
+        for (event, now) in events {
+            twice = decide(&twice, event.clone(), now).next;
+            twice = decide(&twice, event, now).next;
+        }
+        prop_assert_eq!(twice, once);
+    }
+}
+
+#[test]
+fn random_walks_reach_every_phase() {
+    // A guard on the generator itself: the property tests mean little if
+    // random sequences never get past the first step.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = (0u8..8, proptest::collection::vec((any::<u8>(), any::<u8>(), any::<u8>(), 0u8..8), 1..120));
+    for _ in 0..400 {
+        let (spec, picks) = strategy.new_tree(&mut runner).expect("generates").current();
+        let (events, _) = run_sequence(spec, &picks);
+        let mut r = new_rollout(spec_for(spec));
+        for (e, now) in events {
+            r = decide(&r, e, now).next;
+            seen.insert(r.phase.as_str());
+        }
+    }
+    let all: std::collections::BTreeSet<&str> = Phase::ALL.iter().map(|p| p.as_str()).collect();
+    assert_eq!(seen, all);
+}

@@ -1,0 +1,522 @@
+//! The rollout spec: what a pipeline posts to say "roll out v2 of this API".
+//!
+//! The types here are the single source of truth: serde reads them, schemars
+//! turns them into the JSON Schema committed under `schema/`, and
+//! [`validate`] checks a document against that same schema (so the schema
+//! cannot drift from what is accepted) before the cross-field checks and the
+//! compilation into a [`crate::domain::rollout::Plan`]. Modelled on Argo Rollouts'
+//! `canary.steps` and `blueGreen` so its users feel at home.
+
+mod check;
+pub use check::check_name;
+mod condition;
+mod duration;
+mod problems;
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use condition::{Comparison, Condition};
+pub use duration::{format_duration_ms as duration_text, parse_duration_ms};
+pub use problems::{Problem, Problems};
+
+use crate::domain::rollout::Plan;
+
+/// A complete rollout request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(title = "Sluice rollout spec")]
+pub struct RolloutSpec {
+    /// What is being rolled out and the router that moves its traffic.
+    pub target: Target,
+    /// How traffic moves: `canary` steps or a `blueGreen` swap.
+    pub strategy: Strategy,
+    /// Named analyses that steps refer to by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analysis_templates: Vec<AnalysisTemplate>,
+    /// What to do on alerts and inconclusive analysis, and the error-budget gate.
+    #[serde(default)]
+    pub policy: Policy,
+    /// Where the issue goes when the rollout fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<BacklogRef>,
+    /// Where people hear about the rollout.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<ChannelRef>,
+}
+
+/// The service being rolled out: one active rollout per target at a time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Target {
+    /// Stable name of the service (letters, digits, `-`, `_`, `.`); alerts and
+    /// the one-active-rollout rule key on it.
+    #[schemars(extend("x-sluice-format" = "name"))]
+    pub name: String,
+    /// The router that splits traffic between the two versions.
+    pub router: RouterRef,
+    /// The version serving users now.
+    pub stable: VersionRef,
+    /// The version being rolled out.
+    pub canary: VersionRef,
+    /// Azure resource ids (app, slots) whose alerts concern this target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_ids: Vec<String>,
+}
+
+/// One side of the rollout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VersionRef {
+    /// Identity at the router: a slot name, an upstream name.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// The release being served, e.g. `v2` or a build number.
+    #[schemars(length(min = 1))]
+    pub version: String,
+}
+
+/// A traffic router and its provider-specific settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouterRef {
+    /// Registered traffic provider, e.g. `local`.
+    #[schemars(extend("x-sluice-provider" = "traffic"))]
+    pub provider: String,
+    /// Provider settings; secrets are referenced by app-setting name, never inline.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, Value>,
+}
+
+/// A backlog (issue tracker) and its settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BacklogRef {
+    /// Registered backlog provider, e.g. `local`.
+    #[schemars(extend("x-sluice-provider" = "backlog"))]
+    pub provider: String,
+    /// Provider settings; secrets are referenced by app-setting name, never inline.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, Value>,
+}
+
+/// A notification channel and its settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChannelRef {
+    /// Registered notification provider, e.g. `console`.
+    #[schemars(extend("x-sluice-provider" = "notify"))]
+    pub provider: String,
+    /// Provider settings; secrets are referenced by app-setting name, never inline.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, Value>,
+}
+
+/// How traffic moves from stable to canary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum Strategy {
+    /// Weighted steps, as in Argo Rollouts' `canary.steps`.
+    Canary(CanaryStrategy),
+    /// Preview, then an all-at-once switch, as in Argo Rollouts' `blueGreen`.
+    BlueGreen(BlueGreenStrategy),
+}
+
+/// Canary: the steps run in order; after the last one the canary is promoted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CanaryStrategy {
+    /// The steps, run in order.
+    #[schemars(length(min = 1))]
+    pub steps: Vec<CanaryStep>,
+    /// Background analysis that runs across all steps until promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisRef>,
+}
+
+/// One canary step: exactly one of the keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum CanaryStep {
+    /// Send this percentage of traffic to the canary.
+    SetWeight(#[schemars(range(max = 100))] u8),
+    /// Hold for a duration, or (without one) until someone resumes the rollout.
+    Pause(PauseStep),
+    /// Run an analysis and wait for its verdict.
+    Analysis(AnalysisRef),
+    /// Wait for people to approve.
+    Approval(ApprovalGate),
+}
+
+/// A pause: timed, or until resumed with `promote` or `approve`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PauseStep {
+    /// How long to hold, e.g. `30s`, `5m`; absent means until resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-sluice-format" = "duration"))]
+    pub duration: Option<String>,
+}
+
+/// An approval gate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApprovalGate {
+    /// How many distinct people must approve.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub min_approvers: u32,
+    /// Who may approve or reject; empty means anyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
+    /// Whether the person who started the rollout may approve it.
+    #[serde(default)]
+    pub allow_self_approval: bool,
+    /// How long to wait before `onTimeout` applies; absent waits forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-sluice-format" = "duration"))]
+    pub timeout: Option<String>,
+    /// What happens when nobody decides in time.
+    #[serde(default)]
+    pub on_timeout: TimeoutAction,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// What an approval timeout does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum TimeoutAction {
+    /// Put traffic back on stable and open a backlog issue.
+    #[default]
+    Rollback,
+    /// Put traffic back on stable quietly (no backlog issue).
+    Abort,
+    /// Carry on as if approved.
+    Proceed,
+}
+
+/// Blue-green: preview, optional checks, switch, bake, promote.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BlueGreenStrategy {
+    /// Analysis of the preview before any user traffic reaches it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_promotion_analysis: Option<AnalysisRef>,
+    /// People who must approve the switch (exclusive with `autoPromoteAfter`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalGate>,
+    /// Switch automatically after this long (exclusive with `approval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-sluice-format" = "duration"))]
+    pub auto_promote_after: Option<String>,
+    /// Analysis while all traffic is on the new version, before the swap is made permanent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_promotion_analysis: Option<AnalysisRef>,
+    /// How long the previous version stays ready for a fast switch back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-sluice-format" = "duration"))]
+    pub scale_down_delay: Option<String>,
+}
+
+/// An analysis: named templates and/or inline metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AnalysisRef {
+    /// Names of `analysisTemplates` to run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<String>,
+    /// Metrics defined right here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<Metric>,
+}
+
+/// A named, reusable set of metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AnalysisTemplate {
+    /// How steps refer to it.
+    #[schemars(extend("x-sluice-format" = "name"))]
+    pub name: String,
+    /// The metrics it measures.
+    #[schemars(length(min = 1))]
+    pub metrics: Vec<Metric>,
+}
+
+/// One measured health signal and the rule it must satisfy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metric {
+    /// Unique within its analysis.
+    #[schemars(extend("x-sluice-format" = "name"))]
+    pub name: String,
+    /// Registered metrics provider, e.g. `local`.
+    #[schemars(extend("x-sluice-provider" = "metrics"))]
+    pub provider: String,
+    /// Provider query; `{{name}}`, `{{version}}` and `{{window}}` are filled in per side.
+    #[schemars(length(min = 1))]
+    pub query: String,
+    /// Provider settings (endpoints); secrets by app-setting name only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, Value>,
+    /// The rule a measurement must meet, e.g. `< 0.01` or `>= 0.99`.
+    #[schemars(extend("x-sluice-format" = "condition"))]
+    pub success_condition: String,
+    /// Time between measurements (and the query window).
+    #[serde(default = "default_interval")]
+    #[schemars(extend("x-sluice-format" = "duration"))]
+    pub interval: String,
+    /// Measurements to take; default 1 in a step, unlimited in background analysis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub count: Option<u32>,
+    /// Wait before the first measurement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-sluice-format" = "duration"))]
+    pub initial_delay: Option<String>,
+    /// Failed measurements tolerated; one more fails the analysis.
+    #[serde(default)]
+    pub failure_limit: u32,
+    /// Consecutive provider errors tolerated; one more fails the analysis.
+    #[serde(default = "default_consecutive_error_limit")]
+    pub consecutive_error_limit: u32,
+    /// Inconclusive measurements tolerated; one more makes the analysis inconclusive.
+    #[serde(default)]
+    pub inconclusive_limit: u32,
+    /// Fewer samples than this make a measurement inconclusive, never a pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_sample_size: Option<u64>,
+    /// Query giving the sample count, for providers that do not report one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_query: Option<String>,
+    /// Also compare the canary with the stable version measured the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Baseline>,
+}
+
+fn default_interval() -> String {
+    "1m".to_string()
+}
+
+fn default_consecutive_error_limit() -> u32 {
+    4
+}
+
+/// Canary-versus-stable comparison: for a lower-is-better condition (`<`)
+/// the canary must be at most `factor` × stable + `slack`; for higher-is-better
+/// (`>`) at least `factor` × stable − `slack`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Baseline {
+    /// Multiplier on the stable value, e.g. 1.1.
+    #[schemars(range(min = 0.0))]
+    pub factor: f64,
+    /// Absolute allowance, so a stable value of zero does not make any canary value fail.
+    #[serde(default)]
+    #[schemars(range(min = 0.0))]
+    pub slack: f64,
+}
+
+/// Rollback policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Policy {
+    /// What a firing alert does.
+    #[serde(default)]
+    pub on_alert: OnAlert,
+    /// What an inconclusive analysis does.
+    #[serde(default)]
+    pub on_inconclusive: OnInconclusive,
+    /// With `onInconclusive: extend`, how many times an analysis may be re-run before pausing.
+    #[serde(default = "default_max_extensions")]
+    pub max_extensions: u32,
+    /// Refuse to start while the service's remaining error budget is below a floor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_budget: Option<ErrorBudgetGate>,
+    /// After traffic is put back on stable, check that canary traffic really
+    /// stopped (users pinned to a slot keep reaching it for a while).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_rollback: Option<RollbackCheck>,
+}
+
+/// How to confirm a rollback from metrics: the query (canary requests per
+/// minute, say) must fall to `maxValue` within `attempts` checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RollbackCheck {
+    /// Registered metrics provider.
+    #[schemars(extend("x-sluice-provider" = "metrics"))]
+    pub provider: String,
+    /// Query for the canary's remaining traffic.
+    #[schemars(length(min = 1))]
+    pub query: String,
+    /// Provider settings.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, Value>,
+    /// The most traffic that still counts as "none".
+    #[schemars(range(min = 0.0))]
+    pub max_value: f64,
+    /// Between checks.
+    #[serde(default = "default_check_interval")]
+    #[schemars(extend("x-sluice-format" = "duration"))]
+    pub interval: String,
+    /// Checks before the rollback is marked done but unverified.
+    #[serde(default = "default_check_attempts")]
+    #[schemars(range(min = 1))]
+    pub attempts: u32,
+}
+
+fn default_check_interval() -> String {
+    "30s".to_string()
+}
+
+fn default_check_attempts() -> u32 {
+    10
+}
+
+fn default_max_extensions() -> u32 {
+    2
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            on_alert: OnAlert::default(),
+            on_inconclusive: OnInconclusive::default(),
+            max_extensions: default_max_extensions(),
+            error_budget: None,
+            verify_rollback: None,
+        }
+    }
+}
+
+/// What an alert does to a rollout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OnAlert {
+    /// Put all traffic back on stable and open a backlog issue.
+    #[default]
+    Rollback,
+    /// Hold the current weight until the alert resolves or a person decides.
+    Pause,
+}
+
+/// What an inconclusive analysis does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OnInconclusive {
+    /// Hold and wait for a person (`promote` to continue, `retry` to re-measure).
+    #[default]
+    Pause,
+    /// Treat it as a failure.
+    Rollback,
+    /// Measure again, up to `maxExtensions` times, then pause.
+    Extend,
+}
+
+/// The error-budget gate, checked once before any traffic moves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ErrorBudgetGate {
+    /// Registered metrics provider answering the remaining budget (0..1).
+    #[schemars(extend("x-sluice-provider" = "metrics"))]
+    pub provider: String,
+    /// Query returning the remaining fraction of the error budget.
+    #[schemars(length(min = 1))]
+    pub query: String,
+    /// Provider settings.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, Value>,
+    /// The smallest remaining fraction that allows a start.
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_remaining: f64,
+}
+
+/// The provider names each port knows, so validation can reject an unknown
+/// one instead of falling back silently.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderNames {
+    /// Traffic routers.
+    pub traffic: Vec<&'static str>,
+    /// Metric providers.
+    pub metrics: Vec<&'static str>,
+    /// Backlogs.
+    pub backlog: Vec<&'static str>,
+    /// Notification channels.
+    pub notify: Vec<&'static str>,
+}
+
+impl ProviderNames {
+    fn for_kind(&self, kind: &str) -> Option<&[&'static str]> {
+        match kind {
+            "traffic" => Some(&self.traffic),
+            "metrics" => Some(&self.metrics),
+            "backlog" => Some(&self.backlog),
+            "notify" => Some(&self.notify),
+            _ => None,
+        }
+    }
+}
+
+/// The JSON Schema of [`RolloutSpec`], as committed under `schema/`.
+pub fn json_schema() -> Value {
+    schemars::schema_for!(RolloutSpec).to_value()
+}
+
+/// The format a spec document is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// JSON (what the API takes).
+    Json,
+    /// YAML (the CLI also reads it).
+    Yaml,
+}
+
+impl Format {
+    /// Picks the format from a file name: `.yaml`/`.yml` are YAML, the rest JSON.
+    pub fn from_path(path: &std::path::Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml") | Some("yml") => Format::Yaml,
+            _ => Format::Json,
+        }
+    }
+}
+
+/// Parses a document into a JSON value, with a located error.
+pub fn parse_document(text: &str, format: Format) -> Result<Value, Problems> {
+    match format {
+        Format::Json => serde_json::from_str(text).map_err(|e| Problems::one("", format!("not valid JSON: {e}"))),
+        Format::Yaml => {
+            let value: Value = serde_yaml::from_str(text).map_err(|e| Problems::one("", format!("not valid YAML: {e}")))?;
+            Ok(value)
+        }
+    }
+}
+
+/// Checks a spec document and compiles it: every problem at once, each with
+/// its path, or the typed spec and its plan.
+pub fn validate(doc: &Value, providers: &ProviderNames) -> Result<(RolloutSpec, Plan), Problems> {
+    let mut problems = check::structural(doc, providers);
+    problems.extend(check::cross_field(doc));
+    if !problems.is_empty() {
+        return Err(Problems::new(problems));
+    }
+    let spec: RolloutSpec =
+        serde_json::from_value(doc.clone()).map_err(|e| Problems::one("", format!("does not match the spec types: {e}")))?;
+    let plan = Plan::compile(&spec)?;
+    Ok((spec, plan))
+}
+
+/// Parses and validates a document in one go.
+pub fn load(text: &str, format: Format, providers: &ProviderNames) -> Result<(RolloutSpec, Plan), Problems> {
+    let doc = parse_document(text, format)?;
+    validate(&doc, providers)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,126 @@
+//! Alert sources: the webhook payloads Sluice understands, each parsed by
+//! its own file into one [`IncomingAlert`] shape, and the documented rules
+//! that map an alert to the rollout it concerns.
+//!
+//! An alert concerns a rollout when any of these holds (first match wins):
+//! 1. a label or custom property `sluice_rollout` / `sluiceRollout` equals the rollout id;
+//! 2. a label or custom property `sluice_target` / `sluiceTarget` / `sluice-target`
+//!    equals the target name;
+//! 3. one of the alert's target resource ids equals one of the target's
+//!    `resourceIds`, or lies below it (a slot under its app), ignoring case;
+//! 4. one of the alert's configuration items equals the target name, or the
+//!    last segment (the resource name) of one of its `resourceIds`, ignoring case.
+
+pub mod alertmanager;
+pub mod azure_monitor;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::domain::rollout::{AlertInfo, Rollout};
+
+/// An alert, whichever system sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingAlert {
+    /// Which system (`Azure Monitor`, `Alertmanager`).
+    pub source: &'static str,
+    /// The alert's id at its source.
+    pub id: String,
+    /// Rule name.
+    pub rule: String,
+    /// Severity as the source says it.
+    pub severity: String,
+    /// Firing (true) or resolved (false).
+    pub firing: bool,
+    /// One line on what happened.
+    pub summary: String,
+    /// When it fired.
+    pub fired_at: Option<DateTime<Utc>>,
+    /// A link to it.
+    pub link: Option<String>,
+    /// Azure resource ids it is about (lower case).
+    pub target_ids: Vec<String>,
+    /// Configuration items (resource names, hosts).
+    pub configuration_items: Vec<String>,
+    /// Labels and custom properties.
+    pub labels: BTreeMap<String, String>,
+    /// Whether the payload variant was recognised in full (unknown variants
+    /// are still accepted and recorded).
+    pub recognised: bool,
+}
+
+impl IncomingAlert {
+    /// The alert as the decision core records it.
+    pub fn info(&self) -> AlertInfo {
+        AlertInfo {
+            id: self.id.clone(),
+            rule: self.rule.clone(),
+            severity: self.severity.clone(),
+            summary: self.summary.clone(),
+            source: self.source.to_string(),
+            fired_at: self.fired_at,
+            link: self.link.clone(),
+        }
+    }
+}
+
+/// Parses a webhook body of any supported source.
+pub fn parse(body: &Value) -> Result<Vec<IncomingAlert>, String> {
+    if body.get("schemaId").is_some() || body.pointer("/data/essentials").is_some() {
+        return azure_monitor::parse(body).map(|a| vec![a]);
+    }
+    if body.get("alerts").is_some() && (body.get("version").is_some() || body.get("receiver").is_some()) {
+        return alertmanager::parse(body);
+    }
+    Err("not a payload Sluice knows: expected the Azure Monitor Common Alert Schema (schemaId azureMonitorCommonAlertSchema) or an Alertmanager webhook (version 4)".into())
+}
+
+fn label<'a>(labels: &'a BTreeMap<String, String>, names: &[&str]) -> Option<&'a str> {
+    names.iter().find_map(|n| labels.get(*n).map(String::as_str))
+}
+
+/// Why an alert concerns a rollout, or `None`.
+pub fn match_reason(alert: &IncomingAlert, rollout: &Rollout) -> Option<String> {
+    let target = &rollout.spec.target;
+    if label(&alert.labels, &["sluice_rollout", "sluiceRollout", "sluice-rollout"]) == Some(rollout.id.as_str()) {
+        return Some("rollout label".into());
+    }
+    if label(&alert.labels, &["sluice_target", "sluiceTarget", "sluice-target"]) == Some(target.name.as_str()) {
+        return Some("target label".into());
+    }
+    let ids: Vec<String> = target.resource_ids.iter().map(|r| r.trim_end_matches('/').to_ascii_lowercase()).collect();
+    for t in &alert.target_ids {
+        let t = t.trim_end_matches('/').to_ascii_lowercase();
+        if let Some(id) = ids.iter().find(|id| t == **id || t.starts_with(&format!("{id}/"))) {
+            return Some(format!("resource {id}"));
+        }
+    }
+    let names: Vec<String> = std::iter::once(target.name.to_ascii_lowercase())
+        .chain(ids.iter().filter_map(|id| id.rsplit('/').next().map(str::to_string)))
+        .collect();
+    alert.configuration_items.iter().find(|c| names.contains(&c.to_ascii_lowercase())).map(|c| format!("configuration item {c}"))
+}
+
+pub(crate) fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
+    v.pointer(pointer).and_then(Value::as_str)
+}
+
+pub(crate) fn time_at(v: &Value, pointer: &str) -> Option<DateTime<Utc>> {
+    str_at(v, pointer).and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc))
+}
+
+pub(crate) fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default()
+}
+
+/// Any JSON scalar as text (custom properties may be numbers or booleans).
+pub(crate) fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}

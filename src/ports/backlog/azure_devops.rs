@@ -1,0 +1,161 @@
+//! Azure DevOps work items. The work item gets a tag naming its rollout, so
+//! a lost mapping is found again with a WIQL query on that tag (WIQL reads
+//! the work item store directly, with no search index to lag). Text fields
+//! and comments are HTML; comments carry a marker so a retried one is not
+//! posted twice.
+//!
+//! Settings: `organization`, `project`, `workItemType` (default `Bug`; its
+//! text goes to Repro Steps, other types use Description), `areaPath`,
+//! `tags`, `patSetting` (app setting with a PAT; default `AZURE_DEVOPS_PAT`
+//! — without one, the Azure identity's Entra token is used), `orgUrl`
+//! (default `https://dev.azure.com/{organization}`).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use super::{call, marker_tag, Backlog, BacklogError, CommentDraft, Filed, IssueDraft};
+use crate::domain::rollout::IssueRef;
+use crate::ports::azure::auth::AzureCredential;
+use crate::ports::env::{opt_str, req_str, AdapterEnv, AdapterError, Settings};
+
+/// Entra ID resource of Azure DevOps.
+const ADO_RESOURCE: &str = "499b84ac-1321-427f-aa17-267ca6975798";
+const API: &str = "api-version=7.1";
+const COMMENTS_API: &str = "api-version=7.1-preview.4";
+
+enum Auth {
+    Pat(String),
+    Entra(Arc<AzureCredential>),
+}
+
+/// A project's work items.
+pub struct AzureBoards {
+    http: reqwest::Client,
+    project_url: String,
+    work_item_type: String,
+    area_path: Option<String>,
+    tags: Vec<String>,
+    auth: Auth,
+}
+
+/// Builds the Azure DevOps backlog.
+pub fn build(settings: &Settings, env: &AdapterEnv) -> Result<Arc<dyn Backlog>, AdapterError> {
+    let organization = req_str("azureDevOps", settings, "organization")?;
+    let project = req_str("azureDevOps", settings, "project")?;
+    let pat_setting = opt_str(settings, "patSetting").unwrap_or("AZURE_DEVOPS_PAT");
+    let auth = match env.setting(pat_setting).filter(|p| !p.is_empty()) {
+        Some(pat) => Auth::Pat(pat),
+        None => Auth::Entra(env.azure_identity("azureDevOps").map_err(|_| AdapterError::Config {
+            provider: "azureDevOps".into(),
+            message: format!("app setting {pat_setting} (a PAT) is not set, and there is no Azure identity to use instead"),
+        })?),
+    };
+    let org_url = opt_str(settings, "orgUrl").map(str::to_string).unwrap_or_else(|| format!("https://dev.azure.com/{organization}"));
+    let tags = settings
+        .get("tags")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default();
+    Ok(Arc::new(AzureBoards {
+        http: env.http.clone(),
+        project_url: format!("{}/{}", org_url.trim_end_matches('/'), path_segment(project)),
+        work_item_type: opt_str(settings, "workItemType").unwrap_or("Bug").to_string(),
+        area_path: opt_str(settings, "areaPath").map(str::to_string),
+        tags,
+        auth,
+    }))
+}
+
+/// Percent-encodes a path segment (project names and work item types may hold spaces).
+fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl AzureBoards {
+    async fn request(&self, method: reqwest::Method, url: String) -> Result<reqwest::RequestBuilder, BacklogError> {
+        let request = self.http.request(method, url).header("user-agent", concat!("sluice/", env!("CARGO_PKG_VERSION")));
+        Ok(match &self.auth {
+            Auth::Pat(pat) => {
+                let basic = base64::engine::general_purpose::STANDARD.encode(format!(":{pat}"));
+                request.header("authorization", format!("Basic {basic}"))
+            }
+            Auth::Entra(credential) => {
+                let token = credential.token(ADO_RESOURCE).await.map_err(|e| BacklogError::Failed(format!("Azure DevOps token: {e}")))?;
+                request.bearer_auth(token)
+            }
+        })
+    }
+
+    fn issue_ref(&self, item: &Value) -> Option<IssueRef> {
+        // The web address, built the same way whether the item was created or found.
+        let id = item.get("id")?.as_u64()?;
+        Some(IssueRef { id: id.to_string(), url: format!("{}/_workitems/edit/{id}", self.project_url) })
+    }
+
+    /// The work item an earlier attempt created for the rollout, if any.
+    async fn find(&self, rollout_id: &str) -> Result<Option<IssueRef>, BacklogError> {
+        let query = format!(
+            "SELECT [System.Id] FROM WorkItems WHERE [System.TeamProject] = @project AND [System.Tags] CONTAINS '{}' ORDER BY [System.Id]",
+            marker_tag(rollout_id).replace('\'', "''")
+        );
+        let request = self.request(reqwest::Method::POST, format!("{}/_apis/wit/wiql?{API}", self.project_url)).await?;
+        let answer = call(request.json(&json!({ "query": query })), "Azure DevOps", "looking for the rollout's work item").await?;
+        Ok(answer.pointer("/workItems/0").and_then(|w| self.issue_ref(w)))
+    }
+}
+
+#[async_trait]
+impl Backlog for AzureBoards {
+    async fn open(&self, draft: &IssueDraft) -> Result<Filed, BacklogError> {
+        if let Some(issue) = self.find(&draft.rollout_id).await? {
+            return Ok(Filed { issue, created: false });
+        }
+        let text_field =
+            if self.work_item_type.eq_ignore_ascii_case("bug") { "Microsoft.VSTS.TCM.ReproSteps" } else { "System.Description" };
+        let mut tags: Vec<String> = draft.labels.clone();
+        tags.extend(self.tags.iter().cloned());
+        tags.push(marker_tag(&draft.rollout_id));
+        // Tags are separated by semicolons; one inside a tag would split it.
+        let tags = tags.iter().map(|t| t.replace(';', ",")).collect::<Vec<_>>().join("; ");
+        let mut patch = vec![
+            json!({"op": "add", "path": "/fields/System.Title", "value": draft.title}),
+            json!({"op": "add", "path": format!("/fields/{text_field}"), "value": draft.body.html()}),
+            json!({"op": "add", "path": "/fields/System.Tags", "value": tags}),
+        ];
+        if let Some(area) = &self.area_path {
+            patch.push(json!({"op": "add", "path": "/fields/System.AreaPath", "value": area}));
+        }
+        let url = format!("{}/_apis/wit/workitems/${}?{API}", self.project_url, path_segment(&self.work_item_type));
+        let request = self.request(reqwest::Method::POST, url).await?;
+        let body = serde_json::to_vec(&patch).map_err(|e| BacklogError::Failed(e.to_string()))?;
+        let created =
+            call(request.header("content-type", "application/json-patch+json").body(body), "Azure DevOps", "creating the work item")
+                .await?;
+        let issue = self.issue_ref(&created).ok_or_else(|| BacklogError::Failed("Azure DevOps' answer has no work item id".into()))?;
+        Ok(Filed { issue, created: true })
+    }
+
+    async fn comment(&self, issue: &IssueRef, comment: &CommentDraft) -> Result<(), BacklogError> {
+        if issue.id.is_empty() || !issue.id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(BacklogError::Failed(format!("'{}' is not a work item id", issue.id)));
+        }
+        let url = format!("{}/_apis/wit/workItems/{}/comments?{COMMENTS_API}", self.project_url, issue.id);
+        let existing =
+            call(self.request(reqwest::Method::GET, url.clone()).await?, "Azure DevOps", "reading the work item's comments").await?;
+        let comments = existing.get("comments").and_then(Value::as_array).cloned().unwrap_or_default();
+        if comments.iter().any(|c| c.get("text").and_then(Value::as_str).is_some_and(|t| t.contains(&comment.marker))) {
+            return Ok(());
+        }
+        let request = self.request(reqwest::Method::POST, url).await?;
+        call(request.json(&json!({"text": comment.body.html()})), "Azure DevOps", "commenting on the work item").await?;
+        Ok(())
+    }
+}

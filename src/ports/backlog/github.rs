@@ -1,0 +1,142 @@
+//! GitHub Issues. The rollout → issue mapping lives in Sluice's store; when
+//! it is lost (a crash between creating the issue and saving its number)
+//! the issue is found again by the marker in its body, listing the
+//! repository's issues updated since the failure — the list is consistent,
+//! unlike search, which lags and is rate limited. Comments carry markers too.
+//!
+//! Settings: `repository` (`owner/name`), `tokenSetting` (app setting with
+//! the token; default `GITHUB_TOKEN`), `labels`, `apiUrl` (GitHub
+//! Enterprise; default `https://api.github.com`).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::TimeDelta;
+use serde_json::{json, Value};
+
+use super::{call, marker, Backlog, BacklogError, CommentDraft, Filed, IssueDraft};
+use crate::domain::rollout::IssueRef;
+use crate::ports::env::{opt_str, req_str, AdapterEnv, AdapterError, Settings};
+
+/// Pages of 100 looked through when recovering a lost mapping.
+const PAGES: u32 = 5;
+
+/// A GitHub repository's issues.
+pub struct GitHubIssues {
+    http: reqwest::Client,
+    api: String,
+    repo: String,
+    token: String,
+    labels: Vec<String>,
+}
+
+/// Builds the GitHub backlog.
+pub fn build(settings: &Settings, env: &AdapterEnv) -> Result<Arc<dyn Backlog>, AdapterError> {
+    let config = |message: String| AdapterError::Config { provider: "github".into(), message };
+    let repo = req_str("github", settings, "repository")?;
+    if repo.split('/').count() != 2 || repo.split('/').any(str::is_empty) {
+        return Err(config(format!("'repository' must be owner/name, not '{repo}'")));
+    }
+    let token_setting = opt_str(settings, "tokenSetting").unwrap_or("GITHUB_TOKEN");
+    let token = env
+        .setting(token_setting)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| config(format!("app setting {token_setting} (the token) is not set")))?;
+    let labels = settings
+        .get("labels")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default();
+    Ok(Arc::new(GitHubIssues {
+        http: env.http.clone(),
+        api: opt_str(settings, "apiUrl").unwrap_or("https://api.github.com").trim_end_matches('/').to_string(),
+        repo: repo.to_string(),
+        token,
+        labels,
+    }))
+}
+
+impl GitHubIssues {
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}/repos/{}{path}", self.api, self.repo))
+            .bearer_auth(&self.token)
+            .header("accept", "application/vnd.github+json")
+            .header("x-github-api-version", "2022-11-28")
+            .header("user-agent", concat!("sluice/", env!("CARGO_PKG_VERSION")))
+    }
+
+    fn issue_ref(&self, issue: &Value) -> Option<IssueRef> {
+        let number = issue.get("number")?.as_u64()?;
+        let url = issue.get("html_url").and_then(Value::as_str).map(str::to_string).unwrap_or_default();
+        Some(IssueRef { id: format!("{}#{number}", self.repo), url })
+    }
+
+    /// The issue an earlier attempt opened for the rollout, if any.
+    async fn find(&self, draft: &IssueDraft) -> Result<Option<IssueRef>, BacklogError> {
+        let since = (draft.failed_at - TimeDelta::minutes(10)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let wanted = marker(&draft.rollout_id);
+        for page in 1..=PAGES {
+            let request = self.request(reqwest::Method::GET, "/issues").query(&[
+                ("state", "all"),
+                ("since", since.as_str()),
+                ("sort", "created"),
+                ("direction", "desc"),
+                ("per_page", "100"),
+                ("page", &page.to_string()),
+            ]);
+            let list = call(request, "GitHub", "looking for the rollout's issue").await?;
+            let issues = list.as_array().cloned().unwrap_or_default();
+            if let Some(found) = issues.iter().find(|i| i.get("body").and_then(Value::as_str).is_some_and(|b| b.contains(&wanted))) {
+                return Ok(self.issue_ref(found));
+            }
+            if issues.len() < 100 {
+                break;
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn issue_number(issue: &IssueRef) -> Result<&str, BacklogError> {
+    issue
+        .id
+        .rsplit_once('#')
+        .map(|(_, n)| n)
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| BacklogError::Failed(format!("'{}' is not a GitHub issue reference (owner/name#number)", issue.id)))
+}
+
+#[async_trait]
+impl Backlog for GitHubIssues {
+    async fn open(&self, draft: &IssueDraft) -> Result<Filed, BacklogError> {
+        if let Some(issue) = self.find(draft).await? {
+            return Ok(Filed { issue, created: false });
+        }
+        let mut labels = draft.labels.clone();
+        labels.extend(self.labels.iter().filter(|l| !draft.labels.contains(l)).cloned());
+        let body = json!({"title": draft.title, "body": draft.body.markdown(), "labels": labels});
+        let created = call(self.request(reqwest::Method::POST, "/issues").json(&body), "GitHub", "opening the issue").await?;
+        let issue = self.issue_ref(&created).ok_or_else(|| BacklogError::Failed("GitHub's answer has no issue number".into()))?;
+        Ok(Filed { issue, created: true })
+    }
+
+    async fn comment(&self, issue: &IssueRef, comment: &CommentDraft) -> Result<(), BacklogError> {
+        let number = issue_number(issue)?;
+        let path = format!("/issues/{number}/comments");
+        for page in 1..=PAGES {
+            let request = self.request(reqwest::Method::GET, &path).query(&[("per_page", "100"), ("page", &page.to_string())]);
+            let list = call(request, "GitHub", "reading the issue's comments").await?;
+            let comments = list.as_array().cloned().unwrap_or_default();
+            if comments.iter().any(|c| c.get("body").and_then(Value::as_str).is_some_and(|b| b.contains(&comment.marker))) {
+                return Ok(());
+            }
+            if comments.len() < 100 {
+                break;
+            }
+        }
+        let body = json!({"body": comment.body.markdown()});
+        call(self.request(reqwest::Method::POST, &path).json(&body), "GitHub", "commenting on the issue").await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,75 @@
+//! The local backlog: one markdown file per issue under `.sluice/backlog/`,
+//! named after the rollout so a second attempt finds the first; comments
+//! are appended to it.
+//! Settings: `dir` (optional).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{Backlog, BacklogError, CommentDraft, Filed, IssueDraft};
+use crate::domain::rollout::IssueRef;
+use crate::ports::env::{opt_str, AdapterEnv, AdapterError, Settings};
+
+/// A directory of markdown issues.
+pub struct FileBacklog {
+    dir: PathBuf,
+}
+
+/// Builds the file backlog.
+pub fn build(settings: &Settings, env: &AdapterEnv) -> Result<Arc<dyn Backlog>, AdapterError> {
+    let dir = opt_str(settings, "dir").map(PathBuf::from).unwrap_or_else(|| env.data_dir.join("backlog"));
+    Ok(Arc::new(FileBacklog { dir }))
+}
+
+impl FileBacklog {
+    fn path(&self, rollout_id: &str) -> PathBuf {
+        self.dir.join(format!("{rollout_id}.md"))
+    }
+
+    fn issue_ref(&self, rollout_id: &str) -> IssueRef {
+        let path = self.path(rollout_id);
+        let absolute = std::fs::canonicalize(&path).unwrap_or(path);
+        IssueRef { id: rollout_id.to_string(), url: format!("file://{}", absolute.display()) }
+    }
+}
+
+#[async_trait]
+impl Backlog for FileBacklog {
+    async fn open(&self, draft: &IssueDraft) -> Result<Filed, BacklogError> {
+        let dir = self.dir.clone();
+        let path = self.path(&draft.rollout_id);
+        let text = format!("# {}\n\nLabels: {}\n\n{}", draft.title, draft.labels.join(", "), draft.body.markdown());
+        let created = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir).map_err(|e| BacklogError::Failed(format!("cannot create {}: {e}", dir.display())))?;
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => f.write_all(text.as_bytes()).map(|_| true).map_err(|e| BacklogError::Failed(e.to_string())),
+                // One issue per rollout: the file already there is the issue.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(BacklogError::Failed(format!("cannot write {}: {e}", path.display()))),
+            }
+        })
+        .await
+        .map_err(|e| BacklogError::Failed(e.to_string()))??;
+        Ok(Filed { issue: self.issue_ref(&draft.rollout_id), created })
+    }
+
+    async fn comment(&self, issue: &IssueRef, comment: &CommentDraft) -> Result<(), BacklogError> {
+        let path = self.path(&issue.id);
+        let marker = comment.marker.clone();
+        let text = format!("\n---\n\n{}", comment.body.markdown());
+        tokio::task::spawn_blocking(move || {
+            let existing =
+                std::fs::read_to_string(&path).map_err(|e| BacklogError::Failed(format!("cannot read {}: {e}", path.display())))?;
+            if existing.contains(&marker) {
+                return Ok(());
+            }
+            let mut f = std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| BacklogError::Failed(e.to_string()))?;
+            f.write_all(text.as_bytes()).map_err(|e| BacklogError::Failed(e.to_string()))
+        })
+        .await
+        .map_err(|e| BacklogError::Failed(e.to_string()))?
+    }
+}

@@ -1,0 +1,63 @@
+//! The admin API of the local weighted router, as the `local` traffic and
+//! metrics adapters speak it and `devtools::router` serves it: the split,
+//! its two upstreams, and both sides' numbers over a window.
+
+use serde::{Deserialize, Serialize};
+
+/// One upstream version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Upstream {
+    /// Identity (e.g. `stable`, `canary`, a slot name).
+    pub name: String,
+    /// Release it serves.
+    pub version: String,
+    /// Base URL.
+    pub url: String,
+}
+
+/// The router's split, as the admin API reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    /// Percentage of requests sent to the canary.
+    pub weight: u8,
+    /// Whether the upstreams were swapped by a promotion.
+    pub promoted: bool,
+    /// The stable upstream.
+    pub stable: Upstream,
+    /// The canary upstream.
+    pub canary: Upstream,
+}
+
+/// Both sides' numbers over a window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsReport {
+    /// Window length in seconds.
+    pub window_secs: u64,
+    /// Current weight.
+    pub weight: u8,
+    /// Stable side.
+    pub stable: WindowStats,
+    /// Canary side.
+    pub canary: WindowStats,
+}
+
+/// Numbers for one side over a window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowStats {
+    /// Requests in the window.
+    pub requests: u64,
+    /// Of which errors (5xx or upstream unreachable).
+    pub errors: u64,
+    /// errors / requests; absent without requests.
+    pub error_rate: Option<f64>,
+    /// Median latency.
+    pub p50_ms: Option<f64>,
+    /// 95th percentile latency.
+    pub p95_ms: Option<f64>,
+    /// 99th percentile latency.
+    pub p99_ms: Option<f64>,
+}

@@ -1,0 +1,73 @@
+//! An HTTP health probe. The query is the URL (with `{{name}}` and
+//! `{{version}}` filled in per side); the value is 1 when the answer has the
+//! expected status (and 0 otherwise, unreachable included), or the number at
+//! `jsonField` (a dotted path; true/false count as 1/0).
+//! Settings: `expectStatus` (default 200), `jsonField`, `timeoutMs` (default 5000).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::{MetricProvider, MetricQuery, MetricsError, Sample};
+use crate::domain::spec::Target;
+use crate::ports::env::{opt_f64, opt_str, AdapterEnv, AdapterError, Settings};
+
+/// Probes a URL.
+pub struct HttpProbe {
+    http: reqwest::Client,
+    expect: u16,
+    field: Option<String>,
+    timeout: Duration,
+}
+
+/// Builds the probe.
+pub fn build(settings: &Settings, _target: &Target, env: &AdapterEnv) -> Result<Arc<dyn MetricProvider>, AdapterError> {
+    let expect = opt_f64(settings, "expectStatus").unwrap_or(200.0);
+    if !(100.0..=599.0).contains(&expect) {
+        return Err(AdapterError::Config { provider: "httpProbe".into(), message: format!("expectStatus {expect} is not an HTTP status") });
+    }
+    Ok(Arc::new(HttpProbe {
+        http: env.http.clone(),
+        expect: expect as u16,
+        field: opt_str(settings, "jsonField").map(str::to_string),
+        timeout: Duration::from_millis(opt_f64(settings, "timeoutMs").unwrap_or(5000.0).clamp(100.0, 60_000.0) as u64),
+    }))
+}
+
+fn at_path<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(v, |v, key| match key.parse::<usize>() {
+        Ok(i) => v.get(i),
+        Err(_) => v.get(key),
+    })
+}
+
+#[async_trait]
+impl MetricProvider for HttpProbe {
+    async fn query(&self, q: &MetricQuery<'_>) -> Result<Sample, MetricsError> {
+        let url = q.query.trim();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(MetricsError::BadQuery(format!("'{url}' is not an http(s) URL")));
+        }
+        let response = match self.http.get(url).timeout(self.timeout).send().await {
+            Ok(r) => r,
+            // The thing probed is down: that is a measurement (0), not a provider failure.
+            Err(_) => return Ok(Sample { value: Some(0.0), samples: Some(1) }),
+        };
+        let status_ok = response.status().as_u16() == self.expect;
+        let value = match &self.field {
+            None => Some(if status_ok { 1.0 } else { 0.0 }),
+            Some(path) => {
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                match at_path(&body, path) {
+                    Some(Value::Bool(b)) => Some(if *b { 1.0 } else { 0.0 }),
+                    Some(Value::Number(n)) => n.as_f64(),
+                    Some(Value::String(s)) => s.parse().ok(),
+                    _ => None,
+                }
+            }
+        };
+        Ok(Sample { value, samples: Some(1) })
+    }
+}

@@ -1,0 +1,15 @@
+//! Ports and their adapters: one folder per port, the trait in its
+//! `mod.rs`, each adapter one file beside it, and a registry line naming
+//! it. Adapters depend on the domain, never on the shell or the hosts.
+
+pub mod alerts;
+pub mod azure;
+pub mod backlog;
+pub mod env;
+pub mod local_router;
+pub mod metrics;
+pub mod notify;
+pub mod queue;
+pub mod registry;
+pub mod store;
+pub mod traffic;

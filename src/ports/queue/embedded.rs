@@ -1,0 +1,291 @@
+//! The embedded queue: durable in the same SQLite file as the embedded
+//! store, with Service Bus semantics (scheduled visibility, peek-lock,
+//! delivery count, dead-letter after ten deliveries, duplicate detection on
+//! the message id within a window). A process killed mid-message leaves it
+//! locked until the lock expires; then it is delivered again.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::Notify;
+
+use super::{DeadLetter, Delivery, OutMessage, Queue, QueueError, SendOutcome, DUPLICATE_WINDOW, MAX_DELIVERY_COUNT};
+use crate::ports::store::sqlite::open_connection;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    enqueued_at INTEGER NOT NULL,
+    visible_at INTEGER NOT NULL,
+    delivery_count INTEGER NOT NULL DEFAULT 0,
+    lock_token TEXT,
+    locked_until INTEGER
+);
+CREATE INDEX IF NOT EXISTS messages_visible ON messages(visible_at, seq);
+CREATE TABLE IF NOT EXISTS message_ids (
+    id TEXT PRIMARY KEY,
+    sent_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    delivery_count INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+";
+
+/// The embedded durable queue.
+pub struct EmbeddedQueue {
+    conn: Arc<Mutex<Connection>>,
+    wake: Arc<Notify>,
+    operations: AtomicU64,
+    duplicate_window: Duration,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> QueueError {
+    QueueError::Unavailable(e.to_string())
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl EmbeddedQueue {
+    /// Opens (and if needed creates) the queue in the SQLite file at `path`.
+    pub fn open(path: &Path) -> Result<Self, QueueError> {
+        Self::open_with_window(path, DUPLICATE_WINDOW)
+    }
+
+    /// Opens with a custom duplicate-detection window (tests).
+    pub fn open_with_window(path: &Path, duplicate_window: Duration) -> Result<Self, QueueError> {
+        let conn = open_connection(path).map_err(unavailable)?;
+        conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        Ok(EmbeddedQueue {
+            conn: Arc::new(Mutex::new(conn)),
+            wake: Arc::new(Notify::new()),
+            operations: AtomicU64::new(0),
+            duplicate_window,
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, QueueError> + Send + 'static,
+    ) -> Result<T, QueueError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| QueueError::Unavailable("queue lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| QueueError::Unavailable(format!("queue task failed: {e}")))?
+    }
+}
+
+fn dead_letter(tx: &rusqlite::Transaction<'_>, seq: i64, reason: &str) -> Result<(), QueueError> {
+    tx.execute(
+        "INSERT OR REPLACE INTO dead_letters (seq, id, body, delivery_count, reason)
+         SELECT seq, id, body, delivery_count, ?2 FROM messages WHERE seq = ?1",
+        params![seq, reason],
+    )
+    .map_err(unavailable)?;
+    tx.execute("DELETE FROM messages WHERE seq = ?1", [seq]).map_err(unavailable)?;
+    Ok(())
+}
+
+#[async_trait]
+impl Queue for EmbeddedQueue {
+    async fn send(&self, message: OutMessage) -> Result<SendOutcome, QueueError> {
+        self.operations.fetch_add(1, Ordering::Relaxed);
+        let window = self.duplicate_window.as_millis() as i64;
+        let outcome = self
+            .with(move |conn| {
+                let now = millis(Utc::now());
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
+                tx.execute("DELETE FROM message_ids WHERE sent_at < ?1", [now - window]).map_err(unavailable)?;
+                let seen =
+                    tx.query_row("SELECT 1 FROM message_ids WHERE id = ?1", [&message.id], |_| Ok(())).optional().map_err(unavailable)?;
+                if seen.is_some() {
+                    return Ok(SendOutcome::Duplicate);
+                }
+                tx.execute("INSERT INTO message_ids (id, sent_at) VALUES (?1, ?2)", params![message.id, now]).map_err(unavailable)?;
+                let visible = message.visible_at.map(millis).unwrap_or(now).max(now);
+                tx.execute(
+                    "INSERT INTO messages (id, body, enqueued_at, visible_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![message.id, message.body, now, visible],
+                )
+                .map_err(unavailable)?;
+                tx.commit().map_err(unavailable)?;
+                Ok(SendOutcome::Sent)
+            })
+            .await?;
+        if outcome == SendOutcome::Sent {
+            self.wake.notify_waiters();
+        }
+        Ok(outcome)
+    }
+
+    async fn receive(&self, lock_for: Duration) -> Result<Option<Delivery>, QueueError> {
+        let lock_ms = lock_for.as_millis() as i64;
+        let received = self
+            .with(move |conn| {
+                let now = millis(Utc::now());
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
+                loop {
+                    let next: Option<(i64, String, String, i64, i64)> = tx
+                        .query_row(
+                            "SELECT seq, id, body, delivery_count, enqueued_at FROM messages
+                         WHERE visible_at <= ?1 AND (locked_until IS NULL OR locked_until <= ?1)
+                         ORDER BY visible_at, seq LIMIT 1",
+                            [now],
+                            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)),
+                        )
+                        .optional()
+                        .map_err(unavailable)?;
+                    let Some((seq, id, body, count, enqueued)) = next else {
+                        tx.commit().map_err(unavailable)?;
+                        return Ok(None);
+                    };
+                    // A lock that expired on the last allowed delivery ends the message.
+                    if count as u32 >= MAX_DELIVERY_COUNT {
+                        dead_letter(&tx, seq, "MaxDeliveryCountExceeded")?;
+                        continue;
+                    }
+                    let token = uuid::Uuid::new_v4().to_string();
+                    let until = now + lock_ms;
+                    tx.execute(
+                        "UPDATE messages SET delivery_count = delivery_count + 1, lock_token = ?1, locked_until = ?2 WHERE seq = ?3",
+                        params![token, until, seq],
+                    )
+                    .map_err(unavailable)?;
+                    tx.commit().map_err(unavailable)?;
+                    return Ok(Some(Delivery {
+                        id,
+                        body,
+                        delivery_count: count as u32 + 1,
+                        lock_token: token,
+                        locked_until: from_millis(until),
+                        enqueued_at: from_millis(enqueued),
+                    }));
+                }
+            })
+            .await;
+        // An empty poll is not counted: only deliveries cost an operation.
+        if matches!(received, Ok(Some(_))) {
+            self.operations.fetch_add(1, Ordering::Relaxed);
+        }
+        received
+    }
+
+    async fn complete(&self, delivery: &Delivery) -> Result<(), QueueError> {
+        self.operations.fetch_add(1, Ordering::Relaxed);
+        let token = delivery.lock_token.clone();
+        self.with(move |conn| {
+            let now = millis(Utc::now());
+            let n = conn
+                .execute("DELETE FROM messages WHERE lock_token = ?1 AND locked_until > ?2", params![token, now])
+                .map_err(unavailable)?;
+            if n == 0 {
+                return Err(QueueError::LockLost);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn abandon(&self, delivery: &Delivery) -> Result<(), QueueError> {
+        self.operations.fetch_add(1, Ordering::Relaxed);
+        let token = delivery.lock_token.clone();
+        let result = self
+            .with(move |conn| {
+                let now = millis(Utc::now());
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
+                let row: Option<(i64, i64)> = tx
+                    .query_row(
+                        "SELECT seq, delivery_count FROM messages WHERE lock_token = ?1 AND locked_until > ?2",
+                        params![token, now],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
+                    .optional()
+                    .map_err(unavailable)?;
+                let Some((seq, count)) = row else { return Err(QueueError::LockLost) };
+                if count as u32 >= MAX_DELIVERY_COUNT {
+                    dead_letter(&tx, seq, "MaxDeliveryCountExceeded")?;
+                } else {
+                    tx.execute("UPDATE messages SET lock_token = NULL, locked_until = NULL WHERE seq = ?1", [seq]).map_err(unavailable)?;
+                }
+                tx.commit().map_err(unavailable)?;
+                Ok(())
+            })
+            .await;
+        self.wake.notify_waiters();
+        result
+    }
+
+    async fn renew(&self, delivery: &Delivery, lock_for: Duration) -> Result<DateTime<Utc>, QueueError> {
+        self.operations.fetch_add(1, Ordering::Relaxed);
+        let token = delivery.lock_token.clone();
+        let lock_ms = lock_for.as_millis() as i64;
+        self.with(move |conn| {
+            let now = millis(Utc::now());
+            let until = now + lock_ms;
+            let n = conn
+                .execute("UPDATE messages SET locked_until = ?1 WHERE lock_token = ?2 AND locked_until > ?3", params![until, token, now])
+                .map_err(unavailable)?;
+            if n == 0 {
+                return Err(QueueError::LockLost);
+            }
+            Ok(from_millis(until))
+        })
+        .await
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare("SELECT id, body, delivery_count, reason FROM dead_letters ORDER BY seq").map_err(unavailable)?;
+            let rows = stmt
+                .query_map([], |row| {
+                    Ok(DeadLetter { id: row.get(0)?, body: row.get(1)?, delivery_count: row.get::<_, i64>(2)? as u32, reason: row.get(3)? })
+                })
+                .map_err(unavailable)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+        })
+        .await
+    }
+
+    fn wakeup(&self) -> Option<Arc<Notify>> {
+        Some(self.wake.clone())
+    }
+
+    async fn next_visible_at(&self) -> Option<DateTime<Utc>> {
+        self.with(|conn| {
+            let next: Option<i64> = conn
+                .query_row(
+                    "SELECT MIN(CASE WHEN locked_until IS NOT NULL AND locked_until > visible_at THEN locked_until ELSE visible_at END) FROM messages",
+                    [],
+                    |row| row.get(0),
+                )
+                .map_err(unavailable)?;
+            Ok(next.map(from_millis))
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    fn operations(&self) -> u64 {
+        self.operations.load(Ordering::Relaxed)
+    }
+}

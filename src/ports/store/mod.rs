@@ -1,0 +1,110 @@
+//! The store port: where rollout state and its history live. Every adapter
+//! gives the same guarantees — an ETag per rollout, a conditional save that
+//! fails on a stale ETag, the state and its new history rows written
+//! atomically, and one active rollout per target enforced by the store itself.
+
+pub mod sqlite;
+pub mod table;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::rollout::{HistoryEntry, Phase, Rollout};
+
+/// Opaque version tag of a stored rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Etag(pub String);
+
+/// What can go wrong in a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The rollout changed since it was loaded; reload and decide again.
+    #[error("the rollout changed since it was read (stale ETag)")]
+    Conflict,
+    /// The target already has an active rollout.
+    #[error("target '{target}' already has an active rollout: {active}")]
+    TargetBusy {
+        /// The target.
+        target: String,
+        /// The active rollout's id.
+        active: String,
+    },
+    /// A rollout with this id already exists.
+    #[error("a rollout with id '{0}' already exists")]
+    AlreadyExists(String),
+    /// No such rollout.
+    #[error("no rollout with id '{0}'")]
+    NotFound(String),
+    /// The store could not be reached or failed; worth retrying.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be read back.
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// Which rollouts to list.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only rollouts that are not finished.
+    pub active_only: bool,
+    /// Only rollouts the timer must look at (active, or finished with work left).
+    pub needs_sweep: bool,
+    /// Only this phase.
+    pub phase: Option<Phase>,
+    /// Only this target.
+    pub target: Option<String>,
+    /// At most this many, newest first (0: no limit).
+    pub limit: usize,
+}
+
+/// An alert as received, kept for the record whether or not it matched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertRecord {
+    /// When it arrived.
+    pub received_at: DateTime<Utc>,
+    /// Azure Monitor, Alertmanager, …
+    pub source: String,
+    /// The alert's id.
+    pub alert_id: String,
+    /// Rule name.
+    pub rule: String,
+    /// Fired or Resolved.
+    pub condition: String,
+    /// Rollouts it was delivered to (empty: none active for its target).
+    pub matched: Vec<String>,
+    /// One line.
+    pub summary: String,
+}
+
+/// Whether the timer must keep visiting a rollout.
+pub fn needs_sweep(r: &Rollout) -> bool {
+    !r.phase.is_terminal() || r.backlog.has_work()
+}
+
+/// Persistence of rollouts and their history.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Stores a new rollout with its first history entry. Fails with
+    /// `TargetBusy` if its target has an active rollout, `AlreadyExists` if the id is taken.
+    async fn create(&self, rollout: &Rollout, first: &HistoryEntry) -> Result<Etag, StoreError>;
+    /// Loads a rollout and its ETag.
+    async fn load(&self, id: &str) -> Result<Option<(Rollout, Etag)>, StoreError>;
+    /// Replaces the state and appends history atomically, if `etag` is current.
+    /// A terminal phase releases the target for its next rollout.
+    async fn save(&self, rollout: &Rollout, etag: &Etag, history: &[HistoryEntry]) -> Result<Etag, StoreError>;
+    /// The whole history, oldest first.
+    async fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, StoreError>;
+    /// Rollouts matching a filter, newest first.
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Rollout>, StoreError>;
+    /// The active rollout of a target, if any.
+    async fn active_for_target(&self, target: &str) -> Result<Option<String>, StoreError>;
+    /// Keeps an alert for the record.
+    async fn record_alert(&self, alert: &AlertRecord) -> Result<(), StoreError>;
+    /// Recent alerts, newest first.
+    async fn alerts(&self, limit: usize) -> Result<Vec<AlertRecord>, StoreError>;
+    /// Table transactions (or equivalent writes) so far, for the per-step cost figures.
+    fn transactions(&self) -> u64;
+}

@@ -1,0 +1,278 @@
+//! The embedded store: one SQLite file under `.sluice/`, for the local
+//! default. Same semantics as Table Storage: an ETag per rollout (a version
+//! counter), conditional saves, state and history in one transaction, and a
+//! partial unique index that allows one active rollout per target.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use super::{needs_sweep, AlertRecord, Etag, ListFilter, Store, StoreError};
+use crate::domain::rollout::{HistoryEntry, Rollout};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS rollouts (
+    id TEXT PRIMARY KEY,
+    target TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    active INTEGER NOT NULL,
+    sweep INTEGER NOT NULL,
+    etag INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_active_per_target ON rollouts(target) WHERE active = 1;
+CREATE INDEX IF NOT EXISTS rollouts_to_sweep ON rollouts(sweep) WHERE sweep = 1;
+CREATE TABLE IF NOT EXISTS history (
+    rollout_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    entry TEXT NOT NULL,
+    PRIMARY KEY (rollout_id, seq)
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    record TEXT NOT NULL
+);
+";
+
+/// Opens a SQLite file the way both embedded adapters want it: WAL, a busy
+/// timeout so the store and the queue can share the file, and foreign keys.
+pub(crate) fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error> {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
+/// The embedded SQLite store.
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    transactions: AtomicU64,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (and if needed creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = open_connection(path).map_err(unavailable)?;
+        conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), transactions: AtomicU64::new(0) })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| StoreError::Unavailable("store lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(corrupt)
+}
+
+fn insert_history(tx: &rusqlite::Transaction<'_>, id: &str, history: &[HistoryEntry]) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached("INSERT INTO history (rollout_id, seq, entry) VALUES (?1, ?2, ?3)").map_err(unavailable)?;
+    for h in history {
+        let seq = i64::try_from(h.seq).map_err(corrupt)?;
+        stmt.execute(params![id, seq, encode(h)?]).map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => StoreError::Conflict,
+            other => unavailable(other),
+        })?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create(&self, rollout: &Rollout, first: &HistoryEntry) -> Result<Etag, StoreError> {
+        let r = rollout.clone();
+        let first = first.clone();
+        let state = encode(&r)?;
+        let result = self
+            .with(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
+                let exists: bool = tx
+                    .query_row("SELECT 1 FROM rollouts WHERE id = ?1", [&r.id], |_| Ok(true))
+                    .optional()
+                    .map_err(unavailable)?
+                    .unwrap_or(false);
+                if exists {
+                    return Err(StoreError::AlreadyExists(r.id.clone()));
+                }
+                let active = !r.phase.is_terminal();
+                let inserted = tx.execute(
+                    "INSERT INTO rollouts (id, target, phase, active, sweep, etag, created_at, state) VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7)",
+                    params![r.id, r.target(), r.phase.as_str(), active, needs_sweep(&r), r.created_at.to_rfc3339(), state],
+                );
+                if let Err(rusqlite::Error::SqliteFailure(f, _)) = &inserted {
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation {
+                        let holder: String = tx
+                            .query_row("SELECT id FROM rollouts WHERE target = ?1 AND active = 1", [r.target()], |row| row.get(0))
+                            .map_err(unavailable)?;
+                        return Err(StoreError::TargetBusy { target: r.target().to_string(), active: holder });
+                    }
+                }
+                inserted.map_err(unavailable)?;
+                insert_history(&tx, &r.id, std::slice::from_ref(&first))?;
+                tx.commit().map_err(unavailable)?;
+                Ok(Etag("1".into()))
+            })
+            .await;
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<(Rollout, Etag)>, StoreError> {
+        let id = id.to_string();
+        self.with(move |conn| {
+            let row: Option<(String, i64)> = conn
+                .query_row("SELECT state, etag FROM rollouts WHERE id = ?1", [&id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+                .map_err(unavailable)?;
+            match row {
+                None => Ok(None),
+                Some((state, etag)) => {
+                    let r: Rollout = serde_json::from_str(&state).map_err(corrupt)?;
+                    Ok(Some((r, Etag(etag.to_string()))))
+                }
+            }
+        })
+        .await
+    }
+
+    async fn save(&self, rollout: &Rollout, etag: &Etag, history: &[HistoryEntry]) -> Result<Etag, StoreError> {
+        let r = rollout.clone();
+        let history = history.to_vec();
+        let expected: i64 = etag.0.parse().map_err(|_| StoreError::Conflict)?;
+        let state = encode(&r)?;
+        let result = self
+            .with(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
+                let changed = tx
+                    .execute(
+                        "UPDATE rollouts SET phase = ?1, active = ?2, sweep = ?3, etag = etag + 1, state = ?4 WHERE id = ?5 AND etag = ?6",
+                        params![r.phase.as_str(), !r.phase.is_terminal(), needs_sweep(&r), state, r.id, expected],
+                    )
+                    .map_err(unavailable)?;
+                if changed == 0 {
+                    let exists =
+                        tx.query_row("SELECT 1 FROM rollouts WHERE id = ?1", [&r.id], |_| Ok(())).optional().map_err(unavailable)?;
+                    return Err(if exists.is_some() { StoreError::Conflict } else { StoreError::NotFound(r.id.clone()) });
+                }
+                insert_history(&tx, &r.id, &history)?;
+                tx.commit().map_err(unavailable)?;
+                Ok(Etag((expected + 1).to_string()))
+            })
+            .await;
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    async fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        let id = id.to_string();
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT entry FROM history WHERE rollout_id = ?1 ORDER BY seq").map_err(unavailable)?;
+            let rows = stmt.query_map([&id], |row| row.get::<_, String>(0)).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(serde_json::from_str(&row.map_err(unavailable)?).map_err(corrupt)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Rollout>, StoreError> {
+        let f = filter.clone();
+        self.with(move |conn| {
+            let mut sql = String::from("SELECT state FROM rollouts WHERE 1 = 1");
+            let mut args: Vec<String> = Vec::new();
+            if f.active_only {
+                sql.push_str(" AND active = 1");
+            }
+            if f.needs_sweep {
+                sql.push_str(" AND sweep = 1");
+            }
+            if let Some(p) = f.phase {
+                args.push(p.as_str().to_string());
+                sql.push_str(&format!(" AND phase = ?{}", args.len()));
+            }
+            if let Some(t) = &f.target {
+                args.push(t.clone());
+                sql.push_str(&format!(" AND target = ?{}", args.len()));
+            }
+            sql.push_str(" ORDER BY created_at DESC, id DESC");
+            if f.limit > 0 {
+                sql.push_str(&format!(" LIMIT {}", f.limit));
+            }
+            let mut stmt = conn.prepare(&sql).map_err(unavailable)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |row| row.get::<_, String>(0)).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(serde_json::from_str(&row.map_err(unavailable)?).map_err(corrupt)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn active_for_target(&self, target: &str) -> Result<Option<String>, StoreError> {
+        let target = target.to_string();
+        self.with(move |conn| {
+            conn.query_row("SELECT id FROM rollouts WHERE target = ?1 AND active = 1", [&target], |row| row.get(0))
+                .optional()
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn record_alert(&self, alert: &AlertRecord) -> Result<(), StoreError> {
+        let record = encode(alert)?;
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        self.with(move |conn| {
+            conn.execute("INSERT INTO alerts (record) VALUES (?1)", [record]).map_err(unavailable)?;
+            // Keep the record bounded: the newest 10 000 alerts.
+            conn.execute("DELETE FROM alerts WHERE n <= (SELECT MAX(n) FROM alerts) - 10000", []).map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn alerts(&self, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare("SELECT record FROM alerts ORDER BY n DESC LIMIT ?1").map_err(unavailable)?;
+            let rows = stmt.query_map([limit as i64], |row| row.get::<_, String>(0)).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(serde_json::from_str(&row.map_err(unavailable)?).map_err(corrupt)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    fn transactions(&self) -> u64 {
+        self.transactions.load(Ordering::Relaxed)
+    }
+}

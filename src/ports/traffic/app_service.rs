@@ -1,0 +1,169 @@
+//! Azure App Service deployment slots through ARM. The canary weight is one
+//! ramp-up rule (`experiments.rampUpRules`, set with `PATCH …/config/web` —
+//! never `PUT`, which replaces the whole site config) sending a share of
+//! production traffic to the canary slot's host name; it is read back to
+//! confirm. Promotion swaps the canary slot into production (a long-running
+//! operation, polled) and clears the rules. A rollback clears the rules
+//! first, swaps back if the promotion had happened, and then deals with
+//! users the `x-ms-routing-name` cookie pins to the canary slot for about an
+//! hour, as the `pinnedUsers` setting says: `stopSlot` (default) stops the
+//! canary slot, `none` leaves them to drain; `policy.verifyRollback` can then
+//! check from metrics that canary traffic really stopped.
+//!
+//! Settings: `subscriptionId`, `resourceGroup`, `app`, `slot`;
+//! optional `canaryHostName` (default `{app}-{slot}.azurewebsites.net`),
+//! `pinnedUsers`, `armEndpoint` (default `https://management.azure.com`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use super::{Routing, Traffic, TrafficError};
+use crate::domain::spec::Target;
+use crate::ports::azure::http::AzureHttp;
+use crate::ports::env::{opt_str, req_str, AdapterEnv, AdapterError};
+
+const API: &str = "api-version=2023-12-01";
+/// How long a slot swap may take before it is reported failed (and retried).
+const SWAP_BUDGET: Duration = Duration::from_secs(600);
+
+/// What to do about users pinned to the canary slot after a rollback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pinned {
+    StopSlot,
+    Leave,
+}
+
+/// One App Service app and its canary slot.
+pub struct AppServiceSlots {
+    arm: AzureHttp,
+    site: String,
+    slot: String,
+    host: String,
+    pinned: Pinned,
+}
+
+/// Builds the adapter from the target's router settings.
+pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, AdapterError> {
+    let s = &target.router.settings;
+    let name = "appServiceSlots";
+    let subscription = req_str(name, s, "subscriptionId")?;
+    let group = req_str(name, s, "resourceGroup")?;
+    let app = req_str(name, s, "app")?;
+    let slot = req_str(name, s, "slot")?;
+    let pinned = match opt_str(s, "pinnedUsers").unwrap_or("stopSlot") {
+        "stopSlot" => Pinned::StopSlot,
+        "none" => Pinned::Leave,
+        other => {
+            return Err(AdapterError::Config { provider: name.into(), message: format!("pinnedUsers '{other}' is not stopSlot or none") })
+        }
+    };
+    let endpoint = opt_str(s, "armEndpoint").unwrap_or("https://management.azure.com");
+    let arm = AzureHttp::new(env.http.clone(), env.azure_identity(name)?, "https://management.azure.com/", endpoint);
+    Ok(Arc::new(AppServiceSlots {
+        site: format!("{}/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.Web/sites/{app}", arm.base()),
+        host: opt_str(s, "canaryHostName").map(str::to_string).unwrap_or_else(|| format!("{app}-{slot}.azurewebsites.net")),
+        slot: slot.to_string(),
+        arm,
+        pinned,
+    }))
+}
+
+fn failed(e: impl std::fmt::Display) -> TrafficError {
+    TrafficError::Failed(e.to_string())
+}
+
+impl AppServiceSlots {
+    async fn set_rules(&self, weight: u8) -> Result<(), TrafficError> {
+        let rules = if weight == 0 {
+            json!([])
+        } else {
+            json!([{"name": self.slot, "actionHostName": self.host, "reroutePercentage": weight as f64}])
+        };
+        let body = json!({"properties": {"experiments": {"rampUpRules": rules}}});
+        self.arm.send(reqwest::Method::PATCH, &format!("{}/config/web?{API}", self.site), Some(&body)).await.map_err(failed)?;
+        Ok(())
+    }
+
+    async fn read_weight(&self) -> Result<u8, TrafficError> {
+        let r = self.arm.send(reqwest::Method::GET, &format!("{}/config/web?{API}", self.site), None).await.map_err(failed)?;
+        let rules = r.body.pointer("/properties/experiments/rampUpRules").and_then(Value::as_array).cloned().unwrap_or_default();
+        let pct = rules
+            .iter()
+            .filter(|rule| rule.get("actionHostName").and_then(Value::as_str).map(|h| h.eq_ignore_ascii_case(&self.host)).unwrap_or(false))
+            .filter_map(|rule| rule.get("reroutePercentage").and_then(Value::as_f64))
+            .sum::<f64>();
+        Ok(pct.round().clamp(0.0, 100.0) as u8)
+    }
+
+    /// The last completed swap, from the site's `slotSwapStatus`.
+    async fn last_swap(&self) -> Result<Option<(String, String, DateTime<Utc>)>, TrafficError> {
+        let r = self.arm.send(reqwest::Method::GET, &format!("{}?{API}", self.site), None).await.map_err(failed)?;
+        let Some(status) = r.body.pointer("/properties/slotSwapStatus").filter(|v| v.is_object()) else { return Ok(None) };
+        let text = |k: &str| status.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let when = DateTime::parse_from_rfc3339(&text("timestampUtc")).map(|t| t.with_timezone(&Utc)).ok();
+        Ok(when.map(|w| (text("sourceSlotName"), text("destinationSlotName"), w)))
+    }
+
+    async fn swapped_since(&self, since: DateTime<Utc>) -> Result<bool, TrafficError> {
+        Ok(matches!(self.last_swap().await?, Some((source, dest, at))
+            if at >= since && ((source.eq_ignore_ascii_case(&self.slot) && dest.eq_ignore_ascii_case("production"))
+                || (dest.eq_ignore_ascii_case(&self.slot) && source.eq_ignore_ascii_case("production")))))
+    }
+
+    async fn swap(&self) -> Result<(), TrafficError> {
+        let body = json!({"targetSlot": "production", "preserveVnet": true});
+        let url = format!("{}/slots/{}/slotsswap?{API}", self.site, self.slot);
+        self.arm.long_running(reqwest::Method::POST, &url, Some(&body), SWAP_BUDGET).await.map_err(failed)?;
+        Ok(())
+    }
+
+    async fn stop_slot(&self) -> Result<(), TrafficError> {
+        let url = format!("{}/slots/{}/stop?{API}", self.site, self.slot);
+        self.arm.send(reqwest::Method::POST, &url, None).await.map_err(failed)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Traffic for AppServiceSlots {
+    async fn set_weight(&self, weight: u8) -> Result<u8, TrafficError> {
+        self.set_rules(weight).await?;
+        let actual = self.read_weight().await?;
+        if actual != weight {
+            return Err(TrafficError::NotApplied { wanted: weight, actual });
+        }
+        Ok(actual)
+    }
+
+    async fn promote(&self, since: DateTime<Utc>) -> Result<(), TrafficError> {
+        if !self.swapped_since(since).await? {
+            self.swap().await?;
+        }
+        self.set_rules(0).await?;
+        Ok(())
+    }
+
+    async fn revert(&self, undo_promotion: bool, since: DateTime<Utc>) -> Result<u8, TrafficError> {
+        // Fastest first: no new request goes to the canary.
+        self.set_rules(0).await?;
+        if undo_promotion && !self.swapped_since(since).await? {
+            self.swap().await?;
+        }
+        if self.pinned == Pinned::StopSlot {
+            self.stop_slot().await?;
+        }
+        self.read_weight().await
+    }
+
+    async fn current(&self) -> Result<Routing, TrafficError> {
+        Ok(Routing { weight: self.read_weight().await?, promoted: false })
+    }
+
+    async fn scale_down_previous(&self) -> Result<(), TrafficError> {
+        self.stop_slot().await
+    }
+}

@@ -1,0 +1,83 @@
+//! Traffic through the local router (`sluice router`, or the demo's): its
+//! admin API over HTTP. Settings: `url`, the router's base URL.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::{LiveSide, LiveStats, Routing, Traffic, TrafficError};
+use crate::domain::spec::Target;
+use crate::ports::env::{req_str, AdapterEnv, AdapterError};
+use crate::ports::local_router::{Route, StatsReport};
+
+/// Client of one local router.
+pub struct LocalRouter {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// Builds the adapter from `target.router.settings.url`.
+pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, AdapterError> {
+    let url = req_str("local", &target.router.settings, "url")?;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(AdapterError::Config { provider: "local".into(), message: format!("url '{url}' is not an http(s) URL") });
+    }
+    Ok(Arc::new(LocalRouter { base: url.trim_end_matches('/').to_string(), http: env.http.clone() }))
+}
+
+impl LocalRouter {
+    async fn call(&self, request: reqwest::RequestBuilder) -> Result<Route, TrafficError> {
+        let response = request.send().await.map_err(|e| TrafficError::Failed(e.without_url().to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Err(TrafficError::Failed(format!("HTTP {status}: {}", body.chars().take(200).collect::<String>())));
+        }
+        response.json::<Route>().await.map_err(|e| TrafficError::Failed(format!("unreadable answer: {e}")))
+    }
+
+    async fn read(&self) -> Result<Route, TrafficError> {
+        self.call(self.http.get(format!("{}/_sluice/route", self.base))).await
+    }
+}
+
+#[async_trait]
+impl Traffic for LocalRouter {
+    async fn set_weight(&self, weight: u8) -> Result<u8, TrafficError> {
+        self.call(self.http.put(format!("{}/_sluice/route", self.base)).json(&json!({ "weight": weight }))).await?;
+        let actual = self.read().await?.weight;
+        if actual != weight {
+            return Err(TrafficError::NotApplied { wanted: weight, actual });
+        }
+        Ok(actual)
+    }
+
+    async fn promote(&self, _since: DateTime<Utc>) -> Result<(), TrafficError> {
+        let route = self.call(self.http.post(format!("{}/_sluice/promote", self.base))).await?;
+        if !route.promoted {
+            return Err(TrafficError::Failed("the router did not promote".into()));
+        }
+        Ok(())
+    }
+
+    async fn revert(&self, undo_promotion: bool, _since: DateTime<Utc>) -> Result<u8, TrafficError> {
+        let url = format!("{}/_sluice/revert", self.base);
+        self.call(self.http.post(url).json(&json!({ "undoPromotion": undo_promotion }))).await?;
+        Ok(self.read().await?.weight)
+    }
+
+    async fn current(&self) -> Result<Routing, TrafficError> {
+        let r = self.read().await?;
+        Ok(Routing { weight: r.weight, promoted: r.promoted })
+    }
+
+    async fn live(&self) -> Option<LiveStats> {
+        let url = format!("{}/_sluice/stats?window=10s", self.base);
+        let report: StatsReport = self.http.get(url).timeout(std::time::Duration::from_millis(500)).send().await.ok()?.json().await.ok()?;
+        let side =
+            |w: &crate::ports::local_router::WindowStats| LiveSide { requests: w.requests, error_rate: w.error_rate, p95_ms: w.p95_ms };
+        Some(LiveStats { window_secs: report.window_secs, stable: side(&report.stable), canary: side(&report.canary) })
+    }
+}

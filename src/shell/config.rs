@@ -1,0 +1,350 @@
+//! Configuration from app settings (environment variables), the only way
+//! Azure Functions configures an app. Every setting is listed in
+//! [`SETTINGS`] (and the README table, checked by a test); reading them
+//! reports every missing or inconsistent one at once, by name, and never
+//! echoes a secret's value.
+
+use std::path::PathBuf;
+
+/// Where Sluice runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `sluice serve`: the Azure Functions custom handler.
+    Serve,
+    /// `sluice up`: the local host.
+    Up,
+}
+
+/// A setting that holds a secret: kept out of `Debug` and error messages.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretSetting(pub String);
+
+impl std::fmt::Debug for SecretSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Which store adapter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The embedded SQLite file in the data directory.
+    Sqlite,
+    /// Azure Table Storage.
+    Table {
+        /// A connection string (`SLUICE_TABLE_CONNECTION`, else `AzureWebJobsStorage`).
+        connection: Option<SecretSetting>,
+        /// The account, reached with the managed identity (`SLUICE_TABLE_ACCOUNT`).
+        account: Option<String>,
+        /// Table-name prefix.
+        prefix: String,
+    },
+}
+
+/// Which queue adapter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueKind {
+    /// The embedded queue (consumed in-process).
+    Embedded,
+    /// Azure Service Bus.
+    ServiceBus {
+        /// The SAS connection string Sluice sends with.
+        connection: SecretSetting,
+        /// Queue name.
+        queue: String,
+        /// The queue's lock duration, in seconds.
+        lock_seconds: u64,
+    },
+}
+
+/// The configuration Sluice starts with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppConfig {
+    /// Port to listen on (`FUNCTIONS_CUSTOMHANDLER_PORT` under `serve`).
+    pub port: Option<u16>,
+    /// Store adapter.
+    pub store: StoreKind,
+    /// Queue adapter.
+    pub queue: QueueKind,
+    /// Local state directory (SQLite, backlog files).
+    pub data_dir: PathBuf,
+    /// The alert webhook's shared token.
+    pub alert_token: Option<String>,
+    /// Base URL for links in issues and messages.
+    pub public_url: Option<String>,
+}
+
+/// One thing wrong with the settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The setting's name.
+    pub setting: &'static str,
+    /// What is wrong (never the value of a secret).
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.setting, self.message)
+    }
+}
+
+/// Every app setting Sluice reads: name, and what it is for.
+pub const SETTINGS: &[(&str, &str)] = &[
+    ("FUNCTIONS_CUSTOMHANDLER_PORT", "Port the Functions host gives the custom handler (set by the host; required by `serve`)."),
+    ("FUNCTIONS_WORKER_RUNTIME", "Must be `Custom` for the Functions host to start Sluice as a custom handler."),
+    ("SLUICE_STORE", "Store adapter: `table` (Azure Table Storage) or `sqlite` (the embedded file). Required by `serve`; `up` defaults to `sqlite` (or `--store`)."),
+    ("SLUICE_TABLE_CONNECTION", "With `table`: a storage connection string (`UseDevelopmentStorage=true` reaches Azurite). Falls back to `AzureWebJobsStorage`."),
+    ("AzureWebJobsStorage", "The Functions app's storage connection string; used for tables when `SLUICE_TABLE_CONNECTION` and `SLUICE_TABLE_ACCOUNT` are unset."),
+    ("SLUICE_TABLE_ACCOUNT", "With `table`: a storage account name reached with the managed identity (role Storage Table Data Contributor) instead of a key."),
+    ("SLUICE_TABLE_PREFIX", "With `table`: prefix of the table names `{prefix}rollouts` and `{prefix}index` (letters and digits; default `sluice`)."),
+    ("SLUICE_QUEUE", "Queue adapter: `servicebus` or `embedded` (consumed in-process). Required by `serve`; `up` defaults to `embedded` (or `--queue`)."),
+    ("SLUICE_SERVICEBUS_CONNECTION", "With `servicebus`: the SAS connection string Sluice sends step messages with (a Send policy is enough; falls back to `ServiceBusConnection`)."),
+    ("ServiceBusConnection", "The connection the `steps` trigger reads (the Functions host uses it; `ServiceBusConnection__fullyQualifiedNamespace` for a managed identity)."),
+    ("SLUICE_QUEUE_NAME", "With `servicebus`: the queue (default `rollout-steps`, as in `functions/steps/function.json`)."),
+    ("SLUICE_SERVICEBUS_LOCK_SECONDS", "With `servicebus`: the queue's lock duration (default 60)."),
+    ("IDENTITY_ENDPOINT", "Set by App Service with a managed identity (with `IDENTITY_HEADER`): Sluice's tokens for Table Storage and ARM come from it."),
+    ("AZURE_TENANT_ID", "Outside Azure: a service principal's tenant (with `AZURE_CLIENT_ID` and `AZURE_CLIENT_SECRET`) for Entra ID tokens."),
+    ("SLUICE_AZURE_TOKEN", "Development only: a bearer token used as is for Azure calls."),
+    ("SLUICE_DATA_DIR", "Directory for the embedded store and queue, backlog files and notification logs (default `.sluice`)."),
+    ("SLUICE_ALERT_TOKEN", "Shared secret the alert webhook requires (`?token=`, `x-sluice-token` or `Authorization: Bearer`). Required by `serve`, at least 16 characters."),
+    ("SLUICE_PUBLIC_URL", "Base URL people reach Sluice at, for links in issues and messages (default `https://$WEBSITE_HOSTNAME`, else the local address)."),
+    ("WEBSITE_HOSTNAME", "Set by App Service; the default public host name."),
+    ("GITHUB_TOKEN", "Default app setting of the `github` backlog's token (fine-grained: Issues read and write on the repository); a spec may name another with `tokenSetting`."),
+    ("AZURE_DEVOPS_PAT", "Default app setting of the `azureDevOps` backlog's PAT (Work Items read and write); a spec may name another with `patSetting`. Without one, the managed identity's Entra token is used."),
+    ("RUST_LOG", "Log filter (default `info`)."),
+];
+
+/// Reads the configuration, reporting every problem at once.
+pub fn from_env(get: &dyn Fn(&str) -> Option<String>, mode: Mode) -> Result<AppConfig, Vec<ConfigProblem>> {
+    let mut problems = Vec::new();
+    let value = |name: &str| get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let mut problem = |setting: &'static str, message: String| problems.push(ConfigProblem { setting, message });
+
+    let port = match (value("FUNCTIONS_CUSTOMHANDLER_PORT"), mode) {
+        (Some(p), _) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                problem("FUNCTIONS_CUSTOMHANDLER_PORT", format!("'{p}' is not a port number (1-65535)"));
+                None
+            }
+        },
+        (None, Mode::Serve) => {
+            problem("FUNCTIONS_CUSTOMHANDLER_PORT", "is not set; the Functions host sets it when it starts the custom handler".into());
+            None
+        }
+        (None, Mode::Up) => None,
+    };
+    let store = match (value("SLUICE_STORE").as_deref(), mode) {
+        (Some("sqlite"), _) | (None, Mode::Up) => StoreKind::Sqlite,
+        (Some("table"), _) => {
+            let connection = value("SLUICE_TABLE_CONNECTION").or_else(|| value("AzureWebJobsStorage")).map(SecretSetting);
+            let account = value("SLUICE_TABLE_ACCOUNT");
+            if connection.is_none() && account.is_none() {
+                problem(
+                    "SLUICE_TABLE_CONNECTION",
+                    "is not set (nor AzureWebJobsStorage, nor SLUICE_TABLE_ACCOUNT for a managed identity)".into(),
+                );
+            }
+            if account.is_some()
+                && value("SLUICE_TABLE_CONNECTION").is_none()
+                && value("IDENTITY_ENDPOINT").is_none()
+                && value("AZURE_CLIENT_SECRET").is_none()
+                && value("SLUICE_AZURE_TOKEN").is_none()
+            {
+                problem(
+                    "SLUICE_TABLE_ACCOUNT",
+                    "is set but no identity is available (IDENTITY_ENDPOINT, AZURE_CLIENT_SECRET or SLUICE_AZURE_TOKEN)".into(),
+                );
+            }
+            let prefix = value("SLUICE_TABLE_PREFIX").unwrap_or_else(|| "sluice".into());
+            if !prefix.chars().all(|c| c.is_ascii_alphanumeric()) || !prefix.starts_with(|c: char| c.is_ascii_alphabetic()) {
+                problem("SLUICE_TABLE_PREFIX", format!("'{prefix}' must be letters and digits, starting with a letter"));
+            }
+            StoreKind::Table {
+                connection: if account.is_some() && value("SLUICE_TABLE_CONNECTION").is_none() { None } else { connection },
+                account,
+                prefix,
+            }
+        }
+        (Some(other), _) => {
+            problem("SLUICE_STORE", format!("'{other}' is not a store Sluice has (table, sqlite)"));
+            StoreKind::Sqlite
+        }
+        (None, Mode::Serve) => {
+            problem("SLUICE_STORE", "is not set; choose the store: table or sqlite".into());
+            StoreKind::Sqlite
+        }
+    };
+    let queue = match (value("SLUICE_QUEUE").as_deref(), mode) {
+        (Some("embedded"), _) | (None, Mode::Up) => QueueKind::Embedded,
+        (Some("servicebus"), _) => {
+            let connection = value("SLUICE_SERVICEBUS_CONNECTION").or_else(|| value("ServiceBusConnection"));
+            if connection.is_none() {
+                let hint = if value("ServiceBusConnection__fullyQualifiedNamespace").is_some() {
+                    "; the trigger can use a managed identity, but Sluice sends with a SAS connection string (the azure_messaging_servicebus 0.21 crate has no Entra ID sending): give it a Send policy's connection string"
+                } else {
+                    ""
+                };
+                problem("SLUICE_SERVICEBUS_CONNECTION", format!("is not set (nor ServiceBusConnection){hint}"));
+            }
+            let lock_seconds = match value("SLUICE_SERVICEBUS_LOCK_SECONDS") {
+                None => 60,
+                Some(v) => match v.parse::<u64>() {
+                    Ok(n) if (5..=300).contains(&n) => n,
+                    _ => {
+                        problem("SLUICE_SERVICEBUS_LOCK_SECONDS", format!("'{v}' is not a lock duration from 5 to 300 seconds"));
+                        60
+                    }
+                },
+            };
+            QueueKind::ServiceBus {
+                connection: SecretSetting(connection.unwrap_or_default()),
+                queue: value("SLUICE_QUEUE_NAME").unwrap_or_else(|| "rollout-steps".into()),
+                lock_seconds,
+            }
+        }
+        (Some(other), _) => {
+            problem("SLUICE_QUEUE", format!("'{other}' is not a queue Sluice has (servicebus, embedded)"));
+            QueueKind::Embedded
+        }
+        (None, Mode::Serve) => {
+            problem("SLUICE_QUEUE", "is not set; choose the queue: servicebus or embedded".into());
+            QueueKind::Embedded
+        }
+    };
+    let alert_token = value("SLUICE_ALERT_TOKEN");
+    match (&alert_token, mode) {
+        (Some(t), _) if t.chars().count() < 16 => {
+            problem("SLUICE_ALERT_TOKEN", format!("is {} characters long; use at least 16 random characters", t.chars().count()))
+        }
+        (None, Mode::Serve) => problem("SLUICE_ALERT_TOKEN", "is not set; the alert webhook must not be open to anyone".into()),
+        _ => {}
+    }
+    let public_url = match value("SLUICE_PUBLIC_URL") {
+        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+            problem("SLUICE_PUBLIC_URL", format!("'{u}' is not an http(s) URL"));
+            None
+        }
+        Some(u) => Some(u.trim_end_matches('/').to_string()),
+        None => value("WEBSITE_HOSTNAME").map(|h| format!("https://{h}")),
+    };
+    if mode == Mode::Serve {
+        if let Some(rt) = value("FUNCTIONS_WORKER_RUNTIME") {
+            if !rt.eq_ignore_ascii_case("custom") {
+                problem("FUNCTIONS_WORKER_RUNTIME", format!("is '{rt}'; a custom handler needs 'Custom'"));
+            }
+        }
+    }
+    let data_dir = PathBuf::from(value("SLUICE_DATA_DIR").unwrap_or_else(|| ".sluice".into()));
+    if problems.is_empty() {
+        Ok(AppConfig { port, store, queue, data_dir, alert_token, public_url })
+    } else {
+        Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn serve_reports_every_missing_setting_at_once() {
+        let problems = from_env(&env(&[]), Mode::Serve).expect_err("incomplete");
+        let names: Vec<&str> = problems.iter().map(|p| p.setting).collect();
+        assert_eq!(names, ["FUNCTIONS_CUSTOMHANDLER_PORT", "SLUICE_STORE", "SLUICE_QUEUE", "SLUICE_ALERT_TOKEN"]);
+    }
+
+    #[test]
+    fn bad_values_are_named_and_secrets_not_echoed() {
+        let secret = "short-secret";
+        let problems = from_env(
+            &env(&[
+                ("FUNCTIONS_CUSTOMHANDLER_PORT", "99999"),
+                ("SLUICE_STORE", "cosmos"),
+                ("SLUICE_QUEUE", "embedded"),
+                ("SLUICE_ALERT_TOKEN", secret),
+                ("SLUICE_PUBLIC_URL", "ftp://x"),
+                ("FUNCTIONS_WORKER_RUNTIME", "node"),
+            ]),
+            Mode::Serve,
+        )
+        .expect_err("bad");
+        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(problems.len(), 5, "{text:?}");
+        assert!(text.iter().all(|t| !t.contains(secret)), "{text:?}");
+        assert!(text.iter().any(|t| t.starts_with("SLUICE_STORE: 'cosmos'")));
+        let secret = "AccountName=a;AccountKey=c2VjcmV0";
+        let c = from_env(
+            &env(&[
+                ("FUNCTIONS_CUSTOMHANDLER_PORT", "41000"),
+                ("SLUICE_STORE", "table"),
+                ("AzureWebJobsStorage", secret),
+                ("SLUICE_QUEUE", "servicebus"),
+                ("ServiceBusConnection", "Endpoint=sb://x.servicebus.windows.net/;SharedAccessKeyName=a;SharedAccessKey=b"),
+                ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
+            ]),
+            Mode::Serve,
+        )
+        .expect("valid");
+        assert!(!format!("{c:?}").contains("c2VjcmV0"), "Debug never shows a connection string");
+        assert!(matches!(c.queue, QueueKind::ServiceBus { ref queue, lock_seconds: 60, .. } if queue == "rollout-steps"));
+        assert!(text.iter().any(|t| t.starts_with("FUNCTIONS_CUSTOMHANDLER_PORT: '99999'")));
+    }
+
+    #[test]
+    fn a_complete_serve_configuration() {
+        let c = from_env(
+            &env(&[
+                ("FUNCTIONS_CUSTOMHANDLER_PORT", "41000"),
+                ("SLUICE_STORE", "sqlite"),
+                ("SLUICE_QUEUE", "embedded"),
+                ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
+                ("WEBSITE_HOSTNAME", "sluice-prod.azurewebsites.net"),
+            ]),
+            Mode::Serve,
+        )
+        .expect("valid");
+        assert_eq!(c.port, Some(41000));
+        assert_eq!(c.public_url.as_deref(), Some("https://sluice-prod.azurewebsites.net"));
+    }
+
+    #[test]
+    fn azure_adapters_need_their_connections() {
+        let problems = from_env(
+            &env(&[
+                ("FUNCTIONS_CUSTOMHANDLER_PORT", "41000"),
+                ("SLUICE_STORE", "table"),
+                ("SLUICE_QUEUE", "servicebus"),
+                ("ServiceBusConnection__fullyQualifiedNamespace", "x.servicebus.windows.net"),
+                ("SLUICE_SERVICEBUS_LOCK_SECONDS", "0"),
+                ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
+            ]),
+            Mode::Serve,
+        )
+        .expect_err("incomplete");
+        let names: Vec<&str> = problems.iter().map(|p| p.setting).collect();
+        assert_eq!(names, ["SLUICE_TABLE_CONNECTION", "SLUICE_SERVICEBUS_CONNECTION", "SLUICE_SERVICEBUS_LOCK_SECONDS"]);
+        assert!(problems[1].message.contains("SAS connection string"));
+    }
+
+    #[test]
+    fn up_needs_nothing() {
+        let c = from_env(&env(&[]), Mode::Up).expect("defaults");
+        assert_eq!((c.store, c.queue, c.port), (StoreKind::Sqlite, QueueKind::Embedded, None));
+    }
+
+    #[test]
+    fn every_setting_is_documented_in_the_readme() {
+        let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");
+        for (name, _) in SETTINGS {
+            assert!(readme.contains(&format!("`{name}`")), "README.md does not document {name}");
+        }
+    }
+}
