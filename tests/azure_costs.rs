@@ -18,11 +18,12 @@ use sluice::devtools::demo::{demo_spec, Variant};
 use sluice::devtools::load::Load;
 use sluice::domain::rollout::Phase;
 use sluice::functions::{self, App, HttpRequest};
+use sluice::ports::clock::SystemClock;
 use sluice::ports::queue::servicebus::{ServiceBusConnection, ServiceBusQueue};
 use sluice::ports::queue::Queue;
 use sluice::ports::store::table::{TableConnection, TableStore};
 use sluice::ports::store::Store;
-use sluice::shell::engine::{Engine, SystemClock};
+use sluice::shell::engine::Engine;
 use sluice::shell::messages::StepMessage;
 
 struct Costs {

@@ -201,7 +201,7 @@ async fn client_credentials_are_exchanged_at_the_authority() {
     assert_eq!(cred.token("https://management.azure.com/").await.expect("cached"), "sp-token");
     let seen = fake.seen();
     assert_eq!(seen.len(), 1);
-    let form = sluice::functions::parse_query(&seen[0].body);
+    let form = sluice::host::definitions::parse_query(&seen[0].body);
     assert_eq!(form.get("grant_type").map(String::as_str), Some("client_credentials"));
     assert_eq!(form.get("client_id").map(String::as_str), Some("client-1"));
     assert_eq!(form.get("scope").map(String::as_str), Some("https://management.azure.com/.default"));

@@ -24,10 +24,11 @@ use common::{azure_alert, Upstreams};
 use sluice::functions::{self, App, HttpRequest};
 use sluice::ports::backlog::doc::{text, Block, Doc};
 use sluice::ports::backlog::{self, CommentDraft, IssueDraft};
+use sluice::ports::clock::Clock;
 use sluice::ports::env::AdapterEnv;
 use sluice::ports::queue::embedded::EmbeddedQueue;
 use sluice::ports::store::sqlite::SqliteStore;
-use sluice::shell::engine::{Clock, Engine};
+use sluice::shell::engine::Engine;
 
 const PUBLIC: &str = "https://sluice.example";
 
@@ -232,10 +233,10 @@ impl Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("sluice.db");
         let store = Arc::new(SqliteStore::open(&db).expect("store"));
-        let queue = Arc::new(EmbeddedQueue::open(&db).expect("queue"));
+        let clock = Arc::new(TestClock(Mutex::new(Utc::now())));
+        let queue = Arc::new(EmbeddedQueue::open(&db, clock.clone()).expect("queue"));
         let map: BTreeMap<String, String> = app_settings.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         let env = AdapterEnv::with_settings(dir.path().to_path_buf(), PUBLIC.into(), Arc::new(move |k: &str| map.get(k).cloned()));
-        let clock = Arc::new(TestClock(Mutex::new(Utc::now())));
         let engine = Arc::new(Engine::new(store, queue, env, clock.clone()));
         Harness { app: App { engine, alert_token: None }, clock, up, _dir: dir }
     }

@@ -45,7 +45,7 @@ async fn table_store() -> (Keep, Arc<dyn Store>) {
 
 async fn embedded_queue() -> (Keep, Arc<dyn Queue>, Duration) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let queue = EmbeddedQueue::open(&dir.path().join("q.db")).expect("queue");
+    let queue = EmbeddedQueue::open(&dir.path().join("q.db"), Arc::new(sluice::ports::clock::SystemClock)).expect("queue");
     (Keep::Dir(dir), Arc::new(queue), Duration::from_millis(1000))
 }
 

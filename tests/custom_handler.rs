@@ -284,13 +284,15 @@ impl sluice::ports::store::Store for DownStore {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transient_failure_answers_non_2xx_so_the_host_redelivers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let queue = Arc::new(sluice::ports::queue::embedded::EmbeddedQueue::open(&dir.path().join("q.db")).expect("queue"));
+    let queue = Arc::new(
+        sluice::ports::queue::embedded::EmbeddedQueue::open(&dir.path().join("q.db"), Arc::new(sluice::ports::clock::SystemClock))
+            .expect("queue"),
+    );
     let env = sluice::ports::env::AdapterEnv::new(dir.path().to_path_buf(), "http://x".into());
-    let engine =
-        Arc::new(sluice::shell::engine::Engine::new(Arc::new(DownStore), queue, env, Arc::new(sluice::shell::engine::SystemClock)));
+    let engine = Arc::new(sluice::shell::engine::Engine::new(Arc::new(DownStore), queue, env, Arc::new(sluice::ports::clock::SystemClock)));
     let app = Arc::new(sluice::functions::App { engine, alert_token: None });
     let settings = sluice::host::HostSettings::embedded().expect("host.json");
-    let defs = sluice::functions::embedded_definitions().expect("defs");
+    let defs = sluice::host::definitions::embedded_definitions().expect("defs");
     let server = sluice::host::custom_handler::start(app, settings, defs, common::loopback(), false).await.expect("serves");
     let url = format!("http://{}", server.addr);
     let msg = json!({"Data": {"msg": "{\"kind\":\"event\",\"rollout\":\"r-1\",\"event\":{\"type\":\"start\"}}"}, "Metadata": {"DeliveryCount": "2"}});
@@ -317,7 +319,7 @@ async fn serve_and_up_route_the_same_functions() {
     let up: Vec<String> = host.functions.iter().map(|f| f.name.clone()).collect();
     let (_, served) = sluice::host::load_app_or_embedded(&common::repo_root()).expect("serve loads the same");
     let served: Vec<String> = served.iter().map(|f| f.name.clone()).collect();
-    let embedded: Vec<String> = sluice::functions::embedded_definitions().expect("defs").iter().map(|f| f.name.clone()).collect();
+    let embedded: Vec<String> = sluice::host::definitions::embedded_definitions().expect("defs").iter().map(|f| f.name.clone()).collect();
     assert_eq!(up, served);
     let mut embedded_sorted = embedded.clone();
     embedded_sorted.sort();

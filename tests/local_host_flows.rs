@@ -12,10 +12,11 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use common::*;
+use sluice::ports::clock::SystemClock;
 use sluice::ports::queue::embedded::EmbeddedQueue;
 use sluice::ports::queue::{DeadLetter, Delivery, OutMessage, Queue, QueueError, SendOutcome};
 use sluice::ports::store::sqlite::SqliteStore;
-use sluice::shell::engine::{Engine, SystemClock};
+use sluice::shell::engine::Engine;
 
 fn watch_process(url: &str, id: &str) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -198,7 +199,8 @@ async fn every_step_message_delivered_twice_changes_nothing() {
     let slot = twice.clone();
     let rig = Rig::start_with(move |dir: std::path::PathBuf, url: String| async move {
         let db = dir.join("sluice.db");
-        let queue = Arc::new(Twice { inner: EmbeddedQueue::open(&db).expect("queue"), duplicates: AtomicU64::new(0) });
+        let queue =
+            Arc::new(Twice { inner: EmbeddedQueue::open(&db, Arc::new(SystemClock)).expect("queue"), duplicates: AtomicU64::new(0) });
         let _ = slot.set(queue.clone());
         let store = Arc::new(SqliteStore::open(&db).expect("store"));
         let env = sluice::ports::env::AdapterEnv::new(dir.clone(), url);

@@ -20,10 +20,11 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::definitions::{route_http, FunctionDef, RouteMatch, Trigger};
 use super::envelope::{self, Invocation};
 use super::local::to_axum;
 use super::{HostError, HostSettings};
-use crate::functions::{self, route_http, App, FunctionDef, HandlerError, HttpResponse, RouteMatch, Trigger};
+use crate::functions::{self, App, HandlerError, HttpResponse};
 
 /// A running custom handler.
 pub struct RunningServer {

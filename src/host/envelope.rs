@@ -12,7 +12,8 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
-use crate::functions::{json_kind, parse_query, HttpRequest, HttpResponse};
+use super::definitions::parse_query;
+use crate::functions::{json_kind, HttpRequest, HttpResponse};
 
 /// Why an envelope could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

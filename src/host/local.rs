@@ -19,14 +19,16 @@ use croner::parser::{CronParser, Seconds, Year};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::definitions::{FunctionDef, Trigger};
 use super::{load_app_or_embedded, HostError, HostSettings};
-use crate::functions::{self, App, FunctionDef, HandlerError, HttpResponse, Trigger};
+use crate::functions::{self, App, HandlerError, HttpResponse};
+use crate::ports::clock::{Clock, SystemClock};
 use crate::ports::env::AdapterEnv;
 use crate::ports::queue::embedded::EmbeddedQueue;
 use crate::ports::queue::{Delivery, Queue};
 use crate::ports::store::sqlite::SqliteStore;
 use crate::ports::store::Store;
-use crate::shell::engine::{Clock, Engine, SystemClock};
+use crate::shell::engine::Engine;
 
 /// How long a received message stays locked (renewed while it is worked on).
 const LOCK: Duration = Duration::from_secs(30);
@@ -90,10 +92,10 @@ struct HttpContext {
 pub fn embedded_engine(data_dir: &std::path::Path, public_url: String) -> Result<Arc<Engine>, HostError> {
     std::fs::create_dir_all(data_dir).map_err(|e| HostError::Storage(format!("cannot create {}: {e}", data_dir.display())))?;
     let db = data_dir.join("sluice.db");
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).map_err(|e| HostError::Storage(e.to_string()))?);
-    let queue: Arc<dyn Queue> = Arc::new(EmbeddedQueue::open(&db).map_err(|e| HostError::Storage(e.to_string()))?);
-    let env = AdapterEnv::new(data_dir.to_path_buf(), public_url);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).map_err(|e| HostError::Storage(e.to_string()))?);
+    let queue: Arc<dyn Queue> = Arc::new(EmbeddedQueue::open(&db, clock.clone()).map_err(|e| HostError::Storage(e.to_string()))?);
+    let env = AdapterEnv::new(data_dir.to_path_buf(), public_url);
     Ok(Arc::new(Engine::new(store, queue, env, clock)))
 }
 
@@ -208,7 +210,10 @@ pub(crate) async fn consume(app: Arc<App>, name: String, mut stop: watch::Receiv
             Ok(Some(delivery)) => process(&app, &name, &queue, delivery).await,
             Ok(None) => {
                 let idle = match queue.next_visible_at().await {
-                    Some(at) => (at - Utc::now()).to_std().unwrap_or_default().clamp(Duration::from_millis(5), Duration::from_millis(500)),
+                    Some(at) => (at - app.engine.clock.now())
+                        .to_std()
+                        .unwrap_or_default()
+                        .clamp(Duration::from_millis(5), Duration::from_millis(500)),
                     None => Duration::from_millis(500),
                 };
                 tokio::select! {

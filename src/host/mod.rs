@@ -4,6 +4,7 @@
 //! the same `host.json` settings and function definitions.
 
 pub mod custom_handler;
+pub mod definitions;
 pub mod envelope;
 pub mod local;
 
@@ -14,7 +15,8 @@ use axum::extract::Request;
 use axum::response::Response;
 use serde_json::Value;
 
-use crate::functions::{self, parse_query, route_http, App, FunctionDef, HttpRequest, HttpResponse, RouteMatch, HANDLERS};
+use crate::functions::{self, App, HttpRequest, HttpResponse, HANDLERS};
+use definitions::{parse_query, route_http, FunctionDef, RouteMatch};
 
 /// What the hosts take from `host.json`.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,7 +113,7 @@ pub fn load_app(root: &Path) -> Result<(HostSettings, Vec<FunctionDef>), HostErr
         }
         let name = entry.file_name().to_string_lossy().into_owned();
         let text = std::fs::read_to_string(&path).map_err(|e| HostError::Config(format!("{}: {e}", path.display())))?;
-        let def = functions::parse_function_json(&name, &text).map_err(HostError::Config)?;
+        let def = definitions::parse_function_json(&name, &text).map_err(HostError::Config)?;
         if !HANDLERS.contains(&name.as_str()) {
             return Err(HostError::Config(format!("functions/{name} has no handler in this binary (known: {})", HANDLERS.join(", "))));
         }
@@ -126,7 +128,7 @@ pub fn load_app_or_embedded(root: &Path) -> Result<(HostSettings, Vec<FunctionDe
     if root.join("host.json").exists() && root.join("functions").is_dir() {
         load_app(root)
     } else {
-        let defs = functions::embedded_definitions().map_err(HostError::Config)?;
+        let defs = definitions::embedded_definitions().map_err(HostError::Config)?;
         Ok((HostSettings::embedded()?, defs))
     }
 }
@@ -178,6 +180,7 @@ pub async fn build_engine(
     let storage = |e: &dyn std::fmt::Display| HostError::Storage(e.to_string());
     std::fs::create_dir_all(&config.data_dir).map_err(|e| storage(&format!("cannot create {}: {e}", config.data_dir.display())))?;
     let db = config.data_dir.join("sluice.db");
+    let clock: Arc<dyn crate::ports::clock::Clock> = Arc::new(crate::ports::clock::SystemClock);
     let store: Arc<dyn Store> = match &config.store {
         StoreKind::Sqlite => Arc::new(crate::ports::store::sqlite::SqliteStore::open(&db).map_err(|e| storage(&e))?),
         StoreKind::Table { connection, account, prefix } => {
@@ -195,7 +198,7 @@ pub async fn build_engine(
         }
     };
     let queue: Arc<dyn Queue> = match &config.queue {
-        QueueKind::Embedded => Arc::new(crate::ports::queue::embedded::EmbeddedQueue::open(&db).map_err(|e| storage(&e))?),
+        QueueKind::Embedded => Arc::new(crate::ports::queue::embedded::EmbeddedQueue::open(&db, clock.clone()).map_err(|e| storage(&e))?),
         QueueKind::ServiceBus { connection, queue, lock_seconds } => {
             use crate::ports::queue::servicebus::{ServiceBusConnection, ServiceBusQueue};
             let conn = ServiceBusConnection::parse(&connection.0).map_err(|e| HostError::Config(e.to_string()))?;
@@ -204,5 +207,5 @@ pub async fn build_engine(
         }
     };
     let env = crate::ports::env::AdapterEnv::new(config.data_dir.clone(), public_url);
-    Ok(Arc::new(crate::shell::engine::Engine::new(store, queue, env, Arc::new(crate::shell::engine::SystemClock))))
+    Ok(Arc::new(crate::shell::engine::Engine::new(store, queue, env, clock)))
 }

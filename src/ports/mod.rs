@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod azure;
 pub mod backlog;
+pub mod clock;
 pub mod env;
 pub mod local_router;
 pub mod metrics;

@@ -29,7 +29,7 @@ impl Recorded {
 
     /// A query parameter, percent-decoded.
     pub fn param(&self, name: &str) -> Option<String> {
-        sluice::functions::parse_query(&self.query).get(name).cloned()
+        sluice::host::definitions::parse_query(&self.query).get(name).cloned()
     }
 }
 

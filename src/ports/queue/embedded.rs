@@ -15,6 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::Notify;
 
 use super::{DeadLetter, Delivery, OutMessage, Queue, QueueError, SendOutcome, DUPLICATE_WINDOW, MAX_DELIVERY_COUNT};
+use crate::ports::clock::Clock;
 use crate::ports::store::sqlite::open_connection;
 
 const SCHEMA: &str = "
@@ -48,6 +49,7 @@ pub struct EmbeddedQueue {
     wake: Arc<Notify>,
     operations: AtomicU64,
     duplicate_window: Duration,
+    clock: Arc<dyn Clock>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> QueueError {
@@ -63,31 +65,31 @@ fn from_millis(ms: i64) -> DateTime<Utc> {
 }
 
 impl EmbeddedQueue {
-    /// Opens (and if needed creates) the queue in the SQLite file at `path`.
-    pub fn open(path: &Path) -> Result<Self, QueueError> {
-        Self::open_with_window(path, DUPLICATE_WINDOW)
-    }
-
-    /// Opens with a custom duplicate-detection window (tests).
-    pub fn open_with_window(path: &Path, duplicate_window: Duration) -> Result<Self, QueueError> {
+    /// Opens (and if needed creates) the queue in the SQLite file at `path`;
+    /// visibility, locks and the duplicate window run on `clock`.
+    pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, QueueError> {
         let conn = open_connection(path).map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
         Ok(EmbeddedQueue {
             conn: Arc::new(Mutex::new(conn)),
             wake: Arc::new(Notify::new()),
             operations: AtomicU64::new(0),
-            duplicate_window,
+            duplicate_window: DUPLICATE_WINDOW,
+            clock,
         })
     }
 
+    /// Runs `f` on the connection off the async threads, with the time
+    /// (milliseconds, from the injected clock) the operation happens at.
     async fn with<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, QueueError> + Send + 'static,
+        f: impl FnOnce(&mut Connection, i64) -> Result<T, QueueError> + Send + 'static,
     ) -> Result<T, QueueError> {
         let conn = self.conn.clone();
+        let now = millis(self.clock.now());
         tokio::task::spawn_blocking(move || {
             let mut guard = conn.lock().map_err(|_| QueueError::Unavailable("queue lock poisoned".into()))?;
-            f(&mut guard)
+            f(&mut guard, now)
         })
         .await
         .map_err(|e| QueueError::Unavailable(format!("queue task failed: {e}")))?
@@ -111,8 +113,7 @@ impl Queue for EmbeddedQueue {
         self.operations.fetch_add(1, Ordering::Relaxed);
         let window = self.duplicate_window.as_millis() as i64;
         let outcome = self
-            .with(move |conn| {
-                let now = millis(Utc::now());
+            .with(move |conn, now| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
                 tx.execute("DELETE FROM message_ids WHERE sent_at < ?1", [now - window]).map_err(unavailable)?;
                 let seen =
@@ -140,8 +141,7 @@ impl Queue for EmbeddedQueue {
     async fn receive(&self, lock_for: Duration) -> Result<Option<Delivery>, QueueError> {
         let lock_ms = lock_for.as_millis() as i64;
         let received = self
-            .with(move |conn| {
-                let now = millis(Utc::now());
+            .with(move |conn, now| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
                 loop {
                     let next: Option<(i64, String, String, i64, i64)> = tx
@@ -192,8 +192,7 @@ impl Queue for EmbeddedQueue {
     async fn complete(&self, delivery: &Delivery) -> Result<(), QueueError> {
         self.operations.fetch_add(1, Ordering::Relaxed);
         let token = delivery.lock_token.clone();
-        self.with(move |conn| {
-            let now = millis(Utc::now());
+        self.with(move |conn, now| {
             let n = conn
                 .execute("DELETE FROM messages WHERE lock_token = ?1 AND locked_until > ?2", params![token, now])
                 .map_err(unavailable)?;
@@ -209,8 +208,7 @@ impl Queue for EmbeddedQueue {
         self.operations.fetch_add(1, Ordering::Relaxed);
         let token = delivery.lock_token.clone();
         let result = self
-            .with(move |conn| {
-                let now = millis(Utc::now());
+            .with(move |conn, now| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
                 let row: Option<(i64, i64)> = tx
                     .query_row(
@@ -238,8 +236,7 @@ impl Queue for EmbeddedQueue {
         self.operations.fetch_add(1, Ordering::Relaxed);
         let token = delivery.lock_token.clone();
         let lock_ms = lock_for.as_millis() as i64;
-        self.with(move |conn| {
-            let now = millis(Utc::now());
+        self.with(move |conn, now| {
             let until = now + lock_ms;
             let n = conn
                 .execute("UPDATE messages SET locked_until = ?1 WHERE lock_token = ?2 AND locked_until > ?3", params![until, token, now])
@@ -253,7 +250,7 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
-        self.with(|conn| {
+        self.with(|conn, _now| {
             let mut stmt = conn.prepare("SELECT id, body, delivery_count, reason FROM dead_letters ORDER BY seq").map_err(unavailable)?;
             let rows = stmt
                 .query_map([], |row| {
@@ -270,7 +267,7 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn next_visible_at(&self) -> Option<DateTime<Utc>> {
-        self.with(|conn| {
+        self.with(|conn, _now| {
             let next: Option<i64> = conn
                 .query_row(
                     "SELECT MIN(CASE WHEN locked_until IS NOT NULL AND locked_until > visible_at THEN locked_until ELSE visible_at END) FROM messages",

@@ -1,0 +1,240 @@
+//! `decide`: the rollout state machine as a reducer. Given a state, an event
+//! and the time, it returns the next state, the commands to carry out and the
+//! history entry to append — or says why the event changes nothing (stale,
+//! duplicate, not allowed now), in which case it emits nothing.
+//!
+//! This file holds the reducer's frame (duplicate requests, the history
+//! entry, the phase-change announcement); each family of events has its own
+//! file, so every `on_<event>` is found by its name: [`stages`] (start,
+//! timers, the tick), [`traffic`] (router results), [`analysis`]
+//! (measurements), [`rollback`] (pause, resume, rollback), [`people`]
+//! (approve, reject, abort, promote, retry), [`alerts`] and [`backlog`].
+
+mod alerts;
+mod analysis;
+mod backlog;
+mod people;
+mod rollback;
+mod stages;
+mod traffic;
+
+use chrono::{DateTime, Utc};
+
+use super::command::{Command, CommandKind, NotifyKind};
+use super::event::{CommandRef, Event};
+use super::history::{Evidence, HistoryEntry, MeasurementRecord};
+use super::{Phase, Rollout};
+
+pub use traffic::traffic_backoff_ms;
+
+/// Attempts at SetWeight or Promote before the router counts as broken and
+/// the rollout rolls back. A rollback itself retries forever.
+pub const MAX_TRAFFIC_ATTEMPTS: u32 = 3;
+/// A traffic command with neither confirmation nor failure after this long
+/// was lost (the process died while carrying it out) and is issued again.
+pub const LOST_COMMAND_MS: u64 = 30_000;
+/// A measurement this much overdue lost its scheduled message; the tick takes it.
+pub const MEASUREMENT_GRACE_MS: u64 = 15_000;
+/// Alert ids remembered per rollout.
+const ALERTS_KEPT: usize = 20;
+/// Request ids remembered per rollout (for duplicate detection).
+const REQUESTS_KEPT: usize = 32;
+/// Failure reports remembered per rollout (for duplicate detection).
+const FAILURES_KEPT: usize = 32;
+
+/// Whether the event did anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The state moved (or commands were re-issued).
+    Applied,
+    /// Nothing changed and nothing is to be done; the reason says why.
+    Ignored(String),
+}
+
+/// The result of [`decide`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The state after the event.
+    pub next: Rollout,
+    /// What to do, in order.
+    pub commands: Vec<Command>,
+    /// History to append (empty or one entry).
+    pub history: Vec<HistoryEntry>,
+    /// Applied or ignored.
+    pub outcome: Outcome,
+}
+
+impl Decision {
+    /// Whether the event was ignored.
+    pub fn is_ignored(&self) -> bool {
+        matches!(self.outcome, Outcome::Ignored(_))
+    }
+}
+
+/// Applies `event` at `now` to `rollout`. Pure: no I/O, no clock, no randomness.
+pub fn decide(rollout: &Rollout, event: Event, now: DateTime<Utc>) -> Decision {
+    let mut t = Txn {
+        r: rollout.clone(),
+        now,
+        commands: Vec::new(),
+        notes: Vec::new(),
+        evidence: None,
+        measurement: None,
+        by: event.actor().map(str::to_string),
+    };
+    let request = event.request_id().map(str::to_string);
+    if let Some(id) = &request {
+        if rollout.requests.iter().any(|r| r == id) {
+            return Decision {
+                next: rollout.clone(),
+                commands: Vec::new(),
+                history: Vec::new(),
+                outcome: Outcome::Ignored(format!("request {id} was already applied")),
+            };
+        }
+    }
+    let applied = t.apply(&event);
+    if let (Ok(()), Some(id)) = (&applied, request) {
+        t.r.requests.push(id);
+        if t.r.requests.len() > REQUESTS_KEPT {
+            t.r.requests.remove(0);
+        }
+    }
+    match applied {
+        Err(reason) => Decision { next: rollout.clone(), commands: Vec::new(), history: Vec::new(), outcome: Outcome::Ignored(reason) },
+        Ok(()) => t.finish(rollout, &event),
+    }
+}
+
+type Step = Result<(), String>;
+
+struct Txn {
+    r: Rollout,
+    now: DateTime<Utc>,
+    commands: Vec<Command>,
+    notes: Vec<String>,
+    evidence: Option<Evidence>,
+    measurement: Option<MeasurementRecord>,
+    by: Option<String>,
+}
+
+impl Txn {
+    fn apply(&mut self, event: &Event) -> Step {
+        match event {
+            Event::Start => self.on_start(),
+            Event::StepDue { seq } => self.on_step_due(*seq),
+            Event::Measured { key, outcome } => self.on_measured(key, outcome),
+            Event::Approved { by, stage, .. } => {
+                self.same_stage(*stage)?;
+                self.on_approved(by)
+            }
+            Event::Rejected { by, reason, stage, .. } => {
+                self.same_stage(*stage)?;
+                self.on_rejected(by, reason)
+            }
+            Event::AlertFired { alert } => self.on_alert(alert),
+            Event::AlertResolved { alert_id } => self.on_alert_resolved(alert_id),
+            Event::AbortRequested { by, reason, .. } => self.on_abort(by, reason),
+            Event::PromoteRequested { by, full, stage, .. } => {
+                self.same_stage(*stage)?;
+                self.on_promote(by, *full)
+            }
+            Event::RetryRequested { by, .. } => self.on_retry(by),
+            Event::CommandFailed { command, error } => self.on_command_failed(command, error),
+            Event::TrafficConfirmed { weight } => self.on_traffic_confirmed(*weight),
+            Event::Promoted => self.on_promoted(),
+            Event::BacklogOpened { issue, reported } => self.on_backlog_opened(issue, *reported),
+            Event::BacklogCommented { id, reported } => self.on_backlog_commented(*id, *reported),
+            Event::Tick => self.on_tick(MEASUREMENT_GRACE_MS),
+            Event::Wake => self.on_tick(0),
+        }
+    }
+
+    fn finish(mut self, before: &Rollout, event: &Event) -> Decision {
+        self.update_backlog();
+        let changed_phase = self.r.phase != before.phase;
+        if changed_phase && self.r.phase != Phase::AwaitingApproval {
+            let kind = match (before.phase, self.r.phase) {
+                (Phase::Pending, Phase::Progressing) | (Phase::Pending, Phase::Paused) => NotifyKind::Started,
+                (_, Phase::Paused) => NotifyKind::Paused,
+                (_, Phase::RollingBack) => NotifyKind::RollingBack,
+                (_, Phase::RolledBack) => NotifyKind::RolledBack,
+                (_, Phase::Aborted) => NotifyKind::Aborted,
+                (_, Phase::Succeeded) => NotifyKind::Succeeded,
+                _ => NotifyKind::PhaseChanged,
+            };
+            let summary = self.notes.first().cloned().unwrap_or_else(|| format!("{} → {}", before.phase, self.r.phase));
+            let id = self.next_id();
+            self.commands.push(Command::Notify { kind, phase: self.r.phase, summary, id });
+        }
+        if self.notes.is_empty() && self.r == *before {
+            // Only re-issued work (e.g. an overdue measurement): nothing to record.
+            return Decision { next: self.r, commands: self.commands, history: Vec::new(), outcome: Outcome::Applied };
+        }
+        self.r.version += 1;
+        self.r.history_len += 1;
+        self.r.updated_at = self.now;
+        let entry = HistoryEntry {
+            seq: self.r.history_len,
+            at: self.now,
+            from: before.phase,
+            to: self.r.phase,
+            stage: self.r.stage,
+            weight: self.r.traffic.weight,
+            cause: event.kind().to_string(),
+            by: self.by.clone(),
+            summary: self.notes.join("; "),
+            evidence: self.evidence.take(),
+            measurement: self.measurement.take(),
+        };
+        Decision { next: self.r, commands: self.commands, history: vec![entry], outcome: Outcome::Applied }
+    }
+
+    fn note(&mut self, text: impl Into<String>) {
+        self.notes.push(text.into());
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.r.next_command_id;
+        self.r.next_command_id += 1;
+        id
+    }
+
+    /// A person's request names the step they saw; a request for a step the
+    /// rollout has left is stale.
+    fn same_stage(&self, stage: Option<usize>) -> Step {
+        match stage {
+            Some(s) if s != self.r.stage && !self.r.phase.is_terminal() => {
+                Err(format!("stale request: it was made at step {} but the rollout is at step {}", s + 1, self.r.stage + 1))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn not_finished(&self) -> Step {
+        if self.r.phase.is_terminal() {
+            Err(format!("the rollout has finished ({})", self.r.phase))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A command could not be carried out: its family decides what follows.
+    fn on_command_failed(&mut self, command: &CommandRef, error: &str) -> Step {
+        match command.kind {
+            CommandKind::SetWeight | CommandKind::Promote | CommandKind::RevertTraffic => self.on_router_failed(command, error),
+            CommandKind::OpenBacklogIssue | CommandKind::CommentBacklogIssue => self.on_backlog_failed(command, error),
+            CommandKind::Notify | CommandKind::ScaleDownPrevious => {
+                if self.r.failed_notifications.contains(&command.id) {
+                    return Err("failure already recorded".into());
+                }
+                self.r.failed_notifications.push(command.id);
+                if self.r.failed_notifications.len() > FAILURES_KEPT {
+                    self.r.failed_notifications.remove(0);
+                }
+                self.note(format!("{:?} failed: {error}", command.kind));
+                Ok(())
+            }
+        }
+    }
+}

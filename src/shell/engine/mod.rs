@@ -1,0 +1,291 @@
+//! The engine: the one place that loads a rollout, asks [`decide`] what to
+//! do, carries the commands out through the ports and saves — the shell
+//! around the pure core that every handler shares.
+//!
+//! Order of work for an event: load → decide → traffic commands (so a
+//! rollback's weight 0 is applied before anything else) → their results
+//! decided in memory → one conditional save of state and history → then the
+//! rest (backlog issue, scheduled messages, measurements, notifications),
+//! whose results are decided and saved in a further round. A stale ETag means
+//! reload and decide again; a crash anywhere leaves state the timer resumes.
+
+mod effects;
+mod locks;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use locks::KeyedLocks;
+
+use crate::domain::rollout::{decide, BacklogState, Command, Event, Outcome, Plan, Reported, Rollout};
+use crate::domain::spec::RolloutSpec;
+use crate::ports::clock::Clock;
+use crate::ports::env::AdapterEnv;
+use crate::ports::queue::Queue;
+use crate::ports::store::{ListFilter, Store, StoreError};
+use crate::shell::messages::StepMessage;
+
+/// Save attempts before giving up on a contended rollout (the message is retried).
+const MAX_CONFLICT_RETRIES: usize = 8;
+/// Decide-and-save rounds for one delivery (feedback from commands).
+const MAX_ROUNDS: usize = 16;
+
+/// What can go wrong carrying out work.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No such rollout: the work can never succeed.
+    #[error("no rollout with id '{0}'")]
+    NotFound(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The queue failed.
+    #[error(transparent)]
+    Queue(#[from] crate::ports::queue::QueueError),
+    /// Other writers kept winning; retry later.
+    #[error("rollout '{0}' is being changed by others; try again")]
+    Contended(String),
+    /// The message or request can never be processed.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl EngineError {
+    /// Whether retrying later could succeed (the queue should redeliver).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EngineError::NotFound(_) | EngineError::Invalid(_) => false,
+            EngineError::Store(e) => matches!(e, StoreError::Unavailable(_) | StoreError::Conflict),
+            EngineError::Queue(_) | EngineError::Contended(_) => true,
+        }
+    }
+}
+
+/// The result of applying an event.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The rollout afterwards.
+    pub rollout: Rollout,
+    /// Whether the event itself changed anything (and if not, why).
+    pub outcome: Outcome,
+}
+
+/// What one timer sweep did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepReport {
+    /// Rollouts looked at.
+    pub visited: usize,
+    /// Of which something was due.
+    pub acted: usize,
+    /// Failures (logged; the next tick tries again).
+    pub errors: usize,
+}
+
+/// Load, decide, act, save.
+pub struct Engine {
+    /// Rollout state.
+    pub store: Arc<dyn Store>,
+    /// Step messages.
+    pub queue: Arc<dyn Queue>,
+    /// What adapters are built with.
+    pub env: AdapterEnv,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+    locks: KeyedLocks,
+}
+
+/// A new rollout id: readable, sortable by time, unique.
+pub fn new_rollout_id(target: &str, now: DateTime<Utc>) -> String {
+    let short: String = target.chars().take(24).collect();
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{short}-{}-{}", now.format("%Y%m%d-%H%M%S"), &random[..6])
+}
+
+impl Engine {
+    /// An engine over the given ports.
+    pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, env: AdapterEnv, clock: Arc<dyn Clock>) -> Self {
+        Engine { store, queue, env, clock, locks: KeyedLocks::default() }
+    }
+
+    /// Creates a rollout (refused if its target is busy) and enqueues its
+    /// start. A retry keeps the backlog issue of the rollout it retries, so
+    /// failing again adds to that issue instead of opening another.
+    pub async fn create(
+        &self,
+        spec: RolloutSpec,
+        plan: Plan,
+        by: &str,
+        id: Option<String>,
+        retry_of: Option<&Rollout>,
+    ) -> Result<Rollout, EngineError> {
+        let now = self.clock.now();
+        let id = id.unwrap_or_else(|| new_rollout_id(&spec.target.name, now));
+        let (mut rollout, first) = Rollout::new(id, spec, plan, by.to_string(), now);
+        if let Some(old) = retry_of {
+            rollout.retry_of = Some(old.id.clone());
+            if let Some(issue) = old.backlog.issue() {
+                rollout.backlog = BacklogState::Opened { issue: issue.clone(), reported: Reported::default(), updating: None };
+            }
+        }
+        self.store.create(&rollout, &first).await?;
+        self.enqueue_start(&rollout.id).await?;
+        Ok(rollout)
+    }
+
+    /// Enqueues the `Start` event (idempotent: same message id).
+    pub async fn enqueue_start(&self, id: &str) -> Result<(), EngineError> {
+        let msg = StepMessage::Event { rollout: id.to_string(), event: Event::Start };
+        self.queue.send(msg.to_out(None)).await?;
+        Ok(())
+    }
+
+    /// Applies one event to a rollout and carries out what follows from it.
+    pub async fn apply(&self, id: &str, event: Event) -> Result<Applied, EngineError> {
+        let lock = self.locks.get(id);
+        let _guard = lock.lock().await;
+        self.run_rounds(id, vec![event]).await
+    }
+
+    /// Carries out one step message.
+    pub async fn handle(&self, message: StepMessage) -> Result<(), EngineError> {
+        match message {
+            StepMessage::Event { rollout, event } => {
+                let applied = self.apply(&rollout, event).await?;
+                if let Outcome::Ignored(reason) = &applied.outcome {
+                    tracing::debug!(rollout = %rollout, %reason, "event ignored");
+                }
+                Ok(())
+            }
+            StepMessage::Wake { rollout, at } => {
+                let applied = self.apply(&rollout, Event::Wake).await?;
+                // Early (a queue with coarser clocks) or a wait that moved: keep a wake-up scheduled.
+                if applied.outcome != Outcome::Applied {
+                    if let Some(next) = applied.rollout.next_wake().filter(|n| *n > self.clock.now()) {
+                        let msg = StepMessage::Wake { rollout: rollout.clone(), at: next };
+                        let mut out = msg.to_out(Some(next));
+                        out.id = format!("{}:after:{}", out.id, at.timestamp_millis());
+                        self.queue.send(out).await?;
+                    }
+                }
+                Ok(())
+            }
+            StepMessage::Start { spec, by, id } => {
+                let (spec, plan) = crate::domain::spec::validate(&spec, &crate::ports::registry::names()).map_err(|p| {
+                    EngineError::Invalid(format!("start message has an invalid spec: {}", p.to_string().replace('\n', "; ")))
+                })?;
+                match self.create(spec.clone(), plan, &by, id.clone(), None).await {
+                    Ok(_) => Ok(()),
+                    // A redelivered start: make sure the rollout is started, nothing more.
+                    Err(EngineError::Store(StoreError::AlreadyExists(existing))) => {
+                        let (r, _) = self.store.load(&existing).await?.ok_or_else(|| EngineError::NotFound(existing.clone()))?;
+                        if r.spec != spec {
+                            return Err(EngineError::Invalid(format!("rollout id '{existing}' is taken by a different spec")));
+                        }
+                        self.enqueue_start(&existing).await
+                    }
+                    Err(EngineError::Store(e @ StoreError::TargetBusy { .. })) => Err(EngineError::Invalid(e.to_string())),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// The timer's sweep: every rollout with something possibly due gets a `Tick`.
+    pub async fn sweep(&self) -> Result<SweepReport, EngineError> {
+        let rollouts = self.store.list(&ListFilter { needs_sweep: true, ..ListFilter::default() }).await?;
+        let mut report = SweepReport { visited: rollouts.len(), ..SweepReport::default() };
+        for r in rollouts {
+            match self.apply(&r.id, Event::Tick).await {
+                Ok(a) if a.outcome == Outcome::Applied => report.acted += 1,
+                Ok(_) => {}
+                Err(e) => {
+                    report.errors += 1;
+                    tracing::warn!(rollout = %r.id, error = %e, "tick failed");
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn run_rounds(&self, id: &str, events: Vec<Event>) -> Result<Applied, EngineError> {
+        let mut inputs = events;
+        let mut first: Option<Outcome> = None;
+        let mut last: Option<Rollout> = None;
+        for _ in 0..MAX_ROUNDS {
+            if inputs.is_empty() {
+                break;
+            }
+            let round = self.decide_act_save(id, &inputs).await?;
+            first.get_or_insert(round.outcome);
+            if round.reconcile {
+                self.reconcile(&round.state).await;
+            }
+            inputs = self.after_save(&round.state, round.post, round.wake_before).await;
+            last = Some(round.state);
+        }
+        match (last, first) {
+            (Some(rollout), Some(outcome)) => Ok(Applied { rollout, outcome }),
+            _ => Err(EngineError::Invalid("nothing to apply".into())),
+        }
+    }
+
+    async fn decide_act_save(&self, id: &str, inputs: &[Event]) -> Result<Round, EngineError> {
+        let mut reconcile = false;
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let (loaded, etag) = self.store.load(id).await?.ok_or_else(|| EngineError::NotFound(id.to_string()))?;
+            let mut state = loaded.clone();
+            let mut pending: VecDeque<(Event, bool)> = inputs.iter().cloned().map(|e| (e, false)).collect();
+            let mut history = Vec::new();
+            let mut post = Vec::new();
+            let mut outcome = None;
+            let mut acted_on_traffic = false;
+            while let Some((event, is_feedback)) = pending.pop_front() {
+                let d = decide(&state, event, self.clock.now());
+                outcome.get_or_insert_with(|| d.outcome.clone());
+                if d.is_ignored() {
+                    // A router result the state no longer expects: make the router match the state.
+                    reconcile |= is_feedback;
+                    continue;
+                }
+                state = d.next;
+                history.extend(d.history);
+                for command in d.commands {
+                    if command.is_traffic() {
+                        acted_on_traffic = true;
+                        pending.push_back((self.set_traffic(&state, &command).await, true));
+                    } else {
+                        post.push(command);
+                    }
+                }
+            }
+            let outcome = outcome.unwrap_or(Outcome::Ignored("no events".into()));
+            let wake_before = loaded.next_wake();
+            if history.is_empty() && state == loaded {
+                return Ok(Round { state, post, outcome, reconcile, wake_before });
+            }
+            match self.store.save(&state, &etag, &history).await {
+                Ok(_) => return Ok(Round { state, post, outcome, reconcile, wake_before }),
+                Err(StoreError::Conflict) => {
+                    // Someone else wrote first: decide again on their state. If we already
+                    // moved traffic on the stale decision, make the router match the winner.
+                    reconcile |= acted_on_traffic;
+                    tracing::debug!(rollout = %id, "stale ETag; deciding again");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Contended(id.to_string()))
+    }
+}
+
+struct Round {
+    state: Rollout,
+    post: Vec<Command>,
+    outcome: Outcome,
+    reconcile: bool,
+    /// The rollout's wake-up time before this round (already scheduled, if in the future).
+    wake_before: Option<DateTime<Utc>>,
+}
