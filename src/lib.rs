@@ -30,6 +30,9 @@
 //!   sample API, load generator and local router: never in the package
 //!   `sluice serve` runs from.
 
+// Nothing from outside may panic a handler: no byte slicing of strings.
+#![cfg_attr(not(test), warn(clippy::string_slice))]
+
 pub mod cli;
 #[cfg(feature = "devtools")]
 pub mod devtools;

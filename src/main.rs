@@ -2,6 +2,8 @@
 //! router, spec tools, and the client verbs that talk HTTP to any Sluice
 //! deployment — local by default, or in Azure with `--url` and `--key`.
 
+#![warn(clippy::string_slice)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,8 +76,12 @@ enum Cmd {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Print the JSON Schema of the rollout spec.
-    Schema,
+    /// Print the JSON Schema of the rollout spec (or of the step messages on the queue).
+    Schema {
+        /// The wire format of `rollout-steps` messages instead.
+        #[arg(long)]
+        step_message: bool,
+    },
     /// Run Sluice locally: the embedded host with its HTTP API, timer and queue.
     Up {
         /// Port on 127.0.0.1.
@@ -243,8 +249,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::Validate { files } => validate(&files),
-        Cmd::Schema => {
-            println!("{}", serde_json::to_string_pretty(&spec::json_schema())?);
+        Cmd::Schema { step_message } => {
+            let schema = if step_message { sluice::shell::messages::json_schema() } else { spec::json_schema() };
+            println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Up { port, data_dir, root, store, queue } => up(port, data_dir, root, store, queue).await,
@@ -435,6 +442,7 @@ async fn up(port: u16, data_dir: PathBuf, root: PathBuf, store: Option<String>, 
         data_dir: data_dir.clone(),
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         alert_token: app_config.alert_token.clone(),
+        require_principal: app_config.require_principal,
         public_url: app_config.public_url.clone(),
     };
     let running = host::local::start_with(config, |_, url| async move { host::build_engine(&app_config, url).await }).await?;
@@ -463,7 +471,11 @@ async fn serve() -> anyhow::Result<ExitCode> {
     let (settings, defs) = host::load_app_or_embedded(std::path::Path::new("."))?;
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
     let engine = host::build_engine(&config, public_url).await?;
-    let app = std::sync::Arc::new(sluice::functions::App { engine, alert_token: config.alert_token.clone() });
+    let app = std::sync::Arc::new(sluice::functions::App {
+        engine,
+        alert_token: config.alert_token.clone(),
+        require_principal: config.require_principal,
+    });
     let consume = config.queue == sluice::shell::config::QueueKind::Embedded;
     let server = host::custom_handler::start(app, settings, defs, SocketAddr::from(([127, 0, 0, 1], port)), consume).await?;
     tracing::info!(port = server.addr.port(), "sluice serve is ready");

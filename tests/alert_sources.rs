@@ -12,15 +12,22 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use common::*;
-use sluice::ports::alerts::{self, IncomingAlert};
+use sluice::ports::alerts::{self, IncomingAlert, Payload};
 
 fn fixture(name: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/alerts").join(name);
     serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json")
 }
 
+fn all(body: &Value) -> Vec<IncomingAlert> {
+    match alerts::parse(body) {
+        Ok(Payload::Alerts(a)) => a,
+        other => panic!("expected alerts: {other:?}"),
+    }
+}
+
 fn one(name: &str) -> IncomingAlert {
-    let mut parsed = alerts::parse(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut parsed = all(&fixture(name));
     assert_eq!(parsed.len(), 1);
     parsed.remove(0)
 }
@@ -62,13 +69,13 @@ fn azure_monitor_variants_parse_into_one_shape() {
     assert_eq!(r.id, a.id, "resolved names the same alert");
 
     let u = one("azure-unknown-context.json");
-    assert!(u.firing && !u.recognised, "an unknown context is accepted, marked, and summarised from the essentials");
+    assert!(u.firing && !u.recognised, "an unknown context is read, marked, and summarised from the essentials (never acted on)");
     assert_eq!(u.summary, "Failure anomalies");
 }
 
 #[test]
 fn alertmanager_groups_parse_one_alert_each() {
-    let all = alerts::parse(&fixture("alertmanager-grouped.json")).expect("parses");
+    let all = all(&fixture("alertmanager-grouped.json"));
     assert_eq!(all.len(), 3);
     assert!(all[0].firing && !all[1].firing && all[2].firing);
     assert_eq!((all[0].id.as_str(), all[0].rule.as_str(), all[0].severity.as_str()), ("a1b2c3d4e5f60718", "CanaryErrorRatio", "critical"));
@@ -81,20 +88,40 @@ fn alertmanager_groups_parse_one_alert_each() {
 }
 
 #[test]
-fn unknown_payloads_and_bad_fields_are_refused_by_name() {
-    assert!(alerts::parse(&json!({"hello": "world"})).expect_err("unknown").contains("not a payload Sluice knows"));
-    assert!(alerts::parse(&json!({"schemaId": "other", "data": {}})).expect_err("schema").contains("schemaId"));
-    assert!(alerts::parse(&json!({"version": "3", "alerts": []})).expect_err("version").contains("version"));
-    let mut bad = fixture("azure-metric-static-fired.json");
-    bad["data"]["essentials"]["monitorCondition"] = json!("Maybe");
-    assert!(alerts::parse(&bad).expect_err("condition").contains("monitorCondition"));
+fn bad_fields_are_refused_by_name_and_unknown_variants_are_only_recorded() {
+    let e = alerts::parse(&json!({"hello": "world"})).expect_err("unknown");
+    assert!(e.field == "body" && e.message.contains("not a payload Sluice knows"), "{e}");
+    assert!(matches!(alerts::parse(&json!({"schemaId": "other", "data": {}})), Ok(Payload::Unknown { source: "Azure Monitor", .. })));
+    assert!(matches!(alerts::parse(&json!({"version": "3", "alerts": []})), Ok(Payload::Unknown { source: "Alertmanager", .. })));
+    // A known field with the wrong type or value is refused, naming the field.
+    let cases = [
+        ("/data/essentials/monitorCondition", json!("Maybe"), "data.essentials.monitorCondition"),
+        ("/data/essentials/monitorCondition", json!(42), "data.essentials.monitorCondition"),
+        ("/data/essentials/alertId", json!(7), "data.essentials.alertId"),
+        ("/data/essentials/alertTargetIDs", json!("not-a-list"), "data.essentials.alertTargetIDs"),
+        ("/data/essentials/configurationItems", json!([1, 2]), "data.essentials.configurationItems[0]"),
+        ("/data/customProperties", json!("x"), "data.customProperties"),
+    ];
+    for (pointer, value, field) in cases {
+        let mut bad = fixture("azure-metric-static-fired.json");
+        *bad.pointer_mut(pointer).expect("field exists") = value.clone();
+        let e = alerts::parse(&bad).expect_err(pointer);
+        assert_eq!(e.field, field, "{pointer} = {value}: {e}");
+    }
+    let mut bad = fixture("alertmanager-grouped.json");
+    bad["alerts"][1]["status"] = json!(true);
+    assert_eq!(alerts::parse(&bad).expect_err("status").field, "alerts[1].status");
+    bad = fixture("alertmanager-grouped.json");
+    bad["alerts"][0]["labels"]["severity"] = json!(3);
+    assert_eq!(alerts::parse(&bad).expect_err("label").field, "alerts[0].labels.severity");
 }
 
 fn rollout(resource_ids: Value) -> sluice::domain::rollout::Rollout {
     let mut doc = spec_for("http://127.0.0.1:9", json!([{"setWeight": 10}]));
     doc["target"]["resourceIds"] = resource_ids;
     let (spec, plan) = sluice::domain::spec::validate(&doc, &sluice::ports::registry::names()).expect("valid");
-    sluice::domain::rollout::Rollout::new("orders-api-20261123-100000-abcdef".into(), spec, plan, "ci".into(), chrono::Utc::now()).0
+    let id = sluice::domain::ids::RolloutId::parse("orders-api-20261123-100000-abcdef").expect("id");
+    sluice::domain::rollout::Rollout::new(id, spec, plan, sluice::domain::ids::Actor::parse("ci").expect("actor"), chrono::Utc::now()).0
 }
 
 #[test]
@@ -112,7 +139,7 @@ fn the_documented_mapping_rules() {
     // Another app's alert does not match.
     assert_eq!(alerts::match_reason(&one("azure-availability-fired.json"), &unrelated), None);
     // Alertmanager: a label naming the target, or the rollout itself; other services never.
-    let am = alerts::parse(&fixture("alertmanager-grouped.json")).expect("parses");
+    let am = all(&fixture("alertmanager-grouped.json"));
     assert_eq!(alerts::match_reason(&am[0], &unrelated).as_deref(), Some("target label"));
     assert_eq!(alerts::match_reason(&am[1], &unrelated).as_deref(), Some("rollout label"));
     assert_eq!(alerts::match_reason(&am[2], &unrelated), None);

@@ -131,7 +131,7 @@ async fn app_service_slots_route_swap_and_roll_back_with_exact_arm_requests() {
     }}));
     let router = sluice::ports::traffic::build(&t, &env).expect("adapter");
 
-    assert_eq!(router.set_weight(20).await.expect("weight"), 20);
+    assert_eq!(router.set_weight(sluice::domain::ids::Weight::new(20).expect("weight")).await.expect("weight"), 20);
     let seen = fake.seen();
     let patches: Vec<&Recorded> = seen.iter().filter(|r| r.method == "PATCH").collect();
     assert_eq!(patches.len(), 2, "the 429 was retried after Retry-After");
@@ -176,7 +176,7 @@ async fn app_service_slots_route_swap_and_roll_back_with_exact_arm_requests() {
 
     // A router that does not apply the weight is caught by the read-back.
     state.lock().expect("arm").ignore_patches = true;
-    let err = router.set_weight(50).await.expect_err("not applied");
+    let err = router.set_weight(sluice::domain::ids::Weight::new(50).expect("weight")).await.expect_err("not applied");
     assert!(err.to_string().contains("after setting 50%"), "{err}");
     assert!(!err.to_string().contains("token-for"), "{err}");
 }

@@ -238,7 +238,7 @@ impl Harness {
         let map: BTreeMap<String, String> = app_settings.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         let env = AdapterEnv::with_settings(dir.path().to_path_buf(), PUBLIC.into(), Arc::new(move |k: &str| map.get(k).cloned()));
         let engine = Arc::new(Engine::new(store, queue, env, clock.clone()));
-        Harness { app: App { engine, alert_token: None }, clock, up, _dir: dir }
+        Harness { app: App { engine, alert_token: None, require_principal: false }, clock, up, _dir: dir }
     }
 
     fn spec(&self, steps: Value) -> Value {

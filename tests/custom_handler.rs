@@ -290,7 +290,7 @@ async fn a_transient_failure_answers_non_2xx_so_the_host_redelivers() {
     );
     let env = sluice::ports::env::AdapterEnv::new(dir.path().to_path_buf(), "http://x".into());
     let engine = Arc::new(sluice::shell::engine::Engine::new(Arc::new(DownStore), queue, env, Arc::new(sluice::ports::clock::SystemClock)));
-    let app = Arc::new(sluice::functions::App { engine, alert_token: None });
+    let app = Arc::new(sluice::functions::App { engine, alert_token: None, require_principal: false });
     let settings = sluice::host::HostSettings::embedded().expect("host.json");
     let defs = sluice::host::definitions::embedded_definitions().expect("defs");
     let server = sluice::host::custom_handler::start(app, settings, defs, common::loopback(), false).await.expect("serves");
@@ -312,6 +312,7 @@ async fn serve_and_up_route_the_same_functions() {
         data_dir: dir.path().to_path_buf(),
         addr: common::loopback(),
         alert_token: None,
+        require_principal: false,
         public_url: None,
     })
     .await

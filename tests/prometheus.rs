@@ -37,7 +37,7 @@ fn plan(url: &str, query: &str) -> MetricPlan {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_prometheus_provider_reads_the_router_through_a_real_prometheus() {
     let up = Upstreams::start().await;
-    up.router.set_weight(30);
+    up.router.set_weight(sluice::domain::ids::Weight::new(30).expect("weight"));
     let load = sluice::devtools::load::Load::start(&up.router_url, 100, 4);
     let target = up.router_url.trim_start_matches("http://").to_string();
     let server = tokio::task::spawn_blocking(move || prom::prometheus(&target, None, None)).await.expect("prometheus");

@@ -88,6 +88,7 @@ pub async fn rollback(rollouts: usize, progress: impl Fn(usize)) -> Result<Rollb
         data_dir: dir.clone(),
         addr: loopback(),
         alert_token: Some("bench".into()),
+        require_principal: false,
         public_url: None,
     })
     .await

@@ -1,19 +1,22 @@
 //! `alerts` (HTTP, `POST alerts`): the webhook Azure Monitor action groups
-//! and Alertmanager call. It checks the shared token (constant time), maps
-//! each alert to the active rollout of its target (rules in
-//! [`crate::ports::alerts`]), enqueues one message per match and answers 202 at
-//! once — action groups give up on slow endpoints. Every alert is recorded,
-//! matched or not.
+//! and Alertmanager call. It checks the shared token (constant time), parses
+//! the payload (a field of the wrong type is a 400 naming it), maps each
+//! alert it recognises to the active rollout of its target (rules in
+//! [`crate::ports::alerts`]), enqueues one message per match and answers
+//! 202 at once — action groups give up on slow endpoints. Every alert is
+//! recorded, matched or not; a payload or alert variant Sluice does not
+//! know is recorded and answered 202, never acted on.
 //!
 //! The token is read from `?token=`, the `x-sluice-token` header, or
 //! `Authorization: Bearer <token>`.
 
-use serde_json::json;
+use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use super::error::ApiError;
 use super::{parse_json_body, App, HttpRequest, HttpResponse, MAX_ALERT_BODY};
-use crate::domain::rollout::Event;
-use crate::ports::alerts::{self, IncomingAlert};
+use crate::domain::rollout::Input;
+use crate::ports::alerts::{self, IncomingAlert, Payload};
 use crate::ports::store::{AlertRecord, ListFilter};
 use crate::shell::messages::StepMessage;
 
@@ -39,47 +42,70 @@ pub fn token_matches(expected: &str, presented: Option<&str>) -> bool {
 }
 
 /// Handles one webhook call.
-pub async fn handle(app: &App, req: HttpRequest) -> HttpResponse {
+pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     if req.method != "POST" {
-        return HttpResponse::error(405, "method_not_allowed", "alerts are POSTed", None);
+        return Err(ApiError::new(405, "method_not_allowed", "alerts are POSTed"));
     }
     if let Some(expected) = &app.alert_token {
         if !token_matches(expected, presented_token(&req)) {
-            return HttpResponse::error(401, "unauthorized", "missing or wrong alert token", Some("token"));
+            return Err(ApiError::new(401, "unauthorized", "missing or wrong alert token").field("token"));
         }
     }
-    let body = match parse_json_body(&req, MAX_ALERT_BODY) {
-        Ok(serde_json::Value::Null) => return HttpResponse::error(400, "invalid_body", "the body must be an alert payload (JSON)", None),
-        Ok(v) => v,
-        Err(r) => return r,
+    let body = match parse_json_body(&req, MAX_ALERT_BODY)? {
+        Value::Null => return Err(ApiError::new(400, "invalid_body", "the body must be an alert payload (JSON)").field("body")),
+        v => v,
     };
-    let incoming = match alerts::parse(&body) {
-        Ok(a) => a,
-        Err(message) => return HttpResponse::error(400, "unrecognised_alert", message, None),
-    };
-    let active = match app.engine.store.list(&ListFilter { active_only: true, ..ListFilter::default() }).await {
-        Ok(a) => a,
-        Err(e) => return HttpResponse::error(503, "store_unavailable", e.to_string(), None),
-    };
+    let payload = alerts::parse(&body).map_err(|e| ApiError::new(400, "invalid_alert", e.to_string()).field(e.field))?;
     let now = app.engine.clock.now();
+    let incoming = match payload {
+        Payload::Alerts(a) => a,
+        Payload::Unknown { source, what } => {
+            let record = AlertRecord {
+                received_at: now,
+                source: source.to_string(),
+                alert_id: String::new(),
+                rule: String::new(),
+                condition: "Unknown".into(),
+                matched: Vec::new(),
+                summary: what.clone(),
+            };
+            if let Err(e) = app.engine.store.record_alert(&record).await {
+                tracing::warn!(error = %e, "alert not recorded");
+            }
+            tracing::warn!(%source, %what, "alert payload of an unknown variant recorded; not acted on");
+            return Ok(HttpResponse::json(
+                202,
+                &json!({"accepted": 0, "recognised": false, "message": format!("{what}: recorded, not acted on")}),
+            ));
+        }
+    };
+    let active = app.engine.store.list(&ListFilter { active_only: true, ..ListFilter::default() }).await?;
     let mut answers = Vec::new();
     for alert in &incoming {
-        let matched: Vec<(String, String)> =
-            active.iter().filter_map(|r| alerts::match_reason(alert, r).map(|why| (r.id.clone(), why))).collect();
+        let matched: Vec<_> = if alert.recognised {
+            active.iter().filter_map(|r| alerts::match_reason(alert, r).map(|why| (r.id.clone(), why))).collect()
+        } else {
+            Vec::new()
+        };
         for (rollout, why) in &matched {
-            let message = StepMessage::Event { rollout: rollout.clone(), event: event_for(alert) };
+            let message = StepMessage::Event { rollout: rollout.clone(), event: input_for(alert) };
             if let Err(e) = app.engine.queue.send(message.to_out(None)).await {
-                return HttpResponse::error(503, "queue_unavailable", e.to_string(), None);
+                return Err(ApiError::new(503, "queue_unavailable", e.to_string()));
             }
             tracing::info!(rollout = %rollout, alert = %alert.id, rule = %alert.rule, firing = alert.firing, reason = %why, "alert delivered");
         }
+        let condition = match (alert.recognised, alert.firing) {
+            (false, _) => "Unknown",
+            (true, true) => "Fired",
+            (true, false) => "Resolved",
+        };
         let record = AlertRecord {
             received_at: now,
             source: alert.source.to_string(),
             alert_id: alert.id.clone(),
             rule: alert.rule.clone(),
-            condition: if alert.firing { "Fired".into() } else { "Resolved".into() },
-            matched: matched.iter().map(|(id, _)| id.clone()).collect(),
+            condition: condition.into(),
+            matched: matched.iter().map(|(id, _)| id.to_string()).collect(),
             summary: alert.summary.clone(),
         };
         if let Err(e) = app.engine.store.record_alert(&record).await {
@@ -93,14 +119,14 @@ pub async fn handle(app: &App, req: HttpRequest) -> HttpResponse {
             "rollouts": matched.iter().map(|(id, why)| json!({"id": id, "matchedBy": why})).collect::<Vec<_>>(),
         }));
     }
-    HttpResponse::json(202, &json!({"accepted": answers.len(), "alerts": answers}))
+    Ok(HttpResponse::json(202, &json!({"accepted": answers.len(), "alerts": answers})))
 }
 
-fn event_for(alert: &IncomingAlert) -> Event {
+fn input_for(alert: &IncomingAlert) -> Input {
     if alert.firing {
-        Event::AlertFired { alert: alert.info() }
+        Input::AlertFired { alert: alert.info() }
     } else {
-        Event::AlertResolved { alert_id: alert.id.clone() }
+        Input::AlertResolved { alert_id: alert.id.clone() }
     }
 }
 

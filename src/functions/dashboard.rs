@@ -3,14 +3,15 @@
 //! decisions — from the API, refreshing while it runs. People would rather
 //! look at a timeline than read logs.
 
+use super::error::ApiError;
 use super::{App, HttpRequest, HttpResponse};
 
 const PAGE: &str = include_str!("dashboard.html");
 
 /// Serves the page (the same page lists rollouts or shows one).
-pub async fn handle(_app: &App, req: HttpRequest) -> HttpResponse {
+pub async fn handle(_app: &App, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     if req.method != "GET" {
-        return HttpResponse::error(405, "method_not_allowed", "the dashboard is read with GET", None);
+        return Err(ApiError::new(405, "method_not_allowed", "the dashboard is read with GET"));
     }
-    HttpResponse::html(PAGE.to_string())
+    Ok(HttpResponse::html(PAGE.to_string()))
 }

@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod api;
 pub mod dashboard;
+pub mod error;
 pub mod steps;
 pub mod tick;
 
@@ -21,6 +22,9 @@ pub struct App {
     pub engine: Arc<Engine>,
     /// The alert webhook's shared token; `None` accepts any caller (local only).
     pub alert_token: Option<String>,
+    /// Whether people's actions need the identity App Service authentication
+    /// sets (`X-MS-CLIENT-PRINCIPAL-NAME`); a self-asserted `by` is then refused.
+    pub require_principal: bool,
 }
 
 /// Largest body the API accepts.
@@ -96,21 +100,41 @@ impl HttpResponse {
     }
 }
 
-/// Parses a JSON body, or says what is wrong in a 400.
-pub fn parse_json_body(req: &HttpRequest, limit: usize) -> Result<Value, HttpResponse> {
+/// Whether a declared content type is JSON (absent counts: curl and
+/// older clients often send none).
+fn is_json_type(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else { return true };
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence.is_empty() || essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
+}
+
+/// Parses a JSON body (`Null` when empty), or says what is wrong: 413 too
+/// large, 415 not JSON by its content type, 400 not valid JSON.
+pub fn parse_json_body(req: &HttpRequest, limit: usize) -> Result<Value, error::ApiError> {
+    use error::ApiError;
     if req.body.len() > limit {
-        return Err(HttpResponse::error(
-            413,
-            "body_too_large",
-            format!("the body is {} bytes; the limit is {limit}", req.body.len()),
-            None,
-        ));
+        return Err(ApiError::new(413, "body_too_large", format!("the body is {} bytes; the limit is {limit}", req.body.len())));
     }
     if req.body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
     }
+    if !is_json_type(req.header("content-type")) {
+        let declared = crate::domain::ids::shown(req.header("content-type").unwrap_or(""));
+        return Err(ApiError::new(415, "unsupported_media_type", format!("content-type: '{declared}' is not JSON; send application/json"))
+            .field("content-type"));
+    }
     serde_json::from_slice(&req.body)
-        .map_err(|e| HttpResponse::error(400, "invalid_json", format!("the body is not valid JSON: {e}"), None))
+        .map_err(|e| ApiError::new(400, "invalid_json", format!("the body is not valid JSON: {e}")).field("body"))
+}
+
+/// Deserialises a JSON value into a typed input, naming the field at fault
+/// (`spec.target.name`, `by`) in the 400.
+pub fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, error::ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "body".to_string() } else { path };
+        error::ApiError::new(400, "invalid_field", format!("{field}: {}", e.inner())).field(field)
+    })
 }
 
 /// Why a queue or timer invocation failed.
@@ -127,30 +151,62 @@ pub enum HandlerError {
 /// The handlers this binary has, by function name.
 pub const HANDLERS: &[&str] = &["alerts", "api", "dashboard", "steps", "tick"];
 
-/// Runs an HTTP function by name.
+/// What a panic carried, in words.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| payload.downcast_ref::<String>().cloned()).unwrap_or_default()
+}
+
+/// Runs a handler, turning a panic into `on_panic`'s answer, so nothing
+/// from outside can bring down the host's task (or keep a message locked).
+async fn guarded<T>(name: &str, work: impl std::future::Future<Output = T>, on_panic: impl FnOnce(String) -> T) -> T {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        Ok(v) => v,
+        Err(payload) => {
+            let text = panic_text(payload.as_ref());
+            tracing::error!(function = %name, panic = %text, "handler panicked");
+            on_panic(text)
+        }
+    }
+}
+
+/// Runs an HTTP function by name; a panic answers 500 with a JSON body.
 pub async fn invoke_http(app: &App, name: &str, req: HttpRequest) -> HttpResponse {
-    match name {
-        "api" => api::handle(app, req).await,
-        "alerts" => alerts::handle(app, req).await,
-        "dashboard" => dashboard::handle(app, req).await,
-        other => HttpResponse::error(404, "unknown_function", format!("no HTTP handler named '{other}'"), None),
-    }
+    let work = async {
+        let result = match name {
+            "api" => api::handle(app, req).await,
+            "alerts" => alerts::handle(app, req).await,
+            "dashboard" => dashboard::handle(app, req).await,
+            other => Err(error::ApiError::new(404, "unknown_function", format!("no HTTP handler named '{other}'"))),
+        };
+        result.unwrap_or_else(HttpResponse::from)
+    };
+    guarded(name, work, |_| error::ApiError::new(500, "internal", "the handler failed; nothing was changed by this request").response())
+        .await
 }
 
-/// Runs a queue-triggered function by name with one message body.
+/// Runs a queue-triggered function by name with one message body; a panic
+/// is a transient failure, so the message is abandoned and redelivered (and
+/// dead-lettered after ten deliveries).
 pub async fn invoke_queue(app: &App, name: &str, body: &str) -> Result<(), HandlerError> {
-    match name {
-        "steps" => steps::handle(app, body).await,
-        other => Err(HandlerError::Permanent(format!("no queue handler named '{other}'"))),
-    }
+    let work = async {
+        match name {
+            "steps" => steps::handle(app, body).await,
+            other => Err(HandlerError::Permanent(format!("no queue handler named '{other}'"))),
+        }
+    };
+    guarded(name, work, |text| Err(HandlerError::Transient(format!("the handler panicked: {text}")))).await
 }
 
-/// Runs a timer-triggered function by name.
+/// Runs a timer-triggered function by name; a panic fails this run only.
 pub async fn invoke_timer(app: &App, name: &str, past_due: bool) -> Result<Value, HandlerError> {
-    match name {
-        "tick" => tick::handle(app, past_due).await,
-        other => Err(HandlerError::Permanent(format!("no timer handler named '{other}'"))),
-    }
+    let work = async {
+        match name {
+            "tick" => tick::handle(app, past_due).await,
+            other => Err(HandlerError::Permanent(format!("no timer handler named '{other}'"))),
+        }
+    };
+    guarded(name, work, |text| Err(HandlerError::Transient(format!("the handler panicked: {text}")))).await
 }
 
 /// What kind of JSON value this is, in words, for "expected …, found …" errors.

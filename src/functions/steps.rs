@@ -1,7 +1,8 @@
 //! `steps` (Service Bus queue `rollout-steps`): one step message → load,
 //! decide, carry out, save, through the engine. Safe under redelivery: the
 //! core ignores stale and duplicate events. A message that can never succeed
-//! (malformed, unknown rollout) is logged and acknowledged; a transient
+//! (malformed, internal feedback, a person's action without a verified
+//! identity, unknown rollout) is logged and acknowledged; a transient
 //! failure is returned so the host abandons and redelivers it.
 
 use super::{App, HandlerError};
@@ -9,8 +10,15 @@ use crate::shell::messages::StepMessage;
 
 /// Handles one message body.
 pub async fn handle(app: &App, body: &str) -> Result<(), HandlerError> {
-    let message: StepMessage = serde_json::from_str(body).map_err(|e| HandlerError::Permanent(format!("not a step message: {e}")))?;
-    let rollout = message.rollout().unwrap_or("(new)").to_string();
+    let message = StepMessage::parse(body).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+    if let StepMessage::Event { event, rollout } = &message {
+        if app.require_principal && event.is_persons() {
+            return Err(HandlerError::Permanent(format!(
+                "rollout {rollout}: a person's action on the queue carries no verified identity; with SLUICE_REQUIRE_PRINCIPAL, use the API"
+            )));
+        }
+    }
+    let rollout = message.rollout().map(ToString::to_string).unwrap_or_else(|| "(new)".into());
     match app.engine.handle(message).await {
         Ok(()) => Ok(()),
         Err(e) if e.is_transient() => Err(HandlerError::Transient(format!("rollout {rollout}: {e}"))),

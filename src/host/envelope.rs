@@ -217,7 +217,8 @@ pub fn decode_http(inv: &Invocation, binding: &str) -> Result<HttpRequest, Envel
         None => return Err(bad(format!("{field}.Url"), "is required")),
     };
     let after_scheme = url.split_once("://").map(|(_, rest)| rest).unwrap_or(&url);
-    let path_and_query = after_scheme.find('/').map(|i| &after_scheme[i..]).unwrap_or("/");
+    let path_and_query = after_scheme.split_once('/').map(|(_, rest)| format!("/{rest}")).unwrap_or_else(|| "/".into());
+    let path_and_query = path_and_query.as_str();
     let (path, url_query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
     let mut query = parse_query(url_query);
     query.extend(string_map(req.get("Query"), &format!("{field}.Query"))?);

@@ -44,6 +44,8 @@ pub struct LocalConfig {
     pub addr: SocketAddr,
     /// The alert webhook token (`SLUICE_ALERT_TOKEN`); `None` accepts any caller.
     pub alert_token: Option<String>,
+    /// People's actions need App Service authentication's principal (`SLUICE_REQUIRE_PRINCIPAL`).
+    pub require_principal: bool,
     /// Base URL for links; defaults to the listening address.
     pub public_url: Option<String>,
 }
@@ -117,7 +119,7 @@ where
     let addr = listener.local_addr().map_err(|source| HostError::Bind { addr: config.addr.to_string(), source })?;
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let engine = make(config.data_dir.clone(), public_url).await?;
-    let app = Arc::new(App { engine, alert_token: config.alert_token.clone() });
+    let app = Arc::new(App { engine, alert_token: config.alert_token.clone(), require_principal: config.require_principal });
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 

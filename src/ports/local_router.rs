@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::ids::Weight;
+
 /// One upstream version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -21,7 +23,7 @@ pub struct Upstream {
 #[serde(rename_all = "camelCase")]
 pub struct Route {
     /// Percentage of requests sent to the canary.
-    pub weight: u8,
+    pub weight: Weight,
     /// Whether the upstreams were swapped by a promotion.
     pub promoted: bool,
     /// The stable upstream.
@@ -37,7 +39,7 @@ pub struct StatsReport {
     /// Window length in seconds.
     pub window_secs: u64,
     /// Current weight.
-    pub weight: u8,
+    pub weight: Weight,
     /// Stable side.
     pub stable: WindowStats,
     /// Canary side.

@@ -72,6 +72,8 @@ pub struct AppConfig {
     pub alert_token: Option<String>,
     /// Base URL for links in issues and messages.
     pub public_url: Option<String>,
+    /// Whether people's actions need App Service authentication's principal.
+    pub require_principal: bool,
 }
 
 /// One thing wrong with the settings.
@@ -110,6 +112,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("SLUICE_ALERT_TOKEN", "Shared secret the alert webhook requires (`?token=`, `x-sluice-token` or `Authorization: Bearer`). Required by `serve`, at least 16 characters."),
     ("SLUICE_PUBLIC_URL", "Base URL people reach Sluice at, for links in issues and messages (default `https://$WEBSITE_HOSTNAME`, else the local address)."),
     ("WEBSITE_HOSTNAME", "Set by App Service; the default public host name."),
+    ("SLUICE_REQUIRE_PRINCIPAL", "`true` (with App Service authentication on): approve, reject, abort, promote and retry act only as the signed-in `X-MS-CLIENT-PRINCIPAL-NAME`; a self-asserted `by`, or none, is refused with 403, and people's actions posted to the queue are refused. Default `false`."),
     ("GITHUB_TOKEN", "Default app setting of the `github` backlog's token (fine-grained: Issues read and write on the repository); a spec may name another with `tokenSetting`."),
     ("AZURE_DEVOPS_PAT", "Default app setting of the `azureDevOps` backlog's PAT (Work Items read and write); a spec may name another with `patSetting`. Without one, the managed identity's Entra token is used."),
     ("RUST_LOG", "Log filter (default `info`)."),
@@ -236,9 +239,17 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>, mode: Mode) -> Result<AppC
             }
         }
     }
+    let require_principal = match value("SLUICE_REQUIRE_PRINCIPAL").map(|v| v.to_ascii_lowercase()).as_deref() {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(other) => {
+            problem("SLUICE_REQUIRE_PRINCIPAL", format!("'{}' is not true or false", crate::domain::ids::shown(other)));
+            false
+        }
+    };
     let data_dir = PathBuf::from(value("SLUICE_DATA_DIR").unwrap_or_else(|| ".sluice".into()));
     if problems.is_empty() {
-        Ok(AppConfig { port, store, queue, data_dir, alert_token, public_url })
+        Ok(AppConfig { port, store, queue, data_dir, alert_token, public_url, require_principal })
     } else {
         Err(problems)
     }
@@ -313,6 +324,21 @@ mod tests {
         .expect("valid");
         assert_eq!(c.port, Some(41000));
         assert_eq!(c.public_url.as_deref(), Some("https://sluice-prod.azurewebsites.net"));
+        assert!(!c.require_principal, "off unless asked for");
+        let strict = |v: &str| {
+            from_env(
+                &env(&[
+                    ("FUNCTIONS_CUSTOMHANDLER_PORT", "41000"),
+                    ("SLUICE_STORE", "sqlite"),
+                    ("SLUICE_QUEUE", "embedded"),
+                    ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
+                    ("SLUICE_REQUIRE_PRINCIPAL", v),
+                ]),
+                Mode::Serve,
+            )
+        };
+        assert!(strict("TRUE").expect("valid").require_principal);
+        assert_eq!(strict("yes").expect_err("refused")[0].setting, "SLUICE_REQUIRE_PRINCIPAL");
     }
 
     #[test]

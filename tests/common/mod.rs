@@ -87,6 +87,7 @@ impl Rig {
                 data_dir: dir.path().to_path_buf(),
                 addr: loopback(),
                 alert_token: Some(TOKEN.into()),
+                require_principal: false,
                 public_url: None,
             },
             make,

@@ -5,8 +5,13 @@ use std::sync::Arc;
 use chrono::{TimeDelta, Utc};
 use serde_json::json;
 
+use sluice::domain::ids::{Actor, RolloutId, TargetName, Weight};
 use sluice::domain::rollout::{decide, Event, Phase, Rollout};
 use sluice::ports::store::{ListFilter, Store, StoreError};
+
+fn actor(name: &str) -> Actor {
+    Actor::parse(name).expect("actor")
+}
 
 fn rollout(id: &str, target: &str) -> (Rollout, sluice::domain::rollout::HistoryEntry) {
     let doc = json!({
@@ -15,7 +20,7 @@ fn rollout(id: &str, target: &str) -> (Rollout, sluice::domain::rollout::History
         "strategy": {"canary": {"steps": [{"setWeight": 10}, {"pause": {}}]}}
     });
     let (spec, plan) = sluice::domain::spec::validate(&doc, &sluice::ports::registry::names()).expect("valid");
-    Rollout::new(id.to_string(), spec, plan, "ci".into(), Utc::now())
+    Rollout::new(RolloutId::parse(id).expect("id"), spec, plan, actor("ci"), Utc::now())
 }
 
 /// Applies an event in memory, returning the next state and its history.
@@ -48,7 +53,7 @@ pub async fn etag_conflict_one_writer_wins_and_the_other_redecides(store: Arc<dy
     let (a, etag_a) = store.load("cf-1").await.expect("load").expect("exists");
     let (b, etag_b) = store.load("cf-1").await.expect("load").expect("exists");
     let (next_a, hist_a) = step(&a, Event::Start);
-    let (next_b, hist_b) = step(&b, Event::AbortRequested { by: "bob".into(), reason: String::new(), request: None });
+    let (next_b, hist_b) = step(&b, Event::AbortRequested { by: actor("bob"), reason: String::new(), request: None });
     let (ra, rb) = tokio::join!(store.save(&next_a, &etag_a, &hist_a), store.save(&next_b, &etag_b, &hist_b));
     let wins = [ra.is_ok(), rb.is_ok()];
     assert_eq!(wins.iter().filter(|w| **w).count(), 1, "exactly one writer wins: {ra:?} {rb:?}");
@@ -57,7 +62,7 @@ pub async fn etag_conflict_one_writer_wins_and_the_other_redecides(store: Arc<dy
     assert!(matches!(loser_err, StoreError::Conflict), "{loser_err:?}");
     // The loser reloads and decides again on the winner's state.
     let (fresh, etag) = store.load("cf-1").await.expect("load").expect("exists");
-    let event = if b_won { Event::Start } else { Event::AbortRequested { by: "bob".into(), reason: String::new(), request: None } };
+    let event = if b_won { Event::Start } else { Event::AbortRequested { by: actor("bob"), reason: String::new(), request: None } };
     let d = decide(&fresh, event, fresh.updated_at + TimeDelta::seconds(1));
     if !d.is_ignored() {
         store.save(&d.next, &etag, &d.history).await.expect("the re-decided save succeeds");
@@ -105,8 +110,8 @@ pub async fn one_active_rollout_per_target_even_in_a_race(store: Arc<dyn Store>)
     let active = store.active_for_target("svc-race").await.expect("query").expect("one active");
     // Finishing it frees the target.
     let (r, etag) = store.load(&active).await.expect("load").expect("exists");
-    let (aborting, h1) = step(&r, Event::AbortRequested { by: "x".into(), reason: String::new(), request: None });
-    let (aborted, h2) = step(&aborting, Event::TrafficConfirmed { weight: 0 });
+    let (aborting, h1) = step(&r, Event::AbortRequested { by: actor("x"), reason: String::new(), request: None });
+    let (aborted, h2) = step(&aborting, Event::TrafficConfirmed { weight: Weight::ZERO });
     assert_eq!(aborted.phase, Phase::Aborted);
     let h: Vec<_> = h1.into_iter().chain(h2).collect();
     store.save(&aborted, &etag, &h).await.expect("save");
@@ -120,10 +125,10 @@ pub async fn lists_filter_and_alerts_are_kept(store: Arc<dyn Store>) {
     let (b, fb) = rollout("ls-b", "svc-ls-b");
     store.create(&a, &fa).await.expect("a");
     let etag = store.create(&b, &fb).await.expect("b");
-    let (b1, h1) = step(&b, Event::AbortRequested { by: "x".into(), reason: String::new(), request: None });
-    let (b2, h2) = step(&b1, Event::TrafficConfirmed { weight: 0 });
+    let (b1, h1) = step(&b, Event::AbortRequested { by: actor("x"), reason: String::new(), request: None });
+    let (b2, h2) = step(&b1, Event::TrafficConfirmed { weight: Weight::ZERO });
     store.save(&b2, &etag, &[h1, h2].concat()).await.expect("save");
-    let ids = |v: Vec<Rollout>| v.into_iter().map(|r| r.id).filter(|id| id.starts_with("ls-")).collect::<Vec<_>>();
+    let ids = |v: Vec<Rollout>| v.into_iter().map(|r| r.id.to_string()).filter(|id| id.starts_with("ls-")).collect::<Vec<_>>();
     assert_eq!(ids(store.list(&ListFilter { active_only: true, ..Default::default() }).await.expect("list")), ["ls-a"]);
     assert_eq!(ids(store.list(&ListFilter { needs_sweep: true, ..Default::default() }).await.expect("list")), ["ls-a"]);
     assert_eq!(ids(store.list(&ListFilter { phase: Some(Phase::Aborted), ..Default::default() }).await.expect("list")), ["ls-b"]);
@@ -148,20 +153,25 @@ pub async fn lists_filter_and_alerts_are_kept(store: Arc<dyn Store>) {
 
 pub async fn odd_ids_and_targets_survive_the_trip(store: Arc<dyn Store>) {
     let (mut r, mut first) = rollout("placeholder", "placeholder");
-    // The API only accepts plain names; the store must cope with anything anyway.
-    let id = "weird/id#1?x\\y'z ü".to_string();
+    // Ids and targets are plain names by type; the longest, with every allowed
+    // character, must survive the keys each store derives from them.
+    let id = RolloutId::parse(&format!("A.b_c-{}", "9".repeat(57))).expect("63 characters");
     r.id = id.clone();
-    r.spec.target.name = "tgt/with?odd#chars'".into();
+    r.spec.target.name = TargetName::parse("tgt.with_odd-chars.").expect("target");
     first.summary = "odd".into();
     let etag = store.create(&r, &first).await.expect("create");
     let (loaded, _) = store.load(&id).await.expect("load").expect("exists");
     assert_eq!(loaded, r);
-    assert_eq!(store.active_for_target("tgt/with?odd#chars'").await.expect("query"), Some(id.clone()));
+    assert_eq!(store.active_for_target("tgt.with_odd-chars.").await.expect("query"), Some(id.to_string()));
     let (next, h) = step(&loaded, Event::Start);
     store.save(&next, &etag, &h).await.expect("save");
     assert_eq!(store.history(&id).await.expect("history").len(), 2);
     let listed = store.list(&ListFilter { active_only: true, ..Default::default() }).await.expect("list");
     assert!(listed.iter().any(|x| x.id == id));
+    // Text that is no id finds nothing, and breaks nothing.
+    for odd in ["weird/id#1?x\\y'z ü", "../../escape", "", "a\u{0}b"] {
+        assert!(store.load(odd).await.expect("load").is_none(), "{odd}");
+    }
 }
 
 pub async fn a_long_rollout_outgrows_the_property_and_entity_limits(store: Arc<dyn Store>) {
@@ -176,7 +186,7 @@ pub async fn a_long_rollout_outgrows_the_property_and_entity_limits(store: Arc<d
         "strategy": {"canary": {"steps": steps}}
     });
     let (spec, plan) = sluice::domain::spec::validate(&doc, &sluice::ports::registry::names()).expect("valid");
-    let (r, first) = Rollout::new("big-1".into(), spec, plan, "ci".into(), Utc::now());
+    let (r, first) = Rollout::new(RolloutId::parse("big-1").expect("id"), spec, plan, actor("ci"), Utc::now());
     let size = serde_json::to_string(&r).expect("json").len();
     assert!(size > 150_000, "the state is {size} bytes");
     let mut etag = store.create(&r, &first).await.expect("create");

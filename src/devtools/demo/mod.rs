@@ -232,6 +232,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         data_dir: opts.data_dir.clone(),
         addr: loopback(),
         alert_token: Some(TOKEN.into()),
+        require_principal: false,
         public_url: None,
     })
     .await

@@ -23,6 +23,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router as AxumRouter};
 use serde::Deserialize;
+
+use crate::domain::ids::Weight;
 use serde_json::json;
 
 pub use stats::{Role, Stats};
@@ -49,7 +51,7 @@ impl Router {
     pub fn new(stable: Upstream, canary: Upstream) -> Arc<Router> {
         let client = reqwest::Client::builder().pool_max_idle_per_host(64).timeout(Duration::from_secs(30)).build().unwrap_or_default();
         Arc::new(Router {
-            route: RwLock::new(Route { weight: 0, promoted: false, stable, canary }),
+            route: RwLock::new(Route { weight: Weight::ZERO, promoted: false, stable, canary }),
             changed_at: RwLock::new(Instant::now()),
             counter: AtomicU64::new(0),
             stats: Stats::default(),
@@ -86,8 +88,8 @@ impl Router {
     }
 
     /// Sets the canary weight.
-    pub fn set_weight(&self, weight: u8) -> Route {
-        self.update(|r| r.weight = weight.min(100))
+    pub fn set_weight(&self, weight: Weight) -> Route {
+        self.update(|r| r.weight = weight)
     }
 
     /// Swaps the upstreams (the canary becomes stable), like a slot swap.
@@ -97,7 +99,7 @@ impl Router {
                 std::mem::swap(&mut r.stable, &mut r.canary);
                 r.promoted = true;
             }
-            r.weight = 0;
+            r.weight = Weight::ZERO;
         })
     }
 
@@ -108,7 +110,7 @@ impl Router {
                 std::mem::swap(&mut r.stable, &mut r.canary);
                 r.promoted = false;
             }
-            r.weight = 0;
+            r.weight = Weight::ZERO;
         })
     }
 
@@ -136,7 +138,7 @@ impl Router {
 
     async fn proxy(self: Arc<Self>, request: Request) -> Response {
         let route = self.route();
-        let role = self.pick(route.weight);
+        let role = self.pick(route.weight.percent());
         let upstream = match role {
             Role::Stable => &route.stable,
             Role::Canary => &route.canary,
@@ -230,7 +232,9 @@ struct WeightBody {
 async fn put_route(State(router): State<Arc<Router>>, body: Bytes) -> Response {
     let parsed: Result<WeightBody, _> = serde_json::from_slice(&body);
     match parsed {
-        Ok(WeightBody { weight }) if (0..=100).contains(&weight) => Json(router.set_weight(weight as u8)).into_response(),
+        Ok(WeightBody { weight }) if (0..=100).contains(&weight) => {
+            Json(router.set_weight(Weight::new(weight as u64).unwrap_or(Weight::ZERO))).into_response()
+        }
         Ok(WeightBody { weight }) => error_response(StatusCode::BAD_REQUEST, &format!("weight: {weight} is not within 0..=100")),
         Err(e) => error_response(StatusCode::BAD_REQUEST, &format!("body: expected {{\"weight\": 0..100}}: {e}")),
     }
@@ -320,13 +324,13 @@ mod tests {
     #[test]
     fn promote_swaps_and_revert_can_undo() {
         let r = Router::new(up("v1"), up("v2"));
-        r.set_weight(100);
+        r.set_weight(Weight::FULL);
         let p = r.promote();
-        assert_eq!((p.weight, p.promoted, p.stable.version.as_str()), (0, true, "v2"));
+        assert_eq!((p.weight, p.promoted, p.stable.version.as_str()), (Weight::ZERO, true, "v2"));
         assert_eq!(r.promote(), p, "promoting twice changes nothing");
         let back = r.revert(true);
-        assert_eq!((back.weight, back.promoted, back.stable.version.as_str()), (0, false, "v1"));
-        r.set_weight(30);
+        assert_eq!((back.weight, back.promoted, back.stable.version.as_str()), (Weight::ZERO, false, "v1"));
+        r.set_weight(Weight::new(30).expect("weight"));
         assert_eq!(r.revert(false).stable.version, "v1");
     }
 }

@@ -1,6 +1,7 @@
 //! Commands: what the state machine asks the outside world to do. Handlers
 //! carry them out through the ports and report back with events.
 
+use crate::domain::ids::Weight;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -57,7 +58,7 @@ pub enum Command {
     /// Route `weight` percent to the canary.
     SetWeight {
         /// Percentage.
-        weight: u8,
+        weight: Weight,
         /// Issue id (for failure reports).
         id: u64,
     },

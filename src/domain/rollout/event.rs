@@ -1,7 +1,9 @@
 //! Events: everything that can happen to a rollout, from people, alerts,
 //! timers, measurements and the results of commands carried out.
 
+use crate::domain::ids::{Actor, RequestId, Weight};
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::command::CommandKind;
@@ -49,8 +51,8 @@ pub enum MeasureOutcome {
 }
 
 /// An alert as the core sees it, whatever system sent it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AlertInfo {
     /// The alert's id at its source.
     pub id: String,
@@ -94,9 +96,123 @@ pub struct IssueRef {
     pub url: String,
 }
 
-/// Something that happened.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "type")]
+/// What may arrive from outside — a pipeline, a person, an alert — as a
+/// queue message or a request. The engine's own feedback (traffic
+/// confirmed, measured, promoted, command failed, backlog results) and its
+/// timers are not here: they can never be deserialised from the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", tag = "type", deny_unknown_fields)]
+pub enum Input {
+    /// Begin (the rollout exists; the first step message).
+    Start,
+    /// A person approves the current gate (or resumes a pause).
+    #[serde(rename_all = "camelCase")]
+    Approved {
+        /// Who.
+        by: Actor,
+        /// The step (0-based) the person was looking at; stale if the rollout moved on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stage: Option<usize>,
+        /// Idempotency key: a request seen before is a duplicate.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<RequestId>,
+    },
+    /// A person rejects: roll back.
+    #[serde(rename_all = "camelCase")]
+    Rejected {
+        /// Who.
+        by: Actor,
+        /// Why.
+        #[serde(default)]
+        reason: String,
+        /// The step (0-based) the person was looking at; stale if the rollout moved on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stage: Option<usize>,
+        /// Idempotency key: a request seen before is a duplicate.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<RequestId>,
+    },
+    /// A monitoring alert on the target fired.
+    #[serde(rename_all = "camelCase")]
+    AlertFired {
+        /// The alert.
+        alert: AlertInfo,
+    },
+    /// That alert resolved.
+    #[serde(rename_all = "camelCase")]
+    AlertResolved {
+        /// Its id.
+        alert_id: String,
+    },
+    /// A person stops the rollout and goes back to stable (no backlog issue).
+    #[serde(rename_all = "camelCase")]
+    AbortRequested {
+        /// Who.
+        by: Actor,
+        /// Why.
+        #[serde(default)]
+        reason: String,
+        /// Idempotency key: a request seen before is a duplicate.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<RequestId>,
+    },
+    /// A person skips ahead: the current pause, or (`full`) to promotion.
+    #[serde(rename_all = "camelCase")]
+    PromoteRequested {
+        /// Who.
+        by: Actor,
+        /// Skip every remaining stage.
+        #[serde(default)]
+        full: bool,
+        /// The step (0-based) the person was looking at; stale if the rollout moved on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stage: Option<usize>,
+        /// Idempotency key: a request seen before is a duplicate.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<RequestId>,
+    },
+    /// A person retries: re-measure a paused stage, or re-drive a stuck rollback or backlog call.
+    #[serde(rename_all = "camelCase")]
+    RetryRequested {
+        /// Who.
+        by: Actor,
+        /// Idempotency key: a request seen before is a duplicate.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<RequestId>,
+    },
+}
+
+impl Input {
+    /// The input's name, as recorded in history.
+    pub fn kind(&self) -> &'static str {
+        Event::from(self.clone()).kind()
+    }
+
+    /// Whether a person is behind it (and so an identity must be trusted).
+    pub fn is_persons(&self) -> bool {
+        !matches!(self, Input::Start | Input::AlertFired { .. } | Input::AlertResolved { .. })
+    }
+}
+
+impl From<Input> for Event {
+    fn from(input: Input) -> Event {
+        match input {
+            Input::Start => Event::Start,
+            Input::Approved { by, stage, request } => Event::Approved { by, stage, request },
+            Input::Rejected { by, reason, stage, request } => Event::Rejected { by, reason, stage, request },
+            Input::AlertFired { alert } => Event::AlertFired { alert },
+            Input::AlertResolved { alert_id } => Event::AlertResolved { alert_id },
+            Input::AbortRequested { by, reason, request } => Event::AbortRequested { by, reason, request },
+            Input::PromoteRequested { by, full, stage, request } => Event::PromoteRequested { by, full, stage, request },
+            Input::RetryRequested { by, request } => Event::RetryRequested { by, request },
+        }
+    }
+}
+
+/// Something that happened: an [`Input`] from outside, the rollout's own
+/// timers, or the result of a command the engine carried out. Never
+/// deserialised: only [`Input`] comes off the wire.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// Begin (the first step message).
     Start,
@@ -115,29 +231,24 @@ pub enum Event {
     /// A person approved.
     Approved {
         /// Who.
-        by: String,
+        by: Actor,
         /// The step the person was looking at; if the rollout has moved on, the
         /// request is stale (so a repeated request never skips a second step).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         stage: Option<usize>,
         /// The request's idempotency key: a request seen before is a duplicate.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        request: Option<String>,
+        request: Option<RequestId>,
     },
     /// A person rejected.
     Rejected {
         /// Who.
-        by: String,
+        by: Actor,
         /// Why.
-        #[serde(default)]
         reason: String,
         /// The step the person was looking at; if the rollout has moved on, the
         /// request is stale (so a repeated request never skips a second step).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         stage: Option<usize>,
         /// The request's idempotency key: a request seen before is a duplicate.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        request: Option<String>,
+        request: Option<RequestId>,
     },
     /// A monitoring alert on the target fired.
     AlertFired {
@@ -152,36 +263,30 @@ pub enum Event {
     /// A person asked to stop and go back to stable (no backlog issue).
     AbortRequested {
         /// Who.
-        by: String,
+        by: Actor,
         /// Why.
-        #[serde(default)]
         reason: String,
         /// The request's idempotency key: a request seen before is a duplicate.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        request: Option<String>,
+        request: Option<RequestId>,
     },
     /// A person asked to skip ahead: the current pause, or (`full`) to promotion.
     PromoteRequested {
         /// Who.
-        by: String,
+        by: Actor,
         /// Skip every remaining stage.
-        #[serde(default)]
         full: bool,
         /// The step the person was looking at; if the rollout has moved on, the
         /// request is stale (so a repeated request never skips a second step).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         stage: Option<usize>,
         /// The request's idempotency key: a request seen before is a duplicate.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        request: Option<String>,
+        request: Option<RequestId>,
     },
     /// A person asked to retry: re-measure a paused stage, or re-drive a stuck rollback.
     RetryRequested {
         /// Who.
-        by: String,
+        by: Actor,
         /// The request's idempotency key: a request seen before is a duplicate.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        request: Option<String>,
+        request: Option<RequestId>,
     },
     /// A command could not be carried out.
     CommandFailed {
@@ -193,7 +298,7 @@ pub enum Event {
     /// The router reports the canary weight it now applies.
     TrafficConfirmed {
         /// Percentage.
-        weight: u8,
+        weight: Weight,
     },
     /// The promotion (swap) completed.
     Promoted,
@@ -202,7 +307,6 @@ pub enum Event {
         /// The issue.
         issue: IssueRef,
         /// What it says (less, if it was found rather than written now).
-        #[serde(default)]
         reported: super::Reported,
     },
     /// A comment was posted on the backlog issue.
@@ -244,19 +348,19 @@ impl Event {
     }
 
     /// The idempotency key of a person's request, if it has one.
-    pub fn request_id(&self) -> Option<&str> {
+    pub fn request_id(&self) -> Option<&RequestId> {
         match self {
             Event::Approved { request, .. }
             | Event::Rejected { request, .. }
             | Event::AbortRequested { request, .. }
             | Event::PromoteRequested { request, .. }
-            | Event::RetryRequested { request, .. } => request.as_deref(),
+            | Event::RetryRequested { request, .. } => request.as_ref(),
             _ => None,
         }
     }
 
     /// The person behind the event, if any.
-    pub fn actor(&self) -> Option<&str> {
+    pub fn actor(&self) -> Option<&Actor> {
         match self {
             Event::Approved { by, .. }
             | Event::Rejected { by, .. }

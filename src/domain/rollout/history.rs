@@ -1,6 +1,7 @@
 //! The audit trail: one entry per applied event, with who, what changed and
 //! the evidence behind it; and the evidence a rollback carries to the backlog.
 
+use crate::domain::ids::Weight;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -150,7 +151,7 @@ pub struct HistoryEntry {
     /// Stage index after.
     pub stage: usize,
     /// Desired canary weight after.
-    pub weight: u8,
+    pub weight: Weight,
     /// The event that caused it.
     pub cause: String,
     /// Who, if a person.

@@ -10,14 +10,15 @@ mod event;
 mod history;
 mod plan;
 
+use crate::domain::ids::{Actor, RequestId, RolloutId, Weight};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use analysis::{judge, AnalysisRun, MetricRun, RunKind, RunStatus};
 pub use backlog::{Attempt, BacklogState, LaterFailure, Reported};
 pub use command::{Command, CommandKind, NotifyKind};
-pub use decide::{decide, Decision, Outcome};
-pub use event::{AlertInfo, CommandRef, Event, IssueRef, MeasureOutcome, MeasurementKey};
+pub use decide::{decide, Decision, Outcome, Refusal, RefusalKind};
+pub use event::{AlertInfo, CommandRef, Event, Input, IssueRef, MeasureOutcome, MeasurementKey};
 pub use history::{Evidence, HistoryEntry, MeasurementRecord, Verdict};
 pub use plan::{AnalysisPlan, ApprovalPlan, MetricPlan, Plan, Stage, StrategyKind};
 
@@ -128,10 +129,10 @@ impl PendingTraffic {
 #[serde(rename_all = "camelCase")]
 pub struct TrafficState {
     /// The canary weight the current phase requires.
-    pub weight: u8,
+    pub weight: Weight,
     /// The last weight the router confirmed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub confirmed: Option<u8>,
+    pub confirmed: Option<Weight>,
     /// Whether the promotion (swap) has been confirmed.
     pub promoted: bool,
     /// The command awaiting confirmation.
@@ -144,7 +145,7 @@ pub struct TrafficState {
 #[serde(rename_all = "camelCase")]
 pub struct Approval {
     /// Who.
-    pub by: String,
+    pub by: Actor,
     /// When.
     pub at: DateTime<Utc>,
 }
@@ -197,7 +198,7 @@ pub struct Failure {
     pub aborted: bool,
     /// Canary weight when it happened (users exposed to the canary).
     #[serde(default)]
-    pub weight: u8,
+    pub weight: Weight,
     /// Proof.
     pub evidence: Evidence,
     /// When traffic was confirmed back on stable.
@@ -214,12 +215,24 @@ pub struct Failure {
     pub later: Vec<LaterFailure>,
 }
 
+/// A person's request that was refused, remembered by its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedRequest {
+    /// The request's id.
+    pub id: RequestId,
+    /// Refused because of who asked (else because of the state).
+    pub forbidden: bool,
+    /// Why.
+    pub reason: String,
+}
+
 /// A rollout: spec, plan and where it is. Serialized as the state row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Rollout {
     /// Unique id.
-    pub id: String,
+    pub id: RolloutId,
     /// The spec as posted.
     pub spec: RolloutSpec,
     /// The compiled plan.
@@ -227,10 +240,10 @@ pub struct Rollout {
     /// When it was created.
     pub created_at: DateTime<Utc>,
     /// Who started it.
-    pub created_by: String,
+    pub created_by: Actor,
     /// The rollout this one retries, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_of: Option<String>,
+    pub retry_of: Option<RolloutId>,
     /// Phase.
     pub phase: Phase,
     /// Current stage index into `plan.stages`.
@@ -262,7 +275,11 @@ pub struct Rollout {
     pub backlog: BacklogState,
     /// Ids of people's requests already applied (duplicates are ignored).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub requests: Vec<String>,
+    pub requests: Vec<RequestId>,
+    /// People's requests refused (by id), so a repeat gets the same answer
+    /// without another history row.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused_requests: Vec<RefusedRequest>,
     /// Notification ids whose failure was already recorded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_notifications: Vec<u64>,
@@ -281,7 +298,7 @@ pub struct Rollout {
 
 impl Rollout {
     /// A new rollout in `Pending`, and its first history entry.
-    pub fn new(id: String, spec: RolloutSpec, plan: Plan, created_by: String, now: DateTime<Utc>) -> (Rollout, HistoryEntry) {
+    pub fn new(id: RolloutId, spec: RolloutSpec, plan: Plan, created_by: Actor, now: DateTime<Utc>) -> (Rollout, HistoryEntry) {
         let rollout = Rollout {
             id,
             spec,
@@ -301,6 +318,7 @@ impl Rollout {
             failure: None,
             backlog: BacklogState::None,
             requests: Vec::new(),
+            refused_requests: Vec::new(),
             failed_notifications: Vec::new(),
             next_command_id: 1,
             version: 1,
@@ -314,9 +332,9 @@ impl Rollout {
             from: Phase::Pending,
             to: Phase::Pending,
             stage: 0,
-            weight: 0,
+            weight: Weight::ZERO,
             cause: "Created".into(),
-            by: Some(created_by),
+            by: Some(created_by.to_string()),
             summary: format!(
                 "created: {} {} → {} ({})",
                 rollout.spec.target.name,

@@ -1,6 +1,7 @@
 //! The plan: a validated spec compiled into one linear list of stages, so the
 //! state machine walks canary and blue-green rollouts with the same code.
 
+use crate::domain::ids::Weight;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -28,7 +29,7 @@ pub enum Stage {
     /// Route this percentage to the canary and wait for the router to confirm.
     SetWeight {
         /// Percentage 0..=100.
-        weight: u8,
+        weight: Weight,
     },
     /// Hold for a time, or until resumed when `duration_ms` is `None`.
     Pause {
@@ -151,7 +152,7 @@ impl Plan {
                 for (i, step) in canary.steps.iter().enumerate() {
                     let path = format!("strategy.canary.steps[{i}]");
                     stages.push(match step {
-                        CanaryStep::SetWeight(w) => Stage::SetWeight { weight: (*w).min(100) },
+                        CanaryStep::SetWeight(w) => Stage::SetWeight { weight: *w },
                         CanaryStep::Pause(p) => {
                             Stage::Pause { duration_ms: c.opt_duration(p.duration.as_deref(), &format!("{path}.pause.duration")) }
                         }
@@ -290,7 +291,7 @@ impl Compiler<'_> {
             let ms = self.duration(d, &format!("{base}.autoPromoteAfter"));
             stages.push(Stage::Pause { duration_ms: Some(ms) });
         }
-        stages.push(Stage::SetWeight { weight: 100 });
+        stages.push(Stage::SetWeight { weight: Weight::FULL });
         if let Some(a) = &bg.post_promotion_analysis {
             stages.push(Stage::Analysis { analysis: self.analysis(a, &format!("{base}.postPromotionAnalysis"), Some(1)) });
         }

@@ -62,7 +62,12 @@ fn schema() -> &'static Value {
 
 /// Checks `doc` against the spec's JSON Schema.
 pub(super) fn structural(doc: &Value, providers: &ProviderNames) -> Vec<Problem> {
-    let root = schema();
+    against_schema(schema(), doc, providers)
+}
+
+/// Checks `doc` against any schema generated from Sluice's types (the spec,
+/// the step messages), with every problem named by its path.
+pub fn against_schema(root: &Value, doc: &Value, providers: &ProviderNames) -> Vec<Problem> {
     let checker = SchemaCheck { root, providers };
     let mut out = Vec::new();
     checker.check(root, doc, &Path::default(), &mut out);
@@ -193,6 +198,16 @@ impl<'a> SchemaCheck<'a> {
                     out.push(path.problem(e));
                 }
             }
+            Some("actor") => {
+                if let Err(e) = crate::domain::ids::Actor::parse(text) {
+                    out.push(path.problem(e.message));
+                }
+            }
+            Some("request-id") => {
+                if let Err(e) = crate::domain::ids::RequestId::parse(text) {
+                    out.push(path.problem(e.message));
+                }
+            }
             _ => {}
         }
         if let Some(kind) = s.get("x-sluice-provider").and_then(Value::as_str) {
@@ -311,7 +326,18 @@ impl<'a> SchemaCheck<'a> {
         if b.get("const").is_some() {
             return 0;
         }
-        match (value.as_object(), b.get("required").and_then(Value::as_array)) {
+        // A tag (`"kind": "event"`, `"type": "approved"`) decides the branch.
+        let mut tagged = 1;
+        if let (Some(obj), Some(props)) = (value.as_object(), b.get("properties").and_then(Value::as_object)) {
+            for (k, p) in props {
+                match (self.resolve(p).get("const"), obj.get(k)) {
+                    (Some(c), Some(v)) if c == v => tagged = 100,
+                    (Some(_), Some(_)) => return 0,
+                    _ => {}
+                }
+            }
+        }
+        let plausible = match (value.as_object(), b.get("required").and_then(Value::as_array)) {
             (Some(obj), Some(required)) => {
                 let present = required.iter().filter_map(Value::as_str).filter(|k| obj.contains_key(*k)).count();
                 if present == 0 {
@@ -322,7 +348,8 @@ impl<'a> SchemaCheck<'a> {
             }
             (Some(_), None) => 1,
             _ => 1,
-        }
+        };
+        plausible * tagged
     }
 }
 
@@ -393,23 +420,9 @@ fn num(f: f64) -> String {
     }
 }
 
-/// Names key storage rows and appear in URLs: keep them plain.
+/// Names key storage rows and appear in URLs: the one plain-name rule of [`crate::domain::ids`].
 pub fn check_name(text: &str) -> Result<(), String> {
-    if text.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if text.len() > 63 {
-        return Err(format!("'{}…' is longer than 63 characters", &text[..20.min(text.len())]));
-    }
-    let ok_chars = text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-    let ok_start = text.chars().next().map(|c| c.is_ascii_alphanumeric()).unwrap_or(false);
-    if !ok_chars || !ok_start {
-        return Err(format!(
-            "'{}' may only use letters, digits, '-', '_' and '.', and must start with a letter or digit",
-            short_json(text).trim_matches('"')
-        ));
-    }
-    Ok(())
+    crate::domain::ids::check_plain_name(text)
 }
 
 /// Keys that hold secrets: those must come from app settings, because the

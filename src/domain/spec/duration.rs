@@ -3,40 +3,40 @@
 /// Parses a duration into milliseconds, or says what is wrong with it.
 pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
     let s = text.trim();
+    let shown = crate::domain::ids::shown(text);
     if s.is_empty() {
         return Err("is empty; write a duration like 30s, 5m or 1h".into());
     }
-    let bytes = s.as_bytes();
+    let mut chars = s.chars().peekable();
     let mut total: u64 = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        let start = i;
-        while i < bytes.len() && bytes[i].is_ascii_digit() {
-            i += 1;
+    while chars.peek().is_some() {
+        let mut digits = String::new();
+        while let Some(c) = chars.next_if(char::is_ascii_digit) {
+            digits.push(c);
         }
-        if start == i {
-            return Err(format!("'{text}' is not a duration like 30s, 5m or 1h"));
+        if digits.is_empty() {
+            return Err(format!("'{shown}' is not a duration like 30s, 5m or 1h"));
         }
-        let number: u64 = s[start..i].parse().map_err(|_| format!("'{text}' has a number that is too large"))?;
-        let unit_start = i;
-        while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
-            i += 1;
+        let number: u64 = digits.parse().map_err(|_| format!("'{shown}' has a number that is too large"))?;
+        let mut unit = String::new();
+        while let Some(c) = chars.next_if(char::is_ascii_alphabetic) {
+            unit.push(c);
         }
-        let unit_ms: u64 = match &s[unit_start..i] {
+        let unit_ms: u64 = match unit.as_str() {
             "ms" => 1,
             "s" => 1_000,
             "m" => 60_000,
             "h" => 3_600_000,
             "d" => 86_400_000,
-            "" => return Err(format!("'{text}' needs a unit (ms, s, m, h or d)")),
-            other => return Err(format!("'{text}' has an unknown unit '{other}' (use ms, s, m, h or d)")),
+            "" => return Err(format!("'{shown}' needs a unit (ms, s, m, h or d)")),
+            other => return Err(format!("'{shown}' has an unknown unit '{}' (use ms, s, m, h or d)", crate::domain::ids::shown(other))),
         };
-        let part = number.checked_mul(unit_ms).ok_or_else(|| format!("'{text}' is too long"))?;
-        total = total.checked_add(part).ok_or_else(|| format!("'{text}' is too long"))?;
+        let part = number.checked_mul(unit_ms).ok_or_else(|| format!("'{shown}' is too long"))?;
+        total = total.checked_add(part).ok_or_else(|| format!("'{shown}' is too long"))?;
     }
     // Ten years is more than any rollout wait; beyond it is surely a typo.
     if total > 10 * 365 * 86_400_000 {
-        return Err(format!("'{text}' is longer than ten years"));
+        return Err(format!("'{shown}' is longer than ten years"));
     }
     Ok(total)
 }

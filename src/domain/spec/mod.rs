@@ -8,7 +8,7 @@
 //! `canary.steps` and `blueGreen` so its users feel at home.
 
 mod check;
-pub use check::check_name;
+pub use check::{against_schema, check_name};
 mod condition;
 mod duration;
 mod problems;
@@ -23,6 +23,7 @@ pub use condition::{Comparison, Condition};
 pub use duration::{format_duration_ms as duration_text, parse_duration_ms};
 pub use problems::{Problem, Problems};
 
+use crate::domain::ids::{TargetName, Weight};
 use crate::domain::rollout::Plan;
 
 /// A complete rollout request.
@@ -54,8 +55,7 @@ pub struct RolloutSpec {
 pub struct Target {
     /// Stable name of the service (letters, digits, `-`, `_`, `.`); alerts and
     /// the one-active-rollout rule key on it.
-    #[schemars(extend("x-sluice-format" = "name"))]
-    pub name: String,
+    pub name: TargetName,
     /// The router that splits traffic between the two versions.
     pub router: RouterRef,
     /// The version serving users now.
@@ -142,7 +142,7 @@ pub struct CanaryStrategy {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum CanaryStep {
     /// Send this percentage of traffic to the canary.
-    SetWeight(#[schemars(range(max = 100))] u8),
+    SetWeight(Weight),
     /// Hold for a duration, or (without one) until someone resumes the rollout.
     Pause(PauseStep),
     /// Run an analysis and wait for its verdict.

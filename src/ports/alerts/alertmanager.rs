@@ -1,61 +1,88 @@
 //! The Prometheus Alertmanager webhook (version 4): a group of alerts, each
-//! firing or resolved, with labels and annotations.
+//! firing or resolved, with labels and annotations. Every field Sluice reads
+//! is typed; a wrong one is refused by its path.
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use serde_json::Value;
 
-use super::{str_at, time_at, IncomingAlert};
+use super::{typed, IncomingAlert, Payload, PayloadError};
 
-/// Parses a webhook body into one alert per entry.
-pub fn parse(body: &Value) -> Result<Vec<IncomingAlert>, String> {
-    if let Some(v) = body.get("version").and_then(Value::as_str) {
-        if v != "4" {
-            return Err(format!("version: Alertmanager webhook version '{v}' is not supported (expected 4)"));
-        }
-    }
-    let alerts = body.get("alerts").and_then(Value::as_array).ok_or("alerts: required list is missing")?;
-    let common: BTreeMap<String, String> = string_map(body.get("commonLabels"));
-    let mut out = Vec::new();
-    for (i, a) in alerts.iter().enumerate() {
-        if !a.is_object() {
-            return Err(format!("alerts[{i}]: expected an object"));
-        }
-        let mut labels = common.clone();
-        labels.extend(string_map(a.get("labels")));
-        let annotations = string_map(a.get("annotations"));
-        let status = str_at(a, "/status").or_else(|| str_at(body, "/status")).unwrap_or("firing");
-        let firing = match status {
-            "firing" => true,
-            "resolved" => false,
-            other => return Err(format!("alerts[{i}].status: '{other}' is not firing or resolved")),
-        };
-        let rule = labels.get("alertname").cloned().unwrap_or_else(|| "(unnamed alert)".into());
-        let id = match str_at(a, "/fingerprint") {
-            Some(f) => f.to_string(),
-            None => labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
-        };
-        let summary = annotations.get("summary").or_else(|| annotations.get("description")).cloned().unwrap_or_else(|| rule.clone());
-        out.push(IncomingAlert {
-            source: "Alertmanager",
-            id,
-            severity: labels.get("severity").cloned().unwrap_or_default(),
-            rule,
-            firing,
-            summary,
-            fired_at: time_at(a, "/startsAt"),
-            link: str_at(a, "/generatorURL").filter(|u| !u.is_empty()).map(str::to_string),
-            target_ids: Vec::new(),
-            configuration_items: labels.get("instance").cloned().into_iter().collect(),
-            labels,
-            recognised: true,
-        });
-    }
-    Ok(out)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    Firing,
+    Resolved,
 }
 
-fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
-    v.and_then(Value::as_object)
-        .map(|o| o.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
-        .unwrap_or_default()
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Webhook {
+    /// Read only so a version of the wrong type is refused (its value is checked before).
+    #[serde(default)]
+    #[allow(dead_code)]
+    version: Option<String>,
+    #[serde(default)]
+    status: Option<Status>,
+    alerts: Vec<Alert>,
+    #[serde(default)]
+    common_labels: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Alert {
+    #[serde(default)]
+    status: Option<Status>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    starts_at: Option<String>,
+    #[serde(rename = "generatorURL", default)]
+    generator_url: Option<String>,
+    #[serde(default)]
+    fingerprint: Option<String>,
+}
+
+/// Parses a webhook body into one alert per entry.
+pub fn parse(body: &Value) -> Result<Payload, PayloadError> {
+    if let Some(v) = body.get("version").and_then(Value::as_str).filter(|v| *v != "4") {
+        return Ok(Payload::Unknown {
+            source: "Alertmanager",
+            what: format!("Alertmanager webhook version '{}' (Sluice reads 4)", crate::domain::ids::shown(v)),
+        });
+    }
+    let hook: Webhook = typed(body, "")?;
+    let alerts = hook.alerts.into_iter().map(|a| alert(a, hook.status, &hook.common_labels)).collect();
+    Ok(Payload::Alerts(alerts))
+}
+
+fn alert(a: Alert, group_status: Option<Status>, common: &BTreeMap<String, String>) -> IncomingAlert {
+    let mut labels = common.clone();
+    labels.extend(a.labels);
+    let firing = a.status.or(group_status).unwrap_or(Status::Firing) == Status::Firing;
+    let rule = labels.get("alertname").cloned().unwrap_or_else(|| "(unnamed alert)".into());
+    let id = match a.fingerprint {
+        Some(f) => f,
+        None => labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+    };
+    let summary = a.annotations.get("summary").or_else(|| a.annotations.get("description")).cloned().unwrap_or_else(|| rule.clone());
+    IncomingAlert {
+        source: "Alertmanager",
+        id,
+        severity: labels.get("severity").cloned().unwrap_or_default(),
+        rule,
+        firing,
+        summary,
+        fired_at: a.starts_at.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&Utc)),
+        link: a.generator_url.filter(|u| !u.is_empty()),
+        target_ids: Vec::new(),
+        configuration_items: labels.get("instance").cloned().into_iter().collect(),
+        labels,
+        recognised: true,
+    }
 }

@@ -1,69 +1,129 @@
 //! Azure Monitor's Common Alert Schema: metric alerts (static, dynamic,
 //! availability test), Log Alerts V2, the older PascalCase log alert
-//! context, and activity-log alerts; Fired and Resolved. An unknown
-//! `alertContext` still yields an alert (from the essentials), marked as not
-//! fully recognised, so it is recorded and answered, never refused.
+//! context, and activity-log alerts; Fired and Resolved. The essentials are
+//! typed (a wrong field is refused by its path); an `alertContext` of a
+//! variant Sluice does not know yields an alert marked not recognised, which
+//! is recorded and answered but never acted on.
+//!
+//! Source: Microsoft Learn, "Common alert schema"
+//! (azure-monitor/alerts/alerts-common-schema): `schemaId`
+//! `azureMonitorCommonAlertSchema`, `data.essentials` (alertId, alertRule,
+//! severity, signalType, monitorCondition Fired|Resolved, alertTargetIDs,
+//! configurationItems, firedDateTime, description), `data.alertContext`
+//! by signal type, `data.customProperties`.
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::{Map, Value};
 
-use super::{scalar_text, str_at, strings, time_at, IncomingAlert};
+use super::{scalar_text, str_at, typed, IncomingAlert, Payload, PayloadError};
+
+/// The Common Alert Schema's id.
+pub const SCHEMA_ID: &str = "azureMonitorCommonAlertSchema";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+enum MonitorCondition {
+    Fired,
+    Resolved,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Essentials {
+    alert_id: String,
+    #[serde(default)]
+    alert_rule: Option<String>,
+    #[serde(default)]
+    severity: Option<String>,
+    #[serde(default)]
+    signal_type: Option<String>,
+    #[serde(default)]
+    monitor_condition: Option<MonitorCondition>,
+    #[serde(rename = "alertTargetIDs", default)]
+    alert_target_ids: Option<Vec<String>>,
+    #[serde(default)]
+    configuration_items: Option<Vec<String>>,
+    #[serde(default)]
+    fired_date_time: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
 
 /// Parses one Common Alert Schema payload.
-pub fn parse(body: &Value) -> Result<IncomingAlert, String> {
-    if let Some(schema) = body.get("schemaId").and_then(Value::as_str) {
-        if schema != "azureMonitorCommonAlertSchema" {
-            return Err(format!("schemaId: '{schema}' is not azureMonitorCommonAlertSchema"));
+pub fn parse(body: &Value) -> Result<Payload, PayloadError> {
+    match body.get("schemaId") {
+        Some(Value::String(schema)) if schema != SCHEMA_ID => {
+            return Ok(Payload::Unknown {
+                source: "Azure Monitor",
+                what: format!("an alert of schema '{}' (Sluice reads {SCHEMA_ID})", crate::domain::ids::shown(schema)),
+            });
+        }
+        Some(Value::String(_)) | None => {}
+        Some(other) => {
+            return Err(PayloadError {
+                field: "schemaId".into(),
+                message: format!("expected a string, found {}", crate::functions::json_kind(other)),
+            })
         }
     }
-    let e = body.pointer("/data/essentials").filter(|e| e.is_object()).ok_or("data.essentials: required object is missing")?;
-    let id = str_at(e, "/alertId").ok_or("data.essentials.alertId: required string is missing")?.to_string();
-    let rule = str_at(e, "/alertRule").unwrap_or("(unnamed rule)").to_string();
-    let condition = str_at(e, "/monitorCondition").unwrap_or("Fired");
-    let firing = match condition {
-        "Fired" => true,
-        "Resolved" => false,
-        other => return Err(format!("data.essentials.monitorCondition: '{other}' is not Fired or Resolved")),
+    let data = match body.get("data") {
+        Some(Value::Object(d)) => d,
+        Some(other) => {
+            return Err(PayloadError {
+                field: "data".into(),
+                message: format!("expected an object, found {}", crate::functions::json_kind(other)),
+            })
+        }
+        None => return Err(PayloadError { field: "data".into(), message: "required object is missing".into() }),
     };
-    let context = body.pointer("/data/alertContext").cloned().unwrap_or(Value::Null);
-    let (detail, link, recognised) = describe_context(str_at(e, "/signalType").unwrap_or(""), &context);
-    let description = str_at(e, "/description").filter(|d| !d.is_empty());
+    let e: Essentials = typed(data.get("essentials").unwrap_or(&Value::Null), "data.essentials")?;
+    let custom: Option<Map<String, Value>> = typed(data.get("customProperties").unwrap_or(&Value::Null), "data.customProperties")?;
+    let rule = e.alert_rule.unwrap_or_else(|| "(unnamed rule)".to_string());
+    let firing = e.monitor_condition.unwrap_or(MonitorCondition::Fired) == MonitorCondition::Fired;
+    let context = data.get("alertContext").cloned().unwrap_or(Value::Null);
+    let (detail, link, recognised) = describe_context(e.signal_type.as_deref().unwrap_or(""), &context);
+    let description = e.description.filter(|d| !d.is_empty());
     let summary = match (description, detail) {
         (Some(d), Some(x)) => format!("{d} ({x})"),
-        (Some(d), None) => d.to_string(),
+        (Some(d), None) => d,
         (None, Some(x)) => x,
         (None, None) => rule.clone(),
     };
     let mut labels = BTreeMap::new();
-    if let Some(props) = body.pointer("/data/customProperties").and_then(Value::as_object) {
+    for (k, v) in custom.unwrap_or_default() {
+        if let Some(text) = scalar_text(&v) {
+            labels.insert(k, text);
+        }
+    }
+    // Log Alerts V2 carry the rule's custom properties in the context.
+    if let Some(props) = context.get("properties").and_then(Value::as_object) {
         for (k, v) in props {
             if let Some(text) = scalar_text(v) {
-                labels.insert(k.clone(), text);
+                labels.entry(k.clone()).or_insert(text);
             }
         }
     }
-    if let Some(dims) = context.pointer("/condition/allOf/0/dimensions").and_then(Value::as_array) {
-        for d in dims {
-            if let (Some(n), Some(v)) = (str_at(d, "/name"), str_at(d, "/value")) {
-                labels.entry(n.to_string()).or_insert_with(|| v.to_string());
-            }
+    let criteria = context.pointer("/condition/allOf").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    for d in criteria.iter().filter_map(|c| c.get("dimensions").and_then(Value::as_array)).flatten() {
+        if let (Some(n), Some(v)) = (str_at(d, "/name"), str_at(d, "/value")) {
+            labels.entry(n.to_string()).or_insert_with(|| v.to_string());
         }
     }
-    Ok(IncomingAlert {
+    Ok(Payload::Alerts(vec![IncomingAlert {
         source: "Azure Monitor",
-        id,
+        id: e.alert_id,
         rule,
-        severity: str_at(e, "/severity").unwrap_or("").to_string(),
+        severity: e.severity.unwrap_or_default(),
         firing,
         summary,
-        fired_at: time_at(e, "/firedDateTime"),
+        fired_at: e.fired_date_time.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&chrono::Utc)),
         link,
-        target_ids: strings(e.get("alertTargetIDs")).into_iter().map(|s| s.to_ascii_lowercase()).collect(),
-        configuration_items: strings(e.get("configurationItems")),
+        target_ids: e.alert_target_ids.unwrap_or_default().into_iter().map(|s| s.to_ascii_lowercase()).collect(),
+        configuration_items: e.configuration_items.unwrap_or_default(),
         labels,
         recognised,
-    })
+    }]))
 }
 
 fn number_text(v: Option<&Value>) -> Option<String> {

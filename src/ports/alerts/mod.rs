@@ -66,15 +66,58 @@ impl IncomingAlert {
     }
 }
 
+/// What a webhook body turned out to be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// Alerts of a source Sluice knows; an alert whose variant (its alert
+    /// context) Sluice does not know is kept with `recognised: false`.
+    Alerts(Vec<IncomingAlert>),
+    /// A well-formed payload of a schema or version Sluice does not know:
+    /// recorded and answered, never acted on.
+    Unknown {
+        /// Which system it seems to come from.
+        source: &'static str,
+        /// What it is, in words.
+        what: String,
+    },
+}
+
+/// A payload field of the wrong type or value, named by its path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct PayloadError {
+    /// Where, e.g. `data.essentials.monitorCondition`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Reads a typed payload, naming the field at fault (prefixed with `prefix`).
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(value: &Value, prefix: &str) -> Result<T, PayloadError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = match (prefix.is_empty(), path == ".") {
+            (_, true) if prefix.is_empty() => "body".to_string(),
+            (_, true) => prefix.to_string(),
+            (true, false) => path,
+            (false, false) => format!("{prefix}.{path}"),
+        };
+        PayloadError { field, message: e.into_inner().to_string() }
+    })
+}
+
 /// Parses a webhook body of any supported source.
-pub fn parse(body: &Value) -> Result<Vec<IncomingAlert>, String> {
+pub fn parse(body: &Value) -> Result<Payload, PayloadError> {
     if body.get("schemaId").is_some() || body.pointer("/data/essentials").is_some() {
-        return azure_monitor::parse(body).map(|a| vec![a]);
+        return azure_monitor::parse(body);
     }
     if body.get("alerts").is_some() && (body.get("version").is_some() || body.get("receiver").is_some()) {
         return alertmanager::parse(body);
     }
-    Err("not a payload Sluice knows: expected the Azure Monitor Common Alert Schema (schemaId azureMonitorCommonAlertSchema) or an Alertmanager webhook (version 4)".into())
+    Err(PayloadError {
+        field: "body".into(),
+        message: "not a payload Sluice knows: expected the Azure Monitor Common Alert Schema (schemaId azureMonitorCommonAlertSchema) or an Alertmanager webhook (version 4)".into(),
+    })
 }
 
 fn label<'a>(labels: &'a BTreeMap<String, String>, names: &[&str]) -> Option<&'a str> {
@@ -105,14 +148,6 @@ pub fn match_reason(alert: &IncomingAlert, rollout: &Rollout) -> Option<String> 
 
 pub(crate) fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
     v.pointer(pointer).and_then(Value::as_str)
-}
-
-pub(crate) fn time_at(v: &Value, pointer: &str) -> Option<DateTime<Utc>> {
-    str_at(v, pointer).and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc))
-}
-
-pub(crate) fn strings(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default()
 }
 
 /// Any JSON scalar as text (custom properties may be numbers or booleans).

@@ -154,7 +154,8 @@ fn md_spans(spans: &[Span]) -> String {
             Span::Strong(t) => {
                 // Emphasis must not start or end with a space, or it is not emphasis.
                 let inner = t.trim();
-                let (lead, trail) = (&t[..t.len() - t.trim_start().len()], &t[t.trim_end().len()..]);
+                let lead = t.strip_suffix(t.trim_start()).unwrap_or("");
+                let trail = t.strip_prefix(t.trim_end()).unwrap_or("");
                 if inner.is_empty() {
                     t.clone()
                 } else {

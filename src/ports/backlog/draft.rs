@@ -20,7 +20,7 @@ pub fn draft(rollout: &Rollout, history: &[HistoryEntry], evidence: &Evidence, p
     let mut body = failure_report(rollout, history, evidence, public_url);
     body.push(Block::Marker(marker(&rollout.id)));
     IssueDraft {
-        rollout_id: rollout.id.clone(),
+        rollout_id: rollout.id.to_string(),
         title,
         body,
         labels: vec!["sluice".into(), "rollback".into(), format!("service:{}", t.name)],
@@ -39,7 +39,7 @@ pub fn update(rollout: &Rollout, history: &[HistoryEntry], told: &Reported, publ
         let retry = rollout.retry_of.as_deref().map(|o| format!(" (a retry of {o})")).unwrap_or_default();
         body.push(Block::Para(vec![
             text(format!("{} {} was rolled out again as ", t.name, t.canary.version)),
-            code(&rollout.id),
+            code(rollout.id.as_str()),
             text(format!("{retry}, and failed again.")),
         ]));
         if let Some(f) = failure {
@@ -86,7 +86,7 @@ fn failure_report(rollout: &Rollout, history: &[HistoryEntry], evidence: &Eviden
     d.push(Block::Heading("What happened".into()));
     d.push(Block::Para(vec![
         text("Sluice rolled "),
-        strong(&t.name),
+        strong(t.name.as_str()),
         text(" back from "),
         strong(&t.canary.version),
         text(" to "),
@@ -111,7 +111,7 @@ fn failure_report(rollout: &Rollout, history: &[HistoryEntry], evidence: &Eviden
     }
     facts.push(vec![
         strong("Rollout: "),
-        code(&rollout.id),
+        code(rollout.id.as_str()),
         text(format!(" started by {} at {}", rollout.created_by, when(rollout.created_at))),
     ]);
     d.push(Block::List(facts));

@@ -155,7 +155,7 @@ pub fn compose(
     let t = &r.spec.target;
     let (from, to) = (&t.stable.version, &t.canary.version);
     let base = public_url.trim_end_matches('/');
-    let mut facts = vec![("Service".to_string(), t.name.clone()), ("Change".to_string(), format!("{from} → {to}"))];
+    let mut facts = vec![("Service".to_string(), t.name.to_string()), ("Change".to_string(), format!("{from} → {to}"))];
     let mut links = vec![
         ("Status".to_string(), format!("{base}/api/rollouts/{}", r.id)),
         ("Timeline".to_string(), format!("{base}/api/dashboard/{}", r.id)),
@@ -165,7 +165,7 @@ pub fn compose(
     let (title, text) = match kind {
         NotifyKind::Started => {
             facts.push(("Plan".into(), r.plan.summary()));
-            facts.push(("Started by".into(), r.created_by.clone()));
+            facts.push(("Started by".into(), r.created_by.to_string()));
             (
                 format!("Rolling out {} {to}", t.name),
                 format!("Replacing {from} in phases; Sluice watches every step and rolls back on its own if health breaks."),
@@ -229,8 +229,8 @@ pub fn compose(
     }
     Notification {
         kind,
-        rollout_id: r.id.clone(),
-        target: t.name.clone(),
+        rollout_id: r.id.to_string(),
+        target: t.name.to_string(),
         stable_version: from.clone(),
         canary_version: to.clone(),
         phase: r.phase,

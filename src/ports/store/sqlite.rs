@@ -113,17 +113,17 @@ impl Store for SqliteStore {
             .with(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
                 let exists: bool = tx
-                    .query_row("SELECT 1 FROM rollouts WHERE id = ?1", [&r.id], |_| Ok(true))
+                    .query_row("SELECT 1 FROM rollouts WHERE id = ?1", [r.id.as_str()], |_| Ok(true))
                     .optional()
                     .map_err(unavailable)?
                     .unwrap_or(false);
                 if exists {
-                    return Err(StoreError::AlreadyExists(r.id.clone()));
+                    return Err(StoreError::AlreadyExists(r.id.to_string()));
                 }
                 let active = !r.phase.is_terminal();
                 let inserted = tx.execute(
                     "INSERT INTO rollouts (id, target, phase, active, sweep, etag, created_at, state) VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7)",
-                    params![r.id, r.target(), r.phase.as_str(), active, needs_sweep(&r), r.created_at.to_rfc3339(), state],
+                    params![r.id.as_str(), r.target(), r.phase.as_str(), active, needs_sweep(&r), r.created_at.to_rfc3339(), state],
                 );
                 if let Err(rusqlite::Error::SqliteFailure(f, _)) = &inserted {
                     if f.code == rusqlite::ErrorCode::ConstraintViolation {
@@ -172,13 +172,15 @@ impl Store for SqliteStore {
                 let changed = tx
                     .execute(
                         "UPDATE rollouts SET phase = ?1, active = ?2, sweep = ?3, etag = etag + 1, state = ?4 WHERE id = ?5 AND etag = ?6",
-                        params![r.phase.as_str(), !r.phase.is_terminal(), needs_sweep(&r), state, r.id, expected],
+                        params![r.phase.as_str(), !r.phase.is_terminal(), needs_sweep(&r), state, r.id.as_str(), expected],
                     )
                     .map_err(unavailable)?;
                 if changed == 0 {
-                    let exists =
-                        tx.query_row("SELECT 1 FROM rollouts WHERE id = ?1", [&r.id], |_| Ok(())).optional().map_err(unavailable)?;
-                    return Err(if exists.is_some() { StoreError::Conflict } else { StoreError::NotFound(r.id.clone()) });
+                    let exists = tx
+                        .query_row("SELECT 1 FROM rollouts WHERE id = ?1", [r.id.as_str()], |_| Ok(()))
+                        .optional()
+                        .map_err(unavailable)?;
+                    return Err(if exists.is_some() { StoreError::Conflict } else { StoreError::NotFound(r.id.to_string()) });
                 }
                 insert_history(&tx, &r.id, &history)?;
                 tx.commit().map_err(unavailable)?;

@@ -330,7 +330,12 @@ impl TableStore {
 
     /// Index rows whose key starts with `prefix`, by row key.
     async fn index_rows(&self, prefix: &str) -> Result<Vec<Value>, StoreError> {
-        let end = format!("{}{}", &prefix[..prefix.len() - 1], (prefix.as_bytes()[prefix.len() - 1] + 1) as char);
+        // The first key after every key that starts with `prefix`: its last character, plus one.
+        let mut chars: Vec<char> = prefix.chars().collect();
+        if let Some(last) = chars.pop() {
+            chars.push(char::from_u32(last as u32 + 1).unwrap_or(char::MAX));
+        }
+        let end: String = chars.into_iter().collect();
         self.query(&self.index, format!("PartitionKey eq '{INDEX}' and RowKey ge '{prefix}' and RowKey lt '{end}'")).await
     }
 
@@ -433,7 +438,7 @@ fn parse_state(entity: &Value) -> Result<Rollout, StoreError> {
 impl Store for TableStore {
     async fn create(&self, rollout: &Rollout, first: &HistoryEntry) -> Result<Etag, StoreError> {
         if self.get(&self.rollouts, &escape_key(&rollout.id), "state").await?.is_some() {
-            return Err(StoreError::AlreadyExists(rollout.id.clone()));
+            return Err(StoreError::AlreadyExists(rollout.id.to_string()));
         }
         let state = state_entity(rollout)?;
         let first_row = history_entity(&rollout.id, first)?;
@@ -468,7 +473,7 @@ impl Store for TableStore {
             // Undo the claim so the target is not blocked by a rollout that does not exist.
             let _ = self.transaction(&self.index, INDEX, |t| t.delete(active_key(&target), Some(IfMatchCondition::Any))).await;
             return Err(if status == StatusCode::Conflict {
-                StoreError::AlreadyExists(id)
+                StoreError::AlreadyExists(id.to_string())
             } else {
                 StoreError::Unavailable(format!("creating the rollout failed with HTTP {status}"))
             });
@@ -506,14 +511,14 @@ impl Store for TableStore {
         match failure(&responses) {
             None => {}
             Some(StatusCode::PreconditionFailed) | Some(StatusCode::Conflict) => return Err(StoreError::Conflict),
-            Some(StatusCode::NotFound) => return Err(StoreError::NotFound(rollout.id.clone())),
+            Some(StatusCode::NotFound) => return Err(StoreError::NotFound(rollout.id.to_string())),
             Some(other) => return Err(StoreError::Unavailable(format!("save failed with HTTP {other}"))),
         }
         let new_etag = responses.first().and_then(|r| r.etag.clone()).map(Etag);
         self.update_index(rollout, history).await;
         match new_etag {
             Some(e) => Ok(e),
-            None => self.load(&rollout.id).await?.map(|(_, e)| e).ok_or_else(|| StoreError::NotFound(rollout.id.clone())),
+            None => self.load(&rollout.id).await?.map(|(_, e)| e).ok_or_else(|| StoreError::NotFound(rollout.id.to_string())),
         }
     }
 

@@ -14,6 +14,7 @@
 //! optional `canaryHostName` (default `{app}-{slot}.azurewebsites.net`),
 //! `pinnedUsers`, `armEndpoint` (default `https://management.azure.com`).
 
+use crate::domain::ids::Weight;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,18 +78,18 @@ fn failed(e: impl std::fmt::Display) -> TrafficError {
 }
 
 impl AppServiceSlots {
-    async fn set_rules(&self, weight: u8) -> Result<(), TrafficError> {
+    async fn set_rules(&self, weight: Weight) -> Result<(), TrafficError> {
         let rules = if weight == 0 {
             json!([])
         } else {
-            json!([{"name": self.slot, "actionHostName": self.host, "reroutePercentage": weight as f64}])
+            json!([{"name": self.slot, "actionHostName": self.host, "reroutePercentage": f64::from(weight.percent())}])
         };
         let body = json!({"properties": {"experiments": {"rampUpRules": rules}}});
         self.arm.send(reqwest::Method::PATCH, &format!("{}/config/web?{API}", self.site), Some(&body)).await.map_err(failed)?;
         Ok(())
     }
 
-    async fn read_weight(&self) -> Result<u8, TrafficError> {
+    async fn read_weight(&self) -> Result<Weight, TrafficError> {
         let r = self.arm.send(reqwest::Method::GET, &format!("{}/config/web?{API}", self.site), None).await.map_err(failed)?;
         let rules = r.body.pointer("/properties/experiments/rampUpRules").and_then(Value::as_array).cloned().unwrap_or_default();
         let pct = rules
@@ -96,7 +97,7 @@ impl AppServiceSlots {
             .filter(|rule| rule.get("actionHostName").and_then(Value::as_str).map(|h| h.eq_ignore_ascii_case(&self.host)).unwrap_or(false))
             .filter_map(|rule| rule.get("reroutePercentage").and_then(Value::as_f64))
             .sum::<f64>();
-        Ok(pct.round().clamp(0.0, 100.0) as u8)
+        Ok(Weight::new(pct.round().clamp(0.0, 100.0) as u64).unwrap_or(Weight::FULL))
     }
 
     /// The last completed swap, from the site's `slotSwapStatus`.
@@ -130,7 +131,7 @@ impl AppServiceSlots {
 
 #[async_trait]
 impl Traffic for AppServiceSlots {
-    async fn set_weight(&self, weight: u8) -> Result<u8, TrafficError> {
+    async fn set_weight(&self, weight: Weight) -> Result<Weight, TrafficError> {
         self.set_rules(weight).await?;
         let actual = self.read_weight().await?;
         if actual != weight {
@@ -143,13 +144,13 @@ impl Traffic for AppServiceSlots {
         if !self.swapped_since(since).await? {
             self.swap().await?;
         }
-        self.set_rules(0).await?;
+        self.set_rules(Weight::ZERO).await?;
         Ok(())
     }
 
-    async fn revert(&self, undo_promotion: bool, since: DateTime<Utc>) -> Result<u8, TrafficError> {
+    async fn revert(&self, undo_promotion: bool, since: DateTime<Utc>) -> Result<Weight, TrafficError> {
         // Fastest first: no new request goes to the canary.
-        self.set_rules(0).await?;
+        self.set_rules(Weight::ZERO).await?;
         if undo_promotion && !self.swapped_since(since).await? {
             self.swap().await?;
         }

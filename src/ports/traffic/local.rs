@@ -1,6 +1,7 @@
 //! Traffic through the local router (`sluice router`, or the demo's): its
 //! admin API over HTTP. Settings: `url`, the router's base URL.
 
+use crate::domain::ids::Weight;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -45,7 +46,7 @@ impl LocalRouter {
 
 #[async_trait]
 impl Traffic for LocalRouter {
-    async fn set_weight(&self, weight: u8) -> Result<u8, TrafficError> {
+    async fn set_weight(&self, weight: Weight) -> Result<Weight, TrafficError> {
         self.call(self.http.put(format!("{}/_sluice/route", self.base)).json(&json!({ "weight": weight }))).await?;
         let actual = self.read().await?.weight;
         if actual != weight {
@@ -62,7 +63,7 @@ impl Traffic for LocalRouter {
         Ok(())
     }
 
-    async fn revert(&self, undo_promotion: bool, _since: DateTime<Utc>) -> Result<u8, TrafficError> {
+    async fn revert(&self, undo_promotion: bool, _since: DateTime<Utc>) -> Result<Weight, TrafficError> {
         let url = format!("{}/_sluice/revert", self.base);
         self.call(self.http.post(url).json(&json!({ "undoPromotion": undo_promotion }))).await?;
         Ok(self.read().await?.weight)

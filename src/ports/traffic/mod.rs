@@ -5,6 +5,7 @@
 pub mod app_service;
 pub mod local;
 
+use crate::domain::ids::Weight;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -19,7 +20,7 @@ use crate::ports::env::{lookup, AdapterEnv, AdapterError};
 #[serde(rename_all = "camelCase")]
 pub struct Routing {
     /// Canary percentage now applied.
-    pub weight: u8,
+    pub weight: Weight,
     /// Whether the canary was swapped in.
     pub promoted: bool,
 }
@@ -58,9 +59,9 @@ pub enum TrafficError {
     #[error("router reports {actual}% after setting {wanted}%")]
     NotApplied {
         /// Asked for.
-        wanted: u8,
+        wanted: Weight,
         /// Read back.
-        actual: u8,
+        actual: Weight,
     },
 }
 
@@ -68,14 +69,14 @@ pub enum TrafficError {
 #[async_trait]
 pub trait Traffic: Send + Sync {
     /// Routes `weight` percent to the canary; returns the weight read back.
-    async fn set_weight(&self, weight: u8) -> Result<u8, TrafficError>;
+    async fn set_weight(&self, weight: Weight) -> Result<Weight, TrafficError>;
     /// Makes the canary the new stable (a slot swap). A swap that completed
     /// after `since` is this promotion, retried: it is not done twice.
     async fn promote(&self, since: DateTime<Utc>) -> Result<(), TrafficError>;
     /// Puts all traffic on stable (swapping back first if `undo_promotion`,
     /// unless a swap back already completed after `since`); returns the
     /// canary weight read back, which should be 0.
-    async fn revert(&self, undo_promotion: bool, since: DateTime<Utc>) -> Result<u8, TrafficError>;
+    async fn revert(&self, undo_promotion: bool, since: DateTime<Utc>) -> Result<Weight, TrafficError>;
     /// Reads the current split.
     async fn current(&self) -> Result<Routing, TrafficError>;
     /// The previous version is no longer needed.

@@ -80,7 +80,7 @@ impl Engine {
         let wanted = state.traffic.weight;
         match router.current().await {
             Ok(current) if current.weight != wanted => {
-                tracing::warn!(rollout = %state.id, router = current.weight, wanted, "router disagrees with the state; correcting");
+                tracing::warn!(rollout = %state.id, router = %current.weight, %wanted, "router disagrees with the state; correcting");
                 let result = if wanted == 0 {
                     router.revert(false, self.clock.now()).await.map(|_| ())
                 } else {

@@ -19,7 +19,8 @@ use chrono::{DateTime, Utc};
 
 use locks::KeyedLocks;
 
-use crate::domain::rollout::{decide, BacklogState, Command, Event, Outcome, Plan, Reported, Rollout};
+use crate::domain::ids::{Actor, RolloutId, TargetName};
+use crate::domain::rollout::{decide, BacklogState, Command, Event, Input, Outcome, Plan, Refusal, RefusalKind, Reported, Rollout};
 use crate::domain::spec::RolloutSpec;
 use crate::ports::clock::Clock;
 use crate::ports::env::AdapterEnv;
@@ -37,7 +38,7 @@ const MAX_ROUNDS: usize = 16;
 pub enum EngineError {
     /// No such rollout: the work can never succeed.
     #[error("no rollout with id '{0}'")]
-    NotFound(String),
+    NotFound(RolloutId),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -98,10 +99,10 @@ pub struct Engine {
 }
 
 /// A new rollout id: readable, sortable by time, unique.
-pub fn new_rollout_id(target: &str, now: DateTime<Utc>) -> String {
+pub fn new_rollout_id(target: &TargetName, now: DateTime<Utc>) -> Result<RolloutId, EngineError> {
     let short: String = target.chars().take(24).collect();
-    let random = uuid::Uuid::new_v4().simple().to_string();
-    format!("{short}-{}-{}", now.format("%Y%m%d-%H%M%S"), &random[..6])
+    let random: String = uuid::Uuid::new_v4().simple().to_string().chars().take(6).collect();
+    RolloutId::parse(&format!("{short}-{}-{random}", now.format("%Y%m%d-%H%M%S"))).map_err(|e| EngineError::Invalid(e.to_string()))
 }
 
 impl Engine {
@@ -117,13 +118,16 @@ impl Engine {
         &self,
         spec: RolloutSpec,
         plan: Plan,
-        by: &str,
-        id: Option<String>,
+        by: &Actor,
+        id: Option<RolloutId>,
         retry_of: Option<&Rollout>,
     ) -> Result<Rollout, EngineError> {
         let now = self.clock.now();
-        let id = id.unwrap_or_else(|| new_rollout_id(&spec.target.name, now));
-        let (mut rollout, first) = Rollout::new(id, spec, plan, by.to_string(), now);
+        let id = match id {
+            Some(id) => id,
+            None => new_rollout_id(&spec.target.name, now)?,
+        };
+        let (mut rollout, first) = Rollout::new(id, spec, plan, by.clone(), now);
         if let Some(old) = retry_of {
             rollout.retry_of = Some(old.id.clone());
             if let Some(issue) = old.backlog.issue() {
@@ -136,14 +140,14 @@ impl Engine {
     }
 
     /// Enqueues the `Start` event (idempotent: same message id).
-    pub async fn enqueue_start(&self, id: &str) -> Result<(), EngineError> {
-        let msg = StepMessage::Event { rollout: id.to_string(), event: Event::Start };
+    pub async fn enqueue_start(&self, id: &RolloutId) -> Result<(), EngineError> {
+        let msg = StepMessage::Event { rollout: id.clone(), event: Input::Start };
         self.queue.send(msg.to_out(None)).await?;
         Ok(())
     }
 
     /// Applies one event to a rollout and carries out what follows from it.
-    pub async fn apply(&self, id: &str, event: Event) -> Result<Applied, EngineError> {
+    pub async fn apply(&self, id: &RolloutId, event: Event) -> Result<Applied, EngineError> {
         let lock = self.locks.get(id);
         let _guard = lock.lock().await;
         self.run_rounds(id, vec![event]).await
@@ -153,9 +157,9 @@ impl Engine {
     pub async fn handle(&self, message: StepMessage) -> Result<(), EngineError> {
         match message {
             StepMessage::Event { rollout, event } => {
-                let applied = self.apply(&rollout, event).await?;
-                if let Outcome::Ignored(reason) = &applied.outcome {
-                    tracing::debug!(rollout = %rollout, %reason, "event ignored");
+                let applied = self.apply(&rollout, event.into()).await?;
+                if let Outcome::Refused(refusal) = &applied.outcome {
+                    tracing::info!(rollout = %rollout, reason = %refusal.reason, "input refused");
                 }
                 Ok(())
             }
@@ -176,18 +180,18 @@ impl Engine {
                 let (spec, plan) = crate::domain::spec::validate(&spec, &crate::ports::registry::names()).map_err(|p| {
                     EngineError::Invalid(format!("start message has an invalid spec: {}", p.to_string().replace('\n', "; ")))
                 })?;
-                match self.create(spec.clone(), plan, &by, id.clone(), None).await {
-                    Ok(_) => Ok(()),
+                match (self.create(spec.clone(), plan, &by, id.clone(), None).await, id) {
+                    (Ok(_), _) => Ok(()),
                     // A redelivered start: make sure the rollout is started, nothing more.
-                    Err(EngineError::Store(StoreError::AlreadyExists(existing))) => {
+                    (Err(EngineError::Store(StoreError::AlreadyExists(_))), Some(existing)) => {
                         let (r, _) = self.store.load(&existing).await?.ok_or_else(|| EngineError::NotFound(existing.clone()))?;
                         if r.spec != spec {
                             return Err(EngineError::Invalid(format!("rollout id '{existing}' is taken by a different spec")));
                         }
                         self.enqueue_start(&existing).await
                     }
-                    Err(EngineError::Store(e @ StoreError::TargetBusy { .. })) => Err(EngineError::Invalid(e.to_string())),
-                    Err(e) => Err(e),
+                    (Err(EngineError::Store(e @ StoreError::TargetBusy { .. })), _) => Err(EngineError::Invalid(e.to_string())),
+                    (Err(e), _) => Err(e),
                 }
             }
         }
@@ -210,7 +214,7 @@ impl Engine {
         Ok(report)
     }
 
-    async fn run_rounds(&self, id: &str, events: Vec<Event>) -> Result<Applied, EngineError> {
+    async fn run_rounds(&self, id: &RolloutId, events: Vec<Event>) -> Result<Applied, EngineError> {
         let mut inputs = events;
         let mut first: Option<Outcome> = None;
         let mut last: Option<Rollout> = None;
@@ -232,10 +236,10 @@ impl Engine {
         }
     }
 
-    async fn decide_act_save(&self, id: &str, inputs: &[Event]) -> Result<Round, EngineError> {
+    async fn decide_act_save(&self, id: &RolloutId, inputs: &[Event]) -> Result<Round, EngineError> {
         let mut reconcile = false;
         for _ in 0..MAX_CONFLICT_RETRIES {
-            let (loaded, etag) = self.store.load(id).await?.ok_or_else(|| EngineError::NotFound(id.to_string()))?;
+            let (loaded, etag) = self.store.load(id).await?.ok_or_else(|| EngineError::NotFound(id.clone()))?;
             let mut state = loaded.clone();
             let mut pending: VecDeque<(Event, bool)> = inputs.iter().cloned().map(|e| (e, false)).collect();
             let mut history = Vec::new();
@@ -248,6 +252,9 @@ impl Engine {
                 if d.is_ignored() {
                     // A router result the state no longer expects: make the router match the state.
                     reconcile |= is_feedback;
+                    // A person's refused request is still recorded.
+                    history.extend(d.history);
+                    state = d.next;
                     continue;
                 }
                 state = d.next;
@@ -261,7 +268,7 @@ impl Engine {
                     }
                 }
             }
-            let outcome = outcome.unwrap_or(Outcome::Ignored("no events".into()));
+            let outcome = outcome.unwrap_or(Outcome::Refused(Refusal { kind: RefusalKind::Conflict, reason: "no events".into() }));
             let wake_before = loaded.next_wake();
             if history.is_empty() && state == loaded {
                 return Ok(Round { state, post, outcome, reconcile, wake_before });

@@ -1,6 +1,7 @@
 //! Analysis: runs, measurements and what their verdicts decide.
 
 use super::{Step, Txn};
+use crate::domain::ids::Weight;
 use crate::domain::rollout::analysis::{ms, AnalysisRun, RunKind, RunStatus};
 use crate::domain::rollout::command::Command;
 use crate::domain::rollout::event::{MeasureOutcome, MeasurementKey};
@@ -217,7 +218,7 @@ impl Txn {
             phase: Phase::Pending,
             by: None,
             aborted: true,
-            weight: 0,
+            weight: Weight::ZERO,
             evidence: evidence.clone(),
             reverted_at: None,
             verified: None,

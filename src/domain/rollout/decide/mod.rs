@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use super::command::{Command, CommandKind, NotifyKind};
 use super::event::{CommandRef, Event};
 use super::history::{Evidence, HistoryEntry, MeasurementRecord};
-use super::{Phase, Rollout};
+use super::{Phase, RefusedRequest, Rollout};
 
 pub use traffic::traffic_backoff_ms;
 
@@ -42,13 +42,34 @@ const REQUESTS_KEPT: usize = 32;
 /// Failure reports remembered per rollout (for duplicate detection).
 const FAILURES_KEPT: usize = 32;
 
+/// Why an event changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// The person may not do this (not an allowed approver, self-approval).
+    Forbidden,
+    /// The rollout's state does not allow it now (stale, finished, nothing
+    /// waiting), or a result the state no longer expects.
+    Conflict,
+}
+
+/// An event that changed nothing, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Who-may-act or state conflict.
+    pub kind: RefusalKind,
+    /// Why, in words.
+    pub reason: String,
+}
+
 /// Whether the event did anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The state moved (or commands were re-issued).
     Applied,
-    /// Nothing changed and nothing is to be done; the reason says why.
-    Ignored(String),
+    /// A person's request seen before: already applied, nothing more to do.
+    Duplicate,
+    /// Nothing was done; a person's refused request is still recorded in the history.
+    Refused(Refusal),
 }
 
 /// The result of [`decide`].
@@ -60,14 +81,18 @@ pub struct Decision {
     pub commands: Vec<Command>,
     /// History to append (empty or one entry).
     pub history: Vec<HistoryEntry>,
-    /// Applied or ignored.
+    /// Applied, duplicate or refused.
     pub outcome: Outcome,
 }
 
 impl Decision {
-    /// Whether the event was ignored.
+    /// Whether the event was refused (or a duplicate): nothing is to be carried out.
     pub fn is_ignored(&self) -> bool {
-        matches!(self.outcome, Outcome::Ignored(_))
+        !matches!(self.outcome, Outcome::Applied)
+    }
+
+    fn unchanged(rollout: &Rollout, outcome: Outcome) -> Decision {
+        Decision { next: rollout.clone(), commands: Vec::new(), history: Vec::new(), outcome }
     }
 }
 
@@ -80,17 +105,17 @@ pub fn decide(rollout: &Rollout, event: Event, now: DateTime<Utc>) -> Decision {
         notes: Vec::new(),
         evidence: None,
         measurement: None,
-        by: event.actor().map(str::to_string),
+        by: event.actor().map(|a| a.to_string()),
+        forbidden: false,
     };
-    let request = event.request_id().map(str::to_string);
+    let request = event.request_id().cloned();
     if let Some(id) = &request {
-        if rollout.requests.iter().any(|r| r == id) {
-            return Decision {
-                next: rollout.clone(),
-                commands: Vec::new(),
-                history: Vec::new(),
-                outcome: Outcome::Ignored(format!("request {id} was already applied")),
-            };
+        if rollout.requests.contains(id) {
+            return Decision::unchanged(rollout, Outcome::Duplicate);
+        }
+        if let Some(seen) = rollout.refused_requests.iter().find(|r| r.id == *id) {
+            let kind = if seen.forbidden { RefusalKind::Forbidden } else { RefusalKind::Conflict };
+            return Decision::unchanged(rollout, Outcome::Refused(Refusal { kind, reason: seen.reason.clone() }));
         }
     }
     let applied = t.apply(&event);
@@ -101,9 +126,50 @@ pub fn decide(rollout: &Rollout, event: Event, now: DateTime<Utc>) -> Decision {
         }
     }
     match applied {
-        Err(reason) => Decision { next: rollout.clone(), commands: Vec::new(), history: Vec::new(), outcome: Outcome::Ignored(reason) },
+        Err(reason) => {
+            let kind = if t.forbidden { RefusalKind::Forbidden } else { RefusalKind::Conflict };
+            let refusal = Refusal { kind, reason };
+            match event.actor() {
+                Some(_) => refused_request(rollout, &event, refusal, now),
+                None => Decision::unchanged(rollout, Outcome::Refused(refusal)),
+            }
+        }
         Ok(()) => t.finish(rollout, &event),
     }
+}
+
+/// A person's refused request changes nothing but the history: who asked
+/// for what, and why it was refused.
+fn refused_request(rollout: &Rollout, event: &Event, refusal: Refusal, now: DateTime<Utc>) -> Decision {
+    let mut next = rollout.clone();
+    next.version += 1;
+    next.history_len += 1;
+    next.updated_at = now;
+    if let Some(id) = event.request_id() {
+        next.refused_requests.push(RefusedRequest {
+            id: id.clone(),
+            forbidden: refusal.kind == RefusalKind::Forbidden,
+            reason: refusal.reason.clone(),
+        });
+        if next.refused_requests.len() > REQUESTS_KEPT {
+            next.refused_requests.remove(0);
+        }
+    }
+    let kind = if refusal.kind == RefusalKind::Forbidden { "forbidden" } else { "refused" };
+    let entry = HistoryEntry {
+        seq: next.history_len,
+        at: now,
+        from: rollout.phase,
+        to: rollout.phase,
+        stage: rollout.stage,
+        weight: rollout.traffic.weight,
+        cause: format!("{}Refused", event.kind()),
+        by: event.actor().map(|a| a.to_string()),
+        summary: format!("{kind}: {}", refusal.reason),
+        evidence: None,
+        measurement: None,
+    };
+    Decision { next, commands: Vec::new(), history: vec![entry], outcome: Outcome::Refused(refusal) }
 }
 
 type Step = Result<(), String>;
@@ -116,6 +182,8 @@ struct Txn {
     evidence: Option<Evidence>,
     measurement: Option<MeasurementRecord>,
     by: Option<String>,
+    /// Set when a refusal is about who may act rather than the state.
+    forbidden: bool,
 }
 
 impl Txn {
@@ -188,6 +256,12 @@ impl Txn {
             measurement: self.measurement.take(),
         };
         Decision { next: self.r, commands: self.commands, history: vec![entry], outcome: Outcome::Applied }
+    }
+
+    /// Refuses a person's request because of who they are (HTTP 403), not the state.
+    fn forbid(&mut self, reason: String) -> Step {
+        self.forbidden = true;
+        Err(reason)
     }
 
     fn note(&mut self, text: impl Into<String>) {

@@ -1,25 +1,26 @@
 //! People: approve, reject, abort, promote and retry.
 
 use super::{Step, Txn};
+use crate::domain::ids::Actor;
 use crate::domain::rollout::history::Evidence;
 use crate::domain::rollout::plan::Stage;
 use crate::domain::rollout::{Approval, Attempt, BacklogState, PauseReason, Phase};
 
 impl Txn {
-    pub(super) fn on_approved(&mut self, by: &str) -> Step {
+    pub(super) fn on_approved(&mut self, by: &Actor) -> Step {
         self.not_finished()?;
         match (self.r.phase, self.r.current_stage().cloned()) {
             (Phase::AwaitingApproval, Some(Stage::Approval { gate })) => {
-                if !gate.approvers.is_empty() && !gate.approvers.iter().any(|a| a == by) {
-                    return Err(format!("{by} is not an allowed approver (allowed: {})", gate.approvers.join(", ")));
+                if !gate.approvers.is_empty() && !gate.approvers.iter().any(|a| a == by.as_str()) {
+                    return self.forbid(format!("{by} is not an allowed approver (allowed: {})", gate.approvers.join(", ")));
                 }
-                if by == self.r.created_by && !gate.allow_self_approval {
-                    return Err(format!("{by} started this rollout and cannot approve it"));
+                if *by == self.r.created_by && !gate.allow_self_approval {
+                    return self.forbid(format!("{by} started this rollout and cannot approve it"));
                 }
-                if self.r.approvals.iter().any(|a| a.by == by) {
+                if self.r.approvals.iter().any(|a| a.by == *by) {
                     return Err(format!("{by} has already approved"));
                 }
-                self.r.approvals.push(Approval { by: by.to_string(), at: self.now });
+                self.r.approvals.push(Approval { by: by.clone(), at: self.now });
                 let (have, need) = (self.r.approvals.len() as u32, gate.min_approvers);
                 self.note(format!("approved by {by} ({have}/{need})"));
                 if have >= need {
@@ -36,12 +37,12 @@ impl Txn {
         }
     }
 
-    pub(super) fn on_rejected(&mut self, by: &str, reason: &str) -> Step {
+    pub(super) fn on_rejected(&mut self, by: &Actor, reason: &str) -> Step {
         self.not_finished()?;
         match (self.r.phase, self.r.current_stage().cloned()) {
             (Phase::AwaitingApproval, Some(Stage::Approval { gate })) => {
-                if !gate.approvers.is_empty() && !gate.approvers.iter().any(|a| a == by) {
-                    return Err(format!("{by} is not an allowed approver (allowed: {})", gate.approvers.join(", ")));
+                if !gate.approvers.is_empty() && !gate.approvers.iter().any(|a| a == by.as_str()) {
+                    return self.forbid(format!("{by} is not an allowed approver (allowed: {})", gate.approvers.join(", ")));
                 }
             }
             (Phase::Paused, _) => {}

@@ -1,6 +1,7 @@
 //! Pause, resume and rollback: leaving the plan, and getting all traffic back on stable.
 
 use super::Txn;
+use crate::domain::ids::Weight;
 use crate::domain::rollout::analysis::{RunKind, RunStatus};
 use crate::domain::rollout::backlog::LATER_FAILURES_KEPT;
 use crate::domain::rollout::command::{Command, CommandKind};
@@ -45,11 +46,11 @@ impl Txn {
         self.r.pause = None;
         self.r.approvals.clear();
         let from_phase = self.r.phase;
-        let exposed = self.r.traffic.confirmed.unwrap_or(0).max(self.r.traffic.weight);
+        let exposed = self.r.traffic.confirmed.unwrap_or(Weight::ZERO).max(self.r.traffic.weight);
         self.r.phase = Phase::RollingBack;
         self.note(format!("rolling back: {}", evidence.headline()));
         let id = self.next_id();
-        self.r.traffic.weight = 0;
+        self.r.traffic.weight = Weight::ZERO;
         self.r.traffic.pending = Some(PendingTraffic::first(CommandKind::RevertTraffic, id, self.now));
         self.commands.insert(0, Command::RevertTraffic { undo_promotion: self.r.traffic.promoted, id, since: self.now });
         self.r.failure = Some(Failure {

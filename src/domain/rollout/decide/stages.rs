@@ -2,6 +2,7 @@
 
 use super::traffic_backoff_ms;
 use super::{Step, Txn, LOST_COMMAND_MS};
+use crate::domain::ids::Weight;
 use crate::domain::rollout::analysis::{ms, RunKind};
 use crate::domain::rollout::command::{Command, CommandKind};
 use crate::domain::rollout::history::Evidence;
@@ -74,7 +75,7 @@ impl Txn {
                 self.r.phase = Phase::Promoting;
                 self.cancel_runs(|_| true);
                 self.note(format!("{position}: promoting {}", self.r.spec.target.canary.version));
-                self.issue_traffic(CommandKind::Promote, 100);
+                self.issue_traffic(CommandKind::Promote, Weight::FULL);
             }
             Stage::ScaleDown { delay_ms } => {
                 self.r.phase = Phase::Promoting;

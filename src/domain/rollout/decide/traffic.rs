@@ -1,5 +1,6 @@
 //! Traffic: router commands, their confirmations and retries.
 
+use crate::domain::ids::Weight;
 use chrono::{DateTime, Utc};
 
 use super::{Step, Txn, MAX_TRAFFIC_ATTEMPTS};
@@ -10,7 +11,7 @@ use crate::domain::rollout::plan::Stage;
 use crate::domain::rollout::{PendingTraffic, Phase};
 
 impl Txn {
-    pub(super) fn issue_traffic(&mut self, kind: CommandKind, weight: u8) {
+    pub(super) fn issue_traffic(&mut self, kind: CommandKind, weight: Weight) {
         let id = self.next_id();
         self.r.traffic.weight = weight;
         self.r.traffic.pending = Some(PendingTraffic::first(kind, id, self.now));
@@ -43,7 +44,7 @@ impl Txn {
         self.commands.push(cmd);
     }
 
-    pub(super) fn on_traffic_confirmed(&mut self, weight: u8) -> Step {
+    pub(super) fn on_traffic_confirmed(&mut self, weight: Weight) -> Step {
         self.not_finished()?;
         let matches = self
             .r
@@ -75,7 +76,7 @@ impl Txn {
         }
         self.r.traffic.pending = None;
         self.r.traffic.promoted = true;
-        self.r.traffic.confirmed = Some(100);
+        self.r.traffic.confirmed = Some(Weight::FULL);
         self.note("promotion confirmed");
         self.advance();
         Ok(())

@@ -1,0 +1,445 @@
+//! The names and numbers that come from outside — rollout ids, target
+//! names, who is acting, canary weights — each parsed once where it enters
+//! (HTTP API, alert webhook, queue message, custom-handler envelope, spec,
+//! CLI) with one set of rules. A value of these types is known good, so
+//! anything derived from it (a file name, a table key, a URL, a message id)
+//! cannot leave its place: no `/`, no `..` at the start, no NUL, no
+//! unicode look-alikes, nothing longer than a storage key allows.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Deref;
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Serialize};
+
+/// Longest rollout id or target name: fits a DNS label, a Table Storage key
+/// and a Service Bus message id with room for its suffix.
+pub const NAME_MAX: usize = 63;
+/// Longest actor (a user principal name or an email address fits).
+pub const ACTOR_MAX: usize = 200;
+/// Longest request id (idempotency key); a UUID fits with room to spare.
+pub const REQUEST_ID_MAX: usize = 64;
+
+/// Why a value from outside was refused: what it was meant to be, and the rule it broke.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidValue {
+    /// What the value was meant to be (`rollout id`, `actor`).
+    pub what: &'static str,
+    /// The rule it broke, quoting a shortened, printable form of it.
+    pub message: String,
+}
+
+/// A printable, shortened form of untrusted text for error messages: at most
+/// 40 characters, control characters escaped.
+pub fn shown(text: &str) -> String {
+    let mut out: String = text.chars().take(40).flat_map(char::escape_debug).collect();
+    if text.chars().count() > 40 {
+        out.push('…');
+    }
+    out
+}
+
+/// The rule for names that key storage rows and appear in URLs and file
+/// names: 1–63 ASCII letters, digits, `-`, `_` or `.`, starting with a letter or digit.
+pub fn check_plain_name(text: &str) -> Result<(), String> {
+    if text.is_empty() {
+        return Err("must not be empty".into());
+    }
+    let count = text.chars().count();
+    if count > NAME_MAX {
+        return Err(format!("'{}' is {count} characters; the most is {NAME_MAX}", shown(text)));
+    }
+    let ok_chars = text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    let ok_start = text.chars().next().map(|c| c.is_ascii_alphanumeric()).unwrap_or(false);
+    if !ok_chars || !ok_start {
+        return Err(format!("'{}' may only use letters, digits, '-', '_' and '.', and must start with a letter or digit", shown(text)));
+    }
+    Ok(())
+}
+
+macro_rules! plain_name {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Parses text by the plain-name rule ([`check_plain_name`]).
+            pub fn parse(text: &str) -> Result<Self, InvalidValue> {
+                check_plain_name(text).map(|()| $name(text.to_string())).map_err(|message| InvalidValue { what: $what, message })
+            }
+
+            /// The text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = InvalidValue;
+            fn try_from(text: String) -> Result<Self, InvalidValue> {
+                check_plain_name(&text).map(|()| $name(text)).map_err(|message| InvalidValue { what: $what, message })
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+
+        impl Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl JsonSchema for $name {
+            fn inline_schema() -> bool {
+                true
+            }
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!({"type": "string", "x-sluice-format": "name"})
+            }
+        }
+    };
+}
+
+plain_name!(
+    /// A rollout's id: the partition key of its state and history, its file
+    /// in the local backlog, its URL segment.
+    RolloutId,
+    "rollout id"
+);
+
+plain_name!(
+    /// A target's name: the key of the one-active-rollout rule and of alert matching.
+    TargetName,
+    "target name"
+);
+
+/// Who is acting: a person's name, an email or a principal name — 1 to 200
+/// printable characters (any script), no control characters, trimmed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Actor(String);
+
+impl Actor {
+    /// Parses text (surrounding whitespace is trimmed first).
+    pub fn parse(text: &str) -> Result<Self, InvalidValue> {
+        let bad = |message: String| InvalidValue { what: "actor", message };
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(bad("must not be empty".into()));
+        }
+        let count = text.chars().count();
+        if count > ACTOR_MAX {
+            return Err(bad(format!("'{}' is {count} characters; the most is {ACTOR_MAX}", shown(text))));
+        }
+        if text.chars().any(char::is_control) {
+            return Err(bad(format!("'{}' contains control characters", shown(text))));
+        }
+        Ok(Actor(text.to_string()))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Actor {
+    type Error = InvalidValue;
+    fn try_from(text: String) -> Result<Self, InvalidValue> {
+        Actor::parse(&text)
+    }
+}
+
+impl From<Actor> for String {
+    fn from(v: Actor) -> String {
+        v.0
+    }
+}
+
+impl Deref for Actor {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for Actor {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl JsonSchema for Actor {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        "Actor".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "string", "x-sluice-format": "actor"})
+    }
+}
+
+/// A request's idempotency key: 1 to 64 printable ASCII characters without
+/// spaces, so it fits inside a queue message id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RequestId(String);
+
+impl RequestId {
+    /// Parses text.
+    pub fn parse(text: &str) -> Result<Self, InvalidValue> {
+        let bad = |message: String| InvalidValue { what: "request id", message };
+        if text.is_empty() {
+            return Err(bad("must not be empty".into()));
+        }
+        let count = text.chars().count();
+        if count > REQUEST_ID_MAX {
+            return Err(bad(format!("'{}' is {count} characters; the most is {REQUEST_ID_MAX}", shown(text))));
+        }
+        if !text.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(bad(format!("'{}' may only use printable ASCII characters without spaces", shown(text))));
+        }
+        Ok(RequestId(text.to_string()))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RequestId {
+    type Error = InvalidValue;
+    fn try_from(text: String) -> Result<Self, InvalidValue> {
+        RequestId::parse(&text)
+    }
+}
+
+impl From<RequestId> for String {
+    fn from(v: RequestId) -> String {
+        v.0
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl JsonSchema for RequestId {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        "RequestId".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "string", "x-sluice-format": "request-id"})
+    }
+}
+
+/// A canary weight: the percentage of requests sent to the canary, 0 to 100.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u8")]
+pub struct Weight(u8);
+
+impl Weight {
+    /// No traffic on the canary.
+    pub const ZERO: Weight = Weight(0);
+    /// All traffic on the canary.
+    pub const FULL: Weight = Weight(100);
+
+    /// Parses a percentage.
+    pub fn new(percent: u64) -> Result<Self, InvalidValue> {
+        match u8::try_from(percent) {
+            Ok(p) if p <= 100 => Ok(Weight(p)),
+            _ => Err(InvalidValue { what: "weight", message: format!("{percent} is over 100") }),
+        }
+    }
+
+    /// The percentage.
+    pub fn percent(self) -> u8 {
+        self.0
+    }
+}
+
+impl TryFrom<u64> for Weight {
+    type Error = InvalidValue;
+    fn try_from(percent: u64) -> Result<Self, InvalidValue> {
+        Weight::new(percent)
+    }
+}
+
+impl From<Weight> for u8 {
+    fn from(w: Weight) -> u8 {
+        w.0
+    }
+}
+
+impl PartialEq<u8> for Weight {
+    fn eq(&self, other: &u8) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialOrd<u8> for Weight {
+    fn partial_cmp(&self, other: &u8) -> Option<std::cmp::Ordering> {
+        self.0.partial_cmp(other)
+    }
+}
+
+impl fmt::Display for Weight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl JsonSchema for Weight {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        "Weight".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "integer", "minimum": 0, "maximum": 100})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Inputs an attacker or a careless pipeline would try.
+    fn hostile() -> Vec<String> {
+        vec![
+            "../../escape".into(),
+            "..".into(),
+            "/etc/passwd".into(),
+            "a/b".into(),
+            "a\\b".into(),
+            "a\0b".into(),
+            "✓".into(),
+            format!("a{}", "界".repeat(22)),
+            "x".repeat(5000),
+            " padded".into(),
+            "".into(),
+            ".hidden".into(),
+            "-flag".into(),
+            "a%2F..%2Fb".into(),
+            "C:\\x".into(),
+        ]
+    }
+
+    #[test]
+    fn hostile_names_are_refused_with_the_reason() {
+        for text in hostile() {
+            let e = RolloutId::parse(&text).expect_err(&text);
+            assert_eq!(e.what, "rollout id");
+            assert!(TargetName::parse(&text).is_err(), "{text}");
+            assert!(e.message.chars().count() < 200, "the message quotes a shortened form: {}", e.message);
+        }
+        for good in ["orders-api", "a", "A.b_c-1", &"x".repeat(63)] {
+            assert_eq!(RolloutId::parse(good).expect(good).as_str(), good);
+        }
+        assert!(RolloutId::parse(&"x".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn actors_allow_any_script_but_no_control_characters() {
+        assert_eq!(Actor::parse("  José Núñez ").expect("ok").as_str(), "José Núñez");
+        assert_eq!(Actor::parse("佐藤").expect("ok").as_str(), "佐藤");
+        for bad in ["", "   ", "a\0b", "a\nb", &"x".repeat(201)] {
+            assert!(Actor::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn request_ids_fit_in_a_message_id() {
+        assert!(RequestId::parse("9f1c2a4e-6b7d-4c1e-8f00-0a1b2c3d4e5f").is_ok());
+        for bad in ["", "has space", "✓", &"x".repeat(65)] {
+            assert!(RequestId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn weights_are_percentages() {
+        assert_eq!(Weight::new(100).expect("ok"), Weight::FULL);
+        assert!(Weight::new(101).is_err());
+        assert!(Weight::new(u64::MAX).is_err());
+        assert!(serde_json::from_str::<Weight>("140").is_err());
+        assert!(serde_json::from_str::<Weight>("-1").is_err());
+        assert_eq!(serde_json::from_str::<Weight>("20").expect("ok").percent(), 20);
+        assert_eq!(serde_json::to_string(&Weight::new(5).expect("ok")).expect("json"), "5");
+    }
+
+    #[test]
+    fn deserialising_applies_the_same_rules() {
+        assert!(serde_json::from_str::<RolloutId>("\"../../escape\"").is_err());
+        assert!(serde_json::from_str::<Actor>("\"\"").is_err());
+        assert_eq!(serde_json::from_str::<RolloutId>("\"r-1\"").expect("ok"), "r-1");
+    }
+
+    proptest! {
+        /// Whatever the text, parsing never panics, and an accepted name is a
+        /// single safe path component.
+        #[test]
+        fn parsing_never_panics_and_accepted_names_are_safe(text in "\\PC{0,80}") {
+            if let Ok(id) = RolloutId::parse(&text) {
+                let path = std::path::Path::new("/base").join(format!("{id}.md"));
+                prop_assert_eq!(path.parent(), Some(std::path::Path::new("/base")));
+                prop_assert!(!id.starts_with('.'));
+                prop_assert!(id.chars().count() <= NAME_MAX);
+            }
+            let _ = Actor::parse(&text);
+            let _ = RequestId::parse(&text);
+            let _ = shown(&text);
+        }
+    }
+}
