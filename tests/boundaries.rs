@@ -1,0 +1,323 @@
+//! The trust boundaries, one test per finding of the architecture pass:
+//! each input from outside is parsed into typed values where it enters, the
+//! engine's own feedback never comes off the queue, refusals are typed, and
+//! nothing from outside can panic a handler or keep a message locked.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use common::*;
+use sluice::domain::ids::RolloutId;
+use sluice::domain::rollout::{HistoryEntry, Rollout};
+use sluice::functions::{self, App, HandlerError};
+use sluice::ports::queue::OutMessage;
+use sluice::ports::store::sqlite::SqliteStore;
+use sluice::ports::store::{AlertRecord, Etag, ListFilter, Store, StoreError};
+use sluice::shell::engine::Engine;
+
+async fn raw(url: &str, method: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Value) {
+    let http = reqwest::Client::new();
+    let mut req = http.request(reqwest::Method::from_bytes(method.as_bytes()).expect("method"), format!("{url}{path}")).body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("the host answers (no dropped connection)");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Hostile ids: path traversal, absolute paths, NUL, unicode, 5 000
+/// characters, and one ASCII letter before 22 CJK characters (once a panic).
+fn hostile_ids() -> Vec<String> {
+    vec!["../../escape".into(), "/etc/passwd".into(), "a\u{0}b".into(), "✓".into(), "x".repeat(5000), format!("a{}", "界".repeat(22))]
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_message_with_a_hostile_id_is_refused_and_writes_nothing() {
+    let rig = Rig::start().await;
+    let outside = rig.dir.path().join("escape.md");
+    let before = files_under(rig.dir.path()).len();
+    for id in hostile_ids() {
+        let body = json!({"kind": "start", "spec": rig.spec(json!([{"setWeight": 5}])), "by": "pipeline", "id": id}).to_string();
+        match functions::invoke_queue(&rig.host.app, "steps", &body).await {
+            Err(HandlerError::Permanent(reason)) => assert!(reason.contains("id:"), "names the field: {reason}"),
+            other => panic!("{id:.40}: expected a permanent refusal, got {other:?}"),
+        }
+        // The API refuses the same id with the same rule, and a 400 naming it.
+        let (status, answer) = raw(
+            &rig.host.url(),
+            "POST",
+            "/api/rollouts",
+            serde_json::to_vec(&json!({"spec": rig.spec(json!([{"setWeight": 5}])), "id": id})).expect("json"),
+            &[("x-sluice-user", "pipeline")],
+        )
+        .await;
+        assert_eq!((status, answer["field"].as_str()), (400, Some("id")), "{answer}");
+    }
+    assert!(!outside.exists());
+    assert_eq!(files_under(rig.dir.path()).len(), before, "nothing was written");
+    assert!(rig.client.list(false).await.expect("list")["rollouts"].as_array().expect("list").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multibyte_name_gets_a_400_not_a_dropped_connection() {
+    let rig = Rig::start().await;
+    let cjk = format!("a{}", "界".repeat(22));
+    let mut spec = rig.spec(json!([{"setWeight": 5}]));
+    spec["target"]["name"] = json!(cjk);
+    let (status, answer) =
+        raw(&rig.host.url(), "POST", "/api/rollouts", serde_json::to_vec(&spec).expect("json"), &[("x-sluice-user", "ci")]).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["problems"][0]["path"], "target.name", "{answer}");
+    let (status, answer) = raw(&rig.host.url(), "GET", &format!("/api/rollouts/{cjk}"), Vec::new(), &[]).await;
+    assert_eq!((status, answer["field"].as_str()), (400, Some("id")), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_feedback_on_the_queue_cannot_finish_a_rollback() {
+    let rig = Rig::start().await;
+    // A router that is down: every traffic command fails.
+    let spec = spec_for("http://127.0.0.1:9", json!([{"setWeight": 5}, {"pause": {}}]));
+    let id = rig.start_rollout(&spec).await;
+    rig.wait(&id, "the first SetWeight to fail", Duration::from_secs(20), |s| {
+        s["history"].as_array().map(|h| h.iter().any(|e| e["summary"].as_str().unwrap_or("").contains("router failed"))).unwrap_or(false)
+    })
+    .await;
+    rig.as_user("alice").action(&id, "abort", &json!({"reason": "router down"})).await.expect("abort");
+    let rolling = rig.wait_phase(&id, "RollingBack").await;
+    for event in [
+        json!({"type": "trafficConfirmed", "weight": 0}),
+        json!({"type": "promoted"}),
+        json!({"type": "commandFailed", "command": {"kind": "RevertTraffic", "id": 1}, "error": "x"}),
+        json!({"type": "backlogOpened", "issue": {"id": "1", "url": "https://evil"}}),
+        json!({"type": "stepDue", "seq": 1}),
+    ] {
+        let body = json!({"kind": "event", "rollout": id, "event": event}).to_string();
+        match functions::invoke_queue(&rig.host.app, "steps", &body).await {
+            Err(HandlerError::Permanent(reason)) => assert!(reason.contains("never accepted from the queue"), "{reason}"),
+            other => panic!("{event}: expected a permanent refusal, got {other:?}"),
+        }
+    }
+    let after = rig.client.status(&id).await.expect("status");
+    assert_eq!(rolling["phase"], "RollingBack");
+    assert_eq!(after["phase"], "RollingBack", "no traffic moved, so the rollback is not done");
+    let history = after["history"].as_array().expect("history");
+    assert!(history.iter().all(|e| e["cause"] != "TrafficConfirmed" && e["cause"] != "BacklogOpened"), "{history:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_field_of_the_wrong_type_is_a_400_and_rolls_nothing_back() {
+    let rig = Rig::start().await;
+    let id = rig.start_rollout(&rig.spec(json!([{"setWeight": 20}, {"approval": {}}]))).await;
+    let before = rig.wait_phase(&id, "AwaitingApproval").await;
+    let mut alert = azure_alert("alert-42", "Fired");
+    alert["data"]["essentials"]["monitorCondition"] = json!(42);
+    let (status, answer) =
+        raw(&rig.host.url(), "POST", &format!("/api/alerts?token={TOKEN}"), serde_json::to_vec(&alert).expect("json"), &[]).await;
+    assert_eq!((status, answer["field"].as_str()), (400, Some("data.essentials.monitorCondition")), "{answer}");
+    // A variant Sluice does not know (here an unknown alert context) is recorded, answered, not acted on.
+    let mut unknown = azure_alert("alert-43", "Fired");
+    unknown["data"]["alertContext"] = json!({"conditionType": "SomethingNew", "x": 1});
+    let (status, answer) =
+        raw(&rig.host.url(), "POST", &format!("/api/alerts?token={TOKEN}"), serde_json::to_vec(&unknown).expect("json"), &[]).await;
+    assert_eq!((status, answer["alerts"][0]["recognised"].as_bool()), (202, Some(false)), "{answer}");
+    assert_eq!(answer["alerts"][0]["rollouts"], json!([]));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rig.client.status(&id).await.expect("status");
+    assert_eq!(after["phase"], "AwaitingApproval");
+    assert_eq!(after["rollout"]["version"], before["rollout"]["version"]);
+    let recorded = rig.host.app.engine.store.alerts(10).await.expect("alerts");
+    assert_eq!(recorded.iter().map(|a| a.condition.as_str()).collect::<Vec<_>>(), ["Unknown"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_resolved_on_the_queue_takes_alert_id_in_camel_case() {
+    let rig = Rig::start().await;
+    let mut spec = rig.spec(json!([{"setWeight": 20}, {"pause": {"duration": "1h"}}]));
+    spec["policy"] = json!({"onAlert": "pause"});
+    let id = rig.start_rollout(&spec).await;
+    rig.wait(&id, "the pause", Duration::from_secs(20), |s| s["stepDescription"].as_str().unwrap_or("").contains("pause")).await;
+    let fired = json!({"kind": "event", "rollout": id, "event": {"type": "alertFired", "alert": {"id": "a-9", "rule": "5xx"}}});
+    functions::invoke_queue(&rig.host.app, "steps", &fired.to_string()).await.expect("fired");
+    rig.wait_phase(&id, "Paused").await;
+    let snake = json!({"kind": "event", "rollout": id, "event": {"type": "alertResolved", "alert_id": "a-9"}});
+    match functions::invoke_queue(&rig.host.app, "steps", &snake.to_string()).await {
+        Err(HandlerError::Permanent(reason)) => assert!(reason.contains("alert_id") && reason.contains("alertId"), "{reason}"),
+        other => panic!("expected a refusal naming the field, got {other:?}"),
+    }
+    let camel = json!({"kind": "event", "rollout": id, "event": {"type": "alertResolved", "alertId": "a-9"}});
+    functions::invoke_queue(&rig.host.app, "steps", &camel.to_string()).await.expect("resolved");
+    rig.wait_phase(&id, "Progressing").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_may_act_is_403_and_state_conflicts_409_each_in_the_history() {
+    let rig = Rig::start().await;
+    let id = rig.start_rollout(&rig.spec(json!([{"setWeight": 20}, {"approval": {"approvers": ["alice", "pipeline"]}}]))).await;
+    rig.wait_phase(&id, "AwaitingApproval").await;
+    let url = rig.host.url();
+    let approve = |who: &'static str| {
+        let url = url.clone();
+        let id = id.clone();
+        async move { raw(&url, "POST", &format!("/api/rollouts/{id}/approve"), b"{}".to_vec(), &[("x-sluice-user", who)]).await }
+    };
+    let (status, answer) = approve("mallory").await;
+    assert_eq!((status, answer["error"].as_str()), (403, Some("forbidden")), "not an allowed approver: {answer}");
+    let (status, answer) = approve("pipeline").await;
+    assert_eq!(status, 403, "self-approval: {answer}");
+    assert!(answer["message"].as_str().unwrap_or("").contains("cannot approve"), "{answer}");
+    let (status, answer) = raw(&url, "POST", &format!("/api/rollouts/{id}/promote"), b"{}".to_vec(), &[("x-sluice-user", "alice")]).await;
+    assert_eq!((status, answer["phase"].as_str()), (409, Some("AwaitingApproval")), "a state conflict: {answer}");
+    let (status, _) = raw(&url, "POST", "/api/rollouts/no-such-rollout/approve", b"{}".to_vec(), &[("x-sluice-user", "alice")]).await;
+    assert_eq!(status, 404);
+    let status = rig.client.status(&id).await.expect("status");
+    let refused: Vec<(String, String)> = status["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter(|e| e["cause"].as_str().unwrap_or("").ends_with("Refused"))
+        .map(|e| (e["by"].as_str().unwrap_or("").to_string(), e["summary"].as_str().unwrap_or("").to_string()))
+        .collect();
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert!(refused[0].0 == "mallory" && refused[0].1.starts_with("forbidden: "), "{refused:?}");
+    assert!(refused[2].0 == "alice" && refused[2].1.starts_with("refused: "), "{refused:?}");
+    assert_eq!(status["phase"], "AwaitingApproval");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_require_principal_only_the_signed_in_identity_acts() {
+    let rig = Rig::start().await;
+    let app = App { engine: rig.host.app.engine.clone(), alert_token: None, require_principal: true };
+    let id = rig.start_rollout(&rig.spec(json!([{"setWeight": 20}, {"approval": {}}]))).await;
+    rig.wait_phase(&id, "AwaitingApproval").await;
+    let request = |body: Value, headers: &[(&str, &str)]| functions::HttpRequest {
+        method: "POST".into(),
+        path: format!("/api/rollouts/{id}/approve"),
+        params: [("id".to_string(), id.clone()), ("action".to_string(), "approve".to_string())].into(),
+        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        body: serde_json::to_vec(&body).expect("json"),
+        ..Default::default()
+    };
+    let no_header = functions::invoke_http(&app, "api", request(json!({"by": "alice"}), &[])).await;
+    assert_eq!(no_header.status, 403, "{:?}", no_header.json_body());
+    let other =
+        functions::invoke_http(&app, "api", request(json!({"by": "bob"}), &[("x-ms-client-principal-name", "alice@contoso.com")])).await;
+    assert_eq!((other.status, other.json_body()["field"].as_str()), (403, Some("by")), "{:?}", other.json_body());
+    let user_header = functions::invoke_http(
+        &app,
+        "api",
+        request(json!({}), &[("x-sluice-user", "alice"), ("x-ms-client-principal-name", "carol@contoso.com")]),
+    )
+    .await;
+    assert_eq!(user_header.status, 200, "the principal acts, whatever x-sluice-user says: {:?}", user_header.json_body());
+    let status = rig.client.status(&id).await.expect("status");
+    let approved_by: Vec<&str> = status["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter(|e| e["cause"] == "Approved")
+        .filter_map(|e| e["by"].as_str())
+        .collect();
+    assert_eq!(approved_by, ["carol@contoso.com"]);
+    // A person's action on the queue carries no verified identity: refused.
+    let queued = json!({"kind": "event", "rollout": id, "event": {"type": "abortRequested", "by": "carol@contoso.com"}});
+    assert!(matches!(functions::invoke_queue(&app, "steps", &queued.to_string()).await, Err(HandlerError::Permanent(_))));
+}
+
+/// A store that panics on its first `load` when armed, then behaves.
+struct PanicOnce {
+    inner: SqliteStore,
+    armed: AtomicBool,
+}
+
+#[async_trait]
+impl Store for PanicOnce {
+    async fn create(&self, r: &Rollout, first: &HistoryEntry) -> Result<Etag, StoreError> {
+        self.inner.create(r, first).await
+    }
+    async fn load(&self, id: &str) -> Result<Option<(Rollout, Etag)>, StoreError> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            panic!("injected panic while loading {id}");
+        }
+        self.inner.load(id).await
+    }
+    async fn save(&self, r: &Rollout, etag: &Etag, history: &[HistoryEntry]) -> Result<Etag, StoreError> {
+        self.inner.save(r, etag, history).await
+    }
+    async fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.inner.history(id).await
+    }
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Rollout>, StoreError> {
+        self.inner.list(filter).await
+    }
+    async fn active_for_target(&self, target: &str) -> Result<Option<String>, StoreError> {
+        self.inner.active_for_target(target).await
+    }
+    async fn record_alert(&self, alert: &AlertRecord) -> Result<(), StoreError> {
+        self.inner.record_alert(alert).await
+    }
+    async fn alerts(&self, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
+        self.inner.alerts(limit).await
+    }
+    fn transactions(&self) -> u64 {
+        self.inner.transactions()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_answers_500_and_its_message_comes_back() {
+    let store_dir = tempfile::tempdir().expect("dir");
+    let store =
+        Arc::new(PanicOnce { inner: SqliteStore::open(&store_dir.path().join("s.db")).expect("store"), armed: AtomicBool::new(false) });
+    let keep = store.clone();
+    let rig = Rig::start_with(move |dir, url| async move {
+        let clock: Arc<dyn sluice::ports::clock::Clock> = Arc::new(sluice::ports::clock::SystemClock);
+        let queue = Arc::new(sluice::ports::queue::embedded::EmbeddedQueue::open(&dir.join("q.db"), clock.clone()).expect("queue"));
+        let env = sluice::ports::env::AdapterEnv::new(dir, url);
+        Ok(Arc::new(Engine::new(keep, queue, env, clock)))
+    })
+    .await;
+    let id = rig.start_rollout(&rig.spec(json!([{"setWeight": 20}, {"approval": {}}]))).await;
+    rig.wait_phase(&id, "AwaitingApproval").await;
+    // HTTP: the panic is answered with a 500 and a JSON body; nothing changes.
+    store.armed.store(true, Ordering::SeqCst);
+    let (status, answer) = raw(&rig.host.url(), "GET", &format!("/api/rollouts/{id}"), Vec::new(), &[]).await;
+    assert_eq!((status, answer["error"].as_str()), (500, Some("internal")), "{answer}");
+    // Queue: the message is abandoned, the consumer survives, the message comes back and is handled.
+    store.armed.store(true, Ordering::SeqCst);
+    let rid = RolloutId::parse(&id).expect("id");
+    let abort = sluice::shell::messages::StepMessage::Event {
+        rollout: rid,
+        event: sluice::domain::rollout::Input::AbortRequested {
+            by: sluice::domain::ids::Actor::parse("alice").expect("actor"),
+            reason: "x".into(),
+            request: None,
+        },
+    };
+    let out: OutMessage = abort.to_out(None);
+    rig.host.app.engine.queue.send(out).await.expect("sent");
+    let done = rig.wait(&id, "the redelivered abort", Duration::from_secs(60), |s| s["phase"] == "Aborted").await;
+    assert!(!store.armed.load(Ordering::SeqCst), "the panic did happen");
+    assert_eq!(done["history"].as_array().expect("history").iter().filter(|e| e["cause"] == "AbortRequested").count(), 1);
+    assert!(rig.host.app.engine.queue.dead_letters().await.expect("dead letters").is_empty());
+}
