@@ -42,15 +42,10 @@ impl Attempt {
     /// counts as lost (the process died while making it).
     pub fn retry_at(&self, lost_after_ms: u64) -> DateTime<Utc> {
         match self.failed_at {
-            Some(f) => f + super::analysis::ms(backoff_ms(self.attempts)),
+            Some(f) => f + super::analysis::ms(crate::domain::backoff::BACKLOG.delay_ms(self.attempts)),
             None => self.issued_at + super::analysis::ms(lost_after_ms),
         }
     }
-}
-
-/// Wait before retrying a failed backlog call: 10 s doubling, at most 5 min.
-pub fn backoff_ms(attempts: u32) -> u64 {
-    (10_000u64 << attempts.saturating_sub(1).min(10)).min(300_000)
 }
 
 /// What a backlog issue already tells about its rollout.

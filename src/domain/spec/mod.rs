@@ -492,7 +492,7 @@ pub fn parse_document(text: &str, format: Format) -> Result<Value, Problems> {
     match format {
         Format::Json => serde_json::from_str(text).map_err(|e| Problems::one("", format!("not valid JSON: {e}"))),
         Format::Yaml => {
-            let value: Value = serde_yaml::from_str(text).map_err(|e| Problems::one("", format!("not valid YAML: {e}")))?;
+            let value: Value = yaml_serde::from_str(text).map_err(|e| Problems::one("", format!("not valid YAML: {e}")))?;
             Ok(value)
         }
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use crate::domain::backoff::AZURE_REST;
 use crate::ports::azure::auth::AzureCredential;
 
 /// Attempts for one call before its failure is reported.
@@ -65,7 +66,7 @@ fn wait_for(response: &reqwest::Response, attempt: u32) -> Duration {
             DateTime::parse_from_rfc2822(h.trim()).ok().map(|t| (t.with_timezone(&Utc) - Utc::now()).to_std().unwrap_or_default())
         })
     });
-    hinted.unwrap_or_else(|| Duration::from_millis(500 * 2u64.pow(attempt))).min(MAX_WAIT)
+    hinted.unwrap_or_else(|| AZURE_REST.delay(attempt + 1)).min(MAX_WAIT)
 }
 
 fn describe(status: u16, body: &Value) -> AzureError {
@@ -105,7 +106,7 @@ impl AzureHttp {
                 Ok(r) => r,
                 Err(e) if attempt + 1 < ATTEMPTS => {
                     tracing::debug!(error = %e.without_url(), "Azure call failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(attempt))).await;
+                    tokio::time::sleep(AZURE_REST.delay(attempt + 1)).await;
                     attempt += 1;
                     continue;
                 }

@@ -132,7 +132,7 @@ pub async fn send_with_retries(channel: &dyn Notifier, n: &Notification) -> Resu
     let mut last = None;
     for attempt in 0..3u32 {
         if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt - 1))).await;
+            tokio::time::sleep(crate::domain::backoff::NOTIFY.delay(attempt)).await;
         }
         match tokio::time::timeout(Duration::from_secs(10), channel.send(n)).await {
             Ok(Ok(())) => return Ok(()),

@@ -25,8 +25,6 @@ use super::event::{CommandRef, Event};
 use super::history::{Evidence, HistoryEntry, MeasurementRecord};
 use super::{Phase, RefusedRequest, Rollout};
 
-pub use traffic::traffic_backoff_ms;
-
 /// Attempts at SetWeight or Promote before the router counts as broken and
 /// the rollout rolls back. A rollback itself retries forever.
 pub const MAX_TRAFFIC_ATTEMPTS: u32 = 3;

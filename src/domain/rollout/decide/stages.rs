@@ -1,6 +1,5 @@
 //! Stages: entering each step of the plan, waits and their timers, the tick.
 
-use super::traffic_backoff_ms;
 use super::{Step, Txn, LOST_COMMAND_MS};
 use crate::domain::ids::Weight;
 use crate::domain::rollout::analysis::{ms, RunKind};
@@ -181,7 +180,7 @@ impl Txn {
             }
             if let Some(p) = self.r.traffic.pending.clone() {
                 let retry_at = match p.failed_at {
-                    Some(f) => f + ms(traffic_backoff_ms(p.attempts)),
+                    Some(f) => f + ms(crate::domain::backoff::TRAFFIC.delay_ms(p.attempts)),
                     None => p.issued_at + ms(LOST_COMMAND_MS),
                 };
                 if retry_at <= now {

@@ -107,8 +107,3 @@ impl Txn {
         Ok(())
     }
 }
-
-/// Wait before re-issuing a failed traffic command: 2 s doubling, at most 30 s.
-pub fn traffic_backoff_ms(attempts: u32) -> u64 {
-    (2_000u64 << attempts.saturating_sub(1).min(10)).min(30_000)
-}
