@@ -244,10 +244,11 @@ async fn with_require_principal_only_the_signed_in_identity_acts() {
     assert!(matches!(functions::invoke_queue(&app, "steps", &queued.to_string()).await, Err(HandlerError::Permanent(_))));
 }
 
-/// A store that panics on its first `load` when armed, then behaves.
+/// A store that panics on its next `load` or `save` when armed, then behaves.
 struct PanicOnce {
     inner: SqliteStore,
     armed: AtomicBool,
+    armed_save: AtomicBool,
 }
 
 #[async_trait]
@@ -262,6 +263,9 @@ impl Store for PanicOnce {
         self.inner.load(id).await
     }
     async fn save(&self, r: &Rollout, etag: &Etag, history: &[HistoryEntry]) -> Result<Etag, StoreError> {
+        if self.armed_save.swap(false, Ordering::SeqCst) {
+            panic!("injected panic while saving {}", r.id);
+        }
         self.inner.save(r, etag, history).await
     }
     async fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
@@ -287,8 +291,11 @@ impl Store for PanicOnce {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_answers_500_and_its_message_comes_back() {
     let store_dir = tempfile::tempdir().expect("dir");
-    let store =
-        Arc::new(PanicOnce { inner: SqliteStore::open(&store_dir.path().join("s.db")).expect("store"), armed: AtomicBool::new(false) });
+    let store = Arc::new(PanicOnce {
+        inner: SqliteStore::open(&store_dir.path().join("s.db")).expect("store"),
+        armed: AtomicBool::new(false),
+        armed_save: AtomicBool::new(false),
+    });
     let keep = store.clone();
     let rig = Rig::start_with(move |dir, url| async move {
         let clock: Arc<dyn sluice::ports::clock::Clock> = Arc::new(sluice::ports::clock::SystemClock);
@@ -300,11 +307,22 @@ async fn a_panicking_handler_answers_500_and_its_message_comes_back() {
     let id = rig.start_rollout(&rig.spec(json!([{"setWeight": 20}, {"approval": {}}]))).await;
     rig.wait_phase(&id, "AwaitingApproval").await;
     // HTTP: the panic is answered with a 500 and a JSON body; nothing changes.
-    store.armed.store(true, Ordering::SeqCst);
-    let (status, answer) = raw(&rig.host.url(), "GET", &format!("/api/rollouts/{id}"), Vec::new(), &[]).await;
-    assert_eq!((status, answer["error"].as_str()), (500, Some("internal")), "{answer}");
+    // (The timer's sweep may load first and take the panic itself; then arm again.)
+    let mut answered = Vec::new();
+    for _ in 0..5 {
+        store.armed.store(true, Ordering::SeqCst);
+        let (status, answer) = raw(&rig.host.url(), "GET", &format!("/api/rollouts/{id}"), Vec::new(), &[]).await;
+        answered.push((status, answer));
+        if status == 500 {
+            break;
+        }
+    }
+    let (status, answer) = answered.last().cloned().expect("asked");
+    assert_eq!((status, answer["error"].as_str()), (500, Some("internal")), "{answered:?}");
+    store.armed.store(false, Ordering::SeqCst);
     // Queue: the message is abandoned, the consumer survives, the message comes back and is handled.
-    store.armed.store(true, Ordering::SeqCst);
+    // (The panic is in `save`, which only the message's handling reaches.)
+    store.armed_save.store(true, Ordering::SeqCst);
     let rid = RolloutId::parse(&id).expect("id");
     let abort = sluice::shell::messages::StepMessage::Event {
         rollout: rid,
@@ -317,7 +335,7 @@ async fn a_panicking_handler_answers_500_and_its_message_comes_back() {
     let out: OutMessage = abort.to_out(None);
     rig.host.app.engine.queue.send(out).await.expect("sent");
     let done = rig.wait(&id, "the redelivered abort", Duration::from_secs(60), |s| s["phase"] == "Aborted").await;
-    assert!(!store.armed.load(Ordering::SeqCst), "the panic did happen");
+    assert!(!store.armed_save.load(Ordering::SeqCst), "the panic did happen");
     assert_eq!(done["history"].as_array().expect("history").iter().filter(|e| e["cause"] == "AbortRequested").count(), 1);
     assert!(rig.host.app.engine.queue.dead_letters().await.expect("dead letters").is_empty());
 }

@@ -4,5 +4,6 @@
 
 pub mod backoff;
 pub mod ids;
+pub mod parse;
 pub mod rollout;
 pub mod spec;

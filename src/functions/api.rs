@@ -212,10 +212,10 @@ async fn start(app: &App, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
         Value::Null => return Err(ApiError::new(400, "invalid_body", "the body must be a rollout spec (JSON)").field("body")),
         v => v,
     };
-    let wrapped = doc.as_object().map(|o| o.contains_key("spec") && o.keys().all(|k| ["spec", "by", "id"].contains(&k.as_str())));
-    let request = match wrapped {
-        Some(true) => typed::<StartRequest>(doc)?,
-        _ => StartRequest { spec: doc, by: None, id: None },
+    // A spec has no `spec` field, so a body with one is the wrapper (and its other keys are checked).
+    let request = match doc.get("spec") {
+        Some(_) => typed::<StartRequest>(doc)?,
+        None => StartRequest { spec: doc, by: None, id: None },
     };
     let by = actor(app, req, request.by, false)?;
     let (spec, plan) = spec::validate(&request.spec, &crate::ports::registry::names()).map_err(|p| ApiError::invalid_spec(&p))?;

@@ -128,13 +128,9 @@ pub fn parse_json_body(req: &HttpRequest, limit: usize) -> Result<Value, error::
 }
 
 /// Deserialises a JSON value into a typed input, naming the field at fault
-/// (`spec.target.name`, `by`) in the 400.
+/// (`spec`, `by`) in the 400.
 pub fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, error::ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." { "body".to_string() } else { path };
-        error::ApiError::new(400, "invalid_field", format!("{field}: {}", e.inner())).field(field)
-    })
+    crate::domain::parse::typed(&value, "").map_err(|e| error::ApiError::invalid_field(&e.field, &e.message))
 }
 
 /// Why a queue or timer invocation failed.

@@ -92,18 +92,9 @@ pub struct PayloadError {
     pub message: String,
 }
 
-/// Reads a typed payload, naming the field at fault (prefixed with `prefix`).
+/// Reads a typed payload, naming the field at fault (below `prefix`).
 pub(crate) fn typed<T: serde::de::DeserializeOwned>(value: &Value, prefix: &str) -> Result<T, PayloadError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let field = match (prefix.is_empty(), path == ".") {
-            (_, true) if prefix.is_empty() => "body".to_string(),
-            (_, true) => prefix.to_string(),
-            (true, false) => path,
-            (false, false) => format!("{prefix}.{path}"),
-        };
-        PayloadError { field, message: e.into_inner().to_string() }
-    })
+    crate::domain::parse::typed(value, prefix).map_err(|e| PayloadError { field: e.field, message: e.message })
 }
 
 /// Parses a webhook body of any supported source.
@@ -111,7 +102,7 @@ pub fn parse(body: &Value) -> Result<Payload, PayloadError> {
     if body.get("schemaId").is_some() || body.pointer("/data/essentials").is_some() {
         return azure_monitor::parse(body);
     }
-    if body.get("alerts").is_some() && (body.get("version").is_some() || body.get("receiver").is_some()) {
+    if body.get("alerts").is_some() || body.get("version").is_some() || body.get("receiver").is_some() {
         return alertmanager::parse(body);
     }
     Err(PayloadError {
