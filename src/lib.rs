@@ -9,14 +9,18 @@
 //! Each layer is a folder; dependencies point inwards only (a layer uses
 //! the ones above it in this list, never one below):
 //!
-//! - [`domain`] — pure: [`domain::spec`] (the spec and its validation) and
-//!   [`domain::rollout`] (the plan, analysis judge and the state machine
-//!   `decide(state, event, now) -> (state', commands)`). No I/O, no clock.
+//! - [`domain`] — pure: [`domain::ids`] (the newtypes every edge parses
+//!   into) and [`domain::parse`] (typed JSON naming the field at fault),
+//!   [`domain::spec`] (the spec and its validation), [`domain::rollout`]
+//!   (the plan, analysis judge and the state machine
+//!   `decide(state, event, now) -> (state', commands)`, one file per event
+//!   family) and [`domain::backoff`]. No I/O, no clock.
 //! - [`ports`] — one folder per port (trait in `mod.rs`, adapters beside it,
 //!   one registry line each): [`ports::store`], [`ports::queue`],
 //!   [`ports::traffic`], [`ports::metrics`], [`ports::backlog`],
-//!   [`ports::notify`], and the alert sources [`ports::alerts`]; with what
-//!   adapters share ([`ports::env`], [`ports::azure`], [`ports::registry`]).
+//!   [`ports::notify`], the alert sources [`ports::alerts`] and the time
+//!   [`ports::clock`]; with what adapters share ([`ports::env`],
+//!   [`ports::azure`], [`ports::registry`], [`ports::local_router`]).
 //! - [`shell`] — the application shell: [`shell::engine`] (load → decide →
 //!   effects → save), [`shell::messages`] (the step-message wire format) and
 //!   [`shell::config`] (app settings).

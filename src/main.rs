@@ -19,6 +19,7 @@ use sluice::cli::client::Client;
 use sluice::cli::view;
 #[cfg(feature = "devtools")]
 use sluice::devtools::demo;
+use sluice::domain::ids::RolloutId;
 use sluice::domain::rollout::Phase;
 use sluice::domain::spec::{self, Format};
 use sluice::host;
@@ -164,8 +165,8 @@ enum Cmd {
         /// Spec (JSON, or YAML by extension).
         file: PathBuf,
         /// Choose the rollout id (makes the call idempotent).
-        #[arg(long)]
-        id: Option<String>,
+        #[arg(long, value_parser = rollout_id)]
+        id: Option<RolloutId>,
         /// Follow it until it finishes (exit 0 on success).
         #[arg(long)]
         watch: bool,
@@ -175,7 +176,8 @@ enum Cmd {
     /// Show one rollout (with history), or the active ones.
     Status {
         /// Rollout id.
-        id: Option<String>,
+        #[arg(value_parser = rollout_id)]
+        id: Option<RolloutId>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -190,7 +192,8 @@ enum Cmd {
     /// Follow a rollout live; exits 0 on Succeeded, 1 on RolledBack, 3 on Aborted.
     Watch {
         /// Rollout id.
-        id: String,
+        #[arg(value_parser = rollout_id)]
+        id: RolloutId,
         #[command(flatten)]
         remote: Remote,
     },
@@ -209,7 +212,8 @@ enum Cmd {
 #[derive(Args)]
 struct Action {
     /// Rollout id.
-    id: String,
+    #[arg(value_parser = rollout_id)]
+    id: RolloutId,
     /// Why (recorded).
     #[arg(long)]
     reason: Option<String>,
@@ -221,6 +225,11 @@ struct Action {
     step: Option<u64>,
     #[command(flatten)]
     remote: Remote,
+}
+
+/// Rollout ids on the command line obey the same rule as everywhere else.
+fn rollout_id(text: &str) -> Result<RolloutId, String> {
+    RolloutId::parse(text).map_err(|e| e.message)
 }
 
 fn init_logging(default: &str) {

@@ -51,3 +51,18 @@ fn a_missing_file_is_an_error_not_a_validation_result() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("reading /nonexistent/spec.json"));
 }
+
+#[test]
+fn a_hostile_rollout_id_on_the_command_line_is_refused_before_any_call() {
+    let five_thousand = "x".repeat(5000);
+    let cjk = format!("a{}", "界".repeat(22));
+    for id in ["../../escape", "/etc/passwd", "✓", five_thousand.as_str(), cjk.as_str()] {
+        // No server at this address: the refusal must come from parsing, not from a failed call.
+        let out = sluice().args(["status", id, "--url", "http://127.0.0.1:9"]).output().expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{id:.40}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("may only use letters") || stderr.contains("characters; the most is 63"), "{stderr}");
+        let out = sluice().args(["approve", id, "--url", "http://127.0.0.1:9"]).output().expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{id:.40}");
+    }
+}
