@@ -283,6 +283,70 @@ impl JsonSchema for RequestId {
     }
 }
 
+/// A duration as people write it (`500ms`, `30s`, `5m`, `1h30m`, `2d`):
+/// kept as written, known in milliseconds, at most ten years.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Span {
+    text: String,
+    ms: u64,
+}
+
+impl Span {
+    /// Parses a duration.
+    pub fn parse(text: &str) -> Result<Self, InvalidValue> {
+        crate::domain::spec::parse_duration_ms(text)
+            .map(|ms| Span { text: text.to_string(), ms })
+            .map_err(|message| InvalidValue { what: "duration", message })
+    }
+
+    /// A whole number of milliseconds, written the way people write it (`60000` → `1m`).
+    pub fn of_ms(ms: u64) -> Self {
+        Span { text: crate::domain::spec::duration_text(ms), ms }
+    }
+
+    /// Milliseconds.
+    pub fn ms(&self) -> u64 {
+        self.ms
+    }
+
+    /// As written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl TryFrom<String> for Span {
+    type Error = InvalidValue;
+    fn try_from(text: String) -> Result<Self, InvalidValue> {
+        Span::parse(&text)
+    }
+}
+
+impl From<Span> for String {
+    fn from(s: Span) -> String {
+        s.text
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl JsonSchema for Span {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        "Span".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "string", "x-sluice-format": "duration"})
+    }
+}
+
 /// A canary weight: the percentage of requests sent to the canary, 0 to 100.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "u64", into = "u8")]
@@ -417,6 +481,16 @@ mod tests {
         assert!(serde_json::from_str::<Weight>("-1").is_err());
         assert_eq!(serde_json::from_str::<Weight>("20").expect("ok").percent(), 20);
         assert_eq!(serde_json::to_string(&Weight::new(5).expect("ok")).expect("json"), "5");
+    }
+
+    #[test]
+    fn spans_keep_their_text_and_know_their_length() {
+        let s = Span::parse("1h30m").expect("span");
+        assert_eq!((s.as_str(), s.ms()), ("1h30m", 5_400_000));
+        assert!(Span::parse("30").is_err());
+        assert!(Span::parse("20000d").is_err());
+        assert!(serde_json::from_str::<Span>("\"5x\"").is_err());
+        assert_eq!(serde_json::to_string(&s).expect("json"), "\"1h30m\"");
     }
 
     #[test]

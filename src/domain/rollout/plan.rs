@@ -1,15 +1,15 @@
 //! The plan: a validated spec compiled into one linear list of stages, so the
 //! state machine walks canary and blue-green rollouts with the same code.
 
-use crate::domain::ids::Weight;
+use crate::domain::ids::{Span, Weight};
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::spec::{
-    parse_duration_ms, AnalysisRef, ApprovalGate, Baseline, BlueGreenStrategy, CanaryStep, Condition, Metric, OnAlert, OnInconclusive,
-    Problem, Problems, RolloutSpec, Strategy, TimeoutAction,
+    AnalysisRef, ApprovalGate, Baseline, BlueGreenStrategy, CanaryStep, Condition, Metric, OnAlert, OnInconclusive, Problem, Problems,
+    RolloutSpec, Strategy, TimeoutAction,
 };
 
 /// Which strategy a plan came from (for display).
@@ -153,11 +153,9 @@ impl Plan {
                     let path = format!("strategy.canary.steps[{i}]");
                     stages.push(match step {
                         CanaryStep::SetWeight(w) => Stage::SetWeight { weight: *w },
-                        CanaryStep::Pause(p) => {
-                            Stage::Pause { duration_ms: c.opt_duration(p.duration.as_deref(), &format!("{path}.pause.duration")) }
-                        }
+                        CanaryStep::Pause(p) => Stage::Pause { duration_ms: p.duration.as_ref().map(Span::ms) },
                         CanaryStep::Analysis(a) => Stage::Analysis { analysis: c.analysis(a, &format!("{path}.analysis"), Some(1)) },
-                        CanaryStep::Approval(g) => Stage::Approval { gate: c.approval(g, &format!("{path}.approval")) },
+                        CanaryStep::Approval(g) => Stage::Approval { gate: Compiler::approval(g) },
                     });
                 }
                 stages.push(Stage::Promote);
@@ -190,7 +188,7 @@ impl Plan {
                 query: v.query.clone(),
                 settings: v.settings.clone(),
                 condition: Condition { op: crate::domain::spec::Comparison::LessOrEqual, threshold: v.max_value },
-                interval_ms: c.duration(&v.interval, "policy.verifyRollback.interval").max(1_000),
+                interval_ms: v.interval.ms().max(1_000),
                 count: Some(attempts),
                 initial_delay_ms: 0,
                 // Every check may fail but the last: the first pass ends it.
@@ -265,20 +263,6 @@ impl Compiler<'_> {
         self.problems.push(Problem { path: path.to_string(), message: message.into() });
     }
 
-    fn duration(&mut self, text: &str, path: &str) -> u64 {
-        match parse_duration_ms(text) {
-            Ok(ms) => ms,
-            Err(e) => {
-                self.problem(path, e);
-                0
-            }
-        }
-    }
-
-    fn opt_duration(&mut self, text: Option<&str>, path: &str) -> Option<u64> {
-        text.map(|t| self.duration(t, path))
-    }
-
     fn blue_green(&mut self, bg: &BlueGreenStrategy) -> Vec<Stage> {
         let base = "strategy.blueGreen";
         let mut stages = Vec::new();
@@ -286,10 +270,9 @@ impl Compiler<'_> {
             stages.push(Stage::Analysis { analysis: self.analysis(a, &format!("{base}.prePromotionAnalysis"), Some(1)) });
         }
         if let Some(g) = &bg.approval {
-            stages.push(Stage::Approval { gate: self.approval(g, &format!("{base}.approval")) });
+            stages.push(Stage::Approval { gate: Self::approval(g) });
         } else if let Some(d) = &bg.auto_promote_after {
-            let ms = self.duration(d, &format!("{base}.autoPromoteAfter"));
-            stages.push(Stage::Pause { duration_ms: Some(ms) });
+            stages.push(Stage::Pause { duration_ms: Some(d.ms()) });
         }
         stages.push(Stage::SetWeight { weight: Weight::FULL });
         if let Some(a) = &bg.post_promotion_analysis {
@@ -297,18 +280,18 @@ impl Compiler<'_> {
         }
         stages.push(Stage::Promote);
         if let Some(d) = &bg.scale_down_delay {
-            let ms = self.duration(d, &format!("{base}.scaleDownDelay"));
+            let ms = d.ms();
             stages.push(Stage::ScaleDown { delay_ms: ms });
         }
         stages
     }
 
-    fn approval(&mut self, g: &ApprovalGate, path: &str) -> ApprovalPlan {
+    fn approval(g: &ApprovalGate) -> ApprovalPlan {
         ApprovalPlan {
             min_approvers: g.min_approvers.max(1),
             approvers: g.approvers.clone(),
             allow_self_approval: g.allow_self_approval,
-            timeout_ms: self.opt_duration(g.timeout.as_deref(), &format!("{path}.timeout")),
+            timeout_ms: g.timeout.as_ref().map(Span::ms),
             on_timeout: g.on_timeout,
         }
     }
@@ -346,7 +329,7 @@ impl Compiler<'_> {
                 Condition { op: crate::domain::spec::Comparison::Less, threshold: 0.0 }
             }
         };
-        let interval_ms = self.duration(&m.interval, &format!("{path}.interval")).max(1_000);
+        let interval_ms = m.interval.ms().max(1_000);
         MetricPlan {
             name: m.name.clone(),
             provider: m.provider.clone(),
@@ -355,7 +338,7 @@ impl Compiler<'_> {
             condition,
             interval_ms,
             count: m.count.or(default_count),
-            initial_delay_ms: self.opt_duration(m.initial_delay.as_deref(), &format!("{path}.initialDelay")).unwrap_or(0),
+            initial_delay_ms: m.initial_delay.as_ref().map(Span::ms).unwrap_or(0),
             failure_limit: m.failure_limit,
             consecutive_error_limit: m.consecutive_error_limit,
             inconclusive_limit: m.inconclusive_limit,

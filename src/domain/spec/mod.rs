@@ -23,7 +23,7 @@ pub use condition::{Comparison, Condition};
 pub use duration::{format_duration_ms as duration_text, parse_duration_ms};
 pub use problems::{Problem, Problems};
 
-use crate::domain::ids::{TargetName, Weight};
+use crate::domain::ids::{Span, TargetName, Weight};
 use crate::domain::rollout::Plan;
 
 /// A complete rollout request.
@@ -157,8 +157,7 @@ pub enum CanaryStep {
 pub struct PauseStep {
     /// How long to hold, e.g. `30s`, `5m`; absent means until resumed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-sluice-format" = "duration"))]
-    pub duration: Option<String>,
+    pub duration: Option<Span>,
 }
 
 /// An approval gate.
@@ -177,8 +176,7 @@ pub struct ApprovalGate {
     pub allow_self_approval: bool,
     /// How long to wait before `onTimeout` applies; absent waits forever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-sluice-format" = "duration"))]
-    pub timeout: Option<String>,
+    pub timeout: Option<Span>,
     /// What happens when nobody decides in time.
     #[serde(default)]
     pub on_timeout: TimeoutAction,
@@ -213,15 +211,13 @@ pub struct BlueGreenStrategy {
     pub approval: Option<ApprovalGate>,
     /// Switch automatically after this long (exclusive with `approval`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-sluice-format" = "duration"))]
-    pub auto_promote_after: Option<String>,
+    pub auto_promote_after: Option<Span>,
     /// Analysis while all traffic is on the new version, before the swap is made permanent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_promotion_analysis: Option<AnalysisRef>,
     /// How long the previous version stays ready for a fast switch back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-sluice-format" = "duration"))]
-    pub scale_down_delay: Option<String>,
+    pub scale_down_delay: Option<Span>,
 }
 
 /// An analysis: named templates and/or inline metrics.
@@ -269,16 +265,14 @@ pub struct Metric {
     pub success_condition: String,
     /// Time between measurements (and the query window).
     #[serde(default = "default_interval")]
-    #[schemars(extend("x-sluice-format" = "duration"))]
-    pub interval: String,
+    pub interval: Span,
     /// Measurements to take; default 1 in a step, unlimited in background analysis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub count: Option<u32>,
     /// Wait before the first measurement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-sluice-format" = "duration"))]
-    pub initial_delay: Option<String>,
+    pub initial_delay: Option<Span>,
     /// Failed measurements tolerated; one more fails the analysis.
     #[serde(default)]
     pub failure_limit: u32,
@@ -299,8 +293,8 @@ pub struct Metric {
     pub baseline: Option<Baseline>,
 }
 
-fn default_interval() -> String {
-    "1m".to_string()
+fn default_interval() -> Span {
+    Span::of_ms(60_000)
 }
 
 fn default_consecutive_error_limit() -> u32 {
@@ -363,16 +357,15 @@ pub struct RollbackCheck {
     pub max_value: f64,
     /// Between checks.
     #[serde(default = "default_check_interval")]
-    #[schemars(extend("x-sluice-format" = "duration"))]
-    pub interval: String,
+    pub interval: Span,
     /// Checks before the rollback is marked done but unverified.
     #[serde(default = "default_check_attempts")]
     #[schemars(range(min = 1))]
     pub attempts: u32,
 }
 
-fn default_check_interval() -> String {
-    "30s".to_string()
+fn default_check_interval() -> Span {
+    Span::of_ms(30_000)
 }
 
 fn default_check_attempts() -> u32 {
