@@ -556,23 +556,10 @@ async fn everything_said(up: &common::UpProcess, dir: &std::path::Path, ids: &[&
             http.get(format!("{}{path}", up.url)).header("x-sluice-user", "auditor").send().await.expect("GET").text().await.expect("text");
         out.push_str(&text);
     }
-    for entry in walk(dir) {
+    for entry in common::walk(dir) {
         out.push_str(&String::from_utf8_lossy(&std::fs::read(&entry).unwrap_or_default()));
     }
     out
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

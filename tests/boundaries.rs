@@ -21,42 +21,17 @@ use sluice::ports::store::sqlite::SqliteStore;
 use sluice::ports::store::{AlertRecord, Etag, ListFilter, Store, StoreError};
 use sluice::shell::engine::Engine;
 
-async fn raw(url: &str, method: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Value) {
-    let http = reqwest::Client::new();
-    let mut req = http.request(reqwest::Method::from_bytes(method.as_bytes()).expect("method"), format!("{url}{path}")).body(body);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.expect("the host answers (no dropped connection)");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-}
-
 /// Hostile ids: path traversal, absolute paths, NUL, unicode, 5 000
 /// characters, and one ASCII letter before 22 CJK characters (once a panic).
 fn hostile_ids() -> Vec<String> {
     vec!["../../escape".into(), "/etc/passwd".into(), "a\u{0}b".into(), "✓".into(), "x".repeat(5000), format!("a{}", "界".repeat(22))]
 }
 
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_message_with_a_hostile_id_is_refused_and_writes_nothing() {
     let rig = Rig::start().await;
     let outside = rig.dir.path().join("escape.md");
-    let before = files_under(rig.dir.path()).len();
+    let before = walk(rig.dir.path()).len();
     for id in hostile_ids() {
         let body = json!({"kind": "start", "spec": rig.spec(json!([{"setWeight": 5}])), "by": "pipeline", "id": id}).to_string();
         match functions::invoke_queue(&rig.host.app, "steps", &body).await {
@@ -75,7 +50,7 @@ async fn a_start_message_with_a_hostile_id_is_refused_and_writes_nothing() {
         assert_eq!((status, answer["field"].as_str()), (400, Some("id")), "{answer}");
     }
     assert!(!outside.exists());
-    assert_eq!(files_under(rig.dir.path()).len(), before, "nothing was written");
+    assert_eq!(walk(rig.dir.path()).len(), before, "nothing was written");
     assert!(rig.client.list(false).await.expect("list")["rollouts"].as_array().expect("list").is_empty());
 }
 

@@ -279,19 +279,6 @@ async fn a_thousand_concurrent_identical_alerts_make_one_rollback_and_one_issue(
     assert_eq!(recorded.len(), 1000, "every alert is recorded");
 }
 
-async fn raw(rig: &Rig, method: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Value) {
-    let http = reqwest::Client::new();
-    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    let mut req = http.request(method, format!("{}{path}", rig.host.url())).body(body);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.expect("answers");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_4xx_naming_the_problem_and_changes_nothing() {
     let rig = Rig::start().await;
@@ -364,7 +351,7 @@ async fn bad_input_gets_a_4xx_naming_the_problem_and_changes_nothing() {
         ),
     ];
     for (method, path, body, headers, status, needle) in cases {
-        let (got, answer) = raw(&rig, method, &path, body, headers).await;
+        let (got, answer) = raw(&rig.host.url(), method, &path, body, headers).await;
         assert_eq!(got, status, "{method} {path}: {answer}");
         assert!(answer.is_object(), "{method} {path}: the error is JSON: {answer}");
         assert!(answer.to_string().contains(needle), "{method} {path}: expected '{needle}' in {answer}");

@@ -59,17 +59,21 @@ pub fn check_plain_name(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-macro_rules! plain_name {
-    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+/// A text value from outside with one rule, checked by `$check` (which may
+/// normalise it, e.g. trim). Derived: parse, serde through the rule, the
+/// text by `Deref`, `Display`, and a JSON Schema whose `x-sluice-format`
+/// makes the schema check apply the same rule.
+macro_rules! text_newtype {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $format:literal, $check:path) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
         impl $name {
-            /// Parses text by the plain-name rule ([`check_plain_name`]).
+            /// Parses text by the type's rule.
             pub fn parse(text: &str) -> Result<Self, InvalidValue> {
-                check_plain_name(text).map(|()| $name(text.to_string())).map_err(|message| InvalidValue { what: $what, message })
+                $check(text).map($name).map_err(|message| InvalidValue { what: $what, message })
             }
 
             /// The text.
@@ -81,7 +85,7 @@ macro_rules! plain_name {
         impl TryFrom<String> for $name {
             type Error = InvalidValue;
             fn try_from(text: String) -> Result<Self, InvalidValue> {
-                check_plain_name(&text).map(|()| $name(text)).map_err(|message| InvalidValue { what: $what, message })
+                $name::parse(&text)
             }
         }
 
@@ -130,158 +134,81 @@ macro_rules! plain_name {
                 stringify!($name).into()
             }
             fn json_schema(_: &mut SchemaGenerator) -> Schema {
-                json_schema!({"type": "string", "x-sluice-format": "name"})
+                json_schema!({"type": "string", "x-sluice-format": $format})
             }
         }
     };
 }
 
-plain_name!(
+fn plain_name(text: &str) -> Result<String, String> {
+    check_plain_name(text).map(|()| text.to_string())
+}
+
+/// Who may act: 1 to 200 printable characters of any script, trimmed.
+fn actor_text(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("must not be empty".into());
+    }
+    let count = text.chars().count();
+    if count > ACTOR_MAX {
+        return Err(format!("'{}' is {count} characters; the most is {ACTOR_MAX}", shown(text)));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(format!("'{}' contains control characters", shown(text)));
+    }
+    Ok(text.to_string())
+}
+
+/// An idempotency key: 1 to 64 printable ASCII characters without spaces.
+fn request_id_text(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("must not be empty".into());
+    }
+    let count = text.chars().count();
+    if count > REQUEST_ID_MAX {
+        return Err(format!("'{}' is {count} characters; the most is {REQUEST_ID_MAX}", shown(text)));
+    }
+    if !text.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(format!("'{}' may only use printable ASCII characters without spaces", shown(text)));
+    }
+    Ok(text.to_string())
+}
+
+text_newtype!(
     /// A rollout's id: the partition key of its state and history, its file
     /// in the local backlog, its URL segment.
     RolloutId,
-    "rollout id"
+    "rollout id",
+    "name",
+    plain_name
 );
 
-plain_name!(
+text_newtype!(
     /// A target's name: the key of the one-active-rollout rule and of alert matching.
     TargetName,
-    "target name"
+    "target name",
+    "name",
+    plain_name
 );
 
-/// Who is acting: a person's name, an email or a principal name — 1 to 200
-/// printable characters (any script), no control characters, trimmed.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Actor(String);
+text_newtype!(
+    /// Who is acting: a person's name, an email or a principal name — 1 to
+    /// 200 printable characters (any script), no control characters, trimmed.
+    Actor,
+    "actor",
+    "actor",
+    actor_text
+);
 
-impl Actor {
-    /// Parses text (surrounding whitespace is trimmed first).
-    pub fn parse(text: &str) -> Result<Self, InvalidValue> {
-        let bad = |message: String| InvalidValue { what: "actor", message };
-        let text = text.trim();
-        if text.is_empty() {
-            return Err(bad("must not be empty".into()));
-        }
-        let count = text.chars().count();
-        if count > ACTOR_MAX {
-            return Err(bad(format!("'{}' is {count} characters; the most is {ACTOR_MAX}", shown(text))));
-        }
-        if text.chars().any(char::is_control) {
-            return Err(bad(format!("'{}' contains control characters", shown(text))));
-        }
-        Ok(Actor(text.to_string()))
-    }
-
-    /// The text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for Actor {
-    type Error = InvalidValue;
-    fn try_from(text: String) -> Result<Self, InvalidValue> {
-        Actor::parse(&text)
-    }
-}
-
-impl From<Actor> for String {
-    fn from(v: Actor) -> String {
-        v.0
-    }
-}
-
-impl Deref for Actor {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Actor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl PartialEq<str> for Actor {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
-    }
-}
-
-impl JsonSchema for Actor {
-    fn inline_schema() -> bool {
-        true
-    }
-    fn schema_name() -> Cow<'static, str> {
-        "Actor".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({"type": "string", "x-sluice-format": "actor"})
-    }
-}
-
-/// A request's idempotency key: 1 to 64 printable ASCII characters without
-/// spaces, so it fits inside a queue message id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct RequestId(String);
-
-impl RequestId {
-    /// Parses text.
-    pub fn parse(text: &str) -> Result<Self, InvalidValue> {
-        let bad = |message: String| InvalidValue { what: "request id", message };
-        if text.is_empty() {
-            return Err(bad("must not be empty".into()));
-        }
-        let count = text.chars().count();
-        if count > REQUEST_ID_MAX {
-            return Err(bad(format!("'{}' is {count} characters; the most is {REQUEST_ID_MAX}", shown(text))));
-        }
-        if !text.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(bad(format!("'{}' may only use printable ASCII characters without spaces", shown(text))));
-        }
-        Ok(RequestId(text.to_string()))
-    }
-
-    /// The text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for RequestId {
-    type Error = InvalidValue;
-    fn try_from(text: String) -> Result<Self, InvalidValue> {
-        RequestId::parse(&text)
-    }
-}
-
-impl From<RequestId> for String {
-    fn from(v: RequestId) -> String {
-        v.0
-    }
-}
-
-impl fmt::Display for RequestId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl JsonSchema for RequestId {
-    fn inline_schema() -> bool {
-        true
-    }
-    fn schema_name() -> Cow<'static, str> {
-        "RequestId".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({"type": "string", "x-sluice-format": "request-id"})
-    }
-}
+text_newtype!(
+    /// A request's idempotency key: 1 to 64 printable ASCII characters
+    /// without spaces, so it fits inside a queue message id.
+    RequestId,
+    "request id",
+    "request-id",
+    request_id_text
+);
 
 /// A duration as people write it (`500ms`, `30s`, `5m`, `1h30m`, `2d`):
 /// kept as written, known in milliseconds, at most ten years.

@@ -298,3 +298,31 @@ impl UpProcess {
         self.output.lock().expect("output").clone()
     }
 }
+
+/// Every file below `dir`, recursively.
+pub fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// One HTTP request as a client would send it, answered as (status, JSON or text).
+pub async fn raw(base: &str, method: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Value) {
+    let http = reqwest::Client::new();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut req = http.request(method, format!("{base}{path}")).body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("the host answers (no dropped connection)");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
