@@ -12,7 +12,7 @@ pub mod tick;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::shell::engine::Engine;
 
@@ -78,15 +78,6 @@ impl HttpResponse {
             headers: Vec::new(),
             body: serde_json::to_vec_pretty(value).unwrap_or_default(),
         }
-    }
-
-    /// A JSON error: `{"error": code, "message": ..., "field": ...}`.
-    pub fn error(status: u16, code: &str, message: impl Into<String>, field: Option<&str>) -> Self {
-        let mut body = json!({"error": code, "message": message.into()});
-        if let Some(f) = field {
-            body["field"] = json!(f);
-        }
-        Self::json(status, &body)
     }
 
     /// An HTML page.

@@ -15,7 +15,9 @@ use axum::extract::Request;
 use axum::response::Response;
 use serde_json::Value;
 
-use crate::functions::{self, App, HttpRequest, HttpResponse, HANDLERS};
+use crate::domain::ids::shown;
+use crate::functions::error::ApiError;
+use crate::functions::{self, App, HttpRequest, HANDLERS};
 use definitions::{parse_query, route_http, FunctionDef, RouteMatch};
 
 /// What the hosts take from `host.json`.
@@ -143,7 +145,7 @@ pub(crate) async fn dispatch_http(app: &App, route_prefix: &str, defs: &[Functio
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => {
-            return local::to_axum(HttpResponse::error(413, "body_too_large", format!("the body is over the {limit}-byte limit"), None))
+            return local::to_axum(ApiError::new(413, "body_too_large", format!("the body is over the {limit}-byte limit")).response())
         }
     };
     let response = match route_http(defs, route_prefix, &method, &path) {
@@ -162,8 +164,10 @@ pub(crate) async fn dispatch_http(app: &App, route_prefix: &str, defs: &[Functio
             };
             functions::invoke_http(app, &def.name, req).await
         }
-        RouteMatch::MethodNotAllowed => HttpResponse::error(405, "method_not_allowed", format!("{method} is not allowed on {path}"), None),
-        RouteMatch::NotFound => HttpResponse::error(404, "not_found", format!("no function serves {path}"), None),
+        RouteMatch::MethodNotAllowed => {
+            ApiError::new(405, "method_not_allowed", format!("{} is not allowed on {}", shown(&method), shown(&path))).response()
+        }
+        RouteMatch::NotFound => ApiError::new(404, "not_found", format!("no function serves {}", shown(&path))).response(),
     };
     local::to_axum(response)
 }
