@@ -49,6 +49,20 @@ async fn a_start_message_with_a_hostile_id_is_refused_and_writes_nothing() {
         .await;
         assert_eq!((status, answer["field"].as_str()), (400, Some("id")), "{answer}");
     }
+    // Through the Functions host's envelope (as Service Bus delivers it): acknowledged, never retried.
+    let settings = sluice::host::HostSettings::embedded().expect("host.json");
+    let defs = sluice::host::definitions::embedded_definitions().expect("defs");
+    let serve = sluice::host::custom_handler::start(rig.host.app.clone(), settings, defs, loopback(), false).await.expect("serves");
+    for id in hostile_ids() {
+        let message = json!({"kind": "start", "spec": rig.spec(json!([{"setWeight": 5}])), "by": "pipeline", "id": id}).to_string();
+        let envelope = json!({"Data": {"msg": message}, "Metadata": {"DeliveryCount": "1"}});
+        let (status, answer) =
+            raw(&format!("http://{}", serve.addr), "POST", "/steps", serde_json::to_vec(&envelope).expect("json"), &[]).await;
+        let log = answer["Logs"][0].as_str().unwrap_or("");
+        assert_eq!(status, 200, "{answer}");
+        assert!(log.contains("can never succeed") && log.contains("id:"), "{log}");
+    }
+    serve.stop().await;
     assert!(!outside.exists());
     assert_eq!(walk(rig.dir.path()).len(), before, "nothing was written");
     assert!(rig.client.list(false).await.expect("list")["rollouts"].as_array().expect("list").is_empty());
