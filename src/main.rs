@@ -479,15 +479,22 @@ async fn serve() -> anyhow::Result<ExitCode> {
     let port = config.port.unwrap_or(0);
     let (settings, defs) = host::load_app_or_embedded(std::path::Path::new("."))?;
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
-    let engine = host::build_engine(&config, public_url).await?;
-    let app = std::sync::Arc::new(sluice::functions::App {
-        engine,
-        alert_token: config.alert_token.clone(),
-        require_principal: config.require_principal,
-    });
     let consume = config.queue == sluice::shell::config::QueueKind::Embedded;
-    let server = host::custom_handler::start(app, settings, defs, SocketAddr::from(([127, 0, 0, 1], port)), consume).await?;
-    tracing::info!(port = server.addr.port(), "sluice serve is ready");
+    // Bind first (the host waits 30 s for GET /), connect the store and queue after.
+    let config = std::sync::Arc::new(config);
+    let warm: host::custom_handler::WarmUp = Box::new(move || {
+        let (config, public_url) = (config.clone(), public_url.clone());
+        Box::pin(async move {
+            let engine = host::build_engine(&config, public_url).await?;
+            Ok(std::sync::Arc::new(sluice::functions::App {
+                engine,
+                alert_token: config.alert_token.clone(),
+                require_principal: config.require_principal,
+            }))
+        })
+    });
+    let server = host::custom_handler::start_warming(warm, settings, defs, SocketAddr::from(([127, 0, 0, 1], port)), consume).await?;
+    tracing::info!(port = server.addr.port(), "sluice serve is listening; warming up");
     shutdown_signal().await;
     server.stop().await;
     Ok(ExitCode::SUCCESS)

@@ -392,3 +392,54 @@ fn the_package_is_laid_out_as_the_functions_host_expects() {
     assert_eq!(steps["bindings"][0]["queueName"], "rollout-steps");
     assert_eq!(steps["bindings"][0]["connection"], "ServiceBusConnection");
 }
+
+/// The Functions host gives `GET /` 30 s (`HttpWorkerOptions.InitializationTimeout`
+/// in azure-functions-host) and runs the app from a read-only package.
+/// `serve` must answer before its store is reachable, and write nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_get_at_once_and_writes_nothing_while_the_store_is_unreachable() {
+    // A managed-identity endpoint that accepts connections and never answers.
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hang_addr = hang.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hang.accept().await {
+            held.push(socket);
+        }
+    });
+    let app_root = tempfile::tempdir().expect("app root");
+    let port = free_port();
+    let spawned = Instant::now();
+    let _child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("serve")
+        .current_dir(app_root.path())
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+        .env("SLUICE_STORE", "table")
+        .env("SLUICE_TABLE_ACCOUNT", "sluicetest")
+        .env("SLUICE_QUEUE", "servicebus")
+        .env("SLUICE_SERVICEBUS_CONNECTION", "Endpoint=sb://127.0.0.1:9/;SharedAccessKeyName=send;SharedAccessKey=c2VjcmV0")
+        .env("IDENTITY_ENDPOINT", format!("http://{hang_addr}/msi/token"))
+        .env("IDENTITY_HEADER", "x")
+        .env("SLUICE_ALERT_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .env_remove("SLUICE_DATA_DIR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sluice serve starts");
+    let http = reqwest::Client::new();
+    let answer = loop {
+        if let Ok(r) = http.get(format!("http://127.0.0.1:{port}/")).send().await {
+            break r.json::<Value>().await.expect("json");
+        }
+        assert!(spawned.elapsed() < Duration::from_secs(10), "GET / never answered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let answered_in = spawned.elapsed();
+    assert!(answered_in < Duration::from_secs(5), "GET / took {answered_in:?}");
+    assert_eq!((answer["ready"].as_bool(), answer["warm"].as_bool()), (Some(true), Some(false)), "{answer}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let written: Vec<_> = std::fs::read_dir(app_root.path()).expect("read").filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert!(written.is_empty(), "serve wrote into the app root: {written:?}");
+}

@@ -26,17 +26,27 @@ use super::local::to_axum;
 use super::{HostError, HostSettings};
 use crate::functions::{self, App, HandlerError, HttpResponse};
 
+/// How long an invocation that arrives during warm-up waits for it before
+/// answering 503 (the host then abandons a message, and it comes back).
+const WARM_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+/// First wait before retrying a failed warm-up (doubling, at most 30 s).
+const WARM_RETRY: crate::domain::backoff::Backoff = crate::domain::backoff::Backoff::new(1_000, 30_000);
+
 /// A running custom handler.
 pub struct RunningServer {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// The handlers' context.
-    pub app: Arc<App>,
+    ready: watch::Receiver<Option<Arc<App>>>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl RunningServer {
+    /// The handlers' context, once warm-up has built it.
+    pub fn app(&self) -> Option<Arc<App>> {
+        self.ready.borrow().clone()
+    }
+
     /// Stops serving.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
@@ -48,15 +58,51 @@ impl RunningServer {
 }
 
 struct Ctx {
-    app: Arc<App>,
+    ready: watch::Receiver<Option<Arc<App>>>,
     settings: HostSettings,
     defs: Vec<FunctionDef>,
 }
 
-/// Serves the custom-handler protocol on `addr`. With `consume_embedded`,
-/// also drains the embedded queue in-process (no Service Bus trigger will).
+impl Ctx {
+    /// The handlers' context; an invocation during warm-up waits for it.
+    async fn app(&self) -> Option<Arc<App>> {
+        let mut ready = self.ready.clone();
+        let waited = tokio::time::timeout(WARM_WAIT, ready.wait_for(Option::is_some)).await;
+        match waited {
+            Ok(Ok(app)) => app.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// Builds the handlers' context: connects the store and queue, fetches tokens.
+pub type WarmUp = Box<dyn Fn() -> futures::future::BoxFuture<'static, Result<Arc<App>, HostError>> + Send + Sync>;
+
+/// Serves the custom-handler protocol on `addr` with a context that is ready now.
 pub async fn start(
     app: Arc<App>,
+    settings: HostSettings,
+    defs: Vec<FunctionDef>,
+    addr: SocketAddr,
+    consume_embedded: bool,
+) -> Result<RunningServer, HostError> {
+    let warm: WarmUp = Box::new(move || {
+        let app = app.clone();
+        Box::pin(async move { Ok(app) })
+    });
+    let server = start_warming(warm, settings, defs, addr, consume_embedded).await?;
+    let mut ready = server.ready.clone();
+    let _ = ready.wait_for(Option::is_some).await;
+    Ok(server)
+}
+
+/// Binds `addr` first — the Functions host waits for `GET /` to answer,
+/// 30 s at most — then warms up in the background (`warm` is retried with
+/// backoff until it succeeds). Invocations that arrive meanwhile wait for it.
+/// With `consume_embedded`, also drains the embedded queue in-process (no
+/// Service Bus trigger will), once warm.
+pub async fn start_warming(
+    warm: WarmUp,
     settings: HostSettings,
     defs: Vec<FunctionDef>,
     addr: SocketAddr,
@@ -65,24 +111,62 @@ pub async fn start(
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| HostError::Bind { addr: addr.to_string(), source })?;
     let addr = listener.local_addr().map_err(|source| HostError::Bind { addr: addr.to_string(), source })?;
     let (stop, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    if consume_embedded {
-        for def in &defs {
-            if let Trigger::ServiceBus { .. } = def.trigger {
-                for _ in 0..settings.max_concurrent_calls.min(4) {
-                    tasks.push(tokio::spawn(super::local::consume(app.clone(), def.name.clone(), stop_rx.clone())));
-                }
-            }
-        }
-    }
-    let ctx = Arc::new(Ctx { app: app.clone(), settings, defs });
-    let router = axum::Router::new().route("/", get(ready)).route("/{function}", post(invoke)).fallback(forwarded).with_state(ctx);
-    tasks.push(super::serve_until_stopped(listener, router, stop_rx.clone()));
-    Ok(RunningServer { addr, app, stop, tasks })
+    let (set_ready, ready) = watch::channel(None);
+    let consumers: Vec<String> = if consume_embedded {
+        defs.iter().filter(|d| matches!(d.trigger, Trigger::ServiceBus { .. })).map(|d| d.name.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    let concurrency = settings.max_concurrent_calls.min(4);
+    let ctx = Arc::new(Ctx { ready: ready.clone(), settings, defs });
+    let router = axum::Router::new().route("/", get(readiness)).route("/{function}", post(invoke)).fallback(forwarded).with_state(ctx);
+    let mut tasks = vec![super::serve_until_stopped(listener, router, stop_rx.clone())];
+    tasks.push(tokio::spawn(warm_up(warm, set_ready, consumers, concurrency, stop_rx)));
+    Ok(RunningServer { addr, ready, stop, tasks })
 }
 
-async fn ready() -> Response {
-    to_axum(HttpResponse::json(200, &json!({"ready": true, "sluice": env!("CARGO_PKG_VERSION")})))
+/// Builds the context until it succeeds, then starts the embedded consumers.
+async fn warm_up(
+    warm: WarmUp,
+    set_ready: watch::Sender<Option<Arc<App>>>,
+    consumers: Vec<String>,
+    concurrency: usize,
+    stop: watch::Receiver<bool>,
+) {
+    let mut attempts = 0;
+    let app = loop {
+        attempts += 1;
+        match warm().await {
+            Ok(app) => break app,
+            Err(e) => {
+                let wait = WARM_RETRY.delay(attempts);
+                tracing::error!(error = %e, attempt = attempts, retry_in_ms = wait.as_millis() as u64, "warm-up failed; retrying");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    };
+    let mut workers = Vec::new();
+    for name in consumers {
+        for _ in 0..concurrency {
+            workers.push(tokio::spawn(super::local::consume(app.clone(), name.clone(), stop.clone())));
+        }
+    }
+    let _ = set_ready.send(Some(app));
+    tracing::info!(after_attempts = attempts, "warm: store and queue connected");
+    for w in workers {
+        let _ = w.await;
+    }
+}
+
+/// `GET /`: answers at once, warm or not (the host only needs an answer).
+async fn readiness(State(ctx): State<Arc<Ctx>>) -> Response {
+    let warm = ctx.ready.borrow().is_some();
+    to_axum(HttpResponse::json(200, &json!({"ready": true, "warm": warm, "sluice": env!("CARGO_PKG_VERSION")})))
+}
+
+fn warming() -> Response {
+    let line = "sluice is still warming up (store or queue not reachable yet); try again";
+    answer(503, json!({"error": "warming_up", "message": line, "Logs": [line]}))
 }
 
 fn envelope_error(e: &envelope::EnvelopeError) -> Response {
@@ -110,21 +194,22 @@ async fn invoke(State(ctx): State<Arc<Ctx>>, Path(function): Path<String>, reque
         Ok(i) => i,
         Err(e) => return envelope_error(&e),
     };
+    let Some(app) = ctx.app().await else { return warming() };
     match &def.trigger {
-        Trigger::ServiceBus { .. } => service_bus(&ctx, def, &inv).await,
-        Trigger::Timer { .. } => timer(&ctx, def, &inv).await,
-        Trigger::Http { .. } => http_enveloped(&ctx, def, &inv).await,
+        Trigger::ServiceBus { .. } => service_bus(&app, def, &inv).await,
+        Trigger::Timer { .. } => timer(&app, def, &inv).await,
+        Trigger::Http { .. } => http_enveloped(&ctx, &app, def, &inv).await,
     }
 }
 
-async fn service_bus(ctx: &Ctx, def: &FunctionDef, inv: &Invocation) -> Response {
+async fn service_bus(app: &App, def: &FunctionDef, inv: &Invocation) -> Response {
     let input = match envelope::decode_service_bus(inv, &def.binding) {
         Ok(i) => i,
         Err(e) => return envelope_error(&e),
     };
     let id = input.message_id.clone().unwrap_or_else(|| "(no id)".into());
     let count = input.delivery_count.unwrap_or(1);
-    match functions::invoke_queue(&ctx.app, &def.name, &input.body).await {
+    match functions::invoke_queue(app, &def.name, &input.body).await {
         Ok(()) => answer(200, envelope::response(json!({}), vec![format!("message {id} (delivery {count}) handled")], Value::Null)),
         Err(HandlerError::Permanent(reason)) => {
             let line = format!("message {id} can never succeed and is acknowledged without retry: {reason}");
@@ -139,12 +224,12 @@ async fn service_bus(ctx: &Ctx, def: &FunctionDef, inv: &Invocation) -> Response
     }
 }
 
-async fn timer(ctx: &Ctx, def: &FunctionDef, inv: &Invocation) -> Response {
+async fn timer(app: &App, def: &FunctionDef, inv: &Invocation) -> Response {
     let input = match envelope::decode_timer(inv, &def.binding) {
         Ok(i) => i,
         Err(e) => return envelope_error(&e),
     };
-    match functions::invoke_timer(&ctx.app, &def.name, input.past_due).await {
+    match functions::invoke_timer(app, &def.name, input.past_due).await {
         Ok(report) => {
             let mut logs = vec![format!("tick: {report}")];
             if input.past_due {
@@ -160,7 +245,7 @@ async fn timer(ctx: &Ctx, def: &FunctionDef, inv: &Invocation) -> Response {
     }
 }
 
-async fn http_enveloped(ctx: &Ctx, def: &FunctionDef, inv: &Invocation) -> Response {
+async fn http_enveloped(ctx: &Ctx, app: &App, def: &FunctionDef, inv: &Invocation) -> Response {
     let mut req = match envelope::decode_http(inv, &def.binding) {
         Ok(r) => r,
         Err(e) => return envelope_error(&e),
@@ -171,7 +256,7 @@ async fn http_enveloped(ctx: &Ctx, def: &FunctionDef, inv: &Invocation) -> Respo
             req.params = params;
         }
     }
-    let response = functions::invoke_http(&ctx.app, &def.name, req).await;
+    let response = functions::invoke_http(app, &def.name, req).await;
     let output = def.http_output.clone().unwrap_or_else(|| "res".into());
     let logs = if response.status >= 500 { vec![format!("answered {}", response.status)] } else { Vec::new() };
     answer(200, envelope::response(json!({ output: envelope::http_output(&response) }), logs, Value::Null))
@@ -179,5 +264,6 @@ async fn http_enveloped(ctx: &Ctx, def: &FunctionDef, inv: &Invocation) -> Respo
 
 /// A forwarded HTTP request (`/api/...`), handled as the local host does.
 async fn forwarded(State(ctx): State<Arc<Ctx>>, request: Request) -> Response {
-    super::dispatch_http(&ctx.app, &ctx.settings.route_prefix, &ctx.defs, request).await
+    let Some(app) = ctx.app().await else { return warming() };
+    super::dispatch_http(&app, &ctx.settings.route_prefix, &ctx.defs, request).await
 }

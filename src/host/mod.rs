@@ -182,8 +182,12 @@ pub async fn build_engine(
     use crate::ports::store::Store;
     use crate::shell::config::{QueueKind, StoreKind};
     let storage = |e: &dyn std::fmt::Display| HostError::Storage(e.to_string());
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| storage(&format!("cannot create {}: {e}", config.data_dir.display())))?;
+    // Only the embedded store and queue write here; with Table Storage and
+    // Service Bus nothing is written at start-up at all.
     let db = config.data_dir.join("sluice.db");
+    if config.store == StoreKind::Sqlite || config.queue == QueueKind::Embedded {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| storage(&format!("cannot create {}: {e}", config.data_dir.display())))?;
+    }
     let clock: Arc<dyn crate::ports::clock::Clock> = Arc::new(crate::ports::clock::SystemClock);
     let store: Arc<dyn Store> = match &config.store {
         StoreKind::Sqlite => Arc::new(crate::ports::store::sqlite::SqliteStore::open(&db).map_err(|e| storage(&e))?),

@@ -108,7 +108,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("IDENTITY_ENDPOINT", "Set by App Service with a managed identity (with `IDENTITY_HEADER`): Sluice's tokens for Table Storage and ARM come from it."),
     ("AZURE_TENANT_ID", "Outside Azure: a service principal's tenant (with `AZURE_CLIENT_ID` and `AZURE_CLIENT_SECRET`) for Entra ID tokens."),
     ("SLUICE_AZURE_TOKEN", "Development only: a bearer token used as is for Azure calls."),
-    ("SLUICE_DATA_DIR", "Directory for the embedded store and queue, backlog files and notification logs (default `.sluice`)."),
+    ("SLUICE_DATA_DIR", "A writable directory for the embedded store and queue, local backlog files and notification logs. `up` defaults to `.sluice`; `serve` needs it set with the embedded store or queue (the app root is read-only when run from a package) and otherwise uses the system's temporary directory, writing nothing at start-up."),
     ("SLUICE_ALERT_TOKEN", "Shared secret the alert webhook requires (`?token=`, `x-sluice-token` or `Authorization: Bearer`). Required by `serve`, at least 16 characters."),
     ("SLUICE_PUBLIC_URL", "Base URL people reach Sluice at, for links in issues and messages (default `https://$WEBSITE_HOSTNAME`, else the local address)."),
     ("WEBSITE_HOSTNAME", "Set by App Service; the default public host name."),
@@ -247,7 +247,22 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>, mode: Mode) -> Result<AppC
             false
         }
     };
-    let data_dir = PathBuf::from(value("SLUICE_DATA_DIR").unwrap_or_else(|| ".sluice".into()));
+    let embedded = (value("SLUICE_STORE").is_some() && store == StoreKind::Sqlite)
+        || (value("SLUICE_QUEUE").is_some() && queue == QueueKind::Embedded);
+    let data_dir = match (value("SLUICE_DATA_DIR"), mode) {
+        (Some(dir), _) => PathBuf::from(dir),
+        (None, Mode::Up) => PathBuf::from(".sluice"),
+        // The app root is read-only when the app runs from a package.
+        (None, Mode::Serve) if embedded => {
+            problem(
+                "SLUICE_DATA_DIR",
+                "is not set; the embedded store or queue needs a writable directory (the app root is read-only when run from a package)"
+                    .into(),
+            );
+            PathBuf::new()
+        }
+        (None, Mode::Serve) => std::env::temp_dir().join("sluice"),
+    };
     if problems.is_empty() {
         Ok(AppConfig { port, store, queue, data_dir, alert_token, public_url, require_principal })
     } else {
@@ -288,7 +303,8 @@ mod tests {
         )
         .expect_err("bad");
         let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-        assert_eq!(problems.len(), 5, "{text:?}");
+        assert_eq!(problems.len(), 6, "{text:?}");
+        assert!(text.iter().any(|t| t.starts_with("SLUICE_DATA_DIR: is not set; the embedded store or queue needs a writable directory")));
         assert!(text.iter().all(|t| !t.contains(secret)), "{text:?}");
         assert!(text.iter().any(|t| t.starts_with("SLUICE_STORE: 'cosmos'")));
         let secret = "AccountName=a;AccountKey=c2VjcmV0";
@@ -305,6 +321,7 @@ mod tests {
         )
         .expect("valid");
         assert!(!format!("{c:?}").contains("c2VjcmV0"), "Debug never shows a connection string");
+        assert!(c.data_dir.starts_with(std::env::temp_dir()), "with Table Storage and Service Bus nothing lives in the app root");
         assert!(matches!(c.queue, QueueKind::ServiceBus { ref queue, lock_seconds: 60, .. } if queue == "rollout-steps"));
         assert!(text.iter().any(|t| t.starts_with("FUNCTIONS_CUSTOMHANDLER_PORT: '99999'")));
     }
@@ -318,6 +335,7 @@ mod tests {
                 ("SLUICE_QUEUE", "embedded"),
                 ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
                 ("WEBSITE_HOSTNAME", "sluice-prod.azurewebsites.net"),
+                ("SLUICE_DATA_DIR", "/home/data/sluice"),
             ]),
             Mode::Serve,
         )
@@ -332,6 +350,7 @@ mod tests {
                     ("SLUICE_STORE", "sqlite"),
                     ("SLUICE_QUEUE", "embedded"),
                     ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
+                    ("SLUICE_DATA_DIR", "/home/data/sluice"),
                     ("SLUICE_REQUIRE_PRINCIPAL", v),
                 ]),
                 Mode::Serve,
