@@ -219,15 +219,19 @@ async fn serve_handles_every_trigger_form_with_the_exact_response_shape() {
     let (code, body) = post(&serve.url, "/steps", malformed.to_string().as_bytes()).await;
     assert_eq!(code, 200, "{body}");
     assert!(body["Logs"][0].as_str().expect("log").contains("not a step message"), "{body}");
-    // Bad envelopes: 4xx naming the problem.
-    for (path, text, field) in [
-        ("/steps", "{\"Data\": ", "body"),
-        ("/steps", "{\"Metadata\": {}}", "Data"),
-        ("/tick", "{\"Data\": {\"timer\": []}}", "Data.timer"),
-        ("/api", "{\"Data\": {\"req\": {\"Method\": \"GET\"}}}", "Data.req.Url"),
-    ] {
+    // Bad envelopes: a 4xx naming the problem; but a Service Bus message is
+    // acknowledged (a non-2xx makes the host redeliver it ten times), the
+    // reason in `Logs` and the field in `ReturnValue`.
+    for (path, text, field) in
+        [("/tick", "{\"Data\": {\"timer\": []}}", "Data.timer"), ("/api", "{\"Data\": {\"req\": {\"Method\": \"GET\"}}}", "Data.req.Url")]
+    {
         let (code, body) = post(&serve.url, path, text.as_bytes()).await;
         assert_eq!((code, body["field"].as_str()), (400, Some(field)), "{path} {text}: {body}");
+    }
+    for (text, field) in [("{\"Data\": ", "body"), ("{\"Metadata\": {}}", "Data"), ("{\"Data\": {\"msg\": 7}}", "Data.msg")] {
+        let (code, body) = post(&serve.url, "/steps", text.as_bytes()).await;
+        assert_eq!((code, body["ReturnValue"]["field"].as_str()), (200, Some(field)), "{text}: {body}");
+        assert!(body["Logs"][0].as_str().unwrap_or("").contains("acknowledged without processing"), "{body}");
     }
     drop(serve);
 }

@@ -252,6 +252,11 @@ async fn send_http(target: &Target, case: &Case) -> (u16, Value) {
 
 fn http_answer(status: u16, answer: &Value, case: &Case) -> Result<(), TestCaseError> {
     let what = format!("{status} {answer}");
+    if status == 200 && answer["ReturnValue"]["error"] == "invalid_envelope" {
+        // A Service Bus invocation is acknowledged instead (a 4xx would be retried ten times).
+        prop_assert!(answer["Logs"][0].as_str().unwrap_or("").contains("acknowledged"), "{}", what);
+        return check_field(&case.expect, answer["ReturnValue"]["field"].as_str().unwrap_or(""), &what);
+    }
     prop_assert!((400..500).contains(&status), "expected a 4xx: {}", what);
     prop_assert!(answer.is_object(), "the body is JSON: {}", what);
     if status == 422 {

@@ -176,6 +176,15 @@ fn envelope_error(e: &envelope::EnvelopeError) -> Response {
     ))
 }
 
+/// A Service Bus invocation whose envelope cannot be read will never be
+/// readable: it is acknowledged (200) with the reason in `Logs`, because a
+/// non-2xx makes the host abandon the message and redeliver it ten times.
+fn undecodable_message(e: &envelope::EnvelopeError) -> Response {
+    let line = format!("message acknowledged without processing: invalid invocation envelope: {e}");
+    tracing::error!("{line}");
+    answer(200, envelope::response(json!({}), vec![line], json!({"error": "invalid_envelope", "field": e.field})))
+}
+
 fn answer(status: u16, body: Value) -> Response {
     to_axum(HttpResponse::json(status, &body))
 }
@@ -192,6 +201,7 @@ async fn invoke(State(ctx): State<Arc<Ctx>>, Path(function): Path<String>, reque
     };
     let inv = match envelope::parse_invocation(&body) {
         Ok(i) => i,
+        Err(e) if matches!(def.trigger, Trigger::ServiceBus { .. }) => return undecodable_message(&e),
         Err(e) => return envelope_error(&e),
     };
     let Some(app) = ctx.app().await else { return warming() };
@@ -205,7 +215,7 @@ async fn invoke(State(ctx): State<Arc<Ctx>>, Path(function): Path<String>, reque
 async fn service_bus(app: &App, def: &FunctionDef, inv: &Invocation) -> Response {
     let input = match envelope::decode_service_bus(inv, &def.binding) {
         Ok(i) => i,
-        Err(e) => return envelope_error(&e),
+        Err(e) => return undecodable_message(&e),
     };
     let id = input.message_id.clone().unwrap_or_else(|| "(no id)".into());
     let count = input.delivery_count.unwrap_or(1);
