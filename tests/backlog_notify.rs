@@ -196,10 +196,20 @@ async fn azure_devops_adapter_creates_work_items_with_json_patch_and_finds_them_
     assert_eq!(last.path, "/org/Shop%20Web/_apis/wit/workitems/$User%20Story");
     assert_eq!(last.json()[1]["path"], "/fields/System.Description");
 
-    // A wrong PAT: the error says so and holds no credential.
+    // A wrong PAT is answered 203 with a sign-in page: a failure, saying so, holding no credential,
+    // for the lookup and for a comment alike (never "posted").
     let wrong = settings_env(vec![("AZURE_DEVOPS_PAT", "not-the-pat".into())]);
-    let error = backlog::build("azureDevOps", &settings(config), &wrong).expect("builds").open(&draft).await.expect_err("401").to_string();
-    assert_eq!(error, "Azure DevOps answered 401 while looking for the rollout's work item: (no message)");
+    let with_wrong_pat = backlog::build("azureDevOps", &settings(config), &wrong).expect("builds");
+    let error = with_wrong_pat.open(&draft).await.expect_err("203").to_string();
+    assert_eq!(
+        error,
+        "Azure DevOps answered 203 with a sign-in page while looking for the rollout's work item: the token or PAT is not valid"
+    );
+    let before = fake.comments(100).len();
+    let error = with_wrong_pat.comment(&filed.issue, &sample_comment()).await.expect_err("203").to_string();
+    assert!(error.contains("answered 203 with a sign-in page"), "{error}");
+    assert!(!error.contains("not-the-pat"));
+    assert_eq!(fake.comments(100).len(), before);
 }
 
 /// A clock the test moves.
@@ -624,7 +634,7 @@ async fn secrets_never_reach_logs_history_or_error_bodies() {
     assert!(teams.seen().iter().any(|r| r.query.contains("SluiceSecret0004")));
     let ado_status = client.status(&ids[1]).await.expect("status");
     assert!(
-        ado_status.pointer("/backlog/lastError").and_then(Value::as_str).is_some_and(|e| e.contains("Azure DevOps answered 401")),
+        ado_status.pointer("/backlog/lastError").and_then(Value::as_str).is_some_and(|e| e.contains("Azure DevOps answered 203 with a sign-in page")),
         "{}",
         ado_status["backlog"]
     );

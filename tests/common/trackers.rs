@@ -162,8 +162,10 @@ fn ado_answer(r: &Recorded, state: &Mutex<AdoState>, down: &AtomicBool, prefix: 
         return answer(503, json!({"message": "TF400898: An Internal Error Occurred."}));
     }
     if r.header("authorization") != Some(basic) {
-        // Azure DevOps answers an unknown PAT with a sign-in redirect or 401.
-        return (401, vec![], String::new());
+        // A bad or expired PAT can be answered 203 with an HTML sign-in page
+        // (../shared/azure-contracts.md, Backlog): not an error status, not JSON.
+        let page = "<!DOCTYPE html><html><head><title>Azure DevOps Services | Sign In</title></head><body>Sign in</body></html>";
+        return (203, vec![("content-type".into(), "text/html; charset=utf-8".into())], page.into());
     }
     let Some(rest) = r.path.strip_prefix(prefix) else { return answer(404, json!({"message": "project not found"})) };
     let version = r.param("api-version").unwrap_or_default();

@@ -100,8 +100,15 @@ pub(crate) async fn call(request: reqwest::RequestBuilder, tracker: &str, doing:
     let status = response.status().as_u16();
     let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
     let text = response.text().await.unwrap_or_default();
-    let body: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-    if status >= 400 {
+    let parsed: Result<serde_json::Value, _> = serde_json::from_str(&text);
+    // Success is a 2xx with a JSON body, nothing else: Azure DevOps answers a
+    // bad or expired PAT with 203 and an HTML sign-in page.
+    if status == 203 || ((200..300).contains(&status) && parsed.is_err() && !text.trim().is_empty()) {
+        let what = if text.to_ascii_lowercase().contains("sign in") { "with a sign-in page" } else { "without JSON" };
+        return Err(BacklogError::Failed(format!("{tracker} answered {status} {what} while {doing}: the token or PAT is not valid")));
+    }
+    let body = parsed.unwrap_or(serde_json::Value::Null);
+    if !(200..300).contains(&status) {
         let message = body.get("message").and_then(|m| m.as_str()).unwrap_or("(no message)");
         let wait = retry_after.map(|s| format!("; retry after {s}s")).unwrap_or_default();
         return Err(BacklogError::Failed(format!(

@@ -21,10 +21,16 @@ pub struct LogQuery {
     path: String,
 }
 
+/// The Log Analytics query API. Source: Microsoft Learn, "Azure Monitor Log
+/// Analytics API request format" (`https://api.loganalytics.azure.com/v1/
+/// workspaces/{workspaceId}/query`; `api.loganalytics.io` is the older host
+/// name, still served). Tokens keep the audience `https://api.loganalytics.io`.
+pub const LOG_ANALYTICS_ENDPOINT: &str = "https://api.loganalytics.azure.com";
+
 /// `logAnalytics`: a Log Analytics workspace.
 pub fn build_workspace(settings: &Settings, _target: &Target, env: &AdapterEnv) -> Result<Arc<dyn MetricProvider>, AdapterError> {
     let id = req_str("logAnalytics", settings, "workspaceId")?;
-    let endpoint = opt_str(settings, "endpoint").unwrap_or("https://api.loganalytics.io");
+    let endpoint = opt_str(settings, "endpoint").unwrap_or(LOG_ANALYTICS_ENDPOINT);
     let api = AzureHttp::new(env.http.clone(), env.azure_identity("logAnalytics")?, "https://api.loganalytics.io/", endpoint);
     Ok(Arc::new(LogQuery { path: format!("{}/v1/workspaces/{id}/query", api.base()), api }))
 }
