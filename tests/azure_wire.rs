@@ -66,7 +66,17 @@ struct Arm {
     polls: u32,
     swap_status: Option<Value>,
     stopped: u32,
+    /// How `PATCH config/web` answers: at once (None), or as a long-running
+    /// operation reported by `Location` or by `Azure-AsyncOperation`.
+    patch_lro: Option<&'static str>,
+    /// Rules a long-running PATCH applies once its operation completes.
+    pending_rules: Option<Value>,
+    /// The next swap fails with a 500 (after it may have started).
+    swap_fails: bool,
 }
+
+/// The canary slot's unique default host name (apps created since 2024).
+const SLOT_HOST: &str = "orders-canary-b7c2d9e4f1a0c3d5.westeurope-01.azurewebsites.net";
 
 fn arm_fake(state: Arc<Mutex<Arm>>, base: Arc<Mutex<String>>) -> impl Fn(&Recorded) -> Answer + Send + Sync {
     move |r: &Recorded| {
@@ -87,15 +97,50 @@ fn arm_fake(state: Arc<Mutex<Arm>>, base: Arc<Mutex<String>>) -> impl Fn(&Record
                     s.throttled_once = true;
                     return (429, vec![("retry-after".into(), "1".into())], "{\"error\":{\"code\":\"TooManyRequests\"}}".into());
                 }
-                if !s.ignore_patches {
-                    s.rules = r.json().pointer("/properties/experiments/rampUpRules").cloned().unwrap_or(json!([]));
+                let rules = r.json().pointer("/properties/experiments/rampUpRules").cloned().unwrap_or(json!([]));
+                let base = base.lock().expect("base").clone();
+                match (s.ignore_patches, s.patch_lro) {
+                    (true, _) => ok(json!({"properties": {}})),
+                    (false, None) => {
+                        s.rules = rules;
+                        ok(json!({"properties": {}}))
+                    }
+                    (false, Some(kind)) => {
+                        s.pending_rules = Some(rules);
+                        s.polls = 0;
+                        let (header, url) = match kind {
+                            "location" => ("location", format!("{base}/operations/config-1")),
+                            _ => ("azure-asyncoperation", format!("{base}/operations/config-async-1")),
+                        };
+                        (202, vec![(header.into(), url), ("retry-after".into(), "0".into())], String::new())
+                    }
                 }
-                ok(json!({"properties": {}}))
+            }
+            ("GET", p) if p.starts_with("/operations/config") => {
+                s.polls += 1;
+                let done = s.polls >= 2;
+                if done {
+                    if let Some(rules) = s.pending_rules.take() {
+                        s.rules = rules;
+                    }
+                }
+                match (p.contains("async"), done) {
+                    (true, false) => ok(json!({"status": "InProgress"})),
+                    (true, true) => ok(json!({"status": "Succeeded"})),
+                    (false, false) => (202, vec![("retry-after".into(), "0".into())], String::new()),
+                    (false, true) => ok(json!({})),
+                }
+            }
+            ("GET", p) if p == format!("{SITE}/slots/canary") => {
+                ok(json!({"name": "orders/canary", "properties": {"defaultHostName": SLOT_HOST}}))
             }
             ("GET", p) if p == config => ok(json!({"properties": {"experiments": {"rampUpRules": s.rules}}})),
             ("GET", SITE) => ok(json!({"properties": {"slotSwapStatus": s.swap_status}})),
             ("POST", p) if p == format!("{SITE}/slots/canary/slotsswap") => {
                 s.swaps_started += 1;
+                if std::mem::take(&mut s.swap_fails) {
+                    return (500, vec![], "{\"error\":{\"code\":\"InternalServerError\"}}".into());
+                }
                 s.polls = 0;
                 let location = format!("{}/operations/swap-{}", base.lock().expect("base"), s.swaps_started);
                 (202, vec![("location".into(), location), ("retry-after".into(), "0".into())], String::new())
@@ -138,7 +183,7 @@ async fn app_service_slots_route_swap_and_roll_back_with_exact_arm_requests() {
     assert_eq!(
         patches[1].json(),
         json!({"properties": {"experiments": {"rampUpRules": [
-            {"name": "canary", "actionHostName": "orders-canary.azurewebsites.net", "reroutePercentage": 20.0}
+            {"name": "canary", "actionHostName": SLOT_HOST, "reroutePercentage": 20.0}
         ]}}})
     );
     assert_eq!(patches[1].header("content-type"), Some("application/json"));
@@ -173,6 +218,26 @@ async fn app_service_slots_route_swap_and_roll_back_with_exact_arm_requests() {
     let tokens: Vec<Recorded> = fake.seen().into_iter().filter(|r| r.path == "/msi/token").collect();
     assert_eq!(tokens.len(), 1, "the token is cached");
     assert_eq!(tokens[0].param("resource").as_deref(), Some("https://management.azure.com/"));
+
+    // The host name was read from ARM once, never composed.
+    assert_eq!(fake.seen().iter().filter(|r| r.method == "GET" && r.path == format!("{SITE}/slots/canary")).count(), 1);
+
+    // A swap that fails with a 500 after it may have started is not sent again by the
+    // client; the retry (the core's, later) first checks whether it happened.
+    state.lock().expect("arm").swap_fails = true;
+    let swaps = state.lock().expect("arm").swaps_started;
+    router.promote(Utc::now()).await.expect_err("the swap failed");
+    assert_eq!(state.lock().expect("arm").swaps_started, swaps + 1, "one POST, no blind retry");
+
+    // PATCH config/web as a long-running operation, in both of ARM's forms:
+    // the weight is read back only once the operation is done.
+    for form in ["location", "async"] {
+        state.lock().expect("arm").patch_lro = Some(form);
+        let w = sluice::domain::ids::Weight::new(if form == "location" { 30 } else { 40 }).expect("weight");
+        assert_eq!(router.set_weight(w).await.unwrap_or_else(|e| panic!("{form}: {e}")), w, "{form}");
+        assert_eq!(state.lock().expect("arm").polls, 2, "{form}: polled to completion");
+    }
+    state.lock().expect("arm").patch_lro = None;
 
     // A router that does not apply the weight is caught by the read-back.
     state.lock().expect("arm").ignore_patches = true;

@@ -634,7 +634,10 @@ async fn secrets_never_reach_logs_history_or_error_bodies() {
     assert!(teams.seen().iter().any(|r| r.query.contains("SluiceSecret0004")));
     let ado_status = client.status(&ids[1]).await.expect("status");
     assert!(
-        ado_status.pointer("/backlog/lastError").and_then(Value::as_str).is_some_and(|e| e.contains("Azure DevOps answered 203 with a sign-in page")),
+        ado_status
+            .pointer("/backlog/lastError")
+            .and_then(Value::as_str)
+            .is_some_and(|e| e.contains("Azure DevOps answered 203 with a sign-in page")),
         "{}",
         ado_status["backlog"]
     );

@@ -11,8 +11,17 @@
 //! check from metrics that canary traffic really stopped.
 //!
 //! Settings: `subscriptionId`, `resourceGroup`, `app`, `slot`;
-//! optional `canaryHostName` (default `{app}-{slot}.azurewebsites.net`),
-//! `pinnedUsers`, `armEndpoint` (default `https://management.azure.com`).
+//! optional `canaryHostName` (default: the slot's `defaultHostName`, read
+//! from ARM — apps created since 2024 may have unique default host names,
+//! `<app>-<slot>-<hash>.<region>.azurewebsites.net`, so it is never
+//! composed), `pinnedUsers`, `armEndpoint` (default
+//! `https://management.azure.com`).
+//!
+//! Source: Azure REST API specs, Microsoft.Web `WebApps_UpdateConfiguration`
+//! (`PATCH …/config/web`, a long-running operation: a `202` with `Location`
+//! is polled before the weight is read back), `WebApps_SwapSlot`
+//! (`POST …/slots/{slot}/slotsswap`, long-running; never retried blindly),
+//! `WebApps_GetSlot` (`properties.defaultHostName`).
 
 use crate::domain::ids::Weight;
 use std::sync::Arc;
@@ -30,6 +39,8 @@ use crate::ports::env::{opt_str, req_str, AdapterEnv, AdapterError};
 const API: &str = "api-version=2023-12-01";
 /// How long a slot swap may take before it is reported failed (and retried).
 const SWAP_BUDGET: Duration = Duration::from_secs(600);
+/// How long a configuration change may take to apply.
+const CONFIG_BUDGET: Duration = Duration::from_secs(120);
 
 /// What to do about users pinned to the canary slot after a rollback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +54,8 @@ pub struct AppServiceSlots {
     arm: AzureHttp,
     site: String,
     slot: String,
-    host: String,
+    /// The canary slot's host name: configured, or read from ARM once.
+    host: tokio::sync::OnceCell<String>,
     pinned: Pinned,
 }
 
@@ -66,7 +78,7 @@ pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, Adap
     let arm = AzureHttp::new(env.http.clone(), env.azure_identity(name)?, "https://management.azure.com/", endpoint);
     Ok(Arc::new(AppServiceSlots {
         site: format!("{}/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.Web/sites/{app}", arm.base()),
-        host: opt_str(s, "canaryHostName").map(str::to_string).unwrap_or_else(|| format!("{app}-{slot}.azurewebsites.net")),
+        host: tokio::sync::OnceCell::new_with(opt_str(s, "canaryHostName").map(str::to_string)),
         slot: slot.to_string(),
         arm,
         pinned,
@@ -78,23 +90,45 @@ fn failed(e: impl std::fmt::Display) -> TrafficError {
 }
 
 impl AppServiceSlots {
+    /// The canary slot's host name, as ARM gives it.
+    async fn host(&self) -> Result<&str, TrafficError> {
+        let host = self
+            .host
+            .get_or_try_init(|| async {
+                let url = format!("{}/slots/{}?{API}", self.site, self.slot);
+                let slot = self.arm.send(reqwest::Method::GET, &url, None).await.map_err(failed)?;
+                slot.body
+                    .pointer("/properties/defaultHostName")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| failed(format!("slot '{}' has no defaultHostName; set canaryHostName", self.slot)))
+            })
+            .await?;
+        Ok(host)
+    }
+
     async fn set_rules(&self, weight: Weight) -> Result<(), TrafficError> {
         let rules = if weight == 0 {
             json!([])
         } else {
-            json!([{"name": self.slot, "actionHostName": self.host, "reroutePercentage": f64::from(weight.percent())}])
+            json!([{"name": self.slot, "actionHostName": self.host().await?, "reroutePercentage": f64::from(weight.percent())}])
         };
         let body = json!({"properties": {"experiments": {"rampUpRules": rules}}});
-        self.arm.send(reqwest::Method::PATCH, &format!("{}/config/web?{API}", self.site), Some(&body)).await.map_err(failed)?;
+        let url = format!("{}/config/web?{API}", self.site);
+        self.arm.long_running(reqwest::Method::PATCH, &url, Some(&body), CONFIG_BUDGET).await.map_err(failed)?;
         Ok(())
     }
 
     async fn read_weight(&self) -> Result<Weight, TrafficError> {
         let r = self.arm.send(reqwest::Method::GET, &format!("{}/config/web?{API}", self.site), None).await.map_err(failed)?;
         let rules = r.body.pointer("/properties/experiments/rampUpRules").and_then(Value::as_array).cloned().unwrap_or_default();
+        if rules.is_empty() {
+            return Ok(Weight::ZERO);
+        }
+        let host = self.host().await?;
         let pct = rules
             .iter()
-            .filter(|rule| rule.get("actionHostName").and_then(Value::as_str).map(|h| h.eq_ignore_ascii_case(&self.host)).unwrap_or(false))
+            .filter(|rule| rule.get("actionHostName").and_then(Value::as_str).map(|h| h.eq_ignore_ascii_case(host)).unwrap_or(false))
             .filter_map(|rule| rule.get("reroutePercentage").and_then(Value::as_f64))
             .sum::<f64>();
         Ok(Weight::new(pct.round().clamp(0.0, 100.0) as u64).unwrap_or(Weight::FULL))
