@@ -172,6 +172,16 @@ async fn who_may_act_is_403_and_state_conflicts_409_each_in_the_history() {
     };
     let (status, answer) = approve("mallory").await;
     assert_eq!((status, answer["error"].as_str()), (403, Some("forbidden")), "not an allowed approver: {answer}");
+    // Without App Service authentication the principal header proves nothing: mallory stays mallory.
+    let (status, answer) = raw(
+        &url,
+        "POST",
+        &format!("/api/rollouts/{id}/approve"),
+        b"{}".to_vec(),
+        &[("x-sluice-user", "mallory"), ("x-ms-client-principal-name", "alice")],
+    )
+    .await;
+    assert_eq!(status, 403, "a forged principal header is ignored: {answer}");
     let (status, answer) = approve("pipeline").await;
     assert_eq!(status, 403, "self-approval: {answer}");
     assert!(answer["message"].as_str().unwrap_or("").contains("cannot approve"), "{answer}");
@@ -187,9 +197,10 @@ async fn who_may_act_is_403_and_state_conflicts_409_each_in_the_history() {
         .filter(|e| e["cause"].as_str().unwrap_or("").ends_with("Refused"))
         .map(|e| (e["by"].as_str().unwrap_or("").to_string(), e["summary"].as_str().unwrap_or("").to_string()))
         .collect();
-    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert_eq!(refused.len(), 4, "{refused:?}");
     assert!(refused[0].0 == "mallory" && refused[0].1.starts_with("forbidden: "), "{refused:?}");
-    assert!(refused[2].0 == "alice" && refused[2].1.starts_with("refused: "), "{refused:?}");
+    assert!(refused[1].0 == "mallory", "{refused:?}");
+    assert!(refused[3].0 == "alice" && refused[3].1.starts_with("refused: "), "{refused:?}");
     assert_eq!(status["phase"], "AwaitingApproval");
 }
 

@@ -4,10 +4,12 @@
 //! Every input is parsed here, once, into typed values (rollout id, actor,
 //! request id, step); a wrong field is a 400 naming it and changes nothing.
 //!
-//! Who acts: the `X-MS-CLIENT-PRINCIPAL-NAME` header when App Service
-//! authentication sets it, else the body's `by`, else the `x-sluice-user`
-//! header. With `SLUICE_REQUIRE_PRINCIPAL` on, people's actions need the
-//! header, and a `by` naming someone else is refused with 403. A request id
+//! Who acts: with App Service authentication on (the platform sets
+//! `WEBSITE_AUTH_ENABLED=True`, and strips any copy of the header a client
+//! sends), the `X-MS-CLIENT-PRINCIPAL-NAME` it sets — people's actions need
+//! it, and a `by` naming someone else is refused with 403. Without it the
+//! header proves nothing and is ignored: the body's `by`, else the
+//! `x-sluice-user` header. A request id
 //! (`requestId` in the body, or an `Idempotency-Key` header) makes a
 //! repeated request harmless; `step` (1-based, as status shows it) makes a
 //! request for a step the rollout has left stale.
@@ -192,6 +194,8 @@ fn actor(app: &App, req: &HttpRequest, body_by: Option<Actor>, person: bool) -> 
         }
         return Ok(principal);
     }
+    // Without App Service authentication anyone can send the principal header: it is ignored.
+    let principal = principal.filter(|_| app.require_principal);
     let header_user = header_actor(req, "x-sluice-user")?;
     principal.or(body_by).or(header_user).ok_or_else(|| {
         ApiError::new(400, "missing_identity", "say who is acting: the body field \"by\" or the header x-sluice-user").field("by")

@@ -112,7 +112,8 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("SLUICE_ALERT_TOKEN", "Shared secret the alert webhook requires (`?token=`, `x-sluice-token` or `Authorization: Bearer`). Required by `serve`, at least 16 characters."),
     ("SLUICE_PUBLIC_URL", "Base URL people reach Sluice at, for links in issues and messages (default `https://$WEBSITE_HOSTNAME`, else the local address)."),
     ("WEBSITE_HOSTNAME", "Set by App Service; the default public host name."),
-    ("SLUICE_REQUIRE_PRINCIPAL", "`true` (with App Service authentication on): approve, reject, abort, promote and retry act only as the signed-in `X-MS-CLIENT-PRINCIPAL-NAME`; a self-asserted `by`, or none, is refused with 403, and people's actions posted to the queue are refused. Default `false`."),
+    ("SLUICE_REQUIRE_PRINCIPAL", "`true`: approve, reject, abort, promote and retry act only as the signed-in `X-MS-CLIENT-PRINCIPAL-NAME`; a self-asserted `by`, or none, is refused with 403, and people's actions posted to the queue are refused. On by itself when App Service authentication is on (`WEBSITE_AUTH_ENABLED`); `serve` refuses it while authentication is off. Default `false`, and the header is then ignored."),
+    ("WEBSITE_AUTH_ENABLED", "Set to `True` by App Service when its authentication is on: only then is `X-MS-CLIENT-PRINCIPAL-NAME` trusted (and required for people's actions)."),
     ("GITHUB_TOKEN", "Default app setting of the `github` backlog's token (fine-grained: Issues read and write on the repository); a spec may name another with `tokenSetting`."),
     ("AZURE_DEVOPS_PAT", "Default app setting of the `azureDevOps` backlog's PAT (Work Items read and write); a spec may name another with `patSetting`. Without one, the managed identity's Entra token is used."),
     ("RUST_LOG", "Log filter (default `info`)."),
@@ -239,7 +240,11 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>, mode: Mode) -> Result<AppC
             }
         }
     }
-    let require_principal = match value("SLUICE_REQUIRE_PRINCIPAL").map(|v| v.to_ascii_lowercase()).as_deref() {
+    // App Service sets WEBSITE_AUTH_ENABLED=True when its authentication is on
+    // (Microsoft.Identity.Web, AppServicesAuthenticationInformation): only then
+    // is X-MS-CLIENT-PRINCIPAL-NAME the platform's word, not the caller's.
+    let platform_auth = value("WEBSITE_AUTH_ENABLED").map(|v| v.eq_ignore_ascii_case("true")).unwrap_or(false);
+    let asked = match value("SLUICE_REQUIRE_PRINCIPAL").map(|v| v.to_ascii_lowercase()).as_deref() {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") => true,
         Some(other) => {
@@ -247,6 +252,14 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>, mode: Mode) -> Result<AppC
             false
         }
     };
+    if asked && !platform_auth && mode == Mode::Serve {
+        problem(
+            "SLUICE_REQUIRE_PRINCIPAL",
+            "is true but App Service authentication is off (WEBSITE_AUTH_ENABLED is not True): no signed-in identity would ever arrive"
+                .into(),
+        );
+    }
+    let require_principal = asked || platform_auth;
     let embedded = (value("SLUICE_STORE").is_some() && store == StoreKind::Sqlite)
         || (value("SLUICE_QUEUE").is_some() && queue == QueueKind::Embedded);
     let data_dir = match (value("SLUICE_DATA_DIR"), mode) {
@@ -356,8 +369,24 @@ mod tests {
                 Mode::Serve,
             )
         };
-        assert!(strict("TRUE").expect("valid").require_principal);
+        assert_eq!(strict("TRUE").expect_err("refused without platform auth")[0].setting, "SLUICE_REQUIRE_PRINCIPAL");
         assert_eq!(strict("yes").expect_err("refused")[0].setting, "SLUICE_REQUIRE_PRINCIPAL");
+        let signed_in = from_env(
+            &env(&[
+                ("FUNCTIONS_CUSTOMHANDLER_PORT", "41000"),
+                ("SLUICE_STORE", "table"),
+                ("SLUICE_TABLE_ACCOUNT", "acct"),
+                ("IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi"),
+                ("IDENTITY_HEADER", "x"),
+                ("SLUICE_QUEUE", "servicebus"),
+                ("ServiceBusConnection", "Endpoint=sb://x.servicebus.windows.net/;SharedAccessKeyName=a;SharedAccessKey=b"),
+                ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
+                ("WEBSITE_AUTH_ENABLED", "True"),
+            ]),
+            Mode::Serve,
+        )
+        .expect("valid");
+        assert!(signed_in.require_principal, "App Service authentication on: the principal is trusted and required");
     }
 
     #[test]
