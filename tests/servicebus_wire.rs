@@ -109,3 +109,66 @@ fn connection_strings_name_what_is_wrong_without_the_key() {
         assert!(!err.contains(key), "the key leaked: {err}");
     }
 }
+
+/// Sending with the managed identity (no SAS key anywhere): the exact
+/// request of the Service Bus REST "Send Message" operation, with a token
+/// for `https://servicebus.azure.net` and the scheduled time in RFC 1123.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_sends_are_exact_requests() {
+    use common::recorder::{Recorded, Recorder};
+    use sluice::ports::queue::servicebus_identity::ServiceBusSender;
+    let fake = Recorder::start(|r: &Recorded| {
+        if r.path == "/msi/token" {
+            let resource = r.param("resource").unwrap_or_default();
+            let token = if resource == "https://servicebus.azure.net" { "sb-token" } else { "wrong-audience" };
+            let expires = (Utc::now() + TimeDelta::hours(1)).timestamp().to_string();
+            return (200, vec![], serde_json::json!({"access_token": token, "expires_on": expires}).to_string());
+        }
+        match r.header("authorization") {
+            Some("Bearer sb-token") if r.path == "/rollout-steps/messages" && r.method == "POST" => (201, vec![], String::new()),
+            Some("Bearer sb-token") => (404, vec![], String::new()),
+            _ => (401, vec![], "<Error><Code>401</Code></Error>".into()),
+        }
+    })
+    .await;
+    let settings =
+        std::collections::BTreeMap::from([("IDENTITY_ENDPOINT", format!("{}/msi/token", fake.url)), ("IDENTITY_HEADER", "h".to_string())]);
+    let credential = sluice::ports::azure::auth::AzureCredential::from_settings(&|k| settings.get(k).cloned()).expect("identity");
+    let q = ServiceBusSender::new(
+        "ns.servicebus.windows.net",
+        "rollout-steps",
+        Some(&fake.url),
+        reqwest::Client::new(),
+        std::sync::Arc::new(credential),
+    );
+    let at = DateTime::parse_from_rfc3339("2030-01-02T03:04:05.250Z").expect("time").with_timezone(&Utc);
+    q.send(OutMessage { id: "r-1:wake:1".into(), body: "{\"kind\":\"wake\"}".into(), visible_at: Some(at) }).await.expect("send");
+    q.send(OutMessage { id: "r-1:start".into(), body: "{\"kind\":\"start\"}".into(), visible_at: None }).await.expect("send");
+    let sends: Vec<Recorded> = fake.seen().into_iter().filter(|r| r.path == "/rollout-steps/messages").collect();
+    assert_eq!(sends.len(), 2);
+    let props: serde_json::Value = serde_json::from_str(sends[0].header("brokerproperties").expect("BrokerProperties")).expect("json");
+    assert_eq!(props["MessageId"], "r-1:wake:1");
+    assert_eq!(props["ScheduledEnqueueTimeUtc"], "Wed, 02 Jan 2030 03:04:06 GMT", "RFC 1123, rounded up to the second");
+    assert!(props["TimeToLive"].as_u64().expect("seconds") > 7 * 24 * 3600);
+    assert_eq!(sends[0].body, "{\"kind\":\"wake\"}");
+    assert_eq!(sends[0].header("content-type"), Some("application/json"));
+    let second: serde_json::Value = serde_json::from_str(sends[1].header("brokerproperties").expect("props")).expect("json");
+    assert!(second.get("ScheduledEnqueueTimeUtc").is_none(), "visible now: no schedule");
+    // Every call receive-side is refused: in Azure the Functions trigger receives.
+    assert!(matches!(q.receive(Duration::from_secs(1)).await, Err(QueueError::Config(_))));
+    // An identity without the role: the error says which role it needs, and holds no token.
+    let wrong = Recorder::start(|r: &Recorded| {
+        if r.path == "/msi/token" {
+            let expires = (Utc::now() + TimeDelta::hours(1)).timestamp().to_string();
+            return (200, vec![], serde_json::json!({"access_token": "sb-token", "expires_on": expires}).to_string());
+        }
+        (401, vec![], String::new())
+    })
+    .await;
+    let settings =
+        std::collections::BTreeMap::from([("IDENTITY_ENDPOINT", format!("{}/msi/token", wrong.url)), ("IDENTITY_HEADER", "h".to_string())]);
+    let credential = sluice::ports::azure::auth::AzureCredential::from_settings(&|k| settings.get(k).cloned()).expect("identity");
+    let q = ServiceBusSender::new("ns", "rollout-steps", Some(&wrong.url), reqwest::Client::new(), std::sync::Arc::new(credential));
+    let error = q.send(OutMessage { id: "x".into(), body: "{}".into(), visible_at: None }).await.expect_err("401").to_string();
+    assert!(error.contains("Azure Service Bus Data Sender") && !error.contains("sb-token"), "{error}");
+}

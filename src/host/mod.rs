@@ -213,6 +213,12 @@ pub async fn build_engine(
             let lock = std::time::Duration::from_secs(*lock_seconds);
             Arc::new(ServiceBusQueue::new(&conn, queue, azure_core::new_http_client(), lock).map_err(|e| HostError::Config(e.to_string()))?)
         }
+        QueueKind::ServiceBusIdentity { namespace, queue } => {
+            let credential = crate::ports::azure::auth::AzureCredential::from_settings(&|k| std::env::var(k).ok())
+                .ok_or_else(|| HostError::Config("ServiceBusConnection__fullyQualifiedNamespace: no identity to send with".into()))?;
+            let http = crate::ports::env::http_client();
+            Arc::new(crate::ports::queue::servicebus_identity::ServiceBusSender::new(namespace, queue, None, http, Arc::new(credential)))
+        }
     };
     let env = crate::ports::env::AdapterEnv::new(config.data_dir.clone(), public_url);
     Ok(Arc::new(crate::shell::engine::Engine::new(store, queue, env, clock)))

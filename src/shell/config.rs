@@ -46,7 +46,7 @@ pub enum StoreKind {
 pub enum QueueKind {
     /// The embedded queue (consumed in-process).
     Embedded,
-    /// Azure Service Bus.
+    /// Azure Service Bus, with a SAS connection string (sends and receives).
     ServiceBus {
         /// The SAS connection string Sluice sends with.
         connection: SecretSetting,
@@ -54,6 +54,13 @@ pub enum QueueKind {
         queue: String,
         /// The queue's lock duration, in seconds.
         lock_seconds: u64,
+    },
+    /// Azure Service Bus, sent to with the managed identity (the Functions trigger receives).
+    ServiceBusIdentity {
+        /// `{namespace}.servicebus.windows.net`.
+        namespace: String,
+        /// Queue name.
+        queue: String,
     },
 }
 
@@ -101,8 +108,9 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("SLUICE_TABLE_ACCOUNT", "With `table`: a storage account name reached with the managed identity (role Storage Table Data Contributor) instead of a key."),
     ("SLUICE_TABLE_PREFIX", "With `table`: prefix of the table names `{prefix}rollouts` and `{prefix}index` (letters and digits; default `sluice`)."),
     ("SLUICE_QUEUE", "Queue adapter: `servicebus` or `embedded` (consumed in-process). Required by `serve`; `up` defaults to `embedded` (or `--queue`)."),
-    ("SLUICE_SERVICEBUS_CONNECTION", "With `servicebus`: the SAS connection string Sluice sends step messages with (a Send policy is enough; falls back to `ServiceBusConnection`)."),
+    ("SLUICE_SERVICEBUS_CONNECTION", "With `servicebus`: a SAS connection string to send (and, under `up`, receive) step messages with; falls back to `ServiceBusConnection`. Without either, Sluice sends with the managed identity to `ServiceBusConnection__fullyQualifiedNamespace`."),
     ("ServiceBusConnection", "The connection the `steps` trigger reads (the Functions host uses it; `ServiceBusConnection__fullyQualifiedNamespace` for a managed identity)."),
+    ("ServiceBusConnection__fullyQualifiedNamespace", "`{namespace}.servicebus.windows.net`: the trigger receives with the managed identity (Azure Service Bus Data Receiver), and without a SAS connection string Sluice sends with it too (Azure Service Bus Data Sender)."),
     ("SLUICE_QUEUE_NAME", "With `servicebus`: the queue (default `rollout-steps`, as in `functions/steps/function.json`)."),
     ("SLUICE_SERVICEBUS_LOCK_SECONDS", "With `servicebus`: the queue's lock duration (default 60)."),
     ("IDENTITY_ENDPOINT", "Set by App Service with a managed identity (with `IDENTITY_HEADER`): Sluice's tokens for Table Storage and ARM come from it."),
@@ -182,15 +190,30 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>, mode: Mode) -> Result<AppC
     };
     let queue = match (value("SLUICE_QUEUE").as_deref(), mode) {
         (Some("embedded"), _) | (None, Mode::Up) => QueueKind::Embedded,
+        (Some("servicebus"), _)
+            if value("SLUICE_SERVICEBUS_CONNECTION").is_none()
+                && value("ServiceBusConnection").is_none()
+                && value("ServiceBusConnection__fullyQualifiedNamespace").is_some() =>
+        {
+            // The identity the trigger reads with sends too (role Azure Service Bus Data Sender).
+            let namespace = value("ServiceBusConnection__fullyQualifiedNamespace").unwrap_or_default();
+            if value("IDENTITY_ENDPOINT").is_none() && value("AZURE_CLIENT_SECRET").is_none() && value("SLUICE_AZURE_TOKEN").is_none() {
+                problem(
+                    "ServiceBusConnection__fullyQualifiedNamespace",
+                    "is set but no identity is available to send with (IDENTITY_ENDPOINT, AZURE_CLIENT_SECRET or SLUICE_AZURE_TOKEN)"
+                        .into(),
+                );
+            }
+            QueueKind::ServiceBusIdentity { namespace, queue: value("SLUICE_QUEUE_NAME").unwrap_or_else(|| "rollout-steps".into()) }
+        }
         (Some("servicebus"), _) => {
             let connection = value("SLUICE_SERVICEBUS_CONNECTION").or_else(|| value("ServiceBusConnection"));
             if connection.is_none() {
-                let hint = if value("ServiceBusConnection__fullyQualifiedNamespace").is_some() {
-                    "; the trigger can use a managed identity, but Sluice sends with a SAS connection string (the azure_messaging_servicebus 0.21 crate has no Entra ID sending): give it a Send policy's connection string"
-                } else {
-                    ""
-                };
-                problem("SLUICE_SERVICEBUS_CONNECTION", format!("is not set (nor ServiceBusConnection){hint}"));
+                problem(
+                    "SLUICE_SERVICEBUS_CONNECTION",
+                    "is not set (nor ServiceBusConnection, nor ServiceBusConnection__fullyQualifiedNamespace for the managed identity)"
+                        .into(),
+                );
             }
             let lock_seconds = match value("SLUICE_SERVICEBUS_LOCK_SECONDS") {
                 None => 60,
@@ -404,8 +427,39 @@ mod tests {
         )
         .expect_err("incomplete");
         let names: Vec<&str> = problems.iter().map(|p| p.setting).collect();
-        assert_eq!(names, ["SLUICE_TABLE_CONNECTION", "SLUICE_SERVICEBUS_CONNECTION", "SLUICE_SERVICEBUS_LOCK_SECONDS"]);
-        assert!(problems[1].message.contains("SAS connection string"));
+        assert_eq!(names, ["SLUICE_TABLE_CONNECTION", "ServiceBusConnection__fullyQualifiedNamespace"]);
+        assert!(problems[1].message.contains("no identity is available to send with"));
+        // Identity only: the namespace and an identity, no key anywhere.
+        let c = from_env(
+            &env(&[
+                ("FUNCTIONS_CUSTOMHANDLER_PORT", "41000"),
+                ("SLUICE_STORE", "table"),
+                ("SLUICE_TABLE_ACCOUNT", "acct"),
+                ("SLUICE_QUEUE", "servicebus"),
+                ("ServiceBusConnection__fullyQualifiedNamespace", "x.servicebus.windows.net"),
+                ("IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi"),
+                ("IDENTITY_HEADER", "h"),
+                ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
+            ]),
+            Mode::Serve,
+        )
+        .expect("valid");
+        assert_eq!(c.queue, QueueKind::ServiceBusIdentity { namespace: "x.servicebus.windows.net".into(), queue: "rollout-steps".into() });
+        // A SAS connection string with a bad lock duration still names both problems.
+        let problems = from_env(
+            &env(&[
+                ("FUNCTIONS_CUSTOMHANDLER_PORT", "41000"),
+                ("SLUICE_STORE", "sqlite"),
+                ("SLUICE_DATA_DIR", "/tmp/x"),
+                ("SLUICE_QUEUE", "servicebus"),
+                ("SLUICE_SERVICEBUS_LOCK_SECONDS", "0"),
+                ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
+            ]),
+            Mode::Serve,
+        )
+        .expect_err("incomplete");
+        let names: Vec<&str> = problems.iter().map(|p| p.setting).collect();
+        assert_eq!(names, ["SLUICE_SERVICEBUS_CONNECTION", "SLUICE_SERVICEBUS_LOCK_SECONDS"]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod embedded;
 pub mod servicebus;
+pub mod servicebus_identity;
 
 use std::sync::Arc;
 use std::time::Duration;
