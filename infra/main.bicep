@@ -1,9 +1,17 @@
-// Sluice on Azure Functions: a Linux function app running the `sluice`
-// custom handler, its state in Table Storage, its steps on a Service Bus
-// queue, its logs in Application Insights, and an action group whose
-// webhook is Sluice's alert endpoint (Common Alert Schema).
+// Sluice on Azure Functions Flex Consumption: the `sluice` custom handler
+// (runtime `custom` 1.0), its state in Table Storage, its steps on a Service
+// Bus queue, its logs in Application Insights, an action group whose webhook
+// is Sluice's alert endpoint (Common Alert Schema), and App Service
+// authentication (Entra ID) in front of the API and the dashboard.
 //
-//   az deployment group create -g <rg> -f infra/main.bicep -p infra/main.parameters.example.json
+// Identity only: no account key, no SAS rule, no secret in an output. The
+// function app's system-assigned identity holds exactly the roles the code
+// uses, on Sluice's own resources here and on the targets' scopes through
+// the modules (see README, "Deploy to Azure").
+//
+//   azd up                     (azure.yaml: provision, then package and deploy)
+// or
+//   az deployment group create -g <rg> -f infra/main.bicep -p infra/main.parameters.json
 //   cargo run --release -- package --out dist
 //   az functionapp deployment source config-zip -g <rg> -n <app> --src dist/sluice-functionapp.zip
 
@@ -19,38 +27,66 @@ param location string = resourceGroup().location
 @minLength(16)
 param alertToken string
 
-@description('Resource group holding the App Service apps Sluice routes traffic for (it gets Website Contributor there).')
-param targetResourceGroup string = resourceGroup().name
+@description('Resource groups holding the apps Sluice routes traffic for and reads metrics of: Website Contributor and Monitoring Reader there.')
+param targetResourceGroups array = [resourceGroup().name]
 
-@description('Secrets the backlog and notification channels of your specs name, as app settings: e.g. {"GITHUB_TOKEN": "...", "TEAMS_URL": "..."}. Specs refer to them by name (tokenSetting, patSetting, urlSetting); the values never enter a spec. Key Vault references (@Microsoft.KeyVault(...)) work as values.')
+@description('Log Analytics workspaces the specs query ({resourceGroup, name}): Log Analytics Reader on each. Application Insights queries need the same on the workspace behind the component.')
+param analyticsWorkspaces array = []
+
+@description('A Key Vault whose secrets the channel settings reference ({resourceGroup, name}; empty: none): Key Vault Secrets User on it.')
+param keyVault object = {}
+
+@description('Secrets the backlog and notification channels of your specs name, as app settings: e.g. {"GITHUB_TOKEN": "@Microsoft.KeyVault(SecretUri=...)"}. Specs refer to them by name; the values never enter a spec.')
 @secure()
 param channelSecrets object = {}
 
-@description('Function plan: EP1 (Elastic Premium) keeps the custom handler warm.')
-@allowed(['EP1', 'EP2', 'EP3'])
-param planSku string = 'EP1'
+@description('Client id of the Entra ID app registration that signs people in (App Service authentication on the API and the dashboard). Empty: no sign-in, function keys only.')
+param authClientId string = ''
 
-var storageName = '${prefix}sluice${uniqueString(resourceGroup().id)}'
-var appName = '${prefix}-sluice-${uniqueString(resourceGroup().id)}'
+@description('Most instances Flex Consumption may scale out to.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@allowed([512, 2048, 4096])
+param instanceMemoryMB int = 2048
+
+var suffix = uniqueString(resourceGroup().id)
+var storageName = take('${prefix}sluice${suffix}', 24)
+var appName = '${prefix}-sluice-${suffix}'
 var queueName = 'rollout-steps'
+var deploymentContainer = 'app-package'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  name: take(storageName, 24)
+  name: storageName
   location: location
   sku: { name: 'Standard_LRS' }
   kind: 'StorageV2'
   properties: {
     minimumTlsVersion: 'TLS1_2'
     allowBlobPublicAccess: false
+    allowSharedKeyAccess: false
     supportsHttpsTrafficOnly: true
   }
 }
 
+resource blobs 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+// Flex Consumption deploys one package from this container.
+resource packages 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobs
+  name: deploymentContainer
+}
+
 resource serviceBus 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' = {
-  name: '${prefix}-sluice-${uniqueString(resourceGroup().id)}'
+  name: '${prefix}-sluice-${suffix}'
   location: location
-  // Standard: duplicate detection and scheduled messages.
+  // Standard: duplicate detection and scheduled messages. No SAS: Entra ID only.
   sku: { name: 'Standard', tier: 'Standard' }
+  properties: { disableLocalAuth: true }
 }
 
 resource stepsQueue 'Microsoft.ServiceBus/namespaces/queues@2022-10-01-preview' = {
@@ -66,13 +102,6 @@ resource stepsQueue 'Microsoft.ServiceBus/namespaces/queues@2022-10-01-preview' 
   }
 }
 
-// Sluice sends with SAS (the 0.21 crate has no Entra ID sending); send only.
-resource sendRule 'Microsoft.ServiceBus/namespaces/queues/authorizationRules@2022-10-01-preview' = {
-  parent: stepsQueue
-  name: 'sluice-send'
-  properties: { rights: ['Send'] }
-}
-
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
   name: '${prefix}-sluice-logs'
   location: location
@@ -83,18 +112,33 @@ resource insights 'Microsoft.Insights/components@2020-02-02' = {
   name: '${prefix}-sluice-ai'
   location: location
   kind: 'web'
-  properties: { Application_Type: 'web', WorkspaceResourceId: workspace.id }
+  properties: { Application_Type: 'web', WorkspaceResourceId: workspace.id, DisableLocalAuth: true }
 }
 
-resource plan 'Microsoft.Web/serverfarms@2023-12-01' = {
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: '${prefix}-sluice-plan'
   location: location
-  kind: 'elastic'
-  sku: { name: planSku, tier: 'ElasticPremium' }
-  properties: { reserved: true, maximumElasticWorkerCount: 5 }
+  kind: 'functionapp'
+  sku: { name: 'FC1', tier: 'FlexConsumption' }
+  properties: { reserved: true }
 }
 
-resource app 'Microsoft.Web/sites@2023-12-01' = {
+// Every setting the code reads (src/shell/config.rs, SETTINGS); none holds a key.
+var baseSettings = [
+  { name: 'AzureWebJobsStorage__accountName', value: storage.name }
+  { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: insights.properties.ConnectionString }
+  { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'Authorization=AAD' }
+  { name: 'SLUICE_STORE', value: 'table' }
+  { name: 'SLUICE_TABLE_ACCOUNT', value: storage.name }
+  { name: 'SLUICE_QUEUE', value: 'servicebus' }
+  { name: 'SLUICE_QUEUE_NAME', value: queueName }
+  { name: 'ServiceBusConnection__fullyQualifiedNamespace', value: '${serviceBus.name}.servicebus.windows.net' }
+  { name: 'SLUICE_SERVICEBUS_LOCK_SECONDS', value: '60' }
+  { name: 'SLUICE_ALERT_TOKEN', value: alertToken }
+]
+var channelSettings = [for secret in items(channelSecrets): { name: secret.key, value: secret.value }]
+
+resource app 'Microsoft.Web/sites@2024-04-01' = {
   name: appName
   location: location
   kind: 'functionapp,linux'
@@ -102,46 +146,72 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainer}'
+          authentication: { type: 'SystemAssignedIdentity' }
+        }
+      }
+      scaleAndConcurrency: { maximumInstanceCount: maximumInstanceCount, instanceMemoryMB: instanceMemoryMB }
+      runtime: { name: 'custom', version: '1.0' }
+    }
     siteConfig: {
       minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
-      appSettings: concat([
-        { name: 'FUNCTIONS_EXTENSION_VERSION', value: '~4' }
-        { name: 'FUNCTIONS_WORKER_RUNTIME', value: 'Custom' }
-        { name: 'AzureWebJobsStorage', value: 'DefaultEndpointsProtocol=https;AccountName=${storage.name};AccountKey=${storage.listKeys().keys[0].value};EndpointSuffix=${environment().suffixes.storage}' }
-        { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: insights.properties.ConnectionString }
-        { name: 'SLUICE_STORE', value: 'table' }
-        // Tables through the managed identity (Storage Table Data Contributor below).
-        { name: 'SLUICE_TABLE_ACCOUNT', value: storage.name }
-        { name: 'SLUICE_QUEUE', value: 'servicebus' }
-        { name: 'SLUICE_QUEUE_NAME', value: queueName }
-        // The trigger reads with the managed identity; Sluice sends with the send-only rule.
-        { name: 'ServiceBusConnection__fullyQualifiedNamespace', value: '${serviceBus.name}.servicebus.windows.net' }
-        { name: 'SLUICE_SERVICEBUS_CONNECTION', value: sendRule.listKeys().primaryConnectionString }
-        { name: 'SLUICE_SERVICEBUS_LOCK_SECONDS', value: '60' }
-        { name: 'SLUICE_ALERT_TOKEN', value: alertToken }
-        { name: 'SLUICE_PUBLIC_URL', value: 'https://${appName}.azurewebsites.net' }
-      ], [for secret in items(channelSecrets): { name: secret.key, value: secret.value }])
+      appSettings: concat(baseSettings, channelSettings)
     }
   }
 }
 
-// A staging slot of this app must not drain the queue: binding settings stay with their slot.
-resource stickySettings 'Microsoft.Web/sites/config@2023-12-01' = {
+// People sign in with Entra ID in front of the API and the dashboard; the
+// alert webhook is excluded (Azure Monitor cannot sign in) and keeps its token.
+// With this on, App Service sets WEBSITE_AUTH_ENABLED and Sluice acts only as
+// the signed-in X-MS-CLIENT-PRINCIPAL-NAME.
+resource signIn 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(authClientId)) {
   parent: app
-  name: 'slotConfigNames'
+  name: 'authsettingsV2'
   properties: {
-    appSettingNames: ['ServiceBusConnection__fullyQualifiedNamespace', 'SLUICE_SERVICEBUS_CONNECTION', 'SLUICE_QUEUE', 'SLUICE_QUEUE_NAME']
+    platform: { enabled: true }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+      excludedPaths: ['/api/alerts']
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: authClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+        }
+        validation: { allowedAudiences: ['api://${authClientId}', authClientId] }
+      }
+    }
+    login: { tokenStore: { enabled: false } }
   }
 }
 
 var roles = {
+  storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   serviceBusDataReceiver: '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
-  monitoringReader: '43d0d8ad-25c7-4714-9337-8ba259a9fe05'
-  logAnalyticsReader: '73c42c96-874c-492b-b04d-ab87d138a893'
+  serviceBusDataSender: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
+  monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
 }
 
+// The host's own storage (AzureWebJobsStorage__accountName) and the package container.
+resource hostStorageAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: storage
+  name: guid(storage.id, app.id, roles.storageBlobDataOwner)
+  properties: {
+    principalId: app.identity.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner)
+  }
+}
+
+// Rollout state and history (SLUICE_TABLE_ACCOUNT).
 resource tableAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: storage
   name: guid(storage.id, app.id, roles.storageTableDataContributor)
@@ -152,9 +222,10 @@ resource tableAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-resource queueAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  scope: serviceBus
-  name: guid(serviceBus.id, app.id, roles.serviceBusDataReceiver)
+// The steps trigger receives; Sluice sends its next steps.
+resource queueReceive 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: stepsQueue
+  name: guid(stepsQueue.id, app.id, roles.serviceBusDataReceiver)
   properties: {
     principalId: app.identity.principalId
     principalType: 'ServicePrincipal'
@@ -162,33 +233,51 @@ resource queueAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-resource metricsAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(resourceGroup().id, app.id, roles.monitoringReader)
+resource queueSend 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: stepsQueue
+  name: guid(stepsQueue.id, app.id, roles.serviceBusDataSender)
   properties: {
     principalId: app.identity.principalId
     principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringReader)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataSender)
   }
 }
 
-resource logsAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  scope: workspace
-  name: guid(workspace.id, app.id, roles.logAnalyticsReader)
+// Telemetry with Entra ID (APPLICATIONINSIGHTS_AUTHENTICATION_STRING; local auth is off).
+resource telemetryAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: insights
+  name: guid(insights.id, app.id, roles.monitoringMetricsPublisher)
   properties: {
     principalId: app.identity.principalId
     principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.logAnalyticsReader)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
   }
 }
 
-// Routing traffic and swapping slots of the apps being rolled out.
-module routingAccess 'routing-access.bicep' = {
-  name: 'sluice-routing-access'
-  scope: resourceGroup(targetResourceGroup)
+// Routing traffic, swapping slots and reading metrics of the apps being rolled out.
+module targetAccess 'modules/target-access.bicep' = [for group in targetResourceGroups: {
+  name: 'sluice-target-${uniqueString(group)}'
+  scope: resourceGroup(group)
   params: { principalId: app.identity.principalId }
+}]
+
+// KQL analysis (logAnalytics / applicationInsights providers) on the specs' workspaces.
+module workspaceAccess 'modules/workspace-reader.bicep' = [for ws in analyticsWorkspaces: {
+  name: 'sluice-logs-${uniqueString(ws.resourceGroup, ws.name)}'
+  scope: resourceGroup(ws.resourceGroup)
+  params: { principalId: app.identity.principalId, workspaceName: ws.name }
+}]
+
+// Key Vault references in channelSecrets.
+module keyVaultAccess 'modules/keyvault-reader.bicep' = if (!empty(keyVault)) {
+  name: 'sluice-keyvault'
+  scope: resourceGroup(keyVault.?resourceGroup ?? resourceGroup().name)
+  params: { principalId: app.identity.principalId, vaultName: keyVault.?name ?? '' }
 }
 
-// Azure Monitor alerts on the rolled-out apps call Sluice through this action group.
+// Azure Monitor alerts on the rolled-out apps call Sluice through this action
+// group. The alerts function is anonymous to the Functions host (no function
+// key to fetch at deploy time) and checks its own token.
 resource alerts 'Microsoft.Insights/actionGroups@2023-01-01' = {
   name: '${prefix}-sluice-alerts'
   location: 'global'
@@ -198,7 +287,7 @@ resource alerts 'Microsoft.Insights/actionGroups@2023-01-01' = {
     webhookReceivers: [
       {
         name: 'sluice'
-        serviceUri: 'https://${app.properties.defaultHostName}/api/alerts?code=${listKeys('${app.id}/host/default', '2023-12-01').functionKeys.default}&token=${alertToken}'
+        serviceUri: 'https://${app.properties.defaultHostName}/api/alerts?token=${alertToken}'
         useCommonAlertSchema: true
       }
     ]
@@ -210,3 +299,4 @@ output sluiceUrl string = 'https://${app.properties.defaultHostName}'
 output actionGroupId string = alerts.id
 output serviceBusNamespace string = serviceBus.name
 output storageAccount string = storage.name
+output principalId string = app.identity.principalId

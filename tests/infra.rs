@@ -1,42 +1,197 @@
-//! The Bicep in `infra/` agrees with the code: every app setting it sets is
-//! one Sluice (or the Functions host) reads, the queue is the one the
-//! `steps` function listens on, and the queue's limits are the ones the
-//! adapters assume. (No Bicep compiler can be installed here; `az bicep
-//! build -f infra/main.bicep` checks the syntax where one is.)
+//! The Bicep in `infra/` parses and agrees with the code:
+//! - every `.bicep` file parses (pycep-parser from PyPI, pinned, installed
+//!   by scripts/test into `.tools/python`; no Bicep compiler installs here);
+//! - the app settings it sets are exactly ones Sluice or the Functions host
+//!   reads, none holds a key, and Sluice's own configuration check accepts
+//!   them as they are (with what the platform adds);
+//! - each role the code's calls need is granted, on the scope it calls;
+//! - the queue is the one the `steps` function listens on, with the limits
+//!   the adapters assume; Flex Consumption runs the `custom` runtime.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-fn read(rel: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)).expect(rel)
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-#[test]
-fn app_settings_are_ones_sluice_or_the_host_reads() {
-    let bicep = read("infra/main.bicep");
-    let host_settings = ["FUNCTIONS_EXTENSION_VERSION", "APPLICATIONINSIGHTS_CONNECTION_STRING"];
-    let known: Vec<&str> = sluice::shell::config::SETTINGS.iter().map(|(n, _)| *n).collect();
-    let mut names = Vec::new();
-    for line in bicep.lines() {
-        if let Some(rest) = line.trim().strip_prefix("{ name: '") {
-            if let Some(name) = rest.split('\'').next() {
-                if rest.contains("value:") {
-                    names.push(name.to_string());
-                }
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(root().join(rel)).expect(rel)
+}
+
+fn bicep_files() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root().join("infra")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("infra").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "bicep") {
+                out.push(path);
             }
         }
     }
-    assert!(names.len() >= 10, "found {names:?}");
+    out.sort();
+    out
+}
+
+fn everything() -> String {
+    bicep_files().iter().map(|p| std::fs::read_to_string(p).expect("bicep")).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn every_bicep_file_parses() {
+    let pycep = std::env::var("SLUICE_PYCEP_PATH").map(PathBuf::from).unwrap_or_else(|_| root().join(".tools/python"));
+    assert!(
+        pycep.join("pycep").is_dir(),
+        "pycep-parser is not installed at {}; run scripts/test, which installs it from PyPI into .tools/python",
+        pycep.display()
+    );
+    let files = bicep_files();
+    assert!(files.len() >= 4, "{files:?}");
+    for file in &files {
+        let out = std::process::Command::new("python3")
+            .env("PYTHONPATH", &pycep)
+            .arg("-c")
+            .arg(
+                "import sys, pathlib; from pycep import BicepParser; BicepParser().parse(file_path=pathlib.Path(sys.argv[1])); print('ok')",
+            )
+            .arg(file)
+            .output()
+            .expect("python3 runs");
+        assert!(out.status.success(), "{} does not parse:\n{}", file.display(), String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// The app settings `infra/main.bicep` sets (`{ name: 'X', value: ... }`
+/// lines), with the value when it is a literal.
+fn app_settings_with_values() -> Vec<(String, Option<String>)> {
+    read("infra/main.bicep")
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("{ name: '").filter(|r| r.contains("value:")))
+        .filter_map(|r| {
+            let name = r.split('\'').next()?.to_string();
+            let value = r.split("value: '").nth(1).and_then(|v| v.split('\'').next()).filter(|v| !v.contains("${")).map(str::to_string);
+            Some((name, value))
+        })
+        .collect()
+}
+
+fn app_settings() -> Vec<String> {
+    app_settings_with_values().into_iter().map(|(n, _)| n).collect()
+}
+
+#[test]
+fn app_settings_are_read_by_the_code_hold_no_key_and_pass_its_check() {
+    let names = app_settings();
+    let host_settings =
+        ["AzureWebJobsStorage__accountName", "APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"];
+    let known: Vec<&str> = sluice::shell::config::SETTINGS.iter().map(|(n, _)| *n).collect();
+    assert!(names.len() >= 9, "found {names:?}");
     for name in &names {
-        let base = name.split("__").next().unwrap_or(name);
-        assert!(
-            known.contains(&name.as_str()) || known.contains(&base) || host_settings.contains(&name.as_str()),
-            "infra sets {name}, which nothing reads"
-        );
+        assert!(known.contains(&name.as_str()) || host_settings.contains(&name.as_str()), "infra sets {name}, which nothing reads");
     }
-    for required in ["FUNCTIONS_WORKER_RUNTIME", "SLUICE_STORE", "SLUICE_QUEUE", "SLUICE_ALERT_TOKEN"] {
-        assert!(names.iter().any(|n| n == required), "infra does not set {required}");
+    // Flex Consumption rejects these, and keys have no place: identity only.
+    for banned in [
+        "FUNCTIONS_WORKER_RUNTIME",
+        "FUNCTIONS_EXTENSION_VERSION",
+        "AzureWebJobsStorage",
+        "WEBSITE_RUN_FROM_PACKAGE",
+        "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+        "SLUICE_SERVICEBUS_CONNECTION",
+        "SLUICE_TABLE_CONNECTION",
+    ] {
+        assert!(!names.iter().any(|n| n == banned), "infra sets {banned}");
     }
-    assert!(bicep.contains("{ name: 'FUNCTIONS_WORKER_RUNTIME', value: 'Custom' }"));
+    let all = everything();
+    for key_material in ["listKeys(", "AccountKey=", "SharedAccessKey", "authorizationRules", "primaryConnectionString"] {
+        assert!(!all.contains(key_material), "infra handles key material: {key_material}");
+    }
+    assert!(
+        all.contains("disableLocalAuth: true") && all.contains("allowSharedKeyAccess: false") && all.contains("DisableLocalAuth: true")
+    );
+
+    // What the platform adds, then Sluice's own check, exactly as `serve` runs it.
+    let mut env: BTreeMap<String, String> =
+        app_settings_with_values().into_iter().map(|(n, v)| (n.clone(), v.unwrap_or_else(|| format!("value-of-{n}")))).collect();
+    env.insert("SLUICE_ALERT_TOKEN".into(), "0123456789abcdef0123456789".into());
+    env.insert("SLUICE_SERVICEBUS_LOCK_SECONDS".into(), "60".into());
+    env.insert("ServiceBusConnection__fullyQualifiedNamespace".into(), "ns.servicebus.windows.net".into());
+    for (k, v) in [
+        ("FUNCTIONS_CUSTOMHANDLER_PORT", "41000"),
+        ("IDENTITY_ENDPOINT", "http://127.0.0.1:41001/msi/token"),
+        ("IDENTITY_HEADER", "platform"),
+        ("WEBSITE_HOSTNAME", "sluice.azurewebsites.net"),
+        ("WEBSITE_AUTH_ENABLED", "True"),
+    ] {
+        env.insert(k.into(), v.into());
+    }
+    let config = sluice::shell::config::from_env(&|k| env.get(k).cloned(), sluice::shell::config::Mode::Serve)
+        .unwrap_or_else(|p| panic!("the deployed settings do not start serve: {p:?}"));
+    assert!(
+        matches!(config.store, sluice::shell::config::StoreKind::Table { connection: None, account: Some(_), .. }),
+        "{:?}",
+        config.store
+    );
+    assert!(matches!(config.queue, sluice::shell::config::QueueKind::ServiceBusIdentity { .. }), "{:?}", config.queue);
+    assert!(config.require_principal, "with App Service authentication on, only the signed-in principal acts");
+    assert!(config.data_dir.starts_with(std::env::temp_dir()), "nothing in the read-only app root");
+}
+
+/// The built-in role definitions the code's calls need (Azure RBAC built-in roles).
+const ROLES: &[(&str, &str, &str)] = &[
+    // (role, id, file it must be granted in: on the scope the code calls)
+    ("Storage Blob Data Owner", "b7e6dc6d-f1e8-4753-8033-0f276bb0955b", "infra/main.bicep"),
+    ("Storage Table Data Contributor", "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3", "infra/main.bicep"),
+    ("Azure Service Bus Data Receiver", "4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0", "infra/main.bicep"),
+    ("Azure Service Bus Data Sender", "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39", "infra/main.bicep"),
+    ("Monitoring Metrics Publisher", "3913510d-42f4-4e42-8a64-420c390055eb", "infra/main.bicep"),
+    ("Website Contributor", "de139f84-1756-47ae-9be6-808fbbe84772", "infra/modules/target-access.bicep"),
+    ("Monitoring Reader", "43d0d8ad-25c7-4714-9337-8ba259a9fe05", "infra/modules/target-access.bicep"),
+    ("Log Analytics Reader", "73c42c96-874c-492b-b04d-ab87d138a893", "infra/modules/workspace-reader.bicep"),
+    ("Key Vault Secrets User", "4633458b-17de-408a-b874-0445c86b69e6", "infra/modules/keyvault-reader.bicep"),
+];
+
+#[test]
+fn each_role_the_code_needs_is_granted_where_it_calls() {
+    for (role, id, file) in ROLES {
+        assert!(read(file).contains(id), "{file} does not grant {role} ({id})");
+    }
+    let main = read("infra/main.bicep");
+    // Own resources: scoped to the resource, never to the whole group.
+    for (resource, role) in
+        [("storage", "storageTableDataContributor"), ("stepsQueue", "serviceBusDataSender"), ("stepsQueue", "serviceBusDataReceiver")]
+    {
+        assert!(main.contains(&format!("scope: {resource}\n  name: guid({resource}.id, app.id, roles.{role})")), "{role} on {resource}");
+    }
+    // The targets' scopes: one module per target group, per workspace, and the vault.
+    assert!(main.contains("module targetAccess 'modules/target-access.bicep' = [for group in targetResourceGroups:"));
+    assert!(main.contains("module workspaceAccess 'modules/workspace-reader.bicep' = [for ws in analyticsWorkspaces:"));
+    assert!(main.contains("module keyVaultAccess 'modules/keyvault-reader.bicep' = if (!empty(keyVault))"));
+    // Nothing broader than needed: no Owner or Contributor anywhere.
+    let all = everything();
+    for broad in ["8e3af657-a8ff-443c-a75c-2fe8c4bcb635", "b24988ac-6180-42a0-ab88-20f7382dd24c"] {
+        assert!(!all.contains(broad), "a broad role ({broad}) is granted");
+    }
+}
+
+#[test]
+fn flex_consumption_runs_the_custom_handler_and_signs_people_in() {
+    let main = read("infra/main.bicep");
+    assert!(main.contains("sku: { name: 'FC1', tier: 'FlexConsumption' }"));
+    assert!(main.contains("runtime: { name: 'custom', version: '1.0' }"));
+    assert!(main.contains("authentication: { type: 'SystemAssignedIdentity' }"), "the package container is read with the identity");
+    assert!(!main.contains("ftpsState") && !main.contains("'Microsoft.Web/sites/slots@"), "Flex has no FTP and no deployment slots");
+    // App Service authentication on the API and dashboard; the webhook excluded and token-guarded.
+    assert!(main.contains("name: 'authsettingsV2'") && main.contains("excludedPaths: ['/api/alerts']"));
+    let alerts: serde_json::Value = serde_json::from_str(&read("functions/alerts/function.json")).expect("json");
+    assert_eq!(alerts["bindings"][0]["authLevel"], "anonymous", "no function key for the action group to fetch at deploy time");
+    for name in ["api", "dashboard"] {
+        let f: serde_json::Value = serde_json::from_str(&read(&format!("functions/{name}/function.json"))).expect("json");
+        assert_eq!(f["bindings"][0]["authLevel"], "function", "{name} keeps its function key");
+    }
+    assert!(main.contains("/api/alerts?token=${alertToken}") && main.contains("useCommonAlertSchema: true"));
 }
 
 #[test]
@@ -44,10 +199,32 @@ fn the_queue_matches_the_trigger_and_the_adapters() {
     let bicep = read("infra/main.bicep");
     let steps: serde_json::Value = serde_json::from_str(&read("functions/steps/function.json")).expect("json");
     let queue = steps["bindings"][0]["queueName"].as_str().expect("queueName");
+    let connection = steps["bindings"][0]["connection"].as_str().expect("connection");
     assert!(bicep.contains(&format!("var queueName = '{queue}'")), "the Bicep queue is not {queue}");
+    assert!(app_settings().contains(&format!("{connection}__fullyQualifiedNamespace")), "the trigger's identity connection");
     assert!(bicep.contains(&format!("maxDeliveryCount: {}", sluice::ports::queue::MAX_DELIVERY_COUNT)));
     assert!(bicep.contains("requiresDuplicateDetection: true"));
     assert!(bicep.contains("duplicateDetectionHistoryTimeWindow: 'PT10M'"));
     assert!(bicep.contains("lockDuration: 'PT1M'") && bicep.contains("{ name: 'SLUICE_SERVICEBUS_LOCK_SECONDS', value: '60' }"));
-    assert!(bicep.contains("useCommonAlertSchema: true"), "the alert webhook expects the Common Alert Schema");
+}
+
+#[test]
+fn azd_provisions_this_bicep_and_deploys_the_package() {
+    let azure = read("azure.yaml");
+    assert!(azure.contains("provider: bicep") && azure.contains("path: infra") && azure.contains("module: main"));
+    assert!(azure.contains("run: scripts/azd-deploy"));
+    let hook = read("scripts/azd-deploy");
+    assert!(hook.contains("package --out dist") && hook.contains("config-zip") && hook.contains("FUNCTIONAPP"));
+    assert!(read("infra/main.bicep").contains("output functionApp string"), "the hook reads the functionApp output");
+    // Every parameter the file sets exists in main.bicep, and every required one is set.
+    let params: serde_json::Value = serde_json::from_str(&read("infra/main.parameters.json")).expect("json");
+    let main = read("infra/main.bicep");
+    for name in params["parameters"].as_object().expect("parameters").keys() {
+        assert!(main.contains(&format!("param {name} ")), "main.parameters.json sets {name}, which main.bicep lacks");
+    }
+    for line in main.lines().filter(|l| l.starts_with("param ") && !l.contains('=')) {
+        let name = line.split_whitespace().nth(1).expect("name");
+        assert!(params["parameters"].get(name).is_some(), "{name} is required but main.parameters.json does not set it");
+    }
+    assert!(Path::new(&root().join("scripts/azd-deploy")).exists());
 }

@@ -101,7 +101,7 @@ impl std::fmt::Display for ConfigProblem {
 /// Every app setting Sluice reads: name, and what it is for.
 pub const SETTINGS: &[(&str, &str)] = &[
     ("FUNCTIONS_CUSTOMHANDLER_PORT", "Port the Functions host gives the custom handler (set by the host; required by `serve`)."),
-    ("FUNCTIONS_WORKER_RUNTIME", "Must be `Custom` for the Functions host to start Sluice as a custom handler."),
+    ("FUNCTIONS_WORKER_RUNTIME", "Elastic Premium and Dedicated plans only: must be `Custom`. Flex Consumption (the Bicep's plan) sets the runtime in `functionAppConfig` (`custom` 1.0) and rejects this setting."),
     ("SLUICE_STORE", "Store adapter: `table` (Azure Table Storage) or `sqlite` (the embedded file). Required by `serve`; `up` defaults to `sqlite` (or `--store`)."),
     ("SLUICE_TABLE_CONNECTION", "With `table`: a storage connection string (`UseDevelopmentStorage=true` reaches Azurite). Falls back to `AzureWebJobsStorage`."),
     ("AzureWebJobsStorage", "The Functions app's storage connection string; used for tables when `SLUICE_TABLE_CONNECTION` and `SLUICE_TABLE_ACCOUNT` are unset."),
