@@ -525,22 +525,23 @@ fn package(out: &std::path::Path, binary: Option<PathBuf>) -> anyhow::Result<Exi
     let binary = match binary {
         Some(b) => b,
         None => {
-            let native = cfg!(all(target_os = "linux", target_arch = "x86_64"));
+            if !cfg!(all(target_os = "linux", target_arch = "x86_64")) {
+                bail!("sluice package builds on Linux x86_64; elsewhere build the executable there and pass --binary");
+            }
+            // The shipped binary: no devtools, linked by zig against glibc 2.31
+            // (scripts/zigcc) so it runs on every Functions Linux host.
+            let linker = std::fs::canonicalize("scripts/zigcc").context("scripts/zigcc (run from the repository root)")?;
             let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            // The shipped binary leaves the demo, benchmarks and local router out.
-            cmd.args(["build", "--release", "--locked", "--no-default-features", "--bin", "sluice"]);
-            if !native {
-                cmd.args(["--target", "x86_64-unknown-linux-gnu"]);
-            }
-            let status = cmd.status().context("running cargo build")?;
+            // Not incremental: reusing the test build's incremental objects
+            // with another linker has left hidden symbols undefined.
+            cmd.env("CARGO_INCREMENTAL", "0");
+            cmd.args(["rustc", "--release", "--locked", "--no-default-features", "--bin", "sluice", "--", "-C"])
+                .arg(format!("linker={}", linker.display()));
+            let status = cmd.status().context("running cargo rustc")?;
             if !status.success() {
-                bail!("cargo build failed");
+                bail!("cargo rustc failed");
             }
-            if native {
-                PathBuf::from("target/release/sluice")
-            } else {
-                PathBuf::from("target/x86_64-unknown-linux-gnu/release/sluice")
-            }
+            PathBuf::from("target/release/sluice")
         }
     };
     let pkg = sluice::cli::package::build(std::path::Path::new("."), &binary, out)?;

@@ -349,17 +349,19 @@ fn serve_fails_fast_naming_every_missing_setting_without_secrets() {
     assert!(!stderr.contains("tok-secret-12"), "the secret leaked:\n{stderr}");
 }
 
+/// The package as scripts/test builds it (`sluice package`: no devtools,
+/// zig-linked against glibc 2.31, stripped).
+fn shipped_package() -> PathBuf {
+    let path = std::env::var("SLUICE_PACKAGE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/sluice-functionapp.zip"));
+    assert!(path.exists(), "{} is missing: scripts/test builds it with `sluice package --out dist`", path.display());
+    path
+}
+
 #[test]
 fn the_package_is_laid_out_as_the_functions_host_expects() {
-    let out_dir = tempfile::tempdir().expect("tempdir");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["package", "--binary", env!("CARGO_BIN_EXE_sluice"), "--out"])
-        .arg(out_dir.path())
-        .output()
-        .expect("runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let zip_path: PathBuf = out_dir.path().join("sluice-functionapp.zip");
+    let zip_path = shipped_package();
     let mut archive = zip::ZipArchive::new(std::fs::File::open(&zip_path).expect("zip")).expect("a zip");
     let mut names: Vec<String> =
         (0..archive.len()).map(|i| archive.by_index(i).expect("entry").name().expect("utf-8 name").to_string()).collect();
@@ -383,11 +385,25 @@ fn the_package_is_laid_out_as_the_functions_host_expects() {
     assert_eq!(host["customHandler"]["description"]["arguments"], json!(["serve"]));
     assert_eq!(host["extensionBundle"]["id"], "Microsoft.Azure.Functions.ExtensionBundle");
     assert_eq!(host["extensions"]["http"]["routePrefix"], "api");
-    {
-        let exe = archive.by_name("sluice").expect("executable");
+    let exe_bytes = {
+        let mut exe = archive.by_name("sluice").expect("executable");
+        // Unix mode bits are kept only in entries made on Unix; the host sets no execute bit itself on Flex.
         assert_eq!(exe.unix_mode().map(|m| m & 0o777), Some(0o755), "the executable is executable");
-        assert!(exe.size() > 1_000_000);
-    }
+        assert!(exe.size() > 1_000_000 && exe.size() <= sluice::cli::package::MAX_EXECUTABLE_BYTES, "{} bytes", exe.size());
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut exe, &mut bytes).expect("read");
+        bytes
+    };
+    let glibc = sluice::cli::package::required_glibc(&exe_bytes).expect("a dynamically linked glibc executable");
+    assert!(glibc <= sluice::cli::package::MAX_GLIBC, "needs GLIBC_{}.{}", glibc.0, glibc.1);
+    // It runs here, and holds no devtools.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = dir.path().join("sluice");
+    std::fs::write(&exe, &exe_bytes).expect("write");
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let help = std::process::Command::new(&exe).arg("--help").output().expect("the shipped executable runs");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("serve") && !help.contains("demo") && !help.contains("bench"), "{help}");
     let steps: Value = {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut archive.by_name("steps/function.json").expect("steps"), &mut s).expect("read");
@@ -395,6 +411,28 @@ fn the_package_is_laid_out_as_the_functions_host_expects() {
     };
     assert_eq!(steps["bindings"][0]["queueName"], "rollout-steps");
     assert_eq!(steps["bindings"][0]["connection"], "ServiceBusConnection");
+}
+
+#[test]
+fn packaging_refuses_an_executable_that_needs_a_newer_glibc() {
+    let test_binary = std::fs::read(env!("CARGO_BIN_EXE_sluice")).expect("binary");
+    let needs = sluice::cli::package::required_glibc(&test_binary).expect("glibc");
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["package", "--binary", env!("CARGO_BIN_EXE_sluice"), "--out"])
+        .arg(out_dir.path())
+        .output()
+        .expect("runs");
+    if needs > sluice::cli::package::MAX_GLIBC {
+        // Linked by the host's gcc against its own glibc: not what ships.
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("needs GLIBC_{}.{}", needs.0, needs.1)), "{stderr}");
+    } else {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(sluice::cli::package::required_glibc(b"..GLIBC_2.17\0GLIBC_2.34\0GLIBC_PRIVATE\0"), Some((2, 34)));
 }
 
 /// The Functions host gives `GET /` 30 s (`HttpWorkerOptions.InitializationTimeout`

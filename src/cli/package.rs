@@ -1,6 +1,8 @@
 //! `sluice package`: the zip the Functions host deploys — `host.json` and
 //! every function folder at the root (the `functions/` folder flattened), and
-//! the Linux x86_64 executable named as `host.json` says.
+//! the Linux x86_64 executable named as `host.json` says: stripped, mode 0755
+//! in a Unix zip entry, and needing no glibc newer than the oldest base the
+//! Functions Linux images still use.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -31,6 +33,47 @@ pub enum PackageError {
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PackageError + '_ {
     move |source| PackageError::Io { path: path.display().to_string(), source }
+}
+
+/// The newest glibc the executable may need: 2.31, Debian 11 (bullseye),
+/// which Functions Linux images still use (azure-functions-dotnet-worker
+/// PR #2653: "some of our images still use Debian 11", a `GLIBC_2.34` binary
+/// failed there; azure-functions-python-worker #1651: "built on Bullseye with
+/// GLIBC 2.31").
+pub const MAX_GLIBC: (u32, u32) = (2, 31);
+/// The largest executable the package takes.
+pub const MAX_EXECUTABLE_BYTES: u64 = 20 * 1024 * 1024;
+
+/// The newest `GLIBC_x.y` symbol version an ELF executable requires (its
+/// version names sit in the dynamic string table).
+pub fn required_glibc(elf: &[u8]) -> Option<(u32, u32)> {
+    let mut newest = None;
+    for window in elf.windows(6).enumerate().filter(|(_, w)| *w == b"GLIBC_") {
+        let rest = &elf[window.0 + 6..];
+        let text: String = rest.iter().take(12).take_while(|b| b.is_ascii_digit() || **b == b'.').map(|b| *b as char).collect();
+        let mut parts = text.split('.').filter_map(|p| p.parse::<u32>().ok());
+        if let (Some(major), Some(minor)) = (parts.next(), parts.next()) {
+            newest = newest.max(Some((major, minor)));
+        }
+    }
+    newest
+}
+
+/// The executable without symbols and debug information (`strip`, binutils).
+fn stripped(binary: &Path) -> Result<Vec<u8>, PackageError> {
+    let tmp = tempfile::tempdir().map_err(io(binary))?;
+    let out = tmp.path().join("sluice");
+    let status = std::process::Command::new("strip")
+        .arg("--strip-all")
+        .arg("-o")
+        .arg(&out)
+        .arg(binary)
+        .status()
+        .map_err(|e| PackageError::Layout(format!("cannot run strip (binutils): {e}")))?;
+    if !status.success() {
+        return Err(PackageError::Layout(format!("strip failed on {}", binary.display())));
+    }
+    std::fs::read(&out).map_err(io(&out))
 }
 
 /// What went into a package.
@@ -85,11 +128,26 @@ pub fn build(root: &Path, binary: &Path, out_dir: &Path) -> Result<Package, Pack
         zip.write_all(&content).map_err(io(&fj))?;
         entries.push(entry);
     }
-    let mut bytes = Vec::new();
-    File::open(binary).map_err(io(binary))?.read_to_end(&mut bytes).map_err(io(binary))?;
+    let mut head = Vec::new();
+    File::open(binary).map_err(io(binary))?.take(64).read_to_end(&mut head).map_err(io(binary))?;
     // ELF, 64-bit, little-endian, machine x86-64: what Linux Functions plans run.
-    if bytes.get(..4) != Some(b"\x7fELF") || bytes.get(4) != Some(&2) || bytes.get(18..20) != Some(&[0x3e, 0x00]) {
+    if head.get(..4) != Some(b"\x7fELF") || head.get(4) != Some(&2) || head.get(18..20) != Some(&[0x3e, 0x00]) {
         return Err(PackageError::Layout(format!("{} is not a Linux x86_64 executable", binary.display())));
+    }
+    let bytes = stripped(binary)?;
+    if let Some((major, minor)) = required_glibc(&bytes).filter(|v| *v > MAX_GLIBC) {
+        return Err(PackageError::Layout(format!(
+            "{} needs GLIBC_{major}.{minor}, newer than the {}.{} of the oldest Functions Linux image; build it with `sluice package` (zig, scripts/zigcc)",
+            binary.display(),
+            MAX_GLIBC.0,
+            MAX_GLIBC.1
+        )));
+    }
+    if bytes.len() as u64 > MAX_EXECUTABLE_BYTES {
+        return Err(PackageError::Layout(format!(
+            "the executable is {} bytes stripped; the package allows {MAX_EXECUTABLE_BYTES}",
+            bytes.len()
+        )));
     }
     zip.start_file(exe_name.as_str(), exe)?;
     zip.write_all(&bytes).map_err(io(binary))?;
