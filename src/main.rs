@@ -1,6 +1,7 @@
 //! The `sluice` command line: the hosts (`up`, and the demo), the local
 //! router, spec tools, and the client verbs that talk HTTP to any Sluice
-//! deployment — local by default, or in Azure with `--url` and `--key`.
+//! deployment — local by default, or in Azure with `--url` and `--key`
+//! (and `--entra` or `--token` behind App Service authentication).
 
 #![warn(clippy::string_slice)]
 
@@ -16,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use sluice::cli::client::Client;
+use sluice::cli::sign_in::SignIn;
 use sluice::cli::view;
 #[cfg(feature = "devtools")]
 use sluice::devtools::demo;
@@ -43,6 +45,13 @@ struct Remote {
     /// Functions key (sent as x-functions-key).
     #[arg(long, env = "SLUICE_KEY", global = true, hide_env_values = true)]
     key: Option<String>,
+    /// Sign in to a Sluice behind App Service authentication with a token
+    /// from the Azure CLI for this app registration (client id or api:// URI).
+    #[arg(long, env = "SLUICE_ENTRA_APP", global = true, conflicts_with = "token")]
+    entra: Option<String>,
+    /// Sign in with this Entra bearer token (e.g. a pipeline's federated identity).
+    #[arg(long, env = "SLUICE_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
     /// Who is acting (recorded in the history).
     #[arg(long = "as", env = "SLUICE_USER", global = true)]
     user: Option<String>,
@@ -376,7 +385,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn client(remote: &Remote) -> Client {
     let user = remote.user.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "someone".into());
-    Client::new(&remote.url, remote.key.clone(), &user)
+    let sign_in = match (&remote.entra, &remote.token) {
+        (Some(app), _) => SignIn::azure_cli(app),
+        (None, Some(token)) => SignIn::Token(token.clone()),
+        (None, None) => SignIn::None,
+    };
+    Client::new(&remote.url, remote.key.clone(), &user).signed_in(sign_in)
 }
 
 async fn action(name: &str, a: Action) -> anyhow::Result<ExitCode> {

@@ -1,10 +1,14 @@
 //! The HTTP client the CLI (and the demo) use to talk to a Sluice
 //! deployment — local or in Azure — with the same code. A Functions key goes
-//! in the `x-functions-key` header; the acting person in `x-sluice-user`.
+//! in the `x-functions-key` header, an Entra token (App Service
+//! authentication) in `Authorization: Bearer`; the acting person in
+//! `x-sluice-user`.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
+
+use super::sign_in::{SignIn, SignInError};
 
 /// What can go wrong calling Sluice.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +21,9 @@ pub enum ClientError {
         /// The JSON error body.
         body: Value,
     },
+    /// No token to sign in with.
+    #[error(transparent)]
+    SignIn(#[from] SignInError),
     /// Sluice could not be reached.
     #[error("cannot reach Sluice at {url}: {reason}")]
     Unreachable {
@@ -49,6 +56,7 @@ pub struct Client {
     base: String,
     key: Option<String>,
     user: String,
+    sign_in: SignIn,
     http: reqwest::Client,
 }
 
@@ -56,7 +64,13 @@ impl Client {
     /// A client for `base` (e.g. `http://127.0.0.1:7071`), acting as `user`.
     pub fn new(base: &str, key: Option<String>, user: &str) -> Self {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap_or_default();
-        Client { base: base.trim_end_matches('/').to_string(), key, user: user.to_string(), http }
+        Client { base: base.trim_end_matches('/').to_string(), key, user: user.to_string(), sign_in: SignIn::None, http }
+    }
+
+    /// The same client, sending an Entra token from `sign_in` with every call.
+    pub fn signed_in(mut self, sign_in: SignIn) -> Self {
+        self.sign_in = sign_in;
+        self
     }
 
     /// The base URL.
@@ -70,6 +84,9 @@ impl Client {
         if let Some(k) = &self.key {
             req = req.header("x-functions-key", k);
         }
+        if let Some(token) = self.sign_in.bearer().await? {
+            req = req.bearer_auth(token);
+        }
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -78,6 +95,11 @@ impl Client {
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
         let value: Value = serde_json::from_str(&text).unwrap_or_else(|_| json!({"message": text}));
+        if status == 401 && matches!(self.sign_in, SignIn::None) {
+            let hint = "Sluice answered 401: it takes only signed-in callers (App Service authentication); \
+                        sign in with --entra <app client id> (Azure CLI) or --token";
+            return Err(ClientError::Http { status, body: json!({"message": hint}) });
+        }
         if status >= 400 {
             return Err(ClientError::Http { status, body: value });
         }

@@ -1,7 +1,8 @@
 //! What the `sluice` command line is built from: the HTTP client that talks
-//! to any Sluice deployment, the text views of its answers, and the
+//! to any Sluice deployment and its sign-in, the text views of its answers, and the
 //! Functions package builder. `src/main.rs` parses arguments and calls these.
 
 pub mod client;
 pub mod package;
+pub mod sign_in;
 pub mod view;

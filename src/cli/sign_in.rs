@@ -1,0 +1,125 @@
+//! How the CLI signs in to a Sluice behind App Service authentication
+//! (Entra ID): a bearer token given as is (a pipeline's federated identity),
+//! or one the Azure CLI issues for the app registration. Easy Auth checks the
+//! token before the Functions host checks the function key, so a signed-in
+//! Sluice takes both. No token reaches an error or a log.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+/// Why no token could be had.
+#[derive(Debug, thiserror::Error)]
+#[error("sign-in: {0}")]
+pub struct SignInError(pub String);
+
+/// A token and when it expires.
+type Cached = Arc<Mutex<Option<(String, DateTime<Utc>)>>>;
+
+/// Where the CLI's bearer token comes from.
+#[derive(Clone, Default)]
+pub enum SignIn {
+    /// No token: a function key alone, or a local Sluice.
+    #[default]
+    None,
+    /// A token given on the command line or in `SLUICE_TOKEN`.
+    Token(String),
+    /// `az account get-access-token --resource <app>`, cached until shortly before it expires.
+    AzureCli {
+        /// The app registration's Application ID URI (`api://<client id>`).
+        resource: String,
+        /// The last token and when it expires.
+        cached: Cached,
+    },
+}
+
+impl std::fmt::Debug for SignIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SignIn::None => f.write_str("SignIn::None"),
+            SignIn::Token(_) => f.write_str("SignIn::Token(..)"),
+            SignIn::AzureCli { resource, .. } => write!(f, "SignIn::AzureCli({resource})"),
+        }
+    }
+}
+
+/// `az account get-access-token --output json`, as documented in
+/// MicrosoftDocs/azure-docs-cli `docs-ref-conceptual/includes/refresh-token.md`:
+/// `accessToken`, `expiresOn` (a local time) and, since Azure CLI 2.54,
+/// `expires_on` (POSIX seconds, the one to use).
+#[derive(Deserialize)]
+struct AzureCliToken {
+    #[serde(rename = "accessToken")]
+    access_token: String,
+    expires_on: Option<i64>,
+}
+
+impl SignIn {
+    /// A token from the Azure CLI for `app`: a client id (made `api://<id>`)
+    /// or an Application ID URI.
+    pub fn azure_cli(app: &str) -> Self {
+        let app = app.trim();
+        let resource = if app.contains("://") { app.to_string() } else { format!("api://{app}") };
+        SignIn::AzureCli { resource, cached: Arc::new(Mutex::new(None)) }
+    }
+
+    /// The bearer token to send, if any.
+    pub async fn bearer(&self) -> Result<Option<String>, SignInError> {
+        match self {
+            SignIn::None => Ok(None),
+            SignIn::Token(token) => Ok(Some(token.clone())),
+            SignIn::AzureCli { resource, cached } => {
+                let mut cached = cached.lock().await;
+                if let Some((token, expires)) = cached.as_ref() {
+                    if *expires - TimeDelta::minutes(5) > Utc::now() {
+                        return Ok(Some(token.clone()));
+                    }
+                }
+                let (token, expires) = from_azure_cli(resource).await?;
+                *cached = Some((token.clone(), expires));
+                Ok(Some(token))
+            }
+        }
+    }
+}
+
+async fn from_azure_cli(resource: &str) -> Result<(String, DateTime<Utc>), SignInError> {
+    let output = tokio::process::Command::new("az")
+        .args(["account", "get-access-token", "--resource", resource, "--output", "json"])
+        .output()
+        .await
+        .map_err(|e| SignInError(format!("cannot run the Azure CLI (az): {e}; install it and `az login`, or pass --token")))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let reason = stderr.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no message");
+        return Err(SignInError(format!("`az account get-access-token --resource {resource}` failed: {reason}")));
+    }
+    let answer: AzureCliToken = serde_json::from_slice(&output.stdout)
+        .map_err(|e| SignInError(format!("the Azure CLI answered something other than a token ({e})")))?;
+    if answer.access_token.trim().is_empty() {
+        return Err(SignInError("the Azure CLI answered an empty accessToken".into()));
+    }
+    // Older CLIs give only a local `expiresOn`: assume the shortest lifetime Entra issues.
+    let expires = answer.expires_on.and_then(|s| DateTime::from_timestamp(s, 0)).unwrap_or_else(|| Utc::now() + TimeDelta::minutes(10));
+    Ok((answer.access_token, expires))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_id_becomes_its_application_id_uri() {
+        let SignIn::AzureCli { resource, .. } = SignIn::azure_cli(" 0f4a1c2e-1111-2222-3333-444455556666 ") else { panic!("azure cli") };
+        assert_eq!(resource, "api://0f4a1c2e-1111-2222-3333-444455556666");
+        let SignIn::AzureCli { resource, .. } = SignIn::azure_cli("api://sluice.contoso.com") else { panic!("azure cli") };
+        assert_eq!(resource, "api://sluice.contoso.com");
+    }
+
+    #[test]
+    fn debug_never_shows_a_token() {
+        assert!(!format!("{:?}", SignIn::Token("eyJ-secret".into())).contains("eyJ"));
+    }
+}
