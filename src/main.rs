@@ -182,6 +182,15 @@ enum Cmd {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Before a first rollout: ask Sluice, where it runs and with its identity,
+    /// whether it can do what the spec needs (router and permissions, queries,
+    /// backlog, notifications, store, queue). Blockers first; exits 1 on a blocker.
+    Doctor {
+        /// Spec file (JSON, or YAML by extension).
+        file: PathBuf,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Show one rollout (with history), or the active ones.
     Status {
         /// Rollout id.
@@ -349,6 +358,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return watch_rollout(&client, &rid, remote.json).await;
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Doctor { file, remote } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let doc = spec::parse_document(&text, Format::from_path(&file)).map_err(|p| anyhow::anyhow!("{}: {p}", file.display()))?;
+            let answer = client(&remote).doctor(&doc).await?;
+            if remote.json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                print!("{}", view::doctor_text(&answer));
+            }
+            Ok(if answer["ready"] == json!(true) { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Cmd::Status { id, remote } => {
             let client = client(&remote);

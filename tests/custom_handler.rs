@@ -372,6 +372,7 @@ fn the_package_is_laid_out_as_the_functions_host_expects() {
             "alerts/function.json",
             "api/function.json",
             "dashboard/function.json",
+            "doctor/function.json",
             "host.json",
             "sluice",
             "steps/function.json",

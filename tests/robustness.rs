@@ -1,6 +1,6 @@
 //! Generated inputs at every entry point — the API's start and actions, the
-//! alert webhook, custom-handler envelopes for every trigger, and queue
-//! messages — each a valid payload mutated into an invalid one: truncated,
+//! doctor, the alert webhook, custom-handler envelopes for every trigger,
+//! and queue messages — each a valid payload mutated into an invalid one: truncated,
 //! a type swapped, a required field dropped, an unknown field added, 10 000
 //! levels of nesting, huge and unicode strings, invalid UTF-8, the wrong
 //! content type. For every case: no panic (an answer always comes back), a
@@ -347,6 +347,22 @@ fn api_entries(w: &World) -> Vec<(Entry, Target)> {
         strict: true,
         http: true,
     };
+    // The doctor takes the same spec; a bad one is refused before anything is checked.
+    let doctor = Entry {
+        name: "doctor",
+        valid: json!({"spec": w.rig.spec(json!([{"setWeight": 5}]))}),
+        typed: vec![
+            ("/spec/target", NOT_OBJECT),
+            ("/spec/target/name", NOT_TEXT),
+            ("/spec/strategy/canary/steps", NOT_LIST),
+            ("/spec/strategy/canary/steps/0/setWeight", NOT_NUMBER),
+        ],
+        required: vec!["/spec/target", "/spec/strategy"],
+        bounded: vec!["/spec/target/name"],
+        names: vec!["/spec/target/name"],
+        strict: true,
+        http: true,
+    };
     let approve = Entry {
         name: "api approve",
         valid: json!({"by": "alice", "reason": "looks good", "step": 2, "full": false, "requestId": "req-robust"}),
@@ -395,6 +411,7 @@ fn api_entries(w: &World) -> Vec<(Entry, Target)> {
     let id = &w.id;
     vec![
         (start, Target { url: url.clone(), path: "/api/rollouts".into() }),
+        (doctor, Target { url: url.clone(), path: "/api/doctor".into() }),
         (approve, Target { url: url.clone(), path: format!("/api/rollouts/{id}/approve") }),
         (alert, Target { url: url.clone(), path: format!("/api/alerts?token={TOKEN}") }),
         (alertmanager, Target { url, path: format!("/api/alerts?token={TOKEN}") }),

@@ -115,6 +115,11 @@ impl Client {
         self.call(reqwest::Method::POST, "/rollouts", Some(&body)).await
     }
 
+    /// Runs `sluice doctor` for a spec where Sluice runs; the findings, blockers first.
+    pub async fn doctor(&self, spec: &Value) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::POST, "/doctor", Some(&json!({ "spec": spec }))).await
+    }
+
     /// One rollout with its history.
     pub async fn status(&self, id: &str) -> Result<Value, ClientError> {
         self.call(reqwest::Method::GET, &format!("/rollouts/{id}"), None).await

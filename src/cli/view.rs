@@ -1,4 +1,4 @@
-//! How rollouts look in a terminal: `status`, `list`, and `watch`'s live
+//! How rollouts look in a terminal: `status`, `list`, `doctor`, and `watch`'s live
 //! timeline (one line per decision, and the live canary-versus-stable
 //! numbers), shared by the CLI and the demo.
 
@@ -97,6 +97,31 @@ pub fn list_text(v: &Value) -> String {
             s(&r, "stable"),
             s(&r, "canary")
         ));
+    }
+    out
+}
+
+/// `doctor`'s findings, one line each, blockers first (as Sluice sorted
+/// them), and a last line saying whether a rollout can start.
+pub fn doctor_text(v: &Value) -> String {
+    let checks = v.get("checks").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut out = String::new();
+    let mut blockers = 0;
+    for c in &checks {
+        let mark = match s(c, "verdict") {
+            "blocker" => {
+                blockers += 1;
+                "BLOCKER"
+            }
+            "warning" => "warning",
+            _ => "ok",
+        };
+        out.push_str(&format!("{mark:<8} {:<14} {}: {}\n", s(c, "area"), s(c, "name"), s(c, "detail")));
+    }
+    if v.get("ready") == Some(&Value::Bool(true)) {
+        out.push_str(&format!("ready: {} checks, no blocker\n", checks.len()));
+    } else {
+        out.push_str(&format!("not ready: {blockers} blocker(s) to fix before a rollout\n"));
     }
     out
 }

@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod api;
 pub mod dashboard;
+pub mod doctor;
 pub mod error;
 pub mod steps;
 pub mod tick;
@@ -136,7 +137,7 @@ pub enum HandlerError {
 }
 
 /// The handlers this binary has, by function name.
-pub const HANDLERS: &[&str] = &["alerts", "api", "dashboard", "steps", "tick"];
+pub const HANDLERS: &[&str] = &["alerts", "api", "dashboard", "doctor", "steps", "tick"];
 
 /// What a panic carried, in words.
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
@@ -164,6 +165,7 @@ pub async fn invoke_http(app: &App, name: &str, req: HttpRequest) -> HttpRespons
             "api" => api::handle(app, req).await,
             "alerts" => alerts::handle(app, req).await,
             "dashboard" => dashboard::handle(app, req).await,
+            "doctor" => doctor::handle(app, req).await,
             other => Err(error::ApiError::new(404, "unknown_function", format!("no HTTP handler named '{other}'"))),
         };
         result.unwrap_or_else(HttpResponse::from)

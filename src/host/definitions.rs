@@ -52,6 +52,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("alerts", include_str!("../../functions/alerts/function.json")),
     ("api", include_str!("../../functions/api/function.json")),
     ("dashboard", include_str!("../../functions/dashboard/function.json")),
+    ("doctor", include_str!("../../functions/doctor/function.json")),
     ("steps", include_str!("../../functions/steps/function.json")),
     ("tick", include_str!("../../functions/tick/function.json")),
 ];

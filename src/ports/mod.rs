@@ -10,6 +10,7 @@ pub mod env;
 pub mod local_router;
 pub mod metrics;
 pub mod notify;
+pub mod preflight;
 pub mod queue;
 pub mod registry;
 pub mod store;

@@ -9,6 +9,12 @@
 //! `tags`, `patSetting` (app setting with a PAT; default `AZURE_DEVOPS_PAT`
 //! — without one, the Azure identity's Entra token is used), `orgUrl`
 //! (default `https://dev.azure.com/{organization}`).
+//!
+//! `sluice doctor` asks Azure DevOps to create the work item with
+//! `validateOnly=true` ("Work Items - Create", REST 7.1: validates the change
+//! without saving the work item; scope `vso.work_write`), so the token, the
+//! project, the type, the area path and the right to write are all checked
+//! and nothing is written.
 
 use std::sync::Arc;
 
@@ -20,6 +26,7 @@ use super::{call, marker_tag, Backlog, BacklogError, CommentDraft, Filed, IssueD
 use crate::domain::rollout::IssueRef;
 use crate::ports::azure::auth::AzureCredential;
 use crate::ports::env::{opt_str, req_str, AdapterEnv, AdapterError, Settings};
+use crate::ports::preflight::Check;
 
 /// Entra ID resource of Azure DevOps.
 const ADO_RESOURCE: &str = "499b84ac-1321-427f-aa17-267ca6975798";
@@ -141,6 +148,23 @@ impl Backlog for AzureBoards {
                 .await?;
         let issue = self.issue_ref(&created).ok_or_else(|| BacklogError::Failed("Azure DevOps' answer has no work item id".into()))?;
         Ok(Filed { issue, created: true })
+    }
+
+    async fn preflight(&self) -> Vec<Check> {
+        let mut patch = vec![json!({"op": "add", "path": "/fields/System.Title", "value": "sluice doctor: validation only, never saved"})];
+        if let Some(area) = &self.area_path {
+            patch.push(json!({"op": "add", "path": "/fields/System.AreaPath", "value": area}));
+        }
+        let url = format!("{}/_apis/wit/workitems/${}?validateOnly=true&{API}", self.project_url, path_segment(&self.work_item_type));
+        let request = match self.request(reqwest::Method::POST, url).await {
+            Ok(r) => r.header("content-type", "application/json-patch+json").body(serde_json::to_vec(&patch).unwrap_or_default()),
+            Err(e) => return vec![Check::blocker("backlog", "token", e.to_string())],
+        };
+        let name = format!("create a {} (validate only)", self.work_item_type);
+        match call(request, "Azure DevOps", "validating a work item").await {
+            Ok(_) => vec![Check::ok("backlog", name, "the token may create work items of this type in this project")],
+            Err(BacklogError::Failed(why)) => vec![Check::blocker("backlog", name, why)],
+        }
     }
 
     async fn comment(&self, issue: &IssueRef, comment: &CommentDraft) -> Result<(), BacklogError> {

@@ -4,6 +4,11 @@
 //! repository's issues updated since the failure — the list is consistent,
 //! unlike search, which lags and is rate limited. Comments carry markers too.
 //!
+//! `sluice doctor` reads the repository (`GET /repos/{owner}/{repo}`:
+//! `has_issues`, `private`, `permissions`) and, for a classic token, the
+//! `X-OAuth-Scopes` header GitHub answers with (docs.github.com, "Scopes for
+//! OAuth apps"): `repo`, or `public_repo` for a public repository.
+//!
 //! Settings: `repository` (`owner/name`), `tokenSetting` (app setting with
 //! the token; default `GITHUB_TOKEN`), `labels`, `apiUrl` (GitHub
 //! Enterprise; default `https://api.github.com`).
@@ -13,6 +18,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::TimeDelta;
 use serde_json::{json, Value};
+
+use crate::ports::preflight::Check;
 
 use super::{call, marker, Backlog, BacklogError, CommentDraft, Filed, IssueDraft};
 use crate::domain::rollout::IssueRef;
@@ -107,6 +114,44 @@ fn issue_number(issue: &IssueRef) -> Result<&str, BacklogError> {
         .ok_or_else(|| BacklogError::Failed(format!("'{}' is not a GitHub issue reference (owner/name#number)", issue.id)))
 }
 
+/// What a repository's answer and the token's scopes say about filing issues.
+fn repository_findings(repo: &Value, scopes: Option<&str>, labels: bool) -> Vec<Check> {
+    let mut found = vec![Check::ok("backlog", "repository", "exists and the token can read it")];
+    if repo.get("has_issues").and_then(Value::as_bool) == Some(false) {
+        found.push(Check::blocker("backlog", "issues", "are turned off in this repository's settings"));
+    }
+    let private = repo.get("private").and_then(Value::as_bool).unwrap_or(true);
+    match scopes {
+        Some(scopes) => {
+            let scopes: Vec<&str> = scopes.split(',').map(str::trim).collect();
+            if scopes.contains(&"repo") || (!private && scopes.contains(&"public_repo")) {
+                found.push(Check::ok("backlog", "token scopes", "the classic token may open issues"));
+            } else {
+                let need = if private { "repo" } else { "repo or public_repo" };
+                found.push(Check::blocker(
+                    "backlog",
+                    "token scopes",
+                    format!("the classic token has [{}]; opening issues needs {need}", scopes.join(", ")),
+                ));
+            }
+        }
+        None => found.push(Check::warning(
+            "backlog",
+            "token permissions",
+            "a fine-grained or app token: its Issues permission cannot be read without writing; it needs Issues: read and write",
+        )),
+    }
+    let role = |k: &str| repo.pointer(&format!("/permissions/{k}")).and_then(Value::as_bool).unwrap_or(false);
+    if labels && !(role("triage") || role("push") || role("maintain") || role("admin")) {
+        found.push(Check::warning(
+            "backlog",
+            "labels",
+            "the token's user cannot triage this repository: GitHub drops labels on the issues it opens",
+        ));
+    }
+    found
+}
+
 #[async_trait]
 impl Backlog for GitHubIssues {
     async fn open(&self, draft: &IssueDraft) -> Result<Filed, BacklogError> {
@@ -119,6 +164,26 @@ impl Backlog for GitHubIssues {
         let created = call(self.request(reqwest::Method::POST, "/issues").json(&body), "GitHub", "opening the issue").await?;
         let issue = self.issue_ref(&created).ok_or_else(|| BacklogError::Failed("GitHub's answer has no issue number".into()))?;
         Ok(Filed { issue, created: true })
+    }
+
+    async fn preflight(&self) -> Vec<Check> {
+        let response = match self.request(reqwest::Method::GET, "").send().await {
+            Ok(r) => r,
+            Err(e) => return vec![Check::blocker("backlog", "GitHub", format!("unreachable: {}", e.without_url()))],
+        };
+        let status = response.status().as_u16();
+        let scopes = response.headers().get("x-oauth-scopes").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        match status {
+            200 => repository_findings(&body, scopes.as_deref(), !self.labels.is_empty()),
+            401 => vec![Check::blocker("backlog", "token", "GitHub refuses it (401): expired, revoked or mistyped")],
+            403 | 404 => vec![Check::blocker(
+                "backlog",
+                "repository",
+                format!("{} answered {status}: it does not exist, or the token may not see it", self.repo),
+            )],
+            other => vec![Check::blocker("backlog", "GitHub", format!("answered {other} reading {}", self.repo))],
+        }
     }
 
     async fn comment(&self, issue: &IssueRef, comment: &CommentDraft) -> Result<(), BacklogError> {

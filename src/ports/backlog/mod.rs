@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::rollout::IssueRef;
 use crate::ports::env::{lookup, AdapterEnv, AdapterError, Settings};
+use crate::ports::preflight::Check;
 use doc::Doc;
 pub use draft::{draft, update};
 
@@ -68,6 +69,11 @@ pub trait Backlog: Send + Sync {
     async fn open(&self, draft: &IssueDraft) -> Result<Filed, BacklogError>;
     /// Adds a comment to an issue, unless one with the same marker is there.
     async fn comment(&self, issue: &IssueRef, comment: &CommentDraft) -> Result<(), BacklogError>;
+    /// What `sluice doctor` finds before a first rollout, without writing
+    /// anything: the token is valid, the project exists, the rights suffice.
+    async fn preflight(&self) -> Vec<Check> {
+        vec![Check::ok("backlog", "tracker", "nothing to reach: issues are files in Sluice's data directory")]
+    }
 }
 
 /// Builds a backlog from its settings.

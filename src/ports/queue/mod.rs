@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+use crate::ports::preflight::Check;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -110,4 +112,11 @@ pub trait Queue: Send + Sync {
     }
     /// Operations sent to the queue service so far (sends, settles), for cost figures.
     fn operations(&self) -> u64;
+    /// What `sluice doctor` finds about the queue without putting a message on it.
+    async fn preflight(&self) -> Check {
+        match self.dead_letters().await {
+            Ok(dead) => Check::ok("queue", "step queue", format!("reachable; {} dead-lettered step message(s)", dead.len())),
+            Err(e) => Check::blocker("queue", "step queue", e.to_string()),
+        }
+    }
 }

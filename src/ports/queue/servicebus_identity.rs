@@ -21,6 +21,7 @@ use serde_json::json;
 
 use super::{DeadLetter, Delivery, OutMessage, Queue, QueueError, SendOutcome};
 use crate::ports::azure::auth::AzureCredential;
+use crate::ports::preflight::Check;
 
 /// The audience of Service Bus tokens.
 pub const SERVICE_BUS_RESOURCE: &str = "https://servicebus.azure.net";
@@ -104,6 +105,17 @@ impl Queue for ServiceBusSender {
 
     async fn renew(&self, _delivery: &Delivery, _lock_for: Duration) -> Result<DateTime<Utc>, QueueError> {
         Err(receives_elsewhere())
+    }
+
+    async fn preflight(&self) -> Check {
+        match self.credential.token(SERVICE_BUS_RESOURCE).await {
+            Ok(_) => Check::warning(
+                "queue",
+                "step queue",
+                "the identity gets Service Bus tokens; its right to send (Azure Service Bus Data Sender) is proven only by the first step message",
+            ),
+            Err(e) => Check::blocker("queue", "step queue", format!("no Service Bus token for the identity: {e}")),
+        }
     }
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {

@@ -21,7 +21,9 @@
 //! (`PATCH …/config/web`, a long-running operation: a `202` with `Location`
 //! is polled before the weight is read back), `WebApps_SwapSlot`
 //! (`POST …/slots/{slot}/slotsswap`, long-running; never retried blindly),
-//! `WebApps_GetSlot` (`properties.defaultHostName`).
+//! `WebApps_GetSlot` (`properties.defaultHostName`); Microsoft.Authorization
+//! `Permissions_ListForResource` (`GET …/providers/Microsoft.Authorization/permissions`,
+//! api-version 2022-04-01: `value[].actions` / `notActions`) for `sluice doctor`.
 
 use crate::domain::ids::Weight;
 use std::sync::Arc;
@@ -31,16 +33,28 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::{Routing, Traffic, TrafficError};
+use super::{routing_readable, Routing, Traffic, TrafficError};
 use crate::domain::spec::Target;
 use crate::ports::azure::http::AzureHttp;
 use crate::ports::env::{opt_str, req_str, AdapterEnv, AdapterError};
+use crate::ports::preflight::{allowed, Check};
 
 const API: &str = "api-version=2023-12-01";
 /// How long a slot swap may take before it is reported failed (and retried).
 const SWAP_BUDGET: Duration = Duration::from_secs(600);
 /// How long a configuration change may take to apply.
 const CONFIG_BUDGET: Duration = Duration::from_secs(120);
+
+/// The ARM actions this adapter performs on the app, each with what needs it.
+const ACTIONS: &[(&str, &str)] = &[
+    ("Microsoft.Web/sites/read", "reading the last swap"),
+    ("Microsoft.Web/sites/slots/read", "reading the canary slot's host name"),
+    ("Microsoft.Web/sites/config/read", "reading the weight back"),
+    ("Microsoft.Web/sites/config/write", "setting the weight (and 0 % on rollback)"),
+    ("Microsoft.Web/sites/slots/slotsswap/action", "promoting (and swapping back on rollback)"),
+    ("Microsoft.Web/sites/slots/stop/action", "stopping the canary slot (pinned users, scale-down)"),
+];
+const PERMISSIONS_API: &str = "api-version=2022-04-01";
 
 /// What to do about users pinned to the canary slot after a rollback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,5 +214,36 @@ impl Traffic for AppServiceSlots {
 
     async fn scale_down_previous(&self) -> Result<(), TrafficError> {
         self.stop_slot().await
+    }
+
+    async fn preflight(&self) -> Vec<Check> {
+        let mut found = Vec::new();
+        if let Err(e) = self.arm.send(reqwest::Method::GET, &format!("{}?{API}", self.site), None).await {
+            found.push(Check::blocker("router", "app", format!("cannot be read: {e}")));
+            return found;
+        }
+        found.push(Check::ok("router", "app", "exists and is readable"));
+        match self.host().await {
+            Ok(host) => found.push(Check::ok("router", format!("slot {}", self.slot), format!("exists; canary host {host}"))),
+            Err(e) => found.push(Check::blocker("router", format!("slot {}", self.slot), e.to_string())),
+        }
+        let url = format!("{}/providers/Microsoft.Authorization/permissions?{PERMISSIONS_API}", self.site);
+        match self.arm.send(reqwest::Method::GET, &url, None).await {
+            Ok(listed) => found.extend(ACTIONS.iter().map(|(action, why)| {
+                let name = format!("permission {action}");
+                if allowed(&listed.body, action) {
+                    Check::ok("router", name, format!("granted ({why})"))
+                } else {
+                    Check::blocker(
+                        "router",
+                        name,
+                        format!("not granted to Sluice's identity: needed for {why}; assign Website Contributor on the app"),
+                    )
+                }
+            })),
+            Err(e) => found.push(Check::warning("router", "permissions", format!("cannot be listed ({e}); the first rollout will tell"))),
+        }
+        found.push(routing_readable(self.current().await));
+        found
     }
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::spec::Target;
 use crate::ports::env::{lookup, AdapterEnv, AdapterError};
+use crate::ports::preflight::Check;
 
 /// What a router reports about its split.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +87,23 @@ pub trait Traffic: Send + Sync {
     /// Live per-side numbers, where the router has them.
     async fn live(&self) -> Option<LiveStats> {
         None
+    }
+    /// What `sluice doctor` finds before a first rollout: by default, that
+    /// the current split can be read. Routers with permissions to check add them.
+    async fn preflight(&self) -> Vec<Check> {
+        vec![routing_readable(self.current().await)]
+    }
+}
+
+/// The finding for reading the current split.
+pub fn routing_readable(current: Result<Routing, TrafficError>) -> Check {
+    match current {
+        Ok(r) => Check::ok(
+            "router",
+            "current routing",
+            format!("readable: {}% on the canary{}", r.weight, if r.promoted { ", promoted" } else { "" }),
+        ),
+        Err(e) => Check::blocker("router", "current routing", format!("cannot be read: {e}")),
     }
 }
 

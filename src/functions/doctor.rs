@@ -1,0 +1,29 @@
+//! `doctor` (HTTP, `POST doctor`): checks, from where this Sluice runs and
+//! with its identity, that a spec can be rolled out — router and
+//! permissions, analysis queries, backlog, notifications, store and queue —
+//! changing nothing. The body is the spec, or `{"spec": …}`. The answer is
+//! 200 with every finding, blockers first, and `ready`; `sluice doctor`
+//! prints it and exits non-zero on a blocker.
+
+use serde_json::Value;
+
+use super::error::ApiError;
+use super::{parse_json_body, App, HttpRequest, HttpResponse, MAX_API_BODY};
+use crate::domain::spec;
+use crate::shell::doctor;
+
+/// Runs the checks for the posted spec.
+pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    if req.method != "POST" {
+        return Err(ApiError::new(405, "method_not_allowed", "post the spec to check"));
+    }
+    let doc = match parse_json_body(&req, MAX_API_BODY)? {
+        Value::Null => return Err(ApiError::new(400, "invalid_body", "the body must be a rollout spec (JSON)").field("body")),
+        Value::Object(mut wrapper) if wrapper.contains_key("spec") && wrapper.len() == 1 => wrapper.remove("spec").unwrap_or_default(),
+        other => other,
+    };
+    let (spec, plan) = spec::validate(&doc, &crate::ports::registry::names()).map_err(|p| ApiError::invalid_spec(&p))?;
+    let report = doctor::examine(&app.engine, &spec, &plan).await;
+    let body = serde_json::to_value(&report).map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
+    Ok(HttpResponse::json(200, &body))
+}
