@@ -362,7 +362,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Doctor { file, remote } => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             let doc = spec::parse_document(&text, Format::from_path(&file)).map_err(|p| anyhow::anyhow!("{}: {p}", file.display()))?;
-            let answer = client(&remote).doctor(&doc).await?;
+            let client = client(&remote);
+            let mut answer = client.doctor(&doc).await?;
+            // From here, outside, as Azure Monitor calls it.
+            view::add_check(&mut answer, client.alert_webhook_check().await);
             if remote.json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
             } else {

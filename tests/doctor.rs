@@ -123,7 +123,8 @@ async fn rig(settings: &[(&'static str, &str)]) -> Rig {
     let queue =
         Arc::new(sluice::ports::queue::embedded::EmbeddedQueue::open(&dir.path().join("queue.db"), Arc::new(SystemClock)).expect("queue"));
     let engine = Arc::new(Engine::new(store, queue, env, Arc::new(SystemClock)));
-    Rig { fake, world, _dir: dir, app: App { engine, alert_token: None, require_principal: false } }
+    // Signed in, as infra/main.bicep deploys it with authClientId.
+    Rig { fake, world, _dir: dir, app: App { engine, alert_token: None, require_principal: true } }
 }
 
 impl Rig {
@@ -224,6 +225,7 @@ async fn everything_in_place_is_ready_and_nothing_is_written() {
     assert_eq!(find(&report, "token scopes")["verdict"], "ok");
     assert_eq!(find(&report, "rollout state")["verdict"], "ok");
     assert_eq!(find(&report, "step queue")["verdict"], "ok");
+    assert_eq!(find(&report, "people's actions")["verdict"], "ok");
     assert!(rig.writes().is_empty(), "the doctor changed something: {:?}", rig.writes());
     let permissions = rig.fake.seen().into_iter().find(|r| r.path.ends_with("/Microsoft.Authorization/permissions")).expect("asked ARM");
     assert_eq!(permissions.param("api-version").as_deref(), Some("2022-04-01"));
@@ -266,12 +268,14 @@ async fn each_failure_is_a_blocker_and_blockers_come_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_app_stops_the_router_checks_there() {
-    let rig = rig(&[("GITHUB_TOKEN", "ghp_x"), ("TEAMS_URL", "https://t"), ("SLACK_URL", "https://s")]).await;
+    let mut rig = rig(&[("GITHUB_TOKEN", "ghp_x"), ("TEAMS_URL", "https://t"), ("SLACK_URL", "https://s")]).await;
+    rig.app.require_principal = false;
     rig.world.lock().expect("world").app_exists = false;
     let (_, report) = rig.doctor(rig.spec(rig.github())).await;
     let router: Vec<_> = verdicts(&report).into_iter().filter(|(_, area, _)| area == "router").collect();
     assert_eq!(router, [("blocker".to_string(), "router".to_string(), "app".to_string())]);
     assert!(find(&report, "app")["detail"].as_str().expect("d").contains("404"), "{report:#}");
+    assert_eq!(find(&report, "people's actions")["verdict"], "warning", "without sign-in, names are self-asserted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,6 +327,13 @@ async fn a_bad_spec_or_method_is_refused_with_the_field_named() {
     assert!(rig.fake.seen().is_empty(), "nothing is checked for a spec that does not validate");
 }
 
+/// The alert webhook as a fake deployment answers it: Sluice's own refusal, or App Service authentication's.
+#[derive(Clone, Copy)]
+enum Webhook {
+    SluiceRefusesTheMissingToken,
+    SignInStopsIt,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_prints_one_line_per_check_and_exits_by_the_blockers() {
     let report = json!({"ready": false, "checks": [
@@ -330,9 +341,20 @@ async fn the_cli_prints_one_line_per_check_and_exits_by_the_blockers() {
         {"area": "backlog", "name": "token permissions", "verdict": "warning", "detail": "cannot be read"},
         {"area": "store", "name": "rollout state", "verdict": "ok", "detail": "reachable"}
     ]});
-    let shared = Arc::new(Mutex::new(report));
+    let shared = Arc::new(Mutex::new((report, Webhook::SluiceRefusesTheMissingToken)));
     let answer_with = shared.clone();
-    let fake = Recorder::start(move |_: &Recorded| json_answer(200, answer_with.lock().expect("r").clone())).await;
+    let fake = Recorder::start(move |r: &Recorded| {
+        let (report, webhook) = answer_with.lock().expect("r").clone();
+        match (r.path.as_str(), webhook) {
+            ("/api/alerts", Webhook::SluiceRefusesTheMissingToken) => {
+                json_answer(401, json!({"error": "unauthorized", "message": "missing or wrong alert token", "field": "token"}))
+            }
+            // Easy Auth's Return401: no body of Sluice's.
+            ("/api/alerts", Webhook::SignInStopsIt) => (401, vec![("www-authenticate".into(), "Bearer realm=\"x\"".into())], String::new()),
+            _ => json_answer(200, report),
+        }
+    })
+    .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let spec_path = dir.path().join("spec.json");
     std::fs::write(&spec_path, json!({"target": {"name": "x"}}).to_string()).expect("write");
@@ -340,7 +362,9 @@ async fn the_cli_prints_one_line_per_check_and_exits_by_the_blockers() {
         std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
             .arg("doctor")
             .arg(&spec_path)
-            .args(["--url", &fake.url])
+            .args(["--url", &fake.url, "--key", "fn-key"])
+            .env_remove("SLUICE_TOKEN")
+            .env_remove("SLUICE_ENTRA_APP")
             .output()
             .expect("runs")
     };
@@ -348,14 +372,44 @@ async fn the_cli_prints_one_line_per_check_and_exits_by_the_blockers() {
     assert_eq!(out.status.code(), Some(1), "a blocker exits 1");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 4, "{stdout}");
+    assert_eq!(lines.len(), 5, "{stdout}");
     assert!(lines[0].starts_with("BLOCKER") && lines[0].contains("slotsswap"), "{stdout}");
-    assert!(lines[1].starts_with("warning") && lines[2].starts_with("ok"), "{stdout}");
-    assert!(lines[3].contains("1 blocker"), "{stdout}");
-    assert_eq!(fake.seen()[0].path, "/api/doctor");
-    assert_eq!(fake.seen()[0].json()["spec"]["target"]["name"], "x");
+    assert!(lines[1].starts_with("warning") && lines[2].starts_with("ok") && lines[3].starts_with("ok"), "{stdout}");
+    assert!(lines.iter().any(|l| l.starts_with("ok") && l.contains("alert webhook from outside")), "{stdout}");
+    assert!(lines[4].contains("1 blocker"), "{stdout}");
+    let seen = fake.seen();
+    assert_eq!((seen[0].path.as_str(), seen[0].header("x-functions-key")), ("/api/doctor", Some("fn-key")));
+    assert_eq!(seen[0].json()["spec"]["target"]["name"], "x");
+    let probe = &seen[1];
+    assert_eq!((probe.method.as_str(), probe.path.as_str()), ("POST", "/api/alerts"));
+    assert_eq!((probe.header("x-functions-key"), probe.header("authorization")), (None, None), "probed as Azure Monitor calls: bare");
+    assert_eq!(probe.header("content-type"), Some("text/plain"), "a body Sluice refuses before recording anything");
 
-    *shared.lock().expect("r") =
-        json!({"ready": true, "checks": [{"area": "store", "name": "rollout state", "verdict": "ok", "detail": "reachable"}]});
+    let ready = json!({"ready": true, "checks": [{"area": "store", "name": "rollout state", "verdict": "ok", "detail": "reachable"}]});
+    *shared.lock().expect("r") = (ready.clone(), Webhook::SluiceRefusesTheMissingToken);
     assert_eq!(run().status.code(), Some(0));
+    *shared.lock().expect("r") = (ready, Webhook::SignInStopsIt);
+    let out = run();
+    assert_eq!(out.status.code(), Some(1), "sign-in in front of the webhook is a blocker");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.lines().next().is_some_and(|l| l.starts_with("BLOCKER") && l.contains("excludedPaths")), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_probe_is_refused_by_sluice_itself_and_records_nothing() {
+    let mut rig = rig(&[]).await;
+    let probe = || HttpRequest {
+        method: "POST".into(),
+        path: "/api/alerts".into(),
+        headers: [("content-type".to_string(), "text/plain".to_string())].into_iter().collect(),
+        body: b"sluice doctor: is the webhook reachable?".to_vec(),
+        ..HttpRequest::default()
+    };
+    rig.app.alert_token = Some("alert-token-7".into());
+    let guarded = functions::invoke_http(&rig.app, "alerts", probe()).await;
+    assert_eq!((guarded.status, guarded.json_body()["error"].as_str()), (401, Some("unauthorized")));
+    rig.app.alert_token = None;
+    let open = functions::invoke_http(&rig.app, "alerts", probe()).await;
+    assert_eq!((open.status, open.json_body()["error"].as_str()), (415, Some("unsupported_media_type")));
+    assert!(rig.app.engine.store.alerts(10).await.expect("alerts").is_empty(), "the probe is never recorded as an alert");
 }

@@ -120,6 +120,34 @@ impl Client {
         self.call(reqwest::Method::POST, "/doctor", Some(&json!({ "spec": spec }))).await
     }
 
+    /// What Azure Monitor meets at the alert webhook: called from outside
+    /// with no key, no sign-in and no token, as an action group calls it,
+    /// with a body Sluice refuses before recording anything. Sluice answers
+    /// with its own JSON refusal (401 for the missing token, or 415 where no
+    /// token is configured); anything else — App Service authentication's
+    /// 401 or a redirect to sign in — means alerts would never arrive.
+    pub async fn alert_webhook_check(&self) -> Value {
+        let url = format!("{}/api/alerts", self.base);
+        let check = |verdict: &str, detail: String| json!({"area": "alerts", "name": "alert webhook from outside", "verdict": verdict, "detail": detail});
+        let probe = self.http.post(&url).header("content-type", "text/plain").body("sluice doctor: is the webhook reachable?");
+        let response = match probe.send().await {
+            Ok(r) => r,
+            Err(e) => return check("blocker", format!("unreachable: {}", e.without_url())),
+        };
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let sluice_answered = body.get("error").and_then(Value::as_str).is_some();
+        match (status, sluice_answered) {
+            (401, true) => check("ok", "reaches Sluice without sign-in; its token guards it".into()),
+            (415, true) => check("warning", "reaches Sluice without sign-in, and no alert token is configured: anyone can post alerts".into()),
+            (_, true) => check("ok", format!("reaches Sluice without sign-in (it answered {status})")),
+            (_, false) => check(
+                "blocker",
+                format!("answered {status} before Sluice saw it: App Service authentication must exclude /api/alerts (excludedPaths), or no alert will arrive"),
+            ),
+        }
+    }
+
     /// One rollout with its history.
     pub async fn status(&self, id: &str) -> Result<Value, ClientError> {
         self.call(reqwest::Method::GET, &format!("/rollouts/{id}"), None).await

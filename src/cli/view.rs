@@ -101,6 +101,24 @@ pub fn list_text(v: &Value) -> String {
     out
 }
 
+/// Adds a finding made by the CLI itself to `doctor`'s report, keeping
+/// blockers first and `ready` true only without one.
+pub fn add_check(report: &mut Value, check: Value) {
+    let rank = |c: &Value| match s(c, "verdict") {
+        "blocker" => 0,
+        "warning" => 1,
+        _ => 2,
+    };
+    let blocker = rank(&check) == 0;
+    if let Some(checks) = report.get_mut("checks").and_then(Value::as_array_mut) {
+        checks.push(check);
+        checks.sort_by_key(rank);
+    }
+    if blocker {
+        report["ready"] = Value::Bool(false);
+    }
+}
+
 /// `doctor`'s findings, one line each, blockers first (as Sluice sorted
 /// them), and a last line saying whether a rollout can start.
 pub fn doctor_text(v: &Value) -> String {

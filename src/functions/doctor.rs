@@ -10,7 +10,21 @@ use serde_json::Value;
 use super::error::ApiError;
 use super::{parse_json_body, App, HttpRequest, HttpResponse, MAX_API_BODY};
 use crate::domain::spec;
+use crate::ports::preflight::Check;
 use crate::shell::doctor;
+
+/// Whether people's actions will carry the name they signed in with.
+fn sign_in(app: &App) -> Check {
+    if app.require_principal {
+        Check::ok("sign-in", "people's actions", "App Service authentication is on: approvals carry the signed-in name")
+    } else {
+        Check::warning(
+            "sign-in",
+            "people's actions",
+            "App Service authentication is off: whoever holds the function key acts under the name they give",
+        )
+    }
+}
 
 /// Runs the checks for the posted spec.
 pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -23,7 +37,8 @@ pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiErro
         other => other,
     };
     let (spec, plan) = spec::validate(&doc, &crate::ports::registry::names()).map_err(|p| ApiError::invalid_spec(&p))?;
-    let report = doctor::examine(&app.engine, &spec, &plan).await;
+    let mut report = doctor::examine(&app.engine, &spec, &plan).await;
+    report.add(sign_in(app));
     let body = serde_json::to_value(&report).map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
     Ok(HttpResponse::json(200, &body))
 }
