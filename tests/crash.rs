@@ -151,9 +151,16 @@ async fn thirty_rollouts_survive_ten_sigkills_with_nothing_lost_or_done_twice() 
     let mut rng = Lcg(seed);
     let mut kills = 0;
     let mut in_flight_at_kill = Vec::new();
-    while kills < KILLS || (kills < 3 * KILLS && drivers.iter().filter(|d| d.is_finished()).count() < ROLLOUTS / 3) {
-        tokio::time::sleep(Duration::from_millis(300 + rng.next(1700))).await;
-        in_flight_at_kill.push(drivers.iter().filter(|d| !d.is_finished()).count());
+    // Kill until ten kills have landed on rollouts in flight and a third of
+    // the rollouts have ended (so kills also hit late phases); a kill after
+    // every rollout ended proves nothing, so the loop stops there.
+    let finished = |drivers: &[tokio::task::JoinHandle<Result<(), String>>]| drivers.iter().filter(|d| d.is_finished()).count();
+    let mut hits = 0;
+    while (hits < KILLS || finished(&drivers) < ROLLOUTS / 3) && kills < 3 * KILLS && finished(&drivers) < ROLLOUTS {
+        tokio::time::sleep(Duration::from_millis(200 + rng.next(1000))).await;
+        let in_flight = ROLLOUTS - finished(&drivers);
+        hits += usize::from(in_flight > 0);
+        in_flight_at_kill.push(in_flight);
         host.child.kill().await.expect("SIGKILL");
         kills += 1;
         host = UpProcess::spawn(dir.path(), &[], &[], "warn").await;
