@@ -100,4 +100,17 @@ async fn a_401_without_sign_in_says_how_to_sign_in() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--entra") && stderr.contains("--token"), "{stderr}");
     assert_eq!(fake.seen()[0].header("authorization"), None);
+
+    // Sluice's own 401 (a wrong alert token, say) is shown as it is.
+    let sluice_401 = Recorder::start(|_: &Recorded| {
+        (
+            401,
+            vec![("content-type".into(), "application/json".into())],
+            r#"{"error":"unauthorized","message":"missing or wrong alert token","field":"token"}"#.into(),
+        )
+    })
+    .await;
+    let out = sluice(dir.path(), &sluice_401.url, &["list", "--key", "fn-key"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("missing or wrong alert token") && !stderr.contains("--entra"), "{stderr}");
 }

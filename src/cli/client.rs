@@ -95,7 +95,9 @@ impl Client {
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
         let value: Value = serde_json::from_str(&text).unwrap_or_else(|_| json!({"message": text}));
-        if status == 401 && matches!(self.sign_in, SignIn::None) {
+        // A 401 that is not Sluice's own refusal (a wrong alert token is) comes from App Service authentication.
+        let from_sign_in = value.get("error").and_then(Value::as_str).is_none();
+        if status == 401 && from_sign_in && matches!(self.sign_in, SignIn::None) {
             let hint = "Sluice answered 401: it takes only signed-in callers (App Service authentication); \
                         sign in with --entra <app client id> (Azure CLI) or --token";
             return Err(ClientError::Http { status, body: json!({"message": hint}) });
