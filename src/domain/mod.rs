@@ -7,3 +7,4 @@ pub mod ids;
 pub mod parse;
 pub mod rollout;
 pub mod spec;
+pub mod stats;
