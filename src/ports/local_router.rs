@@ -62,4 +62,12 @@ pub struct WindowStats {
     pub p95_ms: Option<f64>,
     /// 99th percentile latency.
     pub p99_ms: Option<f64>,
+    /// Requests per latency bucket: one per [`LATENCY_BOUNDS_MS`] and a last
+    /// one above them (not cumulative), for the latency judge.
+    #[serde(default)]
+    pub buckets: Vec<u64>,
 }
+
+/// Upper bounds of the router's latency buckets in milliseconds (plus an implicit +Inf).
+pub const LATENCY_BOUNDS_MS: [f64; 19] =
+    [1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 500.0, 750.0, 1000.0, 2000.0, 5000.0, 10000.0];

@@ -86,7 +86,26 @@ fn metrics_of(plan: &Plan) -> Vec<&MetricPlan> {
 
 async fn analysis(engine: &Engine, spec: &RolloutSpec, metric: &MetricPlan) -> Check {
     let name = format!("metric {} ({})", metric.name, metric.provider);
-    match metrics::measure(metric, &spec.target, &engine.env).await {
+    let window = metrics::Window { ms: metric.interval_ms, end: None };
+    match metrics::measure(metric, &spec.target, &engine.env, window).await {
+        MeasureOutcome::Proportions { canary, stable } => Check::ok(
+            "analysis",
+            name,
+            format!(
+                "runs now: canary {} failures of {} requests, stable {} of {}",
+                canary.failures, canary.total, stable.failures, stable.total
+            ),
+        ),
+        MeasureOutcome::Histograms { canary, stable } => Check::ok(
+            "analysis",
+            name,
+            format!(
+                "runs now: {} canary and {} stable request durations in {} buckets",
+                canary.total(),
+                stable.total(),
+                canary.bounds.len()
+            ),
+        ),
         MeasureOutcome::Value { canary, stable, samples } => {
             let stable = stable.map(|s| format!(", stable {s}")).unwrap_or_default();
             let samples = samples.map(|n| format!(" from {n} samples")).unwrap_or_default();

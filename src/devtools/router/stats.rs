@@ -8,9 +8,7 @@ use serde::Serialize;
 
 use crate::ports::local_router::WindowStats;
 
-/// Latency histogram upper bounds in milliseconds (plus an implicit +Inf).
-pub const BUCKETS_MS: [f64; 19] =
-    [1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 500.0, 750.0, 1000.0, 2000.0, 5000.0, 10000.0];
+pub use crate::ports::local_router::LATENCY_BOUNDS_MS as BUCKETS_MS;
 const N: usize = BUCKETS_MS.len() + 1;
 /// Seconds of history kept for windows.
 pub const RING_SECONDS: usize = 300;
@@ -154,6 +152,7 @@ impl Stats {
             p50_ms: sum.quantile(0.50),
             p95_ms: sum.quantile(0.95),
             p99_ms: sum.quantile(0.99),
+            buckets: sum.hist.to_vec(),
         }
     }
 

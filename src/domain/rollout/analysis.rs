@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::event::MeasureOutcome;
 use super::history::{MeasurementRecord, Verdict};
 use super::plan::{AnalysisPlan, MetricPlan};
+use crate::domain::spec::Judge;
+use crate::domain::stats;
 
 /// How many recent measurements a metric keeps as evidence.
 const RECENT_KEPT: usize = 5;
@@ -72,6 +74,47 @@ pub struct MetricRun {
     pub consecutive_errors: u32,
     /// The last few measurements.
     pub recent: Vec<MeasurementRecord>,
+    /// While the phase soaks for data: what it still needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<SampleWait>,
+    /// The query window of the next measurement, when the soak widened it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_ms: Option<u64>,
+}
+
+/// A phase extending its soak until the canary has seen enough requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SampleWait {
+    /// Canary requests seen since the phase began.
+    pub have: u64,
+    /// Requests needed (`minSampleSize`).
+    pub need: u64,
+    /// About how long until they are reached at the current rate; `None` without traffic.
+    pub eta_ms: Option<u64>,
+    /// The soak so far.
+    pub soaked_ms: u64,
+    /// The cap (`maxSoak`).
+    pub max_soak_ms: u64,
+}
+
+impl SampleWait {
+    /// One line for the status and the history.
+    pub fn describe(&self) -> String {
+        use crate::domain::spec::duration_text;
+        let eta = match self.eta_ms {
+            Some(ms) => format!("about {} at the current rate", duration_text(ms.max(1000))),
+            None => "no canary traffic yet".into(),
+        };
+        format!(
+            "waiting for data: {} of {} canary requests, {} more needed ({eta}); soaked {} of at most {}",
+            self.have,
+            self.need,
+            self.need.saturating_sub(self.have),
+            duration_text(self.soaked_ms),
+            duration_text(self.max_soak_ms)
+        )
+    }
 }
 
 impl MetricRun {
@@ -88,6 +131,8 @@ impl MetricRun {
             errors: 0,
             consecutive_errors: 0,
             recent: Vec::new(),
+            waiting: None,
+            window_ms: None,
         }
     }
 
@@ -97,8 +142,27 @@ impl MetricRun {
         self.passed + self.failed + self.inconclusive
     }
 
+    /// Records a measurement taken too early to judge: it counts toward
+    /// nothing, and the next one looks back over the whole soak.
+    pub fn wait(&mut self, record: MeasurementRecord, wait: SampleWait, next_window_ms: u64) {
+        self.consecutive_errors = 0;
+        self.next_index += 1;
+        self.push_recent(record);
+        self.waiting = Some(wait);
+        self.window_ms = Some(next_window_ms);
+    }
+
+    fn push_recent(&mut self, record: MeasurementRecord) {
+        self.recent.push(record);
+        if self.recent.len() > RECENT_KEPT {
+            self.recent.remove(0);
+        }
+    }
+
     /// Records a judged measurement and updates the status.
     pub fn record(&mut self, plan: &MetricPlan, record: MeasurementRecord) {
+        self.waiting = None;
+        self.window_ms = None;
         match record.verdict {
             Verdict::Pass => {
                 self.passed += 1;
@@ -118,10 +182,7 @@ impl MetricRun {
             }
         }
         self.next_index += 1;
-        self.recent.push(record);
-        if self.recent.len() > RECENT_KEPT {
-            self.recent.remove(0);
-        }
+        self.push_recent(record);
         self.status = if self.failed > plan.failure_limit || self.consecutive_errors > plan.consecutive_error_limit {
             RunStatus::Failed
         } else if self.inconclusive > plan.inconclusive_limit {
@@ -233,8 +294,16 @@ pub(crate) fn ms(millis: u64) -> chrono::TimeDelta {
 
 /// Judges one provider answer against a metric's rules.
 pub fn judge(plan: &MetricPlan, outcome: &MeasureOutcome, index: u32, at: DateTime<Utc>) -> MeasurementRecord {
-    let mut rec =
-        MeasurementRecord { at, index, canary: None, stable: None, samples: None, verdict: Verdict::Inconclusive, note: String::new() };
+    let mut rec = MeasurementRecord {
+        at,
+        index,
+        canary: None,
+        stable: None,
+        samples: None,
+        verdict: Verdict::Inconclusive,
+        judgement: None,
+        note: String::new(),
+    };
     match outcome {
         MeasureOutcome::Error { message } => {
             rec.verdict = Verdict::Error;
@@ -245,6 +314,22 @@ pub fn judge(plan: &MetricPlan, outcome: &MeasureOutcome, index: u32, at: DateTi
         }
         MeasureOutcome::Inconclusive { reason } => {
             rec.note = format!("inconclusive: {reason}");
+        }
+        MeasureOutcome::Proportions { canary, stable } => {
+            rec.canary = Some(canary.rate());
+            rec.stable = Some(stable.rate());
+            rec.samples = Some(canary.total);
+            judge_compared(plan, canary.total, &mut rec, |max_increase, confidence| {
+                stats::compare_error_rates(*canary, *stable, max_increase, confidence)
+            });
+        }
+        MeasureOutcome::Histograms { canary, stable } => {
+            rec.canary = canary.quantile_bound(0.95).filter(|v| v.is_finite());
+            rec.stable = stable.quantile_bound(0.95).filter(|v| v.is_finite());
+            rec.samples = Some(canary.total());
+            judge_compared(plan, canary.total(), &mut rec, |max_effect, confidence| {
+                stats::compare_latency(canary, stable, max_effect, confidence)
+            });
         }
         MeasureOutcome::Value { canary, stable, samples } => {
             rec.canary = canary.is_finite().then_some(*canary);
@@ -258,40 +343,99 @@ pub fn judge(plan: &MetricPlan, outcome: &MeasureOutcome, index: u32, at: DateTi
     rec
 }
 
+/// Runs the statistical judge the plan names on both sides' data.
+fn judge_compared(
+    plan: &MetricPlan,
+    canary_n: u64,
+    rec: &mut MeasurementRecord,
+    compare: impl FnOnce(f64, f64) -> Result<stats::Judgement, stats::StatsError>,
+) {
+    if let Some(short) = too_few(plan, Some(canary_n)) {
+        rec.note = short;
+        return;
+    }
+    let (tolerance, confidence) = match &plan.judge {
+        Some(Judge::ErrorRate { max_increase, confidence, .. }) => (*max_increase, *confidence),
+        Some(Judge::Latency { max_effect, confidence, .. }) => (*max_effect, *confidence),
+        None => {
+            rec.verdict = Verdict::Error;
+            rec.note = "the provider answered with counts, but the metric has no judge".into();
+            return;
+        }
+    };
+    match compare(tolerance, confidence) {
+        Ok(j) => {
+            rec.verdict = match j.decision {
+                stats::Decision::Pass => Verdict::Pass,
+                stats::Decision::Fail => Verdict::Fail,
+                stats::Decision::Inconclusive => Verdict::Inconclusive,
+            };
+            rec.note = j.words.clone();
+            rec.judgement = Some(j);
+        }
+        Err(stats::StatsError::Empty(side)) => rec.note = format!("inconclusive: no {side} requests in the window"),
+        Err(e) => {
+            rec.verdict = Verdict::Error;
+            rec.note = format!("cannot compare: {e}");
+        }
+    }
+}
+
+/// Why a sample is too small to judge, if it is.
+fn too_few(plan: &MetricPlan, samples: Option<u64>) -> Option<String> {
+    let min = plan.min_samples?;
+    match samples {
+        None => Some(format!("sample count unknown (minimum {min})")),
+        Some(n) if n < min => Some(format!("{n} samples, fewer than the minimum {min}")),
+        Some(_) => None,
+    }
+}
+
+/// Canary requests behind a measurement when it has too few of them to
+/// judge (no data counts as none), so the phase can wait for more.
+pub fn undersampled(plan: &MetricPlan, outcome: &MeasureOutcome) -> Option<u64> {
+    let min = plan.min_samples?;
+    let have = match outcome {
+        MeasureOutcome::NoData => 0,
+        MeasureOutcome::Value { samples, .. } => (*samples)?,
+        MeasureOutcome::Proportions { canary, .. } => canary.total,
+        MeasureOutcome::Histograms { canary, .. } => canary.total(),
+        MeasureOutcome::Inconclusive { .. } | MeasureOutcome::Error { .. } => return None,
+    };
+    (have < min).then_some(have)
+}
+
 fn judge_value(plan: &MetricPlan, canary: f64, stable: Option<f64>, samples: Option<u64>) -> (Verdict, String) {
     if !canary.is_finite() {
         return (Verdict::Error, format!("provider returned {canary}, not a number"));
     }
-    if let Some(min) = plan.min_samples {
-        match samples {
-            None => return (Verdict::Inconclusive, format!("sample count unknown (minimum {min})")),
-            Some(n) if n < min => {
-                return (Verdict::Inconclusive, format!("{n} samples, fewer than the minimum {min}"));
-            }
-            Some(_) => {}
-        }
+    if let Some(short) = too_few(plan, samples) {
+        return (Verdict::Inconclusive, short);
     }
+    let Some(condition) = plan.condition else {
+        return (Verdict::Error, "the provider answered one number, but the metric is judged statistically".into());
+    };
     let value = short(canary);
-    if !plan.condition.holds(canary) {
-        return (Verdict::Fail, format!("{value} is not {}", plan.condition));
+    if !condition.holds(canary) {
+        return (Verdict::Fail, format!("{value} is not {condition}"));
     }
     if let Some(b) = &plan.baseline {
         let Some(stable) = stable.filter(|s| s.is_finite()) else {
-            return (Verdict::Inconclusive, format!("{value} {} but no stable baseline to compare", plan.condition));
+            return (Verdict::Inconclusive, format!("{value} {condition} but no stable baseline to compare"));
         };
-        let lower_better = plan.condition.op.lower_is_better();
+        let lower_better = condition.op.lower_is_better();
         let bound = if lower_better { b.factor * stable + b.slack } else { b.factor * stable - b.slack };
         let ok = if lower_better { canary <= bound } else { canary >= bound };
         let rel = if lower_better { "<=" } else { ">=" };
         let slack = if b.slack > 0.0 { format!(" {} {}", if lower_better { "+" } else { "-" }, short(b.slack)) } else { String::new() };
         let text = format!("canary {value} vs {} × stable {}{slack} = {}", short(b.factor), short(stable), short(bound));
         return if ok {
-            (Verdict::Pass, format!("{value} {}; {text} ({rel} holds)", plan.condition))
+            (Verdict::Pass, format!("{value} {condition}; {text} ({rel} holds)"))
         } else {
             (Verdict::Fail, format!("{text}: canary is not {rel} the bound"))
         };
     }
-    (Verdict::Pass, format!("{value} {}", plan.condition))
+    (Verdict::Pass, format!("{value} {condition}"))
 }
 
 fn short(v: f64) -> String {
@@ -319,7 +463,8 @@ mod tests {
             provider: "local".into(),
             query: "error_rate".into(),
             settings: Default::default(),
-            condition: Condition::parse(cond).expect("valid"),
+            condition: Some(Condition::parse(cond).expect("valid")),
+            judge: None,
             interval_ms: 1000,
             count: Some(3),
             initial_delay_ms: 0,
@@ -329,6 +474,7 @@ mod tests {
             min_samples: None,
             sample_query: None,
             baseline: None,
+            max_soak_ms: None,
         }
     }
 
@@ -388,6 +534,7 @@ mod tests {
                 stable: None,
                 samples: None,
                 verdict: *v,
+                judgement: None,
                 note: String::new(),
             };
             run.record(plan, rec);

@@ -2,6 +2,7 @@
 //! timers, measurements and the results of commands carried out.
 
 use crate::domain::ids::{Actor, RequestId, Weight};
+use crate::domain::stats::{Histogram, Proportion};
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,20 @@ pub enum MeasureOutcome {
         /// Samples behind the canary value, when the provider knows.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         samples: Option<u64>,
+    },
+    /// Failures and requests per side, for the error-rate judge.
+    Proportions {
+        /// The canary's.
+        canary: Proportion,
+        /// The stable version's.
+        stable: Proportion,
+    },
+    /// Duration buckets per side, for the latency judge.
+    Histograms {
+        /// The canary's.
+        canary: Histogram,
+        /// The stable version's.
+        stable: Histogram,
     },
     /// The query matched nothing.
     NoData,

@@ -41,6 +41,9 @@ pub struct MeasurementRecord {
     pub samples: Option<u64>,
     /// Judgement.
     pub verdict: Verdict,
+    /// The statistical judge's numbers (counts, U, p-value, effect), when it judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judgement: Option<crate::domain::stats::Judgement>,
     /// The reasoning, e.g. `0.031 is not < 0.02`.
     pub note: String,
 }

@@ -14,7 +14,7 @@ use crate::domain::ids::{Actor, RequestId, RolloutId, Weight};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use analysis::{judge, AnalysisRun, MetricRun, RunKind, RunStatus};
+pub use analysis::{judge, AnalysisRun, MetricRun, RunKind, RunStatus, SampleWait};
 pub use backlog::{Attempt, BacklogState, LaterFailure, Reported};
 pub use command::{Command, CommandKind, NotifyKind};
 pub use decide::{decide, Decision, Outcome, Refusal, RefusalKind};
@@ -371,6 +371,15 @@ impl Rollout {
             RunKind::RollbackCheck => return self.plan.rollback_check.as_ref().filter(|m| m.name == key.metric),
         };
         analysis?.metrics.iter().find(|m| m.name == key.metric)
+    }
+
+    /// The query window of a measurement: the metric's interval, or the whole
+    /// soak so far while a phase waits for enough requests.
+    pub fn measurement_window(&self, key: &MeasurementKey) -> Option<u64> {
+        let plan = self.metric_plan(key)?;
+        let run = self.runs.iter().find(|r| r.id == key.run)?;
+        let widened = run.metrics.iter().find(|m| m.name == key.metric).and_then(|m| m.window_ms);
+        Some(widened.unwrap_or(plan.interval_ms))
     }
 
     /// Whether a measurement is still wanted (so a stale one is not even taken).

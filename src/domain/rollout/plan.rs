@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::spec::{
-    AnalysisRef, ApprovalGate, Baseline, BlueGreenStrategy, CanaryStep, Condition, Metric, OnAlert, OnInconclusive, Problem, Problems,
-    RolloutSpec, Strategy, TimeoutAction,
+    AnalysisRef, ApprovalGate, Baseline, BlueGreenStrategy, CanaryStep, Condition, Judge, Metric, OnAlert, OnInconclusive, Problem,
+    Problems, RolloutSpec, Strategy, TimeoutAction,
 };
 
 /// Which strategy a plan came from (for display).
@@ -73,13 +73,18 @@ pub struct MetricPlan {
     pub name: String,
     /// Provider name (registry key).
     pub provider: String,
-    /// Provider query.
+    /// Provider query (empty for a judged metric, which reads its own).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub query: String,
     /// Provider settings.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub settings: BTreeMap<String, Value>,
-    /// Success condition.
-    pub condition: Condition,
+    /// Success condition (none for a judged metric).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Condition>,
+    /// Statistical comparison with stable, instead of the condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<Judge>,
     /// Between measurements, and the query window.
     pub interval_ms: u64,
     /// Measurements needed; `None` runs until the rollout is promoted.
@@ -98,6 +103,20 @@ pub struct MetricPlan {
     pub sample_query: Option<String>,
     /// Canary-versus-stable comparison.
     pub baseline: Option<Baseline>,
+    /// With `min_samples`: how long an under-sampled phase may keep measuring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_soak_ms: Option<u64>,
+}
+
+impl MetricPlan {
+    /// The rule in words: the condition, or the judge's.
+    pub fn rule(&self) -> String {
+        match (&self.judge, &self.condition) {
+            (Some(j), _) => j.rule(),
+            (None, Some(c)) => c.to_string(),
+            (None, None) => String::new(),
+        }
+    }
 }
 
 /// A resolved approval gate.
@@ -169,7 +188,8 @@ impl Plan {
             provider: g.provider.clone(),
             query: g.query.clone(),
             settings: g.settings.clone(),
-            condition: Condition { op: crate::domain::spec::Comparison::GreaterOrEqual, threshold: g.min_remaining },
+            condition: Some(Condition { op: crate::domain::spec::Comparison::GreaterOrEqual, threshold: g.min_remaining }),
+            judge: None,
             interval_ms: 60_000,
             count: Some(1),
             initial_delay_ms: 0,
@@ -179,6 +199,7 @@ impl Plan {
             min_samples: None,
             sample_query: None,
             baseline: None,
+            max_soak_ms: None,
         });
         let rollback_check = spec.policy.verify_rollback.as_ref().map(|v| {
             let attempts = v.attempts.max(1);
@@ -187,7 +208,8 @@ impl Plan {
                 provider: v.provider.clone(),
                 query: v.query.clone(),
                 settings: v.settings.clone(),
-                condition: Condition { op: crate::domain::spec::Comparison::LessOrEqual, threshold: v.max_value },
+                condition: Some(Condition { op: crate::domain::spec::Comparison::LessOrEqual, threshold: v.max_value }),
+                judge: None,
                 interval_ms: v.interval.ms().max(1_000),
                 count: Some(attempts),
                 initial_delay_ms: 0,
@@ -198,6 +220,7 @@ impl Plan {
                 min_samples: None,
                 sample_query: None,
                 baseline: None,
+                max_soak_ms: None,
             }
         });
         if !c.problems.is_empty() {
@@ -231,7 +254,7 @@ impl Plan {
             s.push_str(&format!("; background analysis({})", bg.label));
         }
         if let Some(budget) = &self.error_budget {
-            s.push_str(&format!("; error budget {} to start", budget.condition));
+            s.push_str(&format!("; error budget {} to start", budget.rule()));
         }
         s
     }
@@ -321,21 +344,53 @@ impl Compiler<'_> {
         AnalysisPlan { label: labels.join("+"), metrics }
     }
 
-    fn metric(&mut self, m: &Metric, path: &str, default_count: Option<u32>) -> MetricPlan {
-        let condition = match Condition::parse(&m.success_condition) {
-            Ok(c) => c,
+    fn metric(&mut self, written: &Metric, path: &str, default_count: Option<u32>) -> MetricPlan {
+        let m = match crate::domain::spec::catalog::resolve(written) {
+            Ok(m) => m,
             Err(e) => {
-                self.problem(&format!("{path}.successCondition"), e);
-                Condition { op: crate::domain::spec::Comparison::Less, threshold: 0.0 }
+                self.problem(&format!("{path}.template"), e);
+                written.clone()
             }
         };
+        let condition = match (&m.success_condition, &m.judge) {
+            (Some(text), None) => match Condition::parse(text) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    self.problem(&format!("{path}.successCondition"), e);
+                    None
+                }
+            },
+            (None, None) => {
+                self.problem(&format!("{path}.successCondition"), "is required (or a judge, or a template that has one)");
+                None
+            }
+            (Some(_), Some(_)) => {
+                self.problem(&format!("{path}.successCondition"), "cannot be combined with judge (make it a second metric)");
+                None
+            }
+            (None, Some(_)) => None,
+        };
+        if m.judge.is_some() && (m.query.is_some() || m.baseline.is_some()) {
+            let field = if m.query.is_some() { "query" } else { "baseline" };
+            self.problem(&format!("{path}.{field}"), "has no effect with judge, which reads its own queries and compares with stable");
+        }
+        if m.judge.is_none() && m.query.is_none() {
+            self.problem(&format!("{path}.query"), "is required (or a judge, or a template that has one)");
+        }
+        if m.provider.is_none() {
+            self.problem(&format!("{path}.provider"), "is required (or a template that names one)");
+        }
+        if m.max_soak.is_some() && m.min_sample_size.is_none() {
+            self.problem(&format!("{path}.maxSoak"), "has no effect without minSampleSize");
+        }
         let interval_ms = m.interval.ms().max(1_000);
         MetricPlan {
             name: m.name.clone(),
-            provider: m.provider.clone(),
-            query: m.query.clone(),
+            provider: m.provider.clone().unwrap_or_default(),
+            query: m.query.clone().unwrap_or_default(),
             settings: m.settings.clone(),
             condition,
+            judge: m.judge.clone(),
             interval_ms,
             count: m.count.or(default_count),
             initial_delay_ms: m.initial_delay.as_ref().map(Span::ms).unwrap_or(0),
@@ -345,6 +400,7 @@ impl Compiler<'_> {
             min_samples: m.min_sample_size,
             sample_query: m.sample_query.clone(),
             baseline: m.baseline.clone(),
+            max_soak_ms: m.max_soak.as_ref().map(Span::ms),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! compilation into a [`crate::domain::rollout::Plan`]. Modelled on Argo Rollouts'
 //! `canary.steps` and `blueGreen` so its users feel at home.
 
+pub mod catalog;
 mod check;
 pub use check::{against_schema, check_name};
 mod condition;
@@ -244,25 +245,39 @@ pub struct AnalysisTemplate {
     pub metrics: Vec<Metric>,
 }
 
-/// One measured health signal and the rule it must satisfy.
+/// One measured health signal and the rule it must satisfy: a threshold on
+/// a query (`query` + `successCondition`, optionally against the stable
+/// baseline), or a statistical comparison with stable (`judge`), or a
+/// ready-made metric from Sluice's catalogue (`template`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Metric {
     /// Unique within its analysis.
     #[schemars(extend("x-sluice-format" = "name"))]
     pub name: String,
+    /// A ready-made metric (`appinsights-error-rate`, `prometheus-latency-vs-stable`, …;
+    /// `sluice templates` lists them); the fields written here override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-sluice-format" = "name"))]
+    pub template: Option<String>,
     /// Registered metrics provider, e.g. `local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-sluice-provider" = "metrics"))]
-    pub provider: String,
+    pub provider: Option<String>,
     /// Provider query; `{{name}}`, `{{version}}` and `{{window}}` are filled in per side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
-    pub query: String,
+    pub query: Option<String>,
     /// Provider settings (endpoints); secrets by app-setting name only.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub settings: BTreeMap<String, Value>,
     /// The rule a measurement must meet, e.g. `< 0.01` or `>= 0.99`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-sluice-format" = "condition"))]
-    pub success_condition: String,
+    pub success_condition: Option<String>,
+    /// Compare the canary with stable statistically instead of a threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<Judge>,
     /// Time between measurements (and the query window).
     #[serde(default = "default_interval")]
     pub interval: Span,
@@ -282,15 +297,89 @@ pub struct Metric {
     /// Inconclusive measurements tolerated; one more makes the analysis inconclusive.
     #[serde(default)]
     pub inconclusive_limit: u32,
-    /// Fewer samples than this make a measurement inconclusive, never a pass.
+    /// Fewer canary requests than this make a measurement inconclusive, never
+    /// a pass; with `maxSoak`, the phase waits for them instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_sample_size: Option<u64>,
     /// Query giving the sample count, for providers that do not report one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_query: Option<String>,
+    /// With `minSampleSize`: how long a phase may extend its soak, measuring
+    /// over everything since it began, until the canary has seen enough requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_soak: Option<Span>,
     /// Also compare the canary with the stable version measured the same way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Baseline>,
+}
+
+/// A statistical comparison of canary and stable over the same window. Each
+/// decides pass (the data rule out a harm beyond the tolerance), fail
+/// (significantly worse, beyond the tolerance) or inconclusive (not enough data).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "test", rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
+pub enum Judge {
+    /// Failures over requests per side: two-proportion z-test, Fisher's exact test for small counts.
+    ErrorRate {
+        /// Query for one side's failed requests in the window (local: `error_count`).
+        #[schemars(length(min = 1))]
+        failures: String,
+        /// Query for one side's requests in the window (local: `request_count`).
+        #[schemars(length(min = 1))]
+        requests: String,
+        /// Tolerated increase of the error rate, absolute (0.01 = one percentage point).
+        #[serde(default = "default_max_increase")]
+        #[schemars(range(min = 0.0, max = 1.0))]
+        max_increase: f64,
+        /// Confidence level of the decision.
+        #[serde(default = "default_confidence")]
+        #[schemars(range(min = 0.5, max = 0.999))]
+        confidence: f64,
+    },
+    /// Request durations per side as histogram buckets: Mann-Whitney U test.
+    Latency {
+        /// Query for one side's duration buckets in the window (local: `latency_histogram`;
+        /// Prometheus: `sum by (le) (increase(…_bucket{…}[{{window}}]))`).
+        #[schemars(length(min = 1))]
+        histogram: String,
+        /// Tolerated effect: a canary request may be slower than a stable one in
+        /// 50 % + this share of pairs (0.1 → 60 %).
+        #[serde(default = "default_max_effect")]
+        #[schemars(range(min = 0.0, max = 0.5))]
+        max_effect: f64,
+        /// Confidence level of the decision.
+        #[serde(default = "default_confidence")]
+        #[schemars(range(min = 0.5, max = 0.999))]
+        confidence: f64,
+    },
+}
+
+fn default_max_increase() -> f64 {
+    0.01
+}
+
+fn default_max_effect() -> f64 {
+    0.1
+}
+
+fn default_confidence() -> f64 {
+    0.95
+}
+
+impl Judge {
+    /// The rule in words, where a threshold metric shows its condition.
+    pub fn rule(&self) -> String {
+        match self {
+            Judge::ErrorRate { max_increase, confidence, .. } => {
+                format!("error rate at most {:+.2} points above stable ({:.0} % confidence)", max_increase * 100.0, confidence * 100.0)
+            }
+            Judge::Latency { max_effect, confidence, .. } => format!(
+                "canary slower than stable in at most {:.0} % of request pairs ({:.0} % confidence)",
+                (0.5 + max_effect) * 100.0,
+                confidence * 100.0
+            ),
+        }
+    }
 }
 
 fn default_interval() -> Span {

@@ -48,14 +48,14 @@ impl Proportion {
 }
 
 /// Request durations for one side, bucketed: `counts[i]` requests took at
-/// most `bounds[i]` and more than `bounds[i - 1]` (not cumulative). The last
-/// bound may be infinite.
+/// most `bounds[i]` and more than `bounds[i - 1]` (not cumulative); the
+/// last count, one past the bounds, is everything slower (Prometheus' `+Inf`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Histogram {
-    /// Upper bounds, ascending.
+    /// Finite upper bounds, ascending.
     pub bounds: Vec<f64>,
-    /// Requests per bucket.
+    /// Requests per bucket: one per bound, then one above them all.
     pub counts: Vec<u64>,
 }
 
@@ -74,13 +74,13 @@ impl Histogram {
         }
         let rank = (q * total as f64).ceil().max(1.0) as u64;
         let mut seen = 0;
-        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+        for (bound, count) in self.bounds.iter().chain(std::iter::once(&f64::INFINITY)).zip(&self.counts) {
             seen += count;
             if seen >= rank {
                 return Some(*bound);
             }
         }
-        self.bounds.last().copied()
+        Some(f64::INFINITY)
     }
 }
 
@@ -265,7 +265,7 @@ pub fn compare_error_rates(canary: Proportion, stable: Proportion, max_increase:
 /// 0.5 + `max_effect`; passes when that probability's upper bound is within it.
 pub fn compare_latency(canary: &Histogram, stable: &Histogram, max_effect: f64, confidence: f64) -> Result<Judgement, StatsError> {
     let z = z_for(confidence)?;
-    if canary.bounds != stable.bounds || canary.bounds.len() != canary.counts.len() || stable.bounds.len() != stable.counts.len() {
+    if canary.bounds != stable.bounds || canary.counts.len() != canary.bounds.len() + 1 || stable.counts.len() != stable.bounds.len() + 1 {
         return Err(StatsError::Invalid("the two histograms do not have the same buckets".into()));
     }
     let (n1, n2) = (canary.total(), stable.total());

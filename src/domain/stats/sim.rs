@@ -55,10 +55,10 @@ impl Profile {
 
     /// `n` request durations bucketed by `bounds` (milliseconds).
     pub fn latencies(&self, rng: &mut Rng, n: u64, bounds: &[f64]) -> Histogram {
-        let mut counts = vec![0u64; bounds.len()];
+        let mut counts = vec![0u64; bounds.len() + 1];
         for _ in 0..n {
             let ms = self.median_ms * (self.sigma * rng.normal()).exp();
-            let i = bounds.iter().position(|b| ms <= *b).unwrap_or(bounds.len().saturating_sub(1));
+            let i = bounds.iter().position(|b| ms <= *b).unwrap_or(bounds.len());
             if let Some(c) = counts.get_mut(i) {
                 *c += 1;
             }

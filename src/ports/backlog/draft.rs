@@ -244,7 +244,8 @@ fn verification_item(rollout: &Rollout) -> Option<Vec<Span>> {
         ]),
         (None, Some(check)) => Some(vec![text(format!(
             "Checking that canary traffic stops ({} {}); the result will be added here.",
-            check.name, check.condition
+            check.name,
+            check.rule()
         ))]),
         (None, None) => None,
     }

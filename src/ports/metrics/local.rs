@@ -2,7 +2,9 @@
 //! runs on the real traffic the router is splitting. Settings: `url`
 //! (defaults to the target router's `url`). Queries: `error_rate`,
 //! `success_rate`, `latency_p50_ms`, `latency_p95_ms`, `latency_p99_ms`,
-//! `request_count`, `healthy` (probes the side's `/health`).
+//! `request_count`, `error_count`, `healthy` (probes the side's `/health`),
+//! and `latency_histogram` for the latency judge. The router keeps only the
+//! last five minutes, so it answers for now, never for a past window.
 
 use std::sync::Arc;
 
@@ -10,8 +12,9 @@ use async_trait::async_trait;
 
 use super::{MetricProvider, MetricQuery, MetricsError, Sample, Side};
 use crate::domain::spec::Target;
+use crate::domain::stats::Histogram;
 use crate::ports::env::{opt_str, AdapterEnv, AdapterError, Settings};
-use crate::ports::local_router::StatsReport;
+use crate::ports::local_router::{StatsReport, WindowStats, LATENCY_BOUNDS_MS};
 
 /// Reads one local router.
 pub struct LocalMetrics {
@@ -36,6 +39,23 @@ async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: S
     response.json().await.map_err(|e| MetricsError::Failed(format!("unreadable router answer: {e}")))
 }
 
+impl LocalMetrics {
+    /// One side's numbers over the query's window.
+    async fn side(&self, q: &MetricQuery<'_>) -> Result<WindowStats, MetricsError> {
+        if q.end.is_some() {
+            return Err(MetricsError::BadQuery(
+                "the local router keeps only the last five minutes; replay a past window with prometheus".into(),
+            ));
+        }
+        let window_secs = (q.window_ms / 1000).max(1);
+        let report: StatsReport = get_json(&self.http, format!("{}/_sluice/stats?window={window_secs}s", self.base)).await?;
+        Ok(match q.side {
+            Side::Canary => report.canary,
+            Side::Stable => report.stable,
+        })
+    }
+}
+
 #[async_trait]
 impl MetricProvider for LocalMetrics {
     async fn query(&self, q: &MetricQuery<'_>) -> Result<Sample, MetricsError> {
@@ -48,12 +68,7 @@ impl MetricProvider for LocalMetrics {
             let healthy = v.get("healthy").and_then(serde_json::Value::as_bool).unwrap_or(false);
             return Ok(Sample { value: Some(if healthy { 1.0 } else { 0.0 }), samples: Some(1) });
         }
-        let window_secs = (q.window_ms / 1000).max(1);
-        let report: StatsReport = get_json(&self.http, format!("{}/_sluice/stats?window={window_secs}s", self.base)).await?;
-        let w = match q.side {
-            Side::Canary => report.canary,
-            Side::Stable => report.stable,
-        };
+        let w = self.side(q).await?;
         let samples = Some(w.requests);
         let value = match q.query.trim() {
             "error_rate" => w.error_rate,
@@ -62,12 +77,29 @@ impl MetricProvider for LocalMetrics {
             "latency_p95_ms" => w.p95_ms,
             "latency_p99_ms" => w.p99_ms,
             "request_count" => Some(w.requests as f64),
+            "error_count" => Some(w.errors as f64),
             other => {
                 return Err(MetricsError::BadQuery(format!(
-                "'{other}' is not one of error_rate, success_rate, latency_p50_ms, latency_p95_ms, latency_p99_ms, request_count, healthy"
+                "'{other}' is not one of error_rate, success_rate, latency_p50_ms, latency_p95_ms, latency_p99_ms, request_count, error_count, healthy"
             )))
             }
         };
         Ok(Sample { value, samples })
+    }
+
+    async fn histogram(&self, q: &MetricQuery<'_>) -> Result<Option<Histogram>, MetricsError> {
+        if q.query.trim() != "latency_histogram" {
+            return Err(MetricsError::BadQuery(format!("'{}' is not a histogram query (use latency_histogram)", q.query.trim())));
+        }
+        let w = self.side(q).await?;
+        let bounds = LATENCY_BOUNDS_MS.to_vec();
+        if w.buckets.len() != bounds.len() + 1 {
+            return Err(MetricsError::Failed(format!(
+                "the router sent {} latency buckets, expected {}",
+                w.buckets.len(),
+                bounds.len() + 1
+            )));
+        }
+        Ok(Some(Histogram { bounds, counts: w.buckets }))
     }
 }

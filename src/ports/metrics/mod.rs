@@ -13,8 +13,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use chrono::{DateTime, Utc};
+
 use crate::domain::rollout::{MeasureOutcome, MetricPlan};
+use crate::domain::spec::Judge;
 use crate::domain::spec::{duration_text, Target};
+use crate::domain::stats::{Histogram, Proportion};
 use crate::ports::env::{lookup, AdapterEnv, AdapterError, Settings};
 
 /// Which version a query is about.
@@ -37,6 +41,17 @@ pub struct MetricQuery<'a> {
     pub target: &'a Target,
     /// Query window.
     pub window_ms: u64,
+    /// The window's end; `None` is now (`sluice replay` sets a past one).
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// The stretch of time a measurement looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Its length.
+    pub ms: u64,
+    /// Its end; `None` is now.
+    pub end: Option<DateTime<Utc>>,
 }
 
 /// A provider's answer.
@@ -64,6 +79,12 @@ pub enum MetricsError {
 pub trait MetricProvider: Send + Sync {
     /// Runs one query.
     async fn query(&self, q: &MetricQuery<'_>) -> Result<Sample, MetricsError>;
+
+    /// Runs a query whose answer is request durations in buckets, for the
+    /// latency judge; providers without distributions say so.
+    async fn histogram(&self, _q: &MetricQuery<'_>) -> Result<Option<Histogram>, MetricsError> {
+        Err(MetricsError::BadQuery("this provider cannot answer a histogram (use local or prometheus for the latency judge)".into()))
+    }
 }
 
 /// Builds a provider from a metric's settings.
@@ -101,34 +122,86 @@ pub fn render_query(query: &str, target: &Target, side: Side, window_ms: u64) ->
         .replace("{{stable.version}}", &target.stable.version)
 }
 
-/// Takes one measurement of a metric: the canary value, its sample count
-/// (from the provider or `sampleQuery`), and the stable value when the
-/// metric compares with a baseline.
-pub async fn measure(plan: &MetricPlan, target: &Target, env: &AdapterEnv) -> MeasureOutcome {
+/// Takes one measurement of a metric over a window: the canary value, its
+/// sample count (from the provider or `sampleQuery`), and the stable value
+/// when the metric compares with a baseline; for a judged metric, both
+/// sides' counts or histograms.
+pub async fn measure(plan: &MetricPlan, target: &Target, env: &AdapterEnv, window: Window) -> MeasureOutcome {
     let provider = match build(&plan.provider, &plan.settings, target, env) {
         Ok(p) => p,
         Err(e) => return MeasureOutcome::Error { message: e.to_string() },
     };
-    let window = plan.interval_ms;
-    let ask = |text: &str, side: Side| MetricQuery { query: render_query(text, target, side, window), side, target, window_ms: window };
-    let canary = match provider.query(&ask(&plan.query, Side::Canary)).await {
-        Ok(s) => s,
-        Err(e) => return MeasureOutcome::Error { message: e.to_string() },
+    let ask = |text: &str, side: Side| MetricQuery {
+        query: render_query(text, target, side, window.ms),
+        side,
+        target,
+        window_ms: window.ms,
+        end: window.end,
     };
-    let Some(value) = canary.value else { return MeasureOutcome::NoData };
+    match &plan.judge {
+        Some(judge) => compared(provider.as_ref(), judge, &ask).await.unwrap_or_else(|e| e),
+        None => threshold(provider.as_ref(), plan, &ask).await.unwrap_or_else(|e| e),
+    }
+}
+
+type Outcome = Result<MeasureOutcome, MeasureOutcome>;
+
+fn failed(context: &str) -> impl Fn(MetricsError) -> MeasureOutcome + '_ {
+    move |e| MeasureOutcome::Error { message: if context.is_empty() { e.to_string() } else { format!("{context}: {e}") } }
+}
+
+async fn threshold<'a>(provider: &dyn MetricProvider, plan: &MetricPlan, ask: &impl Fn(&str, Side) -> MetricQuery<'a>) -> Outcome {
+    let canary = provider.query(&ask(&plan.query, Side::Canary)).await.map_err(failed(""))?;
+    let Some(value) = canary.value else { return Ok(MeasureOutcome::NoData) };
     let mut samples = canary.samples;
     if let (Some(sample_query), true) = (&plan.sample_query, plan.min_samples.is_some()) {
-        match provider.query(&ask(sample_query, Side::Canary)).await {
-            Ok(s) => samples = s.value.filter(|v| v.is_finite() && *v >= 0.0).map(|v| v as u64).or(Some(0)),
-            Err(e) => return MeasureOutcome::Error { message: format!("sample query: {e}") },
-        }
+        let s = provider.query(&ask(sample_query, Side::Canary)).await.map_err(failed("sample query"))?;
+        samples = Some(count(s.value));
     }
     let stable = match &plan.baseline {
         None => None,
-        Some(_) => match provider.query(&ask(&plan.query, Side::Stable)).await {
-            Ok(s) => s.value,
-            Err(e) => return MeasureOutcome::Error { message: format!("stable baseline: {e}") },
-        },
+        Some(_) => provider.query(&ask(&plan.query, Side::Stable)).await.map_err(failed("stable baseline"))?.value,
     };
-    MeasureOutcome::Value { canary: value, stable, samples }
+    Ok(MeasureOutcome::Value { canary: value, stable, samples })
+}
+
+/// A count from a provider's number: no data or a negative is zero.
+fn count(value: Option<f64>) -> u64 {
+    value.filter(|v| v.is_finite() && *v >= 0.0).map(|v| v.round() as u64).unwrap_or(0)
+}
+
+async fn compared<'a>(provider: &dyn MetricProvider, judge: &Judge, ask: &impl Fn(&str, Side) -> MetricQuery<'a>) -> Outcome {
+    match judge {
+        Judge::ErrorRate { failures, requests, .. } => {
+            let mut sides = [Proportion { failures: 0, total: 0 }; 2];
+            for (slot, side) in sides.iter_mut().zip([Side::Canary, Side::Stable]) {
+                let what = side_name(side);
+                let f = provider.query(&ask(failures, side)).await.map_err(failed(&format!("{what} failures")))?;
+                let n = provider.query(&ask(requests, side)).await.map_err(failed(&format!("{what} requests")))?;
+                *slot = Proportion { failures: count(f.value), total: count(n.value) };
+            }
+            if sides[0].total == 0 {
+                return Ok(MeasureOutcome::NoData);
+            }
+            Ok(MeasureOutcome::Proportions { canary: sides[0], stable: sides[1] })
+        }
+        Judge::Latency { histogram, .. } => {
+            let canary = provider.histogram(&ask(histogram, Side::Canary)).await.map_err(failed("canary histogram"))?;
+            let stable = provider.histogram(&ask(histogram, Side::Stable)).await.map_err(failed("stable histogram"))?;
+            Ok(match (canary, stable) {
+                (Some(canary), Some(stable)) if canary.total() > 0 => MeasureOutcome::Histograms { canary, stable },
+                (Some(canary), None) if canary.total() > 0 => {
+                    MeasureOutcome::Inconclusive { reason: "the stable version has no requests in the window".into() }
+                }
+                _ => MeasureOutcome::NoData,
+            })
+        }
+    }
+}
+
+fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Canary => "canary",
+        Side::Stable => "stable",
+    }
 }

@@ -2,7 +2,13 @@
 //! a vector (or a scalar) is the value; an empty vector is no data, never a
 //! pass; `NaN` (a ratio over no traffic) is no data too; an error answer is a
 //! provider error, which counts toward the consecutive-error limit.
+//! A histogram query (`sum by (le) (increase(…_bucket[…]))`) answers one
+//! series per `le` bucket, cumulative, which become the latency judge's
+//! buckets. A past window (`sluice replay`) is the `time` parameter.
 //! Settings: `url`; `azureAuth: true` for Azure Monitor managed Prometheus.
+//! Source: Prometheus docs, "HTTP API" (`/api/v1/query`, `query`, `time`,
+//! the `vector` and `scalar` result types) and "Histograms and summaries"
+//! (cumulative `le` buckets ending with `+Inf`).
 
 use std::sync::Arc;
 
@@ -11,6 +17,7 @@ use serde_json::Value;
 
 use super::{MetricProvider, MetricQuery, MetricsError, Sample};
 use crate::domain::spec::Target;
+use crate::domain::stats::Histogram;
 use crate::ports::azure::auth::AzureCredential;
 use crate::ports::env::{req_str, AdapterEnv, AdapterError, Settings};
 
@@ -41,10 +48,14 @@ fn sample_value(sample: &Value) -> Result<Option<f64>, MetricsError> {
     }
 }
 
-#[async_trait]
-impl MetricProvider for Prometheus {
-    async fn query(&self, q: &MetricQuery<'_>) -> Result<Sample, MetricsError> {
-        let mut request = self.http.get(format!("{}/api/v1/query", self.base)).query(&[("query", q.query.as_str())]);
+impl Prometheus {
+    /// Runs an instant query and returns its `data` member.
+    async fn instant(&self, q: &MetricQuery<'_>) -> Result<Value, MetricsError> {
+        let mut params = vec![("query", q.query.clone())];
+        if let Some(end) = q.end {
+            params.push(("time", end.timestamp().to_string()));
+        }
+        let mut request = self.http.get(format!("{}/api/v1/query", self.base)).query(&params);
         if let Some(cred) = &self.azure {
             let token = cred.token("https://prometheus.monitor.azure.com/").await.map_err(|e| MetricsError::Failed(e.to_string()))?;
             request = request.bearer_auth(token);
@@ -62,7 +73,47 @@ impl MetricProvider for Prometheus {
                 MetricsError::Failed(format!("{kind}: {error}"))
             });
         }
-        let data = body.get("data").cloned().unwrap_or(Value::Null);
+        Ok(body.get("data").cloned().unwrap_or(Value::Null))
+    }
+}
+
+/// Cumulative `le` buckets to per-bucket counts; a counter reset that makes
+/// a bucket smaller than the one below counts as zero.
+fn buckets(series: &[Value]) -> Result<Option<Histogram>, MetricsError> {
+    let mut cumulative: Vec<(f64, f64)> = Vec::new();
+    for s in series {
+        let le = s.pointer("/metric/le").and_then(Value::as_str).ok_or_else(|| {
+            MetricsError::BadQuery("a histogram query must answer one series per 'le' label (sum by (le) (…_bucket))".into())
+        })?;
+        let bound = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse::<f64>().map_err(|_| MetricsError::Failed(format!("le=\"{le}\" is not a number")))?
+        };
+        let count = sample_value(s.get("value").unwrap_or(&Value::Null))?.unwrap_or(0.0);
+        cumulative.push((bound, count));
+    }
+    if cumulative.is_empty() {
+        return Ok(None);
+    }
+    cumulative.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if cumulative.last().map(|(b, _)| b.is_finite()).unwrap_or(true) {
+        return Err(MetricsError::BadQuery("the histogram has no le=\"+Inf\" bucket".into()));
+    }
+    let mut counts = Vec::with_capacity(cumulative.len());
+    let mut below = 0.0;
+    for (_, c) in &cumulative {
+        counts.push((c - below).max(0.0).round() as u64);
+        below = c.max(below);
+    }
+    let bounds = cumulative.iter().map(|(b, _)| *b).filter(|b| b.is_finite()).collect();
+    Ok(Some(Histogram { bounds, counts }))
+}
+
+#[async_trait]
+impl MetricProvider for Prometheus {
+    async fn query(&self, q: &MetricQuery<'_>) -> Result<Sample, MetricsError> {
+        let data = self.instant(q).await?;
         let value = match data.get("resultType").and_then(Value::as_str) {
             Some("vector") => match data.get("result").and_then(Value::as_array).and_then(|r| r.first()) {
                 None => None,
@@ -72,5 +123,38 @@ impl MetricProvider for Prometheus {
             other => return Err(MetricsError::BadQuery(format!("the query gives a {}, not a number", other.unwrap_or("nothing")))),
         };
         Ok(Sample { value, samples: None })
+    }
+
+    async fn histogram(&self, q: &MetricQuery<'_>) -> Result<Option<Histogram>, MetricsError> {
+        let data = self.instant(q).await?;
+        match (data.get("resultType").and_then(Value::as_str), data.get("result").and_then(Value::as_array)) {
+            (Some("vector"), Some(series)) => buckets(series),
+            _ => Err(MetricsError::BadQuery("a histogram query must answer a vector of 'le' buckets".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn series(le: &str, v: &str) -> Value {
+        json!({"metric": {"le": le}, "value": [1_800_000_000.0, v]})
+    }
+
+    #[test]
+    fn cumulative_buckets_become_counts_in_bound_order() {
+        let answer = [series("+Inf", "10"), series("0.1", "4"), series("0.05", "1"), series("0.25", "9")];
+        let h = buckets(&answer).expect("valid").expect("data");
+        assert_eq!(h.bounds, vec![0.05, 0.1, 0.25]);
+        assert_eq!(h.counts, vec![1, 3, 5, 1]);
+    }
+
+    #[test]
+    fn a_histogram_without_le_or_inf_is_a_bad_query_and_none_is_no_data() {
+        assert!(matches!(buckets(&[json!({"metric": {}, "value": [0, "1"]})]), Err(MetricsError::BadQuery(_))));
+        assert!(matches!(buckets(&[series("0.1", "1")]), Err(MetricsError::BadQuery(_))));
+        assert_eq!(buckets(&[]).expect("valid"), None);
     }
 }

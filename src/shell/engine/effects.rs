@@ -147,7 +147,8 @@ impl Engine {
             return None;
         }
         let plan = state.metric_plan(&key)?;
-        let outcome = metrics::measure(plan, &state.spec.target, &self.env).await;
+        let window = metrics::Window { ms: state.measurement_window(&key)?, end: None };
+        let outcome = metrics::measure(plan, &state.spec.target, &self.env, window).await;
         Some(Event::Measured { key, outcome })
     }
 

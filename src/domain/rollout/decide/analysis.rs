@@ -2,13 +2,14 @@
 
 use super::{Step, Txn};
 use crate::domain::ids::Weight;
-use crate::domain::rollout::analysis::{ms, AnalysisRun, RunKind, RunStatus};
+use crate::domain::rollout::analysis::{ms, undersampled, AnalysisRun, RunKind, RunStatus, SampleWait};
 use crate::domain::rollout::command::Command;
 use crate::domain::rollout::event::{MeasureOutcome, MeasurementKey};
 use crate::domain::rollout::history::Evidence;
-use crate::domain::rollout::plan::AnalysisPlan;
+use crate::domain::rollout::plan::{AnalysisPlan, MetricPlan};
 use crate::domain::rollout::{judge, Failure, PauseReason, Phase, Verdict};
 use crate::domain::spec::OnInconclusive;
+use chrono::{DateTime, Utc};
 
 impl Txn {
     pub(super) fn start_run(&mut self, kind: RunKind, plan: &AnalysisPlan) {
@@ -50,7 +51,7 @@ impl Txn {
                 Evidence::Analysis {
                     analysis: run.label.clone(),
                     metric: m.name.clone(),
-                    condition: plan.map(|p| p.condition.to_string()).unwrap_or_default(),
+                    condition: plan.map(|p| p.rule()).unwrap_or_default(),
                     reason: plan.map(|p| m.reason(p)).unwrap_or_default(),
                     measurements: m.recent.clone(),
                 }
@@ -82,6 +83,21 @@ impl Txn {
             .ok_or_else(|| format!("metric {} is not measuring", key.metric))?;
         if metric.next_index != key.index {
             return Err(format!("stale measurement: {} #{} was already taken (next is #{})", key.metric, key.index, metric.next_index));
+        }
+        let started = run.started_at;
+        if let Some(wait) = soak_for_data(&plan, outcome, metric.window_ms, started, self.now) {
+            let mut record = judge(&plan, outcome, key.index, self.now);
+            record.note = wait.describe();
+            let next_window = wait.soaked_ms + plan.interval_ms;
+            metric.wait(record.clone(), wait, next_window);
+            let at = self.now + ms(plan.interval_ms);
+            metric.next_at = Some(at);
+            let next = MeasurementKey { run: key.run, metric: key.metric.clone(), index: metric.next_index };
+            let label = run.label.clone();
+            self.note(format!("{label}/{} #{}: {}", key.metric, key.index + 1, record.note));
+            self.measurement = Some(record);
+            self.commands.push(Command::Measure { key: next, at });
+            return Ok(());
         }
         let record = judge(&plan, outcome, key.index, self.now);
         metric.record(&plan, record.clone());
@@ -202,7 +218,7 @@ impl Txn {
     }
 
     pub(super) fn refuse_start(&mut self, evidence: Evidence) {
-        let min = self.r.plan.error_budget.as_ref().map(|m| m.condition.threshold).unwrap_or(0.0);
+        let min = self.r.plan.error_budget.as_ref().and_then(|m| m.condition).map(|c| c.threshold).unwrap_or(0.0);
         let (remaining, reason) = match &evidence {
             Evidence::Analysis { measurements, reason, .. } => (measurements.last().and_then(|m| m.canary), reason.clone()),
             other => (None, other.headline()),
@@ -227,4 +243,26 @@ impl Txn {
         });
         self.evidence = Some(evidence);
     }
+}
+
+/// Whether an under-sampled measurement should wait for more data rather
+/// than count: only with `minSampleSize` and `maxSoak`, and only while the
+/// next, wider window still fits under the cap.
+fn soak_for_data(
+    plan: &MetricPlan,
+    outcome: &MeasureOutcome,
+    window_ms: Option<u64>,
+    started: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<SampleWait> {
+    let cap = plan.max_soak_ms?;
+    let need = plan.min_samples?;
+    let have = undersampled(plan, outcome)?;
+    let soaked_ms = u64::try_from((now - started).num_milliseconds()).unwrap_or(0);
+    if soaked_ms + plan.interval_ms > cap {
+        return None;
+    }
+    let window = window_ms.unwrap_or(plan.interval_ms).max(1);
+    let eta_ms = (have > 0).then(|| (need - have).saturating_mul(window) / have);
+    Some(SampleWait { have, need, eta_ms, soaked_ms, max_soak_ms: cap })
 }

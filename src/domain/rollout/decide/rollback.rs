@@ -91,7 +91,8 @@ impl Txn {
             Some(check) => {
                 self.note(format!(
                     "the router sends no traffic to {}; checking that canary traffic stops ({})",
-                    self.r.spec.target.canary.version, check.condition
+                    self.r.spec.target.canary.version,
+                    check.rule()
                 ));
                 let plan = AnalysisPlan { label: "rollback-check".into(), metrics: vec![check] };
                 self.start_run(RunKind::RollbackCheck, &plan);

@@ -113,7 +113,7 @@ impl Txn {
         }
         match self.r.plan.error_budget.clone() {
             Some(budget) => {
-                self.note(format!("checking the error budget ({})", budget.condition));
+                self.note(format!("checking the error budget ({})", budget.rule()));
                 let plan = AnalysisPlan { label: "error-budget".into(), metrics: vec![budget] };
                 self.start_run(RunKind::ErrorBudget, &plan);
             }
