@@ -985,3 +985,94 @@ fn random_walks_reach_every_phase() {
     let all: std::collections::BTreeSet<&str> = Phase::ALL.iter().map(|p| p.as_str()).collect();
     assert_eq!(seen, all);
 }
+
+fn one_step_analysis(metric: Value) -> Rollout {
+    new_rollout(base(json!({"canary": {"steps": [{"setWeight": 5}, {"analysis": {"metrics": [metric]}}, {"setWeight": 20}]}})))
+}
+
+fn first_measurement(r: &mut Rollout) -> MeasurementKey {
+    step(r, Event::Start, at(0));
+    let d = step(r, Event::TrafficConfirmed { weight: w(5) }, at(1));
+    measure_keys(&d)[0].clone()
+}
+
+#[test]
+fn a_judged_metric_rolls_back_with_its_numbers_in_the_evidence() {
+    let mut r = one_step_analysis(json!({"name": "errors", "provider": "local", "interval": "10s",
+        "judge": {"test": "errorRate", "failures": "error_count", "requests": "request_count", "maxIncrease": 0.01}}));
+    let key = first_measurement(&mut r);
+    let outcome = MeasureOutcome::Proportions {
+        canary: crate::domain::stats::Proportion { failures: 30, total: 300 },
+        stable: crate::domain::stats::Proportion { failures: 30, total: 3000 },
+    };
+    let d = step(&mut r, Event::Measured { key, outcome }, at(11));
+    assert_eq!(r.phase, Phase::RollingBack);
+    let Some(Evidence::Analysis { condition, measurements, .. }) = d.history[0].evidence.clone() else { panic!("{:?}", d.history) };
+    assert_eq!(condition, "error rate at most +1.00 points above stable (95 % confidence)");
+    let last = measurements.last().expect("a measurement");
+    let j = last.judgement.as_ref().expect("the judge's numbers are kept");
+    assert_eq!((j.canary_n, j.stable_n, j.decision), (300, 3000, crate::domain::stats::Decision::Fail));
+    assert!(j.p_value < 1e-6);
+    assert!(last.note.starts_with("canary 10.00 % errors (30 of 300) vs stable 1.00 % (30 of 3000): +9.00 points"), "{}", last.note);
+}
+
+#[test]
+fn a_quiet_canary_soaks_until_its_sample_is_reached() {
+    let metric = json!({"name": "errors", "provider": "local", "query": "error_rate", "successCondition": "< 0.05",
+                        "interval": "10s", "minSampleSize": 100, "maxSoak": "1m"});
+    let mut r = one_step_analysis(metric.clone());
+    let key = first_measurement(&mut r);
+    let quiet = |n| MeasureOutcome::Value { canary: 0.0, stable: None, samples: Some(n) };
+    let d = step(&mut r, Event::Measured { key, outcome: quiet(20) }, at(11));
+    assert_eq!(r.phase, Phase::Progressing, "too few requests neither pass nor stop the phase");
+    let wait = r.runs[0].metrics[0].waiting.clone().expect("waiting for data");
+    assert_eq!((wait.have, wait.need, wait.eta_ms, wait.soaked_ms), (20, 100, Some(40_000), 10_000));
+    assert!(
+        d.history[0].summary.contains("waiting for data: 20 of 100 canary requests, 80 more needed (about 40s at the current rate)"),
+        "{}",
+        d.history[0].summary
+    );
+    let next = measure_keys(&d)[0].clone();
+    assert_eq!(r.measurement_window(&next), Some(20_000), "the next measurement looks back over the whole soak");
+    let d = step(&mut r, Event::Measured { key: next, outcome: quiet(60) }, at(21));
+    let next = measure_keys(&d)[0].clone();
+    assert_eq!(r.measurement_window(&next), Some(30_000));
+    step(&mut r, Event::Measured { key: next, outcome: quiet(120) }, at(31));
+    assert_eq!(r.traffic.weight, 20, "enough requests: judged, passed, moved on");
+    assert_eq!(r.runs[0].metrics[0].waiting, None);
+
+    // A service that never gets there stops soaking at the cap and follows onInconclusive.
+    let mut r = one_step_analysis(metric);
+    let mut key = first_measurement(&mut r);
+    for i in 1..=6 {
+        let d = step(&mut r, Event::Measured { key: key.clone(), outcome: quiet(3) }, at(1 + 10 * i));
+        match measure_keys(&d).first() {
+            Some(k) => key = k.clone(),
+            None => break,
+        }
+    }
+    assert_eq!(r.phase, Phase::Paused, "capped at 1m, then inconclusive pauses for a person");
+}
+
+#[test]
+fn a_judged_metric_needs_its_own_rule_and_a_template_fills_one() {
+    let bad = base(json!({"canary": {"steps": [{"setWeight": 5}, {"analysis": {"metrics": [
+        {"name": "a", "provider": "local", "query": "error_rate"},
+        {"name": "b", "provider": "local", "query": "error_rate", "successCondition": "< 1",
+         "judge": {"test": "latency", "histogram": "latency_histogram"}},
+        {"name": "c", "template": "nope"},
+        {"name": "d", "provider": "local", "query": "error_rate", "successCondition": "< 1", "maxSoak": "1m"}
+    ]}}]}}));
+    let problems = validate(&bad, &names()).err().expect("invalid").to_string();
+    for expected in [
+        "strategy.canary.steps[1].analysis.metrics[0].successCondition: is required",
+        "metrics[1].successCondition: cannot be combined with judge",
+        "metrics[2].template: no metric template named 'nope'",
+        "metrics[3].maxSoak: has no effect without minSampleSize",
+    ] {
+        assert!(problems.contains(expected), "missing '{expected}' in:\n{problems}");
+    }
+    let good = one_step_analysis(json!({"name": "slower", "template": "local-latency-vs-stable"}));
+    let Some(Stage::Analysis { analysis }) = good.plan.stages.get(1) else { panic!("{:?}", good.plan.stages) };
+    assert!(matches!(analysis.metrics[0].judge, Some(crate::domain::spec::Judge::Latency { .. })));
+}
