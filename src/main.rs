@@ -92,6 +92,28 @@ enum Cmd {
         #[arg(long)]
         step_message: bool,
     },
+    /// Run a spec's analysis over a past window of its real metric source, interval by
+    /// interval, and print what Sluice would have decided and why. Runs here, with this
+    /// machine's identity (AZURE_* settings) for Azure sources; nothing is written.
+    Replay {
+        /// Spec file (JSON, or YAML by extension).
+        file: PathBuf,
+        /// Window start: RFC 3339 (`2026-12-01T10:00:00Z`) or a time ago (`2h`).
+        #[arg(long, value_parser = point_in_time)]
+        from: chrono::DateTime<chrono::Utc>,
+        /// Window end: RFC 3339 or a time ago; default now.
+        #[arg(long, value_parser = point_in_time)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the ready-made metric templates a spec can name (`"template": "appinsights-error-rate"`).
+    Templates {
+        /// Print JSON, with every field each template fills in.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run Sluice locally: the embedded host with its HTTP API, timer and queue.
     Up {
         /// Port on 127.0.0.1.
@@ -276,6 +298,18 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::Validate { files } => validate(&files),
+        Cmd::Replay { file, from, to, json } => replay(&file, from, to.unwrap_or_else(chrono::Utc::now), json).await,
+        Cmd::Templates { json } => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&spec::catalog::describe())?);
+            } else {
+                for t in spec::catalog::TEMPLATES {
+                    let needs = if t.needs.is_empty() { String::new() } else { format!(" (settings: {})", t.needs.join(", ")) };
+                    println!("{:<30} {}{needs}", t.name, t.about);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Schema { step_message } => {
             let schema = if step_message { sluice::shell::messages::json_schema() } else { spec::json_schema() };
             println!("{}", serde_json::to_string_pretty(&schema)?);
@@ -602,6 +636,35 @@ async fn router(listen: SocketAddr, stable: &str, canary: &str) -> anyhow::Resul
     let (addr, _) = router.serve(listen).await.with_context(|| format!("listening on {listen}"))?;
     println!("router listening on http://{addr} (admin under /_sluice, metrics at /metrics)");
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A point in time from the command line: RFC 3339, or a duration ago (`90m`).
+fn point_in_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let ago = spec::parse_duration_ms(text).map_err(|e| format!("'{text}' is neither an RFC 3339 time nor a duration ago: {e}"))?;
+    let ago = chrono::TimeDelta::milliseconds(i64::try_from(ago).map_err(|_| format!("'{text}' is too long ago"))?);
+    Ok(chrono::Utc::now() - ago)
+}
+
+async fn replay(
+    file: &std::path::Path,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let (spec, plan) = spec::load(&text, Format::from_path(file), &sluice::ports::registry::names())
+        .map_err(|p| anyhow::anyhow!("{}: {p}", file.display()))?;
+    let env = sluice::ports::env::AdapterEnv::new(PathBuf::from(".sluice"), String::new());
+    let report = sluice::shell::replay::replay(&plan, &spec.target, &env, from, to).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", sluice::shell::replay::text(&report));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

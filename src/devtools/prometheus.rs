@@ -113,6 +113,45 @@ pub fn start_prometheus(target: &str, rules: Option<&str>, alertmanager: Option<
     spawn(bin, args, dir, port, "Prometheus")
 }
 
+/// Prometheus serving a recorded past, scraping nothing: `openmetrics` (an
+/// OpenMetrics text file with timestamps, ending in `# EOF`) is written into
+/// blocks with `promtool tsdb create-blocks-from openmetrics` before the
+/// server starts, as Prometheus' "Backfilling from OpenMetrics format" docs
+/// describe. For `sluice replay` tests of a known incident.
+pub fn start_prometheus_with_history(openmetrics: &str) -> Result<Server, StartError> {
+    let bin = find("SLUICE_PROMETHEUS_BIN", "/usr/bin/prometheus", "prometheus")
+        .ok_or_else(|| StartError("Prometheus is not installed: install the Debian package prometheus (scripts/test does)".into()))?;
+    let promtool = find("SLUICE_PROMTOOL_BIN", "/usr/bin/promtool", "promtool")
+        .ok_or_else(|| StartError("promtool is not installed: it comes with the Debian package prometheus".into()))?;
+    let dir = tempfile::tempdir().map_err(|e| StartError(e.to_string()))?;
+    let data = dir.path().join("data");
+    let input = dir.path().join("history.om");
+    std::fs::write(&input, openmetrics).map_err(|e| StartError(e.to_string()))?;
+    let out = Command::new(&promtool)
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&input)
+        .arg(&data)
+        .output()
+        .map_err(|e| StartError(format!("{} did not start: {e}", promtool.display())))?;
+    if !out.status.success() {
+        return Err(StartError(format!(
+            "promtool could not write the history ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    let port = free_port()?;
+    std::fs::write(dir.path().join("prometheus.yml"), "global:\n  scrape_interval: 15s\n").map_err(|e| StartError(e.to_string()))?;
+    let args = vec![
+        "--config.file=prometheus.yml".to_string(),
+        format!("--storage.tsdb.path={}", data.display()),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+        "--storage.tsdb.retention.time=30d".to_string(),
+    ];
+    spawn(bin, args, dir, port, "Prometheus")
+}
+
 /// Alertmanager sending every alert at once to `webhook` with a bearer token.
 pub fn start_alertmanager(webhook: &str, token: &str) -> Result<Server, StartError> {
     let bin = find("SLUICE_ALERTMANAGER_BIN", "/usr/bin/prometheus-alertmanager", "alertmanager").ok_or_else(|| {

@@ -7,3 +7,4 @@ pub mod config;
 pub mod doctor;
 pub mod engine;
 pub mod messages;
+pub mod replay;

@@ -118,7 +118,8 @@ impl SampleWait {
 }
 
 impl MetricRun {
-    fn new(plan: &MetricPlan, first_at: DateTime<Utc>) -> Self {
+    /// A metric's run before its first measurement (due at `first_at`).
+    pub fn new(plan: &MetricPlan, first_at: DateTime<Utc>) -> Self {
         MetricRun {
             name: plan.name.clone(),
             status: RunStatus::Running,

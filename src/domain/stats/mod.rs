@@ -298,15 +298,15 @@ pub fn compare_latency(canary: &Histogram, stable: &Histogram, max_effect: f64, 
     let upper = (a + z * var_a.max(0.0).sqrt()).min(1.0);
     let effect = a - 0.5;
     let decision = decide(p_value, effect, upper - 0.5, max_effect, confidence);
-    let median = |h: &Histogram| h.quantile_bound(0.5).map(bound_text).unwrap_or_else(|| "-".into());
-    let p95 = |h: &Histogram| h.quantile_bound(0.95).map(bound_text).unwrap_or_else(|| "-".into());
+    let median = |h: &Histogram| quantile_text(h, 0.5);
+    let p95 = |h: &Histogram| quantile_text(h, 0.95);
     let verdict = match decision {
         Decision::Fail => "the canary is significantly slower than tolerated",
         Decision::Pass => "the data rule out a slowdown beyond the tolerance",
         Decision::Inconclusive => "not enough data to say either way",
     };
     let words = format!(
-        "a canary request is slower than a stable one {:.0} % of the time (tolerated {:.0} %; canary median ≤ {}, p95 ≤ {}; stable median ≤ {}, p95 ≤ {}; {} vs {} requests); {} U = {:.0}, p {}; {:.0} % upper bound {:.0} % → {verdict}",
+        "a canary request is slower than a stable one {:.0} % of the time (tolerated {:.0} %; canary median {}, p95 {}; stable median {}, p95 {}; {} vs {} requests); {} U = {:.0}, p {}; {:.0} % upper bound {:.0} % → {verdict}",
         a * 100.0,
         (0.5 + max_effect) * 100.0,
         median(canary),
@@ -355,11 +355,13 @@ fn p_text(p: f64) -> String {
     }
 }
 
-fn bound_text(bound: f64) -> String {
-    if bound.is_infinite() {
-        "∞".into()
-    } else {
-        format!("{bound}")
+/// Where a quantile falls, as a histogram can tell: `≤ 0.25`, or `> 0.25`
+/// when it lies in the overflow bucket.
+fn quantile_text(h: &Histogram, q: f64) -> String {
+    match h.quantile_bound(q) {
+        Some(b) if b.is_finite() => format!("≤ {b}"),
+        Some(_) => h.bounds.last().map(|b| format!("> {b}")).unwrap_or_else(|| "-".into()),
+        None => "-".into(),
     }
 }
 
