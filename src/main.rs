@@ -78,6 +78,16 @@ enum BenchKind {
     Startup,
 }
 
+/// How `sluice demo` judges the canary.
+#[cfg(feature = "devtools")]
+#[derive(Clone, Copy, ValueEnum)]
+enum JudgeKind {
+    /// Error-rate and latency thresholds.
+    Thresholds,
+    /// Statistical comparison with stable.
+    Statistical,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Check rollout specs: every problem with its path, or a one-line plan.
@@ -161,6 +171,10 @@ enum Cmd {
         /// Analyse through a real Prometheus scraping the router (Debian package prometheus).
         #[arg(long)]
         prometheus: bool,
+        /// How the step analysis judges the canary: thresholds, or the statistical
+        /// judges against stable (two-proportion / Fisher, Mann-Whitney U).
+        #[arg(long, value_enum, default_value_t = JudgeKind::Thresholds)]
+        judge: JudgeKind,
         /// Where the demo's state goes (emptied first).
         #[arg(long, default_value = ".sluice/demo")]
         data_dir: PathBuf,
@@ -319,7 +333,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Serve => serve().await,
         Cmd::Package { out, binary } => package(&out, binary),
         #[cfg(feature = "devtools")]
-        Cmd::Demo { fault, alert, rps, hold, prometheus, data_dir } => {
+        Cmd::Demo { fault, alert, rps, hold, prometheus, judge, data_dir } => {
             init_logging("warn");
             let variant = match (fault, alert) {
                 (Some(FaultKind::Errors), _) => demo::Variant::FaultErrors,
@@ -327,7 +341,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, true) => demo::Variant::Alert,
                 (None, false) => demo::Variant::Success,
             };
-            let report = demo::run(demo::DemoOptions { variant, data_dir, root: PathBuf::from("."), rps, hold, prometheus }).await?;
+            let judging = match judge {
+                JudgeKind::Thresholds => demo::Judging::Thresholds,
+                JudgeKind::Statistical => demo::Judging::Statistical,
+            };
+            let options = demo::DemoOptions { variant, data_dir, root: PathBuf::from("."), rps, hold, prometheus, judging };
+            let report = demo::run(options).await?;
             Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         #[cfg(feature = "devtools")]

@@ -26,6 +26,10 @@ fn every_demo_variant_does_the_right_thing() {
         (vec!["--alert"], "RolledBack"),
         // Analysis through a real Prometheus scraping the router (installed by scripts/test).
         (vec!["--prometheus"], "Succeeded"),
+        // The statistical judges: a healthy canary passes once it has its sample,
+        // and the latency fault is caught by Mann-Whitney (the demo checks the evidence).
+        (vec!["--judge", "statistical"], "Succeeded"),
+        (vec!["--judge", "statistical", "--fault", "latency"], "RolledBack"),
     ] {
         let (code, out) = demo(&args);
         assert_eq!(code, 0, "sluice demo {args:?} failed:\n{out}");

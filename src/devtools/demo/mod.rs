@@ -36,6 +36,17 @@ pub enum Variant {
     Alert,
 }
 
+/// How the demo's step analysis judges the canary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Judging {
+    /// Thresholds: error rate below 2 %, p95 within 1.5 × stable + 20 ms.
+    #[default]
+    Thresholds,
+    /// The statistical judges against stable: two-proportion / Fisher on
+    /// errors, Mann-Whitney U on latency, each soaking until it has enough requests.
+    Statistical,
+}
+
 /// How to run the demo.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -51,6 +62,8 @@ pub struct DemoOptions {
     pub hold: bool,
     /// Analyse through a real Prometheus scraping the router (needs the binary).
     pub prometheus: bool,
+    /// Thresholds or the statistical judges.
+    pub judging: Judging,
 }
 
 /// What happened.
@@ -94,12 +107,47 @@ fn loopback() -> SocketAddr {
 
 /// The spec the demo posts, as a pipeline would.
 pub fn demo_spec(router_url: &str, variant: Variant) -> Value {
-    demo_spec_with(router_url, variant, None)
+    demo_spec_with(router_url, variant, None, Judging::Thresholds)
+}
+
+/// The step analysis's metrics under the statistical judges: at 5 % of the
+/// demo's load the canary sees ~15 requests/s, so each metric soaks (up to
+/// 30 s) until it has 150 canary requests before it judges.
+fn statistical_metrics(prometheus: Option<&str>) -> Value {
+    let common = json!({"interval": "2s", "count": 2, "initialDelay": "2s", "minSampleSize": 150, "maxSoak": "30s"});
+    let mut errors = json!({"name": "errors-vs-stable", "judge": {"test": "errorRate", "maxIncrease": 0.03}});
+    let mut latency = json!({"name": "latency-vs-stable", "judge": {"test": "latency", "maxEffect": 0.15}});
+    match prometheus {
+        None => {
+            for (m, t) in [(&mut errors, "local-errors-vs-stable"), (&mut latency, "local-latency-vs-stable")] {
+                m["template"] = json!(t);
+            }
+            errors["judge"]["failures"] = json!("error_count");
+            errors["judge"]["requests"] = json!("request_count");
+            latency["judge"]["histogram"] = json!("latency_histogram");
+        }
+        Some(url) => {
+            errors["judge"]["failures"] = json!("sum(increase(sluice_router_errors_total{role=\"{{name}}\"}[{{window}}]))");
+            errors["judge"]["requests"] = json!("sum(increase(sluice_router_requests_total{role=\"{{name}}\"}[{{window}}]))");
+            latency["judge"]["histogram"] =
+                json!("sum by (le) (increase(sluice_router_request_duration_seconds_bucket{role=\"{{name}}\"}[{{window}}]))");
+            for m in [&mut errors, &mut latency] {
+                m["provider"] = json!("prometheus");
+                m["settings"] = json!({"url": url});
+            }
+        }
+    }
+    for m in [&mut errors, &mut latency] {
+        if let (Some(m), Some(c)) = (m.as_object_mut(), common.as_object()) {
+            m.extend(c.clone());
+        }
+    }
+    json!([errors, latency])
 }
 
 /// The demo spec, analysed by the local router's counters or, given a
 /// Prometheus URL, by PromQL over the same router's `/metrics`.
-pub fn demo_spec_with(router_url: &str, variant: Variant, prometheus: Option<&str>) -> Value {
+pub fn demo_spec_with(router_url: &str, variant: Variant, prometheus: Option<&str>, judging: Judging) -> Value {
     let metric = |name: &str, query: &str, condition: &str| match prometheus {
         None => json!({"name": name, "provider": "local", "query": query, "successCondition": condition,
                        "interval": "2s", "count": 3, "initialDelay": "2s", "minSampleSize": 10}),
@@ -144,6 +192,10 @@ pub fn demo_spec_with(router_url: &str, variant: Variant, prometheus: Option<&st
         "backlog": {"provider": "local"},
         "notifications": [{"provider": "console"}, {"provider": "jsonl"}]
     });
+    if judging == Judging::Statistical {
+        spec["analysisTemplates"] = json!([{"name": "vs-stable", "metrics": statistical_metrics(prometheus)}]);
+        spec["strategy"]["canary"]["steps"][1] = json!({"analysis": {"templates": ["vs-stable"]}});
+    }
     if variant != Variant::Alert {
         // Background analysis watches every step; the alert story leaves the
         // catching to the alert rule.
@@ -206,6 +258,12 @@ fn say(line: impl AsRef<str>) {
     println!("{}", line.as_ref());
 }
 
+/// Whether the rollback's evidence carries a statistical judgement.
+fn judged(status: &Value) -> bool {
+    let measurements = status.pointer("/rollout/failure/evidence/measurements").and_then(Value::as_array);
+    measurements.map(|ms| ms.iter().any(|m| m.get("judgement").is_some_and(|j| j["decision"] == "fail"))).unwrap_or(false)
+}
+
 /// Runs the demo and reports what happened.
 pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     let setup = |e: std::io::Error| DemoError::Setup(e.to_string());
@@ -259,7 +317,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let pipeline = Client::new(&base, None, "azure-pipelines");
-    let spec = demo_spec_with(&router_url, opts.variant, prometheus.as_ref().map(|p| p.url.as_str()));
+    let spec = demo_spec_with(&router_url, opts.variant, prometheus.as_ref().map(|p| p.url.as_str()), opts.judging);
     let started = pipeline.start(&spec, None).await?;
     let id = started["id"].as_str().unwrap_or_default().to_string();
     say(format!("\nThe pipeline posts the rollout: {id}\n  plan: {}\n", started["plan"].as_str().unwrap_or("")));
@@ -339,6 +397,10 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         }
         Variant::FaultErrors | Variant::FaultLatency if failure_kind != "analysis" => {
             Some(format!("expected the analysis to roll back, got {failure_kind}"))
+        }
+        // Errors may be caught first by the background threshold; latency has only the judge.
+        Variant::FaultLatency if opts.judging == Judging::Statistical && !judged(&final_status) => {
+            Some("expected the statistical judge to decide the rollback".into())
         }
         _ => None,
     };

@@ -102,8 +102,9 @@ impl SampleWait {
     /// One line for the status and the history.
     pub fn describe(&self) -> String {
         use crate::domain::spec::duration_text;
+        let seconds = |ms: u64| duration_text((ms + 500) / 1000 * 1000);
         let eta = match self.eta_ms {
-            Some(ms) => format!("about {} at the current rate", duration_text(ms.max(1000))),
+            Some(ms) => format!("about {} at the current rate", seconds(ms.max(1000))),
             None => "no canary traffic yet".into(),
         };
         format!(
@@ -111,8 +112,8 @@ impl SampleWait {
             self.have,
             self.need,
             self.need.saturating_sub(self.have),
-            duration_text(self.soaked_ms),
-            duration_text(self.max_soak_ms)
+            seconds(self.soaked_ms),
+            seconds(self.max_soak_ms)
         )
     }
 }
