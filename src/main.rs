@@ -76,6 +76,8 @@ enum BenchKind {
     Rollback,
     /// `sluice serve` exec → first successful GET /, and idle memory.
     Startup,
+    /// The statistical judges on generated canaries: false positives, passes, detections.
+    Judge,
 }
 
 /// How `sluice demo` judges the canary.
@@ -371,6 +373,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         #[cfg(feature = "devtools")]
+        Cmd::Bench { which: BenchKind::Judge, rollouts: _, json } => {
+            let report = sluice::devtools::bench_judge::judge(2000);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", sluice::devtools::bench_judge::text(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Bench { which: BenchKind::Rollback, rollouts, json } => {
             init_logging("warn");
             let report = sluice::devtools::bench::rollback(rollouts, |n| {

@@ -5,6 +5,7 @@
 //! Functions package is built without it).
 
 pub mod bench;
+pub mod bench_judge;
 pub mod demo;
 pub mod load;
 pub mod prometheus;
