@@ -72,6 +72,9 @@ pub struct MetricRun {
     pub errors: u32,
     /// Provider errors in a row.
     pub consecutive_errors: u32,
+    /// Failed measurements in a row (provider errors neither break nor extend a streak).
+    #[serde(default)]
+    pub consecutive_failures: u32,
     /// The last few measurements.
     pub recent: Vec<MeasurementRecord>,
     /// While the phase soaks for data: what it still needs.
@@ -132,6 +135,7 @@ impl MetricRun {
             inconclusive: 0,
             errors: 0,
             consecutive_errors: 0,
+            consecutive_failures: 0,
             recent: Vec::new(),
             waiting: None,
             window_ms: None,
@@ -169,14 +173,17 @@ impl MetricRun {
             Verdict::Pass => {
                 self.passed += 1;
                 self.consecutive_errors = 0;
+                self.consecutive_failures = 0;
             }
             Verdict::Fail => {
                 self.failed += 1;
                 self.consecutive_errors = 0;
+                self.consecutive_failures += 1;
             }
             Verdict::Inconclusive => {
                 self.inconclusive += 1;
                 self.consecutive_errors = 0;
+                self.consecutive_failures = 0;
             }
             Verdict::Error => {
                 self.errors += 1;
@@ -185,7 +192,8 @@ impl MetricRun {
         }
         self.next_index += 1;
         self.push_recent(record);
-        self.status = if self.failed > plan.failure_limit || self.consecutive_errors > plan.consecutive_error_limit {
+        let streak = plan.consecutive_failure_limit.is_some_and(|limit| self.consecutive_failures > limit);
+        self.status = if self.failed > plan.failure_limit || streak || self.consecutive_errors > plan.consecutive_error_limit {
             RunStatus::Failed
         } else if self.inconclusive > plan.inconclusive_limit {
             RunStatus::Inconclusive
@@ -202,6 +210,12 @@ impl MetricRun {
             RunStatus::Failed if self.consecutive_errors > plan.consecutive_error_limit => {
                 format!("had {} provider errors in a row (limit {})", self.consecutive_errors, plan.consecutive_error_limit)
             }
+            RunStatus::Failed if plan.consecutive_failure_limit.is_some_and(|l| self.consecutive_failures > l) => format!(
+                "failed {} measurements in a row (limit {}); last: {}",
+                self.consecutive_failures,
+                plan.consecutive_failure_limit.unwrap_or_default(),
+                self.recent.last().map(|r| r.note.as_str()).unwrap_or("-")
+            ),
             RunStatus::Failed => format!(
                 "failed {} of {} measurements (failure limit {}); last: {}",
                 self.failed,
@@ -471,6 +485,7 @@ mod tests {
             count: Some(3),
             initial_delay_ms: 0,
             failure_limit: 0,
+            consecutive_failure_limit: None,
             consecutive_error_limit: 2,
             inconclusive_limit: 0,
             min_samples: None,
@@ -541,6 +556,21 @@ mod tests {
             };
             run.record(plan, rec);
         }
+    }
+
+    #[test]
+    fn breached_for_n_consecutive_intervals() {
+        // "Above the threshold for 3 consecutive minutes": interval 1m, consecutive limit 2.
+        let mut plan = metric("< 1");
+        plan.count = None;
+        plan.failure_limit = u32::MAX;
+        plan.consecutive_failure_limit = Some(2);
+        let mut run = MetricRun::new(&plan, now());
+        feed(&mut run, &plan, &[Verdict::Fail, Verdict::Fail, Verdict::Pass, Verdict::Fail, Verdict::Error, Verdict::Fail]);
+        assert_eq!(run.status, RunStatus::Running, "two in a row, a pass, then two more (an error does not break the streak)");
+        feed(&mut run, &plan, &[Verdict::Fail]);
+        assert_eq!(run.status, RunStatus::Failed);
+        assert!(run.reason(&plan).starts_with("failed 3 measurements in a row (limit 2)"), "{}", run.reason(&plan));
     }
 
     #[test]

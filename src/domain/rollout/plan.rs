@@ -93,6 +93,9 @@ pub struct MetricPlan {
     pub initial_delay_ms: u64,
     /// Failures tolerated.
     pub failure_limit: u32,
+    /// Failures in a row tolerated, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failure_limit: Option<u32>,
     /// Consecutive provider errors tolerated.
     pub consecutive_error_limit: u32,
     /// Inconclusive measurements tolerated.
@@ -194,6 +197,7 @@ impl Plan {
             count: Some(1),
             initial_delay_ms: 0,
             failure_limit: 0,
+            consecutive_failure_limit: None,
             consecutive_error_limit: 2,
             inconclusive_limit: 0,
             min_samples: None,
@@ -215,6 +219,7 @@ impl Plan {
                 initial_delay_ms: 0,
                 // Every check may fail but the last: the first pass ends it.
                 failure_limit: attempts,
+                consecutive_failure_limit: None,
                 consecutive_error_limit: attempts,
                 inconclusive_limit: attempts,
                 min_samples: None,
@@ -394,7 +399,8 @@ impl Compiler<'_> {
             interval_ms,
             count: m.count.or(default_count),
             initial_delay_ms: m.initial_delay.as_ref().map(Span::ms).unwrap_or(0),
-            failure_limit: m.failure_limit,
+            failure_limit: m.failure_limit.unwrap_or(if m.consecutive_failure_limit.is_some() { u32::MAX } else { 0 }),
+            consecutive_failure_limit: m.consecutive_failure_limit,
             consecutive_error_limit: m.consecutive_error_limit,
             inconclusive_limit: m.inconclusive_limit,
             min_samples: m.min_sample_size,

@@ -288,9 +288,15 @@ pub struct Metric {
     /// Wait before the first measurement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_delay: Option<Span>,
-    /// Failed measurements tolerated; one more fails the analysis.
-    #[serde(default)]
-    pub failure_limit: u32,
+    /// Failed measurements tolerated; one more fails the analysis (default 0,
+    /// or no limit when `consecutiveFailureLimit` is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_limit: Option<u32>,
+    /// Failed measurements in a row tolerated; one more fails the analysis.
+    /// "Above the threshold for N consecutive minutes" is `interval: 1m` with
+    /// `consecutiveFailureLimit: N - 1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failure_limit: Option<u32>,
     /// Consecutive provider errors tolerated; one more fails the analysis.
     #[serde(default = "default_consecutive_error_limit")]
     pub consecutive_error_limit: u32,
