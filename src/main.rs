@@ -382,6 +382,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "devtools")]
         Cmd::Bench { which: BenchKind::Rollback, rollouts, json } => {
             init_logging("warn");
             let report = sluice::devtools::bench::rollback(rollouts, |n| {

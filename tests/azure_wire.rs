@@ -280,7 +280,10 @@ fn metric(provider: &str, query: &str, settings: Value, baseline: bool) -> Metri
         provider: provider.into(),
         query: query.into(),
         settings: serde_json::from_value(settings).expect("settings"),
-        condition: Condition::parse("< 0.05").expect("condition"),
+        condition: Some(Condition::parse("< 0.05").expect("condition")),
+        judge: None,
+        consecutive_failure_limit: None,
+        max_soak_ms: None,
         interval_ms: 60_000,
         count: Some(1),
         initial_delay_ms: 0,
@@ -313,7 +316,7 @@ async fn log_analytics_and_application_insights_queries() {
     let t = target(json!({"provider": "local", "settings": {"url": "http://127.0.0.1:9"}}));
     let kql = "requests | where cloud_RoleInstance == '{{name}}' and timestamp > ago({{window}}) | summarize rate = countif(success == false) * 1.0 / count(), samples = count()";
     let plan = metric("logAnalytics", kql, json!({"workspaceId": "ws-1", "endpoint": fake.url}), true);
-    let outcome = sluice::ports::metrics::measure(&plan, &t, &env).await;
+    let outcome = sluice::ports::metrics::measure(&plan, &t, &env, sluice::ports::metrics::Window::of(&plan)).await;
     assert_eq!(outcome, MeasureOutcome::Value { canary: 0.031, stable: Some(0.01), samples: Some(1234) });
     let seen: Vec<Recorded> = fake.seen().into_iter().filter(|r| r.path != "/msi/token").collect();
     assert_eq!(seen.len(), 2, "canary, then the stable baseline");
@@ -326,7 +329,11 @@ async fn log_analytics_and_application_insights_queries() {
     assert!(seen[1].json()["query"].as_str().expect("query").contains("'production'"));
 
     let app = metric("applicationInsights", "empty | count", json!({"appId": "app-1", "endpoint": fake.url}), false);
-    assert_eq!(sluice::ports::metrics::measure(&app, &t, &env).await, MeasureOutcome::NoData, "an empty table is no data");
+    assert_eq!(
+        sluice::ports::metrics::measure(&app, &t, &env, sluice::ports::metrics::Window::of(&app)).await,
+        MeasureOutcome::NoData,
+        "an empty table is no data"
+    );
     let last = fake.seen().into_iter().rfind(|r| r.path != "/msi/token").expect("request");
     assert_eq!(last.path, "/v1/apps/app-1/query");
     assert_eq!(last.header("authorization"), Some("Bearer token-for-api.applicationinsights.io"));
@@ -351,7 +358,7 @@ async fn azure_monitor_metrics_with_a_ratio_and_a_dimension_filter() {
         "aggregation": "Total", "filter": "Instance eq '*'", "armEndpoint": fake.url
     });
     let plan = metric("azureMonitor", "Http5xx/Requests", settings, false);
-    let outcome = sluice::ports::metrics::measure(&plan, &t, &env).await;
+    let outcome = sluice::ports::metrics::measure(&plan, &t, &env, sluice::ports::metrics::Window::of(&plan)).await;
     assert_eq!(outcome, MeasureOutcome::Value { canary: 0.02, stable: None, samples: Some(250) });
     let r = fake.seen().into_iter().find(|r| r.path != "/msi/token").expect("request");
     assert_eq!(r.method, "GET");
@@ -381,27 +388,27 @@ async fn the_http_probe_reads_status_and_a_json_field() {
     let url = format!("{}/{{{{name}}}}/health", fake.url);
     let status = metric("httpProbe", &url, json!({}), false);
     assert_eq!(
-        sluice::ports::metrics::measure(&status, &t, &env).await,
+        sluice::ports::metrics::measure(&status, &t, &env, sluice::ports::metrics::Window::of(&status)).await,
         MeasureOutcome::Value { canary: 1.0, stable: None, samples: Some(1) }
     );
     let field = metric("httpProbe", &url, json!({"jsonField": "checks.db.healthy"}), false);
     assert_eq!(
-        sluice::ports::metrics::measure(&field, &t, &env).await,
+        sluice::ports::metrics::measure(&field, &t, &env, sluice::ports::metrics::Window::of(&field)).await,
         MeasureOutcome::Value { canary: 1.0, stable: None, samples: Some(1) }
     );
     let number = metric("httpProbe", &url, json!({"jsonField": "load"}), false);
     assert_eq!(
-        sluice::ports::metrics::measure(&number, &t, &env).await,
+        sluice::ports::metrics::measure(&number, &t, &env, sluice::ports::metrics::Window::of(&number)).await,
         MeasureOutcome::Value { canary: 0.7, stable: None, samples: Some(1) }
     );
     let down = metric("httpProbe", &format!("{}/elsewhere", fake.url), json!({}), false);
     assert_eq!(
-        sluice::ports::metrics::measure(&down, &t, &env).await,
+        sluice::ports::metrics::measure(&down, &t, &env, sluice::ports::metrics::Window::of(&down)).await,
         MeasureOutcome::Value { canary: 0.0, stable: None, samples: Some(1) }
     );
     let unreachable = metric("httpProbe", "http://127.0.0.1:9/health", json!({"timeoutMs": 500}), false);
     assert_eq!(
-        sluice::ports::metrics::measure(&unreachable, &t, &env).await,
+        sluice::ports::metrics::measure(&unreachable, &t, &env, sluice::ports::metrics::Window::of(&unreachable)).await,
         MeasureOutcome::Value { canary: 0.0, stable: None, samples: Some(1) }
     );
     assert_eq!(fake.seen()[0].path, "/canary/health", "{{name}} is the canary's identity");

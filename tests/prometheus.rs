@@ -21,7 +21,10 @@ fn plan(url: &str, query: &str) -> MetricPlan {
         provider: "prometheus".into(),
         query: query.into(),
         settings: serde_json::from_value(json!({"url": url})).expect("settings"),
-        condition: Condition::parse("< 0.05").expect("condition"),
+        condition: Some(Condition::parse("< 0.05").expect("condition")),
+        judge: None,
+        consecutive_failure_limit: None,
+        max_soak_ms: None,
         interval_ms: 10_000,
         count: Some(1),
         initial_delay_ms: 0,
@@ -51,7 +54,7 @@ async fn the_prometheus_provider_reads_the_router_through_a_real_prometheus() {
     // Prometheus needs a few scrapes before a rate exists.
     let started = Instant::now();
     let outcome = loop {
-        let o = sluice::ports::metrics::measure(&rate, &t, &env).await;
+        let o = sluice::ports::metrics::measure(&rate, &t, &env, sluice::ports::metrics::Window::of(&rate)).await;
         if matches!(o, MeasureOutcome::Value { .. }) || started.elapsed() > Duration::from_secs(30) {
             break o;
         }
@@ -63,14 +66,24 @@ async fn the_prometheus_provider_reads_the_router_through_a_real_prometheus() {
     assert!(canary < stable, "30% of traffic on the canary");
 
     let empty = plan(&server.url, "sluice_router_requests_total{role=\"nobody\"}");
-    assert_eq!(sluice::ports::metrics::measure(&empty, &t, &env).await, MeasureOutcome::NoData, "an empty vector is no data");
+    assert_eq!(
+        sluice::ports::metrics::measure(&empty, &t, &env, sluice::ports::metrics::Window::of(&empty)).await,
+        MeasureOutcome::NoData,
+        "an empty vector is no data"
+    );
     let broken = plan(&server.url, "sum(rate(");
     assert!(
-        matches!(sluice::ports::metrics::measure(&broken, &t, &env).await, MeasureOutcome::Error { .. }),
+        matches!(
+            sluice::ports::metrics::measure(&broken, &t, &env, sluice::ports::metrics::Window::of(&broken)).await,
+            MeasureOutcome::Error { .. }
+        ),
         "a bad query is an error, never a pass"
     );
     let down = plan("http://127.0.0.1:9", "up");
-    assert!(matches!(sluice::ports::metrics::measure(&down, &t, &env).await, MeasureOutcome::Error { .. }));
+    assert!(matches!(
+        sluice::ports::metrics::measure(&down, &t, &env, sluice::ports::metrics::Window::of(&down)).await,
+        MeasureOutcome::Error { .. }
+    ));
     load.stop().await;
 }
 

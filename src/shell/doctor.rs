@@ -86,8 +86,7 @@ fn metrics_of(plan: &Plan) -> Vec<&MetricPlan> {
 
 async fn analysis(engine: &Engine, spec: &RolloutSpec, metric: &MetricPlan) -> Check {
     let name = format!("metric {} ({})", metric.name, metric.provider);
-    let window = metrics::Window { ms: metric.interval_ms, end: None };
-    match metrics::measure(metric, &spec.target, &engine.env, window).await {
+    match metrics::measure(metric, &spec.target, &engine.env, metrics::Window::of(metric)).await {
         MeasureOutcome::Proportions { canary, stable } => Check::ok(
             "analysis",
             name,

@@ -157,6 +157,7 @@ pub fn text(report: &ReplayReport) -> String {
             Verdict::Pass => "pass",
             Verdict::Fail => "FAIL",
             Verdict::Inconclusive => "inconclusive",
+            Verdict::Waiting => "waiting",
             Verdict::Error => "error",
         };
         let decision = r.decision.as_ref().map(|d| format!("  => {d}")).unwrap_or_default();

@@ -185,6 +185,8 @@ impl MetricRun {
                 self.consecutive_errors = 0;
                 self.consecutive_failures = 0;
             }
+            // Never recorded (see `wait`); counts toward nothing if it were.
+            Verdict::Waiting => {}
             Verdict::Error => {
                 self.errors += 1;
                 self.consecutive_errors += 1;

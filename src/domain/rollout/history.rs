@@ -18,6 +18,8 @@ pub enum Verdict {
     Fail,
     /// No data, too few samples, or no baseline: never a pass.
     Inconclusive,
+    /// Too few samples while the phase soaks for more (`maxSoak`): counts toward nothing.
+    Waiting,
     /// The provider failed.
     Error,
 }

@@ -483,7 +483,14 @@ impl Rollout {
                         let parts: Vec<String> = r
                             .metrics
                             .iter()
-                            .map(|m| format!("{} {}/{}", m.name, m.completed(), m.target.map(|t| t.to_string()).unwrap_or("∞".into())))
+                            .map(|m| {
+                                let progress =
+                                    format!("{} {}/{}", m.name, m.completed(), m.target.map(|t| t.to_string()).unwrap_or("∞".into()));
+                                match &m.waiting {
+                                    Some(w) => format!("{progress} ({})", w.describe()),
+                                    None => progress,
+                                }
+                            })
                             .collect();
                         format!("analysis {}: {}", r.label, parts.join(", "))
                     }

@@ -1025,12 +1025,18 @@ fn a_quiet_canary_soaks_until_its_sample_is_reached() {
     let quiet = |n| MeasureOutcome::Value { canary: 0.0, stable: None, samples: Some(n) };
     let d = step(&mut r, Event::Measured { key, outcome: quiet(20) }, at(11));
     assert_eq!(r.phase, Phase::Progressing, "too few requests neither pass nor stop the phase");
+    assert_eq!(d.history[0].measurement.as_ref().map(|m| m.verdict), Some(Verdict::Waiting));
     let wait = r.runs[0].metrics[0].waiting.clone().expect("waiting for data");
     assert_eq!((wait.have, wait.need, wait.eta_ms, wait.soaked_ms), (20, 100, Some(40_000), 10_000));
     assert!(
         d.history[0].summary.contains("waiting for data: 20 of 100 canary requests, 80 more needed (about 40s at the current rate)"),
         "{}",
         d.history[0].summary
+    );
+    assert!(
+        r.waiting_for(at(12)).ends_with("errors 0/1 (waiting for data: 20 of 100 canary requests, 80 more needed (about 40s at the current rate); soaked 10s of at most 1m)"),
+        "{}",
+        r.waiting_for(at(12))
     );
     let next = measure_keys(&d)[0].clone();
     assert_eq!(r.measurement_window(&next), Some(20_000), "the next measurement looks back over the whole soak");
@@ -1063,7 +1069,7 @@ fn a_judged_metric_needs_its_own_rule_and_a_template_fills_one() {
         {"name": "c", "template": "nope"},
         {"name": "d", "provider": "local", "query": "error_rate", "successCondition": "< 1", "maxSoak": "1m"}
     ]}}]}}));
-    let problems = validate(&bad, &names()).err().expect("invalid").to_string();
+    let problems = validate(&bad, &names()).expect_err("invalid").to_string();
     for expected in [
         "strategy.canary.steps[1].analysis.metrics[0].successCondition: is required",
         "metrics[1].successCondition: cannot be combined with judge",

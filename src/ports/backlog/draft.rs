@@ -183,6 +183,7 @@ fn evidence_section(evidence: &Evidence) -> Doc {
                         Verdict::Pass => "pass",
                         Verdict::Fail => "FAIL",
                         Verdict::Inconclusive => "inconclusive",
+                        Verdict::Waiting => "waiting for data",
                         Verdict::Error => "error",
                     };
                     vec![

@@ -54,6 +54,13 @@ pub struct Window {
     pub end: Option<DateTime<Utc>>,
 }
 
+impl Window {
+    /// The metric's own interval, ending now: a rollout's usual measurement.
+    pub fn of(plan: &MetricPlan) -> Window {
+        Window { ms: plan.interval_ms, end: None }
+    }
+}
+
 /// A provider's answer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sample {

@@ -88,6 +88,7 @@ impl Txn {
         if let Some(wait) = soak_for_data(&plan, outcome, metric.window_ms, started, self.now) {
             let mut record = judge(&plan, outcome, key.index, self.now);
             record.note = wait.describe();
+            record.verdict = Verdict::Waiting;
             let next_window = wait.soaked_ms + plan.interval_ms;
             metric.wait(record.clone(), wait, next_window);
             let at = self.now + ms(plan.interval_ms);
