@@ -337,6 +337,13 @@ async fn log_analytics_and_application_insights_queries() {
     let last = fake.seen().into_iter().rfind(|r| r.path != "/msi/token").expect("request");
     assert_eq!(last.path, "/v1/apps/app-1/query");
     assert_eq!(last.header("authorization"), Some("Bearer token-for-api.applicationinsights.io"));
+
+    // `sluice replay` asks for a past window: an ISO 8601 `start/end` period.
+    let end = chrono::DateTime::parse_from_rfc3339("2026-11-30T10:05:00Z").expect("time").with_timezone(&chrono::Utc);
+    let past = sluice::ports::metrics::Window { ms: 300_000, end: Some(end) };
+    let _ = sluice::ports::metrics::measure(&app, &t, &env, past).await;
+    let last = fake.seen().into_iter().rfind(|r| r.path != "/msi/token").expect("request");
+    assert_eq!(last.json()["timespan"], json!("2026-11-30T10:00:00Z/2026-11-30T10:05:00Z"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

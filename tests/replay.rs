@@ -3,9 +3,14 @@
 //! backfilled with promtool, where the canary starts failing (10 % errors)
 //! and slowing down at minute 20. The statistical judges must pass every
 //! interval before it and roll back on the first interval that sees it.
+//! And the same against the local router's own counters, live traffic with
+//! a fault switched on at a known second.
+
+mod common;
 
 use std::fmt::Write as _;
 use std::process::Command;
+use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::{json, Value};
@@ -129,4 +134,53 @@ fn replay_finds_the_recorded_incident_on_the_right_interval() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.lines().filter(|l| l.contains("  errors+latency/errors  ")).count(), 3, "{text}");
     assert!(text.contains(&format!("Sluice would have rolled back at {}", incident.format("%Y-%m-%d %H:%M:%S UTC"))), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_reads_the_local_routers_last_minutes() {
+    let up = common::Upstreams::start().await;
+    up.router.set_weight(sluice::domain::ids::Weight::new(50).expect("weight"));
+    let load = sluice::devtools::load::Load::start(&up.router_url, 200, 4);
+    tokio::time::sleep(StdDuration::from_secs(6)).await;
+    // Switch the fault on at the start of a whole second, the router's resolution.
+    let now = Utc::now();
+    let incident = now.duration_trunc(Duration::seconds(1)).expect("whole seconds") + Duration::seconds(1);
+    tokio::time::sleep((incident - now).to_std().unwrap_or_default()).await;
+    up.fail_canary(300);
+    tokio::time::sleep(StdDuration::from_secs(7)).await;
+    load.stop().await;
+
+    let doc = json!({
+        "target": {"name": "orders-api", "router": {"provider": "local", "settings": {"url": up.router_url}},
+                   "stable": {"name": "stable", "version": "v1"}, "canary": {"name": "canary", "version": "v2"}},
+        "strategy": {"canary": {"steps": [{"setWeight": 50}, {"analysis": {"metrics": [
+            {"name": "error-rate", "provider": "local", "query": "error_rate", "successCondition": "< 0.05", "interval": "2s", "minSampleSize": 10},
+            {"name": "vs-stable", "template": "local-errors-vs-stable", "interval": "2s",
+             "judge": {"test": "errorRate", "failures": "error_count", "requests": "request_count", "maxIncrease": 0.05}}
+        ]}}]}}
+    });
+    let (spec, plan) = sluice::domain::spec::validate(&doc, &sluice::ports::registry::names()).unwrap_or_else(|p| panic!("{p}"));
+    let env = sluice::ports::env::AdapterEnv::new(std::env::temp_dir(), String::new());
+    let report = sluice::shell::replay::replay(&plan, &spec.target, &env, incident - Duration::seconds(5), incident + Duration::seconds(5))
+        .await
+        .expect("replay");
+    assert_eq!(report.rows.len(), 2 * 5, "{:#?}", report.rows);
+    for row in &report.rows {
+        let offset = (row.at - incident).num_seconds();
+        match offset {
+            // Windows of whole seconds before the fault.
+            -3 | -1 => assert_eq!(row.decision.as_deref(), Some("pass"), "{row:?}"),
+            // Windows wholly after it.
+            3 | 5 => assert_eq!(row.decision.as_deref(), Some("roll back"), "{row:?}"),
+            // The window that straddles the switch may go either way.
+            _ => assert_eq!(offset, 1, "{row:?}"),
+        }
+    }
+    let first = report.first_rollback.map(|t| (t - incident).num_seconds());
+    assert!(matches!(first, Some(1) | Some(3)), "first rollback at {first:?} s from the incident: {:#?}", report.rows);
+
+    // A window the router no longer keeps is an error that says so, not a verdict.
+    let old = incident - Duration::minutes(10);
+    let report = sluice::shell::replay::replay(&plan, &spec.target, &env, old, old + Duration::seconds(2)).await.expect("replay");
+    assert!(report.rows.iter().all(|r| r.note.contains("the router keeps only the last")), "{:#?}", report.rows);
 }

@@ -116,7 +116,12 @@ impl Router {
 
     /// Numbers for both sides over the last `window_secs`.
     pub fn stats(&self, window_secs: u64) -> StatsReport {
-        let now = now_secs();
+        self.stats_until(window_secs, now_secs())
+    }
+
+    /// Numbers for both sides over the `window_secs` before `now` (Unix
+    /// seconds), which must lie within the kept history.
+    pub fn stats_until(&self, window_secs: u64, now: u64) -> StatsReport {
         StatsReport {
             window_secs,
             weight: self.route().weight,
@@ -266,6 +271,8 @@ async fn revert(State(router): State<Arc<Router>>, body: Bytes) -> Response {
 #[derive(Deserialize)]
 struct StatsQuery {
     window: Option<String>,
+    /// The window's end in Unix seconds (for `sluice replay`); default now.
+    end: Option<u64>,
 }
 
 async fn get_stats(State(router): State<Arc<Router>>, Query(q): Query<StatsQuery>) -> Response {
@@ -274,7 +281,20 @@ async fn get_stats(State(router): State<Arc<Router>>, Query(q): Query<StatsQuery
         Some(Ok(ms)) => ms,
         Some(Err(e)) => return error_response(StatusCode::BAD_REQUEST, &format!("window: {e}")),
     };
-    Json(router.stats((window_ms / 1000).max(1))).into_response()
+    let window_secs = (window_ms / 1000).max(1);
+    let now = now_secs();
+    let end = q.end.unwrap_or(now);
+    let kept = stats::RING_SECONDS as u64 - 2;
+    if end > now || now - end + window_secs > kept {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "end: the router keeps only the last {kept}s; a window of {window_secs}s ending {}s ago is outside it",
+                now.saturating_sub(end)
+            ),
+        );
+    }
+    Json(router.stats_until(window_secs, end)).into_response()
 }
 
 #[derive(Deserialize)]

@@ -87,7 +87,7 @@ impl MetricProvider for AzureMonitor {
             return Err(MetricsError::BadQuery(format!("'{}' is not a metric name or a ratio A/B", q.query)));
         }
         let resource = render_query(&self.resource, q.target, q.side, q.window_ms);
-        let end = Utc::now();
+        let end = q.end.unwrap_or_else(Utc::now);
         let start = end - TimeDelta::milliseconds(q.window_ms.max(60_000) as i64);
         let timespan = format!("{}/{}", start.format("%Y-%m-%dT%H:%M:%SZ"), end.format("%Y-%m-%dT%H:%M:%SZ"));
         let mut url = format!(

@@ -4,7 +4,7 @@
 //! `success_rate`, `latency_p50_ms`, `latency_p95_ms`, `latency_p99_ms`,
 //! `request_count`, `error_count`, `healthy` (probes the side's `/health`),
 //! and `latency_histogram` for the latency judge. The router keeps only the
-//! last five minutes, so it answers for now, never for a past window.
+//! last five minutes: a past window (`sluice replay`) must lie within them.
 
 use std::sync::Arc;
 
@@ -34,7 +34,10 @@ pub fn build(settings: &Settings, target: &Target, env: &AdapterEnv) -> Result<A
 async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: String) -> Result<T, MetricsError> {
     let response = http.get(url).send().await.map_err(|e| MetricsError::Failed(format!("router unreachable: {}", e.without_url())))?;
     if !response.status().is_success() {
-        return Err(MetricsError::Failed(format!("router answered HTTP {}", response.status())));
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let reason = body.get("message").and_then(serde_json::Value::as_str).map(|e| format!(": {e}")).unwrap_or_default();
+        return Err(MetricsError::Failed(format!("router answered HTTP {status}{reason}")));
     }
     response.json().await.map_err(|e| MetricsError::Failed(format!("unreadable router answer: {e}")))
 }
@@ -42,13 +45,9 @@ async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: S
 impl LocalMetrics {
     /// One side's numbers over the query's window.
     async fn side(&self, q: &MetricQuery<'_>) -> Result<WindowStats, MetricsError> {
-        if q.end.is_some() {
-            return Err(MetricsError::BadQuery(
-                "the local router keeps only the last five minutes; replay a past window with prometheus".into(),
-            ));
-        }
         let window_secs = (q.window_ms / 1000).max(1);
-        let report: StatsReport = get_json(&self.http, format!("{}/_sluice/stats?window={window_secs}s", self.base)).await?;
+        let end = q.end.map(|t| format!("&end={}", t.timestamp().max(0))).unwrap_or_default();
+        let report: StatsReport = get_json(&self.http, format!("{}/_sluice/stats?window={window_secs}s{end}", self.base)).await?;
         Ok(match q.side {
             Side::Canary => report.canary,
             Side::Stable => report.stable,

@@ -50,7 +50,18 @@ fn number(cell: &Value) -> Option<f64> {
 #[async_trait]
 impl MetricProvider for LogQuery {
     async fn query(&self, q: &MetricQuery<'_>) -> Result<Sample, MetricsError> {
-        let body = json!({"query": q.query, "timespan": format!("PT{}S", (q.window_ms / 1000).max(1))});
+        // `timespan` is an ISO 8601 period: a duration back from now, or
+        // `start/end` for a past window (Microsoft Learn, Log Analytics
+        // query API `QueryBody.timespan`).
+        let seconds = (q.window_ms / 1000).max(1);
+        let timespan = match q.end {
+            None => format!("PT{seconds}S"),
+            Some(end) => {
+                let start = end - chrono::TimeDelta::seconds(seconds as i64);
+                format!("{}/{}", start.format("%Y-%m-%dT%H:%M:%SZ"), end.format("%Y-%m-%dT%H:%M:%SZ"))
+            }
+        };
+        let body = json!({"query": q.query, "timespan": timespan});
         let answer =
             self.api.send(reqwest::Method::POST, &self.path, Some(&body)).await.map_err(|e| MetricsError::Failed(e.to_string()))?;
         let Some(table) = answer.body.pointer("/tables/0") else { return Ok(Sample { value: None, samples: None }) };
