@@ -87,8 +87,7 @@ fn spawn(bin: PathBuf, args: Vec<String>, dir: tempfile::TempDir, port: u16, wha
 /// Prometheus scraping `target` (host:port) every second, with optional
 /// alert rules (YAML) and an Alertmanager (host:port).
 pub fn start_prometheus(target: &str, rules: Option<&str>, alertmanager: Option<&str>) -> Result<Server, StartError> {
-    let bin = find("SLUICE_PROMETHEUS_BIN", "/usr/bin/prometheus", "prometheus")
-        .ok_or_else(|| StartError("Prometheus is not installed: install the Debian package prometheus (scripts/test does)".into()))?;
+    let bin = prometheus_bin()?;
     let dir = tempfile::tempdir().map_err(|e| StartError(e.to_string()))?;
     let port = free_port()?;
     let mut config = String::from("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n");
@@ -102,13 +101,23 @@ pub fn start_prometheus(target: &str, rules: Option<&str>, alertmanager: Option<
     config.push_str(&format!(
         "scrape_configs:\n  - job_name: sluice-router\n    metrics_path: /metrics\n    static_configs:\n      - targets: ['{target}']\n"
     ));
+    serve_prometheus(bin, dir, port, &config, "1h")
+}
+
+fn prometheus_bin() -> Result<PathBuf, StartError> {
+    find("SLUICE_PROMETHEUS_BIN", "/usr/bin/prometheus", "prometheus")
+        .ok_or_else(|| StartError("Prometheus is not installed: install the Debian package prometheus (scripts/test does)".into()))
+}
+
+/// Writes the configuration and starts Prometheus on `dir/data`.
+fn serve_prometheus(bin: PathBuf, dir: tempfile::TempDir, port: u16, config: &str, retention: &str) -> Result<Server, StartError> {
     std::fs::write(dir.path().join("prometheus.yml"), config).map_err(|e| StartError(e.to_string()))?;
     let data = dir.path().join("data");
     let args = vec![
         "--config.file=prometheus.yml".to_string(),
         format!("--storage.tsdb.path={}", data.display()),
         format!("--web.listen-address=127.0.0.1:{port}"),
-        "--storage.tsdb.retention.time=1h".to_string(),
+        format!("--storage.tsdb.retention.time={retention}"),
     ];
     spawn(bin, args, dir, port, "Prometheus")
 }
@@ -119,8 +128,7 @@ pub fn start_prometheus(target: &str, rules: Option<&str>, alertmanager: Option<
 /// server starts, as Prometheus' "Backfilling from OpenMetrics format" docs
 /// describe. For `sluice replay` tests of a known incident.
 pub fn start_prometheus_with_history(openmetrics: &str) -> Result<Server, StartError> {
-    let bin = find("SLUICE_PROMETHEUS_BIN", "/usr/bin/prometheus", "prometheus")
-        .ok_or_else(|| StartError("Prometheus is not installed: install the Debian package prometheus (scripts/test does)".into()))?;
+    let bin = prometheus_bin()?;
     let promtool = find("SLUICE_PROMTOOL_BIN", "/usr/bin/promtool", "promtool")
         .ok_or_else(|| StartError("promtool is not installed: it comes with the Debian package prometheus".into()))?;
     let dir = tempfile::tempdir().map_err(|e| StartError(e.to_string()))?;
@@ -142,14 +150,7 @@ pub fn start_prometheus_with_history(openmetrics: &str) -> Result<Server, StartE
         )));
     }
     let port = free_port()?;
-    std::fs::write(dir.path().join("prometheus.yml"), "global:\n  scrape_interval: 15s\n").map_err(|e| StartError(e.to_string()))?;
-    let args = vec![
-        "--config.file=prometheus.yml".to_string(),
-        format!("--storage.tsdb.path={}", data.display()),
-        format!("--web.listen-address=127.0.0.1:{port}"),
-        "--storage.tsdb.retention.time=30d".to_string(),
-    ];
-    spawn(bin, args, dir, port, "Prometheus")
+    serve_prometheus(bin, dir, port, "global:\n  scrape_interval: 15s\n", "30d")
 }
 
 /// Alertmanager sending every alert at once to `webhook` with a bearer token.
