@@ -83,6 +83,9 @@ pub struct MetricRun {
     /// The query window of the next measurement, when the soak widened it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_ms: Option<u64>,
+    /// Where the current soak's window begins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak_since: Option<DateTime<Utc>>,
 }
 
 /// A phase extending its soak until the canary has seen enough requests.
@@ -139,6 +142,7 @@ impl MetricRun {
             recent: Vec::new(),
             waiting: None,
             window_ms: None,
+            soak_since: None,
         }
     }
 
@@ -150,7 +154,8 @@ impl MetricRun {
 
     /// Records a measurement taken too early to judge: it counts toward
     /// nothing, and the next one looks back over the whole soak.
-    pub fn wait(&mut self, record: MeasurementRecord, wait: SampleWait, next_window_ms: u64) {
+    pub fn wait(&mut self, record: MeasurementRecord, wait: SampleWait, next_window_ms: u64, since: DateTime<Utc>) {
+        self.soak_since = Some(since);
         self.consecutive_errors = 0;
         self.next_index += 1;
         self.push_recent(record);
@@ -169,6 +174,7 @@ impl MetricRun {
     pub fn record(&mut self, plan: &MetricPlan, record: MeasurementRecord) {
         self.waiting = None;
         self.window_ms = None;
+        self.soak_since = None;
         match record.verdict {
             Verdict::Pass => {
                 self.passed += 1;

@@ -1082,3 +1082,23 @@ fn a_judged_metric_needs_its_own_rule_and_a_template_fills_one() {
     let Some(Stage::Analysis { analysis }) = good.plan.stages.get(1) else { panic!("{:?}", good.plan.stages) };
     assert!(matches!(analysis.metrics[0].judge, Some(crate::domain::spec::Judge::Latency { .. })));
 }
+
+#[test]
+fn a_background_metric_soaks_afresh_after_each_verdict() {
+    let metric = json!({"name": "bg", "provider": "local", "query": "error_rate", "successCondition": "< 0.05",
+                        "interval": "10s", "minSampleSize": 100, "maxSoak": "30s"});
+    let mut r = new_rollout(base(json!({"canary": {"analysis": {"metrics": [metric]}, "steps": [{"setWeight": 5}, {"pause": {}}]}})));
+    let d = step(&mut r, Event::Start, at(0));
+    let d2 = step(&mut r, Event::TrafficConfirmed { weight: w(5) }, at(1));
+    let key = measure_keys(&d).into_iter().chain(measure_keys(&d2)).next().expect("background analysis measures");
+    let quiet = |n| MeasureOutcome::Value { canary: 0.0, stable: None, samples: Some(n) };
+    let d = step(&mut r, Event::Measured { key, outcome: quiet(500) }, at(100));
+    assert_eq!(d.history[0].measurement.as_ref().map(|m| m.verdict), Some(Verdict::Pass));
+    // Long after the rollout began, a thin window soaks from its own start, not the rollout's.
+    let d = step(&mut r, Event::Measured { key: measure_keys(&d)[0].clone(), outcome: quiet(20) }, at(200));
+    assert_eq!(d.history[0].measurement.as_ref().map(|m| m.verdict), Some(Verdict::Waiting), "{}", d.history[0].summary);
+    let d = step(&mut r, Event::Measured { key: measure_keys(&d)[0].clone(), outcome: quiet(40) }, at(210));
+    assert_eq!(d.history[0].measurement.as_ref().map(|m| m.verdict), Some(Verdict::Waiting), "soaked 20s of 30s");
+    let d = step(&mut r, Event::Measured { key: measure_keys(&d)[0].clone(), outcome: quiet(60) }, at(220));
+    assert_eq!(d.history[0].measurement.as_ref().map(|m| m.verdict), Some(Verdict::Inconclusive), "the cap: judged as it stands");
+}

@@ -185,7 +185,9 @@ async fn compared<'a>(provider: &dyn MetricProvider, judge: &Judge, ask: &impl F
                 let what = side_name(side);
                 let f = provider.query(&ask(failures, side)).await.map_err(failed(&format!("{what} failures")))?;
                 let n = provider.query(&ask(requests, side)).await.map_err(failed(&format!("{what} requests")))?;
-                *slot = Proportion { failures: count(f.value), total: count(n.value) };
+                // Two counters scraped apart can disagree by a request or two.
+                let total = count(n.value);
+                *slot = Proportion { failures: count(f.value).min(total), total };
             }
             if sides[0].total == 0 {
                 return Ok(MeasureOutcome::NoData);

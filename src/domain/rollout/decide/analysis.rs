@@ -84,13 +84,12 @@ impl Txn {
         if metric.next_index != key.index {
             return Err(format!("stale measurement: {} #{} was already taken (next is #{})", key.metric, key.index, metric.next_index));
         }
-        let started = run.started_at;
-        if let Some(wait) = soak_for_data(&plan, outcome, metric.window_ms, started, self.now) {
+        if let Some((wait, since)) = soak_for_data(&plan, outcome, metric.window_ms, metric.soak_since, self.now) {
             let mut record = judge(&plan, outcome, key.index, self.now);
             record.note = wait.describe();
             record.verdict = Verdict::Waiting;
             let next_window = wait.soaked_ms + plan.interval_ms;
-            metric.wait(record.clone(), wait, next_window);
+            metric.wait(record.clone(), wait, next_window, since);
             let at = self.now + ms(plan.interval_ms);
             metric.next_at = Some(at);
             let next = MeasurementKey { run: key.run, metric: key.metric.clone(), index: metric.next_index };
@@ -248,22 +247,25 @@ impl Txn {
 
 /// Whether an under-sampled measurement should wait for more data rather
 /// than count: only with `minSampleSize` and `maxSoak`, and only while the
-/// next, wider window still fits under the cap.
+/// next, wider window still fits under the cap. A soak begins with the window
+/// of its first under-sampled measurement and lasts until a measurement is
+/// judged, so a background metric soaks afresh after each verdict.
 fn soak_for_data(
     plan: &MetricPlan,
     outcome: &MeasureOutcome,
     window_ms: Option<u64>,
-    started: DateTime<Utc>,
+    soak_since: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
-) -> Option<SampleWait> {
+) -> Option<(SampleWait, DateTime<Utc>)> {
     let cap = plan.max_soak_ms?;
     let need = plan.min_samples?;
     let have = undersampled(plan, outcome)?;
-    let soaked_ms = u64::try_from((now - started).num_milliseconds()).unwrap_or(0);
+    let window = window_ms.unwrap_or(plan.interval_ms).max(1);
+    let since = soak_since.unwrap_or(now - ms(window));
+    let soaked_ms = u64::try_from((now - since).num_milliseconds()).unwrap_or(0);
     if soaked_ms + plan.interval_ms > cap {
         return None;
     }
-    let window = window_ms.unwrap_or(plan.interval_ms).max(1);
     let eta_ms = (have > 0).then(|| (need - have).saturating_mul(window) / have);
-    Some(SampleWait { have, need, eta_ms, soaked_ms, max_soak_ms: cap })
+    Some((SampleWait { have, need, eta_ms, soaked_ms, max_soak_ms: cap }, since))
 }
