@@ -281,6 +281,10 @@ impl<'a> SchemaCheck<'a> {
             out.push(path.problem(format!("{} is not one of: {}", describe_short(value), list_values(&consts))));
             return;
         }
+        if let Some(problem) = self.unknown_tag(&resolved, value, path) {
+            out.push(problem);
+            return;
+        }
         match best {
             Some((score, problems)) if score >= 1000 => out.extend(problems),
             _ => {
@@ -307,6 +311,24 @@ impl<'a> SchemaCheck<'a> {
                 }
             }
         }
+    }
+
+    /// A tagged union (`"test": "errorRate"` or `"test": "latency"`) given a
+    /// tag none of its branches has: name the tags, not one branch's.
+    fn unknown_tag(&self, branches: &[&'a Value], value: &Value, path: &Path) -> Option<Problem> {
+        let obj = value.as_object()?;
+        let first = branches.first()?.get("properties").and_then(Value::as_object)?;
+        for key in first.keys() {
+            let tags: Option<Vec<Value>> = branches
+                .iter()
+                .map(|b| b.pointer(&format!("/properties/{key}")).map(|p| self.resolve(p)).and_then(|p| p.get("const")).cloned())
+                .collect();
+            let (Some(tags), Some(given)) = (tags, obj.get(key)) else { continue };
+            if !tags.contains(given) {
+                return Some(path.key(key).problem(format!("{} is not one of: {}", describe_short(given), list_values(&tags))));
+            }
+        }
+        None
     }
 
     /// How plausibly a value was meant for a branch: its type fits, and for

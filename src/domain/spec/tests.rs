@@ -194,6 +194,26 @@ fn bad_conditions_names_and_numbers() {
 }
 
 #[test]
+fn a_judge_names_its_tests_and_its_ranges() {
+    let mut doc = minimal();
+    doc["strategy"]["canary"]["steps"] = json!([{"analysis": {"metrics": [
+        {"name": "a", "provider": "local", "judge": {"test": "median", "histogram": "latency_histogram"}},
+        {"name": "b", "provider": "local", "judge": {"test": "latency", "histogram": "latency_histogram", "confidence": 1.2}},
+        {"name": "c", "provider": "local", "judge": {"test": "errorRate", "failures": "error_count"}}
+    ]}}]);
+    let problems = problems_of(&doc);
+    let at = "strategy.canary.steps[0].analysis.metrics";
+    assert_eq!(
+        problems,
+        vec![
+            format!("{at}[0].judge.test: \"median\" is not one of: errorRate, latency"),
+            format!("{at}[1].judge.confidence: 1.2 is over 0.999"),
+            format!("{at}[2].judge.requests: is required"),
+        ]
+    );
+}
+
+#[test]
 fn yaml_reads_the_same_as_json() {
     let yaml = r#"
 target:
