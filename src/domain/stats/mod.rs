@@ -162,10 +162,11 @@ fn standard_normal() -> Normal {
     Normal::standard()
 }
 
-/// The one-sided critical value for a confidence level in (0.5, 1).
+/// The one-sided critical value for a confidence level in [0.5, 1), the
+/// range the spec's schema allows.
 fn z_for(confidence: f64) -> Result<f64, StatsError> {
-    if !(confidence > 0.5 && confidence < 1.0) {
-        return Err(StatsError::Invalid(format!("confidence {confidence} is not between 0.5 and 1")));
+    if !(0.5..1.0).contains(&confidence) {
+        return Err(StatsError::Invalid(format!("confidence {confidence} is not from 0.5 up to 1")));
     }
     Ok(standard_normal().inverse_cdf(confidence))
 }

@@ -50,6 +50,7 @@ fn empty_or_impossible_sides_are_errors_not_verdicts() {
     assert_eq!(compare_error_rates(p(0, 0), p(0, 10), 0.01, 0.95), Err(StatsError::Empty("canary")));
     assert!(matches!(compare_error_rates(p(11, 10), p(0, 10), 0.01, 0.95), Err(StatsError::Invalid(_))));
     assert!(matches!(compare_error_rates(p(1, 10), p(0, 10), 0.01, 1.0), Err(StatsError::Invalid(_))));
+    assert!(compare_error_rates(p(1, 10), p(0, 10), 0.01, 0.5).is_ok(), "the schema's lowest confidence is accepted");
     assert_eq!(compare_latency(&hist(&[0, 0]), &hist(&[1, 1]), 0.1, 0.95), Err(StatsError::Empty("canary")));
     let other = Histogram { bounds: vec![1.0], counts: vec![1, 1] };
     assert!(matches!(compare_latency(&hist(&[1, 1]), &other, 0.1, 0.95), Err(StatsError::Invalid(_))));
