@@ -78,6 +78,9 @@ enum BenchKind {
     Startup,
     /// The statistical judges on generated canaries: false positives, passes, detections.
     Judge,
+    /// Many active rollouts: timer sweep, list, alert acks at 16 concurrent, alert → rollback, memory
+    /// (N = 100, 1 000, 10 000 unless `--rollouts` names one).
+    Scale,
 }
 
 /// How `sluice demo` judges the canary.
@@ -187,9 +190,16 @@ enum Cmd {
         /// Which benchmark.
         #[arg(value_enum)]
         which: BenchKind,
-        /// Rollouts to measure.
-        #[arg(long, default_value_t = 200)]
-        rollouts: usize,
+        /// Rollouts to measure (rollback, startup: 200; scale: 100, 1 000 and 10 000).
+        #[arg(long)]
+        rollouts: Option<usize>,
+        /// scale: the store the server runs on — embedded, or Table Storage on Azurite
+        /// (`azurite-table` from SLUICE_AZURITE_TABLE_BIN or .tools/; N = 100, 1 000, 2 000).
+        #[arg(long, value_parser = ["embedded", "azurite"], default_value = "embedded")]
+        store: String,
+        /// scale: seconds each alert burst lasts.
+        #[arg(long, default_value_t = 3)]
+        burst_secs: u64,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -354,9 +364,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "devtools")]
         Cmd::Router { listen, stable, canary } => router(listen, &stable, &canary).await,
         #[cfg(feature = "devtools")]
-        Cmd::Bench { which: BenchKind::Startup, rollouts, json } => {
+        Cmd::Bench { which: BenchKind::Startup, rollouts, json, .. } => {
             let exe = std::env::current_exe().context("locating this executable")?;
-            let report = sluice::devtools::bench::startup(&exe, rollouts.clamp(1, 200)).await?;
+            let report = sluice::devtools::bench::startup(&exe, rollouts.unwrap_or(200).clamp(1, 200)).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -373,7 +383,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         #[cfg(feature = "devtools")]
-        Cmd::Bench { which: BenchKind::Judge, rollouts: _, json } => {
+        Cmd::Bench { which: BenchKind::Scale, rollouts, store, burst_secs, json } => bench_scale(rollouts, &store, burst_secs, json).await,
+        #[cfg(feature = "devtools")]
+        Cmd::Bench { which: BenchKind::Judge, json, .. } => {
             let report = sluice::devtools::bench_judge::judge(2000);
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -383,8 +395,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         #[cfg(feature = "devtools")]
-        Cmd::Bench { which: BenchKind::Rollback, rollouts, json } => {
+        Cmd::Bench { which: BenchKind::Rollback, rollouts, json, .. } => {
             init_logging("warn");
+            let rollouts = rollouts.unwrap_or(200);
             let report = sluice::devtools::bench::rollback(rollouts, |n| {
                 if n % 50 == 0 {
                     eprintln!("  {n}/{rollouts} rollouts");
@@ -524,6 +537,33 @@ async fn watch_rollout(client: &Client, id: &str, as_json: bool) -> anyhow::Resu
         Phase::RolledBack => ExitCode::from(1),
         _ => ExitCode::from(3),
     })
+}
+
+#[cfg(feature = "devtools")]
+async fn bench_scale(rollouts: Option<usize>, store: &str, burst_secs: u64, json: bool) -> anyhow::Result<ExitCode> {
+    use sluice::devtools::bench_scale::{self, ScaleStore};
+    init_logging("warn");
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let (store, defaults) = match store {
+        "azurite" => {
+            let bin =
+                sluice::devtools::prometheus::find("SLUICE_AZURITE_TABLE_BIN", ".tools/node_modules/.bin/azurite-table", "azurite-table")
+                    .context(
+                    "azurite-table not found: set SLUICE_AZURITE_TABLE_BIN or run scripts/test once (it installs Azurite into .tools/)",
+                )?;
+            (ScaleStore::Azurite(bin), vec![100, 1000, 2000])
+        }
+        _ => (ScaleStore::Embedded, vec![100, 1000, 10_000]),
+    };
+    let sizes = rollouts.map(|n| vec![n.max(2)]).unwrap_or(defaults);
+    let rows =
+        bench_scale::scale(&exe, &sizes, &store, std::time::Duration::from_secs(burst_secs.max(1)), |line| eprintln!("{line}")).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", bench_scale::text(&rows));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn up(port: u16, data_dir: PathBuf, root: PathBuf, store: Option<String>, queue: Option<String>) -> anyhow::Result<ExitCode> {

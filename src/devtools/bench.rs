@@ -67,9 +67,9 @@ fn loopback() -> SocketAddr {
 /// Why a benchmark could not run.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct BenchError(String);
+pub struct BenchError(pub String);
 
-fn fail(e: impl std::fmt::Display) -> BenchError {
+pub(crate) fn fail(e: impl std::fmt::Display) -> BenchError {
     BenchError(e.to_string())
 }
 
@@ -180,7 +180,7 @@ pub async fn rollback(rollouts: usize, progress: impl Fn(usize)) -> Result<Rollb
     })
 }
 
-fn tempfile_dir() -> Result<std::path::PathBuf, BenchError> {
+pub(crate) fn tempfile_dir() -> Result<std::path::PathBuf, BenchError> {
     let dir = std::env::temp_dir().join(format!("sluice-bench-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).map_err(fail)?;
     Ok(dir)
@@ -201,7 +201,7 @@ pub struct StartupReport {
     pub idle_rss_mib_max: f64,
 }
 
-fn rss_mib(pid: u32) -> Option<f64> {
+pub(crate) fn rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;

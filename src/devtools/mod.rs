@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod bench_judge;
+pub mod bench_scale;
 pub mod demo;
 pub mod load;
 pub mod prometheus;

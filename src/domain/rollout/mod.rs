@@ -419,6 +419,12 @@ impl Rollout {
         self.due_at.into_iter().chain(measurements).min()
     }
 
+    /// The earliest time the timer sweep can find work here (`None`: never,
+    /// until something else happens). Stores index rollouts by it.
+    pub fn sweep_at(&self) -> Option<DateTime<Utc>> {
+        decide::sweep_at(self)
+    }
+
     /// What the rollout is waiting for, in words (for `status` and `watch`).
     pub fn waiting_for(&self, now: DateTime<Utc>) -> String {
         if self.phase.is_terminal() {

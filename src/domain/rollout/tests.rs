@@ -871,6 +871,7 @@ fn run_sequence(spec_choice: u8, picks: &[(u8, u8, u8, u8)]) -> (Vec<(Event, Dat
     for (n, &(kind, a, b, dt)) in picks.iter().enumerate() {
         now += TimeDelta::seconds(dt as i64 * 3);
         let event = make_event(&r, (kind, a, b), n);
+        assert_sweep_at_is_exact(&r, now);
         let d = decide(&r, event.clone(), now);
         // Weight stays a percentage.
         assert!(d.next.traffic.weight <= 100);
@@ -940,6 +941,24 @@ fn run_sequence(spec_choice: u8, picks: &[(u8, u8, u8, u8)]) -> (Vec<(Event, Dat
         r = d.next;
     }
     (delivered, r)
+}
+
+/// The stores index rollouts by `sweep_at` and the timer visits only those
+/// due, so it must be exact: a tick before it finds nothing (else work would
+/// be missed), and a tick at it finds something (else the rollout would be
+/// visited on every sweep for nothing).
+fn assert_sweep_at_is_exact(r: &Rollout, now: DateTime<Utc>) {
+    match r.sweep_at() {
+        None => {
+            for later in [now, now + TimeDelta::days(400)] {
+                assert!(decide(r, Event::Tick, later).is_ignored(), "sweep_at is None but a tick at {later} acts on {r:?}");
+            }
+        }
+        Some(at) => {
+            assert!(decide(r, Event::Tick, at - TimeDelta::milliseconds(1)).is_ignored(), "a tick before sweep_at {at} acts");
+            assert!(!decide(r, Event::Tick, at).is_ignored(), "a tick at sweep_at {at} finds nothing: {r:?}");
+        }
+    }
 }
 
 proptest! {

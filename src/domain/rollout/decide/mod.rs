@@ -18,6 +18,8 @@ mod rollback;
 mod stages;
 mod traffic;
 
+pub use stages::sweep_at;
+
 use chrono::{DateTime, Utc};
 
 use super::command::{Command, CommandKind, NotifyKind};

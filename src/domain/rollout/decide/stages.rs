@@ -1,12 +1,14 @@
 //! Stages: entering each step of the plan, waits and their timers, the tick.
 
-use super::{Step, Txn, LOST_COMMAND_MS};
+use chrono::{DateTime, Utc};
+
+use super::{Step, Txn, LOST_COMMAND_MS, MEASUREMENT_GRACE_MS};
 use crate::domain::ids::Weight;
 use crate::domain::rollout::analysis::{ms, RunKind};
 use crate::domain::rollout::command::{Command, CommandKind};
 use crate::domain::rollout::history::Evidence;
 use crate::domain::rollout::plan::{AnalysisPlan, Stage};
-use crate::domain::rollout::{BacklogState, PauseInfo, PauseReason, Phase};
+use crate::domain::rollout::{BacklogState, PauseInfo, PauseReason, Phase, Rollout, RunStatus};
 use crate::domain::spec::{duration_text, TimeoutAction};
 
 impl Txn {
@@ -211,4 +213,31 @@ impl Txn {
         }
         Ok(())
     }
+}
+
+/// The earliest time the timer's `Tick` can find work on `r`, or `None` if it
+/// never can until something else changes the rollout. It mirrors
+/// [`Txn::on_tick`] term by term (a property test holds the two together),
+/// so a store can index rollouts by it and the sweep visit only those due.
+pub fn sweep_at(r: &Rollout) -> Option<DateTime<Utc>> {
+    let mut times: Vec<DateTime<Utc>> = Vec::new();
+    if !r.phase.is_terminal() {
+        times.extend(r.due_at);
+        if let Some(p) = &r.traffic.pending {
+            times.push(match p.failed_at {
+                Some(f) => f + ms(crate::domain::backoff::TRAFFIC.delay_ms(p.attempts)),
+                None => p.issued_at + ms(LOST_COMMAND_MS),
+            });
+        }
+        let grace = ms(MEASUREMENT_GRACE_MS);
+        times.extend(
+            r.runs
+                .iter()
+                .filter(|run| run.status == RunStatus::Running)
+                .flat_map(|run| run.metrics.iter().filter(|m| m.status == RunStatus::Running).filter_map(|m| m.next_at))
+                .map(|at| at + grace),
+        );
+    }
+    times.extend(r.backlog.attempt().map(|a| a.retry_at(LOST_COMMAND_MS)));
+    times.into_iter().min()
 }

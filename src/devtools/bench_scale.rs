@@ -1,0 +1,451 @@
+//! `sluice bench scale`: what holding many active rollouts costs.
+//!
+//! For each size N it fills a fresh store with N active rollouts (each at
+//! 20 % in a 24-hour pause, so nothing is due), starts `sluice up` on that
+//! store as its own process, and measures from outside, the way a load tool
+//! would: the timer sweep with nothing due, `GET /api/rollouts?limit=200`,
+//! alert acknowledgements at 16 concurrent (alerts that match nothing, and
+//! alerts that each match one rollout), one alert at a time until the router
+//! is at 0 % and until RolledBack is persisted, and the server's resident
+//! memory at the end. The embedded store, or Table Storage on Azurite.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::bench::{fail, rss_mib, summarise, tempfile_dir, BenchError, Summary};
+use crate::devtools::router::{Router, Upstream};
+use crate::domain::ids::{Actor, RolloutId};
+use crate::domain::rollout::{decide, Event, Phase, Rollout};
+use crate::ports::clock::SystemClock;
+use crate::ports::store::Store;
+
+/// Concurrent clients in the alert bursts.
+const CONCURRENCY: usize = 16;
+/// Alerts sent one at a time, each to its own rollout.
+const SINGLE_ALERTS: usize = 20;
+/// Sweeps timed per size.
+const SWEEPS: usize = 5;
+/// List requests timed per size.
+const LISTS: usize = 50;
+const TOKEN: &str = "bench-scale-token-0123456789";
+
+/// Which store the server runs on.
+#[derive(Debug, Clone)]
+pub enum ScaleStore {
+    /// The embedded SQLite store and queue (`sluice up`'s default).
+    Embedded,
+    /// Table Storage on an Azurite started from this `azurite-table` executable.
+    Azurite(PathBuf),
+}
+
+/// An alert burst at [`CONCURRENCY`] clients.
+#[derive(Debug, Clone, Serialize)]
+pub struct Burst {
+    /// Acknowledgements (HTTP 202) per second.
+    pub acks_per_sec: f64,
+    /// Latency of each acknowledgement.
+    pub latency: Summary,
+    /// Answers other than 202.
+    pub errors: usize,
+}
+
+/// The figures for one size.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleRow {
+    /// Active rollouts held.
+    pub rollouts: usize,
+    /// Seconds to create them (in the bench process, straight into the store).
+    pub populate_secs: f64,
+    /// One timer sweep with nothing due.
+    pub sweep_nothing_due: Summary,
+    /// `GET /api/rollouts?limit=200`.
+    pub list_200: Summary,
+    /// Alerts that match no rollout.
+    pub alerts_unmatched: Burst,
+    /// Alerts that each match one rollout (and roll it back).
+    pub alerts_matched: Burst,
+    /// One alert at a time: POST sent → router at 0 %.
+    pub alert_to_router_zero: Summary,
+    /// One alert at a time: POST sent → RolledBack persisted.
+    pub alert_to_persisted: Summary,
+    /// The server's resident memory after all of the above, MiB.
+    pub rss_mib: f64,
+}
+
+/// Runs the benchmark for each size, reporting progress in words.
+pub async fn scale(
+    exe: &Path,
+    sizes: &[usize],
+    store: &ScaleStore,
+    burst: Duration,
+    progress: impl Fn(&str),
+) -> Result<Vec<ScaleRow>, BenchError> {
+    let router = Router::new(
+        Upstream { name: "stable".into(), version: "v1".into(), url: "http://127.0.0.1:9".into() },
+        Upstream { name: "canary".into(), version: "v2".into(), url: "http://127.0.0.1:9".into() },
+    );
+    let (router_addr, _) = router.serve(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(fail)?;
+    let router_url = format!("http://{router_addr}");
+    let mut rows = Vec::new();
+    for &n in sizes {
+        let azurite = match store {
+            ScaleStore::Embedded => None,
+            ScaleStore::Azurite(bin) => Some(Azurite::start(bin)?),
+        };
+        let dir = tempfile_dir()?;
+        let result = one_size(exe, n, &dir, azurite.as_ref(), &router, &router_url, burst, &progress).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        rows.push(result?);
+    }
+    Ok(rows)
+}
+
+fn resource_id(i: usize) -> String {
+    format!("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/bench/providers/Microsoft.Web/sites/bench-api-{i}")
+}
+
+fn target_name(i: usize) -> String {
+    format!("bench-api-{i}")
+}
+
+/// A rollout at 20 % in a 24-hour pause: active, nothing due for a day.
+fn paused_rollout(i: usize, router_url: &str) -> Result<(Rollout, crate::domain::rollout::HistoryEntry), BenchError> {
+    let spec = json!({
+        "target": {"name": target_name(i), "resourceIds": [resource_id(i)],
+                   "router": {"provider": "local", "settings": {"url": router_url}},
+                   "stable": {"name": "stable", "version": "v1"}, "canary": {"name": "canary", "version": "v2"}},
+        "strategy": {"canary": {"steps": [{"setWeight": 20}, {"pause": {"duration": "24h"}}]}}
+    });
+    let (spec, plan) = crate::domain::spec::validate(&spec, &crate::ports::registry::names()).map_err(fail)?;
+    let now = Utc::now();
+    let id = RolloutId::parse(&format!("bench-{i:06}")).map_err(fail)?;
+    let (r, first) = Rollout::new(id, spec, plan, Actor::parse("bench").map_err(fail)?, now);
+    let started = decide(&r, Event::Start, now).next;
+    let weight = started.traffic.weight;
+    let paused = decide(&started, Event::TrafficConfirmed { weight }, now).next;
+    if paused.phase.is_terminal() || paused.due_at.is_none() {
+        return Err(fail(format!("the bench rollout is not waiting: {:?}", paused.phase)));
+    }
+    Ok((paused, first))
+}
+
+async fn open_store(dir: &Path, azurite: Option<&Azurite>) -> Result<Arc<dyn Store>, BenchError> {
+    Ok(match azurite {
+        None => Arc::new(crate::ports::store::sqlite::SqliteStore::open(&dir.join("sluice.db")).map_err(fail)?),
+        Some(a) => {
+            let conn = crate::ports::store::table::TableConnection::parse(&a.connection_string()).map_err(fail)?;
+            Arc::new(crate::ports::store::table::TableStore::connect(&conn, "bench").await.map_err(fail)?)
+        }
+    })
+}
+
+async fn populate(store: &Arc<dyn Store>, n: usize, router_url: &str, progress: &impl Fn(&str)) -> Result<(), BenchError> {
+    let mut next = 0;
+    // A few creates in flight: Table Storage answers one request at a time per connection.
+    while next < n {
+        let batch: Vec<usize> = (next..n.min(next + 32)).collect();
+        let work = batch.iter().map(|&i| {
+            let store = store.clone();
+            async move {
+                let (r, first) = paused_rollout(i, router_url)?;
+                store.create(&r, &first).await.map_err(fail)
+            }
+        });
+        for r in futures::future::join_all(work).await {
+            r?;
+        }
+        next += batch.len();
+        if next % 1000 == 0 || next == n {
+            progress(&format!("  created {next}/{n} rollouts"));
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn one_size(
+    exe: &Path,
+    n: usize,
+    dir: &Path,
+    azurite: Option<&Azurite>,
+    router: &Arc<Router>,
+    router_url: &str,
+    burst: Duration,
+    progress: &impl Fn(&str),
+) -> Result<ScaleRow, BenchError> {
+    progress(&format!("N = {n}"));
+    let store = open_store(dir, azurite).await?;
+    let started = Instant::now();
+    populate(&store, n, router_url, progress).await?;
+    let populate_secs = started.elapsed().as_secs_f64();
+
+    let server = Server::start(exe, dir, azurite).await?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(CONCURRENCY).build().map_err(fail)?;
+
+    progress("  timer sweep, nothing due");
+    let sweep_nothing_due = sweeps(&store, dir).await?;
+    progress("  GET /api/rollouts?limit=200");
+    let list_200 = lists(&http, &server.url).await?;
+    progress("  alerts matching nothing, 16 concurrent");
+    let alerts_unmatched = alert_burst(&http, &server.url, burst, usize::MAX, |k| unmatched_alert(k)).await;
+    progress("  one alert at a time");
+    let singles = SINGLE_ALERTS.min(n / 2);
+    let (alert_to_router_zero, alert_to_persisted) = single_alerts(&http, &server.url, &store, router, singles).await?;
+    progress("  alerts each matching a rollout, 16 concurrent");
+    let first_matched = singles;
+    let alerts_matched = alert_burst(&http, &server.url, burst, n - first_matched, move |k| matched_alert(first_matched + k)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss = server.rss().unwrap_or(0.0);
+    server.stop().await;
+    Ok(ScaleRow {
+        rollouts: n,
+        populate_secs,
+        sweep_nothing_due,
+        list_200,
+        alerts_unmatched: alerts_unmatched?,
+        alerts_matched: alerts_matched?,
+        alert_to_router_zero,
+        alert_to_persisted,
+        rss_mib: rss,
+    })
+}
+
+/// Timer sweeps run in the bench process on the same store, as the host's timer runs them.
+async fn sweeps(store: &Arc<dyn Store>, dir: &Path) -> Result<Summary, BenchError> {
+    let clock: Arc<dyn crate::ports::clock::Clock> = Arc::new(SystemClock);
+    let queue = Arc::new(crate::ports::queue::embedded::EmbeddedQueue::open(&dir.join("bench-queue.db"), clock.clone()).map_err(fail)?);
+    let engine = crate::shell::engine::Engine::new(
+        store.clone(),
+        queue,
+        crate::ports::env::AdapterEnv::new(dir.to_path_buf(), "http://127.0.0.1".into()),
+        clock,
+    );
+    let mut times = Vec::new();
+    for _ in 0..SWEEPS {
+        let t = Instant::now();
+        let report = engine.sweep().await.map_err(fail)?;
+        times.push(t.elapsed());
+        if report.acted > 0 {
+            return Err(fail(format!("the sweep found work where nothing is due: {report:?}")));
+        }
+    }
+    Ok(summarise(times))
+}
+
+async fn lists(http: &reqwest::Client, base: &str) -> Result<Summary, BenchError> {
+    let mut times = Vec::new();
+    for _ in 0..LISTS {
+        let t = Instant::now();
+        let body: Value = http.get(format!("{base}/api/rollouts?limit=200")).send().await.map_err(fail)?.json().await.map_err(fail)?;
+        times.push(t.elapsed());
+        if body["rollouts"].as_array().map(Vec::len).unwrap_or(0) == 0 {
+            return Err(fail(format!("the list is empty: {body}")));
+        }
+    }
+    Ok(summarise(times))
+}
+
+fn alert(target_ids: Vec<String>) -> Value {
+    let mut payload = crate::devtools::demo::canary_alert(0.3);
+    payload["data"]["essentials"]["alertTargetIDs"] = json!(target_ids);
+    payload["data"]["essentials"]["configurationItems"] = json!([]);
+    payload
+}
+
+fn unmatched_alert(k: usize) -> Value {
+    alert(vec![format!(
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/other/providers/microsoft.web/sites/unrelated-{k}"
+    )])
+}
+
+fn matched_alert(i: usize) -> Value {
+    alert(vec![format!("{}/slots/canary", resource_id(i).to_ascii_lowercase())])
+}
+
+/// Sends alerts from [`CONCURRENCY`] clients for `length` (or until `max` are sent).
+async fn alert_burst(
+    http: &reqwest::Client,
+    base: &str,
+    length: Duration,
+    max: usize,
+    payload: impl Fn(usize) -> Value + Send + Sync + 'static,
+) -> Result<Burst, BenchError> {
+    let payload = Arc::new(payload);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let url = format!("{base}/api/alerts?token={TOKEN}");
+    let deadline = Instant::now() + length;
+    let started = Instant::now();
+    let clients = (0..CONCURRENCY).map(|_| {
+        let (http, url, payload, next) = (http.clone(), url.clone(), payload.clone(), next.clone());
+        tokio::spawn(async move {
+            let (mut times, mut errors) = (Vec::new(), 0usize);
+            while Instant::now() < deadline {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if k >= max {
+                    break;
+                }
+                let body = payload(k);
+                let t = Instant::now();
+                match http.post(&url).json(&body).send().await {
+                    Ok(r) if r.status().as_u16() == 202 => {
+                        let _ = r.bytes().await;
+                        times.push(t.elapsed());
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (times, errors)
+        })
+    });
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for c in futures::future::join_all(clients).await {
+        let (times, e) = c.map_err(fail)?;
+        all.extend(times);
+        errors += e;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Ok(Burst { acks_per_sec: all.len() as f64 / secs.max(1e-9), latency: summarise(all), errors })
+}
+
+async fn single_alerts(
+    http: &reqwest::Client,
+    base: &str,
+    store: &Arc<dyn Store>,
+    router: &Arc<Router>,
+    count: usize,
+) -> Result<(Summary, Summary), BenchError> {
+    let (mut to_zero, mut to_saved) = (Vec::new(), Vec::new());
+    for i in 0..count {
+        router.set_weight(crate::domain::ids::Weight::new(20).map_err(fail)?);
+        let id = format!("bench-{i:06}");
+        let sent = Instant::now();
+        let answer = http.post(format!("{base}/api/alerts?token={TOKEN}")).json(&matched_alert(i)).send().await.map_err(fail)?;
+        if answer.status().as_u16() != 202 {
+            return Err(fail(format!("alert answered {}", answer.status())));
+        }
+        loop {
+            if matches!(store.load(&id).await.map_err(fail)?, Some((r, _)) if r.phase == Phase::RolledBack) {
+                to_saved.push(sent.elapsed());
+                break;
+            }
+            if sent.elapsed() > Duration::from_secs(30) {
+                return Err(fail(format!("rollout {id} was not rolled back within 30 s")));
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        if router.route().weight.percent() != 0 {
+            return Err(fail("the router is not at 0 after the rollback"));
+        }
+        to_zero.push(router.changed_at().saturating_duration_since(sent));
+    }
+    Ok((summarise(to_zero), summarise(to_saved)))
+}
+
+/// `sluice up` as its own process.
+struct Server {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl Server {
+    async fn start(exe: &Path, dir: &Path, azurite: Option<&Azurite>) -> Result<Server, BenchError> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(fail)?.port();
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.arg("up").arg("--port").arg(port.to_string()).arg("--data-dir").arg(dir).current_dir(dir);
+        cmd.env("SLUICE_ALERT_TOKEN", TOKEN).env("RUST_LOG", "warn");
+        if let Some(a) = azurite {
+            cmd.arg("--store").arg("table").env("SLUICE_TABLE_CONNECTION", a.connection_string()).env("SLUICE_TABLE_PREFIX", "bench");
+        }
+        let child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).kill_on_drop(true).spawn().map_err(fail)?;
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().map_err(fail)?;
+        let started = Instant::now();
+        while !http.get(format!("{url}/api/rollouts?limit=1")).send().await.map(|r| r.status().is_success()).unwrap_or(false) {
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(fail("sluice up did not answer within 60 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Server { child, url })
+    }
+
+    fn rss(&self) -> Option<f64> {
+        self.child.id().and_then(rss_mib)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// An Azurite table service on a free port, for the Table Storage figures.
+struct Azurite {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Azurite {
+    fn start(bin: &Path) -> Result<Azurite, BenchError> {
+        let dir = tempfile::tempdir().map_err(fail)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(fail)?.port();
+        let child = std::process::Command::new(bin)
+            .args(["--inMemoryPersistence", "--skipApiVersionCheck", "--disableTelemetry", "--tableHost", "127.0.0.1", "--tablePort"])
+            .arg(port.to_string())
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| fail(format!("starting {}: {e}", bin.display())))?;
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if started.elapsed() > Duration::from_secs(30) {
+                return Err(fail("azurite did not listen within 30 s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Azurite { child, port, _dir: dir })
+    }
+
+    fn connection_string(&self) -> String {
+        format!(
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;TableEndpoint=http://127.0.0.1:{}/devstoreaccount1;",
+            self.port
+        )
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The figures as a table: one column per size, so growth reads across.
+pub fn text(rows: &[ScaleRow]) -> String {
+    let mut out = String::new();
+    let head: Vec<String> = rows.iter().map(|r| format!("{:>12}", r.rollouts)).collect();
+    out.push_str(&format!("{:<44}{}\n", "active rollouts", head.join("")));
+    let mut line = |name: &str, value: &dyn Fn(&ScaleRow) -> String| {
+        let cells: Vec<String> = rows.iter().map(|r| format!("{:>12}", value(r))).collect();
+        out.push_str(&format!("{name:<44}{}\n", cells.join("")));
+    };
+    line("timer sweep, nothing due, p50 (ms)", &|r| format!("{:.2}", r.sweep_nothing_due.p50_ms));
+    line("GET /api/rollouts?limit=200, p50 (ms)", &|r| format!("{:.2}", r.list_200.p50_ms));
+    line("alert acks/s, 16 concurrent, matching none", &|r| format!("{:.0}", r.alerts_unmatched.acks_per_sec));
+    line("  ack p99 (ms)", &|r| format!("{:.1}", r.alerts_unmatched.latency.p99_ms));
+    line("alert acks/s, 16 concurrent, each matching", &|r| format!("{:.0}", r.alerts_matched.acks_per_sec));
+    line("  ack p99 (ms)", &|r| format!("{:.1}", r.alerts_matched.latency.p99_ms));
+    line("one alert → router at 0 %, p99 (ms)", &|r| format!("{:.1}", r.alert_to_router_zero.p99_ms));
+    line("one alert → RolledBack persisted, p99 (ms)", &|r| format!("{:.1}", r.alert_to_persisted.p99_ms));
+    line("server RSS at the end (MiB)", &|r| format!("{:.0}", r.rss_mib));
+    line("(creating the rollouts, s)", &|r| format!("{:.1}", r.populate_secs));
+    out
+}
