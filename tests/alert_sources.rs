@@ -171,3 +171,56 @@ async fn every_variant_is_answered_202_and_recorded() {
     assert_eq!(recorded.len(), names.len() - 1 + 3, "every alert recorded, matched or not");
     assert!(recorded.iter().all(|a| a.matched.is_empty()), "no rollout is active");
 }
+
+mod index_keys {
+    use super::*;
+    use proptest::prelude::*;
+    use sluice::domain::alert_keys::alert_lookup_keys;
+
+    fn resource() -> impl Strategy<Value = String> {
+        (
+            prop::sample::select(vec!["s1", "S1", "s2"]),
+            prop::sample::select(vec!["rg", "RG", "rg2"]),
+            prop::sample::select(vec!["c1", "C1", "c2", "orders-api"]),
+        )
+            .prop_map(|(s, g, c)| format!("/subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.Web/sites/{c}"))
+    }
+
+    fn alert_target() -> impl Strategy<Value = String> {
+        (resource(), prop::sample::select(vec!["", "/slots/canary", "/", "-2", "/slots/canary/"]))
+            .prop_map(|(r, tail)| format!("{r}{tail}"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// The store finds an alert's rollouts through the keys; the keys must
+        /// meet exactly when the resource-id or configuration-item rule holds.
+        #[test]
+        fn keys_meet_exactly_when_a_mapping_rule_holds(
+            ids in prop::collection::vec(resource(), 0..3),
+            targets in prop::collection::vec(alert_target(), 0..3),
+            items in prop::collection::vec(prop::sample::select(vec!["orders-api", "ORDERS-API", "c1", "C2", "other"]), 0..3),
+        ) {
+            let r = rollout(json!(ids));
+            let alert = IncomingAlert {
+                source: "Azure Monitor",
+                id: "a".into(),
+                rule: "r".into(),
+                severity: "Sev1".into(),
+                firing: true,
+                summary: String::new(),
+                fired_at: None,
+                link: None,
+                target_ids: targets.clone(),
+                configuration_items: items.iter().map(|s| s.to_string()).collect(),
+                labels: Default::default(),
+                recognised: true,
+            };
+            let filed = r.alert_keys();
+            let looked_up = alert_lookup_keys(&alert.target_ids, &alert.configuration_items);
+            let meet = looked_up.iter().any(|k| filed.contains(k));
+            prop_assert_eq!(meet, alerts::match_reason(&alert, &r).is_some(), "filed {:?}, looked up {:?}", filed, looked_up);
+        }
+    }
+}

@@ -1,9 +1,13 @@
 //! A full demo rollout on the Azure adapters — Table Storage on Azurite,
 //! Service Bus through the wire-level fake — driven one step message at a
 //! time, counting what each step costs: table transactions and Service Bus
-//! sends. Budget: at most 2 transactions and 1 send per step (3 for a single
-//! late wake-up that does two steps' work, or a rolling-back step). The figures are
-//! printed (`cargo test --release --test azure_costs -- --nocapture`).
+//! sends. A save costs the state's transaction plus one on the index when
+//! the timer's next visit moves (the due row); a save that changes phase
+//! while moving that visit earlier pays one more (the due row is written
+//! ahead of the state, so a crash never loses it). Budget: 1 send per step,
+//! at most 2.5 transactions per step on average, 3 per step, and 4 for at
+//! most one late wake-up that does two steps' work. The figures are printed
+//! (`cargo test --release --test azure_costs -- --nocapture`).
 
 mod common;
 
@@ -135,6 +139,10 @@ async fn run(rig: &Rig, spec: Value, approve: bool, fake: &FakeServiceBus) -> (P
     }
 }
 
+fn mean(costs: &[Costs]) -> f64 {
+    costs.iter().map(|c| c.transactions).sum::<u64>() as f64 / costs.len().max(1) as f64
+}
+
 fn report(title: &str, costs: &[Costs]) {
     println!("\n{title}: {} steps", costs.len());
     println!("  {:<28} {:>12} {:>14}", "step", "table txns", "service bus sends");
@@ -151,7 +159,7 @@ fn report(title: &str, costs: &[Costs]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_demo_rollout_on_the_azure_adapters_costs_at_most_two_transactions_and_one_send_per_step() {
+async fn a_demo_rollout_on_the_azure_adapters_costs_a_bounded_number_of_transactions_and_one_send_per_step() {
     let azurite = tokio::task::spawn_blocking(Azurite::start).await.expect("azurite");
     let fake = FakeServiceBus::start(Duration::from_secs(30)).await;
     let up = Upstreams::start().await;
@@ -163,14 +171,14 @@ async fn a_demo_rollout_on_the_azure_adapters_costs_at_most_two_transactions_and
     let (phase, costs) = run(&rig, demo_spec(&up.router_url, Variant::Success), true, &fake).await;
     assert_eq!(phase, Phase::Succeeded);
     report("successful canary", &costs);
-    // A wake-up delivered late can find two things due at once (the last
-    // measurement of a stage and the gate after it) and do both: that one
-    // step then pays three transactions for two steps' work (seen once in
-    // CI: Wake 1, 1, 1, 3 instead of 1, 1, 1, 1, 2; 17 in total either way).
-    assert!(costs.iter().filter(|c| c.transactions > 2).count() <= 1, "one step at most does two steps' work");
+    // Three transactions: the start and the approval (phase change with an
+    // earlier next visit), and at most one late wake-up that finds two
+    // things due at once (the last measurement of a stage and the gate after it).
+    assert!(costs.iter().filter(|c| c.transactions > 3).count() <= 1, "one wake-up at most does two steps' work");
+    assert!(mean(&costs) <= 2.5, "{} table transactions per step on average", mean(&costs));
     for c in &costs {
         let create = c.label == "POST /api/rollouts";
-        assert!(c.transactions <= 3, "{}: {} table transactions", c.label, c.transactions);
+        assert!(c.transactions <= 4, "{}: {} table transactions", c.label, c.transactions);
         assert!(c.sends <= 1, "{}: {} sends", c.label, c.sends);
         if create {
             assert_eq!((c.transactions, c.sends), (2, 1), "claim + state, and the start message");
@@ -184,9 +192,9 @@ async fn a_demo_rollout_on_the_azure_adapters_costs_at_most_two_transactions_and
     let (phase, costs) = run(&rig, demo_spec(&up.router_url, Variant::Success), true, &fake).await;
     assert_eq!(phase, Phase::RolledBack);
     report("rolled-back canary", &costs);
-    let rollback = costs.iter().filter(|c| c.transactions > 2).count();
-    assert!(rollback <= 1, "only the rolling-back step may pass two transactions");
-    assert!(costs.iter().all(|c| c.transactions <= 3 && c.sends <= 1));
+    // The rolling-back wake-up saves twice (rolled back, then the backlog issue recorded).
+    assert!(costs.iter().filter(|c| c.transactions > 3).count() <= 1, "{} table transactions", mean(&costs));
+    assert!(costs.iter().all(|c| c.transactions <= 4 && c.sends <= 1));
     load.stop().await;
     assert!(fake.seen().iter().all(|s| s.auth_problem.is_none()));
 }

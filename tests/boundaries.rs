@@ -274,6 +274,12 @@ impl Store for PanicOnce {
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Rollout>, StoreError> {
         self.inner.list(filter).await
     }
+    async fn due(&self, now: chrono::DateTime<chrono::Utc>, limit: usize) -> Result<Vec<sluice::domain::ids::RolloutId>, StoreError> {
+        self.inner.due(now, limit).await
+    }
+    async fn active_by_alert_keys(&self, keys: &[String]) -> Result<Vec<Rollout>, StoreError> {
+        self.inner.active_by_alert_keys(keys).await
+    }
     async fn active_for_target(&self, target: &str) -> Result<Option<String>, StoreError> {
         self.inner.active_for_target(target).await
     }

@@ -98,6 +98,10 @@ macro_rules! every_store {
             lists_filter_and_alerts_are_kept,
             odd_ids_and_targets_survive_the_trip,
             a_long_rollout_outgrows_the_property_and_entity_limits,
+            the_timer_reads_exactly_what_is_due,
+            alerts_find_active_rollouts_by_their_keys,
+            lists_are_newest_first_and_stop_at_their_limit,
+            alert_records_are_kept_for_their_retention,
         ]);)*
     };
 }
@@ -118,3 +122,37 @@ macro_rules! every_queue {
 
 every_store!(sqlite => sqlite_store, table_azurite => table_store);
 every_queue!(embedded => embedded_queue, servicebus_fake => servicebus_queue);
+
+/// The embedded queue keeps one wake-up per rollout: a wake-up supersedes
+/// the queued ones of its slot due no earlier than it (Service Bus cannot
+/// cancel by id and ignores slots; there the extra wake-ups are harmless).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_wakeups_supersede_later_ones_of_their_rollout() {
+    use chrono::{TimeDelta, Utc};
+    use sluice::ports::queue::OutMessage;
+    let (_keep, q, _) = embedded_queue().await;
+    let wake = |id: &str, slot: &str, ms: i64| OutMessage {
+        id: id.into(),
+        body: "{}".into(),
+        visible_at: Some(Utc::now() + TimeDelta::milliseconds(ms)),
+        slot: Some(slot.into()),
+    };
+    // A pause and a resume each schedule a wake-up; only the earliest of a slot is left, and other slots are untouched.
+    q.send(wake("r1:wake:late", "wake:r1", 900)).await.expect("send");
+    q.send(wake("r2:wake", "wake:r2", 700)).await.expect("send");
+    q.send(wake("r1:wake:early", "wake:r1", 300)).await.expect("send");
+    // An earlier one is never dropped for a later one.
+    q.send(wake("r1:wake:later-again", "wake:r1", 1200)).await.expect("send");
+    let mut seen = Vec::new();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(2500) {
+        match q.receive(Duration::from_secs(5)).await.expect("receive") {
+            Some(d) => {
+                seen.push(d.id.clone());
+                q.complete(&d).await.expect("complete");
+            }
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert_eq!(seen, ["r1:wake:early", "r2:wake", "r1:wake:later-again"]);
+}

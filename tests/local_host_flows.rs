@@ -174,7 +174,7 @@ impl Queue for Twice {
         self.inner.complete(d).await?;
         if !d.id.ends_with("#again") {
             self.duplicates.fetch_add(1, Ordering::Relaxed);
-            let again = OutMessage { id: format!("{}#again", d.id), body: d.body.clone(), visible_at: None };
+            let again = OutMessage { id: format!("{}#again", d.id), body: d.body.clone(), visible_at: None, slot: None };
             self.inner.send(again).await?;
         }
         Ok(())

@@ -22,8 +22,10 @@ async fn sends_and_settlements_are_exact_requests() {
     let fake = FakeServiceBus::start(Duration::from_secs(30)).await;
     let q = queue(&fake, &fake.connection_string()).await;
     let at = Utc::now() + TimeDelta::seconds(1);
-    q.send(OutMessage { id: "r-1:due:3".into(), body: "{\"kind\":\"event\"}".into(), visible_at: Some(at) }).await.expect("send");
-    q.send(OutMessage { id: "r-1:start".into(), body: "{\"kind\":\"start\"}".into(), visible_at: None }).await.expect("send");
+    q.send(OutMessage { id: "r-1:due:3".into(), body: "{\"kind\":\"event\"}".into(), visible_at: Some(at), slot: None })
+        .await
+        .expect("send");
+    q.send(OutMessage { id: "r-1:start".into(), body: "{\"kind\":\"start\"}".into(), visible_at: None, slot: None }).await.expect("send");
     let now_msg = q.receive(Duration::from_secs(30)).await.expect("receive").expect("the unscheduled one first");
     assert_eq!(now_msg.id, "r-1:start");
     q.renew(&now_msg, Duration::from_secs(30)).await.expect("renew");
@@ -78,7 +80,7 @@ async fn a_wrong_key_is_refused_and_never_echoed() {
     let q =
         queue(&fake, &format!("Endpoint=sb://{NAMESPACE}.servicebus.windows.net/;SharedAccessKeyName={KEY_NAME};SharedAccessKey={wrong}"))
             .await;
-    let err = q.send(OutMessage { id: "x".into(), body: "{}".into(), visible_at: None }).await.expect_err("refused");
+    let err = q.send(OutMessage { id: "x".into(), body: "{}".into(), visible_at: None, slot: None }).await.expect_err("refused");
     assert!(matches!(err, QueueError::Unavailable(_)), "{err:?}");
     assert!(!err.to_string().contains(wrong) && !err.to_string().contains(KEY), "{err}");
     assert_eq!(fake.seen()[0].auth_problem.as_deref(), Some("signature mismatch"));
@@ -142,8 +144,10 @@ async fn identity_sends_are_exact_requests() {
         std::sync::Arc::new(credential),
     );
     let at = DateTime::parse_from_rfc3339("2030-01-02T03:04:05.250Z").expect("time").with_timezone(&Utc);
-    q.send(OutMessage { id: "r-1:wake:1".into(), body: "{\"kind\":\"wake\"}".into(), visible_at: Some(at) }).await.expect("send");
-    q.send(OutMessage { id: "r-1:start".into(), body: "{\"kind\":\"start\"}".into(), visible_at: None }).await.expect("send");
+    q.send(OutMessage { id: "r-1:wake:1".into(), body: "{\"kind\":\"wake\"}".into(), visible_at: Some(at), slot: None })
+        .await
+        .expect("send");
+    q.send(OutMessage { id: "r-1:start".into(), body: "{\"kind\":\"start\"}".into(), visible_at: None, slot: None }).await.expect("send");
     let sends: Vec<Recorded> = fake.seen().into_iter().filter(|r| r.path == "/rollout-steps/messages").collect();
     assert_eq!(sends.len(), 2);
     let props: serde_json::Value = serde_json::from_str(sends[0].header("brokerproperties").expect("BrokerProperties")).expect("json");
@@ -169,6 +173,6 @@ async fn identity_sends_are_exact_requests() {
         std::collections::BTreeMap::from([("IDENTITY_ENDPOINT", format!("{}/msi/token", wrong.url)), ("IDENTITY_HEADER", "h".to_string())]);
     let credential = sluice::ports::azure::auth::AzureCredential::from_settings(&|k| settings.get(k).cloned()).expect("identity");
     let q = ServiceBusSender::new("ns", "rollout-steps", Some(&wrong.url), reqwest::Client::new(), std::sync::Arc::new(credential));
-    let error = q.send(OutMessage { id: "x".into(), body: "{}".into(), visible_at: None }).await.expect_err("401").to_string();
+    let error = q.send(OutMessage { id: "x".into(), body: "{}".into(), visible_at: None, slot: None }).await.expect_err("401").to_string();
     assert!(error.contains("Azure Service Bus Data Sender") && !error.contains("sb-token"), "{error}");
 }

@@ -15,9 +15,9 @@ use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 use super::{parse_json_body, App, HttpRequest, HttpResponse, MAX_ALERT_BODY};
-use crate::domain::rollout::Input;
+use crate::domain::rollout::{Input, Rollout};
 use crate::ports::alerts::{self, IncomingAlert, Payload};
-use crate::ports::store::{AlertRecord, ListFilter};
+use crate::ports::store::AlertRecord;
 use crate::shell::messages::StepMessage;
 
 fn presented_token(req: &HttpRequest) -> Option<&str> {
@@ -79,11 +79,10 @@ pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiErro
             ));
         }
     };
-    let active = app.engine.store.list(&ListFilter { active_only: true, ..ListFilter::default() }).await?;
     let mut answers = Vec::new();
     for alert in &incoming {
         let matched: Vec<_> = if alert.recognised {
-            active.iter().filter_map(|r| alerts::match_reason(alert, r).map(|why| (r.id.clone(), why))).collect()
+            candidates(app, alert).await?.iter().filter_map(|r| alerts::match_reason(alert, r).map(|why| (r.id.clone(), why))).collect()
         } else {
             Vec::new()
         };
@@ -120,6 +119,30 @@ pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiErro
         }));
     }
     Ok(HttpResponse::json(202, &json!({"accepted": answers.len(), "alerts": answers})))
+}
+
+/// The active rollouts an alert may concern, read through the store's
+/// indexes: the rollout or target a label names, and the rollouts filed
+/// under the alert's keys. The mapping rules then decide among them.
+async fn candidates(app: &App, alert: &IncomingAlert) -> Result<Vec<Rollout>, ApiError> {
+    let store = &app.engine.store;
+    let mut found = store.active_by_alert_keys(&alerts::lookup_keys(alert)).await?;
+    let mut named = Vec::new();
+    if let Some(target) = alerts::target_label(alert) {
+        named.extend(store.active_for_target(target).await?);
+    }
+    named.extend(alerts::rollout_label(alert).map(str::to_string));
+    for id in named {
+        if found.iter().any(|r| r.id.as_str() == id) {
+            continue;
+        }
+        if let Some((r, _)) = store.load(&id).await? {
+            if !r.phase.is_terminal() {
+                found.push(r);
+            }
+        }
+    }
+    Ok(found)
 }
 
 fn input_for(alert: &IncomingAlert) -> Input {

@@ -190,7 +190,9 @@ pub async fn build_engine(
     }
     let clock: Arc<dyn crate::ports::clock::Clock> = Arc::new(crate::ports::clock::SystemClock);
     let store: Arc<dyn Store> = match &config.store {
-        StoreKind::Sqlite => Arc::new(crate::ports::store::sqlite::SqliteStore::open(&db).map_err(|e| storage(&e))?),
+        StoreKind::Sqlite => Arc::new(
+            crate::ports::store::sqlite::SqliteStore::open(&db).map_err(|e| storage(&e))?.with_alert_retention(config.alert_retention),
+        ),
         StoreKind::Table { connection, account, prefix } => {
             use crate::ports::store::table::{TableConnection, TableStore};
             let conn = match (connection, account) {
@@ -202,7 +204,7 @@ pub async fn build_engine(
                 }
                 (None, None) => return Err(HostError::Config("SLUICE_TABLE_CONNECTION: not set".into())),
             };
-            Arc::new(TableStore::connect(&conn, prefix).await.map_err(|e| storage(&e))?)
+            Arc::new(TableStore::connect(&conn, prefix).await.map_err(|e| storage(&e))?.with_alert_retention(config.alert_retention))
         }
     };
     let queue: Arc<dyn Queue> = match &config.queue {

@@ -81,6 +81,8 @@ pub struct AppConfig {
     pub public_url: Option<String>,
     /// Whether people's actions need App Service authentication's principal.
     pub require_principal: bool,
+    /// How long alert records are kept (`SLUICE_ALERT_RETENTION_DAYS`).
+    pub alert_retention: chrono::TimeDelta,
 }
 
 /// One thing wrong with the settings.
@@ -124,6 +126,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("WEBSITE_AUTH_ENABLED", "Set to `True` by App Service when its authentication is on: only then is `X-MS-CLIENT-PRINCIPAL-NAME` trusted (and required for people's actions)."),
     ("GITHUB_TOKEN", "Default app setting of the `github` backlog's token (fine-grained: Issues read and write on the repository); a spec may name another with `tokenSetting`."),
     ("AZURE_DEVOPS_PAT", "Default app setting of the `azureDevOps` backlog's PAT (Work Items read and write); a spec may name another with `patSetting`. Without one, the managed identity's Entra token is used."),
+    ("SLUICE_ALERT_RETENTION_DAYS", "Days received alerts are kept for the record (1 to 3650, default 30); the embedded store also keeps at most the newest 10 000."),
     ("RUST_LOG", "Log filter (default `info`)."),
 ];
 
@@ -299,8 +302,16 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>, mode: Mode) -> Result<AppC
         }
         (None, Mode::Serve) => std::env::temp_dir().join("sluice"),
     };
+    let alert_retention = match value("SLUICE_ALERT_RETENTION_DAYS").map(|v| v.trim().parse::<i64>()) {
+        None => crate::ports::store::DEFAULT_ALERT_RETENTION,
+        Some(Ok(days)) if (1..=3650).contains(&days) => chrono::TimeDelta::days(days),
+        Some(_) => {
+            problem("SLUICE_ALERT_RETENTION_DAYS", "is not a whole number of days from 1 to 3650".into());
+            crate::ports::store::DEFAULT_ALERT_RETENTION
+        }
+    };
     if problems.is_empty() {
-        Ok(AppConfig { port, store, queue, data_dir, alert_token, public_url, require_principal })
+        Ok(AppConfig { port, store, queue, data_dir, alert_token, public_url, require_principal, alert_retention })
     } else {
         Err(problems)
     }

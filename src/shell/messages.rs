@@ -128,7 +128,11 @@ impl StepMessage {
 
     /// As a queue message, visible now or at `at`.
     pub fn to_out(&self, visible_at: Option<DateTime<Utc>>) -> OutMessage {
-        OutMessage { id: self.message_id(), body: serde_json::to_string(self).unwrap_or_default(), visible_at }
+        let slot = match self {
+            StepMessage::Wake { rollout, .. } => Some(format!("wake:{rollout}")),
+            _ => None,
+        };
+        OutMessage { id: self.message_id(), body: serde_json::to_string(self).unwrap_or_default(), visible_at, slot }
     }
 }
 

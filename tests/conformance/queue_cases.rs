@@ -8,7 +8,7 @@ use chrono::{TimeDelta, Utc};
 use sluice::ports::queue::{OutMessage, Queue, QueueError, SendOutcome, MAX_DELIVERY_COUNT};
 
 fn msg(id: &str, body: &str) -> OutMessage {
-    OutMessage { id: id.to_string(), body: body.to_string(), visible_at: None }
+    OutMessage { id: id.to_string(), body: body.to_string(), visible_at: None, slot: None }
 }
 
 const LOCK: Duration = Duration::from_secs(30);
@@ -26,7 +26,7 @@ pub async fn send_receive_complete(q: Arc<dyn Queue>, _short_lock: Duration) {
 
 pub async fn scheduled_messages_wait_until_their_time(q: Arc<dyn Queue>, _short_lock: Duration) {
     let at = Utc::now() + TimeDelta::milliseconds(1500);
-    q.send(OutMessage { id: "later".into(), body: "{}".into(), visible_at: Some(at) }).await.expect("send");
+    q.send(OutMessage { id: "later".into(), body: "{}".into(), visible_at: Some(at), slot: None }).await.expect("send");
     assert!(q.receive(LOCK).await.expect("receive").is_none(), "not visible yet");
     // Visible at its time, never before (a broker may round up to its clock's grain).
     let d = loop {

@@ -14,9 +14,14 @@ fn actor(name: &str) -> Actor {
 }
 
 fn rollout(id: &str, target: &str) -> (Rollout, sluice::domain::rollout::HistoryEntry) {
+    rollout_of(id, target, json!([]))
+}
+
+fn rollout_of(id: &str, target: &str, resource_ids: serde_json::Value) -> (Rollout, sluice::domain::rollout::HistoryEntry) {
     let doc = json!({
         "target": {"name": target, "router": {"provider": "local", "settings": {"url": "http://127.0.0.1:9"}},
-                   "stable": {"name": "s", "version": "v1"}, "canary": {"name": "c", "version": "v2"}},
+                   "stable": {"name": "s", "version": "v1"}, "canary": {"name": "c", "version": "v2"},
+                   "resourceIds": resource_ids},
         "strategy": {"canary": {"steps": [{"setWeight": 10}, {"pause": {}}]}}
     });
     let (spec, plan) = sluice::domain::spec::validate(&doc, &sluice::ports::registry::names()).expect("valid");
@@ -130,7 +135,6 @@ pub async fn lists_filter_and_alerts_are_kept(store: Arc<dyn Store>) {
     store.save(&b2, &etag, &[h1, h2].concat()).await.expect("save");
     let ids = |v: Vec<Rollout>| v.into_iter().map(|r| r.id.to_string()).filter(|id| id.starts_with("ls-")).collect::<Vec<_>>();
     assert_eq!(ids(store.list(&ListFilter { active_only: true, ..Default::default() }).await.expect("list")), ["ls-a"]);
-    assert_eq!(ids(store.list(&ListFilter { needs_sweep: true, ..Default::default() }).await.expect("list")), ["ls-a"]);
     assert_eq!(ids(store.list(&ListFilter { phase: Some(Phase::Aborted), ..Default::default() }).await.expect("list")), ["ls-b"]);
     assert_eq!(ids(store.list(&ListFilter { target: Some("svc-ls-b".into()), ..Default::default() }).await.expect("list")), ["ls-b"]);
     let mut all = ids(store.list(&ListFilter::default()).await.expect("list"));
@@ -214,4 +218,117 @@ pub async fn a_long_rollout_outgrows_the_property_and_entity_limits(store: Arc<d
     assert!(history.windows(2).all(|w| w[0].seq + 1 == w[1].seq), "in order, gap-free");
     let total: usize = history.iter().map(|h| h.summary.len()).sum();
     assert!(total > 1_100_000, "the partition holds {total} bytes of history");
+}
+
+fn ids_of(v: &[Rollout]) -> Vec<String> {
+    v.iter().map(|r| r.id.to_string()).collect()
+}
+
+pub async fn the_timer_reads_exactly_what_is_due(store: Arc<dyn Store>) {
+    // Nothing due: a new rollout waits for its start message, not for the timer.
+    let (x0, first) = rollout("due-x", "svc-due-x");
+    let etag = store.create(&x0, &first).await.expect("create");
+    assert_eq!(x0.sweep_at(), None);
+    let far = x0.created_at + TimeDelta::days(400);
+    assert!(store.due(far, 100).await.expect("due").is_empty());
+    // Started: the weight change is unconfirmed, so the timer looks again 30 s on (the sweep time moves earlier).
+    let (x1, h) = step(&x0, Event::Start);
+    let at = x1.sweep_at().expect("a lost command is retried");
+    let etag = store.save(&x1, &etag, &h).await.expect("save");
+    assert!(store.due(at - TimeDelta::milliseconds(1), 100).await.expect("due").is_empty(), "not before its time");
+    assert_eq!(store.due(at, 100).await.expect("due"), vec![x1.id.clone()]);
+    // Confirmed and paused with no timer: nothing due ever (the sweep time goes away).
+    let (x2, h) = step(&x1, Event::TrafficConfirmed { weight: Weight::new(10).expect("weight") });
+    assert_eq!(x2.sweep_at(), None);
+    let etag = store.save(&x2, &etag, &h).await.expect("save");
+    assert!(store.due(at, 100).await.expect("due").is_empty());
+    assert!(store.due(far, 100).await.expect("due").is_empty());
+    // An abort: the revert is unconfirmed, due again 30 s after it was asked for.
+    let (x3, h) = step(&x2, Event::AbortRequested { by: actor("x"), reason: String::new(), request: None });
+    let later = x3.sweep_at().expect("the revert is retried");
+    store.save(&x3, &etag, &h).await.expect("save");
+    assert!(store.due(later - TimeDelta::milliseconds(1), 100).await.expect("due").is_empty());
+    assert_eq!(store.due(later + TimeDelta::minutes(5), 100).await.expect("due"), vec![x3.id.clone()]);
+    // The limit holds, earliest first.
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        let (r, first) = rollout(&format!("due-many-{i}"), &format!("svc-due-many-{i}"));
+        let etag = store.create(&r, &first).await.expect("create");
+        let (started, h) = step(&r, Event::Start);
+        store.save(&started, &etag, &h).await.expect("save");
+        expected.push((started.sweep_at().expect("due"), started.id.clone()));
+    }
+    expected.sort();
+    let now = later + TimeDelta::minutes(5);
+    let two = store.due(now, 2).await.expect("due");
+    assert_eq!(two.len(), 2);
+    let all = store.due(now, 100).await.expect("due");
+    assert_eq!(all.len(), 6, "{all:?}");
+    assert!(two.iter().all(|id| all.contains(id)));
+}
+
+pub async fn alerts_find_active_rollouts_by_their_keys(store: Arc<dyn Store>) {
+    let app = "/subscriptions/0000/resourceGroups/Orders/providers/Microsoft.Web/sites/orders-app";
+    let (r, first) = rollout_of("keys-a", "svc-keys-a", json!([app]));
+    let etag = store.create(&r, &first).await.expect("create");
+    let (other, first_other) =
+        rollout_of("keys-b", "svc-keys-b", json!(["/subscriptions/0000/resourceGroups/Orders/providers/Microsoft.Web/sites/orders-app-2"]));
+    store.create(&other, &first_other).await.expect("create");
+    let slot = vec![format!("{}/slots/canary", app.to_ascii_lowercase())];
+    let keys = sluice::domain::alert_keys::alert_lookup_keys(&slot, &[]);
+    assert_eq!(
+        ids_of(&store.active_by_alert_keys(&keys).await.expect("lookup")),
+        ["keys-a"],
+        "a slot alert finds its app, not the sibling"
+    );
+    let by_name = sluice::domain::alert_keys::alert_lookup_keys(&[], &["SVC-KEYS-B".to_string()]);
+    assert_eq!(ids_of(&store.active_by_alert_keys(&by_name).await.expect("lookup")), ["keys-b"]);
+    let nothing = sluice::domain::alert_keys::alert_lookup_keys(&["/subscriptions/0000/resourcegroups/other".to_string()], &[]);
+    assert!(store.active_by_alert_keys(&nothing).await.expect("lookup").is_empty());
+    // Finished rollouts are no longer found.
+    let (a1, h1) = step(&r, Event::AbortRequested { by: actor("x"), reason: String::new(), request: None });
+    let (a2, h2) = step(&a1, Event::TrafficConfirmed { weight: Weight::ZERO });
+    store.save(&a2, &etag, &[h1, h2].concat()).await.expect("save");
+    assert!(store.active_by_alert_keys(&keys).await.expect("lookup").is_empty());
+}
+
+pub async fn lists_are_newest_first_and_stop_at_their_limit(store: Arc<dyn Store>) {
+    let base = Utc::now();
+    for i in 0..5 {
+        let (mut r, first) = rollout(&format!("page-{i}"), &format!("svc-page-{}", i % 2));
+        r.created_at = base + TimeDelta::seconds(i);
+        if i < 4 {
+            // Only one active per target: finish the older ones.
+            let etag = store.create(&r, &first).await.expect("create");
+            let (a1, h1) = step(&r, Event::AbortRequested { by: actor("x"), reason: String::new(), request: None });
+            let (a2, h2) = step(&a1, Event::TrafficConfirmed { weight: Weight::ZERO });
+            store.save(&a2, &etag, &[h1, h2].concat()).await.expect("save");
+        } else {
+            store.create(&r, &first).await.expect("create");
+        }
+    }
+    let page = store.list(&ListFilter { limit: 3, ..Default::default() }).await.expect("list");
+    assert_eq!(ids_of(&page), ["page-4", "page-3", "page-2"]);
+    let target = store.list(&ListFilter { target: Some("svc-page-1".into()), limit: 1, ..Default::default() }).await.expect("list");
+    assert_eq!(ids_of(&target), ["page-3"]);
+    let aborted = store.list(&ListFilter { phase: Some(Phase::Aborted), limit: 2, ..Default::default() }).await.expect("list");
+    assert_eq!(ids_of(&aborted), ["page-3", "page-2"]);
+    let active = store.list(&ListFilter { active_only: true, limit: 10, ..Default::default() }).await.expect("list");
+    assert_eq!(ids_of(&active), ["page-4"]);
+}
+
+pub async fn alert_records_are_kept_for_their_retention(store: Arc<dyn Store>) {
+    let record = |id: &str, age_days: i64| sluice::ports::store::AlertRecord {
+        received_at: Utc::now() - TimeDelta::days(age_days),
+        source: "Alertmanager".into(),
+        alert_id: id.into(),
+        rule: "r".into(),
+        condition: "Fired".into(),
+        matched: vec![],
+        summary: "s".into(),
+    };
+    store.record_alert(&record("old", 40)).await.expect("record");
+    store.record_alert(&record("new", 0)).await.expect("record");
+    let kept: Vec<String> = store.alerts(10).await.expect("alerts").into_iter().map(|a| a.alert_id).collect();
+    assert_eq!(kept, ["new"], "past the default 30 days an alert record goes");
 }

@@ -425,6 +425,11 @@ impl Rollout {
         decide::sweep_at(self)
     }
 
+    /// The keys alerts find this rollout by ([`crate::domain::alert_keys`]).
+    pub fn alert_keys(&self) -> Vec<String> {
+        crate::domain::alert_keys::target_keys(&self.spec.target.name, &self.spec.target.resource_ids)
+    }
+
     /// What the rollout is waiting for, in words (for `status` and `watch`).
     pub fn waiting_for(&self, now: DateTime<Utc>) -> String {
         if self.phase.is_terminal() {

@@ -115,13 +115,31 @@ fn label<'a>(labels: &'a BTreeMap<String, String>, names: &[&str]) -> Option<&'a
     names.iter().find_map(|n| labels.get(*n).map(String::as_str))
 }
 
+const ROLLOUT_LABELS: [&str; 3] = ["sluice_rollout", "sluiceRollout", "sluice-rollout"];
+const TARGET_LABELS: [&str; 3] = ["sluice_target", "sluiceTarget", "sluice-target"];
+
+/// The rollout id a label or custom property names (rule 1).
+pub fn rollout_label(alert: &IncomingAlert) -> Option<&str> {
+    label(&alert.labels, &ROLLOUT_LABELS)
+}
+
+/// The target name a label or custom property names (rule 2).
+pub fn target_label(alert: &IncomingAlert) -> Option<&str> {
+    label(&alert.labels, &TARGET_LABELS)
+}
+
+/// The index keys rules 3 and 4 look up ([`crate::domain::alert_keys`]).
+pub fn lookup_keys(alert: &IncomingAlert) -> Vec<String> {
+    crate::domain::alert_keys::alert_lookup_keys(&alert.target_ids, &alert.configuration_items)
+}
+
 /// Why an alert concerns a rollout, or `None`.
 pub fn match_reason(alert: &IncomingAlert, rollout: &Rollout) -> Option<String> {
     let target = &rollout.spec.target;
-    if label(&alert.labels, &["sluice_rollout", "sluiceRollout", "sluice-rollout"]) == Some(rollout.id.as_str()) {
+    if rollout_label(alert) == Some(rollout.id.as_str()) {
         return Some("rollout label".into());
     }
-    if label(&alert.labels, &["sluice_target", "sluiceTarget", "sluice-target"]) == Some(target.name.as_str()) {
+    if target_label(alert) == Some(target.name.as_str()) {
         return Some("target label".into());
     }
     let ids: Vec<String> = target.resource_ids.iter().map(|r| r.trim_end_matches('/').to_ascii_lowercase()).collect();

@@ -3,6 +3,14 @@
 //! delivery count, dead-letter after ten deliveries, duplicate detection on
 //! the message id within a window). A process killed mid-message leaves it
 //! locked until the lock expires; then it is delivered again.
+//!
+//! Every operation walks an index from its start, never the table: a lock
+//! moves the message's `visible_at` to the lock's end, so "visible now" is
+//! one range (`messages_visible`) whether messages are locked or scheduled;
+//! settling finds the message by its lock token; duplicate detection
+//! forgets ids by `sent_at`. A wake-up supersedes the rollout's later
+//! queued wake-ups (its slot), and a send wakes one waiting consumer, and
+//! only for a message visible now.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,13 +35,15 @@ CREATE TABLE IF NOT EXISTS messages (
     visible_at INTEGER NOT NULL,
     delivery_count INTEGER NOT NULL DEFAULT 0,
     lock_token TEXT,
-    locked_until INTEGER
+    locked_until INTEGER,
+    slot TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_visible ON messages(visible_at, seq);
 CREATE TABLE IF NOT EXISTS message_ids (
     id TEXT PRIMARY KEY,
     sent_at INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS message_ids_sent ON message_ids(sent_at);
 CREATE TABLE IF NOT EXISTS dead_letters (
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL,
@@ -70,6 +80,23 @@ impl EmbeddedQueue {
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, QueueError> {
         let conn = open_connection(path).map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        let has_slot: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'slot'")
+            .and_then(|mut s| s.exists([]))
+            .map_err(unavailable)?;
+        if !has_slot {
+            // A queue file from before slots: its locked messages become visible when their locks end.
+            conn.execute_batch(
+                "ALTER TABLE messages ADD COLUMN slot TEXT;
+                 UPDATE messages SET visible_at = locked_until WHERE locked_until IS NOT NULL AND locked_until > visible_at;",
+            )
+            .map_err(unavailable)?;
+        }
+        conn.execute_batch(
+            "CREATE INDEX IF NOT EXISTS messages_lock ON messages(lock_token) WHERE lock_token IS NOT NULL;
+             CREATE INDEX IF NOT EXISTS messages_slot ON messages(slot, visible_at) WHERE slot IS NOT NULL;",
+        )
+        .map_err(unavailable)?;
         Ok(EmbeddedQueue {
             conn: Arc::new(Mutex::new(conn)),
             wake: Arc::new(Notify::new()),
@@ -115,27 +142,39 @@ impl Queue for EmbeddedQueue {
         let outcome = self
             .with(move |conn, now| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
-                tx.execute("DELETE FROM message_ids WHERE sent_at < ?1", [now - window]).map_err(unavailable)?;
-                let seen =
-                    tx.query_row("SELECT 1 FROM message_ids WHERE id = ?1", [&message.id], |_| Ok(())).optional().map_err(unavailable)?;
-                if seen.is_some() {
-                    return Ok(SendOutcome::Duplicate);
+                tx.prepare_cached("DELETE FROM message_ids WHERE sent_at < ?1")
+                    .and_then(|mut s| s.execute([now - window]))
+                    .map_err(unavailable)?;
+                let seen = tx
+                    .prepare_cached("SELECT 1 FROM message_ids WHERE id = ?1")
+                    .and_then(|mut s| s.exists([&message.id]))
+                    .map_err(unavailable)?;
+                if seen {
+                    return Ok((SendOutcome::Duplicate, false));
                 }
-                tx.execute("INSERT INTO message_ids (id, sent_at) VALUES (?1, ?2)", params![message.id, now]).map_err(unavailable)?;
+                tx.prepare_cached("INSERT INTO message_ids (id, sent_at) VALUES (?1, ?2)")
+                    .and_then(|mut s| s.execute(params![message.id, now]))
+                    .map_err(unavailable)?;
                 let visible = message.visible_at.map(millis).unwrap_or(now).max(now);
-                tx.execute(
-                    "INSERT INTO messages (id, body, enqueued_at, visible_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![message.id, message.body, now, visible],
-                )
-                .map_err(unavailable)?;
+                if let Some(slot) = &message.slot {
+                    // Superseded: queued, not being delivered, and due no earlier than this one.
+                    tx.prepare_cached("DELETE FROM messages WHERE slot = ?1 AND visible_at >= ?2 AND lock_token IS NULL")
+                        .and_then(|mut s| s.execute(params![slot, visible]))
+                        .map_err(unavailable)?;
+                }
+                tx.prepare_cached("INSERT INTO messages (id, body, enqueued_at, visible_at, slot) VALUES (?1, ?2, ?3, ?4, ?5)")
+                    .and_then(|mut s| s.execute(params![message.id, message.body, now, visible, message.slot]))
+                    .map_err(unavailable)?;
                 tx.commit().map_err(unavailable)?;
-                Ok(SendOutcome::Sent)
+                Ok((SendOutcome::Sent, visible <= now))
             })
             .await?;
-        if outcome == SendOutcome::Sent {
-            self.wake.notify_waiters();
+        // One consumer for one message, and only when it can take it now (the
+        // others find scheduled messages by their own timers).
+        if outcome == (SendOutcome::Sent, true) {
+            self.wake.notify_one();
         }
-        Ok(outcome)
+        Ok(outcome.0)
     }
 
     async fn receive(&self, lock_for: Duration) -> Result<Option<Delivery>, QueueError> {
@@ -144,15 +183,15 @@ impl Queue for EmbeddedQueue {
             .with(move |conn, now| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
                 loop {
+                    // A locked message's visible_at is its lock's end: the first row of the index is the answer.
                     let next: Option<(i64, String, String, i64, i64)> = tx
-                        .query_row(
+                        .prepare_cached(
                             "SELECT seq, id, body, delivery_count, enqueued_at FROM messages
-                         WHERE visible_at <= ?1 AND (locked_until IS NULL OR locked_until <= ?1)
-                         ORDER BY visible_at, seq LIMIT 1",
-                            [now],
-                            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)),
+                             WHERE visible_at <= ?1 ORDER BY visible_at, seq LIMIT 1",
                         )
-                        .optional()
+                        .and_then(|mut s| {
+                            s.query_row([now], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))).optional()
+                        })
                         .map_err(unavailable)?;
                     let Some((seq, id, body, count, enqueued)) = next else {
                         tx.commit().map_err(unavailable)?;
@@ -165,10 +204,11 @@ impl Queue for EmbeddedQueue {
                     }
                     let token = uuid::Uuid::new_v4().to_string();
                     let until = now + lock_ms;
-                    tx.execute(
-                        "UPDATE messages SET delivery_count = delivery_count + 1, lock_token = ?1, locked_until = ?2 WHERE seq = ?3",
-                        params![token, until, seq],
+                    tx.prepare_cached(
+                        "UPDATE messages SET delivery_count = delivery_count + 1, lock_token = ?1, locked_until = ?2, visible_at = ?2
+                         WHERE seq = ?3",
                     )
+                    .and_then(|mut s| s.execute(params![token, until, seq]))
                     .map_err(unavailable)?;
                     tx.commit().map_err(unavailable)?;
                     return Ok(Some(Delivery {
@@ -194,7 +234,8 @@ impl Queue for EmbeddedQueue {
         let token = delivery.lock_token.clone();
         self.with(move |conn, now| {
             let n = conn
-                .execute("DELETE FROM messages WHERE lock_token = ?1 AND locked_until > ?2", params![token, now])
+                .prepare_cached("DELETE FROM messages WHERE lock_token = ?1 AND locked_until > ?2")
+                .and_then(|mut s| s.execute(params![token, now]))
                 .map_err(unavailable)?;
             if n == 0 {
                 return Err(QueueError::LockLost);
@@ -222,13 +263,17 @@ impl Queue for EmbeddedQueue {
                 if count as u32 >= MAX_DELIVERY_COUNT {
                     dead_letter(&tx, seq, "MaxDeliveryCountExceeded")?;
                 } else {
-                    tx.execute("UPDATE messages SET lock_token = NULL, locked_until = NULL WHERE seq = ?1", [seq]).map_err(unavailable)?;
+                    tx.execute(
+                        "UPDATE messages SET lock_token = NULL, locked_until = NULL, visible_at = ?2 WHERE seq = ?1",
+                        params![seq, now],
+                    )
+                    .map_err(unavailable)?;
                 }
                 tx.commit().map_err(unavailable)?;
                 Ok(())
             })
             .await;
-        self.wake.notify_waiters();
+        self.wake.notify_one();
         result
     }
 
@@ -239,7 +284,10 @@ impl Queue for EmbeddedQueue {
         self.with(move |conn, now| {
             let until = now + lock_ms;
             let n = conn
-                .execute("UPDATE messages SET locked_until = ?1 WHERE lock_token = ?2 AND locked_until > ?3", params![until, token, now])
+                .execute(
+                    "UPDATE messages SET locked_until = ?1, visible_at = ?1 WHERE lock_token = ?2 AND locked_until > ?3",
+                    params![until, token, now],
+                )
                 .map_err(unavailable)?;
             if n == 0 {
                 return Err(QueueError::LockLost);
@@ -268,13 +316,7 @@ impl Queue for EmbeddedQueue {
 
     async fn next_visible_at(&self) -> Option<DateTime<Utc>> {
         self.with(|conn, _now| {
-            let next: Option<i64> = conn
-                .query_row(
-                    "SELECT MIN(CASE WHEN locked_until IS NOT NULL AND locked_until > visible_at THEN locked_until ELSE visible_at END) FROM messages",
-                    [],
-                    |row| row.get(0),
-                )
-                .map_err(unavailable)?;
+            let next: Option<i64> = conn.query_row("SELECT MIN(visible_at) FROM messages", [], |row| row.get(0)).map_err(unavailable)?;
             Ok(next.map(from_millis))
         })
         .await

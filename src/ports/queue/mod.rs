@@ -32,6 +32,12 @@ pub struct OutMessage {
     pub body: String,
     /// Not delivered before this time (`ScheduledEnqueueTimeUtc`).
     pub visible_at: Option<DateTime<Utc>>,
+    /// A message with a slot supersedes the queued, undelivered messages of
+    /// the same slot due no earlier than it (one wake-up per rollout, not a
+    /// pile of stale ones). Adapters that cannot (Service Bus: a scheduled
+    /// message is cancelled only by its sequence number) ignore it; the
+    /// messages it would have dropped are harmless when delivered.
+    pub slot: Option<String>,
 }
 
 /// Whether a send enqueued anything.

@@ -2,6 +2,12 @@
 //! gives the same guarantees — an ETag per rollout, a conditional save that
 //! fails on a stale ETag, the state and its new history rows written
 //! atomically, and one active rollout per target enforced by the store itself.
+//!
+//! Cost grows with the work asked for, not with the rollouts held: each
+//! adapter indexes rollouts by when the timer must next look at them
+//! ([`Rollout::sweep_at`]), active rollouts by the keys alerts name them by
+//! ([`Rollout::alert_keys`]), and lists newest first with the limit and
+//! filters in the query. Alert records are kept for a bounded time.
 
 pub mod sqlite;
 pub mod table;
@@ -10,7 +16,15 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::ids::RolloutId;
 use crate::domain::rollout::{HistoryEntry, Phase, Rollout};
+
+/// How long alert records are kept unless `SLUICE_ALERT_RETENTION_DAYS` says otherwise.
+pub const DEFAULT_ALERT_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(30);
+/// Alert records kept at most, whatever their age (the embedded store).
+pub const MAX_ALERT_RECORDS: i64 = 10_000;
+/// Rollouts handed to the timer per call of [`Store::due`].
+pub const DUE_BATCH: usize = 500;
 
 /// Opaque version tag of a stored rollout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,8 +63,6 @@ pub enum StoreError {
 pub struct ListFilter {
     /// Only rollouts that are not finished.
     pub active_only: bool,
-    /// Only rollouts the timer must look at (active, or finished with work left).
-    pub needs_sweep: bool,
     /// Only this phase.
     pub phase: Option<Phase>,
     /// Only this target.
@@ -79,11 +91,6 @@ pub struct AlertRecord {
     pub summary: String,
 }
 
-/// Whether the timer must keep visiting a rollout.
-pub fn needs_sweep(r: &Rollout) -> bool {
-    !r.phase.is_terminal() || r.backlog.has_work()
-}
-
 /// Persistence of rollouts and their history.
 #[async_trait]
 pub trait Store: Send + Sync {
@@ -99,9 +106,15 @@ pub trait Store: Send + Sync {
     async fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, StoreError>;
     /// Rollouts matching a filter, newest first.
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Rollout>, StoreError>;
+    /// The rollouts whose [`Rollout::sweep_at`] has come by `now`, earliest
+    /// first, at most `limit`. Only the timer calls it: an adapter whose
+    /// index can run ahead of its state repairs it here.
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<RolloutId>, StoreError>;
+    /// The active rollouts filed under any of these alert keys.
+    async fn active_by_alert_keys(&self, keys: &[String]) -> Result<Vec<Rollout>, StoreError>;
     /// The active rollout of a target, if any.
     async fn active_for_target(&self, target: &str) -> Result<Option<String>, StoreError>;
-    /// Keeps an alert for the record.
+    /// Keeps an alert for the record, dropping records past their retention.
     async fn record_alert(&self, alert: &AlertRecord) -> Result<(), StoreError>;
     /// Recent alerts, newest first.
     async fn alerts(&self, limit: usize) -> Result<Vec<AlertRecord>, StoreError>;

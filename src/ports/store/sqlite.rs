@@ -2,6 +2,13 @@
 //! default. Same semantics as Table Storage: an ETag per rollout (a version
 //! counter), conditional saves, state and history in one transaction, and a
 //! partial unique index that allows one active rollout per target.
+//!
+//! Indexes keep every hot path proportional to its answer: `sweep_at` (the
+//! timer reads only what is due), `alert_keys` (an alert reads only the
+//! rollouts it names), and `created_at` with each list filter (a list reads
+//! only its page). They are written in the same transaction as the state,
+//! so they are never stale. `PRAGMA user_version` marks the layout; a file
+//! from before these indexes is upgraded when opened.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +17,10 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{needs_sweep, AlertRecord, Etag, ListFilter, Store, StoreError};
+use chrono::{DateTime, Utc};
+
+use super::{AlertRecord, Etag, ListFilter, Store, StoreError, DEFAULT_ALERT_RETENTION, MAX_ALERT_RECORDS};
+use crate::domain::ids::RolloutId;
 use crate::domain::rollout::{HistoryEntry, Rollout};
 
 const SCHEMA: &str = "
@@ -22,10 +32,10 @@ CREATE TABLE IF NOT EXISTS rollouts (
     sweep INTEGER NOT NULL,
     etag INTEGER NOT NULL,
     created_at TEXT NOT NULL,
-    state TEXT NOT NULL
+    state TEXT NOT NULL,
+    sweep_at INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_active_per_target ON rollouts(target) WHERE active = 1;
-CREATE INDEX IF NOT EXISTS rollouts_to_sweep ON rollouts(sweep) WHERE sweep = 1;
 CREATE TABLE IF NOT EXISTS history (
     rollout_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -34,9 +44,30 @@ CREATE TABLE IF NOT EXISTS history (
 );
 CREATE TABLE IF NOT EXISTS alerts (
     n INTEGER PRIMARY KEY AUTOINCREMENT,
-    record TEXT NOT NULL
+    record TEXT NOT NULL,
+    received_at INTEGER
 );
+CREATE TABLE IF NOT EXISTS alert_keys (
+    key TEXT NOT NULL,
+    rollout_id TEXT NOT NULL,
+    PRIMARY KEY (key, rollout_id)
+) WITHOUT ROWID;
 ";
+
+/// The indexes of layout 1, created after the columns they need exist.
+const INDEXES: &str = "
+DROP INDEX IF EXISTS rollouts_to_sweep;
+CREATE INDEX IF NOT EXISTS rollouts_due ON rollouts(sweep_at) WHERE sweep_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS rollouts_newest ON rollouts(created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS rollouts_active_newest ON rollouts(active, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS rollouts_phase_newest ON rollouts(phase, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS rollouts_target_newest ON rollouts(target, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS alert_keys_by_rollout ON alert_keys(rollout_id);
+CREATE INDEX IF NOT EXISTS alerts_received ON alerts(received_at);
+";
+
+/// The layout this code writes (`PRAGMA user_version`).
+const LAYOUT: i64 = 1;
 
 /// Opens a SQLite file the way both embedded adapters want it: WAL, a busy
 /// timeout so the store and the queue can share the file, and foreign keys.
@@ -55,6 +86,7 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     transactions: AtomicU64,
+    alert_retention: chrono::TimeDelta,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -68,9 +100,17 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
 impl SqliteStore {
     /// Opens (and if needed creates) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = open_connection(path).map_err(unavailable)?;
+        let mut conn = open_connection(path).map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), transactions: AtomicU64::new(0) })
+        upgrade(&mut conn)?;
+        conn.execute_batch(INDEXES).map_err(unavailable)?;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), transactions: AtomicU64::new(0), alert_retention: DEFAULT_ALERT_RETENTION })
+    }
+
+    /// Keeps alert records for `retention` (`SLUICE_ALERT_RETENTION_DAYS`).
+    pub fn with_alert_retention(mut self, retention: chrono::TimeDelta) -> Self {
+        self.alert_retention = retention;
+        self
     }
 
     async fn with<T: Send + 'static>(
@@ -85,6 +125,57 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
     }
+}
+
+/// Brings a file written by an older Sluice to [`LAYOUT`]: the columns the
+/// indexes need, filled in from each rollout's state.
+fn upgrade(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(unavailable)?;
+    if version >= LAYOUT {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
+    for (table, column) in [("rollouts", "sweep_at"), ("alerts", "received_at")] {
+        let has: bool = tx
+            .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))
+            .and_then(|mut s| s.exists([column]))
+            .map_err(unavailable)?;
+        if !has {
+            tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} INTEGER")).map_err(unavailable)?;
+        }
+    }
+    let states: Vec<String> = {
+        let mut stmt = tx.prepare("SELECT state FROM rollouts WHERE sweep = 1 OR active = 1").map_err(unavailable)?;
+        let rows = stmt.query_map([], |row| row.get::<_, String>(0)).map_err(unavailable)?;
+        rows.collect::<Result<_, _>>().map_err(unavailable)?
+    };
+    for state in states {
+        let r: Rollout = serde_json::from_str(&state).map_err(corrupt)?;
+        tx.execute("UPDATE rollouts SET sweep_at = ?1 WHERE id = ?2", params![r.sweep_at().map(|t| t.timestamp_millis()), r.id.as_str()])
+            .map_err(unavailable)?;
+        if !r.phase.is_terminal() {
+            file_alert_keys(&tx, &r)?;
+        }
+    }
+    tx.pragma_update(None, "user_version", LAYOUT).map_err(unavailable)?;
+    tx.commit().map_err(unavailable)
+}
+
+/// Files an active rollout under its alert keys.
+fn file_alert_keys(tx: &rusqlite::Transaction<'_>, r: &Rollout) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached("INSERT OR IGNORE INTO alert_keys (key, rollout_id) VALUES (?1, ?2)").map_err(unavailable)?;
+    for key in r.alert_keys() {
+        stmt.execute(params![key, r.id.as_str()]).map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+fn millis(t: Option<DateTime<Utc>>) -> Option<i64> {
+    t.map(|t| t.timestamp_millis())
+}
+
+fn decode_states(rows: impl Iterator<Item = rusqlite::Result<String>>) -> Result<Vec<Rollout>, StoreError> {
+    rows.map(|row| serde_json::from_str(&row.map_err(unavailable)?).map_err(corrupt)).collect()
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
@@ -122,8 +213,18 @@ impl Store for SqliteStore {
                 }
                 let active = !r.phase.is_terminal();
                 let inserted = tx.execute(
-                    "INSERT INTO rollouts (id, target, phase, active, sweep, etag, created_at, state) VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7)",
-                    params![r.id.as_str(), r.target(), r.phase.as_str(), active, needs_sweep(&r), r.created_at.to_rfc3339(), state],
+                    "INSERT INTO rollouts (id, target, phase, active, sweep, etag, created_at, state, sweep_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8)",
+                    params![
+                        r.id.as_str(),
+                        r.target(),
+                        r.phase.as_str(),
+                        active,
+                        r.sweep_at().is_some(),
+                        r.created_at.to_rfc3339(),
+                        state,
+                        millis(r.sweep_at())
+                    ],
                 );
                 if let Err(rusqlite::Error::SqliteFailure(f, _)) = &inserted {
                     if f.code == rusqlite::ErrorCode::ConstraintViolation {
@@ -134,6 +235,9 @@ impl Store for SqliteStore {
                     }
                 }
                 inserted.map_err(unavailable)?;
+                if active {
+                    file_alert_keys(&tx, &r)?;
+                }
                 insert_history(&tx, &r.id, std::slice::from_ref(&first))?;
                 tx.commit().map_err(unavailable)?;
                 Ok(Etag("1".into()))
@@ -171,8 +275,17 @@ impl Store for SqliteStore {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
                 let changed = tx
                     .execute(
-                        "UPDATE rollouts SET phase = ?1, active = ?2, sweep = ?3, etag = etag + 1, state = ?4 WHERE id = ?5 AND etag = ?6",
-                        params![r.phase.as_str(), !r.phase.is_terminal(), needs_sweep(&r), state, r.id.as_str(), expected],
+                        "UPDATE rollouts SET phase = ?1, active = ?2, sweep = ?3, etag = etag + 1, state = ?4, sweep_at = ?7
+                         WHERE id = ?5 AND etag = ?6",
+                        params![
+                            r.phase.as_str(),
+                            !r.phase.is_terminal(),
+                            r.sweep_at().is_some(),
+                            state,
+                            r.id.as_str(),
+                            expected,
+                            millis(r.sweep_at())
+                        ],
                     )
                     .map_err(unavailable)?;
                 if changed == 0 {
@@ -181,6 +294,9 @@ impl Store for SqliteStore {
                         .optional()
                         .map_err(unavailable)?;
                     return Err(if exists.is_some() { StoreError::Conflict } else { StoreError::NotFound(r.id.to_string()) });
+                }
+                if r.phase.is_terminal() {
+                    tx.execute("DELETE FROM alert_keys WHERE rollout_id = ?1", [r.id.as_str()]).map_err(unavailable)?;
                 }
                 insert_history(&tx, &r.id, &history)?;
                 tx.commit().map_err(unavailable)?;
@@ -208,13 +324,11 @@ impl Store for SqliteStore {
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Rollout>, StoreError> {
         let f = filter.clone();
         self.with(move |conn| {
+            // Each filter has an index ordered newest first; SQLite walks it and stops at the limit.
             let mut sql = String::from("SELECT state FROM rollouts WHERE 1 = 1");
             let mut args: Vec<String> = Vec::new();
             if f.active_only {
                 sql.push_str(" AND active = 1");
-            }
-            if f.needs_sweep {
-                sql.push_str(" AND sweep = 1");
             }
             if let Some(p) = f.phase {
                 args.push(p.as_str().to_string());
@@ -228,13 +342,41 @@ impl Store for SqliteStore {
             if f.limit > 0 {
                 sql.push_str(&format!(" LIMIT {}", f.limit));
             }
-            let mut stmt = conn.prepare(&sql).map_err(unavailable)?;
+            let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
             let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |row| row.get::<_, String>(0)).map_err(unavailable)?;
-            let mut out = Vec::new();
-            for row in rows {
-                out.push(serde_json::from_str(&row.map_err(unavailable)?).map_err(corrupt)?);
-            }
-            Ok(out)
+            decode_states(rows)
+        })
+        .await
+    }
+
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<RolloutId>, StoreError> {
+        let now = now.timestamp_millis();
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT id FROM rollouts WHERE sweep_at IS NOT NULL AND sweep_at <= ?1 ORDER BY sweep_at LIMIT ?2")
+                .map_err(unavailable)?;
+            let rows = stmt.query_map(params![now, limit as i64], |row| row.get::<_, String>(0)).map_err(unavailable)?;
+            rows.map(|id| RolloutId::parse(&id.map_err(unavailable)?).map_err(corrupt)).collect()
+        })
+        .await
+    }
+
+    async fn active_by_alert_keys(&self, keys: &[String]) -> Result<Vec<Rollout>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = keys.to_vec();
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT r.state FROM rollouts r WHERE r.active = 1 AND r.id IN
+                     (SELECT rollout_id FROM alert_keys WHERE key IN (SELECT value FROM json_each(?1)))
+                     ORDER BY r.created_at DESC, r.id DESC",
+                )
+                .map_err(unavailable)?;
+            let keys = serde_json::to_string(&keys).map_err(corrupt)?;
+            let rows = stmt.query_map([keys], |row| row.get::<_, String>(0)).map_err(unavailable)?;
+            decode_states(rows)
         })
         .await
     }
@@ -251,19 +393,28 @@ impl Store for SqliteStore {
 
     async fn record_alert(&self, alert: &AlertRecord) -> Result<(), StoreError> {
         let record = encode(alert)?;
+        let received = alert.received_at.timestamp_millis();
+        let cutoff = (alert.received_at - self.alert_retention).timestamp_millis();
         self.transactions.fetch_add(1, Ordering::Relaxed);
         self.with(move |conn| {
-            conn.execute("INSERT INTO alerts (record) VALUES (?1)", [record]).map_err(unavailable)?;
-            // Keep the record bounded: the newest 10 000 alerts.
-            conn.execute("DELETE FROM alerts WHERE n <= (SELECT MAX(n) FROM alerts) - 10000", []).map_err(unavailable)?;
-            Ok(())
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
+            let n = {
+                let mut insert = tx.prepare_cached("INSERT INTO alerts (record, received_at) VALUES (?1, ?2)").map_err(unavailable)?;
+                insert.insert(params![record, received]).map_err(unavailable)?
+            };
+            // Bounded by age and by count; both deletes walk an index from its low end.
+            tx.prepare_cached("DELETE FROM alerts WHERE received_at < ?1").and_then(|mut s| s.execute([cutoff])).map_err(unavailable)?;
+            tx.prepare_cached("DELETE FROM alerts WHERE n <= ?1")
+                .and_then(|mut s| s.execute([n - MAX_ALERT_RECORDS]))
+                .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)
         })
         .await
     }
 
     async fn alerts(&self, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
         self.with(move |conn| {
-            let mut stmt = conn.prepare("SELECT record FROM alerts ORDER BY n DESC LIMIT ?1").map_err(unavailable)?;
+            let mut stmt = conn.prepare_cached("SELECT record FROM alerts ORDER BY n DESC LIMIT ?1").map_err(unavailable)?;
             let rows = stmt.query_map([limit as i64], |row| row.get::<_, String>(0)).map_err(unavailable)?;
             let mut out = Vec::new();
             for row in rows {

@@ -9,11 +9,24 @@
 //!   lives in the state row.
 //! - table `{prefix}index`, partition `index`: `active|{target}` (the claim
 //!   that makes one active rollout per target an insert-only rule, not a
-//!   read-then-write race), `phase|{Phase}|{id}`, `sweep|{id}` (what the
-//!   timer visits) and `all|{newest-first time}|{id}`. Index rows for one
-//!   change go in one transaction; they are hints checked against the state
-//!   rows when read, and repaired when found stale.
-//! - partition `alerts` of the index table: received alerts.
+//!   read-then-write race), and hints checked against the state rows when
+//!   read — never deleted on a read path:
+//!   - `all|{t}|{id}`, `live|{t}|{id}` (active only) and
+//!     `phase|{Phase}|{t}|{id}`, where `t` sorts newest first and each row
+//!     carries `Target`, so a list is one range query with `$top` and its
+//!     filters, then point reads in parallel;
+//!   - `due|{ms}|{id}`: when the timer must next look at the rollout
+//!     ([`Rollout::sweep_at`]). A save moving it earlier writes the row
+//!     before the state (a crash between leaves an extra row, never a
+//!     missing one); moving it later, after (the earlier row still brings
+//!     the sweep meanwhile). The sweep drops rows that no longer match;
+//!   - `alert|{key}|{id}`: an active rollout under each of its alert keys.
+//!
+//!   The load's ETag carries the sweep time of the state it names
+//!   (`{service etag}#{ms}`), so a save knows which due row it replaces
+//!   without reading it.
+//! - partition `alerts` of the index table: received alerts, newest first,
+//!   pruned past their retention.
 //!
 //! Keys escape every character outside `[A-Za-z0-9_.-]` as `~XX` (bytes of
 //! its UTF-8), so forbidden characters (`/ \ # ?`, controls, quotes) never
@@ -33,7 +46,10 @@ use azure_storage::{CloudLocation, StorageCredentials};
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
-use super::{needs_sweep, AlertRecord, Etag, ListFilter, Store, StoreError};
+use chrono::{DateTime, Utc};
+
+use super::{AlertRecord, Etag, ListFilter, Store, StoreError, DEFAULT_ALERT_RETENTION};
+use crate::domain::ids::RolloutId;
 use crate::domain::rollout::{HistoryEntry, Phase, Rollout};
 
 /// UTF-16 units per chunk: a string property holds at most 64 KiB (32 768 units).
@@ -153,6 +169,9 @@ pub struct TableStore {
     rollouts: TableClient,
     index: TableClient,
     transactions: AtomicU64,
+    alert_retention: chrono::TimeDelta,
+    /// The minute alert records were last pruned in (one prune a minute).
+    last_alert_prune: std::sync::atomic::AtomicI64,
 }
 
 fn http_status(e: &azure_core::Error) -> Option<StatusCode> {
@@ -262,13 +281,119 @@ fn active_key(target: &str) -> String {
     format!("active|{}", escape_key(target))
 }
 
-fn phase_key(phase: Phase, id: &str) -> String {
-    format!("phase|{}|{}", phase.as_str(), escape_key(id))
+fn phase_key(phase: Phase, r: &Rollout) -> String {
+    format!("phase|{}|{}|{}", phase.as_str(), inverted_time(r), escape_key(&r.id))
 }
 
-fn sweep_key(id: &str) -> String {
-    format!("sweep|{}", escape_key(id))
+fn live_key(r: &Rollout) -> String {
+    format!("live|{}|{}", inverted_time(r), escape_key(&r.id))
 }
+
+fn all_key(r: &Rollout) -> String {
+    format!("all|{}|{}", inverted_time(r), escape_key(&r.id))
+}
+
+fn due_key(at_ms: i64, id: &str) -> String {
+    format!("due|{:015}|{}", at_ms.max(0), escape_key(id))
+}
+
+fn alert_key_row(key: &str, id: &str) -> String {
+    format!("alert|{}|{}", escape_key(key), escape_key(id))
+}
+
+fn alert_key_prefix(key: &str) -> String {
+    format!("alert|{}|", escape_key(key))
+}
+
+/// The index rows that name a rollout's target (so list filters run in the query).
+fn target_row(key: String, r: &Rollout) -> Value {
+    index_row(key, json!({"Target": r.target()}))
+}
+
+fn sweep_ms(r: &Rollout) -> Option<i64> {
+    r.sweep_at().map(|t| t.timestamp_millis())
+}
+
+/// The ETag handed out: the service's, plus the sweep time of the state it
+/// names, so a save knows which due row the state it replaces was filed under.
+fn etag_for(service: &str, sweep: Option<i64>) -> Etag {
+    Etag(format!("{service}#{}", sweep.map(|m| m.to_string()).unwrap_or_else(|| "-".into())))
+}
+
+/// The service's ETag and, if the ETag carries it, the previous sweep time.
+fn split_etag(etag: &Etag) -> (String, Option<Option<i64>>) {
+    match etag.0.rsplit_once('#') {
+        Some((service, "-")) => (service.to_string(), Some(None)),
+        Some((service, ms)) => match ms.parse::<i64>() {
+            Ok(ms) => (service.to_string(), Some(Some(ms))),
+            Err(_) => (etag.0.clone(), None),
+        },
+        None => (etag.0.clone(), None),
+    }
+}
+
+/// The quoted OData literal of a string.
+fn odata(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &str) -> String {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    if let Some(last) = chars.pop() {
+        chars.push(char::from_u32(last as u32 + 1).unwrap_or(char::MAX));
+    }
+    chars.into_iter().collect()
+}
+
+/// A due row as read back: when, whose, and its version (for a safe delete).
+struct DueRow {
+    key: String,
+    at_ms: i64,
+    id: String,
+    etag: Option<String>,
+}
+
+fn due_row(row: &Value) -> Option<DueRow> {
+    let key = row.get("RowKey").and_then(Value::as_str)?.to_string();
+    let mut parts = key.splitn(3, '|').skip(1);
+    let at_ms = parts.next()?.parse().ok()?;
+    let id = unescape_key(parts.next()?)?;
+    let etag = row.get("odata.etag").and_then(Value::as_str).map(str::to_string);
+    Some(DueRow { key, at_ms, id, etag })
+}
+
+/// One change to the index partition.
+enum IndexOp {
+    Upsert(Value),
+    Delete(String, IfMatchCondition),
+}
+
+impl IndexOp {
+    fn add(self, t: TransactionBuilder) -> azure_core::Result<TransactionBuilder> {
+        match self {
+            IndexOp::Upsert(row) => {
+                let key = row.get("RowKey").and_then(Value::as_str).unwrap_or_default().to_string();
+                t.insert_or_replace(key, row)
+            }
+            IndexOp::Delete(key, condition) => t.delete(key, Some(condition)),
+        }
+    }
+
+    fn clone_op(&self) -> IndexOp {
+        match self {
+            IndexOp::Upsert(row) => IndexOp::Upsert(row.clone()),
+            IndexOp::Delete(key, c) => IndexOp::Delete(key.clone(), c.clone()),
+        }
+    }
+}
+
+/// A due row older than this that no longer matches its rollout is dropped
+/// by the sweep; a younger one is left for a later sweep, so a writer that
+/// has just filed the rollout under that very time never loses its row.
+const STALE_DUE_GRACE_MS: i64 = 60_000;
+/// Point reads in flight at once when loading many rollouts.
+const PARALLEL_LOADS: usize = 16;
 
 impl TableStore {
     /// Connects and creates the tables if they do not exist. `prefix` (letters
@@ -283,6 +408,8 @@ impl TableStore {
             rollouts: service.table_client(format!("{prefix}rollouts")),
             index: service.table_client(format!("{prefix}index")),
             transactions: AtomicU64::new(0),
+            alert_retention: DEFAULT_ALERT_RETENTION,
+            last_alert_prune: std::sync::atomic::AtomicI64::new(0),
         };
         for table in [&store.rollouts, &store.index] {
             match table.create().await {
@@ -292,6 +419,12 @@ impl TableStore {
             }
         }
         Ok(store)
+    }
+
+    /// Keeps alert records for `retention` (`SLUICE_ALERT_RETENTION_DAYS`).
+    pub fn with_alert_retention(mut self, retention: chrono::TimeDelta) -> Self {
+        self.alert_retention = retention;
+        self
     }
 
     /// Runs one entity-group transaction; the builder adds the operations.
@@ -311,6 +444,29 @@ impl TableStore {
             .collect())
     }
 
+    /// Applies index changes: one transaction per hundred, and where one
+    /// fails (a row already gone, a row changed since it was read), each of
+    /// its changes alone. Best effort: index rows are hints checked against
+    /// the state rows, and the sweep repairs the due rows.
+    async fn apply_index(&self, ops: Vec<IndexOp>) {
+        let mut ops = ops;
+        while !ops.is_empty() {
+            let rest = ops.split_off(ops.len().min(MAX_BATCH));
+            let batch = std::mem::replace(&mut ops, rest);
+            let copies: Vec<IndexOp> = batch.iter().map(IndexOp::clone_op).collect();
+            let all = |t: TransactionBuilder| batch.into_iter().try_fold(t, |t, op| op.add(t));
+            match self.transaction(&self.index, INDEX, all).await {
+                Ok(responses) if failure(&responses).is_none() => {}
+                _ if copies.len() > 1 => {
+                    for op in copies {
+                        let _ = self.transaction(&self.index, INDEX, |t| op.add(t)).await;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     async fn get(&self, table: &TableClient, partition: &str, row: &str) -> Result<Option<(Value, azure_core::Etag)>, StoreError> {
         match table.partition_key_client(partition.to_string()).entity_client(row.to_string()).get::<Value>().await {
             Ok(r) => Ok(Some((r.entity, r.etag))),
@@ -319,34 +475,43 @@ impl TableStore {
         }
     }
 
-    async fn query(&self, table: &TableClient, filter: String) -> Result<Vec<Value>, StoreError> {
-        let mut stream = table.query().filter(Filter::new(filter)).into_stream::<Value>();
+    /// Rows matching `filter`, at most `limit` (0: all), in key order.
+    async fn query(&self, table: &TableClient, filter: String, limit: usize) -> Result<Vec<Value>, StoreError> {
+        let mut query = table.query().filter(Filter::new(filter));
+        if limit > 0 {
+            query = query.top(Top::new(limit.min(1000) as u32));
+        }
+        let mut stream = query.into_stream::<Value>();
         let mut out = Vec::new();
         while let Some(page) = stream.next().await {
             out.extend(page.map_err(unavailable)?.entities);
+            if limit > 0 && out.len() >= limit {
+                out.truncate(limit);
+                break;
+            }
         }
         Ok(out)
     }
 
-    /// Index rows whose key starts with `prefix`, by row key.
-    async fn index_rows(&self, prefix: &str) -> Result<Vec<Value>, StoreError> {
-        // The first key after every key that starts with `prefix`: its last character, plus one.
-        let mut chars: Vec<char> = prefix.chars().collect();
-        if let Some(last) = chars.pop() {
-            chars.push(char::from_u32(last as u32 + 1).unwrap_or(char::MAX));
-        }
-        let end: String = chars.into_iter().collect();
-        self.query(&self.index, format!("PartitionKey eq '{INDEX}' and RowKey ge '{prefix}' and RowKey lt '{end}'")).await
+    /// Index rows whose key starts with `prefix`, in key order, at most `limit`.
+    async fn index_rows(&self, prefix: &str, extra: &str, limit: usize) -> Result<Vec<Value>, StoreError> {
+        let filter =
+            format!("PartitionKey eq '{INDEX}' and RowKey ge {} and RowKey lt {}{extra}", odata(prefix), odata(&prefix_end(prefix)));
+        self.query(&self.index, filter, limit).await
     }
 
     fn id_from_key(key: &str) -> Option<String> {
         key.rsplit('|').next().and_then(unescape_key)
     }
 
+    /// Loads rollouts by id, a few point reads at a time, in the order given
+    /// (ids whose state is gone are skipped).
     async fn load_many(&self, ids: Vec<String>) -> Result<Vec<Rollout>, StoreError> {
+        let loads = futures::stream::iter(ids).map(|id| async move { self.load(&id).await }).buffered(PARALLEL_LOADS);
+        let loaded: Vec<_> = loads.collect().await;
         let mut out = Vec::new();
-        for id in ids {
-            if let Some((r, _)) = self.load(&id).await? {
+        for r in loaded {
+            if let Some((r, _)) = r? {
                 out.push(r);
             }
         }
@@ -369,63 +534,41 @@ impl TableStore {
         Ok(failure(&responses).is_none())
     }
 
-    /// Keeps the index in step after a save: best effort, never fails the save.
-    async fn update_index(&self, r: &Rollout, history: &[HistoryEntry]) {
+    /// The index changes a save makes after the state is written: the phase
+    /// rows, the due row when it moved later (the earlier row, still in
+    /// place until now, made the sweep look at the rollout meanwhile), and
+    /// on finishing the live row, the alert keys and the target's claim.
+    async fn update_index(&self, r: &Rollout, history: &[HistoryEntry], old_sweep: Option<Option<i64>>, written_ahead: bool) {
         let old_phase = history.first().map(|h| h.from).unwrap_or(r.phase);
         let finished_now = r.phase.is_terminal() && !old_phase.is_terminal();
-        // A sweep row left by a rollout that finished with its backlog issue still
-        // being opened is dropped later, by the sweep that finds it done: no extra
-        // transaction on the step that records the issue.
-        let drop_sweep = !needs_sweep(r) && finished_now;
-        if old_phase == r.phase && !drop_sweep {
-            return;
+        let new_sweep = sweep_ms(r);
+        let mut ops = Vec::new();
+        if old_phase != r.phase {
+            ops.push(IndexOp::Delete(phase_key(old_phase, r), IfMatchCondition::Any));
+            ops.push(IndexOp::Upsert(target_row(phase_key(r.phase, r), r)));
         }
-        let mut claim_etag = None;
+        let due_moved = old_sweep.map(|old| old != new_sweep).unwrap_or(false);
+        if due_moved && !written_ahead {
+            if let Some(at) = new_sweep {
+                ops.push(IndexOp::Upsert(index_row(due_key(at, &r.id), json!({}))));
+            }
+        }
         if finished_now {
+            ops.push(IndexOp::Delete(live_key(r), IfMatchCondition::Any));
+            ops.extend(r.alert_keys().iter().map(|k| IndexOp::Delete(alert_key_row(k, &r.id), IfMatchCondition::Any)));
             if let Ok(Some((claim, etag))) = self.get(&self.index, INDEX, &active_key(r.target())).await {
                 if claim.get("Rollout").and_then(Value::as_str) == Some(r.id.as_str()) {
-                    claim_etag = Some(etag);
+                    ops.push(IndexOp::Delete(active_key(r.target()), IfMatchCondition::Etag(etag)));
                 }
             }
         }
-        let phase_changed = old_phase != r.phase;
-        let (id, target, phase) = (r.id.clone(), r.target().to_string(), r.phase);
-        let ops = |t: TransactionBuilder| -> azure_core::Result<TransactionBuilder> {
-            let mut t = t;
-            if phase_changed {
-                t = t.delete(phase_key(old_phase, &id), Some(IfMatchCondition::Any))?;
-                t = t.insert_or_replace(phase_key(phase, &id), index_row(phase_key(phase, &id), json!({})))?;
-            }
-            if drop_sweep {
-                t = t.delete(sweep_key(&id), Some(IfMatchCondition::Any))?;
-            }
-            if let Some(etag) = claim_etag.clone() {
-                t = t.delete(active_key(&target), Some(IfMatchCondition::Etag(etag)))?;
-            }
-            Ok(t)
-        };
-        match self.transaction(&self.index, INDEX, ops).await {
-            Ok(responses) if failure(&responses).is_none() => {}
-            // A row already gone (an earlier attempt got half way): do what is left one by one.
-            _ => {
-                if phase_changed {
-                    let _ =
-                        self.transaction(&self.index, INDEX, |t| t.delete(phase_key(old_phase, &r.id), Some(IfMatchCondition::Any))).await;
-                    let _ = self
-                        .transaction(&self.index, INDEX, |t| {
-                            t.insert_or_replace(phase_key(phase, &r.id), index_row(phase_key(phase, &r.id), json!({})))
-                        })
-                        .await;
-                }
-                if drop_sweep {
-                    let _ = self.transaction(&self.index, INDEX, |t| t.delete(sweep_key(&r.id), Some(IfMatchCondition::Any))).await;
-                }
-                if let Some(etag) = claim_etag {
-                    let _ = self
-                        .transaction(&self.index, INDEX, |t| t.delete(active_key(r.target()), Some(IfMatchCondition::Etag(etag))))
-                        .await;
-                }
-            }
+        // The old due row goes with a transaction made anyway; alone it is not
+        // worth one: the sweep drops it when it comes due.
+        if let Some(at) = old_sweep.flatten().filter(|_| due_moved && !ops.is_empty()) {
+            ops.push(IndexOp::Delete(due_key(at, &r.id), IfMatchCondition::Any));
+        }
+        if !ops.is_empty() {
+            self.apply_index(ops).await;
         }
     }
 }
@@ -442,14 +585,28 @@ impl Store for TableStore {
         }
         let state = state_entity(rollout)?;
         let first_row = history_entity(&rollout.id, first)?;
-        let (id, target, phase) = (rollout.id.clone(), rollout.target().to_string(), rollout.phase);
-        let all_key = format!("all|{}|{}", inverted_time(rollout), escape_key(&id));
+        let (id, target) = (rollout.id.clone(), rollout.target().to_string());
+        // Every index row but the claim is a hint: a create that fails later leaves them harmless.
+        let mut hints = vec![
+            IndexOp::Upsert(target_row(all_key(rollout), rollout)),
+            IndexOp::Upsert(target_row(phase_key(rollout.phase, rollout), rollout)),
+        ];
+        if !rollout.phase.is_terminal() {
+            hints.push(IndexOp::Upsert(target_row(live_key(rollout), rollout)));
+            hints.extend(rollout.alert_keys().iter().map(|k| IndexOp::Upsert(index_row(alert_key_row(k, &id), json!({})))));
+        }
+        if let Some(at) = sweep_ms(rollout) {
+            hints.push(IndexOp::Upsert(index_row(due_key(at, &id), json!({}))));
+        }
+        let overflow = hints.split_off(hints.len().min(MAX_BATCH - 1));
+        if !overflow.is_empty() {
+            self.apply_index(overflow).await;
+        }
         for attempt in 0..2 {
+            let ops: Vec<IndexOp> = hints.iter().map(IndexOp::clone_op).collect();
             let claim = |t: TransactionBuilder| -> azure_core::Result<TransactionBuilder> {
-                t.insert(index_row(active_key(&target), json!({"Rollout": id})))?
-                    .insert_or_replace(phase_key(phase, &id), index_row(phase_key(phase, &id), json!({})))?
-                    .insert_or_replace(sweep_key(&id), index_row(sweep_key(&id), json!({})))?
-                    .insert_or_replace(all_key.clone(), index_row(all_key.clone(), json!({"Target": target})))
+                let t = t.insert(index_row(active_key(&target), json!({"Rollout": id})))?;
+                ops.into_iter().try_fold(t, |t, op| op.add(t))
             };
             let responses = self.transaction(&self.index, INDEX, claim).await?;
             match failure(&responses) {
@@ -478,9 +635,8 @@ impl Store for TableStore {
                 StoreError::Unavailable(format!("creating the rollout failed with HTTP {status}"))
             });
         }
-        let etag = responses.first().and_then(|r| r.etag.clone()).map(Etag);
-        match etag {
-            Some(e) => Ok(e),
+        match responses.first().and_then(|r| r.etag.clone()) {
+            Some(e) => Ok(etag_for(&e, sweep_ms(rollout))),
             None => self.load(&id).await?.map(|(_, e)| e).ok_or_else(|| StoreError::Unavailable("created rollout not readable".into())),
         }
     }
@@ -488,7 +644,11 @@ impl Store for TableStore {
     async fn load(&self, id: &str) -> Result<Option<(Rollout, Etag)>, StoreError> {
         match self.get(&self.rollouts, &escape_key(id), "state").await? {
             None => Ok(None),
-            Some((entity, etag)) => Ok(Some((parse_state(&entity)?, Etag(etag.to_string())))),
+            Some((entity, etag)) => {
+                let r = parse_state(&entity)?;
+                let etag = etag_for(etag.as_ref(), sweep_ms(&r));
+                Ok(Some((r, etag)))
+            }
         }
     }
 
@@ -496,9 +656,25 @@ impl Store for TableStore {
         if history.len() + 1 > MAX_BATCH {
             return Err(StoreError::Corrupt(format!("{} history rows cannot be written in one transaction", history.len())));
         }
+        let (service_etag, old_sweep) = split_etag(etag);
+        let new_sweep = sweep_ms(rollout);
+        // A rollout must never be due earlier than its due row says: a row for
+        // an earlier time (or a first one) is written before the state.
+        let ahead = match (old_sweep, new_sweep) {
+            (_, None) => false,
+            (Some(Some(old)), Some(new)) => new < old,
+            (_, Some(_)) => true,
+        };
+        if let (true, Some(at)) = (ahead, new_sweep) {
+            let key = due_key(at, &rollout.id);
+            let responses = self.transaction(&self.index, INDEX, |t| t.insert_or_replace(key.clone(), index_row(key, json!({})))).await?;
+            if let Some(status) = failure(&responses) {
+                return Err(StoreError::Unavailable(format!("filing the rollout's next sweep failed with HTTP {status}")));
+            }
+        }
         let state = state_entity(rollout)?;
         let rows = history.iter().map(|h| history_entity(&rollout.id, h)).collect::<Result<Vec<_>, _>>()?;
-        let condition = IfMatchCondition::Etag(azure_core::Etag::from(etag.0.clone()));
+        let condition = IfMatchCondition::Etag(azure_core::Etag::from(service_etag));
         let responses = self
             .transaction(&self.rollouts, &escape_key(&rollout.id), |t| {
                 let mut t = t.update("state", state, Some(condition))?;
@@ -514,8 +690,8 @@ impl Store for TableStore {
             Some(StatusCode::NotFound) => return Err(StoreError::NotFound(rollout.id.to_string())),
             Some(other) => return Err(StoreError::Unavailable(format!("save failed with HTTP {other}"))),
         }
-        let new_etag = responses.first().and_then(|r| r.etag.clone()).map(Etag);
-        self.update_index(rollout, history).await;
+        let new_etag = responses.first().and_then(|r| r.etag.clone()).map(|e| etag_for(&e, new_sweep));
+        self.update_index(rollout, history, old_sweep, ahead).await;
         match new_etag {
             Some(e) => Ok(e),
             None => self.load(&rollout.id).await?.map(|(_, e)| e).ok_or_else(|| StoreError::NotFound(rollout.id.to_string())),
@@ -524,7 +700,7 @@ impl Store for TableStore {
 
     async fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
         let pk = escape_key(id);
-        let rows = self.query(&self.rollouts, format!("PartitionKey eq '{pk}' and RowKey ge 'h' and RowKey lt 'i'")).await?;
+        let rows = self.query(&self.rollouts, format!("PartitionKey eq '{pk}' and RowKey ge 'h' and RowKey lt 'i'"), 0).await?;
         let mut out: Vec<HistoryEntry> = rows
             .iter()
             .map(|row| get_chunks(row, "H").and_then(|t| serde_json::from_str(&t).map_err(corrupt)))
@@ -534,36 +710,91 @@ impl Store for TableStore {
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Rollout>, StoreError> {
-        let prefix = match (filter.phase, filter.active_only || filter.needs_sweep) {
+        // Newest first by key: the phase rows for a phase, the live rows for
+        // active ones, else every rollout; the target filter runs in the query.
+        let prefix = match (filter.phase, filter.active_only) {
             (Some(p), _) => format!("phase|{}|", p.as_str()),
-            (None, true) => "sweep|".to_string(),
+            (None, true) => "live|".to_string(),
             (None, false) => "all|".to_string(),
         };
-        let mut rows = self.index_rows(&prefix).await?;
-        if let Some(t) = &filter.target {
-            rows.retain(|r| prefix != "all|" || r.get("Target").and_then(Value::as_str) == Some(t.as_str()));
-        }
-        rows.sort_by(|a, b| a.get("RowKey").and_then(Value::as_str).cmp(&b.get("RowKey").and_then(Value::as_str)));
+        let extra = filter.target.as_ref().map(|t| format!(" and Target eq {}", odata(t))).unwrap_or_default();
+        let rows = self.index_rows(&prefix, &extra, filter.limit).await?;
         let ids: Vec<String> = rows.iter().filter_map(|r| r.get("RowKey").and_then(Value::as_str).and_then(Self::id_from_key)).collect();
-        let loaded = self.load_many(ids).await?;
-        if prefix == "sweep|" {
-            for done in loaded.iter().filter(|r| !needs_sweep(r)) {
-                let key = sweep_key(&done.id);
-                let _ = self.transaction(&self.index, INDEX, |t| t.delete(key, Some(IfMatchCondition::Any))).await;
-            }
-        }
-        let mut out: Vec<Rollout> = loaded
+        // Rows are hints: what they say is checked against the state (and never deleted here).
+        let out: Vec<Rollout> = self
+            .load_many(ids)
+            .await?
             .into_iter()
             .filter(|r| filter.phase.map(|p| r.phase == p).unwrap_or(true))
             .filter(|r| !filter.active_only || !r.phase.is_terminal())
-            .filter(|r| !filter.needs_sweep || needs_sweep(r))
             .filter(|r| filter.target.as_ref().map(|t| r.target() == t).unwrap_or(true))
             .collect();
-        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-        if filter.limit > 0 {
-            out.truncate(filter.limit);
-        }
         Ok(out)
+    }
+
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<RolloutId>, StoreError> {
+        let now_ms = now.timestamp_millis();
+        let filter = format!("PartitionKey eq '{INDEX}' and RowKey ge 'due|' and RowKey lt {}", odata(&due_key(now_ms + 1, "")));
+        let rows: Vec<DueRow> = self.query(&self.index, filter, limit).await?.iter().filter_map(due_row).collect();
+        let mut ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+        ids.dedup();
+        let states: Vec<Option<Rollout>> = futures::stream::iter(ids.clone())
+            .map(|id| async move { self.load(&id).await.map(|l| l.map(|(r, _)| r)) })
+            .buffered(PARALLEL_LOADS)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        let sweeps: std::collections::HashMap<&str, Option<i64>> =
+            ids.iter().zip(&states).map(|(id, s)| (id.as_str(), s.as_ref().and_then(sweep_ms))).collect();
+        let mut repairs = Vec::new();
+        let mut due = Vec::new();
+        for row in &rows {
+            let wanted = sweeps.get(row.id.as_str()).copied().flatten();
+            if wanted == Some(row.at_ms) {
+                if !due.contains(&row.id) {
+                    due.push(row.id.clone());
+                }
+                continue;
+            }
+            if let Some(at) = wanted.filter(|at| *at <= now_ms) {
+                // Due, though filed under another time: visit it anyway.
+                let _ = at;
+                if !due.contains(&row.id) {
+                    due.push(row.id.clone());
+                }
+            }
+            if row.at_ms < now_ms - STALE_DUE_GRACE_MS {
+                let condition =
+                    row.etag.clone().map(|e| IfMatchCondition::Etag(azure_core::Etag::from(e))).unwrap_or(IfMatchCondition::Any);
+                repairs.push(IndexOp::Delete(row.key.clone(), condition));
+                if let Some(at) = wanted.filter(|at| *at > now_ms) {
+                    repairs.push(IndexOp::Upsert(index_row(due_key(at, &row.id), json!({}))));
+                }
+            }
+        }
+        if !repairs.is_empty() {
+            self.apply_index(repairs).await;
+        }
+        due.into_iter().map(|id| RolloutId::parse(&id).map_err(corrupt)).collect()
+    }
+
+    async fn active_by_alert_keys(&self, keys: &[String]) -> Result<Vec<Rollout>, StoreError> {
+        let prefixes: Vec<String> = keys.iter().map(|k| alert_key_prefix(k)).collect();
+        let lookups = futures::stream::iter(prefixes)
+            .map(|prefix| async move { self.index_rows(&prefix, "", 0).await })
+            .buffered(PARALLEL_LOADS)
+            .collect::<Vec<_>>()
+            .await;
+        let mut ids = Vec::new();
+        for rows in lookups {
+            for id in rows?.iter().filter_map(|r| r.get("RowKey").and_then(Value::as_str).and_then(Self::id_from_key)) {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        Ok(self.load_many(ids).await?.into_iter().filter(|r| !r.phase.is_terminal()).collect())
     }
 
     async fn active_for_target(&self, target: &str) -> Result<Option<String>, StoreError> {
@@ -583,21 +814,42 @@ impl Store for TableStore {
         e.insert("RowKey".into(), json!(key));
         put_chunks(&mut e, "A", &serde_json::to_string(alert).map_err(corrupt)?)?;
         let responses = self.transaction(&self.index, ALERTS, |t| t.insert(Value::Object(e))).await?;
-        match failure(&responses) {
-            None => Ok(()),
-            Some(s) => Err(StoreError::Unavailable(format!("recording the alert failed with HTTP {s}"))),
+        if let Some(s) = failure(&responses) {
+            return Err(StoreError::Unavailable(format!("recording the alert failed with HTTP {s}")));
         }
+        self.drop_old_alerts(alert.received_at).await;
+        Ok(())
     }
 
     async fn alerts(&self, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
-        let mut rows = self.query(&self.index, format!("PartitionKey eq '{ALERTS}'")).await?;
-        rows.sort_by(|a, b| a.get("RowKey").and_then(Value::as_str).cmp(&b.get("RowKey").and_then(Value::as_str)));
-        rows.truncate(limit);
+        // Keys are newest first, so the first `limit` rows are the newest.
+        let rows = self.query(&self.index, format!("PartitionKey eq '{ALERTS}'"), limit).await?;
         rows.iter().map(|r| get_chunks(r, "A").and_then(|t| serde_json::from_str(&t).map_err(corrupt))).collect()
     }
 
     fn transactions(&self) -> u64 {
         self.transactions.load(Ordering::Relaxed)
+    }
+}
+
+impl TableStore {
+    /// Deletes alert records older than the retention, a hundred at a time,
+    /// at most once a minute per process: the oldest rows sort last.
+    async fn drop_old_alerts(&self, now: DateTime<Utc>) {
+        let minute = now.timestamp() / 60;
+        if self.last_alert_prune.swap(minute, Ordering::Relaxed) == minute {
+            return;
+        }
+        let cutoff = (now - self.alert_retention).timestamp_millis().max(0) as u64;
+        let first_old = format!("{:020}", u64::MAX / 2 - cutoff);
+        let filter = format!("PartitionKey eq '{ALERTS}' and RowKey gt {}", odata(&first_old));
+        let Ok(rows) = self.query(&self.index, filter, MAX_BATCH).await else { return };
+        let keys: Vec<String> = rows.iter().filter_map(|r| r.get("RowKey").and_then(Value::as_str).map(str::to_string)).collect();
+        if keys.is_empty() {
+            return;
+        }
+        let delete = |t: TransactionBuilder| keys.iter().try_fold(t, |t, k| t.delete(k.clone(), Some(IfMatchCondition::Any)));
+        let _ = self.transaction(&self.index, ALERTS, delete).await;
     }
 }
 

@@ -25,13 +25,15 @@ use crate::domain::spec::RolloutSpec;
 use crate::ports::clock::Clock;
 use crate::ports::env::AdapterEnv;
 use crate::ports::queue::Queue;
-use crate::ports::store::{ListFilter, Store, StoreError};
+use crate::ports::store::{Store, StoreError, DUE_BATCH};
 use crate::shell::messages::StepMessage;
 
 /// Save attempts before giving up on a contended rollout (the message is retried).
 const MAX_CONFLICT_RETRIES: usize = 8;
 /// Decide-and-save rounds for one delivery (feedback from commands).
 const MAX_ROUNDS: usize = 16;
+/// Batches of due rollouts one sweep takes at most.
+pub const MAX_SWEEP_BATCHES: usize = 20;
 
 /// What can go wrong carrying out work.
 #[derive(Debug, thiserror::Error)]
@@ -197,18 +199,33 @@ impl Engine {
         }
     }
 
-    /// The timer's sweep: every rollout with something possibly due gets a `Tick`.
+    /// The timer's sweep: every rollout whose sweep time has come gets a
+    /// `Tick` — read from the store's due index, so a sweep with nothing due
+    /// reads nothing else. Batches continue while they come back full, up to
+    /// [`MAX_SWEEP_BATCHES`]; the next tick takes the rest.
     pub async fn sweep(&self) -> Result<SweepReport, EngineError> {
-        let rollouts = self.store.list(&ListFilter { needs_sweep: true, ..ListFilter::default() }).await?;
-        let mut report = SweepReport { visited: rollouts.len(), ..SweepReport::default() };
-        for r in rollouts {
-            match self.apply(&r.id, Event::Tick).await {
-                Ok(a) if a.outcome == Outcome::Applied => report.acted += 1,
-                Ok(_) => {}
-                Err(e) => {
-                    report.errors += 1;
-                    tracing::warn!(rollout = %r.id, error = %e, "tick failed");
+        let mut report = SweepReport::default();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..MAX_SWEEP_BATCHES {
+            let due = self.store.due(self.clock.now(), DUE_BATCH).await?;
+            let full = due.len() == DUE_BATCH;
+            let fresh: Vec<RolloutId> = due.into_iter().filter(|id| seen.insert(id.clone())).collect();
+            if fresh.is_empty() {
+                break;
+            }
+            for id in fresh {
+                report.visited += 1;
+                match self.apply(&id, Event::Tick).await {
+                    Ok(a) if a.outcome == Outcome::Applied => report.acted += 1,
+                    Ok(_) => {}
+                    Err(e) => {
+                        report.errors += 1;
+                        tracing::warn!(rollout = %id, error = %e, "tick failed");
+                    }
                 }
+            }
+            if !full {
+                break;
             }
         }
         Ok(report)
