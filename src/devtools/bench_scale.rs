@@ -27,7 +27,7 @@ use crate::ports::store::Store;
 /// Concurrent clients in the alert bursts.
 const CONCURRENCY: usize = 16;
 /// Alerts sent one at a time, each to its own rollout.
-const SINGLE_ALERTS: usize = 20;
+const SINGLE_ALERTS: usize = 50;
 /// Sweeps timed per size.
 const SWEEPS: usize = 5;
 /// List requests timed per size.

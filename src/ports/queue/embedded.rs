@@ -97,13 +97,9 @@ impl EmbeddedQueue {
              CREATE INDEX IF NOT EXISTS messages_slot ON messages(slot, visible_at) WHERE slot IS NOT NULL;",
         )
         .map_err(unavailable)?;
-        Ok(EmbeddedQueue {
-            conn: Arc::new(Mutex::new(conn)),
-            wake: Arc::new(Notify::new()),
-            operations: AtomicU64::new(0),
-            duplicate_window: DUPLICATE_WINDOW,
-            clock,
-        })
+        let conn = Arc::new(Mutex::new(conn));
+        crate::ports::store::sqlite::spawn_checkpointer(path, Arc::downgrade(&conn));
+        Ok(EmbeddedQueue { conn, wake: Arc::new(Notify::new()), operations: AtomicU64::new(0), duplicate_window: DUPLICATE_WINDOW, clock })
     }
 
     /// Runs `f` on the connection off the async threads, with the time

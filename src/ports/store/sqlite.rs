@@ -79,7 +79,35 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Checkpoints run on their own thread (`spawn_checkpointer`), not inside
+    // whichever write happens to cross the threshold.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     Ok(conn)
+}
+
+/// How often the WAL is checkpointed in the background.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Copies the WAL back into the database file every half second on a
+/// thread of its own (a passive checkpoint: it waits for no reader or
+/// writer), for as long as `owner` lives. Without it a commit that crossed
+/// SQLite's threshold did the copy and its fsync itself, stalling every
+/// request queued behind it.
+pub(crate) fn spawn_checkpointer<T: Send + Sync + 'static>(path: &Path, owner: std::sync::Weak<T>) {
+    let Ok(conn) = Connection::open(path) else { return };
+    let _ = conn.busy_timeout(std::time::Duration::from_millis(100));
+    let spawned = std::thread::Builder::new().name("sluice-checkpoint".into()).spawn(move || loop {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if owner.strong_count() == 0 {
+            return;
+        }
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::debug!(error = %e, "checkpoint skipped");
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no checkpoint thread; the WAL grows until the next start");
+    }
 }
 
 /// The embedded SQLite store.
@@ -104,7 +132,9 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
         upgrade(&mut conn)?;
         conn.execute_batch(INDEXES).map_err(unavailable)?;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), transactions: AtomicU64::new(0), alert_retention: DEFAULT_ALERT_RETENTION })
+        let conn = Arc::new(Mutex::new(conn));
+        spawn_checkpointer(path, Arc::downgrade(&conn));
+        Ok(SqliteStore { conn, transactions: AtomicU64::new(0), alert_retention: DEFAULT_ALERT_RETENTION })
     }
 
     /// Keeps alert records for `retention` (`SLUICE_ALERT_RETENTION_DAYS`).
@@ -368,10 +398,13 @@ impl Store for SqliteStore {
         let keys = keys.to_vec();
         self.with(move |conn| {
             let mut stmt = conn
+                // CROSS JOIN fixes the order: from the alert's keys into the key index, then
+                // to each rollout by its id, never a walk over the active rollouts.
                 .prepare_cached(
-                    "SELECT r.state FROM rollouts r WHERE r.active = 1 AND r.id IN
-                     (SELECT rollout_id FROM alert_keys WHERE key IN (SELECT value FROM json_each(?1)))
-                     ORDER BY r.created_at DESC, r.id DESC",
+                    "SELECT DISTINCT r.state, r.created_at, r.id FROM json_each(?1) j
+                     CROSS JOIN alert_keys k ON k.key = j.value
+                     CROSS JOIN rollouts r ON r.id = k.rollout_id
+                     WHERE r.active = 1 ORDER BY r.created_at DESC, r.id DESC",
                 )
                 .map_err(unavailable)?;
             let keys = serde_json::to_string(&keys).map_err(corrupt)?;
