@@ -160,7 +160,7 @@ fn report(title: &str, costs: &[Costs]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_demo_rollout_on_the_azure_adapters_costs_a_bounded_number_of_transactions_and_one_send_per_step() {
-    let azurite = tokio::task::spawn_blocking(Azurite::start).await.expect("azurite");
+    let azurite = tokio::task::spawn_blocking(common::azurite::start).await.expect("azurite");
     let fake = FakeServiceBus::start(Duration::from_secs(30)).await;
     let up = Upstreams::start().await;
     let load = Load::start(&up.router_url, 200, 4);

@@ -65,7 +65,7 @@ async fn killing_the_host_mid_rollout_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_table_storage_too_a_killed_host_resumes() {
-    let azurite = tokio::task::spawn_blocking(common::azurite::Azurite::start).await.expect("azurite");
+    let azurite = tokio::task::spawn_blocking(common::azurite::start).await.expect("azurite");
     let conn = azurite.connection_string();
     let up = Upstreams::start().await;
     let load = Load::start(&up.router_url, 100, 4);

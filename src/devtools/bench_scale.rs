@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::bench::{fail, rss_mib, summarise, tempfile_dir, BenchError, Summary};
+use crate::devtools::azurite::Azurite;
 use crate::devtools::router::{Router, Upstream};
 use crate::domain::ids::{Actor, RolloutId};
 use crate::domain::rollout::{decide, Event, Phase, Rollout};
@@ -95,7 +96,7 @@ pub async fn scale(
     for &n in sizes {
         let azurite = match store {
             ScaleStore::Embedded => None,
-            ScaleStore::Azurite(bin) => Some(Azurite::start(bin)?),
+            ScaleStore::Azurite(bin) => Some(Azurite::start(bin).map_err(fail)?),
         };
         let dir = tempfile_dir()?;
         let result = one_size(exe, n, &dir, azurite.as_ref(), &router, &router_url, burst, &progress).await;
@@ -382,50 +383,6 @@ impl Server {
 
     async fn stop(mut self) {
         let _ = self.child.kill().await;
-    }
-}
-
-/// An Azurite table service on a free port, for the Table Storage figures.
-struct Azurite {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Azurite {
-    fn start(bin: &Path) -> Result<Azurite, BenchError> {
-        let dir = tempfile::tempdir().map_err(fail)?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(fail)?.port();
-        let child = std::process::Command::new(bin)
-            .args(["--inMemoryPersistence", "--skipApiVersionCheck", "--disableTelemetry", "--tableHost", "127.0.0.1", "--tablePort"])
-            .arg(port.to_string())
-            .current_dir(dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| fail(format!("starting {}: {e}", bin.display())))?;
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if started.elapsed() > Duration::from_secs(30) {
-                return Err(fail("azurite did not listen within 30 s"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(Azurite { child, port, _dir: dir })
-    }
-
-    fn connection_string(&self) -> String {
-        format!(
-            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;TableEndpoint=http://127.0.0.1:{}/devstoreaccount1;",
-            self.port
-        )
-    }
-}
-
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

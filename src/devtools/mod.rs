@@ -4,6 +4,7 @@
 //! launcher. Built only with the `devtools` feature (on by default; the
 //! Functions package is built without it).
 
+pub mod azurite;
 pub mod bench;
 pub mod bench_judge;
 pub mod bench_scale;

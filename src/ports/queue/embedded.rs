@@ -8,9 +8,9 @@
 //! moves the message's `visible_at` to the lock's end, so "visible now" is
 //! one range (`messages_visible`) whether messages are locked or scheduled;
 //! settling finds the message by its lock token; duplicate detection
-//! forgets ids by `sent_at`. A wake-up supersedes the rollout's later
-//! queued wake-ups (its slot), and a send wakes one waiting consumer, and
-//! only for a message visible now.
+//! forgets ids by `sent_at`. A wake-up supersedes the rollout's queued
+//! wake-ups (its slot), and a send wakes one waiting consumer, and only for
+//! a message visible now.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -153,9 +153,10 @@ impl Queue for EmbeddedQueue {
                     .map_err(unavailable)?;
                 let visible = message.visible_at.map(millis).unwrap_or(now).max(now);
                 if let Some(slot) = &message.slot {
-                    // Superseded: queued, not being delivered, and due no earlier than this one.
-                    tx.prepare_cached("DELETE FROM messages WHERE slot = ?1 AND visible_at >= ?2 AND lock_token IS NULL")
-                        .and_then(|mut s| s.execute(params![slot, visible]))
+                    // Superseded: queued and not being delivered. (Not only the later ones: a resumed
+                    // wait moves its wake-up later, and keeping the earlier ones is the pile-up.)
+                    tx.prepare_cached("DELETE FROM messages WHERE slot = ?1 AND lock_token IS NULL")
+                        .and_then(|mut s| s.execute(params![slot]))
                         .map_err(unavailable)?;
                 }
                 tx.prepare_cached("INSERT INTO messages (id, body, enqueued_at, visible_at, slot) VALUES (?1, ?2, ?3, ?4, ?5)")

@@ -33,8 +33,11 @@ pub struct OutMessage {
     /// Not delivered before this time (`ScheduledEnqueueTimeUtc`).
     pub visible_at: Option<DateTime<Utc>>,
     /// A message with a slot supersedes the queued, undelivered messages of
-    /// the same slot due no earlier than it (one wake-up per rollout, not a
-    /// pile of stale ones). Adapters that cannot (Service Bus: a scheduled
+    /// the same slot: one wake-up per rollout, the one for the time its
+    /// latest saved state wants, not a pile of stale ones. (Two wake-ups sent
+    /// out of order can leave the older: the rollout then wakes early and
+    /// schedules again, or late, at the timer's sweep, which visits every
+    /// overdue rollout.) Adapters that cannot (Service Bus: a scheduled
     /// message is cancelled only by its sequence number) ignore it; the
     /// messages it would have dropped are harmless when delivered.
     pub slot: Option<String>,
