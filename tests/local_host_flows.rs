@@ -386,3 +386,28 @@ async fn a_second_rollout_of_a_busy_target_is_refused_and_retry_starts_a_new_one
     let second = rig.client.start(&spec, Some("chosen-id-1")).await.expect("same start again");
     assert_eq!(first["id"], second["id"]);
 }
+
+/// `sluice bench scale` end to end on a small N, so the benchmark cannot rot:
+/// it creates active rollouts, starts `sluice up` on them, and fails by
+/// itself if a sweep with nothing due acts, a list comes back empty, or an
+/// alert does not roll its rollout back. Here: every burst was answered 202.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scale_benchmark_runs_against_a_real_sluice_up() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["bench", "scale", "--rollouts", "12", "--burst-secs", "1", "--json"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("sluice bench runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let rows: Value = serde_json::from_slice(&out.stdout).expect("JSON figures");
+    let row = &rows[0];
+    assert_eq!(row["rollouts"], 12);
+    for burst in ["alerts_unmatched", "alerts_matched"] {
+        assert_eq!(row[burst]["errors"], 0, "{burst}: {row}");
+        assert!(row[burst]["latency"]["n"].as_u64().unwrap_or(0) > 0, "{burst}: {row}");
+    }
+    assert_eq!(row["alert_to_persisted"]["n"], 6, "half the rollouts are rolled back one alert at a time: {row}");
+    assert!(row["rss_mib"].as_f64().unwrap_or(0.0) > 1.0, "{row}");
+}
