@@ -411,3 +411,31 @@ async fn the_scale_benchmark_runs_against_a_real_sluice_up() {
     assert_eq!(row["alert_to_persisted"]["n"], 6, "half the rollouts are rolled back one alert at a time: {row}");
     assert!(row["rss_mib"].as_f64().unwrap_or(0.0) > 1.0, "{row}");
 }
+
+/// Pausing and resuming a rollout again and again leaves one wake-up
+/// queued for it, not one per resume (each resume moves the wait's end
+/// later, so the new wake-up supersedes the older, earlier ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pausing_and_resuming_leaves_one_wake_up_queued() {
+    let rig = Rig::start().await;
+    let mut spec = rig.spec(json!([{"setWeight": 20}, {"pause": {"duration": "1h"}}]));
+    spec["policy"] = json!({"onAlert": "pause"});
+    let id = rig.start_rollout(&spec).await;
+    rig.wait(&id, "the pause", Duration::from_secs(30), |s| s["phase"] == "Progressing" && s["weight"] == 20).await;
+    let monitor = rig.as_user("azure-monitor");
+    for i in 0..20 {
+        let alert = format!("cycle-{i}");
+        monitor.alert(&azure_alert(&alert, "Fired"), Some(TOKEN)).await.expect("202");
+        rig.wait(&id, "paused", Duration::from_secs(10), |s| s["phase"] == "Paused").await;
+        monitor.alert(&azure_alert(&alert, "Resolved"), Some(TOKEN)).await.expect("202");
+        rig.wait(&id, "resumed", Duration::from_secs(10), |s| s["phase"] == "Progressing").await;
+    }
+    // The resume's wake-up is sent after the state is saved: give it a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let db = rusqlite::Connection::open(rig.data_dir().join("sluice.db")).expect("the embedded queue's file");
+    // Wake-up message ids are `{rollout}:wake:{ms}` (the shell's message_id).
+    let queued: i64 = db
+        .query_row("SELECT COUNT(*) FROM messages WHERE id LIKE ?1", [format!("{id}:wake:%")], |row| row.get(0))
+        .expect("count the rollout's wake-ups");
+    assert_eq!(queued, 1, "one wake-up for the pause's end, after 20 pauses and resumes");
+}
