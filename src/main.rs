@@ -221,12 +221,59 @@ enum Cmd {
     Start {
         /// Spec (JSON, or YAML by extension).
         file: PathBuf,
-        /// Choose the rollout id (makes the call idempotent).
+        /// Choose the rollout id (makes the call idempotent; a pipeline uses its run id).
         #[arg(long, value_parser = rollout_id)]
         id: Option<RolloutId>,
-        /// Follow it until it finishes (exit 0 on success).
+        /// Follow it until it finishes (exit 0 on success; see `watch`).
         #[arg(long)]
         watch: bool,
+        /// Post the Start message straight to the Service Bus queue instead of the HTTP API:
+        /// NAMESPACE/QUEUE (e.g. sb-sluice.servicebus.windows.net/rollout-steps). Needs --id.
+        #[arg(long, value_name = "NAMESPACE/QUEUE", requires = "id")]
+        queue: Option<String>,
+        /// Entra token for Service Bus (audience https://servicebus.azure.net); else the Azure CLI's.
+        #[arg(long, env = "SLUICE_SERVICEBUS_TOKEN", hide_env_values = true, requires = "queue")]
+        queue_token: Option<String>,
+        /// Pipeline output for --watch: auto (detect GitHub Actions / Azure Pipelines), github, azure, none.
+        #[arg(long, value_parser = ["auto", "github", "azure", "none"], default_value = "auto")]
+        ci: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Report a failed stage of a release pipeline (build, deploy, smoke test, …): rolls
+    /// back the release's rollout if it runs, else opens (or comments on) the release's
+    /// one backlog issue. Exits 0 once the report is filed.
+    ReportFailure {
+        /// The release's rollout id (the one `start --id` uses, e.g. from the run id).
+        #[arg(value_parser = rollout_id)]
+        id: RolloutId,
+        /// The stage or job that failed.
+        #[arg(long)]
+        stage: String,
+        /// A link to the pipeline run.
+        #[arg(long)]
+        run_url: Option<String>,
+        /// A file holding the failed step's log (its end is sent, secrets scrubbed).
+        #[arg(long, conflicts_with = "log")]
+        log_file: Option<PathBuf>,
+        /// The log excerpt itself.
+        #[arg(long)]
+        log: Option<String>,
+        /// The rollout spec (names the backlog when the rollout has not started).
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// May a release to this target begin now? Exits 0 if ready, 1 with the reasons
+    /// (a rollout running, a rollback open, the error budget below its minimum).
+    Gate {
+        /// The target's name.
+        #[arg(long, required_unless_present = "spec", conflicts_with = "spec")]
+        target: Option<String>,
+        /// The spec about to be rolled out (its target, and its error budget).
+        #[arg(long)]
+        spec: Option<PathBuf>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -260,6 +307,9 @@ enum Cmd {
         /// Rollout id.
         #[arg(value_parser = rollout_id)]
         id: RolloutId,
+        /// Pipeline output: auto (detect GitHub Actions / Azure Pipelines), github, azure, none.
+        #[arg(long, value_parser = ["auto", "github", "azure", "none"], default_value = "auto")]
+        ci: String,
         #[command(flatten)]
         remote: Remote,
     },
@@ -300,7 +350,9 @@ fn rollout_id(text: &str) -> Result<RolloutId, String> {
 
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Colours only for a person at a terminal: a pipeline's log shows escape codes as text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
 
 fn main() -> ExitCode {
@@ -421,25 +473,76 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Start { file, id, watch, remote } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            let doc = spec::parse_document(&text, Format::from_path(&file)).map_err(|p| anyhow::anyhow!("{}: {p}", file.display()))?;
+        Cmd::Start { file, id, watch, queue, queue_token, ci, remote } => {
+            let doc = read_spec(&file)?;
             let client = client(&remote);
-            let answer = client.start(&doc, id.as_deref()).await?;
-            let rid = answer["id"].as_str().unwrap_or_default().to_string();
-            if remote.json {
-                println!("{}", serde_json::to_string_pretty(&answer)?);
-            } else {
-                println!("started {rid}: {}", answer["plan"].as_str().unwrap_or(""));
-            }
+            let rid = match (queue, id) {
+                (Some(queue), Some(id)) => {
+                    let address = sluice::cli::release::QueueAddress::parse(&queue)?;
+                    let token = match queue_token {
+                        Some(t) => t,
+                        None => SignIn::azure_cli(sluice::cli::release::service_bus_audience()).bearer().await?.unwrap_or_default(),
+                    };
+                    let by = sluice::domain::ids::Actor::parse(&actor_name(&remote)).map_err(|e| anyhow::anyhow!("--as: {}", e.message))?;
+                    let message_id = sluice::cli::release::start_on_queue(&address, token, doc, by, id.clone()).await?;
+                    println!("queued the start of {id} on {}/{} (message {message_id})", address.namespace, address.queue);
+                    id.to_string()
+                }
+                (_, id) => {
+                    let answer = client.start(&doc, id.as_deref()).await?;
+                    let rid = answer["id"].as_str().unwrap_or_default().to_string();
+                    if remote.json {
+                        println!("{}", serde_json::to_string_pretty(&answer)?);
+                    } else {
+                        println!("started {rid}: {}", answer["plan"].as_str().unwrap_or(""));
+                    }
+                    rid
+                }
+            };
             if watch {
-                return watch_rollout(&client, &rid, remote.json).await;
+                return watch_rollout(&client, &rid, remote.json, &ci).await;
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::ReportFailure { id, stage, run_url, log_file, log, spec, remote } => {
+            let mut report = json!({"stage": stage});
+            if let Some(url) = run_url {
+                report["runUrl"] = json!(url);
+            }
+            let log = match log_file {
+                Some(path) => Some(sluice::cli::release::log_tail(&path)?),
+                None => log,
+            };
+            if let Some(log) = log {
+                report["log"] = json!(log);
+            }
+            if let Some(path) = spec {
+                report["spec"] = read_spec(&path)?;
+            }
+            let answer = report_failure(&client(&remote), &id, &report).await?;
+            if remote.json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                let issue = answer.pointer("/issue/url").and_then(|u| u.as_str()).map(|u| format!(": {u}")).unwrap_or_default();
+                println!("release {id}: {}{issue}", answer["action"].as_str().unwrap_or("reported"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Gate { target, spec, remote } => {
+            let ask = match (target, spec) {
+                (_, Some(path)) => json!({"spec": read_spec(&path)?}),
+                (target, None) => json!({"target": target}),
+            };
+            let answer = client(&remote).gate(&ask).await?;
+            if remote.json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                print!("{}", view::gate_text(&answer));
+            }
+            Ok(if answer["ready"] == json!(true) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
         Cmd::Doctor { file, remote } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            let doc = spec::parse_document(&text, Format::from_path(&file)).map_err(|p| anyhow::anyhow!("{}: {p}", file.display()))?;
+            let doc = read_spec(&file)?;
             let client = client(&remote);
             let mut answer = client.doctor(&doc).await?;
             // From here, outside, as Azure Monitor calls it.
@@ -475,7 +578,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Watch { id, remote } => watch_rollout(&client(&remote), &id, remote.json).await,
+        Cmd::Watch { id, ci, remote } => watch_rollout(&client(&remote), &id, remote.json, &ci).await,
         Cmd::Approve(a) => action("approve", a).await,
         Cmd::Reject(a) => action("reject", a).await,
         Cmd::Abort(a) => action("abort", a).await,
@@ -484,8 +587,37 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A spec document from a file (JSON, or YAML by extension), not yet validated.
+fn read_spec(file: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    spec::parse_document(&text, Format::from_path(file)).map_err(|p| anyhow::anyhow!("{}: {p}", file.display()))
+}
+
+/// Who the CLI acts as: `--as`, else the login name.
+fn actor_name(remote: &Remote) -> String {
+    remote.user.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "someone".into())
+}
+
+/// Files a failure report; while the failed rollout's own issue is being
+/// opened Sluice answers 409, and the report waits for it (up to 2 minutes).
+async fn report_failure(client: &Client, id: &str, report: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        match client.report_failure(id, report).await {
+            Err(sluice::cli::client::ClientError::Http { status: 409, body })
+                if body["error"] == json!("issue_being_opened") && std::time::Instant::now() < deadline =>
+            {
+                let wait = body["retryAfterSeconds"].as_u64().unwrap_or(5).clamp(1, 30);
+                eprintln!("the rollout's issue is being opened; reporting again in {wait}s");
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 fn client(remote: &Remote) -> Client {
-    let user = remote.user.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "someone".into());
+    let user = actor_name(remote);
     let sign_in = match (&remote.entra, &remote.token) {
         (Some(app), _) => SignIn::azure_cli(app),
         (None, Some(token)) => SignIn::Token(token.clone()),
@@ -522,15 +654,41 @@ async fn action(name: &str, a: Action) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn watch_rollout(client: &Client, id: &str, as_json: bool) -> anyhow::Result<ExitCode> {
-    let phase = if as_json {
-        view::watch(client, id, Duration::from_millis(500), |_| {}).await?
+async fn watch_rollout(client: &Client, id: &str, as_json: bool, ci: &str) -> anyhow::Result<ExitCode> {
+    use sluice::cli::ci::Runner;
+    let runner = Runner::detect(ci, &|k| std::env::var(k).ok());
+    let watcher = if runner.in_pipeline() { view::Watcher::changes_only() } else { view::Watcher::new(Duration::from_secs(5)) };
+    let poll = Duration::from_millis(500);
+    let (phase, status) = if as_json {
+        view::watch(client, id, poll, watcher, |_| {}).await?
     } else {
-        println!("watching {id} (Ctrl-C to stop watching; the rollout goes on)");
-        view::watch(client, id, Duration::from_millis(500), |line| println!("{line}")).await?
+        println!(
+            "{}",
+            runner
+                .group(&format!("Sluice rollout {id}"))
+                .unwrap_or_else(|| format!("watching {id} (Ctrl-C to stop watching; the rollout goes on)"))
+        );
+        let followed = view::watch(client, id, poll, watcher, |line| println!("{line}")).await;
+        if let Some(end) = runner.end_group() {
+            println!("{end}");
+        }
+        followed?
     };
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&client.status(id).await?)?);
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    }
+    if phase != Phase::Succeeded {
+        let cause = status["failure"].as_str().unwrap_or("no cause recorded");
+        if let Some(line) = runner.error(&format!("Sluice rollout {id}: {phase}"), cause) {
+            println!("{line}");
+        }
+    }
+    if let sluice::cli::ci::Runner::GitHub { summary: Some(path) } = &runner {
+        use std::io::Write;
+        let markdown = sluice::cli::ci::summary_markdown(&status, client.base());
+        let mut file =
+            std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+        file.write_all(markdown.as_bytes()).with_context(|| format!("writing the job summary to {}", path.display()))?;
     }
     Ok(match phase {
         Phase::Succeeded => ExitCode::SUCCESS,

@@ -166,6 +166,16 @@ impl Client {
         self.call(reqwest::Method::POST, &format!("/rollouts/{id}/{action}"), Some(body)).await
     }
 
+    /// Reports a failed pipeline stage of release `id` (see `functions/releases.rs`).
+    pub async fn report_failure(&self, id: &str, report: &Value) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::POST, &format!("/releases/{id}/failure"), Some(report)).await
+    }
+
+    /// Whether a release to a target may begin: `{"target"}` or `{"spec"}`.
+    pub async fn gate(&self, ask: &Value) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::POST, "/gate", Some(ask)).await
+    }
+
     /// Posts an alert payload to the webhook.
     pub async fn alert(&self, payload: &Value, token: Option<&str>) -> Result<Value, ClientError> {
         let path = match token {

@@ -2,7 +2,9 @@
 //! to any Sluice deployment and its sign-in, the text views of its answers, and the
 //! Functions package builder. `src/main.rs` parses arguments and calls these.
 
+pub mod ci;
 pub mod client;
 pub mod package;
+pub mod release;
 pub mod sign_in;
 pub mod view;

@@ -149,12 +149,18 @@ pub struct Watcher {
     shown: usize,
     last_live: Option<Instant>,
     live_every: Duration,
+    changes_only: bool,
 }
 
 impl Watcher {
     /// A watcher printing live numbers at most every `live_every`.
     pub fn new(live_every: Duration) -> Self {
-        Watcher { shown: 0, last_live: None, live_every }
+        Watcher { shown: 0, last_live: None, live_every, changes_only: false }
+    }
+
+    /// A watcher for a pipeline's log: one line per phase or weight change, no live numbers.
+    pub fn changes_only() -> Self {
+        Watcher { changes_only: true, ..Watcher::new(Duration::MAX) }
     }
 
     /// Lines to print for a fresh status.
@@ -162,10 +168,13 @@ impl Watcher {
         let mut lines = Vec::new();
         let history = status.get("history").and_then(Value::as_array).cloned().unwrap_or_default();
         let fresh = history.len() > self.shown;
-        for e in history.iter().skip(self.shown) {
+        for e in history.iter().skip(self.shown).filter(|e| !self.changes_only || crate::cli::ci::is_change(e)) {
             lines.push(history_line(e));
         }
         self.shown = self.shown.max(history.len());
+        if self.changes_only {
+            return lines;
+        }
         let due = self.last_live.map(|t| t.elapsed() >= self.live_every).unwrap_or(true);
         if let Some(live) = live_line(status) {
             if due || fresh {
@@ -182,17 +191,34 @@ pub fn terminal_phase(status: &Value) -> Option<Phase> {
     Phase::parse(s(status, "phase")).filter(|p| p.is_terminal())
 }
 
-/// Follows a rollout until it finishes, printing through `print`.
-pub async fn watch(client: &Client, id: &str, poll: Duration, mut print: impl FnMut(String)) -> Result<Phase, ClientError> {
-    let mut watcher = Watcher::new(Duration::from_secs(5));
+/// Follows a rollout until it finishes, printing through `print`; the last status.
+pub async fn watch(
+    client: &Client,
+    id: &str,
+    poll: Duration,
+    mut watcher: Watcher,
+    mut print: impl FnMut(String),
+) -> Result<(Phase, Value), ClientError> {
     loop {
         let status = client.status(id).await?;
         for line in watcher.update(&status) {
             print(line);
         }
         if let Some(phase) = terminal_phase(&status) {
-            return Ok(phase);
+            return Ok((phase, status));
         }
         tokio::time::sleep(poll).await;
     }
+}
+
+/// The `gate` answer: ready, or each reason not.
+pub fn gate_text(v: &Value) -> String {
+    if v.get("ready") == Some(&Value::Bool(true)) {
+        return format!("ready: {} may be released\n", s(v, "target"));
+    }
+    let mut out = format!("not ready: {}\n", s(v, "target"));
+    for r in v.get("reasons").and_then(Value::as_array).into_iter().flatten() {
+        out.push_str(&format!("  {}: {}\n", s(r, "code"), s(r, "message")));
+    }
+    out
 }

@@ -6,6 +6,7 @@ pub mod alert_keys;
 pub mod backoff;
 pub mod ids;
 pub mod parse;
+pub mod redact;
 pub mod rollout;
 pub mod spec;
 pub mod stats;

@@ -177,7 +177,7 @@ fn header_actor(req: &HttpRequest, header: &str) -> Result<Option<Actor>, ApiErr
 
 /// Who is acting, in the documented order of trust. `person` marks the
 /// actions that `SLUICE_REQUIRE_PRINCIPAL` protects.
-fn actor(app: &App, req: &HttpRequest, body_by: Option<Actor>, person: bool) -> Result<Actor, ApiError> {
+pub(super) fn actor(app: &App, req: &HttpRequest, body_by: Option<Actor>, person: bool) -> Result<Actor, ApiError> {
     let principal = header_actor(req, PRINCIPAL_HEADER)?;
     if person && app.require_principal {
         let Some(principal) = principal else {

@@ -7,6 +7,8 @@ pub mod api;
 pub mod dashboard;
 pub mod doctor;
 pub mod error;
+pub mod gate;
+pub mod releases;
 pub mod steps;
 pub mod tick;
 
@@ -137,7 +139,7 @@ pub enum HandlerError {
 }
 
 /// The handlers this binary has, by function name.
-pub const HANDLERS: &[&str] = &["alerts", "api", "dashboard", "doctor", "steps", "tick"];
+pub const HANDLERS: &[&str] = &["alerts", "api", "dashboard", "doctor", "gate", "releases", "steps", "tick"];
 
 /// What a panic carried, in words.
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
@@ -166,6 +168,8 @@ pub async fn invoke_http(app: &App, name: &str, req: HttpRequest) -> HttpRespons
             "alerts" => alerts::handle(app, req).await,
             "dashboard" => dashboard::handle(app, req).await,
             "doctor" => doctor::handle(app, req).await,
+            "gate" => gate::handle(app, req).await,
+            "releases" => releases::handle(app, req).await,
             other => Err(error::ApiError::new(404, "unknown_function", format!("no HTTP handler named '{other}'"))),
         };
         result.unwrap_or_else(HttpResponse::from)

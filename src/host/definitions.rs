@@ -53,6 +53,8 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("api", include_str!("../../functions/api/function.json")),
     ("dashboard", include_str!("../../functions/dashboard/function.json")),
     ("doctor", include_str!("../../functions/doctor/function.json")),
+    ("gate", include_str!("../../functions/gate/function.json")),
+    ("releases", include_str!("../../functions/releases/function.json")),
     ("steps", include_str!("../../functions/steps/function.json")),
     ("tick", include_str!("../../functions/tick/function.json")),
 ];

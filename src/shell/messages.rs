@@ -104,6 +104,7 @@ impl StepMessage {
                 Input::Start => format!("{rollout}:start"),
                 Input::AlertFired { alert } => format!("{rollout}:alert:{}:fired", alert.id),
                 Input::AlertResolved { alert_id } => format!("{rollout}:alert:{alert_id}:resolved"),
+                Input::ReleaseFailed { failure } => format!("{rollout}:{}", failure.key()),
                 Input::Approved { request: Some(r), .. }
                 | Input::Rejected { request: Some(r), .. }
                 | Input::AbortRequested { request: Some(r), .. }

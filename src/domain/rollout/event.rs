@@ -90,6 +90,91 @@ pub struct AlertInfo {
     pub link: Option<String>,
 }
 
+/// A failed stage of the release pipeline (build, deploy, smoke test), as
+/// the pipeline reports it: the release is bad whatever the metrics say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, try_from = "PipelineFailureWire")]
+pub struct PipelineFailure {
+    /// The stage or job that failed, as the pipeline names it.
+    pub stage: String,
+    /// Who reported it (the pipeline's identity or name).
+    pub by: Actor,
+    /// A link to the pipeline run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_url: Option<String>,
+    /// The end of the failed step's log, as passed (bounded at the edge).
+    #[serde(default)]
+    pub excerpt: String,
+}
+
+/// A [`PipelineFailure`] as it arrives, before its rules are checked.
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PipelineFailureWire {
+    /// The stage or job that failed (1 to 100 printable characters).
+    stage: String,
+    /// Who reported it.
+    by: Actor,
+    /// A link to the pipeline run (http or https).
+    #[serde(default)]
+    run_url: Option<String>,
+    /// The end of the failed step's log (its last 60 lines are kept, credentials scrubbed).
+    #[serde(default)]
+    excerpt: String,
+}
+
+impl TryFrom<PipelineFailureWire> for PipelineFailure {
+    type Error = String;
+    fn try_from(w: PipelineFailureWire) -> Result<Self, String> {
+        PipelineFailure::new(&w.stage, w.by, w.run_url.as_deref(), &w.excerpt)
+    }
+}
+
+/// Longest stage name.
+pub const STAGE_MAX: usize = 100;
+/// Most characters of log excerpt kept (its end: where the error is).
+pub const EXCERPT_MAX_CHARS: usize = 6000;
+/// Most lines of log excerpt kept.
+pub const EXCERPT_MAX_LINES: usize = 60;
+
+impl PipelineFailure {
+    /// A failure report checked at the edge: a stage name of printable
+    /// characters, an http(s) run link, and the excerpt's last lines with
+    /// anything credential-shaped replaced.
+    pub fn new(stage: &str, by: Actor, run_url: Option<&str>, excerpt: &str) -> Result<Self, String> {
+        let stage = stage.trim();
+        if stage.is_empty() || stage.chars().count() > STAGE_MAX || stage.chars().any(char::is_control) {
+            return Err(format!("stage: must be 1 to {STAGE_MAX} printable characters"));
+        }
+        let run_url = run_url.map(str::trim).filter(|u| !u.is_empty());
+        if let Some(url) = run_url {
+            let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+            if !scheme_ok || url.len() > 2000 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err("runUrl: must be an http(s) URL without spaces, up to 2000 characters".into());
+            }
+        }
+        Ok(PipelineFailure {
+            stage: stage.to_string(),
+            by,
+            run_url: run_url.map(crate::domain::redact::secrets),
+            excerpt: crate::domain::redact::secrets(&tail(excerpt)),
+        })
+    }
+
+    /// The key that makes a repeated report of the same stage a duplicate.
+    pub fn key(&self) -> String {
+        format!("pipeline:{}", self.stage)
+    }
+}
+
+/// The last [`EXCERPT_MAX_LINES`] lines of a log, at most [`EXCERPT_MAX_CHARS`] characters.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.trim_end().lines().collect();
+    let kept = lines.get(lines.len().saturating_sub(EXCERPT_MAX_LINES)..).unwrap_or(&[]).join("\n");
+    let count = kept.chars().count();
+    kept.chars().skip(count.saturating_sub(EXCERPT_MAX_CHARS)).collect()
+}
+
 /// A reference to an issued command, so its failure report is matched to it
 /// (and a duplicate report recognised).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +280,12 @@ pub enum Input {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request: Option<RequestId>,
     },
+    /// A stage of the release pipeline failed: roll back (whatever `onAlert` says).
+    #[serde(rename_all = "camelCase")]
+    ReleaseFailed {
+        /// What failed, where.
+        failure: PipelineFailure,
+    },
 }
 
 impl Input {
@@ -205,7 +296,7 @@ impl Input {
 
     /// Whether a person is behind it (and so an identity must be trusted).
     pub fn is_persons(&self) -> bool {
-        !matches!(self, Input::Start | Input::AlertFired { .. } | Input::AlertResolved { .. })
+        !matches!(self, Input::Start | Input::AlertFired { .. } | Input::AlertResolved { .. } | Input::ReleaseFailed { .. })
     }
 }
 
@@ -220,6 +311,7 @@ impl From<Input> for Event {
             Input::AbortRequested { by, reason, request } => Event::AbortRequested { by, reason, request },
             Input::PromoteRequested { by, full, stage, request } => Event::PromoteRequested { by, full, stage, request },
             Input::RetryRequested { by, request } => Event::RetryRequested { by, request },
+            Input::ReleaseFailed { failure } => Event::ReleaseFailed { failure },
         }
     }
 }
@@ -303,6 +395,11 @@ pub enum Event {
         /// The request's idempotency key: a request seen before is a duplicate.
         request: Option<RequestId>,
     },
+    /// A stage of the release pipeline failed.
+    ReleaseFailed {
+        /// What failed, where.
+        failure: PipelineFailure,
+    },
     /// A command could not be carried out.
     CommandFailed {
         /// Which command.
@@ -352,6 +449,7 @@ impl Event {
             Event::AbortRequested { .. } => "AbortRequested",
             Event::PromoteRequested { .. } => "PromoteRequested",
             Event::RetryRequested { .. } => "RetryRequested",
+            Event::ReleaseFailed { .. } => "ReleaseFailed",
             Event::CommandFailed { .. } => "CommandFailed",
             Event::TrafficConfirmed { .. } => "TrafficConfirmed",
             Event::Promoted => "Promoted",

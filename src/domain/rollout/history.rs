@@ -5,7 +5,7 @@ use crate::domain::ids::Weight;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::event::AlertInfo;
+use super::event::{AlertInfo, PipelineFailure};
 use super::Phase;
 
 /// How one measurement was judged.
@@ -72,6 +72,11 @@ pub enum Evidence {
         /// The alert.
         alert: AlertInfo,
     },
+    /// A stage of the release pipeline failed.
+    Pipeline {
+        /// What failed, where.
+        failure: PipelineFailure,
+    },
     /// A person rejected the rollout.
     Rejected {
         /// Who.
@@ -122,6 +127,7 @@ impl Evidence {
                 let sev = if alert.severity.is_empty() { String::new() } else { format!(" ({})", alert.severity) };
                 format!("alert '{}'{} fired: {}", alert.rule, sev, alert.summary)
             }
+            Evidence::Pipeline { failure } => format!("pipeline stage '{}' failed (reported by {})", failure.stage, failure.by),
             Evidence::Rejected { by, reason } => format!("rejected by {by}: {reason}"),
             Evidence::ApprovalTimeout { waited_ms } => {
                 format!("no approval within {}", crate::domain::spec::duration_text(*waited_ms))

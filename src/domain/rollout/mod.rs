@@ -18,7 +18,7 @@ pub use analysis::{judge, AnalysisRun, MetricRun, RunKind, RunStatus, SampleWait
 pub use backlog::{Attempt, BacklogState, LaterFailure, Reported};
 pub use command::{Command, CommandKind, NotifyKind};
 pub use decide::{decide, Decision, Outcome, Refusal, RefusalKind};
-pub use event::{AlertInfo, CommandRef, Event, Input, IssueRef, MeasureOutcome, MeasurementKey};
+pub use event::{AlertInfo, CommandRef, Event, Input, IssueRef, MeasureOutcome, MeasurementKey, PipelineFailure};
 pub use history::{Evidence, HistoryEntry, MeasurementRecord, Verdict};
 pub use plan::{AnalysisPlan, ApprovalPlan, MetricPlan, Plan, Stage, StrategyKind};
 

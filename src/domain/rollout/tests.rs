@@ -814,6 +814,7 @@ fn make_event(r: &Rollout, (kind, a, b): (u8, u8, u8), n: usize) -> Event {
         7 => Event::StepDue { seq: if b % 3 == 0 { r.seq.saturating_sub(1) } else { r.seq } },
         8 | 9 => Event::Approved { by: person, stage: Some(r.stage), request },
         10 => Event::Rejected { by: person, reason: "no".into(), stage: Some(r.stage), request },
+        11 if a % 4 == 0 => pipeline_failed(["smoke", "load"][b as usize % 2]),
         11 => alert(&format!("a{}", b % 3)),
         12 => Event::AlertResolved { alert_id: format!("a{}", b % 3) },
         13 => Event::AbortRequested { by: person, reason: String::new(), request },
@@ -1120,4 +1121,49 @@ fn a_background_metric_soaks_afresh_after_each_verdict() {
     assert_eq!(d.history[0].measurement.as_ref().map(|m| m.verdict), Some(Verdict::Waiting), "soaked 20s of 30s");
     let d = step(&mut r, Event::Measured { key: measure_keys(&d)[0].clone(), outcome: quiet(60) }, at(220));
     assert_eq!(d.history[0].measurement.as_ref().map(|m| m.verdict), Some(Verdict::Inconclusive), "the cap: judged as it stands");
+}
+
+fn pipeline_failed(stage: &str) -> Event {
+    let failure =
+        PipelineFailure::new(stage, actor("github-actions"), Some("https://github.com/o/r/actions/runs/9"), "step failed\nexit 1")
+            .expect("valid report");
+    Event::ReleaseFailed { failure }
+}
+
+#[test]
+fn a_failed_pipeline_stage_rolls_back_even_where_alerts_only_pause() {
+    let mut doc = canary_doc();
+    doc["policy"] = json!({"onAlert": "pause"});
+    let mut r = new_rollout(doc);
+    step(&mut r, Event::Start, at(0));
+    step(&mut r, Event::TrafficConfirmed { weight: w(5) }, at(1));
+    let d = step(&mut r, pipeline_failed("smoke test"), at(2));
+    assert_eq!((r.phase, r.traffic.weight), (Phase::RollingBack, w(0)));
+    assert_eq!(opens(&d), 1);
+    let entry = d.history.last().expect("recorded");
+    assert!(matches!(&entry.evidence, Some(Evidence::Pipeline { failure }) if failure.stage == "smoke test"), "{entry:?}");
+    // Reported again (a re-run step): one failure; another stage: a later failure, never a second issue.
+    assert_eq!(ignored(&r, pipeline_failed("smoke test"), at(3)), "stage 'smoke test' was already reported");
+    let d = step(&mut r, pipeline_failed("load test"), at(4));
+    assert_eq!(opens(&d), 0);
+    assert_eq!(r.failure.as_ref().map(|f| f.later.len()), Some(1));
+    step(&mut r, Event::TrafficConfirmed { weight: w(0) }, at(5));
+    assert_eq!(r.phase, Phase::RolledBack);
+    assert_eq!(ignored(&r, pipeline_failed("deploy"), at(6)), "the rollout has finished (RolledBack)");
+}
+
+#[test]
+fn pipeline_reports_are_checked_and_bounded_at_the_edge() {
+    let by = actor("ci");
+    assert!(PipelineFailure::new("", by.clone(), None, "").is_err());
+    assert!(PipelineFailure::new("a\u{7}b", by.clone(), None, "").is_err());
+    assert!(PipelineFailure::new("build", by.clone(), Some("javascript:alert(1)"), "").is_err());
+    let log: String = (0..500).map(|i| format!("line {i} Authorization: Bearer s3cret\n")).collect();
+    let f = PipelineFailure::new(" build ", by, Some("https://dev.azure.com/o/p/_build/results?buildId=7"), &log).expect("valid");
+    assert_eq!(f.stage, "build");
+    assert_eq!(f.excerpt.lines().count(), event::EXCERPT_MAX_LINES);
+    assert!(f.excerpt.ends_with("line 499 Authorization: Bearer [redacted]"), "{}", f.excerpt);
+    assert!(!f.excerpt.contains("s3cret"));
+    let wire = json!({"stage": "deploy", "by": "ci", "runUrl": "ftp://x"});
+    assert!(serde_json::from_value::<PipelineFailure>(wire).is_err(), "the wire form obeys the same rules");
 }

@@ -32,6 +32,8 @@ pub enum Block {
         /// Cells.
         rows: Vec<Vec<String>>,
     },
+    /// Preformatted text, such as a log excerpt.
+    Code(String),
     /// A machine-readable marker (hidden in Markdown, small print in HTML).
     Marker(String),
 }
@@ -90,6 +92,11 @@ impl Doc {
                     }
                     out.push('\n');
                 }
+                Block::Code(c) => {
+                    // A fence longer than any backtick run inside cannot be closed by the text.
+                    let fence = "`".repeat(longest_run(c, '`').max(2) + 1);
+                    out.push_str(&format!("{fence}text\n{}\n{fence}\n\n", c.trim_end()));
+                }
                 Block::Marker(m) => out.push_str(&format!("<!-- {} -->\n", m.replace("--", "- -"))),
             }
         }
@@ -125,6 +132,7 @@ impl Doc {
                     }
                     out.push_str("</table>");
                 }
+                Block::Code(c) => out.push_str(&format!("<pre>{}</pre>", esc(c.trim_end()))),
                 Block::Marker(m) => out.push_str(&format!("<p><small>{}</small></p>", esc(m))),
             }
         }
@@ -135,6 +143,10 @@ impl Doc {
 /// Escapes text for HTML.
 pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn longest_run(s: &str, c: char) -> usize {
+    s.split(|x| x != c).map(str::len).max().unwrap_or(0)
 }
 
 fn md_text(s: &str) -> String {
@@ -208,6 +220,14 @@ mod tests {
             md,
             "## What &lt;happened&gt;\n\na & b **v2** `x|y` **Cause:** x\n\n- [status](http://h/a?b=1&c=2)\n\n| k | v |\n|---|---|\n| a\\|b | &lt;script&gt; |\n\n<!-- sluice:rollout=r-1 -->\n"
         );
+    }
+
+    #[test]
+    fn code_blocks_cannot_be_closed_by_their_text() {
+        let mut d = Doc::default();
+        d.push(Block::Code("a ``` b\n<script>\n".into()));
+        assert_eq!(d.markdown(), "````text\na ``` b\n<script>\n````\n\n");
+        assert_eq!(d.html(), "<pre>a ``` b\n&lt;script&gt;</pre>");
     }
 
     #[test]

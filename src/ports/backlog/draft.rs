@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 
 use super::doc::{code, strong, text, Block, Doc, Span};
 use super::{marker, CommentDraft, IssueDraft};
-use crate::domain::rollout::{Evidence, HistoryEntry, Reported, Rollout, Verdict};
+use crate::domain::rollout::{Evidence, HistoryEntry, PipelineFailure, Reported, Rollout, Verdict};
+use crate::domain::spec::Target;
 
 /// Timeline rows kept in an issue (the newest; the status page has them all).
 const TIMELINE_ROWS: usize = 40;
@@ -216,6 +217,10 @@ fn evidence_section(evidence: &Evidence) -> Doc {
             }
             d.push(Block::List(items));
         }
+        Evidence::Pipeline { failure } => {
+            d.push(Block::Heading("Evidence".into()));
+            d.extend(pipeline_section(failure));
+        }
         Evidence::Router { command, error, attempts } => {
             d.push(Block::Heading("Evidence".into()));
             d.push(Block::Para(vec![
@@ -228,6 +233,64 @@ fn evidence_section(evidence: &Evidence) -> Doc {
         _ => {}
     }
     d
+}
+
+/// The failed stage, its run and the end of its log.
+fn pipeline_section(failure: &PipelineFailure) -> Doc {
+    let mut d = Doc::default();
+    let mut items = vec![vec![strong("Failed stage: "), text(&failure.stage)], vec![strong("Reported by: "), text(failure.by.as_str())]];
+    if let Some(url) = &failure.run_url {
+        items.push(vec![strong("Run: "), Span::Link(url.clone(), url.clone())]);
+    }
+    d.push(Block::List(items));
+    if !failure.excerpt.trim().is_empty() {
+        d.push(Block::Para(vec![strong("End of the log:")]));
+        d.push(Block::Code(failure.excerpt.clone()));
+    }
+    d
+}
+
+/// The issue for a release whose pipeline failed before its rollout could
+/// fail (a build, deploy or smoke test): keyed by the release's rollout id,
+/// so the rollout, if it runs and fails later, finds it instead of opening another.
+pub fn release_failure(release: &str, target: &Target, failure: &PipelineFailure, now: DateTime<Utc>) -> IssueDraft {
+    let mut title = format!("Release of {} {} failed: stage '{}'", target.name, target.canary.version, failure.stage);
+    if title.chars().count() > 120 {
+        title = title.chars().take(119).collect::<String>() + "…";
+    }
+    let mut body = Doc::default();
+    body.push(Block::Heading("What happened".into()));
+    body.push(Block::Para(vec![
+        text("The release pipeline of "),
+        strong(target.name.as_str()),
+        text(" "),
+        strong(&target.canary.version),
+        text(" failed at stage "),
+        strong(&failure.stage),
+        text(format!(" ({}). ", when(now))),
+        text(format!("No traffic was moved: {} still serves everyone.", target.stable.version)),
+    ]));
+    body.push(Block::List(vec![vec![strong("Release: "), code(release)]]));
+    body.push(Block::Heading("Evidence".into()));
+    body.extend(pipeline_section(failure));
+    body.push(Block::Marker(marker(release)));
+    IssueDraft {
+        rollout_id: release.to_string(),
+        title,
+        body,
+        labels: vec!["sluice".into(), "release-failed".into(), format!("service:{}", target.name)],
+        failed_at: now,
+    }
+}
+
+/// The comment telling a release's issue that another pipeline stage failed.
+pub fn release_failure_comment(release: &str, failure: &PipelineFailure) -> CommentDraft {
+    let mut body = Doc::default();
+    body.push(Block::Heading(format!("Pipeline stage '{}' failed", failure.stage)));
+    body.extend(pipeline_section(failure));
+    let marker = format!("sluice:release-failure={release}/{}", failure.stage);
+    body.push(Block::Marker(marker.clone()));
+    CommentDraft { marker, body }
 }
 
 /// What the rollback check showed, if the policy asks for one.

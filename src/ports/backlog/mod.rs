@@ -19,7 +19,7 @@ use crate::domain::rollout::IssueRef;
 use crate::ports::env::{lookup, AdapterEnv, AdapterError, Settings};
 use crate::ports::preflight::Check;
 use doc::Doc;
-pub use draft::{draft, update};
+pub use draft::{draft, release_failure, release_failure_comment, update};
 
 /// An issue ready to file.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,7 +1,7 @@
-//! Alerts: fired and resolved.
+//! Alerts, fired and resolved, and failed pipeline stages: outside signals that the release is bad.
 
 use super::{Step, Txn, ALERTS_KEPT};
-use crate::domain::rollout::event::AlertInfo;
+use crate::domain::rollout::event::{AlertInfo, PipelineFailure};
 use crate::domain::rollout::history::Evidence;
 use crate::domain::rollout::{PauseReason, Phase};
 use crate::domain::spec::OnAlert;
@@ -57,5 +57,26 @@ impl Txn {
             }
             _ => Err(format!("not paused for alert {alert_id}")),
         }
+    }
+
+    /// A failed pipeline stage rolls back at once: unlike a monitoring
+    /// alert, it does not flap, so `onAlert: pause` does not apply. The same
+    /// stage reported twice is one failure.
+    pub(super) fn on_release_failed(&mut self, failure: &PipelineFailure) -> Step {
+        self.not_finished()?;
+        let key = failure.key();
+        if self.r.alerts.contains(&key) {
+            return Err(format!("stage '{}' was already reported", failure.stage));
+        }
+        self.remember_alert(&key);
+        let evidence = Evidence::Pipeline { failure: failure.clone() };
+        if self.r.phase == Phase::RollingBack {
+            self.note(format!("another failure while rolling back: {}", evidence.headline()));
+            self.later_failure(evidence.clone());
+            self.evidence = Some(evidence);
+            return Ok(());
+        }
+        self.start_rollback(evidence, false);
+        Ok(())
     }
 }

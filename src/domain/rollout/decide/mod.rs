@@ -201,6 +201,7 @@ impl Txn {
                 self.on_rejected(by, reason)
             }
             Event::AlertFired { alert } => self.on_alert(alert),
+            Event::ReleaseFailed { failure } => self.on_release_failed(failure),
             Event::AlertResolved { alert_id } => self.on_alert_resolved(alert_id),
             Event::AbortRequested { by, reason, .. } => self.on_abort(by, reason),
             Event::PromoteRequested { by, full, stage, .. } => {
