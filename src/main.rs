@@ -100,6 +100,10 @@ enum Cmd {
         /// Spec files (JSON, or YAML by extension).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Fill `${NAME}` placeholders in the spec's strings from the environment (a pipeline's
+        /// commit, versions, resource names); an unset name is an error.
+        #[arg(long)]
+        fill_env: bool,
     },
     /// Print the JSON Schema of the rollout spec (or of the step messages on the queue).
     Schema {
@@ -221,6 +225,10 @@ enum Cmd {
     Start {
         /// Spec (JSON, or YAML by extension).
         file: PathBuf,
+        /// Fill `${NAME}` placeholders in the spec's strings from the environment (a pipeline's
+        /// commit, versions, resource names); an unset name is an error.
+        #[arg(long)]
+        fill_env: bool,
         /// Choose the rollout id (makes the call idempotent; a pipeline uses its run id).
         #[arg(long, value_parser = rollout_id)]
         id: Option<RolloutId>,
@@ -262,6 +270,10 @@ enum Cmd {
         /// The rollout spec (names the backlog when the rollout has not started).
         #[arg(long)]
         spec: Option<PathBuf>,
+        /// Fill `${NAME}` placeholders in the spec's strings from the environment (a pipeline's
+        /// commit, versions, resource names); an unset name is an error.
+        #[arg(long)]
+        fill_env: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -274,6 +286,10 @@ enum Cmd {
         /// The spec about to be rolled out (its target, and its error budget).
         #[arg(long)]
         spec: Option<PathBuf>,
+        /// Fill `${NAME}` placeholders in the spec's strings from the environment (a pipeline's
+        /// commit, versions, resource names); an unset name is an error.
+        #[arg(long)]
+        fill_env: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -283,6 +299,10 @@ enum Cmd {
     Doctor {
         /// Spec file (JSON, or YAML by extension).
         file: PathBuf,
+        /// Fill `${NAME}` placeholders in the spec's strings from the environment (a pipeline's
+        /// commit, versions, resource names); an unset name is an error.
+        #[arg(long)]
+        fill_env: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -375,7 +395,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Cmd::Validate { files } => validate(&files),
+        Cmd::Validate { files, fill_env } => validate(&files, fill_env),
         Cmd::Replay { file, from, to, json } => replay(&file, from, to.unwrap_or_else(chrono::Utc::now), json).await,
         Cmd::Templates { json } => {
             if json {
@@ -473,8 +493,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Start { file, id, watch, queue, queue_token, ci, remote } => {
-            let doc = read_spec(&file)?;
+        Cmd::Start { file, fill_env, id, watch, queue, queue_token, ci, remote } => {
+            let doc = read_spec(&file, fill_env)?;
             let client = client(&remote);
             let rid = match (queue, id) {
                 (Some(queue), Some(id)) => {
@@ -504,7 +524,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::ReportFailure { id, stage, run_url, log_file, log, spec, remote } => {
+        Cmd::ReportFailure { id, stage, run_url, log_file, log, spec, fill_env, remote } => {
             let mut report = json!({"stage": stage});
             if let Some(url) = run_url {
                 report["runUrl"] = json!(url);
@@ -517,7 +537,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 report["log"] = json!(log);
             }
             if let Some(path) = spec {
-                report["spec"] = read_spec(&path)?;
+                report["spec"] = read_spec(&path, fill_env)?;
             }
             let answer = report_failure(&client(&remote), &id, &report).await?;
             if remote.json {
@@ -528,9 +548,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Gate { target, spec, remote } => {
+        Cmd::Gate { target, spec, fill_env, remote } => {
             let ask = match (target, spec) {
-                (_, Some(path)) => json!({"spec": read_spec(&path)?}),
+                (_, Some(path)) => json!({"spec": read_spec(&path, fill_env)?}),
                 (target, None) => json!({"target": target}),
             };
             let answer = client(&remote).gate(&ask).await?;
@@ -541,8 +561,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(if answer["ready"] == json!(true) { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Cmd::Doctor { file, remote } => {
-            let doc = read_spec(&file)?;
+        Cmd::Doctor { file, fill_env, remote } => {
+            let doc = read_spec(&file, fill_env)?;
             let client = client(&remote);
             let mut answer = client.doctor(&doc).await?;
             // From here, outside, as Azure Monitor calls it.
@@ -587,10 +607,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// A spec document from a file (JSON, or YAML by extension), not yet validated.
-fn read_spec(file: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+/// A spec document from a file (JSON, or YAML by extension), its
+/// placeholders filled from the environment if asked; not yet validated.
+fn read_spec(file: &std::path::Path, fill_env: bool) -> anyhow::Result<serde_json::Value> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    spec::parse_document(&text, Format::from_path(file)).map_err(|p| anyhow::anyhow!("{}: {p}", file.display()))
+    let mut doc = spec::parse_document(&text, Format::from_path(file)).map_err(|p| anyhow::anyhow!("{}: {p}", file.display()))?;
+    if fill_env {
+        spec::placeholders::fill(&mut doc, &|name| std::env::var(name).ok()).map_err(|p| anyhow::anyhow!("{}: {p}", file.display()))?;
+    }
+    Ok(doc)
 }
 
 /// Who the CLI acts as: `--as`, else the login name.
@@ -897,12 +922,17 @@ async fn replay(
     Ok(ExitCode::SUCCESS)
 }
 
-fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+fn validate(files: &[PathBuf], fill_env: bool) -> anyhow::Result<ExitCode> {
     let names = sluice::ports::registry::names();
     let mut ok = true;
     for file in files {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        match spec::load(&text, Format::from_path(file), &names) {
+        let checked = if fill_env {
+            read_spec(file, true).map_err(|e| e.to_string()).and_then(|doc| spec::validate(&doc, &names).map_err(|p| p.to_string()))
+        } else {
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            spec::load(&text, Format::from_path(file), &names).map_err(|p| p.to_string())
+        };
+        match checked {
             Ok((spec, plan)) => println!(
                 "{}: ok: {} {} → {} ({})",
                 file.display(),
@@ -913,8 +943,9 @@ fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
             ),
             Err(problems) => {
                 ok = false;
-                println!("{}: {} problem{}", file.display(), problems.len(), if problems.len() == 1 { "" } else { "s" });
-                for p in problems.iter() {
+                let lines: Vec<&str> = problems.lines().collect();
+                println!("{}: {} problem{}", file.display(), lines.len(), if lines.len() == 1 { "" } else { "s" });
+                for p in lines {
                     println!("  {p}");
                 }
             }

@@ -191,6 +191,9 @@ pub fn terminal_phase(status: &Value) -> Option<Phase> {
     Phase::parse(s(status, "phase")).filter(|p| p.is_terminal())
 }
 
+/// How long `watch` waits for a rollout that does not exist yet.
+pub const APPEAR_WITHIN: Duration = Duration::from_secs(120);
+
 /// Follows a rollout until it finishes, printing through `print`; the last status.
 pub async fn watch(
     client: &Client,
@@ -199,8 +202,19 @@ pub async fn watch(
     mut watcher: Watcher,
     mut print: impl FnMut(String),
 ) -> Result<(Phase, Value), ClientError> {
+    // A start posted to the queue exists once Sluice has taken the message: wait for it.
+    let appear_by = Instant::now() + APPEAR_WITHIN;
+    let mut seen = false;
     loop {
-        let status = client.status(id).await?;
+        let status = match client.status(id).await {
+            Ok(status) => status,
+            Err(ClientError::Http { status: 404, .. }) if !seen && Instant::now() < appear_by => {
+                tokio::time::sleep(poll).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        seen = true;
         for line in watcher.update(&status) {
             print(line);
         }

@@ -12,6 +12,7 @@ mod check;
 pub use check::{against_schema, check_name};
 mod condition;
 mod duration;
+pub mod placeholders;
 mod problems;
 
 use std::collections::BTreeMap;

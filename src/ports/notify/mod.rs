@@ -3,6 +3,7 @@
 //! each channel only formats and delivers it. One message per phase change.
 
 pub mod console;
+pub mod github_deployments;
 pub mod jsonl;
 pub mod slack;
 pub mod teams;
@@ -67,8 +68,14 @@ pub trait Notifier: Send + Sync {
 pub type Factory = fn(&Settings, &AdapterEnv) -> Result<Arc<dyn Notifier>, AdapterError>;
 
 /// Channels by provider name. A new channel is one file and one line here.
-pub const PROVIDERS: &[(&str, Factory)] =
-    &[("console", console::build), ("jsonl", jsonl::build), ("teams", teams::build), ("slack", slack::build), ("webhook", webhook::build)];
+pub const PROVIDERS: &[(&str, Factory)] = &[
+    ("console", console::build),
+    ("jsonl", jsonl::build),
+    ("teams", teams::build),
+    ("slack", slack::build),
+    ("webhook", webhook::build),
+    ("githubDeployments", github_deployments::build),
+];
 
 /// The channel a spec names.
 pub fn build(provider: &str, settings: &Settings, env: &AdapterEnv) -> Result<Arc<dyn Notifier>, AdapterError> {

@@ -1,0 +1,113 @@
+//! `${NAME}` placeholders in a spec template, filled from a pipeline's
+//! environment (`--fill-env`): one spec file in the repository, the commit,
+//! versions and resource names of each run filled in. Only string values
+//! are touched, so a value can never break the document's structure; only
+//! upper-case names are placeholders (Sluice's own `{{name}}` and any other
+//! `$` text stay as written); a name that is not set is a problem with its
+//! path, never an empty string.
+
+use serde_json::Value;
+
+use super::problems::{Problem, Problems};
+
+/// Fills every `${NAME}` in `doc`'s strings from `get`.
+pub fn fill(doc: &mut Value, get: &dyn Fn(&str) -> Option<String>) -> Result<(), Problems> {
+    let mut problems = Vec::new();
+    walk(doc, String::new(), get, &mut problems);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Problems::new(problems))
+    }
+}
+
+fn walk(v: &mut Value, path: String, get: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<Problem>) {
+    match v {
+        Value::String(s) => match fill_text(s, get) {
+            Ok(filled) => *s = filled,
+            Err(missing) => problems.extend(missing.into_iter().map(|name| Problem {
+                path: path.clone(),
+                message: format!("${{{name}}} is not set in the environment"),
+            })),
+        },
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                walk(item, format!("{path}[{i}]"), get, problems);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map.iter_mut() {
+                let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                walk(item, child, get, problems);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn is_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_uppercase() || c == '_') && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// The text with its placeholders filled, or the names that are not set.
+fn fill_text(text: &str, get: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<String>> {
+    let mut out = String::with_capacity(text.len());
+    let mut missing = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let (before, from) = rest.split_at(start);
+        out.push_str(before);
+        let inner = from.get(2..).unwrap_or("");
+        match inner.find('}').map(|end| inner.split_at(end)) {
+            Some((name, after)) if is_name(name) => {
+                match get(name) {
+                    Some(value) => out.push_str(&value),
+                    None => missing.push(name.to_string()),
+                }
+                rest = after.get(1..).unwrap_or("");
+            }
+            _ => {
+                out.push_str("${");
+                rest = inner;
+            }
+        }
+    }
+    out.push_str(rest);
+    if missing.is_empty() {
+        Ok(out)
+    } else {
+        Err(missing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn env(k: &str) -> Option<String> {
+        match k {
+            "SHA" => Some("abc123".into()),
+            "QUOTE" => Some("a\"b".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn placeholders_are_filled_inside_strings_only() {
+        let mut doc = json!({"canary": {"version": "${SHA}", "n": 5}, "q": "${QUOTE}", "own": "{{name}}", "shell": "$HOME ${lower} ${", "list": ["x-${SHA}-y"]});
+        fill(&mut doc, &env).expect("filled");
+        assert_eq!(doc, json!({"canary": {"version": "abc123", "n": 5}, "q": "a\"b", "own": "{{name}}", "shell": "$HOME ${lower} ${", "list": ["x-abc123-y"]}));
+    }
+
+    #[test]
+    fn every_unset_name_is_a_problem_with_its_path() {
+        let mut doc = json!({"target": {"canary": {"version": "${RELEASE_VERSION}"}}, "list": ["${SHA}", "${NOPE}"]});
+        let problems = fill(&mut doc, &env).expect_err("unset names");
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            ["list[1]: ${NOPE} is not set in the environment", "target.canary.version: ${RELEASE_VERSION} is not set in the environment"]
+        );
+    }
+}
