@@ -683,6 +683,9 @@ async fn watch_rollout(client: &Client, id: &str, as_json: bool, ci: &str) -> an
     use sluice::cli::ci::Runner;
     let runner = Runner::detect(ci, &|k| std::env::var(k).ok());
     let watcher = if runner.in_pipeline() { view::Watcher::changes_only() } else { view::Watcher::new(Duration::from_secs(5)) };
+    let base = client.base();
+    let hint = format!("          waiting for approval: `sluice approve {id} --url {base}`, or open {base}/api/dashboard/{id}");
+    let watcher = watcher.with_approval_hint(hint);
     let poll = Duration::from_millis(500);
     let (phase, status) = if as_json {
         view::watch(client, id, poll, watcher, |_| {}).await?

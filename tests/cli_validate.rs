@@ -9,13 +9,44 @@ fn sluice() -> Command {
 #[test]
 fn examples_validate_with_a_one_line_plan_each() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("examples").map(|e| e.expect("entry").path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("examples").map(|e| e.expect("entry").path()).filter(|p| p.is_file()).collect();
     files.sort();
     let out = sluice().arg("validate").args(&files).output().expect("runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.lines().count(), files.len());
     assert!(stdout.lines().all(|l| l.contains(": ok: ")), "{stdout}");
+}
+
+#[test]
+fn the_pipeline_specs_validate_once_the_runner_fills_them_and_say_what_is_unset_otherwise() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pipelines");
+    let specs = [dir.join("orders-api.rollout.json"), dir.join("azure-pipelines/orders-api.rollout.json")];
+    let filled = [
+        ("AZURE_SUBSCRIPTION_ID", "00000000-0000-0000-0000-000000000000"),
+        ("RESOURCE_GROUP", "orders-prod"),
+        ("APP_NAME", "orders-api"),
+        ("STABLE_VERSION", "2026.11.30.1"),
+        ("RELEASE_VERSION", "9f2c1e7"),
+        ("GITHUB_REPOSITORY", "contoso/orders-api"),
+        ("GITHUB_SHA", "9f2c1e7"),
+        ("ADO_ORGANIZATION", "contoso"),
+        ("SYSTEM_TEAMPROJECT", "orders"),
+    ];
+    let out = sluice().args(["validate", "--fill-env"]).args(&specs).envs(filled).output().expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.lines().all(|l| l.contains(": ok: orders-api 2026.11.30.1 → 9f2c1e7 ")), "{stdout}");
+    let out = sluice()
+        .args(["validate", "--fill-env"])
+        .arg(&specs[0])
+        .env_remove("RELEASE_VERSION")
+        .envs(filled[..4].iter().copied())
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("target.canary.version: ${RELEASE_VERSION} is not set in the environment"), "{stdout}");
 }
 
 #[test]

@@ -150,12 +150,20 @@ pub struct Watcher {
     last_live: Option<Instant>,
     live_every: Duration,
     changes_only: bool,
+    approval_hint: Option<String>,
+    hinted: bool,
 }
 
 impl Watcher {
     /// A watcher printing live numbers at most every `live_every`.
     pub fn new(live_every: Duration) -> Self {
-        Watcher { shown: 0, last_live: None, live_every, changes_only: false }
+        Watcher { shown: 0, last_live: None, live_every, changes_only: false, approval_hint: None, hinted: false }
+    }
+
+    /// The same watcher, printing `hint` (how to approve) once each time the rollout waits for approval.
+    pub fn with_approval_hint(mut self, hint: String) -> Self {
+        self.approval_hint = Some(hint);
+        self
     }
 
     /// A watcher for a pipeline's log: one line per phase or weight change, no live numbers.
@@ -172,6 +180,11 @@ impl Watcher {
             lines.push(history_line(e));
         }
         self.shown = self.shown.max(history.len());
+        let awaiting = s(status, "phase") == "AwaitingApproval";
+        if let Some(hint) = self.approval_hint.as_ref().filter(|_| awaiting && !self.hinted) {
+            lines.push(hint.clone());
+        }
+        self.hinted = awaiting;
         if self.changes_only {
             return lines;
         }
@@ -235,4 +248,25 @@ pub fn gate_text(v: &Value) -> String {
         out.push_str(&format!("  {}: {}\n", s(r, "code"), s(r, "message")));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_pipeline_log_gets_one_line_per_change_and_the_approval_hint_each_time_it_waits() {
+        let mut w = Watcher::changes_only().with_approval_hint("approve: sluice approve r-1".into());
+        let entry = |from: &str, to: &str, cause: &str| json!({"at": "2026-12-02T10:00:00Z", "from": from, "to": to, "weight": 20, "cause": cause, "summary": cause});
+        let mut history = vec![entry("Pending", "Progressing", "Start"), entry("Progressing", "Progressing", "Measured")];
+        let lines = w.update(&json!({"phase": "Progressing", "history": history, "live": {"windowSecs": 5}}));
+        assert_eq!(lines.len(), 1, "a measurement that changes nothing, and live numbers, stay out: {lines:?}");
+        history.push(entry("Progressing", "AwaitingApproval", "TrafficConfirmed"));
+        let lines = w.update(&json!({"phase": "AwaitingApproval", "history": history}));
+        assert_eq!(lines.last().map(String::as_str), Some("approve: sluice approve r-1"), "{lines:?}");
+        assert!(w.update(&json!({"phase": "AwaitingApproval", "history": history})).is_empty(), "said once per wait");
+        w.update(&json!({"phase": "Progressing", "history": history}));
+        assert_eq!(w.update(&json!({"phase": "AwaitingApproval", "history": history})), ["approve: sluice approve r-1"]);
+    }
 }

@@ -25,10 +25,11 @@ fn walk(v: &mut Value, path: String, get: &dyn Fn(&str) -> Option<String>, probl
     match v {
         Value::String(s) => match fill_text(s, get) {
             Ok(filled) => *s = filled,
-            Err(missing) => problems.extend(missing.into_iter().map(|name| Problem {
-                path: path.clone(),
-                message: format!("${{{name}}} is not set in the environment"),
-            })),
+            Err(missing) => problems.extend(
+                missing
+                    .into_iter()
+                    .map(|name| Problem { path: path.clone(), message: format!("${{{name}}} is not set in the environment") }),
+            ),
         },
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
@@ -46,7 +47,8 @@ fn walk(v: &mut Value, path: String, get: &dyn Fn(&str) -> Option<String>, probl
 }
 
 fn is_name(name: &str) -> bool {
-    name.starts_with(|c: char| c.is_ascii_uppercase() || c == '_') && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    name.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
+        && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// The text with its placeholders filled, or the names that are not set.
@@ -97,7 +99,10 @@ mod tests {
     fn placeholders_are_filled_inside_strings_only() {
         let mut doc = json!({"canary": {"version": "${SHA}", "n": 5}, "q": "${QUOTE}", "own": "{{name}}", "shell": "$HOME ${lower} ${", "list": ["x-${SHA}-y"]});
         fill(&mut doc, &env).expect("filled");
-        assert_eq!(doc, json!({"canary": {"version": "abc123", "n": 5}, "q": "a\"b", "own": "{{name}}", "shell": "$HOME ${lower} ${", "list": ["x-abc123-y"]}));
+        assert_eq!(
+            doc,
+            json!({"canary": {"version": "abc123", "n": 5}, "q": "a\"b", "own": "{{name}}", "shell": "$HOME ${lower} ${", "list": ["x-abc123-y"]})
+        );
     }
 
     #[test]

@@ -104,8 +104,14 @@ impl GitHubDeployments {
     async fn deployment(&self, n: &Notification, environment: &str) -> Result<u64, NotifyError> {
         let git_ref = self.git_ref.clone().unwrap_or_else(|| n.canary_version.clone());
         let query = [("environment", environment), ("ref", git_ref.as_str()), ("per_page", "100")];
-        let list = call(self.request(reqwest::Method::GET, "/deployments").query(&query), "GitHub", "listing deployments").await.map_err(failed)?;
-        let mine = list.as_array().into_iter().flatten().find(|d| d.pointer("/payload/sluiceRollout").and_then(Value::as_str) == Some(&n.rollout_id));
+        let list = call(self.request(reqwest::Method::GET, "/deployments").query(&query), "GitHub", "listing deployments")
+            .await
+            .map_err(failed)?;
+        let mine = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|d| d.pointer("/payload/sluiceRollout").and_then(Value::as_str) == Some(&n.rollout_id));
         if let Some(id) = mine.and_then(|d| d.get("id")).and_then(Value::as_u64) {
             return Ok(id);
         }
@@ -119,8 +125,9 @@ impl GitHubDeployments {
             "production_environment": self.production,
             "transient_environment": false,
         });
-        let created =
-            call(self.request(reqwest::Method::POST, "/deployments").json(&body), "GitHub", "creating the deployment").await.map_err(failed)?;
+        let created = call(self.request(reqwest::Method::POST, "/deployments").json(&body), "GitHub", "creating the deployment")
+            .await
+            .map_err(failed)?;
         created.get("id").and_then(Value::as_u64).ok_or_else(|| NotifyError::Failed("GitHub's answer has no deployment id".into()))
     }
 
@@ -134,16 +141,19 @@ impl GitHubDeployments {
     async fn retire_replaced(&self, n: &Notification, environment: &str, current: u64) -> Result<(), NotifyError> {
         let per_page = REPLACED_SCAN.to_string();
         let query = [("environment", environment), ("per_page", per_page.as_str())];
-        let list = call(self.request(reqwest::Method::GET, "/deployments").query(&query), "GitHub", "listing deployments").await.map_err(failed)?;
+        let list = call(self.request(reqwest::Method::GET, "/deployments").query(&query), "GitHub", "listing deployments")
+            .await
+            .map_err(failed)?;
         let earlier = list.as_array().into_iter().flatten().filter(|d| {
             d.get("id").and_then(Value::as_u64) != Some(current) && d.pointer("/payload/sluiceRollout").and_then(Value::as_str).is_some()
         });
         for d in earlier {
             let Some(id) = d.get("id").and_then(Value::as_u64) else { continue };
             let path = format!("/deployments/{id}/statuses");
-            let statuses = call(self.request(reqwest::Method::GET, &path).query(&[("per_page", "1")]), "GitHub", "reading a deployment's status")
-                .await
-                .map_err(failed)?;
+            let statuses =
+                call(self.request(reqwest::Method::GET, &path).query(&[("per_page", "1")]), "GitHub", "reading a deployment's status")
+                    .await
+                    .map_err(failed)?;
             if statuses.pointer("/0/state").and_then(Value::as_str) == Some("success") {
                 let description = clip(&format!("replaced by {} (Sluice rollout {})", n.canary_version, n.rollout_id));
                 self.post_status(id, &json!({"state": "inactive", "description": description})).await?;
