@@ -55,7 +55,8 @@ fn sample_draft() -> IssueDraft {
         title: "Rollout of orders-api v2 rolled back: analysis failed".into(),
         body,
         labels: vec!["sluice".into(), "rollback".into(), "service:orders-api".into()],
-        failed_at: failed_at(),
+        not_before: failed_at(),
+        rollout_failure: true,
     }
 }
 
@@ -82,7 +83,7 @@ async fn github_adapter_speaks_the_issues_api_and_never_files_twice() {
     let (lookup, create) = (&seen[0], &seen[1]);
     assert_eq!((lookup.method.as_str(), lookup.path.as_str()), ("GET", "/repos/acme/shop/issues"));
     assert_eq!(lookup.param("state").as_deref(), Some("all"));
-    assert_eq!(lookup.param("since").as_deref(), Some("2026-11-23T09:57:08Z"), "ten minutes before the failure");
+    assert_eq!(lookup.param("since").as_deref(), Some("2026-11-23T09:57:08Z"), "ten minutes before the earliest it can be");
     assert_eq!(lookup.param("per_page").as_deref(), Some("100"));
     for r in &seen {
         assert_eq!(r.header("authorization"), Some("Bearer ghp_wire_token"));
@@ -167,7 +168,7 @@ async fn azure_devops_adapter_creates_work_items_with_json_patch_and_finds_them_
             {"op": "add", "path": "/fields/System.Title", "value": "Rollout of orders-api v2 rolled back: analysis failed"},
             {"op": "add", "path": "/fields/Microsoft.VSTS.TCM.ReproSteps",
              "value": "<h2>What happened</h2><p>error rate 0.31 &gt; 0.05 &lt;b&gt;</p><p><small>sluice:rollout=r-1</small></p>"},
-            {"op": "add", "path": "/fields/System.Tags", "value": "sluice; rollback; service:orders-api; team-x; sluice-rollout-r-1"},
+            {"op": "add", "path": "/fields/System.Tags", "value": "sluice; rollback; service:orders-api; team-x; sluice-rollout-r-1; sluice-failure-r-1"},
             {"op": "add", "path": "/fields/System.AreaPath", "value": "Shop Web\\Orders"}
         ])
     );

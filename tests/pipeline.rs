@@ -110,7 +110,7 @@ fn with(env: &[(&'static str, String)], extra: &[(&'static str, String)]) -> Vec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_failure_before_any_rollout_opens_one_issue_through_report_failure() {
     let up = Upstreams::start().await;
-    let p = Pipeline::start(&up.router_url, json!([{"setWeight": 50}])).await;
+    let p = Pipeline::start(&up.router_url, json!([{"setWeight": 50}, {"pause": {}}])).await;
     let log = p.dir.path().join("build.log");
     std::fs::write(&log, "compiling orders-api\nerror[E0308]: mismatched types\ncurl -H 'Authorization: Bearer s3cr3t-t0ken' https://x\n")
         .expect("log");
@@ -130,6 +130,24 @@ async fn a_build_failure_before_any_rollout_opens_one_issue_through_report_failu
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("release gh-101: commented"), "{}", text(&out));
     assert_eq!(p.issues().len(), 1);
+    // The re-run gets past the build, and its rollout fails too: still the release's one issue.
+    let sluice = Path::new(env!("CARGO_BIN_EXE_sluice"));
+    let start = step(sluice, &["start", &p.spec.display().to_string(), "--fill-env", "--id", "gh-101"], &p.github_env("gh-101")).await;
+    assert!(start.status.success(), "{}", text(&start));
+    let client = sluice::cli::client::Client::new(&p.up.url, None, "t");
+    common::wait_for(&client, "gh-101", "paused", Duration::from_secs(30), |s| s["phase"] == "Paused").await;
+    let smoke = step(&sluice_sh(), &["report-failure"], &with(&p.github_env("gh-101"), &[("SLUICE_STAGE", "smoke-test".into())])).await;
+    assert!(smoke.status.success(), "{}", text(&smoke));
+    let told = |s: &Value| s["backlog"]["state"] == "opened" && s["backlog"]["reported"]["failure"] == true;
+    let filed = common::wait_for(&client, "gh-101", "the failure told on the issue", Duration::from_secs(30), told).await;
+    assert_eq!(filed["phase"], "RolledBack");
+    assert_eq!(p.issues().len(), 1, "{:?}", p.issues());
+    let issue = p.issue("gh-101");
+    assert!(issue.contains("stage 'build'"), "{issue}");
+    assert!(
+        issue.contains("## The rollout failed too: gh-101") && issue.contains("**Failed stage:** smoke-test"),
+        "both failures in one issue: {issue}"
+    );
     // A bad report changes nothing and says which field.
     let bad = with(&p.github_env("gh-102"), &[("SLUICE_STAGE", "build".into()), ("SLUICE_RUN_URL", "javascript:alert(1)".into())]);
     let out = step(&sluice_sh(), &["report-failure"], &bad).await;

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use super::{call, marker_tag, Backlog, BacklogError, CommentDraft, Filed, IssueDraft};
+use super::{call, failure_tag, marker_tag, Backlog, BacklogError, CommentDraft, Filed, IssueDraft};
 use crate::domain::rollout::IssueRef;
 use crate::ports::azure::auth::AzureCredential;
 use crate::ports::env::{opt_str, req_str, AdapterEnv, AdapterError, Settings};
@@ -107,29 +107,40 @@ impl AzureBoards {
         Some(IssueRef { id: id.to_string(), url: format!("{}/_workitems/edit/{id}", self.project_url) })
     }
 
-    /// The work item an earlier attempt created for the rollout, if any.
-    async fn find(&self, rollout_id: &str) -> Result<Option<IssueRef>, BacklogError> {
+    /// The first work item with `tag`, if any.
+    async fn with_tag(&self, tag: &str) -> Result<Option<IssueRef>, BacklogError> {
         let query = format!(
             "SELECT [System.Id] FROM WorkItems WHERE [System.TeamProject] = @project AND [System.Tags] CONTAINS '{}' ORDER BY [System.Id]",
-            marker_tag(rollout_id).replace('\'', "''")
+            tag.replace('\'', "''")
         );
         let request = self.request(reqwest::Method::POST, format!("{}/_apis/wit/wiql?{API}", self.project_url)).await?;
         let answer = call(request.json(&json!({ "query": query })), "Azure DevOps", "looking for the rollout's work item").await?;
         Ok(answer.pointer("/workItems/0").and_then(|w| self.issue_ref(w)))
+    }
+
+    /// The work item an earlier attempt (or the release's pipeline report)
+    /// created for the rollout, and whether it tells the rollout's failure.
+    async fn find(&self, rollout_id: &str) -> Result<Option<(IssueRef, bool)>, BacklogError> {
+        let Some(found) = self.with_tag(&marker_tag(rollout_id)).await? else { return Ok(None) };
+        let tells = self.with_tag(&failure_tag(rollout_id)).await?.is_some_and(|f| f.id == found.id);
+        Ok(Some((found, tells)))
     }
 }
 
 #[async_trait]
 impl Backlog for AzureBoards {
     async fn open(&self, draft: &IssueDraft) -> Result<Filed, BacklogError> {
-        if let Some(issue) = self.find(&draft.rollout_id).await? {
-            return Ok(Filed { issue, created: false });
+        if let Some((issue, tells_failure)) = self.find(&draft.rollout_id).await? {
+            return Ok(Filed { issue, created: false, tells_failure });
         }
         let text_field =
             if self.work_item_type.eq_ignore_ascii_case("bug") { "Microsoft.VSTS.TCM.ReproSteps" } else { "System.Description" };
         let mut tags: Vec<String> = draft.labels.clone();
         tags.extend(self.tags.iter().cloned());
         tags.push(marker_tag(&draft.rollout_id));
+        if draft.rollout_failure {
+            tags.push(failure_tag(&draft.rollout_id));
+        }
         // Tags are separated by semicolons; one inside a tag would split it.
         let tags = tags.iter().map(|t| t.replace(';', ",")).collect::<Vec<_>>().join("; ");
         let mut patch = vec![
@@ -147,7 +158,7 @@ impl Backlog for AzureBoards {
             call(request.header("content-type", "application/json-patch+json").body(body), "Azure DevOps", "creating the work item")
                 .await?;
         let issue = self.issue_ref(&created).ok_or_else(|| BacklogError::Failed("Azure DevOps' answer has no work item id".into()))?;
-        Ok(Filed { issue, created: true })
+        Ok(Filed { issue, created: true, tells_failure: draft.rollout_failure })
     }
 
     async fn preflight(&self) -> Vec<Check> {

@@ -20,12 +20,14 @@ pub fn draft(rollout: &Rollout, history: &[HistoryEntry], evidence: &Evidence, p
     }
     let mut body = failure_report(rollout, history, evidence, public_url);
     body.push(Block::Marker(marker(&rollout.id)));
+    body.push(Block::Marker(super::failure_marker(&rollout.id)));
     IssueDraft {
         rollout_id: rollout.id.to_string(),
         title,
         body,
         labels: vec!["sluice".into(), "rollback".into(), format!("service:{}", t.name)],
-        failed_at: rollout.failure.as_ref().map(|f| f.at).unwrap_or(rollout.updated_at),
+        not_before: rollout.created_at - super::RELEASE_LOOKBACK,
+        rollout_failure: true,
     }
 }
 
@@ -36,13 +38,24 @@ pub fn update(rollout: &Rollout, history: &[HistoryEntry], told: &Reported, publ
     let mut body = Doc::default();
     let failure = rollout.failure.as_ref();
     if now.failure && !told.failure {
-        body.push(Block::Heading(format!("Failed again: rollout {}", rollout.id)));
-        let retry = rollout.retry_of.as_deref().map(|o| format!(" (a retry of {o})")).unwrap_or_default();
-        body.push(Block::Para(vec![
-            text(format!("{} {} was rolled out again as ", t.name, t.canary.version)),
-            code(rollout.id.as_str()),
-            text(format!("{retry}, and failed again.")),
-        ]));
+        match rollout.retry_of.as_deref() {
+            Some(original) => {
+                body.push(Block::Heading(format!("Failed again: rollout {}", rollout.id)));
+                body.push(Block::Para(vec![
+                    text(format!("{} {} was rolled out again as ", t.name, t.canary.version)),
+                    code(rollout.id.as_str()),
+                    text(format!(" (a retry of {original}), and failed again.")),
+                ]));
+            }
+            None => {
+                body.push(Block::Heading(format!("The rollout failed too: {}", rollout.id)));
+                body.push(Block::Para(vec![
+                    text(format!("{} {} was then rolled out as ", t.name, t.canary.version)),
+                    code(rollout.id.as_str()),
+                    text(", and Sluice rolled it back."),
+                ]));
+            }
+        }
         if let Some(f) = failure {
             body.extend(failure_report(rollout, history, &f.evidence, public_url));
         }
@@ -74,6 +87,9 @@ pub fn update(rollout: &Rollout, history: &[HistoryEntry], told: &Reported, publ
     body.push(Block::List(links(rollout, public_url)));
     let marker = format!("sluice:update={}/{}", rollout.id, now.key());
     body.push(Block::Marker(marker.clone()));
+    if now.failure && !told.failure {
+        body.push(Block::Marker(super::failure_marker(&rollout.id)));
+    }
     CommentDraft { marker, body }
 }
 
@@ -279,7 +295,8 @@ pub fn release_failure(release: &str, target: &Target, failure: &PipelineFailure
         title,
         body,
         labels: vec!["sluice".into(), "release-failed".into(), format!("service:{}", target.name)],
-        failed_at: now,
+        not_before: now - super::RELEASE_LOOKBACK,
+        rollout_failure: false,
     }
 }
 

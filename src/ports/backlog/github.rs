@@ -1,7 +1,8 @@
 //! GitHub Issues. The rollout → issue mapping lives in Sluice's store; when
 //! it is lost (a crash between creating the issue and saving its number)
 //! the issue is found again by the marker in its body, listing the
-//! repository's issues updated since the failure — the list is consistent,
+//! repository's issues updated since a day before the rollout began (the
+//! release's pipeline may have opened it first) — the list is consistent,
 //! unlike search, which lags and is rate limited. Comments carry markers too.
 //!
 //! `sluice doctor` reads the repository (`GET /repos/{owner}/{repo}`:
@@ -80,8 +81,9 @@ impl GitHubIssues {
     }
 
     /// The issue an earlier attempt opened for the rollout, if any.
-    async fn find(&self, draft: &IssueDraft) -> Result<Option<IssueRef>, BacklogError> {
-        let since = (draft.failed_at - TimeDelta::minutes(10)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    /// The issue with the draft's marker, and whether it tells the rollout's failure.
+    async fn find(&self, draft: &IssueDraft) -> Result<Option<(IssueRef, bool)>, BacklogError> {
+        let since = (draft.not_before - TimeDelta::minutes(10)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let wanted = marker(&draft.rollout_id);
         for page in 1..=PAGES {
             let request = self.request(reqwest::Method::GET, "/issues").query(&[
@@ -95,7 +97,9 @@ impl GitHubIssues {
             let list = call(request, "GitHub", "looking for the rollout's issue").await?;
             let issues = list.as_array().cloned().unwrap_or_default();
             if let Some(found) = issues.iter().find(|i| i.get("body").and_then(Value::as_str).is_some_and(|b| b.contains(&wanted))) {
-                return Ok(self.issue_ref(found));
+                let failure = super::failure_marker(&draft.rollout_id);
+                let tells = found.get("body").and_then(Value::as_str).is_some_and(|b| b.contains(&failure));
+                return Ok(self.issue_ref(found).map(|issue| (issue, tells)));
             }
             if issues.len() < 100 {
                 break;
@@ -155,15 +159,15 @@ fn repository_findings(repo: &Value, scopes: Option<&str>, labels: bool) -> Vec<
 #[async_trait]
 impl Backlog for GitHubIssues {
     async fn open(&self, draft: &IssueDraft) -> Result<Filed, BacklogError> {
-        if let Some(issue) = self.find(draft).await? {
-            return Ok(Filed { issue, created: false });
+        if let Some((issue, tells_failure)) = self.find(draft).await? {
+            return Ok(Filed { issue, created: false, tells_failure });
         }
         let mut labels = draft.labels.clone();
         labels.extend(self.labels.iter().filter(|l| !draft.labels.contains(l)).cloned());
         let body = json!({"title": draft.title, "body": draft.body.markdown(), "labels": labels});
         let created = call(self.request(reqwest::Method::POST, "/issues").json(&body), "GitHub", "opening the issue").await?;
         let issue = self.issue_ref(&created).ok_or_else(|| BacklogError::Failed("GitHub's answer has no issue number".into()))?;
-        Ok(Filed { issue, created: true })
+        Ok(Filed { issue, created: true, tells_failure: draft.rollout_failure })
     }
 
     async fn preflight(&self) -> Vec<Check> {

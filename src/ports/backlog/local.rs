@@ -42,18 +42,23 @@ impl Backlog for FileBacklog {
         let dir = self.dir.clone();
         let path = self.path(&draft.rollout_id);
         let text = format!("# {}\n\nLabels: {}\n\n{}", draft.title, draft.labels.join(", "), draft.body.markdown());
-        let created = tokio::task::spawn_blocking(move || {
+        let failure = super::failure_marker(&draft.rollout_id);
+        let (created, tells_failure) = tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&dir).map_err(|e| BacklogError::Failed(format!("cannot create {}: {e}", dir.display())))?;
             match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => f.write_all(text.as_bytes()).map(|_| true).map_err(|e| BacklogError::Failed(e.to_string())),
+                Ok(mut f) => f.write_all(text.as_bytes()).map(|_| (true, false)).map_err(|e| BacklogError::Failed(e.to_string())),
                 // One issue per rollout: the file already there is the issue.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let existing = std::fs::read_to_string(&path).map_err(|e| BacklogError::Failed(e.to_string()))?;
+                    Ok((false, existing.contains(&failure)))
+                }
                 Err(e) => Err(BacklogError::Failed(format!("cannot write {}: {e}", path.display()))),
             }
         })
         .await
         .map_err(|e| BacklogError::Failed(e.to_string()))??;
-        Ok(Filed { issue: self.issue_ref(&draft.rollout_id), created })
+        let tells_failure = if created { draft.rollout_failure } else { tells_failure };
+        Ok(Filed { issue: self.issue_ref(&draft.rollout_id), created, tells_failure })
     }
 
     async fn comment(&self, issue: &IssueRef, comment: &CommentDraft) -> Result<(), BacklogError> {

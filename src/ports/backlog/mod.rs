@@ -32,8 +32,13 @@ pub struct IssueDraft {
     pub body: Doc,
     /// Labels or tags.
     pub labels: Vec<String>,
-    /// When the rollout failed: an issue for it cannot be older.
-    pub failed_at: DateTime<Utc>,
+    /// An issue with this key cannot be older: found issues are looked for
+    /// from here on (a day before the rollout began, since the pipeline may
+    /// have reported a failure of the same release before its rollout ran).
+    pub not_before: DateTime<Utc>,
+    /// A rollout's failure (its issue tells it, and says so with
+    /// [`failure_marker`]), rather than a pipeline's report of a failed stage.
+    pub rollout_failure: bool,
 }
 
 /// A comment ready to post.
@@ -52,6 +57,10 @@ pub struct Filed {
     pub issue: IssueRef,
     /// False when an earlier attempt had already opened it.
     pub created: bool,
+    /// Whether the issue already tells the rollout's failure: true when
+    /// written now or by an earlier attempt of the rollout, false for the
+    /// release's issue a pipeline report opened before the rollout failed.
+    pub tells_failure: bool,
 }
 
 /// What can go wrong filing an issue.
@@ -87,9 +96,22 @@ pub fn build(provider: &str, settings: &Settings, env: &AdapterEnv) -> Result<Ar
     lookup("backlog", PROVIDERS, provider)?(settings, env)
 }
 
+/// How long before its rollout a release's earlier failure report may have opened its issue.
+pub const RELEASE_LOOKBACK: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
 /// The marker that ties an issue to its rollout (hidden in the issue text).
 pub fn marker(rollout_id: &str) -> String {
     format!("sluice:rollout={rollout_id}")
+}
+
+/// The marker in the text of an issue that tells a rollout's failure.
+pub fn failure_marker(rollout_id: &str) -> String {
+    format!("sluice:failure={rollout_id}")
+}
+
+/// The tag of a work item that tells a rollout's failure.
+pub fn failure_tag(rollout_id: &str) -> String {
+    format!("sluice-failure-{rollout_id}")
 }
 
 /// The tag that ties a work item to its rollout, where trackers search tags.

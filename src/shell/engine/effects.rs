@@ -192,8 +192,13 @@ impl Engine {
             Ok(filed) => {
                 tracing::info!(rollout = %state.id, url = %filed.issue.url, created = filed.created, "backlog issue opened");
                 // An issue found rather than written now may say less: what it
-                // lacks beyond the failure goes into a comment.
-                let reported = if filed.created { Reported::of(state) } else { Reported { failure: true, ..Reported::default() } };
+                // lacks goes into a comment — the failure itself too, when the
+                // issue is the release's, opened by a pipeline's report.
+                let reported = match (filed.created, filed.tells_failure) {
+                    (true, _) => Reported::of(state),
+                    (false, true) => Reported { failure: true, ..Reported::default() },
+                    (false, false) => Reported::default(),
+                };
                 Event::BacklogOpened { issue: filed.issue, reported }
             }
             Err(error) => {
