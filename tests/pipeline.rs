@@ -426,3 +426,59 @@ async fn github_deployments_show_each_rollout_and_its_outcome() {
     let error = refused.send(&notification(NotifyKind::Started, "gh-4", "sha4")).await.expect_err("401").to_string();
     assert!(error.contains("401") && error.contains("Bad credentials") && !error.contains("expired-token"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_measures_the_error_budget_and_bad_requests_name_their_field() {
+    let rig = common::Rig::start().await;
+    let base = rig.host.url();
+    let json_header = [("content-type", "application/json")];
+    let mut spec = rig.spec(json!([{"setWeight": 50}]));
+    // The local router's `healthy` is 1 while the canary answers its health check, else 0:
+    // a budget left of 1 or 0.
+    spec["policy"] = json!({"errorBudget": {"provider": "local", "query": "healthy", "minRemaining": 0.5}});
+    let (status, answer) = common::raw(&base, "POST", "/api/gate", json!({"spec": spec}).to_string().into_bytes(), &json_header).await;
+    assert_eq!((status, &answer["ready"]), (200, &json!(true)), "{answer}");
+    // A budget source that reports the budget spent (0 left).
+    let spent = Recorder::start(|_: &Recorded| (200, vec![], json!({"healthy": false}).to_string())).await;
+    let mut spent_spec = spec.clone();
+    spent_spec["policy"]["errorBudget"]["settings"] = json!({"url": spent.url});
+    let (_, answer) = common::raw(&base, "POST", "/api/gate", json!({"spec": spent_spec}).to_string().into_bytes(), &json_header).await;
+    assert_eq!(answer["ready"], false, "{answer}");
+    assert_eq!(answer["reasons"][0]["code"], "errorBudget", "{answer}");
+    assert!(answer["reasons"][0]["message"].as_str().is_some_and(|m| m.contains("below its minimum")), "{answer}");
+    spec["policy"]["errorBudget"]["query"] = json!("no_such_series");
+    let (_, answer) = common::raw(&base, "POST", "/api/gate", json!({"spec": spec}).to_string().into_bytes(), &json_header).await;
+    assert_eq!(answer["ready"], false, "an unmeasurable budget is never a pass: {answer}");
+    let (status, answer) = common::raw(&base, "GET", "/api/gate?target=orders-api", vec![], &[]).await;
+    assert_eq!((status, &answer["ready"]), (200, &json!(true)), "{answer}");
+
+    for (method, path, body, field) in [
+        ("GET", "/api/gate", json!(null), "target"),
+        ("GET", "/api/gate?target=orders-api&force=1", json!(null), "force"),
+        ("POST", "/api/gate", json!({"target": "../etc"}), "target"),
+        ("POST", "/api/releases/gh-9/failure", json!({"runUrl": "https://x"}), "stage"),
+        ("POST", "/api/releases/gh-9/failure", json!({"stage": "build"}), "spec"),
+        ("POST", "/api/releases/gh-9/failure", json!({"stage": "build", "spec": {"target": {"name": "x"}}}), ""),
+        ("POST", "/api/releases/gh-9/failure", json!({"stage": "build\u{7}", "spec": spec}), "stage"),
+        ("POST", "/api/releases/gh-9/failure", json!({"stage": "build", "spec": spec, "extra": 1}), "extra"),
+    ] {
+        let bytes = if body.is_null() { vec![] } else { body.to_string().into_bytes() };
+        let (status, answer) = common::raw(&base, method, path, bytes, &json_header).await;
+        assert!((400..500).contains(&status), "{method} {path} {body}: {status} {answer}");
+        if !field.is_empty() {
+            assert_eq!(answer["field"], field, "{method} {path} {body}: {answer}");
+        }
+    }
+    let mut no_backlog = spec.clone();
+    no_backlog.as_object_mut().expect("object").remove("backlog");
+    let (status, answer) = common::raw(
+        &base,
+        "POST",
+        "/api/releases/gh-9/failure",
+        json!({"stage": "build", "spec": no_backlog}).to_string().into_bytes(),
+        &json_header,
+    )
+    .await;
+    assert_eq!((status, &answer["field"]), (400, &json!("spec.backlog")), "{answer}");
+    assert!(rig.backlog_files().is_empty(), "no refused report filed anything");
+}
