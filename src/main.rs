@@ -268,28 +268,19 @@ enum Cmd {
         #[arg(long)]
         log: Option<String>,
         /// The rollout spec (names the backlog when the rollout has not started).
-        #[arg(long)]
-        spec: Option<PathBuf>,
-        /// Fill `${NAME}` placeholders in the spec's strings from the environment (a pipeline's
-        /// commit, versions, resource names); an unset name is an error.
-        #[arg(long)]
-        fill_env: bool,
+        #[command(flatten)]
+        spec: SpecOption,
         #[command(flatten)]
         remote: Remote,
     },
     /// May a release to this target begin now? Exits 0 if ready, 1 with the reasons
     /// (a rollout running, a rollback open, the error budget below its minimum).
     Gate {
-        /// The target's name.
+        /// The target's name (or the spec's, with --spec: it also names the error budget).
         #[arg(long, required_unless_present = "spec", conflicts_with = "spec")]
         target: Option<String>,
-        /// The spec about to be rolled out (its target, and its error budget).
-        #[arg(long)]
-        spec: Option<PathBuf>,
-        /// Fill `${NAME}` placeholders in the spec's strings from the environment (a pipeline's
-        /// commit, versions, resource names); an unset name is an error.
-        #[arg(long)]
-        fill_env: bool,
+        #[command(flatten)]
+        spec: SpecOption,
         #[command(flatten)]
         remote: Remote,
     },
@@ -343,6 +334,24 @@ enum Cmd {
     Promote(Action),
     /// Re-run a paused step, re-drive a stuck rollback, or restart a finished rollout.
     Retry(Action),
+}
+
+/// An optional `--spec FILE`, its placeholders filled from the environment with `--fill-env`.
+#[derive(Args)]
+struct SpecOption {
+    /// The rollout spec (JSON, or YAML by extension).
+    #[arg(long)]
+    spec: Option<PathBuf>,
+    /// Fill `${NAME}` placeholders in the spec's strings from the environment (a pipeline's
+    /// commit, versions, resource names); an unset name is an error.
+    #[arg(long)]
+    fill_env: bool,
+}
+
+impl SpecOption {
+    fn read(&self) -> anyhow::Result<Option<serde_json::Value>> {
+        self.spec.as_deref().map(|path| read_spec(path, self.fill_env)).transpose()
+    }
 }
 
 #[derive(Args)]
@@ -524,7 +533,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::ReportFailure { id, stage, run_url, log_file, log, spec, fill_env, remote } => {
+        Cmd::ReportFailure { id, stage, run_url, log_file, log, spec, remote } => {
             let mut report = json!({"stage": stage});
             if let Some(url) = run_url {
                 report["runUrl"] = json!(url);
@@ -536,8 +545,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(log) = log {
                 report["log"] = json!(log);
             }
-            if let Some(path) = spec {
-                report["spec"] = read_spec(&path, fill_env)?;
+            if let Some(doc) = spec.read()? {
+                report["spec"] = doc;
             }
             let answer = report_failure(&client(&remote), &id, &report).await?;
             if remote.json {
@@ -548,10 +557,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Gate { target, spec, fill_env, remote } => {
-            let ask = match (target, spec) {
-                (_, Some(path)) => json!({"spec": read_spec(&path, fill_env)?}),
-                (target, None) => json!({"target": target}),
+        Cmd::Gate { target, spec, remote } => {
+            let ask = match spec.read()? {
+                Some(doc) => json!({"spec": doc}),
+                None => json!({"target": target}),
             };
             let answer = client(&remote).gate(&ask).await?;
             if remote.json {

@@ -7,6 +7,7 @@ pub mod azure;
 pub mod backlog;
 pub mod clock;
 pub mod env;
+pub mod github;
 pub mod local_router;
 pub mod metrics;
 pub mod notify;

@@ -24,60 +24,38 @@ use crate::ports::preflight::Check;
 
 use super::{call, marker, Backlog, BacklogError, CommentDraft, Filed, IssueDraft};
 use crate::domain::rollout::IssueRef;
-use crate::ports::env::{opt_str, req_str, AdapterEnv, AdapterError, Settings};
+use crate::ports::env::{AdapterEnv, AdapterError, Settings};
+use crate::ports::github::GitHubRepo;
 
 /// Pages of 100 looked through when recovering a lost mapping.
 const PAGES: u32 = 5;
 
 /// A GitHub repository's issues.
 pub struct GitHubIssues {
-    http: reqwest::Client,
-    api: String,
-    repo: String,
-    token: String,
+    repo: GitHubRepo,
     labels: Vec<String>,
 }
 
 /// Builds the GitHub backlog.
 pub fn build(settings: &Settings, env: &AdapterEnv) -> Result<Arc<dyn Backlog>, AdapterError> {
-    let config = |message: String| AdapterError::Config { provider: "github".into(), message };
-    let repo = req_str("github", settings, "repository")?;
-    if repo.split('/').count() != 2 || repo.split('/').any(str::is_empty) {
-        return Err(config(format!("'repository' must be owner/name, not '{repo}'")));
-    }
-    let token_setting = opt_str(settings, "tokenSetting").unwrap_or("GITHUB_TOKEN");
-    let token = env
-        .setting(token_setting)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| config(format!("app setting {token_setting} (the token) is not set")))?;
+    let repo = GitHubRepo::from_settings("github", settings, env)?;
     let labels = settings
         .get("labels")
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
         .unwrap_or_default();
-    Ok(Arc::new(GitHubIssues {
-        http: env.http.clone(),
-        api: opt_str(settings, "apiUrl").unwrap_or("https://api.github.com").trim_end_matches('/').to_string(),
-        repo: repo.to_string(),
-        token,
-        labels,
-    }))
+    Ok(Arc::new(GitHubIssues { repo, labels }))
 }
 
 impl GitHubIssues {
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}/repos/{}{path}", self.api, self.repo))
-            .bearer_auth(&self.token)
-            .header("accept", "application/vnd.github+json")
-            .header("x-github-api-version", "2022-11-28")
-            .header("user-agent", concat!("sluice/", env!("CARGO_PKG_VERSION")))
+        self.repo.request(method, path)
     }
 
     fn issue_ref(&self, issue: &Value) -> Option<IssueRef> {
         let number = issue.get("number")?.as_u64()?;
         let url = issue.get("html_url").and_then(Value::as_str).map(str::to_string).unwrap_or_default();
-        Some(IssueRef { id: format!("{}#{number}", self.repo), url })
+        Some(IssueRef { id: format!("{}#{number}", self.repo.repo), url })
     }
 
     /// The issue an earlier attempt opened for the rollout, if any.
@@ -184,9 +162,9 @@ impl Backlog for GitHubIssues {
             403 | 404 => vec![Check::blocker(
                 "backlog",
                 "repository",
-                format!("{} answered {status}: it does not exist, or the token may not see it", self.repo),
+                format!("{} answered {status}: it does not exist, or the token may not see it", self.repo.repo),
             )],
-            other => vec![Check::blocker("backlog", "GitHub", format!("answered {other} reading {}", self.repo))],
+            other => vec![Check::blocker("backlog", "GitHub", format!("answered {other} reading {}", self.repo.repo))],
         }
     }
 

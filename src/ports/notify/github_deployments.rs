@@ -31,7 +31,8 @@ use serde_json::{json, Value};
 use super::{Notification, Notifier, NotifyError};
 use crate::domain::rollout::NotifyKind;
 use crate::ports::backlog::call;
-use crate::ports::env::{opt_str, req_str, AdapterEnv, AdapterError, Settings};
+use crate::ports::env::{opt_str, AdapterEnv, AdapterError, Settings};
+use crate::ports::github::GitHubRepo;
 
 /// Longest status description GitHub takes.
 const DESCRIPTION_MAX: usize = 140;
@@ -40,10 +41,7 @@ const REPLACED_SCAN: usize = 30;
 
 /// One repository's deployments.
 pub struct GitHubDeployments {
-    http: reqwest::Client,
-    api: String,
-    repo: String,
-    token: String,
+    repo: GitHubRepo,
     environment: Option<String>,
     git_ref: Option<String>,
     production: bool,
@@ -51,21 +49,8 @@ pub struct GitHubDeployments {
 
 /// Builds the channel.
 pub fn build(settings: &Settings, env: &AdapterEnv) -> Result<Arc<dyn Notifier>, AdapterError> {
-    let config = |message: String| AdapterError::Config { provider: "githubDeployments".into(), message };
-    let repo = req_str("githubDeployments", settings, "repository")?;
-    if repo.split('/').count() != 2 || repo.split('/').any(str::is_empty) {
-        return Err(config(format!("'repository' must be owner/name, not '{repo}'")));
-    }
-    let token_setting = opt_str(settings, "tokenSetting").unwrap_or("GITHUB_TOKEN");
-    let token = env
-        .setting(token_setting)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| config(format!("app setting {token_setting} (the token) is not set")))?;
     Ok(Arc::new(GitHubDeployments {
-        http: env.http.clone(),
-        api: opt_str(settings, "apiUrl").unwrap_or("https://api.github.com").trim_end_matches('/').to_string(),
-        repo: repo.to_string(),
-        token,
+        repo: GitHubRepo::from_settings("githubDeployments", settings, env)?,
         environment: opt_str(settings, "environment").map(str::to_string),
         git_ref: opt_str(settings, "ref").map(str::to_string),
         production: settings.get("production").and_then(Value::as_bool).unwrap_or(true),
@@ -88,12 +73,7 @@ fn failed(e: crate::ports::backlog::BacklogError) -> NotifyError {
 
 impl GitHubDeployments {
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}/repos/{}{path}", self.api, self.repo))
-            .bearer_auth(&self.token)
-            .header("accept", "application/vnd.github+json")
-            .header("x-github-api-version", "2022-11-28")
-            .header("user-agent", concat!("sluice/", env!("CARGO_PKG_VERSION")))
+        self.repo.request(method, path)
     }
 
     fn environment(&self, n: &Notification) -> String {
