@@ -385,7 +385,9 @@ fn the_package_is_laid_out_as_the_functions_host_expects() {
             "api/function.json",
             "dashboard/function.json",
             "doctor/function.json",
+            "gate/function.json",
             "host.json",
+            "releases/function.json",
             "sluice",
             "steps/function.json",
             "tick/function.json"
