@@ -318,6 +318,10 @@ enum Cmd {
         /// Rollout id.
         #[arg(value_parser = rollout_id)]
         id: RolloutId,
+        /// Stop (exit 0) once it waits for approval, with how to approve in the job summary;
+        /// a pipeline then follows it to the end in a second step, the summary already shown.
+        #[arg(long)]
+        until_approval: bool,
         /// Pipeline output: auto (detect GitHub Actions / Azure Pipelines), github, azure, none.
         #[arg(long, value_parser = ["auto", "github", "azure", "none"], default_value = "auto")]
         ci: String,
@@ -529,7 +533,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             if watch {
-                return watch_rollout(&client, &rid, remote.json, &ci).await;
+                return watch_rollout(&client, &rid, remote.json, &ci, false).await;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -607,7 +611,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Watch { id, ci, remote } => watch_rollout(&client(&remote), &id, remote.json, &ci).await,
+        Cmd::Watch { id, until_approval, ci, remote } => watch_rollout(&client(&remote), &id, remote.json, &ci, until_approval).await,
         Cmd::Approve(a) => action("approve", a).await,
         Cmd::Reject(a) => action("reject", a).await,
         Cmd::Abort(a) => action("abort", a).await,
@@ -688,7 +692,7 @@ async fn action(name: &str, a: Action) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn watch_rollout(client: &Client, id: &str, as_json: bool, ci: &str) -> anyhow::Result<ExitCode> {
+async fn watch_rollout(client: &Client, id: &str, as_json: bool, ci: &str, until_approval: bool) -> anyhow::Result<ExitCode> {
     use sluice::cli::ci::Runner;
     let runner = Runner::detect(ci, &|k| std::env::var(k).ok());
     let watcher = if runner.in_pipeline() { view::Watcher::changes_only() } else { view::Watcher::new(Duration::from_secs(5)) };
@@ -697,7 +701,7 @@ async fn watch_rollout(client: &Client, id: &str, as_json: bool, ci: &str) -> an
     let watcher = watcher.with_approval_hint(hint);
     let poll = Duration::from_millis(500);
     let (phase, status) = if as_json {
-        view::watch(client, id, poll, watcher, |_| {}).await?
+        view::watch(client, id, poll, watcher, until_approval, |_| {}).await?
     } else {
         println!(
             "{}",
@@ -705,7 +709,7 @@ async fn watch_rollout(client: &Client, id: &str, as_json: bool, ci: &str) -> an
                 .group(&format!("Sluice rollout {id}"))
                 .unwrap_or_else(|| format!("watching {id} (Ctrl-C to stop watching; the rollout goes on)"))
         );
-        let followed = view::watch(client, id, poll, watcher, |line| println!("{line}")).await;
+        let followed = view::watch(client, id, poll, watcher, until_approval, |line| println!("{line}")).await;
         if let Some(end) = runner.end_group() {
             println!("{end}");
         }
@@ -714,7 +718,7 @@ async fn watch_rollout(client: &Client, id: &str, as_json: bool, ci: &str) -> an
     if as_json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     }
-    if phase != Phase::Succeeded {
+    if phase.is_terminal() && phase != Phase::Succeeded {
         let cause = status["failure"].as_str().unwrap_or("no cause recorded");
         if let Some(line) = runner.error(&format!("Sluice rollout {id}: {phase}"), cause) {
             println!("{line}");
@@ -728,7 +732,7 @@ async fn watch_rollout(client: &Client, id: &str, as_json: bool, ci: &str) -> an
         file.write_all(markdown.as_bytes()).with_context(|| format!("writing the job summary to {}", path.display()))?;
     }
     Ok(match phase {
-        Phase::Succeeded => ExitCode::SUCCESS,
+        Phase::Succeeded | Phase::AwaitingApproval => ExitCode::SUCCESS,
         Phase::RolledBack => ExitCode::from(1),
         _ => ExitCode::from(3),
     })

@@ -482,3 +482,32 @@ async fn the_gate_measures_the_error_budget_and_bad_requests_name_their_field() 
     assert_eq!((status, &answer["field"]), (400, &json!("spec.backlog")), "{answer}");
     assert!(rig.backlog_files().is_empty(), "no refused report filed anything");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_step_ends_at_the_approval_gate_with_how_to_approve_in_its_summary() {
+    let up = Upstreams::start().await;
+    let p = Pipeline::start(&up.router_url, json!([{"setWeight": 20}, {"approval": {"minApprovers": 1}}, {"setWeight": 100}])).await;
+    let env = p.github_env("gh-501");
+    let out = step(&sluice_sh(), &["start"], &env).await;
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains("waiting for approval: `sluice approve gh-501"), "the approve command is in the log: {log}");
+    let summary = std::fs::read_to_string(p.dir.path().join("summary-gh-501.md")).expect("the start step's summary");
+    assert!(summary.starts_with("## Sluice: rollout gh-501 waits for approval\n"), "{summary}");
+    assert!(summary.contains(&format!("[open the rollout's dashboard]({}/api/dashboard/gh-501)", p.up.url)), "{summary}");
+    assert_eq!(p.status("gh-501").await["phase"], "AwaitingApproval");
+
+    // The next step follows while a person approves; it ends with the rollout.
+    let follow_env = with(&env, &[("GITHUB_STEP_SUMMARY", p.dir.path().join("summary-gh-501-follow.md").display().to_string())]);
+    let follow = tokio::spawn({
+        let script = sluice_sh();
+        async move { step(&script, &["follow"], &follow_env).await }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let alice = sluice::cli::client::Client::new(&p.up.url, None, "alice");
+    alice.action("gh-501", "approve", &json!({})).await.expect("alice approves");
+    let out = follow.await.expect("the follow step");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let summary = std::fs::read_to_string(p.dir.path().join("summary-gh-501-follow.md")).expect("the follow step's summary");
+    assert!(summary.starts_with("## Sluice: rollout gh-501 succeeded\n") && summary.contains("| alice |"), "{summary}");
+}

@@ -104,9 +104,20 @@ pub fn summary_markdown(status: &Value, base_url: &str) -> String {
         "Succeeded" => "succeeded",
         "RolledBack" => "rolled back",
         "Aborted" => "was aborted",
+        "AwaitingApproval" => "waits for approval",
         _ => "is still running",
     };
+    let base = base_url.trim_end_matches('/');
     d.push(Block::Heading(format!("Sluice: rollout {id} {verdict}")));
+    if phase == "AwaitingApproval" {
+        d.push(Block::Para(vec![
+            strong("Approve or reject: "),
+            Span::Link("open the rollout's dashboard".into(), format!("{base}/api/dashboard/{id}")),
+            text(", or run "),
+            code(format!("sluice approve {id} --url {base}")),
+            text(format!(" ({}).", field(status, "waitingFor"))),
+        ]));
+    }
     d.push(Block::Para(vec![
         strong(field(status, "target")),
         text(format!(" {} → {} · ", field(status, "stable"), field(status, "canary"))),
@@ -135,7 +146,6 @@ pub fn summary_markdown(status: &Value, base_url: &str) -> String {
         })
         .unwrap_or_default();
     d.push(Block::Table { head: ["time (UTC)", "phase", "canary weight", "by", "what"].map(String::from).to_vec(), rows });
-    let base = base_url.trim_end_matches('/');
     let mut links = vec![
         vec![Span::Link("Timeline (dashboard)".into(), format!("{base}/api/dashboard/{id}"))],
         vec![Span::Link("Status (JSON)".into(), format!("{base}/api/rollouts/{id}"))],
@@ -185,6 +195,15 @@ mod tests {
         );
         assert_eq!(az.lines().count(), 1);
         assert!(Runner::Plain.error("a", "b").is_none());
+    }
+
+    #[test]
+    fn a_rollout_waiting_for_approval_puts_how_to_approve_in_the_summary() {
+        let status = json!({"id": "gh-8", "phase": "AwaitingApproval", "waitingFor": "1 more approval (of: anyone)", "history": []});
+        let md = summary_markdown(&status, "https://sluice.example");
+        assert!(md.starts_with("## Sluice: rollout gh-8 waits for approval\n"), "{md}");
+        assert!(md.contains("[open the rollout's dashboard](https://sluice.example/api/dashboard/gh-8)"), "{md}");
+        assert!(md.contains("`sluice approve gh-8 --url https://sluice.example`"), "{md}");
     }
 
     #[test]

@@ -207,12 +207,15 @@ pub fn terminal_phase(status: &Value) -> Option<Phase> {
 /// How long `watch` waits for a rollout that does not exist yet.
 pub const APPEAR_WITHIN: Duration = Duration::from_secs(120);
 
-/// Follows a rollout until it finishes, printing through `print`; the last status.
+/// Follows a rollout until it finishes — or, with `until_approval`, until
+/// it waits for approval — printing through `print`; the phase it stopped at
+/// and the last status.
 pub async fn watch(
     client: &Client,
     id: &str,
     poll: Duration,
     mut watcher: Watcher,
+    until_approval: bool,
     mut print: impl FnMut(String),
 ) -> Result<(Phase, Value), ClientError> {
     // A start posted to the queue exists once Sluice has taken the message: wait for it.
@@ -233,6 +236,9 @@ pub async fn watch(
         }
         if let Some(phase) = terminal_phase(&status) {
             return Ok((phase, status));
+        }
+        if until_approval && s(&status, "phase") == "AwaitingApproval" {
+            return Ok((Phase::AwaitingApproval, status));
         }
         tokio::time::sleep(poll).await;
     }

@@ -5,6 +5,9 @@
 #   sluice.sh gate            exit 1 unless a release may begin now (and say why)
 #   sluice.sh rollout         start the release's rollout and follow it to the end:
 #                             exit 0 succeeded, 1 rolled back, 3 aborted
+#   sluice.sh start           start it and follow it to its first approval gate, then
+#                             end the step: the job summary shows how to approve
+#   sluice.sh follow          follow it to the end (after `start`)
 #   sluice.sh report-failure  file a failed stage in the release's one backlog issue
 #
 # The spec is a template: its ${UPPER_CASE} placeholders are filled from the
@@ -17,7 +20,7 @@
 # SLUICE_STAGE, SLUICE_RUN_URL, SLUICE_LOG_FILE (report-failure).
 set -euo pipefail
 
-mode="${1:?usage: sluice.sh gate|rollout|report-failure}"
+mode="${1:?usage: sluice.sh gate|rollout|start|follow|report-failure}"
 
 case "$mode" in
   gate)
@@ -32,6 +35,18 @@ case "$mode" in
     fi
     exec sluice start "$spec" --fill-env --id "$release" --watch
     ;;
+  start)
+    release="${SLUICE_RELEASE:?SLUICE_RELEASE: the release (rollout) id}"
+    if [ -n "${SLUICE_QUEUE:-}" ]; then
+      sluice start "${SLUICE_SPEC:?SLUICE_SPEC: the spec file}" --fill-env --id "$release" --queue "$SLUICE_QUEUE"
+    else
+      sluice start "${SLUICE_SPEC:?SLUICE_SPEC: the spec file}" --fill-env --id "$release"
+    fi
+    exec sluice watch "$release" --until-approval
+    ;;
+  follow)
+    exec sluice watch "${SLUICE_RELEASE:?SLUICE_RELEASE: the release (rollout) id}"
+    ;;
   report-failure)
     args=(report-failure "${SLUICE_RELEASE:?SLUICE_RELEASE: the release (rollout) id}"
       --stage "${SLUICE_STAGE:?SLUICE_STAGE: the stage that failed}"
@@ -41,7 +56,7 @@ case "$mode" in
     exec sluice "${args[@]}"
     ;;
   *)
-    echo "sluice.sh: unknown step '$mode' (gate, rollout, report-failure)" >&2
+    echo "sluice.sh: unknown step '$mode' (gate, rollout, start, follow, report-failure)" >&2
     exit 2
     ;;
 esac
