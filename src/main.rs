@@ -514,7 +514,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let address = sluice::cli::release::QueueAddress::parse(&queue)?;
                     let token = match queue_token {
                         Some(t) => t,
-                        None => SignIn::azure_cli(sluice::cli::release::service_bus_audience()).bearer().await?.unwrap_or_default(),
+                        None => SignIn::azure_cli(sluice::ports::queue::servicebus_identity::SERVICE_BUS_RESOURCE)
+                            .bearer()
+                            .await?
+                            .unwrap_or_default(),
                     };
                     let by = sluice::domain::ids::Actor::parse(&actor_name(&remote)).map_err(|e| anyhow::anyhow!("--as: {}", e.message))?;
                     let message_id = sluice::cli::release::start_on_queue(&address, token, doc, by, id.clone()).await?;

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::domain::ids::{Actor, RolloutId};
 use crate::ports::azure::auth::AzureCredential;
-use crate::ports::queue::servicebus_identity::{ServiceBusSender, SERVICE_BUS_RESOURCE};
+use crate::ports::queue::servicebus_identity::ServiceBusSender;
 use crate::ports::queue::{Queue, SendOutcome};
 use crate::shell::messages::StepMessage;
 
@@ -90,11 +90,6 @@ pub async fn start_on_queue(address: &QueueAddress, token: String, spec: Value, 
         Ok(SendOutcome::Sent) | Ok(SendOutcome::Duplicate) => Ok(message_id),
         Err(e) => Err(ReleaseError::Queue(e.to_string())),
     }
-}
-
-/// The audience a Service Bus token must have.
-pub fn service_bus_audience() -> &'static str {
-    SERVICE_BUS_RESOURCE
 }
 
 /// The end of a log file (at most 64 KiB), lossily decoded: a pipeline's

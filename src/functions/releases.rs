@@ -66,10 +66,8 @@ pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiErro
         Err(e) if e.code == "missing_identity" => Actor::parse("pipeline").map_err(|e| ApiError::invalid_value("by", &e))?,
         Err(e) => return Err(e),
     };
-    let failure = PipelineFailure::new(&report.stage, by, report.run_url.as_deref(), &report.log).map_err(|message| {
-        let field = message.split(':').next().unwrap_or("body").to_string();
-        ApiError::invalid_field(&field, message.split_once(": ").map(|(_, m)| m).unwrap_or(&message))
-    })?;
+    let failure = PipelineFailure::new(&report.stage, by, report.run_url.as_deref(), &report.log)
+        .map_err(|e| ApiError::invalid_field(&e.field, &e.message))?;
     match app.engine.store.load(&id).await? {
         Some((rollout, _)) if !rollout.phase.is_terminal() => roll_back(app, &id, failure).await,
         Some((rollout, _)) => after_the_rollout(app, &rollout, &failure).await,

@@ -2,6 +2,7 @@
 //! timers, measurements and the results of commands carried out.
 
 use crate::domain::ids::{Actor, RequestId, Weight};
+use crate::domain::parse::FieldError;
 use crate::domain::stats::{Histogram, Proportion};
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -124,8 +125,8 @@ struct PipelineFailureWire {
 }
 
 impl TryFrom<PipelineFailureWire> for PipelineFailure {
-    type Error = String;
-    fn try_from(w: PipelineFailureWire) -> Result<Self, String> {
+    type Error = FieldError;
+    fn try_from(w: PipelineFailureWire) -> Result<Self, FieldError> {
         PipelineFailure::new(&w.stage, w.by, w.run_url.as_deref(), &w.excerpt)
     }
 }
@@ -141,16 +142,17 @@ impl PipelineFailure {
     /// A failure report checked at the edge: a stage name of printable
     /// characters, an http(s) run link, and the excerpt's last lines with
     /// anything credential-shaped replaced.
-    pub fn new(stage: &str, by: Actor, run_url: Option<&str>, excerpt: &str) -> Result<Self, String> {
+    pub fn new(stage: &str, by: Actor, run_url: Option<&str>, excerpt: &str) -> Result<Self, FieldError> {
+        let invalid = |field: &str, message: String| FieldError { field: field.into(), message };
         let stage = stage.trim();
         if stage.is_empty() || stage.chars().count() > STAGE_MAX || stage.chars().any(char::is_control) {
-            return Err(format!("stage: must be 1 to {STAGE_MAX} printable characters"));
+            return Err(invalid("stage", format!("must be 1 to {STAGE_MAX} printable characters")));
         }
         let run_url = run_url.map(str::trim).filter(|u| !u.is_empty());
         if let Some(url) = run_url {
             let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
             if !scheme_ok || url.len() > 2000 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err("runUrl: must be an http(s) URL without spaces, up to 2000 characters".into());
+                return Err(invalid("runUrl", "must be an http(s) URL without spaces, up to 2000 characters".into()));
             }
         }
         Ok(PipelineFailure {
