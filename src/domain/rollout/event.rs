@@ -414,6 +414,12 @@ pub enum Event {
         /// Percentage.
         weight: Weight,
     },
+    /// What the router says it cannot do or guarantee (pinned sessions),
+    /// reported with its first confirmation.
+    RouterCaveats {
+        /// One line each.
+        caveats: Vec<String>,
+    },
     /// The promotion (swap) completed.
     Promoted,
     /// The backlog issue exists.
@@ -454,6 +460,7 @@ impl Event {
             Event::ReleaseFailed { .. } => "ReleaseFailed",
             Event::CommandFailed { .. } => "CommandFailed",
             Event::TrafficConfirmed { .. } => "TrafficConfirmed",
+            Event::RouterCaveats { .. } => "RouterCaveats",
             Event::Promoted => "Promoted",
             Event::BacklogOpened { .. } => "BacklogOpened",
             Event::BacklogCommented { .. } => "BacklogCommented",

@@ -138,6 +138,9 @@ pub struct TrafficState {
     /// The command awaiting confirmation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<PendingTraffic>,
+    /// What the router said it cannot do or guarantee, as it said it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caveats: Vec<String>,
 }
 
 /// One approval.

@@ -2,7 +2,12 @@
 //! everyone back on stable. One adapter per router kind; the spec's
 //! `target.router.provider` picks it from [`PROVIDERS`].
 
+pub mod api_management;
+pub mod app_config;
 pub mod app_service;
+pub mod container_apps;
+pub mod front_door;
+pub mod gateway_api;
 pub mod local;
 
 use crate::domain::ids::Weight;
@@ -56,6 +61,10 @@ pub enum TrafficError {
     /// The router answered with an error or could not be reached.
     #[error("router request failed: {0}")]
     Failed(String),
+    /// The entity changed since it was read, or the service is busy with
+    /// another change to it; nothing was written.
+    #[error("router state changed meanwhile: {0}")]
+    Conflict(String),
     /// The router did not apply what was asked (read-back mismatch).
     #[error("router reports {actual}% after setting {wanted}%")]
     NotApplied {
@@ -84,6 +93,12 @@ pub trait Traffic: Send + Sync {
     async fn scale_down_previous(&self) -> Result<(), TrafficError> {
         Ok(())
     }
+    /// What this router cannot do or guarantee as configured (sessions
+    /// pinned by an affinity cookie, say), for the rollout's history. Read
+    /// once, when the first weight is confirmed.
+    async fn caveats(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Live per-side numbers, where the router has them.
     async fn live(&self) -> Option<LiveStats> {
         None
@@ -111,9 +126,102 @@ pub fn routing_readable(current: Result<Routing, TrafficError>) -> Check {
 pub type Factory = fn(&Target, &AdapterEnv) -> Result<Arc<dyn Traffic>, AdapterError>;
 
 /// Router kinds by provider name. A new router is one file and one line here.
-pub const PROVIDERS: &[(&str, Factory)] = &[("local", local::build), ("appServiceSlots", app_service::build)];
+pub const PROVIDERS: &[(&str, Factory)] = &[
+    ("local", local::build),
+    ("appServiceSlots", app_service::build),
+    ("containerApps", container_apps::build),
+    ("frontDoor", front_door::build),
+    ("apiManagement", api_management::build),
+    ("appConfigFlag", app_config::build),
+    ("gatewayApi", gateway_api::build),
+];
 
 /// The adapter for a target's router.
 pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, AdapterError> {
     lookup("traffic", PROVIDERS, &target.router.provider)?(target, env)
+}
+
+/// A router failure, from whatever went wrong.
+pub(crate) fn failed(e: impl std::fmt::Display) -> TrafficError {
+    TrafficError::Failed(e.to_string())
+}
+
+/// The weight read back, if it is the one asked for: a confirmation is
+/// emitted only when the router agrees.
+pub(crate) fn confirm(wanted: Weight, actual: Weight) -> Result<Weight, TrafficError> {
+    if actual == wanted {
+        Ok(actual)
+    } else {
+        Err(TrafficError::NotApplied { wanted, actual })
+    }
+}
+
+/// The canary's share, in whole percent, of two relative weights.
+pub(crate) fn share(canary: f64, stable: f64) -> Result<Weight, TrafficError> {
+    let total = canary + stable;
+    if !(total > 0.0) {
+        return Err(TrafficError::Failed("neither stable nor canary receives traffic".into()));
+    }
+    Ok(Weight::new((100.0 * canary / total).round().clamp(0.0, 100.0) as u64).unwrap_or(Weight::FULL))
+}
+
+/// A failed call to a router's API: a conflict when the service says the
+/// entity changed since it was read (`412` on `If-Match`, `409` on a
+/// Kubernetes `resourceVersion`) or is busy with another operation (ARM's
+/// `409`), otherwise a failure.
+pub(crate) fn call_failed(e: crate::ports::azure::http::AzureError) -> TrafficError {
+    match e {
+        crate::ports::azure::http::AzureError::Status { status: 409 | 412, message } => TrafficError::Conflict(message),
+        other => failed(other),
+    }
+}
+
+/// How often a revert reads and writes again after a conflict.
+const REVERT_CONFLICT_ATTEMPTS: u32 = 5;
+
+/// Runs a revert until it is not beaten by a concurrent change: a weight
+/// change never retries past a conflict (the rollout decides), but a
+/// rollback must win, so it reads the new state and writes again.
+pub(crate) async fn until_applied<F, Fut>(mut attempt: F) -> Result<Weight, TrafficError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Weight, TrafficError>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(TrafficError::Conflict(message)) if tries < REVERT_CONFLICT_ATTEMPTS => {
+                tracing::debug!(%message, tries, "the router changed under the revert; reading it again");
+                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(tries))).await;
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A bool router setting.
+pub(crate) fn opt_bool(settings: &crate::ports::env::Settings, key: &str) -> Option<bool> {
+    settings.get(key).and_then(serde_json::Value::as_bool)
+}
+
+/// An ARM client for a router (`armEndpoint` overrides the public cloud's)
+/// and the resource group's URL prefix, from `subscriptionId` and `resourceGroup`.
+pub(crate) fn arm(
+    provider: &str,
+    settings: &crate::ports::env::Settings,
+    env: &AdapterEnv,
+) -> Result<(crate::ports::azure::http::AzureHttp, String), AdapterError> {
+    use crate::ports::env::{opt_str, req_str};
+    let subscription = req_str(provider, settings, "subscriptionId")?;
+    let group = req_str(provider, settings, "resourceGroup")?;
+    let endpoint = opt_str(settings, "armEndpoint").unwrap_or("https://management.azure.com");
+    let client = crate::ports::azure::http::AzureHttp::new(
+        env.http.clone(),
+        env.azure_identity(provider)?,
+        "https://management.azure.com/",
+        endpoint,
+    );
+    let prefix = format!("{}/subscriptions/{subscription}/resourceGroups/{group}/providers", client.base());
+    Ok((client, prefix))
 }

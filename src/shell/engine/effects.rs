@@ -36,8 +36,24 @@ fn failed(kind: CommandKind, id: u64, error: String) -> Event {
 }
 
 impl Engine {
-    /// Carries out a traffic command; its result is the router's answer.
-    pub(super) async fn set_traffic(&self, state: &Rollout, command: &Command) -> Event {
+    /// Carries out a traffic command; its result is the router's answer,
+    /// and with the first confirmed weight, what the router cannot guarantee.
+    pub(super) async fn set_traffic(&self, state: &Rollout, command: &Command) -> Vec<Event> {
+        let answer = self.route(state, command).await;
+        let first = state.traffic.confirmed.is_none() && state.traffic.caveats.is_empty();
+        if !(first && matches!(command, Command::SetWeight { .. }) && matches!(answer, Event::TrafficConfirmed { .. })) {
+            return vec![answer];
+        }
+        let caveats = match traffic::build(&state.spec.target, &self.env) {
+            Ok(router) => tokio::time::timeout(TRAFFIC_TIMEOUT, router.caveats()).await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let mut events = vec![answer];
+        events.extend((!caveats.is_empty()).then_some(Event::RouterCaveats { caveats }));
+        events
+    }
+
+    async fn route(&self, state: &Rollout, command: &Command) -> Event {
         let (kind, id) = match command {
             Command::SetWeight { id, .. } => (CommandKind::SetWeight, *id),
             Command::Promote { id, .. } => (CommandKind::Promote, *id),

@@ -279,7 +279,7 @@ impl Engine {
                 for command in d.commands {
                     if command.is_traffic() {
                         acted_on_traffic = true;
-                        pending.push_back((self.set_traffic(&state, &command).await, true));
+                        pending.extend(self.set_traffic(&state, &command).await.into_iter().map(|e| (e, true)));
                     } else {
                         post.push(command);
                     }

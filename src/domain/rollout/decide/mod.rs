@@ -211,6 +211,7 @@ impl Txn {
             Event::RetryRequested { by, .. } => self.on_retry(by),
             Event::CommandFailed { command, error } => self.on_command_failed(command, error),
             Event::TrafficConfirmed { weight } => self.on_traffic_confirmed(*weight),
+            Event::RouterCaveats { caveats } => self.on_router_caveats(caveats),
             Event::Promoted => self.on_promoted(),
             Event::BacklogOpened { issue, reported } => self.on_backlog_opened(issue, *reported),
             Event::BacklogCommented { id, reported } => self.on_backlog_commented(*id, *reported),

@@ -69,6 +69,19 @@ impl Txn {
         Ok(())
     }
 
+    /// Recorded once, in the state (for status and the issue) and the history.
+    pub(super) fn on_router_caveats(&mut self, caveats: &[String]) -> Step {
+        self.not_finished()?;
+        if caveats.is_empty() || !self.r.traffic.caveats.is_empty() {
+            return Err("router caveats already recorded".into());
+        }
+        self.r.traffic.caveats = caveats.to_vec();
+        for caveat in caveats {
+            self.note(format!("router caveat: {caveat}"));
+        }
+        Ok(())
+    }
+
     pub(super) fn on_promoted(&mut self) -> Step {
         self.not_finished()?;
         if !matches!(self.r.traffic.pending.as_ref().map(|p| p.kind), Some(CommandKind::Promote)) {

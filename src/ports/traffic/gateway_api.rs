@@ -1,0 +1,192 @@
+//! Kubernetes Gateway API (AKS with the Istio-based service mesh add-on,
+//! or any Gateway API implementation): the weights of an `HTTPRoute`'s
+//! `backendRefs` to the stable and canary Services (canary `p`, stable
+//! `100 − p`, in every rule that routes to both). The route is read, its
+//! rules rewritten, and applied with server-side apply under Sluice's own
+//! field manager, carrying the `resourceVersion` read so that a change
+//! made meanwhile is never overwritten (the API server answers `409`): a
+//! weight change then fails and the rollout retries it; a rollback reads
+//! again and applies again until it wins.
+//!
+//! Settings: `apiServer` (the cluster's URL), `namespace`, `route`,
+//! `stableService`, `canaryService`; optional `caCertificate` (PEM of the
+//! cluster's CA, when it is not publicly trusted), `tokenSetting` (the app
+//! setting holding a service account's bearer token; without it, an Entra
+//! ID token for AKS — the cluster must have Microsoft Entra integration and
+//! Azure RBAC or a RoleBinding for Sluice's identity), `fieldManager`
+//! (default `sluice`).
+//!
+//! Source: Kubernetes API reference, "Server-Side Apply"
+//! (kubernetes.io/docs/reference/using-api/server-side-apply: `PATCH` with
+//! `Content-Type: application/apply-patch+yaml`, `fieldManager`, `force`,
+//! a `resourceVersion` in the applied object makes the apply conditional);
+//! Gateway API v1 `HTTPRoute` (gateway-api.sigs.k8s.io/reference/spec:
+//! `spec.rules[].backendRefs[]` `name`, `port`, `weight`,
+//! `spec.rules[].sessionPersistence`); AKS "Use kubelogin with managed
+//! identity" (the AKS Microsoft Entra server application
+//! `6dae42f8-4368-4678-94ff-3960e28e3630` as the token's resource).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use super::{call_failed, confirm, failed, share, until_applied, Routing, Traffic, TrafficError};
+use crate::domain::ids::Weight;
+use crate::domain::spec::Target;
+use crate::ports::azure::http::{Auth, AzureHttp, Call};
+use crate::ports::env::{opt_str, req_str, AdapterEnv, AdapterError};
+
+/// The resource an AKS cluster's Entra ID tokens are issued for.
+pub const AKS_RESOURCE: &str = "6dae42f8-4368-4678-94ff-3960e28e3630";
+/// Server-side apply's content type.
+pub const APPLY_CONTENT_TYPE: &str = "application/apply-patch+yaml";
+
+/// One HTTPRoute and the two Services it splits between.
+pub struct GatewayApi {
+    api: AzureHttp,
+    url: String,
+    namespace: String,
+    route: String,
+    stable: String,
+    canary: String,
+    field_manager: String,
+}
+
+/// Builds the adapter from the target's router settings.
+pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, AdapterError> {
+    let s = &target.router.settings;
+    let name = "gatewayApi";
+    let config = |message: String| AdapterError::Config { provider: name.into(), message };
+    let server = req_str(name, s, "apiServer")?.trim_end_matches('/');
+    if !(server.starts_with("https://") || server.starts_with("http://")) {
+        return Err(config(format!("apiServer '{server}' is not an http(s) URL")));
+    }
+    let http = match opt_str(s, "caCertificate") {
+        Some(pem) => {
+            let ca = reqwest::Certificate::from_pem(pem.as_bytes())
+                .map_err(|e| config(format!("caCertificate is not a PEM certificate: {e}")))?;
+            reqwest::Client::builder()
+                .add_root_certificate(ca)
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .map_err(|e| config(format!("cannot build a client for the cluster: {e}")))?
+        }
+        None => env.http.clone(),
+    };
+    let auth = match opt_str(s, "tokenSetting") {
+        Some(setting) => Auth::Bearer(
+            env.setting(setting).filter(|t| !t.trim().is_empty()).ok_or_else(|| config(format!("app setting {setting} is not set")))?,
+        ),
+        None => Auth::Entra { credential: env.azure_identity(name)?, resource: AKS_RESOURCE.into() },
+    };
+    let (namespace, route) = (req_str(name, s, "namespace")?, req_str(name, s, "route")?);
+    Ok(Arc::new(GatewayApi {
+        url: format!("{server}/apis/gateway.networking.k8s.io/v1/namespaces/{namespace}/httproutes/{route}"),
+        api: AzureHttp::with_auth(http, auth, server),
+        namespace: namespace.to_string(),
+        route: route.to_string(),
+        stable: req_str(name, s, "stableService")?.to_string(),
+        canary: req_str(name, s, "canaryService")?.to_string(),
+        field_manager: opt_str(s, "fieldManager").unwrap_or("sluice").to_string(),
+    }))
+}
+
+/// Whether a backendRef is the core Service `name`.
+fn is_service(backend: &Value, name: &str) -> bool {
+    let kind = backend.get("kind").and_then(Value::as_str).unwrap_or("Service");
+    let group = backend.get("group").and_then(Value::as_str).unwrap_or("");
+    kind == "Service" && group.is_empty() && backend.get("name").and_then(Value::as_str) == Some(name)
+}
+
+impl GatewayApi {
+    async fn read(&self) -> Result<Value, TrafficError> {
+        Ok(self.api.send(reqwest::Method::GET, &self.url, None).await.map_err(failed)?.body)
+    }
+
+    /// The rules that route to both Services.
+    fn split_rules<'a>(&self, route: &'a Value) -> Vec<&'a Value> {
+        let rules = route.pointer("/spec/rules").and_then(Value::as_array).map(|r| r.iter().collect()).unwrap_or_else(Vec::new);
+        rules
+            .into_iter()
+            .filter(|rule| {
+                let refs = rule.get("backendRefs").and_then(Value::as_array);
+                let has = |name: &str| refs.map(|r| r.iter().any(|b| is_service(b, name))).unwrap_or(false);
+                has(&self.stable) && has(&self.canary)
+            })
+            .collect()
+    }
+
+    fn weight_of(&self, route: &Value) -> Result<Weight, TrafficError> {
+        let rule = *self.split_rules(route).first().ok_or_else(|| {
+            failed(format!("no rule of HTTPRoute {}/{} routes to both {} and {}", self.namespace, self.route, self.stable, self.canary))
+        })?;
+        let weight = |name: &str| -> f64 {
+            let refs = rule.get("backendRefs").and_then(Value::as_array).cloned().unwrap_or_default();
+            // A backendRef without a weight has weight 1.
+            refs.iter().filter(|b| is_service(b, name)).map(|b| b.get("weight").and_then(Value::as_f64).unwrap_or(1.0)).sum()
+        };
+        share(weight(&self.canary), weight(&self.stable))
+    }
+
+    async fn apply(&self, canary: Weight) -> Result<Weight, TrafficError> {
+        let route = self.read().await?;
+        self.weight_of(&route)?;
+        let mut rules = route.pointer("/spec/rules").cloned().unwrap_or_else(|| json!([]));
+        for rule in rules.as_array_mut().into_iter().flatten() {
+            for backend in rule.get_mut("backendRefs").and_then(Value::as_array_mut).into_iter().flatten() {
+                if is_service(backend, &self.canary) {
+                    backend["weight"] = json!(canary.percent());
+                } else if is_service(backend, &self.stable) {
+                    backend["weight"] = json!(100 - canary.percent());
+                }
+            }
+        }
+        let version = route.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
+        let body = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": self.route, "namespace": self.namespace, "resourceVersion": version},
+            "spec": {"rules": rules}
+        });
+        let url = format!("{}?fieldManager={}&force=true", self.url, self.field_manager);
+        // JSON is YAML: the apply body is sent as JSON under the apply-patch content type.
+        let call = Call::new(reqwest::Method::PATCH, &url).body(APPLY_CONTENT_TYPE, body.to_string().into_bytes());
+        let applied = self.api.call(&call).await.map_err(call_failed)?;
+        self.weight_of(&applied.body)
+    }
+}
+
+#[async_trait]
+impl Traffic for GatewayApi {
+    async fn set_weight(&self, weight: Weight) -> Result<Weight, TrafficError> {
+        self.apply(weight).await?;
+        confirm(weight, self.weight_of(&self.read().await?)?)
+    }
+
+    async fn promote(&self, _since: DateTime<Utc>) -> Result<(), TrafficError> {
+        self.apply(Weight::FULL).await?;
+        confirm(Weight::FULL, self.weight_of(&self.read().await?)?).map(|_| ())
+    }
+
+    async fn revert(&self, _undo_promotion: bool, _since: DateTime<Utc>) -> Result<Weight, TrafficError> {
+        until_applied(|| self.apply(Weight::ZERO)).await?;
+        self.weight_of(&self.read().await?)
+    }
+
+    async fn current(&self) -> Result<Routing, TrafficError> {
+        Ok(Routing { weight: self.weight_of(&self.read().await?)?, promoted: false })
+    }
+
+    async fn caveats(&self) -> Vec<String> {
+        let Ok(route) = self.read().await else { return Vec::new() };
+        let pinned = self.split_rules(&route).iter().any(|rule| rule.get("sessionPersistence").map(|v| !v.is_null()).unwrap_or(false));
+        if pinned {
+            vec!["gatewayApi: the route has sessionPersistence, so clients keep the backend their session names until it expires".into()]
+        } else {
+            Vec::new()
+        }
+    }
+}
