@@ -1,11 +1,12 @@
-//! One behavioural suite for the store port and one for the queue port, run
-//! against every adapter: the embedded ones, Table Storage on a real Azurite
+//! One behavioural suite each for the store, queue and traffic ports, run
+//! against every adapter (the routers against wire-level fakes of their services): the embedded ones, Table Storage on a real Azurite
 //! emulator, and Service Bus against a wire-level fake that checks every
 //! request. Each case gets a fresh adapter.
 
 mod common;
 mod conformance {
     pub mod queue_cases;
+    pub mod router_cases;
     pub mod store_cases;
 }
 
@@ -119,6 +120,39 @@ macro_rules! every_queue {
         ]);)*
     };
 }
+
+macro_rules! router_suite {
+    ($module:ident, $kind:literal) => {
+        mod $module {
+            use super::*;
+            router_suite!(@cases $kind, [
+                set_and_confirm,
+                read_back_mismatch_is_not_confirmed,
+                promote_then_revert,
+                throttling_is_retried_after_the_wait_asked_for,
+                writes_that_may_have_happened_are_not_repeated_blindly,
+                revert_wins_over_a_weight_change_in_flight,
+                revert_fails_loudly_until_the_service_answers,
+            ]);
+        }
+    };
+    (@cases $kind:literal, [$($case:ident),* $(,)?]) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (router, fake) = common::router_fakes::router_and_fake($kind).await;
+                conformance::router_cases::$case(router, fake).await;
+            }
+        )*
+    };
+}
+
+router_suite!(router_app_service_slots, "appServiceSlots");
+router_suite!(router_container_apps, "containerApps");
+router_suite!(router_front_door, "frontDoor");
+router_suite!(router_api_management, "apiManagement");
+router_suite!(router_app_config_flag, "appConfigFlag");
+router_suite!(router_gateway_api, "gatewayApi");
 
 every_store!(sqlite => sqlite_store, table_azurite => table_store);
 every_queue!(embedded => embedded_queue, servicebus_fake => servicebus_queue);

@@ -79,8 +79,11 @@ pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, Adap
     }))
 }
 
+/// Everything but RFC 3986's unreserved characters is escaped (the key's `/` too).
+const KEY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 fn utf8_percent_encode(text: &str) -> String {
-    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(text, KEY).to_string()
 }
 
 /// HMAC credentials from a connection string (`Endpoint=…;Id=…;Secret=…`).
