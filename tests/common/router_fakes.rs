@@ -68,6 +68,10 @@ pub trait Service: Send + 'static {
     fn new_version_share(&self) -> u8;
     /// Whether writes are checked by ETag or resource version.
     fn conditional(&self) -> bool;
+    /// Writes after which no backend served at all.
+    fn dark_moments(&self) -> u32 {
+        0
+    }
 }
 
 struct Shared {
@@ -96,6 +100,10 @@ impl FakeRouter {
 
     pub fn share(&self) -> u8 {
         self.shared.lock().expect("fake").service.new_version_share()
+    }
+
+    pub fn dark_moments(&self) -> u32 {
+        self.shared.lock().expect("fake").service.dark_moments()
     }
 
     pub fn faults(&self, f: impl FnOnce(&mut Faults)) {
@@ -434,6 +442,10 @@ impl Service for FrontDoorModel {
 
     fn authorized(&self, r: &Recorded) -> bool {
         r.header("authorization") == Some(ARM_TOKEN)
+    }
+
+    fn dark_moments(&self) -> u32 {
+        self.dark
     }
 
     fn new_version_share(&self) -> u8 {

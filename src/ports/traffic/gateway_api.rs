@@ -65,8 +65,11 @@ pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, Adap
     }
     let http = match opt_str(s, "caCertificate") {
         Some(pem) => {
-            let ca = reqwest::Certificate::from_pem(pem.as_bytes())
-                .map_err(|e| config(format!("caCertificate is not a PEM certificate: {e}")))?;
+            let bad = |why: String| config(format!("caCertificate is not a PEM certificate: {why}"));
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(bad("no BEGIN CERTIFICATE block".into()));
+            }
+            let ca = reqwest::Certificate::from_pem(pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
             reqwest::Client::builder()
                 .add_root_certificate(ca)
                 .connect_timeout(std::time::Duration::from_secs(5))
@@ -106,17 +109,17 @@ impl GatewayApi {
         Ok(self.api.send(reqwest::Method::GET, &self.url, None).await.map_err(failed)?.body)
     }
 
+    /// Whether a rule routes to both Services.
+    fn splits(&self, rule: &Value) -> bool {
+        let refs = rule.get("backendRefs").and_then(Value::as_array);
+        let has = |name: &str| refs.map(|r| r.iter().any(|b| is_service(b, name))).unwrap_or(false);
+        has(&self.stable) && has(&self.canary)
+    }
+
     /// The rules that route to both Services.
     fn split_rules<'a>(&self, route: &'a Value) -> Vec<&'a Value> {
         let rules = route.pointer("/spec/rules").and_then(Value::as_array).map(|r| r.iter().collect()).unwrap_or_else(Vec::new);
-        rules
-            .into_iter()
-            .filter(|rule| {
-                let refs = rule.get("backendRefs").and_then(Value::as_array);
-                let has = |name: &str| refs.map(|r| r.iter().any(|b| is_service(b, name))).unwrap_or(false);
-                has(&self.stable) && has(&self.canary)
-            })
-            .collect()
+        rules.into_iter().filter(|rule| self.splits(rule)).collect()
     }
 
     fn weight_of(&self, route: &Value) -> Result<Weight, TrafficError> {
@@ -135,7 +138,8 @@ impl GatewayApi {
         let route = self.read().await?;
         self.weight_of(&route)?;
         let mut rules = route.pointer("/spec/rules").cloned().unwrap_or_else(|| json!([]));
-        for rule in rules.as_array_mut().into_iter().flatten() {
+        // Only the rules that split between the two Services change.
+        for rule in rules.as_array_mut().into_iter().flatten().filter(|rule| self.splits(rule)) {
             for backend in rule.get_mut("backendRefs").and_then(Value::as_array_mut).into_iter().flatten() {
                 if is_service(backend, &self.canary) {
                     backend["weight"] = json!(canary.percent());

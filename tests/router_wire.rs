@@ -1,0 +1,187 @@
+//! What each Azure router does beyond the shared conformance suite, against
+//! the same wire-level fakes: the exact bodies written, what a router refuses
+//! and says, the caveats it reports, and the order of a rollback's writes.
+
+mod common;
+
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use common::router_fakes::{
+    env_for, router_and_fake, target, AppConfigModel, ContainerAppsModel, FakeRouter, GatewayApiModel, CONTAINER_APP, ORIGIN_GROUP, POOL,
+    ROUTE_PATH,
+};
+use sluice::domain::ids::Weight;
+
+fn w(p: u64) -> Weight {
+    Weight::new(p).expect("weight")
+}
+
+fn writes(fake: &FakeRouter) -> Vec<(String, String, Value)> {
+    fake.seen().into_iter().filter(|r| r.method != "GET").map(|r| (r.method.clone(), r.path.clone(), r.json())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_apps_split_by_revision_and_refuse_single_revision_mode() {
+    let (router, fake) = router_and_fake("containerApps").await;
+    router.set_weight(w(20)).await.expect("20%");
+    assert_eq!(
+        writes(&fake),
+        [(
+            "PATCH".to_string(),
+            CONTAINER_APP.to_string(),
+            json!({"properties": {"configuration": {"ingress": {"traffic": [
+                {"revisionName": "orders--v1", "weight": 80}, {"revisionName": "orders--v2", "weight": 20}
+            ]}}}})
+        )]
+    );
+    router.promote(Utc::now()).await.expect("promote");
+    router.scale_down_previous().await.expect("deactivate the old revision");
+    assert!(fake.seen().iter().any(|r| r.method == "POST" && r.path == format!("{CONTAINER_APP}/revisions/orders--v1/deactivate")));
+
+    let single = FakeRouter::start(ContainerAppsModel { mode: "Single", ..ContainerAppsModel::default() }).await;
+    let t = target(
+        json!({"provider": "containerApps", "settings": {"subscriptionId": "sub-1", "resourceGroup": "rg-1", "armEndpoint": single.url(),
+        "app": "orders", "stableRevision": "orders--v1", "canaryRevision": "orders--v2"}}),
+    );
+    let router = sluice::ports::traffic::build(&t, &env_for(&single)).expect("router");
+    let err = router.set_weight(w(5)).await.expect_err("single mode cannot split").to_string();
+    assert!(err.contains("Single revision mode") && err.contains("set-mode --mode multiple"), "{err}");
+    assert!(writes(&single).is_empty(), "nothing written to an app that cannot split");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn front_door_maps_percent_to_weights_and_never_leaves_the_group_dark() {
+    let (router, fake) = router_and_fake("frontDoor").await;
+    router.set_weight(w(5)).await.expect("5%");
+    let bodies: Vec<(String, Value)> =
+        writes(&fake).into_iter().map(|(_, p, b)| (p.trim_start_matches(ORIGIN_GROUP).to_string(), b)).collect();
+    assert_eq!(
+        bodies,
+        [
+            ("/origins/canary".to_string(), json!({"properties": {"weight": 50, "enabledState": "Enabled"}})),
+            ("/origins/stable".to_string(), json!({"properties": {"weight": 950, "enabledState": "Enabled"}})),
+        ]
+    );
+    router.promote(Utc::now()).await.expect("promote");
+    let before = fake.seen().len();
+    router.revert(true, Utc::now()).await.expect("revert");
+    // After a promotion stable is disabled: it is enabled before the canary goes.
+    let order: Vec<String> =
+        fake.seen()[before..].iter().filter(|r| r.method == "PATCH").map(|r| r.path.replace(ORIGIN_GROUP, "")).collect();
+    assert_eq!(order, ["/origins/stable", "/origins/canary"]);
+    let before = fake.seen().len();
+    router.set_weight(w(30)).await.expect("30%");
+    router.revert(false, Utc::now()).await.expect("revert");
+    // With stable serving, the fastest way off the canary is first.
+    let last: Vec<String> =
+        fake.seen()[before..].iter().filter(|r| r.method == "PATCH").map(|r| r.path.replace(ORIGIN_GROUP, "")).collect();
+    assert_eq!(last[2..], ["/origins/canary", "/origins/stable"]);
+    assert_eq!(fake.dark_moments(), 0, "an origin always served");
+    let caveats = router.caveats().await;
+    assert!(caveats.iter().any(|c| c.contains("per edge location")), "{caveats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_management_writes_the_pool_with_if_match_and_keeps_other_services() {
+    let (router, fake) = router_and_fake("apiManagement").await;
+    router.set_weight(w(25)).await.expect("25%");
+    let patch = fake.seen().into_iter().find(|r| r.method == "PATCH").expect("patch");
+    assert_eq!(patch.path, POOL);
+    assert_eq!(patch.header("if-match"), Some("\"1\""), "the ETag read");
+    let services = patch.json()["properties"]["pool"]["services"].clone();
+    let weights: Vec<(String, u64)> = services
+        .as_array()
+        .expect("services")
+        .iter()
+        .map(|s| (s["id"].as_str().unwrap_or("").rsplit('/').next().unwrap_or("").to_string(), s["weight"].as_u64().unwrap_or(999)))
+        .collect();
+    assert_eq!(
+        weights,
+        [("orders-v1".into(), 75), ("orders-v2".into(), 25), ("orders-dr".into(), 1)],
+        "the disaster-recovery backend kept its weight"
+    );
+    // A throttled conditional write is sent again with the ETag it read, and lands when nothing changed.
+    let (router, fake) = router_and_fake("apiManagement").await;
+    router.set_weight(w(10)).await.expect("10%");
+    fake.faults(|f| f.hold_next_write = true);
+    let err = router.set_weight(w(20)).await;
+    assert!(err.is_ok(), "a retried write with the same ETag goes through: {err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_config_flag_moves_the_targeting_percentage_and_reverts_by_disabling() {
+    let (router, fake) = router_and_fake("appConfigFlag").await;
+    router.set_weight(w(10)).await.expect("10%");
+    let put = fake.seen().into_iter().find(|r| r.method == "PUT").expect("put");
+    assert_eq!(put.header("content-type"), Some("application/vnd.microsoft.appconfig.kv+json"));
+    assert_eq!(put.header("if-match"), Some("\"etag-7\""));
+    assert!(put
+        .header("authorization")
+        .unwrap_or("")
+        .starts_with("HMAC-SHA256 Credential=ak-id-1&SignedHeaders=x-ms-date;host;x-ms-content-sha256&Signature="));
+    let flag: Value = serde_json::from_str(put.json()["value"].as_str().expect("value")).expect("flag");
+    assert_eq!(flag["enabled"], true);
+    assert_eq!(
+        flag["conditions"]["client_filters"][0]["parameters"]["Audience"],
+        json!({"Users": ["qa@contoso.com"], "Groups": [], "DefaultRolloutPercentage": 10})
+    );
+    router.revert(false, Utc::now()).await.expect("revert");
+    let last = fake.seen().into_iter().filter(|r| r.method == "PUT").last().expect("put");
+    let flag: Value = serde_json::from_str(last.json()["value"].as_str().expect("value")).expect("flag");
+    assert_eq!((flag["enabled"].clone(), fake.share()), (json!(false), 0), "a rollback switches the flag off");
+    router.promote(Utc::now()).await.expect("promote");
+    assert_eq!(fake.share(), 100);
+    let caveats = router.caveats().await;
+    assert!(caveats.iter().any(|c| c.contains("next configuration refresh")), "{caveats:?}");
+
+    // With a managed identity instead of an access key: a bearer token for App Configuration.
+    let entra = FakeRouter::start(AppConfigModel::default()).await;
+    let t = target(json!({"provider": "appConfigFlag", "settings": {"endpoint": entra.url(), "flag": "orders-v2", "label": "prod"}}));
+    let router = sluice::ports::traffic::build(&t, &env_for(&entra)).expect("router");
+    let err = router.current().await.expect_err("the fake wants HMAC").to_string();
+    assert!(err.contains("401"), "{err}");
+    let token = entra.recorder.seen().into_iter().find(|r| r.path == "/msi/token").expect("token request");
+    assert_eq!(token.param("resource").as_deref(), Some("https://azconfig.io"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_api_applies_weights_server_side_with_the_version_read() {
+    let (router, fake) = router_and_fake("gatewayApi").await;
+    router.set_weight(w(30)).await.expect("30%");
+    let apply = fake.seen().into_iter().find(|r| r.method == "PATCH").expect("apply");
+    assert_eq!(apply.path, ROUTE_PATH);
+    assert_eq!((apply.param("fieldManager").as_deref(), apply.param("force").as_deref()), (Some("sluice"), Some("true")));
+    assert_eq!(apply.header("content-type"), Some("application/apply-patch+yaml"));
+    assert_eq!(apply.header("authorization"), Some("Bearer sa-token-for-sluice"));
+    let body = apply.json();
+    assert_eq!(body["metadata"], json!({"name": "orders", "namespace": "shop", "resourceVersion": "1"}));
+    assert_eq!(
+        body["spec"]["rules"][0]["backendRefs"],
+        json!([{"name": "orders-v1", "port": 80}]),
+        "a rule that does not split is left alone"
+    );
+    assert_eq!(
+        body["spec"]["rules"][1]["backendRefs"],
+        json!([{"name": "orders-v1", "port": 80, "weight": 70}, {"name": "orders-v2", "port": 80, "weight": 30}])
+    );
+    assert!(body.get("status").is_none() && body["spec"].get("parentRefs").is_none(), "only the rules are applied");
+
+    let mut pinned = GatewayApiModel::default();
+    pinned.route["spec"]["rules"][1]["sessionPersistence"] = json!({"type": "Cookie", "sessionName": "orders"});
+    let fake = FakeRouter::start(pinned).await;
+    let t = target(json!({"provider": "gatewayApi", "settings": {"apiServer": fake.url(), "namespace": "shop", "route": "orders",
+        "stableService": "orders-v1", "canaryService": "orders-v2", "tokenSetting": "K8S_TOKEN"}}));
+    let router = sluice::ports::traffic::build(&t, &env_for(&fake)).expect("router");
+    let caveats = router.caveats().await;
+    assert!(caveats.iter().any(|c| c.contains("sessionPersistence")), "{caveats:?}");
+    let err = sluice::ports::traffic::build(
+        &target(json!({"provider": "gatewayApi", "settings": {"apiServer": fake.url(), "namespace": "shop", "route": "orders",
+            "stableService": "orders-v1", "canaryService": "orders-v2", "tokenSetting": "K8S_TOKEN", "caCertificate": "not a pem"}})),
+        &env_for(&fake),
+    )
+    .err()
+    .expect("a bad CA is refused")
+    .to_string();
+    assert!(err.contains("caCertificate"), "{err}");
+}
