@@ -185,3 +185,28 @@ async fn gateway_api_applies_weights_server_side_with_the_version_read() {
     .to_string();
     assert!(err.contains("caCertificate"), "{err}");
 }
+
+/// Each router's example spec validates and builds its adapter: the
+/// settings it shows are the ones the router reads.
+#[test]
+fn every_router_has_an_example_spec_that_builds_its_adapter() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let env = sluice::ports::env::AdapterEnv::with_settings(
+        std::env::temp_dir(),
+        "http://sluice.test".into(),
+        std::sync::Arc::new(|k: &str| (k == "SLUICE_AZURE_TOKEN").then(|| "t".to_string())),
+    );
+    let mut covered = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("examples") {
+        let path = entry.expect("entry").path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).filter(|n| n.starts_with("router-")) else { continue };
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect(name);
+        let (spec, _) = sluice::domain::spec::validate(&doc, &sluice::ports::registry::names()).unwrap_or_else(|p| panic!("{name}: {p:?}"));
+        sluice::ports::traffic::build(&spec.target, &env).unwrap_or_else(|e| panic!("{name}: {e}"));
+        covered.push(spec.target.router.provider.clone());
+    }
+    covered.extend(["local".to_string(), "appServiceSlots".to_string()]);
+    for (provider, _) in sluice::ports::traffic::PROVIDERS {
+        assert!(covered.iter().any(|c| c == provider), "no example for {provider}");
+    }
+}
