@@ -30,6 +30,9 @@ param alertToken string
 @description('Resource groups holding the apps Sluice routes traffic for and reads metrics of: Website Contributor and Monitoring Reader there.')
 param targetResourceGroups array = [resourceGroup().name]
 
+@description('The resources Sluice routes traffic on, one per router ({provider, resourceGroup, name}: provider as in the spec, name of the app, container app, Front Door profile, API Management service, App Configuration store or AKS cluster): the one role that router needs, on that resource. See modules/router-access.bicep.')
+param routerTargets array = []
+
 @description('Log Analytics workspaces the specs query ({resourceGroup, name}): Log Analytics Reader on each. Application Insights queries need the same on the workspace behind the component.')
 param analyticsWorkspaces array = []
 
@@ -259,6 +262,13 @@ module targetAccess 'modules/target-access.bicep' = [for group in targetResource
   name: 'sluice-target-${uniqueString(group)}'
   scope: resourceGroup(group)
   params: { principalId: app.identity.principalId }
+}]
+
+// Each router's role on its own target resource.
+module routerAccess 'modules/router-access.bicep' = [for target in routerTargets: {
+  name: 'sluice-router-${uniqueString(target.resourceGroup, target.provider, target.name)}'
+  scope: resourceGroup(target.resourceGroup)
+  params: { principalId: app.identity.principalId, target: { provider: target.provider, name: target.name } }
 }]
 
 // KQL analysis (logAnalytics / applicationInsights providers) on the specs' workspaces.

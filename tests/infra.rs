@@ -151,7 +151,28 @@ const ROLES: &[(&str, &str, &str)] = &[
     ("Monitoring Reader", "43d0d8ad-25c7-4714-9337-8ba259a9fe05", "infra/modules/target-access.bicep"),
     ("Log Analytics Reader", "73c42c96-874c-492b-b04d-ab87d138a893", "infra/modules/workspace-reader.bicep"),
     ("Key Vault Secrets User", "4633458b-17de-408a-b874-0445c86b69e6", "infra/modules/keyvault-reader.bicep"),
+    ("Container Apps Contributor", "358470bc-b998-42bd-ab17-a7e34c199c0f", "infra/modules/router-access.bicep"),
+    ("CDN Profile Contributor", "ec156ff8-a8d1-4d15-830c-5b80698ca432", "infra/modules/router-access.bicep"),
+    ("API Management Service Contributor", "312a565d-c81f-4fd8-895a-4e21e48d571c", "infra/modules/router-access.bicep"),
+    ("App Configuration Data Owner", "5ae67dd6-50cb-40e7-96ff-dc2bfa4b606b", "infra/modules/router-access.bicep"),
+    ("Azure Kubernetes Service RBAC Writer", "a7ffa36f-339b-4b5c-8bdf-e2c188b2c0eb", "infra/modules/router-access.bicep"),
 ];
+
+/// Every router in the registry has its role in the router module, granted
+/// on the target resource it calls (a `scope:` of that resource), keyed by
+/// the provider name the spec uses.
+#[test]
+fn every_router_is_granted_its_role_on_its_own_target() {
+    let module = read("infra/modules/router-access.bicep");
+    for (provider, _) in sluice::ports::traffic::PROVIDERS.iter().filter(|(p, _)| *p != "local") {
+        assert!(module.contains(&format!("  {provider}: '")), "no role for {provider}");
+        assert!(
+            module.contains(&format!("= if (target.provider == '{provider}') {{\n  scope: ")),
+            "{provider}'s role is not scoped to its resource"
+        );
+    }
+    assert!(read("infra/main.bicep").contains("module routerAccess 'modules/router-access.bicep' = [for target in routerTargets:"));
+}
 
 #[test]
 fn each_role_the_code_needs_is_granted_where_it_calls() {
