@@ -127,7 +127,7 @@ async fn app_config_flag_moves_the_targeting_percentage_and_reverts_by_disabling
         json!({"Users": ["qa@contoso.com"], "Groups": [], "DefaultRolloutPercentage": 10})
     );
     router.revert(false, Utc::now()).await.expect("revert");
-    let last = fake.seen().into_iter().filter(|r| r.method == "PUT").last().expect("put");
+    let last = fake.seen().into_iter().rfind(|r| r.method == "PUT").expect("put");
     let flag: Value = serde_json::from_str(last.json()["value"].as_str().expect("value")).expect("flag");
     assert_eq!((flag["enabled"].clone(), fake.share()), (json!(false), 0), "a rollback switches the flag off");
     router.promote(Utc::now()).await.expect("promote");

@@ -57,6 +57,18 @@ pub fn status_text(v: &Value) -> String {
         s(v, "waitingFor"),
         s(v, "plan"),
     );
+    if let Some(o) = v.get("observedSplit").filter(|o| o.is_object()) {
+        let flag = if o["acted"].as_bool() == Some(true) { "  (sustained difference)" } else { "" };
+        out.push_str(&format!(
+            "  observed: {:.1}% of {} requests on the canary ({}% asked){flag}\n",
+            o["share"].as_f64().unwrap_or(0.0),
+            o["requests"].as_u64().unwrap_or(0),
+            o["requested"].as_u64().unwrap_or(0)
+        ));
+    }
+    for caveat in v.get("routerCaveats").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+        out.push_str(&format!("  caveat:   {caveat}\n"));
+    }
     if let Some(f) = v.get("failure").and_then(Value::as_str) {
         out.push_str(&format!("  failure:  {f}\n"));
     }

@@ -61,6 +61,8 @@ pub fn summary(r: &Rollout, now: chrono::DateTime<chrono::Utc>) -> Value {
         "step": format!("{}/{}", (r.stage + 1).min(r.plan.stages.len()), r.plan.stages.len()),
         "stepDescription": r.current_stage().map(|s| s.describe()),
         "weight": r.traffic.weight,
+        "observedSplit": r.traffic.observed,
+        "routerCaveats": r.traffic.caveats,
         "plan": r.plan.summary(),
         "waitingFor": r.waiting_for(now),
         "createdAt": r.created_at,

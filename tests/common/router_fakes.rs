@@ -550,11 +550,7 @@ impl Service for ApiManagementModel {
 
     fn new_version_share(&self) -> u8 {
         let (v1, v2) = (self.weight("/orders-v1"), self.weight("/orders-v2"));
-        if v1 + v2 == 0 {
-            0
-        } else {
-            (100 * v2 / (v1 + v2)) as u8
-        }
+        (100 * v2).checked_div(v1 + v2).unwrap_or(0) as u8
     }
 
     fn conditional(&self) -> bool {
@@ -776,11 +772,7 @@ impl Service for GatewayApiModel {
             rule.as_array().into_iter().flatten().filter(|b| b["name"] == name).filter_map(|b| b["weight"].as_u64()).sum::<u64>()
         };
         let (v1, v2) = (w("orders-v1"), w("orders-v2"));
-        if v1 + v2 == 0 {
-            0
-        } else {
-            (100 * v2 / (v1 + v2)) as u8
-        }
+        (100 * v2).checked_div(v1 + v2).unwrap_or(0) as u8
     }
 
     fn conditional(&self) -> bool {

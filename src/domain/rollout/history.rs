@@ -107,6 +107,19 @@ pub enum Evidence {
         /// Details.
         reason: String,
     },
+    /// Users did not get the split asked for, for longer than the policy allows.
+    SplitMismatch {
+        /// The weight asked for.
+        requested: Weight,
+        /// Percent of requests that reached the canary.
+        observed: f64,
+        /// Requests counted in the last measurement.
+        requests: u64,
+        /// Measurements in a row out of tolerance.
+        checks: u32,
+        /// The tolerance, in percentage points.
+        tolerance: f64,
+    },
     /// A person stopped the rollout.
     Aborted {
         /// Who.
@@ -136,6 +149,9 @@ impl Evidence {
                 format!("router failed {command} {attempts} times: {error}")
             }
             Evidence::ErrorBudget { reason, .. } => format!("error budget gate: {reason}"),
+            Evidence::SplitMismatch { requested, observed, checks, .. } => {
+                format!("{observed:.1}% of requests reached the canary where {requested}% was asked, {checks} measurements in a row")
+            }
             Evidence::Aborted { by, reason } => {
                 if reason.is_empty() {
                     format!("aborted by {by}")

@@ -141,6 +141,29 @@ pub struct TrafficState {
     /// What the router said it cannot do or guarantee, as it said it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub caveats: Vec<String>,
+    /// The canary's share of requests last observed, beside the weight asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<ObservedShare>,
+}
+
+/// The split users got, as the last canary-vs-stable measurement counted it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedShare {
+    /// Percent of requests that reached the canary.
+    pub share: f64,
+    /// The weight asked for (and confirmed) at the time.
+    pub requested: Weight,
+    /// Requests counted, both sides.
+    pub requests: u64,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Measurements in a row out of tolerance at this weight.
+    #[serde(default)]
+    pub off: u32,
+    /// Whether the sustained difference was acted on (once per episode).
+    #[serde(default)]
+    pub acted: bool,
 }
 
 /// One approval.
@@ -163,6 +186,13 @@ pub enum PauseReason {
     Alert {
         /// The alert id.
         alert_id: String,
+    },
+    /// The observed split stayed apart from the weight asked for, under `onMismatch: pause`.
+    SplitMismatch {
+        /// Percent of requests that reached the canary.
+        observed: f64,
+        /// The weight asked for.
+        requested: Weight,
     },
     /// An analysis was inconclusive under `onInconclusive: pause` (or extensions ran out).
     Inconclusive {
@@ -478,6 +508,9 @@ impl Rollout {
             (Phase::Paused, _) => match self.pause.as_ref().map(|p| &p.reason) {
                 Some(PauseReason::Alert { alert_id }) => format!("alert {alert_id} to resolve, or promote/abort"),
                 Some(PauseReason::Inconclusive { .. }) => "a person: promote to continue, retry to re-measure, or abort".into(),
+                Some(PauseReason::SplitMismatch { observed, requested }) => {
+                    format!("a person: {observed:.0}% of requests reach the canary, {requested}% was asked; promote to continue or abort")
+                }
                 _ => "a person to resume (promote or approve)".into(),
             },
             (Phase::AwaitingApproval, Some(Stage::Approval { gate })) => {

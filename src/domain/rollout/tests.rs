@@ -1167,3 +1167,54 @@ fn pipeline_reports_are_checked_and_bounded_at_the_edge() {
     let wire = json!({"stage": "deploy", "by": "ci", "runUrl": "ftp://x"});
     assert!(serde_json::from_value::<PipelineFailure>(wire).is_err(), "the wire form obeys the same rules");
 }
+
+#[test]
+fn a_split_users_do_not_get_is_recorded_and_acted_on_by_policy_once_sustained() {
+    let judged = json!({"name": "errors", "provider": "local", "interval": "10s", "count": 5,
+        "judge": {"test": "errorRate", "failures": "error_count", "requests": "request_count", "maxIncrease": 0.01}});
+    let counts = |canary: u64, stable: u64| MeasureOutcome::Proportions {
+        canary: crate::domain::stats::Proportion { failures: canary / 100, total: canary },
+        stable: crate::domain::stats::Proportion { failures: stable / 100, total: stable },
+    };
+    for (action, phase) in [("note", Phase::Progressing), ("pause", Phase::Paused), ("rollback", Phase::RollingBack)] {
+        let mut doc =
+            base(json!({"canary": {"steps": [{"setWeight": 5}, {"analysis": {"metrics": [judged.clone()]}}, {"setWeight": 20}]}}));
+        doc["policy"] = json!({"observedSplit": {"tolerance": 10, "checks": 3, "onMismatch": action}});
+        let mut r = new_rollout(doc);
+        let mut key = first_measurement(&mut r);
+        // Within tolerance: recorded, nothing said.
+        let d = step(&mut r, Event::Measured { key, outcome: counts(600, 9400) }, at(11));
+        let observed = r.traffic.observed.clone().expect("recorded");
+        assert_eq!((observed.share, observed.requested, observed.off, observed.requests), (6.0, w(5), 0, 10_000));
+        assert!(!d.history[0].summary.contains("observed split"), "{}", d.history[0].summary);
+        key = measure_keys(&d)[0].clone();
+        // Sticky users: 30 % of requests reach a 5 % canary, three measurements in a row.
+        let mut said = Vec::new();
+        for i in 0..3 {
+            assert_eq!(r.phase, Phase::Progressing, "{action}: nothing happens before it is sustained");
+            let d = step(&mut r, Event::Measured { key: key.clone(), outcome: counts(3000, 7000) }, at(21 + 10 * i));
+            said.extend(d.history.iter().map(|h| h.summary.clone()));
+            if let Some(next) = measure_keys(&d).first() {
+                key = next.clone();
+            }
+        }
+        let observed = r.traffic.observed.clone().expect("recorded");
+        assert_eq!((observed.share, observed.off, observed.acted), (30.0, 3, true), "{action}");
+        assert_eq!(r.phase, phase, "{action}");
+        let told: Vec<&String> =
+            said.iter().filter(|s| s.contains("observed split: 30.0% of 10000 requests reached the canary where 5% was asked")).collect();
+        assert_eq!(told.len(), 1, "{action}: said once: {said:?}");
+        if action == "rollback" {
+            let Some(Evidence::SplitMismatch { requested, observed, checks, .. }) = r.failure.as_ref().map(|f| f.evidence.clone()) else {
+                panic!("{:?}", r.failure)
+            };
+            assert_eq!((requested, observed, checks), (w(5), 30.0, 3));
+        }
+        if action == "note" {
+            // Back within tolerance: said so once, and the episode ends.
+            let d = step(&mut r, Event::Measured { key, outcome: counts(500, 9500) }, at(61));
+            assert!(d.history[0].summary.contains("observed split back within tolerance"), "{}", d.history[0].summary);
+            assert_eq!(r.traffic.observed.as_ref().map(|o| (o.off, o.acted)), Some((0, false)));
+        }
+    }
+}

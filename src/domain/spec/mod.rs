@@ -432,6 +432,58 @@ pub struct Policy {
     /// stopped (users pinned to a slot keep reaching it for a while).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_rollback: Option<RollbackCheck>,
+    /// Compare the split asked for with the split users get (each side's
+    /// request counts from a canary-vs-stable metric), and act when they
+    /// stay apart: sticky sessions, affinity cookies and cached DNS keep
+    /// users on one side whatever the router says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_split: Option<ObservedSplit>,
+}
+
+/// The observed-split check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObservedSplit {
+    /// Largest difference, in percentage points, between the weight asked
+    /// for and the canary's observed share of requests.
+    #[serde(default = "default_split_tolerance")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub tolerance: f64,
+    /// Measurements in a row out of tolerance before it counts as sustained.
+    #[serde(default = "default_split_checks")]
+    #[schemars(range(min = 1))]
+    pub checks: u32,
+    /// Fewest requests (both sides) for a measurement to count.
+    #[serde(default = "default_split_min_requests")]
+    pub min_requests: u64,
+    /// What a sustained difference does.
+    #[serde(default)]
+    pub on_mismatch: OnSplitMismatch,
+}
+
+/// What a sustained difference between asked and observed split does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OnSplitMismatch {
+    /// Say so in the history and status, and carry on.
+    #[default]
+    Note,
+    /// Hold the current weight for a person.
+    Pause,
+    /// Put all traffic back on stable and open a backlog issue.
+    Rollback,
+}
+
+fn default_split_tolerance() -> f64 {
+    10.0
+}
+
+fn default_split_checks() -> u32 {
+    3
+}
+
+fn default_split_min_requests() -> u64 {
+    100
 }
 
 /// How to confirm a rollback from metrics: the query (canary requests per
@@ -480,6 +532,7 @@ impl Default for Policy {
             max_extensions: default_max_extensions(),
             error_budget: None,
             verify_rollback: None,
+            observed_split: None,
         }
     }
 }

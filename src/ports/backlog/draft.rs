@@ -246,6 +246,17 @@ fn evidence_section(evidence: &Evidence) -> Doc {
                 code(error),
             ]));
         }
+        Evidence::SplitMismatch { requested, observed, requests, checks, tolerance } => {
+            d.push(Block::Heading("Evidence".into()));
+            d.push(Block::Para(vec![
+                text(format!("The router was asked for {requested}% on the canary, but ")),
+                strong(format!("{observed:.1}%")),
+                text(format!(
+                    " of {requests} requests reached it, {checks} measurements in a row beyond {tolerance} points. \
+                     Sticky sessions, affinity cookies or cached DNS keep users on one side whatever the router says."
+                )),
+            ]));
+        }
         _ => {}
     }
     d

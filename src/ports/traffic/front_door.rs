@@ -122,10 +122,9 @@ impl FrontDoor {
     async fn apply(&self, canary_weight: Weight) -> Result<Weight, TrafficError> {
         let (stable, canary) = plan(canary_weight);
         let stable_serves = self.read(&self.stable).await?.enabled;
-        if canary_weight == Weight::ZERO && stable_serves {
-            self.write(&self.canary, canary).await?;
-            self.write(&self.stable, stable).await?;
-        } else if canary.enabled {
+        // Canary first when it keeps serving, or when stable already serves
+        // (a rollback's quickest way off the canary); otherwise stable first.
+        if canary.enabled || stable_serves {
             self.write(&self.canary, canary).await?;
             self.write(&self.stable, stable).await?;
         } else {

@@ -118,7 +118,7 @@ impl GatewayApi {
 
     /// The rules that route to both Services.
     fn split_rules<'a>(&self, route: &'a Value) -> Vec<&'a Value> {
-        let rules = route.pointer("/spec/rules").and_then(Value::as_array).map(|r| r.iter().collect()).unwrap_or_else(Vec::new);
+        let rules: Vec<&Value> = route.pointer("/spec/rules").and_then(Value::as_array).map(|r| r.iter().collect()).unwrap_or_default();
         rules.into_iter().filter(|rule| self.splits(rule)).collect()
     }
 

@@ -159,7 +159,7 @@ pub(crate) fn confirm(wanted: Weight, actual: Weight) -> Result<Weight, TrafficE
 /// The canary's share, in whole percent, of two relative weights.
 pub(crate) fn share(canary: f64, stable: f64) -> Result<Weight, TrafficError> {
     let total = canary + stable;
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         return Err(TrafficError::Failed("neither stable nor canary receives traffic".into()));
     }
     Ok(Weight::new((100.0 * canary / total).round().clamp(0.0, 100.0) as u64).unwrap_or(Weight::FULL))

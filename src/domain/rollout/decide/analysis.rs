@@ -165,6 +165,7 @@ impl Txn {
             },
             RunStatus::Running | RunStatus::Cancelled => {}
         }
+        self.observe_split(outcome);
         Ok(())
     }
 

@@ -15,6 +15,7 @@ mod analysis;
 mod backlog;
 mod people;
 mod rollback;
+mod split;
 mod stages;
 mod traffic;
 
