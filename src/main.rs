@@ -171,6 +171,10 @@ enum Cmd {
         /// Make v2 fail while waiting for approval, and let an alert roll it back.
         #[arg(long, conflicts_with = "fault")]
         alert: bool,
+        /// Pin users to a side for a while (an affinity cookie): v2 fails, and users
+        /// pinned to it keep reaching it after the revert until Sluice sees them gone.
+        #[arg(long, conflicts_with_all = ["fault", "alert"])]
+        sticky: bool,
         /// Requests per second of load.
         #[arg(long, default_value_t = 300)]
         rps: u32,
@@ -430,13 +434,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Serve => serve().await,
         Cmd::Package { out, binary } => package(&out, binary),
         #[cfg(feature = "devtools")]
-        Cmd::Demo { fault, alert, rps, hold, prometheus, judge, data_dir } => {
+        Cmd::Demo { fault, alert, sticky, rps, hold, prometheus, judge, data_dir } => {
             init_logging("warn");
-            let variant = match (fault, alert) {
-                (Some(FaultKind::Errors), _) => demo::Variant::FaultErrors,
-                (Some(FaultKind::Latency), _) => demo::Variant::FaultLatency,
-                (None, true) => demo::Variant::Alert,
-                (None, false) => demo::Variant::Success,
+            let variant = match (fault, alert, sticky) {
+                (Some(FaultKind::Errors), _, _) => demo::Variant::FaultErrors,
+                (Some(FaultKind::Latency), _, _) => demo::Variant::FaultLatency,
+                (None, true, _) => demo::Variant::Alert,
+                (None, false, true) => demo::Variant::Sticky,
+                (None, false, false) => demo::Variant::Success,
             };
             let judging = match judge {
                 JudgeKind::Thresholds => demo::Judging::Thresholds,

@@ -30,11 +30,17 @@ fn every_demo_variant_does_the_right_thing() {
         // and the latency fault is caught by Mann-Whitney (the demo checks the evidence).
         (vec!["--judge", "statistical"], "Succeeded"),
         (vec!["--judge", "statistical", "--fault", "latency"], "RolledBack"),
+        // Users pinned by affinity keep reaching v2 after the revert: Sluice measures until
+        // they are gone (the demo checks the rollback check saw them) and records the observed split.
+        (vec!["--sticky"], "RolledBack"),
     ] {
         let (code, out) = demo(&args);
         assert_eq!(code, 0, "sluice demo {args:?} failed:\n{out}");
         assert!(out.contains(&format!(": {expect} after")), "{args:?}:\n{out}");
         assert!(out.contains("verdict        OK"), "{args:?}:\n{out}");
+        if args == ["--sticky"] {
+            assert!(out.contains("observed split ") && out.contains("after revert   canary traffic stopped"), "{out}");
+        }
         if expect == "RolledBack" {
             assert!(out.contains("backlog issue  "), "{args:?}:\n{out}");
         } else {

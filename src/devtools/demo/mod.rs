@@ -34,7 +34,15 @@ pub enum Variant {
     FaultLatency,
     /// v2 starts failing while the rollout waits for approval; an alert rolls it back.
     Alert,
+    /// Users are pinned to a side for a while (an affinity cookie); v2 fails,
+    /// analysis rolls it back, and the users pinned to v2 keep reaching it after
+    /// the revert: Sluice measures the canary's traffic until it stops and says so,
+    /// and records the observed split beside the weight it asked for.
+    Sticky,
 }
+
+/// How long the sticky story pins a user to a side.
+pub const STICKY_PIN: Duration = Duration::from_secs(8);
 
 /// How the demo's step analysis judges the canary.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -196,9 +204,15 @@ pub fn demo_spec_with(router_url: &str, variant: Variant, prometheus: Option<&st
         spec["analysisTemplates"] = json!([{"name": "vs-stable", "metrics": statistical_metrics(prometheus)}]);
         spec["strategy"]["canary"]["steps"][1] = json!({"analysis": {"templates": ["vs-stable"]}});
     }
-    if variant != Variant::Alert {
+    if variant == Variant::Sticky {
+        spec["policy"]["verifyRollback"] = json!({"provider": "local", "query": "request_count", "maxValue": 0,
+                                                  "interval": "2s", "attempts": 15});
+        spec["policy"]["observedSplit"] = json!({"tolerance": 10, "checks": 2, "minRequests": 100, "onMismatch": "note"});
+    }
+    if variant != Variant::Alert && variant != Variant::Sticky {
         // Background analysis watches every step; the alert story leaves the
-        // catching to the alert rule.
+        // catching to the alert rule, the sticky one to the judge (pinned users
+        // reach a new canary only as their pins expire, too few for a threshold).
         let mut background = metric("bg-error-rate", "error_rate", "< 0.02");
         background["interval"] = json!("3s");
         background["initialDelay"] = json!(if prometheus.is_some() { "8s" } else { "3s" });
@@ -264,6 +278,23 @@ fn judged(status: &Value) -> bool {
     measurements.map(|ms| ms.iter().any(|m| m.get("judgement").is_some_and(|j| j["decision"] == "fail"))).unwrap_or(false)
 }
 
+/// What the sticky story must show: the rollback check found canary traffic
+/// after the revert at least once, then saw it stop; and the observed split
+/// was recorded beside the weight asked for.
+fn sticky_problem(status: &Value) -> Option<String> {
+    let runs = status.pointer("/rollout/runs").and_then(Value::as_array).cloned().unwrap_or_default();
+    let check = runs.iter().find(|r| r.pointer("/kind/kind").or_else(|| r.get("kind")) == Some(&json!("rollbackCheck")));
+    let found_traffic = check.and_then(|r| r.pointer("/metrics/0/failed")).and_then(Value::as_u64).unwrap_or(0);
+    let verified = status.pointer("/rollout/failure/verified").and_then(Value::as_bool);
+    let observed = status.pointer("/rollout/traffic/observed/share").and_then(Value::as_f64);
+    match (found_traffic, verified, observed) {
+        (0, _, _) => Some("the rollback check never saw the pinned users on the canary".into()),
+        (_, Some(true), Some(_)) => None,
+        (_, Some(true), None) => Some("no observed split was recorded".into()),
+        (_, other, _) => Some(format!("the rollback was not verified (verified: {other:?})")),
+    }
+}
+
 /// Runs the demo and reports what happened.
 pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     let setup = |e: std::io::Error| DemoError::Setup(e.to_string());
@@ -273,7 +304,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     let v1_fault = Arc::new(Fault::default());
     let v2_fault = Arc::new(Fault::default());
     match opts.variant {
-        Variant::FaultErrors => v2_fault.errors_per_mille.store(200, Ordering::Relaxed),
+        Variant::FaultErrors | Variant::Sticky => v2_fault.errors_per_mille.store(200, Ordering::Relaxed),
         Variant::FaultLatency => v2_fault.extra_latency_ms.store(150, Ordering::Relaxed),
         _ => {}
     }
@@ -283,6 +314,9 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         Upstream { name: "stable".into(), version: "v1".into(), url: format!("http://{v1}") },
         Upstream { name: "canary".into(), version: "v2".into(), url: format!("http://{v2}") },
     );
+    if opts.variant == Variant::Sticky {
+        router.set_affinity(Some(STICKY_PIN));
+    }
     let (router_addr, _) = router.serve(loopback()).await.map_err(setup)?;
     let router_url = format!("http://{router_addr}");
     let host = local::start(LocalConfig {
@@ -303,6 +337,12 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     say(format!("  Sluice      {base}  (state in {})", opts.data_dir.display()));
     let load = Load::start(&router_url, opts.rps, 8);
     say(format!("  load        ~{} requests/s from {USERS} simulated users", opts.rps));
+    if opts.variant == Variant::Sticky {
+        say(format!(
+            "  affinity    each user stays on the side first picked for them for {}s, as an affinity cookie pins them",
+            STICKY_PIN.as_secs()
+        ));
+    }
     let prometheus = if opts.prometheus {
         let target = router_addr.to_string();
         let server = tokio::task::spawn_blocking(move || prometheus::start_prometheus(&target, None, None))
@@ -317,7 +357,9 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let pipeline = Client::new(&base, None, "azure-pipelines");
-    let spec = demo_spec_with(&router_url, opts.variant, prometheus.as_ref().map(|p| p.url.as_str()), opts.judging);
+    // The sticky story judges against stable: those measurements count both sides' requests (the observed split).
+    let judging = if opts.variant == Variant::Sticky { Judging::Statistical } else { opts.judging };
+    let spec = demo_spec_with(&router_url, opts.variant, prometheus.as_ref().map(|p| p.url.as_str()), judging);
     let started = pipeline.start(&spec, None).await?;
     let id = started["id"].as_str().unwrap_or_default().to_string();
     say(format!("\nThe pipeline posts the rollout: {id}\n  plan: {}\n", started["plan"].as_str().unwrap_or("")));
@@ -395,9 +437,10 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         Variant::Alert if failure_kind != "alert" || failure_phase != "AwaitingApproval" => {
             Some(format!("expected an alert rollback from AwaitingApproval, got {failure_kind} from {failure_phase}"))
         }
-        Variant::FaultErrors | Variant::FaultLatency if failure_kind != "analysis" => {
+        Variant::FaultErrors | Variant::FaultLatency | Variant::Sticky if failure_kind != "analysis" => {
             Some(format!("expected the analysis to roll back, got {failure_kind}"))
         }
+        Variant::Sticky => sticky_problem(&final_status),
         // Errors may be caught first by the background threshold; latency has only the judge.
         Variant::FaultLatency if opts.judging == Judging::Statistical && !judged(&final_status) => {
             Some("expected the statistical judge to decide the rollback".into())
@@ -421,6 +464,17 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
             totals.users_failed.len()
         ));
     }
+    if let Some(o) = final_status.pointer("/rollout/traffic/observed") {
+        say(format!(
+            "  observed split {:.1}% of {} requests reached v2 while the router was asked for {}%",
+            o["share"].as_f64().unwrap_or(0.0),
+            o["requests"].as_u64().unwrap_or(0),
+            o["requested"].as_u64().unwrap_or(0)
+        ));
+    }
+    if let Some(v) = final_status.pointer("/rollout/failure/verification").and_then(Value::as_str) {
+        say(format!("  after revert   {v}"));
+    }
     if let Some(p) = &issue {
         say(format!("  backlog issue  {}", p.display()));
     }
@@ -431,6 +485,8 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
             match opts.variant {
                 Variant::Success => "v2 is live and no request failed through every weight change and the promotion",
                 Variant::Alert => "the alert rolled the rollout back from the approval gate and the issue is filed",
+                Variant::Sticky =>
+                    "pinned users kept reaching v2 after the revert; Sluice saw it, waited until they were gone, and says so",
                 _ => "the analysis caught the bad canary, traffic is back on v1 and the issue is filed",
             }
         )),

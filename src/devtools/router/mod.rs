@@ -5,6 +5,11 @@
 //! metrics providers drive, for the demo and for development; `sluice router`
 //! runs it on its own.
 //!
+//! With affinity on ([`Router::set_affinity`]), a user (`x-user-id`, as the
+//! load generator sends it) stays on the side first picked for them until the
+//! pin expires, whatever the weight — as App Service's `x-ms-routing-name`
+//! and ARR affinity cookies pin users to a slot.
+//!
 //! Admin API (loopback only): `GET|PUT /_sluice/route`, `POST /_sluice/promote`,
 //! `POST /_sluice/revert`, `GET /_sluice/stats?window=30s`,
 //! `GET /_sluice/health?role=canary`, `GET /metrics`.
@@ -38,6 +43,9 @@ pub struct Router {
     counter: AtomicU64,
     stats: Stats,
     client: reqwest::Client,
+    /// How long a user stays pinned to a side; `None`: no affinity.
+    affinity: RwLock<Option<Duration>>,
+    pins: std::sync::Mutex<std::collections::HashMap<String, (Role, Instant)>>,
 }
 
 const MAX_BODY: usize = 10 * 1024 * 1024;
@@ -56,6 +64,8 @@ impl Router {
             counter: AtomicU64::new(0),
             stats: Stats::default(),
             client,
+            affinity: RwLock::new(None),
+            pins: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -130,6 +140,31 @@ impl Router {
         }
     }
 
+    /// Pins each user to the side first picked for them, for `pin_for`
+    /// (`None` turns affinity off and forgets the pins).
+    pub fn set_affinity(&self, pin_for: Option<Duration>) {
+        if let Ok(mut a) = self.affinity.write() {
+            *a = pin_for;
+        }
+        if let Ok(mut pins) = self.pins.lock() {
+            pins.clear();
+        }
+    }
+
+    /// The side for a request: its user's pin while it lasts, else the split.
+    fn role_for(&self, user: Option<&str>, weight: u8) -> Role {
+        let pin_for = self.affinity.read().ok().and_then(|a| *a);
+        let (Some(pin_for), Some(user), Ok(mut pins)) = (pin_for, user, self.pins.lock()) else { return self.pick(weight) };
+        if let Some((role, at)) = pins.get(user) {
+            if at.elapsed() < pin_for {
+                return *role;
+            }
+        }
+        let role = self.pick(weight);
+        pins.insert(user.to_string(), (role, Instant::now()));
+        role
+    }
+
     /// Evenly spread: exactly `weight` of every 100 requests go to the canary.
     fn pick(&self, weight: u8) -> Role {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
@@ -143,7 +178,8 @@ impl Router {
 
     async fn proxy(self: Arc<Self>, request: Request) -> Response {
         let route = self.route();
-        let role = self.pick(route.weight.percent());
+        let user = request.headers().get("x-user-id").and_then(|v| v.to_str().ok());
+        let role = self.role_for(user, route.weight.percent());
         let upstream = match role {
             Role::Stable => &route.stable,
             Role::Canary => &route.canary,
@@ -330,6 +366,22 @@ mod tests {
 
     fn up(v: &str) -> Upstream {
         Upstream { name: v.into(), version: v.into(), url: format!("http://127.0.0.1:1/{v}") }
+    }
+
+    #[test]
+    fn affinity_keeps_a_user_on_their_side_until_the_pin_expires() {
+        let r = Router::new(up("v1"), up("v2"));
+        r.set_affinity(Some(Duration::from_millis(150)));
+        r.set_weight(Weight::FULL);
+        assert_eq!(r.role_for(Some("ann"), 100), Role::Canary);
+        r.revert(false);
+        assert_eq!(r.role_for(Some("ann"), 0), Role::Canary, "pinned: the revert does not reach her yet");
+        assert_eq!(r.role_for(Some("bob"), 0), Role::Stable, "a new user follows the split");
+        assert_eq!(r.role_for(None, 0), Role::Stable, "no user, no pin");
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(r.role_for(Some("ann"), 0), Role::Stable, "the pin expired");
+        r.set_affinity(None);
+        assert_eq!(r.role_for(Some("bob"), 100), Role::Canary, "affinity off: the split alone");
     }
 
     #[test]

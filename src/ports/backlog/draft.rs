@@ -152,6 +152,9 @@ fn failure_report(rollout: &Rollout, history: &[HistoryEntry], evidence: &Eviden
     if let Some(item) = verification_item(rollout) {
         done.push(item);
     }
+    if let Some(item) = observed_split_item(rollout) {
+        done.push(item);
+    }
     done.push(vec![text("Stopped all analysis and timers for this rollout.")]);
     d.push(Block::List(done));
 
@@ -319,6 +322,27 @@ pub fn release_failure_comment(release: &str, failure: &PipelineFailure) -> Comm
     let marker = format!("sluice:release-failure={release}/{}", failure.stage);
     body.push(Block::Marker(marker.clone()));
     CommentDraft { marker, body }
+}
+
+/// The split users got beside the one asked for, as last measured.
+fn observed_split_item(rollout: &Rollout) -> Option<Vec<Span>> {
+    let o = rollout.traffic.observed.as_ref()?;
+    let sustained = if o.acted {
+        " — a sustained difference beyond the policy's tolerance (sticky sessions, affinity cookies or cached DNS)"
+    } else {
+        ""
+    };
+    Some(vec![
+        strong("Observed split: "),
+        text(format!(
+            "{:.1}% of {} requests reached {} while the router was asked for {}% (measured {}){sustained}.",
+            o.share,
+            o.requests,
+            rollout.spec.target.canary.version,
+            o.requested,
+            when(o.at)
+        )),
+    ])
 }
 
 /// What the rollback check showed, if the policy asks for one.

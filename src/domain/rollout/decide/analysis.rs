@@ -66,6 +66,30 @@ impl Txn {
         }
     }
 
+    /// A check that canary traffic stopped after the revert: says what it
+    /// found, and ends the rollback once the traffic is gone (or the checks
+    /// ran out, unverified).
+    fn on_rollback_checked(&mut self, run_index: usize, status: RunStatus) {
+        let verified = self.measurement.as_ref().map(|m| m.verdict == Verdict::Pass).unwrap_or(false);
+        let found: u32 = self.r.runs.get(run_index).map(|r| r.metrics.iter().map(|m| m.failed).sum()).unwrap_or(0);
+        if !verified && status == RunStatus::Running {
+            self.note("users still reach the canary after the revert: pinned by affinity cookies or cached DNS; checking again");
+            return;
+        }
+        let note = self.measurement.as_ref().map(|m| m.note.clone()).unwrap_or_default();
+        let text = match (verified, found) {
+            (true, 0) => format!("canary traffic stopped: {note}"),
+            (true, n) => format!("canary traffic stopped: {note}, after {n} check(s) found users still reaching it (pinned sessions)"),
+            (false, _) => format!("canary traffic did NOT stop within the checks: {note}; users may still reach the canary"),
+        };
+        if let Some(f) = self.r.failure.as_mut() {
+            f.verified = Some(verified);
+            f.verification = Some(text.clone());
+        }
+        self.note(text);
+        self.finish_rollback();
+    }
+
     pub(super) fn on_measured(&mut self, key: &MeasurementKey, outcome: &MeasureOutcome) -> Step {
         self.not_finished()?;
         let plan = self.r.metric_plan(key).cloned().ok_or_else(|| format!("no metric {} in run {}", key.metric, key.run))?;
@@ -97,6 +121,8 @@ impl Txn {
             self.note(format!("{label}/{} #{}: {}", key.metric, key.index + 1, record.note));
             self.measurement = Some(record);
             self.commands.push(Command::Measure { key: next, at });
+            // Too few requests to judge, but real counts of who got which side.
+            self.observe_split(outcome);
             return Ok(());
         }
         let record = judge(&plan, outcome, key.index, self.now);
@@ -118,20 +144,7 @@ impl Txn {
             self.commands.push(cmd);
         }
         if kind == RunKind::RollbackCheck {
-            let verified = self.measurement.as_ref().map(|m| m.verdict == Verdict::Pass).unwrap_or(false);
-            if verified || status != RunStatus::Running {
-                let note = self.measurement.as_ref().map(|m| m.note.clone()).unwrap_or_default();
-                if let Some(f) = self.r.failure.as_mut() {
-                    f.verified = Some(verified);
-                    f.verification = Some(note.clone());
-                }
-                if verified {
-                    self.note(format!("canary traffic stopped: {note}"));
-                } else {
-                    self.note(format!("canary traffic did NOT stop within the checks: {note}; users may still reach the canary"));
-                }
-                self.finish_rollback();
-            }
+            self.on_rollback_checked(run_index, status);
             return Ok(());
         }
         match status {
