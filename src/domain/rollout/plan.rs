@@ -181,6 +181,9 @@ impl Plan {
                     });
                 }
                 stages.push(Stage::Promote);
+                if let Some(d) = &canary.scale_down_delay {
+                    stages.push(Stage::ScaleDown { delay_ms: d.ms() });
+                }
                 let background = canary.analysis.as_ref().map(|a| c.analysis(a, "strategy.canary.analysis", None));
                 (StrategyKind::Canary, stages, background)
             }

@@ -1218,3 +1218,10 @@ fn a_split_users_do_not_get_is_recorded_and_acted_on_by_policy_once_sustained() 
         }
     }
 }
+
+#[test]
+fn a_canary_can_keep_the_previous_version_for_a_scale_down_delay() {
+    let r = new_rollout(base(json!({"canary": {"steps": [{"setWeight": 50}], "scaleDownDelay": "10m"}})));
+    assert_eq!(r.plan.stages.last(), Some(&Stage::ScaleDown { delay_ms: 600_000 }));
+    assert!(r.plan.summary().ends_with("promote → scale down after 10m"), "{}", r.plan.summary());
+}

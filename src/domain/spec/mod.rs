@@ -137,6 +137,10 @@ pub struct CanaryStrategy {
     /// Background analysis that runs across all steps until promotion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisRef>,
+    /// After promotion, how long to keep the previous version before the
+    /// router scales it down (a Container Apps revision is deactivated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_delay: Option<Span>,
 }
 
 /// One canary step: exactly one of the keys.
