@@ -39,6 +39,25 @@ async fn container_apps_split_by_revision_and_refuse_single_revision_mode() {
     router.scale_down_previous().await.expect("deactivate the old revision");
     assert!(fake.seen().iter().any(|r| r.method == "POST" && r.path == format!("{CONTAINER_APP}/revisions/orders--v1/deactivate")));
 
+    // By traffic label alone: the labels name the revisions, and stay on the entries.
+    let labelled = FakeRouter::start(ContainerAppsModel {
+        traffic: json!([{"revisionName": "orders--v1", "label": "blue", "weight": 100}, {"latestRevision": true, "label": "green", "weight": 0}]),
+        ..ContainerAppsModel::default()
+    })
+    .await;
+    let t = target(
+        json!({"provider": "containerApps", "settings": {"subscriptionId": "sub-1", "resourceGroup": "rg-1", "armEndpoint": labelled.url(),
+        "app": "orders", "stableLabel": "blue", "canaryLabel": "green"}}),
+    );
+    let router = sluice::ports::traffic::build(&t, &env_for(&labelled)).expect("router");
+    assert_eq!(router.current().await.expect("read").weight, w(0), "the latest revision, labelled green, has 0");
+    router.set_weight(w(30)).await.expect("30%");
+    assert_eq!(
+        writes(&labelled)[0].2["properties"]["configuration"]["ingress"]["traffic"],
+        json!([{"revisionName": "orders--v1", "label": "blue", "weight": 70}, {"revisionName": "orders--v2", "label": "green", "weight": 30}])
+    );
+    assert_eq!(labelled.share(), 30);
+
     let single = FakeRouter::start(ContainerAppsModel { mode: "Single", ..ContainerAppsModel::default() }).await;
     let t = target(
         json!({"provider": "containerApps", "settings": {"subscriptionId": "sub-1", "resourceGroup": "rg-1", "armEndpoint": single.url(),

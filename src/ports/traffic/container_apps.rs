@@ -8,10 +8,11 @@
 //! `deactivateStable` (default off) deactivates the old revision when the
 //! rollout scales it down, after its `scaleDownDelay`.
 //!
-//! Settings: `subscriptionId`, `resourceGroup`, `app`, `stableRevision`,
-//! `canaryRevision`; optional `stableLabel`/`canaryLabel` (kept on the
-//! traffic entries so label URLs keep working), `deactivateStable`,
-//! `armEndpoint`.
+//! Settings: `subscriptionId`, `resourceGroup`, `app`, and for each side a
+//! revision name or a traffic label (`stableRevision` or `stableLabel`,
+//! `canaryRevision` or `canaryLabel`; a label alone is resolved to the
+//! revision the app's traffic gives it, and kept on the entry so label URLs
+//! keep working); optional `deactivateStable`, `armEndpoint`.
 //!
 //! Source: Azure REST API specs, Microsoft.App stable 2025-01-01:
 //! `ContainerApps_Get` / `ContainerApps_Update` (`PATCH
@@ -49,27 +50,49 @@ pub struct ContainerApps {
     deactivate_stable: bool,
 }
 
-/// A revision and its optional traffic label.
+/// A side: a revision, or a traffic label naming one, or both.
 struct Side {
-    revision: String,
+    revision: Option<String>,
     label: Option<String>,
 }
 
 impl Side {
-    fn entry(&self, weight: u8) -> Value {
-        let mut entry = json!({"revisionName": self.revision, "weight": weight});
+    /// The revision this side is, on the app as it is now.
+    fn revision(&self, app: &Value) -> Result<String, TrafficError> {
+        if let Some(r) = &self.revision {
+            return Ok(r.clone());
+        }
+        let label = self.label.as_deref().unwrap_or_default();
+        let latest = app.pointer("/properties/latestRevisionName").and_then(Value::as_str);
+        traffic(app)
+            .iter()
+            .filter(|e| e.get("label").and_then(Value::as_str) == Some(label))
+            .find_map(|e| match e.get("revisionName").and_then(Value::as_str) {
+                Some(name) => Some(name.to_string()),
+                None if e.get("latestRevision").and_then(Value::as_bool) == Some(true) => latest.map(str::to_string),
+                None => None,
+            })
+            .ok_or_else(|| TrafficError::Failed(format!("no traffic entry of the app carries the label '{label}'; give the revision name")))
+    }
+
+    fn entry(&self, revision: &str, weight: u8) -> Value {
+        let mut entry = json!({"revisionName": revision, "weight": weight});
         if let Some(label) = &self.label {
             entry["label"] = json!(label);
         }
         entry
     }
+}
 
-    /// Whether a traffic entry routes to this revision.
-    fn matches(&self, entry: &Value, latest: Option<&str>) -> bool {
-        let text = |k: &str| entry.get(k).and_then(Value::as_str);
-        text("revisionName") == Some(self.revision.as_str())
-            || (entry.get("latestRevision").and_then(Value::as_bool) == Some(true) && latest == Some(self.revision.as_str()))
-    }
+/// The app's traffic entries.
+fn traffic(app: &Value) -> Vec<Value> {
+    app.pointer("/properties/configuration/ingress/traffic").and_then(Value::as_array).cloned().unwrap_or_default()
+}
+
+/// Whether a traffic entry routes to `revision`.
+fn routes_to(entry: &Value, revision: &str, latest: Option<&str>) -> bool {
+    entry.get("revisionName").and_then(Value::as_str) == Some(revision)
+        || (entry.get("latestRevision").and_then(Value::as_bool) == Some(true) && latest == Some(revision))
 }
 
 /// Builds the adapter from the target's router settings.
@@ -78,7 +101,11 @@ pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, Adap
     let name = "containerApps";
     let (arm, prefix) = super::arm(name, s, env)?;
     let side = |revision: &str, label: &str| -> Result<Side, AdapterError> {
-        Ok(Side { revision: req_str(name, s, revision)?.to_string(), label: opt_str(s, label).map(str::to_string) })
+        let side = Side { revision: opt_str(s, revision).map(str::to_string), label: opt_str(s, label).map(str::to_string) };
+        if side.revision.is_none() && side.label.is_none() {
+            return Err(AdapterError::Config { provider: name.into(), message: format!("'{revision}' or '{label}' is required") });
+        }
+        Ok(side)
     };
     Ok(Arc::new(ContainerApps {
         app: format!("{prefix}/Microsoft.App/containerApps/{}", req_str(name, s, "app")?),
@@ -103,21 +130,22 @@ impl ContainerApps {
         Ok(app)
     }
 
-    fn canary_weight(&self, app: &Value) -> Weight {
+    fn canary_weight(&self, app: &Value) -> Result<Weight, TrafficError> {
         let latest = app.pointer("/properties/latestRevisionName").and_then(Value::as_str);
-        let traffic = app.pointer("/properties/configuration/ingress/traffic").and_then(Value::as_array).cloned().unwrap_or_default();
+        let revision = self.canary.revision(app)?;
         let canary: u64 =
-            traffic.iter().filter(|e| self.canary.matches(e, latest)).filter_map(|e| e.get("weight").and_then(Value::as_u64)).sum();
-        Weight::new(canary).unwrap_or(Weight::FULL)
+            traffic(app).iter().filter(|e| routes_to(e, &revision, latest)).filter_map(|e| e.get("weight").and_then(Value::as_u64)).sum();
+        Ok(Weight::new(canary).unwrap_or(Weight::FULL))
     }
 
     async fn write(&self, canary: Weight) -> Result<Weight, TrafficError> {
-        self.read_app().await?;
-        let traffic = json!([self.stable.entry(100 - canary.percent()), self.canary.entry(canary.percent())]);
+        let app = self.read_app().await?;
+        let (stable, canary_revision) = (self.stable.revision(&app)?, self.canary.revision(&app)?);
+        let traffic = json!([self.stable.entry(&stable, 100 - canary.percent()), self.canary.entry(&canary_revision, canary.percent())]);
         let body = json!({"properties": {"configuration": {"ingress": {"traffic": traffic}}}});
         let url = format!("{}?{API}", self.app);
         self.arm.long_running(reqwest::Method::PATCH, &url, Some(&body), UPDATE_BUDGET).await.map_err(call_failed)?;
-        Ok(self.canary_weight(&self.read_app().await?))
+        self.canary_weight(&self.read_app().await?)
     }
 }
 
@@ -137,14 +165,15 @@ impl Traffic for ContainerApps {
     }
 
     async fn current(&self) -> Result<Routing, TrafficError> {
-        Ok(Routing { weight: self.canary_weight(&self.read_app().await?), promoted: false })
+        Ok(Routing { weight: self.canary_weight(&self.read_app().await?)?, promoted: false })
     }
 
     async fn scale_down_previous(&self) -> Result<(), TrafficError> {
         if !self.deactivate_stable {
             return Ok(());
         }
-        let url = format!("{}/revisions/{}/deactivate?{API}", self.app, self.stable.revision);
+        let stable = self.stable.revision(&self.read_app().await?)?;
+        let url = format!("{}/revisions/{stable}/deactivate?{API}", self.app);
         self.arm.send(reqwest::Method::POST, &url, None).await.map_err(failed)?;
         Ok(())
     }
