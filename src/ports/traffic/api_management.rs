@@ -20,10 +20,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::{call_failed, confirm, failed, share, until_applied, Routing, Traffic, TrafficError};
+use super::{call_failed, failed, share, Absolute, Split, Traffic, TrafficError};
 use crate::domain::ids::Weight;
 use crate::domain::spec::Target;
 use crate::ports::azure::http::{AzureHttp, Call};
@@ -44,7 +43,7 @@ pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, Adap
     let s = &target.router.settings;
     let name = "apiManagement";
     let (arm, prefix) = super::arm(name, s, env)?;
-    Ok(Arc::new(ApiManagement {
+    Ok(Arc::new(Absolute(ApiManagement {
         pool: format!(
             "{prefix}/Microsoft.ApiManagement/service/{}/backends/{}?{API}",
             req_str(name, s, "service")?,
@@ -53,7 +52,7 @@ pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, Adap
         stable: req_str(name, s, "stableBackend")?.to_string(),
         canary: req_str(name, s, "canaryBackend")?.to_string(),
         arm,
-    }))
+    })))
 }
 
 /// Whether a pool service id names `backend` (`/backends/{id}`, full ARM id or not).
@@ -87,7 +86,7 @@ impl ApiManagement {
         share(sum(&self.canary), sum(&self.stable))
     }
 
-    async fn apply(&self, canary: Weight) -> Result<Weight, TrafficError> {
+    async fn write_split(&self, canary: Weight) -> Result<Weight, TrafficError> {
         let (mut services, etag) = self.read().await?;
         for service in &mut services {
             if names(service, &self.canary) {
@@ -104,21 +103,13 @@ impl ApiManagement {
 }
 
 #[async_trait]
-impl Traffic for ApiManagement {
-    async fn set_weight(&self, weight: Weight) -> Result<Weight, TrafficError> {
-        confirm(weight, self.apply(weight).await?)
+impl Split for ApiManagement {
+    async fn apply(&self, weight: Weight) -> Result<Weight, TrafficError> {
+        self.write_split(weight).await
     }
 
-    async fn promote(&self, _since: DateTime<Utc>) -> Result<(), TrafficError> {
-        confirm(Weight::FULL, self.apply(Weight::FULL).await?).map(|_| ())
-    }
-
-    async fn revert(&self, _undo_promotion: bool, _since: DateTime<Utc>) -> Result<Weight, TrafficError> {
-        until_applied(|| self.apply(Weight::ZERO)).await
-    }
-
-    async fn current(&self) -> Result<Routing, TrafficError> {
-        Ok(Routing { weight: self.weight_of(&self.read().await?.0)?, promoted: false })
+    async fn weight(&self) -> Result<Weight, TrafficError> {
+        self.weight_of(&self.read().await?.0)
     }
 
     async fn caveats(&self) -> Vec<String> {

@@ -28,10 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::{call_failed, confirm, failed, opt_bool, until_applied, Routing, Traffic, TrafficError};
+use super::{call_failed, failed, opt_bool, Absolute, Split, Traffic, TrafficError};
 use crate::domain::ids::Weight;
 use crate::domain::spec::Target;
 use crate::ports::azure::http::AzureHttp;
@@ -107,13 +106,13 @@ pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, Adap
         }
         Ok(side)
     };
-    Ok(Arc::new(ContainerApps {
+    Ok(Arc::new(Absolute(ContainerApps {
         app: format!("{prefix}/Microsoft.App/containerApps/{}", req_str(name, s, "app")?),
         stable: side("stableRevision", "stableLabel")?,
         canary: side("canaryRevision", "canaryLabel")?,
         deactivate_stable: opt_bool(s, "deactivateStable").unwrap_or(false),
         arm,
-    }))
+    })))
 }
 
 impl ContainerApps {
@@ -138,7 +137,7 @@ impl ContainerApps {
         Ok(Weight::new(canary).unwrap_or(Weight::FULL))
     }
 
-    async fn write(&self, canary: Weight) -> Result<Weight, TrafficError> {
+    async fn write_split(&self, canary: Weight) -> Result<Weight, TrafficError> {
         let app = self.read_app().await?;
         let (stable, canary_revision) = (self.stable.revision(&app)?, self.canary.revision(&app)?);
         let traffic = json!([self.stable.entry(&stable, 100 - canary.percent()), self.canary.entry(&canary_revision, canary.percent())]);
@@ -150,25 +149,16 @@ impl ContainerApps {
 }
 
 #[async_trait]
-impl Traffic for ContainerApps {
-    async fn set_weight(&self, weight: Weight) -> Result<Weight, TrafficError> {
-        confirm(weight, self.write(weight).await?)
+impl Split for ContainerApps {
+    async fn apply(&self, weight: Weight) -> Result<Weight, TrafficError> {
+        self.write_split(weight).await
     }
 
-    async fn promote(&self, _since: DateTime<Utc>) -> Result<(), TrafficError> {
-        confirm(Weight::FULL, self.write(Weight::FULL).await?).map(|_| ())
+    async fn weight(&self) -> Result<Weight, TrafficError> {
+        self.canary_weight(&self.read_app().await?)
     }
 
-    async fn revert(&self, _undo_promotion: bool, _since: DateTime<Utc>) -> Result<Weight, TrafficError> {
-        // One write puts everything on the stable revision, promoted or not.
-        until_applied(|| self.write(Weight::ZERO)).await
-    }
-
-    async fn current(&self) -> Result<Routing, TrafficError> {
-        Ok(Routing { weight: self.canary_weight(&self.read_app().await?)?, promoted: false })
-    }
-
-    async fn scale_down_previous(&self) -> Result<(), TrafficError> {
+    async fn scale_down(&self) -> Result<(), TrafficError> {
         if !self.deactivate_stable {
             return Ok(());
         }

@@ -23,10 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::{call_failed, confirm, failed, share, until_applied, Routing, Traffic, TrafficError};
+use super::{call_failed, failed, share, Absolute, Split, Traffic, TrafficError};
 use crate::domain::ids::Weight;
 use crate::domain::spec::Target;
 use crate::ports::azure::http::AzureHttp;
@@ -82,7 +81,7 @@ pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, Adap
     let s = &target.router.settings;
     let name = "frontDoor";
     let (arm, prefix) = super::arm(name, s, env)?;
-    Ok(Arc::new(FrontDoor {
+    Ok(Arc::new(Absolute(FrontDoor {
         group: format!(
             "{prefix}/Microsoft.Cdn/profiles/{}/originGroups/{}",
             req_str(name, s, "profile")?,
@@ -91,7 +90,7 @@ pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, Adap
         stable: req_str(name, s, "stableOrigin")?.to_string(),
         canary: req_str(name, s, "canaryOrigin")?.to_string(),
         arm,
-    }))
+    })))
 }
 
 impl FrontDoor {
@@ -112,14 +111,14 @@ impl FrontDoor {
         Ok(())
     }
 
-    async fn weight(&self) -> Result<Weight, TrafficError> {
+    async fn read_split(&self) -> Result<Weight, TrafficError> {
         let (stable, canary) = (self.read(&self.stable).await?, self.read(&self.canary).await?);
         share(canary.share(), stable.share())
     }
 
     /// Applies a split, in the order that never leaves the group without an
     /// enabled origin and takes users off the canary first when it can.
-    async fn apply(&self, canary_weight: Weight) -> Result<Weight, TrafficError> {
+    async fn write_split(&self, canary_weight: Weight) -> Result<Weight, TrafficError> {
         let (stable, canary) = plan(canary_weight);
         let stable_serves = self.read(&self.stable).await?.enabled;
         // Canary first when it keeps serving, or when stable already serves
@@ -131,26 +130,18 @@ impl FrontDoor {
             self.write(&self.stable, stable).await?;
             self.write(&self.canary, canary).await?;
         }
-        self.weight().await
+        self.read_split().await
     }
 }
 
 #[async_trait]
-impl Traffic for FrontDoor {
-    async fn set_weight(&self, weight: Weight) -> Result<Weight, TrafficError> {
-        confirm(weight, self.apply(weight).await?)
+impl Split for FrontDoor {
+    async fn apply(&self, weight: Weight) -> Result<Weight, TrafficError> {
+        self.write_split(weight).await
     }
 
-    async fn promote(&self, _since: DateTime<Utc>) -> Result<(), TrafficError> {
-        confirm(Weight::FULL, self.apply(Weight::FULL).await?).map(|_| ())
-    }
-
-    async fn revert(&self, _undo_promotion: bool, _since: DateTime<Utc>) -> Result<Weight, TrafficError> {
-        until_applied(|| self.apply(Weight::ZERO)).await
-    }
-
-    async fn current(&self) -> Result<Routing, TrafficError> {
-        Ok(Routing { weight: self.weight().await?, promoted: false })
+    async fn weight(&self) -> Result<Weight, TrafficError> {
+        self.read_split().await
     }
 
     async fn caveats(&self) -> Vec<String> {

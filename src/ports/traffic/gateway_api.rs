@@ -29,10 +29,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::{call_failed, confirm, failed, share, until_applied, Routing, Traffic, TrafficError};
+use super::{call_failed, failed, share, Absolute, Split, Traffic, TrafficError};
 use crate::domain::ids::Weight;
 use crate::domain::spec::Target;
 use crate::ports::azure::http::{Auth, AzureHttp, Call};
@@ -86,7 +85,7 @@ pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, Adap
         None => Auth::Entra { credential: env.azure_identity(name)?, resource: AKS_RESOURCE.into() },
     };
     let (namespace, route) = (req_str(name, s, "namespace")?, req_str(name, s, "route")?);
-    Ok(Arc::new(GatewayApi {
+    Ok(Arc::new(Absolute(GatewayApi {
         url: format!("{server}/apis/gateway.networking.k8s.io/v1/namespaces/{namespace}/httproutes/{route}"),
         api: AzureHttp::with_auth(http, auth, server),
         namespace: namespace.to_string(),
@@ -94,7 +93,7 @@ pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, Adap
         stable: req_str(name, s, "stableService")?.to_string(),
         canary: req_str(name, s, "canaryService")?.to_string(),
         field_manager: opt_str(s, "fieldManager").unwrap_or("sluice").to_string(),
-    }))
+    })))
 }
 
 /// Whether a backendRef is the core Service `name`.
@@ -134,7 +133,7 @@ impl GatewayApi {
         share(weight(&self.canary), weight(&self.stable))
     }
 
-    async fn apply(&self, canary: Weight) -> Result<Weight, TrafficError> {
+    async fn write_split(&self, canary: Weight) -> Result<Weight, TrafficError> {
         let route = self.read().await?;
         self.weight_of(&route)?;
         let mut rules = route.pointer("/spec/rules").cloned().unwrap_or_else(|| json!([]));
@@ -164,24 +163,13 @@ impl GatewayApi {
 }
 
 #[async_trait]
-impl Traffic for GatewayApi {
-    async fn set_weight(&self, weight: Weight) -> Result<Weight, TrafficError> {
-        self.apply(weight).await?;
-        confirm(weight, self.weight_of(&self.read().await?)?)
+impl Split for GatewayApi {
+    async fn apply(&self, weight: Weight) -> Result<Weight, TrafficError> {
+        self.write_split(weight).await
     }
 
-    async fn promote(&self, _since: DateTime<Utc>) -> Result<(), TrafficError> {
-        self.apply(Weight::FULL).await?;
-        confirm(Weight::FULL, self.weight_of(&self.read().await?)?).map(|_| ())
-    }
-
-    async fn revert(&self, _undo_promotion: bool, _since: DateTime<Utc>) -> Result<Weight, TrafficError> {
-        until_applied(|| self.apply(Weight::ZERO)).await?;
+    async fn weight(&self) -> Result<Weight, TrafficError> {
         self.weight_of(&self.read().await?)
-    }
-
-    async fn current(&self) -> Result<Routing, TrafficError> {
-        Ok(Routing { weight: self.weight_of(&self.read().await?)?, promoted: false })
     }
 
     async fn caveats(&self) -> Vec<String> {

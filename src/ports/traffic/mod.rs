@@ -136,6 +136,56 @@ pub const PROVIDERS: &[(&str, Factory)] = &[
     ("gatewayApi", gateway_api::build),
 ];
 
+/// A router whose whole state is one split, written absolutely (so a
+/// repeated write changes nothing): promotion is 100 % on the new version,
+/// a rollback 0 %, whether or not it was promoted. [`Absolute`] makes it a
+/// [`Traffic`].
+#[async_trait]
+pub(crate) trait Split: Send + Sync {
+    /// Applies `weight`; returns the weight read back.
+    async fn apply(&self, weight: Weight) -> Result<Weight, TrafficError>;
+    /// The weight applied now.
+    async fn weight(&self) -> Result<Weight, TrafficError>;
+    /// What the router cannot guarantee as configured.
+    async fn caveats(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Retires the previous version after promotion.
+    async fn scale_down(&self) -> Result<(), TrafficError> {
+        Ok(())
+    }
+}
+
+/// The traffic port over a [`Split`] router.
+pub(crate) struct Absolute<S>(pub S);
+
+#[async_trait]
+impl<S: Split> Traffic for Absolute<S> {
+    async fn set_weight(&self, weight: Weight) -> Result<Weight, TrafficError> {
+        confirm(weight, self.0.apply(weight).await?)
+    }
+
+    async fn promote(&self, _since: DateTime<Utc>) -> Result<(), TrafficError> {
+        confirm(Weight::FULL, self.0.apply(Weight::FULL).await?).map(|_| ())
+    }
+
+    async fn revert(&self, _undo_promotion: bool, _since: DateTime<Utc>) -> Result<Weight, TrafficError> {
+        until_applied(|| self.0.apply(Weight::ZERO)).await
+    }
+
+    async fn current(&self) -> Result<Routing, TrafficError> {
+        Ok(Routing { weight: self.0.weight().await?, promoted: false })
+    }
+
+    async fn scale_down_previous(&self) -> Result<(), TrafficError> {
+        self.0.scale_down().await
+    }
+
+    async fn caveats(&self) -> Vec<String> {
+        self.0.caveats().await
+    }
+}
+
 /// The adapter for a target's router.
 pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, AdapterError> {
     lookup("traffic", PROVIDERS, &target.router.provider)?(target, env)
