@@ -4,6 +4,7 @@
 //! request. Each case gets a fresh adapter.
 
 mod common;
+mod router_fakes;
 mod conformance {
     pub mod queue_cases;
     pub mod router_cases;
@@ -140,7 +141,7 @@ macro_rules! router_suite {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let (router, fake) = common::router_fakes::router_and_fake($kind).await;
+                let (router, fake) = router_fakes::router_and_fake($kind).await;
                 conformance::router_cases::$case(router, fake).await;
             }
         )*

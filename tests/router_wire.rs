@@ -3,11 +3,12 @@
 //! and says, the caveats it reports, and the order of a rollback's writes.
 
 mod common;
+mod router_fakes;
 
 use chrono::Utc;
 use serde_json::{json, Value};
 
-use common::router_fakes::{
+use router_fakes::{
     env_for, router_and_fake, target, AppConfigModel, ContainerAppsModel, FakeRouter, GatewayApiModel, CONTAINER_APP, ORIGIN_GROUP, POOL,
     ROUTE_PATH,
 };
@@ -228,4 +229,72 @@ fn every_router_has_an_example_spec_that_builds_its_adapter() {
     for (provider, _) in sluice::ports::traffic::PROVIDERS {
         assert!(covered.iter().any(|c| c == provider), "no example for {provider}");
     }
+}
+
+/// A whole rollout through the local host on an Azure router's fake: the
+/// router's caveats reach the status and the history with the first
+/// confirmed weight, and an abort puts everyone back on stable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_on_front_door_records_its_caveats_and_reverts_on_abort() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use sluice::host::local::{self, LocalConfig};
+    use sluice::ports::clock::{Clock, SystemClock};
+
+    let fake = FakeRouter::start(router_fakes::FrontDoorModel::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = env_for(&fake);
+    let host = local::start_with(
+        LocalConfig {
+            root: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+            data_dir: dir.path().to_path_buf(),
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            alert_token: None,
+            require_principal: false,
+            public_url: None,
+        },
+        move |data_dir, _| async move {
+            let db = data_dir.join("sluice.db");
+            let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+            let store = Arc::new(sluice::ports::store::sqlite::SqliteStore::open(&db).expect("store"));
+            let queue = Arc::new(sluice::ports::queue::embedded::EmbeddedQueue::open(&db, clock.clone()).expect("queue"));
+            Ok(Arc::new(sluice::shell::engine::Engine::new(store, queue, env, clock)))
+        },
+    )
+    .await
+    .expect("host");
+    let client = sluice::cli::client::Client::new(&host.url(), None, "ci");
+    let spec = json!({
+        "target": {"name": "orders", "router": {"provider": "frontDoor", "settings": {"subscriptionId": "sub-1", "resourceGroup": "rg-1",
+                    "armEndpoint": fake.url(), "profile": "edge", "originGroup": "orders", "stableOrigin": "stable", "canaryOrigin": "canary"}},
+                   "stable": {"name": "stable", "version": "v1"}, "canary": {"name": "canary", "version": "v2"}},
+        "strategy": {"canary": {"steps": [{"setWeight": 20}, {"pause": {}}]}},
+        "backlog": {"provider": "local"}
+    });
+    let id = client.start(&spec, None).await.expect("start")["id"].as_str().expect("id").to_string();
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = client.status(&id).await.expect("status");
+        if status["phase"] == "Paused" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status["phase"], "Paused", "{status}");
+    assert_eq!(fake.share(), 20);
+    let caveats = status.pointer("/rollout/traffic/caveats").or_else(|| status.get("routerCaveats")).cloned().unwrap_or(Value::Null);
+    assert!(caveats.to_string().contains("per edge location"), "{status}");
+    let history = status["history"].to_string();
+    assert!(history.contains("router caveat: frontDoor"), "{history}");
+    client.action(&id, "abort", &json!({"reason": "enough"})).await.expect("abort");
+    for _ in 0..100 {
+        if client.status(&id).await.expect("status")["phase"] == "Aborted" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(client.status(&id).await.expect("status")["phase"], "Aborted");
+    assert_eq!((fake.share(), fake.dark_moments()), (0, 0), "everyone back on stable, never without an origin");
+    host.stop().await;
 }

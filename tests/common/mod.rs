@@ -6,7 +6,6 @@
 pub mod azurite;
 pub mod prom;
 pub mod recorder;
-pub mod router_fakes;
 pub mod servicebus_fake;
 pub mod trackers;
 

@@ -1,5 +1,5 @@
 //! Behaviour every traffic router must show, run against each Azure
-//! router's wire-level fake (`tests/common/router_fakes.rs`). That a
+//! router's wire-level fake (`tests/router_fakes/mod.rs`). That a
 //! rollout stays `RollingBack` until a revert is confirmed is the core's
 //! part, proved through the local host in `tests/boundaries.rs`; here each
 //! router shows it never reports a revert it did not make.
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::common::router_fakes::FakeRouter;
+use crate::router_fakes::FakeRouter;
 use sluice::domain::ids::Weight;
 use sluice::ports::traffic::{Traffic, TrafficError};
 

@@ -1225,3 +1225,16 @@ fn a_canary_can_keep_the_previous_version_for_a_scale_down_delay() {
     assert_eq!(r.plan.stages.last(), Some(&Stage::ScaleDown { delay_ms: 600_000 }));
     assert!(r.plan.summary().ends_with("promote → scale down after 10m"), "{}", r.plan.summary());
 }
+
+#[test]
+fn router_caveats_are_recorded_once_in_state_and_history() {
+    let mut r = new_rollout(canary_doc());
+    step(&mut r, Event::Start, at(0));
+    step(&mut r, Event::TrafficConfirmed { weight: w(5) }, at(1));
+    let caveats = vec!["frontDoor: session affinity is on".to_string()];
+    let d = step(&mut r, Event::RouterCaveats { caveats: caveats.clone() }, at(1));
+    assert_eq!(r.traffic.caveats, caveats);
+    assert!(d.history[0].summary.contains("router caveat: frontDoor: session affinity is on"), "{}", d.history[0].summary);
+    assert!(ignored(&r, Event::RouterCaveats { caveats: vec!["again".into()] }, at(2)).contains("already recorded"));
+    assert_eq!(r.traffic.caveats, caveats, "the first report stands");
+}

@@ -216,6 +216,14 @@ impl Traffic for AppServiceSlots {
         self.stop_slot().await
     }
 
+    async fn caveats(&self) -> Vec<String> {
+        let after = match self.pinned {
+            Pinned::StopSlot => "a rollback stops the canary slot so they cannot stay",
+            Pinned::Leave => "with pinnedUsers: none they stay on the canary after a rollback until the cookie expires",
+        };
+        vec![format!("appServiceSlots: the x-ms-routing-name cookie pins each user to the slot first picked for about an hour; {after}")]
+    }
+
     async fn preflight(&self) -> Vec<Check> {
         let mut found = Vec::new();
         if let Err(e) = self.arm.send(reqwest::Method::GET, &format!("{}?{API}", self.site), None).await {

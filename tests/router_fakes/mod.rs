@@ -1,4 +1,7 @@
-//! Wire-level fakes of every Azure traffic router, built from each
+#![allow(dead_code)]
+
+//! Wire-level fakes of every Azure traffic router (only the router tests
+//! include this module, so the other test binaries do not compile it), built from each
 //! service's published REST contract (cited on each model). Each fake keeps
 //! the state the service would (weights, ETags, resource versions), checks
 //! every request exactly — path, api-version, auth header, content type,
@@ -17,7 +20,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::recorder::{Answer, Recorded, Recorder};
+use crate::common::recorder::{Answer, Recorded, Recorder};
 use sluice::domain::spec::Target;
 use sluice::ports::env::AdapterEnv;
 
