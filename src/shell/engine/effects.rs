@@ -19,6 +19,9 @@ use crate::shell::messages::StepMessage;
 
 /// Longest a traffic command may take.
 const TRAFFIC_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest the router may take to say what it cannot guarantee (best effort:
+/// the step holds its rollout's lock meanwhile).
+const CAVEATS_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one backlog call (lookup and create, or comment) may take.
 const BACKLOG_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -45,7 +48,7 @@ impl Engine {
             return vec![answer];
         }
         let caveats = match traffic::build(&state.spec.target, &self.env) {
-            Ok(router) => tokio::time::timeout(TRAFFIC_TIMEOUT, router.caveats()).await.unwrap_or_default(),
+            Ok(router) => tokio::time::timeout(CAVEATS_TIMEOUT, router.caveats()).await.unwrap_or_default(),
             Err(_) => Vec::new(),
         };
         let mut events = vec![answer];
