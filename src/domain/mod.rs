@@ -4,6 +4,7 @@
 
 pub mod alert_keys;
 pub mod backoff;
+pub mod health;
 pub mod ids;
 pub mod parse;
 pub mod redact;

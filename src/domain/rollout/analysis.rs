@@ -321,6 +321,7 @@ pub fn judge(plan: &MetricPlan, outcome: &MeasureOutcome, index: u32, at: DateTi
     let mut rec = MeasurementRecord {
         at,
         index,
+        metric: plan.name.clone(),
         canary: None,
         stable: None,
         samples: None,
@@ -555,6 +556,7 @@ mod tests {
             let rec = MeasurementRecord {
                 at: now(),
                 index: run.next_index,
+                metric: plan.name.clone(),
                 canary: None,
                 stable: None,
                 samples: None,

@@ -32,6 +32,9 @@ pub struct MeasurementRecord {
     pub at: DateTime<Utc>,
     /// Which (zero-based).
     pub index: u32,
+    /// The metric's name, so a chart can draw each metric's series.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub metric: String,
     /// Canary value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<f64>,

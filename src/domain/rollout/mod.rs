@@ -9,6 +9,7 @@ mod decide;
 mod event;
 mod history;
 mod plan;
+mod tally;
 
 use crate::domain::ids::{Actor, RequestId, RolloutId, Weight};
 use chrono::{DateTime, Utc};
@@ -21,6 +22,7 @@ pub use decide::{decide, Decision, Outcome, Refusal, RefusalKind};
 pub use event::{AlertInfo, CommandRef, Event, Input, IssueRef, MeasureOutcome, MeasurementKey, PipelineFailure};
 pub use history::{Evidence, HistoryEntry, MeasurementRecord, Verdict};
 pub use plan::{AnalysisPlan, ApprovalPlan, MetricPlan, Plan, Stage, StrategyKind};
+pub use tally::{StepTime, Tally};
 
 use crate::domain::spec::RolloutSpec;
 
@@ -327,6 +329,10 @@ pub struct Rollout {
     /// When it reached a terminal phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+    /// What its history adds up to (step times, exposure, approval wait),
+    /// kept as it is written so metrics and reports need no history reads.
+    #[serde(default)]
+    pub tally: Tally,
 }
 
 impl Rollout {
@@ -358,6 +364,7 @@ impl Rollout {
             history_len: 1,
             updated_at: now,
             finished_at: None,
+            tally: Tally::default(),
         };
         let entry = HistoryEntry {
             seq: 1,

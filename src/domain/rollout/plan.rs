@@ -269,6 +269,18 @@ impl Plan {
 }
 
 impl Stage {
+    /// The step's kind as the spec names it, a label for per-step telemetry.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Stage::SetWeight { .. } => "setWeight",
+            Stage::Pause { .. } => "pause",
+            Stage::Analysis { .. } => "analysis",
+            Stage::Approval { .. } => "approval",
+            Stage::Promote => "promote",
+            Stage::ScaleDown { .. } => "scaleDown",
+        }
+    }
+
     /// Short description for summaries and timelines.
     pub fn describe(&self) -> String {
         use crate::domain::spec::duration_text;

@@ -1238,3 +1238,41 @@ fn router_caveats_are_recorded_once_in_state_and_history() {
     assert!(ignored(&r, Event::RouterCaveats { caveats: vec!["again".into()] }, at(2)).contains("already recorded"));
     assert_eq!(r.traffic.caveats, caveats, "the first report stands");
 }
+
+#[test]
+fn the_tally_times_each_step_to_its_decision_and_counts_the_wait_and_exposure() {
+    let mut r = new_rollout(canary_doc());
+    to_approval(&mut r);
+    step(&mut r, Event::Approved { by: actor("alice"), stage: None, request: None }, at(30));
+    step(&mut r, Event::Approved { by: actor("bob"), stage: None, request: None }, at(31));
+    let steps: Vec<(usize, &str, u64, bool)> = r.tally.steps.iter().map(|s| (s.stage, s.kind.as_str(), s.ms, s.passed)).collect();
+    assert_eq!(
+        steps,
+        vec![(0, "setWeight", 1000, true), (1, "analysis", 20_000, true), (2, "setWeight", 1000, true), (3, "approval", 9000, true)]
+    );
+    assert_eq!(r.tally.approval_wait_ms, 9000, "from the gate at 22 s to the second approval at 31 s");
+    assert_eq!(r.tally.awaiting_since, None);
+    assert_eq!(r.tally.canary_requests.get("errors"), Some(&200), "two judged measurements of 100 canary requests");
+    assert_eq!(r.tally.exposure(), 200);
+    assert_eq!(r.tally.stage_since, Some(at(31)));
+}
+
+#[test]
+fn the_tally_records_the_step_a_rollback_stopped_and_failed_calls() {
+    let mut r = new_rollout(canary_doc());
+    step(&mut r, Event::Start, at(0));
+    step(&mut r, Event::TrafficConfirmed { weight: w(5) }, at(1));
+    let d = step(&mut r, alert("a"), at(4));
+    let stopped = r.tally.steps.last().map(|s| (s.stage, s.kind.clone(), s.ms, s.passed));
+    assert_eq!(stopped, Some((1, "analysis".to_string(), 3000, false)), "the analysis step ended in a rollback after 3 s");
+    let notify = d.commands.iter().find_map(|c| if let Command::Notify { id, .. } = c { Some(*id) } else { None });
+    let issue = d.commands.iter().find_map(|c| if let Command::OpenBacklogIssue { id, .. } = c { Some(*id) } else { None });
+    step(&mut r, Event::TrafficConfirmed { weight: w(0) }, at(5));
+    let steps_before = r.tally.steps.len();
+    let failed =
+        |kind, id: Option<u64>| Event::CommandFailed { command: CommandRef { kind, id: id.expect("issued") }, error: "503".into() };
+    step(&mut r, failed(CommandKind::Notify, notify), at(6));
+    step(&mut r, failed(CommandKind::OpenBacklogIssue, issue), at(7));
+    assert_eq!((r.tally.notify_failures, r.tally.backlog_failures), (1, 1));
+    assert_eq!(r.tally.steps.len(), steps_before, "a finished rollout decides no more steps");
+}

@@ -131,8 +131,8 @@ pub fn render_query(query: &str, target: &Target, side: Side, window_ms: u64) ->
 
 /// Takes one measurement of a metric over a window: the canary value, its
 /// sample count (from the provider or `sampleQuery`), and the stable value
-/// when the metric compares with a baseline; for a judged metric, both
-/// sides' counts or histograms.
+/// (judged when the metric compares with a baseline, otherwise only shown
+/// beside the canary's); for a judged metric, both sides' counts or histograms.
 pub async fn measure(plan: &MetricPlan, target: &Target, env: &AdapterEnv, window: Window) -> MeasureOutcome {
     let provider = match build(&plan.provider, &plan.settings, target, env) {
         Ok(p) => p,
@@ -165,9 +165,14 @@ async fn threshold<'a>(provider: &dyn MetricProvider, plan: &MetricPlan, ask: &i
         let s = provider.query(&ask(sample_query, Side::Canary)).await.map_err(failed("sample query"))?;
         samples = Some(count(s.value));
     }
+    let stable_query = ask(&plan.query, Side::Stable);
     let stable = match &plan.baseline {
+        Some(_) => provider.query(&stable_query).await.map_err(failed("stable baseline"))?.value,
+        // Not judged, only drawn beside the canary: asked when the query tells the sides apart, and a failure changes nothing.
+        None if stable_query.query != ask(&plan.query, Side::Canary).query => {
+            provider.query(&stable_query).await.ok().and_then(|s| s.value)
+        }
         None => None,
-        Some(_) => provider.query(&ask(&plan.query, Side::Stable)).await.map_err(failed("stable baseline"))?.value,
     };
     Ok(MeasureOutcome::Value { canary: value, stable, samples })
 }

@@ -258,6 +258,11 @@ impl Txn {
             evidence: self.evidence.take(),
             measurement: self.measurement.take(),
         };
+        let failed = match event {
+            Event::CommandFailed { command, .. } => Some(command.kind),
+            _ => None,
+        };
+        self.r.tally.fold(before, &self.r.plan.stages, &entry, failed);
         Decision { next: self.r, commands: self.commands, history: vec![entry], outcome: Outcome::Applied }
     }
 

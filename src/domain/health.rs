@@ -1,0 +1,382 @@
+//! Release health, computed from rollouts' states alone: the numbers a team
+//! is asked for (how often it ships, how often a change fails, how fast it
+//! recovers) and those only Sluice knows (at which weight a failure was
+//! caught, how many requests a failed canary served, how long approvals
+//! waited). One set of [`Facts`] per rollout feeds three views: the
+//! Prometheus exposition, the `sluice.metric` line Application Insights
+//! charts, and the report.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::domain::ids::Weight;
+use crate::domain::rollout::{Evidence, Phase, Rollout, StepTime};
+
+/// What one rollout contributes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Facts {
+    /// The rollout.
+    pub id: String,
+    /// Its target (the service).
+    pub service: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it finished, if it has.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Its phase.
+    pub phase: Phase,
+    /// Why it was rolled back or stopped (`alert`, `analysis`, …).
+    pub cause: Option<&'static str>,
+    /// The canary weight when it failed.
+    pub failed_at_weight: Option<Weight>,
+    /// Milliseconds from the trigger (the alert's firing, else the decision)
+    /// to the router confirming all traffic back on stable.
+    pub revert_ms: Option<u64>,
+    /// Canary requests its analysis counted.
+    pub exposure: u64,
+    /// Milliseconds spent waiting for approvals.
+    pub approval_wait_ms: u64,
+    /// Each step's time to its decision.
+    pub steps: Vec<StepTime>,
+    /// Backlog calls that failed.
+    pub backlog_failures: u32,
+    /// Notifications that failed.
+    pub notify_failures: u32,
+}
+
+impl Facts {
+    /// Reads a rollout's facts off its state.
+    pub fn of(r: &Rollout) -> Facts {
+        let failure = r.failure.as_ref();
+        let trigger = failure.map(|f| match &f.evidence {
+            Evidence::Alert { alert } => alert.fired_at.filter(|t| *t <= f.at).unwrap_or(f.at),
+            _ => f.at,
+        });
+        let revert_ms = match (trigger, failure.and_then(|f| f.reverted_at)) {
+            (Some(from), Some(to)) => Some(u64::try_from((to - from).num_milliseconds()).unwrap_or(0)),
+            _ => None,
+        };
+        Facts {
+            id: r.id.to_string(),
+            service: r.spec.target.name.to_string(),
+            created_at: r.created_at,
+            finished_at: r.finished_at,
+            phase: r.phase,
+            cause: failure.map(|f| cause(&f.evidence)),
+            failed_at_weight: failure.filter(|f| !f.aborted).map(|f| f.weight),
+            revert_ms,
+            exposure: r.tally.exposure(),
+            approval_wait_ms: r.tally.approval_wait_ms,
+            steps: r.tally.steps.clone(),
+            backlog_failures: r.tally.backlog_failures,
+            notify_failures: r.tally.notify_failures,
+        }
+    }
+
+    /// Whether the change failed (rolled back; a person's abort is not a failure of the change).
+    pub fn failed(&self) -> bool {
+        self.phase == Phase::RolledBack
+    }
+
+    /// The line Application Insights charts (stdout reaches its `traces`
+    /// table at Information level; KQL: `parse_json(substring(message, 14))`).
+    pub fn log_line(&self) -> String {
+        format!("{METRIC_LINE_PREFIX}{}", serde_json::to_string(self).unwrap_or_default())
+    }
+}
+
+/// How a `sluice.metric` line begins.
+pub const METRIC_LINE_PREFIX: &str = "sluice.metric ";
+
+/// The cause of a failure, as a metric label.
+pub fn cause(e: &Evidence) -> &'static str {
+    match e {
+        Evidence::Analysis { .. } => "analysis",
+        Evidence::Alert { .. } => "alert",
+        Evidence::Pipeline { .. } => "pipeline",
+        Evidence::Rejected { .. } => "rejected",
+        Evidence::ApprovalTimeout { .. } => "approvalTimeout",
+        Evidence::Router { .. } => "router",
+        Evidence::ErrorBudget { .. } => "errorBudget",
+        Evidence::SplitMismatch { .. } => "splitMismatch",
+        Evidence::Aborted { .. } => "aborted",
+    }
+}
+
+/// Upper bounds of the time-to-revert histogram, seconds.
+const REVERT_BUCKETS: [f64; 9] = [1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+/// Upper bounds of the time-to-decision histogram, seconds.
+const STEP_BUCKETS: [f64; 10] = [1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14_400.0, 86_400.0];
+
+/// The Prometheus text exposition (format 0.0.4) of everything the store
+/// holds. Counters count stored rollouts, so one deleted by retention
+/// lowers them (Prometheus reads that as a reset).
+pub fn exposition(facts: &[Facts]) -> String {
+    let mut out = String::new();
+    let mut active: BTreeMap<(String, &str), u64> = BTreeMap::new();
+    let mut finished: BTreeMap<(String, &str), u64> = BTreeMap::new();
+    let mut rollbacks: BTreeMap<(String, &str), u64> = BTreeMap::new();
+    let mut by_service: BTreeMap<String, [u64; 4]> = BTreeMap::new();
+    let mut revert = Histogram::new(&REVERT_BUCKETS);
+    let mut steps: BTreeMap<(String, bool), Histogram> = BTreeMap::new();
+    for f in facts {
+        let s = f.service.clone();
+        if f.finished_at.is_none() {
+            *active.entry((s.clone(), f.phase.as_str())).or_default() += 1;
+        } else {
+            *finished.entry((s.clone(), outcome(f.phase))).or_default() += 1;
+        }
+        if let (Some(cause), true) = (f.cause, f.failed()) {
+            *rollbacks.entry((s.clone(), cause)).or_default() += 1;
+        }
+        if let Some(ms) = f.revert_ms {
+            revert.observe(ms as f64 / 1000.0);
+        }
+        for st in &f.steps {
+            steps.entry((st.kind.clone(), st.passed)).or_insert_with(|| Histogram::new(&STEP_BUCKETS)).observe(st.ms as f64 / 1000.0);
+        }
+        let totals = by_service.entry(s).or_default();
+        totals[0] += if f.failed() { f.exposure } else { 0 };
+        totals[1] += u64::from(f.backlog_failures);
+        totals[2] += u64::from(f.notify_failures);
+        totals[3] += f.approval_wait_ms;
+    }
+    family(&mut out, "sluice_rollouts_active", "gauge", "Rollouts under way, by service and phase.");
+    for ((s, p), n) in &active {
+        sample(&mut out, "sluice_rollouts_active", &[("service", s), ("phase", p)], *n as f64);
+    }
+    family(&mut out, "sluice_rollouts_finished_total", "counter", "Finished rollouts, by service and outcome.");
+    for ((s, o), n) in &finished {
+        sample(&mut out, "sluice_rollouts_finished_total", &[("service", s), ("outcome", o)], *n as f64);
+    }
+    family(&mut out, "sluice_rollbacks_total", "counter", "Rollbacks, by service and cause.");
+    for ((s, c), n) in &rollbacks {
+        sample(&mut out, "sluice_rollbacks_total", &[("service", s), ("cause", c)], *n as f64);
+    }
+    family(
+        &mut out,
+        "sluice_time_to_revert_seconds",
+        "histogram",
+        "From the trigger (alert fired or failure decided) to all traffic confirmed on stable.",
+    );
+    revert.write(&mut out, "sluice_time_to_revert_seconds", &[]);
+    family(
+        &mut out,
+        "sluice_step_decision_seconds",
+        "histogram",
+        "From entering a step to the decision that left it, by step kind and result.",
+    );
+    for ((kind, passed), h) in &steps {
+        h.write(&mut out, "sluice_step_decision_seconds", &[("kind", kind), ("result", if *passed { "passed" } else { "stopped" })]);
+    }
+    let per_service: [(&str, &str, usize, f64); 4] = [
+        (
+            "sluice_failed_canary_requests_total",
+            "Requests served by canaries that were rolled back (as their analysis counted them).",
+            0,
+            1.0,
+        ),
+        ("sluice_backlog_failures_total", "Backlog calls (open or comment an issue) that failed.", 1, 1.0),
+        ("sluice_notification_failures_total", "Notifications that failed.", 2, 1.0),
+        ("sluice_approval_wait_seconds_total", "Time rollouts spent waiting for approvals.", 3, 1000.0),
+    ];
+    for (name, help, i, divisor) in per_service {
+        family(&mut out, name, "counter", help);
+        for (s, totals) in &by_service {
+            sample(&mut out, name, &[("service", s)], totals[i] as f64 / divisor);
+        }
+    }
+    out
+}
+
+/// A finished phase as an outcome label.
+fn outcome(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Succeeded => "succeeded",
+        Phase::RolledBack => "rolledBack",
+        Phase::Aborted => "aborted",
+        _ => "active",
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
+    let _ = writeln!(out, "{name}{} {}", label_text(labels), number(value));
+}
+
+fn label_text(labels: &[(&str, &str)]) -> String {
+    if labels.is_empty() {
+        return String::new();
+    }
+    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+/// Label values escape backslash, double quote and newline.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn number(v: f64) -> String {
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+    }
+    format!("{v}")
+}
+
+/// A cumulative histogram with fixed bounds.
+struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram { bounds, counts: vec![0; bounds.len()], sum: 0.0, count: 0 }
+    }
+
+    fn observe(&mut self, v: f64) {
+        for (b, c) in self.bounds.iter().zip(self.counts.iter_mut()) {
+            if v <= *b {
+                *c += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    fn write(&self, out: &mut String, name: &str, labels: &[(&str, &str)]) {
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            let le = number(*b);
+            let mut l = labels.to_vec();
+            l.push(("le", &le));
+            sample(out, &format!("{name}_bucket"), &l, *c as f64);
+        }
+        let mut l = labels.to_vec();
+        l.push(("le", "+Inf"));
+        sample(out, &format!("{name}_bucket"), &l, self.count as f64);
+        sample(out, &format!("{name}_sum"), labels, self.sum);
+        sample(out, &format!("{name}_count"), labels, self.count as f64);
+    }
+}
+
+/// One service's (or everyone's) health over a period.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// The service, or `all`.
+    pub service: String,
+    /// Rollouts that finished in the period.
+    pub finished: u64,
+    /// Of which succeeded: deployments.
+    pub deployments: u64,
+    /// Of which rolled back: failed changes.
+    pub failed: u64,
+    /// Of which a person aborted.
+    pub aborted: u64,
+    /// Rollouts still under way.
+    pub active: u64,
+    /// Deployments per week over the period.
+    pub deploys_per_week: f64,
+    /// Failed / (deployments + failed); none without either.
+    pub change_failure_rate: Option<f64>,
+    /// Mean seconds from trigger to traffic back on stable.
+    pub mean_time_to_restore_secs: Option<f64>,
+    /// Failures caught before full exposure, by canary weight (`"5"`: 5 %).
+    pub caught_at: BTreeMap<String, u64>,
+    /// Failures found only at 100 %: every user saw them.
+    pub escaped: u64,
+    /// Requests served by canaries that were rolled back.
+    pub exposure_requests: u64,
+    /// Seconds spent waiting for approvals, in all.
+    pub approval_wait_secs: f64,
+    /// Mean seconds a rollout that waited for approval waited.
+    pub mean_approval_wait_secs: Option<f64>,
+    /// Rollbacks by cause.
+    pub causes: BTreeMap<String, u64>,
+}
+
+/// The release-health report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// Start of the period.
+    pub from: DateTime<Utc>,
+    /// End of the period.
+    pub to: DateTime<Utc>,
+    /// Everything together.
+    pub overall: Health,
+    /// Per service, by name.
+    pub services: Vec<Health>,
+}
+
+/// The report over `[from, to]`: rollouts that finished in it (and those
+/// still active), optionally only one service's.
+pub fn report(facts: &[Facts], from: DateTime<Utc>, to: DateTime<Utc>, service: Option<&str>) -> Report {
+    let weeks = ((to - from).num_seconds().max(1) as f64) / (7.0 * 86_400.0);
+    let chosen: Vec<&Facts> = facts
+        .iter()
+        .filter(|f| service.map_or(true, |s| f.service == s))
+        .filter(|f| f.finished_at.map_or(true, |t| t >= from && t <= to))
+        .collect();
+    let mut per: BTreeMap<&str, Vec<&Facts>> = BTreeMap::new();
+    for f in &chosen {
+        per.entry(f.service.as_str()).or_default().push(f);
+    }
+    Report { from, to, overall: health("all", &chosen, weeks), services: per.into_iter().map(|(s, fs)| health(s, &fs, weeks)).collect() }
+}
+
+fn health(service: &str, facts: &[&Facts], weeks: f64) -> Health {
+    let mut h = Health { service: service.to_string(), ..Health::default() };
+    let (mut restore, mut restored, mut waited) = (0u64, 0u64, 0u64);
+    for f in facts {
+        if f.finished_at.is_none() {
+            h.active += 1;
+            continue;
+        }
+        h.finished += 1;
+        h.approval_wait_secs += f.approval_wait_ms as f64 / 1000.0;
+        waited += u64::from(f.approval_wait_ms > 0);
+        match f.phase {
+            Phase::Succeeded => h.deployments += 1,
+            Phase::Aborted => h.aborted += 1,
+            _ => {}
+        }
+        if !f.failed() {
+            continue;
+        }
+        h.failed += 1;
+        h.exposure_requests += f.exposure;
+        *h.causes.entry(f.cause.unwrap_or("unknown").to_string()).or_default() += 1;
+        match f.failed_at_weight {
+            Some(w) if w.percent() < 100 => *h.caught_at.entry(w.percent().to_string()).or_default() += 1,
+            _ => h.escaped += 1,
+        }
+        if let Some(ms) = f.revert_ms {
+            restore += ms;
+            restored += 1;
+        }
+    }
+    h.deploys_per_week = round2(h.deployments as f64 / weeks);
+    h.change_failure_rate = (h.deployments + h.failed > 0).then(|| round2(h.failed as f64 / (h.deployments + h.failed) as f64));
+    h.mean_time_to_restore_secs = (restored > 0).then(|| round2(restore as f64 / 1000.0 / restored as f64));
+    h.mean_approval_wait_secs = (waited > 0).then(|| round2(h.approval_wait_secs / waited as f64));
+    h.approval_wait_secs = round2(h.approval_wait_secs);
+    h
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::*;
+use crate::domain::ids::Weight;
+
+fn t(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000, 0).expect("valid time") + TimeDelta::seconds(secs)
+}
+
+fn facts(service: &str, phase: Phase, finished: Option<i64>) -> Facts {
+    Facts {
+        id: format!("{service}-{}", finished.unwrap_or(-1)),
+        service: service.into(),
+        created_at: t(0),
+        finished_at: finished.map(t),
+        phase,
+        cause: None,
+        failed_at_weight: None,
+        revert_ms: None,
+        exposure: 0,
+        approval_wait_ms: 0,
+        steps: Vec::new(),
+        backlog_failures: 0,
+        notify_failures: 0,
+    }
+}
+
+fn failed(service: &str, at_weight: u64, cause: &'static str, revert_ms: u64, exposure: u64) -> Facts {
+    Facts {
+        cause: Some(cause),
+        failed_at_weight: Some(Weight::new(at_weight).expect("weight")),
+        revert_ms: Some(revert_ms),
+        exposure,
+        ..facts(service, Phase::RolledBack, Some(100))
+    }
+}
+
+fn sample() -> Vec<Facts> {
+    let mut ok = facts("orders", Phase::Succeeded, Some(50));
+    ok.approval_wait_ms = 90_000;
+    ok.steps = vec![StepTime { stage: 1, kind: "analysis".into(), ms: 20_000, passed: true }];
+    let mut flaky = failed("orders", 20, "alert", 4_000, 300);
+    flaky.backlog_failures = 2;
+    vec![
+        ok,
+        facts("orders", Phase::Succeeded, Some(60)),
+        flaky,
+        failed("payments", 100, "analysis", 2_000, 5_000),
+        facts("payments", Phase::Aborted, Some(70)),
+        facts("payments", Phase::Progressing, None),
+    ]
+}
+
+#[test]
+fn the_report_counts_deployments_failures_restore_time_and_where_failures_were_caught() {
+    let r = report(&sample(), t(0), t(7 * 86_400), None);
+    let all = &r.overall;
+    assert_eq!((all.finished, all.deployments, all.failed, all.aborted, all.active), (5, 2, 2, 1, 1));
+    assert_eq!(all.deploys_per_week, 2.0);
+    assert_eq!(all.change_failure_rate, Some(0.5), "2 failed of 4 changes (the abort is not a change that failed)");
+    assert_eq!(all.mean_time_to_restore_secs, Some(3.0), "(4 s + 2 s) / 2");
+    assert_eq!(all.caught_at.get("20"), Some(&1));
+    assert_eq!(all.escaped, 1, "the failure found at 100 % reached everyone");
+    assert_eq!(all.exposure_requests, 5_300);
+    assert_eq!((all.approval_wait_secs, all.mean_approval_wait_secs), (90.0, Some(90.0)));
+    assert_eq!(all.causes.get("alert"), Some(&1));
+    let names: Vec<&str> = r.services.iter().map(|h| h.service.as_str()).collect();
+    assert_eq!(names, ["orders", "payments"]);
+    assert_eq!(r.services[0].change_failure_rate, Some(0.33));
+    assert_eq!(r.services[1].change_failure_rate, Some(1.0));
+}
+
+#[test]
+fn the_report_keeps_to_its_period_and_service() {
+    let r = report(&sample(), t(55), t(80), Some("orders"));
+    assert_eq!(r.services.len(), 1);
+    assert_eq!((r.overall.deployments, r.overall.failed, r.overall.finished), (1, 0, 1), "only the deployment finished at 60 s");
+    let empty = report(&[], t(0), t(10), None);
+    assert_eq!((empty.overall.change_failure_rate, empty.overall.mean_time_to_restore_secs), (None, None));
+}
+
+#[test]
+fn the_exposition_has_each_family_once_and_cumulative_buckets() {
+    let text = exposition(&sample());
+    for family in [
+        "sluice_rollouts_active",
+        "sluice_rollouts_finished_total",
+        "sluice_rollbacks_total",
+        "sluice_time_to_revert_seconds",
+        "sluice_step_decision_seconds",
+        "sluice_failed_canary_requests_total",
+        "sluice_backlog_failures_total",
+        "sluice_notification_failures_total",
+        "sluice_approval_wait_seconds_total",
+    ] {
+        assert_eq!(text.matches(&format!("# TYPE {family} ")).count(), 1, "{family}");
+    }
+    let has = |line: &str| assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+    has(r#"sluice_rollouts_active{service="payments",phase="Progressing"} 1"#);
+    has(r#"sluice_rollouts_finished_total{service="orders",outcome="succeeded"} 2"#);
+    has(r#"sluice_rollbacks_total{service="orders",cause="alert"} 1"#);
+    has(r#"sluice_time_to_revert_seconds_bucket{le="1"} 0"#);
+    has(r#"sluice_time_to_revert_seconds_bucket{le="2"} 1"#);
+    has(r#"sluice_time_to_revert_seconds_bucket{le="5"} 2"#);
+    has(r#"sluice_time_to_revert_seconds_bucket{le="+Inf"} 2"#);
+    has("sluice_time_to_revert_seconds_sum 6");
+    has(r#"sluice_step_decision_seconds_bucket{kind="analysis",result="passed",le="30"} 1"#);
+    has(r#"sluice_failed_canary_requests_total{service="payments"} 5000"#);
+    has(r#"sluice_backlog_failures_total{service="orders"} 2"#);
+    has(r#"sluice_approval_wait_seconds_total{service="orders"} 90"#);
+}
+
+#[test]
+fn label_values_are_escaped() {
+    let mut f = failed("a\"b\\c", 5, "alert", 1, 1);
+    f.service.push('\n');
+    let text = exposition(&[f]);
+    assert!(text.contains(r#"service="a\"b\\c\n""#), "{text}");
+}
+
+#[test]
+fn the_log_line_is_one_json_object_after_its_prefix() {
+    let line = failed("orders", 5, "alert", 1500, 42).log_line();
+    let json = line.strip_prefix(METRIC_LINE_PREFIX).expect("prefix");
+    let v: serde_json::Value = serde_json::from_str(json).expect("json");
+    assert_eq!((v["service"].as_str(), v["cause"].as_str(), v["revertMs"].as_u64()), (Some("orders"), Some("alert"), Some(1500)));
+    assert!(!line.contains('\n'));
+}
