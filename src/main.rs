@@ -317,6 +317,18 @@ enum Cmd {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Release health: deployment frequency, change failure rate, time to
+    /// restore, failures caught at which weight, exposure, approval waits.
+    Report {
+        /// The period: this long until now (e.g. 7d, 30d).
+        #[arg(long, default_value = "30d", value_parser = duration_arg)]
+        since: String,
+        /// Only this service (the rollouts' target name).
+        #[arg(long, value_parser = service_name)]
+        service: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Follow a rollout live; exits 0 on Succeeded, 1 on RolledBack, 3 on Aborted.
     Watch {
         /// Rollout id.
@@ -383,6 +395,16 @@ struct Action {
 /// Rollout ids on the command line obey the same rule as everywhere else.
 fn rollout_id(text: &str) -> Result<RolloutId, String> {
     RolloutId::parse(text).map_err(|e| e.message)
+}
+
+/// A period like `30d`, checked before it goes into a URL.
+fn duration_arg(text: &str) -> Result<String, String> {
+    sluice::domain::spec::parse_duration_ms(text).map(|_| text.trim().to_string())
+}
+
+/// A service (target) name, checked before it goes into a URL.
+fn service_name(text: &str) -> Result<String, String> {
+    sluice::domain::spec::check_name(text).map(|()| text.to_string())
 }
 
 fn init_logging(default: &str) {
@@ -616,6 +638,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
             } else {
                 print!("{}", view::list_text(&answer));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Report { since, service, remote } => {
+            let answer = client(&remote).report(&since, service.as_deref()).await?;
+            if remote.json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                print!("{}", view::report_text(&answer));
             }
             Ok(ExitCode::SUCCESS)
         }

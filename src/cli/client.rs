@@ -161,6 +161,12 @@ impl Client {
         self.call(reqwest::Method::GET, &format!("/rollouts{q}"), None).await
     }
 
+    /// Release health over the last `since` (e.g. `30d`), optionally for one service.
+    pub async fn report(&self, since: &str, service: Option<&str>) -> Result<Value, ClientError> {
+        let service = service.map(|s| format!("&service={s}")).unwrap_or_default();
+        self.call(reqwest::Method::GET, &format!("/report?since={since}{service}"), None).await
+    }
+
     /// approve | reject | abort | promote | retry.
     pub async fn action(&self, id: &str, action: &str, body: &Value) -> Result<Value, ClientError> {
         self.call(reqwest::Method::POST, &format!("/rollouts/{id}/{action}"), Some(body)).await

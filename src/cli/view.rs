@@ -113,6 +113,50 @@ pub fn list_text(v: &Value) -> String {
     out
 }
 
+/// The release-health report as a table: one row per service, then everyone.
+pub fn report_text(v: &Value) -> String {
+    let day = |key: &str| s(v, key).get(..10).unwrap_or("?").to_string();
+    let mut out = format!("Release health, {} → {}\n\n", day("from"), day("to"));
+    out.push_str(&format!(
+        "{:<20} {:>7} {:>6} {:>6} {:>6} {:>8}  {:<16} {:>7} {:>10} {:>10} {:>7} {:>6}\n",
+        "SERVICE", "DEPLOYS", "/WEEK", "FAILED", "CFR", "MTTR", "CAUGHT AT", "ESCAPED", "EXPOSED", "APPR WAIT", "ABORTED", "ACTIVE"
+    ));
+    let rows = v.get("services").and_then(Value::as_array).cloned().unwrap_or_default();
+    for h in rows.iter().chain(std::iter::once(&v["overall"])) {
+        out.push_str(&health_row(h));
+    }
+    out.push_str("\nCFR: rolled back / (succeeded + rolled back). MTTR: trigger → all traffic back on stable. CAUGHT AT: failures by canary weight;\n");
+    out.push_str("ESCAPED: failures found only at 100 %. EXPOSED: requests served by canaries that were rolled back. APPR WAIT: mean per gated rollout.\n");
+    out
+}
+
+fn health_row(h: &Value) -> String {
+    let n = |key: &str| h[key].as_u64().unwrap_or(0);
+    let secs =
+        |key: &str| h[key].as_f64().map(|x| crate::domain::spec::duration_text((x * 1000.0).round() as u64)).unwrap_or_else(|| "–".into());
+    let cfr = h["changeFailureRate"].as_f64().map(|x| format!("{:.0}%", x * 100.0)).unwrap_or_else(|| "–".into());
+    let caught = h["caughtAt"].as_object().map(|m| {
+        let mut by: Vec<(u64, u64)> = m.iter().map(|(w, c)| (w.parse().unwrap_or(0), c.as_u64().unwrap_or(0))).collect();
+        by.sort_unstable();
+        by.iter().map(|(w, c)| format!("{w}%:{c}")).collect::<Vec<_>>().join(" ")
+    });
+    format!(
+        "{:<20} {:>7} {:>6.2} {:>6} {:>6} {:>8}  {:<16} {:>7} {:>10} {:>10} {:>7} {:>6}\n",
+        s(h, "service"),
+        n("deployments"),
+        h["deploysPerWeek"].as_f64().unwrap_or(0.0),
+        n("failed"),
+        cfr,
+        secs("meanTimeToRestoreSecs"),
+        caught.filter(|c| !c.is_empty()).unwrap_or_else(|| "–".into()),
+        n("escaped"),
+        n("exposureRequests"),
+        secs("meanApprovalWaitSecs"),
+        n("aborted"),
+        n("active"),
+    )
+}
+
 /// Adds a finding made by the CLI itself to `doctor`'s report, keeping
 /// blockers first and `ready` true only without one.
 pub fn add_check(report: &mut Value, check: Value) {

@@ -8,7 +8,9 @@ pub mod dashboard;
 pub mod doctor;
 pub mod error;
 pub mod gate;
+pub mod metrics;
 pub mod releases;
+pub mod report;
 pub mod steps;
 pub mod tick;
 
@@ -139,7 +141,7 @@ pub enum HandlerError {
 }
 
 /// The handlers this binary has, by function name.
-pub const HANDLERS: &[&str] = &["alerts", "api", "dashboard", "doctor", "gate", "releases", "steps", "tick"];
+pub const HANDLERS: &[&str] = &["alerts", "api", "dashboard", "doctor", "gate", "metrics", "releases", "report", "steps", "tick"];
 
 /// What a panic carried, in words.
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
@@ -169,6 +171,8 @@ pub async fn invoke_http(app: &App, name: &str, req: HttpRequest) -> HttpRespons
             "dashboard" => dashboard::handle(app, req).await,
             "doctor" => doctor::handle(app, req).await,
             "gate" => gate::handle(app, req).await,
+            "metrics" => metrics::handle(app, req).await,
+            "report" => report::handle(app, req).await,
             "releases" => releases::handle(app, req).await,
             other => Err(error::ApiError::new(404, "unknown_function", format!("no HTTP handler named '{other}'"))),
         };

@@ -54,7 +54,9 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("dashboard", include_str!("../../functions/dashboard/function.json")),
     ("doctor", include_str!("../../functions/doctor/function.json")),
     ("gate", include_str!("../../functions/gate/function.json")),
+    ("metrics", include_str!("../../functions/metrics/function.json")),
     ("releases", include_str!("../../functions/releases/function.json")),
+    ("report", include_str!("../../functions/report/function.json")),
     ("steps", include_str!("../../functions/steps/function.json")),
     ("tick", include_str!("../../functions/tick/function.json")),
 ];

@@ -223,5 +223,7 @@ pub async fn build_engine(
         }
     };
     let env = crate::ports::env::AdapterEnv::new(config.data_dir.clone(), public_url);
-    Ok(Arc::new(crate::shell::engine::Engine::new(store, queue, env, clock)))
+    let engine = crate::shell::engine::Engine::new(store, queue, env, clock);
+    // In Azure, stdout reaches Application Insights; locally it is the terminal's.
+    Ok(Arc::new(if config.metric_lines { engine.with_metric_lines() } else { engine }))
 }

@@ -83,6 +83,9 @@ pub struct AppConfig {
     pub require_principal: bool,
     /// How long alert records are kept (`SLUICE_ALERT_RETENTION_DAYS`).
     pub alert_retention: chrono::TimeDelta,
+    /// Whether finished rollouts print `sluice.metric` lines on stdout
+    /// (under `serve`, where the Functions host sends them to Application Insights).
+    pub metric_lines: bool,
 }
 
 /// One thing wrong with the settings.
@@ -311,7 +314,8 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>, mode: Mode) -> Result<AppC
         }
     };
     if problems.is_empty() {
-        Ok(AppConfig { port, store, queue, data_dir, alert_token, public_url, require_principal, alert_retention })
+        let metric_lines = mode == Mode::Serve;
+        Ok(AppConfig { port, store, queue, data_dir, alert_token, public_url, require_principal, alert_retention, metric_lines })
     } else {
         Err(problems)
     }

@@ -98,6 +98,9 @@ pub struct Engine {
     /// The time.
     pub clock: Arc<dyn Clock>,
     locks: KeyedLocks,
+    /// Whether a finished rollout prints its `sluice.metric` line on stdout
+    /// (in Azure, where the Functions host sends stdout to Application Insights).
+    metric_lines: bool,
 }
 
 /// A new rollout id: readable, sortable by time, unique.
@@ -110,7 +113,13 @@ pub fn new_rollout_id(target: &TargetName, now: DateTime<Utc>) -> Result<Rollout
 impl Engine {
     /// An engine over the given ports.
     pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, env: AdapterEnv, clock: Arc<dyn Clock>) -> Self {
-        Engine { store, queue, env, clock, locks: KeyedLocks::default() }
+        Engine { store, queue, env, clock, locks: KeyedLocks::default(), metric_lines: false }
+    }
+
+    /// The same engine, printing a `sluice.metric` line per finished rollout.
+    pub fn with_metric_lines(mut self) -> Self {
+        self.metric_lines = true;
+        self
     }
 
     /// Creates a rollout (refused if its target is busy) and enqueues its
@@ -291,7 +300,12 @@ impl Engine {
                 return Ok(Round { state, post, outcome, reconcile, wake_before });
             }
             match self.store.save(&state, &etag, &history).await {
-                Ok(_) => return Ok(Round { state, post, outcome, reconcile, wake_before }),
+                Ok(_) => {
+                    if self.metric_lines && state.phase.is_terminal() && !loaded.phase.is_terminal() {
+                        metric_line(&state);
+                    }
+                    return Ok(Round { state, post, outcome, reconcile, wake_before });
+                }
                 Err(StoreError::Conflict) => {
                     // Someone else wrote first: decide again on their state. If we already
                     // moved traffic on the stale decision, make the router match the winner.
@@ -303,6 +317,17 @@ impl Engine {
         }
         Err(EngineError::Contended(id.to_string()))
     }
+}
+
+/// Prints a finished rollout's facts as one line on stdout: the Functions
+/// host logs a custom handler's stdout at Information level (stderr lines
+/// with "fail" or "error" in them become errors), and Application Insights
+/// keeps them in `traces`. Written after the save, so a crash between the
+/// two loses the line, never duplicates it.
+fn metric_line(state: &Rollout) {
+    use std::io::Write as _;
+    let line = crate::domain::health::Facts::of(state).log_line();
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 struct Round {

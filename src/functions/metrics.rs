@@ -1,0 +1,28 @@
+//! `metrics` (HTTP, `GET metrics`, behind the function key): Sluice's own
+//! numbers in the Prometheus text format — rollouts by outcome, rollbacks
+//! by cause, time to revert, time to decision per step, requests served by
+//! failed canaries, backlog and notification failures — computed from the
+//! rollouts the store holds, so every instance answers the same.
+
+use super::error::ApiError;
+use super::{App, HttpRequest, HttpResponse};
+use crate::domain::health::{self, Facts};
+use crate::ports::store::ListFilter;
+
+/// The exposition format's content type (text format 0.0.4).
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Serves the exposition.
+pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    if req.method != "GET" {
+        return Err(ApiError::new(405, "method_not_allowed", "metrics are read with GET"));
+    }
+    let body = health::exposition(&all_facts(app).await?);
+    Ok(HttpResponse { status: 200, content_type: CONTENT_TYPE.into(), headers: Vec::new(), body: body.into_bytes() })
+}
+
+/// Every stored rollout's facts (their states only; no history is read).
+pub(super) async fn all_facts(app: &App) -> Result<Vec<Facts>, ApiError> {
+    let rollouts = app.engine.store.list(&ListFilter::default()).await?;
+    Ok(rollouts.iter().map(Facts::of).collect())
+}
