@@ -150,6 +150,10 @@ enum Cmd {
         /// Queue: embedded or servicebus (see SLUICE_SERVICEBUS_CONNECTION).
         #[arg(long, value_parser = ["embedded", "servicebus"])]
         queue: Option<String>,
+        /// Who the dashboard is signed in as: its buttons act under this name
+        /// (in Azure, App Service authentication's signed-in user).
+        #[arg(long = "as", env = "SLUICE_USER")]
+        signed_in: Option<String>,
     },
     /// Run as the Azure Functions custom handler (configured by app settings).
     Serve,
@@ -452,7 +456,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Up { port, data_dir, root, store, queue } => up(port, data_dir, root, store, queue).await,
+        Cmd::Up { port, data_dir, root, store, queue, signed_in } => up(port, data_dir, root, store, queue, signed_in).await,
         Cmd::Serve => serve().await,
         Cmd::Package { out, binary } => package(&out, binary),
         #[cfg(feature = "devtools")]
@@ -804,7 +808,14 @@ async fn bench_scale(rollouts: Option<usize>, store: &str, burst_secs: u64, json
     Ok(ExitCode::SUCCESS)
 }
 
-async fn up(port: u16, data_dir: PathBuf, root: PathBuf, store: Option<String>, queue: Option<String>) -> anyhow::Result<ExitCode> {
+async fn up(
+    port: u16,
+    data_dir: PathBuf,
+    root: PathBuf,
+    store: Option<String>,
+    queue: Option<String>,
+    signed_in: Option<String>,
+) -> anyhow::Result<ExitCode> {
     init_logging("info,sluice=info");
     let data_dir_text = data_dir.display().to_string();
     let get = |k: &str| match k {
@@ -833,6 +844,7 @@ async fn up(port: u16, data_dir: PathBuf, root: PathBuf, store: Option<String>, 
         alert_token: app_config.alert_token.clone(),
         require_principal: app_config.require_principal,
         public_url: app_config.public_url.clone(),
+        signed_in,
     };
     let running = host::local::start_with(config, |_, url| async move { host::build_engine(&app_config, url).await }).await?;
     let names: Vec<&str> = running.functions.iter().map(|f| f.name.as_str()).collect();

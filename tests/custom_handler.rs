@@ -330,6 +330,7 @@ async fn serve_and_up_route_the_same_functions() {
         alert_token: None,
         require_principal: false,
         public_url: None,
+        signed_in: None,
     })
     .await
     .expect("up");

@@ -253,6 +253,7 @@ async fn a_rollout_on_front_door_records_its_caveats_and_reverts_on_abort() {
             alert_token: None,
             require_principal: false,
             public_url: None,
+            signed_in: None,
         },
         move |data_dir, _| async move {
             let db = data_dir.join("sluice.db");

@@ -90,6 +90,7 @@ pub async fn rollback(rollouts: usize, progress: impl Fn(usize)) -> Result<Rollb
         alert_token: Some("bench".into()),
         require_principal: false,
         public_url: None,
+        signed_in: None,
     })
     .await
     .map_err(fail)?;

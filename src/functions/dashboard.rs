@@ -1,17 +1,63 @@
-//! `dashboard` (HTTP, `GET dashboard/{id?}`): a page that draws a rollout's
-//! timeline — canary weight over time, phase bands, measurements and
-//! decisions — from the API, refreshing while it runs. People would rather
-//! look at a timeline than read logs.
+//! `dashboard` (HTTP, `GET dashboard/{id?}`): one page, no build step and
+//! no third-party code, that lists rollouts (active first, filtered by
+//! service and phase), shows one — canary weight, phase bands and each
+//! metric's canary and stable values against its threshold on one time
+//! axis, with every verdict marked — with the buttons people act with, and
+//! the release-health report. It reads the API and refreshes while a
+//! rollout runs. People would rather look at a chart than read logs.
 
+use super::api::PRINCIPAL_HEADER;
 use super::error::ApiError;
 use super::{App, HttpRequest, HttpResponse};
 
 const PAGE: &str = include_str!("dashboard.html");
 
-/// Serves the page (the same page lists rollouts or shows one).
-pub async fn handle(_app: &App, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+/// Where the page learns who is signed in.
+const SIGNED_IN: &str = "{{SIGNED_IN}}";
+
+/// Serves the page, naming who its buttons act as: App Service
+/// authentication's signed-in principal in Azure, or locally the user
+/// `sluice up --as` signs requests in as. The page then sends only that
+/// name; where App Service authentication is on, the API trusts nothing else.
+pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     if req.method != "GET" {
         return Err(ApiError::new(405, "method_not_allowed", "the dashboard is read with GET"));
     }
-    Ok(HttpResponse::html(PAGE.to_string()))
+    let header = if app.require_principal { PRINCIPAL_HEADER } else { "x-sluice-user" };
+    let who = req.header(header).and_then(|name| crate::domain::ids::Actor::parse(name).ok());
+    let who = who.map(|a| html_escape(a.as_str())).unwrap_or_default();
+    Ok(HttpResponse::html(PAGE.replacen(SIGNED_IN, &who, 1)))
+}
+
+/// Escapes text for an HTML attribute.
+fn html_escape(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_string(),
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '"' => "&quot;".to_string(),
+            '\'' => "&#39;".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_is_small_and_loads_nothing_from_elsewhere() {
+        assert!(PAGE.len() < 40 * 1024, "the page is {} bytes", PAGE.len());
+        for outside in ["src=\"http", "href=\"http", "@import", "<link"] {
+            assert!(!PAGE.contains(outside), "the page loads something ({outside})");
+        }
+        assert_eq!(PAGE.matches(SIGNED_IN).count(), 1);
+    }
+
+    #[test]
+    fn names_are_escaped_into_the_page() {
+        assert_eq!(html_escape(r#"a"b<c>&'"#), "a&quot;b&lt;c&gt;&amp;&#39;");
+    }
 }

@@ -48,6 +48,11 @@ pub struct LocalConfig {
     pub require_principal: bool,
     /// Base URL for links; defaults to the listening address.
     pub public_url: Option<String>,
+    /// Who the browser is signed in as (`sluice up --as NAME`): the host
+    /// adds `x-sluice-user` to requests that carry no identity, as App
+    /// Service authentication adds the principal in Azure, so the
+    /// dashboard's buttons act as that person.
+    pub signed_in: Option<String>,
 }
 
 /// A running local host.
@@ -88,6 +93,7 @@ struct HttpContext {
     app: Arc<App>,
     settings: HostSettings,
     defs: Vec<FunctionDef>,
+    signed_in: Option<axum::http::HeaderValue>,
 }
 
 /// Opens the embedded store and queue in `data_dir` and builds the engine.
@@ -143,13 +149,25 @@ where
         }
     }
 
-    let ctx = Arc::new(HttpContext { app: app.clone(), settings, defs: defs.clone() });
+    let signed_in = match &config.signed_in {
+        Some(name) => Some(
+            crate::domain::ids::Actor::parse(name)
+                .ok()
+                .and_then(|a| axum::http::HeaderValue::from_str(a.as_str()).ok())
+                .ok_or_else(|| HostError::Config(format!("--as: '{}' is not a user name", crate::domain::ids::shown(name))))?,
+        ),
+        None => None,
+    };
+    let ctx = Arc::new(HttpContext { app: app.clone(), settings, defs: defs.clone(), signed_in });
     let router = axum::Router::new().fallback(dispatch).with_state(ctx);
     tasks.push(super::serve_until_stopped(listener, router, stop_rx.clone()));
     Ok(RunningHost { addr, app, functions: defs, stop, tasks })
 }
 
-async fn dispatch(State(ctx): State<Arc<HttpContext>>, request: Request) -> Response {
+async fn dispatch(State(ctx): State<Arc<HttpContext>>, mut request: Request) -> Response {
+    if let Some(user) = &ctx.signed_in {
+        request.headers_mut().entry("x-sluice-user").or_insert_with(|| user.clone());
+    }
     if request.uri().path() == "/" {
         let names: Vec<&str> = ctx.defs.iter().map(|d| d.name.as_str()).collect();
         return to_axum(HttpResponse::json(200, &serde_json::json!({"sluice": env!("CARGO_PKG_VERSION"), "functions": names})));

@@ -89,6 +89,7 @@ impl Rig {
                 alert_token: Some(TOKEN.into()),
                 require_principal: false,
                 public_url: None,
+                signed_in: None,
             },
             make,
         )

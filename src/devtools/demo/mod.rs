@@ -326,6 +326,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         alert_token: Some(TOKEN.into()),
         require_principal: false,
         public_url: None,
+        signed_in: None,
     })
     .await
     .map_err(|e| DemoError::Setup(e.to_string()))?;

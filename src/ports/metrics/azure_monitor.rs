@@ -81,6 +81,10 @@ impl AzureMonitor {
 
 #[async_trait]
 impl MetricProvider for AzureMonitor {
+    fn tells_sides_apart(&self) -> bool {
+        self.resource.contains("{{") || self.filter.as_deref().is_some_and(|f| f.contains("{{"))
+    }
+
     async fn query(&self, q: &MetricQuery<'_>) -> Result<Sample, MetricsError> {
         let names: Vec<&str> = q.query.split('/').map(str::trim).filter(|s| !s.is_empty()).collect();
         if names.is_empty() || names.len() > 2 {

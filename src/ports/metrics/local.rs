@@ -57,6 +57,10 @@ impl LocalMetrics {
 
 #[async_trait]
 impl MetricProvider for LocalMetrics {
+    fn tells_sides_apart(&self) -> bool {
+        true
+    }
+
     async fn query(&self, q: &MetricQuery<'_>) -> Result<Sample, MetricsError> {
         let role = match q.side {
             Side::Canary => "canary",

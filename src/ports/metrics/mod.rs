@@ -92,6 +92,12 @@ pub trait MetricProvider: Send + Sync {
     async fn histogram(&self, _q: &MetricQuery<'_>) -> Result<Option<Histogram>, MetricsError> {
         Err(MetricsError::BadQuery("this provider cannot answer a histogram (use local or prometheus for the latency judge)".into()))
     }
+
+    /// Whether the provider itself answers per side (beyond the query's
+    /// `{{version}}`-style placeholders), so the stable value is worth asking for.
+    fn tells_sides_apart(&self) -> bool {
+        false
+    }
 }
 
 /// Builds a provider from a metric's settings.

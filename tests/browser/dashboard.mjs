@@ -1,0 +1,72 @@
+// Drives the dashboard in Debian's Chromium, headless, for tests/dashboard_browser.rs.
+// Usage: node dashboard.mjs <step> ; env SLUICE_URL, ROLLOUT_ID, SHOTS (a directory), CHROMIUM,
+// PLAYWRIGHT_CORE (the installed package's index.mjs, from .tools/node_modules).
+// Prints one JSON object on stdout: what the page showed. Steps:
+//   approve  - the rollout page at its approval gate: chart data, then a double-clicked Approve,
+//              then Approve again (which Sluice refuses: the same person cannot approve twice)
+//   final    - the rollout page once finished, the overview (with a service filter) and the report
+const { chromium } = await import(process.env.PLAYWRIGHT_CORE || 'playwright-core');
+
+const [step] = process.argv.slice(2);
+const url = process.env.SLUICE_URL, id = process.env.ROLLOUT_ID, shots = process.env.SHOTS;
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  // No network but loopback here: keep Chromium from reaching out at all.
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+         '--disable-component-update', '--disable-sync'],
+});
+const out = {};
+try {
+  const page = await browser.newPage({ viewport: { width: 1200, height: 1400 } });
+  const pageErrors = [];
+  page.on('pageerror', e => pageErrors.push(String(e)));
+  const charts = () => page.$$eval('.card.metric', cards => cards.map(c => ({
+    metric: c.dataset.metric,
+    points: Number(c.dataset.points),
+    marks: c.querySelectorAll('circle.verdict').length,
+    values: [...c.querySelectorAll('circle.verdict')].map(m => Number(m.dataset.value)),
+    threshold: !!c.querySelector('line.threshold, text.threshold-off'),
+    stable: !!c.querySelector('polyline.stable'),
+  })));
+  await page.goto(`${url}/api/dashboard/${encodeURIComponent(id)}`);
+  if (step === 'approve') {
+    await page.waitForSelector('button[data-action="approve"]', { timeout: 20000 });
+    await page.waitForSelector('.card.metric', { timeout: 20000 });
+    out.signedIn = await page.textContent('#who');
+    out.charts = await charts();
+    out.weightChart = await page.$eval('#weight-chart path', p => p.getAttribute('d'));
+    await page.screenshot({ path: `${shots}/rollout-approval.png`, fullPage: true });
+    await page.dblclick('button[data-action="approve"]');
+    await page.waitForSelector('#result .ok', { timeout: 15000 });
+    out.approved = await page.textContent('#result');
+    await page.waitForSelector('button[data-action="approve"]:not([disabled])', { timeout: 15000 });
+    await page.click('button[data-action="approve"]');
+    await page.waitForSelector('#result .error', { timeout: 15000 });
+    out.refused = await page.textContent('#result');
+    await page.screenshot({ path: `${shots}/rollout-refused.png`, fullPage: true });
+  } else if (step === 'final') {
+    await page.waitForSelector('.phase.Succeeded, .phase.RolledBack', { timeout: 30000 });
+    await page.waitForTimeout(300);
+    out.phase = await page.textContent('h2 .phase');
+    out.buttons = await page.$$eval('button[data-action]', bs => bs.map(b => b.dataset.action));
+    out.charts = await charts();
+    await page.screenshot({ path: `${shots}/rollout-final.png`, fullPage: true });
+    await page.goto(`${url}/api/dashboard?service=orders-api`);
+    await page.waitForSelector('#f-service');
+    out.overview = await page.$$eval('table tr[data-active]', rows => rows.map(r => r.querySelector('a').textContent));
+    out.filter = await page.$eval('#f-service', s => s.value);
+    await page.goto(`${url}/api/dashboard?service=no-such-service`);
+    await page.waitForSelector('#f-service');
+    out.filteredOut = await page.$$eval('table tr[data-active]', rows => rows.length);
+    await page.goto(`${url}/api/dashboard?view=report`);
+    await page.waitForSelector('#report-table');
+    out.report = await page.$$eval('#report-table tr', rows => rows.slice(1).map(r => [...r.cells].map(c => c.textContent.trim())));
+    await page.screenshot({ path: `${shots}/report.png`, fullPage: true });
+  } else {
+    throw new Error(`unknown step ${step}`);
+  }
+  out.pageErrors = pageErrors;
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(out));
