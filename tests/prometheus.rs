@@ -125,3 +125,63 @@ async fn a_prometheus_alert_through_alertmanager_rolls_back() {
     assert!(recorded.iter().any(|a| a.source == "Alertmanager" && a.matched == vec![id.clone()]));
     println!("alert to rollback: {:.1}s after the canary started failing", started.elapsed().as_secs_f64());
 }
+
+/// Asks Prometheus for one instant vector and returns `(labels, value)` pairs.
+async fn instant(prom_url: &str, query: &str) -> Vec<(serde_json::Value, f64)> {
+    let url = format!("{prom_url}/api/v1/query?query={}", urlencode(query));
+    let body: serde_json::Value = match reqwest::get(&url).await {
+        Ok(r) => r.json().await.unwrap_or_default(),
+        Err(_) => return Vec::new(),
+    };
+    let rows = body["data"]["result"].as_array().cloned().unwrap_or_default();
+    rows.into_iter().map(|r| (r["metric"].clone(), r["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN))).collect()
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_scrapes_sluices_own_metrics_with_the_function_key() {
+    let rig = Rig::start().await.with_load(80);
+    // One rollout that succeeds, then one the analysis rolls back.
+    let ok = rig.start_rollout(&rig.spec(json!([{"setWeight": 20}, {"pause": {"duration": "1s"}}]))).await;
+    rig.wait_phase(&ok, "Succeeded").await;
+    rig.up.fail_canary(500);
+    let bad_steps = json!([{"setWeight": 20}, {"analysis": {"metrics": [metric("errors", "error_rate", "< 0.05", Some(2))]}}]);
+    let bad = rig.start_rollout(&rig.spec(bad_steps)).await;
+    rig.wait_phase(&bad, "RolledBack").await;
+
+    let target = rig.host.addr.to_string();
+    let server =
+        tokio::task::spawn_blocking(move || prom::start_sluice_scrape(&target, "the-function-key")).await.expect("prometheus");
+    let started = Instant::now();
+    let finished = loop {
+        let rows = instant(&server.url, "sluice_rollouts_finished_total").await;
+        if rows.len() == 2 || started.elapsed() > Duration::from_secs(30) {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let outcome = |o: &str| finished.iter().find(|(l, _)| l["outcome"] == o).map(|(l, v)| (l["service"].clone(), *v));
+    assert_eq!(outcome("succeeded"), Some((json!("orders-api"), 1.0)), "{finished:?}");
+    assert_eq!(outcome("rolledBack"), Some((json!("orders-api"), 1.0)), "{finished:?}");
+    let up = instant(&server.url, "up{job=\"sluice\"}").await;
+    assert_eq!(up.first().map(|(_, v)| *v), Some(1.0), "Prometheus scraped /api/metrics: {up:?}");
+    let causes = instant(&server.url, "sluice_rollbacks_total").await;
+    assert_eq!(causes.len(), 1, "{causes:?}");
+    assert_eq!((causes[0].0["cause"].clone(), causes[0].1), (json!("analysis"), 1.0));
+    let reverts = instant(&server.url, "sluice_time_to_revert_seconds_count").await;
+    assert_eq!(reverts.first().map(|(_, v)| *v), Some(1.0), "{reverts:?}");
+    let within = instant(&server.url, "sluice_time_to_revert_seconds_bucket{le=\"5\"}").await;
+    assert_eq!(within.first().map(|(_, v)| *v), Some(1.0), "the local router reverts within 5 s: {within:?}");
+    let steps = instant(&server.url, "sluice_step_decision_seconds_count{kind=\"analysis\",result=\"stopped\"}").await;
+    assert_eq!(steps.first().map(|(_, v)| *v), Some(1.0), "{steps:?}");
+    let exposed = instant(&server.url, "sluice_failed_canary_requests_total").await;
+    assert!(exposed.first().is_some_and(|(_, v)| *v >= 3.0), "the failed canary's requests, as its analysis counted them: {exposed:?}");
+}

@@ -104,6 +104,20 @@ pub fn start_prometheus(target: &str, rules: Option<&str>, alertmanager: Option<
     serve_prometheus(bin, dir, port, &config, "1h")
 }
 
+/// Prometheus scraping Sluice's own exposition (`/api/metrics` at `target`)
+/// every second, sending the function key as the `code` parameter as a
+/// scrape job in Azure must.
+pub fn start_prometheus_scraping_sluice(target: &str, key: &str) -> Result<Server, StartError> {
+    let bin = prometheus_bin()?;
+    let dir = tempfile::tempdir().map_err(|e| StartError(e.to_string()))?;
+    let port = free_port()?;
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sluice\n    metrics_path: /api/metrics\n    \
+         params:\n      code: ['{key}']\n    static_configs:\n      - targets: ['{target}']\n"
+    );
+    serve_prometheus(bin, dir, port, &config, "1h")
+}
+
 fn prometheus_bin() -> Result<PathBuf, StartError> {
     find("SLUICE_PROMETHEUS_BIN", "/usr/bin/prometheus", "prometheus")
         .ok_or_else(|| StartError("Prometheus is not installed: install the Debian package prometheus (scripts/test does)".into()))

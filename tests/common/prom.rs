@@ -10,3 +10,7 @@ pub fn prometheus(target: &str, rules: Option<&str>, alertmanager: Option<&str>)
 pub fn alertmanager(webhook: &str, token: &str) -> Server {
     sluice::devtools::prometheus::start_alertmanager(webhook, token).unwrap_or_else(|e| panic!("{e}"))
 }
+
+pub fn start_sluice_scrape(target: &str, key: &str) -> Server {
+    sluice::devtools::prometheus::start_prometheus_scraping_sluice(target, key).unwrap_or_else(|e| panic!("{e}"))
+}

@@ -175,7 +175,7 @@ async fn threshold<'a>(provider: &dyn MetricProvider, plan: &MetricPlan, ask: &i
     let stable = match &plan.baseline {
         Some(_) => provider.query(&stable_query).await.map_err(failed("stable baseline"))?.value,
         // Not judged, only drawn beside the canary: asked when the query tells the sides apart, and a failure changes nothing.
-        None if stable_query.query != ask(&plan.query, Side::Canary).query => {
+        None if provider.tells_sides_apart() || stable_query.query != ask(&plan.query, Side::Canary).query => {
             provider.query(&stable_query).await.ok().and_then(|s| s.value)
         }
         None => None,

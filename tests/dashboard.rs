@@ -1,0 +1,110 @@
+//! The dashboard in a real browser: Debian's Chromium, headless, driven by
+//! playwright-core (`tests/browser/dashboard.mjs`) through a real rollout
+//! on `sluice up --as alice`. The page must draw the measured values, act
+//! once on a double click as the signed-in person, show the API's refusal,
+//! and list and report what happened. Screenshots go to
+//! `target/dashboard-shots/`. A missing Chromium or playwright-core fails
+//! the test: `scripts/test` installs both.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use common::*;
+use sluice::cli::client::Client;
+
+fn chromium() -> PathBuf {
+    let path = std::env::var("SLUICE_CHROMIUM").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/usr/bin/chromium"));
+    assert!(path.exists(), "{} is missing: install the Debian package chromium (scripts/test does)", path.display());
+    path
+}
+
+fn playwright() -> PathBuf {
+    let path = std::env::var("SLUICE_PLAYWRIGHT_CORE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join(".tools/node_modules/playwright-core/index.mjs"));
+    assert!(path.exists(), "{} is missing: scripts/test installs playwright-core from tools/package.json", path.display());
+    path
+}
+
+/// Runs one step of the browser script and returns what the page showed.
+async fn drive(step: &str, url: &str, id: &str, shots: &std::path::Path) -> Value {
+    let run = tokio::process::Command::new("node")
+        .arg(repo_root().join("tests/browser/dashboard.mjs"))
+        .arg(step)
+        .env("SLUICE_URL", url)
+        .env("ROLLOUT_ID", id)
+        .env("SHOTS", shots)
+        .env("CHROMIUM", chromium())
+        .env("PLAYWRIGHT_CORE", playwright())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run).await.expect("the browser step finishes").expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "browser step {step} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let page: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("the script prints JSON");
+    assert_eq!(page["pageErrors"], json!([]), "the page threw");
+    page
+}
+
+/// The measurements the API recorded for one metric, canary values in order.
+fn measured(status: &Value, metric: &str) -> Vec<f64> {
+    let history = status["history"].as_array().cloned().unwrap_or_default();
+    history.iter().filter(|e| e["measurement"]["metric"] == metric).filter_map(|e| e["measurement"]["canary"].as_f64()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_draws_the_measurements_and_its_buttons_act_once_as_the_signed_in_person() {
+    let up = Upstreams::start().await;
+    let _load = sluice::devtools::load::Load::start(&up.router_url, 60, 4);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = UpProcess::spawn(dir.path(), &["--as", "alice"], &[], "warn").await;
+    let pipeline = Client::new(&host.url, None, "pipeline");
+    let spec = spec_for(
+        &up.router_url,
+        json!([
+            {"setWeight": 20},
+            {"analysis": {"metrics": [metric("error-rate", "error_rate", "< 0.05", Some(3)), metric("p95", "latency_p95_ms", "< 1000", Some(3))]}},
+            {"approval": {"minApprovers": 2, "approvers": ["alice", "bob"]}},
+            {"setWeight": 60},
+            {"pause": {"duration": "2s"}}
+        ]),
+    );
+    let id = pipeline.start(&spec, None).await.expect("starts")["id"].as_str().expect("id").to_string();
+    wait_for(&pipeline, &id, "the approval gate", Duration::from_secs(60), |s| s["phase"] == "AwaitingApproval").await;
+    let shots = repo_root().join("target/dashboard-shots");
+    std::fs::create_dir_all(&shots).expect("screenshot directory");
+
+    let page = drive("approve", &host.url, &id, &shots).await;
+    let status = pipeline.status(&id).await.expect("status");
+    assert!(page["signedIn"].as_str().is_some_and(|s| s.contains("alice")), "{page}");
+    for name in ["error-rate", "p95"] {
+        let chart = page["charts"].as_array().and_then(|c| c.iter().find(|c| c["metric"] == name)).unwrap_or_else(|| panic!("no {name} chart: {page}"));
+        let values: Vec<f64> = chart["values"].as_array().expect("values").iter().filter_map(Value::as_f64).collect();
+        assert_eq!(values, measured(&status, name), "the {name} chart draws each measured canary value");
+        assert_eq!(chart["marks"], json!(3), "one verdict mark per measurement");
+        assert_eq!((chart["threshold"].as_bool(), chart["stable"].as_bool()), (Some(true), Some(true)), "{chart}");
+    }
+    assert!(page["approved"].as_str().is_some_and(|t| t.contains("approve by alice")), "{page}");
+    let refused = page["refused"].as_str().unwrap_or_default();
+    assert!(refused.contains("HTTP 409") && refused.contains("alice has already approved"), "the API's refusal is shown: {refused}");
+    let status = pipeline.status(&id).await.expect("status");
+    let history = status["history"].as_array().cloned().unwrap_or_default();
+    let approvals: Vec<&Value> = history.iter().filter(|e| e["cause"] == "Approved").collect();
+    assert_eq!(approvals.len(), 1, "the double click approved once: {approvals:?}");
+    assert_eq!(approvals[0]["by"], "alice", "as the signed-in person");
+
+    Client::new(&host.url, None, "bob").action(&id, "approve", &json!({})).await.expect("bob approves");
+    wait_for(&pipeline, &id, "success", Duration::from_secs(60), |s| s["phase"] == "Succeeded").await;
+    let page = drive("final", &host.url, &id, &shots).await;
+    assert_eq!(page["phase"], "Succeeded");
+    assert_eq!(page["buttons"], json!([]), "a finished success offers no action");
+    assert_eq!(page["overview"], json!([id]), "the overview filtered by service lists the rollout");
+    assert_eq!(page["filteredOut"], json!(0));
+    let report = page["report"].as_array().cloned().unwrap_or_default();
+    assert_eq!(report.first().and_then(|r| r.get(0)), Some(&json!("orders-api")), "{report:?}");
+    assert_eq!(report.first().and_then(|r| r.get(1)), Some(&json!("1")), "one deployment: {report:?}");
+}
