@@ -82,7 +82,10 @@ async fn the_dashboard_draws_the_measurements_and_its_buttons_act_once_as_the_si
     let status = pipeline.status(&id).await.expect("status");
     assert!(page["signedIn"].as_str().is_some_and(|s| s.contains("alice")), "{page}");
     for name in ["error-rate", "p95"] {
-        let chart = page["charts"].as_array().and_then(|c| c.iter().find(|c| c["metric"] == name)).unwrap_or_else(|| panic!("no {name} chart: {page}"));
+        let chart = page["charts"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["metric"] == name))
+            .unwrap_or_else(|| panic!("no {name} chart: {page}"));
         let values: Vec<f64> = chart["values"].as_array().expect("values").iter().filter_map(Value::as_f64).collect();
         assert_eq!(values, measured(&status, name), "the {name} chart draws each measured canary value");
         assert_eq!(chart["marks"], json!(3), "one verdict mark per measurement");

@@ -149,17 +149,17 @@ fn urlencode(text: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_scrapes_sluices_own_metrics_with_the_function_key() {
     let rig = Rig::start().await.with_load(80);
-    // One rollout that succeeds, then one the analysis rolls back.
-    let ok = rig.start_rollout(&rig.spec(json!([{"setWeight": 20}, {"pause": {"duration": "1s"}}]))).await;
-    rig.wait_phase(&ok, "Succeeded").await;
+    // One rollout the analysis rolls back, then one that succeeds (a promotion makes v2 the stable app).
     rig.up.fail_canary(500);
     let bad_steps = json!([{"setWeight": 20}, {"analysis": {"metrics": [metric("errors", "error_rate", "< 0.05", Some(2))]}}]);
     let bad = rig.start_rollout(&rig.spec(bad_steps)).await;
     rig.wait_phase(&bad, "RolledBack").await;
+    rig.up.fail_canary(0);
+    let ok = rig.start_rollout(&rig.spec(json!([{"setWeight": 20}, {"pause": {"duration": "1s"}}]))).await;
+    rig.wait_phase(&ok, "Succeeded").await;
 
     let target = rig.host.addr.to_string();
-    let server =
-        tokio::task::spawn_blocking(move || prom::start_sluice_scrape(&target, "the-function-key")).await.expect("prometheus");
+    let server = tokio::task::spawn_blocking(move || prom::start_sluice_scrape(&target, "the-function-key")).await.expect("prometheus");
     let started = Instant::now();
     let finished = loop {
         let rows = instant(&server.url, "sluice_rollouts_finished_total").await;

@@ -265,6 +265,17 @@ mod tests {
     }
 
     #[test]
+    fn sluices_own_metrics_and_report_are_behind_the_function_key() {
+        let defs = embedded_definitions().expect("valid");
+        for name in ["metrics", "report", "dashboard"] {
+            let def = defs.iter().find(|d| d.name == name).expect("defined");
+            assert!(matches!(&def.trigger, Trigger::Http { auth_level, .. } if auth_level == "function"), "{name}: {:?}", def.trigger);
+        }
+        assert!(matches!(route_http(&defs, "api", "GET", "/api/metrics"), RouteMatch::Found(d, _) if d.name == "metrics"));
+        assert!(matches!(route_http(&defs, "api", "GET", "/api/report"), RouteMatch::Found(d, _) if d.name == "report"));
+    }
+
+    #[test]
     fn routing_distinguishes_not_found_and_wrong_method() {
         let defs = embedded_definitions().expect("valid");
         assert!(matches!(route_http(&defs, "api", "POST", "/api/alerts"), RouteMatch::Found(d, _) if d.name == "alerts"));
