@@ -366,7 +366,11 @@ async fn azure_monitor_metrics_with_a_ratio_and_a_dimension_filter() {
     });
     let plan = metric("azureMonitor", "Http5xx/Requests", settings, false);
     let outcome = sluice::ports::metrics::measure(&plan, &t, &env, sluice::ports::metrics::Window::of(&plan)).await;
-    assert_eq!(outcome, MeasureOutcome::Value { canary: 0.02, stable: None, samples: Some(250) });
+    // The stable slot is asked too (its resource differs by `{{name}}`), to be drawn beside the canary; without a baseline it is not judged.
+    assert_eq!(outcome, MeasureOutcome::Value { canary: 0.02, stable: Some(0.02), samples: Some(250) });
+    let asked: Vec<String> = fake.seen().into_iter().filter(|r| r.path != "/msi/token").map(|r| r.path).collect();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert!(asked[1].contains("/sites/orders/slots/production/providers/Microsoft.Insights/metrics"), "{asked:?}");
     let r = fake.seen().into_iter().find(|r| r.path != "/msi/token").expect("request");
     assert_eq!(r.method, "GET");
     assert_eq!(
@@ -396,12 +400,14 @@ async fn the_http_probe_reads_status_and_a_json_field() {
     let status = metric("httpProbe", &url, json!({}), false);
     assert_eq!(
         sluice::ports::metrics::measure(&status, &t, &env, sluice::ports::metrics::Window::of(&status)).await,
-        MeasureOutcome::Value { canary: 1.0, stable: None, samples: Some(1) }
+        MeasureOutcome::Value { canary: 1.0, stable: Some(0.0), samples: Some(1) },
+        "the stable side is probed too (its URL differs by {{name}}): it answers 503 here"
     );
     let field = metric("httpProbe", &url, json!({"jsonField": "checks.db.healthy"}), false);
     assert_eq!(
         sluice::ports::metrics::measure(&field, &t, &env, sluice::ports::metrics::Window::of(&field)).await,
-        MeasureOutcome::Value { canary: 1.0, stable: None, samples: Some(1) }
+        MeasureOutcome::Value { canary: 1.0, stable: None, samples: Some(1) },
+        "the stable side's 503 has no field to read: it is left out, and the measurement stands"
     );
     let number = metric("httpProbe", &url, json!({"jsonField": "load"}), false);
     assert_eq!(

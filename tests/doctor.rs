@@ -221,7 +221,7 @@ async fn everything_in_place_is_ready_and_nothing_is_written() {
         .expect("detail")
         .contains("orders-canary-b4c3.westeurope-01.azurewebsites.net"));
     assert_eq!(find(&report, "current routing")["detail"], "readable: 0% on the canary");
-    assert_eq!(find(&report, "metric error-rate (logAnalytics)")["detail"], "runs now: canary 0.004 from 812 samples");
+    assert_eq!(find(&report, "metric error-rate (logAnalytics)")["detail"], "runs now: canary 0.004, stable 0.004 from 812 samples");
     assert_eq!(find(&report, "token scopes")["verdict"], "ok");
     assert_eq!(find(&report, "rollout state")["verdict"], "ok");
     assert_eq!(find(&report, "step queue")["verdict"], "ok");
