@@ -33,6 +33,8 @@ fn free_port() -> u16 {
 
 struct Serve {
     _child: tokio::process::Child,
+    /// What `serve` printed on stdout (the Functions host sends it to Application Insights).
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
     url: String,
     _dir: tempfile::TempDir,
 }
@@ -50,13 +52,22 @@ async fn start_serve(extra: &[(&str, &str)]) -> Serve {
         .env("SLUICE_DATA_DIR", dir.path())
         .env("SLUICE_ALERT_TOKEN", TOKEN)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true);
     for (k, v) in extra {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().expect("sluice serve starts");
+    let mut child = cmd.spawn().expect("sluice serve starts");
+    let stdout = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (sink, pipe) = (stdout.clone(), child.stdout.take().expect("stdout"));
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            sink.lock().expect("stdout").push_str(&format!("{line}\n"));
+        }
+    });
     let url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let started = Instant::now();
@@ -68,7 +79,7 @@ async fn start_serve(extra: &[(&str, &str)]) -> Serve {
         assert!(started.elapsed() < Duration::from_secs(20), "GET / never answered");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Serve { _child: child, url, _dir: dir }
+    Serve { _child: child, stdout, url, _dir: dir }
 }
 
 async fn post(url: &str, path: &str, body: &[u8]) -> (u16, Value) {
@@ -201,6 +212,19 @@ async fn serve_handles_every_trigger_form_with_the_exact_response_shape() {
     let (code, body) = post(&serve.url, "/api", fixture("http-post-abort.json", "sb-1").to_string().as_bytes()).await;
     assert_eq!((code, body["Outputs"]["res"]["statusCode"].clone()), (200, json!(200)), "{body}");
     common::wait_for(&client, "sb-1", "aborted", Duration::from_secs(10), |s| s["phase"] == "Aborted").await;
+    // A finished rollout prints its sluice.metric line on stdout, once, for Application Insights.
+    let started = Instant::now();
+    let metric_lines = loop {
+        let out = serve.stdout.lock().expect("stdout").clone();
+        let lines: Vec<String> = out.lines().filter(|l| l.starts_with("sluice.metric ")).map(String::from).collect();
+        if !lines.is_empty() || started.elapsed() > Duration::from_secs(5) {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(metric_lines.len(), 1, "{metric_lines:?}");
+    let line: Value = serde_json::from_str(metric_lines[0].trim_start_matches("sluice.metric ")).expect("one JSON object");
+    assert_eq!((line["id"].as_str(), line["phase"].as_str(), line["cause"].as_str()), (Some("sb-1"), Some("Aborted"), Some("aborted")));
     // Timer, with and without ScheduleStatus, and past due.
     for name in ["timer-with-status.json", "timer-without-status.json", "timer-past-due-string.json"] {
         let (code, body) = post(&serve.url, "/tick", fixture(name, "").to_string().as_bytes()).await;
