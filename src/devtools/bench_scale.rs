@@ -66,6 +66,10 @@ pub struct ScaleRow {
     pub sweep_nothing_due: Summary,
     /// `GET /api/rollouts?limit=200`.
     pub list_200: Summary,
+    /// `GET /api/metrics`: the Prometheus exposition over every rollout held.
+    pub metrics_scrape: Summary,
+    /// `GET /api/report`: release health over every rollout held.
+    pub report: Summary,
     /// Alerts that match no rollout.
     pub alerts_unmatched: Burst,
     /// Alerts that each match one rollout (and roll it back).
@@ -191,7 +195,16 @@ async fn one_size(
     progress("  timer sweep, nothing due");
     let sweep_nothing_due = sweeps(&store, dir).await?;
     progress("  GET /api/rollouts?limit=200");
-    let list_200 = lists(&http, &server.url).await?;
+    let list_200 =
+        timed_gets(&http, format!("{}/api/rollouts?limit=200", server.url), |v| v["rollouts"].as_array().is_some_and(|r| !r.is_empty()))
+            .await?;
+    progress("  GET /api/metrics");
+    let metrics_scrape = timed_gets(&http, format!("{}/api/metrics", server.url), |v| {
+        v.as_str().is_some_and(|text| text.contains("sluice_rollouts_active{"))
+    })
+    .await?;
+    progress("  GET /api/report");
+    let report = timed_gets(&http, format!("{}/api/report", server.url), |v| v["overall"]["active"].as_u64() == Some(n as u64)).await?;
     progress("  alerts matching nothing, 16 concurrent");
     let alerts_unmatched = alert_burst(&http, &server.url, burst, usize::MAX, unmatched_alert).await;
     progress("  one alert at a time");
@@ -208,6 +221,8 @@ async fn one_size(
         populate_secs,
         sweep_nothing_due,
         list_200,
+        metrics_scrape,
+        report,
         alerts_unmatched: alerts_unmatched?,
         alerts_matched: alerts_matched?,
         alert_to_router_zero,
@@ -238,16 +253,19 @@ async fn sweeps(store: &Arc<dyn Store>, dir: &Path) -> Result<Summary, BenchErro
     Ok(summarise(times))
 }
 
-async fn lists(http: &reqwest::Client, base: &str) -> Result<Summary, BenchError> {
+/// GETs one URL `LISTS` times, timed to the last byte as a load tool
+/// would; the body (JSON, or else text as a JSON string) is checked after
+/// the clock stops, and one that `fits` refuses fails the bench.
+async fn timed_gets(http: &reqwest::Client, url: String, fits: impl Fn(&Value) -> bool) -> Result<Summary, BenchError> {
     let mut times = Vec::new();
     for _ in 0..LISTS {
-        // Timed to the last byte, as a load tool would; the body is read after the clock stops.
         let t = Instant::now();
-        let bytes = http.get(format!("{base}/api/rollouts?limit=200")).send().await.map_err(fail)?.bytes().await.map_err(fail)?;
+        let bytes = http.get(&url).send().await.map_err(fail)?.bytes().await.map_err(fail)?;
         times.push(t.elapsed());
-        let body: Value = serde_json::from_slice(&bytes).map_err(fail)?;
-        if body["rollouts"].as_array().map(Vec::len).unwrap_or(0) == 0 {
-            return Err(fail(format!("the list is empty: {body}")));
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        if !fits(&body) {
+            let shown: String = body.to_string().chars().take(300).collect();
+            return Err(fail(format!("{url} answered something else: {shown}")));
         }
     }
     Ok(summarise(times))
@@ -399,6 +417,8 @@ pub fn text(rows: &[ScaleRow]) -> String {
     };
     line("timer sweep, nothing due, p50 (ms)", &|r| format!("{:.2}", r.sweep_nothing_due.p50_ms));
     line("GET /api/rollouts?limit=200, p50 (ms)", &|r| format!("{:.2}", r.list_200.p50_ms));
+    line("GET /api/metrics (all rollouts), p50 (ms)", &|r| format!("{:.2}", r.metrics_scrape.p50_ms));
+    line("GET /api/report (all rollouts), p50 (ms)", &|r| format!("{:.2}", r.report.p50_ms));
     line("alert acks/s, 16 concurrent, matching none", &|r| format!("{:.0}", r.alerts_unmatched.acks_per_sec));
     line("  ack p99 (ms)", &|r| format!("{:.1}", r.alerts_unmatched.latency.p99_ms));
     line("alert acks/s, 16 concurrent, each matching", &|r| format!("{:.0}", r.alerts_matched.acks_per_sec));

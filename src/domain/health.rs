@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::ids::Weight;
-use crate::domain::rollout::{Evidence, Phase, Rollout, StepTime};
+use crate::domain::rollout::{Evidence, Failure, Phase, Rollout, StepTime, Tally};
 
 /// What one rollout contributes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -51,7 +51,26 @@ pub struct Facts {
 impl Facts {
     /// Reads a rollout's facts off its state.
     pub fn of(r: &Rollout) -> Facts {
-        let failure = r.failure.as_ref();
+        let service = r.spec.target.name.to_string();
+        Facts::build(r.id.to_string(), service, r.created_at, r.finished_at, r.phase, r.failure.as_ref(), &r.tally)
+    }
+
+    /// Reads the facts straight from a stored state's JSON, skipping its
+    /// spec and plan (most of its size): for aggregates over every rollout.
+    pub fn from_stored(json: &str) -> Result<Facts, serde_json::Error> {
+        let s: StoredState = serde_json::from_str(json)?;
+        Ok(Facts::build(s.id, s.spec.target.name, s.created_at, s.finished_at, s.phase, s.failure.as_ref(), &s.tally))
+    }
+
+    fn build(
+        id: String,
+        service: String,
+        created_at: DateTime<Utc>,
+        finished_at: Option<DateTime<Utc>>,
+        phase: Phase,
+        failure: Option<&Failure>,
+        tally: &Tally,
+    ) -> Facts {
         let trigger = failure.map(|f| match &f.evidence {
             Evidence::Alert { alert } => alert.fired_at.filter(|t| *t <= f.at).unwrap_or(f.at),
             _ => f.at,
@@ -61,19 +80,19 @@ impl Facts {
             _ => None,
         };
         Facts {
-            id: r.id.to_string(),
-            service: r.spec.target.name.to_string(),
-            created_at: r.created_at,
-            finished_at: r.finished_at,
-            phase: r.phase,
+            id,
+            service,
+            created_at,
+            finished_at,
+            phase,
             cause: failure.map(|f| cause(&f.evidence)),
             failed_at_weight: failure.filter(|f| !f.aborted).map(|f| f.weight),
             revert_ms,
-            exposure: r.tally.exposure(),
-            approval_wait_ms: r.tally.approval_wait_ms,
-            steps: r.tally.steps.clone(),
-            backlog_failures: r.tally.backlog_failures,
-            notify_failures: r.tally.notify_failures,
+            exposure: tally.exposure(),
+            approval_wait_ms: tally.approval_wait_ms,
+            steps: tally.steps.clone(),
+            backlog_failures: tally.backlog_failures,
+            notify_failures: tally.notify_failures,
         }
     }
 
@@ -87,6 +106,32 @@ impl Facts {
     pub fn log_line(&self) -> String {
         format!("{METRIC_LINE_PREFIX}{}", serde_json::to_string(self).unwrap_or_default())
     }
+}
+
+/// What the facts need of a stored state (unknown fields are skipped unread).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredState {
+    id: String,
+    spec: StoredSpec,
+    created_at: DateTime<Utc>,
+    #[serde(default)]
+    finished_at: Option<DateTime<Utc>>,
+    phase: Phase,
+    #[serde(default)]
+    failure: Option<Failure>,
+    #[serde(default)]
+    tally: Tally,
+}
+
+#[derive(Deserialize)]
+struct StoredSpec {
+    target: StoredTarget,
+}
+
+#[derive(Deserialize)]
+struct StoredTarget {
+    name: String,
 }
 
 /// How a `sluice.metric` line begins.

@@ -7,7 +7,6 @@
 use super::error::ApiError;
 use super::{App, HttpRequest, HttpResponse};
 use crate::domain::health::{self, Facts};
-use crate::ports::store::ListFilter;
 
 /// The exposition format's content type (text format 0.0.4).
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -23,6 +22,5 @@ pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiErro
 
 /// Every stored rollout's facts (their states only; no history is read).
 pub(super) async fn all_facts(app: &App) -> Result<Vec<Facts>, ApiError> {
-    let rollouts = app.engine.store.list(&ListFilter::default()).await?;
-    Ok(rollouts.iter().map(Facts::of).collect())
+    Ok(app.engine.store.facts().await?)
 }

@@ -140,6 +140,11 @@ pub async fn lists_filter_and_alerts_are_kept(store: Arc<dyn Store>) {
     let mut all = ids(store.list(&ListFilter::default()).await.expect("list"));
     all.sort();
     assert_eq!(all, ["ls-a", "ls-b"]);
+    // What metrics and the release report read: one set of facts per stored rollout, as its state says.
+    let mut facts: Vec<_> = store.facts().await.expect("facts").into_iter().filter(|f| f.id.starts_with("ls-")).collect();
+    facts.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(facts, [&a, &b2].map(sluice::domain::health::Facts::of));
+    assert_eq!(facts[1].phase, Phase::Aborted);
     let record = sluice::ports::store::AlertRecord {
         received_at: Utc::now(),
         source: "Azure Monitor".into(),

@@ -126,3 +126,20 @@ fn the_log_line_is_one_json_object_after_its_prefix() {
     assert_eq!((v["service"].as_str(), v["cause"].as_str(), v["revertMs"].as_u64()), (Some("orders"), Some("alert"), Some(1500)));
     assert!(!line.contains('\n'));
 }
+
+#[test]
+fn facts_read_from_a_stored_state_match_those_of_the_state() {
+    let doc = serde_json::json!({
+        "target": {"name": "orders", "router": {"provider": "local"},
+                   "stable": {"name": "s", "version": "v1"}, "canary": {"name": "c", "version": "v2"}},
+        "strategy": {"canary": {"steps": [{"setWeight": 10}, {"pause": {}}]}}
+    });
+    let names = crate::domain::spec::ProviderNames { traffic: vec!["local"], metrics: vec![], backlog: vec![], notify: vec![] };
+    let (spec, plan) = crate::domain::spec::validate(&doc, &names).expect("valid");
+    let id = crate::domain::ids::RolloutId::parse("r-1").expect("id");
+    let (mut r, _) = Rollout::new(id, spec, plan, crate::domain::ids::Actor::parse("ci").expect("actor"), t(0));
+    r.tally.approval_wait_ms = 1234;
+    let stored = serde_json::to_string(&r).expect("json");
+    assert_eq!(Facts::from_stored(&stored).expect("facts"), Facts::of(&r));
+    assert!(Facts::from_stored("{\"id\": 1}").is_err(), "a broken state is an error, not empty facts");
+}

@@ -106,6 +106,12 @@ pub trait Store: Send + Sync {
     async fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, StoreError>;
     /// Rollouts matching a filter, newest first.
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Rollout>, StoreError>;
+    /// Every stored rollout's health facts (metrics, the release report).
+    /// Stores that can read one state at a time override this, so an
+    /// aggregate over all rollouts never holds all their states at once.
+    async fn facts(&self) -> Result<Vec<crate::domain::health::Facts>, StoreError> {
+        Ok(self.list(&ListFilter::default()).await?.iter().map(crate::domain::health::Facts::of).collect())
+    }
     /// The rollouts whose [`Rollout::sweep_at`] has come by `now`, earliest
     /// first, at most `limit`. Only the timer calls it: an adapter whose
     /// index can run ahead of its state repairs it here.

@@ -379,6 +379,16 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn facts(&self) -> Result<Vec<crate::domain::health::Facts>, StoreError> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT state FROM rollouts").map_err(unavailable)?;
+            let rows = stmt.query_map([], |row| row.get::<_, String>(0)).map_err(unavailable)?;
+            // One state read at a time, and only what the facts need of it.
+            rows.map(|row| crate::domain::health::Facts::from_stored(&row.map_err(unavailable)?).map_err(corrupt)).collect()
+        })
+        .await
+    }
+
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<RolloutId>, StoreError> {
         let now = now.timestamp_millis();
         self.with(move |conn| {
