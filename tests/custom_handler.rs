@@ -403,21 +403,12 @@ fn the_package_is_laid_out_as_the_functions_host_expects() {
     let mut names: Vec<String> =
         (0..archive.len()).map(|i| archive.by_index(i).expect("entry").name().expect("utf-8 name").to_string()).collect();
     names.sort();
-    assert_eq!(
-        names,
-        [
-            "alerts/function.json",
-            "api/function.json",
-            "dashboard/function.json",
-            "doctor/function.json",
-            "gate/function.json",
-            "host.json",
-            "releases/function.json",
-            "sluice",
-            "steps/function.json",
-            "tick/function.json"
-        ]
-    );
+    // Every handler's function.json at the root (the functions/ folder flattened), host.json and the binary.
+    let mut expected: Vec<String> = sluice::functions::HANDLERS.iter().map(|h| format!("{h}/function.json")).collect();
+    expected.extend(["host.json".to_string(), "sluice".to_string()]);
+    expected.sort();
+    assert_eq!(names, expected);
+    assert!(names.contains(&"metrics/function.json".to_string()) && names.contains(&"report/function.json".to_string()));
     let mut host_json = String::new();
     std::io::Read::read_to_string(&mut archive.by_name("host.json").expect("host.json"), &mut host_json).expect("read");
     let host: Value = serde_json::from_str(&host_json).expect("json");
