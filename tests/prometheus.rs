@@ -128,22 +128,13 @@ async fn a_prometheus_alert_through_alertmanager_rolls_back() {
 
 /// Asks Prometheus for one instant vector and returns `(labels, value)` pairs.
 async fn instant(prom_url: &str, query: &str) -> Vec<(serde_json::Value, f64)> {
-    let url = format!("{prom_url}/api/v1/query?query={}", urlencode(query));
-    let body: serde_json::Value = match reqwest::get(&url).await {
+    let asked = reqwest::Client::new().get(format!("{prom_url}/api/v1/query")).query(&[("query", query)]).send().await;
+    let body: serde_json::Value = match asked {
         Ok(r) => r.json().await.unwrap_or_default(),
         Err(_) => return Vec::new(),
     };
     let rows = body["data"]["result"].as_array().cloned().unwrap_or_default();
     rows.into_iter().map(|r| (r["metric"].clone(), r["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN))).collect()
-}
-
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
