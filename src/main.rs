@@ -844,12 +844,15 @@ async fn up(
         alert_token: app_config.alert_token.clone(),
         require_principal: app_config.require_principal,
         public_url: app_config.public_url.clone(),
-        signed_in,
+        signed_in: signed_in.clone(),
     };
     let running = host::local::start_with(config, |_, url| async move { host::build_engine(&app_config, url).await }).await?;
     let names: Vec<&str> = running.functions.iter().map(|f| f.name.as_str()).collect();
     println!("Sluice is listening on {} (functions: {}; state in {})", running.url(), names.join(", "), data_dir.display());
-    println!("dashboard: {}/api/dashboard", running.url());
+    match &signed_in {
+        Some(name) => println!("dashboard: {}/api/dashboard (its buttons act as {name})", running.url()),
+        None => println!("dashboard: {}/api/dashboard (sign it in with --as NAME)", running.url()),
+    }
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     println!("stopping");
     running.stop().await;

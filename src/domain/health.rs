@@ -413,14 +413,19 @@ fn health(service: &str, facts: &[&Facts], weeks: f64) -> Health {
     }
     h.deploys_per_week = round2(h.deployments as f64 / weeks);
     h.change_failure_rate = (h.deployments + h.failed > 0).then(|| round2(h.failed as f64 / (h.deployments + h.failed) as f64));
-    h.mean_time_to_restore_secs = (restored > 0).then(|| round2(restore as f64 / 1000.0 / restored as f64));
-    h.mean_approval_wait_secs = (waited > 0).then(|| round2(h.approval_wait_secs / waited as f64));
-    h.approval_wait_secs = round2(h.approval_wait_secs);
+    h.mean_time_to_restore_secs = (restored > 0).then(|| round_ms(restore as f64 / 1000.0 / restored as f64));
+    h.mean_approval_wait_secs = (waited > 0).then(|| round_ms(h.approval_wait_secs / waited as f64));
+    h.approval_wait_secs = round_ms(h.approval_wait_secs);
     h
 }
 
 fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
+}
+
+/// Seconds kept to the millisecond: a local revert takes a few of them.
+fn round_ms(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
 }
 
 #[cfg(test)]
