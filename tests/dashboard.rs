@@ -1,8 +1,9 @@
 //! The dashboard in a real browser: Debian's Chromium, headless, driven by
 //! playwright-core (`tests/browser/dashboard.mjs`) through a real rollout
-//! on `sluice up --as alice`. The page must draw the measured values, act
-//! once on a double click as the signed-in person, show the API's refusal,
-//! and list and report what happened. Screenshots go to
+//! on `sluice up --as alice` (and bob in a second browser session). The
+//! page must draw the measured values, act once on a double click as the
+//! signed-in person, show the API's refusal, move the gated rollout on with
+//! the second approval, and list and report what happened. Screenshots go to
 //! `target/dashboard-shots/`. A missing Chromium or playwright-core fails
 //! the test: `scripts/test` installs both.
 
@@ -97,10 +98,11 @@ async fn the_dashboard_draws_the_measurements_and_its_buttons_act_once_as_the_si
     let status = pipeline.status(&id).await.expect("status");
     let history = status["history"].as_array().cloned().unwrap_or_default();
     let approvals: Vec<&Value> = history.iter().filter(|e| e["cause"] == "Approved").collect();
-    assert_eq!(approvals.len(), 1, "the double click approved once: {approvals:?}");
-    assert_eq!(approvals[0]["by"], "alice", "as the signed-in person");
-
-    Client::new(&host.url, None, "bob").action(&id, "approve", &json!({})).await.expect("bob approves");
+    let by: Vec<&Value> = approvals.iter().map(|e| &e["by"]).collect();
+    assert_eq!(by, [&json!("alice"), &json!("bob")], "the double click approved once, and each as the signed-in person");
+    assert!(page["secondSignedIn"].as_str().is_some_and(|s| s.contains("bob")), "{page}");
+    assert!(page["secondApproved"].as_str().is_some_and(|t| t.contains("approve by bob")), "{page}");
+    assert_eq!(approvals[1]["to"], "Progressing", "the second approval moved the rollout on: {}", approvals[1]);
     wait_for(&pipeline, &id, "success", Duration::from_secs(60), |s| s["phase"] == "Succeeded").await;
     let page = drive("final", &host.url, &id, &shots).await;
     assert_eq!(page["phase"], "Succeeded");

@@ -3,7 +3,8 @@
 // PLAYWRIGHT_CORE (the installed package's index.mjs, from .tools/node_modules).
 // Prints one JSON object on stdout: what the page showed. Steps:
 //   approve  - the rollout page at its approval gate: chart data, then a double-clicked Approve,
-//              then Approve again (which Sluice refuses: the same person cannot approve twice)
+//              then Approve again (which Sluice refuses: the same person cannot approve twice),
+//              then a second person's Approve, which moves the rollout on
 //   final    - the rollout page once finished, the overview (with a service filter) and the report
 const { chromium } = await import(process.env.PLAYWRIGHT_CORE || 'playwright-core');
 
@@ -44,6 +45,17 @@ try {
     await page.waitForSelector('#result .error', { timeout: 15000 });
     out.refused = await page.textContent('#result');
     await page.screenshot({ path: `${shots}/rollout-refused.png`, fullPage: true });
+    // A second person in their own browser session (App Service authentication would set the
+    // principal; `sluice up --as` stands in for it, and a request that names someone keeps its name).
+    const bob = await browser.newContext({ viewport: { width: 1200, height: 1400 }, extraHTTPHeaders: { 'x-sluice-user': 'bob' } });
+    const second = await bob.newPage();
+    second.on('pageerror', e => pageErrors.push(String(e)));
+    await second.goto(`${url}/api/dashboard/${encodeURIComponent(id)}`);
+    await second.waitForSelector('button[data-action="approve"]', { timeout: 20000 });
+    out.secondSignedIn = await second.textContent('#who');
+    await second.click('button[data-action="approve"]');
+    await second.waitForSelector('#result .ok', { timeout: 15000 });
+    out.secondApproved = await second.textContent('#result');
   } else if (step === 'final') {
     await page.waitForSelector('.phase.Succeeded, .phase.RolledBack', { timeout: 30000 });
     await page.waitForTimeout(300);
