@@ -59,6 +59,9 @@ pub struct Faults {
     /// 1`) before it is applied; for ARM, applied and reported as a
     /// long-running operation that finishes a second later.
     pub hold_next_write: bool,
+    /// Long-running operations stay in progress until cleared, so a test
+    /// decides when a held ARM write finishes instead of a clock.
+    pub keep_operations_running: bool,
 }
 
 /// One service's model behind the fake.
@@ -109,7 +112,7 @@ impl FakeRouter {
         self.shared.lock().expect("fake").service.dark_moments()
     }
 
-    pub fn faults(&self, f: impl FnOnce(&mut Faults)) {
+    pub fn faults<T>(&self, f: impl FnOnce(&mut Faults) -> T) -> T {
         f(&mut self.shared.lock().expect("fake").faults)
     }
 
@@ -127,6 +130,10 @@ fn respond(shared: &mut Shared, r: &Recorded) -> Answer {
         return answer;
     }
     if r.path.starts_with("/_ops/") {
+        if shared.faults.keep_operations_running {
+            let location = format!("{}{}", r.header("host").map(|h| format!("http://{h}")).unwrap_or_default(), r.path);
+            return (202, vec![("location".into(), location), ("retry-after".into(), "1".into())], String::new());
+        }
         return (200, vec![], "{}".into());
     }
     if !shared.service.authorized(r) {
