@@ -105,11 +105,14 @@ enum Cmd {
         #[arg(long)]
         fill_env: bool,
     },
-    /// Print the JSON Schema of the rollout spec (or of the step messages on the queue).
+    /// Print the JSON Schema of the rollout spec (or of the release spec, or of the step messages on the queue).
     Schema {
         /// The wire format of `rollout-steps` messages instead.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "release")]
         step_message: bool,
+        /// The release spec (waves) instead.
+        #[arg(long)]
+        release: bool,
     },
     /// Run a spec's analysis over a past window of its real metric source, interval by
     /// interval, and print what Sluice would have decided and why. Runs here, with this
@@ -333,9 +336,9 @@ enum Cmd {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Follow a rollout live; exits 0 on Succeeded, 1 on RolledBack, 3 on Aborted.
+    /// Follow a rollout (or a release) live; exits 0 on Succeeded, 1 on RolledBack (a release: Halted), 3 on Aborted.
     Watch {
-        /// Rollout id.
+        /// Rollout or release id.
         #[arg(value_parser = rollout_id)]
         id: RolloutId,
         /// Stop (exit 0) once it waits for approval, with how to approve in the job summary;
@@ -380,7 +383,7 @@ impl SpecOption {
 
 #[derive(Args)]
 struct Action {
-    /// Rollout id.
+    /// Rollout id (or a release's, for approve, reject and abort).
     #[arg(value_parser = rollout_id)]
     id: RolloutId,
     /// Why (recorded).
@@ -451,8 +454,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Schema { step_message } => {
-            let schema = if step_message { sluice::shell::messages::json_schema() } else { spec::json_schema() };
+        Cmd::Schema { step_message, release } => {
+            let schema = match (step_message, release) {
+                (true, _) => sluice::shell::messages::json_schema(),
+                (_, true) => sluice::domain::release::spec::json_schema(),
+                _ => spec::json_schema(),
+            };
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -555,6 +562,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("queued the start of {id} on {}/{} (message {message_id})", address.namespace, address.queue);
                     id.to_string()
                 }
+                (_, id) if sluice::domain::release::spec::is_release(&doc) => {
+                    let answer = client.start_release(&doc, id.as_deref()).await?;
+                    let rid = answer["id"].as_str().unwrap_or_default().to_string();
+                    if remote.json {
+                        println!("{}", serde_json::to_string_pretty(&answer)?);
+                    } else {
+                        print!("started {}", sluice::cli::waves::release_text(&answer));
+                    }
+                    if watch {
+                        return watch_release(&client, &rid, remote.json, false).await;
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
                 (_, id) => {
                     let answer = client.start(&doc, id.as_deref()).await?;
                     let rid = answer["id"].as_str().unwrap_or_default().to_string();
@@ -624,11 +644,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Status { id, remote } => {
             let client = client(&remote);
             let answer = match &id {
-                Some(id) => client.status(id).await?,
+                Some(id) => client.status_any(id).await?,
                 None => client.list(true).await?,
             };
             if remote.json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else if answer["kind"] == "release" {
+                print!("{}", sluice::cli::waves::release_text(&answer));
             } else if id.is_some() {
                 print!("{}", view::status_text(&answer));
             } else {
@@ -654,7 +676,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Watch { id, until_approval, ci, remote } => watch_rollout(&client(&remote), &id, remote.json, &ci, until_approval).await,
+        Cmd::Watch { id, until_approval, ci, remote } => {
+            let client = client(&remote);
+            match client.status(&id).await {
+                Err(sluice::cli::client::ClientError::Http { status: 404, .. }) if client.release(&id).await.is_ok() => {
+                    watch_release(&client, &id, remote.json, until_approval).await
+                }
+                _ => watch_rollout(&client, &id, remote.json, &ci, until_approval).await,
+            }
+        }
         Cmd::Approve(a) => action("approve", a).await,
         Cmd::Reject(a) => action("reject", a).await,
         Cmd::Abort(a) => action("abort", a).await,
@@ -718,7 +748,23 @@ async fn action(name: &str, a: Action) -> anyhow::Result<ExitCode> {
     if let Some(s) = a.step {
         body["step"] = json!(s);
     }
-    let answer = client(&a.remote).action(&a.id, name, &body).await?;
+    let client = client(&a.remote);
+    let answer = match client.action(&a.id, name, &body).await {
+        // No rollout with this id: a release's gate (approve, reject) or the release itself (abort).
+        Err(sluice::cli::client::ClientError::Http { status: 404, .. })
+            if ["approve", "reject", "abort"].contains(&name) && client.release(&a.id).await.is_ok() =>
+        {
+            let reason = a.reason.as_ref().map(|r| json!({"reason": r})).unwrap_or_else(|| json!({}));
+            let answer = client.release_action(&a.id, name, &reason).await?;
+            if a.remote.json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                print!("{}", sluice::cli::waves::release_text(&answer));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        other => other?,
+    };
     if a.remote.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {
@@ -733,6 +779,22 @@ async fn action(name: &str, a: Action) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn watch_release(client: &Client, id: &str, as_json: bool, until_approval: bool) -> anyhow::Result<ExitCode> {
+    let poll = Duration::from_millis(500);
+    let status = if as_json {
+        sluice::cli::waves::watch(client, id, poll, until_approval, |_| {}).await?
+    } else {
+        println!("watching release {id} (Ctrl-C to stop watching; the release goes on)");
+        sluice::cli::waves::watch(client, id, poll, until_approval, |line| println!("{line}")).await?
+    };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", sluice::cli::waves::release_text(&status));
+    }
+    Ok(ExitCode::from(sluice::cli::waves::exit_code(status["phase"].as_str().unwrap_or(""))))
 }
 
 async fn watch_rollout(client: &Client, id: &str, as_json: bool, ci: &str, until_approval: bool) -> anyhow::Result<ExitCode> {

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use common::*;
 use sluice::domain::ids::RolloutId;
+use sluice::domain::release::{Release, ReleaseEntry};
 use sluice::domain::rollout::{HistoryEntry, Rollout};
 use sluice::functions::{self, App, HandlerError};
 use sluice::ports::queue::OutMessage;
@@ -291,6 +292,28 @@ impl Store for PanicOnce {
     }
     fn transactions(&self) -> u64 {
         self.inner.transactions()
+    }
+    async fn create_release(&self, r: &Release, first: &ReleaseEntry) -> Result<Etag, StoreError> {
+        self.inner.create_release(r, first).await
+    }
+    async fn load_release(&self, id: &str) -> Result<Option<(Release, Etag)>, StoreError> {
+        self.inner.load_release(id).await
+    }
+    async fn save_release(&self, r: &Release, etag: &Etag, history: &[ReleaseEntry]) -> Result<Etag, StoreError> {
+        self.inner.save_release(r, etag, history).await
+    }
+    async fn release_history(&self, id: &str) -> Result<Vec<ReleaseEntry>, StoreError> {
+        self.inner.release_history(id).await
+    }
+    async fn list_releases(&self, limit: usize) -> Result<Vec<Release>, StoreError> {
+        self.inner.list_releases(limit).await
+    }
+    async fn due_releases(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<sluice::domain::ids::RolloutId>, StoreError> {
+        self.inner.due_releases(now, limit).await
     }
 }
 

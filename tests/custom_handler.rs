@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
+use sluice::domain::release::{Release, ReleaseEntry};
 use sluice::host::envelope;
+use sluice::ports::store::{Etag, StoreError};
 
 const TOKEN: &str = "serve-test-token-0123456789";
 
@@ -319,6 +321,28 @@ impl sluice::ports::store::Store for DownStore {
     fn transactions(&self) -> u64 {
         0
     }
+    async fn create_release(&self, _: &Release, _: &ReleaseEntry) -> Result<Etag, StoreError> {
+        Err(down())
+    }
+    async fn load_release(&self, _: &str) -> Result<Option<(Release, Etag)>, StoreError> {
+        Err(down())
+    }
+    async fn save_release(&self, _: &Release, _: &Etag, _: &[ReleaseEntry]) -> Result<Etag, StoreError> {
+        Err(down())
+    }
+    async fn release_history(&self, _: &str) -> Result<Vec<ReleaseEntry>, StoreError> {
+        Err(down())
+    }
+    async fn list_releases(&self, _: usize) -> Result<Vec<Release>, StoreError> {
+        Err(down())
+    }
+    async fn due_releases(&self, _: chrono::DateTime<chrono::Utc>, _: usize) -> Result<Vec<sluice::domain::ids::RolloutId>, StoreError> {
+        Err(down())
+    }
+}
+
+fn down() -> StoreError {
+    StoreError::Unavailable("connection refused".into())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -182,6 +182,36 @@ impl Client {
         self.call(reqwest::Method::POST, "/gate", Some(ask)).await
     }
 
+    /// Starts a release (one version across waves) from a release spec.
+    pub async fn start_release(&self, spec: &Value, id: Option<&str>) -> Result<Value, ClientError> {
+        let body = match id {
+            Some(id) => json!({"spec": spec, "id": id}),
+            None => spec.clone(),
+        };
+        self.call(reqwest::Method::POST, "/waves", Some(&body)).await
+    }
+
+    /// One release: its waves with their rollouts, and its history.
+    pub async fn release(&self, id: &str) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::GET, &format!("/waves/{id}"), None).await
+    }
+
+    /// A rollout's status, or, when no rollout has this id, the release's.
+    pub async fn status_any(&self, id: &str) -> Result<Value, ClientError> {
+        match self.status(id).await {
+            Err(ClientError::Http { status: 404, body }) => match self.release(id).await {
+                Err(ClientError::Http { status: 404, .. }) => Err(ClientError::Http { status: 404, body }),
+                other => other,
+            },
+            other => other,
+        }
+    }
+
+    /// approve | reject | abort on a release.
+    pub async fn release_action(&self, id: &str, action: &str, body: &Value) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::POST, &format!("/waves/{id}/{action}"), Some(body)).await
+    }
+
     /// Posts an alert payload to the webhook.
     pub async fn alert(&self, payload: &Value, token: Option<&str>) -> Result<Value, ClientError> {
         let path = match token {

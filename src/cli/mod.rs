@@ -8,3 +8,4 @@ pub mod package;
 pub mod release;
 pub mod sign_in;
 pub mod view;
+pub mod waves;

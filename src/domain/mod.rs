@@ -8,6 +8,7 @@ pub mod health;
 pub mod ids;
 pub mod parse;
 pub mod redact;
+pub mod release;
 pub mod rollout;
 pub mod spec;
 pub mod stats;

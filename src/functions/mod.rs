@@ -13,6 +13,7 @@ pub mod releases;
 pub mod report;
 pub mod steps;
 pub mod tick;
+pub mod waves;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -141,7 +142,7 @@ pub enum HandlerError {
 }
 
 /// The handlers this binary has, by function name.
-pub const HANDLERS: &[&str] = &["alerts", "api", "dashboard", "doctor", "gate", "metrics", "releases", "report", "steps", "tick"];
+pub const HANDLERS: &[&str] = &["alerts", "api", "dashboard", "doctor", "gate", "metrics", "releases", "report", "steps", "tick", "waves"];
 
 /// What a panic carried, in words.
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
@@ -174,6 +175,7 @@ pub async fn invoke_http(app: &App, name: &str, req: HttpRequest) -> HttpRespons
             "metrics" => metrics::handle(app, req).await,
             "report" => report::handle(app, req).await,
             "releases" => releases::handle(app, req).await,
+            "waves" => waves::handle(app, req).await,
             other => Err(error::ApiError::new(404, "unknown_function", format!("no HTTP handler named '{other}'"))),
         };
         result.unwrap_or_else(HttpResponse::from)

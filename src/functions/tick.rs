@@ -1,6 +1,7 @@
 //! `tick` (timer): the safety net. Every rollout that may have something due
 //! gets a `Tick`: a wait whose scheduled message was lost fires, overdue
-//! measurements are taken, failed router or backlog calls are retried.
+//! measurements are taken, failed router or backlog calls are retried; and
+//! every release whose wake-up has come looks at its rollouts.
 
 use serde_json::{json, Value};
 
@@ -11,12 +12,14 @@ pub async fn handle(app: &App, past_due: bool) -> Result<Value, HandlerError> {
     if past_due {
         tracing::info!("tick is past due; sweeping now");
     }
-    let report = app.engine.sweep().await.map_err(|e| {
+    let failed = |e: crate::shell::engine::EngineError| {
         if e.is_transient() {
             HandlerError::Transient(e.to_string())
         } else {
             HandlerError::Permanent(e.to_string())
         }
-    })?;
+    };
+    let mut report = app.engine.sweep().await.map_err(failed)?;
+    report.releases = app.engine.sweep_releases().await.map_err(failed)?;
     Ok(json!(report))
 }

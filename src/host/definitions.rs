@@ -59,6 +59,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("report", include_str!("../../functions/report/function.json")),
     ("steps", include_str!("../../functions/steps/function.json")),
     ("tick", include_str!("../../functions/tick/function.json")),
+    ("waves", include_str!("../../functions/waves/function.json")),
 ];
 
 /// Reads one `function.json`.

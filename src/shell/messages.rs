@@ -47,6 +47,14 @@ pub enum StepMessage {
         /// When it was scheduled for.
         at: DateTime<Utc>,
     },
+    /// Look at a release now: one of its rollouts finished (the timer looks too).
+    #[serde(rename_all = "camelCase")]
+    Release {
+        /// Release id.
+        release: RolloutId,
+        /// The rollout that finished.
+        after: RolloutId,
+    },
     /// Start a rollout from a spec (how a pipeline can post straight to the queue).
     #[serde(rename_all = "camelCase")]
     Start {
@@ -113,6 +121,7 @@ impl StepMessage {
                 _ => format!("{rollout}:input:{}", uuid::Uuid::new_v4()),
             },
             StepMessage::Wake { rollout, at } => format!("{rollout}:wake:{}", at.timestamp_millis()),
+            StepMessage::Release { release, after } => format!("{release}:after:{after}"),
             StepMessage::Start { id: Some(id), .. } => format!("start:{id}"),
             StepMessage::Start { id: None, .. } => format!("start:{}", uuid::Uuid::new_v4()),
         };
@@ -123,6 +132,7 @@ impl StepMessage {
     pub fn rollout(&self) -> Option<&RolloutId> {
         match self {
             StepMessage::Event { rollout, .. } | StepMessage::Wake { rollout, .. } => Some(rollout),
+            StepMessage::Release { release, .. } => Some(release),
             StepMessage::Start { id, .. } => id.as_ref(),
         }
     }

@@ -337,3 +337,56 @@ pub async fn alert_records_are_kept_for_their_retention(store: Arc<dyn Store>) {
     let kept: Vec<String> = store.alerts(10).await.expect("alerts").into_iter().map(|a| a.alert_id).collect();
     assert_eq!(kept, ["new"], "past the default 30 days an alert record goes");
 }
+
+fn release(id: &str, created: chrono::DateTime<Utc>) -> (sluice::domain::release::Release, sluice::domain::release::ReleaseEntry) {
+    let target = |name: &str| {
+        json!({"name": name, "router": {"provider": "local", "settings": {"url": "http://127.0.0.1:9"}},
+               "stable": {"name": "s", "version": "v1"}, "canary": {"name": "c", "version": "v2"}})
+    };
+    let doc = json!({
+        "name": "shop", "version": "v2",
+        "waves": [{"name": "one", "targets": [target("shop-a")], "strategy": {"canary": {"steps": [{"setWeight": 10}]}}},
+                  {"name": "two", "targets": [target("shop-b")], "strategy": {"canary": {"steps": [{"setWeight": 10}]}}}]
+    });
+    let (spec, _) = sluice::domain::release::spec::validate(&doc, &sluice::ports::registry::names()).expect("valid");
+    sluice::domain::release::Release::new(RolloutId::parse(id).expect("id"), spec, actor("ci"), created)
+}
+
+/// Releases: created once, saved only on a current ETag with their history
+/// in the same write, listed newest first, and handed to the timer exactly
+/// when their wake-up has come (and not once they have nothing left to do).
+pub async fn releases_keep_state_history_and_wake_ups(store: Arc<dyn Store>) {
+    use sluice::domain::release::{decide, ReleaseEvent};
+    let t0 = Utc::now();
+    let (r, first) = release("rel-1", t0);
+    let etag = store.create_release(&r, &first).await.expect("create");
+    assert!(matches!(store.create_release(&r, &first).await, Err(StoreError::AlreadyExists(_))));
+    let (loaded, etag2) = store.load_release("rel-1").await.expect("load").expect("exists");
+    assert_eq!((&loaded, &etag2), (&r, &etag));
+    assert!(store.load_release("rel-none").await.expect("load").is_none());
+    // Due at once (its first wave must start), not before it was created.
+    assert_eq!(store.due_releases(t0, 10).await.expect("due"), vec![RolloutId::parse("rel-1").expect("id")]);
+    assert!(store.due_releases(t0 - TimeDelta::seconds(1), 10).await.expect("due").is_empty());
+    let d = decide(&loaded, &ReleaseEvent::Observed(vec![]), t0);
+    let etag3 = store.save_release(&d.release, &etag2, &d.history).await.expect("save");
+    assert_ne!(etag3, etag2);
+    assert!(matches!(store.save_release(&d.release, &etag2, &d.history).await, Err(StoreError::Conflict)), "a stale ETag is refused");
+    // Its next look is later: not due now, due then.
+    let wake = d.release.wake_at.expect("running releases are watched");
+    assert!(store.due_releases(t0, 10).await.expect("due").is_empty());
+    assert_eq!(store.due_releases(wake, 10).await.expect("due").len(), 1);
+    // Aborted with nothing running: settled, never due again.
+    let aborted = decide(&d.release, &ReleaseEvent::AbortRequested { by: actor("alice"), reason: "stop".into() }, wake);
+    assert!(aborted.release.settled());
+    store.save_release(&aborted.release, &etag3, &aborted.history).await.expect("save");
+    assert!(store.due_releases(wake + TimeDelta::days(365), 10).await.expect("due").is_empty());
+    let history = store.release_history("rel-1").await.expect("history");
+    assert_eq!(history.iter().map(|h| h.seq).collect::<Vec<_>>(), (1..=aborted.release.seq).collect::<Vec<_>>());
+    assert!(history.last().map(|h| h.message.contains("aborted by alice")).unwrap_or(false), "{history:?}");
+    // Newest first, bounded.
+    let (newer, first) = release("rel-2", t0 + TimeDelta::seconds(5));
+    store.create_release(&newer, &first).await.expect("create");
+    let ids: Vec<String> = store.list_releases(0).await.expect("list").iter().map(|r| r.id.to_string()).collect();
+    assert_eq!(ids, vec!["rel-2", "rel-1"]);
+    assert_eq!(store.list_releases(1).await.expect("list").len(), 1);
+}

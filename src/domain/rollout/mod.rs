@@ -262,6 +262,18 @@ pub struct RefusedRequest {
     pub reason: String,
 }
 
+/// Which release a rollout belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseLink {
+    /// The release's id.
+    pub id: RolloutId,
+    /// The wave (0-based).
+    pub wave: usize,
+    /// The wave's name.
+    pub wave_name: String,
+}
+
 /// A rollout: spec, plan and where it is. Serialized as the state row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -279,6 +291,9 @@ pub struct Rollout {
     /// The rollout this one retries, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_of: Option<RolloutId>,
+    /// The release it is one target of, if any (that release watches it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseLink>,
     /// Phase.
     pub phase: Phase,
     /// Current stage index into `plan.stages`.
@@ -345,6 +360,7 @@ impl Rollout {
             created_at: now,
             created_by: created_by.clone(),
             retry_of: None,
+            release: None,
             phase: Phase::Pending,
             stage: 0,
             seq: 0,

@@ -9,6 +9,7 @@ pub mod doc;
 mod draft;
 pub mod github;
 pub mod local;
+mod release_draft;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use crate::ports::env::{lookup, AdapterEnv, AdapterError, Settings};
 use crate::ports::preflight::Check;
 use doc::Doc;
 pub use draft::{draft, release_failure, release_failure_comment, update};
+pub use release_draft::release_halted;
 
 /// An issue ready to file.
 #[derive(Debug, Clone, PartialEq)]

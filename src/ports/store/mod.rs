@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::ids::RolloutId;
+use crate::domain::release::{Release, ReleaseEntry};
 use crate::domain::rollout::{HistoryEntry, Phase, Rollout};
 
 /// How long alert records are kept unless `SLUICE_ALERT_RETENTION_DAYS` says otherwise.
@@ -126,4 +127,16 @@ pub trait Store: Send + Sync {
     async fn alerts(&self, limit: usize) -> Result<Vec<AlertRecord>, StoreError>;
     /// Table transactions (or equivalent writes) so far, for the per-step cost figures.
     fn transactions(&self) -> u64;
+    /// Stores a new release with its first history entry (`AlreadyExists` if the id is taken).
+    async fn create_release(&self, release: &Release, first: &ReleaseEntry) -> Result<Etag, StoreError>;
+    /// Loads a release and its ETag.
+    async fn load_release(&self, id: &str) -> Result<Option<(Release, Etag)>, StoreError>;
+    /// Replaces a release's state and appends its history atomically, if `etag` is current.
+    async fn save_release(&self, release: &Release, etag: &Etag, history: &[ReleaseEntry]) -> Result<Etag, StoreError>;
+    /// A release's whole history, oldest first.
+    async fn release_history(&self, id: &str) -> Result<Vec<ReleaseEntry>, StoreError>;
+    /// Releases, newest first, at most `limit` (0: all).
+    async fn list_releases(&self, limit: usize) -> Result<Vec<Release>, StoreError>;
+    /// The releases whose [`Release::wake_at`] has come by `now`, at most `limit`.
+    async fn due_releases(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<RolloutId>, StoreError>;
 }

@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 
 use super::{AlertRecord, Etag, ListFilter, Store, StoreError, DEFAULT_ALERT_RETENTION, MAX_ALERT_RECORDS};
 use crate::domain::ids::RolloutId;
+use crate::domain::release::{Release, ReleaseEntry};
 use crate::domain::rollout::{HistoryEntry, Rollout};
 
 const SCHEMA: &str = "
@@ -46,6 +47,21 @@ CREATE TABLE IF NOT EXISTS alerts (
     n INTEGER PRIMARY KEY AUTOINCREMENT,
     record TEXT NOT NULL,
     received_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS releases (
+    id TEXT PRIMARY KEY,
+    etag INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    wake_at INTEGER,
+    state TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS releases_due ON releases(wake_at) WHERE wake_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS releases_newest ON releases(created_at DESC, id DESC);
+CREATE TABLE IF NOT EXISTS release_history (
+    release_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    entry TEXT NOT NULL,
+    PRIMARY KEY (release_id, seq)
 );
 CREATE TABLE IF NOT EXISTS alert_keys (
     key TEXT NOT NULL,
@@ -470,5 +486,107 @@ impl Store for SqliteStore {
 
     fn transactions(&self) -> u64 {
         self.transactions.load(Ordering::Relaxed)
+    }
+
+    async fn create_release(&self, release: &Release, first: &ReleaseEntry) -> Result<Etag, StoreError> {
+        let (id, created, wake, state, entry) =
+            (release.id.to_string(), release.created_at.to_rfc3339(), millis(release.wake_at), encode(release)?, encode(first)?);
+        let seq = i64::try_from(first.seq).map_err(corrupt)?;
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
+            let inserted = tx
+                .execute(
+                    "INSERT OR IGNORE INTO releases (id, etag, created_at, wake_at, state) VALUES (?1, 1, ?2, ?3, ?4)",
+                    params![id, created, wake, state],
+                )
+                .map_err(unavailable)?;
+            if inserted == 0 {
+                return Err(StoreError::AlreadyExists(id));
+            }
+            tx.execute("INSERT INTO release_history (release_id, seq, entry) VALUES (?1, ?2, ?3)", params![id, seq, entry])
+                .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(Etag("1".into()))
+        })
+        .await
+    }
+
+    async fn load_release(&self, id: &str) -> Result<Option<(Release, Etag)>, StoreError> {
+        let id = id.to_string();
+        self.with(move |conn| {
+            let row: Option<(String, i64)> = conn
+                .query_row("SELECT state, etag FROM releases WHERE id = ?1", [&id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+                .map_err(unavailable)?;
+            row.map(|(state, etag)| Ok((serde_json::from_str(&state).map_err(corrupt)?, Etag(etag.to_string())))).transpose()
+        })
+        .await
+    }
+
+    async fn save_release(&self, release: &Release, etag: &Etag, history: &[ReleaseEntry]) -> Result<Etag, StoreError> {
+        let expected: i64 = etag.0.parse().map_err(|_| StoreError::Conflict)?;
+        let (id, wake, state) = (release.id.to_string(), millis(release.wake_at), encode(release)?);
+        let rows =
+            history.iter().map(|h| Ok((i64::try_from(h.seq).map_err(corrupt)?, encode(h)?))).collect::<Result<Vec<_>, StoreError>>()?;
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
+            let changed = tx
+                .execute(
+                    "UPDATE releases SET etag = etag + 1, wake_at = ?1, state = ?2 WHERE id = ?3 AND etag = ?4",
+                    params![wake, state, id, expected],
+                )
+                .map_err(unavailable)?;
+            if changed == 0 {
+                let exists = tx.query_row("SELECT 1 FROM releases WHERE id = ?1", [&id], |_| Ok(())).optional().map_err(unavailable)?;
+                return Err(if exists.is_some() { StoreError::Conflict } else { StoreError::NotFound(id) });
+            }
+            for (seq, entry) in rows {
+                tx.execute("INSERT INTO release_history (release_id, seq, entry) VALUES (?1, ?2, ?3)", params![id, seq, entry]).map_err(
+                    |e| match e {
+                        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => StoreError::Conflict,
+                        other => unavailable(other),
+                    },
+                )?;
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(Etag((expected + 1).to_string()))
+        })
+        .await
+    }
+
+    async fn release_history(&self, id: &str) -> Result<Vec<ReleaseEntry>, StoreError> {
+        let id = id.to_string();
+        self.with(move |conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT entry FROM release_history WHERE release_id = ?1 ORDER BY seq").map_err(unavailable)?;
+            let rows = stmt.query_map([&id], |row| row.get::<_, String>(0)).map_err(unavailable)?;
+            rows.map(|row| serde_json::from_str(&row.map_err(unavailable)?).map_err(corrupt)).collect()
+        })
+        .await
+    }
+
+    async fn list_releases(&self, limit: usize) -> Result<Vec<Release>, StoreError> {
+        let limit = if limit == 0 { -1 } else { limit as i64 };
+        self.with(move |conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT state FROM releases ORDER BY created_at DESC, id DESC LIMIT ?1").map_err(unavailable)?;
+            let rows = stmt.query_map([limit], |row| row.get::<_, String>(0)).map_err(unavailable)?;
+            rows.map(|row| serde_json::from_str(&row.map_err(unavailable)?).map_err(corrupt)).collect()
+        })
+        .await
+    }
+
+    async fn due_releases(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<RolloutId>, StoreError> {
+        let now = now.timestamp_millis();
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT id FROM releases WHERE wake_at IS NOT NULL AND wake_at <= ?1 ORDER BY wake_at LIMIT ?2")
+                .map_err(unavailable)?;
+            let rows = stmt.query_map(params![now, limit as i64], |row| row.get::<_, String>(0)).map_err(unavailable)?;
+            rows.map(|id| RolloutId::parse(&id.map_err(unavailable)?).map_err(corrupt)).collect()
+        })
+        .await
     }
 }

@@ -50,6 +50,7 @@ use chrono::{DateTime, Utc};
 
 use super::{AlertRecord, Etag, ListFilter, Store, StoreError, DEFAULT_ALERT_RETENTION};
 use crate::domain::ids::RolloutId;
+use crate::domain::release::{Release, ReleaseEntry};
 use crate::domain::rollout::{HistoryEntry, Phase, Rollout};
 
 /// UTF-16 units per chunk: a string property holds at most 64 KiB (32 768 units).
@@ -167,6 +168,7 @@ impl TableConnection {
 /// The Table Storage store.
 pub struct TableStore {
     rollouts: TableClient,
+    releases: TableClient,
     index: TableClient,
     transactions: AtomicU64,
     alert_retention: chrono::TimeDelta,
@@ -397,7 +399,7 @@ const PARALLEL_LOADS: usize = 16;
 
 impl TableStore {
     /// Connects and creates the tables if they do not exist. `prefix` (letters
-    /// and digits) names them: `{prefix}rollouts`, `{prefix}index`.
+    /// and digits) names them: `{prefix}rollouts`, `{prefix}index`, `{prefix}releases`.
     pub async fn connect(connection: &TableConnection, prefix: &str) -> Result<Self, StoreError> {
         if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_alphanumeric()) || !prefix.starts_with(|c: char| c.is_ascii_alphabetic())
         {
@@ -406,12 +408,13 @@ impl TableStore {
         let service = TableServiceClientBuilder::with_location(connection.location.clone(), connection.credentials.clone()).build();
         let store = TableStore {
             rollouts: service.table_client(format!("{prefix}rollouts")),
+            releases: service.table_client(format!("{prefix}releases")),
             index: service.table_client(format!("{prefix}index")),
             transactions: AtomicU64::new(0),
             alert_retention: DEFAULT_ALERT_RETENTION,
             last_alert_prune: std::sync::atomic::AtomicI64::new(0),
         };
-        for table in [&store.rollouts, &store.index] {
+        for table in [&store.rollouts, &store.index, &store.releases] {
             match table.create().await {
                 Ok(_) => {}
                 Err(e) if http_status(&e) == Some(StatusCode::Conflict) => {}
@@ -829,6 +832,169 @@ impl Store for TableStore {
 
     fn transactions(&self) -> u64 {
         self.transactions.load(Ordering::Relaxed)
+    }
+
+    async fn create_release(&self, release: &Release, first: &ReleaseEntry) -> Result<Etag, StoreError> {
+        let pk = escape_key(&release.id);
+        if self.get(&self.releases, &pk, "state").await?.is_some() {
+            return Err(StoreError::AlreadyExists(release.id.to_string()));
+        }
+        // The list and due rows first: both are hints a reader checks against the state.
+        let newest = format!("{}|{pk}", inverted_ms(release.created_at));
+        let mut hints = vec![(RELEASES_NEWEST, newest.clone(), json!({"PartitionKey": RELEASES_NEWEST, "RowKey": newest}))];
+        if let Some(at) = release.wake_at {
+            hints.push((RELEASES_DUE, pk.clone(), release_due_row(&pk, at.timestamp_millis())));
+        }
+        for (partition, key, row) in hints {
+            let responses = self.transaction(&self.releases, partition, |t| t.insert_or_replace(key, row)).await?;
+            if let Some(status) = failure(&responses) {
+                return Err(StoreError::Unavailable(format!("filing the release failed with HTTP {status}")));
+            }
+        }
+        let (state, first) = (release_entity(release)?, release_history_entity(&release.id, first)?);
+        let responses = self.transaction(&self.releases, &pk, |t| t.insert(state)?.insert(first)).await?;
+        match failure(&responses) {
+            None => Ok(Etag(responses.first().and_then(|r| r.etag.clone()).unwrap_or_default())),
+            Some(StatusCode::Conflict) => Err(StoreError::AlreadyExists(release.id.to_string())),
+            Some(status) => Err(StoreError::Unavailable(format!("creating the release failed with HTTP {status}"))),
+        }
+    }
+
+    async fn load_release(&self, id: &str) -> Result<Option<(Release, Etag)>, StoreError> {
+        match self.get(&self.releases, &escape_key(id), "state").await? {
+            None => Ok(None),
+            Some((entity, etag)) => Ok(Some((serde_json::from_str(&get_chunks(&entity, "S")?).map_err(corrupt)?, Etag(etag.to_string())))),
+        }
+    }
+
+    async fn save_release(&self, release: &Release, etag: &Etag, history: &[ReleaseEntry]) -> Result<Etag, StoreError> {
+        if history.len() + 1 > MAX_BATCH {
+            return Err(StoreError::Corrupt(format!("{} history rows cannot be written in one transaction", history.len())));
+        }
+        let pk = escape_key(&release.id);
+        // Never due later than the state says: an earlier due row goes in before the state.
+        if let Some(at) = release.wake_at.map(|t| t.timestamp_millis()) {
+            let filed = self.get(&self.releases, RELEASES_DUE, &pk).await?.and_then(|(row, _)| due_at(&row));
+            if filed.map(|f| f > at).unwrap_or(true) {
+                self.file_release_due(&pk, Some(at)).await?;
+            }
+        }
+        let state = release_entity(release)?;
+        let rows = history.iter().map(|h| release_history_entity(&release.id, h)).collect::<Result<Vec<_>, _>>()?;
+        let condition = IfMatchCondition::Etag(azure_core::Etag::from(etag.0.clone()));
+        let responses = self
+            .transaction(&self.releases, &pk, |t| {
+                let mut t = t.update("state", state, Some(condition))?;
+                for row in rows {
+                    t = t.insert(row)?;
+                }
+                Ok(t)
+            })
+            .await?;
+        match failure(&responses) {
+            None => {}
+            Some(StatusCode::PreconditionFailed) | Some(StatusCode::Conflict) => return Err(StoreError::Conflict),
+            Some(StatusCode::NotFound) => return Err(StoreError::NotFound(release.id.to_string())),
+            Some(other) => return Err(StoreError::Unavailable(format!("saving the release failed with HTTP {other}"))),
+        }
+        // The due row now says exactly when (or is gone); if this fails, the row is early, which only costs a visit.
+        let _ = self.file_release_due(&pk, release.wake_at.map(|t| t.timestamp_millis())).await;
+        match responses.first().and_then(|r| r.etag.clone()) {
+            Some(e) => Ok(Etag(e)),
+            None => self.load_release(&release.id).await?.map(|(_, e)| e).ok_or_else(|| StoreError::NotFound(release.id.to_string())),
+        }
+    }
+
+    async fn release_history(&self, id: &str) -> Result<Vec<ReleaseEntry>, StoreError> {
+        let pk = escape_key(id);
+        let rows = self.query(&self.releases, format!("PartitionKey eq '{pk}' and RowKey ge 'h' and RowKey lt 'i'"), 0).await?;
+        let mut out: Vec<ReleaseEntry> = rows
+            .iter()
+            .map(|row| get_chunks(row, "H").and_then(|t| serde_json::from_str(&t).map_err(corrupt)))
+            .collect::<Result<_, _>>()?;
+        out.sort_by_key(|h| h.seq);
+        Ok(out)
+    }
+
+    async fn list_releases(&self, limit: usize) -> Result<Vec<Release>, StoreError> {
+        let rows = self.query(&self.releases, format!("PartitionKey eq '{RELEASES_NEWEST}'"), limit).await?;
+        let mut out = Vec::new();
+        for row in rows {
+            let Some(id) = row.get("RowKey").and_then(Value::as_str).and_then(Self::id_from_key) else { continue };
+            if let Some((r, _)) = self.load_release(&id).await? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn due_releases(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<RolloutId>, StoreError> {
+        let filter = format!("PartitionKey eq '{RELEASES_DUE}' and At le {}L", now.timestamp_millis());
+        let mut rows: Vec<(i64, String)> = self
+            .query(&self.releases, filter, 0)
+            .await?
+            .iter()
+            .filter_map(|row| Some((due_at(row)?, row.get("RowKey")?.as_str()?.to_string())))
+            .collect();
+        rows.sort();
+        rows.truncate(limit);
+        Ok(rows.into_iter().filter_map(|(_, key)| unescape_key(&key).and_then(|id| RolloutId::parse(&id).ok())).collect())
+    }
+}
+
+/// Partition of the releases table listing them newest first.
+const RELEASES_NEWEST: &str = "newest";
+/// Partition of the releases table holding one row per release the timer must visit.
+const RELEASES_DUE: &str = "due";
+
+/// A due row: `At` in milliseconds, typed `Edm.Int64` (an untyped JSON
+/// number is stored as Int32 or Double, and a filter compares typed values).
+fn release_due_row(pk: &str, at: i64) -> Value {
+    json!({"PartitionKey": RELEASES_DUE, "RowKey": pk, "At": at.to_string(), "At@odata.type": "Edm.Int64"})
+}
+
+fn due_at(row: &Value) -> Option<i64> {
+    match row.get("At")? {
+        Value::String(s) => s.parse().ok(),
+        other => other.as_i64(),
+    }
+}
+
+fn inverted_ms(at: DateTime<Utc>) -> String {
+    format!("{:020}", u64::MAX / 2 - at.timestamp_millis().max(0) as u64)
+}
+
+fn release_entity(r: &Release) -> Result<Value, StoreError> {
+    let mut e = Map::new();
+    e.insert("PartitionKey".into(), json!(escape_key(&r.id)));
+    e.insert("RowKey".into(), json!("state"));
+    e.insert("Phase".into(), json!(r.phase.as_str()));
+    put_chunks(&mut e, "S", &serde_json::to_string(r).map_err(corrupt)?)?;
+    Ok(Value::Object(e))
+}
+
+fn release_history_entity(id: &str, h: &ReleaseEntry) -> Result<Value, StoreError> {
+    let mut e = Map::new();
+    e.insert("PartitionKey".into(), json!(escape_key(id)));
+    e.insert("RowKey".into(), json!(history_key(h.seq)));
+    put_chunks(&mut e, "H", &serde_json::to_string(h).map_err(corrupt)?)?;
+    Ok(Value::Object(e))
+}
+
+impl TableStore {
+    /// Files a release's due row at `at`, or removes it.
+    async fn file_release_due(&self, pk: &str, at: Option<i64>) -> Result<(), StoreError> {
+        let responses = match at {
+            Some(at) => {
+                let row = release_due_row(pk, at);
+                self.transaction(&self.releases, RELEASES_DUE, |t| t.insert_or_replace(pk.to_string(), row)).await?
+            }
+            None => self.transaction(&self.releases, RELEASES_DUE, |t| t.delete(pk.to_string(), Some(IfMatchCondition::Any))).await?,
+        };
+        match failure(&responses) {
+            None | Some(StatusCode::NotFound) => Ok(()),
+            Some(status) => Err(StoreError::Unavailable(format!("filing the release's due row failed with HTTP {status}"))),
+        }
     }
 }
 

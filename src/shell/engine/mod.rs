@@ -11,6 +11,9 @@
 
 mod effects;
 mod locks;
+mod release;
+
+pub use release::ReleaseApplied;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -85,6 +88,8 @@ pub struct SweepReport {
     pub acted: usize,
     /// Failures (logged; the next tick tries again).
     pub errors: usize,
+    /// Releases visited.
+    pub releases: usize,
 }
 
 /// Load, decide, act, save.
@@ -187,6 +192,7 @@ impl Engine {
                 }
                 Ok(())
             }
+            StepMessage::Release { release, .. } => self.advance_release(&release, None).await.map(|_| ()),
             StepMessage::Start { spec, by, id } => {
                 let (spec, plan) = crate::domain::spec::validate(&spec, &crate::ports::registry::names()).map_err(|p| {
                     EngineError::Invalid(format!("start message has an invalid spec: {}", p.to_string().replace('\n', "; ")))
@@ -253,6 +259,9 @@ impl Engine {
             if round.reconcile {
                 self.reconcile(&round.state).await;
             }
+            if round.finished {
+                self.nudge_release(&round.state).await;
+            }
             inputs = self.after_save(&round.state, round.post, round.wake_before).await;
             last = Some(round.state);
         }
@@ -297,14 +306,15 @@ impl Engine {
             let outcome = outcome.unwrap_or(Outcome::Refused(Refusal { kind: RefusalKind::Conflict, reason: "no events".into() }));
             let wake_before = loaded.next_wake();
             if history.is_empty() && state == loaded {
-                return Ok(Round { state, post, outcome, reconcile, wake_before });
+                return Ok(Round { state, post, outcome, reconcile, wake_before, finished: false });
             }
+            let finished = state.phase.is_terminal() && !loaded.phase.is_terminal();
             match self.store.save(&state, &etag, &history).await {
                 Ok(_) => {
-                    if self.metric_lines && state.phase.is_terminal() && !loaded.phase.is_terminal() {
+                    if self.metric_lines && finished {
                         metric_line(&state);
                     }
-                    return Ok(Round { state, post, outcome, reconcile, wake_before });
+                    return Ok(Round { state, post, outcome, reconcile, wake_before, finished });
                 }
                 Err(StoreError::Conflict) => {
                     // Someone else wrote first: decide again on their state. If we already
@@ -337,4 +347,6 @@ struct Round {
     reconcile: bool,
     /// The rollout's wake-up time before this round (already scheduled, if in the future).
     wake_before: Option<DateTime<Utc>>,
+    /// Whether this round's save finished the rollout.
+    finished: bool,
 }
