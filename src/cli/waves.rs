@@ -49,6 +49,9 @@ pub fn release_text(v: &Value) -> String {
     }
     if let Some(url) = v.pointer("/backlog/issue/url").and_then(Value::as_str) {
         out.push_str(&format!("  issue: {url}\n"));
+    } else if v.pointer("/backlog/state").and_then(Value::as_str) == Some("Opening") {
+        let why = v.pointer("/backlog/error").and_then(Value::as_str).unwrap_or("in progress");
+        out.push_str(&format!("  issue: not filed yet ({why})\n"));
     }
     for h in v.get("history").and_then(Value::as_array).into_iter().flatten() {
         out.push_str(&format!("  {}  {:<10} {}\n", s(h, "at"), s(h, "by"), s(h, "message")));

@@ -97,8 +97,25 @@ fn no_release(id: &str) -> ApiError {
 async fn status(app: &App, id: &RolloutId) -> Result<HttpResponse, ApiError> {
     let (r, _) = app.engine.store.load_release(id).await?.ok_or_else(|| no_release(id))?;
     let mut body = view(&r);
+    live_targets(app, &r, &mut body).await?;
     body["history"] = json!(app.engine.store.release_history(id).await?);
     Ok(HttpResponse::json(200, &body))
+}
+
+/// Each started target as its rollout stands now (the release's own copy
+/// is as of its last look), with the weight and the step it is on.
+async fn live_targets(app: &App, r: &Release, body: &mut Value) -> Result<(), ApiError> {
+    for (w, runs) in r.runs.iter().enumerate().take(r.wave + 1) {
+        for (t, run) in runs.iter().enumerate() {
+            if let Some((rollout, _)) = app.engine.store.load(&run.rollout).await? {
+                let shown = &mut body["waves"][w]["targets"][t];
+                shown["phase"] = json!(rollout.phase);
+                shown["weight"] = json!(rollout.traffic.weight);
+                shown["step"] = json!(rollout.current_stage().map(|s| s.describe()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `POST waves`: the release spec itself, or `{"spec", "by", "id"}`.

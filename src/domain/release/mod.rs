@@ -32,7 +32,6 @@ pub const RETRY_MS: i64 = 30_000;
 
 /// Where a release stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub enum ReleasePhase {
     /// A wave is rolling out.
     Running,
