@@ -182,6 +182,10 @@ enum Cmd {
         /// pinned to it keep reaching it after the revert until Sluice sees them gone.
         #[arg(long, conflicts_with_all = ["fault", "alert"])]
         sticky: bool,
+        /// One release across two regions as two waves: the second wave's canary
+        /// fails, the release halts, and the first wave stays promoted.
+        #[arg(long, conflicts_with_all = ["fault", "alert", "sticky", "prometheus"])]
+        waves: bool,
         /// Requests per second of load.
         #[arg(long, default_value_t = 300)]
         rps: u32,
@@ -467,9 +471,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Serve => serve().await,
         Cmd::Package { out, binary } => package(&out, binary),
         #[cfg(feature = "devtools")]
-        Cmd::Demo { fault, alert, sticky, rps, hold, prometheus, judge, data_dir } => {
+        Cmd::Demo { fault, alert, sticky, waves, rps, hold, prometheus, judge, data_dir } => {
             init_logging("warn");
             let variant = match (fault, alert, sticky) {
+                _ if waves => demo::Variant::Waves,
                 (Some(FaultKind::Errors), _, _) => demo::Variant::FaultErrors,
                 (Some(FaultKind::Latency), _, _) => demo::Variant::FaultLatency,
                 (None, true, _) => demo::Variant::Alert,

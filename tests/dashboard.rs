@@ -113,3 +113,44 @@ async fn the_dashboard_draws_the_measurements_and_its_buttons_act_once_as_the_si
     assert_eq!(report.first().and_then(|r| r.get(0)), Some(&json!("orders-api")), "{report:?}");
     assert_eq!(report.first().and_then(|r| r.get(1)), Some(&json!("1")), "one deployment: {report:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_is_drawn_as_its_waves_and_its_gate_is_approved_once_from_the_page() {
+    let (east, west) = (Upstreams::start().await, Upstreams::start().await);
+    let loads =
+        [sluice::devtools::load::Load::start(&east.router_url, 100, 4), sluice::devtools::load::Load::start(&west.router_url, 100, 4)];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = UpProcess::spawn(dir.path(), &["--as", "alice"], &[], "warn").await;
+    let pipeline = Client::new(&host.url, None, "pipeline");
+    let target = |name: &str, url: &str| {
+        json!({"name": name, "router": {"provider": "local", "settings": {"url": url}},
+               "stable": {"name": "stable", "version": "v1"}, "canary": {"name": "canary", "version": "v2"}})
+    };
+    let steps = json!({"canary": {"steps": [{"setWeight": 50}, {"pause": {"duration": "1s"}}]}});
+    let spec = json!({"name": "shop", "version": "v2", "waves": [
+        {"name": "east", "targets": [target("shop-east", &east.router_url)], "strategy": steps, "approval": {"minApprovers": 1}},
+        {"name": "west", "targets": [target("shop-west", &west.router_url)], "strategy": steps}
+    ]});
+    pipeline.start_release(&spec, Some("rel-page")).await.expect("release starts");
+    let shots = repo_root().join("target/dashboard-shots");
+    std::fs::create_dir_all(&shots).expect("screenshot directory");
+    let page = drive("release", &host.url, "rel-page", &shots).await;
+    assert_eq!(page["gated"][0]["state"], "promoted", "{page}");
+    assert_eq!(page["gated"][0]["phases"], json!(["Succeeded"]), "{page}");
+    assert_eq!(page["gated"][0]["links"], json!(["rel-page-w1-shop-east"]), "a link to the wave's rollout: {page}");
+    assert_eq!((page["gated"][1]["state"].as_str(), page["gated"][1]["phases"].clone()), (Some("waiting"), json!([])), "{page}");
+    assert!(page["approved"].as_str().unwrap_or("").contains("approve by alice"), "{page}");
+    assert_eq!(page["final"][1]["phases"], json!(["Succeeded"]), "{page}");
+    assert_eq!(page["overview"], json!(["rel-page"]), "{page}");
+    let release = pipeline.release("rel-page").await.expect("release");
+    let approvals = release["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter(|h| h["message"].as_str().unwrap_or("").contains("approved by alice"))
+        .count();
+    assert_eq!(approvals, 1, "a double click approves once: {release}");
+    for load in loads {
+        load.stop().await;
+    }
+}

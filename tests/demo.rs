@@ -33,6 +33,9 @@ fn every_demo_variant_does_the_right_thing() {
         // Users pinned by affinity keep reaching v2 after the revert: Sluice measures until
         // they are gone (the demo checks the rollback check saw them) and records the observed split.
         (vec!["--sticky"], "RolledBack"),
+        // One release, two regions as two waves: the second wave's canary fails, the
+        // release halts, and the first wave stays promoted.
+        (vec!["--waves"], "Halted"),
     ] {
         let (code, out) = demo(&args);
         assert_eq!(code, 0, "sluice demo {args:?} failed:\n{out}");
@@ -40,6 +43,10 @@ fn every_demo_variant_does_the_right_thing() {
         assert!(out.contains("verdict        OK"), "{args:?}:\n{out}");
         if args == ["--sticky"] {
             assert!(out.contains("observed split ") && out.contains("after revert   canary traffic stopped"), "{out}");
+        }
+        if args == ["--waves"] {
+            assert!(out.contains("wave 1 eastus [promoted]") && out.contains("orders-westeurope        RolledBack"), "{out}");
+            assert!(out.contains("backlog issue  "), "{out}");
         }
         if expect == "RolledBack" {
             assert!(out.contains("backlog issue  "), "{args:?}:\n{out}");

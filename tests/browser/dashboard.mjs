@@ -6,6 +6,8 @@
 //              then Approve again (which Sluice refuses: the same person cannot approve twice),
 //              then a second person's Approve, which moves the rollout on
 //   final    - the rollout page once finished, the overview (with a service filter) and the report
+//   release  - a release's page at its gate between waves (ROLLOUT_ID is the release's id): the waves
+//              with their rollouts, a double-clicked Approve, the page once the release succeeded, the overview
 const { chromium } = await import(process.env.PLAYWRIGHT_CORE || 'playwright-core');
 
 const [step] = process.argv.slice(2);
@@ -29,7 +31,7 @@ try {
     threshold: !!c.querySelector('line.threshold, text.threshold-off'),
     stable: !!c.querySelector('polyline.stable'),
   })));
-  await page.goto(`${url}/api/dashboard/${encodeURIComponent(id)}`);
+  if (step !== 'release') await page.goto(`${url}/api/dashboard/${encodeURIComponent(id)}`);
   if (step === 'approve') {
     await page.waitForSelector('button[data-action="approve"]', { timeout: 20000 });
     await page.waitForSelector('.card.metric', { timeout: 20000 });
@@ -74,6 +76,27 @@ try {
     await page.waitForSelector('#report-table');
     out.report = await page.$$eval('#report-table tr', rows => rows.slice(1).map(r => [...r.cells].map(c => c.textContent.trim())));
     await page.screenshot({ path: `${shots}/report.png`, fullPage: true });
+  } else if (step === 'release') {
+    // ROLLOUT_ID is the release's id here: its page at the gate between waves, approved with a double click.
+    await page.goto(`${url}/api/dashboard?release=${encodeURIComponent(id)}`);
+    await page.waitForSelector('button[data-release="approve"]', { timeout: 30000 });
+    const waves = () => page.$$eval('.card.wave', cards => cards.map(c => ({
+      state: c.dataset.state,
+      phases: [...c.querySelectorAll('.phase')].map(p => p.textContent),
+      links: [...c.querySelectorAll('a')].map(a => a.textContent),
+    })));
+    out.gated = await waves();
+    await page.screenshot({ path: `${shots}/release-gate.png`, fullPage: true });
+    await page.dblclick('button[data-release="approve"]');
+    await page.waitForSelector('#result .ok', { timeout: 15000 });
+    out.approved = await page.textContent('#result');
+    await page.waitForSelector('h2 .phase.Succeeded', { timeout: 60000 });
+    await page.waitForTimeout(300);
+    out.final = await waves();
+    await page.screenshot({ path: `${shots}/release-final.png`, fullPage: true });
+    await page.goto(`${url}/api/dashboard`);
+    await page.waitForSelector('#releases');
+    out.overview = await page.$$eval('#releases tr', rows => rows.slice(1).map(r => r.querySelector('a').textContent));
   } else {
     throw new Error(`unknown step ${step}`);
   }

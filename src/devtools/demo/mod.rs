@@ -6,6 +6,8 @@
 //! automatic rollback: a faulty v2 that analysis catches, or an alert that
 //! fires while the rollout waits for approval.
 
+mod waves;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -39,6 +41,9 @@ pub enum Variant {
     /// the revert: Sluice measures the canary's traffic until it stops and says so,
     /// and records the observed split beside the weight it asked for.
     Sticky,
+    /// One release across two regions (two routers) as two waves; the second
+    /// wave's canary fails, the release halts and the first wave stays promoted.
+    Waves,
 }
 
 /// How long the sticky story pins a user to a side.
@@ -297,6 +302,9 @@ fn sticky_problem(status: &Value) -> Option<String> {
 
 /// Runs the demo and reports what happened.
 pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
+    if opts.variant == Variant::Waves {
+        return waves::run(opts).await;
+    }
     let setup = |e: std::io::Error| DemoError::Setup(e.to_string());
     let _ = std::fs::remove_dir_all(&opts.data_dir);
     std::fs::create_dir_all(&opts.data_dir).map_err(setup)?;

@@ -52,7 +52,7 @@ pub fn release_halted(release: &Release, cause: &str, public_url: &str) -> Issue
             rows.push(vec![spec.waves[w].name.clone(), run.target.clone(), phase, run.rollout.to_string()]);
         }
     }
-    body.push(Block::Table { head: vec!["Wave".into(), "Target".into(), "Rollout".into(), "Id".into()], rows });
+    body.push(Block::Table { head: vec!["Wave".into(), "Target".into(), "Phase".into(), "Rollout".into()], rows });
     body.push(Block::Heading("Links".into()));
     let mut links = vec![vec![
         Span::Link("Release".into(), format!("{base}/api/waves/{}", release.id)),
