@@ -128,6 +128,7 @@ async fn run(rig: &Rig, spec: Value, approve: bool, fake: &FakeServiceBus) -> (P
                     StepMessage::Event { event, .. } => format!("message: {}", event.kind()),
                     StepMessage::Wake { .. } => "message: Wake".to_string(),
                     StepMessage::Start { .. } => "message: Start".to_string(),
+                    StepMessage::Release { .. } => "message: Release".to_string(),
                 };
                 let before = rig.counters();
                 rig.app.engine.handle(message).await.expect("handled");

@@ -198,3 +198,37 @@ async fn a_release_survives_kill_9_between_and_inside_its_waves() {
     }
     drop(up);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_release_requests_are_refused_by_name_and_change_nothing() {
+    let rig = Rig::start().await;
+    let base = rig.host.url();
+    let mut spec = release(vec![wave("east", "shop-east", &rig.up.router_url, None), wave("west", "shop-west", &rig.up.router_url, None)]);
+    spec["waves"][1]["targets"][0]["canary"]["version"] = json!("v3");
+    spec["waves"][1]["targets"][0]["name"] = json!("shop-east");
+    let (status, body) = raw(&base, "POST", "/api/waves", spec.to_string().into_bytes(), &[("x-sluice-user", "ci")]).await;
+    assert_eq!(status, 422, "{body}");
+    let paths: Vec<&str> = body["problems"].as_array().expect("problems").iter().filter_map(|p| p["path"].as_str()).collect();
+    assert_eq!(paths, ["waves[1].targets[0].canary.version", "waves[1].targets[0].name"], "{body}");
+    let (status, body) = raw(&base, "GET", "/api/waves", Vec::new(), &[]).await;
+    assert_eq!((status, body["releases"].clone()), (200, json!([])), "nothing was created");
+    let (status, body) = raw(&base, "GET", "/api/waves/no-such", Vec::new(), &[]).await;
+    assert_eq!((status, body["error"].as_str(), body["field"].as_str()), (404, Some("not_found"), Some("id")), "{body}");
+    let (status, body) = raw(&base, "POST", "/api/waves/bad%20id/approve", Vec::new(), &[("x-sluice-user", "ci")]).await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("id")), "{body}");
+    // A gate that is not waiting refuses an approval with 409; an unknown action is 404.
+    let ok = release(vec![wave("east", "shop-east", &rig.up.router_url, Some("1m")), wave("west", "shop-west", &rig.up.router_url, None)]);
+    rig.client.start_release(&ok, Some("rel-bad")).await.expect("release starts");
+    let (status, body) = raw(&base, "POST", "/api/waves/rel-bad/approve", Vec::new(), &[("x-sluice-user", "alice")]).await;
+    assert_eq!((status, body["error"].as_str(), body["phase"].as_str()), (409, Some("not_applied"), Some("Running")), "{body}");
+    let (status, body) = raw(&base, "POST", "/api/waves/rel-bad/promote", Vec::new(), &[("x-sluice-user", "alice")]).await;
+    assert_eq!((status, body["field"].as_str()), (404, Some("action")), "{body}");
+    let (status, body) = raw(&base, "POST", "/api/waves/rel-bad/abort", b"[1]".to_vec(), &[("x-sluice-user", "alice")]).await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("body")), "{body}");
+    // An abort stops the release and rolls its running target back.
+    let aborted = rig.client.release_action("rel-bad", "abort", &json!({"reason": "freeze"})).await.expect("abort");
+    assert_eq!(aborted["phase"], "Aborted");
+    let east = wait_release(&rig.client, "rel-bad", "settled", Duration::from_secs(30), |r| r["settled"] == true).await;
+    assert_eq!(target_phase(&east, 0), "Aborted");
+    assert!(rig.backlog_files().is_empty(), "an abort files no issue");
+}
