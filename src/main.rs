@@ -1063,21 +1063,31 @@ fn validate(files: &[PathBuf], fill_env: bool) -> anyhow::Result<ExitCode> {
     let names = sluice::ports::registry::names();
     let mut ok = true;
     for file in files {
-        let checked = if fill_env {
-            read_spec(file, true).map_err(|e| e.to_string()).and_then(|doc| spec::validate(&doc, &names).map_err(|p| p.to_string()))
-        } else {
-            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-            spec::load(&text, Format::from_path(file), &names).map_err(|p| p.to_string())
-        };
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let parsed = spec::parse_document(&text, Format::from_path(file)).and_then(|mut doc| {
+            if fill_env {
+                spec::placeholders::fill(&mut doc, &|name| std::env::var(name).ok())?;
+            }
+            Ok(doc)
+        });
+        let checked = parsed.map_err(|p| p.to_string()).and_then(|doc| {
+            if sluice::domain::release::spec::is_release(&doc) {
+                let (release, plans) = sluice::domain::release::spec::validate(&doc, &names).map_err(|p| p.to_string())?;
+                let waves: Vec<String> = release
+                    .waves
+                    .iter()
+                    .zip(&plans)
+                    .map(|(w, p)| format!("{} [{}]: {}", w.name, w.targets.len(), p.first().map(|p| p.summary()).unwrap_or_default()))
+                    .collect();
+                Ok(format!("release {} {}: {}", release.name, release.version, waves.join(" ⇒ ")))
+            } else {
+                let (spec, plan) = spec::validate(&doc, &names).map_err(|p| p.to_string())?;
+                let t = &spec.target;
+                Ok(format!("{} {} → {} ({})", t.name, t.stable.version, t.canary.version, plan.summary()))
+            }
+        });
         match checked {
-            Ok((spec, plan)) => println!(
-                "{}: ok: {} {} → {} ({})",
-                file.display(),
-                spec.target.name,
-                spec.target.stable.version,
-                spec.target.canary.version,
-                plan.summary()
-            ),
+            Ok(line) => println!("{}: ok: {line}", file.display()),
             Err(problems) => {
                 ok = false;
                 let lines: Vec<&str> = problems.lines().collect();

@@ -97,3 +97,29 @@ fn a_hostile_rollout_id_on_the_command_line_is_refused_before_any_call() {
         assert_eq!(out.status.code(), Some(2), "{id:.40}");
     }
 }
+
+#[test]
+fn a_release_validates_wave_by_wave_and_its_problems_carry_release_paths() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/releases/three-regions.json");
+    let out = sluice().arg("validate").arg(&example).output().expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains(": ok: release orders v2: eastus [1]: canary: 5%"), "{stdout}");
+    assert!(stdout.contains("100% → pause 1d → promote ⇒ westeurope [1]"), "{stdout}");
+    let mut doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&example).expect("example")).expect("json");
+    doc["waves"][1]["targets"][0]["canary"]["version"] = serde_json::json!("v3");
+    doc["waves"][2]["strategy"] = serde_json::json!({"canary": {"steps": [{"setWeight": 140}]}});
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("release.json");
+    std::fs::write(&bad, doc.to_string()).expect("write");
+    let out = sluice().arg("validate").arg(&bad).output().expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("waves[2].strategy.canary.steps[0].setWeight: 140 is over 100"), "{stdout}");
+    // The schema stage reports first; with the step fixed, the version mismatch shows.
+    doc["waves"][2]["strategy"] = serde_json::json!({"canary": {"steps": [{"setWeight": 40}]}});
+    std::fs::write(&bad, doc.to_string()).expect("write");
+    let out = sluice().arg("validate").arg(&bad).output().expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("waves[1].targets[0].canary.version: 'v3' is not the release's version 'v2'"), "{stdout}");
+}

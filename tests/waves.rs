@@ -130,8 +130,19 @@ async fn a_failure_in_wave_two_halts_the_release_and_wave_one_stays_promoted() {
         assert!(issue.contains(&rollout_of(&halted, wave)), "links rollout {wave}: {issue}");
     }
     assert!(halted["backlog"]["issue"]["url"].as_str().is_some(), "{halted}");
-    // `watch` exits by the release's result: 1 for a halt.
-    assert_eq!(sluice::cli::waves::exit_code(halted["phase"].as_str().unwrap_or("")), 1);
+    // `sluice watch` exits by the release's result (1: halted); `sluice status` draws the waves.
+    let base = rig.host.url();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice")).args(args).args(["--url", &base]).output().expect("sluice runs");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = cli(&["watch", "rel-fail"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("release rel-fail: shop v2 — Halted (wave 2/2 west)"), "{out}");
+    let (code, out) = cli(&["status", "rel-fail"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("  wave 1 east [promoted]") && out.contains("  wave 2 west [stopped]"), "{out}");
+    assert!(out.contains("  halted: target shop-west in wave west rolled back"), "{out}");
     west_load.stop().await;
 }
 
@@ -231,4 +242,25 @@ async fn bad_release_requests_are_refused_by_name_and_change_nothing() {
     let east = wait_release(&rig.client, "rel-bad", "settled", Duration::from_secs(30), |r| r["settled"] == true).await;
     assert_eq!(target_phase(&east, 0), "Aborted");
     assert!(rig.backlog_files().is_empty(), "an abort files no issue");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_roll_back_policy_a_failure_in_wave_two_puts_wave_one_back_on_stable() {
+    let rig = Rig::start().await.with_load(100);
+    let west = Upstreams::start().await;
+    let west_load = Load::start(&west.router_url, 100, 4);
+    west.fail_canary(400);
+    let mut spec = release(vec![wave("east", "shop-east", &rig.up.router_url, None), wave("west", "shop-west", &west.router_url, None)]);
+    spec["onFailure"] = json!({"earlierWaves": "rollBack"});
+    rig.client.start_release(&spec, Some("rel-back")).await.expect("release starts");
+    let halted = wait_release(&rig.client, "rel-back", "Halted and settled", Duration::from_secs(60), |r| {
+        r["phase"] == "Halted" && r["settled"] == true
+    })
+    .await;
+    assert_eq!(halted["waves"][0]["targets"][0]["reverted"]["done"], true, "{halted}");
+    let east = rig.up.router.route();
+    assert!(!east.promoted && u8::from(east.weight) == 0 && east.stable.version == "v1", "wave 1 is back on v1: {east:?}");
+    let issue = std::fs::read_to_string(&rig.backlog_files()[0]).expect("issue");
+    assert!(issue.contains("policy: rollBack") && issue.contains("reverted by policy"), "{issue}");
+    west_load.stop().await;
 }

@@ -157,19 +157,28 @@ struct ActionBody {
     code: Option<String>,
 }
 
-fn action_body(req: &HttpRequest) -> Result<ActionBody, ApiError> {
-    let body: ActionBody = match parse_json_body(req, MAX_API_BODY)? {
-        Value::Null => ActionBody::default(),
-        v @ Value::Object(_) => typed(v)?,
+/// An action's body: a JSON object (absent: every field's default), typed.
+pub(super) fn object_body<T: serde::de::DeserializeOwned + Default>(req: &HttpRequest) -> Result<T, ApiError> {
+    match parse_json_body(req, MAX_API_BODY)? {
+        Value::Null => Ok(T::default()),
+        v @ Value::Object(_) => typed(v),
         other => {
-            return Err(
-                ApiError::new(400, "invalid_body", format!("expected a JSON object, found {}", super::json_kind(&other))).field("body")
-            )
+            Err(ApiError::new(400, "invalid_body", format!("expected a JSON object, found {}", super::json_kind(&other))).field("body"))
         }
-    };
-    if body.reason.chars().count() > REASON_MAX {
+    }
+}
+
+/// A `reason` kept with an action, if it is not too long.
+pub(super) fn check_reason(reason: &str) -> Result<(), ApiError> {
+    if reason.chars().count() > REASON_MAX {
         return Err(ApiError::invalid_field("reason", format!("is longer than {REASON_MAX} characters")));
     }
+    Ok(())
+}
+
+fn action_body(req: &HttpRequest) -> Result<ActionBody, ApiError> {
+    let body: ActionBody = object_body(req)?;
+    check_reason(&body.reason)?;
     Ok(body)
 }
 
@@ -204,25 +213,30 @@ pub(super) fn actor(app: &App, req: &HttpRequest, body_by: Option<Actor>, person
     })
 }
 
-/// `POST rollouts`: either the spec itself, or `{"spec", "by", "id"}`.
+/// `POST rollouts` (and `POST waves`): either the spec itself, or `{"spec", "by", "id"}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StartRequest {
-    spec: Value,
-    by: Option<Actor>,
-    id: Option<RolloutId>,
+pub(super) struct StartRequest {
+    pub(super) spec: Value,
+    pub(super) by: Option<Actor>,
+    pub(super) id: Option<RolloutId>,
 }
 
-async fn start(app: &App, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
+/// Reads a start: `what` names the document for the error ("a rollout spec").
+pub(super) fn start_request(req: &HttpRequest, what: &str) -> Result<StartRequest, ApiError> {
     let doc = match parse_json_body(req, MAX_API_BODY)? {
-        Value::Null => return Err(ApiError::new(400, "invalid_body", "the body must be a rollout spec (JSON)").field("body")),
+        Value::Null => return Err(ApiError::new(400, "invalid_body", format!("the body must be {what} (JSON)")).field("body")),
         v => v,
     };
     // A spec has no `spec` field, so a body with one is the wrapper (and its other keys are checked).
-    let request = match doc.get("spec") {
-        Some(_) => typed::<StartRequest>(doc)?,
-        None => StartRequest { spec: doc, by: None, id: None },
-    };
+    match doc.get("spec") {
+        Some(_) => typed::<StartRequest>(doc),
+        None => Ok(StartRequest { spec: doc, by: None, id: None }),
+    }
+}
+
+async fn start(app: &App, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
+    let request = start_request(req, "a rollout spec")?;
     let by = actor(app, req, request.by, false)?;
     let (spec, plan) = spec::validate(&request.spec, &crate::ports::registry::names()).map_err(|p| ApiError::invalid_spec(&p))?;
     match app.engine.create(spec.clone(), plan, &by, request.id.clone(), None).await {

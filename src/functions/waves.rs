@@ -7,15 +7,13 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::api::actor;
+use super::api::{actor, check_reason, object_body, start_request};
 use super::error::ApiError;
-use super::{parse_json_body, typed, App, HttpRequest, HttpResponse, MAX_API_BODY};
+use super::{App, HttpRequest, HttpResponse};
 use crate::domain::ids::{shown, Actor, RolloutId};
 use crate::domain::release::{self, Release, ReleaseEvent};
 use crate::domain::rollout::{Outcome, Refusal, RefusalKind};
 
-/// Longest `reason` kept with an action.
-const REASON_MAX: usize = 2000;
 /// Releases a list shows.
 const LIST_LIMIT: usize = 100;
 
@@ -119,23 +117,8 @@ async fn live_targets(app: &App, r: &Release, body: &mut Value) -> Result<(), Ap
 }
 
 /// `POST waves`: the release spec itself, or `{"spec", "by", "id"}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StartRequest {
-    spec: Value,
-    by: Option<Actor>,
-    id: Option<RolloutId>,
-}
-
 async fn start(app: &App, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
-    let doc = match parse_json_body(req, MAX_API_BODY)? {
-        Value::Null => return Err(ApiError::new(400, "invalid_body", "the body must be a release spec (JSON)").field("body")),
-        v => v,
-    };
-    let request = match doc.get("spec") {
-        Some(_) => typed::<StartRequest>(doc)?,
-        None => StartRequest { spec: doc, by: None, id: None },
-    };
+    let request = start_request(req, "a release spec")?;
     let by = actor(app, req, request.by, false)?;
     let (spec, _) = release::spec::validate(&request.spec, &crate::ports::registry::names()).map_err(|p| ApiError::invalid_spec(&p))?;
     let existed = match &request.id {
@@ -168,18 +151,8 @@ async fn act(app: &App, req: &HttpRequest, id: &RolloutId, action: &str) -> Resu
             ApiError::new(404, "unknown_action", format!("'{}' is not one of: {}", shown(action), ACTIONS.join(", "))).field("action")
         );
     }
-    let body: ActionBody = match parse_json_body(req, MAX_API_BODY)? {
-        Value::Null => ActionBody::default(),
-        v @ Value::Object(_) => typed(v)?,
-        other => {
-            return Err(
-                ApiError::new(400, "invalid_body", format!("expected a JSON object, found {}", super::json_kind(&other))).field("body")
-            )
-        }
-    };
-    if body.reason.chars().count() > REASON_MAX {
-        return Err(ApiError::invalid_field("reason", format!("is longer than {REASON_MAX} characters")));
-    }
+    let body: ActionBody = object_body(req)?;
+    check_reason(&body.reason)?;
     let by = actor(app, req, body.by, true)?;
     if app.engine.store.load_release(id).await?.is_none() {
         return Err(no_release(id));

@@ -262,10 +262,15 @@ fn state_entity(r: &Rollout) -> Result<Value, StoreError> {
 }
 
 fn history_entity(id: &str, h: &HistoryEntry) -> Result<Value, StoreError> {
+    history_row(id, h.seq, h)
+}
+
+/// A history row: partition `id`, row `h{seq}`, the entry in chunks.
+fn history_row(id: &str, seq: u64, entry: &impl serde::Serialize) -> Result<Value, StoreError> {
     let mut e = Map::new();
     e.insert("PartitionKey".into(), json!(escape_key(id)));
-    e.insert("RowKey".into(), json!(history_key(h.seq)));
-    put_chunks(&mut e, "H", &serde_json::to_string(h).map_err(corrupt)?)?;
+    e.insert("RowKey".into(), json!(history_key(seq)));
+    put_chunks(&mut e, "H", &serde_json::to_string(entry).map_err(corrupt)?)?;
     Ok(Value::Object(e))
 }
 
@@ -702,14 +707,7 @@ impl Store for TableStore {
     }
 
     async fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
-        let pk = escape_key(id);
-        let rows = self.query(&self.rollouts, format!("PartitionKey eq '{pk}' and RowKey ge 'h' and RowKey lt 'i'"), 0).await?;
-        let mut out: Vec<HistoryEntry> = rows
-            .iter()
-            .map(|row| get_chunks(row, "H").and_then(|t| serde_json::from_str(&t).map_err(corrupt)))
-            .collect::<Result<_, _>>()?;
-        out.sort_by_key(|h| h.seq);
-        Ok(out)
+        self.history_rows(&self.rollouts, id, |h: &HistoryEntry| h.seq).await
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Rollout>, StoreError> {
@@ -906,14 +904,7 @@ impl Store for TableStore {
     }
 
     async fn release_history(&self, id: &str) -> Result<Vec<ReleaseEntry>, StoreError> {
-        let pk = escape_key(id);
-        let rows = self.query(&self.releases, format!("PartitionKey eq '{pk}' and RowKey ge 'h' and RowKey lt 'i'"), 0).await?;
-        let mut out: Vec<ReleaseEntry> = rows
-            .iter()
-            .map(|row| get_chunks(row, "H").and_then(|t| serde_json::from_str(&t).map_err(corrupt)))
-            .collect::<Result<_, _>>()?;
-        out.sort_by_key(|h| h.seq);
-        Ok(out)
+        self.history_rows(&self.releases, id, |h: &ReleaseEntry| h.seq).await
     }
 
     async fn list_releases(&self, limit: usize) -> Result<Vec<Release>, StoreError> {
@@ -974,14 +965,27 @@ fn release_entity(r: &Release) -> Result<Value, StoreError> {
 }
 
 fn release_history_entity(id: &str, h: &ReleaseEntry) -> Result<Value, StoreError> {
-    let mut e = Map::new();
-    e.insert("PartitionKey".into(), json!(escape_key(id)));
-    e.insert("RowKey".into(), json!(history_key(h.seq)));
-    put_chunks(&mut e, "H", &serde_json::to_string(h).map_err(corrupt)?)?;
-    Ok(Value::Object(e))
+    history_row(id, h.seq, h)
 }
 
 impl TableStore {
+    /// A partition's history rows (`h{seq}`), oldest first.
+    async fn history_rows<T: serde::de::DeserializeOwned>(
+        &self,
+        table: &TableClient,
+        id: &str,
+        seq: impl Fn(&T) -> u64,
+    ) -> Result<Vec<T>, StoreError> {
+        let pk = escape_key(id);
+        let rows = self.query(table, format!("PartitionKey eq '{pk}' and RowKey ge 'h' and RowKey lt 'i'"), 0).await?;
+        let mut out: Vec<T> = rows
+            .iter()
+            .map(|row| get_chunks(row, "H").and_then(|t| serde_json::from_str(&t).map_err(corrupt)))
+            .collect::<Result<_, _>>()?;
+        out.sort_by_key(|h| seq(h));
+        Ok(out)
+    }
+
     /// Files a release's due row at `at`, or removes it.
     async fn file_release_due(&self, pk: &str, at: Option<i64>) -> Result<(), StoreError> {
         let responses = match at {
