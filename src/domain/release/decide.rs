@@ -7,11 +7,29 @@ use crate::domain::ids::{Actor, RolloutId};
 use crate::domain::rollout::{Approval, IssueRef, Outcome, Phase, Refusal, RefusalKind};
 use crate::domain::spec::TimeoutAction;
 
+/// One of the release's rollouts as seen now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    /// The rollout.
+    pub rollout: RolloutId,
+    /// Its phase.
+    pub phase: Phase,
+    /// Why it failed, in one line, when it did.
+    pub cause: Option<String>,
+}
+
+impl Seen {
+    /// A rollout in `phase`, with no failure to tell.
+    pub fn new(rollout: RolloutId, phase: Phase) -> Seen {
+        Seen { rollout, phase, cause: None }
+    }
+}
+
 /// What can happen to a release.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReleaseEvent {
-    /// What its rollouts are doing now (phases by rollout id; absent: not created yet).
-    Observed(Vec<(RolloutId, Phase)>),
+    /// What its rollouts are doing now (absent: not created yet).
+    Observed(Vec<Seen>),
     /// A person approves the gate after the current wave.
     Approved {
         /// Who.
@@ -180,10 +198,10 @@ impl Txn {
     }
 
     /// Records the phases seen and moves on what they mean.
-    fn observe(&mut self, phases: &[(RolloutId, Phase)]) {
+    fn observe(&mut self, seen: &[Seen]) {
         for run in self.r.runs.iter_mut().flatten() {
-            if let Some((_, phase)) = phases.iter().find(|(id, _)| *id == run.rollout) {
-                run.phase = Some(*phase);
+            if let Some(s) = seen.iter().find(|s| s.rollout == run.rollout) {
+                run.phase = Some(s.phase);
             }
         }
         if self.r.phase != ReleasePhase::Running {
@@ -194,7 +212,12 @@ impl Txn {
         let runs = self.r.runs.get(wave).cloned().unwrap_or_default();
         if let Some(failed) = runs.iter().find(|r| matches!(r.phase, Some(Phase::RolledBack | Phase::Aborted))) {
             let how = if failed.phase == Some(Phase::Aborted) { "was aborted" } else { "rolled back" };
-            self.fail_target(&failed.rollout.clone(), how);
+            let cause = seen.iter().find(|s| s.rollout == failed.rollout).and_then(|s| s.cause.clone());
+            let how = match cause {
+                Some(cause) if !cause.is_empty() => format!("{how}: {cause}"),
+                _ => how.to_string(),
+            };
+            self.fail_target(&failed.rollout.clone(), &how);
             return;
         }
         for (i, run) in runs.iter().enumerate() {

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use decide::{decide, ReleaseCommand, ReleaseDecision, ReleaseEvent};
+pub use decide::{decide, ReleaseCommand, ReleaseDecision, ReleaseEvent, Seen};
 pub use spec::{EarlierWaves, ReleaseSpec};
 
 use crate::domain::ids::{Actor, RolloutId};

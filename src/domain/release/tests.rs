@@ -47,7 +47,7 @@ fn phases(r: &Release, wave: usize, phase: Phase) -> Vec<(RolloutId, Phase)> {
 }
 
 fn observe(r: &Release, seen: Vec<(RolloutId, Phase)>) -> ReleaseDecision {
-    decide(r, &ReleaseEvent::Observed(seen), now())
+    decide(r, &ReleaseEvent::Observed(seen.into_iter().map(|(id, phase)| Seen::new(id, phase)).collect()), now())
 }
 
 #[test]
@@ -167,9 +167,11 @@ fn a_failed_target_halts_the_release_stops_its_siblings_and_files_one_issue() {
     let r = observe(&r, phases(&r, 0, Phase::Succeeded)).release;
     assert_eq!(r.wave, 1);
     let (b, c) = (r.runs[1][0].rollout.clone(), r.runs[1][1].rollout.clone());
-    let d = observe(&r, vec![(b.clone(), Phase::RolledBack), (c.clone(), Phase::Progressing)]);
+    let failed = Seen { rollout: b.clone(), phase: Phase::RolledBack, cause: Some("error-rate 0.2 is not < 0.02".into()) };
+    let d = decide(&r, &ReleaseEvent::Observed(vec![failed, Seen::new(c.clone(), Phase::Progressing)]), now());
     assert_eq!(d.release.phase, ReleasePhase::Halted);
     let failure = d.release.failure.clone().expect("failure");
+    assert_eq!(failure.reason, "target shop-b in wave ring1 rolled back: error-rate 0.2 is not < 0.02");
     assert_eq!((failure.wave, failure.target.as_deref(), failure.rollout.as_ref()), (1, Some("shop-b"), Some(&b)));
     assert!(d.commands.contains(&ReleaseCommand::AbortRollout { rollout: c.clone(), reason: "release shop-1 halted".into() }));
     assert!(d.commands.contains(&ReleaseCommand::OpenIssue));

@@ -9,7 +9,7 @@ use crate::domain::release::{EarlierWaves, Release};
 const LOOKBACK: chrono::TimeDelta = chrono::TimeDelta::days(1);
 
 /// The issue of a halted release; keyed by the release's id, so a retry finds it.
-pub fn release_halted(release: &Release, cause: &str, public_url: &str) -> IssueDraft {
+pub fn release_halted(release: &Release, public_url: &str) -> IssueDraft {
     let base = public_url.trim_end_matches('/');
     let spec = &release.spec;
     let failure = release.failure.as_ref();
@@ -35,9 +35,6 @@ pub fn release_halted(release: &Release, cause: &str, public_url: &str) -> Issue
         text(failure.map(|f| f.reason.clone()).unwrap_or_default()),
         text(". No further wave will start."),
     ]));
-    if !cause.is_empty() {
-        body.push(Block::Para(vec![strong("Cause: "), text(cause)]));
-    }
     let policy = match spec.on_failure.earlier_waves {
         EarlierWaves::Stay => "Targets already promoted stay on the new version (policy: stay).",
         EarlierWaves::RollBack => "Targets already promoted are being put back on their stable version (policy: rollBack).",

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Engine, EngineError, MAX_CONFLICT_RETRIES};
 use crate::domain::ids::{Actor, RolloutId};
-use crate::domain::release::{self, decide, Release, ReleaseCommand, ReleaseEvent, ReleaseSpec};
+use crate::domain::release::{self, decide, Release, ReleaseCommand, ReleaseEvent, ReleaseSpec, Seen};
 use crate::domain::rollout::{Input, Outcome, Phase, Refusal, RefusalKind, ReleaseLink, Rollout};
 use crate::ports::store::{StoreError, DUE_BATCH};
 use crate::shell::messages::StepMessage;
@@ -119,8 +119,8 @@ impl Engine {
         }
     }
 
-    /// The phase of every rollout of the release that exists.
-    async fn observe(&self, release: &Release) -> Result<Vec<(RolloutId, Phase)>, EngineError> {
+    /// Every rollout of the release that exists: its phase, and why it failed.
+    async fn observe(&self, release: &Release) -> Result<Vec<Seen>, EngineError> {
         let mut seen = Vec::new();
         for (w, runs) in release.runs.iter().enumerate() {
             // Waves after the current one have no rollouts yet.
@@ -132,7 +132,8 @@ impl Engine {
                     continue;
                 }
                 if let Some((r, _)) = self.store.load(&run.rollout).await? {
-                    seen.push((r.id, r.phase));
+                    let cause = r.failure.as_ref().filter(|f| !f.aborted).map(|f| f.evidence.headline());
+                    seen.push(Seen { rollout: r.id, phase: r.phase, cause });
                 }
             }
         }
@@ -198,21 +199,11 @@ impl Engine {
             Ok(t) => t,
             Err(e) => return failed(e.to_string()),
         };
-        let cause = self.failure_cause(release).await;
-        let draft = crate::ports::backlog::release_halted(release, &cause, &self.env.public_url);
+        let draft = crate::ports::backlog::release_halted(release, &self.env.public_url);
         match tokio::time::timeout(BACKLOG_TIMEOUT, tracker.open(&draft)).await {
             Ok(Ok(filed)) => ReleaseEvent::IssueOpened { issue: filed.issue },
             Ok(Err(e)) => failed(e.to_string()),
             Err(_) => failed(format!("the backlog did not answer within {}s", BACKLOG_TIMEOUT.as_secs())),
-        }
-    }
-
-    /// The failed rollout's own account of why (its failure evidence), if any.
-    async fn failure_cause(&self, release: &Release) -> String {
-        let Some(id) = release.failure.as_ref().and_then(|f| f.rollout.clone()) else { return String::new() };
-        match self.store.load(&id).await {
-            Ok(Some((r, _))) => r.failure.map(|f| f.evidence.headline()).unwrap_or_default(),
-            _ => String::new(),
         }
     }
 }
