@@ -682,22 +682,7 @@ impl Store for TableStore {
         }
         let state = state_entity(rollout)?;
         let rows = history.iter().map(|h| history_entity(&rollout.id, h)).collect::<Result<Vec<_>, _>>()?;
-        let condition = IfMatchCondition::Etag(azure_core::Etag::from(service_etag));
-        let responses = self
-            .transaction(&self.rollouts, &escape_key(&rollout.id), |t| {
-                let mut t = t.update("state", state, Some(condition))?;
-                for row in rows {
-                    t = t.insert(row)?;
-                }
-                Ok(t)
-            })
-            .await?;
-        match failure(&responses) {
-            None => {}
-            Some(StatusCode::PreconditionFailed) | Some(StatusCode::Conflict) => return Err(StoreError::Conflict),
-            Some(StatusCode::NotFound) => return Err(StoreError::NotFound(rollout.id.to_string())),
-            Some(other) => return Err(StoreError::Unavailable(format!("save failed with HTTP {other}"))),
-        }
+        let responses = self.update_with_history(&self.rollouts, &rollout.id, state, service_etag, rows).await?;
         let new_etag = responses.first().and_then(|r| r.etag.clone()).map(|e| etag_for(&e, new_sweep));
         self.update_index(rollout, history, old_sweep, ahead).await;
         match new_etag {
@@ -879,22 +864,7 @@ impl Store for TableStore {
         }
         let state = release_entity(release)?;
         let rows = history.iter().map(|h| release_history_entity(&release.id, h)).collect::<Result<Vec<_>, _>>()?;
-        let condition = IfMatchCondition::Etag(azure_core::Etag::from(etag.0.clone()));
-        let responses = self
-            .transaction(&self.releases, &pk, |t| {
-                let mut t = t.update("state", state, Some(condition))?;
-                for row in rows {
-                    t = t.insert(row)?;
-                }
-                Ok(t)
-            })
-            .await?;
-        match failure(&responses) {
-            None => {}
-            Some(StatusCode::PreconditionFailed) | Some(StatusCode::Conflict) => return Err(StoreError::Conflict),
-            Some(StatusCode::NotFound) => return Err(StoreError::NotFound(release.id.to_string())),
-            Some(other) => return Err(StoreError::Unavailable(format!("saving the release failed with HTTP {other}"))),
-        }
+        let responses = self.update_with_history(&self.releases, &release.id, state, etag.0.clone(), rows).await?;
         // The due row now says exactly when (or is gone); if this fails, the row is early, which only costs a visit.
         let _ = self.file_release_due(&pk, release.wake_at.map(|t| t.timestamp_millis())).await;
         match responses.first().and_then(|r| r.etag.clone()) {
@@ -969,6 +939,34 @@ fn release_history_entity(id: &str, h: &ReleaseEntry) -> Result<Value, StoreErro
 }
 
 impl TableStore {
+    /// Replaces a state row if its ETag is current and adds history rows, in
+    /// one entity-group transaction: a stale ETag is `Conflict`.
+    async fn update_with_history(
+        &self,
+        table: &TableClient,
+        id: &str,
+        state: Value,
+        etag: String,
+        rows: Vec<Value>,
+    ) -> Result<Vec<OpResult>, StoreError> {
+        let condition = IfMatchCondition::Etag(azure_core::Etag::from(etag));
+        let responses = self
+            .transaction(table, &escape_key(id), |t| {
+                let mut t = t.update("state", state, Some(condition))?;
+                for row in rows {
+                    t = t.insert(row)?;
+                }
+                Ok(t)
+            })
+            .await?;
+        match failure(&responses) {
+            None => Ok(responses),
+            Some(StatusCode::PreconditionFailed) | Some(StatusCode::Conflict) => Err(StoreError::Conflict),
+            Some(StatusCode::NotFound) => Err(StoreError::NotFound(id.to_string())),
+            Some(other) => Err(StoreError::Unavailable(format!("save failed with HTTP {other}"))),
+        }
+    }
+
     /// A partition's history rows (`h{seq}`), oldest first.
     async fn history_rows<T: serde::de::DeserializeOwned>(
         &self,
