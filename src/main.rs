@@ -192,6 +192,10 @@ enum Cmd {
         /// Keep serving the dashboard after the end, until Ctrl-C.
         #[arg(long)]
         hold: bool,
+        /// Keep earlier runs' rollouts in --data-dir instead of emptying it, so the
+        /// dashboard's list and release-health report cover every run.
+        #[arg(long)]
+        keep: bool,
         /// Analyse through a real Prometheus scraping the router (Debian package prometheus).
         #[arg(long)]
         prometheus: bool,
@@ -199,7 +203,7 @@ enum Cmd {
         /// judges against stable (two-proportion / Fisher, Mann-Whitney U).
         #[arg(long, value_enum, default_value_t = JudgeKind::Thresholds)]
         judge: JudgeKind,
-        /// Where the demo's state goes (emptied first).
+        /// Where the demo's state goes (emptied first, unless --keep).
         #[arg(long, default_value = ".sluice/demo")]
         data_dir: PathBuf,
     },
@@ -471,7 +475,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Serve => serve().await,
         Cmd::Package { out, binary } => package(&out, binary),
         #[cfg(feature = "devtools")]
-        Cmd::Demo { fault, alert, sticky, waves, rps, hold, prometheus, judge, data_dir } => {
+        Cmd::Demo { fault, alert, sticky, waves, rps, hold, keep, prometheus, judge, data_dir } => {
             init_logging("warn");
             let variant = match (fault, alert, sticky) {
                 _ if waves => demo::Variant::Waves,
@@ -485,7 +489,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 JudgeKind::Thresholds => demo::Judging::Thresholds,
                 JudgeKind::Statistical => demo::Judging::Statistical,
             };
-            let options = demo::DemoOptions { variant, data_dir, root: PathBuf::from("."), rps, hold, prometheus, judging };
+            let options = demo::DemoOptions { variant, data_dir, keep, root: PathBuf::from("."), rps, hold, prometheus, judging };
             let report = demo::run(options).await?;
             Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }

@@ -100,6 +100,38 @@ async fn a_failing_analysis_rolls_back_and_files_one_issue() {
     assert!(rolled_back[0]["links"].to_string().contains("Backlog issue"));
     let status = tokio::time::timeout(Duration::from_secs(10), watcher.wait()).await.expect("watch ends").expect("watch exits");
     assert_eq!(status.code(), Some(1), "watch exits 1 on RolledBack");
+    the_report_counts_one_failure_caught_at_20(&rig.host.url()).await;
+}
+
+/// `sluice report` through the binary, JSON and table, after one rollback caught at 20 %.
+async fn the_report_counts_one_failure_caught_at_20(url: &str) {
+    let report = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("report")
+            .args(args)
+            .args(["--url", url])
+            .output()
+            .expect("sluice report runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let json: Value = serde_json::from_str(&report(&["--json", "--since", "7d"])).expect("JSON");
+    let all = &json["overall"];
+    assert_eq!(
+        (all["failed"].as_u64(), all["deployments"].as_u64(), all["changeFailureRate"].as_f64()),
+        (Some(1), Some(0), Some(1.0)),
+        "{json}"
+    );
+    assert_eq!(all["caughtAt"], json!({"20": 1}), "{json}");
+    assert_eq!((all["escaped"].as_u64(), all["causes"]["analysis"].as_u64()), (Some(0), Some(1)), "{json}");
+    assert!(all["exposureRequests"].as_u64().is_some_and(|n| n > 0), "the failed canary served requests: {json}");
+    assert!(all["meanTimeToRestoreSecs"].as_f64().is_some_and(|s| s < 10.0), "{json}");
+    assert_eq!(json["services"][0]["service"], "orders-api", "{json}");
+    let table = report(&[]);
+    let row = table.lines().find(|l| l.starts_with("orders-api")).unwrap_or_else(|| panic!("a row for the service: {table}"));
+    assert!(row.contains("100%") && row.contains("20%:1"), "CFR and where it was caught: {row}");
+    let other: Value = serde_json::from_str(&report(&["--json", "--service", "payments"])).expect("JSON");
+    assert_eq!((other["services"].as_array().map(Vec::len), other["overall"]["failed"].as_u64()), (Some(0), Some(0)), "{other}");
 }
 
 /// Starts a rollout, waits until it is in the phase wanted, fires an alert

@@ -132,8 +132,7 @@ pub fn report_text(v: &Value) -> String {
 
 fn health_row(h: &Value) -> String {
     let n = |key: &str| h[key].as_u64().unwrap_or(0);
-    let secs =
-        |key: &str| h[key].as_f64().map(|x| crate::domain::spec::duration_text((x * 1000.0).round() as u64)).unwrap_or_else(|| "–".into());
+    let secs = |key: &str| h[key].as_f64().map(span_text).unwrap_or_else(|| "–".into());
     let cfr = h["changeFailureRate"].as_f64().map(|x| format!("{:.0}%", x * 100.0)).unwrap_or_else(|| "–".into());
     let caught = h["caughtAt"].as_object().map(|m| {
         let mut by: Vec<(u64, u64)> = m.iter().map(|(w, c)| (w.parse().unwrap_or(0), c.as_u64().unwrap_or(0))).collect();
@@ -155,6 +154,17 @@ fn health_row(h: &Value) -> String {
         n("aborted"),
         n("active"),
     )
+}
+
+/// A measured span as people read it, as the dashboard writes it: `<1ms`, `48ms`, `3.1s`, `2.5min`, `1.2h`.
+fn span_text(secs: f64) -> String {
+    match secs {
+        s if s < 0.0005 => "<1ms".into(),
+        s if s < 1.0 => format!("{:.0}ms", s * 1000.0),
+        s if s < 120.0 => format!("{s:.1}s"),
+        s if s < 7200.0 => format!("{:.1}min", s / 60.0),
+        s => format!("{:.1}h", s / 3600.0),
+    }
 }
 
 /// Adds a finding made by the CLI itself to `doctor`'s report, keeping
@@ -330,5 +340,16 @@ mod tests {
         assert!(w.update(&json!({"phase": "AwaitingApproval", "history": history})).is_empty(), "said once per wait");
         w.update(&json!({"phase": "Progressing", "history": history}));
         assert_eq!(w.update(&json!({"phase": "AwaitingApproval", "history": history})), ["approve: sluice approve r-1"]);
+    }
+
+    #[test]
+    fn a_restore_faster_than_a_millisecond_reads_as_such_not_as_zero() {
+        let row = |mttr: Value| health_row(&json!({"service": "orders", "meanTimeToRestoreSecs": mttr, "meanApprovalWaitSecs": 3.1}));
+        let words = |line: String| line.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(words(row(json!(0.0)))[5], "<1ms");
+        assert_eq!(words(row(json!(0.048)))[5], "48ms");
+        assert_eq!(words(row(Value::Null))[5], "–", "no rollback restored: nothing to average");
+        assert_eq!(words(row(json!(0.048)))[9], "3.1s");
+        assert_eq!(words(row(json!(150.0)))[5], "2.5min");
     }
 }

@@ -8,6 +8,9 @@
 //   final    - the rollout page once finished, the overview (with a service filter) and the report
 //   release  - a release's page at its gate between waves (ROLLOUT_ID is the release's id): the waves
 //              with their rollouts, a double-clicked Approve, the page once the release succeeded, the overview
+//   demo     - for scripts/screenshots: the rollout page of a `sluice demo` run at its approval gate (if it
+//              gets there) as $NAME-gate.png and once finished as $NAME.png
+//   report   - for scripts/screenshots: the overview and the release-health report (overview.png, report.png)
 const { chromium } = await import(process.env.PLAYWRIGHT_CORE || 'playwright-core');
 
 const [step] = process.argv.slice(2);
@@ -31,7 +34,7 @@ try {
     threshold: !!c.querySelector('line.threshold, text.threshold-off'),
     stable: !!c.querySelector('polyline.stable'),
   })));
-  if (step !== 'release') await page.goto(`${url}/api/dashboard/${encodeURIComponent(id)}`);
+  if (step !== 'release' && step !== 'report') await page.goto(`${url}/api/dashboard/${encodeURIComponent(id)}`);
   if (step === 'approve') {
     await page.waitForSelector('button[data-action="approve"]', { timeout: 20000 });
     await page.waitForSelector('.card.metric', { timeout: 20000 });
@@ -97,6 +100,29 @@ try {
     await page.goto(`${url}/api/dashboard`);
     await page.waitForSelector('#releases');
     out.overview = await page.$$eval('#releases tr', rows => rows.slice(1).map(r => r.querySelector('a').textContent));
+  } else if (step === 'demo') {
+    const name = process.env.NAME || 'demo';
+    const finished = 'h2 .phase.Succeeded, h2 .phase.RolledBack, h2 .phase.Aborted';
+    await page.waitForSelector(`h2 .phase.AwaitingApproval, ${finished}`, { timeout: 90000 });
+    if (await page.$('h2 .phase.AwaitingApproval')) {
+      await page.waitForTimeout(300);
+      out.gate = await charts();
+      await page.screenshot({ path: `${shots}/${name}-gate.png`, fullPage: true });
+    }
+    await page.waitForSelector(finished, { timeout: 90000 });
+    await page.waitForTimeout(2500); // the page's next refresh draws the rollback's last measurements
+    out.phase = await page.textContent('h2 .phase');
+    out.charts = await charts();
+    await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+  } else if (step === 'report') {
+    await page.goto(`${url}/api/dashboard`);
+    await page.waitForSelector('table tr[data-active]');
+    out.overview = await page.$$eval('table tr[data-active]', rows => rows.length);
+    await page.screenshot({ path: `${shots}/overview.png`, fullPage: true });
+    await page.goto(`${url}/api/dashboard?view=report`);
+    await page.waitForSelector('#report-table');
+    out.report = await page.$$eval('#report-table tr', rows => rows.slice(1).map(r => [...r.cells].map(c => c.textContent.trim())));
+    await page.screenshot({ path: `${shots}/report.png`, fullPage: true });
   } else {
     throw new Error(`unknown step ${step}`);
   }

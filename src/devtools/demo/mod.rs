@@ -65,8 +65,11 @@ pub enum Judging {
 pub struct DemoOptions {
     /// The story.
     pub variant: Variant,
-    /// Where its state goes (emptied first).
+    /// Where its state goes (emptied first unless `keep`).
     pub data_dir: PathBuf,
+    /// Keep the rollouts of earlier runs in `data_dir`, so the dashboard's list and
+    /// release-health report cover every run (a success, then a rollback, …).
+    pub keep: bool,
     /// Where `host.json` and `functions/` are (embedded copies otherwise).
     pub root: PathBuf,
     /// Requests per second of load.
@@ -273,6 +276,21 @@ pub fn canary_alert(error_rate: f64) -> Value {
     })
 }
 
+/// Empties the data directory unless the run keeps earlier ones, and says how many
+/// notifications it already holds (so this run counts only its own).
+fn prepare_data_dir(opts: &DemoOptions) -> Result<usize, DemoError> {
+    if !opts.keep {
+        let _ = std::fs::remove_dir_all(&opts.data_dir);
+    }
+    std::fs::create_dir_all(&opts.data_dir).map_err(|e| DemoError::Setup(e.to_string()))?;
+    Ok(notifications_written(opts))
+}
+
+/// Notifications the local channel has written into the data directory.
+fn notifications_written(opts: &DemoOptions) -> usize {
+    std::fs::read_to_string(opts.data_dir.join("notifications.jsonl")).map(|t| t.lines().count()).unwrap_or(0)
+}
+
 fn say(line: impl AsRef<str>) {
     println!("{}", line.as_ref());
 }
@@ -306,8 +324,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         return waves::run(opts).await;
     }
     let setup = |e: std::io::Error| DemoError::Setup(e.to_string());
-    let _ = std::fs::remove_dir_all(&opts.data_dir);
-    std::fs::create_dir_all(&opts.data_dir).map_err(setup)?;
+    let earlier_notifications = prepare_data_dir(&opts)?;
 
     let v1_fault = Arc::new(Fault::default());
     let v2_fault = Arc::new(Fault::default());
@@ -433,7 +450,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     let phase = terminal_phase(&final_status).unwrap_or(Phase::Aborted);
     let issue =
         final_status.pointer("/backlog/issue/url").and_then(Value::as_str).and_then(|u| u.strip_prefix("file://")).map(PathBuf::from);
-    let notifications = std::fs::read_to_string(opts.data_dir.join("notifications.jsonl")).map(|t| t.lines().count()).unwrap_or(0);
+    let notifications = notifications_written(&opts).saturating_sub(earlier_notifications);
     let failure_phase = final_status.pointer("/rollout/failure/phase").and_then(Value::as_str).unwrap_or("");
     let failure_kind = final_status.pointer("/rollout/failure/evidence/kind").and_then(Value::as_str).unwrap_or("");
 

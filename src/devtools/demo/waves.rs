@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{loopback, say, DemoError, DemoOptions, DemoReport};
+use super::{loopback, notifications_written, prepare_data_dir, say, DemoError, DemoOptions, DemoReport};
 use crate::cli::client::Client;
 use crate::devtools::load::Load;
 use crate::devtools::router::{Router, Upstream};
@@ -77,9 +77,7 @@ pub fn waves_spec(east_url: &str, west_url: &str) -> Value {
 
 /// Runs the waves story and checks its outcome.
 pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
-    let setup = |e: std::io::Error| DemoError::Setup(e.to_string());
-    let _ = std::fs::remove_dir_all(&opts.data_dir);
-    std::fs::create_dir_all(&opts.data_dir).map_err(setup)?;
+    let earlier_notifications = prepare_data_dir(&opts)?;
     let east = region("eastus", 0, opts.rps / 2).await?;
     let west = region("westeurope", 200, opts.rps / 2).await?;
     let host = local::start(LocalConfig {
@@ -177,6 +175,6 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         "Succeeded" => Phase::Succeeded,
         _ => Phase::Aborted,
     };
-    let notifications = std::fs::read_to_string(opts.data_dir.join("notifications.jsonl")).map(|t| t.lines().count()).unwrap_or(0);
+    let notifications = notifications_written(&opts).saturating_sub(earlier_notifications);
     Ok(DemoReport { rollout_id: id, phase, load: west_totals, issue, notifications, ok: problem.is_none(), problem, seconds })
 }
