@@ -154,3 +154,39 @@ async fn a_release_is_drawn_as_its_waves_and_its_gate_is_approved_once_from_the_
         load.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_judged_rollback_is_drawn_against_the_judges_tolerance_with_the_observed_split() {
+    let up = Upstreams::start().await;
+    up.fail_canary(300);
+    let _load = sluice::devtools::load::Load::start(&up.router_url, 200, 4);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = UpProcess::spawn(dir.path(), &[], &[], "warn").await;
+    let pipeline = Client::new(&host.url, None, "pipeline");
+    let judged = json!({"name": "errors-vs-stable", "template": "local-errors-vs-stable",
+        "judge": {"test": "errorRate", "maxIncrease": 0.02, "failures": "error_count", "requests": "request_count"},
+        "interval": "2s", "count": 3, "minSampleSize": 40, "maxSoak": "20s"});
+    let spec = spec_for(&up.router_url, json!([{"setWeight": 50}, {"analysis": {"metrics": [judged]}}, {"setWeight": 100}]));
+    let id = pipeline.start(&spec, None).await.expect("starts")["id"].as_str().expect("id").to_string();
+    let status = wait_for(&pipeline, &id, "the rollback", Duration::from_secs(60), |s| s["phase"] == "RolledBack").await;
+    let shots = repo_root().join("target/dashboard-shots");
+    std::fs::create_dir_all(&shots).expect("screenshot directory");
+
+    let page = drive("demo", &host.url, &id, &shots).await;
+    assert_eq!(page["phase"], "RolledBack");
+    let chart = page["charts"].as_array().and_then(|c| c.iter().find(|c| c["metric"] == "errors-vs-stable")).cloned().unwrap_or_default();
+    let rule = chart["rule"].as_str().unwrap_or_default();
+    assert!(rule.contains("significantly above stable + 0.020") && rule.contains("95 % confidence"), "the judge's rule in words: {chart}");
+    let history = status["history"].as_array().cloned().unwrap_or_default();
+    let judged: Vec<&Value> = history.iter().filter(|e| e["measurement"]["metric"] == "errors-vs-stable").collect();
+    let tolerated: Vec<f64> = judged.iter().filter_map(|e| e["measurement"]["stable"].as_f64()).map(|s| s + 0.02).collect();
+    let drawn: Vec<f64> = chart["bounds"].as_array().map(|b| b.iter().filter_map(Value::as_f64).collect()).unwrap_or_default();
+    assert!(!drawn.is_empty(), "the tolerance is drawn at each judged measurement: {chart}");
+    assert_eq!(drawn.len(), tolerated.len(), "{chart}");
+    assert!(drawn.iter().zip(&tolerated).all(|(d, t)| (d - t).abs() < 1e-9), "stable + maxIncrease: {drawn:?} vs {tolerated:?}");
+    let valued = judged.iter().filter(|e| e["measurement"]["canary"].is_number()).count();
+    assert_eq!(chart["marks"].as_u64(), Some(valued as u64), "one verdict mark per measurement with a value: {chart}");
+    let observed = status["observedSplit"]["share"].as_f64().expect("a judged measurement counts both sides: the observed split");
+    let drawn_split = page["observed"][0].as_str().unwrap_or_default();
+    assert!(drawn_split.contains(&format!("observed {observed:.1}%")), "the weight chart marks the observed split: {page}");
+}

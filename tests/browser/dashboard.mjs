@@ -8,8 +8,8 @@
 //   final    - the rollout page once finished, the overview (with a service filter) and the report
 //   release  - a release's page at its gate between waves (ROLLOUT_ID is the release's id): the waves
 //              with their rollouts, a double-clicked Approve, the page once the release succeeded, the overview
-//   demo     - for scripts/screenshots: the rollout page of a `sluice demo` run at its approval gate (if it
-//              gets there) as $NAME-gate.png and once finished as $NAME.png
+//   demo     - the rollout page at its approval gate (if it gets there) as $NAME-gate.png and once
+//              finished as $NAME.png, with its charts (scripts/screenshots, and the judged rollback's test)
 //   report   - for scripts/screenshots: the overview and the release-health report (overview.png, report.png)
 const { chromium } = await import(process.env.PLAYWRIGHT_CORE || 'playwright-core');
 
@@ -33,6 +33,8 @@ try {
     values: [...c.querySelectorAll('circle.verdict')].map(m => Number(m.dataset.value)),
     threshold: !!c.querySelector('line.threshold, text.threshold-off'),
     stable: !!c.querySelector('polyline.stable'),
+    bounds: [...c.querySelectorAll('line.bound-mark')].map(m => Number(m.dataset.value)),
+    rule: c.querySelector('h3 .muted')?.textContent ?? '',
   })));
   if (step !== 'release' && step !== 'report') await page.goto(`${url}/api/dashboard/${encodeURIComponent(id)}`);
   if (step === 'approve') {
@@ -113,6 +115,7 @@ try {
     await page.waitForTimeout(2500); // the page's next refresh draws the rollback's last measurements
     out.phase = await page.textContent('h2 .phase');
     out.charts = await charts();
+    out.observed = await page.$$eval('#weight-chart circle.observed', cs => cs.map(c => c.textContent.trim()));
     await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
   } else if (step === 'report') {
     await page.goto(`${url}/api/dashboard`);

@@ -1220,6 +1220,23 @@ fn a_split_users_do_not_get_is_recorded_and_acted_on_by_policy_once_sustained() 
 }
 
 #[test]
+fn the_split_a_failing_measurement_counted_is_kept_with_its_rollback() {
+    let judged = json!({"name": "errors", "provider": "local", "interval": "10s", "count": 3,
+        "judge": {"test": "errorRate", "failures": "error_count", "requests": "request_count", "maxIncrease": 0.01}});
+    let mut r = new_rollout(base(json!({"canary": {"steps": [{"setWeight": 5}, {"analysis": {"metrics": [judged]}}]}})));
+    let key = first_measurement(&mut r);
+    // 30 % of the canary's requests fail, 0.1 % of stable's: the first judgement fails it.
+    let outcome = MeasureOutcome::Proportions {
+        canary: crate::domain::stats::Proportion { failures: 600, total: 2000 },
+        stable: crate::domain::stats::Proportion { failures: 8, total: 8000 },
+    };
+    step(&mut r, Event::Measured { key, outcome }, at(11));
+    assert_eq!(r.phase, Phase::RollingBack);
+    let observed = r.traffic.observed.clone().expect("the split the failing canary saw is recorded");
+    assert_eq!((observed.share, observed.requested, observed.requests, observed.at), (20.0, w(5), 10_000, at(11)));
+}
+
+#[test]
 fn a_canary_can_keep_the_previous_version_for_a_scale_down_delay() {
     let r = new_rollout(base(json!({"canary": {"steps": [{"setWeight": 50}], "scaleDownDelay": "10m"}})));
     assert_eq!(r.plan.stages.last(), Some(&Stage::ScaleDown { delay_ms: 600_000 }));

@@ -138,6 +138,8 @@ impl Txn {
         }
         run.settle();
         let (status, kind, label) = (run.status, run.kind.clone(), run.label.clone());
+        // The split this measurement counted, kept even when its verdict ends the rollout.
+        let split = self.record_split(outcome);
         self.note(format!("{label}/{} #{}: {}", key.metric, key.index + 1, record.note));
         self.measurement = Some(record);
         if let Some(cmd) = next {
@@ -178,7 +180,7 @@ impl Txn {
             },
             RunStatus::Running | RunStatus::Cancelled => {}
         }
-        self.observe_split(outcome);
+        self.act_on_split(split);
         Ok(())
     }
 
