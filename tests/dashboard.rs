@@ -112,6 +112,7 @@ async fn the_dashboard_draws_the_measurements_and_its_buttons_act_once_as_the_si
     let report = page["report"].as_array().cloned().unwrap_or_default();
     assert_eq!(report.first().and_then(|r| r.get(0)), Some(&json!("orders-api")), "{report:?}");
     assert_eq!(report.first().and_then(|r| r.get(1)), Some(&json!("1")), "one deployment: {report:?}");
+    assert_eq!(page["trend"], json!({"deployments": 1}), "the trend chart draws the one deployment and nothing else: {page}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -130,6 +130,14 @@ async fn the_report_counts_one_failure_caught_at_20(url: &str) {
     let table = report(&[]);
     let row = table.lines().find(|l| l.starts_with("orders-api")).unwrap_or_else(|| panic!("a row for the service: {table}"));
     assert!(row.contains("100%") && row.contains("20%:1"), "CFR and where it was caught: {row}");
+    assert!(
+        table.contains("Finished per 7 days") && table.lines().any(|l| l.ends_with("  x")),
+        "the trend: one rollback this week: {table}"
+    );
+    let buckets = json["trend"]["buckets"].as_array().cloned().unwrap_or_default();
+    assert_eq!((json["trend"]["bucketDays"].as_u64(), buckets.len()), (Some(1), 7), "seven days, a bucket a day: {json}");
+    let failed: Vec<u64> = buckets.iter().filter_map(|b| b["failed"].as_u64()).collect();
+    assert_eq!((failed.iter().sum::<u64>(), failed.last().copied()), (1, Some(1)), "today's bucket holds the rollback: {json}");
     let other: Value = serde_json::from_str(&report(&["--json", "--service", "payments"])).expect("JSON");
     assert_eq!((other["services"].as_array().map(Vec::len), other["overall"]["failed"].as_u64()), (Some(0), Some(0)), "{other}");
 }

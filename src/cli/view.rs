@@ -127,6 +127,28 @@ pub fn report_text(v: &Value) -> String {
     }
     out.push_str("\nCFR: rolled back / (succeeded + rolled back). MTTR: trigger → all traffic back on stable. CAUGHT AT: failures by canary weight;\n");
     out.push_str("ESCAPED: failures found only at 100 %. EXPOSED: requests served by canaries that were rolled back. APPR WAIT: mean per gated rollout.\n");
+    out.push_str(&trend_text(&v["trend"]));
+    out
+}
+
+/// The trend as rows of bars: `+` succeeded, `x` rolled back, `-` aborted.
+fn trend_text(t: &Value) -> String {
+    let buckets = t["buckets"].as_array().cloned().unwrap_or_default();
+    if buckets.is_empty() {
+        return String::new();
+    }
+    let per = match t["bucketDays"].as_u64().unwrap_or(1) {
+        1 => "day".to_string(),
+        n => format!("{n} days"),
+    };
+    let mut out = format!("\nFinished per {per} (+ succeeded, x rolled back, - aborted)\n");
+    for b in &buckets {
+        let n = |key: &str| usize::try_from(b[key].as_u64().unwrap_or(0)).unwrap_or(0);
+        let bar = |c: &str, k: usize| c.repeat(k.min(60));
+        let day = s(b, "from").get(..10).unwrap_or("?").to_string();
+        let bars = format!("{}{}{}", bar("+", n("deployments")), bar("x", n("failed")), bar("-", n("aborted")));
+        out.push_str(&format!("{day}  {bars}\n").replace("  \n", "\n"));
+    }
     out
 }
 
@@ -351,5 +373,17 @@ mod tests {
         assert_eq!(words(row(Value::Null))[5], "–", "no rollback restored: nothing to average");
         assert_eq!(words(row(json!(0.048)))[9], "3.1s");
         assert_eq!(words(row(json!(150.0)))[5], "2.5min");
+    }
+
+    #[test]
+    fn the_trend_is_a_row_of_marks_per_bucket() {
+        let trend = json!({"bucketDays": 1, "buckets": [
+            {"from": "2026-12-01T00:00:00Z", "deployments": 2, "failed": 1, "aborted": 0},
+            {"from": "2026-12-02T00:00:00Z", "deployments": 0, "failed": 0, "aborted": 1},
+            {"from": "2026-12-03T00:00:00Z", "deployments": 0, "failed": 0, "aborted": 0}]});
+        let text = trend_text(&trend);
+        assert_eq!(text.lines().skip(2).collect::<Vec<_>>(), ["2026-12-01  ++x", "2026-12-02  -", "2026-12-03"], "{text}");
+        assert!(text.contains("Finished per day"), "{text}");
+        assert_eq!(trend_text(&json!(null)), "", "an older Sluice without a trend: nothing");
     }
 }

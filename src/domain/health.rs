@@ -362,6 +362,60 @@ pub struct Report {
     pub overall: Health,
     /// Per service, by name.
     pub services: Vec<Health>,
+    /// Finished rollouts over time, for a chart of the trend.
+    pub trend: Trend,
+}
+
+/// Finished rollouts by day (periods up to two weeks), week (up to half a year)
+/// or 30 days, counted by when they finished.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Trend {
+    /// Days each bucket spans.
+    pub bucket_days: u32,
+    /// From the period's start, each `bucket_days` long (the last may be shorter).
+    pub buckets: Vec<Bucket>,
+}
+
+/// One span of the trend.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bucket {
+    /// Its start.
+    pub from: DateTime<Utc>,
+    /// Succeeded rollouts.
+    pub deployments: u64,
+    /// Rolled-back rollouts.
+    pub failed: u64,
+    /// Rollouts a person aborted.
+    pub aborted: u64,
+}
+
+impl Trend {
+    fn over(facts: &[&Facts], from: DateTime<Utc>, to: DateTime<Utc>) -> Trend {
+        let period = (to - from).num_seconds().max(1);
+        let bucket_days: u32 = match period / 86_400 {
+            0..=14 => 1,
+            15..=182 => 7,
+            _ => 30,
+        };
+        let span = i64::from(bucket_days) * 86_400;
+        let count = usize::try_from((period + span - 1) / span).unwrap_or(1).max(1);
+        let mut buckets: Vec<Bucket> =
+            (0..count).map(|i| Bucket { from: from + chrono::TimeDelta::seconds(span * i as i64), ..Bucket::default() }).collect();
+        for f in facts {
+            let Some(at) = f.finished_at else { continue };
+            let i = usize::try_from((at - from).num_seconds() / span).unwrap_or(0).min(count - 1);
+            let Some(b) = buckets.get_mut(i) else { continue };
+            match f.phase {
+                Phase::Succeeded => b.deployments += 1,
+                Phase::Aborted => b.aborted += 1,
+                _ if f.failed() => b.failed += 1,
+                _ => {}
+            }
+        }
+        Trend { bucket_days, buckets }
+    }
 }
 
 /// The report over `[from, to]`: rollouts that finished in it (and those
@@ -377,7 +431,13 @@ pub fn report(facts: &[Facts], from: DateTime<Utc>, to: DateTime<Utc>, service: 
     for f in &chosen {
         per.entry(f.service.as_str()).or_default().push(f);
     }
-    Report { from, to, overall: health("all", &chosen, weeks), services: per.into_iter().map(|(s, fs)| health(s, &fs, weeks)).collect() }
+    Report {
+        from,
+        to,
+        overall: health("all", &chosen, weeks),
+        services: per.into_iter().map(|(s, fs)| health(s, &fs, weeks)).collect(),
+        trend: Trend::over(&chosen, from, to),
+    }
 }
 
 fn health(service: &str, facts: &[&Facts], weeks: f64) -> Health {

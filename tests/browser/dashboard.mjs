@@ -36,6 +36,12 @@ try {
     bounds: [...c.querySelectorAll('line.bound-mark')].map(m => Number(m.dataset.value)),
     rule: c.querySelector('h3 .muted')?.textContent ?? '',
   })));
+  // The report's trend bars: how many of each kind they count, in all.
+  const trend = () => page.$$eval('#trend rect.trend', rs => rs.reduce((sum, r) => {
+    const kind = r.classList[1];
+    sum[kind] = (sum[kind] || 0) + Number(r.dataset.count);
+    return sum;
+  }, {}));
   if (step !== 'release' && step !== 'report') await page.goto(`${url}/api/dashboard/${encodeURIComponent(id)}`);
   if (step === 'approve') {
     await page.waitForSelector('button[data-action="approve"]', { timeout: 20000 });
@@ -80,6 +86,7 @@ try {
     await page.goto(`${url}/api/dashboard?view=report`);
     await page.waitForSelector('#report-table');
     out.report = await page.$$eval('#report-table tr', rows => rows.slice(1).map(r => [...r.cells].map(c => c.textContent.trim())));
+    out.trend = await trend();
     await page.screenshot({ path: `${shots}/report.png`, fullPage: true });
   } else if (step === 'release') {
     // ROLLOUT_ID is the release's id here: its page at the gate between waves, approved with a double click.
@@ -125,6 +132,7 @@ try {
     await page.goto(`${url}/api/dashboard?view=report`);
     await page.waitForSelector('#report-table');
     out.report = await page.$$eval('#report-table tr', rows => rows.slice(1).map(r => [...r.cells].map(c => c.textContent.trim())));
+    out.trend = await trend();
     await page.screenshot({ path: `${shots}/report.png`, fullPage: true });
   } else {
     throw new Error(`unknown step ${step}`);

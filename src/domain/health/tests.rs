@@ -143,3 +143,28 @@ fn facts_read_from_a_stored_state_match_those_of_the_state() {
     assert_eq!(Facts::from_stored(&stored).expect("facts"), Facts::of(&r));
     assert!(Facts::from_stored("{\"id\": 1}").is_err(), "a broken state is an error, not empty facts");
 }
+
+#[test]
+fn the_trend_counts_finished_rollouts_by_day_or_week_of_finishing() {
+    let day = 86_400;
+    let mut rollouts = vec![
+        facts("orders", Phase::Succeeded, Some(10)),
+        facts("orders", Phase::Succeeded, Some(day + 5)),
+        failed("orders", 20, "analysis", 100, 10),
+        facts("orders", Phase::Aborted, Some(6 * day + 1)),
+        facts("orders", Phase::Progressing, None),
+    ];
+    rollouts[2].finished_at = Some(t(day + 9));
+    let week = report(&rollouts, t(0), t(7 * day), None).trend;
+    assert_eq!(week.bucket_days, 1);
+    let counts: Vec<(u64, u64, u64)> = week.buckets.iter().map(|b| (b.deployments, b.failed, b.aborted)).collect();
+    assert_eq!(counts, [(1, 0, 0), (1, 1, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 1)]);
+    assert_eq!(week.buckets[1].from, t(day), "each bucket starts a day after the one before");
+    let month = report(&rollouts, t(0), t(30 * day), None).trend;
+    assert_eq!((month.bucket_days, month.buckets.len()), (7, 5), "30 days: four weeks and two days");
+    assert_eq!((month.buckets[0].deployments, month.buckets[0].failed, month.buckets[0].aborted), (2, 1, 1));
+    let year = report(&rollouts, t(0), t(365 * day), None).trend;
+    assert_eq!((year.bucket_days, year.buckets.len()), (30, 13));
+    let end = report(&[facts("orders", Phase::Succeeded, Some(7 * day))], t(0), t(7 * day), None).trend;
+    assert_eq!(end.buckets.last().map(|b| b.deployments), Some(1), "a rollout finishing at the very end is in the last bucket");
+}
