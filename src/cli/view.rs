@@ -147,7 +147,8 @@ fn trend_text(t: &Value) -> String {
         let bar = |c: &str, k: usize| c.repeat(k.min(60));
         let day = s(b, "from").get(..10).unwrap_or("?").to_string();
         let bars = format!("{}{}{}", bar("+", n("deployments")), bar("x", n("failed")), bar("-", n("aborted")));
-        out.push_str(&format!("{day}  {bars}\n").replace("  \n", "\n"));
+        out.push_str(format!("{day}  {bars}").trim_end());
+        out.push('\n');
     }
     out
 }

@@ -1,4 +1,4 @@
-// Drives the dashboard in Debian's Chromium, headless, for tests/dashboard_browser.rs.
+// Drives the dashboard in Debian's Chromium, headless, for tests/dashboard.rs and scripts/screenshots.
 // Usage: node dashboard.mjs <step> ; env SLUICE_URL, ROLLOUT_ID, SHOTS (a directory), CHROMIUM,
 // PLAYWRIGHT_CORE (the installed package's index.mjs, from .tools/node_modules).
 // Prints one JSON object on stdout: what the page showed. Steps:
@@ -42,6 +42,14 @@ try {
     sum[kind] = (sum[kind] || 0) + Number(r.dataset.count);
     return sum;
   }, {}));
+  // The release-health view: its table's rows and trend, and a screenshot.
+  const reportPage = async () => {
+    await page.goto(`${url}/api/dashboard?view=report`);
+    await page.waitForSelector('#report-table');
+    out.report = await page.$$eval('#report-table tr', rows => rows.slice(1).map(r => [...r.cells].map(c => c.textContent.trim())));
+    out.trend = await trend();
+    await page.screenshot({ path: `${shots}/report.png`, fullPage: true });
+  };
   if (step !== 'release' && step !== 'report') await page.goto(`${url}/api/dashboard/${encodeURIComponent(id)}`);
   if (step === 'approve') {
     await page.waitForSelector('button[data-action="approve"]', { timeout: 20000 });
@@ -83,11 +91,7 @@ try {
     await page.goto(`${url}/api/dashboard?service=no-such-service`);
     await page.waitForSelector('#f-service');
     out.filteredOut = await page.$$eval('table tr[data-active]', rows => rows.length);
-    await page.goto(`${url}/api/dashboard?view=report`);
-    await page.waitForSelector('#report-table');
-    out.report = await page.$$eval('#report-table tr', rows => rows.slice(1).map(r => [...r.cells].map(c => c.textContent.trim())));
-    out.trend = await trend();
-    await page.screenshot({ path: `${shots}/report.png`, fullPage: true });
+    await reportPage();
   } else if (step === 'release') {
     // ROLLOUT_ID is the release's id here: its page at the gate between waves, approved with a double click.
     await page.goto(`${url}/api/dashboard?release=${encodeURIComponent(id)}`);
@@ -129,11 +133,7 @@ try {
     await page.waitForSelector('table tr[data-active]');
     out.overview = await page.$$eval('table tr[data-active]', rows => rows.length);
     await page.screenshot({ path: `${shots}/overview.png`, fullPage: true });
-    await page.goto(`${url}/api/dashboard?view=report`);
-    await page.waitForSelector('#report-table');
-    out.report = await page.$$eval('#report-table tr', rows => rows.slice(1).map(r => [...r.cells].map(c => c.textContent.trim())));
-    out.trend = await trend();
-    await page.screenshot({ path: `${shots}/report.png`, fullPage: true });
+    await reportPage();
   } else {
     throw new Error(`unknown step ${step}`);
   }
