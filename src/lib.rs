@@ -20,7 +20,8 @@
 //!   [`ports::traffic`], [`ports::metrics`], [`ports::backlog`],
 //!   [`ports::notify`], the alert sources [`ports::alerts`] and the time
 //!   [`ports::clock`]; with what adapters share ([`ports::env`],
-//!   [`ports::azure`], [`ports::registry`], [`ports::local_router`]).
+//!   [`ports::reach`] — where credentials may go, [`ports::azure`],
+//!   [`ports::registry`], [`ports::local_router`]).
 //! - [`shell`] — the application shell: [`shell::engine`] (load → decide →
 //!   effects → save), [`shell::messages`] (the step-message wire format) and
 //!   [`shell::config`] (app settings).

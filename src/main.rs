@@ -1054,6 +1054,11 @@ async fn replay(
     let (spec, plan) = spec::load(&text, Format::from_path(file), &sluice::ports::registry::names())
         .map_err(|p| anyhow::anyhow!("{}: {p}", file.display()))?;
     let env = sluice::ports::env::AdapterEnv::new(PathBuf::from(".sluice"), String::new());
+    // Replay calls the providers with this machine's credentials: the same rules as a deployment's.
+    let refused = sluice::ports::registry::refusals(&serde_json::to_value(&spec)?, &spec, &env);
+    if !refused.is_empty() {
+        anyhow::bail!("{}: {}", file.display(), spec::Problems::new(refused));
+    }
     let report = sluice::shell::replay::replay(&plan, &spec.target, &env, from, to).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

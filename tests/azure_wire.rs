@@ -38,7 +38,9 @@ fn token_answer(r: &Recorded) -> Option<Answer> {
     Some(ok(json!({"access_token": token, "expires_on": expires, "resource": resource, "token_type": "Bearer"})))
 }
 
-fn env_with(settings: BTreeMap<&'static str, String>) -> AdapterEnv {
+fn env_with(mut settings: BTreeMap<&'static str, String>) -> AdapterEnv {
+    // The fakes listen on loopback: a deployment would refuse them.
+    settings.insert("SLUICE_ALLOW_LOOPBACK_ENDPOINTS", "true".into());
     let settings = Arc::new(move |k: &str| settings.get(k).cloned());
     AdapterEnv::with_settings(std::env::temp_dir(), "http://sluice.test".into(), settings)
 }
@@ -437,4 +439,45 @@ fn azure_providers_without_an_identity_say_what_to_set() {
     let t = target(json!({"provider": "appServiceSlots", "settings": {"subscriptionId": "s"}}));
     let err = sluice::ports::traffic::build(&t, &env).err().expect("missing settings").to_string();
     assert!(err.contains("'resourceGroup' is required"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_running_operation_that_points_elsewhere_gets_no_credential() {
+    use sluice::ports::azure::http::{Auth, AzureHttp};
+    let elsewhere = Recorder::start(|_| (200, vec![], "{}".into())).await;
+    let to = elsewhere.url.clone();
+    // An API that answers a 202 whose Location (or Azure-AsyncOperation) is another host.
+    let api = Recorder::start(move |r| {
+        let header = if r.path.ends_with("/async") { "azure-asyncoperation" } else { "location" };
+        (202, vec![(header.into(), format!("{to}/operations/1")), ("retry-after".into(), "0".into())], String::new())
+    })
+    .await;
+    let client = AzureHttp::with_auth(reqwest::Client::new(), Auth::Bearer("cluster-token".into()), &api.url);
+    for path in ["/sync", "/async"] {
+        let url = format!("{}{path}", api.url);
+        let err = client.long_running(reqwest::Method::POST, &url, None, std::time::Duration::from_secs(5)).await.expect_err("refused");
+        assert!(err.to_string().contains("refused to send the credential"), "{err}");
+    }
+    assert_eq!(api.seen().len(), 2);
+    assert!(elsewhere.seen().is_empty(), "{:?}", elsewhere.seen());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_stored_before_the_rules_changed_is_refused_when_built() {
+    // A rollout saved under rules that allowed loopback, driven by a deployment that does not:
+    // building its router fails naming the field, so no call carries the token.
+    let fake = Recorder::start(|_| ok(json!({}))).await;
+    let strict = AdapterEnv::with_settings(
+        std::env::temp_dir(),
+        "http://sluice.test".into(),
+        Arc::new(|k: &str| (k == "SLUICE_AZURE_TOKEN").then(|| "arm-token".to_string())),
+    );
+    let t = target(json!({"provider": "appServiceSlots", "settings": {
+        "subscriptionId": "sub-1", "resourceGroup": "rg-1", "app": "orders", "slot": "canary", "armEndpoint": fake.url}}));
+    let err = sluice::ports::traffic::build(&t, &strict).err().expect("refused").to_string();
+    assert!(err.starts_with("appServiceSlots settings: armEndpoint: http://127.0.0.1:"), "{err}");
+    let metric = serde_json::from_value(json!({"workspaceId": "ws-1", "endpoint": fake.url})).expect("settings");
+    let err = sluice::ports::metrics::build("logAnalytics", &metric, &t, &strict).err().expect("refused").to_string();
+    assert!(err.contains("endpoint: ") && err.contains("not HTTPS"), "{err}");
+    assert!(fake.seen().is_empty());
 }

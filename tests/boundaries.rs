@@ -368,3 +368,270 @@ async fn a_panicking_handler_answers_500_and_its_message_comes_back() {
     assert_eq!(done["history"].as_array().expect("history").iter().filter(|e| e["cause"] == "AbortRequested").count(), 1);
     assert!(rig.host.app.engine.queue.dead_letters().await.expect("dead letters").is_empty());
 }
+
+/// A listener that records whatever reaches it (and answers 200 `{}`).
+async fn listener() -> common::recorder::Recorder {
+    common::recorder::Recorder::start(|_| (200, vec![("content-type".into(), "application/json".into())], "{}".into())).await
+}
+
+/// A spec on a local router (which takes no credential) with one part replaced.
+fn spec_with(part: &str, value: Value) -> Value {
+    let mut spec = json!({
+        "target": {
+            "name": "orders-api",
+            "router": {"provider": "local", "settings": {"url": "http://127.0.0.1:9"}},
+            "stable": {"name": "stable", "version": "v1"},
+            "canary": {"name": "canary", "version": "v2"}
+        },
+        "strategy": {"canary": {"steps": [{"setWeight": 5}]}}
+    });
+    match part {
+        "router" => spec["target"]["router"] = value,
+        "metric" => spec["strategy"]["canary"]["steps"] = json!([{"setWeight": 5}, {"analysis": {"metrics": [value]}}]),
+        "backlog" => spec["backlog"] = value,
+        "channel" => spec["notifications"] = json!([{"provider": "console"}, value]),
+        other => panic!("no part {other}"),
+    }
+    spec
+}
+
+/// Every spec field that decides where a credential goes, pointed at `url`,
+/// with the path the refusal must name.
+fn credentialed_fields(url: &str) -> Vec<(Value, &'static str)> {
+    let arm = |mut s: Value| {
+        s["subscriptionId"] = json!("sub-1");
+        s["resourceGroup"] = json!("rg-1");
+        s["armEndpoint"] = json!(url);
+        s
+    };
+    let router = |provider: &str, settings: Value| json!({"provider": provider, "settings": settings});
+    let metric = |provider: &str, settings: Value| json!({"name": "m", "provider": provider, "query": "q", "successCondition": "< 1", "interval": "1m", "settings": settings});
+    let at = "strategy.canary.steps[1].analysis.metrics[0].settings";
+    vec![
+        (
+            spec_with("router", router("appServiceSlots", arm(json!({"app": "orders", "slot": "canary"})))),
+            "target.router.settings.armEndpoint",
+        ),
+        (
+            spec_with("router", router("containerApps", arm(json!({"app": "orders", "stableRevision": "r1", "canaryRevision": "r2"})))),
+            "target.router.settings.armEndpoint",
+        ),
+        (
+            spec_with(
+                "router",
+                router("frontDoor", arm(json!({"profile": "p", "originGroup": "g", "stableOrigin": "s", "canaryOrigin": "c"}))),
+            ),
+            "target.router.settings.armEndpoint",
+        ),
+        (
+            spec_with(
+                "router",
+                router("apiManagement", arm(json!({"service": "s", "pool": "p", "stableBackend": "b1", "canaryBackend": "b2"}))),
+            ),
+            "target.router.settings.armEndpoint",
+        ),
+        (spec_with("router", router("appConfigFlag", json!({"endpoint": url, "flag": "orders-v2"}))), "target.router.settings.endpoint"),
+        (
+            spec_with(
+                "router",
+                router(
+                    "gatewayApi",
+                    json!({"apiServer": url, "namespace": "shop", "route": "orders", "stableService": "v1", "canaryService": "v2",
+                           "tokenSetting": "K8S_TOKEN"}),
+                ),
+            ),
+            "target.router.settings.apiServer",
+        ),
+        (spec_with("metric", metric("azureMonitor", json!({"resourceId": "/subscriptions/s/x", "armEndpoint": url}))), "armEndpoint"),
+        (spec_with("metric", metric("logAnalytics", json!({"workspaceId": "ws-1", "endpoint": url}))), "endpoint"),
+        (spec_with("metric", metric("applicationInsights", json!({"appId": "app-1", "endpoint": url}))), "endpoint"),
+        (spec_with("metric", metric("prometheus", json!({"url": url, "azureAuth": true}))), "url"),
+        (
+            spec_with("backlog", json!({"provider": "github", "settings": {"repository": "contoso/x", "apiUrl": url}})),
+            "backlog.settings.apiUrl",
+        ),
+        (
+            spec_with("backlog", json!({"provider": "azureDevOps", "settings": {"organization": "o", "project": "p", "orgUrl": url}})),
+            "backlog.settings.orgUrl",
+        ),
+        (
+            spec_with("channel", json!({"provider": "githubDeployments", "settings": {"repository": "contoso/x", "apiUrl": url}})),
+            "notifications[1].settings.apiUrl",
+        ),
+    ]
+    .into_iter()
+    .map(|(spec, path)| (spec, if path.contains('.') { path } else { leak(format!("{at}.{path}")) }))
+    .collect()
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// Every field that names an app setting, naming one a spec may not name,
+/// with its endpoints on `url` (allowed only where loopback is), and the path.
+fn forbidden_settings(url: &str) -> Vec<(Value, &'static str)> {
+    vec![
+        (
+            spec_with(
+                "backlog",
+                json!({"provider": "github", "settings": {"repository": "contoso/x", "apiUrl": url, "tokenSetting": "SLUICE_ALERT_TOKEN"}}),
+            ),
+            "backlog.settings.tokenSetting",
+        ),
+        (
+            spec_with(
+                "backlog",
+                json!({"provider": "azureDevOps",
+                "settings": {"organization": "o", "project": "p", "orgUrl": url, "patSetting": "AzureWebJobsStorage"}}),
+            ),
+            "backlog.settings.patSetting",
+        ),
+        (
+            spec_with(
+                "router",
+                json!({"provider": "gatewayApi", "settings": {"apiServer": url, "namespace": "shop", "route": "orders",
+                "stableService": "v1", "canaryService": "v2", "tokenSetting": "SLUICE_AZURE_TOKEN"}}),
+            ),
+            "target.router.settings.tokenSetting",
+        ),
+        (
+            spec_with(
+                "router",
+                json!({"provider": "appConfigFlag",
+                "settings": {"endpoint": url, "flag": "f", "connectionStringSetting": "APPLICATIONINSIGHTS_CONNECTION_STRING"}}),
+            ),
+            "target.router.settings.connectionStringSetting",
+        ),
+        (
+            spec_with("channel", json!({"provider": "teams", "settings": {"urlSetting": "SLUICE_ALERT_TOKEN"}})),
+            "notifications[1].settings.urlSetting",
+        ),
+        (spec_with("channel", json!({"provider": "slack", "settings": {"urlSetting": "HOME"}})), "notifications[1].settings.urlSetting"),
+        (
+            spec_with(
+                "channel",
+                json!({"provider": "webhook", "settings": {"urlSetting": "WEBHOOK_URL", "secretSetting": "IDENTITY_HEADER"}}),
+            ),
+            "notifications[1].settings.secretSetting",
+        ),
+        (
+            spec_with(
+                "channel",
+                json!({"provider": "githubDeployments",
+                "settings": {"repository": "contoso/x", "apiUrl": url, "tokenSetting": "AZURE_CLIENT_SECRET"}}),
+            ),
+            "notifications[1].settings.tokenSetting",
+        ),
+    ]
+}
+
+/// Posts `spec` to each edge that takes one and checks each answers 422 naming `path`.
+async fn refused_everywhere(up: &UpProcess, spec: &Value, path: &str) {
+    let headers = [("x-sluice-user", "pipeline")];
+    let mut release =
+        json!({"name": "r", "version": "v2", "waves": [{"name": "w1", "targets": [spec["target"]], "strategy": spec["strategy"]}]});
+    for shared in ["backlog", "notifications"] {
+        if let Some(v) = spec.get(shared) {
+            release[shared] = v.clone();
+        }
+    }
+    let waves_path = path.replacen("target.", "waves[0].targets[0].", 1).replacen("strategy.", "waves[0].strategy.", 1);
+    for (edge, body, want) in [
+        ("/api/rollouts", json!({"spec": spec}), path.to_string()),
+        ("/api/doctor", spec.clone(), path.to_string()),
+        ("/api/waves", json!({"spec": release}), waves_path),
+    ] {
+        let (status, answer) = raw(&up.url, "POST", edge, serde_json::to_vec(&body).expect("json"), &headers).await;
+        let paths: Vec<&str> = answer["problems"].as_array().into_iter().flatten().filter_map(|p| p["path"].as_str()).collect();
+        assert_eq!(status, 422, "{edge} {path}: {answer}");
+        assert!(paths.contains(&want.as_str()), "{edge} names {want}: {answer}");
+    }
+}
+
+const ARM_TOKEN: &str = "arm-token-that-must-stay-home";
+
+fn secrets() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("SLUICE_AZURE_TOKEN", ARM_TOKEN),
+        ("GITHUB_TOKEN", "github-token-secret"),
+        ("AZURE_DEVOPS_PAT", "ado-pat-secret"),
+        ("K8S_TOKEN", "k8s-token-secret"),
+        ("WEBHOOK_URL", "http://127.0.0.1:9/hook"),
+        ("SLUICE_AKS_API_SERVERS", "https://aks.hcp.westeurope.azmk8s.io:443"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_cannot_point_sluices_credentials_at_an_address_the_deployment_did_not_allow() {
+    let hook = listener().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let up = UpProcess::spawn(dir.path(), &[], &secrets(), "warn").await;
+    for (spec, path) in credentialed_fields(&hook.url) {
+        refused_everywhere(&up, &spec, path).await;
+    }
+    // Plain HTTP to anywhere else is refused too, before any call.
+    let plain =
+        spec_with("backlog", json!({"provider": "github", "settings": {"repository": "contoso/x", "apiUrl": "http://api.github.com"}}));
+    refused_everywhere(&up, &plain, "backlog.settings.apiUrl").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(hook.seen().is_empty(), "the listener received {:?}", hook.seen());
+    let (_, list) = raw(&up.url, "GET", "/api/rollouts", Vec::new(), &[]).await;
+    assert_eq!(list["rollouts"].as_array().map(Vec::len), Some(0), "nothing started: {list}");
+
+    // The queue's Start (as a pipeline with Data Sender posts it) is refused the same way.
+    let rig = Rig::start().await;
+    let (spec, path) = credentialed_fields(&hook.url).swap_remove(0);
+    let body = json!({"kind": "start", "spec": spec, "by": "pipeline"}).to_string();
+    match functions::invoke_queue(&rig.host.app, "steps", &body).await {
+        Err(HandlerError::Permanent(reason)) => assert!(reason.contains(path), "names {path}: {reason}"),
+        other => panic!("expected a permanent refusal, got {other:?}"),
+    }
+    assert!(hook.seen().is_empty(), "the listener received {:?}", hook.seen());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_cannot_name_a_setting_outside_the_declared_set() {
+    let hook = listener().await;
+    let dir = tempfile::tempdir().expect("dir");
+    // Loopback allowed (the local-testing setting): the only thing wrong with each spec is the setting it names.
+    let mut env = secrets();
+    env.push(("SLUICE_ALLOW_LOOPBACK_ENDPOINTS", "true"));
+    let up = UpProcess::spawn(dir.path(), &[], &env, "warn").await;
+    for (spec, path) in forbidden_settings(&hook.url) {
+        refused_everywhere(&up, &spec, path).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(hook.seen().is_empty(), "the listener received {:?}", hook.seen());
+
+    // The listener does hear what the deployment allows: the same doctor call, with a setting specs may name, reaches it.
+    let allowed = spec_with("backlog", json!({"provider": "github", "settings": {"repository": "contoso/x", "apiUrl": hook.url}}));
+    let (status, report) = raw(&up.url, "POST", "/api/doctor", serde_json::to_vec(&allowed).expect("json"), &[]).await;
+    assert_eq!(status, 200, "{report}");
+    let seen = hook.seen();
+    assert!(seen.iter().any(|r| r.header("authorization") == Some("Bearer github-token-secret")), "{seen:?}");
+    // And the doctor says where credentials may go.
+    let checks = report["checks"].as_array().expect("checks");
+    let said = |name: &str| checks.iter().find(|c| c["name"] == name).map(|c| c["detail"].as_str().unwrap_or("").to_string());
+    assert!(said("Azure Resource Manager endpoints").is_some_and(|d| d.contains("https://management.azure.com (AzureCloud)")), "{report}");
+    assert!(said("an AKS API server endpoints").is_some_and(|d| d.contains("https://aks.hcp.westeurope.azmk8s.io")), "{report}");
+    assert!(said("settings specs may name").is_some_and(|d| d.starts_with("GITHUB_TOKEN, AZURE_DEVOPS_PAT")), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_the_local_testing_setting() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("serve")
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", "1")
+        .env("SLUICE_STORE", "sqlite")
+        .env("SLUICE_QUEUE", "embedded")
+        .env("SLUICE_DATA_DIR", std::env::temp_dir())
+        .env("SLUICE_ALERT_TOKEN", "a-token-of-sixteen-chars")
+        .env("SLUICE_ALLOW_LOOPBACK_ENDPOINTS", "true")
+        .output()
+        .await
+        .expect("sluice runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("SLUICE_ALLOW_LOOPBACK_ENDPOINTS: is for local testing only"), "{stderr}");
+}

@@ -116,6 +116,8 @@ async fn rig(settings: &[(&'static str, &str)]) -> Rig {
     let mut all: BTreeMap<&'static str, String> = settings.iter().map(|(k, v)| (*k, v.to_string())).collect();
     all.insert("IDENTITY_ENDPOINT", format!("{}/msi/token", fake.url));
     all.insert("IDENTITY_HEADER", IDENTITY_HEADER.into());
+    // The fake listens on loopback, which a deployment would refuse.
+    all.entry("SLUICE_ALLOW_LOOPBACK_ENDPOINTS").or_insert_with(|| "true".into());
     let dir = tempfile::tempdir().expect("tempdir");
     let env =
         AdapterEnv::with_settings(dir.path().to_path_buf(), "http://sluice.test".into(), Arc::new(move |k: &str| all.get(k).cloned()));

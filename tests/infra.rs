@@ -129,6 +129,15 @@ fn app_settings_are_read_by_the_code_hold_no_key_and_pass_its_check() {
         ("IDENTITY_HEADER", "platform"),
         ("WEBSITE_HOSTNAME", "sluice.azurewebsites.net"),
         ("WEBSITE_AUTH_ENABLED", "True"),
+        // `environment().name` in the public cloud (Microsoft Learn, "Deployment functions for Bicep",
+        // environment(): the names `az cloud list` gives, `AzureCloud` for global Azure).
+        ("SLUICE_AZURE_CLOUD", "AzureCloud"),
+        // `join(objectKeys(channelSecrets), ',')` and `credentialEndpoints.?… ?? ''` with the parameters' defaults.
+        ("SLUICE_SPEC_SETTINGS", ""),
+        ("SLUICE_AKS_API_SERVERS", ""),
+        ("SLUICE_APP_CONFIG_STORES", ""),
+        ("SLUICE_GITHUB_API_URLS", ""),
+        ("SLUICE_AZURE_DEVOPS_URLS", ""),
     ] {
         env.insert(k.into(), v.into());
     }

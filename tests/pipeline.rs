@@ -375,7 +375,12 @@ async fn github_deployments_show_each_rollout_and_its_outcome() {
     let env = sluice::ports::env::AdapterEnv::with_settings(
         std::env::temp_dir(),
         "https://sluice.example".into(),
-        Arc::new(|k: &str| (k == "GITHUB_TOKEN").then(|| "gh-deploy-token".to_string())),
+        // The fake listens on loopback, which a deployment would refuse.
+        Arc::new(|k: &str| match k {
+            "GITHUB_TOKEN" => Some("gh-deploy-token".to_string()),
+            "SLUICE_ALLOW_LOOPBACK_ENDPOINTS" => Some("true".to_string()),
+            _ => None,
+        }),
     );
     let settings = |git_ref: &str| -> sluice::ports::env::Settings {
         serde_json::from_value(json!({"repository": "contoso/orders-api", "environment": "production", "ref": git_ref, "apiUrl": fake.url}))
@@ -420,7 +425,11 @@ async fn github_deployments_show_each_rollout_and_its_outcome() {
     let bad_env = sluice::ports::env::AdapterEnv::with_settings(
         std::env::temp_dir(),
         String::new(),
-        Arc::new(|k: &str| (k == "GITHUB_TOKEN").then(|| "expired-token".to_string())),
+        Arc::new(|k: &str| match k {
+            "GITHUB_TOKEN" => Some("expired-token".to_string()),
+            "SLUICE_ALLOW_LOOPBACK_ENDPOINTS" => Some("true".to_string()),
+            _ => None,
+        }),
     );
     let refused = sluice::ports::notify::build("githubDeployments", &settings("sha4"), &bad_env).expect("channel");
     let error = refused.send(&notification(NotifyKind::Started, "gh-4", "sha4")).await.expect_err("401").to_string();

@@ -184,3 +184,33 @@ async fn replay_reads_the_local_routers_last_minutes() {
     let report = sluice::shell::replay::replay(&plan, &spec.target, &env, old, old + Duration::seconds(2)).await.expect("replay");
     assert!(report.rows.iter().all(|r| r.note.contains("the router keeps only the last")), "{:#?}", report.rows);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_refuses_a_spec_that_points_its_credential_elsewhere_and_sends_nothing() {
+    let listener = common::recorder::Recorder::start(|_| (200, vec![], "{}".into())).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("spec.json");
+    let spec = json!({
+        "target": {"name": "orders", "router": {"provider": "local", "settings": {"url": "http://127.0.0.1:9"}},
+                   "stable": {"name": "stable", "version": "v1"}, "canary": {"name": "canary", "version": "v2"}},
+        "strategy": {"canary": {"steps": [{"setWeight": 5}, {"analysis": {"metrics": [
+            {"name": "errors", "provider": "logAnalytics", "query": "requests | count", "successCondition": "< 1", "interval": "1m",
+             "settings": {"workspaceId": "ws-1", "endpoint": listener.url}}
+        ]}}]}}
+    });
+    std::fs::write(&file, spec.to_string()).expect("spec written");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("replay")
+        .arg(&file)
+        .args(["--from", "2h", "--to", "1h"])
+        // This machine has a credential: the spec must not be able to send it to the listener.
+        .env("SLUICE_AZURE_TOKEN", "a-token-for-log-analytics")
+        .env_remove("SLUICE_ALLOW_LOOPBACK_ENDPOINTS")
+        .output()
+        .await
+        .expect("sluice runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("strategy.canary.steps[1].analysis.metrics[0].settings.endpoint"), "{stderr}");
+    assert!(listener.seen().is_empty(), "{:?}", listener.seen());
+}

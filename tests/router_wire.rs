@@ -162,7 +162,8 @@ async fn app_config_flag_moves_the_targeting_percentage_and_reverts_by_disabling
     let err = router.current().await.expect_err("the fake wants HMAC").to_string();
     assert!(err.contains("401"), "{err}");
     let token = entra.recorder.seen().into_iter().find(|r| r.path == "/msi/token").expect("token request");
-    assert_eq!(token.param("resource").as_deref(), Some("https://azconfig.io"));
+    // Microsoft Learn, "Microsoft Entra ID authentication - REST API reference" (App Configuration): the audience table.
+    assert_eq!(token.param("resource").as_deref(), Some("https://appconfig.azure.com"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +215,12 @@ fn every_router_has_an_example_spec_that_builds_its_adapter() {
     let env = sluice::ports::env::AdapterEnv::with_settings(
         std::env::temp_dir(),
         "http://sluice.test".into(),
-        std::sync::Arc::new(|k: &str| (k == "SLUICE_AZURE_TOKEN").then(|| "t".to_string())),
+        // A deployment's rules: the public cloud, and the example's AKS cluster listed.
+        std::sync::Arc::new(|k: &str| match k {
+            "SLUICE_AZURE_TOKEN" => Some("t".to_string()),
+            "SLUICE_AKS_API_SERVERS" => Some("https://orders-aks-dns-1a2b3c4d.hcp.westeurope.azmk8s.io:443".to_string()),
+            _ => None,
+        }),
     );
     let mut covered = Vec::new();
     for entry in std::fs::read_dir(&dir).expect("examples") {

@@ -238,7 +238,7 @@ pub(super) fn start_request(req: &HttpRequest, what: &str) -> Result<StartReques
 async fn start(app: &App, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
     let request = start_request(req, "a rollout spec")?;
     let by = actor(app, req, request.by, false)?;
-    let (spec, plan) = spec::validate(&request.spec, &crate::ports::registry::names()).map_err(|p| ApiError::invalid_spec(&p))?;
+    let (spec, plan) = crate::ports::registry::validate(&request.spec, &app.engine.env).map_err(|p| ApiError::invalid_spec(&p))?;
     match app.engine.create(spec.clone(), plan, &by, request.id.clone(), None).await {
         Ok(r) => Ok(created(&r, app)),
         Err(EngineError::Store(StoreError::AlreadyExists(taken))) => {

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use super::{parse_json_body, App, HttpRequest, HttpResponse, MAX_API_BODY};
-use crate::domain::spec;
+
 use crate::ports::preflight::Check;
 use crate::shell::doctor;
 
@@ -36,7 +36,7 @@ pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiErro
         Value::Object(mut wrapper) if wrapper.contains_key("spec") && wrapper.len() == 1 => wrapper.remove("spec").unwrap_or_default(),
         other => other,
     };
-    let (spec, plan) = spec::validate(&doc, &crate::ports::registry::names()).map_err(|p| ApiError::invalid_spec(&p))?;
+    let (spec, plan) = crate::ports::registry::validate(&doc, &app.engine.env).map_err(|p| ApiError::invalid_spec(&p))?;
     let mut report = doctor::examine(&app.engine, &spec, &plan).await;
     report.add(sign_in(app));
     let body = serde_json::to_value(&report).map_err(|e| ApiError::new(500, "internal", e.to_string()))?;

@@ -42,7 +42,7 @@ fn reason(code: &str, message: String) -> Value {
 
 /// Handles one request.
 pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let (target, posted) = asked(&req)?;
+    let (target, posted) = asked(app, &req)?;
     let newest = app.engine.store.list(&ListFilter { target: Some(target.clone()), limit: 1, ..ListFilter::default() }).await?;
     let newest = newest.into_iter().next();
     let mut reasons = Vec::new();
@@ -75,7 +75,7 @@ pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiErro
 }
 
 /// The target asked about, and the spec if one was posted.
-fn asked(req: &HttpRequest) -> Result<(String, Option<RolloutSpec>), ApiError> {
+fn asked(app: &App, req: &HttpRequest) -> Result<(String, Option<RolloutSpec>), ApiError> {
     let checked = |name: &str| spec::check_name(name).map(|()| name.to_string()).map_err(|e| ApiError::invalid_field("target", e));
     match req.method.as_str() {
         "GET" => {
@@ -94,7 +94,7 @@ fn asked(req: &HttpRequest) -> Result<(String, Option<RolloutSpec>), ApiError> {
             };
             match (body.target, body.spec) {
                 (_, Some(doc)) => {
-                    let (spec, _) = spec::validate(&doc, &crate::ports::registry::names()).map_err(|p| ApiError::invalid_spec(&p))?;
+                    let (spec, _) = crate::ports::registry::validate(&doc, &app.engine.env).map_err(|p| ApiError::invalid_spec(&p))?;
                     Ok((spec.target.name.to_string(), Some(spec)))
                 }
                 (Some(target), None) => Ok((checked(&target)?, None)),

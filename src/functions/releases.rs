@@ -114,7 +114,7 @@ async fn before_the_rollout(app: &App, id: &RolloutId, spec: Option<Value>, fail
             format!("no rollout {} exists yet, so the report must carry the rollout spec (it names the backlog)", shown(id)),
         ));
     };
-    let (spec, _) = spec::validate(&doc, &crate::ports::registry::names()).map_err(|p| ApiError::invalid_spec(&p))?;
+    let (spec, _) = crate::ports::registry::validate(&doc, &app.engine.env).map_err(|p| ApiError::invalid_spec(&p))?;
     open_or_comment(app, id, &spec, failure).await
 }
 

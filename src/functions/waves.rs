@@ -120,7 +120,7 @@ async fn live_targets(app: &App, r: &Release, body: &mut Value) -> Result<(), Ap
 async fn start(app: &App, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
     let request = start_request(req, "a release spec")?;
     let by = actor(app, req, request.by, false)?;
-    let (spec, _) = release::spec::validate(&request.spec, &crate::ports::registry::names()).map_err(|p| ApiError::invalid_spec(&p))?;
+    let (spec, _) = crate::ports::registry::validate_release(&request.spec, &app.engine.env).map_err(|p| ApiError::invalid_spec(&p))?;
     let existed = match &request.id {
         Some(id) => app.engine.store.load_release(id).await?.is_some(),
         None => false,

@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
+
+use crate::ports::reach::{Reach, Service};
 
 /// Looks up an app setting by name (the process environment in practice).
 pub type SettingsLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -24,6 +26,39 @@ pub struct AdapterEnv {
     pub public_url: String,
     /// Entra ID tokens for the Azure adapters, if an identity is configured.
     pub azure: Option<Arc<crate::ports::azure::auth::AzureCredential>>,
+    /// Where credentials may go and which settings specs may name.
+    pub reach: Arc<Reach>,
+    /// Set while a spec is audited: refusals are collected here instead of
+    /// failing the build, secrets are never read, and no call is made.
+    audit: Option<Arc<Mutex<Vec<Refused>>>>,
+}
+
+/// The name of an app setting a spec may name: only
+/// [`AdapterEnv::secret_name`] makes one, so no adapter reads a setting the
+/// rules did not see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretName(String);
+
+impl SecretName {
+    /// The setting's name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for SecretName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A spec field the deployment's rules refuse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The settings key, e.g. `armEndpoint`.
+    pub field: String,
+    /// Why.
+    pub message: String,
 }
 
 impl AdapterEnv {
@@ -35,7 +70,94 @@ impl AdapterEnv {
     /// An environment reading app settings through `settings` (tests inject their own).
     pub fn with_settings(data_dir: PathBuf, public_url: String, settings: SettingsLookup) -> Self {
         let azure = crate::ports::azure::auth::AzureCredential::from_settings(&*settings).map(Arc::new);
-        AdapterEnv { data_dir, http: http_client(), settings, public_url, azure }
+        // Bad rules stop `serve` and `up` at start-up (shell::config); the defaults are the strictest.
+        let reach = Arc::new(Reach::from_settings(&*settings).unwrap_or_default());
+        AdapterEnv { data_dir, http: http_client(), settings, public_url, azure, reach, audit: None }
+    }
+
+    /// An environment in which adapters are only built, to find what the
+    /// rules refuse: no setting is read, the identity is a stand-in, and
+    /// nothing built in it is ever called.
+    pub fn auditing(&self) -> (AdapterEnv, Arc<Mutex<Vec<Refused>>>) {
+        let sink = Arc::new(Mutex::new(Vec::new()));
+        let stand_in = |name: &str| (name == "SLUICE_AZURE_TOKEN").then(|| "audit".to_string());
+        let azure = crate::ports::azure::auth::AzureCredential::from_settings(&stand_in).map(Arc::new);
+        let env = AdapterEnv {
+            data_dir: self.data_dir.clone(),
+            http: self.http.clone(),
+            settings: Arc::new(|_| None),
+            public_url: self.public_url.clone(),
+            azure,
+            reach: self.reach.clone(),
+            audit: Some(sink.clone()),
+        };
+        (env, sink)
+    }
+
+    /// A refusal: an error, or while auditing a record (and the build goes on).
+    fn refuse(&self, provider: &str, field: &str, message: String) -> Result<(), AdapterError> {
+        match &self.audit {
+            Some(sink) => {
+                if let Ok(mut found) = sink.lock() {
+                    found.push(Refused { field: field.to_string(), message });
+                }
+                Ok(())
+            }
+            None => Err(AdapterError::Refused { provider: provider.to_string(), field: field.to_string(), message }),
+        }
+    }
+
+    /// The endpoint a spec's `field` names for `service`, or the deployment's
+    /// default when it names none; refused unless the deployment allows it.
+    pub fn endpoint(&self, provider: &str, settings: &Settings, field: &str, service: Service) -> Result<String, AdapterError> {
+        match settings.get(field) {
+            None => self.reach.default_endpoint(service).ok_or_else(|| AdapterError::Config {
+                provider: provider.to_string(),
+                message: format!("'{field}' is required and must be a string"),
+            }),
+            Some(Value::String(url)) => {
+                if let Err(why) = self.reach.check_endpoint(service, url) {
+                    self.refuse(provider, field, why)?;
+                }
+                Ok(url.trim().trim_end_matches('/').to_string())
+            }
+            Some(_) => Err(AdapterError::Config { provider: provider.to_string(), message: format!("'{field}' must be a string") }),
+        }
+    }
+
+    /// The app setting a spec names in `field` (else the adapter's `default`),
+    /// refused unless specs may name it; `None` when there is neither.
+    pub fn secret_name(
+        &self,
+        provider: &str,
+        settings: &Settings,
+        field: &str,
+        default: Option<&'static str>,
+    ) -> Result<Option<SecretName>, AdapterError> {
+        match settings.get(field) {
+            None => Ok(default.map(|d| SecretName(d.to_string()))),
+            Some(Value::String(name)) => {
+                if let Err(why) = self.reach.check_setting(name) {
+                    self.refuse(provider, field, why)?;
+                }
+                Ok(Some(SecretName(name.clone())))
+            }
+            Some(_) => Err(AdapterError::Config { provider: provider.to_string(), message: format!("'{field}' must be a string") }),
+        }
+    }
+
+    /// The value of a setting [`AdapterEnv::secret_name`] let through, if set
+    /// and not empty (a stand-in while auditing).
+    pub fn secret(&self, name: &SecretName) -> Option<String> {
+        if self.audit.is_some() {
+            return Some("audit".into());
+        }
+        (self.settings)(&name.0).filter(|v| !v.trim().is_empty())
+    }
+
+    /// The token audience of `service` in the deployment's cloud.
+    pub fn audience(&self, service: Service) -> String {
+        self.reach.cloud.audience(service).unwrap_or_default()
     }
 
     /// The Azure identity, or a configuration error naming what to set.
@@ -44,11 +166,6 @@ impl AdapterEnv {
             provider: provider.to_string(),
             message: "no Azure identity: run with a managed identity (IDENTITY_ENDPOINT), or set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET".into(),
         })
-    }
-
-    /// The value of an app setting.
-    pub fn setting(&self, name: &str) -> Option<String> {
-        (self.settings)(name)
     }
 }
 
@@ -74,6 +191,17 @@ pub enum AdapterError {
         name: String,
         /// The names there are.
         known: String,
+    },
+    /// A spec field points a credential somewhere the deployment does not
+    /// allow, or names a setting specs may not name.
+    #[error("{provider} settings: {field}: {message}")]
+    Refused {
+        /// The provider.
+        provider: String,
+        /// The settings key.
+        field: String,
+        /// Why.
+        message: String,
     },
     /// The settings do not work for this provider.
     #[error("{provider} settings: {message}")]

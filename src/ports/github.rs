@@ -6,7 +6,8 @@
 //! with the token; default `GITHUB_TOKEN`), `apiUrl` (GitHub Enterprise;
 //! default `https://api.github.com`).
 
-use crate::ports::env::{opt_str, req_str, AdapterEnv, AdapterError, Settings};
+use crate::ports::env::{req_str, AdapterEnv, AdapterError, Settings};
+use crate::ports::reach::Service;
 
 /// One repository, reached with one token.
 pub struct GitHubRepo {
@@ -25,17 +26,11 @@ impl GitHubRepo {
         if repo.split('/').count() != 2 || repo.split('/').any(str::is_empty) {
             return Err(config(format!("'repository' must be owner/name, not '{repo}'")));
         }
-        let token_setting = opt_str(settings, "tokenSetting").unwrap_or("GITHUB_TOKEN");
-        let token = env
-            .setting(token_setting)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| config(format!("app setting {token_setting} (the token) is not set")))?;
-        Ok(GitHubRepo {
-            http: env.http.clone(),
-            api: opt_str(settings, "apiUrl").unwrap_or("https://api.github.com").trim_end_matches('/').to_string(),
-            repo: repo.to_string(),
-            token,
-        })
+        let api = env.endpoint(provider, settings, "apiUrl", Service::GitHub)?;
+        let token_setting =
+            env.secret_name(provider, settings, "tokenSetting", Some("GITHUB_TOKEN"))?.ok_or_else(|| config("no token".into()))?;
+        let token = env.secret(&token_setting).ok_or_else(|| config(format!("app setting {token_setting} (the token) is not set")))?;
+        Ok(GitHubRepo { http: env.http.clone(), api, repo: repo.to_string(), token })
     }
 
     /// A request to `/repos/{owner}/{name}{path}`.

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod notify;
 pub mod preflight;
 pub mod queue;
+pub mod reach;
 pub mod registry;
 pub mod store;
 pub mod traffic;

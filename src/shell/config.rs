@@ -129,6 +129,13 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("WEBSITE_AUTH_ENABLED", "Set to `True` by App Service when its authentication is on: only then is `X-MS-CLIENT-PRINCIPAL-NAME` trusted (and required for people's actions)."),
     ("GITHUB_TOKEN", "Default app setting of the `github` backlog's token (fine-grained: Issues read and write on the repository); a spec may name another with `tokenSetting`."),
     ("AZURE_DEVOPS_PAT", "Default app setting of the `azureDevOps` backlog's PAT (Work Items read and write); a spec may name another with `patSetting`. Without one, the managed identity's Entra token is used."),
+    ("SLUICE_AZURE_CLOUD", "The Azure cloud Sluice runs in and sends its Entra tokens to: `AzureCloud` (default), `AzureChinaCloud` or `AzureUSGovernment`. ARM, Log Analytics, Application Insights, App Configuration and managed Prometheus endpoints (and token audiences) are that cloud's; a spec can restate them but never point elsewhere."),
+    ("SLUICE_GITHUB_API_URLS", "GitHub Enterprise Server API URLs (`https://HOST/api/v3`, comma-separated) a spec's `apiUrl` may name; `https://api.github.com` is always allowed. The GitHub token goes nowhere else."),
+    ("SLUICE_AZURE_DEVOPS_URLS", "Azure DevOps Server collection URLs (comma-separated) a spec's `orgUrl` may name; `https://dev.azure.com/…` and `https://*.visualstudio.com` are always allowed. The PAT or token goes nowhere else."),
+    ("SLUICE_APP_CONFIG_STORES", "App Configuration store endpoints (comma-separated) the `appConfigFlag` router may use; unset, any store of the cloud (`https://*.azconfig.io` in AzureCloud)."),
+    ("SLUICE_AKS_API_SERVERS", "AKS API server URLs (comma-separated, e.g. `https://NAME.hcp.REGION.azmk8s.io:443`) the `gatewayApi` router may send its token to; unset, none (the router is refused)."),
+    ("SLUICE_SPEC_SETTINGS", "The app settings a spec may name (`tokenSetting`, `patSetting`, `urlSetting`, `secretSetting`, `connectionStringSetting`), comma-separated; `NAME*` is a prefix. Default: `GITHUB_TOKEN, AZURE_DEVOPS_PAT, TEAMS_URL, SLACK_URL, WEBHOOK_URL, WEBHOOK_SECRET, K8S_TOKEN, APPCONFIG_CONNECTION`. Settings Sluice and the Functions host run on (`SLUICE_*`, `AzureWebJobs*`, `APPLICATIONINSIGHTS_*`, `IDENTITY_*`, `AZURE_CLIENT_SECRET`, …) are refused whatever this says."),
+    ("SLUICE_ALLOW_LOOPBACK_ENDPOINTS", "Local testing only: `true` lets specs point credentialed endpoints at loopback addresses (`127.0.0.0/8`, `localhost`, `[::1]`), plain HTTP too, to reach fakes. `serve` refuses to start with it."),
     ("SLUICE_ALERT_RETENTION_DAYS", "Days received alerts are kept for the record (1 to 3650, default 30); the embedded store also keeps at most the newest 10 000."),
     ("RUST_LOG", "Log filter (default `info`)."),
 ];
@@ -268,6 +275,18 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>, mode: Mode) -> Result<AppC
                 problem("FUNCTIONS_WORKER_RUNTIME", format!("is '{rt}'; a custom handler needs 'Custom'"));
             }
         }
+    }
+    match crate::ports::reach::Reach::from_settings(get) {
+        Err(found) => {
+            for p in found {
+                problem(p.setting, p.message);
+            }
+        }
+        Ok(reach) if reach.loopback && mode == Mode::Serve => problem(
+            crate::ports::reach::LOOPBACK_SETTING,
+            "is for local testing only: a deployment never sends its credentials to loopback addresses".into(),
+        ),
+        Ok(_) => {}
     }
     // App Service sets WEBSITE_AUTH_ENABLED=True when its authentication is on
     // (Microsoft.Identity.Web, AppServicesAuthenticationInformation): only then
@@ -481,6 +500,22 @@ mod tests {
     fn up_needs_nothing() {
         let c = from_env(&env(&[]), Mode::Up).expect("defaults");
         assert_eq!((c.store, c.queue, c.port), (StoreKind::Sqlite, QueueKind::Embedded, None));
+    }
+
+    #[test]
+    fn no_spec_may_name_a_setting_sluice_runs_on() {
+        let rules = crate::ports::reach::Reach::default();
+        for (name, _) in SETTINGS {
+            // The two a spec names by design: the backlogs' default token settings.
+            if ["GITHUB_TOKEN", "AZURE_DEVOPS_PAT"].contains(name) {
+                assert!(rules.check_setting(name).is_ok(), "{name}");
+            } else {
+                assert!(rules.check_setting(name).is_err(), "a spec could name {name}");
+            }
+        }
+        let problems = from_env(&env(&[("SLUICE_ALLOW_LOOPBACK_ENDPOINTS", "true")]), Mode::Serve).expect_err("refused");
+        assert!(problems.iter().any(|p| p.setting == "SLUICE_ALLOW_LOOPBACK_ENDPOINTS"), "{problems:?}");
+        assert!(from_env(&env(&[("SLUICE_ALLOW_LOOPBACK_ENDPOINTS", "true")]), Mode::Up).is_ok());
     }
 
     #[test]

@@ -51,7 +51,23 @@ pub async fn examine(engine: &Engine, spec: &RolloutSpec, plan: &Plan) -> Report
     checks.extend(channels(engine, spec));
     checks.extend(state(engine, spec).await);
     checks.push(engine.queue.preflight().await);
+    checks.extend(reach(&engine.env.reach));
     Report::of(checks)
+}
+
+/// Where this deployment lets credentials go, and which settings specs may
+/// name: what a spec is held to (`crate::ports::reach`).
+fn reach(rules: &crate::ports::reach::Reach) -> Vec<Check> {
+    let mut checks: Vec<Check> = crate::ports::reach::SERVICES
+        .iter()
+        .map(|s| Check::ok("credentials", format!("{} endpoints", s.words()), rules.allowed_words(*s)))
+        .collect();
+    checks.push(Check::ok(
+        "credentials",
+        "settings specs may name",
+        format!("{} ({}); never Sluice's own", rules.spec_settings().join(", "), crate::ports::reach::SPEC_SETTINGS_SETTING),
+    ));
+    checks
 }
 
 /// Why an adapter could not be built, without repeating the provider's name.

@@ -194,6 +194,8 @@ pub fn env_for(fake: &FakeRouter) -> AdapterEnv {
         ("IDENTITY_HEADER", IDENTITY_HEADER.to_string()),
         ("K8S_TOKEN", K8S_TOKEN.to_string()),
         ("APPCONFIG_CONNECTION", connection),
+        // The fakes listen on loopback: a deployment would refuse them.
+        ("SLUICE_ALLOW_LOOPBACK_ENDPOINTS", "true".to_string()),
     ]);
     let settings = Arc::new(move |k: &str| settings.get(k).cloned());
     AdapterEnv::with_settings(std::env::temp_dir(), "http://sluice.test".into(), settings)

@@ -186,7 +186,7 @@ fn compose(spec: &ReleaseSpec, w: usize, t: usize, providers: &ProviderNames) ->
 }
 
 /// Where a problem of a composed rollout spec sits in the release document.
-fn release_path(path: &str, w: usize, t: usize) -> String {
+pub fn release_path(path: &str, w: usize, t: usize) -> String {
     for (field, to) in [("target", format!("waves[{w}].targets[{t}]")), ("strategy", format!("waves[{w}].strategy"))] {
         if path == field {
             return to;

@@ -226,6 +226,7 @@ impl AzureHttp {
 
     /// The request for one attempt, signed as the API wants.
     async fn request(&self, call: &Call<'_>) -> Result<reqwest::RequestBuilder, AzureError> {
+        self.same_origin(call.url)?;
         let mut request = self.http.request(call.method.clone(), call.url);
         for (name, value) in &call.headers {
             request = request.header(*name, value);
@@ -245,6 +246,20 @@ impl AzureHttp {
                 request
             }
         })
+    }
+
+    /// The credential goes only to the API's own origin: a `Location` or
+    /// `Azure-AsyncOperation` that points elsewhere is refused, not followed.
+    fn same_origin(&self, url: &str) -> Result<(), AzureError> {
+        let origin = |u: &str| reqwest::Url::parse(u).map(|u| u.origin().ascii_serialization()).ok();
+        match (origin(url), origin(&self.base)) {
+            (Some(to), Some(base)) if to == base => Ok(()),
+            _ => Err(AzureError::Transport(format!(
+                "refused to send the credential to {}: not {}",
+                origin(url).unwrap_or_else(|| "an unparsable URL".into()),
+                origin(&self.base).unwrap_or_default()
+            ))),
+        }
     }
 
     /// Starts a long-running operation and waits for it, honouring

@@ -16,6 +16,7 @@
 //! project, the type, the area path and the right to write are all checked
 //! and nothing is written.
 
+use crate::ports::reach::Service;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -52,15 +53,20 @@ pub struct AzureBoards {
 pub fn build(settings: &Settings, env: &AdapterEnv) -> Result<Arc<dyn Backlog>, AdapterError> {
     let organization = req_str("azureDevOps", settings, "organization")?;
     let project = req_str("azureDevOps", settings, "project")?;
-    let pat_setting = opt_str(settings, "patSetting").unwrap_or("AZURE_DEVOPS_PAT");
-    let auth = match env.setting(pat_setting).filter(|p| !p.is_empty()) {
+    let org_url = match settings.get("orgUrl") {
+        Some(_) => env.endpoint("azureDevOps", settings, "orgUrl", Service::AzureDevOps)?,
+        None => format!("https://dev.azure.com/{organization}"),
+    };
+    let pat_setting = env
+        .secret_name("azureDevOps", settings, "patSetting", Some("AZURE_DEVOPS_PAT"))?
+        .ok_or_else(|| AdapterError::Config { provider: "azureDevOps".into(), message: "no PAT setting".into() })?;
+    let auth = match env.secret(&pat_setting) {
         Some(pat) => Auth::Pat(pat),
         None => Auth::Entra(env.azure_identity("azureDevOps").map_err(|_| AdapterError::Config {
             provider: "azureDevOps".into(),
             message: format!("app setting {pat_setting} (a PAT) is not set, and there is no Azure identity to use instead"),
         })?),
     };
-    let org_url = opt_str(settings, "orgUrl").map(str::to_string).unwrap_or_else(|| format!("https://dev.azure.com/{organization}"));
     let tags = settings
         .get("tags")
         .and_then(Value::as_array)

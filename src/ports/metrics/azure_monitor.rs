@@ -6,6 +6,7 @@
 //! `interval` (default PT1M), `filter` (a dimension filter, e.g.
 //! `Instance eq '*'`), `armEndpoint`.
 
+use crate::ports::reach::Service;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -31,6 +32,7 @@ const AGGREGATIONS: [&str; 5] = ["Total", "Average", "Maximum", "Minimum", "Coun
 /// Builds the provider.
 pub fn build(settings: &Settings, _target: &Target, env: &AdapterEnv) -> Result<Arc<dyn MetricProvider>, AdapterError> {
     let name = "azureMonitor";
+    let endpoint = env.endpoint(name, settings, "armEndpoint", Service::Arm)?;
     let resource = req_str(name, settings, "resourceId")?.to_string();
     let aggregation = opt_str(settings, "aggregation").unwrap_or("Total").to_string();
     if !AGGREGATIONS.contains(&aggregation.as_str()) {
@@ -39,9 +41,8 @@ pub fn build(settings: &Settings, _target: &Target, env: &AdapterEnv) -> Result<
             message: format!("aggregation '{aggregation}' is not one of {}", AGGREGATIONS.join(", ")),
         });
     }
-    let endpoint = opt_str(settings, "armEndpoint").unwrap_or("https://management.azure.com");
     Ok(Arc::new(AzureMonitor {
-        arm: AzureHttp::new(env.http.clone(), env.azure_identity(name)?, "https://management.azure.com/", endpoint),
+        arm: AzureHttp::new(env.http.clone(), env.azure_identity(name)?, &env.audience(Service::Arm), &endpoint),
         resource,
         aggregation,
         interval: opt_str(settings, "interval").unwrap_or("PT1M").to_string(),

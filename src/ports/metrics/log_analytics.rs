@@ -5,6 +5,7 @@
 //! Settings: `workspaceId` (provider `logAnalytics`) or `appId` (provider
 //! `applicationInsights`); optional `endpoint`.
 
+use crate::ports::reach::Service;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -13,7 +14,7 @@ use serde_json::{json, Value};
 use super::{MetricProvider, MetricQuery, MetricsError, Sample};
 use crate::domain::spec::Target;
 use crate::ports::azure::http::AzureHttp;
-use crate::ports::env::{opt_str, req_str, AdapterEnv, AdapterError, Settings};
+use crate::ports::env::{req_str, AdapterEnv, AdapterError, Settings};
 
 /// One workspace or Application Insights app.
 pub struct LogQuery {
@@ -29,17 +30,17 @@ pub const LOG_ANALYTICS_ENDPOINT: &str = "https://api.loganalytics.azure.com";
 
 /// `logAnalytics`: a Log Analytics workspace.
 pub fn build_workspace(settings: &Settings, _target: &Target, env: &AdapterEnv) -> Result<Arc<dyn MetricProvider>, AdapterError> {
+    let endpoint = env.endpoint("logAnalytics", settings, "endpoint", Service::LogAnalytics)?;
     let id = req_str("logAnalytics", settings, "workspaceId")?;
-    let endpoint = opt_str(settings, "endpoint").unwrap_or(LOG_ANALYTICS_ENDPOINT);
-    let api = AzureHttp::new(env.http.clone(), env.azure_identity("logAnalytics")?, "https://api.loganalytics.io/", endpoint);
+    let api = AzureHttp::new(env.http.clone(), env.azure_identity("logAnalytics")?, &env.audience(Service::LogAnalytics), &endpoint);
     Ok(Arc::new(LogQuery { path: format!("{}/v1/workspaces/{id}/query", api.base()), api }))
 }
 
 /// `applicationInsights`: an Application Insights app.
 pub fn build_app(settings: &Settings, _target: &Target, env: &AdapterEnv) -> Result<Arc<dyn MetricProvider>, AdapterError> {
+    let endpoint = env.endpoint("applicationInsights", settings, "endpoint", Service::AppInsights)?;
     let id = req_str("applicationInsights", settings, "appId")?;
-    let endpoint = opt_str(settings, "endpoint").unwrap_or("https://api.applicationinsights.io");
-    let api = AzureHttp::new(env.http.clone(), env.azure_identity("applicationInsights")?, "https://api.applicationinsights.io/", endpoint);
+    let api = AzureHttp::new(env.http.clone(), env.azure_identity("applicationInsights")?, &env.audience(Service::AppInsights), &endpoint);
     Ok(Arc::new(LogQuery { path: format!("{}/v1/apps/{id}/query", api.base()), api }))
 }
 

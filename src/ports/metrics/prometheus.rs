@@ -10,6 +10,7 @@
 //! the `vector` and `scalar` result types) and "Histograms and summaries"
 //! (cumulative `le` buckets ending with `+Inf`).
 
+use crate::ports::reach::Service;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -25,17 +26,21 @@ use crate::ports::env::{req_str, AdapterEnv, AdapterError, Settings};
 pub struct Prometheus {
     base: String,
     http: reqwest::Client,
-    azure: Option<Arc<AzureCredential>>,
+    /// The identity and the token audience, with `azureAuth`.
+    azure: Option<(Arc<AzureCredential>, String)>,
 }
 
 /// Builds the provider from the metric's settings.
 pub fn build(settings: &Settings, _target: &Target, env: &AdapterEnv) -> Result<Arc<dyn MetricProvider>, AdapterError> {
-    let url = req_str("prometheus", settings, "url")?;
-    let azure = match settings.get("azureAuth").and_then(Value::as_bool) {
-        Some(true) => Some(env.azure_identity("prometheus")?),
-        _ => None,
+    let (url, azure) = match settings.get("azureAuth").and_then(Value::as_bool) {
+        // The managed identity's token goes only to the cloud's Azure Monitor workspaces.
+        Some(true) => (
+            env.endpoint("prometheus", settings, "url", Service::Prometheus)?,
+            Some((env.azure_identity("prometheus")?, env.audience(Service::Prometheus))),
+        ),
+        _ => (req_str("prometheus", settings, "url")?.trim_end_matches('/').to_string(), None),
     };
-    Ok(Arc::new(Prometheus { base: url.trim_end_matches('/').to_string(), http: env.http.clone(), azure }))
+    Ok(Arc::new(Prometheus { base: url, http: env.http.clone(), azure }))
 }
 
 /// Reads a sample's value: `[<time>, "<number>"]`.
@@ -56,8 +61,8 @@ impl Prometheus {
             params.push(("time", end.timestamp().to_string()));
         }
         let mut request = self.http.get(format!("{}/api/v1/query", self.base)).query(&params);
-        if let Some(cred) = &self.azure {
-            let token = cred.token("https://prometheus.monitor.azure.com/").await.map_err(|e| MetricsError::Failed(e.to_string()))?;
+        if let Some((cred, cred_audience)) = &self.azure {
+            let token = cred.token(cred_audience).await.map_err(|e| MetricsError::Failed(e.to_string()))?;
             request = request.bearer_auth(token);
         }
         let response = request.send().await.map_err(|e| MetricsError::Failed(format!("Prometheus unreachable: {}", e.without_url())))?;

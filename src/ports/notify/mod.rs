@@ -86,9 +86,10 @@ pub fn build(provider: &str, settings: &Settings, env: &AdapterEnv) -> Result<Ar
 /// post), so the spec names the app setting that holds it: `urlSetting`.
 pub fn webhook_url(provider: &str, settings: &Settings, env: &AdapterEnv) -> Result<String, AdapterError> {
     let config = |message: String| AdapterError::Config { provider: provider.to_string(), message };
-    let name = crate::ports::env::req_str(provider, settings, "urlSetting")?;
-    let url =
-        env.setting(name).filter(|u| !u.is_empty()).ok_or_else(|| config(format!("app setting {name} (the webhook URL) is not set")))?;
+    let name = env
+        .secret_name(provider, settings, "urlSetting", None)?
+        .ok_or_else(|| config("'urlSetting' is required and must be a string".into()))?;
+    let url = env.secret(&name).ok_or_else(|| config(format!("app setting {name} (the webhook URL) is not set")))?;
     if !(url.starts_with("https://") || url.starts_with("http://")) {
         return Err(config(format!("app setting {name} does not hold an http(s) URL")));
     }

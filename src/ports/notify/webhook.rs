@@ -11,7 +11,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::{post_json, webhook_url, Notification, Notifier, NotifyError};
-use crate::ports::env::{opt_str, AdapterEnv, AdapterError, Settings};
+use crate::ports::env::{AdapterEnv, AdapterError, Settings};
 
 /// A webhook receiver.
 pub struct Webhook {
@@ -22,9 +22,11 @@ pub struct Webhook {
 
 /// Builds the webhook channel.
 pub fn build(settings: &Settings, env: &AdapterEnv) -> Result<Arc<dyn Notifier>, AdapterError> {
+    // Both setting names are checked before either value is read.
+    let secret_name = env.secret_name("webhook", settings, "secretSetting", None)?;
     let url = webhook_url("webhook", settings, env)?;
-    let secret = match opt_str(settings, "secretSetting") {
-        Some(name) => Some(env.setting(name).filter(|s| !s.is_empty()).ok_or_else(|| AdapterError::Config {
+    let secret = match secret_name {
+        Some(name) => Some(env.secret(&name).ok_or_else(|| AdapterError::Config {
             provider: "webhook".into(),
             message: format!("app setting {name} (the signing secret) is not set"),
         })?),

@@ -13,7 +13,8 @@
 //! Settings: `endpoint` (`https://{store}.azconfig.io`), `flag`; optional
 //! `label`, `connectionStringSetting` (the app setting holding a
 //! `Endpoint=…;Id=…;Secret=…` connection string: HMAC access keys, for
-//! development; otherwise Entra ID tokens for `https://azconfig.io`).
+//! development; otherwise Entra ID tokens for the cloud's App
+//! Configuration audience, `https://appconfig.azure.com` in AzureCloud).
 //!
 //! Source: App Configuration data-plane REST API, api-version 2023-11-01
 //! (Azure REST API specs, Microsoft.AppConfiguration data-plane:
@@ -24,8 +25,11 @@
 //! `application/vnd.microsoft.appconfig.ff+json;charset=utf-8`, value
 //! `{id, enabled, conditions.client_filters[{name, parameters}]}`);
 //! "HMAC authentication - REST API reference" and "Microsoft Entra ID
-//! authentication - REST API reference" (audience `https://azconfig.io`).
+//! authentication - REST API reference" (audience per cloud:
+//! `https://appconfig.azure.com`, `.cn`, `.us`; the older `https://azconfig.io`
+//! is what the 2020 version of that page named).
 
+use crate::ports::reach::Service;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -59,17 +63,15 @@ pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, Adap
     let s = &target.router.settings;
     let name = "appConfigFlag";
     let config = |message: String| AdapterError::Config { provider: name.into(), message };
-    let endpoint = req_str(name, s, "endpoint")?.trim_end_matches('/');
-    if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
-        return Err(config(format!("endpoint '{endpoint}' is not an http(s) URL")));
-    }
+    let endpoint = env.endpoint(name, s, "endpoint", Service::AppConfiguration)?;
+    let endpoint = endpoint.as_str();
     let flag = req_str(name, s, "flag")?;
-    let auth = match opt_str(s, "connectionStringSetting") {
+    let auth = match env.secret_name(name, s, "connectionStringSetting", None)? {
         Some(setting) => {
-            let text = env.setting(setting).ok_or_else(|| config(format!("app setting {setting} is not set")))?;
+            let text = env.secret(&setting).ok_or_else(|| config(format!("app setting {setting} is not set")))?;
             hmac_auth(&text).ok_or_else(|| config(format!("app setting {setting} is not an Endpoint=…;Id=…;Secret=… connection string")))?
         }
-        None => Auth::Entra { credential: env.azure_identity(name)?, resource: "https://azconfig.io".into() },
+        None => Auth::Entra { credential: env.azure_identity(name)?, resource: env.audience(Service::AppConfiguration) },
     };
     let key = utf8_percent_encode(&format!(".appconfig.featureflag/{flag}"));
     let label = opt_str(s, "label").map(|l| format!("&label={}", utf8_percent_encode(l))).unwrap_or_default();

@@ -26,6 +26,7 @@
 //! api-version 2022-04-01: `value[].actions` / `notActions`) for `sluice doctor`.
 
 use crate::domain::ids::Weight;
+use crate::ports::reach::Service;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,6 +78,7 @@ pub struct AppServiceSlots {
 pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, AdapterError> {
     let s = &target.router.settings;
     let name = "appServiceSlots";
+    let endpoint = env.endpoint(name, s, "armEndpoint", Service::Arm)?;
     let subscription = req_str(name, s, "subscriptionId")?;
     let group = req_str(name, s, "resourceGroup")?;
     let app = req_str(name, s, "app")?;
@@ -88,8 +90,7 @@ pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, Adap
             return Err(AdapterError::Config { provider: name.into(), message: format!("pinnedUsers '{other}' is not stopSlot or none") })
         }
     };
-    let endpoint = opt_str(s, "armEndpoint").unwrap_or("https://management.azure.com");
-    let arm = AzureHttp::new(env.http.clone(), env.azure_identity(name)?, "https://management.azure.com/", endpoint);
+    let arm = AzureHttp::new(env.http.clone(), env.azure_identity(name)?, &env.audience(Service::Arm), &endpoint);
     Ok(Arc::new(AppServiceSlots {
         site: format!("{}/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.Web/sites/{app}", arm.base()),
         host: tokio::sync::OnceCell::new_with(opt_str(s, "canaryHostName").map(str::to_string)),

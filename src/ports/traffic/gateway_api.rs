@@ -36,6 +36,7 @@ use crate::domain::ids::Weight;
 use crate::domain::spec::Target;
 use crate::ports::azure::http::{Auth, AzureHttp, Call};
 use crate::ports::env::{opt_str, req_str, AdapterEnv, AdapterError};
+use crate::ports::reach::Service;
 
 /// The resource an AKS cluster's Entra ID tokens are issued for.
 pub const AKS_RESOURCE: &str = "6dae42f8-4368-4678-94ff-3960e28e3630";
@@ -58,10 +59,8 @@ pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, Adap
     let s = &target.router.settings;
     let name = "gatewayApi";
     let config = |message: String| AdapterError::Config { provider: name.into(), message };
-    let server = req_str(name, s, "apiServer")?.trim_end_matches('/');
-    if !(server.starts_with("https://") || server.starts_with("http://")) {
-        return Err(config(format!("apiServer '{server}' is not an http(s) URL")));
-    }
+    let server = env.endpoint(name, s, "apiServer", Service::Kubernetes)?;
+    let server = server.as_str();
     let http = match opt_str(s, "caCertificate") {
         Some(pem) => {
             let bad = |why: String| config(format!("caCertificate is not a PEM certificate: {why}"));
@@ -78,10 +77,8 @@ pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, Adap
         }
         None => env.http.clone(),
     };
-    let auth = match opt_str(s, "tokenSetting") {
-        Some(setting) => Auth::Bearer(
-            env.setting(setting).filter(|t| !t.trim().is_empty()).ok_or_else(|| config(format!("app setting {setting} is not set")))?,
-        ),
+    let auth = match env.secret_name(name, s, "tokenSetting", None)? {
+        Some(setting) => Auth::Bearer(env.secret(&setting).ok_or_else(|| config(format!("app setting {setting} is not set")))?),
         None => Auth::Entra { credential: env.azure_identity(name)?, resource: AKS_RESOURCE.into() },
     };
     let (namespace, route) = (req_str(name, s, "namespace")?, req_str(name, s, "route")?);

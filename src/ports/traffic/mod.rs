@@ -255,23 +255,20 @@ pub(crate) fn opt_bool(settings: &crate::ports::env::Settings, key: &str) -> Opt
     settings.get(key).and_then(serde_json::Value::as_bool)
 }
 
-/// An ARM client for a router (`armEndpoint` overrides the public cloud's)
+/// An ARM client for a router (`armEndpoint` may restate the cloud's, or a loopback fake's where allowed)
 /// and the resource group's URL prefix, from `subscriptionId` and `resourceGroup`.
 pub(crate) fn arm(
     provider: &str,
     settings: &crate::ports::env::Settings,
     env: &AdapterEnv,
 ) -> Result<(crate::ports::azure::http::AzureHttp, String), AdapterError> {
-    use crate::ports::env::{opt_str, req_str};
+    use crate::ports::env::req_str;
+    use crate::ports::reach::Service;
+    let endpoint = env.endpoint(provider, settings, "armEndpoint", Service::Arm)?;
     let subscription = req_str(provider, settings, "subscriptionId")?;
     let group = req_str(provider, settings, "resourceGroup")?;
-    let endpoint = opt_str(settings, "armEndpoint").unwrap_or("https://management.azure.com");
-    let client = crate::ports::azure::http::AzureHttp::new(
-        env.http.clone(),
-        env.azure_identity(provider)?,
-        "https://management.azure.com/",
-        endpoint,
-    );
+    let client =
+        crate::ports::azure::http::AzureHttp::new(env.http.clone(), env.azure_identity(provider)?, &env.audience(Service::Arm), &endpoint);
     let prefix = format!("{}/subscriptions/{subscription}/resourceGroups/{group}/providers", client.base());
     Ok((client, prefix))
 }

@@ -195,13 +195,13 @@ impl Engine {
             StepMessage::Release { release, .. } => self.advance_release(&release, None).await.map(|_| ()),
             // A release spec posted straight to the queue starts a release.
             StepMessage::Start { spec, by, id } if crate::domain::release::spec::is_release(&spec) => {
-                let (spec, _) = crate::domain::release::spec::validate(&spec, &crate::ports::registry::names()).map_err(|p| {
+                let (spec, _) = crate::ports::registry::validate_release(&spec, &self.env).map_err(|p| {
                     EngineError::Invalid(format!("start message has an invalid release spec: {}", p.to_string().replace('\n', "; ")))
                 })?;
                 self.create_release(spec, &by, id).await.map(|_| ())
             }
             StepMessage::Start { spec, by, id } => {
-                let (spec, plan) = crate::domain::spec::validate(&spec, &crate::ports::registry::names()).map_err(|p| {
+                let (spec, plan) = crate::ports::registry::validate(&spec, &self.env).map_err(|p| {
                     EngineError::Invalid(format!("start message has an invalid spec: {}", p.to_string().replace('\n', "; ")))
                 })?;
                 match (self.create(spec.clone(), plan, &by, id.clone(), None).await, id) {
