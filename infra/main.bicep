@@ -43,8 +43,8 @@ param keyVault object = {}
 @secure()
 param channelSecrets object = {}
 
-@description('Where Sluice may send its credentials besides the Azure cloud it runs in (comma-separated URLs, each optional): {aksApiServers, appConfigStores, githubApiUrls, azureDevOpsUrls}. A spec that points a credential anywhere else is refused.')
-param credentialEndpoints object = {}
+@description('Where Sluice may send its credentials besides the Azure cloud it runs in, and which settings specs may name (each optional, comma-separated): {aksApiServers, appConfigStores, githubApiUrls, azureDevOpsUrls, specSettings}. specSettings entries are use:NAME (github, azureDevOps, aks, appConfig) or a bare channel setting; it defaults to the channelSecrets names. A spec that points a credential anywhere else is refused.')
+param credentialRules object = {}
 
 @description('Client id of the Entra ID app registration that signs people in (App Service authentication on the API and the dashboard). Empty: no sign-in, function keys only.')
 param authClientId string = ''
@@ -142,13 +142,13 @@ var baseSettings = [
   { name: 'SLUICE_SERVICEBUS_LOCK_SECONDS', value: '60' }
   { name: 'SLUICE_ALERT_TOKEN', value: alertToken }
   // Where credentials may go and which settings specs may name (src/ports/reach.rs): this cloud's
-  // endpoints, the endpoints listed in credentialEndpoints, and exactly the channel secrets' names.
+  // endpoints, the endpoints listed in credentialRules, and its specSettings (else the channel secrets' names).
   { name: 'SLUICE_AZURE_CLOUD', value: environment().name }
-  { name: 'SLUICE_SPEC_SETTINGS', value: join(objectKeys(channelSecrets), ',') }
-  { name: 'SLUICE_AKS_API_SERVERS', value: credentialEndpoints.?aksApiServers ?? '' }
-  { name: 'SLUICE_APP_CONFIG_STORES', value: credentialEndpoints.?appConfigStores ?? '' }
-  { name: 'SLUICE_GITHUB_API_URLS', value: credentialEndpoints.?githubApiUrls ?? '' }
-  { name: 'SLUICE_AZURE_DEVOPS_URLS', value: credentialEndpoints.?azureDevOpsUrls ?? '' }
+  { name: 'SLUICE_SPEC_SETTINGS', value: credentialRules.?specSettings ?? join(objectKeys(channelSecrets), ',') }
+  { name: 'SLUICE_AKS_API_SERVERS', value: credentialRules.?aksApiServers ?? '' }
+  { name: 'SLUICE_APP_CONFIG_STORES', value: credentialRules.?appConfigStores ?? '' }
+  { name: 'SLUICE_GITHUB_API_URLS', value: credentialRules.?githubApiUrls ?? '' }
+  { name: 'SLUICE_AZURE_DEVOPS_URLS', value: credentialRules.?azureDevOpsUrls ?? '' }
   // Read by glibc's malloc, not by Sluice: two arenas instead of one per thread. `sluice bench scale
   // --rollouts 10000` ends at 118 MiB resident with the default and 35 MiB with 2, the /api/metrics and
   // /api/report reads of every state having left freed memory in the blocking threads' arenas.

@@ -481,3 +481,26 @@ async fn a_router_stored_before_the_rules_changed_is_refused_when_built() {
     assert!(err.contains("endpoint: ") && err.contains("not HTTPS"), "{err}");
     assert!(fake.seen().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_not_followed_with_a_credential() {
+    let elsewhere = Recorder::start(|_| ok(json!({}))).await;
+    let to = elsewhere.url.clone();
+    // A GitHub Enterprise that answers every call with a redirect to another host.
+    let redirector = Recorder::start(move |r| (307, vec![("location".into(), format!("{to}{}", r.path))], String::new())).await;
+    let env = env_with(BTreeMap::from([("GITHUB_TOKEN", "gh-token".to_string())]));
+    let settings = serde_json::from_value(json!({"repository": "o/r", "apiUrl": redirector.url})).expect("settings");
+    let backlog = sluice::ports::backlog::build("github", &settings, &env).expect("backlog");
+    let draft = sluice::ports::backlog::IssueDraft {
+        rollout_id: "r-1".into(),
+        title: "title".into(),
+        body: sluice::ports::backlog::doc::Doc::default(),
+        labels: Vec::new(),
+        not_before: Utc::now(),
+        rollout_failure: true,
+    };
+    let err = backlog.open(&draft).await.expect_err("a redirect is an answer, not a success").to_string();
+    assert!(err.contains("307"), "{err}");
+    assert!(!redirector.seen().is_empty());
+    assert!(elsewhere.seen().is_empty(), "{:?}", elsewhere.seen());
+}

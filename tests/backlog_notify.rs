@@ -37,7 +37,7 @@ fn settings_env(settings: Vec<(&str, String)>) -> AdapterEnv {
     // The fakes listen on loopback, and these tests name their own settings.
     map.insert("SLUICE_ALLOW_LOOPBACK_ENDPOINTS".into(), "true".into());
     map.entry("SLUICE_SPEC_SETTINGS".into())
-        .or_insert_with(|| "GITHUB_TOKEN,AZURE_DEVOPS_PAT,GH,TEAMS_URL,SLACK_URL,HOOK_*,BROKEN_URL".into());
+        .or_insert_with(|| "github:GITHUB_TOKEN,azureDevOps:AZURE_DEVOPS_PAT,github:GH,TEAMS_URL,SLACK_URL,HOOK_*,BROKEN_URL".into());
     AdapterEnv::with_settings(std::env::temp_dir(), PUBLIC.into(), Arc::new(move |k: &str| map.get(k).cloned()))
 }
 
@@ -254,7 +254,7 @@ impl Harness {
         // The fakes listen on loopback, and these tests name their own settings.
         map.insert("SLUICE_ALLOW_LOOPBACK_ENDPOINTS".into(), "true".into());
         map.entry("SLUICE_SPEC_SETTINGS".into())
-            .or_insert_with(|| "GITHUB_TOKEN,AZURE_DEVOPS_PAT,GH,TEAMS_URL,SLACK_URL,HOOK_*,BROKEN_URL".into());
+            .or_insert_with(|| "github:GITHUB_TOKEN,azureDevOps:AZURE_DEVOPS_PAT,github:GH,TEAMS_URL,SLACK_URL,HOOK_*,BROKEN_URL".into());
         let env = AdapterEnv::with_settings(dir.path().to_path_buf(), PUBLIC.into(), Arc::new(move |k: &str| map.get(k).cloned()));
         let engine = Arc::new(Engine::new(store, queue, env, clock.clone()));
         Harness { app: App { engine, alert_token: None, require_principal: false }, clock, up, _dir: dir }
@@ -604,7 +604,7 @@ async fn secrets_never_reach_logs_history_or_error_bodies() {
         ("HOOK_URL", teams_url.as_str()),
         // The fakes listen on loopback, and this test names its own settings.
         ("SLUICE_ALLOW_LOOPBACK_ENDPOINTS", "true"),
-        ("SLUICE_SPEC_SETTINGS", "GITHUB_TOKEN,AZURE_DEVOPS_PAT,SLACK_URL,TEAMS_URL,HOOK_*"),
+        ("SLUICE_SPEC_SETTINGS", "github:GITHUB_TOKEN,azureDevOps:AZURE_DEVOPS_PAT,SLACK_URL,TEAMS_URL,HOOK_*"),
     ];
     let up = common::UpProcess::spawn(dir.path(), &[], &env, "debug").await;
     let client = sluice::cli::client::Client::new(&up.url, None, "pipeline");

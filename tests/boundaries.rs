@@ -509,6 +509,19 @@ fn forbidden_settings(url: &str) -> Vec<(Value, &'static str)> {
         ),
         (spec_with("channel", json!({"provider": "slack", "settings": {"urlSetting": "HOME"}})), "notifications[1].settings.urlSetting"),
         (
+            spec_with("channel", json!({"provider": "slack", "settings": {"urlSetting": "azure_client_secret"}})),
+            "notifications[1].settings.urlSetting",
+        ),
+        // A setting specs may name, for another use: the GitHub token to an AKS API server.
+        (
+            spec_with(
+                "router",
+                json!({"provider": "gatewayApi", "settings": {"apiServer": url, "namespace": "shop", "route": "orders",
+                    "stableService": "v1", "canaryService": "v2", "tokenSetting": "GITHUB_TOKEN"}}),
+            ),
+            "target.router.settings.tokenSetting",
+        ),
+        (
             spec_with(
                 "channel",
                 json!({"provider": "webhook", "settings": {"urlSetting": "WEBHOOK_URL", "secretSetting": "IDENTITY_HEADER"}}),
@@ -615,7 +628,10 @@ async fn a_spec_cannot_name_a_setting_outside_the_declared_set() {
     let said = |name: &str| checks.iter().find(|c| c["name"] == name).map(|c| c["detail"].as_str().unwrap_or("").to_string());
     assert!(said("Azure Resource Manager endpoints").is_some_and(|d| d.contains("https://management.azure.com (AzureCloud)")), "{report}");
     assert!(said("an AKS API server endpoints").is_some_and(|d| d.contains("https://aks.hcp.westeurope.azmk8s.io")), "{report}");
-    assert!(said("settings specs may name").is_some_and(|d| d.starts_with("GITHUB_TOKEN, AZURE_DEVOPS_PAT")), "{report}");
+    assert!(
+        said("settings specs may name").is_some_and(|d| d.starts_with("github:GITHUB_TOKEN, azureDevOps:AZURE_DEVOPS_PAT")),
+        "{report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -132,7 +132,7 @@ fn app_settings_are_read_by_the_code_hold_no_key_and_pass_its_check() {
         // `environment().name` in the public cloud (Microsoft Learn, "Deployment functions for Bicep",
         // environment(): the names `az cloud list` gives, `AzureCloud` for global Azure).
         ("SLUICE_AZURE_CLOUD", "AzureCloud"),
-        // `join(objectKeys(channelSecrets), ',')` and `credentialEndpoints.?… ?? ''` with the parameters' defaults.
+        // `credentialRules.?… ?? …` with the parameters' defaults (no channel secrets).
         ("SLUICE_SPEC_SETTINGS", ""),
         ("SLUICE_AKS_API_SERVERS", ""),
         ("SLUICE_APP_CONFIG_STORES", ""),

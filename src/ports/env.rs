@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::ports::reach::{Reach, Service};
+use crate::ports::reach::{Reach, SecretUse, Service};
 
 /// Looks up an app setting by name (the process environment in practice).
 pub type SettingsLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -126,18 +126,19 @@ impl AdapterEnv {
     }
 
     /// The app setting a spec names in `field` (else the adapter's `default`),
-    /// refused unless specs may name it; `None` when there is neither.
+    /// refused unless specs may name it for `used`; `None` when there is neither.
     pub fn secret_name(
         &self,
         provider: &str,
         settings: &Settings,
         field: &str,
         default: Option<&'static str>,
+        used: SecretUse,
     ) -> Result<Option<SecretName>, AdapterError> {
         match settings.get(field) {
             None => Ok(default.map(|d| SecretName(d.to_string()))),
             Some(Value::String(name)) => {
-                if let Err(why) = self.reach.check_setting(name) {
+                if let Err(why) = self.reach.check_setting(used, name) {
                     self.refuse(provider, field, why)?;
                 }
                 Ok(Some(SecretName(name.clone())))
@@ -172,6 +173,9 @@ impl AdapterEnv {
 /// The HTTP client adapters share: bounded timeouts, pooled connections.
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
+        // Credentials ride on these requests: a redirect is an answer, never followed
+        // (reqwest keeps `Authorization` on a same-host redirect, even to plain HTTP).
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(16)

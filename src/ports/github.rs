@@ -7,7 +7,7 @@
 //! default `https://api.github.com`).
 
 use crate::ports::env::{req_str, AdapterEnv, AdapterError, Settings};
-use crate::ports::reach::Service;
+use crate::ports::reach::{SecretUse, Service};
 
 /// One repository, reached with one token.
 pub struct GitHubRepo {
@@ -22,13 +22,15 @@ impl GitHubRepo {
     /// The repository `provider`'s settings name.
     pub fn from_settings(provider: &str, settings: &Settings, env: &AdapterEnv) -> Result<GitHubRepo, AdapterError> {
         let config = |message: String| AdapterError::Config { provider: provider.into(), message };
+        // Where the token goes, and which token, before anything else is read.
+        let api = env.endpoint(provider, settings, "apiUrl", Service::GitHub)?;
+        let token_setting = env
+            .secret_name(provider, settings, "tokenSetting", Some("GITHUB_TOKEN"), SecretUse::GitHub)?
+            .ok_or_else(|| config("no token".into()))?;
         let repo = req_str(provider, settings, "repository")?;
         if repo.split('/').count() != 2 || repo.split('/').any(str::is_empty) {
             return Err(config(format!("'repository' must be owner/name, not '{repo}'")));
         }
-        let api = env.endpoint(provider, settings, "apiUrl", Service::GitHub)?;
-        let token_setting =
-            env.secret_name(provider, settings, "tokenSetting", Some("GITHUB_TOKEN"))?.ok_or_else(|| config("no token".into()))?;
         let token = env.secret(&token_setting).ok_or_else(|| config(format!("app setting {token_setting} (the token) is not set")))?;
         Ok(GitHubRepo { http: env.http.clone(), api, repo: repo.to_string(), token })
     }

@@ -30,9 +30,62 @@ pub const SPEC_SETTINGS_SETTING: &str = "SLUICE_SPEC_SETTINGS";
 pub const LOOPBACK_SETTING: &str = "SLUICE_ALLOW_LOOPBACK_ENDPOINTS";
 
 /// What specs may name when `SLUICE_SPEC_SETTINGS` is unset: the adapters'
-/// own defaults and the names the README's examples use.
-pub const DEFAULT_SPEC_SETTINGS: &[&str] =
-    &["GITHUB_TOKEN", "AZURE_DEVOPS_PAT", "TEAMS_URL", "SLACK_URL", "WEBHOOK_URL", "WEBHOOK_SECRET", "K8S_TOKEN", "APPCONFIG_CONNECTION"];
+/// own defaults and the names the README's examples use, each for its use.
+pub const DEFAULT_SPEC_SETTINGS: &[&str] = &[
+    "github:GITHUB_TOKEN",
+    "azureDevOps:AZURE_DEVOPS_PAT",
+    "aks:K8S_TOKEN",
+    "appConfig:APPCONFIG_CONNECTION",
+    "TEAMS_URL",
+    "SLACK_URL",
+    "WEBHOOK_URL",
+    "WEBHOOK_SECRET",
+];
+
+/// What a setting a spec names is for. A credential goes only to its own
+/// kind of service: a GitHub token never to an AKS API server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretUse {
+    /// A GitHub token (`tokenSetting` of `github`, `githubDeployments`).
+    GitHub,
+    /// An Azure DevOps PAT (`patSetting`).
+    AzureDevOps,
+    /// A Kubernetes service account token (`tokenSetting` of `gatewayApi`).
+    Kubernetes,
+    /// An App Configuration connection string (`connectionStringSetting`).
+    AppConfiguration,
+    /// A channel's webhook URL or signing secret (`urlSetting`, `secretSetting`):
+    /// the URL is where it goes, the secret only signs.
+    Channel,
+}
+
+impl SecretUse {
+    const ALL: [SecretUse; 5] =
+        [SecretUse::GitHub, SecretUse::AzureDevOps, SecretUse::Kubernetes, SecretUse::AppConfiguration, SecretUse::Channel];
+
+    /// The tag that marks an entry of `SLUICE_SPEC_SETTINGS` (none: a channel's).
+    pub fn tag(self) -> &'static str {
+        match self {
+            SecretUse::GitHub => "github",
+            SecretUse::AzureDevOps => "azureDevOps",
+            SecretUse::Kubernetes => "aks",
+            SecretUse::AppConfiguration => "appConfig",
+            SecretUse::Channel => "channel",
+        }
+    }
+}
+
+/// One entry of `SLUICE_SPEC_SETTINGS`: `[use:]NAME` or `[use:]PREFIX*`.
+fn spec_setting(entry: &str) -> Result<(SecretUse, String), String> {
+    match entry.split_once(':') {
+        None => Ok((SecretUse::Channel, entry.to_string())),
+        Some((tag, name)) => SecretUse::ALL
+            .into_iter()
+            .find(|u| u.tag().eq_ignore_ascii_case(tag.trim()))
+            .map(|u| (u, name.trim().to_string()))
+            .ok_or_else(|| format!("'{tag}' in '{entry}' is not a use Sluice knows (github, azureDevOps, aks, appConfig, channel)")),
+    }
+}
 
 /// Settings no spec may name, whatever the deployment lists: what Sluice and
 /// the Functions host run on (an entry ending in `*` is a prefix).
@@ -53,6 +106,8 @@ pub const RESERVED_SETTINGS: &[&str] = &[
     "AZURE_TENANT_ID",
     "AZURE_AUTHORITY_HOST",
     "AZURE_FEDERATED_TOKEN_FILE",
+    "APPSETTING_*",
+    "MICROSOFT_PROVIDER_AUTHENTICATION_SECRET",
     "RUST_LOG",
 ];
 
@@ -234,6 +289,13 @@ fn name_matches(rule: &str, name: &str) -> bool {
     }
 }
 
+/// A reserved name, matched without regard to case (Windows' environment
+/// ignores it, so `AZURE_client_secret` would read the secret there).
+fn reserved(name: &str) -> Option<&'static str> {
+    let upper = name.to_ascii_uppercase();
+    RESERVED_SETTINGS.iter().copied().find(|r| name_matches(&r.to_ascii_uppercase(), &upper))
+}
+
 /// The deployment's rules.
 #[derive(Debug, Clone)]
 pub struct Reach {
@@ -243,7 +305,7 @@ pub struct Reach {
     azure_devops: Vec<Prefix>,
     app_config: Vec<Prefix>,
     aks: Vec<Prefix>,
-    spec_settings: Vec<String>,
+    spec_settings: Vec<(SecretUse, String)>,
     /// Whether loopback endpoints are allowed (local testing; `serve` refuses it).
     pub loopback: bool,
 }
@@ -256,7 +318,7 @@ impl Default for Reach {
             azure_devops: Vec::new(),
             app_config: Vec::new(),
             aks: Vec::new(),
-            spec_settings: DEFAULT_SPEC_SETTINGS.iter().map(|s| s.to_string()).collect(),
+            spec_settings: DEFAULT_SPEC_SETTINGS.iter().filter_map(|s| spec_setting(s).ok()).collect(),
             loopback: false,
         }
     }
@@ -299,13 +361,15 @@ impl Reach {
         reach.app_config = prefixes(APP_CONFIG_SETTING);
         reach.aks = prefixes(AKS_SETTING);
         if let Some(list) = value(SPEC_SETTINGS_SETTING) {
-            reach.spec_settings = list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
-            for rule in &reach.spec_settings {
-                if rule.trim_end_matches('*').is_empty() {
-                    problems.push(ReachProblem {
+            reach.spec_settings.clear();
+            for entry in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                match spec_setting(entry) {
+                    Ok((_, name)) if name.trim_end_matches('*').is_empty() => problems.push(ReachProblem {
                         setting: SPEC_SETTINGS_SETTING,
-                        message: format!("'{rule}' would let specs name any setting"),
-                    });
+                        message: format!("'{entry}' would let specs name any setting"),
+                    }),
+                    Ok(rule) => reach.spec_settings.push(rule),
+                    Err(message) => problems.push(ReachProblem { setting: SPEC_SETTINGS_SETTING, message }),
                 }
             }
         }
@@ -342,6 +406,11 @@ impl Reach {
         if !url.username().is_empty() || url.password().is_some() {
             return Err("a URL with a user name or password is never allowed".into());
         }
+        // An encoded separator would let a path that matches a listed prefix reach another below the same host.
+        let path = url.path().to_ascii_lowercase();
+        if path.contains("%2f") || path.contains("%5c") {
+            return Err(format!("{endpoint} has an encoded / or \\ in its path"));
+        }
         if self.loopback && is_loopback(&url) && matches!(url.scheme(), "http" | "https") {
             return Ok(());
         }
@@ -350,6 +419,9 @@ impl Reach {
         }
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
         let under = |suffix: &str| url.port().is_none() && host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}"));
+        // `{organization}.visualstudio.com`, the legacy Azure DevOps form: one label, no other visualstudio.com host.
+        let organization_host =
+            url.port().is_none() && host.strip_suffix(".visualstudio.com").is_some_and(|org| !org.is_empty() && !org.contains('.'));
         let listed = |list: &[Prefix]| list.iter().any(|p| p.covers(&url));
         let fixed = |allowed: &[&str]| allowed.iter().filter_map(|a| Prefix::parse(a).ok()).any(|p| p.covers(&url));
         let allowed = match service {
@@ -360,7 +432,7 @@ impl Reach {
             Service::AppConfiguration => under(self.cloud.app_config_suffix()) && (self.app_config.is_empty() || listed(&self.app_config)),
             Service::Kubernetes => listed(&self.aks),
             Service::GitHub => fixed(&["https://api.github.com"]) || listed(&self.github),
-            Service::AzureDevOps => fixed(&["https://dev.azure.com"]) || under("visualstudio.com") || listed(&self.azure_devops),
+            Service::AzureDevOps => fixed(&["https://dev.azure.com"]) || organization_host || listed(&self.azure_devops),
         };
         if allowed {
             Ok(())
@@ -390,7 +462,7 @@ impl Reach {
             Service::GitHub => format!("https://api.github.com; GitHub Enterprise: {}", list(&self.github, GITHUB_SETTING)),
             Service::AzureDevOps => {
                 format!(
-                    "https://dev.azure.com/…, https://*.visualstudio.com; Azure DevOps Server: {}",
+                    "https://dev.azure.com/…, https://{{organization}}.visualstudio.com; Azure DevOps Server: {}",
                     list(&self.azure_devops, AZURE_DEVOPS_SETTING)
                 )
             }
@@ -401,24 +473,25 @@ impl Reach {
         words
     }
 
-    /// Whether a spec may name the app setting `name`; the reason if not.
-    pub fn check_setting(&self, name: &str) -> Result<(), String> {
-        if let Some(rule) = RESERVED_SETTINGS.iter().find(|r| name_matches(r, name)) {
+    /// Whether a spec may name the app setting `name` for `used`; the reason if not.
+    pub fn check_setting(&self, used: SecretUse, name: &str) -> Result<(), String> {
+        if let Some(rule) = reserved(name) {
             return Err(format!("'{name}' is a setting Sluice itself runs on ({rule}); a spec may never name it"));
         }
-        if self.spec_settings.iter().any(|r| name_matches(r, name)) {
+        if self.spec_settings.iter().any(|(u, rule)| *u == used && name_matches(rule, name)) {
             Ok(())
         } else {
             Err(format!(
-                "'{name}' is not a setting specs may name here (allowed: {}; {SPEC_SETTINGS_SETTING})",
-                self.spec_settings.join(", ")
+                "'{name}' is not a setting specs may name for a {} value here (allowed: {}; {SPEC_SETTINGS_SETTING})",
+                used.tag(),
+                self.spec_settings().join(", ")
             ))
         }
     }
 
-    /// The setting names and prefixes specs may name.
-    pub fn spec_settings(&self) -> &[String] {
-        &self.spec_settings
+    /// The setting names and prefixes specs may name, each with its use.
+    pub fn spec_settings(&self) -> Vec<String> {
+        self.spec_settings.iter().map(|(u, name)| format!("{}:{name}", u.tag())).collect()
     }
 }
 
@@ -506,6 +579,10 @@ mod tests {
         assert!(r.check_endpoint(Service::AzureDevOps, "https://dev.azure.com/contoso").is_ok());
         assert!(r.check_endpoint(Service::AzureDevOps, "https://contoso.visualstudio.com").is_ok());
         assert!(r.check_endpoint(Service::AzureDevOps, "https://dev.azure.com.evil.example/x").is_err());
+        assert!(r.check_endpoint(Service::AzureDevOps, "https://a.b.visualstudio.com").is_err());
+        assert!(r.check_endpoint(Service::AzureDevOps, "https://contoso.visualstudio.com:8443").is_err());
+        assert!(r.check_endpoint(Service::AzureDevOps, "https://tfs.contoso.com/tfs/Default/..%2fOther").is_err());
+        assert!(r.check_endpoint(Service::AzureDevOps, "https://tfs.contoso.com/tfs%2FOther").is_err());
         assert!(Reach::default().check_endpoint(Service::Kubernetes, "https://aks.hcp.westeurope.azmk8s.io:443").is_err());
         let aks = reach(&[(AKS_SETTING, "https://aks.hcp.westeurope.azmk8s.io:443")]);
         assert!(aks.check_endpoint(Service::Kubernetes, "https://aks.hcp.westeurope.azmk8s.io:443/").is_ok());
@@ -523,21 +600,35 @@ mod tests {
     }
 
     #[test]
-    fn specs_name_only_declared_settings_and_never_sluices_own() {
+    fn specs_name_only_declared_settings_for_their_use_and_never_sluices_own() {
         let r = Reach::default();
-        assert!(r.check_setting("GITHUB_TOKEN").is_ok());
-        for reserved in
-            ["SLUICE_ALERT_TOKEN", "AzureWebJobsStorage", "APPLICATIONINSIGHTS_CONNECTION_STRING", "AZURE_CLIENT_SECRET", "IDENTITY_HEADER"]
-        {
-            assert!(r.check_setting(reserved).expect_err(reserved).contains("Sluice itself"), "{reserved}");
+        assert!(r.check_setting(SecretUse::GitHub, "GITHUB_TOKEN").is_ok());
+        assert!(r.check_setting(SecretUse::Channel, "TEAMS_URL").is_ok());
+        // A credential goes only to its own kind of service.
+        assert!(r.check_setting(SecretUse::Kubernetes, "GITHUB_TOKEN").is_err());
+        assert!(r.check_setting(SecretUse::AzureDevOps, "K8S_TOKEN").is_err());
+        assert!(r.check_setting(SecretUse::GitHub, "TEAMS_URL").is_err());
+        for reserved in [
+            "SLUICE_ALERT_TOKEN",
+            "AzureWebJobsStorage",
+            "APPLICATIONINSIGHTS_CONNECTION_STRING",
+            "AZURE_CLIENT_SECRET",
+            "azure_client_secret",
+            "IDENTITY_HEADER",
+            "APPSETTING_SLUICE_ALERT_TOKEN",
+        ] {
+            assert!(r.check_setting(SecretUse::Channel, reserved).expect_err(reserved).contains("Sluice itself"), "{reserved}");
         }
-        assert!(r.check_setting("PATH").is_err());
-        let custom = reach(&[(SPEC_SETTINGS_SETTING, "TEAM_*,GH")]);
-        assert!(custom.check_setting("TEAM_HOOK").is_ok());
-        assert!(custom.check_setting("GH").is_ok());
-        assert!(custom.check_setting("GITHUB_TOKEN").is_err());
-        let everything = reach(&[(SPEC_SETTINGS_SETTING, "TEAM_*,SLUICE_*")]);
-        assert!(everything.check_setting("SLUICE_ALERT_TOKEN").is_err());
+        assert!(r.check_setting(SecretUse::Channel, "PATH").is_err());
+        let custom = reach(&[(SPEC_SETTINGS_SETTING, "TEAM_*,github:GH")]);
+        assert!(custom.check_setting(SecretUse::Channel, "TEAM_HOOK").is_ok());
+        assert!(custom.check_setting(SecretUse::GitHub, "GH").is_ok());
+        assert!(custom.check_setting(SecretUse::Channel, "GH").is_err());
+        assert!(custom.check_setting(SecretUse::GitHub, "GITHUB_TOKEN").is_err());
+        let everything = reach(&[(SPEC_SETTINGS_SETTING, "TEAM_*,AZURE_*,SLUICE_*")]);
+        assert!(everything.check_setting(SecretUse::Channel, "SLUICE_ALERT_TOKEN").is_err());
+        assert!(everything.check_setting(SecretUse::Channel, "AZURE_client_secret").is_err());
+        assert_eq!(Reach::default().spec_settings()[..2], ["github:GITHUB_TOKEN".to_string(), "azureDevOps:AZURE_DEVOPS_PAT".to_string()]);
     }
 
     #[test]
@@ -545,12 +636,12 @@ mod tests {
         let get = |k: &str| match k {
             CLOUD_SETTING => Some("Mars".to_string()),
             AKS_SETTING => Some("http://aks.example".to_string()),
-            SPEC_SETTINGS_SETTING => Some("*".to_string()),
+            SPEC_SETTINGS_SETTING => Some("github:*,mars:X".to_string()),
             LOOPBACK_SETTING => Some("yes".to_string()),
             _ => None,
         };
         let problems = Reach::from_settings(&get).expect_err("bad settings");
         let settings: Vec<&str> = problems.iter().map(|p| p.setting).collect();
-        assert_eq!(settings, [CLOUD_SETTING, AKS_SETTING, SPEC_SETTINGS_SETTING, LOOPBACK_SETTING]);
+        assert_eq!(settings, [CLOUD_SETTING, AKS_SETTING, SPEC_SETTINGS_SETTING, SPEC_SETTINGS_SETTING, LOOPBACK_SETTING]);
     }
 }

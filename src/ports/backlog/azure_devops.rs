@@ -16,7 +16,7 @@
 //! project, the type, the area path and the right to write are all checked
 //! and nothing is written.
 
-use crate::ports::reach::Service;
+use crate::ports::reach::{SecretUse, Service};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -51,15 +51,17 @@ pub struct AzureBoards {
 
 /// Builds the Azure DevOps backlog.
 pub fn build(settings: &Settings, env: &AdapterEnv) -> Result<Arc<dyn Backlog>, AdapterError> {
-    let organization = req_str("azureDevOps", settings, "organization")?;
-    let project = req_str("azureDevOps", settings, "project")?;
-    let org_url = match settings.get("orgUrl") {
-        Some(_) => env.endpoint("azureDevOps", settings, "orgUrl", Service::AzureDevOps)?,
-        None => format!("https://dev.azure.com/{organization}"),
+    // Where the PAT or token goes, and which PAT, before anything else is read.
+    let given_url = match settings.get("orgUrl") {
+        Some(_) => Some(env.endpoint("azureDevOps", settings, "orgUrl", Service::AzureDevOps)?),
+        None => None,
     };
     let pat_setting = env
-        .secret_name("azureDevOps", settings, "patSetting", Some("AZURE_DEVOPS_PAT"))?
+        .secret_name("azureDevOps", settings, "patSetting", Some("AZURE_DEVOPS_PAT"), SecretUse::AzureDevOps)?
         .ok_or_else(|| AdapterError::Config { provider: "azureDevOps".into(), message: "no PAT setting".into() })?;
+    let organization = req_str("azureDevOps", settings, "organization")?;
+    let project = req_str("azureDevOps", settings, "project")?;
+    let org_url = given_url.unwrap_or_else(|| format!("https://dev.azure.com/{}", path_segment(organization)));
     let auth = match env.secret(&pat_setting) {
         Some(pat) => Auth::Pat(pat),
         None => Auth::Entra(env.azure_identity("azureDevOps").map_err(|_| AdapterError::Config {

@@ -22,14 +22,25 @@ pub struct HttpProbe {
     timeout: Duration,
 }
 
+/// The probes' own client: unlike the shared one it follows redirects, as a
+/// user's browser would; probes carry no credential.
+fn probe_client() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(60)).build().unwrap_or_default()
+        })
+        .clone()
+}
+
 /// Builds the probe.
-pub fn build(settings: &Settings, _target: &Target, env: &AdapterEnv) -> Result<Arc<dyn MetricProvider>, AdapterError> {
+pub fn build(settings: &Settings, _target: &Target, _env: &AdapterEnv) -> Result<Arc<dyn MetricProvider>, AdapterError> {
     let expect = opt_f64(settings, "expectStatus").unwrap_or(200.0);
     if !(100.0..=599.0).contains(&expect) {
         return Err(AdapterError::Config { provider: "httpProbe".into(), message: format!("expectStatus {expect} is not an HTTP status") });
     }
     Ok(Arc::new(HttpProbe {
-        http: env.http.clone(),
+        http: probe_client(),
         expect: expect as u16,
         field: opt_str(settings, "jsonField").map(str::to_string),
         timeout: Duration::from_millis(opt_f64(settings, "timeoutMs").unwrap_or(5000.0).clamp(100.0, 60_000.0) as u64),

@@ -87,7 +87,7 @@ pub fn build(provider: &str, settings: &Settings, env: &AdapterEnv) -> Result<Ar
 pub fn webhook_url(provider: &str, settings: &Settings, env: &AdapterEnv) -> Result<String, AdapterError> {
     let config = |message: String| AdapterError::Config { provider: provider.to_string(), message };
     let name = env
-        .secret_name(provider, settings, "urlSetting", None)?
+        .secret_name(provider, settings, "urlSetting", None, crate::ports::reach::SecretUse::Channel)?
         .ok_or_else(|| config("'urlSetting' is required and must be a string".into()))?;
     let url = env.secret(&name).ok_or_else(|| config(format!("app setting {name} (the webhook URL) is not set")))?;
     if !(url.starts_with("https://") || url.starts_with("http://")) {

@@ -23,7 +23,7 @@ pub struct Webhook {
 /// Builds the webhook channel.
 pub fn build(settings: &Settings, env: &AdapterEnv) -> Result<Arc<dyn Notifier>, AdapterError> {
     // Both setting names are checked before either value is read.
-    let secret_name = env.secret_name("webhook", settings, "secretSetting", None)?;
+    let secret_name = env.secret_name("webhook", settings, "secretSetting", None, crate::ports::reach::SecretUse::Channel)?;
     let url = webhook_url("webhook", settings, env)?;
     let secret = match secret_name {
         Some(name) => Some(env.secret(&name).ok_or_else(|| AdapterError::Config {

@@ -29,7 +29,7 @@
 //! `https://appconfig.azure.com`, `.cn`, `.us`; the older `https://azconfig.io`
 //! is what the 2020 version of that page named).
 
-use crate::ports::reach::Service;
+use crate::ports::reach::{SecretUse, Service};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -65,8 +65,9 @@ pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, Adap
     let config = |message: String| AdapterError::Config { provider: name.into(), message };
     let endpoint = env.endpoint(name, s, "endpoint", Service::AppConfiguration)?;
     let endpoint = endpoint.as_str();
+    let key_setting = env.secret_name(name, s, "connectionStringSetting", None, SecretUse::AppConfiguration)?;
     let flag = req_str(name, s, "flag")?;
-    let auth = match env.secret_name(name, s, "connectionStringSetting", None)? {
+    let auth = match key_setting {
         Some(setting) => {
             let text = env.secret(&setting).ok_or_else(|| config(format!("app setting {setting} is not set")))?;
             hmac_auth(&text).ok_or_else(|| config(format!("app setting {setting} is not an Endpoint=…;Id=…;Secret=… connection string")))?

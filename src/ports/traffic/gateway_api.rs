@@ -36,7 +36,7 @@ use crate::domain::ids::Weight;
 use crate::domain::spec::Target;
 use crate::ports::azure::http::{Auth, AzureHttp, Call};
 use crate::ports::env::{opt_str, req_str, AdapterEnv, AdapterError};
-use crate::ports::reach::Service;
+use crate::ports::reach::{SecretUse, Service};
 
 /// The resource an AKS cluster's Entra ID tokens are issued for.
 pub const AKS_RESOURCE: &str = "6dae42f8-4368-4678-94ff-3960e28e3630";
@@ -59,8 +59,10 @@ pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, Adap
     let s = &target.router.settings;
     let name = "gatewayApi";
     let config = |message: String| AdapterError::Config { provider: name.into(), message };
+    // Where the token goes, and which token, before anything else is read.
     let server = env.endpoint(name, s, "apiServer", Service::Kubernetes)?;
     let server = server.as_str();
+    let token_setting = env.secret_name(name, s, "tokenSetting", None, SecretUse::Kubernetes)?;
     let http = match opt_str(s, "caCertificate") {
         Some(pem) => {
             let bad = |why: String| config(format!("caCertificate is not a PEM certificate: {why}"));
@@ -70,6 +72,7 @@ pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, Adap
             let ca = reqwest::Certificate::from_pem(pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
             reqwest::Client::builder()
                 .add_root_certificate(ca)
+                .redirect(reqwest::redirect::Policy::none())
                 .connect_timeout(std::time::Duration::from_secs(5))
                 .timeout(std::time::Duration::from_secs(30))
                 .build()
@@ -77,7 +80,7 @@ pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, Adap
         }
         None => env.http.clone(),
     };
-    let auth = match env.secret_name(name, s, "tokenSetting", None)? {
+    let auth = match token_setting {
         Some(setting) => Auth::Bearer(env.secret(&setting).ok_or_else(|| config(format!("app setting {setting} is not set")))?),
         None => Auth::Entra { credential: env.azure_identity(name)?, resource: AKS_RESOURCE.into() },
     };
