@@ -223,6 +223,10 @@ enum Cmd {
         /// scale: seconds each alert burst lasts.
         #[arg(long, default_value_t = 3)]
         burst_secs: u64,
+        /// rollback: background metrics per rollout on a Prometheus that never answers, with the
+        /// backlog and a channel hanging too (default 0: a healthy world).
+        #[arg(long, default_value_t = 0)]
+        hanging: usize,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -515,7 +519,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         #[cfg(feature = "devtools")]
-        Cmd::Bench { which: BenchKind::Scale, rollouts, store, burst_secs, json } => bench_scale(rollouts, &store, burst_secs, json).await,
+        Cmd::Bench { which: BenchKind::Scale, rollouts, store, burst_secs, json, .. } => {
+            bench_scale(rollouts, &store, burst_secs, json).await
+        }
         #[cfg(feature = "devtools")]
         Cmd::Bench { which: BenchKind::Judge, json, .. } => {
             let report = sluice::devtools::bench_judge::judge(2000);
@@ -527,11 +533,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         #[cfg(feature = "devtools")]
-        Cmd::Bench { which: BenchKind::Rollback, rollouts, json, .. } => {
-            init_logging("warn");
-            let rollouts = rollouts.unwrap_or(200);
-            let report = sluice::devtools::bench::rollback(rollouts, |n| {
-                if n % 50 == 0 {
+        Cmd::Bench { which: BenchKind::Rollback, rollouts, json, hanging, .. } => {
+            init_logging("error");
+            let rollouts = rollouts.unwrap_or(if hanging > 0 { 20 } else { 200 });
+            let report = sluice::devtools::bench::rollback(rollouts, hanging, |n| {
+                if n % 50 == 0 || (hanging > 0 && n % 5 == 0) {
                     eprintln!("  {n}/{rollouts} rollouts");
                 }
             })

@@ -491,16 +491,214 @@ async fn a_redirect_is_not_followed_with_a_credential() {
     let env = env_with(BTreeMap::from([("GITHUB_TOKEN", "gh-token".to_string())]));
     let settings = serde_json::from_value(json!({"repository": "o/r", "apiUrl": redirector.url})).expect("settings");
     let backlog = sluice::ports::backlog::build("github", &settings, &env).expect("backlog");
-    let draft = sluice::ports::backlog::IssueDraft {
+    let draft = bare_draft();
+    let err = backlog.open(&draft).await.expect_err("a redirect is an answer, not a success").to_string();
+    assert!(err.contains("307"), "{err}");
+    assert!(!redirector.seen().is_empty());
+    assert!(elsewhere.seen().is_empty(), "{:?}", elsewhere.seen());
+}
+
+/// A peer that answers 200 and then sends body forever (64 KiB chunks until
+/// the client hangs up, at most 1 GiB).
+async fn endless() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = format!("{:x}\r\n{}\r\n", 65536, " ".repeat(65536));
+                for _ in 0..16_384 {
+                    if socket.write_all(chunk.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_never_ends_is_cut_off_by_every_adapter_family() {
+    let url = endless().await;
+    let env = env_with(BTreeMap::from([("SLUICE_AZURE_TOKEN", "t".to_string()), ("GITHUB_TOKEN", "g".to_string())]));
+    let t = target(json!({"provider": "local", "settings": {"url": url}}));
+    let too_long = |e: &str| e.contains("longer than 8 MiB");
+    // Metrics: Prometheus, Log Analytics (an Azure API), the local router's counters.
+    for (provider, settings) in [
+        ("prometheus", json!({"url": url})),
+        ("logAnalytics", json!({"workspaceId": "ws", "endpoint": url})),
+        ("local", json!({"url": url})),
+    ] {
+        let settings = serde_json::from_value(settings).expect("settings");
+        let p = sluice::ports::metrics::build(provider, &settings, &t, &env).expect("provider");
+        let q = sluice::ports::metrics::MetricQuery {
+            query: "up".into(),
+            side: sluice::ports::metrics::Side::Canary,
+            target: &t,
+            window_ms: 60_000,
+            end: None,
+        };
+        let err = p.query(&q).await.expect_err(provider).to_string();
+        assert!(too_long(&err), "{provider}: {err}");
+    }
+    // Traffic: the local router; an ARM router.
+    let router = sluice::ports::traffic::build(&t, &env).expect("router");
+    let err = router.current().await.expect_err("local router").to_string();
+    assert!(too_long(&err), "local router: {err}");
+    let arm = target(json!({"provider": "frontDoor", "settings": {"subscriptionId": "s", "resourceGroup": "g", "profile": "p",
+        "originGroup": "o", "stableOrigin": "a", "canaryOrigin": "b", "armEndpoint": url}}));
+    let err = sluice::ports::traffic::build(&arm, &env).expect("router").current().await.expect_err("front door").to_string();
+    assert!(too_long(&err), "front door: {err}");
+    // Backlog: GitHub.
+    let settings = serde_json::from_value(json!({"repository": "o/r", "apiUrl": url})).expect("settings");
+    let backlog = sluice::ports::backlog::build("github", &settings, &env).expect("backlog");
+    let draft = bare_draft();
+    let err = backlog.open(&draft).await.expect_err("github").to_string();
+    assert!(too_long(&err), "github: {err}");
+}
+
+fn bare_draft() -> sluice::ports::backlog::IssueDraft {
+    sluice::ports::backlog::IssueDraft {
         rollout_id: "r-1".into(),
         title: "title".into(),
         body: sluice::ports::backlog::doc::Doc::default(),
         labels: Vec::new(),
         not_before: Utc::now(),
         rollout_failure: true,
+    }
+}
+
+/// A peer that accepts connections and never answers.
+async fn silent() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_answers_fails_every_adapter_family_in_bounded_time() {
+    use futures::future::BoxFuture;
+    use futures::FutureExt as _;
+    let url = silent().await;
+    let mut env = env_with(BTreeMap::from([
+        ("SLUICE_AZURE_TOKEN", "t".to_string()),
+        ("GITHUB_TOKEN", "g".to_string()),
+        ("AZURE_DEVOPS_PAT", "p".to_string()),
+        ("WEBHOOK_URL", format!("{url}/hook")),
+    ]));
+    // Every adapter must use the environment's client (bounded in time), never one of its own:
+    // with a 1 s client, each call fails (after the adapter's own retries) within the outer
+    // 30 s, or the test fails naming the adapter that hung. The calls run side by side.
+    env.http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(1))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let t = target(json!({"provider": "local", "settings": {"url": url}}));
+    let settings = |v: Value| -> sluice::ports::env::Settings { serde_json::from_value(v).expect("settings") };
+    let mut calls: Vec<(&str, BoxFuture<'static, ()>)> = Vec::new();
+    for (provider, given) in [
+        ("prometheus", json!({"url": url})),
+        ("logAnalytics", json!({"workspaceId": "ws", "endpoint": url})),
+        ("azureMonitor", json!({"resourceId": "/subscriptions/s/r", "armEndpoint": url})),
+        ("local", json!({"url": url})),
+    ] {
+        let p = sluice::ports::metrics::build(provider, &settings(given), &t, &env).expect("provider");
+        let t = t.clone();
+        calls.push((
+            provider,
+            async move {
+                let q = sluice::ports::metrics::MetricQuery {
+                    query: "up".into(),
+                    side: sluice::ports::metrics::Side::Canary,
+                    target: &t,
+                    window_ms: 60_000,
+                    end: None,
+                };
+                let _ = p.query(&q).await;
+            }
+            .boxed(),
+        ));
+    }
+    for (provider, router) in [
+        ("local router", json!({"provider": "local", "settings": {"url": url}})),
+        (
+            "frontDoor",
+            json!({"provider": "frontDoor", "settings": {"subscriptionId": "s", "resourceGroup": "g", "profile": "p", "originGroup": "o",
+                "stableOrigin": "a", "canaryOrigin": "b", "armEndpoint": url}}),
+        ),
+        (
+            "gatewayApi",
+            json!({"provider": "gatewayApi", "settings": {"apiServer": url, "namespace": "n", "route": "r", "stableService": "a",
+                "canaryService": "b"}}),
+        ),
+        ("appConfigFlag", json!({"provider": "appConfigFlag", "settings": {"endpoint": url, "flag": "f"}})),
+    ] {
+        let r = sluice::ports::traffic::build(&target(router), &env).expect("router");
+        calls.push((
+            provider,
+            async move {
+                let _ = r.current().await;
+            }
+            .boxed(),
+        ));
+    }
+    for (provider, given) in [
+        ("github", json!({"repository": "o/r", "apiUrl": url})),
+        ("azureDevOps", json!({"organization": "o", "project": "p", "orgUrl": url})),
+    ] {
+        let b = sluice::ports::backlog::build(provider, &settings(given), &env).expect("backlog");
+        calls.push((
+            provider,
+            async move {
+                let _ = b.open(&bare_draft()).await;
+            }
+            .boxed(),
+        ));
+    }
+    let note = sluice::ports::notify::Notification {
+        kind: sluice::domain::rollout::NotifyKind::Started,
+        rollout_id: "r-1".into(),
+        target: "orders".into(),
+        stable_version: "v1".into(),
+        canary_version: "v2".into(),
+        phase: sluice::domain::rollout::Phase::Progressing,
+        title: "t".into(),
+        text: "t".into(),
+        facts: Vec::new(),
+        links: Vec::new(),
+        commands: Vec::new(),
+        at: Utc::now(),
     };
-    let err = backlog.open(&draft).await.expect_err("a redirect is an answer, not a success").to_string();
-    assert!(err.contains("307"), "{err}");
-    assert!(!redirector.seen().is_empty());
-    assert!(elsewhere.seen().is_empty(), "{:?}", elsewhere.seen());
+    for (provider, given) in
+        [("webhook", json!({"urlSetting": "WEBHOOK_URL"})), ("githubDeployments", json!({"repository": "o/r", "apiUrl": url}))]
+    {
+        let n = sluice::ports::notify::build(provider, &settings(given), &env).expect("channel");
+        let note = note.clone();
+        calls.push((
+            provider,
+            async move {
+                let _ = n.send(&note).await;
+            }
+            .boxed(),
+        ));
+    }
+    let bound = std::time::Duration::from_secs(30);
+    let checks = calls.into_iter().map(|(name, call)| async move { (name, tokio::time::timeout(bound, call).await.is_ok()) });
+    let hung: Vec<&str> = futures::future::join_all(checks).await.into_iter().filter(|(_, done)| !done).map(|(n, _)| n).collect();
+    assert!(hung.is_empty(), "hung: {hung:?}");
 }

@@ -479,3 +479,74 @@ async fn pausing_and_resuming_leaves_one_wake_up_queued() {
         .expect("count the rollout's wake-ups");
     assert_eq!(queued, 1, "one wake-up for the pause's end, after 20 pauses and resumes");
 }
+
+/// A listener that accepts connections and never answers: a metrics
+/// backend, tracker or channel that hangs.
+async fn hanging_listener() -> (String, Arc<AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (url, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_rolls_back_while_measurements_backlog_and_channel_hang() {
+    let (slow, accepted) = hanging_listener().await;
+    let hook = format!("{slow}/hook");
+    let settings: sluice::ports::env::SettingsLookup = Arc::new(move |name| match name {
+        "SLUICE_ALLOW_LOOPBACK_ENDPOINTS" => Some("true".into()),
+        "GITHUB_TOKEN" => Some("token".into()),
+        "WEBHOOK_URL" => Some(hook.clone()),
+        _ => None,
+    });
+    let rig = Rig::start_with(|dir, url| async move { sluice::host::local::embedded_engine_with(&dir, url, settings) }).await;
+    let mut spec = rig.spec(json!([{"setWeight": 20}, {"pause": {}}]));
+    let hung = |i: usize| {
+        json!({"name": format!("m{i}"), "provider": "prometheus", "query": "up", "successCondition": "< 1",
+                                 "interval": "2s", "settings": {"url": slow}})
+    };
+    spec["strategy"]["canary"]["analysis"] = json!({"metrics": [hung(0), hung(1), hung(2)]});
+    spec["backlog"] = json!({"provider": "github", "settings": {"repository": "contoso/slow", "apiUrl": slow}});
+    spec["notifications"] = json!([{"provider": "webhook", "settings": {"urlSetting": "WEBHOOK_URL"}}]);
+    let id = rig.start_rollout(&spec).await;
+    rig.wait(&id, "paused at 20", Duration::from_secs(20), |s| s["phase"] == "Paused" && s["weight"] == 20).await;
+    // All three measurements are in flight (each on its own connection that never answers).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while accepted.load(Ordering::SeqCst) < 3 {
+        assert!(std::time::Instant::now() < deadline, "the measurements never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let monitor = rig.as_user("azure-monitor");
+    monitor.alert(&azure_alert("while-hanging", "Fired"), Some(TOKEN)).await.expect("202");
+    let done = rig.wait_phase(&id, "RolledBack").await;
+    assert_eq!(rig.up.router.route().weight.percent(), 0);
+    // Rolled back while every measurement was still hanging: none of them was recorded first.
+    let measured =
+        done["history"].as_array().expect("history").iter().filter(|e| e.get("measurement").is_some_and(|m| !m.is_null())).count();
+    assert_eq!(measured, 0, "the rollback waited for a measurement: {done:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_with_a_huge_summary_rolls_back_with_the_summary_cut() {
+    let rig = Rig::start().await;
+    let id = rig.start_rollout(&rig.spec(json!([{"setWeight": 20}, {"approval": {}}]))).await;
+    rig.wait(&id, "awaiting approval", Duration::from_secs(20), |s| s["phase"] == "AwaitingApproval").await;
+    let mut alert = azure_alert("huge", "Fired");
+    alert["data"]["essentials"]["description"] = json!("x".repeat(500_000));
+    rig.as_user("azure-monitor").alert(&alert, Some(TOKEN)).await.expect("202");
+    let done = rig.wait_phase(&id, "RolledBack").await;
+    assert_eq!(rig.up.router.route().weight.percent(), 0);
+    let text = done.to_string();
+    // The summary is the description and the condition's detail: kept, cut to 2 000 characters, marked.
+    let kept = "x".repeat(2_000);
+    assert!(text.contains(&format!("{kept}… [cut: ")) && !text.contains(&format!("{kept}x")), "the summary is kept, cut and marked");
+    assert!(text.len() < 200_000, "status is {} bytes", text.len());
+}

@@ -4,7 +4,11 @@
 //! `rollback`: time from an alert POSTed to `/api/alerts` until the canary
 //! weight 0 is applied at the router, and until the rolled-back state is
 //! persisted, over many rollouts — next to a bare loopback HTTP round trip
-//! measured in the same run, for scale.
+//! measured in the same run, for scale. With `hanging` > 0 the world is
+//! slow: each rollout runs that many background metrics against a
+//! Prometheus URL that accepts connections and never answers, and its
+//! backlog and channel hang the same way; the alert arrives while those
+//! measurements are in flight.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -73,8 +77,62 @@ pub(crate) fn fail(e: impl std::fmt::Display) -> BenchError {
     BenchError(e.to_string())
 }
 
-/// Runs the rollback benchmark over `rollouts` rollouts.
-pub async fn rollback(rollouts: usize, progress: impl Fn(usize)) -> Result<RollbackReport, BenchError> {
+/// A listener that accepts connections and never answers: a backend that hangs.
+struct Hanging {
+    url: String,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Hanging {
+    async fn start() -> Result<Hanging, BenchError> {
+        let listener = tokio::net::TcpListener::bind(loopback()).await.map_err(fail)?;
+        let url = format!("http://{}", listener.local_addr().map_err(fail)?);
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(socket);
+            }
+        });
+        Ok(Hanging { url, accepted })
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The bench rollout's spec: 20 % and a pause; in a slow world, `hanging`
+/// background metrics, a backlog and a channel on the hanging listener.
+fn bench_spec(target: &str, router: &str, hanging: Option<(&Hanging, usize)>) -> serde_json::Value {
+    let mut spec = json!({
+        "target": {"name": target, "router": {"provider": "local", "settings": {"url": router}},
+                   "stable": {"name": "stable", "version": "v1"}, "canary": {"name": "canary", "version": "v2"}},
+        "strategy": {"canary": {"steps": [{"setWeight": 20}, {"pause": {}}]}}
+    });
+    if let Some((slow, n)) = hanging {
+        let metrics: Vec<serde_json::Value> = (0..n)
+            .map(|i| {
+                json!({"name": format!("m{i}"), "provider": "prometheus", "query": "up", "successCondition": "< 1",
+                             "interval": "2s", "settings": {"url": slow.url}})
+            })
+            .collect();
+        spec["strategy"]["canary"]["analysis"] = json!({"metrics": metrics});
+        spec["backlog"] = json!({"provider": "github", "settings": {"repository": "bench/slow", "apiUrl": slow.url}});
+        spec["notifications"] = json!([{"provider": "webhook", "settings": {"urlSetting": "WEBHOOK_URL"}}]);
+    }
+    spec
+}
+
+/// Runs the rollback benchmark over `rollouts` rollouts, with `hanging`
+/// background metrics on a backend that never answers (0: a healthy world).
+pub async fn rollback(rollouts: usize, hanging: usize, progress: impl Fn(usize)) -> Result<RollbackReport, BenchError> {
+    let slow = match hanging {
+        0 => None,
+        _ => Some(Hanging::start().await?),
+    };
     let dir = tempfile_dir()?;
     let (v1, _) = sample_app::serve("v1", Arc::new(Fault::default()), loopback()).await.map_err(fail)?;
     let (v2, _) = sample_app::serve("v2", Arc::new(Fault::default()), loopback()).await.map_err(fail)?;
@@ -83,7 +141,7 @@ pub async fn rollback(rollouts: usize, progress: impl Fn(usize)) -> Result<Rollb
         Upstream { name: "canary".into(), version: "v2".into(), url: format!("http://{v2}") },
     );
     let (router_addr, _) = router.serve(loopback()).await.map_err(fail)?;
-    let host = local::start(LocalConfig {
+    let config = LocalConfig {
         root: std::path::PathBuf::from("."),
         data_dir: dir.clone(),
         addr: loopback(),
@@ -91,9 +149,19 @@ pub async fn rollback(rollouts: usize, progress: impl Fn(usize)) -> Result<Rollb
         require_principal: false,
         public_url: None,
         signed_in: None,
-    })
-    .await
-    .map_err(fail)?;
+    };
+    // The hanging backend is on loopback, and the backlog and channel need their settings.
+    let hook = slow.as_ref().map(|s| format!("{}/hook", s.url)).unwrap_or_default();
+    let settings: crate::ports::env::SettingsLookup = Arc::new(move |name| match name {
+        "SLUICE_ALLOW_LOOPBACK_ENDPOINTS" => Some("true".into()),
+        "GITHUB_TOKEN" => Some("bench-token".into()),
+        "WEBHOOK_URL" => Some(hook.clone()),
+        _ => None,
+    });
+    let host =
+        local::start_with(config, |data_dir, public_url| async move { local::embedded_engine_with(&data_dir, public_url, settings) })
+            .await
+            .map_err(fail)?;
     let http = reqwest::Client::builder().pool_max_idle_per_host(8).build().map_err(fail)?;
     let base = host.url();
     let store = host.app.engine.store.clone();
@@ -109,11 +177,8 @@ pub async fn rollback(rollouts: usize, progress: impl Fn(usize)) -> Result<Rollb
     let (mut to_zero, mut to_saved, mut accepted) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..rollouts {
         let target = format!("bench-{i}");
-        let spec = json!({
-            "target": {"name": target, "router": {"provider": "local", "settings": {"url": format!("http://{router_addr}")}},
-                       "stable": {"name": "stable", "version": "v1"}, "canary": {"name": "canary", "version": "v2"}},
-            "strategy": {"canary": {"steps": [{"setWeight": 20}, {"pause": {}}]}}
-        });
+        let in_flight_before = slow.as_ref().map(Hanging::accepted).unwrap_or_default();
+        let spec = bench_spec(&target, &format!("http://{router_addr}"), slow.as_ref().map(|s| (s, hanging)));
         let created: serde_json::Value = http
             .post(format!("{base}/api/rollouts"))
             .header("x-sluice-user", "bench")
@@ -128,12 +193,14 @@ pub async fn rollback(rollouts: usize, progress: impl Fn(usize)) -> Result<Rollb
         // Wait until the canary holds 20% in a pause.
         let ready = Instant::now();
         loop {
+            // In a slow world, also until all its measurements hang in flight.
+            let hanging_now = slow.as_ref().map(|s| s.accepted() - in_flight_before >= hanging).unwrap_or(true);
             if let Some((r, _)) = store.load(&id).await.map_err(fail)? {
-                if r.phase == crate::domain::rollout::Phase::Paused && router.route().weight == 20 {
+                if r.phase == crate::domain::rollout::Phase::Paused && router.route().weight == 20 && hanging_now {
                     break;
                 }
             }
-            if ready.elapsed() > Duration::from_secs(20) {
+            if ready.elapsed() > Duration::from_secs(if hanging > 0 { 120 } else { 20 }) {
                 return Err(fail(format!("rollout {id} did not reach its pause")));
             }
             tokio::time::sleep(Duration::from_millis(1)).await;

@@ -4,6 +4,7 @@
 
 pub mod alert_keys;
 pub mod backoff;
+pub mod bounded;
 pub mod health;
 pub mod ids;
 pub mod parse;

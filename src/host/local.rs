@@ -98,12 +98,21 @@ struct HttpContext {
 
 /// Opens the embedded store and queue in `data_dir` and builds the engine.
 pub fn embedded_engine(data_dir: &std::path::Path, public_url: String) -> Result<Arc<Engine>, HostError> {
+    embedded_engine_with(data_dir, public_url, Arc::new(|name| std::env::var(name).ok()))
+}
+
+/// The same, with app settings read through `settings` (benchmarks and tests bring their own).
+pub fn embedded_engine_with(
+    data_dir: &std::path::Path,
+    public_url: String,
+    settings: crate::ports::env::SettingsLookup,
+) -> Result<Arc<Engine>, HostError> {
     std::fs::create_dir_all(data_dir).map_err(|e| HostError::Storage(format!("cannot create {}: {e}", data_dir.display())))?;
     let db = data_dir.join("sluice.db");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).map_err(|e| HostError::Storage(e.to_string()))?);
     let queue: Arc<dyn Queue> = Arc::new(EmbeddedQueue::open(&db, clock.clone()).map_err(|e| HostError::Storage(e.to_string()))?);
-    let env = AdapterEnv::new(data_dir.to_path_buf(), public_url);
+    let env = AdapterEnv::with_settings(data_dir.to_path_buf(), public_url, settings);
     Ok(Arc::new(Engine::new(store, queue, env, clock)))
 }
 

@@ -213,7 +213,10 @@ pub async fn build_engine(
             use crate::ports::queue::servicebus::{ServiceBusConnection, ServiceBusQueue};
             let conn = ServiceBusConnection::parse(&connection.0).map_err(|e| HostError::Config(e.to_string()))?;
             let lock = std::time::Duration::from_secs(*lock_seconds);
-            Arc::new(ServiceBusQueue::new(&conn, queue, azure_core::new_http_client(), lock).map_err(|e| HostError::Config(e.to_string()))?)
+            Arc::new(
+                ServiceBusQueue::new(&conn, queue, Arc::new(crate::ports::env::http_client()), lock)
+                    .map_err(|e| HostError::Config(e.to_string()))?,
+            )
         }
         QueueKind::ServiceBusIdentity { namespace, queue } => {
             let credential = crate::ports::azure::auth::AzureCredential::from_settings(&|k| std::env::var(k).ok())

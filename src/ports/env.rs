@@ -183,6 +183,39 @@ pub fn http_client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// Most bytes Sluice reads of one answer from a peer: a Prometheus, an
+/// Azure API, a tracker or a channel that answers forever is cut off here,
+/// never buffered whole.
+pub const MAX_ANSWER_BYTES: usize = 8 << 20;
+
+/// An answer's body, read up to [`MAX_ANSWER_BYTES`]: a longer one is an
+/// error (and the rest is never read). Time is bounded by the client's timeout.
+pub async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let too_long = || format!("the answer is longer than {} MiB; not read further", MAX_ANSWER_BYTES >> 20);
+    if response.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
+        return Err(too_long());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| format!("the answer broke off: {}", e.without_url()))? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_long());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// [`read_capped`] as text (invalid UTF-8 replaced).
+pub async fn read_text(response: reqwest::Response) -> Result<String, String> {
+    read_capped(response).await.map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// [`read_capped`] as JSON.
+pub async fn read_json<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> Result<T, String> {
+    let body = read_capped(response).await?;
+    serde_json::from_slice(&body).map_err(|e| format!("not the JSON expected: {e}"))
+}
+
 /// Why an adapter could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {

@@ -52,6 +52,45 @@ pub async fn round_trip_and_etags(store: Arc<dyn Store>) {
     assert!(store.load("nope").await.expect("load").is_none());
 }
 
+/// A 500 KB alert summary and a 300 KB provider error, as a failing service
+/// sends them: every store keeps the rollback and the error, each text cut.
+pub async fn an_oversized_alert_and_provider_error_are_kept_cut(store: Arc<dyn Store>) {
+    use sluice::domain::rollout::{AlertInfo, CommandKind, CommandRef};
+    let (r, first) = rollout("big-1", "svc-big");
+    let mut etag = store.create(&r, &first).await.expect("create");
+    let mut state = r;
+    let huge = |n: usize| "ö".repeat(n);
+    let alert = AlertInfo {
+        id: "a-1".into(),
+        rule: "r".into(),
+        severity: "Sev1".into(),
+        summary: huge(500_000),
+        source: "Azure Monitor".into(),
+        fired_at: None,
+        link: None,
+    };
+    let events = [
+        Event::Start,
+        Event::TrafficConfirmed { weight: Weight::new(10).expect("weight") },
+        Event::AlertFired { alert },
+        Event::CommandFailed { command: CommandRef { kind: CommandKind::RevertTraffic, id: 1 }, error: huge(300_000) },
+    ];
+    for event in events {
+        let d = decide(&state, event, state.updated_at + TimeDelta::seconds(1));
+        if d.is_ignored() {
+            continue;
+        }
+        etag = store.save(&d.next, &etag, &d.history).await.expect("every event is kept");
+        state = d.next;
+    }
+    let (loaded, _) = store.load("big-1").await.expect("load").expect("exists");
+    assert_eq!(loaded.phase, Phase::RollingBack);
+    let history = store.history("big-1").await.expect("history");
+    let text = serde_json::to_string(&history).expect("json");
+    assert!(text.contains("[cut: 498000 more characters]"), "the alert's summary is kept, cut");
+    assert!(text.len() < 100_000, "history is {} bytes", text.len());
+}
+
 pub async fn etag_conflict_one_writer_wins_and_the_other_redecides(store: Arc<dyn Store>) {
     let (r, first) = rollout("cf-1", "svc-cf");
     store.create(&r, &first).await.expect("create");

@@ -27,13 +27,14 @@ pub struct ReleaseSpec {
     #[schemars(length(min = 1))]
     pub version: String,
     /// The waves, in order: a wave starts when the one before it has finished, baked and passed its gate.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 20))]
     pub waves: Vec<WaveSpec>,
     /// What a failure does to the waves already promoted.
     #[serde(default)]
     pub on_failure: OnFailure,
     /// Named analyses that every wave's steps may refer to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
     pub analysis_templates: Vec<AnalysisTemplate>,
     /// Alert and inconclusive policy for every target's rollout.
     #[serde(default)]
@@ -43,6 +44,7 @@ pub struct ReleaseSpec {
     pub backlog: Option<BacklogRef>,
     /// Where people hear about every target's rollout.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
     pub notifications: Vec<ChannelRef>,
 }
 
@@ -54,7 +56,7 @@ pub struct WaveSpec {
     #[schemars(extend("x-sluice-format" = "name"))]
     pub name: String,
     /// The targets of this wave, each a target as a rollout spec writes it.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 50))]
     pub targets: Vec<Target>,
     /// How each target's traffic moves: `canary` steps or `blueGreen`.
     pub strategy: Strategy,

@@ -318,6 +318,46 @@ impl From<Input> for Event {
     }
 }
 
+impl Event {
+    /// The event with every outside string bounded ([`crate::domain::bounded`]):
+    /// alert texts, reasons, provider, router and tracker errors, links.
+    pub fn bounded(mut self) -> Event {
+        use crate::domain::bounded::{cap_in_place, CAVEATS, MESSAGE_CHARS, NAME_CHARS};
+        match &mut self {
+            Event::Measured { outcome: MeasureOutcome::Inconclusive { reason: text }, .. }
+            | Event::Measured { outcome: MeasureOutcome::Error { message: text }, .. }
+            | Event::Rejected { reason: text, .. }
+            | Event::AbortRequested { reason: text, .. }
+            | Event::CommandFailed { error: text, .. } => cap_in_place(text, MESSAGE_CHARS),
+            Event::AlertFired { alert } => {
+                for name in [&mut alert.id, &mut alert.rule, &mut alert.severity, &mut alert.source] {
+                    cap_in_place(name, NAME_CHARS);
+                }
+                cap_in_place(&mut alert.summary, MESSAGE_CHARS);
+                if let Some(link) = &mut alert.link {
+                    cap_in_place(link, MESSAGE_CHARS);
+                }
+            }
+            Event::AlertResolved { alert_id } => cap_in_place(alert_id, NAME_CHARS),
+            Event::RouterCaveats { caveats } => {
+                caveats.truncate(CAVEATS);
+                caveats.iter_mut().for_each(|c| cap_in_place(c, MESSAGE_CHARS));
+            }
+            Event::BacklogOpened { issue, .. } => {
+                cap_in_place(&mut issue.id, NAME_CHARS);
+                cap_in_place(&mut issue.url, MESSAGE_CHARS);
+            }
+            Event::ReleaseFailed { failure } => {
+                if let Some(url) = &mut failure.run_url {
+                    cap_in_place(url, MESSAGE_CHARS);
+                }
+            }
+            _ => {}
+        }
+        self
+    }
+}
+
 /// Something that happened: an [`Input`] from outside, the rollout's own
 /// timers, or the result of a command the engine carried out. Never
 /// deserialised: only [`Input`] comes off the wire.

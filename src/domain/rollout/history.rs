@@ -196,3 +196,14 @@ pub struct HistoryEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measurement: Option<MeasurementRecord>,
 }
+
+impl HistoryEntry {
+    /// The row without its details, when the store cannot keep them: the
+    /// transition itself is never lost.
+    pub fn trimmed(mut self) -> HistoryEntry {
+        self.summary = format!("{} [details too large to keep]", crate::domain::bounded::cap(&self.summary, 500));
+        self.evidence = None;
+        self.measurement = None;
+        self
+    }
+}

@@ -576,6 +576,26 @@ fn a_second_alert_during_the_rollback_comments_on_the_same_issue() {
 }
 
 #[test]
+fn a_storm_of_alerts_during_a_rollback_records_a_bounded_few() {
+    let mut doc = canary_doc();
+    doc["policy"] =
+        json!({"verifyRollback": {"provider": "local", "query": "request_count", "maxValue": 1, "interval": "10s", "attempts": 3}});
+    let mut r = new_rollout(doc);
+    step(&mut r, Event::Start, at(0));
+    step(&mut r, alert("first"), at(1));
+    let rows_before = r.history_len;
+    for i in 0..9_000 {
+        let d = decide(&r, alert(&format!("storm-{i}")), at(2));
+        r = d.next;
+    }
+    assert_eq!(r.phase, Phase::RollingBack);
+    let kept = crate::domain::rollout::backlog::LATER_FAILURES_KEPT;
+    assert_eq!(r.failure.as_ref().map(|f| f.later.len()), Some(kept));
+    assert_eq!(r.history_len - rows_before, kept as u64, "one row per kept alert, none for the rest");
+    assert!(ignored(&r, alert("one-more"), at(3)).contains("in the alert log"));
+}
+
+#[test]
 fn news_after_the_issue_was_written_becomes_one_comment() {
     let mut doc = canary_doc();
     doc["policy"] =

@@ -226,6 +226,13 @@ impl<'a> SchemaCheck<'a> {
                 out.push(path.problem(format!("needs at least {min} item{}", if min == 1 { "" } else { "s" })));
             }
         }
+        if let Some(max) = s.get("maxItems").and_then(Value::as_u64) {
+            if (items.len() as u64) > max {
+                // The limit keeps one rollout's state within what a store keeps in one entity.
+                out.push(path.problem(format!("has {} items; at most {max} are allowed", items.len())));
+                return;
+            }
+        }
         if let Some(item_schema) = s.get("items") {
             for (i, item) in items.iter().enumerate() {
                 self.check(item_schema, item, &path.index(i), out);

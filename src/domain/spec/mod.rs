@@ -39,6 +39,7 @@ pub struct RolloutSpec {
     pub strategy: Strategy,
     /// Named analyses that steps refer to by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
     pub analysis_templates: Vec<AnalysisTemplate>,
     /// What to do on alerts and inconclusive analysis, and the error-budget gate.
     #[serde(default)]
@@ -48,6 +49,7 @@ pub struct RolloutSpec {
     pub backlog: Option<BacklogRef>,
     /// Where people hear about the rollout.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
     pub notifications: Vec<ChannelRef>,
 }
 
@@ -132,7 +134,7 @@ pub enum Strategy {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CanaryStrategy {
     /// The steps, run in order.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 100))]
     pub steps: Vec<CanaryStep>,
     /// Background analysis that runs across all steps until promotion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -232,9 +234,11 @@ pub struct BlueGreenStrategy {
 pub struct AnalysisRef {
     /// Names of `analysisTemplates` to run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
     pub templates: Vec<String>,
     /// Metrics defined right here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
     pub metrics: Vec<Metric>,
 }
 
@@ -246,7 +250,7 @@ pub struct AnalysisTemplate {
     #[schemars(extend("x-sluice-format" = "name"))]
     pub name: String,
     /// The metrics it measures.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 20))]
     pub metrics: Vec<Metric>,
 }
 

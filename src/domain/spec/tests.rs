@@ -285,3 +285,24 @@ fn defaults_are_applied() {
         other => panic!("expected an approval stage, got {other:?}"),
     }
 }
+
+#[test]
+fn a_spec_is_bounded_in_steps_metrics_templates_and_channels() {
+    let mut huge = minimal();
+    huge["strategy"]["canary"]["steps"] = json!(vec![json!({"setWeight": 5}); 50_000]);
+    assert_eq!(problems_of(&huge), ["strategy.canary.steps: has 50000 items; at most 100 are allowed"]);
+    let metric = |i: usize| json!({"name": format!("m{i}"), "provider": "local", "query": "error_rate", "successCondition": "< 1"});
+    let mut many = minimal();
+    many["strategy"]["canary"]["steps"] = json!([{"setWeight": 5}, {"analysis": {"metrics": (0..21).map(metric).collect::<Vec<_>>()}}]);
+    many["notifications"] = json!(vec![json!({"provider": "console"}); 11]);
+    assert_eq!(
+        problems_of(&many),
+        [
+            "notifications: has 11 items; at most 10 are allowed",
+            "strategy.canary.steps[1].analysis.metrics: has 21 items; at most 20 are allowed"
+        ]
+    );
+    let mut at_the_limit = minimal();
+    at_the_limit["strategy"]["canary"]["steps"] = json!(vec![json!({"setWeight": 5}); 100]);
+    assert!(validate(&at_the_limit, &names()).is_ok());
+}

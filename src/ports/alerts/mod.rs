@@ -97,8 +97,31 @@ pub(crate) fn typed<T: serde::de::DeserializeOwned>(value: &Value, prefix: &str)
     crate::domain::parse::typed(value, prefix).map_err(|e| PayloadError { field: e.field, message: e.message })
 }
 
-/// Parses a webhook body of any supported source.
+/// Parses a webhook body of any supported source, its texts bounded
+/// ([`crate::domain::bounded`]) so no alert outgrows what keeps it.
 pub fn parse(body: &Value) -> Result<Payload, PayloadError> {
+    use crate::domain::bounded::{cap, cap_in_place, MESSAGE_CHARS, NAME_CHARS};
+    let parsed = parse_any(body)?;
+    Ok(match parsed {
+        Payload::Alerts(alerts) => Payload::Alerts(
+            alerts
+                .into_iter()
+                .map(|mut a| {
+                    for name in [&mut a.id, &mut a.rule, &mut a.severity] {
+                        cap_in_place(name, NAME_CHARS);
+                    }
+                    cap_in_place(&mut a.summary, MESSAGE_CHARS);
+                    a.link = a.link.map(|l| cap(&l, MESSAGE_CHARS));
+                    a.labels = a.labels.into_iter().map(|(k, v)| (cap(&k, NAME_CHARS), cap(&v, MESSAGE_CHARS))).collect();
+                    a
+                })
+                .collect(),
+        ),
+        Payload::Unknown { source, what } => Payload::Unknown { source, what: cap(&what, MESSAGE_CHARS) },
+    })
+}
+
+fn parse_any(body: &Value) -> Result<Payload, PayloadError> {
     if body.get("schemaId").is_some() || body.pointer("/data/essentials").is_some() {
         return azure_monitor::parse(body);
     }

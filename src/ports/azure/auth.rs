@@ -118,7 +118,7 @@ impl AzureCredential {
             .await
             .map_err(|e| fail(format!("token endpoint unreachable: {}", e.without_url())))?;
         let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let body: Value = crate::ports::env::read_json(response).await.unwrap_or(Value::Null);
         if !status.is_success() {
             let reason = body.get("error_description").or_else(|| body.get("error")).and_then(Value::as_str).unwrap_or("");
             return Err(fail(format!("HTTP {status} {}", reason.lines().next().unwrap_or(""))));

@@ -215,7 +215,7 @@ impl AzureHttp {
             let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
             let (location, async_operation, etag) = (header("location"), header("azure-asyncoperation"), header("etag"));
             let retry_after = wait_for(&response, 1);
-            let text = response.text().await.map_err(|e| AzureError::Transport(e.without_url().to_string()))?;
+            let text = crate::ports::env::read_text(response).await.map_err(AzureError::Transport)?;
             let body: Value = if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
             if status >= 400 {
                 return Err(describe(status, &body));

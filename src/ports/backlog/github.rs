@@ -155,7 +155,7 @@ impl Backlog for GitHubIssues {
         };
         let status = response.status().as_u16();
         let scopes = response.headers().get("x-oauth-scopes").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let body: Value = crate::ports::env::read_json(response).await.unwrap_or(Value::Null);
         match status {
             200 => repository_findings(&body, scopes.as_deref(), !self.labels.is_empty()),
             401 => vec![Check::blocker("backlog", "token", "GitHub refuses it (401): expired, revoked or mistyped")],

@@ -129,7 +129,10 @@ pub(crate) async fn call(request: reqwest::RequestBuilder, tracker: &str, doing:
         request.send().await.map_err(|e| BacklogError::Failed(format!("{tracker} unreachable while {doing}: {}", e.without_url())))?;
     let status = response.status().as_u16();
     let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let text = response.text().await.unwrap_or_default();
+    let text = match crate::ports::env::read_text(response).await {
+        Ok(text) => text,
+        Err(e) => return Err(BacklogError::Failed(format!("{tracker} answered {status} while {doing}, but {e}"))),
+    };
     let parsed: Result<serde_json::Value, _> = serde_json::from_str(&text);
     // Success is a 2xx with a JSON body, nothing else: Azure DevOps answers a
     // bad or expired PAT with 203 and an HTML sign-in page.

@@ -70,7 +70,7 @@ impl MetricProvider for HttpProbe {
         let value = match &self.field {
             None => Some(if status_ok { 1.0 } else { 0.0 }),
             Some(path) => {
-                let body: Value = response.json().await.unwrap_or(Value::Null);
+                let body: Value = crate::ports::env::read_json(response).await.unwrap_or(Value::Null);
                 match at_path(&body, path) {
                     Some(Value::Bool(b)) => Some(if *b { 1.0 } else { 0.0 }),
                     Some(Value::Number(n)) => n.as_f64(),

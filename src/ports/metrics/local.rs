@@ -35,11 +35,11 @@ async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: S
     let response = http.get(url).send().await.map_err(|e| MetricsError::Failed(format!("router unreachable: {}", e.without_url())))?;
     if !response.status().is_success() {
         let status = response.status();
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let body: serde_json::Value = crate::ports::env::read_json(response).await.unwrap_or_default();
         let reason = body.get("message").and_then(serde_json::Value::as_str).map(|e| format!(": {e}")).unwrap_or_default();
         return Err(MetricsError::Failed(format!("router answered HTTP {status}{reason}")));
     }
-    response.json().await.map_err(|e| MetricsError::Failed(format!("unreadable router answer: {e}")))
+    crate::ports::env::read_json(response).await.map_err(|e| MetricsError::Failed(format!("unreadable router answer: {e}")))
 }
 
 impl LocalMetrics {

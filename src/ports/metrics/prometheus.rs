@@ -67,8 +67,9 @@ impl Prometheus {
         }
         let response = request.send().await.map_err(|e| MetricsError::Failed(format!("Prometheus unreachable: {}", e.without_url())))?;
         let status = response.status();
-        let body: Value =
-            response.json().await.map_err(|e| MetricsError::Failed(format!("Prometheus answered HTTP {status} without JSON: {e}")))?;
+        let body: Value = crate::ports::env::read_json(response)
+            .await
+            .map_err(|e| MetricsError::Failed(format!("Prometheus answered HTTP {status}: {e}")))?;
         if body.get("status").and_then(Value::as_str) != Some("success") {
             let kind = body.get("errorType").and_then(Value::as_str).unwrap_or("error");
             let error = body.get("error").and_then(Value::as_str).unwrap_or("");

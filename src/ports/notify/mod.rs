@@ -112,7 +112,7 @@ pub async fn post_json(
     let response = request.send().await.map_err(|e| NotifyError::Failed(format!("{channel} webhook unreachable: {}", e.without_url())))?;
     let status = response.status().as_u16();
     if status >= 300 {
-        let text = scrub(&response.text().await.unwrap_or_default(), url);
+        let text = scrub(&crate::ports::env::read_text(response).await.unwrap_or_default(), url);
         let text: String = text.chars().take(200).collect();
         return Err(NotifyError::Failed(format!("{channel} webhook answered {status}: {}", text.trim())));
     }

@@ -410,7 +410,11 @@ impl TableStore {
         {
             return Err(StoreError::Unavailable(format!("table prefix '{prefix}' must be letters and digits, starting with a letter")));
         }
-        let service = TableServiceClientBuilder::with_location(connection.location.clone(), connection.credentials.clone()).build();
+        // azure_core's own client has no timeout: a black-holed endpoint would hang every call.
+        let transport = azure_core::TransportOptions::new(std::sync::Arc::new(crate::ports::env::http_client()));
+        let service = TableServiceClientBuilder::with_location(connection.location.clone(), connection.credentials.clone())
+            .transport(transport)
+            .build();
         let store = TableStore {
             rollouts: service.table_client(format!("{prefix}rollouts")),
             releases: service.table_client(format!("{prefix}releases")),

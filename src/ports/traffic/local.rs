@@ -33,10 +33,10 @@ impl LocalRouter {
         let response = request.send().await.map_err(|e| TrafficError::Failed(e.without_url().to_string()))?;
         let status = response.status();
         if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
+            let body = crate::ports::env::read_text(response).await.unwrap_or_default();
             return Err(TrafficError::Failed(format!("HTTP {status}: {}", body.chars().take(200).collect::<String>())));
         }
-        response.json::<Route>().await.map_err(|e| TrafficError::Failed(format!("unreadable answer: {e}")))
+        crate::ports::env::read_json::<Route>(response).await.map_err(|e| TrafficError::Failed(format!("unreadable answer: {e}")))
     }
 
     async fn read(&self) -> Result<Route, TrafficError> {
@@ -76,7 +76,8 @@ impl Traffic for LocalRouter {
 
     async fn live(&self) -> Option<LiveStats> {
         let url = format!("{}/_sluice/stats?window=10s", self.base);
-        let report: StatsReport = self.http.get(url).timeout(std::time::Duration::from_millis(500)).send().await.ok()?.json().await.ok()?;
+        let report = self.http.get(url).timeout(std::time::Duration::from_millis(500)).send().await.ok()?;
+        let report: StatsReport = crate::ports::env::read_json(report).await.ok()?;
         let side =
             |w: &crate::ports::local_router::WindowStats| LiveSide { requests: w.requests, error_rate: w.error_rate, p95_ms: w.p95_ms };
         Some(LiveStats { window_secs: report.window_secs, stable: side(&report.stable), canary: side(&report.canary) })

@@ -9,8 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::Engine;
-use crate::domain::rollout::MeasurementKey;
 use crate::domain::rollout::{Command, CommandKind, CommandRef, Event, Evidence, IssueRef, NotifyKind, Phase, Reported, Rollout};
+use crate::domain::rollout::{MeasureOutcome, MeasurementKey};
 use crate::ports::backlog;
 use crate::ports::metrics;
 use crate::ports::notify;
@@ -22,6 +22,9 @@ const TRAFFIC_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest the router may take to say what it cannot guarantee (best effort:
 /// the step holds its rollout's lock meanwhile).
 const CAVEATS_TIMEOUT: Duration = Duration::from_secs(10);
+/// The shortest and longest a measurement may take (its interval, within these).
+const MEASURE_MIN: Duration = Duration::from_secs(5);
+const MEASURE_MAX: Duration = Duration::from_secs(30);
 /// How long one backlog call (lookup and create, or comment) may take.
 const BACKLOG_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -137,11 +140,18 @@ impl Engine {
                 _ => {}
             }
         }
+        // Measurements are taken side by side (one slow backend delays none of
+        // the others), and their results kept in the order decide asked.
+        let due = post.iter().filter_map(|c| match c {
+            Command::Measure { key, at } => Some(self.measure(state, key.clone(), *at, now)),
+            _ => None,
+        });
+        let mut measured = futures::future::join_all(due).await.into_iter();
         let mut announcements = Announcements::default();
         for command in post {
             match command {
                 Command::ScheduleStep { at, seq } => feedback.extend((at <= now).then_some(Event::StepDue { seq })),
-                Command::Measure { key, at } => feedback.extend(self.measure(state, key, at, now).await),
+                Command::Measure { .. } => feedback.extend(measured.next().flatten()),
                 Command::ScaleDownPrevious { id } => feedback.extend(self.scale_down(state, id).await),
                 Command::Notify { kind: NotifyKind::Started, summary, id, .. } => announcements.started = Some((summary, id)),
                 Command::Notify { kind, summary, id, .. } => announcements.latest = Some((kind, summary, id)),
@@ -167,7 +177,13 @@ impl Engine {
         }
         let plan = state.metric_plan(&key)?;
         let window = metrics::Window { ms: state.measurement_window(&key)?, end: None };
-        let outcome = metrics::measure(plan, &state.spec.target, &self.env, window).await;
+        // A measurement may take its interval (5 to 30 s): a backend that hangs is a
+        // provider error, counted as such, not a queue consumer held for minutes.
+        let budget = Duration::from_millis(plan.interval_ms).clamp(MEASURE_MIN, MEASURE_MAX);
+        let outcome = match tokio::time::timeout(budget, metrics::measure(plan, &state.spec.target, &self.env, window)).await {
+            Ok(outcome) => outcome,
+            Err(_) => MeasureOutcome::Error { message: format!("the metrics provider did not answer within {}s", budget.as_secs()) },
+        };
         Some(Event::Measured { key, outcome })
     }
 

@@ -6,7 +6,10 @@
 //! rollback's weight 0 is applied before anything else) → their results
 //! decided in memory → one conditional save of state and history → then the
 //! rest (backlog issue, scheduled messages, measurements, notifications),
-//! whose results are decided and saved in a further round. A stale ETag means
+//! whose results are decided and saved in a further round. Only the first
+//! part holds the rollout's lock: the rest runs outside it, and its results
+//! are folded in by the same conditional save, so a rollback never queues
+//! behind a hanging metrics backend, tracker or channel. A stale ETag means
 //! reload and decide again; a crash anywhere leaves state the timer resumes.
 
 mod effects;
@@ -23,7 +26,9 @@ use chrono::{DateTime, Utc};
 use locks::KeyedLocks;
 
 use crate::domain::ids::{Actor, RolloutId, TargetName};
-use crate::domain::rollout::{decide, BacklogState, Command, Event, Input, Outcome, Plan, Refusal, RefusalKind, Reported, Rollout};
+use crate::domain::rollout::{
+    decide, BacklogState, Command, Event, HistoryEntry, Input, Outcome, Plan, Refusal, RefusalKind, Reported, Rollout,
+};
 use crate::domain::spec::RolloutSpec;
 use crate::ports::clock::Clock;
 use crate::ports::env::AdapterEnv;
@@ -164,8 +169,6 @@ impl Engine {
 
     /// Applies one event to a rollout and carries out what follows from it.
     pub async fn apply(&self, id: &RolloutId, event: Event) -> Result<Applied, EngineError> {
-        let lock = self.locks.get(id);
-        let _guard = lock.lock().await;
         self.run_rounds(id, vec![event]).await
     }
 
@@ -261,11 +264,19 @@ impl Engine {
             if inputs.is_empty() {
                 break;
             }
-            let round = self.decide_act_save(id, &inputs).await?;
+            // The rollout's lock covers deciding, the router and the save —
+            // never the slow world after it (measurements, backlog, channels),
+            // so an alert or an abort waits for no outside call but the router.
+            let round = {
+                let lock = self.locks.get(id);
+                let _guard = lock.lock().await;
+                let round = self.decide_act_save(id, &inputs).await?;
+                if round.reconcile {
+                    self.reconcile(&round.state).await;
+                }
+                round
+            };
             first.get_or_insert(round.outcome);
-            if round.reconcile {
-                self.reconcile(&round.state).await;
-            }
             if round.finished {
                 self.nudge_release(&round.state).await;
             }
@@ -328,6 +339,17 @@ impl Engine {
                     // moved traffic on the stale decision, make the router match the winner.
                     reconcile |= acted_on_traffic;
                     tracing::debug!(rollout = %id, "stale ETag; deciding again");
+                }
+                // The store refuses the rows as they are (too large): the router has
+                // moved, so the transition is kept without its details rather than lost.
+                Err(StoreError::Corrupt(why)) if acted_on_traffic => {
+                    tracing::warn!(rollout = %id, %why, "history too large to keep; saving it trimmed");
+                    let trimmed: Vec<_> = history.into_iter().map(HistoryEntry::trimmed).collect();
+                    match self.store.save(&state, &etag, &trimmed).await {
+                        Ok(_) => return Ok(Round { state, post, outcome, reconcile, wake_before, finished }),
+                        Err(StoreError::Conflict) => reconcile = true,
+                        Err(e) => return Err(e.into()),
+                    }
                 }
                 Err(e) => return Err(e.into()),
             }

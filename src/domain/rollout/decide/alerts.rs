@@ -1,6 +1,7 @@
 //! Alerts, fired and resolved, and failed pipeline stages: outside signals that the release is bad.
 
 use super::{Step, Txn, ALERTS_KEPT};
+use crate::domain::rollout::backlog::LATER_FAILURES_KEPT;
 use crate::domain::rollout::event::{AlertInfo, PipelineFailure};
 use crate::domain::rollout::history::Evidence;
 use crate::domain::rollout::{PauseReason, Phase};
@@ -12,6 +13,11 @@ impl Txn {
         if self.r.phase == Phase::RollingBack {
             if self.r.alerts.contains(&alert.id) {
                 return Err("already rolling back".into());
+            }
+            // A storm of alerts must not grow the rollout without bound: the first few
+            // are evidence here; every one of them stays in the alert log.
+            if self.r.failure.as_ref().is_some_and(|f| f.later.len() >= LATER_FAILURES_KEPT) {
+                return Err(format!("already rolling back with {LATER_FAILURES_KEPT} later alerts recorded; this one is in the alert log"));
             }
             // A different alert while rolling back: more evidence, same rollback.
             self.remember_alert(&alert.id);

@@ -99,6 +99,8 @@ impl Decision {
 
 /// Applies `event` at `now` to `rollout`. Pure: no I/O, no clock, no randomness.
 pub fn decide(rollout: &Rollout, event: Event, now: DateTime<Utc>) -> Decision {
+    // Outside text is bounded before anything keeps it.
+    let event = event.bounded();
     let mut t = Txn {
         r: rollout.clone(),
         now,
