@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -245,11 +245,24 @@ async fn with_require_principal_only_the_signed_in_identity_acts() {
     assert!(matches!(functions::invoke_queue(&app, "steps", &queued.to_string()).await, Err(HandlerError::Permanent(_))));
 }
 
-/// A store that panics on its next `load` or `save` when armed, then behaves.
+/// A store that panics on its next `load` or `save` when armed, then
+/// behaves; and answers its next `unavailable_saves` saves as unavailable.
 struct PanicOnce {
     inner: SqliteStore,
     armed: AtomicBool,
     armed_save: AtomicBool,
+    unavailable_saves: AtomicU32,
+}
+
+impl PanicOnce {
+    fn open(path: &std::path::Path) -> Self {
+        PanicOnce {
+            inner: SqliteStore::open(path).expect("store"),
+            armed: AtomicBool::new(false),
+            armed_save: AtomicBool::new(false),
+            unavailable_saves: AtomicU32::new(0),
+        }
+    }
 }
 
 #[async_trait]
@@ -266,6 +279,9 @@ impl Store for PanicOnce {
     async fn save(&self, r: &Rollout, etag: &Etag, history: &[HistoryEntry]) -> Result<Etag, StoreError> {
         if self.armed_save.swap(false, Ordering::SeqCst) {
             panic!("injected panic while saving {}", r.id);
+        }
+        if self.unavailable_saves.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(StoreError::Unavailable("injected: the store is away".into()));
         }
         self.inner.save(r, etag, history).await
     }
@@ -320,19 +336,8 @@ impl Store for PanicOnce {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_answers_500_and_its_message_comes_back() {
     let store_dir = tempfile::tempdir().expect("dir");
-    let store = Arc::new(PanicOnce {
-        inner: SqliteStore::open(&store_dir.path().join("s.db")).expect("store"),
-        armed: AtomicBool::new(false),
-        armed_save: AtomicBool::new(false),
-    });
-    let keep = store.clone();
-    let rig = Rig::start_with(move |dir, url| async move {
-        let clock: Arc<dyn sluice::ports::clock::Clock> = Arc::new(sluice::ports::clock::SystemClock);
-        let queue = Arc::new(sluice::ports::queue::embedded::EmbeddedQueue::open(&dir.join("q.db"), clock.clone()).expect("queue"));
-        let env = sluice::ports::env::AdapterEnv::new(dir, url);
-        Ok(Arc::new(Engine::new(keep, queue, env, clock)))
-    })
-    .await;
+    let store = Arc::new(PanicOnce::open(&store_dir.path().join("s.db")));
+    let rig = rig_on(store.clone()).await;
     let id = rig.start_rollout(&rig.spec(json!([{"setWeight": 20}, {"approval": {}}]))).await;
     rig.wait_phase(&id, "AwaitingApproval").await;
     // HTTP: the panic is answered with a 500 and a JSON body; nothing changes.
@@ -367,6 +372,70 @@ async fn a_panicking_handler_answers_500_and_its_message_comes_back() {
     assert!(!store.armed_save.load(Ordering::SeqCst), "the panic did happen");
     assert_eq!(done["history"].as_array().expect("history").iter().filter(|e| e["cause"] == "AbortRequested").count(), 1);
     assert!(rig.host.app.engine.queue.dead_letters().await.expect("dead letters").is_empty());
+}
+
+/// A local host over `store`.
+async fn rig_on(store: Arc<PanicOnce>) -> Rig {
+    Rig::start_with(move |dir, url| async move {
+        let clock: Arc<dyn sluice::ports::clock::Clock> = Arc::new(sluice::ports::clock::SystemClock);
+        let queue = Arc::new(sluice::ports::queue::embedded::EmbeddedQueue::open(&dir.join("q.db"), clock.clone()).expect("queue"));
+        let env = sluice::ports::env::AdapterEnv::new(dir, url);
+        Ok(Arc::new(Engine::new(store, queue, env, clock)))
+    })
+    .await
+}
+
+/// The store is away just after the router moved. A rollback is saved on
+/// a later try (or by its redelivered message) and never undone; a step
+/// forward whose save keeps failing is taken back at the router. Either
+/// way, once a save lands, the state says what the router does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_that_fails_after_the_router_moved_leaves_router_and_state_agreeing() {
+    let store_dir = tempfile::tempdir().expect("dir");
+    let store = Arc::new(PanicOnce::open(&store_dir.path().join("s.db")));
+    let rig = rig_on(store.clone()).await;
+    let gated = rig.spec(json!([{"setWeight": 20}, {"approval": {}}, {"setWeight": 50}, {"approval": {}}]));
+    let weight = |s: &Value| s["weight"].as_u64();
+    let alerts_in = |s: &Value| s["history"].as_array().expect("history").iter().filter(|e| e["cause"] == "AlertFired").count();
+
+    // Two failed saves: the rollback's own retries save it.
+    let id = rig.start_rollout(&gated).await;
+    rig.wait_phase(&id, "AwaitingApproval").await;
+    store.unavailable_saves.store(2, Ordering::SeqCst);
+    rig.as_user("azure-monitor").alert(&azure_alert("away-1", "Fired"), Some(TOKEN)).await.expect("202");
+    let done = rig.wait_phase(&id, "RolledBack").await;
+    assert_eq!((rig.up.router.route().weight.percent(), weight(&done), alerts_in(&done)), (0, Some(0), 1));
+
+    // Five: the first delivery gives up with the router at 0 (not put back),
+    // and the redelivered alert records the rollback once.
+    let id = rig.start_rollout(&gated).await;
+    rig.wait_phase(&id, "AwaitingApproval").await;
+    store.unavailable_saves.store(5, Ordering::SeqCst);
+    rig.as_user("azure-monitor").alert(&azure_alert("away-2", "Fired"), Some(TOKEN)).await.expect("202");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store.unavailable_saves.load(Ordering::SeqCst) > 1 {
+        assert!(std::time::Instant::now() < deadline, "the saves were never tried");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(rig.up.router.route().weight.percent(), 0, "a rollback whose save failed is not undone");
+    let done = rig.wait(&id, "the redelivered rollback", Duration::from_secs(60), |s| s["phase"] == "RolledBack").await;
+    assert_eq!((rig.up.router.route().weight.percent(), weight(&done), alerts_in(&done)), (0, Some(0), 1));
+
+    // A step forward whose save never lands: the approval answers 503 and the router is back at 20.
+    let id = rig.start_rollout(&gated).await;
+    rig.wait_phase(&id, "AwaitingApproval").await;
+    store.unavailable_saves.store(100, Ordering::SeqCst);
+    let alice = rig.as_user("alice");
+    let refused = alice.action(&id, "approve", &json!({})).await;
+    store.unavailable_saves.store(0, Ordering::SeqCst);
+    assert!(format!("{refused:?}").contains("503"), "{refused:?}");
+    let status = rig.client.status(&id).await.expect("status");
+    assert_eq!((status["phase"].as_str(), weight(&status)), (Some("AwaitingApproval"), Some(20)));
+    assert_eq!(rig.up.router.route().weight.percent(), 20, "the router is put back to what is saved");
+    // Once the store is back, the approval goes through.
+    alice.action(&id, "approve", &json!({})).await.expect("approved");
+    rig.wait(&id, "at 50", Duration::from_secs(20), |s| s["phase"] == "AwaitingApproval" && s["weight"] == 50).await;
+    assert_eq!(rig.up.router.route().weight.percent(), 50);
 }
 
 /// A listener that records whatever reaches it (and answers 200 `{}`).

@@ -534,6 +534,43 @@ async fn an_alert_rolls_back_while_measurements_backlog_and_channel_hang() {
     assert_eq!(measured, 0, "the rollback waited for a measurement: {done:#}");
 }
 
+/// More rollbacks than the host has queue consumers (host.json's
+/// `maxConcurrentCalls`, 16), each leaving a backlog call and a channel
+/// that hang: every later alert still rolls its rollout back while all the
+/// earlier calls hang — none has even timed out yet (a timeout would be in
+/// the history as the backlog's failure) — because a delivery frees its
+/// consumer once the step is saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollbacks_beyond_the_consumer_count_wait_for_no_hanging_backlog_or_channel() {
+    let (slow, accepted) = hanging_listener().await;
+    let hook = format!("{slow}/hook");
+    let settings: sluice::ports::env::SettingsLookup = Arc::new(move |name| match name {
+        "SLUICE_ALLOW_LOOPBACK_ENDPOINTS" => Some("true".into()),
+        "GITHUB_TOKEN" => Some("token".into()),
+        "WEBHOOK_URL" => Some(hook.clone()),
+        _ => None,
+    });
+    let rig = Rig::start_with(|dir, url| async move { sluice::host::local::embedded_engine_with(&dir, url, settings) }).await;
+    let mut spec = rig.spec(json!([{"setWeight": 20}, {"pause": {}}]));
+    spec["backlog"] = json!({"provider": "github", "settings": {"repository": "contoso/slow", "apiUrl": slow}});
+    spec["notifications"] = json!([{"provider": "webhook", "settings": {"urlSetting": "WEBHOOK_URL"}}]);
+    let monitor = rig.as_user("azure-monitor");
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let id = rig.start_rollout(&spec).await;
+        rig.wait(&id, "paused at 20", Duration::from_secs(20), |s| s["phase"] == "Paused" && s["weight"] == 20).await;
+        monitor.alert(&azure_alert(&format!("storm-{i}"), "Fired"), Some(TOKEN)).await.expect("202");
+        rig.wait(&id, "rolled back", Duration::from_secs(10), |s| s["phase"] == "RolledBack").await;
+        assert_eq!(rig.up.router.route().weight.percent(), 0);
+        ids.push(id);
+    }
+    assert!(accepted.load(Ordering::SeqCst) >= 20, "every rollback's backlog call is in flight");
+    for id in &ids {
+        let status = rig.client.status(id).await.expect("status");
+        assert!(!status.to_string().contains("did not answer"), "a backlog or channel call timed out before the last rollback: {status:#}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alert_with_a_huge_summary_rolls_back_with_the_summary_cut() {
     let rig = Rig::start().await;

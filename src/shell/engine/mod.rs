@@ -9,8 +9,12 @@
 //! whose results are decided and saved in a further round. Only the first
 //! part holds the rollout's lock: the rest runs outside it, and its results
 //! are folded in by the same conditional save, so a rollback never queues
-//! behind a hanging metrics backend, tracker or channel. A stale ETag means
-//! reload and decide again; a crash anywhere leaves state the timer resumes.
+//! behind a hanging metrics backend, tracker or channel. A queue delivery
+//! ([`Engine::handle_delivery`]) and the timer's sweep answer once the first
+//! round is saved and leave the rest to the engine's background pool, so no
+//! consumer is held by the slow world either: the next message — an alert's
+//! rollback — finds one free. A stale ETag means reload and decide again; a
+//! crash anywhere leaves state the timer resumes.
 
 mod effects;
 mod locks;
@@ -27,7 +31,7 @@ use locks::KeyedLocks;
 
 use crate::domain::ids::{Actor, RolloutId, TargetName};
 use crate::domain::rollout::{
-    decide, BacklogState, Command, Event, HistoryEntry, Input, Outcome, Plan, Refusal, RefusalKind, Reported, Rollout,
+    decide, BacklogState, Command, Event, HistoryEntry, Input, Outcome, Phase, Plan, Refusal, RefusalKind, Reported, Rollout,
 };
 use crate::domain::spec::RolloutSpec;
 use crate::ports::clock::Clock;
@@ -38,10 +42,16 @@ use crate::shell::messages::StepMessage;
 
 /// Save attempts before giving up on a contended rollout (the message is retried).
 const MAX_CONFLICT_RETRIES: usize = 8;
+/// Pauses before saving again when the store was away after the router moved.
+const SAVE_RETRY_DELAYS: [std::time::Duration; 3] =
+    [std::time::Duration::from_millis(50), std::time::Duration::from_millis(250), std::time::Duration::from_millis(1000)];
 /// Decide-and-save rounds for one delivery (feedback from commands).
 const MAX_ROUNDS: usize = 16;
 /// Batches of due rollouts one sweep takes at most.
 pub const MAX_SWEEP_BATCHES: usize = 20;
+/// Deliveries whose after-save work may run in the background at once; the
+/// next delivery waits for a slot (bounded memory under a storm).
+const BACKGROUND_SLOTS: usize = 256;
 
 /// What can go wrong carrying out work.
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +107,8 @@ pub struct SweepReport {
     pub releases: usize,
 }
 
-/// Load, decide, act, save.
+/// Load, decide, act, save. Cloning shares everything (ports, locks, pool).
+#[derive(Clone)]
 pub struct Engine {
     /// Rollout state.
     pub store: Arc<dyn Store>,
@@ -107,7 +118,9 @@ pub struct Engine {
     pub env: AdapterEnv,
     /// The time.
     pub clock: Arc<dyn Clock>,
-    locks: KeyedLocks,
+    locks: Arc<KeyedLocks>,
+    /// Slots for after-save work that runs beyond its delivery.
+    background: Arc<tokio::sync::Semaphore>,
     /// Whether a finished rollout prints its `sluice.metric` line on stdout
     /// (in Azure, where the Functions host sends stdout to Application Insights).
     metric_lines: bool,
@@ -123,7 +136,8 @@ pub fn new_rollout_id(target: &TargetName, now: DateTime<Utc>) -> Result<Rollout
 impl Engine {
     /// An engine over the given ports.
     pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, env: AdapterEnv, clock: Arc<dyn Clock>) -> Self {
-        Engine { store, queue, env, clock, locks: KeyedLocks::default(), metric_lines: false }
+        let background = Arc::new(tokio::sync::Semaphore::new(BACKGROUND_SLOTS));
+        Engine { store, queue, env, clock, locks: Arc::default(), background, metric_lines: false }
     }
 
     /// The same engine, printing a `sluice.metric` line per finished rollout.
@@ -169,21 +183,34 @@ impl Engine {
 
     /// Applies one event to a rollout and carries out what follows from it.
     pub async fn apply(&self, id: &RolloutId, event: Event) -> Result<Applied, EngineError> {
-        self.run_rounds(id, vec![event]).await
+        self.run_rounds(id, vec![event], Rest::Inline).await
     }
 
-    /// Carries out one step message.
+    /// Carries out one step message and everything that follows from it.
     pub async fn handle(&self, message: StepMessage) -> Result<(), EngineError> {
+        self.handle_with(message, Rest::Inline).await
+    }
+
+    /// Carries out one queue delivery: answers once the event is decided,
+    /// routed and saved; what follows (measurements, backlog, channels and
+    /// the rounds their results drive) goes on in the background pool, so
+    /// the consumer is free for the next message. A crash meanwhile loses
+    /// nothing the timer does not resume (those calls are recorded as issued).
+    pub async fn handle_delivery(&self, message: StepMessage) -> Result<(), EngineError> {
+        self.handle_with(message, Rest::Background).await
+    }
+
+    async fn handle_with(&self, message: StepMessage, rest: Rest) -> Result<(), EngineError> {
         match message {
             StepMessage::Event { rollout, event } => {
-                let applied = self.apply(&rollout, event.into()).await?;
+                let applied = self.run_rounds(&rollout, vec![event.into()], rest).await?;
                 if let Outcome::Refused(refusal) = &applied.outcome {
                     tracing::info!(rollout = %rollout, reason = %refusal.reason, "input refused");
                 }
                 Ok(())
             }
             StepMessage::Wake { rollout, at } => {
-                let applied = self.apply(&rollout, Event::Wake).await?;
+                let applied = self.run_rounds(&rollout, vec![Event::Wake], rest).await?;
                 // Early (a queue with coarser clocks) or a wait that moved: keep a wake-up scheduled.
                 if applied.outcome != Outcome::Applied {
                     if let Some(next) = applied.rollout.next_wake().filter(|n| *n > self.clock.now()) {
@@ -240,7 +267,7 @@ impl Engine {
             }
             for id in fresh {
                 report.visited += 1;
-                match self.apply(&id, Event::Tick).await {
+                match self.run_rounds(&id, vec![Event::Tick], Rest::Background).await {
                     Ok(a) if a.outcome == Outcome::Applied => report.acted += 1,
                     Ok(_) => {}
                     Err(e) => {
@@ -256,37 +283,64 @@ impl Engine {
         Ok(report)
     }
 
-    async fn run_rounds(&self, id: &RolloutId, events: Vec<Event>) -> Result<Applied, EngineError> {
-        let mut inputs = events;
-        let mut first: Option<Outcome> = None;
-        let mut last: Option<Rollout> = None;
-        for _ in 0..MAX_ROUNDS {
-            if inputs.is_empty() {
-                break;
+    /// The first round (decide, route, save) now; the rounds after it inline
+    /// or in the background pool.
+    async fn run_rounds(&self, id: &RolloutId, events: Vec<Event>, rest: Rest) -> Result<Applied, EngineError> {
+        let first = self.locked_round(id, &events).await?;
+        let outcome = first.outcome.clone();
+        let rollout = match rest {
+            Rest::Inline => self.follow_up(id, first).await?,
+            Rest::Background => {
+                let rollout = first.state.clone();
+                self.follow_up_in_background(id, first).await;
+                rollout
             }
-            // The rollout's lock covers deciding, the router and the save —
-            // never the slow world after it (measurements, backlog, channels),
-            // so an alert or an abort waits for no outside call but the router.
-            let round = {
-                let lock = self.locks.get(id);
-                let _guard = lock.lock().await;
-                let round = self.decide_act_save(id, &inputs).await?;
-                if round.reconcile {
-                    self.reconcile(&round.state).await;
-                }
-                round
-            };
-            first.get_or_insert(round.outcome);
+        };
+        Ok(Applied { rollout, outcome })
+    }
+
+    /// One round under the rollout's lock. The lock covers deciding, the
+    /// router and the save — never the slow world after it (measurements,
+    /// backlog, channels), so an alert or an abort waits for no outside call
+    /// but the router.
+    async fn locked_round(&self, id: &RolloutId, inputs: &[Event]) -> Result<Round, EngineError> {
+        let lock = self.locks.get(id);
+        let _guard = lock.lock().await;
+        let round = self.decide_act_save(id, inputs).await?;
+        if round.reconcile {
+            self.reconcile(&round.state).await;
+        }
+        Ok(round)
+    }
+
+    /// The after-save work of `round` and the rounds its feedback drives.
+    async fn follow_up(&self, id: &RolloutId, mut round: Round) -> Result<Rollout, EngineError> {
+        for n in 1..=MAX_ROUNDS {
             if round.finished {
                 self.nudge_release(&round.state).await;
             }
-            inputs = self.after_save(&round.state, round.post, round.wake_before).await;
-            last = Some(round.state);
+            let inputs = self.after_save(&round.state, round.post, round.wake_before).await;
+            if inputs.is_empty() || n == MAX_ROUNDS {
+                break;
+            }
+            round = self.locked_round(id, &inputs).await?;
         }
-        match (last, first) {
-            (Some(rollout), Some(outcome)) => Ok(Applied { rollout, outcome }),
-            _ => Err(EngineError::Invalid("nothing to apply".into())),
-        }
+        Ok(round.state)
+    }
+
+    /// Hands the follow-up to the background pool (waiting for a slot when
+    /// it is full); a failure there is logged, and the timer resumes.
+    async fn follow_up_in_background(&self, id: &RolloutId, round: Round) {
+        let Ok(slot) = self.background.clone().acquire_owned().await else {
+            return;
+        };
+        let (engine, id) = (self.clone(), id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = engine.follow_up(&id, round).await {
+                tracing::warn!(rollout = %id, error = %e, "follow-up failed; the timer resumes it");
+            }
+            drop(slot);
+        });
     }
 
     async fn decide_act_save(&self, id: &RolloutId, inputs: &[Event]) -> Result<Round, EngineError> {
@@ -351,10 +405,52 @@ impl Engine {
                         Err(e) => return Err(e.into()),
                     }
                 }
+                // The store is briefly away after the router moved: try the save
+                // again; if it stays away, the router is made to match what is saved.
+                Err(e @ StoreError::Unavailable(_)) if acted_on_traffic => {
+                    return self
+                        .save_after_routing(Round { state, post, outcome, reconcile, wake_before, finished }, &loaded, &etag, &history, e)
+                        .await;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
         Err(EngineError::Contended(id.to_string()))
+    }
+
+    /// Retries a save the store refused as unavailable after the router moved.
+    /// If it keeps failing, the router is put back to the saved state —
+    /// unless it moved towards stable: a rollback is never undone, and the
+    /// delivery that asked for it is retried and records it.
+    async fn save_after_routing(
+        &self,
+        round: Round,
+        loaded: &Rollout,
+        etag: &crate::ports::store::Etag,
+        history: &[HistoryEntry],
+        first: StoreError,
+    ) -> Result<Round, EngineError> {
+        let mut last = first;
+        for delay in SAVE_RETRY_DELAYS {
+            tracing::warn!(rollout = %round.state.id, error = %last, "state not saved after the router moved; trying again");
+            tokio::time::sleep(delay).await;
+            match self.store.save(&round.state, etag, history).await {
+                Ok(_) => return Ok(round),
+                Err(StoreError::Unavailable(why)) => last = StoreError::Unavailable(why),
+                // Someone else saved meanwhile: the caller decides again on their state.
+                Err(e) => {
+                    self.reconcile(loaded).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        let towards_stable = round.state.traffic.weight.percent() < loaded.traffic.weight.percent()
+            || matches!(round.state.phase, Phase::RollingBack | Phase::RolledBack | Phase::Aborted);
+        if !towards_stable {
+            tracing::warn!(rollout = %round.state.id, "state not saved: putting the router back to the saved weight");
+            self.reconcile(loaded).await;
+        }
+        Err(last.into())
     }
 }
 
@@ -367,6 +463,15 @@ fn metric_line(state: &Rollout) {
     use std::io::Write as _;
     let line = crate::domain::health::Facts::of(state).log_line();
     let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// Where the work after a delivery's first round runs.
+#[derive(Clone, Copy)]
+enum Rest {
+    /// Before the call returns (the API, which answers with the result).
+    Inline,
+    /// In the background pool (queue deliveries and the sweep).
+    Background,
 }
 
 struct Round {
