@@ -499,13 +499,17 @@ async fn a_redirect_is_not_followed_with_a_credential() {
 }
 
 /// A peer that answers 200 and then sends body forever (64 KiB chunks until
-/// the client hangs up, at most 1 GiB).
-async fn endless() -> String {
+/// the client hangs up, at most 1 GiB); it counts the bytes it got rid of.
+async fn endless() -> (String, Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
+            let counter = counter.clone();
             tokio::spawn(async move {
                 let mut request = [0u8; 4096];
                 let _ = socket.read(&mut request).await;
@@ -518,16 +522,17 @@ async fn endless() -> String {
                     if socket.write_all(chunk.as_bytes()).await.is_err() {
                         return;
                     }
+                    counter.fetch_add(65536, Ordering::SeqCst);
                 }
             });
         }
     });
-    url
+    (url, sent)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_that_never_ends_is_cut_off_by_every_adapter_family() {
-    let url = endless().await;
+    let (url, sent) = endless().await;
     let env = env_with(BTreeMap::from([("SLUICE_AZURE_TOKEN", "t".to_string()), ("GITHUB_TOKEN", "g".to_string())]));
     let t = target(json!({"provider": "local", "settings": {"url": url}}));
     let too_long = |e: &str| e.contains("longer than 8 MiB");
@@ -563,6 +568,50 @@ async fn an_answer_that_never_ends_is_cut_off_by_every_adapter_family() {
     let draft = bare_draft();
     let err = backlog.open(&draft).await.expect_err("github").to_string();
     assert!(too_long(&err), "github: {err}");
+    // Channels read an answer only to quote it in an error: they stop reading too.
+    let env = env_with(BTreeMap::from([("WEBHOOK_URL", format!("{url}/hook"))]));
+    let before = sent.load(std::sync::atomic::Ordering::SeqCst);
+    let settings = serde_json::from_value(json!({"urlSetting": "WEBHOOK_URL"})).expect("settings");
+    let channel = sluice::ports::notify::build("webhook", &settings, &env).expect("channel");
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), channel.send(&note())).await.expect("the channel gave up");
+    let read = sent.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(read < 32 << 20, "the channel read {} MiB of an endless answer", read >> 20);
+}
+
+/// The Azure SDK clients (Table Storage, Service Bus) run on Sluice's
+/// transport: a peer that never answers fails their call within the
+/// client's timeout, and an endless answer is cut off at 8 MiB, not
+/// buffered whole (azure_core's own transport does neither).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_azure_sdk_clients_give_up_on_a_silent_peer_and_cut_off_an_endless_one() {
+    use sluice::ports::azure::transport::BoundedTransport;
+    use sluice::ports::queue::servicebus::{ServiceBusConnection, ServiceBusQueue};
+    use sluice::ports::queue::Queue as _;
+    use sluice::ports::store::table::{TableConnection, TableStore};
+    let short = || reqwest::Client::builder().timeout(std::time::Duration::from_secs(1)).build().expect("client");
+    let bound = std::time::Duration::from_secs(30);
+    let (endless_url, sent) = endless().await;
+    for (peer, cut) in [(silent().await, false), (endless_url, true)] {
+        let key = sluice::devtools::azurite::DEV_KEY;
+        let conn =
+            format!("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};TableEndpoint={peer}/devstoreaccount1;");
+        let conn = TableConnection::parse(&conn).expect("connection");
+        // Creating its tables is the store's first call.
+        let table = tokio::time::timeout(bound, TableStore::connect_over(&conn, "bounded", BoundedTransport::with_client(short())))
+            .await
+            .expect("Table Storage gave up in time");
+        let err = table.err().expect("no table store over a peer that does not answer").to_string();
+        assert!(!cut || err.contains("longer than 8 MiB"), "table: {err}");
+        let addr: std::net::SocketAddr = peer.trim_start_matches("http://").parse().expect("addr");
+        let conn = ServiceBusConnection::parse(&common::servicebus_fake::sas_connection_string()).expect("conn");
+        let transport = common::servicebus_fake::redirecting(addr, BoundedTransport::with_client(short()));
+        let queue = ServiceBusQueue::new(&conn, "rollout-steps", transport, std::time::Duration::from_secs(30)).expect("queue");
+        let received =
+            tokio::time::timeout(bound, queue.receive(std::time::Duration::from_secs(30))).await.expect("Service Bus gave up in time");
+        let err = received.expect_err("nothing received from a peer that does not answer").to_string();
+        assert!(!cut || err.contains("longer than 8 MiB"), "service bus: {err}");
+    }
+    assert!(sent.load(std::sync::atomic::Ordering::SeqCst) < 64 << 20, "the SDK clients read on past the cap");
 }
 
 fn bare_draft() -> sluice::ports::backlog::IssueDraft {
@@ -573,6 +622,24 @@ fn bare_draft() -> sluice::ports::backlog::IssueDraft {
         labels: Vec::new(),
         not_before: Utc::now(),
         rollout_failure: true,
+    }
+}
+
+/// A notification to send.
+fn note() -> sluice::ports::notify::Notification {
+    sluice::ports::notify::Notification {
+        kind: sluice::domain::rollout::NotifyKind::Started,
+        rollout_id: "r-1".into(),
+        target: "orders".into(),
+        stable_version: "v1".into(),
+        canary_version: "v2".into(),
+        phase: sluice::domain::rollout::Phase::Progressing,
+        title: "t".into(),
+        text: "t".into(),
+        facts: Vec::new(),
+        links: Vec::new(),
+        commands: Vec::new(),
+        at: Utc::now(),
     }
 }
 
@@ -670,20 +737,7 @@ async fn a_peer_that_never_answers_fails_every_adapter_family_in_bounded_time() 
             .boxed(),
         ));
     }
-    let note = sluice::ports::notify::Notification {
-        kind: sluice::domain::rollout::NotifyKind::Started,
-        rollout_id: "r-1".into(),
-        target: "orders".into(),
-        stable_version: "v1".into(),
-        canary_version: "v2".into(),
-        phase: sluice::domain::rollout::Phase::Progressing,
-        title: "t".into(),
-        text: "t".into(),
-        facts: Vec::new(),
-        links: Vec::new(),
-        commands: Vec::new(),
-        at: Utc::now(),
-    };
+    let note = note();
     for (provider, given) in
         [("webhook", json!({"urlSetting": "WEBHOOK_URL"})), ("githubDeployments", json!({"repository": "o/r", "apiUrl": url}))]
     {

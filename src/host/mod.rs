@@ -214,7 +214,7 @@ pub async fn build_engine(
             let conn = ServiceBusConnection::parse(&connection.0).map_err(|e| HostError::Config(e.to_string()))?;
             let lock = std::time::Duration::from_secs(*lock_seconds);
             Arc::new(
-                ServiceBusQueue::new(&conn, queue, Arc::new(crate::ports::env::http_client()), lock)
+                ServiceBusQueue::new(&conn, queue, crate::ports::azure::transport::BoundedTransport::new(), lock)
                     .map_err(|e| HostError::Config(e.to_string()))?,
             )
         }

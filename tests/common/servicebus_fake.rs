@@ -163,12 +163,23 @@ impl FakeServiceBus {
 
     /// An `azure_core` HTTP client that sends the crate's requests here.
     pub fn http_client(&self) -> Arc<dyn azure_core::HttpClient> {
-        Arc::new(Redirect { to: self.addr, inner: azure_core::new_http_client() })
+        redirecting(self.addr, azure_core::new_http_client())
     }
 
     pub fn connection_string(&self) -> String {
-        format!("Endpoint=sb://{NAMESPACE}.servicebus.windows.net/;SharedAccessKeyName={KEY_NAME};SharedAccessKey={KEY}")
+        sas_connection_string()
     }
+}
+
+/// The fake namespace's connection string (its requests go where a [`redirecting`] client sends them).
+pub fn sas_connection_string() -> String {
+    format!("Endpoint=sb://{NAMESPACE}.servicebus.windows.net/;SharedAccessKeyName={KEY_NAME};SharedAccessKey={KEY}")
+}
+
+/// An `azure_core` HTTP client that sends the crate's requests for the
+/// namespace to `to` on loopback, through `inner`.
+pub fn redirecting(to: SocketAddr, inner: Arc<dyn azure_core::HttpClient>) -> Arc<dyn azure_core::HttpClient> {
+    Arc::new(Redirect { to, inner })
 }
 
 #[derive(Debug)]

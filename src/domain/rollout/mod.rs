@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use analysis::{judge, AnalysisRun, MetricRun, RunKind, RunStatus, SampleWait};
 pub use backlog::{Attempt, BacklogState, LaterFailure, Reported};
 pub use command::{Command, CommandKind, NotifyKind};
-pub use decide::{decide, Decision, Outcome, Refusal, RefusalKind};
+pub use decide::{decide, Decision, Outcome, Refusal, RefusalKind, HISTORY_ROWS_KEPT};
 pub use event::{AlertInfo, CommandRef, Event, Input, IssueRef, MeasureOutcome, MeasurementKey, PipelineFailure};
 pub use history::{Evidence, HistoryEntry, MeasurementRecord, Verdict};
 pub use plan::{AnalysisPlan, ApprovalPlan, MetricPlan, Plan, Stage, StrategyKind};
@@ -339,6 +339,11 @@ pub struct Rollout {
     pub version: u64,
     /// History rows written.
     pub history_len: u64,
+    /// Events past [`HISTORY_ROWS_KEPT`] that changed no phase, stage or
+    /// weight, counted by cause instead of written; the next transition's
+    /// row tells the count.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub unrecorded: std::collections::BTreeMap<String, u64>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
     /// When it reached a terminal phase.
@@ -378,6 +383,7 @@ impl Rollout {
             next_command_id: 1,
             version: 1,
             history_len: 1,
+            unrecorded: Default::default(),
             updated_at: now,
             finished_at: None,
             tally: Tally::default(),

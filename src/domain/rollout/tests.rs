@@ -285,6 +285,33 @@ fn a_thousand_alerts_make_one_rollback_and_one_issue() {
 }
 
 #[test]
+fn past_the_history_limit_only_transitions_get_rows_and_the_rest_is_counted() {
+    let mut r = new_rollout(canary_doc());
+    to_approval(&mut r);
+    let (start, spam) = (r.history_len, HISTORY_ROWS_KEPT + 3_000);
+    let mut last_seq = start;
+    for _ in 0..spam {
+        let d = decide(&r, Event::Approved { by: actor("mallory"), stage: None, request: None }, at(30));
+        assert!(matches!(d.outcome, Outcome::Refused(_)), "{:?}", d.outcome);
+        for row in &d.history {
+            assert_eq!(row.seq, last_seq + 1, "rows stay gap-free");
+            last_seq = row.seq;
+        }
+        r = d.next;
+    }
+    assert_eq!(r.history_len, HISTORY_ROWS_KEPT, "no row past the limit for a refused request");
+    let folded = spam - (HISTORY_ROWS_KEPT - start);
+    assert_eq!(r.unrecorded.get("ApprovedRefused"), Some(&folded));
+    // The rollback is a transition: it gets its row, which tells what was folded.
+    let d = step(&mut r, alert("past-the-limit"), at(40));
+    assert_eq!(r.phase, Phase::RollingBack);
+    assert_eq!(d.history.len(), 1);
+    assert_eq!(d.history[0].seq, HISTORY_ROWS_KEPT + 1);
+    assert!(d.history[0].summary.contains(&format!("ApprovedRefused ×{folded}")), "{}", d.history[0].summary);
+    assert!(r.unrecorded.is_empty());
+}
+
+#[test]
 fn approvals_need_distinct_allowed_people_and_not_the_initiator() {
     let mut r = new_rollout(canary_doc());
     to_approval(&mut r);

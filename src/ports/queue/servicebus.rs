@@ -96,8 +96,8 @@ fn http_status(e: &azure_core::Error) -> Option<StatusCode> {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> QueueError {
-    QueueError::Unavailable(e.to_string())
+fn unavailable(e: azure_core::Error) -> QueueError {
+    QueueError::Unavailable(crate::ports::azure::transport::describe(&e))
 }
 
 /// The scheduled time as Service Bus takes it: whole seconds, rounded up, so a
@@ -156,7 +156,9 @@ impl ServiceBusQueue {
         match *response.status() {
             StatusCode::NoContent => Ok(None),
             StatusCode::Created | StatusCode::Ok => {
-                let props = response.broker_properties().ok_or_else(|| unavailable("a locked message came without BrokerProperties"))?;
+                let props = response
+                    .broker_properties()
+                    .ok_or_else(|| QueueError::Unavailable("a locked message came without BrokerProperties".into()))?;
                 let delivery = Delivery {
                     id: props.message_id.clone(),
                     body: response.body(),
@@ -167,7 +169,7 @@ impl ServiceBusQueue {
                 };
                 Ok(Some((delivery, response)))
             }
-            other => Err(unavailable(format!("peek-lock answered HTTP {other}"))),
+            other => Err(QueueError::Unavailable(format!("peek-lock answered HTTP {other}"))),
         }
     }
 }
@@ -228,7 +230,7 @@ impl Queue for ServiceBusQueue {
 
     async fn renew(&self, delivery: &Delivery, _lock_for: Duration) -> Result<DateTime<Utc>, QueueError> {
         let lock = {
-            let locks = self.locks.lock().map_err(|_| unavailable("lock table poisoned"))?;
+            let locks = self.locks.lock().map_err(|_| QueueError::Unavailable("lock table poisoned".into()))?;
             locks.get(&delivery.lock_token).cloned().ok_or(QueueError::LockLost)?
         };
         self.count();

@@ -183,8 +183,8 @@ fn http_status(e: &azure_core::Error) -> Option<StatusCode> {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+fn unavailable(e: azure_core::Error) -> StoreError {
+    StoreError::Unavailable(crate::ports::azure::transport::describe(&e))
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
@@ -406,14 +406,24 @@ impl TableStore {
     /// Connects and creates the tables if they do not exist. `prefix` (letters
     /// and digits) names them: `{prefix}rollouts`, `{prefix}index`, `{prefix}releases`.
     pub async fn connect(connection: &TableConnection, prefix: &str) -> Result<Self, StoreError> {
+        Self::connect_over(connection, prefix, crate::ports::azure::transport::BoundedTransport::new()).await
+    }
+
+    /// The same over a given transport (tests bring one with a short timeout).
+    pub async fn connect_over(
+        connection: &TableConnection,
+        prefix: &str,
+        transport: std::sync::Arc<dyn azure_core::HttpClient>,
+    ) -> Result<Self, StoreError> {
         if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_alphanumeric()) || !prefix.starts_with(|c: char| c.is_ascii_alphabetic())
         {
             return Err(StoreError::Unavailable(format!("table prefix '{prefix}' must be letters and digits, starting with a letter")));
         }
-        // azure_core's own client has no timeout: a black-holed endpoint would hang every call.
-        let transport = azure_core::TransportOptions::new(std::sync::Arc::new(crate::ports::env::http_client()));
+        // azure_core's own transport has no timeout and reads answers whole: never used.
+        let transport = azure_core::TransportOptions::new(transport);
         let service = TableServiceClientBuilder::with_location(connection.location.clone(), connection.credentials.clone())
             .transport(transport)
+            .retry(crate::ports::azure::transport::sdk_retries())
             .build();
         let store = TableStore {
             rollouts: service.table_client(format!("{prefix}rollouts")),
@@ -427,7 +437,10 @@ impl TableStore {
             match table.create().await {
                 Ok(_) => {}
                 Err(e) if http_status(&e) == Some(StatusCode::Conflict) => {}
-                Err(e) => return Err(StoreError::Unavailable(format!("creating table {}: {e}", table.table_name()))),
+                Err(e) => {
+                    let why = crate::ports::azure::transport::describe(&e);
+                    return Err(StoreError::Unavailable(format!("creating table {}: {why}", table.table_name())));
+                }
             }
         }
         Ok(store)

@@ -97,8 +97,40 @@ impl Decision {
     }
 }
 
+/// History rows a rollout gets for everything; past them, only a change of
+/// phase, stage or weight gets a row, and other events (a storm of repeated
+/// alerts, refused requests, measurements of a long soak) are counted —
+/// so no sender can grow a rollout's history without bound.
+pub const HISTORY_ROWS_KEPT: u64 = 2_000;
+
 /// Applies `event` at `now` to `rollout`. Pure: no I/O, no clock, no randomness.
 pub fn decide(rollout: &Rollout, event: Event, now: DateTime<Utc>) -> Decision {
+    within_history_limit(rollout, decide_any(rollout, event, now))
+}
+
+/// Past [`HISTORY_ROWS_KEPT`], folds a decision's row into the counts unless
+/// it is a transition, which then tells what was folded since the last row.
+fn within_history_limit(before: &Rollout, mut d: Decision) -> Decision {
+    if before.history_len < HISTORY_ROWS_KEPT {
+        return d;
+    }
+    let Some(entry) = d.history.first_mut() else { return d };
+    let transition = entry.from != entry.to || entry.stage != before.stage || entry.weight != before.traffic.weight;
+    if !transition {
+        *d.next.unrecorded.entry(entry.cause.clone()).or_default() += 1;
+        d.next.history_len = before.history_len;
+        d.history.clear();
+        return d;
+    }
+    if !d.next.unrecorded.is_empty() {
+        let folded: Vec<String> = d.next.unrecorded.iter().map(|(cause, n)| format!("{cause} ×{n}")).collect();
+        entry.summary = format!("{}; not recorded one by one since row {}: {}", entry.summary, before.history_len, folded.join(", "));
+        d.next.unrecorded.clear();
+    }
+    d
+}
+
+fn decide_any(rollout: &Rollout, event: Event, now: DateTime<Utc>) -> Decision {
     // Outside text is bounded before anything keeps it.
     let event = event.bounded();
     let mut t = Txn {
