@@ -328,6 +328,12 @@ impl Engine {
         Ok(round.state)
     }
 
+    /// Waits until no follow-up runs in the background pool: for a caller
+    /// that drives the queue itself and reads the effects (tests, replay).
+    pub async fn settled(&self) {
+        let _all = self.background.acquire_many(BACKGROUND_SLOTS as u32).await;
+    }
+
     /// Hands the follow-up to the background pool (waiting for a slot when
     /// it is full); a failure there is logged, and the timer resumes.
     async fn follow_up_in_background(&self, id: &RolloutId, round: Round) {
