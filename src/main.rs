@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use sluice::cli::client::Client;
+use sluice::cli::safe;
 use sluice::cli::sign_in::SignIn;
 use sluice::cli::view;
 #[cfg(feature = "devtools")]
@@ -445,7 +446,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", safe::for_terminal(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }
@@ -581,9 +582,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let answer = client.start_release(&doc, id.as_deref()).await?;
                     let rid = answer["id"].as_str().unwrap_or_default().to_string();
                     if remote.json {
-                        println!("{}", serde_json::to_string_pretty(&answer)?);
+                        println!("{}", safe::json_for_log(&serde_json::to_string_pretty(&answer)?));
                     } else {
-                        print!("started {}", sluice::cli::waves::release_text(&answer));
+                        print!("started {}", safe::for_terminal(&sluice::cli::waves::release_text(&answer)));
                     }
                     if watch {
                         return watch_release(&client, &rid, remote.json, false).await;
@@ -594,9 +595,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let answer = client.start(&doc, id.as_deref()).await?;
                     let rid = answer["id"].as_str().unwrap_or_default().to_string();
                     if remote.json {
-                        println!("{}", serde_json::to_string_pretty(&answer)?);
+                        println!("{}", safe::json_for_log(&serde_json::to_string_pretty(&answer)?));
                     } else {
-                        println!("started {rid}: {}", answer["plan"].as_str().unwrap_or(""));
+                        println!("started {rid}: {}", safe::for_terminal(answer["plan"].as_str().unwrap_or("")));
                     }
                     rid
                 }
@@ -623,10 +624,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let answer = report_failure(&client(&remote), &id, &report).await?;
             if remote.json {
-                println!("{}", serde_json::to_string_pretty(&answer)?);
+                println!("{}", safe::json_for_log(&serde_json::to_string_pretty(&answer)?));
             } else {
                 let issue = answer.pointer("/issue/url").and_then(|u| u.as_str()).map(|u| format!(": {u}")).unwrap_or_default();
-                println!("release {id}: {}{issue}", answer["action"].as_str().unwrap_or("reported"));
+                let said = format!("release {id}: {}{issue}", answer["action"].as_str().unwrap_or("reported"));
+                println!("{}", safe::for_terminal(&said));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -637,9 +639,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let answer = client(&remote).gate(&ask).await?;
             if remote.json {
-                println!("{}", serde_json::to_string_pretty(&answer)?);
+                println!("{}", safe::json_for_log(&serde_json::to_string_pretty(&answer)?));
             } else {
-                print!("{}", view::gate_text(&answer));
+                print!("{}", safe::for_terminal(&view::gate_text(&answer)));
             }
             Ok(if answer["ready"] == json!(true) { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
@@ -650,9 +652,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // From here, outside, as Azure Monitor calls it.
             view::add_check(&mut answer, client.alert_webhook_check().await);
             if remote.json {
-                println!("{}", serde_json::to_string_pretty(&answer)?);
+                println!("{}", safe::json_for_log(&serde_json::to_string_pretty(&answer)?));
             } else {
-                print!("{}", view::doctor_text(&answer));
+                print!("{}", safe::for_terminal(&view::doctor_text(&answer)));
             }
             Ok(if answer["ready"] == json!(true) { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
@@ -663,31 +665,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => client.list(true).await?,
             };
             if remote.json {
-                println!("{}", serde_json::to_string_pretty(&answer)?);
+                println!("{}", safe::json_for_log(&serde_json::to_string_pretty(&answer)?));
             } else if answer["kind"] == "release" {
-                print!("{}", sluice::cli::waves::release_text(&answer));
+                print!("{}", safe::for_terminal(&sluice::cli::waves::release_text(&answer)));
             } else if id.is_some() {
-                print!("{}", view::status_text(&answer));
+                print!("{}", safe::for_terminal(&view::status_text(&answer)));
             } else {
-                print!("{}", view::list_text(&answer));
+                print!("{}", safe::for_terminal(&view::list_text(&answer)));
             }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::List { active, remote } => {
             let answer = client(&remote).list(active).await?;
             if remote.json {
-                println!("{}", serde_json::to_string_pretty(&answer)?);
+                println!("{}", safe::json_for_log(&serde_json::to_string_pretty(&answer)?));
             } else {
-                print!("{}", view::list_text(&answer));
+                print!("{}", safe::for_terminal(&view::list_text(&answer)));
             }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Report { since, service, remote } => {
             let answer = client(&remote).report(&since, service.as_deref()).await?;
             if remote.json {
-                println!("{}", serde_json::to_string_pretty(&answer)?);
+                println!("{}", safe::json_for_log(&serde_json::to_string_pretty(&answer)?));
             } else {
-                print!("{}", view::report_text(&answer));
+                print!("{}", safe::for_terminal(&view::report_text(&answer)));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -772,18 +774,18 @@ async fn action(name: &str, a: Action) -> anyhow::Result<ExitCode> {
             let reason = a.reason.as_ref().map(|r| json!({"reason": r})).unwrap_or_else(|| json!({}));
             let answer = client.release_action(&a.id, name, &reason).await?;
             if a.remote.json {
-                println!("{}", serde_json::to_string_pretty(&answer)?);
+                println!("{}", safe::json_for_log(&serde_json::to_string_pretty(&answer)?));
             } else {
-                print!("{}", sluice::cli::waves::release_text(&answer));
+                print!("{}", safe::for_terminal(&sluice::cli::waves::release_text(&answer)));
             }
             return Ok(ExitCode::SUCCESS);
         }
         other => other?,
     };
     if a.remote.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+        println!("{}", safe::json_for_log(&serde_json::to_string_pretty(&answer)?));
     } else {
-        println!(
+        let said = format!(
             "{}: {} — step {}, {}% on {}; waiting for {}",
             answer["id"].as_str().unwrap_or(&a.id),
             answer["phase"].as_str().unwrap_or(""),
@@ -792,6 +794,7 @@ async fn action(name: &str, a: Action) -> anyhow::Result<ExitCode> {
             answer["canary"].as_str().unwrap_or(""),
             answer["waitingFor"].as_str().unwrap_or("")
         );
+        println!("{}", safe::for_terminal(&said));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -802,12 +805,12 @@ async fn watch_release(client: &Client, id: &str, as_json: bool, until_approval:
         sluice::cli::waves::watch(client, id, poll, until_approval, |_| {}).await?
     } else {
         println!("watching release {id} (Ctrl-C to stop watching; the release goes on)");
-        sluice::cli::waves::watch(client, id, poll, until_approval, |line| println!("{line}")).await?
+        sluice::cli::waves::watch(client, id, poll, until_approval, |line| println!("{}", safe::for_terminal(&line))).await?
     };
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        println!("{}", safe::json_for_log(&serde_json::to_string_pretty(&status)?));
     } else {
-        print!("{}", sluice::cli::waves::release_text(&status));
+        print!("{}", safe::for_terminal(&sluice::cli::waves::release_text(&status)));
     }
     Ok(ExitCode::from(sluice::cli::waves::exit_code(status["phase"].as_str().unwrap_or(""))))
 }
@@ -829,18 +832,19 @@ async fn watch_rollout(client: &Client, id: &str, as_json: bool, ci: &str, until
                 .group(&format!("Sluice rollout {id}"))
                 .unwrap_or_else(|| format!("watching {id} (Ctrl-C to stop watching; the rollout goes on)"))
         );
-        let followed = view::watch(client, id, poll, watcher, until_approval, |line| println!("{line}")).await;
+        let followed = view::watch(client, id, poll, watcher, until_approval, |line| println!("{}", safe::for_terminal(&line))).await;
         if let Some(end) = runner.end_group() {
             println!("{end}");
         }
         followed?
     };
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        println!("{}", safe::json_for_log(&serde_json::to_string_pretty(&status)?));
     }
     if phase.is_terminal() && phase != Phase::Succeeded {
         let cause = status["failure"].as_str().unwrap_or("no cause recorded");
-        if let Some(line) = runner.error(&format!("Sluice rollout {id}: {phase}"), cause) {
+        // The cause is outside text: defused before it is escaped into the annotation.
+        if let Some(line) = runner.error(&format!("Sluice rollout {id}: {phase}"), &safe::for_terminal(cause)) {
             println!("{line}");
         }
     }

@@ -277,7 +277,9 @@ impl Harness {
             method: method.into(),
             path,
             params,
-            headers: [("x-sluice-user".to_string(), user.to_string())].into_iter().collect(),
+            headers: [("x-sluice-user".to_string(), user.to_string()), ("content-type".to_string(), "application/json".to_string())]
+                .into_iter()
+                .collect(),
             body: if body.is_null() { Vec::new() } else { body.to_string().into_bytes() },
             ..HttpRequest::default()
         };
@@ -310,10 +312,13 @@ impl Harness {
         self.drain().await;
     }
 
-    /// Handles every message visible now, as the steps function would.
+    /// Handles every message visible now, as the steps function would, and
+    /// what follows from them (the effects a delivery leaves running).
     async fn drain(&self) {
         let queue = &self.app.engine.queue;
-        while let Some(d) = queue.receive(Duration::from_secs(30)).await.expect("receive") {
+        loop {
+            self.app.engine.settled().await;
+            let Some(d) = queue.receive(Duration::from_secs(30)).await.expect("receive") else { break };
             functions::invoke_queue(&self.app, "steps", &d.body).await.expect("step handled");
             queue.complete(&d).await.expect("complete");
         }

@@ -6,6 +6,7 @@ pub mod ci;
 pub mod client;
 pub mod package;
 pub mod release;
+pub mod safe;
 pub mod sign_in;
 pub mod view;
 pub mod waves;

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-use super::{parse_json_body, App, HttpRequest, HttpResponse, MAX_ALERT_BODY};
+use super::{parse_json_body_untyped_ok, App, HttpRequest, HttpResponse, MAX_ALERT_BODY};
 use crate::domain::rollout::{Input, Rollout};
 use crate::ports::alerts::{self, IncomingAlert, Payload};
 use crate::ports::store::AlertRecord;
@@ -51,7 +51,7 @@ pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiErro
             return Err(ApiError::new(401, "unauthorized", "missing or wrong alert token").field("token"));
         }
     }
-    let body = match parse_json_body(&req, MAX_ALERT_BODY)? {
+    let body = match parse_json_body_untyped_ok(&req, MAX_ALERT_BODY)? {
         Value::Null => return Err(ApiError::new(400, "invalid_body", "the body must be an alert payload (JSON)").field("body")),
         v => v,
     };

@@ -26,7 +26,34 @@ pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiErro
     let header = if app.require_principal { PRINCIPAL_HEADER } else { "x-sluice-user" };
     let who = req.header(header).and_then(|name| crate::domain::ids::Actor::parse(name).ok());
     let who = who.map(|a| html_escape(a.as_str())).unwrap_or_default();
-    Ok(HttpResponse::html(PAGE.replacen(SIGNED_IN, &who, 1)))
+    let mut page = HttpResponse::html(PAGE.replacen(SIGNED_IN, &who, 1));
+    page.headers.extend(protective_headers());
+    Ok(page)
+}
+
+/// What the browser is told: run only the page's own script (by its
+/// hash), fetch only from this origin, load nothing from elsewhere, never
+/// be framed (clickjacking the Approve button), never guess a type.
+fn protective_headers() -> Vec<(String, String)> {
+    static POLICY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let policy = POLICY.get_or_init(|| {
+        let script = PAGE.split_once("<script>").and_then(|(_, rest)| rest.split_once("</script>")).map(|(s, _)| s).unwrap_or("");
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(script.as_bytes());
+        let hash = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, digest);
+        format!(
+            "default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+             base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        )
+    });
+    [
+        ("content-security-policy", policy.as_str()),
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 
 /// Escapes text for an HTML attribute.

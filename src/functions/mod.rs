@@ -97,28 +97,42 @@ impl HttpResponse {
     }
 }
 
-/// Whether a declared content type is JSON (absent counts: curl and
-/// older clients often send none).
+/// Whether a declared content type is JSON. Absent is not: a browser's
+/// cross-site "simple" request may carry no type (a Blob body) or a
+/// `text/plain` one, and only a JSON type makes it ask first (CORS), which
+/// Sluice never allows — so every write must declare JSON, even an empty one.
 fn is_json_type(content_type: Option<&str>) -> bool {
-    let Some(ct) = content_type else { return true };
+    let Some(ct) = content_type else { return false };
     let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence.is_empty() || essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
+    essence == "application/json" || essence == "text/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Parses a JSON body (`Null` when empty), or says what is wrong: 413 too
-/// large, 415 not JSON by its content type, 400 not valid JSON.
+/// large, 415 not declared JSON by its content type, 400 not valid JSON.
 pub fn parse_json_body(req: &HttpRequest, limit: usize) -> Result<Value, error::ApiError> {
+    parse_body(req, limit, false)
+}
+
+/// [`parse_json_body`] for a sender that may declare no type at all (an
+/// alert source: Microsoft documents the JSON body of an action group's
+/// webhook, not its header); a declared non-JSON type is still refused.
+pub fn parse_json_body_untyped_ok(req: &HttpRequest, limit: usize) -> Result<Value, error::ApiError> {
+    parse_body(req, limit, true)
+}
+
+fn parse_body(req: &HttpRequest, limit: usize, untyped_ok: bool) -> Result<Value, error::ApiError> {
     use error::ApiError;
     if req.body.len() > limit {
         return Err(ApiError::new(413, "body_too_large", format!("the body is {} bytes; the limit is {limit}", req.body.len())));
     }
-    if req.body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Null);
-    }
-    if !is_json_type(req.header("content-type")) {
-        let declared = crate::domain::ids::shown(req.header("content-type").unwrap_or(""));
+    let declared = req.header("content-type");
+    if !(is_json_type(declared) || (untyped_ok && declared.is_none())) {
+        let declared = crate::domain::ids::shown(req.header("content-type").unwrap_or("(none)"));
         return Err(ApiError::new(415, "unsupported_media_type", format!("content-type: '{declared}' is not JSON; send application/json"))
             .field("content-type"));
+    }
+    if req.body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
     }
     serde_json::from_slice(&req.body)
         .map_err(|e| ApiError::new(400, "invalid_json", format!("the body is not valid JSON: {e}")).field("body"))

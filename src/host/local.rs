@@ -94,6 +94,8 @@ struct HttpContext {
     settings: HostSettings,
     defs: Vec<FunctionDef>,
     signed_in: Option<axum::http::HeaderValue>,
+    /// The names this host answers to (loopback, the address it listens on, the public URL's).
+    hosts: Vec<String>,
 }
 
 /// Opens the embedded store and queue in `data_dir` and builds the engine.
@@ -107,7 +109,8 @@ pub fn embedded_engine_with(
     public_url: String,
     settings: crate::ports::env::SettingsLookup,
 ) -> Result<Arc<Engine>, HostError> {
-    std::fs::create_dir_all(data_dir).map_err(|e| HostError::Storage(format!("cannot create {}: {e}", data_dir.display())))?;
+    crate::ports::env::create_private_dir(data_dir)
+        .map_err(|e| HostError::Storage(format!("cannot create {}: {e}", data_dir.display())))?;
     let db = data_dir.join("sluice.db");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).map_err(|e| HostError::Storage(e.to_string()))?);
@@ -167,13 +170,19 @@ where
         ),
         None => None,
     };
-    let ctx = Arc::new(HttpContext { app: app.clone(), settings, defs: defs.clone(), signed_in });
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+    hosts.push(addr.ip().to_string());
+    hosts.extend(config.public_url.as_deref().and_then(|u| reqwest::Url::parse(u).ok()).and_then(|u| u.host_str().map(str::to_string)));
+    let ctx = Arc::new(HttpContext { app: app.clone(), settings, defs: defs.clone(), signed_in, hosts });
     let router = axum::Router::new().fallback(dispatch).with_state(ctx);
     tasks.push(super::serve_until_stopped(listener, router, stop_rx.clone()));
     Ok(RunningHost { addr, app, functions: defs, stop, tasks })
 }
 
 async fn dispatch(State(ctx): State<Arc<HttpContext>>, mut request: Request) -> Response {
+    if let Err(refusal) = from_this_machine(&ctx.hosts, request.headers()) {
+        return to_axum(refusal.into());
+    }
     if let Some(user) = &ctx.signed_in {
         request.headers_mut().entry("x-sluice-user").or_insert_with(|| user.clone());
     }
@@ -182,6 +191,41 @@ async fn dispatch(State(ctx): State<Arc<HttpContext>>, mut request: Request) -> 
         return to_axum(HttpResponse::json(200, &serde_json::json!({"sluice": env!("CARGO_PKG_VERSION"), "functions": names})));
     }
     super::dispatch_http(&ctx.app, &ctx.settings.route_prefix, &ctx.defs, request).await
+}
+
+/// Refuses what a web page could send from elsewhere: a `Host` this host
+/// does not answer to (DNS rebinding: a page's own name pointed at
+/// 127.0.0.1) and an `Origin` other than this host's own (a cross-site
+/// request). A browser always sends `Origin` on a cross-site POST; tools
+/// such as the CLI send none.
+fn from_this_machine(hosts: &[String], headers: &axum::http::HeaderMap) -> Result<(), crate::functions::error::ApiError> {
+    use crate::functions::error::ApiError;
+    let host_of = |authority: &str| -> String {
+        let name = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority),
+        };
+        name.to_ascii_lowercase()
+    };
+    let host = headers.get(axum::http::header::HOST).map(|h| h.to_str().unwrap_or("\u{fffd}").to_string());
+    if let Some(host) = &host {
+        if !hosts.contains(&host_of(host)) {
+            let shown = crate::domain::ids::shown(host);
+            return Err(ApiError::new(403, "forbidden", format!("host '{shown}': this local Sluice answers only to this machine's names"))
+                .field("host"));
+        }
+    }
+    if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let same = host.as_deref().is_some_and(|h| origin.eq_ignore_ascii_case(&format!("http://{h}")));
+        if !same {
+            let shown = crate::domain::ids::shown(origin);
+            return Err(
+                ApiError::new(403, "forbidden", format!("origin '{shown}': only this host's own pages may call it")).field("origin")
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Turns a handler response into an axum one.

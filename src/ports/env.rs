@@ -94,6 +94,18 @@ impl AdapterEnv {
         (env, sink)
     }
 
+    /// Refuses a setting only Sluice's configuration may choose: a spec that
+    /// named a file path could make Sluice write wherever it may (a shell
+    /// profile, a deployment's own files).
+    pub fn configuration_only(&self, provider: &str, settings: &Settings, field: &str) -> Result<(), AdapterError> {
+        match settings.contains_key(field) {
+            true => {
+                self.refuse(provider, field, "files go in Sluice's data directory, chosen by its configuration, never by a spec".into())
+            }
+            false => Ok(()),
+        }
+    }
+
     /// A refusal: an error, or while auditing a record (and the build goes on).
     fn refuse(&self, provider: &str, field: &str, message: String) -> Result<(), AdapterError> {
         match &self.audit {
@@ -252,6 +264,32 @@ pub enum AdapterError {
 
 /// Provider settings as written in a spec.
 pub type Settings = BTreeMap<String, Value>;
+
+/// Opens a file of Sluice's own data for appending, readable by its owner
+/// only (0600 where permissions exist): notifications, issues and state
+/// say what is deployed where.
+pub fn open_private_append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// Creates Sluice's data directory (and its parents), open to its owner only (0700).
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    Ok(())
+}
+
+/// Makes an existing file of Sluice's owner-only (0600).
+pub fn make_private(path: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(())
+}
 
 /// A string setting, if present.
 pub fn opt_str<'a>(settings: &'a Settings, key: &str) -> Option<&'a str> {

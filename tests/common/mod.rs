@@ -316,6 +316,16 @@ pub fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
 
 /// One HTTP request as a client would send it, answered as (status, JSON or text).
 pub async fn raw(base: &str, method: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Value) {
+    // A JSON client unless the test says otherwise.
+    let mut headers = headers.to_vec();
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+        headers.push(("content-type", "application/json"));
+    }
+    raw_exact(base, method, path, body, &headers).await
+}
+
+/// The same request with exactly `headers` (none added).
+pub async fn raw_exact(base: &str, method: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Value) {
     let http = reqwest::Client::new();
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
     let mut req = http.request(method, format!("{base}{path}")).body(body);

@@ -1,7 +1,7 @@
 //! The local backlog: one markdown file per issue under `.sluice/backlog/`,
 //! named after the rollout so a second attempt finds the first; comments
 //! are appended to it.
-//! Settings: `dir` (optional).
+//! No settings: a spec never chooses a file path.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use super::{Backlog, BacklogError, CommentDraft, Filed, IssueDraft};
 use crate::domain::rollout::IssueRef;
-use crate::ports::env::{opt_str, AdapterEnv, AdapterError, Settings};
+use crate::ports::env::{AdapterEnv, AdapterError, Settings};
 
 /// A directory of markdown issues.
 pub struct FileBacklog {
@@ -20,7 +20,8 @@ pub struct FileBacklog {
 
 /// Builds the file backlog.
 pub fn build(settings: &Settings, env: &AdapterEnv) -> Result<Arc<dyn Backlog>, AdapterError> {
-    let dir = opt_str(settings, "dir").map(PathBuf::from).unwrap_or_else(|| env.data_dir.join("backlog"));
+    env.configuration_only("local", settings, "dir")?;
+    let dir = env.data_dir.join("backlog");
     Ok(Arc::new(FileBacklog { dir }))
 }
 
@@ -44,8 +45,13 @@ impl Backlog for FileBacklog {
         let text = format!("# {}\n\nLabels: {}\n\n{}", draft.title, draft.labels.join(", "), draft.body.markdown());
         let failure = super::failure_marker(&draft.rollout_id);
         let (created, tells_failure) = tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir).map_err(|e| BacklogError::Failed(format!("cannot create {}: {e}", dir.display())))?;
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            crate::ports::env::create_private_dir(&dir)
+                .map_err(|e| BacklogError::Failed(format!("cannot create {}: {e}", dir.display())))?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            match options.open(&path) {
                 Ok(mut f) => f.write_all(text.as_bytes()).map(|_| (true, false)).map_err(|e| BacklogError::Failed(e.to_string())),
                 // One issue per rollout: the file already there is the issue.
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {

@@ -1,5 +1,6 @@
 //! Notifications appended as JSON lines to a file (`.sluice/notifications.jsonl`
-//! by default), for scripts and tests. Settings: `path` (optional).
+//! in the data directory), for scripts and tests. No settings: a spec never
+//! chooses a file path.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{Notification, Notifier, NotifyError};
-use crate::ports::env::{opt_str, AdapterEnv, AdapterError, Settings};
+use crate::ports::env::{AdapterEnv, AdapterError, Settings};
 
 /// Appends to a file.
 pub struct JsonLines {
@@ -17,7 +18,8 @@ pub struct JsonLines {
 
 /// Builds the channel.
 pub fn build(settings: &Settings, env: &AdapterEnv) -> Result<Arc<dyn Notifier>, AdapterError> {
-    let path = opt_str(settings, "path").map(PathBuf::from).unwrap_or_else(|| env.data_dir.join("notifications.jsonl"));
+    env.configuration_only("jsonl", settings, "path")?;
+    let path = env.data_dir.join("notifications.jsonl");
     Ok(Arc::new(JsonLines { path }))
 }
 
@@ -29,12 +31,9 @@ impl Notifier for JsonLines {
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
             if let Some(dir) = path.parent() {
-                let _ = std::fs::create_dir_all(dir);
+                let _ = crate::ports::env::create_private_dir(dir);
             }
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
+            let mut f = crate::ports::env::open_private_append(&path)
                 .map_err(|e| NotifyError::Failed(format!("cannot open {}: {e}", path.display())))?;
             f.write_all(line.as_bytes()).map_err(|e| NotifyError::Failed(e.to_string()))
         })

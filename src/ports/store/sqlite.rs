@@ -92,6 +92,8 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error
         let _ = std::fs::create_dir_all(dir);
     }
     let conn = Connection::open(path)?;
+    // Owner-only; SQLite gives its -wal and -shm files the database's permissions.
+    let _ = crate::ports::env::make_private(path);
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;

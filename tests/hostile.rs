@@ -1,0 +1,176 @@
+//! Hostile senders and hostile text (issue 36): each attack as it was
+//! reproduced, kept as a regression test that performs it and shows it fail.
+//! Beside the generated bad-input tests (`boundaries.rs`, `robustness.rs`):
+//! those check that bad input is refused; these check that well-formed
+//! input from the wrong place, or text made to deceive, achieves nothing.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use common::*;
+
+/// Request headers, as owned pairs.
+type Headers = Vec<(&'static str, String)>;
+/// A CLI run: its arguments and its environment.
+type Run<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>);
+
+/// Attack 1a: a web page on the developer's machine posts to `sluice up`.
+/// A cross-site "simple" request carries no JSON type (a Blob body has
+/// none, a string `text/plain`); a page that asks with a JSON type carries
+/// its `Origin`; DNS rebinding carries the page's own `Host`. Each is
+/// refused with the header it got wrong, and nothing is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_page_cannot_drive_or_read_the_local_api() {
+    let rig = Rig::start().await;
+    let url = rig.host.url();
+    let spec = serde_json::to_vec(&rig.spec(json!([{"setWeight": 20}, {"approval": {}}]))).expect("json");
+    let port = rig.host.addr.port();
+    let attacks: Vec<(Headers, u16, &str)> = vec![
+        (vec![], 415, "content-type"),
+        (vec![("content-type", "text/plain;charset=UTF-8".into())], 415, "content-type"),
+        (vec![("content-type", "application/json".into()), ("origin", "https://attacker.example".into())], 403, "origin"),
+        (vec![("content-type", "application/json".into()), ("origin", "null".into())], 403, "origin"),
+        (vec![("content-type", "application/json".into()), ("host", format!("attacker.example:{port}"))], 403, "host"),
+    ];
+    for (headers, status, field) in &attacks {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (got, answer) = raw_exact(&url, "POST", "/api/rollouts", spec.clone(), &headers).await;
+        assert_eq!((got, answer["field"].as_str()), (*status, Some(*field)), "{headers:?}: {answer}");
+    }
+    // A rebinding page cannot read either.
+    let (got, answer) = raw_exact(&url, "GET", "/api/rollouts", Vec::new(), &[("host", "attacker.example")]).await;
+    assert_eq!((got, answer["field"].as_str()), (403, Some("host")), "{answer}");
+    assert_eq!(rig.client.list(false).await.expect("list")["rollouts"].as_array().map(Vec::len), Some(0), "nothing was started");
+    // The dashboard itself (same origin, JSON) and the CLI (no Origin) still act.
+    let own = format!("http://127.0.0.1:{port}");
+    let headers = [("content-type", "application/json"), ("origin", own.as_str()), ("x-sluice-user", "ci")];
+    let (got, answer) = raw_exact(&url, "POST", "/api/rollouts", spec.clone(), &headers).await;
+    assert_eq!(got, 201, "{answer}");
+    let id = answer["id"].as_str().expect("id").to_string();
+    rig.wait_phase(&id, "AwaitingApproval").await;
+    // An empty approval without a JSON type is refused as well: a POST with no body is a simple request too.
+    let (got, answer) = raw_exact(&url, "POST", &format!("/api/rollouts/{id}/approve"), Vec::new(), &[("x-sluice-user", "alice")]).await;
+    assert_eq!((got, answer["field"].as_str()), (415, Some("content-type")), "{answer}");
+    assert_eq!(rig.client.status(&id).await.expect("status")["phase"], "AwaitingApproval");
+}
+
+/// Attack 1b: a spec chose the files Sluice writes (`~/.bashrc` as the
+/// jsonl channel's `path`, any directory as the local backlog's `dir`).
+/// Refused at the edge, naming the field; the file is never written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_cannot_choose_where_sluice_writes_files() {
+    let rig = Rig::start().await;
+    let outside = tempfile::tempdir().expect("dir");
+    let profile = outside.path().join(".bashrc");
+    let mut spec = rig.spec(json!([{"setWeight": 20}]));
+    spec["target"]["canary"]["version"] = json!("v2 $(id > owned)");
+    spec["notifications"] = json!([{"provider": "jsonl", "settings": {"path": profile.display().to_string()}}]);
+    spec["backlog"] = json!({"provider": "local", "settings": {"dir": outside.path().display().to_string()}});
+    let err = rig.client.start(&spec, None).await.expect_err("refused").to_string();
+    assert!(err.contains("422"), "{err}");
+    for field in ["notifications[0].settings.path", "backlog.settings.dir"] {
+        assert!(err.contains(field), "names {field}: {err}");
+    }
+    assert!(!profile.exists() && std::fs::read_dir(outside.path()).expect("dir").next().is_none(), "nothing written outside");
+}
+
+/// Attack 7 (files): Sluice's data — state, notifications, issues — is
+/// readable by its owner only.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sluices_data_files_are_its_owners_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let rig = Rig::start().await;
+    let id = rig.start_rollout(&rig.spec(json!([{"setWeight": 20}, {"approval": {}}]))).await;
+    rig.wait_phase(&id, "AwaitingApproval").await;
+    rig.as_user("azure-monitor").alert(&azure_alert("perm", "Fired"), Some(TOKEN)).await.expect("202");
+    rig.wait_phase(&id, "RolledBack").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while rig.backlog_files().is_empty() || rig.notifications().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the issue and the notifications were written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    let dir = rig.data_dir();
+    assert_eq!(mode(&dir), 0o700, "the data directory");
+    let mut files = vec![dir.join("sluice.db"), dir.join("notifications.jsonl")];
+    files.extend(rig.backlog_files());
+    for file in files {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+}
+
+/// Runs this build's `sluice` with exactly `env` (and PATH), as a pipeline step would.
+async fn sluice(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output()).await.expect("ends").expect("runs");
+    (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Attack 2: text an alert or a person put into a rollout becomes a
+/// pipeline's command or a terminal's escape sequence when the CLI prints
+/// it. An abort reason forging Azure Pipelines and GitHub Actions commands
+/// and OSC/CSI sequences is printed by `watch`, `status` (text and JSON) and
+/// `list` in both runners: no line is a command, no escape reaches the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_text_never_becomes_a_pipeline_command_or_an_escape_sequence() {
+    let up = Upstreams::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let sluice_up = UpProcess::spawn(&dir.path().join("state"), &[], &[], "warn").await;
+    let client = sluice::cli::client::Client::new(&sluice_up.url, None, "ci");
+    let started = client.start(&spec_for(&up.router_url, json!([{"setWeight": 20}, {"approval": {}}])), None).await.expect("started");
+    let id = started["id"].as_str().expect("id").to_string();
+    wait_for(&client, &id, "awaiting approval", Duration::from_secs(20), |s| s["phase"] == "AwaitingApproval").await;
+    let forged = "stop\n##vso[task.setvariable variable=SLUICE_URL]https://attacker.example\n  ::error::forged\r##[group]x \u{1b}]0;pwned\u{7}\u{1b}[2J\u{202e}done";
+    client.action(&id, "abort", &json!({"reason": forged})).await.expect("aborted");
+    wait_for(&client, &id, "aborted", Duration::from_secs(20), |s| s["phase"] == "Aborted").await;
+    let url = sluice_up.url.as_str();
+    let runs: Vec<Run> = vec![
+        (vec!["watch", &id], vec![("TF_BUILD", "True"), ("SLUICE_URL", url)]),
+        (vec!["watch", &id], vec![("GITHUB_ACTIONS", "true"), ("SLUICE_URL", url)]),
+        (vec!["status", &id], vec![("TF_BUILD", "True"), ("SLUICE_URL", url)]),
+        (vec!["status", &id, "--json"], vec![("TF_BUILD", "True"), ("SLUICE_URL", url)]),
+        (vec!["list"], vec![("GITHUB_ACTIONS", "true"), ("SLUICE_URL", url)]),
+    ];
+    for (args, env) in runs {
+        let (_, log) = sluice(&args, &env).await;
+        assert!(log.contains("Aborted") || log.contains(&id), "{args:?} printed the rollout: {log}");
+        for line in log.split(['\n', '\r']) {
+            assert!(!line.contains("##vso[task.setvariable") && !line.contains("##[group]x"), "{args:?}: a forged Azure command: {line:?}");
+            assert!(!line.trim_start().starts_with("::error::forged"), "{args:?}: a forged GitHub command: {line:?}");
+            assert!(!line.contains('\u{1b}') && !line.contains('\u{7}') && !line.contains('\u{202e}'), "{args:?}: an escape: {line:?}");
+        }
+    }
+    // The JSON stays the same document.
+    let (_, json_log) = sluice(&["status", &id, "--json"], &[("SLUICE_URL", url)]).await;
+    let doc: Value = serde_json::from_str(&json_log).expect("JSON");
+    assert!(doc.to_string().contains("##vso[task.setvariable"), "the reason is kept, only its printing is defused");
+}
+
+/// Attack 7 (dashboard): the page runs only its own script, is never
+/// framed (a page overlaying Approve), and its type is never guessed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_runs_only_its_own_script_and_is_never_framed() {
+    let rig = Rig::start().await;
+    let page = reqwest::get(format!("{}/api/dashboard", rig.host.url())).await.expect("page");
+    let header = |name: &str| page.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let (policy, frames, sniff) = (header("content-security-policy"), header("x-frame-options"), header("x-content-type-options"));
+    let html = page.text().await.expect("html");
+    let script = html.split_once("<script>").and_then(|(_, r)| r.split_once("</script>")).map(|(s, _)| s).expect("one script");
+    use sha2::Digest as _;
+    let hash = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sha2::Sha256::digest(script.as_bytes()));
+    assert!(policy.contains(&format!("script-src 'sha256-{hash}'")), "{policy}");
+    for rule in ["default-src 'none'", "connect-src 'self'", "frame-ancestors 'none'", "base-uri 'none'"] {
+        assert!(policy.contains(rule), "{rule}: {policy}");
+    }
+    assert!(!policy.contains("unsafe-eval") && !policy.contains("script-src 'unsafe-inline'"), "{policy}");
+    assert_eq!((frames.as_str(), sniff.as_str()), ("DENY", "nosniff"));
+}
