@@ -53,7 +53,9 @@ impl Rig {
             method: method.into(),
             path: path.into(),
             params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            headers: [("x-sluice-user".to_string(), user.to_string())].into_iter().collect(),
+            headers: [("x-sluice-user".to_string(), user.to_string()), ("content-type".to_string(), "application/json".to_string())]
+                .into_iter()
+                .collect(),
             body: if body.is_null() { Vec::new() } else { body.to_string().into_bytes() },
             ..HttpRequest::default()
         };

@@ -147,6 +147,10 @@ async fn alert_resolved_on_the_queue_takes_alert_id_in_camel_case() {
     spec["policy"] = json!({"onAlert": "pause"});
     let id = rig.start_rollout(&spec).await;
     rig.wait(&id, "the pause", Duration::from_secs(20), |s| s["stepDescription"].as_str().unwrap_or("").contains("pause")).await;
+    // The webhook's record of delivering a-9 is what makes these messages believable.
+    for condition in ["Fired", "Resolved"] {
+        rig.host.app.engine.store.record_alert(&delivered("a-9", condition, &id)).await.expect("recorded");
+    }
     let fired = json!({"kind": "event", "rollout": id, "event": {"type": "alertFired", "alert": {"id": "a-9", "rule": "5xx"}}});
     functions::invoke_queue(&rig.host.app, "steps", &fired.to_string()).await.expect("fired");
     rig.wait_phase(&id, "Paused").await;
@@ -215,7 +219,7 @@ async fn with_require_principal_only_the_signed_in_identity_acts() {
         method: "POST".into(),
         path: format!("/api/rollouts/{id}/approve"),
         params: [("id".to_string(), id.clone()), ("action".to_string(), "approve".to_string())].into(),
-        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        headers: headers.iter().chain(&[("content-type", "application/json")]).map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         body: serde_json::to_vec(&body).expect("json"),
         ..Default::default()
     };
@@ -306,6 +310,9 @@ impl Store for PanicOnce {
     async fn alerts(&self, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
         self.inner.alerts(limit).await
     }
+    async fn alert_delivered(&self, alert_id: &str, condition: &str, rollout: &str) -> Result<bool, StoreError> {
+        self.inner.alert_delivered(alert_id, condition, rollout).await
+    }
     fn transactions(&self) -> u64 {
         self.inner.transactions()
     }
@@ -358,20 +365,32 @@ async fn a_panicking_handler_answers_500_and_its_message_comes_back() {
     // (The panic is in `save`, which only the message's handling reaches.)
     store.armed_save.store(true, Ordering::SeqCst);
     let rid = RolloutId::parse(&id).expect("id");
-    let abort = sluice::shell::messages::StepMessage::Event {
-        rollout: rid,
-        event: sluice::domain::rollout::Input::AbortRequested {
-            by: sluice::domain::ids::Actor::parse("alice").expect("actor"),
-            reason: "x".into(),
-            request: None,
-        },
-    };
-    let out: OutMessage = abort.to_out(None);
+    store.record_alert(&delivered("after-panic", "Fired", &id)).await.expect("recorded");
+    let fired = sluice::shell::messages::StepMessage::parse(
+        &json!({"kind": "event", "rollout": id, "event": {"type": "alertFired", "alert": {"id": "after-panic", "rule": "5xx"}}})
+            .to_string(),
+    )
+    .expect("an alert message");
+    assert_eq!(fired.rollout(), Some(&rid));
+    let out: OutMessage = fired.to_out(None);
     rig.host.app.engine.queue.send(out).await.expect("sent");
-    let done = rig.wait(&id, "the redelivered abort", Duration::from_secs(60), |s| s["phase"] == "Aborted").await;
+    let done = rig.wait(&id, "the redelivered alert", Duration::from_secs(60), |s| s["phase"] == "RolledBack").await;
     assert!(!store.armed_save.load(Ordering::SeqCst), "the panic did happen");
-    assert_eq!(done["history"].as_array().expect("history").iter().filter(|e| e["cause"] == "AbortRequested").count(), 1);
+    assert_eq!(done["history"].as_array().expect("history").iter().filter(|e| e["cause"] == "AlertFired").count(), 1);
     assert!(rig.host.app.engine.queue.dead_letters().await.expect("dead letters").is_empty());
+}
+
+/// The webhook's record of delivering alert `id` in `condition` to `rollout`.
+fn delivered(id: &str, condition: &str, rollout: &str) -> AlertRecord {
+    AlertRecord {
+        received_at: chrono::Utc::now(),
+        source: "Azure Monitor".into(),
+        alert_id: id.into(),
+        rule: "5xx".into(),
+        condition: condition.into(),
+        matched: vec![rollout.into()],
+        summary: String::new(),
+    }
 }
 
 /// A local host over `store`.

@@ -105,6 +105,7 @@ macro_rules! every_store {
             alerts_find_active_rollouts_by_their_keys,
             lists_are_newest_first_and_stop_at_their_limit,
             alert_records_are_kept_for_their_retention,
+            alert_deliveries_are_found_exactly,
             releases_keep_state_history_and_wake_ups,
         ]);)*
     };

@@ -318,6 +318,9 @@ impl sluice::ports::store::Store for DownStore {
     async fn alerts(&self, _: usize) -> Result<Vec<sluice::ports::store::AlertRecord>, sluice::ports::store::StoreError> {
         Err(sluice::ports::store::StoreError::Unavailable("connection refused".into()))
     }
+    async fn alert_delivered(&self, _: &str, _: &str, _: &str) -> Result<bool, StoreError> {
+        Err(down())
+    }
     fn transactions(&self) -> u64 {
         0
     }

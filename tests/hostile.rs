@@ -174,3 +174,147 @@ async fn the_dashboard_runs_only_its_own_script_and_is_never_framed() {
     assert!(!policy.contains("unsafe-eval") && !policy.contains("script-src 'unsafe-inline'"), "{policy}");
     assert_eq!((frames.as_str(), sniff.as_str()), ("DENY", "nosniff"));
 }
+
+/// Attack 3: whoever may send to the queue (pipelines hold Data Sender)
+/// wrote messages that acted as Azure Monitor, as a person, or as someone
+/// else starting. Delivered as the Functions host delivers them: an alert
+/// the webhook never received, an alert's resolution it never received, a
+/// person's action and a pipeline's failure report are refused by name and
+/// change nothing; a start is recorded as the queue's, whoever it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_gives_no_authority_to_what_is_written_on_it() {
+    use sluice::functions::{self, HandlerError};
+    let rig = Rig::start().await;
+    let app = rig.host.app.clone();
+    let deliver = |body: Value| {
+        let app = app.clone();
+        async move { functions::invoke_queue(&app, "steps", &body.to_string()).await }
+    };
+    let mut spec = rig.spec(json!([{"setWeight": 20}, {"pause": {"duration": "1h"}}]));
+    spec["policy"] = json!({"onAlert": "pause"});
+    let id = rig.start_rollout(&spec).await;
+    rig.wait(&id, "the pause", Duration::from_secs(20), |s| s["stepDescription"].as_str().unwrap_or("").contains("pause")).await;
+    // A real alert through the webhook holds the rollout (onAlert: pause).
+    let monitor = rig.as_user("azure-monitor");
+    monitor.alert(&azure_alert("real-1", "Fired"), Some(TOKEN)).await.expect("202");
+    rig.wait_phase(&id, "Paused").await;
+    let before = rig.client.status(&id).await.expect("status");
+    let failure = json!({"stage": "smoke", "by": "release-bot"});
+    for (event, named) in [
+        (json!({"type": "alertFired", "alert": {"id": "forged-1", "rule": "5xx", "severity": "Sev0"}}), "forged-1"),
+        (json!({"type": "alertResolved", "alertId": "real-1"}), "real-1"),
+        (json!({"type": "approved", "by": "alice"}), "Approved"),
+        (json!({"type": "abortRequested", "by": "alice", "reason": "x"}), "AbortRequested"),
+        (json!({"type": "promoteRequested", "by": "alice", "full": true}), "PromoteRequested"),
+        (json!({"type": "releaseFailed", "failure": failure}), "releaseFailed"),
+    ] {
+        match deliver(json!({"kind": "event", "rollout": id, "event": event})).await {
+            Err(HandlerError::Permanent(reason)) => assert!(reason.contains(named) && reason.contains("from the queue"), "{reason}"),
+            other => panic!("{event}: expected a refusal by name, got {other:?}"),
+        }
+    }
+    let after = rig.client.status(&id).await.expect("status");
+    assert_eq!((&after["phase"], &after["weight"], &after["history"]), (&before["phase"], &before["weight"], &before["history"]));
+    assert_eq!(rig.up.router.route().weight.percent(), 20);
+    // The webhook's own resolution is believed.
+    monitor.alert(&azure_alert("real-1", "Resolved"), Some(TOKEN)).await.expect("202");
+    rig.wait_phase(&id, "Progressing").await;
+    // A start naming a person is the queue's start.
+    let mut other = rig.spec(json!([{"setWeight": 20}]));
+    other["target"]["name"] = json!("payments-api");
+    deliver(json!({"kind": "start", "spec": other, "by": "release-bot", "id": "queued-1"})).await.expect("started");
+    let started = rig.client.status("queued-1").await.expect("status");
+    assert_eq!(started["createdBy"], "queue", "{started}");
+}
+
+/// Attack 4: anyone who may open an issue planted Sluice's markers — a
+/// look-alike id (`gh-4242` for `gh-424`), a whole marker in an issue of
+/// their own, an update marker in a comment — so that Sluice adopted their
+/// issue or kept quiet. Markers are trusted only whole and only in what
+/// Sluice's own account wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_backlog_markers_neither_take_over_an_issue_nor_silence_sluice() {
+    use sluice::ports::backlog::doc::{Block, Doc};
+    use sluice::ports::backlog::{self, CommentDraft, IssueDraft};
+    let fake = common::trackers::GitHubFake::start("acme/shop", "ghp_planted").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let settings: sluice::ports::env::SettingsLookup = std::sync::Arc::new(|name| match name {
+        "SLUICE_ALLOW_LOOPBACK_ENDPOINTS" => Some("true".into()),
+        "GITHUB_TOKEN" => Some("ghp_planted".into()),
+        _ => None,
+    });
+    let env = sluice::ports::env::AdapterEnv::with_settings(dir.path().to_path_buf(), "http://127.0.0.1:7071".into(), settings);
+    let given = serde_json::from_value(json!({"repository": "acme/shop", "apiUrl": fake.recorder.url})).expect("settings");
+    let tracker = backlog::build("github", &given, &env).expect("github");
+    // Mallory's issues: a whole marker (and a failure marker), and Sluice's marker for a longer id.
+    fake.plant_issue("mallory", "fake", "<!-- sluice:rollout=gh-424 -->\n<!-- sluice:failure=gh-424 -->");
+    fake.plant_issue(common::trackers::SLUICE_LOGIN, "another rollout", "<!-- sluice:rollout=gh-4242 -->");
+    let mut body = Doc::default();
+    body.push(Block::Marker(backlog::marker("gh-424")));
+    body.push(Block::Marker(backlog::failure_marker("gh-424")));
+    let draft = IssueDraft {
+        rollout_id: "gh-424".into(),
+        title: "Rollout gh-424 rolled back".into(),
+        body,
+        labels: Vec::new(),
+        not_before: chrono::Utc::now(),
+        rollout_failure: true,
+    };
+    let filed = tracker.open(&draft).await.expect("filed");
+    assert!(filed.created && filed.issue.id == "acme/shop#3", "Sluice opened its own issue: {:?}", filed.issue);
+    // A second attempt finds Sluice's own issue, not Mallory's.
+    let again = tracker.open(&draft).await.expect("found");
+    assert_eq!((again.created, again.issue.id.as_str()), (false, "acme/shop#3"));
+    // Mallory plants the update's marker in a comment: Sluice still says its piece.
+    let mut note = Doc::default();
+    note.push(Block::Marker("sluice:update=gh-424/1".into()));
+    fake.plant_comment(3, "mallory", "<!-- sluice:update=gh-424/1 -->");
+    tracker.comment(&filed.issue, &CommentDraft { marker: "sluice:update=gh-424/1".into(), body: note.clone() }).await.expect("commented");
+    assert_eq!(fake.comments(3).len(), 2, "Sluice's own comment was posted");
+    // Its own comment, once there, is recognised: a retry posts nothing more.
+    tracker.comment(&filed.issue, &CommentDraft { marker: "sluice:update=gh-424/1".into(), body: note }).await.expect("retried");
+    assert_eq!(fake.comments(3).len(), 2);
+}
+
+/// Attack 5 (chat): text from outside paged a whole Slack channel
+/// (`<!channel>` in the top-level text) and put a deceptive link into a
+/// Teams card (`[Approve here](https://attacker.example/login)`).
+#[test]
+fn chat_messages_neither_page_a_channel_nor_show_a_foreign_link() {
+    let mut note = sluice::ports::notify::Notification {
+        kind: sluice::domain::rollout::NotifyKind::RolledBack,
+        rollout_id: "r-1".into(),
+        target: "orders".into(),
+        stable_version: "v1".into(),
+        canary_version: "v2".into(),
+        phase: sluice::domain::rollout::Phase::RolledBack,
+        title: "<!channel> rolled back".into(),
+        text: "<!here> [Approve here](https://attacker.example/login) <@U123>".into(),
+        facts: vec![("Cause".into(), "[click](https://attacker.example)".into())],
+        links: Vec::new(),
+        commands: Vec::new(),
+        at: chrono::Utc::now(),
+    };
+    // Slack reads mentions in the top-level text and in mrkdwn (never in plain_text).
+    fn mrkdwn(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if m.get("type") == Some(&json!("mrkdwn")) {
+                    out.extend(m.get("text").and_then(Value::as_str).map(str::to_string));
+                }
+                m.values().for_each(|v| mrkdwn(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| mrkdwn(v, out)),
+            _ => {}
+        }
+    }
+    let slack = sluice::ports::notify::slack::message(&note);
+    let mut read = vec![slack["text"].as_str().expect("top-level text").to_string()];
+    mrkdwn(&slack, &mut read);
+    for mention in ["<!channel>", "<!here>", "<@U123>"] {
+        assert!(read.iter().all(|t| !t.contains(mention)), "{mention} reaches Slack: {read:?}");
+    }
+    note.title = "rolled back".into();
+    let teams = sluice::ports::notify::teams::card(&note).to_string();
+    assert!(!teams.contains("](https://attacker.example"), "a foreign link renders in Teams: {teams}");
+}

@@ -1,8 +1,10 @@
 //! Scrubbing credentials out of text Sluice did not write (a pipeline's log
 //! excerpt) before it reaches history, issues or notifications. A pipeline
 //! masks the secrets it knows; this catches the shapes it may not: bearer
-//! and basic credentials, `key=value` secrets in connection strings and
-//! query strings, GitHub tokens and JWTs.
+//! and basic credentials, `key=value` and `"key": "value"` secrets (any
+//! key ending in `_SECRET`, `_PASSWORD`, `_TOKEN`, `_KEY` too), `--password`
+//! style flags and `az login -p`, credentials in a URL's user info, chat
+//! webhook paths, GitHub tokens and JWTs.
 
 /// What replaces a secret.
 pub const REDACTED: &str = "[redacted]";
@@ -26,6 +28,27 @@ const SECRET_KEYS: &[&str] = &[
     "ocp-apim-subscription-key",
 ];
 
+/// Key endings that mark a secret (`DB_PASSWORD`, `AZURE_CLIENT_SECRET`, `NPM_TOKEN`).
+const SECRET_ENDINGS: &[&str] =
+    &["secret", "password", "passwd", "pwd", "token", "accesstoken", "key", "apikey", "credentials", "pat", "connectionstring"];
+
+/// Hosts whose URL path is itself the credential (incoming webhooks).
+const WEBHOOK_HOSTS: &[&str] = &["hooks.slack.com", "webhook.office.com", "outlook.office.com", "discord.com/api/webhooks"];
+
+/// Whether `key` (a setting, a flag or a JSON name) names a secret:
+/// `password`, `DB_PASSWORD`, `client-secret`, `clientSecret`.
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.trim_start_matches('-');
+    let lower = key.to_ascii_lowercase();
+    SECRET_KEYS.contains(&lower.as_str())
+        || SECRET_ENDINGS.iter().any(|end| {
+            let Some(head) = lower.strip_suffix(end) else { return false };
+            // A word boundary before the ending: `_`, `-`, `.`, or camelCase's capital.
+            let camel = key.get(head.len()..).is_some_and(|e| e.starts_with(|c: char| c.is_ascii_uppercase())) && !head.is_empty();
+            head.is_empty() || head.ends_with(['_', '-', '.']) || camel
+        })
+}
+
 /// Token prefixes GitHub gives its credentials.
 const TOKEN_PREFIXES: &[&str] = &["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"];
 
@@ -37,6 +60,8 @@ pub fn secrets(text: &str) -> String {
 fn line(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut after_scheme = false;
+    // `az login -p SECRET` / `--password SECRET`: only a login's `-p` is a password.
+    let login = text.to_ascii_lowercase().contains("login");
     for piece in text.split_inclusive([' ', '\t']) {
         let word = piece.trim_end_matches([' ', '\t', '\n', '\r']);
         let gap = piece.get(word.len()..).unwrap_or("");
@@ -48,9 +73,11 @@ fn line(text: &str) -> String {
         }
         out.push_str(gap);
         if !word.is_empty() {
-            let bare = lower.trim_matches(['"', '\'']);
+            let bare = word.trim_matches(['"', '\'', '{', ',']);
             let labelled = bare.strip_suffix([':', '=']).map(|k| k.trim_matches(['"', '\'']));
-            after_scheme = matches!(bare, "bearer" | "basic") || labelled.is_some_and(|k| SECRET_KEYS.contains(&k));
+            let flag = (bare.starts_with("--") && is_secret_key(bare)) || (login && bare == "-p");
+            let scheme = matches!(lower.trim_matches(['"', '\'']), "bearer" | "basic");
+            after_scheme = scheme || labelled.is_some_and(is_secret_key) || flag;
         }
     }
     out
@@ -61,9 +88,11 @@ fn word_scrubbed(word: &str) -> String {
     if TOKEN_PREFIXES.iter().any(|p| bare.starts_with(p)) || is_jwt(bare) {
         return word.replace(bare, REDACTED);
     }
+    let word = &url_scrubbed(word);
+    let word = &json_pairs_scrubbed(word);
     // key=value pairs, joined by ; & or ? (connection strings, URLs).
     let mut out = String::with_capacity(word.len());
-    let mut rest = word;
+    let mut rest: &str = word;
     while let Some(at) = rest.find('=') {
         let (key_part, tail) = rest.split_at(at);
         let separator = tail.get(..1).unwrap_or("");
@@ -73,7 +102,7 @@ fn word_scrubbed(word: &str) -> String {
         out.push_str(separator);
         let end = value_and_more.find(['&', ';', '"', '\'', ',', '}']).unwrap_or(value_and_more.len());
         let (value, after) = value_and_more.split_at(end);
-        if SECRET_KEYS.contains(&key.as_str()) && !value.is_empty() {
+        if is_secret_key(&key) && !value.is_empty() {
             out.push_str(REDACTED);
         } else {
             out.push_str(value);
@@ -83,6 +112,47 @@ fn word_scrubbed(word: &str) -> String {
             out.push_str(stripped);
             rest = rest.get(1..).unwrap_or("");
         }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A URL's user info (`https://x-access-token:ghs_…@github.com`) and a
+/// webhook's path (the path is the credential), also JSON-escaped (`\\/`).
+fn url_scrubbed(word: &str) -> String {
+    let (sep, slash) = if word.contains(":\\/\\/") { (":\\/\\/", "\\/") } else { ("://", "/") };
+    let Some((scheme, rest)) = word.split_once(sep) else { return word.to_string() };
+    let (authority, path, slash) = match rest.split_once(slash) {
+        Some((a, p)) => (a, p, slash),
+        None => (rest, "", ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{REDACTED}@{host}"),
+        None => authority.to_string(),
+    };
+    let plain = format!("{authority}/{}", path.replace("\\/", "/")).to_ascii_lowercase();
+    if !path.is_empty() && WEBHOOK_HOSTS.iter().any(|h| plain.contains(h)) {
+        let core = path.trim_end_matches(['"', '\'', '}', ',', ')', ']']);
+        let after = path.strip_prefix(core).unwrap_or("");
+        return format!("{scheme}{sep}{authority}{slash}{REDACTED}{after}");
+    }
+    format!("{scheme}{sep}{authority}{slash}{path}")
+}
+
+/// `"key":"value"` pairs in one word (compact JSON) whose key names a secret.
+fn json_pairs_scrubbed(word: &str) -> String {
+    let mut out = String::with_capacity(word.len());
+    let mut rest = word;
+    while let Some((before, after)) = rest.split_once("\":\"") {
+        out.push_str(before);
+        out.push_str("\":\"");
+        let key = before.rsplit('"').next().unwrap_or("");
+        let (value, tail) = after.split_once('"').unwrap_or((after, ""));
+        out.push_str(if is_secret_key(key) && !value.is_empty() { REDACTED } else { value });
+        if after.contains('"') {
+            out.push('"');
+        }
+        rest = tail;
     }
     out.push_str(rest);
     out
@@ -110,6 +180,19 @@ mod tests {
             ("sv=2021&sig=AbC%2F&se=2026", "sv=2021&sig=[redacted]&se=2026"),
             ("password: hunter2", "password: [redacted]"),
             ("jwt eyJhbGciOiJIUzI1.eyJzdWIiOiIxMjM0.SflKxwRJSMeKKF2Q", "jwt [redacted]"),
+            // The forms issue 36 found in pipeline logs.
+            ("git clone https://x-access-token:ghs_abc@github.com/o/r.git", "git clone https://[redacted]@github.com/o/r.git"),
+            ("az login --service-principal -u app -p s3cr3t --tenant t", "az login --service-principal -u app -p [redacted] --tenant t"),
+            (
+                "AZURE_CLIENT_SECRET=abc123 DB_PASSWORD=pw NPM_TOKEN=t",
+                "AZURE_CLIENT_SECRET=[redacted] DB_PASSWORD=[redacted] NPM_TOKEN=[redacted]",
+            ),
+            (r#"{"user":"u","password":"hunter2","n":1}"#, r#"{"user":"u","password":"[redacted]","n":1}"#),
+            (r#"{"clientSecret": "abc"}"#, r#"{"clientSecret": [redacted]"#),
+            ("deploy --password=hunter2 --verbose", "deploy --password=[redacted] --verbose"),
+            ("psql --password hunter2", "psql --password [redacted]"),
+            ("post https://hooks.slack.com/services/T000/B000/XXXX failed", "post https://hooks.slack.com/[redacted] failed"),
+            (r#"{"url":"https:\/\/hooks.slack.com\/services\/T000\/B000\/XXXX"}"#, r#"{"url":"https:\/\/hooks.slack.com\/[redacted]"}"#),
         ];
         for (input, expected) in cases {
             assert_eq!(secrets(input), expected, "{input}");

@@ -86,13 +86,6 @@ pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiErro
         } else {
             Vec::new()
         };
-        for (rollout, why) in &matched {
-            let message = StepMessage::Event { rollout: rollout.clone(), event: input_for(alert) };
-            if let Err(e) = app.engine.queue.send(message.to_out(None)).await {
-                return Err(ApiError::new(503, "queue_unavailable", e.to_string()));
-            }
-            tracing::info!(rollout = %rollout, alert = %alert.id, rule = %alert.rule, firing = alert.firing, reason = %why, "alert delivered");
-        }
         let condition = match (alert.recognised, alert.firing) {
             (false, _) => "Unknown",
             (true, true) => "Fired",
@@ -107,8 +100,17 @@ pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiErro
             matched: matched.iter().map(|(id, _)| id.to_string()).collect(),
             summary: alert.summary.clone(),
         };
+        // Recorded before it is sent: the steps handler believes an alert
+        // message only if the webhook recorded its delivery.
         if let Err(e) = app.engine.store.record_alert(&record).await {
-            tracing::warn!(error = %e, "alert not recorded");
+            return Err(ApiError::new(503, "store_unavailable", format!("the alert could not be recorded: {e}")));
+        }
+        for (rollout, why) in &matched {
+            let message = StepMessage::Event { rollout: rollout.clone(), event: input_for(alert) };
+            if let Err(e) = app.engine.queue.send(message.to_out(None)).await {
+                return Err(ApiError::new(503, "queue_unavailable", e.to_string()));
+            }
+            tracing::info!(rollout = %rollout, alert = %alert.id, rule = %alert.rule, firing = alert.firing, reason = %why, "alert delivered");
         }
         answers.push(json!({
             "alertId": alert.id,

@@ -7,6 +7,7 @@ pub mod custom_handler;
 pub mod definitions;
 pub mod envelope;
 pub mod local;
+pub mod log_lines;
 
 use std::path::Path;
 use std::sync::Arc;

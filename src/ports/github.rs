@@ -37,8 +37,13 @@ impl GitHubRepo {
 
     /// A request to `/repos/{owner}/{name}{path}`.
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.request_api(method, &format!("/repos/{}{path}", self.repo))
+    }
+
+    /// A request to `{path}` on the API itself (`/user`).
+    pub fn request_api(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
-            .request(method, format!("{}/repos/{}{path}", self.api, self.repo))
+            .request(method, format!("{}{path}", self.api))
             .bearer_auth(&self.token)
             .header("accept", "application/vnd.github+json")
             .header("x-github-api-version", "2022-11-28")

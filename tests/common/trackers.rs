@@ -21,7 +21,13 @@ struct FakeIssue {
     body: String,
     labels: Vec<String>,
     comments: Vec<String>,
+    /// Who wrote the issue, and each comment (GitHub's `user.login`).
+    author: String,
+    comment_authors: Vec<String>,
 }
+
+/// The login GitHub's `GET /user` names for the fake's token.
+pub const SLUICE_LOGIN: &str = "sluice-bot";
 
 #[derive(Default)]
 struct GitHubState {
@@ -53,6 +59,31 @@ impl GitHubFake {
         self.state.lock().expect("state").issues.iter().find(|i| i.number == number).map(|i| i.comments.clone()).unwrap_or_default()
     }
 
+    /// An issue someone else wrote (its number).
+    pub fn plant_issue(&self, author: &str, title: &str, body: &str) -> u64 {
+        let mut st = self.state.lock().expect("state");
+        let n = st.issues.len() as u64 + 1;
+        st.issues.push(FakeIssue {
+            number: n,
+            title: title.into(),
+            body: body.into(),
+            labels: Vec::new(),
+            comments: Vec::new(),
+            author: author.into(),
+            comment_authors: Vec::new(),
+        });
+        n
+    }
+
+    /// A comment someone else wrote on issue `number`.
+    pub fn plant_comment(&self, number: u64, author: &str, body: &str) {
+        let mut st = self.state.lock().expect("state");
+        if let Some(issue) = st.issues.iter_mut().find(|i| i.number == number) {
+            issue.comments.push(body.into());
+            issue.comment_authors.push(author.into());
+        }
+    }
+
     /// Requests that created something.
     pub fn posts(&self) -> Vec<Recorded> {
         self.recorder.seen().into_iter().filter(|r| r.method == "POST").collect()
@@ -75,8 +106,13 @@ fn github_answer(r: &Recorded, state: &Mutex<GitHubState>, down: &AtomicBool, re
             json!({"message": "Request forbidden by administrative rules. Please make sure your request has a User-Agent header"}),
         );
     }
+    // `GET /user`: the token's account (docs.github.com, "Get the authenticated user").
+    if (r.method.as_str(), r.path.as_str()) == ("GET", "/user") {
+        return answer(200, json!({"login": SLUICE_LOGIN, "type": "User"}));
+    }
     let base = format!("/repos/{repo}/issues");
     let mut st = state.lock().expect("state");
+    let user = |login: &str| json!({"login": login, "type": "User"});
     let html = |n: u64| format!("https://github.com/{repo}/issues/{n}");
     let Some(rest) = r.path.strip_prefix(&base) else { return answer(404, json!({"message": "Not Found"})) };
     match (r.method.as_str(), rest) {
@@ -85,7 +121,7 @@ fn github_answer(r: &Recorded, state: &Mutex<GitHubState>, down: &AtomicBool, re
                 .issues
                 .iter()
                 .rev()
-                .map(|i| json!({"number": i.number, "title": i.title, "body": i.body, "html_url": html(i.number)}))
+                .map(|i| json!({"number": i.number, "title": i.title, "body": i.body, "html_url": html(i.number), "user": user(&i.author)}))
                 .collect();
             answer(200, Value::Array(list))
         }
@@ -100,7 +136,15 @@ fn github_answer(r: &Recorded, state: &Mutex<GitHubState>, down: &AtomicBool, re
             let labels =
                 body["labels"].as_array().map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default();
             let n = st.issues.len() as u64 + 1;
-            st.issues.push(FakeIssue { number: n, title: title.to_string(), body: text.to_string(), labels, comments: Vec::new() });
+            st.issues.push(FakeIssue {
+                number: n,
+                title: title.to_string(),
+                body: text.to_string(),
+                labels,
+                comments: Vec::new(),
+                author: SLUICE_LOGIN.into(),
+                comment_authors: Vec::new(),
+            });
             answer(201, json!({"number": n, "html_url": html(n), "title": title}))
         }
         (method, path) => {
@@ -109,12 +153,18 @@ fn github_answer(r: &Recorded, state: &Mutex<GitHubState>, down: &AtomicBool, re
             };
             let Some(issue) = st.issues.iter_mut().find(|i| i.number == n) else { return answer(404, json!({"message": "Not Found"})) };
             match method {
-                "GET" => answer(200, Value::Array(issue.comments.iter().map(|c| json!({"body": c})).collect())),
+                "GET" => answer(
+                    200,
+                    Value::Array(
+                        issue.comments.iter().zip(&issue.comment_authors).map(|(c, a)| json!({"body": c, "user": user(a)})).collect(),
+                    ),
+                ),
                 "POST" => {
                     let Some(text) = r.json()["body"].as_str().map(str::to_string) else {
                         return answer(422, json!({"message": "Validation Failed"}));
                     };
                     issue.comments.push(text.clone());
+                    issue.comment_authors.push(SLUICE_LOGIN.into());
                     answer(201, json!({"id": issue.comments.len(), "body": text}))
                 }
                 _ => answer(405, json!({"message": "Method Not Allowed"})),

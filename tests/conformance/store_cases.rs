@@ -429,3 +429,32 @@ pub async fn releases_keep_state_history_and_wake_ups(store: Arc<dyn Store>) {
     assert_eq!(ids, vec!["rel-2", "rel-1"]);
     assert_eq!(store.list_releases(1).await.expect("list").len(), 1);
 }
+
+/// What makes an alert message on the queue believable: the webhook's
+/// record of delivering exactly that alert, in that condition, to that
+/// rollout — no prefix, no other condition, no other rollout.
+pub async fn alert_deliveries_are_found_exactly(store: Arc<dyn Store>) {
+    let record = |id: &str, condition: &str, matched: &[&str]| sluice::ports::store::AlertRecord {
+        received_at: Utc::now(),
+        source: "Azure Monitor".into(),
+        alert_id: id.into(),
+        rule: "5xx".into(),
+        condition: condition.into(),
+        matched: matched.iter().map(|m| m.to_string()).collect(),
+        summary: String::new(),
+    };
+    let id = "/subscriptions/s/providers/Microsoft.AlertsManagement/alerts/a|b'c";
+    store.record_alert(&record(id, "Fired", &["gh-424", "gh-425"])).await.expect("recorded");
+    store.record_alert(&record("unmatched", "Fired", &[])).await.expect("recorded");
+    for (alert, condition, rollout, delivered) in [
+        (id, "Fired", "gh-424", true),
+        (id, "Fired", "gh-425", true),
+        (id, "Resolved", "gh-424", false),
+        (id, "Fired", "gh-4242", false),
+        (id, "Fired", "gh-42", false),
+        ("/subscriptions/s/providers/Microsoft.AlertsManagement/alerts/a", "Fired", "gh-424", false),
+        ("unmatched", "Fired", "gh-424", false),
+    ] {
+        assert_eq!(store.alert_delivered(alert, condition, rollout).await.expect("asked"), delivered, "{alert} {condition} {rollout}");
+    }
+}

@@ -334,9 +334,13 @@ impl Event {
                     cap_in_place(name, NAME_CHARS);
                 }
                 cap_in_place(&mut alert.summary, MESSAGE_CHARS);
-                if let Some(link) = &mut alert.link {
-                    cap_in_place(link, MESSAGE_CHARS);
-                }
+                // A link goes into issues and messages as a link: only a web one
+                // (no `javascript:`, `file:` or `data:`), and one a cut would not break.
+                let web = |l: &String| {
+                    let lower = l.to_ascii_lowercase();
+                    (lower.starts_with("https://") || lower.starts_with("http://")) && l.chars().count() <= MESSAGE_CHARS
+                };
+                alert.link = alert.link.take().filter(web);
             }
             Event::AlertResolved { alert_id } => cap_in_place(alert_id, NAME_CHARS),
             Event::RouterCaveats { caveats } => {

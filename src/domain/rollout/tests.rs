@@ -1340,3 +1340,19 @@ fn the_tally_records_the_step_a_rollback_stopped_and_failed_calls() {
     assert_eq!((r.tally.notify_failures, r.tally.backlog_failures), (1, 1));
     assert_eq!(r.tally.steps.len(), steps_before, "a finished rollout decides no more steps");
 }
+
+#[test]
+fn an_alert_keeps_only_a_web_link() {
+    for (link, kept) in [
+        ("javascript:alert(1)", false),
+        ("file:///etc/passwd", false),
+        ("data:text/html,x", false),
+        ("https://portal.azure.com/#blade/x", true),
+        ("HTTP://prometheus:9090/graph", true),
+    ] {
+        let Event::AlertFired { mut alert } = alert("linked") else { panic!("an alert") };
+        alert.link = Some(link.into());
+        let Event::AlertFired { alert } = (Event::AlertFired { alert }).bounded() else { panic!("still an alert") };
+        assert_eq!(alert.link.is_some(), kept, "{link}");
+    }
+}

@@ -4,7 +4,11 @@
 //! are touched, so a value can never break the document's structure; only
 //! upper-case names are placeholders (Sluice's own `{{name}}` and any other
 //! `$` text stay as written); a name that is not set is a problem with its
-//! path, never an empty string.
+//! path, never an empty string. A name that looks like a credential
+//! (`*_SECRET`, `*_PASSWORD`, `*_TOKEN`, `*_KEY`, `*_PAT`, `SYSTEM_ACCESSTOKEN`,
+//! the rules of [`crate::domain::redact`]) is never filled: a spec is sent
+//! to Sluice and shown in its status, so a template naming a runner's secret
+//! would hand it over.
 
 use serde_json::Value;
 
@@ -25,11 +29,14 @@ fn walk(v: &mut Value, path: String, get: &dyn Fn(&str) -> Option<String>, probl
     match v {
         Value::String(s) => match fill_text(s, get) {
             Ok(filled) => *s = filled,
-            Err(missing) => problems.extend(
-                missing
-                    .into_iter()
-                    .map(|name| Problem { path: path.clone(), message: format!("${{{name}}} is not set in the environment") }),
-            ),
+            Err(refused) => problems.extend(refused.into_iter().map(|name| {
+                let message = if crate::domain::redact::is_secret_key(&name) {
+                    format!("${{{name}}} names a secret; --fill-env never puts one into a spec")
+                } else {
+                    format!("${{{name}}} is not set in the environment")
+                };
+                Problem { path: path.clone(), message }
+            })),
         },
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
@@ -51,7 +58,8 @@ fn is_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
-/// The text with its placeholders filled, or the names that are not set.
+/// The text with its placeholders filled, or the names that are not set
+/// or name a secret.
 fn fill_text(text: &str, get: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<String>> {
     let mut out = String::with_capacity(text.len());
     let mut missing = Vec::new();
@@ -62,7 +70,7 @@ fn fill_text(text: &str, get: &dyn Fn(&str) -> Option<String>) -> Result<String,
         let inner = from.get(2..).unwrap_or("");
         match inner.find('}').map(|end| inner.split_at(end)) {
             Some((name, after)) if is_name(name) => {
-                match get(name) {
+                match get(name).filter(|_| !crate::domain::redact::is_secret_key(name)) {
                     Some(value) => out.push_str(&value),
                     None => missing.push(name.to_string()),
                 }
@@ -103,6 +111,19 @@ mod tests {
             doc,
             json!({"canary": {"version": "abc123", "n": 5}, "q": "a\"b", "own": "{{name}}", "shell": "$HOME ${lower} ${", "list": ["x-abc123-y"]})
         );
+    }
+
+    #[test]
+    fn a_secret_is_never_filled_into_a_spec() {
+        let all = |_: &str| Some("s3cr3t".to_string());
+        for name in ["SLUICE_FUNCTION_KEY", "AZURE_CLIENT_SECRET", "SYSTEM_ACCESSTOKEN", "GITHUB_TOKEN", "AZURE_DEVOPS_PAT", "DB_PASSWORD"]
+        {
+            let mut doc = json!({"target": {"canary": {"version": format!("${{{name}}}")}}});
+            let problems = fill(&mut doc, &all).expect_err(name).to_string();
+            assert!(problems.contains("names a secret") && !problems.contains("s3cr3t"), "{problems}");
+        }
+        let mut doc = json!({"v": "${RELEASE_VERSION}", "s": "${AZURE_SUBSCRIPTION_ID}", "r": "${GITHUB_REPOSITORY}"});
+        fill(&mut doc, &all).expect("ordinary names are filled");
     }
 
     #[test]

@@ -149,9 +149,30 @@ fn longest_run(s: &str, c: char) -> usize {
     s.split(|x| x != c).map(str::len).max().unwrap_or(0)
 }
 
+/// Text as Markdown shows it and nothing more: angle brackets would be
+/// read as HTML, a newline would end the block, Markdown's punctuation
+/// would make links, images, emphasis or code; and `@name` or `#123` would
+/// notify a team or cross-reference an issue (GitHub finds those in the
+/// rendered text, so a backslash does not stop them: a word joiner does).
 fn md_text(s: &str) -> String {
-    // Angle brackets would be read as HTML; a newline would end the block.
-    s.replace('<', "&lt;").replace('>', "&gt;").replace(['\r', '\n'], " ")
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\r' | '\n' => out.push(' '),
+            '@' | '#' => {
+                out.push(c);
+                out.push('\u{2060}');
+            }
+            '\\' | '`' | '*' | '_' | '[' | ']' | '!' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn md_cell(s: &str) -> String {
@@ -175,14 +196,17 @@ fn md_spans(spans: &[Span]) -> String {
                 }
             }
             Span::Code(t) => {
+                // Delimiters longer than any backtick run inside: the text cannot close the span.
                 let t = t.replace(['\r', '\n'], " ");
-                if t.contains('`') {
-                    format!("`` {t} ``")
-                } else {
-                    format!("`{t}`")
+                match longest_run(&t, '`') {
+                    0 => format!("`{t}`"),
+                    run => {
+                        let ticks = "`".repeat(run + 1);
+                        format!("{ticks} {t} {ticks}")
+                    }
                 }
             }
-            Span::Link(t, url) => format!("[{}]({})", md_text(t).replace(['[', ']'], ""), url.replace([' ', ')'], "")),
+            Span::Link(t, url) => format!("[{}]({})", md_text(&t.replace(['[', ']'], "")), url.replace([' ', ')', '(', '<', '>'], "")),
         })
         .collect()
 }
@@ -220,6 +244,21 @@ mod tests {
             md,
             "## What &lt;happened&gt;\n\na & b **v2** `x|y` **Cause:** x\n\n- [status](http://h/a?b=1&c=2)\n\n| k | v |\n|---|---|\n| a\\|b | &lt;script&gt; |\n\n<!-- sluice:rollout=r-1 -->\n"
         );
+    }
+
+    #[test]
+    fn outside_text_makes_no_link_image_mention_reference_or_broken_code() {
+        let hostile =
+            "cc @contoso/oncall see #12 ![x](https://beacon.example/p.png) [Approve here](https://attacker.example/login) **loud**";
+        let mut d = Doc::default();
+        d.push(Block::Para(vec![text(hostile), text(" "), code("a `` b ` c")]));
+        let md = d.markdown();
+        for made in ["![x](", "[Approve here](", "**loud**", "@contoso", "#12"] {
+            assert!(!md.contains(made), "{made} survives in {md}");
+        }
+        assert!(md.contains("@\u{2060}contoso/oncall") && md.contains("\\[Approve here\\]"), "{md}");
+        // The code span's delimiters outnumber any run inside it.
+        assert!(md.contains("``` a `` b ` c ```"), "{md}");
     }
 
     #[test]

@@ -5,6 +5,12 @@
 //! release's pipeline may have opened it first) — the list is consistent,
 //! unlike search, which lags and is rate limited. Comments carry markers too.
 //!
+//! Anyone who may open an issue can write a marker, so one is trusted only
+//! whole (`<!-- sluice:rollout=ID -->`, so `gh-424` never matches `gh-4242`)
+//! and only in what Sluice's own account wrote: the login `GET /user`
+//! names, or — for a GitHub App's installation token, which `GET /user`
+//! refuses — a bot account (`user.type` `Bot`).
+//!
 //! `sluice doctor` reads the repository (`GET /repos/{owner}/{repo}`:
 //! `has_issues`, `private`, `permissions`) and, for a classic token, the
 //! `X-OAuth-Scopes` header GitHub answers with (docs.github.com, "Scopes for
@@ -47,9 +53,52 @@ pub fn build(settings: &Settings, env: &AdapterEnv) -> Result<Arc<dyn Backlog>, 
     Ok(Arc::new(GitHubIssues { repo, labels }))
 }
 
+/// Whose issues and comments Sluice trusts: its own account's.
+enum Author {
+    /// The token's user.
+    Login(String),
+    /// A GitHub App's installation: its bot account.
+    App,
+}
+
+impl Author {
+    fn wrote(&self, item: &Value) -> bool {
+        let user = |k: &str| item.pointer(&format!("/user/{k}")).and_then(Value::as_str);
+        match self {
+            Author::Login(login) => user("login") == Some(login.as_str()),
+            Author::App => user("type") == Some("Bot"),
+        }
+    }
+}
+
+/// Whether `text` carries `marker` whole, as Sluice writes it.
+fn carries(text: &str, marker: &str) -> bool {
+    text.contains(&format!("<!-- {} -->", marker.replace("--", "- -")))
+}
+
 impl GitHubIssues {
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.repo.request(method, path)
+    }
+
+    /// Who Sluice is on GitHub.
+    async fn own_account(&self) -> Result<Author, BacklogError> {
+        let response = self
+            .repo
+            .request_api(reqwest::Method::GET, "/user")
+            .send()
+            .await
+            .map_err(|e| BacklogError::Failed(format!("GitHub unreachable while asking who the token is: {}", e.without_url())))?;
+        match response.status().as_u16() {
+            // An installation token may not read `/user` ("Resource not accessible by integration").
+            403 => Ok(Author::App),
+            200 => {
+                let me: Value = crate::ports::env::read_json(response).await.map_err(BacklogError::Failed)?;
+                let login = me.get("login").and_then(Value::as_str).filter(|l| !l.is_empty());
+                login.map(|l| Author::Login(l.to_string())).ok_or_else(|| BacklogError::Failed("GitHub's /user names no login".into()))
+            }
+            other => Err(BacklogError::Failed(format!("GitHub answered {other} while asking who the token is"))),
+        }
     }
 
     fn issue_ref(&self, issue: &Value) -> Option<IssueRef> {
@@ -63,6 +112,7 @@ impl GitHubIssues {
     async fn find(&self, draft: &IssueDraft) -> Result<Option<(IssueRef, bool)>, BacklogError> {
         let since = (draft.not_before - TimeDelta::minutes(10)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let wanted = marker(&draft.rollout_id);
+        let mut me = None;
         for page in 1..=PAGES {
             let request = self.request(reqwest::Method::GET, "/issues").query(&[
                 ("state", "all"),
@@ -74,9 +124,21 @@ impl GitHubIssues {
             ]);
             let list = call(request, "GitHub", "looking for the rollout's issue").await?;
             let issues = list.as_array().cloned().unwrap_or_default();
-            if let Some(found) = issues.iter().find(|i| i.get("body").and_then(Value::as_str).is_some_and(|b| b.contains(&wanted))) {
+            let marked = issues.iter().filter(|i| i.get("body").and_then(Value::as_str).is_some_and(|b| carries(b, &wanted)));
+            let mut found = None;
+            for candidate in marked {
+                // Who Sluice is, asked only once a marked issue turns up.
+                if me.is_none() {
+                    me = Some(self.own_account().await?);
+                }
+                if me.as_ref().is_some_and(|me| me.wrote(candidate)) {
+                    found = Some(candidate);
+                    break;
+                }
+            }
+            if let Some(found) = found {
                 let failure = super::failure_marker(&draft.rollout_id);
-                let tells = found.get("body").and_then(Value::as_str).is_some_and(|b| b.contains(&failure));
+                let tells = found.get("body").and_then(Value::as_str).is_some_and(|b| carries(b, &failure));
                 return Ok(self.issue_ref(found).map(|issue| (issue, tells)));
             }
             if issues.len() < 100 {
@@ -171,11 +233,17 @@ impl Backlog for GitHubIssues {
     async fn comment(&self, issue: &IssueRef, comment: &CommentDraft) -> Result<(), BacklogError> {
         let number = issue_number(issue)?;
         let path = format!("/issues/{number}/comments");
+        let mut me = None;
         for page in 1..=PAGES {
             let request = self.request(reqwest::Method::GET, &path).query(&[("per_page", "100"), ("page", &page.to_string())]);
             let list = call(request, "GitHub", "reading the issue's comments").await?;
             let comments = list.as_array().cloned().unwrap_or_default();
-            if comments.iter().any(|c| c.get("body").and_then(Value::as_str).is_some_and(|b| b.contains(&comment.marker))) {
+            let marked: Vec<&Value> =
+                comments.iter().filter(|c| c.get("body").and_then(Value::as_str).is_some_and(|b| carries(b, &comment.marker))).collect();
+            if !marked.is_empty() && me.is_none() {
+                me = Some(self.own_account().await?);
+            }
+            if marked.iter().any(|c| me.as_ref().is_some_and(|me| me.wrote(c))) {
                 return Ok(());
             }
             if comments.len() < 100 {

@@ -123,11 +123,13 @@ pub async fn post_json(
 /// from text a receiver sent back.
 fn scrub(text: &str, url: &str) -> String {
     let path = url.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap_or_default();
-    let mut out = text.replace(url, "<webhook>");
+    // As sent, and as a JSON answer echoes it (Slack writes `/` as `\/`).
+    let escaped = |t: &str| t.replace('/', "\\/");
+    let mut out = text.replace(url, "<webhook>").replace(&escaped(url), "<webhook>");
     if path.len() > 1 {
-        out = out.replace(&path, "<webhook path>");
+        out = out.replace(&path, "<webhook path>").replace(&escaped(&path), "<webhook path>");
     }
-    out
+    crate::domain::redact::secrets(&out)
 }
 
 /// The links people can open in a browser (others, such as `file://`, stay in the text).
@@ -248,5 +250,21 @@ pub fn compose(
         links,
         commands,
         at: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_webhook_url_a_channel_echoes_is_scrubbed_however_escaped() {
+        let url = "https://hooks.slack.com/services/T000/B000/XXXX";
+        for answer in [
+            r#"{"ok":false,"url":"https:\/\/hooks.slack.com\/services\/T000\/B000\/XXXX"}"#,
+            "posting to /services/T000/B000/XXXX failed",
+            "see https://hooks.slack.com/services/T000/B000/XXXX",
+        ] {
+            let out = super::scrub(answer, url);
+            assert!(!out.contains("T000") && !out.contains("XXXX"), "{out}");
+        }
     }
 }

@@ -71,7 +71,8 @@ pub fn message(n: &Notification) -> Value {
         context.push_str(&format!(" · {}: {}", esc(name), esc(url)));
     }
     blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": clip(&context, 3000)}]}));
-    json!({"text": format!("{} — {}", n.title, n.text), "blocks": blocks})
+    // The top-level text (the notification's preview) is mrkdwn too: `<!channel>` would page everyone.
+    json!({"text": esc(&format!("{} — {}", n.title, n.text)), "blocks": blocks})
 }
 
 #[async_trait]

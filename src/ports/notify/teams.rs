@@ -22,6 +22,15 @@ pub fn build(settings: &Settings, env: &AdapterEnv) -> Result<Arc<dyn Notifier>,
     Ok(Arc::new(Teams { http: env.http.clone(), url: webhook_url("teams", settings, env)? }))
 }
 
+/// Text for a TextBlock or a fact, which Teams renders as its Markdown
+/// subset: `[text](url)` would show words of the sender's choosing over a
+/// link of theirs (`[Approve here](https://attacker.example)`), so the
+/// link syntax is broken with a zero-width space; Sluice's own links are
+/// actions, never text.
+fn plain(s: &str) -> String {
+    s.replace("](", "]\u{200B}(")
+}
+
 /// The message: one Adaptive Card with the facts, the commands and the links.
 pub fn card(n: &Notification) -> Value {
     let colour = match n.kind {
@@ -31,9 +40,9 @@ pub fn card(n: &Notification) -> Value {
         NotifyKind::Started | NotifyKind::PhaseChanged => "Default",
     };
     let mut body = vec![
-        json!({"type": "TextBlock", "text": n.title, "size": "Large", "weight": "Bolder", "wrap": true, "color": colour}),
-        json!({"type": "TextBlock", "text": n.text, "wrap": true}),
-        json!({"type": "FactSet", "facts": n.facts.iter().map(|(k, v)| json!({"title": k, "value": v})).collect::<Vec<_>>()}),
+        json!({"type": "TextBlock", "text": plain(&n.title), "size": "Large", "weight": "Bolder", "wrap": true, "color": colour}),
+        json!({"type": "TextBlock", "text": plain(&n.text), "wrap": true}),
+        json!({"type": "FactSet", "facts": n.facts.iter().map(|(k, v)| json!({"title": plain(k), "value": plain(v)})).collect::<Vec<_>>()}),
     ];
     if !n.commands.is_empty() {
         body.push(json!({"type": "TextBlock", "text": "Decide with", "weight": "Bolder", "spacing": "Medium"}));
@@ -42,7 +51,7 @@ pub fn card(n: &Notification) -> Value {
         }
     }
     for (name, url) in n.links.iter().filter(|l| !web_links(n).any(|w| w == *l)) {
-        body.push(json!({"type": "TextBlock", "text": format!("{name}: {url}"), "wrap": true, "isSubtle": true}));
+        body.push(json!({"type": "TextBlock", "text": plain(&format!("{name}: {url}")), "wrap": true, "isSubtle": true}));
     }
     body.push(json!({
         "type": "TextBlock",

@@ -125,6 +125,11 @@ pub trait Store: Send + Sync {
     async fn record_alert(&self, alert: &AlertRecord) -> Result<(), StoreError>;
     /// Recent alerts, newest first.
     async fn alerts(&self, limit: usize) -> Result<Vec<AlertRecord>, StoreError>;
+    /// Whether the webhook recorded alert `alert_id` in `condition`
+    /// (`Fired`, `Resolved`) as delivered to `rollout`: what makes an alert
+    /// message on the queue believable, since anyone who may send to the
+    /// queue could write one.
+    async fn alert_delivered(&self, alert_id: &str, condition: &str, rollout: &str) -> Result<bool, StoreError>;
     /// Table transactions (or equivalent writes) so far, for the per-step cost figures.
     fn transactions(&self) -> u64;
     /// Stores a new release with its first history entry (`AlreadyExists` if the id is taken).

@@ -486,6 +486,21 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn alert_delivered(&self, alert_id: &str, condition: &str, rollout: &str) -> Result<bool, StoreError> {
+        let (alert_id, condition, rollout) = (alert_id.to_string(), condition.to_string(), rollout.to_string());
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM alerts WHERE json_extract(record, '$.alertId') = ?1 \
+                     AND json_extract(record, '$.condition') = ?2 \
+                     AND EXISTS (SELECT 1 FROM json_each(record, '$.matched') WHERE value = ?3))",
+                )
+                .map_err(unavailable)?;
+            stmt.query_row(params![alert_id, condition, rollout], |row| row.get::<_, bool>(0)).map_err(unavailable)
+        })
+        .await
+    }
+
     fn transactions(&self) -> u64 {
         self.transactions.load(Ordering::Relaxed)
     }

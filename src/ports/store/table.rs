@@ -284,6 +284,11 @@ fn index_row(row_key: String, extra: Value) -> Value {
     Value::Object(e)
 }
 
+/// The row saying the webhook delivered an alert in a condition to a rollout.
+fn delivery_key(alert_id: &str, condition: &str, rollout: &str) -> String {
+    format!("delivered|{}|{}|{condition}", escape_key(rollout), escape_key(alert_id))
+}
+
 fn active_key(target: &str) -> String {
     format!("active|{}", escape_key(target))
 }
@@ -816,6 +821,22 @@ impl Store for TableStore {
         e.insert("PartitionKey".into(), json!(ALERTS));
         e.insert("RowKey".into(), json!(key));
         put_chunks(&mut e, "A", &serde_json::to_string(alert).map_err(corrupt)?)?;
+        // The delivery rows first: an alert message is believed only once they exist.
+        let keys: Vec<String> = alert.matched.iter().map(|rollout| delivery_key(&alert.alert_id, &alert.condition, rollout)).collect();
+        for rows in keys.chunks(MAX_BATCH) {
+            let rows = rows.to_vec();
+            let responses = self
+                .transaction(&self.index, INDEX, |mut t| {
+                    for key in rows {
+                        t = t.insert_or_replace(key.clone(), index_row(key, json!({})))?;
+                    }
+                    Ok(t)
+                })
+                .await?;
+            if let Some(s) = failure(&responses) {
+                return Err(StoreError::Unavailable(format!("recording the alert's delivery failed with HTTP {s}")));
+            }
+        }
         let responses = self.transaction(&self.index, ALERTS, |t| t.insert(Value::Object(e))).await?;
         if let Some(s) = failure(&responses) {
             return Err(StoreError::Unavailable(format!("recording the alert failed with HTTP {s}")));
@@ -828,6 +849,10 @@ impl Store for TableStore {
         // Keys are newest first, so the first `limit` rows are the newest.
         let rows = self.query(&self.index, format!("PartitionKey eq '{ALERTS}'"), limit).await?;
         rows.iter().map(|r| get_chunks(r, "A").and_then(|t| serde_json::from_str(&t).map_err(corrupt))).collect()
+    }
+
+    async fn alert_delivered(&self, alert_id: &str, condition: &str, rollout: &str) -> Result<bool, StoreError> {
+        Ok(self.get(&self.index, INDEX, &delivery_key(alert_id, condition, rollout)).await?.is_some())
     }
 
     fn transactions(&self) -> u64 {
