@@ -458,3 +458,51 @@ pub async fn alert_deliveries_are_found_exactly(store: Arc<dyn Store>) {
         assert_eq!(store.alert_delivered(alert, condition, rollout).await.expect("asked"), delivered, "{alert} {condition} {rollout}");
     }
 }
+
+/// The oversized-event case through the engine and a real router, on each
+/// store: a 500 KB alert summary during an approval gate rolls back — the
+/// router at 0 %, the state saying so, the alert in the history, cut — and
+/// a later approval cannot put traffic back. Before, on Table Storage, the
+/// save failed after the router moved and a later approval promoted v2.
+pub async fn an_oversized_alert_rolls_back_with_router_and_state_agreeing(store: Arc<dyn Store>) {
+    use sluice::devtools::router::{Router, Upstream};
+    use sluice::domain::rollout::AlertInfo;
+    let router = Router::new(
+        Upstream { name: "stable".into(), version: "v1".into(), url: "http://127.0.0.1:9".into() },
+        Upstream { name: "canary".into(), version: "v2".into(), url: "http://127.0.0.1:9".into() },
+    );
+    let (addr, _) = router.serve("127.0.0.1:0".parse().expect("addr")).await.expect("router");
+    let dir = tempfile::tempdir().expect("dir");
+    let clock: Arc<dyn sluice::ports::clock::Clock> = Arc::new(sluice::ports::clock::SystemClock);
+    let queue = Arc::new(sluice::ports::queue::embedded::EmbeddedQueue::open(&dir.path().join("q.db"), clock.clone()).expect("queue"));
+    let env = sluice::ports::env::AdapterEnv::new(dir.path().to_path_buf(), "http://127.0.0.1:7071".into());
+    let engine = sluice::shell::engine::Engine::new(store.clone(), queue, env.clone(), clock);
+    let doc = json!({
+        "target": {"name": "svc-huge", "router": {"provider": "local", "settings": {"url": format!("http://{addr}")}},
+                   "stable": {"name": "stable", "version": "v1"}, "canary": {"name": "canary", "version": "v2"}},
+        "strategy": {"canary": {"steps": [{"setWeight": 20}, {"approval": {}}]}}
+    });
+    let (spec, plan) = sluice::ports::registry::validate(&doc, &env).expect("valid");
+    let created = engine.create(spec, plan, &actor("ci"), None, None).await.expect("created");
+    let id = created.id.clone();
+    let gate = engine.apply(&id, Event::Start).await.expect("started").rollout;
+    assert_eq!((gate.phase, router.route().weight.percent()), (Phase::AwaitingApproval, 20));
+    let alert = AlertInfo {
+        id: "huge-1".into(),
+        rule: "5xx".into(),
+        severity: "Sev1".into(),
+        summary: "ö".repeat(500_000),
+        source: "Alertmanager".into(),
+        fired_at: None,
+        link: None,
+    };
+    engine.apply(&id, Event::AlertFired { alert }).await.expect("applied");
+    let (state, _) = store.load(&id).await.expect("load").expect("exists");
+    assert_eq!(router.route().weight.percent(), 0, "traffic is back on stable");
+    assert_eq!((state.phase, state.traffic.weight.percent()), (Phase::RolledBack, 0), "and the state says so");
+    let history = serde_json::to_string(&store.history(&id).await.expect("history")).expect("json");
+    assert!(history.contains("AlertFired") && history.contains("[cut: "), "the alert is kept, cut");
+    // An approval after the rollback changes nothing at the router.
+    let late = engine.apply(&id, Event::Approved { by: actor("alice"), stage: None, request: None }).await.expect("answered");
+    assert_eq!((late.rollout.phase, router.route().weight.percent()), (Phase::RolledBack, 0));
+}
