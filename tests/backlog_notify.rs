@@ -159,7 +159,7 @@ async fn azure_devops_adapter_creates_work_items_with_json_patch_and_finds_them_
     assert_eq!(wiql.header("content-type"), Some("application/json"));
     assert_eq!(
         wiql.json(),
-        json!({"query": "SELECT [System.Id] FROM WorkItems WHERE [System.TeamProject] = @project AND [System.Tags] CONTAINS 'sluice-rollout-r-1' ORDER BY [System.Id]"})
+        json!({"query": "SELECT [System.Id] FROM WorkItems WHERE [System.TeamProject] = @project AND [System.Tags] CONTAINS 'sluice-rollout-r-1' AND [System.CreatedBy] = @Me ORDER BY [System.Id]"})
     );
     assert_eq!(
         (create.method.as_str(), create.path.as_str(), create.query.as_str()),

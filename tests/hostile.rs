@@ -318,3 +318,35 @@ fn chat_messages_neither_page_a_channel_nor_show_a_foreign_link() {
     let teams = sluice::ports::notify::teams::card(&note).to_string();
     assert!(!teams.contains("](https://attacker.example"), "a foreign link renders in Teams: {teams}");
 }
+
+/// Attack 4 (Azure DevOps): anyone who may edit work items tagged one of
+/// their own with Sluice's rollout tag; Sluice opens its own work item
+/// instead of adopting theirs, and finds its own again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_work_item_tag_does_not_take_over_the_rollouts_work_item() {
+    use sluice::ports::backlog::{self, doc::Doc, IssueDraft};
+    let fake = common::trackers::AdoFake::start("org", "proj", "ado-pat-planted").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let settings: sluice::ports::env::SettingsLookup = std::sync::Arc::new(|name| match name {
+        "SLUICE_ALLOW_LOOPBACK_ENDPOINTS" => Some("true".into()),
+        "AZURE_DEVOPS_PAT" => Some("ado-pat-planted".into()),
+        _ => None,
+    });
+    let env = sluice::ports::env::AdapterEnv::with_settings(dir.path().to_path_buf(), "http://127.0.0.1:7071".into(), settings);
+    let given = serde_json::from_value(json!({"organization": "org", "project": "proj", "orgUrl": format!("{}/org", fake.recorder.url)}))
+        .expect("settings");
+    let tracker = backlog::build("azureDevOps", &given, &env).expect("azure devops");
+    let planted = fake.plant_item("Mallory <mallory@contoso.com>", "sluice-rollout-gh-424; sluice-failure-gh-424");
+    let draft = IssueDraft {
+        rollout_id: "gh-424".into(),
+        title: "Rollout gh-424 rolled back".into(),
+        body: Doc::default(),
+        labels: Vec::new(),
+        not_before: chrono::Utc::now(),
+        rollout_failure: true,
+    };
+    let filed = tracker.open(&draft).await.expect("filed");
+    assert!(filed.created && filed.issue.id != planted.to_string(), "Sluice opened its own: {:?}", filed.issue);
+    let again = tracker.open(&draft).await.expect("found");
+    assert_eq!((again.created, again.issue.id), (false, filed.issue.id));
+}

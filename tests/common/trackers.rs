@@ -179,6 +179,9 @@ struct AdoState {
     items: Vec<(u64, serde_json::Map<String, Value>, Vec<String>)>,
 }
 
+/// Who the fake's PAT belongs to (what `System.CreatedBy` says of its work items).
+pub const ADO_OWNER: &str = "Sluice <sluice@contoso.com>";
+
 /// An Azure DevOps project's work item API.
 pub struct AdoFake {
     pub recorder: Recorder,
@@ -195,6 +198,17 @@ impl AdoFake {
         let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!(":{pat}")));
         let recorder = Recorder::start(move |r: &Recorded| ado_answer(r, &s, &d, &prefix, &basic)).await;
         AdoFake { recorder, down, state }
+    }
+
+    /// A work item someone else created, with `tags` ("a; b").
+    pub fn plant_item(&self, created_by: &str, tags: &str) -> u64 {
+        let mut st = self.state.lock().expect("state");
+        let id = 100 + st.items.len() as u64;
+        let mut fields = serde_json::Map::new();
+        fields.insert("System.Tags".into(), json!(tags));
+        fields.insert("System.CreatedBy".into(), json!(created_by));
+        st.items.push((id, fields, Vec::new()));
+        id
     }
 
     /// Work items created: (id, fields).
@@ -229,10 +243,13 @@ fn ado_answer(r: &Recorded, state: &Mutex<AdoState>, down: &AtomicBool, prefix: 
         let Some(tag) = query.split("CONTAINS '").nth(1).and_then(|t| t.split('\'').next()) else {
             return answer(400, json!({"message": "TF51005: The query references a field that does not exist."}));
         };
+        // `[System.CreatedBy] = @Me`: the PAT's owner (the fake's only caller).
+        let mine = query.contains("[System.CreatedBy] = @Me");
         let found: Vec<Value> = st
             .items
             .iter()
             .filter(|(_, f, _)| f.get("System.Tags").and_then(Value::as_str).is_some_and(|t| t.split("; ").any(|x| x == tag)))
+            .filter(|(_, f, _)| !mine || f.get("System.CreatedBy").and_then(Value::as_str) == Some(ADO_OWNER))
             .map(|(id, _, _)| json!({"id": id, "url": format!("https://dev.azure.com/org/_apis/wit/workItems/{id}")}))
             .collect();
         return answer(200, json!({"queryType": "flat", "workItems": found}));
@@ -254,6 +271,7 @@ fn ado_answer(r: &Recorded, state: &Mutex<AdoState>, down: &AtomicBool, prefix: 
             let Some(field) = path.strip_prefix("/fields/") else { return answer(400, json!({"message": "bad path"})) };
             fields.insert(field.to_string(), op["value"].clone());
         }
+        fields.insert("System.CreatedBy".into(), json!(ADO_OWNER));
         let id = 100 + st.items.len() as u64;
         st.items.push((id, fields.clone(), Vec::new()));
         return answer(

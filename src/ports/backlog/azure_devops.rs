@@ -115,10 +115,15 @@ impl AzureBoards {
         Some(IssueRef { id: id.to_string(), url: format!("{}/_workitems/edit/{id}", self.project_url) })
     }
 
-    /// The first work item with `tag`, if any.
+    /// The first work item with `tag` that Sluice's own identity created:
+    /// anyone who may edit work items can add a tag, so one on someone
+    /// else's item proves nothing (`@Me`: "Use with identity fields to filter
+    /// for items linked to your account (for example, `Created By=@Me`)",
+    /// MicrosoftDocs azure-devops-docs, boards/queries/query-operators-variables.md).
     async fn with_tag(&self, tag: &str) -> Result<Option<IssueRef>, BacklogError> {
         let query = format!(
-            "SELECT [System.Id] FROM WorkItems WHERE [System.TeamProject] = @project AND [System.Tags] CONTAINS '{}' ORDER BY [System.Id]",
+            "SELECT [System.Id] FROM WorkItems WHERE [System.TeamProject] = @project AND [System.Tags] CONTAINS '{}' \
+             AND [System.CreatedBy] = @Me ORDER BY [System.Id]",
             tag.replace('\'', "''")
         );
         let request = self.request(reqwest::Method::POST, format!("{}/_apis/wit/wiql?{API}", self.project_url)).await?;
