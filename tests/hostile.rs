@@ -320,8 +320,9 @@ fn chat_messages_neither_page_a_channel_nor_show_a_foreign_link() {
 }
 
 /// Attack 4 (Azure DevOps): anyone who may edit work items tagged one of
-/// their own with Sluice's rollout tag; Sluice opens its own work item
-/// instead of adopting theirs, and finds its own again.
+/// their own with Sluice's rollout tag, and commented with Sluice's update
+/// marker; Sluice opens its own work item instead of adopting theirs, finds
+/// its own again, and still posts its update.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planted_work_item_tag_does_not_take_over_the_rollouts_work_item() {
     use sluice::ports::backlog::{self, doc::Doc, IssueDraft};
@@ -348,5 +349,15 @@ async fn a_planted_work_item_tag_does_not_take_over_the_rollouts_work_item() {
     let filed = tracker.open(&draft).await.expect("filed");
     assert!(filed.created && filed.issue.id != planted.to_string(), "Sluice opened its own: {:?}", filed.issue);
     let again = tracker.open(&draft).await.expect("found");
-    assert_eq!((again.created, again.issue.id), (false, filed.issue.id));
+    assert_eq!((again.created, again.issue.id.as_str()), (false, filed.issue.id.as_str()));
+    // Mallory's comment carrying the update's marker does not silence Sluice's own.
+    let id: u64 = filed.issue.id.parse().expect("a work item id");
+    let mut note = Doc::default();
+    note.push(sluice::ports::backlog::doc::Block::Marker("sluice:update=gh-424/1".into()));
+    fake.plant_comment(id, "mallory@contoso.com", "<p><small>sluice:update=gh-424/1</small></p>");
+    let update = || sluice::ports::backlog::CommentDraft { marker: "sluice:update=gh-424/1".into(), body: note.clone() };
+    tracker.comment(&filed.issue, &update()).await.expect("commented");
+    assert_eq!(fake.comments(id).len(), 2, "Sluice's own comment was posted");
+    tracker.comment(&filed.issue, &update()).await.expect("retried");
+    assert_eq!(fake.comments(id).len(), 2, "and recognised on a retry");
 }

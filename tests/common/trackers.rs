@@ -176,11 +176,21 @@ fn github_answer(r: &Recorded, state: &Mutex<GitHubState>, down: &AtomicBool, re
 #[derive(Default)]
 struct AdoState {
     /// (id, fields, comments)
-    items: Vec<(u64, serde_json::Map<String, Value>, Vec<String>)>,
+    items: Vec<(u64, serde_json::Map<String, Value>, Vec<Comment>)>,
 }
 
-/// Who the fake's PAT belongs to (what `System.CreatedBy` says of its work items).
-pub const ADO_OWNER: &str = "Sluice <sluice@contoso.com>";
+/// A comment: its text and who wrote it.
+type Comment = (String, String);
+
+/// Who the fake's PAT belongs to: `System.CreatedBy` of its work items, `createdBy` of its comments.
+pub const ADO_OWNER: &str = "sluice@contoso.com";
+
+/// An identity as Azure DevOps writes one (IdentityRef: id, displayName, uniqueName).
+fn ado_identity(unique_name: &str) -> Value {
+    let id =
+        format!("{:08x}-0000-4000-8000-000000000000", unique_name.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))));
+    json!({"id": id, "displayName": unique_name, "uniqueName": unique_name})
+}
 
 /// An Azure DevOps project's work item API.
 pub struct AdoFake {
@@ -206,9 +216,17 @@ impl AdoFake {
         let id = 100 + st.items.len() as u64;
         let mut fields = serde_json::Map::new();
         fields.insert("System.Tags".into(), json!(tags));
-        fields.insert("System.CreatedBy".into(), json!(created_by));
+        fields.insert("System.CreatedBy".into(), ado_identity(created_by));
         st.items.push((id, fields, Vec::new()));
         id
+    }
+
+    /// A comment someone else wrote on work item `id`.
+    pub fn plant_comment(&self, id: u64, author: &str, text: &str) {
+        let mut st = self.state.lock().expect("state");
+        if let Some(item) = st.items.iter_mut().find(|i| i.0 == id) {
+            item.2.push((text.into(), author.into()));
+        }
     }
 
     /// Work items created: (id, fields).
@@ -217,7 +235,8 @@ impl AdoFake {
     }
 
     pub fn comments(&self, id: u64) -> Vec<String> {
-        self.state.lock().expect("state").items.iter().find(|i| i.0 == id).map(|i| i.2.clone()).unwrap_or_default()
+        let st = self.state.lock().expect("state");
+        st.items.iter().find(|i| i.0 == id).map(|i| i.2.iter().map(|(text, _)| text.clone()).collect()).unwrap_or_default()
     }
 }
 
@@ -249,7 +268,9 @@ fn ado_answer(r: &Recorded, state: &Mutex<AdoState>, down: &AtomicBool, prefix: 
             .items
             .iter()
             .filter(|(_, f, _)| f.get("System.Tags").and_then(Value::as_str).is_some_and(|t| t.split("; ").any(|x| x == tag)))
-            .filter(|(_, f, _)| !mine || f.get("System.CreatedBy").and_then(Value::as_str) == Some(ADO_OWNER))
+            .filter(|(_, f, _)| {
+                !mine || f.get("System.CreatedBy").and_then(|c| c.get("uniqueName")).and_then(Value::as_str) == Some(ADO_OWNER)
+            })
             .map(|(id, _, _)| json!({"id": id, "url": format!("https://dev.azure.com/org/_apis/wit/workItems/{id}")}))
             .collect();
         return answer(200, json!({"queryType": "flat", "workItems": found}));
@@ -271,13 +292,24 @@ fn ado_answer(r: &Recorded, state: &Mutex<AdoState>, down: &AtomicBool, prefix: 
             let Some(field) = path.strip_prefix("/fields/") else { return answer(400, json!({"message": "bad path"})) };
             fields.insert(field.to_string(), op["value"].clone());
         }
-        fields.insert("System.CreatedBy".into(), json!(ADO_OWNER));
+        fields.insert("System.CreatedBy".into(), ado_identity(ADO_OWNER));
         let id = 100 + st.items.len() as u64;
         st.items.push((id, fields.clone(), Vec::new()));
         return answer(
             200,
             json!({"id": id, "rev": 1, "fields": fields, "url": format!("https://dev.azure.com/org/_apis/wit/workItems/{id}"), "_links": link(id)}),
         );
+    }
+    // Work Items - Get (REST 7.1): `GET …/wit/workitems/{id}?fields=…` answers the item with those fields.
+    if let Some(id) = rest.strip_prefix("/workitems/").and_then(|n| n.parse::<u64>().ok()) {
+        if r.method != "GET" || version != "7.1" {
+            return answer(400, json!({"message": "bad work item request"}));
+        }
+        let Some(item) = st.items.iter().find(|i| i.0 == id) else { return answer(404, json!({"message": "work item not found"})) };
+        let wanted: Vec<String> = r.param("fields").unwrap_or_default().split(',').map(str::to_string).collect();
+        let fields: serde_json::Map<String, Value> =
+            item.1.iter().filter(|(k, _)| wanted.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        return answer(200, json!({"id": id, "rev": 1, "fields": fields}));
     }
     if let Some(id) = rest.strip_prefix("/workItems/").and_then(|p| p.strip_suffix("/comments")).and_then(|n| n.parse::<u64>().ok()) {
         if version != "7.1-preview.4" {
@@ -287,12 +319,13 @@ fn ado_answer(r: &Recorded, state: &Mutex<AdoState>, down: &AtomicBool, prefix: 
         return match r.method.as_str() {
             "GET" => answer(
                 200,
-                json!({"totalCount": item.2.len(), "count": item.2.len(), "comments": item.2.iter().map(|t| json!({"text": t})).collect::<Vec<_>>()}),
+                json!({"totalCount": item.2.len(), "count": item.2.len(),
+                    "comments": item.2.iter().map(|(t, a)| json!({"text": t, "createdBy": ado_identity(a)})).collect::<Vec<_>>()}),
             ),
             "POST" if r.header("content-type") == Some("application/json") => {
                 let Some(text) = r.json()["text"].as_str().map(str::to_string) else { return answer(400, json!({"message": "no text"})) };
-                item.2.push(text.clone());
-                answer(200, json!({"workItemId": id, "commentId": item.2.len(), "text": text}))
+                item.2.push((text.clone(), ADO_OWNER.into()));
+                answer(200, json!({"workItemId": id, "commentId": item.2.len(), "text": text, "createdBy": ado_identity(ADO_OWNER)}))
             }
             _ => answer(400, json!({"message": "bad comment request"})),
         };

@@ -131,6 +131,17 @@ impl AzureBoards {
         Ok(answer.pointer("/workItems/0").and_then(|w| self.issue_ref(w)))
     }
 
+    /// Who created work item `id` (its `System.CreatedBy` identity id): Sluice,
+    /// for an item it found with `@Me` or created, so its comments are Sluice's.
+    async fn creator(&self, id: &str) -> Result<String, BacklogError> {
+        let url = format!("{}/_apis/wit/workitems/{id}?fields=System.CreatedBy&{API}", self.project_url);
+        let item = call(self.request(reqwest::Method::GET, url).await?, "Azure DevOps", "reading who created the work item").await?;
+        item.pointer("/fields/System.CreatedBy/id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| BacklogError::Failed("Azure DevOps' work item names no creator".into()))
+    }
+
     /// The work item an earlier attempt (or the release's pipeline report)
     /// created for the rollout, and whether it tells the rollout's failure.
     async fn find(&self, rollout_id: &str) -> Result<Option<(IssueRef, bool)>, BacklogError> {
@@ -199,8 +210,14 @@ impl Backlog for AzureBoards {
         let existing =
             call(self.request(reqwest::Method::GET, url.clone()).await?, "Azure DevOps", "reading the work item's comments").await?;
         let comments = existing.get("comments").and_then(Value::as_array).cloned().unwrap_or_default();
-        if comments.iter().any(|c| c.get("text").and_then(Value::as_str).is_some_and(|t| t.contains(&comment.marker))) {
-            return Ok(());
+        let marked: Vec<&Value> =
+            comments.iter().filter(|c| c.get("text").and_then(Value::as_str).is_some_and(|t| t.contains(&comment.marker))).collect();
+        // A marker counts only in Sluice's own comment: anyone may comment.
+        if !marked.is_empty() {
+            let ours = self.creator(&issue.id).await?;
+            if marked.iter().any(|c| c.pointer("/createdBy/id").and_then(Value::as_str) == Some(ours.as_str())) {
+                return Ok(());
+            }
         }
         let request = self.request(reqwest::Method::POST, url).await?;
         call(request.json(&json!({"text": comment.body.html()})), "Azure DevOps", "commenting on the work item").await?;
