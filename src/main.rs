@@ -753,7 +753,7 @@ fn client(remote: &Remote) -> Client {
         (None, Some(token)) => SignIn::Token(token.clone()),
         (None, None) => SignIn::None,
     };
-    Client::new(&remote.url, remote.key.clone(), &user).signed_in(sign_in)
+    Client::new(&remote.url, remote.key.clone(), &user).signed_in(sign_in).with_local_token(local_token(&remote.url))
 }
 
 async fn action(name: &str, a: Action) -> anyhow::Result<ExitCode> {
@@ -920,6 +920,7 @@ async fn up(
     if app_config.alert_token.is_none() {
         tracing::warn!("SLUICE_ALERT_TOKEN is not set: /api/alerts accepts any local caller");
     }
+    let write_token = local_token_for(&data_dir)?;
     let config = host::local::LocalConfig {
         root,
         data_dir: data_dir.clone(),
@@ -928,6 +929,7 @@ async fn up(
         require_principal: app_config.require_principal,
         public_url: app_config.public_url.clone(),
         signed_in: signed_in.clone(),
+        write_token: Some(write_token),
     };
     let running = host::local::start_with(config, |_, url| async move { host::build_engine(&app_config, url).await }).await?;
     let names: Vec<&str> = running.functions.iter().map(|f| f.name.as_str()).collect();
@@ -940,6 +942,41 @@ async fn up(
     println!("stopping");
     running.stop().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The file in the data directory that holds `sluice up`'s write token.
+const LOCAL_TOKEN_FILE: &str = "local-token";
+
+/// `sluice up`'s write token: the one kept owner-only in its data directory,
+/// where the CLI finds it, or a fresh one.
+fn local_token_for(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    sluice::ports::env::create_private_dir(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let path = data_dir.join(LOCAL_TOKEN_FILE);
+    // Kept across restarts, so a CLI or a dashboard open before one goes on working.
+    if let Some(kept) = std::fs::read_to_string(&path).ok().map(|t| t.trim().to_string()).filter(|t| t.len() >= 32) {
+        sluice::ports::env::make_private(&path).with_context(|| format!("securing {}", path.display()))?;
+        return Ok(kept);
+    }
+    let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let _ = std::fs::remove_file(&path);
+    let mut file = sluice::ports::env::open_private_append(&path).with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(token.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    Ok(token)
+}
+
+/// The write token for a local Sluice: `SLUICE_LOCAL_TOKEN`, else the file in
+/// `SLUICE_DATA_DIR` (default `.sluice`) when the URL is this machine's.
+fn local_token(url: &str) -> Option<String> {
+    if let Some(token) = std::env::var("SLUICE_LOCAL_TOKEN").ok().filter(|t| !t.is_empty()) {
+        return Some(token);
+    }
+    let host = reqwest::Url::parse(url).ok()?.host_str()?.to_string();
+    if !matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]" | "::1") {
+        return None;
+    }
+    let dir = std::env::var("SLUICE_DATA_DIR").unwrap_or_else(|_| ".sluice".into());
+    std::fs::read_to_string(std::path::Path::new(&dir).join(LOCAL_TOKEN_FILE)).ok().map(|t| t.trim().to_string())
 }
 
 async fn serve() -> anyhow::Result<ExitCode> {

@@ -612,7 +612,7 @@ async fn secrets_never_reach_logs_history_or_error_bodies() {
         ("SLUICE_SPEC_SETTINGS", "github:GITHUB_TOKEN,azureDevOps:AZURE_DEVOPS_PAT,SLACK_URL,TEAMS_URL,HOOK_*"),
     ];
     let up = common::UpProcess::spawn(dir.path(), &[], &env, "debug").await;
-    let client = sluice::cli::client::Client::new(&up.url, None, "pipeline");
+    let client = up.client("pipeline");
     let channels = json!([
         {"provider": "slack", "settings": {"urlSetting": "SLACK_URL"}},
         {"provider": "teams", "settings": {"urlSetting": "TEAMS_URL"}},

@@ -629,7 +629,7 @@ fn forbidden_settings(url: &str) -> Vec<(Value, &'static str)> {
 
 /// Posts `spec` to each edge that takes one and checks each answers 422 naming `path`.
 async fn refused_everywhere(up: &UpProcess, spec: &Value, path: &str) {
-    let headers = [("x-sluice-user", "pipeline")];
+    let headers = [("x-sluice-user", "pipeline"), ("x-sluice-local-token", up.token.as_str())];
     let mut release =
         json!({"name": "r", "version": "v2", "waves": [{"name": "w1", "targets": [spec["target"]], "strategy": spec["strategy"]}]});
     for shared in ["backlog", "notifications"] {
@@ -707,7 +707,8 @@ async fn a_spec_cannot_name_a_setting_outside_the_declared_set() {
 
     // The listener does hear what the deployment allows: the same doctor call, with a setting specs may name, reaches it.
     let allowed = spec_with("backlog", json!({"provider": "github", "settings": {"repository": "contoso/x", "apiUrl": hook.url}}));
-    let (status, report) = raw(&up.url, "POST", "/api/doctor", serde_json::to_vec(&allowed).expect("json"), &[]).await;
+    let token = [("x-sluice-local-token", up.token.as_str())];
+    let (status, report) = raw(&up.url, "POST", "/api/doctor", serde_json::to_vec(&allowed).expect("json"), &token).await;
     assert_eq!(status, 200, "{report}");
     let seen = hook.seen();
     assert!(seen.iter().any(|r| r.header("authorization") == Some("Bearer github-token-secret")), "{seen:?}");

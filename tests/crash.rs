@@ -83,7 +83,7 @@ fn alert(i: usize) -> Value {
 /// Moves one rollout to its fate through whichever host is up, retrying
 /// through the outages; every action carries a request id, so a retry of an
 /// action that did land is harmless.
-async fn drive(i: usize, spec: Value, url: Arc<Mutex<String>>, deadline: Instant) -> Result<(), String> {
+async fn drive(i: usize, spec: Value, url: Arc<Mutex<String>>, token: String, deadline: Instant) -> Result<(), String> {
     let id = format!("crash-{i}");
     let fate = Fate::of(i);
     let mut started = false;
@@ -92,7 +92,7 @@ async fn drive(i: usize, spec: Value, url: Arc<Mutex<String>>, deadline: Instant
     let think = Duration::from_millis(200 * (i % 7) as u64);
     while Instant::now() < deadline {
         let base = url.lock().map_err(|e| e.to_string())?.clone();
-        let pipeline = Client::new(&base, None, "pipeline");
+        let pipeline = Client::new(&base, None, "pipeline").with_local_token(Some(token.clone()));
         if !started {
             started = pipeline.start(&spec, Some(&id)).await.is_ok();
             continue;
@@ -145,7 +145,9 @@ async fn thirty_rollouts_survive_ten_sigkills_with_nothing_lost_or_done_twice() 
     let mut host = UpProcess::spawn(dir.path(), &[], &[], "warn").await;
     let url = Arc::new(Mutex::new(host.url.clone()));
     let deadline = Instant::now() + Duration::from_secs(240);
-    let drivers: Vec<_> = (0..ROLLOUTS).map(|i| tokio::spawn(drive(i, spec(i, &routers[i].1), url.clone(), deadline))).collect();
+    // The write token stays the same across restarts on the same data directory.
+    let drivers: Vec<_> =
+        (0..ROLLOUTS).map(|i| tokio::spawn(drive(i, spec(i, &routers[i].1), url.clone(), host.token.clone(), deadline))).collect();
 
     // Kill it at random moments, restarting on the same data each time.
     let mut rng = Lcg(seed);
@@ -176,7 +178,7 @@ async fn thirty_rollouts_survive_ten_sigkills_with_nothing_lost_or_done_twice() 
     }
     assert!(failures.is_empty(), "after {kills} kills: {failures:?}\n{}", host.output());
 
-    let client = Client::new(&host.url, None, "pipeline");
+    let client = host.client("pipeline");
     let mut issues = Vec::new();
     for (i, (router, _)) in routers.iter().enumerate() {
         let fate = Fate::of(i);

@@ -382,6 +382,7 @@ async fn serve_and_up_route_the_same_functions() {
         require_principal: false,
         public_url: None,
         signed_in: None,
+        write_token: None,
     })
     .await
     .expect("up");

@@ -15,7 +15,6 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use common::*;
-use sluice::cli::client::Client;
 
 fn chromium() -> PathBuf {
     let path = std::env::var("SLUICE_CHROMIUM").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/usr/bin/chromium"));
@@ -63,7 +62,7 @@ async fn the_dashboard_draws_the_measurements_and_its_buttons_act_once_as_the_si
     let _load = sluice::devtools::load::Load::start(&up.router_url, 60, 4);
     let dir = tempfile::tempdir().expect("tempdir");
     let host = UpProcess::spawn(dir.path(), &["--as", "alice"], &[], "warn").await;
-    let pipeline = Client::new(&host.url, None, "pipeline");
+    let pipeline = host.client("pipeline");
     let spec = spec_for(
         &up.router_url,
         json!([
@@ -122,7 +121,7 @@ async fn a_release_is_drawn_as_its_waves_and_its_gate_is_approved_once_from_the_
         [sluice::devtools::load::Load::start(&east.router_url, 100, 4), sluice::devtools::load::Load::start(&west.router_url, 100, 4)];
     let dir = tempfile::tempdir().expect("tempdir");
     let host = UpProcess::spawn(dir.path(), &["--as", "alice"], &[], "warn").await;
-    let pipeline = Client::new(&host.url, None, "pipeline");
+    let pipeline = host.client("pipeline");
     let target = |name: &str, url: &str| {
         json!({"name": name, "router": {"provider": "local", "settings": {"url": url}},
                "stable": {"name": "stable", "version": "v1"}, "canary": {"name": "canary", "version": "v2"}})
@@ -163,7 +162,7 @@ async fn a_judged_rollback_is_drawn_against_the_judges_tolerance_with_the_observ
     let _load = sluice::devtools::load::Load::start(&up.router_url, 200, 4);
     let dir = tempfile::tempdir().expect("tempdir");
     let host = UpProcess::spawn(dir.path(), &[], &[], "warn").await;
-    let pipeline = Client::new(&host.url, None, "pipeline");
+    let pipeline = host.client("pipeline");
     let judged = json!({"name": "errors-vs-stable", "template": "local-errors-vs-stable",
         "judge": {"test": "errorRate", "maxIncrease": 0.02, "failures": "error_count", "requests": "request_count"},
         "interval": "2s", "count": 3, "minSampleSize": 40, "maxSoak": "20s"});

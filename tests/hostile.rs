@@ -58,6 +58,60 @@ async fn a_web_page_cannot_drive_or_read_the_local_api() {
     assert_eq!(rig.client.status(&id).await.expect("status")["phase"], "AwaitingApproval");
 }
 
+/// Attack 1c: another process or user on the machine posts to `sluice up`
+/// as a tool would (no Origin, a JSON type). Writes need the token `sluice
+/// up` keeps owner-only in its data directory — the CLI finds it there and
+/// the dashboard gets it from its own page — while reads and the alert
+/// webhook (which has its own token) need none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_to_sluice_up_need_the_token_it_keeps_in_its_data_directory() {
+    let up_router = Upstreams::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("state");
+    let up = UpProcess::spawn(&data, &[], &[], "warn").await;
+    let spec = serde_json::to_vec(&spec_for(&up_router.router_url, json!([{"setWeight": 20}, {"approval": {}}]))).expect("json");
+    let (got, answer) = raw(&up.url, "POST", "/api/rollouts", spec.clone(), &[("x-sluice-user", "ci")]).await;
+    assert_eq!((got, answer["field"].as_str()), (401, Some("x-sluice-local-token")), "{answer}");
+    let wrong = [("x-sluice-user", "ci"), ("x-sluice-local-token", "0123456789abcdef0123456789abcdef")];
+    assert_eq!(raw(&up.url, "POST", "/api/rollouts", spec.clone(), &wrong).await.0, 401);
+    let (got, listed) = raw(&up.url, "GET", "/api/rollouts", Vec::new(), &[]).await;
+    assert_eq!((got, listed["rollouts"].as_array().map(Vec::len)), (200, Some(0)), "reads need no token, and nothing started");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("local-token")).expect("the token file").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    // With it: the rollout starts.
+    let id =
+        up.client("ci").start(&spec_for(&up_router.router_url, json!([{"setWeight": 20}, {"approval": {}}])), None).await.expect("started")
+            ["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+    // The dashboard's own page carries it, so its buttons work.
+    let page = reqwest::get(format!("{}/api/dashboard", up.url)).await.expect("page").text().await.expect("html");
+    assert!(page.contains(&format!("<meta name=\"sluice-local-token\" content=\"{}\">", up.token)), "the page has the token");
+    // The CLI finds the token in the data directory; elsewhere, it has none.
+    let url = up.url.as_str();
+    let cli = |data_dir: String| {
+        let id = id.clone();
+        async move {
+            let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+            cmd.args(["abort", &id, "--reason", "done", "--as", "ci"]).env_clear().env("SLUICE_URL", url).env("SLUICE_DATA_DIR", data_dir);
+            let out = cmd.output().await.expect("runs");
+            (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+        }
+    };
+    let (code, said) = cli(dir.path().join("elsewhere").display().to_string()).await;
+    assert!(code != Some(0) && said.contains("401"), "{code:?} {said}");
+    let (code, said) = cli(data.display().to_string()).await;
+    assert_eq!(code, Some(0), "{said}");
+    // The alert webhook has its own token and needs none of this one.
+    let alert = serde_json::to_vec(&azure_alert("no-local-token", "Fired")).expect("json");
+    assert_eq!(raw(&up.url, "POST", &format!("/api/alerts?token={TOKEN}"), alert, &[]).await.0, 202);
+}
+
 /// Attack 1b: a spec chose the files Sluice writes (`~/.bashrc` as the
 /// jsonl channel's `path`, any directory as the local backlog's `dir`).
 /// Refused at the edge, naming the field; the file is never written.
@@ -125,7 +179,7 @@ async fn server_text_never_becomes_a_pipeline_command_or_an_escape_sequence() {
     let up = Upstreams::start().await;
     let dir = tempfile::tempdir().expect("dir");
     let sluice_up = UpProcess::spawn(&dir.path().join("state"), &[], &[], "warn").await;
-    let client = sluice::cli::client::Client::new(&sluice_up.url, None, "ci");
+    let client = sluice_up.client("ci");
     let started = client.start(&spec_for(&up.router_url, json!([{"setWeight": 20}, {"approval": {}}])), None).await.expect("started");
     let id = started["id"].as_str().expect("id").to_string();
     wait_for(&client, &id, "awaiting approval", Duration::from_secs(20), |s| s["phase"] == "AwaitingApproval").await;

@@ -79,6 +79,7 @@ impl Pipeline {
             ("GITHUB_ACTIONS", "true".into()),
             ("GITHUB_STEP_SUMMARY", self.dir.path().join(format!("summary-{release}.md")).display().to_string()),
             ("SLUICE_URL", self.up.url.clone()),
+            ("SLUICE_LOCAL_TOKEN", self.up.token.clone()),
             ("SLUICE_USER", "octocat".into()),
             ("SLUICE_SPEC", self.spec.display().to_string()),
             ("SLUICE_RELEASE", release.into()),
@@ -99,7 +100,7 @@ impl Pipeline {
     }
 
     async fn status(&self, id: &str) -> Value {
-        sluice::cli::client::Client::new(&self.up.url, None, "test").status(id).await.expect("status")
+        self.up.client("test").status(id).await.expect("status")
     }
 }
 
@@ -134,7 +135,7 @@ async fn a_build_failure_before_any_rollout_opens_one_issue_through_report_failu
     let sluice = Path::new(env!("CARGO_BIN_EXE_sluice"));
     let start = step(sluice, &["start", &p.spec.display().to_string(), "--fill-env", "--id", "gh-101"], &p.github_env("gh-101")).await;
     assert!(start.status.success(), "{}", text(&start));
-    let client = sluice::cli::client::Client::new(&p.up.url, None, "t");
+    let client = p.up.client("t");
     common::wait_for(&client, "gh-101", "paused", Duration::from_secs(30), |s| s["phase"] == "Paused").await;
     let smoke = step(&sluice_sh(), &["report-failure"], &with(&p.github_env("gh-101"), &[("SLUICE_STAGE", "smoke-test".into())])).await;
     assert!(smoke.status.success(), "{}", text(&smoke));
@@ -201,7 +202,7 @@ async fn a_good_release_exits_0_with_the_summary_and_a_bad_one_exits_1_with_one_
     let ado = step(
         Path::new(env!("CARGO_BIN_EXE_sluice")),
         &["watch", "gh-202"],
-        &[("TF_BUILD", "True".into()), ("SLUICE_URL", p.up.url.clone())],
+        &[("TF_BUILD", "True".into()), ("SLUICE_URL", p.up.url.clone()), ("SLUICE_LOCAL_TOKEN", p.up.token.clone())],
     )
     .await;
     let ado_log = text(&ado);
@@ -228,10 +229,7 @@ async fn a_smoke_test_failing_mid_rollout_rolls_it_back_and_the_gate_says_why_no
     )
     .await;
     assert!(start.status.success(), "{}", text(&start));
-    common::wait_for(&sluice::cli::client::Client::new(&p.up.url, None, "t"), "gh-301", "paused", Duration::from_secs(30), |s| {
-        s["phase"] == "Paused"
-    })
-    .await;
+    common::wait_for(&p.up.client("t"), "gh-301", "paused", Duration::from_secs(30), |s| s["phase"] == "Paused").await;
 
     let gate = step(&sluice_sh(), &["gate"], &p.github_env("gh-302")).await;
     assert_eq!(gate.status.code(), Some(1), "{}", text(&gate));
@@ -241,7 +239,7 @@ async fn a_smoke_test_failing_mid_rollout_rolls_it_back_and_the_gate_says_why_no
     let out = step(&sluice_sh(), &["report-failure"], &report).await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("release gh-301: rollingBack"), "{}", text(&out));
-    let client = sluice::cli::client::Client::new(&p.up.url, None, "t");
+    let client = p.up.client("t");
     let done = common::wait_for(&client, "gh-301", "rolled back", Duration::from_secs(30), |s| s["phase"] == "RolledBack").await;
     assert_eq!(done["weight"], 0);
     assert!(done["failure"].as_str().is_some_and(|f| f.contains("pipeline stage 'smoke-test' failed")), "{done}");
@@ -513,7 +511,7 @@ async fn the_start_step_ends_at_the_approval_gate_with_how_to_approve_in_its_sum
         async move { step(&script, &["follow"], &follow_env).await }
     });
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let alice = sluice::cli::client::Client::new(&p.up.url, None, "alice");
+    let alice = p.up.client("alice");
     alice.action("gh-501", "approve", &json!({})).await.expect("alice approves");
     let out = follow.await.expect("the follow step");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

@@ -21,6 +21,12 @@ async fn spawn_up_with(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)
     (up.child, up.url)
 }
 
+/// A client of the `sluice up` on `dir`, with the write token it keeps there.
+fn client_of(dir: &std::path::Path, url: &str) -> Client {
+    let token = std::fs::read_to_string(dir.join("local-token")).expect("the write token").trim().to_string();
+    Client::new(url, None, "pipeline").with_local_token(Some(token))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_host_mid_rollout_loses_nothing() {
     let up = Upstreams::start().await;
@@ -38,7 +44,7 @@ async fn killing_the_host_mid_rollout_loses_nothing() {
         ]),
     );
     let (mut host, url) = spawn_up(dir.path()).await;
-    let client = Client::new(&url, None, "pipeline");
+    let client = client_of(dir.path(), &url);
     let started = client.start(&spec, Some("restart-1")).await.expect("started");
     assert_eq!(started["id"], "restart-1");
     // Kill it three times at different points of the plan, restarting each time.
@@ -51,7 +57,7 @@ async fn killing_the_host_mid_rollout_loses_nothing() {
     // The last host's URL differs; find it from a fresh start of the client.
     host.kill().await.expect("SIGKILL");
     let (_host, url) = spawn_up(dir.path()).await;
-    let client = Client::new(&url, None, "pipeline");
+    let client = client_of(dir.path(), &url);
     let done = wait_for(&client, "restart-1", "Succeeded after restarts", Duration::from_secs(90), |s| s["phase"] == "Succeeded").await;
     assert_eq!(weights(&done), vec![0, 20, 50, 100]);
     assert_eq!(transitions(&done), ["Pending>Progressing", "Progressing>Promoting", "Promoting>Succeeded"]);
@@ -82,11 +88,11 @@ async fn on_table_storage_too_a_killed_host_resumes() {
         ]),
     );
     let (mut host, url) = spawn_up_with(dir.path(), &args, &env).await;
-    Client::new(&url, None, "pipeline").start(&spec, Some("table-1")).await.expect("started");
+    client_of(dir.path(), &url).start(&spec, Some("table-1")).await.expect("started");
     tokio::time::sleep(Duration::from_millis(1_800)).await;
     host.kill().await.expect("SIGKILL");
     let (_host, url) = spawn_up_with(dir.path(), &args, &env).await;
-    let client = Client::new(&url, None, "pipeline");
+    let client = client_of(dir.path(), &url);
     let done = wait_for(&client, "table-1", "Succeeded on Table Storage", Duration::from_secs(90), |s| s["phase"] == "Succeeded").await;
     assert_eq!(weights(&done), vec![0, 20, 100]);
     assert_eq!(transitions(&done), ["Pending>Progressing", "Progressing>Promoting", "Promoting>Succeeded"]);

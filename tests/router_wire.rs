@@ -260,6 +260,7 @@ async fn a_rollout_on_front_door_records_its_caveats_and_reverts_on_abort() {
             require_principal: false,
             public_url: None,
             signed_in: None,
+            write_token: None,
         },
         move |data_dir, _| async move {
             let db = data_dir.join("sluice.db");

@@ -177,18 +177,18 @@ async fn a_release_survives_kill_9_between_and_inside_its_waves() {
     let spec =
         release(vec![wave("east", "shop-east", &east.router_url, Some("3s")), wave("west", "shop-west", &west.router_url, Some("2s"))]);
     let mut up = UpProcess::spawn(dir.path(), &[], &[], "warn").await;
-    let client = Client::new(&up.url, None, "pipeline");
+    let client = up.client("pipeline");
     client.start_release(&spec, Some("rel-kill")).await.expect("release starts");
     // Killed while wave 1 bakes, then again once wave 2 has begun.
     wait_release(&client, "rel-kill", "wave 1 progressing", Duration::from_secs(30), |r| target_phase(r, 0) == "Progressing").await;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     up.child.kill().await.expect("SIGKILL");
     up = UpProcess::spawn(dir.path(), &[], &[], "warn").await;
-    let client = Client::new(&up.url, None, "pipeline");
+    let client = up.client("pipeline");
     wait_release(&client, "rel-kill", "wave 2 begun", Duration::from_secs(60), |r| r["wave"] == 2).await;
     up.child.kill().await.expect("SIGKILL");
     up = UpProcess::spawn(dir.path(), &[], &[], "warn").await;
-    let client = Client::new(&up.url, None, "pipeline");
+    let client = up.client("pipeline");
     let done = wait_release(&client, "rel-kill", "Succeeded after restarts", Duration::from_secs(90), |r| r["phase"] == "Succeeded").await;
     assert!(east.router.route().promoted && west.router.route().promoted);
     // Each wave started exactly once, and each rollout promoted exactly once.

@@ -58,13 +58,21 @@ pub struct Client {
     user: String,
     sign_in: SignIn,
     http: reqwest::Client,
+    /// A local `sluice up`'s write token.
+    local_token: Option<String>,
 }
 
 impl Client {
     /// A client for `base` (e.g. `http://127.0.0.1:7071`), acting as `user`.
     pub fn new(base: &str, key: Option<String>, user: &str) -> Self {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap_or_default();
-        Client { base: base.trim_end_matches('/').to_string(), key, user: user.to_string(), sign_in: SignIn::None, http }
+        Client { base: base.trim_end_matches('/').to_string(), key, user: user.to_string(), sign_in: SignIn::None, http, local_token: None }
+    }
+
+    /// The same client, sending a local `sluice up`'s write token with every call.
+    pub fn with_local_token(mut self, token: Option<String>) -> Self {
+        self.local_token = token;
+        self
     }
 
     /// The same client, sending an Entra token from `sign_in` with every call.
@@ -83,6 +91,9 @@ impl Client {
         let mut req = self.http.request(method, &url).header("x-sluice-user", &self.user);
         if let Some(k) = &self.key {
             req = req.header("x-functions-key", k);
+        }
+        if let Some(t) = &self.local_token {
+            req = req.header(crate::host::local::LOCAL_TOKEN_HEADER, t);
         }
         if let Some(token) = self.sign_in.bearer().await? {
             req = req.bearer_auth(token);

@@ -149,6 +149,7 @@ pub async fn rollback(rollouts: usize, hanging: usize, progress: impl Fn(usize))
         require_principal: false,
         public_url: None,
         signed_in: None,
+        write_token: None,
     };
     // The hanging backend is on loopback, and the backlog and channel need their settings.
     let hook = slow.as_ref().map(|s| format!("{}/hook", s.url)).unwrap_or_default();

@@ -14,6 +14,8 @@ const PAGE: &str = include_str!("dashboard.html");
 
 /// Where the page learns who is signed in.
 const SIGNED_IN: &str = "{{SIGNED_IN}}";
+/// Where the page learns a local `sluice up`'s write token (its host passes it; empty elsewhere).
+const LOCAL_TOKEN: &str = "{{LOCAL_TOKEN}}";
 
 /// Serves the page, naming who its buttons act as: App Service
 /// authentication's signed-in principal in Azure, or locally the user
@@ -26,7 +28,8 @@ pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiErro
     let header = if app.require_principal { PRINCIPAL_HEADER } else { "x-sluice-user" };
     let who = req.header(header).and_then(|name| crate::domain::ids::Actor::parse(name).ok());
     let who = who.map(|a| html_escape(a.as_str())).unwrap_or_default();
-    let mut page = HttpResponse::html(PAGE.replacen(SIGNED_IN, &who, 1));
+    let token = req.header(crate::host::local::PAGE_TOKEN_HEADER).map(html_escape).unwrap_or_default();
+    let mut page = HttpResponse::html(PAGE.replacen(SIGNED_IN, &who, 1).replacen(LOCAL_TOKEN, &token, 1));
     page.headers.extend(protective_headers());
     Ok(page)
 }
@@ -50,6 +53,8 @@ fn protective_headers() -> Vec<(String, String)> {
         ("x-frame-options", "DENY"),
         ("x-content-type-options", "nosniff"),
         ("referrer-policy", "no-referrer"),
+        // A local page carries its host's write token: never kept by a cache.
+        ("cache-control", "no-store"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -81,6 +86,7 @@ mod tests {
             assert!(!PAGE.contains(outside), "the page loads something ({outside})");
         }
         assert_eq!(PAGE.matches(SIGNED_IN).count(), 1);
+        assert_eq!(PAGE.matches(LOCAL_TOKEN).count(), 1);
     }
 
     #[test]

@@ -53,7 +53,16 @@ pub struct LocalConfig {
     /// Service authentication adds the principal in Azure, so the
     /// dashboard's buttons act as that person.
     pub signed_in: Option<String>,
+    /// The token every write but an alert must carry (`x-sluice-local-token`):
+    /// `sluice up` makes one and keeps it in its data directory (0600), so
+    /// another user or process on the machine cannot act through it.
+    pub write_token: Option<String>,
 }
+
+/// The header a write to the local host carries its token in.
+pub const LOCAL_TOKEN_HEADER: &str = "x-sluice-local-token";
+/// The header the local host hands the dashboard its token in (any copy a client sends is replaced).
+pub const PAGE_TOKEN_HEADER: &str = "x-sluice-page-token";
 
 /// A running local host.
 pub struct RunningHost {
@@ -63,6 +72,8 @@ pub struct RunningHost {
     pub app: Arc<App>,
     /// The function definitions it serves.
     pub functions: Vec<FunctionDef>,
+    /// The token writes must carry, if the host asks for one.
+    pub write_token: Option<String>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -96,6 +107,7 @@ struct HttpContext {
     signed_in: Option<axum::http::HeaderValue>,
     /// The names this host answers to (loopback, the address it listens on, the public URL's).
     hosts: Vec<String>,
+    write_token: Option<String>,
 }
 
 /// Opens the embedded store and queue in `data_dir` and builds the engine.
@@ -173,15 +185,24 @@ where
     let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
     hosts.push(addr.ip().to_string());
     hosts.extend(config.public_url.as_deref().and_then(|u| reqwest::Url::parse(u).ok()).and_then(|u| u.host_str().map(str::to_string)));
-    let ctx = Arc::new(HttpContext { app: app.clone(), settings, defs: defs.clone(), signed_in, hosts });
+    let write_token = config.write_token.clone();
+    let ctx = Arc::new(HttpContext { app: app.clone(), settings, defs: defs.clone(), signed_in, hosts, write_token: write_token.clone() });
     let router = axum::Router::new().fallback(dispatch).with_state(ctx);
     tasks.push(super::serve_until_stopped(listener, router, stop_rx.clone()));
-    Ok(RunningHost { addr, app, functions: defs, stop, tasks })
+    Ok(RunningHost { addr, app, functions: defs, write_token, stop, tasks })
 }
 
 async fn dispatch(State(ctx): State<Arc<HttpContext>>, mut request: Request) -> Response {
     if let Err(refusal) = from_this_machine(&ctx.hosts, request.headers()) {
         return to_axum(refusal.into());
+    }
+    if let Err(refusal) = carries_the_token(&ctx, &request) {
+        return to_axum(refusal.into());
+    }
+    // The dashboard learns the token from the host only (its own page, same origin).
+    request.headers_mut().remove(PAGE_TOKEN_HEADER);
+    if let Some(token) = ctx.write_token.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
+        request.headers_mut().insert(PAGE_TOKEN_HEADER, token);
     }
     if let Some(user) = &ctx.signed_in {
         request.headers_mut().entry("x-sluice-user").or_insert_with(|| user.clone());
@@ -226,6 +247,33 @@ fn from_this_machine(hosts: &[String], headers: &axum::http::HeaderMap) -> Resul
         }
     }
     Ok(())
+}
+
+/// A write (anything but GET, HEAD, OPTIONS) must carry the host's token;
+/// the alert webhook has its own (`SLUICE_ALERT_TOKEN`) and alert sources
+/// know nothing of this one.
+fn carries_the_token(ctx: &HttpContext, request: &Request) -> Result<(), crate::functions::error::ApiError> {
+    let Some(expected) = &ctx.write_token else { return Ok(()) };
+    if matches!(request.method().as_str(), "GET" | "HEAD" | "OPTIONS") {
+        return Ok(());
+    }
+    let alerts = match ctx.settings.route_prefix.trim_matches('/') {
+        "" => "/alerts".to_string(),
+        prefix => format!("/{prefix}/alerts"),
+    };
+    if request.uri().path().trim_end_matches('/') == alerts {
+        return Ok(());
+    }
+    let given = request.headers().get(LOCAL_TOKEN_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+    match bool::from(subtle::ConstantTimeEq::ct_eq(given, expected.as_bytes())) {
+        true => Ok(()),
+        false => Err(crate::functions::error::ApiError::new(
+            401,
+            "unauthorized",
+            "writes to this local Sluice carry its token: the CLI reads it from the data directory's local-token file (or SLUICE_LOCAL_TOKEN)",
+        )
+        .field(LOCAL_TOKEN_HEADER)),
+    }
 }
 
 /// Turns a handler response into an axum one.

@@ -90,6 +90,7 @@ impl Rig {
                 require_principal: false,
                 public_url: None,
                 signed_in: None,
+                write_token: None,
             },
             make,
         )
@@ -246,6 +247,8 @@ pub struct UpProcess {
     pub child: tokio::process::Child,
     pub url: String,
     pub output: Arc<std::sync::Mutex<String>>,
+    /// The write token `sluice up` keeps in its data directory.
+    pub token: String,
 }
 
 impl UpProcess {
@@ -290,13 +293,19 @@ impl UpProcess {
                         sink.lock().expect("output").push_str(&format!("{line}\n"));
                     }
                 });
-                return UpProcess { child, url, output };
+                let token = std::fs::read_to_string(dir.join("local-token")).expect("sluice up keeps its write token").trim().to_string();
+                return UpProcess { child, url, output, token };
             }
         }
     }
 
     pub fn output(&self) -> String {
         self.output.lock().expect("output").clone()
+    }
+
+    /// A CLI client of this host acting as `user`, with its write token.
+    pub fn client(&self, user: &str) -> Client {
+        Client::new(&self.url, None, user).with_local_token(Some(self.token.clone()))
     }
 }
 

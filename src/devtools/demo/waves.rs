@@ -88,6 +88,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         require_principal: false,
         public_url: None,
         signed_in: None,
+        write_token: None,
     })
     .await
     .map_err(|e| DemoError::Setup(e.to_string()))?;
