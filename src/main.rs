@@ -102,9 +102,11 @@ enum Cmd {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Fill `${NAME}` placeholders in the spec's strings from the environment (a pipeline's
-        /// commit, versions, resource names); an unset name is an error.
-        #[arg(long)]
-        fill_env: bool,
+        /// commit, versions, resource names); an unset name is an error, a secret-looking one is
+        /// never filled. `--fill-env=RELEASE_,GITHUB_SHA` fills only those names (an entry ending
+        /// in `_` or `*` is a prefix).
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "", value_name = "NAMES")]
+        fill_env: Option<String>,
     },
     /// Print the JSON Schema of the rollout spec (or of the release spec, or of the step messages on the queue).
     Schema {
@@ -250,9 +252,11 @@ enum Cmd {
         /// Spec (JSON, or YAML by extension).
         file: PathBuf,
         /// Fill `${NAME}` placeholders in the spec's strings from the environment (a pipeline's
-        /// commit, versions, resource names); an unset name is an error.
-        #[arg(long)]
-        fill_env: bool,
+        /// commit, versions, resource names); an unset name is an error, a secret-looking one is
+        /// never filled. `--fill-env=RELEASE_,GITHUB_SHA` fills only those names (an entry ending
+        /// in `_` or `*` is a prefix).
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "", value_name = "NAMES")]
+        fill_env: Option<String>,
         /// Choose the rollout id (makes the call idempotent; a pipeline uses its run id).
         #[arg(long, value_parser = rollout_id)]
         id: Option<RolloutId>,
@@ -315,9 +319,11 @@ enum Cmd {
         /// Spec file (JSON, or YAML by extension).
         file: PathBuf,
         /// Fill `${NAME}` placeholders in the spec's strings from the environment (a pipeline's
-        /// commit, versions, resource names); an unset name is an error.
-        #[arg(long)]
-        fill_env: bool,
+        /// commit, versions, resource names); an unset name is an error, a secret-looking one is
+        /// never filled. `--fill-env=RELEASE_,GITHUB_SHA` fills only those names (an entry ending
+        /// in `_` or `*` is a prefix).
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "", value_name = "NAMES")]
+        fill_env: Option<String>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -383,14 +389,16 @@ struct SpecOption {
     #[arg(long)]
     spec: Option<PathBuf>,
     /// Fill `${NAME}` placeholders in the spec's strings from the environment (a pipeline's
-    /// commit, versions, resource names); an unset name is an error.
-    #[arg(long)]
-    fill_env: bool,
+    /// commit, versions, resource names); an unset name is an error, a secret-looking one is
+    /// never filled. `--fill-env=RELEASE_,GITHUB_SHA` fills only those names (an entry ending
+    /// in `_` or `*` is a prefix).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "", value_name = "NAMES")]
+    fill_env: Option<String>,
 }
 
 impl SpecOption {
     fn read(&self) -> anyhow::Result<Option<serde_json::Value>> {
-        self.spec.as_deref().map(|path| read_spec(path, self.fill_env)).transpose()
+        self.spec.as_deref().map(|path| read_spec(path, self.fill_env.as_deref())).transpose()
     }
 }
 
@@ -456,7 +464,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Cmd::Validate { files, fill_env } => validate(&files, fill_env),
+        Cmd::Validate { files, fill_env } => validate(&files, fill_env.as_deref()),
         Cmd::Replay { file, from, to, json } => replay(&file, from, to.unwrap_or_else(chrono::Utc::now), json).await,
         Cmd::Templates { json } => {
             if json {
@@ -563,7 +571,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Start { file, fill_env, id, watch, queue, queue_token, ci, remote } => {
-            let doc = read_spec(&file, fill_env)?;
+            let doc = read_spec(&file, fill_env.as_deref())?;
             let client = client(&remote);
             let rid = match (queue, id) {
                 (Some(queue), Some(id)) => {
@@ -648,7 +656,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if answer["ready"] == json!(true) { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Cmd::Doctor { file, fill_env, remote } => {
-            let doc = read_spec(&file, fill_env)?;
+            let doc = read_spec(&file, fill_env.as_deref())?;
             let client = client(&remote);
             let mut answer = client.doctor(&doc).await?;
             // From here, outside, as Azure Monitor calls it.
@@ -714,11 +722,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// A spec document from a file (JSON, or YAML by extension), its
 /// placeholders filled from the environment if asked; not yet validated.
-fn read_spec(file: &std::path::Path, fill_env: bool) -> anyhow::Result<serde_json::Value> {
+fn read_spec(file: &std::path::Path, fill_env: Option<&str>) -> anyhow::Result<serde_json::Value> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let mut doc = spec::parse_document(&text, Format::from_path(file)).map_err(|p| anyhow::anyhow!("{}: {p}", file.display()))?;
-    if fill_env {
-        spec::placeholders::fill(&mut doc, &|name| std::env::var(name).ok()).map_err(|p| anyhow::anyhow!("{}: {p}", file.display()))?;
+    if let Some(names) = fill_env {
+        let names = spec::placeholders::Names::parse(names);
+        spec::placeholders::fill_only(&mut doc, &|name| std::env::var(name).ok(), &names)
+            .map_err(|p| anyhow::anyhow!("{}: {p}", file.display()))?;
     }
     Ok(doc)
 }
@@ -1117,14 +1127,14 @@ async fn replay(
     Ok(ExitCode::SUCCESS)
 }
 
-fn validate(files: &[PathBuf], fill_env: bool) -> anyhow::Result<ExitCode> {
+fn validate(files: &[PathBuf], fill_env: Option<&str>) -> anyhow::Result<ExitCode> {
     let names = sluice::ports::registry::names();
     let mut ok = true;
     for file in files {
         let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         let parsed = spec::parse_document(&text, Format::from_path(file)).and_then(|mut doc| {
-            if fill_env {
-                spec::placeholders::fill(&mut doc, &|name| std::env::var(name).ok())?;
+            if let Some(names) = fill_env {
+                spec::placeholders::fill_only(&mut doc, &|name| std::env::var(name).ok(), &spec::placeholders::Names::parse(names))?;
             }
             Ok(doc)
         });

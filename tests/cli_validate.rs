@@ -47,6 +47,30 @@ fn the_pipeline_specs_validate_once_the_runner_fills_them_and_say_what_is_unset_
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("target.canary.version: ${RELEASE_VERSION} is not set in the environment"), "{stdout}");
+    // Given names or prefixes, nothing else is filled (issue 36: a function key became a canary version).
+    let listed = ["validate", "--fill-env=AZURE_SUBSCRIPTION_ID,RESOURCE_GROUP,APP_NAME,STABLE_VERSION,GITHUB_"];
+    let out = sluice().args(listed).arg(&specs[0]).envs(filled).output().expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("${RELEASE_VERSION} is not among the names --fill-env was given"), "{stdout}");
+    let mut allowed = listed.to_vec();
+    allowed[1] = "--fill-env=AZURE_SUBSCRIPTION_ID,RESOURCE_GROUP,APP_NAME,STABLE_VERSION,RELEASE_VERSION,GITHUB_";
+    let out = sluice().args(&allowed).arg(&specs[0]).envs(filled).output().expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    // A secret is never filled, listed or not.
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let secret = scratch.path().join("secret-spec.json");
+    let doc = std::fs::read_to_string(&specs[0]).expect("spec").replace("${RELEASE_VERSION}", "${SLUICE_FUNCTION_KEY}");
+    std::fs::write(&secret, doc).expect("write");
+    let out = sluice()
+        .args(["validate", "--fill-env=SLUICE_"])
+        .arg(&secret)
+        .envs(filled)
+        .env("SLUICE_FUNCTION_KEY", "k3y")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("${SLUICE_FUNCTION_KEY} names a secret") && !stdout.contains("k3y"), "{stdout}");
 }
 
 #[test]

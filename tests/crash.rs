@@ -109,7 +109,7 @@ async fn drive(i: usize, spec: Value, url: Arc<Mutex<String>>, token: String, de
         if matches!(phase, "AwaitingApproval" | "Paused") {
             tokio::time::sleep(think).await;
         }
-        let alice = Client::new(&base, None, "alice");
+        let alice = Client::new(&base, None, "alice").with_local_token(Some(token.clone()));
         let _ = match (fate, phase) {
             (Fate::Approved, "AwaitingApproval") => alice.action(&id, "approve", &json!({"requestId": format!("approve-{i}")})).await,
             (Fate::Alerted, "AwaitingApproval") => alice.alert(&alert(i), Some(TOKEN)).await,

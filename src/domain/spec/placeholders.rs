@@ -16,8 +16,55 @@ use super::problems::{Problem, Problems};
 
 /// Fills every `${NAME}` in `doc`'s strings from `get`.
 pub fn fill(doc: &mut Value, get: &dyn Fn(&str) -> Option<String>) -> Result<(), Problems> {
+    fill_only(doc, get, &Names::Any)
+}
+
+/// Which names a fill may take (`--fill-env` or `--fill-env=RELEASE_,GITHUB_SHA`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Names {
+    /// Any name that does not look like a secret.
+    Any,
+    /// Only these names, or names starting with one that ends in `_` (or `*`, dropped).
+    Only(Vec<String>),
+}
+
+impl Names {
+    /// From `--fill-env`'s value: empty is any name, else a comma-separated list.
+    pub fn parse(list: &str) -> Names {
+        let entries: Vec<String> = list.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_string).collect();
+        if entries.is_empty() {
+            Names::Any
+        } else {
+            Names::Only(entries)
+        }
+    }
+
+    fn allows(&self, name: &str) -> bool {
+        match self {
+            Names::Any => true,
+            Names::Only(entries) => entries.iter().any(|e| match e.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None if e.ends_with('_') => name.starts_with(e.as_str()),
+                None => name == e,
+            }),
+        }
+    }
+}
+
+/// Fills the `${NAME}`s that `names` allows; any other is a problem with its path.
+pub fn fill_only(doc: &mut Value, get: &dyn Fn(&str) -> Option<String>, names: &Names) -> Result<(), Problems> {
     let mut problems = Vec::new();
-    walk(doc, String::new(), get, &mut problems);
+    let allowed = |name: &str| if names.allows(name) { get(name) } else { None };
+    let why = |name: &str| {
+        if crate::domain::redact::is_secret_key(name) {
+            format!("${{{name}}} names a secret; --fill-env never puts one into a spec")
+        } else if !names.allows(name) {
+            format!("${{{name}}} is not among the names --fill-env was given")
+        } else {
+            format!("${{{name}}} is not set in the environment")
+        }
+    };
+    walk(doc, String::new(), &allowed, &why, &mut problems);
     if problems.is_empty() {
         Ok(())
     } else {
@@ -25,28 +72,21 @@ pub fn fill(doc: &mut Value, get: &dyn Fn(&str) -> Option<String>) -> Result<(),
     }
 }
 
-fn walk(v: &mut Value, path: String, get: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<Problem>) {
+fn walk(v: &mut Value, path: String, get: &dyn Fn(&str) -> Option<String>, why: &dyn Fn(&str) -> String, problems: &mut Vec<Problem>) {
     match v {
         Value::String(s) => match fill_text(s, get) {
             Ok(filled) => *s = filled,
-            Err(refused) => problems.extend(refused.into_iter().map(|name| {
-                let message = if crate::domain::redact::is_secret_key(&name) {
-                    format!("${{{name}}} names a secret; --fill-env never puts one into a spec")
-                } else {
-                    format!("${{{name}}} is not set in the environment")
-                };
-                Problem { path: path.clone(), message }
-            })),
+            Err(refused) => problems.extend(refused.into_iter().map(|name| Problem { path: path.clone(), message: why(&name) })),
         },
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                walk(item, format!("{path}[{i}]"), get, problems);
+                walk(item, format!("{path}[{i}]"), get, why, problems);
             }
         }
         Value::Object(map) => {
             for (key, item) in map.iter_mut() {
                 let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
-                walk(item, child, get, problems);
+                walk(item, child, get, why, problems);
             }
         }
         _ => {}
@@ -124,6 +164,20 @@ mod tests {
         }
         let mut doc = json!({"v": "${RELEASE_VERSION}", "s": "${AZURE_SUBSCRIPTION_ID}", "r": "${GITHUB_REPOSITORY}"});
         fill(&mut doc, &all).expect("ordinary names are filled");
+    }
+
+    #[test]
+    fn a_list_of_names_or_prefixes_fills_only_those() {
+        let all = |name: &str| Some(format!("<{name}>"));
+        let names = Names::parse("RELEASE_, GITHUB_SHA,APP*");
+        let mut doc = json!({"a": "${RELEASE_VERSION}", "b": "${GITHUB_SHA}", "c": "${APP_NAME}"});
+        fill_only(&mut doc, &all, &names).expect("listed names are filled");
+        assert_eq!(doc, json!({"a": "<RELEASE_VERSION>", "b": "<GITHUB_SHA>", "c": "<APP_NAME>"}));
+        let mut doc = json!({"canary": {"version": "${SLUICE_URL}"}, "x": "${GITHUB_SHA_2}"});
+        let problems = fill_only(&mut doc, &all, &names).expect_err("others are not").to_string();
+        assert!(problems.contains("canary.version: ${SLUICE_URL} is not among the names --fill-env was given"), "{problems}");
+        assert!(problems.contains("x: ${GITHUB_SHA_2} is not among"), "an exact name is not a prefix: {problems}");
+        assert_eq!(Names::parse(""), Names::Any);
     }
 
     #[test]
