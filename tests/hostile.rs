@@ -281,6 +281,18 @@ async fn the_queue_gives_no_authority_to_what_is_written_on_it() {
     assert_eq!(started["createdBy"], "queue", "{started}");
 }
 
+/// Adapters' environment on loopback, with one secret setting, and its data directory.
+fn env_with(setting: &'static str, value: &'static str) -> (tempfile::TempDir, sluice::ports::env::AdapterEnv) {
+    let dir = tempfile::tempdir().expect("dir");
+    let settings: sluice::ports::env::SettingsLookup = std::sync::Arc::new(move |name| match name {
+        "SLUICE_ALLOW_LOOPBACK_ENDPOINTS" => Some("true".into()),
+        n if n == setting => Some(value.into()),
+        _ => None,
+    });
+    let env = sluice::ports::env::AdapterEnv::with_settings(dir.path().to_path_buf(), "http://127.0.0.1:7071".into(), settings);
+    (dir, env)
+}
+
 /// Attack 4: anyone who may open an issue planted Sluice's markers — a
 /// look-alike id (`gh-4242` for `gh-424`), a whole marker in an issue of
 /// their own, an update marker in a comment — so that Sluice adopted their
@@ -291,13 +303,7 @@ async fn planted_backlog_markers_neither_take_over_an_issue_nor_silence_sluice()
     use sluice::ports::backlog::doc::{Block, Doc};
     use sluice::ports::backlog::{self, CommentDraft, IssueDraft};
     let fake = common::trackers::GitHubFake::start("acme/shop", "ghp_planted").await;
-    let dir = tempfile::tempdir().expect("dir");
-    let settings: sluice::ports::env::SettingsLookup = std::sync::Arc::new(|name| match name {
-        "SLUICE_ALLOW_LOOPBACK_ENDPOINTS" => Some("true".into()),
-        "GITHUB_TOKEN" => Some("ghp_planted".into()),
-        _ => None,
-    });
-    let env = sluice::ports::env::AdapterEnv::with_settings(dir.path().to_path_buf(), "http://127.0.0.1:7071".into(), settings);
+    let (_dir, env) = env_with("GITHUB_TOKEN", "ghp_planted");
     let given = serde_json::from_value(json!({"repository": "acme/shop", "apiUrl": fake.recorder.url})).expect("settings");
     let tracker = backlog::build("github", &given, &env).expect("github");
     // Mallory's issues: a whole marker (and a failure marker), and Sluice's marker for a longer id.
@@ -381,13 +387,7 @@ fn chat_messages_neither_page_a_channel_nor_show_a_foreign_link() {
 async fn a_planted_work_item_tag_does_not_take_over_the_rollouts_work_item() {
     use sluice::ports::backlog::{self, doc::Doc, IssueDraft};
     let fake = common::trackers::AdoFake::start("org", "proj", "ado-pat-planted").await;
-    let dir = tempfile::tempdir().expect("dir");
-    let settings: sluice::ports::env::SettingsLookup = std::sync::Arc::new(|name| match name {
-        "SLUICE_ALLOW_LOOPBACK_ENDPOINTS" => Some("true".into()),
-        "AZURE_DEVOPS_PAT" => Some("ado-pat-planted".into()),
-        _ => None,
-    });
-    let env = sluice::ports::env::AdapterEnv::with_settings(dir.path().to_path_buf(), "http://127.0.0.1:7071".into(), settings);
+    let (_dir, env) = env_with("AZURE_DEVOPS_PAT", "ado-pat-planted");
     let given = serde_json::from_value(json!({"organization": "org", "project": "proj", "orgUrl": format!("{}/org", fake.recorder.url)}))
         .expect("settings");
     let tracker = backlog::build("azureDevOps", &given, &env).expect("azure devops");
@@ -414,4 +414,31 @@ async fn a_planted_work_item_tag_does_not_take_over_the_rollouts_work_item() {
     assert_eq!(fake.comments(id).len(), 2, "Sluice's own comment was posted");
     tracker.comment(&filed.issue, &update()).await.expect("retried");
     assert_eq!(fake.comments(id).len(), 2, "and recognised on a retry");
+}
+
+/// Attack 7 (logs): an alert rule with a newline forged a `sluice.metric`
+/// line, which Application Insights keeps and the README's queries count.
+/// `sluice up` logs the rule; every event stays one line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_in_a_log_event_cannot_forge_a_line() {
+    let upstream = Upstreams::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let up = UpProcess::spawn(&dir.path().join("state"), &[], &[], "info").await;
+    let client = up.client("ci");
+    let id = client.start(&spec_for(&upstream.router_url, json!([{"setWeight": 20}, {"approval": {}}])), None).await.expect("started")
+        ["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    wait_for(&client, &id, "the gate", Duration::from_secs(20), |s| s["phase"] == "AwaitingApproval").await;
+    let mut alert = azure_alert("forging", "Fired");
+    alert["data"]["essentials"]["alertRule"] = json!("5xx\nsluice.metric {\"outcome\":\"Succeeded\",\"forged\":true}\r\u{1b}[2J");
+    client.alert(&alert, Some(TOKEN)).await.expect("202");
+    wait_for(&client, &id, "rolled back", Duration::from_secs(20), |s| s["phase"] == "RolledBack").await;
+    let log = up.output();
+    assert!(log.contains("forged"), "the rule was logged: {log}");
+    for line in log.lines() {
+        assert!(!line.trim_start().starts_with("sluice.metric {\"outcome\":\"Succeeded\",\"forged\""), "a forged line: {line}");
+        assert!(!line.contains('\u{1b}'), "an escape reached the log: {line:?}");
+    }
 }

@@ -497,9 +497,8 @@ async fn hanging_listener() -> (String, Arc<AtomicU64>) {
     (url, accepted)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_alert_rolls_back_while_measurements_backlog_and_channel_hang() {
-    let (slow, accepted) = hanging_listener().await;
+/// A local host whose GitHub backlog and webhook channel may be on `slow` (loopback).
+async fn rig_beside(slow: &str) -> Rig {
     let hook = format!("{slow}/hook");
     let settings: sluice::ports::env::SettingsLookup = Arc::new(move |name| match name {
         "SLUICE_ALLOW_LOOPBACK_ENDPOINTS" => Some("true".into()),
@@ -507,7 +506,13 @@ async fn an_alert_rolls_back_while_measurements_backlog_and_channel_hang() {
         "WEBHOOK_URL" => Some(hook.clone()),
         _ => None,
     });
-    let rig = Rig::start_with(|dir, url| async move { sluice::host::local::embedded_engine_with(&dir, url, settings) }).await;
+    Rig::start_with(|dir, url| async move { sluice::host::local::embedded_engine_with(&dir, url, settings) }).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_rolls_back_while_measurements_backlog_and_channel_hang() {
+    let (slow, accepted) = hanging_listener().await;
+    let rig = rig_beside(&slow).await;
     let mut spec = rig.spec(json!([{"setWeight": 20}, {"pause": {}}]));
     let hung = |i: usize| {
         json!({"name": format!("m{i}"), "provider": "prometheus", "query": "up", "successCondition": "< 1",
@@ -543,14 +548,7 @@ async fn an_alert_rolls_back_while_measurements_backlog_and_channel_hang() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollbacks_beyond_the_consumer_count_wait_for_no_hanging_backlog_or_channel() {
     let (slow, accepted) = hanging_listener().await;
-    let hook = format!("{slow}/hook");
-    let settings: sluice::ports::env::SettingsLookup = Arc::new(move |name| match name {
-        "SLUICE_ALLOW_LOOPBACK_ENDPOINTS" => Some("true".into()),
-        "GITHUB_TOKEN" => Some("token".into()),
-        "WEBHOOK_URL" => Some(hook.clone()),
-        _ => None,
-    });
-    let rig = Rig::start_with(|dir, url| async move { sluice::host::local::embedded_engine_with(&dir, url, settings) }).await;
+    let rig = rig_beside(&slow).await;
     let mut spec = rig.spec(json!([{"setWeight": 20}, {"pause": {}}]));
     spec["backlog"] = json!({"provider": "github", "settings": {"repository": "contoso/slow", "apiUrl": slow}});
     spec["notifications"] = json!([{"provider": "webhook", "settings": {"urlSetting": "WEBHOOK_URL"}}]);

@@ -12,9 +12,10 @@ use futures::StreamExt as _;
 
 use crate::ports::env::MAX_ANSWER_BYTES;
 
-/// Longest one call to Table Storage or Service Bus may take: their calls
-/// take milliseconds, and the caller (a queue delivery, the timer) retries.
-const SDK_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest one call to Table Storage or Service Bus may take (a state row
+/// near the 1 MiB entity limit, a busy emulator); the caller (a queue
+/// delivery, the timer) retries.
+const SDK_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The SDK's own retries (Table Storage): two more tries of a quick failure,
 /// none after a call that ran out of time — azure_core's default (8 tries

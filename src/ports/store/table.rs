@@ -404,6 +404,9 @@ impl IndexOp {
 /// by the sweep; a younger one is left for a later sweep, so a writer that
 /// has just filed the rollout under that very time never loses its row.
 const STALE_DUE_GRACE_MS: i64 = 60_000;
+/// How long a target's claim may stand without its rollout's state before it
+/// counts as left by a create that died (a create takes milliseconds).
+const CREATE_IN_FLIGHT: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 /// Point reads in flight at once when loading many rollouts.
 const PARALLEL_LOADS: usize = 16;
 
@@ -553,9 +556,14 @@ impl TableStore {
         let key = active_key(target);
         let Some((claim, etag)) = self.get(&self.index, INDEX, &key).await? else { return Ok(true) };
         let holder = claim.get("Rollout").and_then(Value::as_str).unwrap_or("").to_string();
+        // A claim is written before its rollout's state: a holder with no state
+        // yet is a create in flight, not a stale claim — until the claim is
+        // older than any create takes (a create that died between the two).
+        let claimed_at = claim.get("Timestamp").and_then(Value::as_str).and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        let in_flight = claimed_at.is_some_and(|at| chrono::Utc::now().signed_duration_since(at) < CREATE_IN_FLIGHT);
         let alive = match self.load(&holder).await? {
             Some((r, _)) => !r.phase.is_terminal(),
-            None => false,
+            None => in_flight,
         };
         if alive {
             return Ok(false);
