@@ -544,14 +544,7 @@ async fn an_answer_that_never_ends_is_cut_off_by_every_adapter_family() {
     ] {
         let settings = serde_json::from_value(settings).expect("settings");
         let p = sluice::ports::metrics::build(provider, &settings, &t, &env).expect("provider");
-        let q = sluice::ports::metrics::MetricQuery {
-            query: "up".into(),
-            side: sluice::ports::metrics::Side::Canary,
-            target: &t,
-            window_ms: 60_000,
-            end: None,
-        };
-        let err = p.query(&q).await.expect_err(provider).to_string();
+        let err = p.query(&canary_up(&t)).await.expect_err(provider).to_string();
         assert!(too_long(&err), "{provider}: {err}");
     }
     // Traffic: the local router; an ARM router.
@@ -625,6 +618,17 @@ fn bare_draft() -> sluice::ports::backlog::IssueDraft {
     }
 }
 
+/// The canary's `up` over the last minute: any query will do against a peer that misbehaves.
+fn canary_up(target: &Target) -> sluice::ports::metrics::MetricQuery<'_> {
+    sluice::ports::metrics::MetricQuery {
+        query: "up".into(),
+        side: sluice::ports::metrics::Side::Canary,
+        target,
+        window_ms: 60_000,
+        end: None,
+    }
+}
+
 /// A notification to send.
 fn note() -> sluice::ports::notify::Notification {
     sluice::ports::notify::Notification {
@@ -689,14 +693,7 @@ async fn a_peer_that_never_answers_fails_every_adapter_family_in_bounded_time() 
         calls.push((
             provider,
             async move {
-                let q = sluice::ports::metrics::MetricQuery {
-                    query: "up".into(),
-                    side: sluice::ports::metrics::Side::Canary,
-                    target: &t,
-                    window_ms: 60_000,
-                    end: None,
-                };
-                let _ = p.query(&q).await;
+                let _ = p.query(&canary_up(&t)).await;
             }
             .boxed(),
         ));
