@@ -237,9 +237,13 @@ enum Cmd {
     #[cfg(feature = "devtools")]
     /// Run the local weighted router in front of two upstreams.
     Router {
-        /// Address to listen on.
+        /// Address for users' traffic (proxied only).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Loopback address for the admin API, which a spec's `url` names
+        /// [default: 127.0.0.1 on the --listen port + 1000, so 9080].
+        #[arg(long)]
+        admin: Option<SocketAddr>,
         /// Stable upstream as VERSION=URL.
         #[arg(long)]
         stable: String,
@@ -509,7 +513,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         #[cfg(feature = "devtools")]
-        Cmd::Router { listen, stable, canary } => router(listen, &stable, &canary).await,
+        Cmd::Router { listen, admin, stable, canary } => router(listen, admin, &stable, &canary).await,
         #[cfg(feature = "devtools")]
         Cmd::Bench { which: BenchKind::Startup, rollouts, json, .. } => {
             let exe = std::env::current_exe().context("locating this executable")?;
@@ -1084,11 +1088,15 @@ fn upstream(role: &str, text: &str) -> anyhow::Result<sluice::devtools::router::
 }
 
 #[cfg(feature = "devtools")]
-async fn router(listen: SocketAddr, stable: &str, canary: &str) -> anyhow::Result<ExitCode> {
+async fn router(listen: SocketAddr, admin: Option<SocketAddr>, stable: &str, canary: &str) -> anyhow::Result<ExitCode> {
     init_logging("info");
+    let admin = admin.unwrap_or_else(|| {
+        let port = if listen.port() == 0 { 0 } else { listen.port().checked_add(1000).unwrap_or(0) };
+        SocketAddr::from(([127, 0, 0, 1], port))
+    });
     let router = sluice::devtools::router::Router::new(upstream("stable", stable)?, upstream("canary", canary)?);
-    let (addr, _) = router.serve(listen).await.with_context(|| format!("listening on {listen}"))?;
-    println!("router listening on http://{addr} (admin under /_sluice, metrics at /metrics)");
+    let at = router.serve(listen, admin).await.with_context(|| format!("--listen {listen}, --admin {admin}"))?;
+    println!("router: traffic at {}, admin API at {} (a spec's router url; metrics at /metrics)", at.traffic_url(), at.admin_url());
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -166,7 +166,7 @@ async fn a_demo_rollout_on_the_azure_adapters_costs_a_bounded_number_of_transact
     let azurite = tokio::task::spawn_blocking(common::azurite::start).await.expect("azurite");
     let fake = FakeServiceBus::start(Duration::from_secs(30)).await;
     let up = Upstreams::start().await;
-    let load = Load::start(&up.router_url, 200, 4);
+    let load = Load::start(&up.traffic_url, 200, 4);
     let data = tempfile::tempdir().expect("tempdir");
     let rig = rig(&up, data.path(), &azurite, &fake).await;
     tokio::time::sleep(Duration::from_secs(1)).await;

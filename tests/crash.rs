@@ -138,8 +138,8 @@ async fn thirty_rollouts_survive_ten_sigkills_with_nothing_lost_or_done_twice() 
             Upstream { name: "stable".into(), version: "v1".into(), url: format!("http://{v1}") },
             Upstream { name: "canary".into(), version: "v2".into(), url: format!("http://{v2}") },
         );
-        let (addr, _) = router.serve(loopback()).await.expect("router");
-        routers.push((router, format!("http://{addr}")));
+        let at = router.serve(loopback(), loopback()).await.expect("router");
+        routers.push((router, at.admin_url()));
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let mut host = UpProcess::spawn(dir.path(), &[], &[], "warn").await;

@@ -59,7 +59,7 @@ fn measured(status: &Value, metric: &str) -> Vec<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_draws_the_measurements_and_its_buttons_act_once_as_the_signed_in_person() {
     let up = Upstreams::start().await;
-    let _load = sluice::devtools::load::Load::start(&up.router_url, 60, 4);
+    let _load = sluice::devtools::load::Load::start(&up.traffic_url, 60, 4);
     let dir = tempfile::tempdir().expect("tempdir");
     let host = UpProcess::spawn(dir.path(), &["--as", "alice"], &[], "warn").await;
     let pipeline = host.client("pipeline");
@@ -119,7 +119,7 @@ async fn the_dashboard_draws_the_measurements_and_its_buttons_act_once_as_the_si
 async fn a_release_is_drawn_as_its_waves_and_its_gate_is_approved_once_from_the_page() {
     let (east, west) = (Upstreams::start().await, Upstreams::start().await);
     let loads =
-        [sluice::devtools::load::Load::start(&east.router_url, 100, 4), sluice::devtools::load::Load::start(&west.router_url, 100, 4)];
+        [sluice::devtools::load::Load::start(&east.traffic_url, 100, 4), sluice::devtools::load::Load::start(&west.traffic_url, 100, 4)];
     let dir = tempfile::tempdir().expect("tempdir");
     let host = UpProcess::spawn(dir.path(), &["--as", "alice"], &[], "warn").await;
     let pipeline = host.client("pipeline");
@@ -160,7 +160,7 @@ async fn a_release_is_drawn_as_its_waves_and_its_gate_is_approved_once_from_the_
 async fn a_judged_rollback_is_drawn_against_the_judges_tolerance_with_the_observed_split() {
     let up = Upstreams::start().await;
     up.fail_canary(300);
-    let _load = sluice::devtools::load::Load::start(&up.router_url, 200, 4);
+    let _load = sluice::devtools::load::Load::start(&up.traffic_url, 200, 4);
     let dir = tempfile::tempdir().expect("tempdir");
     let host = UpProcess::spawn(dir.path(), &[], &[], "warn").await;
     let pipeline = host.client("pipeline");

@@ -58,6 +58,38 @@ async fn a_web_page_cannot_drive_or_read_the_local_api() {
     assert_eq!(rig.client.status(&id).await.expect("status")["phase"], "AwaitingApproval");
 }
 
+/// Attack 1a, behind a tunnel: `sluice up --public-url https://…` serves its
+/// dashboard under the public name, so that origin is its own; any other
+/// origin is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dashboard_behind_a_tunnel_acts_and_other_origins_still_cannot() {
+    let up = Upstreams::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let public = "https://sluice-dev.tunnel.example";
+    let config = sluice::host::local::LocalConfig {
+        root: repo_root(),
+        data_dir: dir.path().to_path_buf(),
+        addr: loopback(),
+        alert_token: None,
+        require_principal: false,
+        public_url: Some(format!("{public}/")),
+        signed_in: None,
+        write_token: None,
+    };
+    let host = sluice::host::local::start(config).await.expect("local host starts");
+    let spec = serde_json::to_vec(&spec_for(&up.router_url, json!([{"setWeight": 20}, {"approval": {}}]))).expect("json");
+    // A tunnel forwards the public name as Host; the page's Origin is the public URL's.
+    let through = |origin: &'static str| {
+        vec![("content-type", "application/json"), ("host", "sluice-dev.tunnel.example"), ("origin", origin), ("x-sluice-user", "ci")]
+    };
+    for foreign in ["https://attacker.example", "https://sluice-dev.tunnel.example.attacker.example", "null"] {
+        let (got, answer) = raw_exact(&host.url(), "POST", "/api/rollouts", spec.clone(), &through(foreign)).await;
+        assert_eq!((got, answer["field"].as_str()), (403, Some("origin")), "{foreign}: {answer}");
+    }
+    let (got, answer) = raw_exact(&host.url(), "POST", "/api/rollouts", spec, &through(public)).await;
+    assert_eq!(got, 201, "the tunnel's own page starts a rollout: {answer}");
+}
+
 /// Attack 1c: another process or user on the machine posts to `sluice up`
 /// as a tool would (no Origin, a JSON type). Writes need the token `sluice
 /// up` keeps owner-only in its data directory — the CLI finds it there and
@@ -441,4 +473,47 @@ async fn a_field_in_a_log_event_cannot_forge_a_line() {
         assert!(!line.trim_start().starts_with("sluice.metric {\"outcome\":\"Succeeded\",\"forged\""), "a forged line: {line}");
         assert!(!line.contains('\u{1b}'), "an escape reached the log: {line:?}");
     }
+}
+
+/// Attack 7, the dev router: a user of the routed app sends `PUT
+/// /_sluice/route` (or `promote`) to the address their traffic goes to, and
+/// a web page aims at the admin listener. The traffic listener only proxies,
+/// so the request reaches the app and the split is untouched; the admin
+/// listener refuses a foreign `Host` or any `Origin`, and listens on
+/// loopback only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dev_routers_admin_api_is_not_on_the_users_listener() {
+    let up = Upstreams::start().await;
+    let weight = json!({"weight": 100}).to_string().into_bytes();
+    let json_type = [("content-type", "application/json")];
+    let (got, answer) = raw_exact(&up.traffic_url, "PUT", "/_sluice/route", weight.clone(), &json_type).await;
+    assert_eq!((got, answer["version"].as_str(), answer["path"].as_str()), (200, Some("v1"), Some("/_sluice/route")), "{answer}");
+    let (_, answer) = raw_exact(&up.traffic_url, "POST", "/_sluice/promote", Vec::new(), &[]).await;
+    assert_eq!(answer["path"].as_str(), Some("/_sluice/promote"), "proxied to the app: {answer}");
+    let (_, answer) = raw_exact(&up.traffic_url, "GET", "/metrics", Vec::new(), &[]).await;
+    assert_eq!(answer["path"].as_str(), Some("/metrics"), "the app's own /metrics: {answer}");
+    let route = up.router.route();
+    assert_eq!((route.weight.percent(), route.promoted), (0, false), "users changed nothing");
+
+    let port = up.router_url.rsplit(':').next().unwrap_or_default().to_string();
+    let rebound = format!("attacker.example:{port}");
+    let page: [(&[(&str, &str)], &str); 3] = [
+        (&[("content-type", "application/json"), ("origin", "https://attacker.example")], "origin"),
+        (&[("content-type", "application/json"), ("origin", "null")], "origin"),
+        (&[("content-type", "application/json"), ("host", rebound.as_str())], "host"),
+    ];
+    for (headers, named) in page {
+        let (got, answer) = raw_exact(&up.router_url, "PUT", "/_sluice/route", weight.clone(), headers).await;
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(got == 403 && message.starts_with(named), "{headers:?}: {got} {answer}");
+        let (got, _) = raw_exact(&up.router_url, "POST", "/_sluice/promote", Vec::new(), headers).await;
+        assert_eq!(got, 403, "{headers:?}");
+    }
+    assert_eq!(up.router.route().weight.percent(), 0, "no page changed the split");
+    let (got, answer) = raw_exact(&up.router_url, "PUT", "/_sluice/route", weight, &json_type).await;
+    assert_eq!((got, answer["weight"].as_u64()), (200, Some(100)), "a local tool moves it: {answer}");
+
+    let public = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+    let refused = up.router.serve(loopback(), public).await.err().map(|e| e.kind());
+    assert_eq!(refused, Some(std::io::ErrorKind::InvalidInput), "the admin API listens on loopback only");
 }

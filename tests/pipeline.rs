@@ -160,7 +160,7 @@ async fn a_build_failure_before_any_rollout_opens_one_issue_through_report_failu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_good_release_exits_0_with_the_summary_and_a_bad_one_exits_1_with_one_issue() {
     let up = Upstreams::start().await;
-    let _load = Load::start(&up.router_url, 200, 4);
+    let _load = Load::start(&up.traffic_url, 200, 4);
     let steps = json!([{"setWeight": 50}, {"analysis": {"metrics": [metric("errors", "error_rate", "< 0.05", Some(2))]}}]);
     let p = Pipeline::start(&up.router_url, steps.clone()).await;
 
@@ -188,7 +188,7 @@ async fn a_good_release_exits_0_with_the_summary_and_a_bad_one_exits_1_with_one_
     // stable): the canary fails its analysis, Sluice rolls back, the step fails.
     let bad = Upstreams::start().await;
     bad.fail_canary(400);
-    let _bad_load = Load::start(&bad.router_url, 200, 4);
+    let _bad_load = Load::start(&bad.traffic_url, 200, 4);
     let bad_spec = p.dir.path().join("bad.rollout.json");
     std::fs::write(&bad_spec, spec_template(&bad.router_url, steps).to_string()).expect("spec");
     let env = with(&p.github_env("gh-202"), &[("SLUICE_SPEC", bad_spec.display().to_string())]);

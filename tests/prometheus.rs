@@ -41,7 +41,7 @@ fn plan(url: &str, query: &str) -> MetricPlan {
 async fn the_prometheus_provider_reads_the_router_through_a_real_prometheus() {
     let up = Upstreams::start().await;
     up.router.set_weight(sluice::domain::ids::Weight::new(30).expect("weight"));
-    let load = sluice::devtools::load::Load::start(&up.router_url, 100, 4);
+    let load = sluice::devtools::load::Load::start(&up.traffic_url, 100, 4);
     let target = up.router_url.trim_start_matches("http://").to_string();
     let server = tokio::task::spawn_blocking(move || prom::prometheus(&target, None, None)).await.expect("prometheus");
     let env = AdapterEnv::new(std::env::temp_dir(), "http://sluice.test".into());

@@ -140,7 +140,7 @@ fn replay_finds_the_recorded_incident_on_the_right_interval() {
 async fn replay_reads_the_local_routers_last_minutes() {
     let up = common::Upstreams::start().await;
     up.router.set_weight(sluice::domain::ids::Weight::new(50).expect("weight"));
-    let load = sluice::devtools::load::Load::start(&up.router_url, 200, 4);
+    let load = sluice::devtools::load::Load::start(&up.traffic_url, 200, 4);
     tokio::time::sleep(StdDuration::from_secs(6)).await;
     // Switch the fault on at the start of a whole second, the router's resolution.
     let now = Utc::now();

@@ -30,7 +30,7 @@ fn client_of(dir: &std::path::Path, url: &str) -> Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_host_mid_rollout_loses_nothing() {
     let up = Upstreams::start().await;
-    let load = Load::start(&up.router_url, 100, 4);
+    let load = Load::start(&up.traffic_url, 100, 4);
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = spec_for(
         &up.router_url,
@@ -74,7 +74,7 @@ async fn on_table_storage_too_a_killed_host_resumes() {
     let azurite = tokio::task::spawn_blocking(common::azurite::start).await.expect("azurite");
     let conn = azurite.connection_string();
     let up = Upstreams::start().await;
-    let load = Load::start(&up.router_url, 100, 4);
+    let load = Load::start(&up.traffic_url, 100, 4);
     let dir = tempfile::tempdir().expect("tempdir");
     let env = [("SLUICE_TABLE_CONNECTION", conn.as_str())];
     let args = ["--store", "table"];

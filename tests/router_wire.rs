@@ -31,7 +31,7 @@ async fn container_apps_split_by_revision_and_refuse_single_revision_mode() {
         [(
             "PATCH".to_string(),
             CONTAINER_APP.to_string(),
-            json!({"properties": {"configuration": {"ingress": {"traffic": [
+            json!({"location": "East US", "properties": {"configuration": {"ingress": {"traffic": [
                 {"revisionName": "orders--v1", "weight": 80}, {"revisionName": "orders--v2", "weight": 20}
             ]}}}})
         )]

@@ -70,7 +70,7 @@ fn alert_on(target: &str, id: &str) -> Value {
 async fn a_release_moves_wave_by_wave_to_success() {
     let rig = Rig::start().await.with_load(100);
     let west = Upstreams::start().await;
-    let west_load = Load::start(&west.router_url, 100, 4);
+    let west_load = Load::start(&west.traffic_url, 100, 4);
     let spec = release(vec![wave("east", "shop-east", &rig.up.router_url, Some("1s")), wave("west", "shop-west", &west.router_url, None)]);
     let started = rig.client.start_release(&spec, Some("rel-ok")).await.expect("release starts");
     assert_eq!((started["id"].as_str(), started["phase"].as_str()), (Some("rel-ok"), Some("Running")));
@@ -106,7 +106,7 @@ async fn a_release_moves_wave_by_wave_to_success() {
 async fn a_failure_in_wave_two_halts_the_release_and_wave_one_stays_promoted() {
     let rig = Rig::start().await.with_load(100);
     let west = Upstreams::start().await;
-    let west_load = Load::start(&west.router_url, 100, 4);
+    let west_load = Load::start(&west.traffic_url, 100, 4);
     west.fail_canary(400);
     let spec = release(vec![wave("east", "shop-east", &rig.up.router_url, None), wave("west", "shop-west", &west.router_url, None)]);
     rig.client.start_release(&spec, Some("rel-fail")).await.expect("release starts");
@@ -172,7 +172,7 @@ async fn an_alert_during_the_bake_rolls_that_target_back_and_the_next_wave_never
 async fn a_release_survives_kill_9_between_and_inside_its_waves() {
     let east = Upstreams::start().await;
     let west = Upstreams::start().await;
-    let loads = [Load::start(&east.router_url, 100, 4), Load::start(&west.router_url, 100, 4)];
+    let loads = [Load::start(&east.traffic_url, 100, 4), Load::start(&west.traffic_url, 100, 4)];
     let dir = tempfile::tempdir().expect("tempdir");
     let spec =
         release(vec![wave("east", "shop-east", &east.router_url, Some("3s")), wave("west", "shop-west", &west.router_url, Some("2s"))]);
@@ -248,7 +248,7 @@ async fn bad_release_requests_are_refused_by_name_and_change_nothing() {
 async fn with_the_roll_back_policy_a_failure_in_wave_two_puts_wave_one_back_on_stable() {
     let rig = Rig::start().await.with_load(100);
     let west = Upstreams::start().await;
-    let west_load = Load::start(&west.router_url, 100, 4);
+    let west_load = Load::start(&west.traffic_url, 100, 4);
     west.fail_canary(400);
     let mut spec = release(vec![wave("east", "shop-east", &rig.up.router_url, None), wave("west", "shop-west", &west.router_url, None)]);
     spec["onFailure"] = json!({"earlierWaves": "rollBack"});

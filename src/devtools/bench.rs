@@ -140,7 +140,7 @@ pub async fn rollback(rollouts: usize, hanging: usize, progress: impl Fn(usize))
         Upstream { name: "stable".into(), version: "v1".into(), url: format!("http://{v1}") },
         Upstream { name: "canary".into(), version: "v2".into(), url: format!("http://{v2}") },
     );
-    let (router_addr, _) = router.serve(loopback()).await.map_err(fail)?;
+    let router_url = router.serve(loopback(), loopback()).await.map_err(fail)?.admin_url();
     let config = LocalConfig {
         root: std::path::PathBuf::from("."),
         data_dir: dir.clone(),
@@ -179,7 +179,7 @@ pub async fn rollback(rollouts: usize, hanging: usize, progress: impl Fn(usize))
     for i in 0..rollouts {
         let target = format!("bench-{i}");
         let in_flight_before = slow.as_ref().map(Hanging::accepted).unwrap_or_default();
-        let spec = bench_spec(&target, &format!("http://{router_addr}"), slow.as_ref().map(|s| (s, hanging)));
+        let spec = bench_spec(&target, &router_url, slow.as_ref().map(|s| (s, hanging)));
         let created: serde_json::Value = http
             .post(format!("{base}/api/rollouts"))
             .header("x-sluice-user", "bench")

@@ -94,8 +94,8 @@ pub async fn scale(
         Upstream { name: "stable".into(), version: "v1".into(), url: "http://127.0.0.1:9".into() },
         Upstream { name: "canary".into(), version: "v2".into(), url: "http://127.0.0.1:9".into() },
     );
-    let (router_addr, _) = router.serve(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(fail)?;
-    let router_url = format!("http://{router_addr}");
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let router_url = router.serve(any, any).await.map_err(fail)?.admin_url();
     let mut rows = Vec::new();
     for &n in sizes {
         let azurite = match store {

@@ -107,6 +107,8 @@ struct HttpContext {
     signed_in: Option<axum::http::HeaderValue>,
     /// The names this host answers to (loopback, the address it listens on, the public URL's).
     hosts: Vec<String>,
+    /// The public URL's origin (`https://name`): a tunnel's pages are this host's own pages too.
+    public_origin: Option<String>,
     write_token: Option<String>,
 }
 
@@ -184,16 +186,26 @@ where
     };
     let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
     hosts.push(addr.ip().to_string());
-    hosts.extend(config.public_url.as_deref().and_then(|u| reqwest::Url::parse(u).ok()).and_then(|u| u.host_str().map(str::to_string)));
+    let public = config.public_url.as_deref().and_then(|u| reqwest::Url::parse(u).ok());
+    hosts.extend(public.as_ref().and_then(|u| u.host_str().map(str::to_ascii_lowercase)));
+    let public_origin = public.map(|u| u.origin()).filter(|o| o.is_tuple()).map(|o| o.ascii_serialization());
     let write_token = config.write_token.clone();
-    let ctx = Arc::new(HttpContext { app: app.clone(), settings, defs: defs.clone(), signed_in, hosts, write_token: write_token.clone() });
+    let ctx = Arc::new(HttpContext {
+        app: app.clone(),
+        settings,
+        defs: defs.clone(),
+        signed_in,
+        hosts,
+        public_origin,
+        write_token: write_token.clone(),
+    });
     let router = axum::Router::new().fallback(dispatch).with_state(ctx);
     tasks.push(super::serve_until_stopped(listener, router, stop_rx.clone()));
     Ok(RunningHost { addr, app, functions: defs, write_token, stop, tasks })
 }
 
 async fn dispatch(State(ctx): State<Arc<HttpContext>>, mut request: Request) -> Response {
-    if let Err(refusal) = from_this_machine(&ctx.hosts, request.headers()) {
+    if let Err(refusal) = from_this_machine(&ctx.hosts, ctx.public_origin.as_deref(), request.headers()) {
         return to_axum(refusal.into());
     }
     if let Err(refusal) = carries_the_token(&ctx, &request) {
@@ -218,8 +230,13 @@ async fn dispatch(State(ctx): State<Arc<HttpContext>>, mut request: Request) -> 
 /// does not answer to (DNS rebinding: a page's own name pointed at
 /// 127.0.0.1) and an `Origin` other than this host's own (a cross-site
 /// request). A browser always sends `Origin` on a cross-site POST; tools
-/// such as the CLI send none.
-fn from_this_machine(hosts: &[String], headers: &axum::http::HeaderMap) -> Result<(), crate::functions::error::ApiError> {
+/// such as the CLI send none. Behind a tunnel (`--public-url https://…`)
+/// the page's origin is the public URL's.
+fn from_this_machine(
+    hosts: &[String],
+    public_origin: Option<&str>,
+    headers: &axum::http::HeaderMap,
+) -> Result<(), crate::functions::error::ApiError> {
     use crate::functions::error::ApiError;
     let host_of = |authority: &str| -> String {
         let name = match authority.strip_prefix('[') {
@@ -238,7 +255,8 @@ fn from_this_machine(hosts: &[String], headers: &axum::http::HeaderMap) -> Resul
     }
     if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
-        let same = host.as_deref().is_some_and(|h| origin.eq_ignore_ascii_case(&format!("http://{h}")));
+        let same = host.as_deref().is_some_and(|h| origin.eq_ignore_ascii_case(&format!("http://{h}")))
+            || public_origin.is_some_and(|own| origin.eq_ignore_ascii_case(own));
         if !same {
             let shown = crate::domain::ids::shown(origin);
             return Err(

@@ -39,7 +39,10 @@ pub fn repo_root() -> PathBuf {
 /// The apps and the router, without a host.
 pub struct Upstreams {
     pub router: Arc<Router>,
+    /// The router's admin API: what a spec's `local` router `url` names.
     pub router_url: String,
+    /// Where users' requests go (the load).
+    pub traffic_url: String,
     pub v2_fault: Arc<Fault>,
 }
 
@@ -52,8 +55,8 @@ impl Upstreams {
             Upstream { name: "stable".into(), version: "v1".into(), url: format!("http://{v1}") },
             Upstream { name: "canary".into(), version: "v2".into(), url: format!("http://{v2}") },
         );
-        let (addr, _) = router.serve(loopback()).await.expect("router");
-        Upstreams { router, router_url: format!("http://{addr}"), v2_fault }
+        let at = router.serve(loopback(), loopback()).await.expect("router");
+        Upstreams { router, router_url: at.admin_url(), traffic_url: at.traffic_url(), v2_fault }
     }
 
     pub fn fail_canary(&self, per_mille: u32) {
@@ -101,7 +104,7 @@ impl Rig {
     }
 
     pub fn with_load(mut self, rps: u32) -> Rig {
-        self.load = Some(Load::start(&self.up.router_url, rps, 4));
+        self.load = Some(Load::start(&self.up.traffic_url, rps, 4));
         self
     }
 

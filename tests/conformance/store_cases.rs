@@ -471,7 +471,8 @@ pub async fn an_oversized_alert_rolls_back_with_router_and_state_agreeing(store:
         Upstream { name: "stable".into(), version: "v1".into(), url: "http://127.0.0.1:9".into() },
         Upstream { name: "canary".into(), version: "v2".into(), url: "http://127.0.0.1:9".into() },
     );
-    let (addr, _) = router.serve("127.0.0.1:0".parse().expect("addr")).await.expect("router");
+    let any = "127.0.0.1:0".parse().expect("addr");
+    let addr = router.serve(any, any).await.expect("router").admin;
     let dir = tempfile::tempdir().expect("dir");
     let clock: Arc<dyn sluice::ports::clock::Clock> = Arc::new(sluice::ports::clock::SystemClock);
     let queue = Arc::new(sluice::ports::queue::embedded::EmbeddedQueue::open(&dir.path().join("q.db"), clock.clone()).expect("queue"));

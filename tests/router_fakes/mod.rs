@@ -256,7 +256,7 @@ impl Service for AppServiceModel {
             }
         };
         match (r.method.as_str(), r.path.strip_prefix(SITE).unwrap_or("?")) {
-            ("GET", "") => ok(json!({"properties": {"slotSwapStatus": self.swap_status.clone()}})),
+            ("GET", "") => ok(json!({"location": "East US", "properties": {"slotSwapStatus": self.swap_status.clone()}})),
             ("GET", "/slots/canary") => ok(json!({"properties": {"defaultHostName": SLOT_HOST}})),
             ("GET", "/config/web") => ok(json!({"properties": {"experiments": {"rampUpRules": rules(self.rules)}}})),
             ("PATCH", "/config/web") => {
@@ -315,7 +315,9 @@ impl Service for AppServiceModel {
 
 /// Container Apps. Source: Microsoft.App 2025-01-01 `ContainerApps_Get` /
 /// `ContainerApps_Update` (JSON merge patch of
-/// `properties.configuration.ingress.traffic`), `activeRevisionsMode`,
+/// `properties.configuration.ingress.traffic`; the body is a ContainerApp,
+/// a TrackedResource whose `location` is required, as `ContainerApps_Patch.json`
+/// sends it), `activeRevisionsMode`,
 /// `ContainerAppsRevisions_DeactivateRevision`.
 pub struct ContainerAppsModel {
     pub traffic: Value,
@@ -337,7 +339,7 @@ impl Service for ContainerAppsModel {
             return bad;
         }
         match (r.method.as_str(), r.path.strip_prefix(CONTAINER_APP).unwrap_or("?")) {
-            ("GET", "") => ok(json!({"properties": {
+            ("GET", "") => ok(json!({"location": "East US", "properties": {
                 "latestRevisionName": "orders--v2",
                 "configuration": {"activeRevisionsMode": self.mode, "ingress": {"external": true, "targetPort": 8080, "traffic": self.traffic}}
             }})),
@@ -348,8 +350,11 @@ impl Service for ContainerAppsModel {
                 };
                 let keys: Vec<&String> = body.as_object().map(|o| o.keys().collect()).unwrap_or_default();
                 let traffic = body.pointer("/properties/configuration/ingress/traffic").cloned();
-                let Some(traffic) = traffic.filter(|_| keys == ["properties"]) else {
-                    return error(400, "BadRequest", "want only properties.configuration.ingress.traffic");
+                if body.get("location").and_then(Value::as_str) != Some("East US") {
+                    return error(400, "LocationRequired", "location: the app's location is required");
+                }
+                let Some(traffic) = traffic.filter(|_| keys == ["location", "properties"]) else {
+                    return error(400, "BadRequest", "want only location and properties.configuration.ingress.traffic");
                 };
                 let total: u64 = traffic.as_array().into_iter().flatten().filter_map(|e| e["weight"].as_u64()).sum();
                 if total != 100 {

@@ -342,8 +342,8 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     if opts.variant == Variant::Sticky {
         router.set_affinity(Some(STICKY_PIN));
     }
-    let (router_addr, _) = router.serve(loopback()).await.map_err(setup)?;
-    let router_url = format!("http://{router_addr}");
+    let at = router.serve(loopback(), loopback()).await.map_err(setup)?;
+    let (router_url, traffic_url) = (at.admin_url(), at.traffic_url());
     let host = local::start(LocalConfig {
         root: opts.root.clone(),
         data_dir: opts.data_dir.clone(),
@@ -360,9 +360,9 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
 
     say("Sluice demo");
     say(format!("  sample API  v1 at http://{v1}, v2 at http://{v2}"));
-    say(format!("  router      {router_url}  (metrics at {router_url}/metrics)"));
+    say(format!("  router      traffic at {traffic_url}, admin at {router_url}  (metrics at {router_url}/metrics)"));
     say(format!("  Sluice      {base}  (state in {})", opts.data_dir.display()));
-    let load = Load::start(&router_url, opts.rps, 8);
+    let load = Load::start(&traffic_url, opts.rps, 8);
     say(format!("  load        ~{} requests/s from {USERS} simulated users", opts.rps));
     if opts.variant == Variant::Sticky {
         say(format!(
@@ -371,7 +371,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         ));
     }
     let prometheus = if opts.prometheus {
-        let target = router_addr.to_string();
+        let target = at.admin.to_string();
         let server = tokio::task::spawn_blocking(move || prometheus::start_prometheus(&target, None, None))
             .await
             .map_err(|e| DemoError::Setup(e.to_string()))?

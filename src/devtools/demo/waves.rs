@@ -27,6 +27,7 @@ const DEADLINE: Duration = Duration::from_secs(80);
 struct Region {
     name: &'static str,
     router: Arc<Router>,
+    /// The router's admin API, which the spec names.
     url: String,
     load: Load,
 }
@@ -41,10 +42,9 @@ async fn region(name: &'static str, v2_errors_per_mille: u32, rps: u32) -> Resul
         Upstream { name: "stable".into(), version: "v1".into(), url: format!("http://{v1}") },
         Upstream { name: "canary".into(), version: "v2".into(), url: format!("http://{v2}") },
     );
-    let (addr, _) = router.serve(loopback()).await.map_err(setup)?;
-    let url = format!("http://{addr}");
-    let load = Load::start(&url, rps, 4);
-    Ok(Region { name, router, url, load })
+    let at = router.serve(loopback(), loopback()).await.map_err(setup)?;
+    let load = Load::start(&at.traffic_url(), rps, 4);
+    Ok(Region { name, router, url: at.admin_url(), load })
 }
 
 /// The release the demo's pipeline posts.

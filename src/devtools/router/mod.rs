@@ -10,9 +10,13 @@
 //! pin expires, whatever the weight — as App Service's `x-ms-routing-name`
 //! and ARR affinity cookies pin users to a slot.
 //!
-//! Admin API (loopback only): `GET|PUT /_sluice/route`, `POST /_sluice/promote`,
-//! `POST /_sluice/revert`, `GET /_sluice/stats?window=30s`,
-//! `GET /_sluice/health?role=canary`, `GET /metrics`.
+//! Two listeners. Users' traffic goes to the traffic listener, which only
+//! proxies: a user cannot reach the admin API, and `/metrics` there is the
+//! app's own. The admin API listens apart, on loopback only, and answers
+//! tools alone (a loopback `Host`, no browser `Origin`): `GET|PUT
+//! /_sluice/route`, `POST /_sluice/promote`, `POST /_sluice/revert`,
+//! `GET /_sluice/stats?window=30s`, `GET /_sluice/health?role=canary`,
+//! `GET /metrics`. A spec's `local` router `url` names the admin listener.
 
 pub mod stats;
 
@@ -213,9 +217,17 @@ impl Router {
         response
     }
 
-    /// The router as an axum app: admin API plus the proxy for everything else.
-    pub fn app(self: &Arc<Self>) -> AxumRouter {
-        let proxy_state = self.clone();
+    /// The traffic listener's app: the proxy, for every path.
+    pub fn traffic_app(self: &Arc<Self>) -> AxumRouter {
+        let router = self.clone();
+        AxumRouter::new().fallback(move |request: Request| {
+            let router = router.clone();
+            async move { router.proxy(request).await }
+        })
+    }
+
+    /// The admin listener's app: the split, stats, health and metrics.
+    pub fn admin_app(self: &Arc<Self>) -> AxumRouter {
         AxumRouter::new()
             .route("/_sluice/route", get(get_route).put(put_route))
             .route("/_sluice/promote", post(promote))
@@ -224,22 +236,69 @@ impl Router {
             .route("/_sluice/health", get(health))
             .route("/metrics", get(metrics))
             .with_state(self.clone())
-            .fallback(move |request: Request| {
-                let router = proxy_state.clone();
-                async move { router.proxy(request).await }
-            })
+            .layer(axum::middleware::from_fn(from_a_local_tool))
     }
 
-    /// Serves the router on `addr`; returns the bound address.
-    pub async fn serve(self: &Arc<Self>, addr: SocketAddr) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let local = listener.local_addr()?;
-        let app = self.app();
-        let handle = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+    /// Serves users' traffic on `traffic` and the admin API on `admin`,
+    /// which must be a loopback address.
+    pub async fn serve(self: &Arc<Self>, traffic: SocketAddr, admin: SocketAddr) -> std::io::Result<Listening> {
+        if !admin.ip().is_loopback() {
+            let refused = format!("admin address {admin}: the router's admin API listens on loopback only");
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, refused));
+        }
+        let traffic_listener = tokio::net::TcpListener::bind(traffic).await?;
+        let admin_listener = tokio::net::TcpListener::bind(admin).await?;
+        let listening = Listening { traffic: traffic_listener.local_addr()?, admin: admin_listener.local_addr()? };
+        let (traffic_app, admin_app) = (self.traffic_app(), self.admin_app());
+        tokio::spawn(async move {
+            let _ = axum::serve(traffic_listener, traffic_app).await;
         });
-        Ok((local, handle))
+        tokio::spawn(async move {
+            let _ = axum::serve(admin_listener, admin_app).await;
+        });
+        Ok(listening)
     }
+}
+
+/// Where a router listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Listening {
+    /// Users' requests, proxied to stable or canary.
+    pub traffic: SocketAddr,
+    /// The admin API: what a spec's `local` router `url` names.
+    pub admin: SocketAddr,
+}
+
+impl Listening {
+    /// Where the load goes.
+    pub fn traffic_url(&self) -> String {
+        format!("http://{}", self.traffic)
+    }
+
+    /// What a spec's `local` router `url` names.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+}
+
+/// Refuses what a web page could send to the admin listener: a `Host` that
+/// is not loopback (DNS rebinding) or any `Origin` (no page is the admin's).
+async fn from_a_local_tool(request: Request, next: axum::middleware::Next) -> Response {
+    let host = request.headers().get(axum::http::header::HOST).map(|h| h.to_str().unwrap_or(""));
+    let loopback = |authority: &str| {
+        let name = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority),
+        };
+        name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    };
+    if host.is_some_and(|h| !loopback(h)) {
+        return error_response(StatusCode::FORBIDDEN, "host: the router's admin API answers only to loopback names");
+    }
+    if request.headers().contains_key(axum::http::header::ORIGIN) {
+        return error_response(StatusCode::FORBIDDEN, "origin: the router's admin API takes no requests from web pages");
+    }
+    next.run(request).await
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {

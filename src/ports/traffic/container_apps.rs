@@ -2,7 +2,8 @@
 //! canary revision's entry in `configuration.ingress.traffic` (the stable
 //! revision gets the rest), written with `PATCH` — a JSON merge patch, so
 //! the rest of the ingress is left alone and the traffic array is replaced
-//! whole — and read back to confirm. Splitting needs the app in
+//! whole; with the app's `location`, which the body's schema requires — and
+//! read back to confirm. Splitting needs the app in
 //! `Multiple` active-revisions mode; an app in `Single` mode is refused
 //! with what to change. Promotion sends 100 % to the canary revision;
 //! `deactivateStable` (default off) deactivates the old revision when the
@@ -141,7 +142,13 @@ impl ContainerApps {
         let app = self.read_app().await?;
         let (stable, canary_revision) = (self.stable.revision(&app)?, self.canary.revision(&app)?);
         let traffic = json!([self.stable.entry(&stable, 100 - canary.percent()), self.canary.entry(&canary_revision, canary.percent())]);
-        let body = json!({"properties": {"configuration": {"ingress": {"traffic": traffic}}}});
+        // The body is a ContainerApp, a TrackedResource whose `location` is
+        // required (common-types `TrackedResource`; the spec's own
+        // `ContainerApps_Patch.json` sends it): the app's own, from the GET.
+        let Some(location) = app.get("location").and_then(Value::as_str) else {
+            return Err(TrafficError::Failed("the container app as ARM describes it has no location".into()));
+        };
+        let body = json!({"location": location, "properties": {"configuration": {"ingress": {"traffic": traffic}}}});
         let url = format!("{}?{API}", self.app);
         self.arm.long_running(reqwest::Method::PATCH, &url, Some(&body), UPDATE_BUDGET).await.map_err(call_failed)?;
         self.canary_weight(&self.read_app().await?)
