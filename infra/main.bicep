@@ -27,8 +27,11 @@ param location string = resourceGroup().location
 @minLength(16)
 param alertToken string
 
-@description('Resource groups holding the apps Sluice routes traffic for and reads metrics of: Website Contributor and Monitoring Reader there.')
-param targetResourceGroups array = [resourceGroup().name]
+@description('Resource groups holding the apps Sluice routes traffic for and reads metrics of: Website Contributor and Monitoring Reader there. None by default: never Sluice\'s own group, where those roles would reach Sluice itself.')
+param targetResourceGroups array = []
+
+@description('The same as a comma-separated list, for azd (`azd env set SLUICE_TARGET_RESOURCE_GROUPS rg-orders,rg-payments`): azd fills parameters from strings only.')
+param targetResourceGroupList string = ''
 
 @description('The resources Sluice routes traffic on, one per router ({provider, resourceGroup, name}: provider as in the spec, name of the app, container app, Front Door profile, API Management service, App Configuration store or AKS cluster): the one role that router needs, on that resource. See modules/router-access.bicep.')
 param routerTargets array = []
@@ -49,8 +52,11 @@ param credentialRules object = {}
 @description('Client id of the Entra ID app registration that signs people in (App Service authentication on the API and the dashboard). Empty: no sign-in, function keys only.')
 param authClientId string = ''
 
-@description('Most instances Flex Consumption may scale out to.')
-@minValue(1)
+// Flex Consumption's lowest instance limit is 40 (Learn, "Flex Consumption
+// plan hosting": instance count limits; Azure-Samples' Flex templates use
+// @minValue(40)); a lower value fails at deployment, not here.
+@description('Most instances Flex Consumption may scale out to (40 to 1000).')
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
@@ -58,6 +64,7 @@ param maximumInstanceCount int = 40
 param instanceMemoryMB int = 2048
 
 var suffix = uniqueString(resourceGroup().id)
+var targetGroups = union(targetResourceGroups, empty(targetResourceGroupList) ? [] : split(targetResourceGroupList, ','))
 var storageName = take('${prefix}sluice${suffix}', 24)
 var appName = '${prefix}-sluice-${suffix}'
 var queueName = 'rollout-steps'
@@ -139,7 +146,6 @@ var baseSettings = [
   { name: 'SLUICE_QUEUE', value: 'servicebus' }
   { name: 'SLUICE_QUEUE_NAME', value: queueName }
   { name: 'ServiceBusConnection__fullyQualifiedNamespace', value: '${serviceBus.name}.servicebus.windows.net' }
-  { name: 'SLUICE_SERVICEBUS_LOCK_SECONDS', value: '60' }
   { name: 'SLUICE_ALERT_TOKEN', value: alertToken }
   // Where credentials may go and which settings specs may name (src/ports/reach.rs): this cloud's
   // endpoints, the endpoints listed in credentialRules, and its specSettings (else the channel secrets' names).
@@ -180,6 +186,8 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       appSettings: concat(baseSettings, channelSettings)
     }
   }
+  // The app reads its package from this container, so it is there first.
+  dependsOn: [packages]
 }
 
 // People sign in with Entra ID in front of the API and the dashboard; the
@@ -273,7 +281,7 @@ resource telemetryAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
 }
 
 // Routing traffic, swapping slots and reading metrics of the apps being rolled out.
-module targetAccess 'modules/target-access.bicep' = [for group in targetResourceGroups: {
+module targetAccess 'modules/target-access.bicep' = [for group in targetGroups: {
   name: 'sluice-target-${uniqueString(group)}'
   scope: resourceGroup(group)
   params: { principalId: app.identity.principalId }
@@ -319,9 +327,14 @@ resource alerts 'Microsoft.Insights/actionGroups@2023-01-01' = {
   }
 }
 
-output functionApp string = app.name
-output sluiceUrl string = 'https://${app.properties.defaultHostName}'
-output actionGroupId string = alerts.id
-output serviceBusNamespace string = serviceBus.name
-output storageAccount string = storage.name
-output principalId string = app.identity.principalId
+// azd saves each output under the name written here, casing and all
+// (Azure/azure-dev cli/azd/pkg/infra/provisioning/deployment.go,
+// OutputParametersFromArmOutputs), into the environment its hooks get and
+// `azd env get-values` prints. Upper case, so scripts/azd-deploy, a shell and
+// the CLI read them as written: SLUICE_URL is the CLI's own --url variable.
+output SLUICE_FUNCTION_APP string = app.name
+output SLUICE_URL string = 'https://${app.properties.defaultHostName}'
+output SLUICE_ACTION_GROUP_ID string = alerts.id
+output SLUICE_SERVICE_BUS_NAMESPACE string = serviceBus.name
+output SLUICE_STORAGE_ACCOUNT string = storage.name
+output SLUICE_PRINCIPAL_ID string = app.identity.principalId

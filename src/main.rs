@@ -30,7 +30,7 @@ use sluice::host;
 #[derive(Parser)]
 #[command(
     name = "sluice",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("SLUICE_COMMIT"), ")"),
     about = "Progressive delivery for Azure: phased rollouts with analysis, approvals and automatic rollback"
 )]
 struct Cli {
@@ -1060,17 +1060,32 @@ fn package(out: &std::path::Path, binary: Option<PathBuf>) -> anyhow::Result<Exi
             // The shipped binary: no devtools, linked by zig against glibc 2.31
             // (scripts/zigcc) so it runs on every Functions Linux host.
             let linker = std::fs::canonicalize("scripts/zigcc").context("scripts/zigcc (run from the repository root)")?;
+            // Cargo puts the executable at target/release/sluice, over the
+            // build with the devtools (`sluice demo`): that one is kept aside
+            // and put back, and the shipped one moves under `out`.
+            let built = PathBuf::from("target/release/sluice");
+            let kept = PathBuf::from("target/release/.sluice-kept-by-package");
+            let had = std::fs::copy(&built, &kept).is_ok();
             let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
             // Not incremental: reusing the test build's incremental objects
             // with another linker has left hidden symbols undefined.
             cmd.env("CARGO_INCREMENTAL", "0");
             cmd.args(["rustc", "--release", "--locked", "--no-default-features", "--bin", "sluice", "--", "-C"])
                 .arg(format!("linker={}", linker.display()));
-            let status = cmd.status().context("running cargo rustc")?;
-            if !status.success() {
-                bail!("cargo rustc failed");
+            let status = cmd.status().context("running cargo rustc");
+            let shipped = out.join("sluice");
+            let moved = match status {
+                Ok(s) if s.success() => std::fs::create_dir_all(out)
+                    .and_then(|()| std::fs::copy(&built, &shipped))
+                    .with_context(|| format!("copying the executable to {}", shipped.display())),
+                Ok(_) => Err(anyhow::anyhow!("cargo rustc failed")),
+                Err(e) => Err(e),
+            };
+            if had {
+                std::fs::rename(&kept, &built).context("putting target/release/sluice back")?;
             }
-            PathBuf::from("target/release/sluice")
+            moved?;
+            shipped
         }
     };
     let pkg = sluice::cli::package::build(std::path::Path::new("."), &binary, out)?;

@@ -147,3 +147,16 @@ fn a_release_validates_wave_by_wave_and_its_problems_carry_release_paths() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("waves[1].targets[0].canary.version: 'v3' is not the release's version 'v2'"), "{stdout}");
 }
+
+/// `sluice --version` names the version (Cargo.toml, shared by the CLI and
+/// the package) and the commit it was built from (build.rs).
+#[test]
+fn the_version_names_the_commit_it_was_built_from() {
+    let out = sluice().arg("--version").output().expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let head = Command::new("git").args(["rev-parse", "HEAD"]).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("git runs");
+    let head = String::from_utf8_lossy(&head.stdout);
+    let short: String = head.trim().chars().take(12).collect();
+    assert_eq!(short.len(), 12, "this test runs in a Git checkout");
+    assert_eq!(stdout.trim(), format!("sluice {} (commit {short})", env!("CARGO_PKG_VERSION")));
+}

@@ -121,7 +121,6 @@ fn app_settings_are_read_by_the_code_hold_no_key_and_pass_its_check() {
     let mut env: BTreeMap<String, String> =
         app_settings_with_values().into_iter().map(|(n, v)| (n.clone(), v.unwrap_or_else(|| format!("value-of-{n}")))).collect();
     env.insert("SLUICE_ALERT_TOKEN".into(), "0123456789abcdef0123456789".into());
-    env.insert("SLUICE_SERVICEBUS_LOCK_SECONDS".into(), "60".into());
     env.insert("ServiceBusConnection__fullyQualifiedNamespace".into(), "ns.servicebus.windows.net".into());
     for (k, v) in [
         ("FUNCTIONS_CUSTOMHANDLER_PORT", "41000"),
@@ -201,7 +200,9 @@ fn each_role_the_code_needs_is_granted_where_it_calls() {
         assert!(main.contains(&format!("scope: {resource}\n  name: guid({resource}.id, app.id, roles.{role})")), "{role} on {resource}");
     }
     // The targets' scopes: one module per target group, per workspace, and the vault.
-    assert!(main.contains("module targetAccess 'modules/target-access.bicep' = [for group in targetResourceGroups:"));
+    assert!(main.contains("module targetAccess 'modules/target-access.bicep' = [for group in targetGroups:"));
+    // No target by default: Website Contributor on Sluice's own group would reach Sluice itself.
+    assert!(main.contains("param targetResourceGroups array = []\n") && main.contains("param targetResourceGroupList string = ''\n"));
     assert!(main.contains("module workspaceAccess 'modules/workspace-reader.bicep' = [for ws in analyticsWorkspaces:"));
     assert!(main.contains("module keyVaultAccess 'modules/keyvault-reader.bicep' = if (!empty(keyVault))"));
     // Nothing broader than needed: no Owner or Contributor anywhere.
@@ -218,6 +219,13 @@ fn flex_consumption_runs_the_custom_handler_and_signs_people_in() {
     assert!(main.contains("runtime: { name: 'custom', version: '1.0' }"));
     assert!(main.contains("authentication: { type: 'SystemAssignedIdentity' }"), "the package container is read with the identity");
     assert!(!main.contains("ftpsState") && !main.contains("'Microsoft.Web/sites/slots@"), "Flex has no FTP and no deployment slots");
+    // Flex Consumption's lowest instance limit is 40 (Learn, "Flex Consumption plan hosting", instance
+    // count limits; Azure-Samples' Flex templates declare @minValue(40)): a lower value is refused here.
+    let limit = main.split("param maximumInstanceCount").next().and_then(|before| before.rsplit("\n\n").next()).unwrap_or_default();
+    assert!(limit.contains("@minValue(40)") && limit.contains("@maxValue(1000)"), "{limit}");
+    // The app reads its package from the container, which it names only as text: an explicit dependency.
+    let app = main.split("resource app 'Microsoft.Web/sites@").nth(1).and_then(|r| r.split("\n}\n").next()).unwrap_or_default();
+    assert!(app.contains("dependsOn: [packages]"), "the app does not wait for its package container");
     // App Service authentication on the API and dashboard; the webhook excluded and token-guarded.
     assert!(main.contains("name: 'authsettingsV2'") && main.contains("excludedPaths: ['/api/alerts']"));
     let alerts: serde_json::Value = serde_json::from_str(&read("functions/alerts/function.json")).expect("json");
@@ -240,17 +248,15 @@ fn the_queue_matches_the_trigger_and_the_adapters() {
     assert!(bicep.contains(&format!("maxDeliveryCount: {}", sluice::ports::queue::MAX_DELIVERY_COUNT)));
     assert!(bicep.contains("requiresDuplicateDetection: true"));
     assert!(bicep.contains("duplicateDetectionHistoryTimeWindow: 'PT10M'"));
-    assert!(bicep.contains("lockDuration: 'PT1M'") && bicep.contains("{ name: 'SLUICE_SERVICEBUS_LOCK_SECONDS', value: '60' }"));
+    // The host's trigger holds the locks with the queue's own lockDuration; Sluice only sends, so it sets none.
+    assert!(bicep.contains("lockDuration: 'PT1M'") && !bicep.contains("SLUICE_SERVICEBUS_LOCK_SECONDS"));
 }
 
 #[test]
 fn azd_provisions_this_bicep_and_deploys_the_package() {
     let azure = read("azure.yaml");
     assert!(azure.contains("provider: bicep") && azure.contains("path: infra") && azure.contains("module: main"));
-    assert!(azure.contains("run: scripts/azd-deploy"));
-    let hook = read("scripts/azd-deploy");
-    assert!(hook.contains("package --out dist") && hook.contains("config-zip") && hook.contains("FUNCTIONAPP"));
-    assert!(read("infra/main.bicep").contains("output functionApp string"), "the hook reads the functionApp output");
+    assert!(azure.contains("postprovision:") && azure.contains("shell: sh") && azure.contains("run: scripts/azd-deploy"));
     // Every parameter the file sets exists in main.bicep, and every required one is set.
     let params: serde_json::Value = serde_json::from_str(&read("infra/main.parameters.json")).expect("json");
     let main = read("infra/main.bicep");
@@ -262,4 +268,111 @@ fn azd_provisions_this_bicep_and_deploys_the_package() {
         assert!(params["parameters"].get(name).is_some(), "{name} is required but main.parameters.json does not set it");
     }
     assert!(Path::new(&root().join("scripts/azd-deploy")).exists());
+}
+
+/// The template's outputs, as `(name, expression)`.
+fn outputs(main: &str) -> Vec<(String, String)> {
+    main.lines()
+        .filter_map(|l| l.strip_prefix("output "))
+        .filter_map(|rest| {
+            let (head, expression) = rest.split_once(" = ")?;
+            Some((head.split_whitespace().next()?.to_string(), expression.trim().to_string()))
+        })
+        .collect()
+}
+
+/// A command that records how it was called (one line in `$SHIM_LOG`);
+/// `az` fails its first `$AZ_FAILS` zip deploys, as a publish does while
+/// the app's new role assignment is not yet in effect.
+const SHIM: &str = r#"#!/bin/sh
+echo "$(basename "$0") $*" >> "$SHIM_LOG"
+case "$(basename "$0") $*" in
+  *config-zip*)
+    n=$(( $(cat "$SHIM_LOG.zip" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$SHIM_LOG.zip"
+    if [ "$n" -le "${AZ_FAILS:-0}" ]; then echo "ERROR: (Forbidden) the app cannot read its package" >&2; exit 1; fi ;;
+esac
+"#;
+
+/// Runs the post-provision hook as azd does (Azure/azure-dev, cli/azd):
+/// `/bin/sh -c <run>` (pkg/tools/bash) from the folder of azure.yaml
+/// (cmd/middleware/hooks.go: the project's path), with the OS environment
+/// plus the azd environment (pkg/ext/hooks_runner.go). That environment
+/// holds each template output under the name written in the template,
+/// casing kept (pkg/infra/provisioning/deployment.go,
+/// OutputParametersFromArmOutputs: "the casing of the output parameter
+/// names will match the casing in the provided templateOutputs"), and
+/// AZURE_ENV_NAME, AZURE_SUBSCRIPTION_ID, AZURE_LOCATION and the
+/// AZURE_RESOURCE_GROUP azd sets for a resource-group deployment
+/// (pkg/infra/provisioning/bicep/bicep_provider.go, ensureResourceGroup).
+/// `az`, `cargo` and `python3` are recording shims.
+fn run_hook_as_azd(azd_env: &[(String, String)], extra: &[(&str, &str)]) -> (std::process::Output, Vec<String>) {
+    let project = tempfile::tempdir().expect("project");
+    let shims = tempfile::tempdir().expect("shims");
+    std::fs::create_dir_all(project.path().join("scripts")).expect("scripts");
+    std::fs::copy(root().join("azure.yaml"), project.path().join("azure.yaml")).expect("azure.yaml");
+    std::fs::copy(root().join("scripts/azd-deploy"), project.path().join("scripts/azd-deploy")).expect("hook");
+    for tool in ["az", "cargo", "python3"] {
+        std::fs::write(shims.path().join(tool), SHIM).expect("shim");
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(shims.path().join(tool), mode).expect("mode");
+    }
+    let log = project.path().join("calls.log");
+    let run = read("azure.yaml").lines().find_map(|l| l.trim().strip_prefix("run: ").map(str::to_string)).expect("the hook's run");
+    let output = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&run)
+        .current_dir(project.path())
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", shims.path().display()))
+        .env("HOME", project.path())
+        .env("SHIM_LOG", &log)
+        .envs(azd_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .envs(extra.iter().copied())
+        .output()
+        .expect("sh runs the hook");
+    let calls = std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_string).collect();
+    (output, calls)
+}
+
+#[test]
+fn the_post_provision_hook_deploys_to_the_app_azd_provisioned() {
+    let main = read("infra/main.bicep");
+    let outputs = outputs(&main);
+    // The output that holds the function app's name, whatever it is called: the hook must deploy to its value.
+    let app_output = outputs.iter().find(|(_, e)| e == "app.name").map(|(n, _)| n.clone()).expect("an output gives the app's name");
+    let app = "sluice-sluice-x7k2pq";
+    let mut azd_env: Vec<(String, String)> = [
+        ("AZURE_ENV_NAME", "sluice-prod"),
+        ("AZURE_SUBSCRIPTION_ID", "00000000-0000-0000-0000-000000000001"),
+        ("AZURE_LOCATION", "westeurope"),
+        ("AZURE_RESOURCE_GROUP", "rg-sluice"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .to_vec();
+    let provisioned: Vec<(String, String)> = outputs
+        .iter()
+        .map(|(name, _)| (name.clone(), if *name == app_output { app.to_string() } else { format!("value-of-{name}") }))
+        .collect();
+    azd_env.extend(provisioned.clone());
+
+    let zip_deploy = format!("az functionapp deployment source config-zip -g rg-sluice -n {app} --src dist/sluice-functionapp.zip");
+    let (out, calls) = run_hook_as_azd(&azd_env, &[("AZ_FAILS", "1"), ("SLUICE_DEPLOY_RETRY_SECONDS", "0")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the hook stopped azd up: {stderr}");
+    let expected = ["python3 -c import ziglang", "cargo run --release --locked -- package --out dist", &zip_deploy, &zip_deploy];
+    assert_eq!(calls, expected, "a publish refused while the role assignment applies is tried again");
+    assert!(stderr.contains("attempt 1 failed"), "{stderr}");
+
+    // A publish that never succeeds fails azd up loudly, after the attempts it was given.
+    let (out, calls) =
+        run_hook_as_azd(&azd_env, &[("AZ_FAILS", "99"), ("SLUICE_DEPLOY_RETRY_SECONDS", "0"), ("SLUICE_DEPLOY_ATTEMPTS", "3")]);
+    assert!(!out.status.success());
+    assert_eq!(calls.iter().filter(|c| **c == zip_deploy).count(), 3, "{calls:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not deployed after 3 attempts"));
+
+    // Without the outputs (run outside azd), it names what is missing and calls nothing.
+    let without: Vec<(String, String)> = azd_env.iter().filter(|(k, _)| !provisioned.iter().any(|(n, _)| n == k)).cloned().collect();
+    let (out, calls) = run_hook_as_azd(&without, &[]);
+    assert!(!out.status.success() && calls.is_empty(), "{calls:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&app_output), "names the output it needs");
 }

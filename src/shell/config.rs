@@ -117,7 +117,11 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("ServiceBusConnection", "The connection the `steps` trigger reads (the Functions host uses it; `ServiceBusConnection__fullyQualifiedNamespace` for a managed identity)."),
     ("ServiceBusConnection__fullyQualifiedNamespace", "`{namespace}.servicebus.windows.net`: the trigger receives with the managed identity (Azure Service Bus Data Receiver), and without a SAS connection string Sluice sends with it too (Azure Service Bus Data Sender)."),
     ("SLUICE_QUEUE_NAME", "With `servicebus`: the queue (default `rollout-steps`, as in `functions/steps/function.json`)."),
-    ("SLUICE_SERVICEBUS_LOCK_SECONDS", "With `servicebus`: the queue's lock duration (default 60)."),
+    (
+        "SLUICE_SERVICEBUS_LOCK_SECONDS",
+        "With a Service Bus connection string: the queue's lock duration (default 60). Refused with the managed identity, \
+         where Sluice only sends and the Functions host holds the locks.",
+    ),
     ("IDENTITY_ENDPOINT", "Set by App Service with a managed identity (with `IDENTITY_HEADER`): Sluice's tokens for Table Storage and ARM come from it."),
     ("AZURE_TENANT_ID", "Outside Azure: a service principal's tenant (with `AZURE_CLIENT_ID` and `AZURE_CLIENT_SECRET`) for Entra ID tokens."),
     ("SLUICE_AZURE_TOKEN", "Development only: a bearer token used as is for Azure calls."),
@@ -210,6 +214,14 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>, mode: Mode) -> Result<AppC
         {
             // The identity the trigger reads with sends too (role Azure Service Bus Data Sender).
             let namespace = value("ServiceBusConnection__fullyQualifiedNamespace").unwrap_or_default();
+            if value("SLUICE_SERVICEBUS_LOCK_SECONDS").is_some() {
+                problem(
+                    "SLUICE_SERVICEBUS_LOCK_SECONDS",
+                    "is set, but with the managed identity Sluice only sends and the Functions host holds the queue's locks \
+                     (its lock duration is the queue's lockDuration); remove the setting"
+                        .into(),
+                );
+            }
             if value("IDENTITY_ENDPOINT").is_none() && value("AZURE_CLIENT_SECRET").is_none() && value("SLUICE_AZURE_TOKEN").is_none() {
                 problem(
                     "ServiceBusConnection__fullyQualifiedNamespace",
@@ -454,7 +466,6 @@ mod tests {
                 ("SLUICE_STORE", "table"),
                 ("SLUICE_QUEUE", "servicebus"),
                 ("ServiceBusConnection__fullyQualifiedNamespace", "x.servicebus.windows.net"),
-                ("SLUICE_SERVICEBUS_LOCK_SECONDS", "0"),
                 ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
             ]),
             Mode::Serve,
@@ -479,6 +490,23 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(c.queue, QueueKind::ServiceBusIdentity { namespace: "x.servicebus.windows.net".into(), queue: "rollout-steps".into() });
+        // A lock duration there would be ignored: refused by name rather than read and dropped.
+        let ignored = from_env(
+            &env(&[
+                ("FUNCTIONS_CUSTOMHANDLER_PORT", "41000"),
+                ("SLUICE_STORE", "table"),
+                ("SLUICE_TABLE_ACCOUNT", "acct"),
+                ("SLUICE_QUEUE", "servicebus"),
+                ("ServiceBusConnection__fullyQualifiedNamespace", "x.servicebus.windows.net"),
+                ("IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi"),
+                ("IDENTITY_HEADER", "h"),
+                ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
+                ("SLUICE_SERVICEBUS_LOCK_SECONDS", "60"),
+            ]),
+            Mode::Serve,
+        )
+        .expect_err("ignored setting");
+        assert_eq!(ignored.iter().map(|p| p.setting).collect::<Vec<_>>(), ["SLUICE_SERVICEBUS_LOCK_SECONDS"]);
         // A SAS connection string with a bad lock duration still names both problems.
         let problems = from_env(
             &env(&[
