@@ -283,13 +283,15 @@ fn outputs(main: &str) -> Vec<(String, String)> {
 
 /// A command that records how it was called (one line in `$SHIM_LOG`);
 /// `az` fails its first `$AZ_FAILS` zip deploys, as a publish does while
-/// the app's new role assignment is not yet in effect.
+/// the app's new role assignment is not yet in effect; `curl` (when it is
+/// shimmed) fails as for a release that does not exist.
 const SHIM: &str = r#"#!/bin/sh
 echo "$(basename "$0") $*" >> "$SHIM_LOG"
 case "$(basename "$0") $*" in
   *config-zip*)
     n=$(( $(cat "$SHIM_LOG.zip" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$SHIM_LOG.zip"
     if [ "$n" -le "${AZ_FAILS:-0}" ]; then echo "ERROR: (Forbidden) the app cannot read its package" >&2; exit 1; fi ;;
+  curl*) exit 22 ;;
 esac
 "#;
 
@@ -304,34 +306,47 @@ esac
 /// AZURE_ENV_NAME, AZURE_SUBSCRIPTION_ID, AZURE_LOCATION and the
 /// AZURE_RESOURCE_GROUP azd sets for a resource-group deployment
 /// (pkg/infra/provisioning/bicep/bicep_provider.go, ensureResourceGroup).
-/// `az`, `cargo` and `python3` are recording shims.
-fn run_hook_as_azd(azd_env: &[(String, String)], extra: &[(&str, &str)]) -> (std::process::Output, Vec<String>) {
-    let project = tempfile::tempdir().expect("project");
-    let shims = tempfile::tempdir().expect("shims");
-    std::fs::create_dir_all(project.path().join("scripts")).expect("scripts");
-    std::fs::copy(root().join("azure.yaml"), project.path().join("azure.yaml")).expect("azure.yaml");
-    std::fs::copy(root().join("scripts/azd-deploy"), project.path().join("scripts/azd-deploy")).expect("hook");
-    for tool in ["az", "cargo", "python3"] {
-        std::fs::write(shims.path().join(tool), SHIM).expect("shim");
-        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
-        std::fs::set_permissions(shims.path().join(tool), mode).expect("mode");
+/// The project is azure.yaml, the hook and Cargo.toml; `shimmed` tools
+/// record their calls, the rest are the machine's.
+struct Hook {
+    project: tempfile::TempDir,
+    shims: tempfile::TempDir,
+}
+
+impl Hook {
+    fn new(shimmed: &[&str]) -> Hook {
+        let (project, shims) = (tempfile::tempdir().expect("project"), tempfile::tempdir().expect("shims"));
+        std::fs::create_dir_all(project.path().join("scripts")).expect("scripts");
+        for file in ["azure.yaml", "scripts/azd-deploy", "Cargo.toml"] {
+            std::fs::copy(root().join(file), project.path().join(file)).expect(file);
+        }
+        for tool in shimmed {
+            std::fs::write(shims.path().join(tool), SHIM).expect("shim");
+            std::fs::set_permissions(shims.path().join(tool), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("mode");
+        }
+        Hook { project, shims }
     }
-    let log = project.path().join("calls.log");
-    let run = read("azure.yaml").lines().find_map(|l| l.trim().strip_prefix("run: ").map(str::to_string)).expect("the hook's run");
-    let output = std::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(&run)
-        .current_dir(project.path())
-        .env_clear()
-        .env("PATH", format!("{}:/usr/bin:/bin", shims.path().display()))
-        .env("HOME", project.path())
-        .env("SHIM_LOG", &log)
-        .envs(azd_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .envs(extra.iter().copied())
-        .output()
-        .expect("sh runs the hook");
-    let calls = std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_string).collect();
-    (output, calls)
+
+    fn run(&self, azd_env: &[(String, String)], extra: &[(&str, &str)]) -> (std::process::Output, Vec<String>) {
+        let log = self.project.path().join("calls.log");
+        let _ = std::fs::remove_file(&log);
+        let _ = std::fs::remove_file(log.with_extension("log.zip"));
+        let run = read("azure.yaml").lines().find_map(|l| l.trim().strip_prefix("run: ").map(str::to_string)).expect("the hook's run");
+        let output = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&run)
+            .current_dir(self.project.path())
+            .env_clear()
+            .env("PATH", format!("{}:/usr/bin:/bin", self.shims.path().display()))
+            .env("HOME", self.project.path())
+            .env("SHIM_LOG", &log)
+            .envs(azd_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(extra.iter().copied())
+            .output()
+            .expect("sh runs the hook");
+        let calls = std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_string).collect();
+        (output, calls)
+    }
 }
 
 #[test]
@@ -354,25 +369,249 @@ fn the_post_provision_hook_deploys_to_the_app_azd_provisioned() {
         .map(|(name, _)| (name.clone(), if *name == app_output { app.to_string() } else { format!("value-of-{name}") }))
         .collect();
     azd_env.extend(provisioned.clone());
+    let deploy = |zip: &str| format!("az functionapp deployment source config-zip -g rg-sluice -n {app} --src {zip}");
 
-    let zip_deploy = format!("az functionapp deployment source config-zip -g rg-sluice -n {app} --src dist/sluice-functionapp.zip");
-    let (out, calls) = run_hook_as_azd(&azd_env, &[("AZ_FAILS", "1"), ("SLUICE_DEPLOY_RETRY_SECONDS", "0")]);
+    // By default the release of this version (Cargo.toml), checked against its SHA256SUMS; nothing is built.
+    let version = env!("CARGO_PKG_VERSION");
+    let server = ReleaseServer::start(version);
+    let package = format!("sluice-{version}-functionapp.zip");
+    let hook = Hook::new(&["az", "cargo", "python3"]);
+    let release = [("SLUICE_RELEASE_URL", server.url.as_str()), ("AZ_FAILS", "1"), ("SLUICE_DEPLOY_RETRY_SECONDS", "0")];
+    let (out, calls) = hook.run(&azd_env, &release);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the hook stopped azd up: {stderr}");
-    let expected = ["python3 -c import ziglang", "cargo run --release --locked -- package --out dist", &zip_deploy, &zip_deploy];
-    assert_eq!(calls, expected, "a publish refused while the role assignment applies is tried again");
+    let zip_deploy = deploy(&format!("dist/{package}"));
+    assert_eq!(calls, [zip_deploy.as_str(), &zip_deploy], "a publish refused while the role assignment applies is tried again");
     assert!(stderr.contains("attempt 1 failed"), "{stderr}");
+    assert_eq!(std::fs::read(hook.project.path().join("dist").join(&package)).expect("downloaded"), b"PK the package");
+
+    // A package that does not match the release's SHA256SUMS is never deployed.
+    std::fs::write(server.file(&package), b"PK a package someone swapped").expect("swap");
+    let (out, calls) = hook.run(&azd_env, &release);
+    assert!(!out.status.success() && calls.is_empty(), "{calls:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not match the release's SHA256SUMS; nothing deployed"));
+    assert!(!hook.project.path().join("dist").join(&package).exists(), "the swapped package is not left behind");
+
+    // Without SLUICE_RELEASE_URL, the releases of the repository this checkout came from.
+    let hook = Hook::new(&["az", "cargo", "python3", "curl"]);
+    let git = |args: &[&str]| std::process::Command::new("git").args(args).current_dir(hook.project.path()).output().expect("git");
+    git(&["init", "-q"]);
+    git(&["remote", "add", "origin", "git@github.com:contoso/sluice.git"]);
+    let (out, calls) = hook.run(&azd_env, &[]);
+    let wanted = format!("https://github.com/contoso/sluice/releases/download/v{version}/{package}");
+    assert!(!out.status.success() && calls.iter().any(|c| c.starts_with("curl ") && c.ends_with(&wanted)), "{calls:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SLUICE_PACKAGE_SOURCE=source builds it here"));
+
+    // Built here on request: zig from PyPI, `sluice package`, the same deploy.
+    let hook = Hook::new(&["az", "cargo", "python3"]);
+    let (out, calls) = hook.run(&azd_env, &[("SLUICE_PACKAGE_SOURCE", "source"), ("SLUICE_DEPLOY_RETRY_SECONDS", "0")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let built = deploy("dist/sluice-functionapp.zip");
+    assert_eq!(calls, ["python3 -c import ziglang", "cargo run --release --locked -- package --out dist", built.as_str()]);
 
     // A publish that never succeeds fails azd up loudly, after the attempts it was given.
-    let (out, calls) =
-        run_hook_as_azd(&azd_env, &[("AZ_FAILS", "99"), ("SLUICE_DEPLOY_RETRY_SECONDS", "0"), ("SLUICE_DEPLOY_ATTEMPTS", "3")]);
+    let failing =
+        [("SLUICE_PACKAGE_SOURCE", "source"), ("AZ_FAILS", "99"), ("SLUICE_DEPLOY_RETRY_SECONDS", "0"), ("SLUICE_DEPLOY_ATTEMPTS", "3")];
+    let (out, calls) = hook.run(&azd_env, &failing);
     assert!(!out.status.success());
-    assert_eq!(calls.iter().filter(|c| **c == zip_deploy).count(), 3, "{calls:?}");
+    assert_eq!(calls.iter().filter(|c| **c == built).count(), 3, "{calls:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not deployed after 3 attempts"));
 
     // Without the outputs (run outside azd), it names what is missing and calls nothing.
     let without: Vec<(String, String)> = azd_env.iter().filter(|(k, _)| !provisioned.iter().any(|(n, _)| n == k)).cloned().collect();
-    let (out, calls) = run_hook_as_azd(&without, &[]);
+    let (out, calls) = hook.run(&without, &[]);
     assert!(!out.status.success() && calls.is_empty(), "{calls:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains(&app_output), "names the output it needs");
+}
+
+/// A release as `.github/workflows/release.yml` lays it out, served over
+/// loopback: `/releases/v{version}/{file}` (GitHub's
+/// `releases/download/v{version}/{file}`).
+struct ReleaseServer {
+    url: String,
+    dir: tempfile::TempDir,
+    version: String,
+}
+
+impl ReleaseServer {
+    const TARGETS: [&'static str; 4] =
+        ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu", "aarch64-apple-darwin", "x86_64-apple-darwin"];
+
+    /// Each archive holds a `sluice` that says which target it was built
+    /// for; the package is a stand-in zip.
+    fn start(version: &str) -> ReleaseServer {
+        let dir = tempfile::tempdir().expect("dir");
+        let release = dir.path().join(format!("releases/v{version}"));
+        std::fs::create_dir_all(&release).expect("release dir");
+        for target in Self::TARGETS {
+            let build = dir.path().join(target);
+            std::fs::create_dir_all(&build).expect("build dir");
+            std::fs::write(build.join("sluice"), format!("#!/bin/sh\necho \"sluice {version} ({target})\"\n")).expect("exe");
+            std::fs::set_permissions(build.join("sluice"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("mode");
+            let archive = release.join(format!("sluice-{version}-{target}.tar.gz"));
+            let tar = std::process::Command::new("tar").arg("-czf").arg(&archive).arg("-C").arg(&build).arg("sluice").status();
+            assert!(tar.expect("tar runs").success());
+        }
+        std::fs::write(release.join(format!("sluice-{version}-functionapp.zip")), b"PK the package").expect("package");
+        // install.sh stamped as the release workflow's publish job does.
+        let stamped = read("scripts/install.sh").replace("__SLUICE_REPOSITORY__", "contoso/sluice").replace("__SLUICE_VERSION__", version);
+        std::fs::write(release.join("install.sh"), stamped).expect("install.sh");
+        let sums = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("sha256sum -- * > ../SHA256SUMS && mv ../SHA256SUMS .")
+            .current_dir(&release)
+            .status();
+        assert!(sums.expect("sha256sum runs").success());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/releases", listener.local_addr().expect("addr"));
+        let root = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                Self::answer(&root, stream);
+            }
+        });
+        ReleaseServer { url, dir, version: version.to_string() }
+    }
+
+    fn answer(root: &Path, mut stream: std::net::TcpStream) {
+        use std::io::{BufRead, Write};
+        let mut line = String::new();
+        let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
+        if reader.read_line(&mut line).is_err() {
+            return;
+        }
+        // The rest of the request head, up to its blank line.
+        let mut header = String::new();
+        while reader.read_line(&mut header).map(|n| n > 2).unwrap_or(false) {
+            header.clear();
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
+        let file = (!path.contains("..")).then(|| std::fs::read(root.join(&path)).ok()).flatten();
+        let (status, body) = match file {
+            Some(body) => ("200 OK", body),
+            None => ("404 Not Found", b"not found".to_vec()),
+        };
+        let head = format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+        let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&body));
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("releases/v{}/{name}", self.version))
+    }
+}
+
+/// Runs scripts/install.sh as a user would, on a machine that `uname` says
+/// is `os`/`arch`, into `home/bin`.
+fn install(server: &ReleaseServer, home: &Path, os: &str, arch: &str) -> (bool, String) {
+    let shims = home.join("shims");
+    std::fs::create_dir_all(&shims).expect("shims");
+    let uname = "#!/bin/sh\ncase \"$1\" in -s) echo \"$FAKE_OS\" ;; -m) echo \"$FAKE_ARCH\" ;; *) exit 2 ;; esac\n";
+    std::fs::write(shims.join("uname"), uname).expect("uname");
+    std::fs::set_permissions(shims.join("uname"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("mode");
+    let out = std::process::Command::new("sh")
+        .arg(root().join("scripts/install.sh"))
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", shims.display()))
+        .env("HOME", home)
+        .env("FAKE_OS", os)
+        .env("FAKE_ARCH", arch)
+        .env("SLUICE_VERSION", &server.version)
+        .env("SLUICE_RELEASE_URL", &server.url)
+        .env("SLUICE_INSTALL_DIR", home.join("bin"))
+        .output()
+        .expect("sh runs install.sh");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// What `home/bin/sluice` says it is, if it is there, and what else is in `home/bin`.
+fn installed(home: &Path) -> (Option<String>, Vec<String>) {
+    let exe = home.join("bin/sluice");
+    let said = std::process::Command::new(&exe).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let mut names: Vec<String> = std::fs::read_dir(home.join("bin"))
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    (said, names)
+}
+
+#[test]
+fn the_install_script_installs_the_right_build_checked_and_never_half() {
+    let v = "9.8.7";
+    let server = ReleaseServer::start(v);
+    let home = tempfile::tempdir().expect("home");
+    for (os, arch, target) in [
+        ("Linux", "x86_64", "x86_64-unknown-linux-gnu"),
+        ("Linux", "aarch64", "aarch64-unknown-linux-gnu"),
+        ("Darwin", "x86_64", "x86_64-apple-darwin"),
+        ("Darwin", "arm64", "aarch64-apple-darwin"),
+    ] {
+        let (ok, said) = install(&server, home.path(), os, arch);
+        assert!(ok, "{os} {arch}: {said}");
+        assert_eq!(installed(home.path()), (Some(format!("sluice {v} ({target})")), vec!["sluice".to_string()]), "{os} {arch}");
+    }
+
+    // A download that does not match SHA256SUMS is refused, and the installed sluice stays as it was.
+    std::fs::write(server.file(&format!("sluice-{v}-x86_64-unknown-linux-gnu.tar.gz")), b"tampered").expect("tamper");
+    let (ok, said) = install(&server, home.path(), "Linux", "x86_64");
+    assert!(!ok && said.contains("does not match SHA256SUMS") && said.contains("nothing installed"), "{said}");
+    let kept = (Some(format!("sluice {v} (aarch64-apple-darwin)")), vec!["sluice".to_string()]);
+    assert_eq!(installed(home.path()), kept, "untouched, nothing left beside it");
+
+    // A platform with no build, and a version with no release, say so and change nothing.
+    let (ok, said) = install(&server, home.path(), "FreeBSD", "x86_64");
+    assert!(!ok && said.contains("no release is built for FreeBSD"), "{said}");
+    std::fs::remove_file(server.file("SHA256SUMS")).expect("rm");
+    let (ok, said) = install(&server, home.path(), "Darwin", "arm64");
+    assert!(!ok && said.contains("could not download") && said.contains("SHA256SUMS"), "{said}");
+    assert_eq!(installed(home.path()), kept);
+}
+
+/// The GitHub action's install step (`install-cli.sh`): used from the Sluice
+/// repository it takes the release of its own ref from where the runner
+/// checked it out (`$GITHUB_ACTION_PATH` under `_actions/OWNER/REPO/REF/`);
+/// it runs the release's install.sh only if SHA256SUMS vouches for it, and
+/// puts the install folder on the job's PATH (`$GITHUB_PATH`).
+#[test]
+fn the_actions_install_step_installs_its_own_release_and_checks_the_installer() {
+    let server = ReleaseServer::start("9.8.7");
+    let runner = tempfile::tempdir().expect("runner");
+    let script = root().join("examples/pipelines/github/actions/sluice/install-cli.sh");
+    let action_path = "/home/runner/work/_actions/contoso/sluice/v9.8.7/examples/pipelines/github/actions/sluice";
+    let step = |args: &[&str], env: &[(&str, &str)]| {
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", runner.path())
+            .env("GITHUB_PATH", runner.path().join("github_path"))
+            .envs(env.iter().copied())
+            .output()
+            .expect("bash runs");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (ok, which) = step(&["which"], &[("GITHUB_ACTION_PATH", action_path)]);
+    assert!(ok, "{which}");
+    assert_eq!(which.lines().collect::<Vec<_>>(), ["version=9.8.7", "url=https://github.com/contoso/sluice/releases/download"]);
+    // A copy in the team's own repository must be told which release.
+    let (ok, said) = step(&["which"], &[("GITHUB_ACTION_PATH", "/home/runner/work/orders/orders/.github/actions/sluice")]);
+    assert!(!ok && said.contains("set its inputs sluice-version and release-url"), "{said}");
+
+    let dir = runner.path().join(".sluice-cli/9.8.7");
+    let dir_text = dir.display().to_string();
+    let told = [("SLUICE_VERSION", "9.8.7"), ("SLUICE_RELEASE_URL", server.url.as_str())];
+    let (ok, said) = step(&["install", &dir_text], &told);
+    assert!(ok, "{said}");
+    let ran = std::process::Command::new(dir.join("sluice")).output().expect("installed sluice runs");
+    assert!(String::from_utf8_lossy(&ran.stdout).starts_with("sluice 9.8.7 ("), "the build for this machine");
+    let path = std::fs::read_to_string(runner.path().join("github_path")).expect("GITHUB_PATH");
+    assert_eq!(path.trim(), dir_text);
+
+    // An installer SHA256SUMS does not vouch for is never run.
+    let fresh = runner.path().join(".sluice-cli/again");
+    let stamped = std::fs::read_to_string(server.file("install.sh")).expect("install.sh");
+    std::fs::write(server.file("install.sh"), format!("{stamped}\ntouch \"$HOME/pwned\"\n")).expect("swap");
+    let (ok, said) = step(&["install", &fresh.display().to_string()], &told);
+    assert!(!ok && said.contains("does not match the release's SHA256SUMS"), "{said}");
+    assert!(!fresh.join("sluice").exists() && !runner.path().join("pwned").exists());
 }
