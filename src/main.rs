@@ -79,6 +79,8 @@ enum BenchKind {
     Startup,
     /// The statistical judges on generated canaries: false positives, passes, detections.
     Judge,
+    /// Invocations an idle Sluice costs in a day (its timers; nothing else runs when nothing is due).
+    Idle,
     /// Many active rollouts: timer sweep, list, alert acks at 16 concurrent, alert → rollback, memory
     /// (N = 100, 1 000, 10 000 unless `--rollouts` names one).
     Scale,
@@ -536,6 +538,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "devtools")]
         Cmd::Bench { which: BenchKind::Scale, rollouts, store, burst_secs, json, .. } => {
             bench_scale(rollouts, &store, burst_secs, json).await
+        }
+        #[cfg(feature = "devtools")]
+        Cmd::Bench { which: BenchKind::Idle, json, .. } => {
+            let midnight = chrono::Utc::now().date_naive().and_time(chrono::NaiveTime::MIN).and_utc();
+            let costs = sluice::devtools::bench_idle::idle(midnight).map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&costs)?);
+            } else {
+                for c in &costs {
+                    println!("{:<8} {:<18} {:>6} invocations a day", c.function, c.schedule, c.per_day);
+                }
+                println!("steps, HTTP: 0 when idle (each wait, measurement and retry keeps its own scheduled message)");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         #[cfg(feature = "devtools")]
         Cmd::Bench { which: BenchKind::Judge, json, .. } => {

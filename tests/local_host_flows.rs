@@ -585,3 +585,29 @@ async fn an_alert_with_a_huge_summary_rolls_back_with_the_summary_cut() {
     assert!(text.contains(&format!("{kept}… [cut: ")) && !text.contains(&format!("{kept}x")), "the summary is kept, cut and marked");
     assert!(text.len() < 200_000, "status is {} bytes", text.len());
 }
+
+/// A router that cannot be reached is tried again when its backoff ends, by
+/// the rollout's own wake-up message: the timer only sweeps every 5 minutes
+/// (issue 27), and nothing else is due here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_router_call_is_retried_by_its_wake_up_not_the_timer() {
+    let rig = Rig::start().await;
+    let schedule: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_root().join("functions/tick/function.json")).expect("tick")).expect("json");
+    assert_eq!(schedule["bindings"][0]["schedule"], "0 */5 * * * *", "the sweep is a safety net, minutes apart");
+    // An address nobody listens on yet: the router is down.
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
+    let id = rig.start_rollout(&spec_for(&format!("http://{admin}"), json!([{"setWeight": 20}, {"pause": {}}]))).await;
+    rig.wait(&id, "the first call to fail", Duration::from_secs(20), |s| {
+        s["waitingFor"].as_str().is_some_and(|w| w.contains("attempt 1 failed"))
+    })
+    .await;
+    let router = sluice::devtools::router::Router::new(
+        sluice::devtools::router::Upstream { name: "stable".into(), version: "v1".into(), url: "http://127.0.0.1:9".into() },
+        sluice::devtools::router::Upstream { name: "canary".into(), version: "v2".into(), url: "http://127.0.0.1:9".into() },
+    );
+    router.serve(loopback(), admin).await.expect("the router comes up");
+    // The backoff after one failure is 2 s; the next sweep is minutes away.
+    let paused = rig.wait(&id, "the retry", Duration::from_secs(20), |s| s["phase"] == "Paused").await;
+    assert_eq!((paused["weight"].as_u64(), router.route().weight.percent()), (Some(20), 20));
+}

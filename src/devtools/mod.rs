@@ -6,6 +6,7 @@
 
 pub mod azurite;
 pub mod bench;
+pub mod bench_idle;
 pub mod bench_judge;
 pub mod bench_scale;
 pub mod demo;

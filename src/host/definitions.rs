@@ -33,6 +33,13 @@ pub enum Trigger {
     },
 }
 
+/// A timer's NCRONTAB schedule as the Functions host reads it: six fields,
+/// seconds first, no year.
+pub fn ncrontab(schedule: &str) -> Result<croner::Cron, String> {
+    use croner::parser::{CronParser, Seconds, Year};
+    CronParser::builder().seconds(Seconds::Required).year(Year::Disallowed).build().parse(schedule).map_err(|e| e.to_string())
+}
+
 /// One function: a folder in `functions/`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FunctionDef {

@@ -15,7 +15,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use chrono::Utc;
-use croner::parser::{CronParser, Seconds, Year};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -158,11 +157,7 @@ where
     for def in &defs {
         match &def.trigger {
             Trigger::Timer { schedule } => {
-                let cron = CronParser::builder()
-                    .seconds(Seconds::Required)
-                    .year(Year::Disallowed)
-                    .build()
-                    .parse(schedule)
+                let cron = super::definitions::ncrontab(schedule)
                     .map_err(|e| HostError::Config(format!("functions/{}: schedule '{schedule}': {e}", def.name)))?;
                 tasks.push(tokio::spawn(run_timer(app.clone(), def.name.clone(), cron, stop_rx.clone())));
             }
@@ -309,7 +304,13 @@ pub fn to_axum(r: HttpResponse) -> Response {
     response
 }
 
+/// Runs a timer function on its schedule, and once at start: a local host
+/// that was stopped may have missed sweeps (a message lost with the process
+/// would otherwise wait for the next occurrence, minutes away).
 async fn run_timer(app: Arc<App>, name: String, cron: croner::Cron, mut stop: watch::Receiver<bool>) {
+    if let Err(e) = functions::invoke_timer(&app, &name, true).await {
+        tracing::warn!(function = %name, error = %e, "timer failed at start; the next occurrence runs as scheduled");
+    }
     loop {
         let now = Utc::now();
         let Ok(next) = cron.find_next_occurrence(&now, false) else {

@@ -47,13 +47,18 @@ pub enum StepMessage {
         /// When it was scheduled for.
         at: DateTime<Utc>,
     },
-    /// Look at a release now: one of its rollouts finished (the timer looks too).
+    /// Look at a release: one of its rollouts finished (`after`), or its
+    /// wake-up came (`at`: a bake or a wave's wait ends). The timer looks too.
     #[serde(rename_all = "camelCase")]
     Release {
         /// Release id.
         release: RolloutId,
         /// The rollout that finished.
-        after: RolloutId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<RolloutId>,
+        /// When it was scheduled for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<DateTime<Utc>>,
     },
     /// Start a rollout from a spec (how a pipeline can post straight to the queue).
     #[serde(rename_all = "camelCase")]
@@ -121,7 +126,10 @@ impl StepMessage {
                 _ => format!("{rollout}:input:{}", uuid::Uuid::new_v4()),
             },
             StepMessage::Wake { rollout, at } => format!("{rollout}:wake:{}", at.timestamp_millis()),
-            StepMessage::Release { release, after } => format!("{release}:after:{after}"),
+            StepMessage::Release { release, after: Some(after), .. } => format!("{release}:after:{after}"),
+            StepMessage::Release { release, after: None, at } => {
+                format!("{release}:wake:{}", at.map(|t| t.timestamp_millis()).unwrap_or_default())
+            }
             StepMessage::Start { id: Some(id), .. } => format!("start:{id}"),
             StepMessage::Start { id: None, .. } => format!("start:{}", uuid::Uuid::new_v4()),
         };

@@ -481,6 +481,13 @@ impl Rollout {
         self.due_at.into_iter().chain(measurements).min()
     }
 
+    /// When the rollout's wake-up message is due: its next wait or
+    /// measurement, or a failed call's retry. Everything timed is driven by
+    /// that message; the timer's sweep is only the safety net.
+    pub fn next_visit(&self) -> Option<DateTime<Utc>> {
+        self.next_wake().into_iter().chain(decide::retry_at(self)).min()
+    }
+
     /// The earliest time the timer sweep can find work here (`None`: never,
     /// until something else happens). Stores index rollouts by it.
     pub fn sweep_at(&self) -> Option<DateTime<Utc>> {

@@ -515,6 +515,22 @@ fn a_failing_revert_keeps_retrying_and_stays_rolling_back() {
 }
 
 #[test]
+fn a_failed_call_is_the_wake_ups_and_a_call_in_flight_the_sweeps() {
+    let mut r = new_rollout(canary_doc());
+    let d = step(&mut r, Event::Start, at(0));
+    let Command::SetWeight { id, .. } = d.commands[0] else { panic!("expected SetWeight") };
+    // In flight: lost only if its process dies, which the sweep finds; no wake-up is kept for it.
+    assert_eq!(r.next_visit(), r.next_wake());
+    assert!(r.sweep_at().is_some());
+    step(&mut r, Event::CommandFailed { command: CommandRef { kind: CommandKind::SetWeight, id }, error: "HTTP 500".into() }, at(100));
+    // Failed: the wake-up comes when the backoff ends, and then the retry is due.
+    let retry = r.next_visit().expect("a wake-up for the retry");
+    assert!(retry > at(100) && Some(retry) == r.sweep_at(), "{retry} vs sweep {:?}", r.sweep_at());
+    assert_eq!(ignored(&r, Event::Tick, retry - TimeDelta::milliseconds(1)), "nothing is due");
+    assert!(matches!(step(&mut r, Event::Tick, retry).commands[0], Command::SetWeight { .. }));
+}
+
+#[test]
 fn a_lost_traffic_command_is_reissued_by_the_tick() {
     let mut r = new_rollout(canary_doc());
     step(&mut r, Event::Start, at(0));

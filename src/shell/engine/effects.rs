@@ -197,7 +197,8 @@ impl Engine {
     }
 
     /// Keeps one wake-up message scheduled for the rollout's earliest due
-    /// time, or wakes it at once when something is already due.
+    /// time (a wait, a measurement, a failed call's retry), or wakes it at
+    /// once when something is already due.
     async fn keep_wake_scheduled(
         &self,
         state: &Rollout,
@@ -205,11 +206,12 @@ impl Engine {
         wake_before: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Option<Event> {
-        let wake = state.next_wake()?;
+        let wake = state.next_visit()?;
         if wake <= now {
             // It came due while this round ran: take it now, unless this round already does.
-            let taking = feedback.iter().any(|e| matches!(e, Event::Wake | Event::Measured { .. } | Event::StepDue { .. }));
-            return (!taking).then_some(Event::Wake);
+            let taking = feedback.iter().any(|e| matches!(e, Event::Wake | Event::Tick | Event::Measured { .. } | Event::StepDue { .. }));
+            let waiting = state.next_wake().is_some_and(|w| w <= now);
+            return (!taking).then_some(if waiting { Event::Wake } else { Event::Tick });
         }
         if wake_before.map(|b| b == wake && b > now).unwrap_or(false) {
             return None; // already scheduled for exactly this time

@@ -210,10 +210,11 @@ impl Engine {
                 Ok(())
             }
             StepMessage::Wake { rollout, at } => {
-                let applied = self.run_rounds(&rollout, vec![Event::Wake], rest).await?;
+                // What is due: a wait or a measurement (Wake), or a failed call's retry (Tick).
+                let applied = self.run_rounds(&rollout, vec![Event::Wake, Event::Tick], rest).await?;
                 // Early (a queue with coarser clocks) or a wait that moved: keep a wake-up scheduled.
                 if applied.outcome != Outcome::Applied {
-                    if let Some(next) = applied.rollout.next_wake().filter(|n| *n > self.clock.now()) {
+                    if let Some(next) = applied.rollout.next_visit().filter(|n| *n > self.clock.now()) {
                         let msg = StepMessage::Wake { rollout: rollout.clone(), at: next };
                         let mut out = msg.to_out(Some(next));
                         out.id = format!("{}:after:{}", out.id, at.timestamp_millis());
@@ -361,7 +362,11 @@ impl Engine {
             let mut acted_on_traffic = false;
             while let Some((event, is_feedback)) = pending.pop_front() {
                 let d = decide(&state, event, self.clock.now());
-                outcome.get_or_insert_with(|| d.outcome.clone());
+                // The first input's outcome, unless a later input applies (a wake-up's Tick after its Wake).
+                let applies_later = !is_feedback && d.outcome == Outcome::Applied;
+                if outcome.is_none() || applies_later {
+                    outcome = Some(d.outcome.clone());
+                }
                 if d.is_ignored() {
                     // A router result the state no longer expects: make the router match the state.
                     reconcile |= is_feedback;
@@ -382,7 +387,7 @@ impl Engine {
                 }
             }
             let outcome = outcome.unwrap_or(Outcome::Refused(Refusal { kind: RefusalKind::Conflict, reason: "no events".into() }));
-            let wake_before = loaded.next_wake();
+            let wake_before = loaded.next_visit();
             if history.is_empty() && state == loaded {
                 return Ok(Round { state, post, outcome, reconcile, wake_before, finished: false });
             }

@@ -89,7 +89,10 @@ impl Engine {
                 return Ok(ReleaseApplied { release: state, outcome });
             }
             match self.store.save_release(&state, &etag, &history).await {
-                Ok(_) => return Ok(ReleaseApplied { release: state, outcome }),
+                Ok(_) => {
+                    self.keep_release_wake_scheduled(&state, loaded.wake_at).await;
+                    return Ok(ReleaseApplied { release: state, outcome });
+                }
                 Err(StoreError::Conflict) => tracing::debug!(release = %id, "stale ETag; deciding again"),
                 Err(e) => return Err(e.into()),
             }
@@ -110,10 +113,25 @@ impl Engine {
         Ok(visited)
     }
 
+    /// Keeps a message scheduled for the release's wake-up (a gate's
+    /// timeout, a failed call's retry), so it needs no timer. A running wave
+    /// is looked at when each of its rollouts finishes (`nudge_release`);
+    /// its periodic look is the sweep's, the safety net.
+    async fn keep_release_wake_scheduled(&self, release: &Release, before: Option<DateTime<Utc>>) {
+        if release.phase == release::ReleasePhase::Running {
+            return;
+        }
+        let Some(at) = release.wake_at.filter(|at| *at > self.clock.now() && Some(*at) != before) else { return };
+        let msg = StepMessage::Release { release: release.id.clone(), after: None, at: Some(at) };
+        if let Err(e) = self.queue.send(msg.to_out(Some(at))).await {
+            tracing::warn!(release = %release.id, error = %e, "could not schedule the release's wake-up; the timer will look");
+        }
+    }
+
     /// Tells a finished rollout's release to look now (the timer would, later).
     pub(super) async fn nudge_release(&self, rollout: &Rollout) {
         let Some(link) = &rollout.release else { return };
-        let msg = StepMessage::Release { release: link.id.clone(), after: rollout.id.clone() };
+        let msg = StepMessage::Release { release: link.id.clone(), after: Some(rollout.id.clone()), at: None };
         if let Err(e) = self.queue.send(msg.to_out(None)).await {
             tracing::warn!(release = %link.id, error = %e, "could not nudge the release; the timer will");
         }

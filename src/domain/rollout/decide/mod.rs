@@ -19,7 +19,7 @@ mod split;
 mod stages;
 mod traffic;
 
-pub use stages::sweep_at;
+pub use stages::{retry_at, sweep_at};
 
 use chrono::{DateTime, Utc};
 

@@ -215,6 +215,21 @@ impl Txn {
     }
 }
 
+/// When a call that failed is due again: the router's (not yet on stable
+/// for good) or the backlog's, after its backoff. The rollout's wake-up is
+/// kept for it, so a retry waits for no timer. A call still in flight that
+/// may be lost with its process is left to the sweep ([`sweep_at`]).
+pub fn retry_at(r: &Rollout) -> Option<DateTime<Utc>> {
+    let traffic = r
+        .traffic
+        .pending
+        .as_ref()
+        .filter(|_| !r.phase.is_terminal())
+        .and_then(|p| p.failed_at.map(|f| f + ms(crate::domain::backoff::TRAFFIC.delay_ms(p.attempts))));
+    let backlog = r.backlog.attempt().filter(|a| a.failed_at.is_some()).map(|a| a.retry_at(LOST_COMMAND_MS));
+    traffic.into_iter().chain(backlog).min()
+}
+
 /// The earliest time the timer's `Tick` can find work on `r`, or `None` if it
 /// never can until something else changes the rollout. It mirrors
 /// [`Txn::on_tick`] term by term (a property test holds the two together),
