@@ -264,3 +264,23 @@ async fn with_the_roll_back_policy_a_failure_in_wave_two_puts_wave_one_back_on_s
     assert!(issue.contains("policy: rollBack") && issue.contains("reverted by policy"), "{issue}");
     west_load.stop().await;
 }
+
+/// A gate nobody decides times out on time: the release keeps a message
+/// scheduled for its gate's timeout, so it waits for no timer (which sweeps
+/// every 5 minutes; issue 27).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_nobody_decides_times_out_on_time_without_the_timer() {
+    let rig = Rig::start().await.with_load(100);
+    let west = Upstreams::start().await;
+    let west_load = Load::start(&west.traffic_url, 100, 4);
+    let mut spec = release(vec![wave("east", "shop-east", &rig.up.router_url, None), wave("west", "shop-west", &west.router_url, None)]);
+    spec["waves"][0]["approval"] = json!({"minApprovers": 1, "timeout": "3s", "onTimeout": "proceed"});
+    rig.client.start_release(&spec, Some("rel-gate")).await.expect("release starts");
+    let gated = wait_release(&rig.client, "rel-gate", "the gate", Duration::from_secs(40), |r| r["phase"] == "AwaitingApproval").await;
+    assert!(rig.client.status(&rollout_of(&gated, 1)).await.is_err(), "wave 2 waits for the gate");
+    let done =
+        wait_release(&rig.client, "rel-gate", "the timeout, then wave 2", Duration::from_secs(60), |r| r["phase"] == "Succeeded").await;
+    let messages: Vec<&str> = done["history"].as_array().expect("history").iter().filter_map(|h| h["message"].as_str()).collect();
+    assert!(messages.iter().any(|m| m.contains("nobody decided in time")), "{messages:?}");
+    west_load.stop().await;
+}
