@@ -475,37 +475,21 @@ mod tests {
         assert_eq!(names, ["SLUICE_TABLE_CONNECTION", "ServiceBusConnection__fullyQualifiedNamespace"]);
         assert!(problems[1].message.contains("no identity is available to send with"));
         // Identity only: the namespace and an identity, no key anywhere.
-        let c = from_env(
-            &env(&[
-                ("FUNCTIONS_CUSTOMHANDLER_PORT", "41000"),
-                ("SLUICE_STORE", "table"),
-                ("SLUICE_TABLE_ACCOUNT", "acct"),
-                ("SLUICE_QUEUE", "servicebus"),
-                ("ServiceBusConnection__fullyQualifiedNamespace", "x.servicebus.windows.net"),
-                ("IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi"),
-                ("IDENTITY_HEADER", "h"),
-                ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
-            ]),
-            Mode::Serve,
-        )
-        .expect("valid");
+        let identity = [
+            ("FUNCTIONS_CUSTOMHANDLER_PORT", "41000"),
+            ("SLUICE_STORE", "table"),
+            ("SLUICE_TABLE_ACCOUNT", "acct"),
+            ("SLUICE_QUEUE", "servicebus"),
+            ("ServiceBusConnection__fullyQualifiedNamespace", "x.servicebus.windows.net"),
+            ("IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi"),
+            ("IDENTITY_HEADER", "h"),
+            ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
+        ];
+        let c = from_env(&env(&identity), Mode::Serve).expect("valid");
         assert_eq!(c.queue, QueueKind::ServiceBusIdentity { namespace: "x.servicebus.windows.net".into(), queue: "rollout-steps".into() });
         // A lock duration there would be ignored: refused by name rather than read and dropped.
-        let ignored = from_env(
-            &env(&[
-                ("FUNCTIONS_CUSTOMHANDLER_PORT", "41000"),
-                ("SLUICE_STORE", "table"),
-                ("SLUICE_TABLE_ACCOUNT", "acct"),
-                ("SLUICE_QUEUE", "servicebus"),
-                ("ServiceBusConnection__fullyQualifiedNamespace", "x.servicebus.windows.net"),
-                ("IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi"),
-                ("IDENTITY_HEADER", "h"),
-                ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
-                ("SLUICE_SERVICEBUS_LOCK_SECONDS", "60"),
-            ]),
-            Mode::Serve,
-        )
-        .expect_err("ignored setting");
+        let with_lock: Vec<(&str, &str)> = identity.iter().copied().chain([("SLUICE_SERVICEBUS_LOCK_SECONDS", "60")]).collect();
+        let ignored = from_env(&env(&with_lock), Mode::Serve).expect_err("ignored setting");
         assert_eq!(ignored.iter().map(|p| p.setting).collect::<Vec<_>>(), ["SLUICE_SERVICEBUS_LOCK_SECONDS"]);
         // A SAS connection string with a bad lock duration still names both problems.
         let problems = from_env(
