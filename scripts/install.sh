@@ -13,6 +13,8 @@
 #   SLUICE_RELEASE_URL   the releases' download base (default
 #                        https://github.com/OWNER/REPO/releases/download);
 #                        a release is SLUICE_RELEASE_URL/vX.Y.Z/<file>
+#   SLUICE_DOWNLOAD_SECONDS  how long one download may take (default 300; a
+#                        server that hangs or sends more than 200 MiB fails it)
 set -eu
 
 repository="__SLUICE_REPOSITORY__"
@@ -55,9 +57,9 @@ trap 'exit 1' INT TERM
 fetch() {
   # Redirects (GitHub's to its download host) only over HTTPS.
   if command -v curl >/dev/null 2>&1; then
-    curl --fail --silent --show-error --location --proto-redir =https --output "$2" "$1"
+    curl --fail --silent --show-error --location --proto-redir =https --connect-timeout 20 --max-time "${SLUICE_DOWNLOAD_SECONDS:-300}" --max-filesize 209715200 --output "$2" "$1"
   elif command -v wget >/dev/null 2>&1; then
-    wget --quiet --output-document "$2" "$1"
+    wget --quiet --timeout=20 --tries=1 --output-document "$2" "$1"
   else
     fail "neither curl nor wget is installed"
   fi || fail "could not download $1"

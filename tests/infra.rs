@@ -503,6 +503,10 @@ impl ReleaseServer {
 /// Runs scripts/install.sh as a user would, on a machine that `uname` says
 /// is `os`/`arch`, into `home/bin`.
 fn install(server: &ReleaseServer, home: &Path, os: &str, arch: &str) -> (bool, String) {
+    install_with(server, home, os, arch, &[])
+}
+
+fn install_with(server: &ReleaseServer, home: &Path, os: &str, arch: &str, extra: &[(&str, &str)]) -> (bool, String) {
     let shims = home.join("shims");
     std::fs::create_dir_all(&shims).expect("shims");
     let uname = "#!/bin/sh\ncase \"$1\" in -s) echo \"$FAKE_OS\" ;; -m) echo \"$FAKE_ARCH\" ;; *) exit 2 ;; esac\n";
@@ -518,6 +522,7 @@ fn install(server: &ReleaseServer, home: &Path, os: &str, arch: &str) -> (bool, 
         .env("SLUICE_VERSION", &server.version)
         .env("SLUICE_RELEASE_URL", &server.url)
         .env("SLUICE_INSTALL_DIR", home.join("bin"))
+        .envs(extra.iter().copied())
         .output()
         .expect("sh runs install.sh");
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
@@ -563,6 +568,15 @@ fn the_install_script_installs_the_right_build_checked_and_never_half() {
     std::fs::remove_file(server.file("SHA256SUMS")).expect("rm");
     let (ok, said) = install(&server, home.path(), "Darwin", "arm64");
     assert!(!ok && said.contains("could not download") && said.contains("SHA256SUMS"), "{said}");
+    assert_eq!(installed(home.path()), kept);
+
+    // A server that accepts and never answers fails the download after SLUICE_DOWNLOAD_SECONDS.
+    let hanging = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent = ReleaseServer { url: format!("http://{}/releases", hanging.local_addr().expect("addr")), ..server };
+    let started = std::time::Instant::now();
+    let (ok, said) = install_with(&silent, home.path(), "Linux", "x86_64", &[("SLUICE_DOWNLOAD_SECONDS", "2")]);
+    assert!(!ok && said.contains("could not download"), "{said}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "it gave up: {:?}", started.elapsed());
     assert_eq!(installed(home.path()), kept);
 }
 

@@ -37,7 +37,7 @@ case "${1:-}" in
       tmp=$(mktemp -d)
       trap 'rm -rf "$tmp"' EXIT
       for file in install.sh SHA256SUMS; do
-        curl --fail --silent --show-error --location --proto-redir =https --output "$tmp/$file" "$url/v$version/$file"
+        curl --fail --silent --show-error --location --proto-redir =https --connect-timeout 20 --max-time "${SLUICE_DOWNLOAD_SECONDS:-300}" --max-filesize 209715200 --output "$tmp/$file" "$url/v$version/$file"
       done
       expected=$(awk '$2 == "install.sh" || $2 == "*install.sh" { print $1 }' "$tmp/SHA256SUMS")
       actual=$(sha256sum "$tmp/install.sh" | cut -d ' ' -f 1)
