@@ -191,7 +191,10 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
 }
 
 // People sign in with Entra ID in front of the API and the dashboard; the
-// alert webhook is excluded (Azure Monitor cannot sign in) and keeps its token.
+// alert webhook is excluded (Azure Monitor cannot sign in) and keeps its token,
+// and so is the Azure Pipelines agentless task's registration (its
+// AzureFunction@1 task sends a Functions key, not an Entra token), which the
+// key still guards.
 // With this on, App Service sets WEBSITE_AUTH_ENABLED and Sluice acts only as
 // the signed-in X-MS-CLIENT-PRINCIPAL-NAME.
 resource signIn 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(authClientId)) {
@@ -202,7 +205,7 @@ resource signIn 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(authClientI
     globalValidation: {
       requireAuthentication: true
       unauthenticatedClientAction: 'Return401'
-      excludedPaths: ['/api/alerts']
+      excludedPaths: ['/api/alerts', '/api/pipelines/azure']
     }
     identityProviders: {
       azureActiveDirectory: {

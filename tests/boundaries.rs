@@ -338,6 +338,19 @@ impl Store for PanicOnce {
     ) -> Result<Vec<sluice::domain::ids::RolloutId>, StoreError> {
         self.inner.due_releases(now, limit).await
     }
+    async fn save_pipeline_wait(&self, wait: &sluice::domain::pipeline_wait::PipelineWait) -> Result<(), StoreError> {
+        self.inner.save_pipeline_wait(wait).await
+    }
+    async fn pipeline_waits(
+        &self,
+        rollout: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<sluice::domain::pipeline_wait::PipelineWait>, StoreError> {
+        self.inner.pipeline_waits(rollout, limit).await
+    }
+    async fn drop_pipeline_wait(&self, rollout: &str, task: &uuid::Uuid) -> Result<(), StoreError> {
+        self.inner.drop_pipeline_wait(rollout, task).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

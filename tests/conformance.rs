@@ -106,6 +106,7 @@ macro_rules! every_store {
             lists_are_newest_first_and_stop_at_their_limit,
             alert_records_are_kept_for_their_retention,
             alert_deliveries_are_found_exactly,
+            pipeline_waits_are_kept_found_and_dropped,
             an_oversized_alert_rolls_back_with_router_and_state_agreeing,
             releases_keep_state_history_and_wake_ups,
         ]);)*

@@ -342,6 +342,15 @@ impl sluice::ports::store::Store for DownStore {
     async fn due_releases(&self, _: chrono::DateTime<chrono::Utc>, _: usize) -> Result<Vec<sluice::domain::ids::RolloutId>, StoreError> {
         Err(down())
     }
+    async fn save_pipeline_wait(&self, _: &sluice::domain::pipeline_wait::PipelineWait) -> Result<(), StoreError> {
+        Err(down())
+    }
+    async fn pipeline_waits(&self, _: Option<&str>, _: usize) -> Result<Vec<sluice::domain::pipeline_wait::PipelineWait>, StoreError> {
+        Err(down())
+    }
+    async fn drop_pipeline_wait(&self, _: &str, _: &uuid::Uuid) -> Result<(), StoreError> {
+        Err(down())
+    }
 }
 
 fn down() -> StoreError {

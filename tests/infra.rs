@@ -226,11 +226,12 @@ fn flex_consumption_runs_the_custom_handler_and_signs_people_in() {
     // The app reads its package from the container, which it names only as text: an explicit dependency.
     let app = main.split("resource app 'Microsoft.Web/sites@").nth(1).and_then(|r| r.split("\n}\n").next()).unwrap_or_default();
     assert!(app.contains("dependsOn: [packages]"), "the app does not wait for its package container");
-    // App Service authentication on the API and dashboard; the webhook excluded and token-guarded.
-    assert!(main.contains("name: 'authsettingsV2'") && main.contains("excludedPaths: ['/api/alerts']"));
+    // App Service authentication on the API and dashboard; the webhook excluded and token-guarded, the
+    // agentless task's registration excluded and key-guarded (an AzureFunction@1 task sends a key, no token).
+    assert!(main.contains("name: 'authsettingsV2'") && main.contains("excludedPaths: ['/api/alerts', '/api/pipelines/azure']"));
     let alerts: serde_json::Value = serde_json::from_str(&read("functions/alerts/function.json")).expect("json");
     assert_eq!(alerts["bindings"][0]["authLevel"], "anonymous", "no function key for the action group to fetch at deploy time");
-    for name in ["api", "dashboard", "doctor"] {
+    for name in ["api", "dashboard", "doctor", "pipelines"] {
         let f: serde_json::Value = serde_json::from_str(&read(&format!("functions/{name}/function.json"))).expect("json");
         assert_eq!(f["bindings"][0]["authLevel"], "function", "{name} keeps its function key");
     }

@@ -518,3 +518,139 @@ async fn the_start_step_ends_at_the_approval_gate_with_how_to_approve_in_its_sum
     let summary = std::fs::read_to_string(p.dir.path().join("summary-gh-501-follow.md")).expect("the follow step's summary");
     assert!(summary.starts_with("## Sluice: rollout gh-501 succeeded\n") && summary.contains("| alice |"), "{summary}");
 }
+
+/// The headers an `AzureFunction@1` task sends by default, as Microsoft's
+/// task reference lists them (MicrosoftDocs/azure-devops-yaml-schema,
+/// `task-reference/azure-function-v1.md`, input `headers`), for a plan on
+/// `plan_url`.
+fn agentless_task_headers(plan_url: &str, task: &str, token: &str) -> Vec<(String, String)> {
+    [
+        ("Content-Type", "application/json"),
+        ("PlanUrl", plan_url),
+        ("ProjectId", ADO_PROJECT),
+        ("HubName", "build"),
+        ("PlanId", ADO_PLAN),
+        ("JobId", ADO_JOB),
+        ("TimelineId", ADO_PLAN),
+        ("TaskInstanceId", task),
+        ("AuthToken", token),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+const ADO_PROJECT: &str = "6ce954b1-ce1f-45d1-b94d-e6bf2464ba2c";
+const ADO_PLAN: &str = "0f4e5b0c-1c3e-4a6a-9d43-4c9e2b8f3a11";
+const ADO_JOB: &str = "3a7e60dc-c5b0-5009-86eb-0f217c12e2ea";
+
+async fn register_wait(rig: &common::Rig, rollout: &str, headers: &[(String, String)]) -> (u16, Value) {
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    common::raw_exact(&rig.host.url(), "POST", &format!("/api/pipelines/azure?rollout={rollout}"), b"{}".to_vec(), &headers).await
+}
+
+/// The Azure Pipelines rollout waits in an agentless job: its task registers
+/// here and Sluice answers it when the rollout ends, with the event the
+/// Post Event API documents (learn.microsoft.com/rest/api/azure/devops/
+/// distributedtask/events/post-event: `POST {collection}/{project}/_apis/
+/// distributedtask/hubs/{hub}/plans/{plan}/events`, body `name`, `taskId`,
+/// `jobId`, `result`), the job's token as the bearer — and only then. An
+/// Azure DevOps that is away is tried again by the timer; a bad header is
+/// named; the token is never shown and goes to no other address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agentless_azure_pipelines_job_is_answered_when_the_rollout_ends() {
+    let status = Arc::new(Mutex::new(200u16));
+    let answer = status.clone();
+    let ado = Recorder::start(move |_| (*answer.lock().expect("status"), vec![], String::new())).await;
+    let settings: sluice::ports::env::SettingsLookup =
+        Arc::new(|name: &str| (name == "SLUICE_ALLOW_LOOPBACK_ENDPOINTS").then(|| "true".to_string()));
+    let rig = common::Rig::start_with(move |dir, url| async move { sluice::host::local::embedded_engine_with(&dir, url, settings) }).await;
+    let spec = rig.spec(json!([{"setWeight": 20}, {"approval": {}}]));
+    let plan_url = format!("{}/contoso/", ado.url);
+    let token = "eyJ0eXAiOiJKV1QiLCJhbGciOi.job-access-token.sig";
+    let task = "61153303-347e-5f06-a6a1-ce2102bd68eb";
+    let tick = || sluice::functions::invoke_timer(&rig.host.app, "tick", false);
+
+    let id = rig.start_rollout(&spec).await;
+    rig.wait_phase(&id, "AwaitingApproval").await;
+    let (code, body) = register_wait(&rig, &id, &agentless_task_headers(&plan_url, task, token)).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!((body["answered"].as_str(), body["taskInstanceId"].as_str()), (Some("when the rollout ends"), Some(task)), "{body}");
+
+    // Refused, each naming what is wrong, and nothing kept.
+    let mut missing = agentless_task_headers(&plan_url, task, token);
+    missing.retain(|(k, _)| k != "TaskInstanceId");
+    let mut elsewhere = agentless_task_headers("https://collector.attacker.example/", task, token);
+    elsewhere.push(("x-extra".into(), "1".into()));
+    let mut not_json = agentless_task_headers(&plan_url, task, token);
+    not_json[0].1 = "text/plain".into();
+    for (rollout, headers, code, field) in [
+        (id.as_str(), missing, 400, "TaskInstanceId"),
+        (id.as_str(), elsewhere, 403, "PlanUrl"),
+        (id.as_str(), not_json, 415, "content-type"),
+        ("no-such-rollout", agentless_task_headers(&plan_url, task, token), 404, "id"),
+    ] {
+        let (got, body) = register_wait(&rig, rollout, &headers).await;
+        assert_eq!((got, body["field"].as_str()), (code, Some(field)), "{body}");
+        assert!(!body.to_string().contains(token), "the token is never echoed: {body}");
+    }
+    let kept = rig.host.app.engine.store.pipeline_waits(None, 0).await.expect("waits");
+    assert_eq!(kept.len(), 1, "only the good registration is kept: {kept:?}");
+
+    // While the rollout runs, nothing is sent, not even by the timer.
+    let report = tick().await.expect("tick");
+    assert_eq!(report["pipelineWaits"]["waiting"], 1, "{report}");
+    assert!(ado.seen().is_empty(), "{:?}", ado.seen());
+
+    rig.as_user("alice").action(&id, "approve", &json!({})).await.expect("approved");
+    rig.wait_phase(&id, "Succeeded").await;
+    wait_until(|| !ado.seen().is_empty()).await;
+    let sent = ado.seen();
+    assert_eq!(sent.len(), 1, "one answer: {sent:?}");
+    let event = &sent[0];
+    assert_eq!(event.method, "POST");
+    assert_eq!(event.path, format!("/contoso/{ADO_PROJECT}/_apis/distributedtask/hubs/build/plans/{ADO_PLAN}/events"));
+    assert_eq!(event.param("api-version").as_deref(), Some("7.1"));
+    assert_eq!(event.header("authorization"), Some(format!("Bearer {token}").as_str()));
+    assert!(event.header("content-type").is_some_and(|c| c.starts_with("application/json")), "{event:?}");
+    assert_eq!(event.json(), json!({"name": "TaskCompleted", "taskId": task, "jobId": ADO_JOB, "result": "succeeded"}));
+    assert!(rig.host.app.engine.store.pipeline_waits(None, 0).await.expect("waits").is_empty(), "answered, then forgotten");
+    let status_doc = rig.client.status(&id).await.expect("status");
+    assert!(!status_doc.to_string().contains(token), "the token is in no status or history");
+
+    // A task that registers after the end is answered at once (after its request returns).
+    let late = "71153303-347e-5f06-a6a1-ce2102bd68eb";
+    let (code, body) = register_wait(&rig, &id, &agentless_task_headers(&plan_url, late, token)).await;
+    assert_eq!((code, body["answered"].as_str()), (200, Some("now")), "{body}");
+    assert!(wait_until(|| ado.seen().iter().any(|r| r.json()["taskId"] == late)).await, "{:?}", ado.seen());
+
+    // A rollout a person aborts fails its task; Azure DevOps away at that
+    // moment is tried again by the timer, and answered once it is back.
+    *status.lock().expect("status") = 503;
+    let second = rig.start_rollout(&spec).await;
+    rig.wait_phase(&second, "AwaitingApproval").await;
+    let third = "81153303-347e-5f06-a6a1-ce2102bd68eb";
+    assert_eq!(register_wait(&rig, &second, &agentless_task_headers(&plan_url, third, token)).await.0, 200);
+    rig.as_user("alice").action(&second, "abort", &json!({"reason": "not today"})).await.expect("aborted");
+    rig.wait_phase(&second, "Aborted").await;
+    let tried = wait_until(|| ado.seen().iter().any(|r| r.json()["taskId"] == third)).await;
+    assert!(tried, "tried when it ended: {:?}", ado.seen());
+    assert_eq!(rig.host.app.engine.store.pipeline_waits(None, 0).await.expect("waits").len(), 1, "kept for the timer");
+    *status.lock().expect("status") = 200;
+    let report = tick().await.expect("tick");
+    assert_eq!(report["pipelineWaits"]["answered"], 1, "{report}");
+    let last = ado.seen().into_iter().rfind(|r| r.json()["taskId"] == third).expect("answered");
+    assert_eq!(last.json()["result"], "failed");
+    assert!(rig.host.app.engine.store.pipeline_waits(None, 0).await.expect("waits").is_empty());
+}
+
+/// Polls `done` for up to ten seconds.
+async fn wait_until(done: impl Fn() -> bool) -> bool {
+    for _ in 0..100 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    done()
+}

@@ -8,6 +8,7 @@ pub mod bounded;
 pub mod health;
 pub mod ids;
 pub mod parse;
+pub mod pipeline_wait;
 pub mod redact;
 pub mod release;
 pub mod rollout;

@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod error;
 pub mod gate;
 pub mod metrics;
+pub mod pipelines;
 pub mod releases;
 pub mod report;
 pub mod steps;
@@ -156,7 +157,8 @@ pub enum HandlerError {
 }
 
 /// The handlers this binary has, by function name.
-pub const HANDLERS: &[&str] = &["alerts", "api", "dashboard", "doctor", "gate", "metrics", "releases", "report", "steps", "tick", "waves"];
+pub const HANDLERS: &[&str] =
+    &["alerts", "api", "dashboard", "doctor", "gate", "metrics", "pipelines", "releases", "report", "steps", "tick", "waves"];
 
 /// What a panic carried, in words.
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
@@ -187,6 +189,7 @@ pub async fn invoke_http(app: &App, name: &str, req: HttpRequest) -> HttpRespons
             "doctor" => doctor::handle(app, req).await,
             "gate" => gate::handle(app, req).await,
             "metrics" => metrics::handle(app, req).await,
+            "pipelines" => pipelines::handle(app, req).await,
             "report" => report::handle(app, req).await,
             "releases" => releases::handle(app, req).await,
             "waves" => waves::handle(app, req).await,

@@ -1,7 +1,8 @@
 //! `tick` (timer): the safety net. Every rollout that may have something due
 //! gets a `Tick`: a wait whose scheduled message was lost fires, overdue
-//! measurements are taken, failed router or backlog calls are retried; and
-//! every release whose wake-up has come looks at its rollouts.
+//! measurements are taken, failed router or backlog calls are retried;
+//! every release whose wake-up has come looks at its rollouts; and a
+//! pipeline task still waiting on a finished rollout is answered.
 
 use serde_json::{json, Value};
 
@@ -21,5 +22,6 @@ pub async fn handle(app: &App, past_due: bool) -> Result<Value, HandlerError> {
     };
     let mut report = app.engine.sweep().await.map_err(failed)?;
     report.releases = app.engine.sweep_releases().await.map_err(failed)?;
+    report.pipeline_waits = app.engine.sweep_pipeline_waits().await.map_err(failed)?;
     Ok(json!(report))
 }

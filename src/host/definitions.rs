@@ -62,6 +62,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("doctor", include_str!("../../functions/doctor/function.json")),
     ("gate", include_str!("../../functions/gate/function.json")),
     ("metrics", include_str!("../../functions/metrics/function.json")),
+    ("pipelines", include_str!("../../functions/pipelines/function.json")),
     ("releases", include_str!("../../functions/releases/function.json")),
     ("report", include_str!("../../functions/report/function.json")),
     ("steps", include_str!("../../functions/steps/function.json")),

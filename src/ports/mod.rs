@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod azure;
+pub mod azure_pipelines;
 pub mod backlog;
 pub mod clock;
 pub mod env;

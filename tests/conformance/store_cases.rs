@@ -459,6 +459,43 @@ pub async fn alert_deliveries_are_found_exactly(store: Arc<dyn Store>) {
     }
 }
 
+/// Pipeline tasks waiting on rollouts: kept with their token, found by
+/// rollout (never a neighbour whose id shares a prefix), replaced when the
+/// same task registers again, and dropped — dropping one already gone is fine.
+pub async fn pipeline_waits_are_kept_found_and_dropped(store: Arc<dyn Store>) {
+    use sluice::domain::pipeline_wait::PipelineWait;
+    let wait = |rollout: &str, task: &str, token: &str| {
+        let headers = [
+            ("planurl", "https://dev.azure.com/contoso/"),
+            ("projectid", "6ce954b1-ce1f-45d1-b94d-e6bf2464ba2c"),
+            ("hubname", "build"),
+            ("planid", "0f4e5b0c-1c3e-4a6a-9d43-4c9e2b8f3a11"),
+            ("jobid", "3a7e60dc-c5b0-5009-86eb-0f217c12e2ea"),
+            ("taskinstanceid", task),
+            ("authtoken", token),
+        ];
+        let find = |name: &str| headers.iter().find(|(k, _)| *k == name.to_ascii_lowercase()).map(|(_, v)| *v);
+        PipelineWait::from_headers(RolloutId::parse(rollout).expect("id"), find, Utc::now()).expect("valid")
+    };
+    let (t1, t2) = ("61153303-347e-5f06-a6a1-ce2102bd68eb", "71153303-347e-5f06-a6a1-ce2102bd68eb");
+    store.save_pipeline_wait(&wait("ado-7", t1, "first-token")).await.expect("kept");
+    store.save_pipeline_wait(&wait("ado-7", t1, "second-token")).await.expect("replaced");
+    store.save_pipeline_wait(&wait("ado-7", t2, "other")).await.expect("kept");
+    store.save_pipeline_wait(&wait("ado-77", t1, "neighbour")).await.expect("kept");
+    let mine = store.pipeline_waits(Some("ado-7"), 0).await.expect("listed");
+    assert_eq!(mine.len(), 2, "{mine:?}");
+    assert_eq!(mine.iter().find(|w| w.task_instance_id.to_string() == t1).map(|w| w.auth_token.expose()), Some("second-token"));
+    assert_eq!(store.pipeline_waits(None, 0).await.expect("all").len(), 3);
+    assert_eq!(store.pipeline_waits(None, 2).await.expect("limited").len(), 2);
+    let task = uuid::Uuid::parse_str(t1).expect("guid");
+    store.drop_pipeline_wait("ado-7", &task).await.expect("dropped");
+    store.drop_pipeline_wait("ado-7", &task).await.expect("dropping again is fine");
+    let left: Vec<String> =
+        store.pipeline_waits(None, 0).await.expect("all").iter().map(|w| format!("{}|{}", w.rollout, w.task_instance_id)).collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.contains(&format!("ado-77|{t1}")) && left.contains(&format!("ado-7|{t2}")), "{left:?}");
+}
+
 /// The oversized-event case through the engine and a real router, on each
 /// store: a 500 KB alert summary during an approval gate rolls back — the
 /// router at 0 %, the state saying so, the alert in the history, cut — and

@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::ids::RolloutId;
+use crate::domain::pipeline_wait::PipelineWait;
 use crate::domain::release::{Release, ReleaseEntry};
 use crate::domain::rollout::{HistoryEntry, Phase, Rollout};
 
@@ -144,4 +145,10 @@ pub trait Store: Send + Sync {
     async fn list_releases(&self, limit: usize) -> Result<Vec<Release>, StoreError>;
     /// The releases whose [`Release::wake_at`] has come by `now`, at most `limit`.
     async fn due_releases(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<RolloutId>, StoreError>;
+    /// Keeps a pipeline task waiting on a rollout; the same task again replaces it.
+    async fn save_pipeline_wait(&self, wait: &PipelineWait) -> Result<(), StoreError>;
+    /// The tasks waiting on one rollout, or on any (`None`), at most `limit` (0: all).
+    async fn pipeline_waits(&self, rollout: Option<&str>, limit: usize) -> Result<Vec<PipelineWait>, StoreError>;
+    /// Forgets a task once it is answered (or can no longer be); absent is fine.
+    async fn drop_pipeline_wait(&self, rollout: &str, task: &uuid::Uuid) -> Result<(), StoreError>;
 }

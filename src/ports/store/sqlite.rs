@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 
 use super::{AlertRecord, Etag, ListFilter, Store, StoreError, DEFAULT_ALERT_RETENTION, MAX_ALERT_RECORDS};
 use crate::domain::ids::RolloutId;
+use crate::domain::pipeline_wait::PipelineWait;
 use crate::domain::release::{Release, ReleaseEntry};
 use crate::domain::rollout::{HistoryEntry, Rollout};
 
@@ -67,6 +68,12 @@ CREATE TABLE IF NOT EXISTS alert_keys (
     key TEXT NOT NULL,
     rollout_id TEXT NOT NULL,
     PRIMARY KEY (key, rollout_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pipeline_waits (
+    rollout_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    wait TEXT NOT NULL,
+    PRIMARY KEY (rollout_id, task_id)
 ) WITHOUT ROWID;
 ";
 
@@ -603,6 +610,43 @@ impl Store for SqliteStore {
                 .map_err(unavailable)?;
             let rows = stmt.query_map(params![now, limit as i64], |row| row.get::<_, String>(0)).map_err(unavailable)?;
             rows.map(|id| RolloutId::parse(&id.map_err(unavailable)?).map_err(corrupt)).collect()
+        })
+        .await
+    }
+
+    async fn save_pipeline_wait(&self, wait: &PipelineWait) -> Result<(), StoreError> {
+        let (rollout, task, record) = (wait.rollout.to_string(), wait.task_instance_id.to_string(), encode(wait)?);
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO pipeline_waits (rollout_id, task_id, wait) VALUES (?1, ?2, ?3)",
+                params![rollout, task, record],
+            )
+            .map(|_| ())
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn pipeline_waits(&self, rollout: Option<&str>, limit: usize) -> Result<Vec<PipelineWait>, StoreError> {
+        let (rollout, limit) = (rollout.map(str::to_string), if limit == 0 { -1 } else { limit as i64 });
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT wait FROM pipeline_waits WHERE ?1 IS NULL OR rollout_id = ?1 ORDER BY rollout_id, task_id LIMIT ?2")
+                .map_err(unavailable)?;
+            let rows = stmt.query_map(params![rollout, limit], |row| row.get::<_, String>(0)).map_err(unavailable)?;
+            rows.map(|w| serde_json::from_str(&w.map_err(unavailable)?).map_err(corrupt)).collect()
+        })
+        .await
+    }
+
+    async fn drop_pipeline_wait(&self, rollout: &str, task: &uuid::Uuid) -> Result<(), StoreError> {
+        let (rollout, task) = (rollout.to_string(), task.to_string());
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        self.with(move |conn| {
+            conn.execute("DELETE FROM pipeline_waits WHERE rollout_id = ?1 AND task_id = ?2", params![rollout, task])
+                .map(|_| ())
+                .map_err(unavailable)
         })
         .await
     }

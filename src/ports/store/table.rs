@@ -27,6 +27,8 @@
 //!   without reading it.
 //! - partition `alerts` of the index table: received alerts, newest first,
 //!   pruned past their retention.
+//! - partition `waits` of the index table: `{rollout}|{task}`, each pipeline
+//!   task waiting on a rollout (with its job token), deleted once answered.
 //!
 //! Keys escape every character outside `[A-Za-z0-9_.-]` as `~XX` (bytes of
 //! its UTF-8), so forbidden characters (`/ \ # ?`, controls, quotes) never
@@ -50,6 +52,7 @@ use chrono::{DateTime, Utc};
 
 use super::{AlertRecord, Etag, ListFilter, Store, StoreError, DEFAULT_ALERT_RETENTION};
 use crate::domain::ids::RolloutId;
+use crate::domain::pipeline_wait::PipelineWait;
 use crate::domain::release::{Release, ReleaseEntry};
 use crate::domain::rollout::{HistoryEntry, Phase, Rollout};
 
@@ -951,6 +954,48 @@ impl Store for TableStore {
         rows.truncate(limit);
         Ok(rows.into_iter().filter_map(|(_, key)| unescape_key(&key).and_then(|id| RolloutId::parse(&id).ok())).collect())
     }
+
+    async fn save_pipeline_wait(&self, wait: &PipelineWait) -> Result<(), StoreError> {
+        let key = wait_key(&wait.rollout, &wait.task_instance_id);
+        let mut e = Map::new();
+        e.insert("PartitionKey".into(), json!(WAITS));
+        e.insert("RowKey".into(), json!(key));
+        put_chunks(&mut e, "W", &serde_json::to_string(wait).map_err(corrupt)?)?;
+        let responses = self.transaction(&self.index, WAITS, |t| t.insert_or_replace(key, Value::Object(e))).await?;
+        match failure(&responses) {
+            None => Ok(()),
+            Some(status) => Err(StoreError::Unavailable(format!("keeping the pipeline's wait failed with HTTP {status}"))),
+        }
+    }
+
+    async fn pipeline_waits(&self, rollout: Option<&str>, limit: usize) -> Result<Vec<PipelineWait>, StoreError> {
+        let filter = match rollout {
+            None => format!("PartitionKey eq '{WAITS}'"),
+            Some(id) => {
+                let prefix = format!("{}|", escape_key(id));
+                format!("PartitionKey eq '{WAITS}' and RowKey ge {} and RowKey lt {}", odata(&prefix), odata(&prefix_end(&prefix)))
+            }
+        };
+        let rows = self.query(&self.index, filter, limit).await?;
+        rows.iter().map(|r| get_chunks(r, "W").and_then(|t| serde_json::from_str(&t).map_err(corrupt))).collect()
+    }
+
+    async fn drop_pipeline_wait(&self, rollout: &str, task: &uuid::Uuid) -> Result<(), StoreError> {
+        let key = wait_key(rollout, task);
+        let responses = self.transaction(&self.index, WAITS, |t| t.delete(key, Some(IfMatchCondition::Any))).await?;
+        match failure(&responses) {
+            None | Some(StatusCode::NotFound) => Ok(()),
+            Some(status) => Err(StoreError::Unavailable(format!("forgetting the pipeline's wait failed with HTTP {status}"))),
+        }
+    }
+}
+
+/// Partition of the index table holding the pipeline tasks waiting on rollouts.
+const WAITS: &str = "waits";
+
+/// A waiting task's row: `{rollout}|{task}`, so one rollout's tasks are one key range.
+fn wait_key(rollout: &str, task: &uuid::Uuid) -> String {
+    format!("{}|{task}", escape_key(rollout))
 }
 
 /// Partition of the releases table listing them newest first.

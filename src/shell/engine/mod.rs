@@ -18,8 +18,10 @@
 
 mod effects;
 mod locks;
+mod pipeline_waits;
 mod release;
 
+pub use pipeline_waits::{WaitsReport, MAX_WAIT, WAIT_SWEEP_LIMIT};
 pub use release::ReleaseApplied;
 
 use std::collections::VecDeque;
@@ -105,6 +107,8 @@ pub struct SweepReport {
     pub errors: usize,
     /// Releases visited.
     pub releases: usize,
+    /// Pipeline tasks waiting on rollouts.
+    pub pipeline_waits: WaitsReport,
 }
 
 /// Load, decide, act, save. Cloning shares everything (ports, locks, pool).
@@ -319,6 +323,7 @@ impl Engine {
         for n in 1..=MAX_ROUNDS {
             if round.finished {
                 self.nudge_release(&round.state).await;
+                self.answer_pipeline_waits(&round.state).await;
             }
             let inputs = self.after_save(&round.state, round.post, round.wake_before).await;
             if inputs.is_empty() || n == MAX_ROUNDS {
