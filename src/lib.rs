@@ -14,14 +14,16 @@
 //!   [`domain::spec`] (the spec and its validation), [`domain::rollout`]
 //!   (the plan, analysis judge and the state machine
 //!   `decide(state, event, now) -> (state', commands)`, one file per event
-//!   family) and [`domain::backoff`]. No I/O, no clock.
+//!   family), [`domain::pipeline_wait`] (an Azure Pipelines agentless task
+//!   waiting on a rollout) and [`domain::backoff`]. No I/O, no clock.
 //! - [`ports`] — one folder per port (trait in `mod.rs`, adapters beside it,
 //!   one registry line each): [`ports::store`], [`ports::queue`],
 //!   [`ports::traffic`], [`ports::metrics`], [`ports::backlog`],
 //!   [`ports::notify`], the alert sources [`ports::alerts`] and the time
 //!   [`ports::clock`]; with what adapters share ([`ports::env`],
 //!   [`ports::reach`] — where credentials may go, [`ports::azure`],
-//!   [`ports::registry`], [`ports::local_router`]).
+//!   [`ports::registry`], [`ports::local_router`]) and
+//!   [`ports::azure_pipelines`] (answering a waiting pipeline task).
 //! - [`shell`] — the application shell: [`shell::engine`] (load → decide →
 //!   effects → save), [`shell::messages`] (the step-message wire format) and
 //!   [`shell::config`] (app settings).

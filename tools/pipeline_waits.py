@@ -1,8 +1,9 @@
-"""Checks, on paper, that an Azure Pipelines release holds no agent while
-it waits for a Sluice rollout, and that every job has a timeout.
+"""Checks, on paper, that a release pipeline holds no agent while it waits
+for a Sluice rollout, and that every job has a timeout.
 
     python3 tools/pipeline_waits.py PIPELINE.yml SPEC.json
 
+An Azure Pipelines file:
 - Every job and deployment job sets `timeoutInMinutes` (Microsoft-hosted
   jobs are cancelled at 60 minutes otherwise; Learn, "Jobs").
 - No job on an agent waits for the rollout's end: no `templates/sluice.yml`
@@ -10,6 +11,10 @@ it waits for a Sluice rollout, and that every job has a timeout.
 - The rollout's end is waited for by `templates/sluice-await.yml` in an
   agentless job (`pool: server`) whose timeout outlasts the spec's longest
   approval timeout.
+
+A GitHub workflow (no agentless jobs there): every job sets
+`timeout-minutes`, and no job runs the action's `rollout` or `follow` step
+or `sluice watch` without `--until-approval`.
 
 Exits 1 naming each finding.
 """
@@ -61,9 +66,26 @@ def steps_of(job):
     return steps
 
 
+def check_github(doc):
+    """A GitHub workflow: no runner is held until the rollout's end (there are no agentless jobs)."""
+    findings = []
+    for name, job in (doc.get("jobs") or {}).items():
+        if job.get("timeout-minutes") is None:
+            findings.append(f"job {name}: no timeout-minutes")
+        for step in job.get("steps") or []:
+            uses, given = str(step.get("uses", "")), step.get("with") or {}
+            if uses.endswith("actions/sluice") and given.get("step") in ("rollout", "follow"):
+                findings.append(f"job {name}: holds its runner until the rollout ends (step '{given['step']}')")
+            if re.search(r"sluice\s+watch(?![^\n]*--until-approval)|--watch\b", str(step.get("run", ""))):
+                findings.append(f"job {name}: holds its runner watching the rollout")
+    return findings
+
+
 def check(pipeline_path, spec_path):
     yaml = YAML(typ="safe")
     doc = yaml.load(Path(pipeline_path).read_text())
+    if "jobs" in doc and "stages" not in doc:
+        return check_github(doc)
     approval = longest_approval(json.loads(Path(spec_path).read_text()))
     findings = []
     awaited = False
