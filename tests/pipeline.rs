@@ -544,9 +544,13 @@ const ADO_PROJECT: &str = "6ce954b1-ce1f-45d1-b94d-e6bf2464ba2c";
 const ADO_PLAN: &str = "0f4e5b0c-1c3e-4a6a-9d43-4c9e2b8f3a11";
 const ADO_JOB: &str = "3a7e60dc-c5b0-5009-86eb-0f217c12e2ea";
 
+/// The task's request: `EndpointUrl` is `$(function)?code=$(key)&$(queryParameters)`
+/// (microsoft/azure-pipelines-tasks, `Tasks/AzureFunctionV1/task.json`), so the
+/// Functions key rides as `code` before the template's `rollout=ID`.
 async fn register_wait(rig: &common::Rig, rollout: &str, headers: &[(String, String)]) -> (u16, Value) {
     let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    common::raw_exact(&rig.host.url(), "POST", &format!("/api/pipelines/azure?rollout={rollout}"), b"{}".to_vec(), &headers).await
+    let path = format!("/api/pipelines/azure?code=function-key&rollout={rollout}");
+    common::raw_exact(&rig.host.url(), "POST", &path, b"{}".to_vec(), &headers).await
 }
 
 /// The Azure Pipelines rollout waits in an agentless job: its task registers
