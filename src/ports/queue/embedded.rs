@@ -119,6 +119,15 @@ impl EmbeddedQueue {
     }
 }
 
+impl Drop for EmbeddedQueue {
+    /// A clean stop leaves an empty log: what it holds is copied back first.
+    fn drop(&mut self) {
+        if let Ok(conn) = self.conn.lock() {
+            crate::ports::store::sqlite::truncate_wal(&conn);
+        }
+    }
+}
+
 fn dead_letter(tx: &rusqlite::Transaction<'_>, seq: i64, reason: &str) -> Result<(), QueueError> {
     tx.execute(
         "INSERT OR REPLACE INTO dead_letters (seq, id, body, delivery_count, reason)

@@ -107,7 +107,37 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error
     // Checkpoints run on their own thread (`spawn_checkpointer`), not inside
     // whichever write happens to cross the threshold.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // Whenever the log restarts from its beginning, a larger file is cut back to this.
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT as i64)?;
     Ok(conn)
+}
+
+/// The size the log file is cut back to when it restarts (`journal_size_limit`).
+pub const WAL_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
+/// Past this size the checkpointer truncates the log (waiting up to its busy
+/// timeout for the readers of older snapshots), instead of only copying it back.
+pub const WAL_TRUNCATE_AT: u64 = 8 * 1024 * 1024;
+/// Past this size the store's own write truncates the log before it
+/// answers: the bound when writes come faster than the checkpointer can
+/// find a gap between them (one stall of a few tens of milliseconds, rare).
+pub const WAL_HARD_LIMIT: u64 = 32 * 1024 * 1024;
+
+/// The log's size (0 when there is none).
+fn wal_size(db: &Path) -> u64 {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Copies the whole log back into the database and empties it. It waits
+/// for writers and for readers of older snapshots up to the connection's
+/// busy timeout; if they outlast it, nothing is lost and the next call tries again.
+pub(crate) fn truncate_wal(conn: &Connection) {
+    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0)) {
+        Ok(0) => {}
+        Ok(_) => tracing::debug!("log not truncated: a reader or writer held it"),
+        Err(e) => tracing::debug!(error = %e, "log not truncated"),
+    }
 }
 
 /// How often the WAL is checkpointed in the background.
@@ -115,19 +145,28 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(5
 
 /// Copies the WAL back into the database file every half second on a
 /// thread of its own (a passive checkpoint: it waits for no reader or
-/// writer), for as long as `owner` lives. Without it a commit that crossed
-/// SQLite's threshold did the copy and its fsync itself, stalling every
-/// request queued behind it.
+/// writer), for as long as `owner` lives, and empties the log once it
+/// passes [`WAL_TRUNCATE_AT`] — a passive checkpoint alone never shrinks
+/// it while reads and writes keep coming (10 000 rollouts once left 1.9
+/// GiB). When `owner` is gone it empties the log a last time. Without the
+/// thread a commit that crossed SQLite's threshold did the copy and its
+/// fsync itself, stalling every request queued behind it.
 pub(crate) fn spawn_checkpointer<T: Send + Sync + 'static>(path: &Path, owner: std::sync::Weak<T>) {
     let Ok(conn) = Connection::open(path) else { return };
     let _ = conn.busy_timeout(std::time::Duration::from_millis(100));
+    let _ = conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT as i64);
+    let db = path.to_path_buf();
     let spawned = std::thread::Builder::new().name("sluice-checkpoint".into()).spawn(move || loop {
         std::thread::sleep(CHECKPOINT_EVERY);
         if owner.strong_count() == 0 {
+            truncate_wal(&conn);
             return;
         }
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::debug!(error = %e, "checkpoint skipped");
+        }
+        if wal_size(&db) > WAL_TRUNCATE_AT {
+            truncate_wal(&conn);
         }
     });
     if let Err(e) = spawned {
@@ -138,6 +177,7 @@ pub(crate) fn spawn_checkpointer<T: Send + Sync + 'static>(path: &Path, owner: s
 /// The embedded SQLite store.
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    path: std::path::PathBuf,
     transactions: AtomicU64,
     alert_retention: chrono::TimeDelta,
 }
@@ -159,7 +199,7 @@ impl SqliteStore {
         conn.execute_batch(INDEXES).map_err(unavailable)?;
         let conn = Arc::new(Mutex::new(conn));
         spawn_checkpointer(path, Arc::downgrade(&conn));
-        Ok(SqliteStore { conn, transactions: AtomicU64::new(0), alert_retention: DEFAULT_ALERT_RETENTION })
+        Ok(SqliteStore { conn, path: path.to_path_buf(), transactions: AtomicU64::new(0), alert_retention: DEFAULT_ALERT_RETENTION })
     }
 
     /// Keeps alert records for `retention` (`SLUICE_ALERT_RETENTION_DAYS`).
@@ -172,13 +212,26 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let conn = self.conn.clone();
+        let (conn, path) = (self.conn.clone(), self.path.clone());
         tokio::task::spawn_blocking(move || {
             let mut guard = conn.lock().map_err(|_| StoreError::Unavailable("store lock poisoned".into()))?;
-            f(&mut guard)
+            let answer = f(&mut guard);
+            if wal_size(&path) > WAL_HARD_LIMIT {
+                truncate_wal(&guard);
+            }
+            answer
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+}
+
+impl Drop for SqliteStore {
+    /// A clean stop leaves an empty log: what it holds is copied back first.
+    fn drop(&mut self) {
+        if let Ok(conn) = self.conn.lock() {
+            truncate_wal(&conn);
+        }
     }
 }
 
