@@ -368,13 +368,16 @@ pub async fn alert_records_are_kept_for_their_retention(store: Arc<dyn Store>) {
         alert_id: id.into(),
         rule: "r".into(),
         condition: "Fired".into(),
-        matched: vec![],
+        matched: vec!["gh-900".into()],
         summary: "s".into(),
     };
     store.record_alert(&record("old", 40)).await.expect("record");
+    assert!(store.alert_delivered("old", "Fired", "gh-900").await.expect("asked"));
     store.record_alert(&record("new", 0)).await.expect("record");
     let kept: Vec<String> = store.alerts(10).await.expect("alerts").into_iter().map(|a| a.alert_id).collect();
     assert_eq!(kept, ["new"], "past the default 30 days an alert record goes");
+    assert!(!store.alert_delivered("old", "Fired", "gh-900").await.expect("asked"), "and what it delivered goes with it");
+    assert!(store.alert_delivered("new", "Fired", "gh-900").await.expect("asked"));
 }
 
 fn release(id: &str, created: chrono::DateTime<Utc>) -> (sluice::domain::release::Release, sluice::domain::release::ReleaseEntry) {

@@ -26,7 +26,8 @@
 //!   (`{service etag}#{ms}`), so a save knows which due row it replaces
 //!   without reading it.
 //! - partition `alerts` of the index table: received alerts, newest first,
-//!   pruned past their retention.
+//!   pruned past their retention together with the `delivered|…` index rows
+//!   each one wrote.
 //! - partition `waits` of the index table: `{rollout}|{task}`, each pipeline
 //!   task waiting on a rollout (with its job token), deleted once answered.
 //!
@@ -1111,6 +1112,16 @@ impl TableStore {
         if keys.is_empty() {
             return;
         }
+        // Their delivery rows go with them (first: a record outliving its rows is harmless, not the reverse).
+        let deliveries: Vec<IndexOp> = rows
+            .iter()
+            .filter_map(|r| get_chunks(r, "A").ok().and_then(|t| serde_json::from_str::<AlertRecord>(&t).ok()))
+            .flat_map(|a| {
+                let (id, condition) = (a.alert_id.clone(), a.condition.clone());
+                a.matched.into_iter().map(move |rollout| IndexOp::Delete(delivery_key(&id, &condition, &rollout), IfMatchCondition::Any))
+            })
+            .collect();
+        self.apply_index(deliveries).await;
         let delete = |t: TransactionBuilder| keys.iter().try_fold(t, |t, k| t.delete(k.clone(), Some(IfMatchCondition::Any)));
         let _ = self.transaction(&self.index, ALERTS, delete).await;
     }
