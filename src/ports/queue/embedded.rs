@@ -123,7 +123,7 @@ impl Drop for EmbeddedQueue {
     /// A clean stop leaves an empty log: what it holds is copied back first.
     fn drop(&mut self) {
         if let Ok(conn) = self.conn.lock() {
-            crate::ports::store::sqlite::truncate_wal(&conn);
+            crate::ports::store::sqlite::truncate_wal_at_close(&conn);
         }
     }
 }

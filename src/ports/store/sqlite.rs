@@ -101,7 +101,7 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error
     let conn = Connection::open(path)?;
     // Owner-only; SQLite gives its -wal and -shm files the database's permissions.
     let _ = crate::ports::env::make_private(path);
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     // Checkpoints run on their own thread (`spawn_checkpointer`), not inside
@@ -111,6 +111,9 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error
     conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT as i64)?;
     Ok(conn)
 }
+
+/// How long a statement waits for a lock another connection holds.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The size the log file is cut back to when it restarts (`journal_size_limit`).
 pub const WAL_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
@@ -129,15 +132,35 @@ fn wal_size(db: &Path) -> u64 {
     std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
 }
 
-/// Copies the whole log back into the database and empties it. It waits
-/// for writers and for readers of older snapshots up to the connection's
-/// busy timeout; if they outlast it, nothing is lost and the next call tries again.
-pub(crate) fn truncate_wal(conn: &Connection) {
+/// Copies the whole log back into the database and empties it; whether it
+/// did. It waits for writers and for readers of older snapshots up to the
+/// connection's busy timeout, but not for another connection's checkpoint
+/// (SQLite answers busy at once); either way nothing is lost and the next
+/// call tries again.
+pub(crate) fn truncate_wal(conn: &Connection) -> bool {
     match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0)) {
-        Ok(0) => {}
-        Ok(_) => tracing::debug!("log not truncated: a reader or writer held it"),
-        Err(e) => tracing::debug!(error = %e, "log not truncated"),
+        Ok(0) => true,
+        Ok(_) => {
+            tracing::debug!("log not truncated: a reader, writer or checkpoint held it");
+            false
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "log not truncated");
+            false
+        }
     }
+}
+
+/// At a clean stop: empties the log, trying again for up to a second while
+/// the background checkpointer holds it.
+pub(crate) fn truncate_wal_at_close(conn: &Connection) {
+    for _ in 0..50 {
+        if truncate_wal(conn) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    tracing::warn!("the log could not be emptied at close; it is copied back at the next start");
 }
 
 /// How often the WAL is checkpointed in the background.
@@ -159,14 +182,14 @@ pub(crate) fn spawn_checkpointer<T: Send + Sync + 'static>(path: &Path, owner: s
     let spawned = std::thread::Builder::new().name("sluice-checkpoint".into()).spawn(move || loop {
         std::thread::sleep(CHECKPOINT_EVERY);
         if owner.strong_count() == 0 {
-            truncate_wal(&conn);
+            let _ = truncate_wal(&conn);
             return;
         }
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::debug!(error = %e, "checkpoint skipped");
         }
         if wal_size(&db) > WAL_TRUNCATE_AT {
-            truncate_wal(&conn);
+            let _ = truncate_wal(&conn);
         }
     });
     if let Err(e) = spawned {
@@ -217,7 +240,10 @@ impl SqliteStore {
             let mut guard = conn.lock().map_err(|_| StoreError::Unavailable("store lock poisoned".into()))?;
             let answer = f(&mut guard);
             if wal_size(&path) > WAL_HARD_LIMIT {
-                truncate_wal(&guard);
+                // Briefly: the store's lock is held, and a reader that outlasts this is waited for next time.
+                let _ = guard.busy_timeout(std::time::Duration::from_millis(50));
+                let _ = truncate_wal(&guard);
+                let _ = guard.busy_timeout(BUSY_TIMEOUT);
             }
             answer
         })
@@ -230,7 +256,7 @@ impl Drop for SqliteStore {
     /// A clean stop leaves an empty log: what it holds is copied back first.
     fn drop(&mut self) {
         if let Ok(conn) = self.conn.lock() {
-            truncate_wal(&conn);
+            truncate_wal_at_close(&conn);
         }
     }
 }
