@@ -198,7 +198,8 @@ async fn stopping_sluice_up_with_ctrl_c_leaves_an_empty_log() {
     let db = dir.path().join("sluice.db");
     assert!(wal_size(&db) > 0, "the writes went through the log");
     let pid = up.child.id().expect("running").to_string();
-    let sent = std::process::Command::new("kill").args(["-INT", &pid]).status().expect("kill");
+    // The shell's own `kill`: no procps needed.
+    let sent = std::process::Command::new("sh").args(["-c", &format!("kill -INT {pid}")]).status().expect("kill");
     assert!(sent.success());
     let exit = tokio::time::timeout(Duration::from_secs(20), up.child.wait()).await.expect("it stops").expect("exit status");
     assert!(exit.success(), "a clean stop: {exit:?}\n{}", up.output());
