@@ -161,6 +161,51 @@ router_suite!(router_app_config_flag, "appConfigFlag");
 router_suite!(router_gateway_api, "gatewayApi");
 
 every_store!(sqlite => sqlite_store, table_azurite => table_store);
+
+/// What a newer Sluice might write: a state this one cannot read.
+const UNREADABLE_STATE: &str = r#"{"id": "gh-bad", "phase": "Hibernating", "formatVersion": 99}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_an_unreadable_state_hides_no_other_and_is_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("s.db");
+    let store = Arc::new(SqliteStore::open(&db).expect("store"));
+    let corrupt: store_cases::Corrupt = Box::new(move |id| {
+        let db = db.clone();
+        Box::pin(async move {
+            let conn = rusqlite::Connection::open(&db).expect("open");
+            conn.execute("UPDATE rollouts SET state = ?1 WHERE id = ?2", [UNREADABLE_STATE, &id]).expect("written");
+        })
+    });
+    store_cases::an_unreadable_state_hides_no_other_and_is_kept(store, corrupt).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_an_unreadable_state_hides_no_other_and_is_kept() {
+    let azurite = tokio::task::spawn_blocking(common::azurite::start).await.expect("azurite");
+    let connection = TableConnection::parse(&azurite.connection_string()).expect("connection string");
+    let store = Arc::new(TableStore::connect(&connection, "sluice").await.expect("Azurite answers"));
+    // The state row as the store lays it out (`{prefix}rollouts`, partition = id, row `state`, chunks `S…`).
+    let port: u16 = azurite
+        .connection_string()
+        .split("TableEndpoint=http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("Azurite's table port");
+    let corrupt: store_cases::Corrupt = Box::new(move |id| {
+        Box::pin(async move {
+            use azure_data_tables::clients::TableServiceClientBuilder;
+            let location = azure_storage::CloudLocation::Emulator { address: "127.0.0.1".into(), port };
+            let client = TableServiceClientBuilder::with_location(location, azure_storage::StorageCredentials::emulator()).build();
+            let row = serde_json::json!({"PartitionKey": id, "RowKey": "state", "SChunks": 1, "S0": UNREADABLE_STATE});
+            let entity = client.table_client("sluicerollouts").partition_key_client(id.clone()).entity_client("state");
+            entity.insert_or_replace(row).expect("request").await.expect("written");
+        })
+    });
+    store_cases::an_unreadable_state_hides_no_other_and_is_kept(store, corrupt).await;
+    drop(azurite);
+}
 every_queue!(embedded => embedded_queue, servicebus_fake => servicebus_queue);
 
 /// The embedded queue keeps one wake-up per rollout: a wake-up supersedes

@@ -499,6 +499,29 @@ pub async fn pipeline_waits_are_kept_found_and_dropped(store: Arc<dyn Store>) {
     assert!(left.contains(&format!("ado-77|{t1}")) && left.contains(&format!("ado-7|{t2}")), "{left:?}");
 }
 
+/// Overwrites a stored rollout state with one this Sluice cannot read.
+pub type Corrupt = Box<dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
+/// A state Sluice cannot read (corrupt, or from a newer Sluice) hides no
+/// other rollout — lists, facts and alert look-ups leave it out — and is
+/// kept as stored: loading it still fails, so nothing overwrites it.
+pub async fn an_unreadable_state_hides_no_other_and_is_kept(store: Arc<dyn Store>, corrupt: Corrupt) {
+    let keys = json!(["/subscriptions/s/resourceGroups/rg/providers/Microsoft.Web/sites/app"]);
+    for (id, target) in [("gh-good", "svc-good"), ("gh-bad", "svc-bad")] {
+        let (r, first) = rollout_of(id, target, keys.clone());
+        store.create(&r, &first).await.expect("created");
+    }
+    corrupt("gh-bad".to_string()).await;
+    let ids = |list: Vec<Rollout>| list.into_iter().map(|r| r.id.to_string()).collect::<Vec<_>>();
+    assert_eq!(ids(store.list(&ListFilter::default()).await.expect("list")), ["gh-good"]);
+    assert_eq!(ids(store.list(&ListFilter { active_only: true, ..ListFilter::default() }).await.expect("list")), ["gh-good"]);
+    assert_eq!(store.facts().await.expect("facts").len(), 1);
+    let alert_keys: Vec<String> = rollout_of("gh-x", "svc-x", keys).0.alert_keys().into_iter().collect();
+    assert_eq!(ids(store.active_by_alert_keys(&alert_keys).await.expect("by keys")), ["gh-good"]);
+    assert!(matches!(store.load("gh-bad").await, Err(StoreError::Corrupt(_))), "its load fails: nothing can save over it");
+    assert!(matches!(store.load("gh-bad").await, Err(StoreError::Corrupt(_))), "and it is still there, as it was");
+}
+
 /// The oversized-event case through the engine and a real router, on each
 /// store: a 500 KB alert summary during an approval gate rolls back — the
 /// router at 0 %, the state saying so, the alert in the history, cut — and

@@ -28,6 +28,14 @@ pub const MAX_ALERT_RECORDS: i64 = 10_000;
 /// Rollouts handed to the timer per call of [`Store::due`].
 pub const DUE_BATCH: usize = 500;
 
+/// Reports a stored state Sluice cannot read — corrupt, or written by a
+/// newer Sluice — by id. Lists, facts and alert look-ups leave it out, so
+/// it hides no other rollout; it stays as stored, and since loading it
+/// fails, nothing overwrites it.
+pub(crate) fn unreadable(id: &str, error: &dyn std::fmt::Display) {
+    tracing::error!(rollout = %crate::domain::ids::shown(id), %error, "stored state unreadable: kept as it is, left out of lists");
+}
+
 /// Opaque version tag of a stored rollout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Etag(pub String);

@@ -19,7 +19,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use chrono::{DateTime, Utc};
 
-use super::{AlertRecord, Etag, ListFilter, Store, StoreError, DEFAULT_ALERT_RETENTION, MAX_ALERT_RECORDS};
+use super::{unreadable, AlertRecord, Etag, ListFilter, Store, StoreError, DEFAULT_ALERT_RETENTION, MAX_ALERT_RECORDS};
 use crate::domain::ids::RolloutId;
 use crate::domain::pipeline_wait::PipelineWait;
 use crate::domain::release::{Release, ReleaseEntry};
@@ -278,13 +278,19 @@ fn upgrade(conn: &mut Connection) -> Result<(), StoreError> {
             tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} INTEGER")).map_err(unavailable)?;
         }
     }
-    let states: Vec<String> = {
-        let mut stmt = tx.prepare("SELECT state FROM rollouts WHERE sweep = 1 OR active = 1").map_err(unavailable)?;
-        let rows = stmt.query_map([], |row| row.get::<_, String>(0)).map_err(unavailable)?;
+    let states: Vec<(String, String)> = {
+        let mut stmt = tx.prepare("SELECT id, state FROM rollouts WHERE sweep = 1 OR active = 1").map_err(unavailable)?;
+        let rows = stmt.query_map([], id_and_state).map_err(unavailable)?;
         rows.collect::<Result<_, _>>().map_err(unavailable)?
     };
-    for state in states {
-        let r: Rollout = serde_json::from_str(&state).map_err(corrupt)?;
+    for (id, state) in states {
+        let r: Rollout = match serde_json::from_str(&state) {
+            Ok(r) => r,
+            Err(e) => {
+                unreadable(&id, &e);
+                continue;
+            }
+        };
         tx.execute("UPDATE rollouts SET sweep_at = ?1 WHERE id = ?2", params![r.sweep_at().map(|t| t.timestamp_millis()), r.id.as_str()])
             .map_err(unavailable)?;
         if !r.phase.is_terminal() {
@@ -308,8 +314,23 @@ fn millis(t: Option<DateTime<Utc>>) -> Option<i64> {
     t.map(|t| t.timestamp_millis())
 }
 
-fn decode_states(rows: impl Iterator<Item = rusqlite::Result<String>>) -> Result<Vec<Rollout>, StoreError> {
-    rows.map(|row| serde_json::from_str(&row.map_err(unavailable)?).map_err(corrupt)).collect()
+/// `(id, state)` rows read back; a state Sluice cannot read is left out
+/// and reported by id, so one such row hides no other rollout. It stays as
+/// stored: loading it still fails, so nothing overwrites it.
+fn decode_states(rows: impl Iterator<Item = rusqlite::Result<(String, String)>>) -> Result<Vec<Rollout>, StoreError> {
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, state) = row.map_err(unavailable)?;
+        match serde_json::from_str(&state) {
+            Ok(r) => out.push(r),
+            Err(e) => unreadable(&id, &e),
+        }
+    }
+    Ok(out)
+}
+
+fn id_and_state(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String)> {
+    Ok((row.get(0)?, row.get(1)?))
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
@@ -459,7 +480,7 @@ impl Store for SqliteStore {
         let f = filter.clone();
         self.with(move |conn| {
             // Each filter has an index ordered newest first; SQLite walks it and stops at the limit.
-            let mut sql = String::from("SELECT state FROM rollouts WHERE 1 = 1");
+            let mut sql = String::from("SELECT id, state FROM rollouts WHERE 1 = 1");
             let mut args: Vec<String> = Vec::new();
             if f.active_only {
                 sql.push_str(" AND active = 1");
@@ -477,7 +498,7 @@ impl Store for SqliteStore {
                 sql.push_str(&format!(" LIMIT {}", f.limit));
             }
             let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |row| row.get::<_, String>(0)).map_err(unavailable)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), id_and_state).map_err(unavailable)?;
             decode_states(rows)
         })
         .await
@@ -485,10 +506,18 @@ impl Store for SqliteStore {
 
     async fn facts(&self) -> Result<Vec<crate::domain::health::Facts>, StoreError> {
         self.with(move |conn| {
-            let mut stmt = conn.prepare_cached("SELECT state FROM rollouts").map_err(unavailable)?;
-            let rows = stmt.query_map([], |row| row.get::<_, String>(0)).map_err(unavailable)?;
+            let mut stmt = conn.prepare_cached("SELECT id, state FROM rollouts").map_err(unavailable)?;
+            let rows = stmt.query_map([], id_and_state).map_err(unavailable)?;
             // One state read at a time, and only what the facts need of it.
-            rows.map(|row| crate::domain::health::Facts::from_stored(&row.map_err(unavailable)?).map_err(corrupt)).collect()
+            let mut facts = Vec::new();
+            for row in rows {
+                let (id, state) = row.map_err(unavailable)?;
+                match crate::domain::health::Facts::from_stored(&state) {
+                    Ok(f) => facts.push(f),
+                    Err(e) => unreadable(&id, &e),
+                }
+            }
+            Ok(facts)
         })
         .await
     }
@@ -515,14 +544,14 @@ impl Store for SqliteStore {
                 // CROSS JOIN fixes the order: from the alert's keys into the key index, then
                 // to each rollout by its id, never a walk over the active rollouts.
                 .prepare_cached(
-                    "SELECT DISTINCT r.state, r.created_at, r.id FROM json_each(?1) j
+                    "SELECT DISTINCT r.id, r.state, r.created_at FROM json_each(?1) j
                      CROSS JOIN alert_keys k ON k.key = j.value
                      CROSS JOIN rollouts r ON r.id = k.rollout_id
                      WHERE r.active = 1 ORDER BY r.created_at DESC, r.id DESC",
                 )
                 .map_err(unavailable)?;
             let keys = serde_json::to_string(&keys).map_err(corrupt)?;
-            let rows = stmt.query_map([keys], |row| row.get::<_, String>(0)).map_err(unavailable)?;
+            let rows = stmt.query_map([keys], id_and_state).map_err(unavailable)?;
             decode_states(rows)
         })
         .await

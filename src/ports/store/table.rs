@@ -543,13 +543,19 @@ impl TableStore {
 
     /// Loads rollouts by id, a few point reads at a time, in the order given
     /// (ids whose state is gone are skipped).
+    /// Loads states in parallel; one Sluice cannot read is left out and
+    /// reported by id, so it hides no other rollout (and, as it stays as
+    /// stored and its load fails, nothing overwrites it).
     async fn load_many(&self, ids: Vec<String>) -> Result<Vec<Rollout>, StoreError> {
-        let loads = futures::stream::iter(ids).map(|id| async move { self.load(&id).await }).buffered(PARALLEL_LOADS);
+        let loads = futures::stream::iter(ids).map(|id| async move { (self.load(&id).await, id) }).buffered(PARALLEL_LOADS);
         let loaded: Vec<_> = loads.collect().await;
         let mut out = Vec::new();
-        for r in loaded {
-            if let Some((r, _)) = r? {
-                out.push(r);
+        for (r, id) in loaded {
+            match r {
+                Ok(Some((r, _))) => out.push(r),
+                Ok(None) => {}
+                Err(StoreError::Corrupt(e)) => super::unreadable(&id, &e),
+                Err(e) => return Err(e),
             }
         }
         Ok(out)
