@@ -646,6 +646,27 @@ async fn an_agentless_azure_pipelines_job_is_answered_when_the_rollout_ends() {
     let last = ado.seen().into_iter().rfind(|r| r.json()["taskId"] == third).expect("answered");
     assert_eq!(last.json()["result"], "failed");
     assert!(rig.host.app.engine.store.pipeline_waits(None, 0).await.expect("waits").is_empty());
+
+    // An Azure DevOps that accepts and never answers keeps nobody waiting:
+    // the person's abort returns at once, and the task is kept for the timer.
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hanging_url = format!("http://{}/contoso/", hanging.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hanging.accept().await {
+            held.push(socket);
+        }
+    });
+    let fourth = rig.start_rollout(&spec).await;
+    rig.wait_phase(&fourth, "AwaitingApproval").await;
+    let task = "91153303-347e-5f06-a6a1-ce2102bd68eb";
+    assert_eq!(register_wait(&rig, &fourth, &agentless_task_headers(&hanging_url, task, token)).await.0, 200);
+    let asked = std::time::Instant::now();
+    rig.as_user("alice").action(&fourth, "abort", &json!({"reason": "hung tracker"})).await.expect("aborted");
+    assert!(asked.elapsed() < Duration::from_secs(5), "the abort waited {:?} for Azure DevOps", asked.elapsed());
+    rig.wait_phase(&fourth, "Aborted").await;
+    let kept = rig.host.app.engine.store.pipeline_waits(Some(&fourth), 0).await.expect("waits");
+    assert_eq!(kept.len(), 1, "kept until Azure DevOps answers: {kept:?}");
 }
 
 /// Polls `done` for up to ten seconds.

@@ -11,7 +11,7 @@ use crate::ports::env::AdapterEnv;
 use crate::ports::reach::Service;
 
 /// The longest Sluice waits for Azure DevOps to take the event.
-const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a task was not answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -323,7 +323,7 @@ impl Engine {
         for n in 1..=MAX_ROUNDS {
             if round.finished {
                 self.nudge_release(&round.state).await;
-                self.answer_pipeline_waits(&round.state).await;
+                self.answer_pipeline_waits_later(&round.state);
             }
             let inputs = self.after_save(&round.state, round.post, round.wake_before).await;
             if inputs.is_empty() || n == MAX_ROUNDS {

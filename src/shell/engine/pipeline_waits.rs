@@ -1,12 +1,16 @@
 //! Pipeline tasks waiting on rollouts: answered when their rollout ends
-//! (right after the save that ends it), and by the timer when that answer
-//! was lost to a crash or to Azure DevOps being away. A task is forgotten
-//! once answered, once Azure DevOps refuses it for good, or after
-//! [`MAX_WAIT`] — no pipeline job waits that long.
+//! (right after the save that ends it, off the path of whoever ended it),
+//! and by the timer when that answer was lost to a crash or to Azure DevOps
+//! being away. Calls run [`PARALLEL_ANSWERS`] at a time, each bounded by its
+//! timeout, so an Azure DevOps that hangs costs a sweep at most
+//! `WAIT_SWEEP_LIMIT / PARALLEL_ANSWERS` timeouts. A task is forgotten once
+//! answered, once Azure DevOps refuses it for good, or after [`MAX_WAIT`] —
+//! no pipeline job waits that long.
 
 use std::collections::BTreeMap;
 
 use chrono::TimeDelta;
+use futures::StreamExt;
 
 use super::{Engine, EngineError};
 use crate::domain::pipeline_wait::{PipelineWait, TaskResult};
@@ -15,7 +19,9 @@ use crate::ports::azure_pipelines::{complete_task, CompleteError};
 
 /// Waiting tasks the timer looks at per sweep (in key order; the ones past
 /// it are answered when their rollout ends, and by later sweeps).
-pub const WAIT_SWEEP_LIMIT: usize = 1000;
+pub const WAIT_SWEEP_LIMIT: usize = 200;
+/// Answers in flight at once.
+pub const PARALLEL_ANSWERS: usize = 16;
 /// How long a task may wait before Sluice forgets it.
 pub const MAX_WAIT: TimeDelta = TimeDelta::days(30);
 
@@ -34,6 +40,16 @@ pub struct WaitsReport {
 }
 
 impl Engine {
+    /// Answers, in the background, the tasks waiting on a rollout that has
+    /// just ended: whoever ended it (a person's abort, an alert) is not kept
+    /// waiting for Azure DevOps; the timer answers what this does not.
+    pub(super) fn answer_pipeline_waits_later(&self, rollout: &Rollout) {
+        let (engine, rollout) = (self.clone(), rollout.clone());
+        tokio::spawn(async move {
+            engine.answer_pipeline_waits(&rollout).await;
+        });
+    }
+
     /// Answers the tasks waiting on `rollout` if it has ended.
     pub async fn answer_pipeline_waits(&self, rollout: &Rollout) -> WaitsReport {
         let mut report = WaitsReport::default();
@@ -78,8 +94,14 @@ impl Engine {
             }
             return;
         };
-        for wait in waits {
-            match complete_task(&self.env, wait, result).await {
+        let env = &self.env;
+        let calls = futures::stream::iter(waits.iter().cloned()).map(|wait| async move {
+            let answer = complete_task(env, &wait, result).await;
+            (wait, answer)
+        });
+        let answers: Vec<(PipelineWait, _)> = calls.buffer_unordered(PARALLEL_ANSWERS).collect().await;
+        for (wait, answer) in &answers {
+            match answer {
                 Ok(()) => {
                     tracing::info!(rollout = %rollout.id, task = %wait.task_instance_id, result = result.as_str(), "pipeline task answered");
                     report.answered += 1;
