@@ -110,7 +110,7 @@ impl Engine {
                         tracing::warn!(rollout = %rollout.id, error = %e, "answered, but could not forget the task");
                     }
                 }
-                Err(CompleteError::Refused(why)) => self.forget(wait, &why, report).await,
+                Err(CompleteError::Refused(why)) => self.forget(wait, why, report).await,
                 Err(e @ CompleteError::Unavailable(_)) => {
                     report.failed += 1;
                     tracing::warn!(rollout = %rollout.id, task = %wait.task_instance_id, error = %e, "pipeline task not answered; the timer tries again");
