@@ -584,7 +584,7 @@ async fn the_azure_sdk_clients_give_up_on_a_silent_peer_and_cut_off_an_endless_o
     let short = || reqwest::Client::builder().timeout(std::time::Duration::from_secs(1)).build().expect("client");
     let bound = std::time::Duration::from_secs(30);
     let (endless_url, sent) = endless().await;
-    for (peer, cut) in [(silent().await, false), (endless_url, true)] {
+    for (peer, cut) in [(common::silent_peer().await, false), (endless_url, true)] {
         let key = sluice::devtools::azurite::DEV_KEY;
         let conn =
             format!("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};TableEndpoint={peer}/devstoreaccount1;");
@@ -647,24 +647,11 @@ fn note() -> sluice::ports::notify::Notification {
     }
 }
 
-/// A peer that accepts connections and never answers.
-async fn silent() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    url
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_never_answers_fails_every_adapter_family_in_bounded_time() {
     use futures::future::BoxFuture;
     use futures::FutureExt as _;
-    let url = silent().await;
+    let url = common::silent_peer().await;
     let mut env = env_with(BTreeMap::from([
         ("SLUICE_AZURE_TOKEN", "t".to_string()),
         ("GITHUB_TOKEN", "g".to_string()),

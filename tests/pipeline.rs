@@ -649,14 +649,7 @@ async fn an_agentless_azure_pipelines_job_is_answered_when_the_rollout_ends() {
 
     // An Azure DevOps that accepts and never answers keeps nobody waiting:
     // the person's abort returns at once, and the task is kept for the timer.
-    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let hanging_url = format!("http://{}/contoso/", hanging.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = hanging.accept().await {
-            held.push(socket);
-        }
-    });
+    let hanging_url = format!("{}/contoso/", common::silent_peer().await);
     let fourth = rig.start_rollout(&spec).await;
     rig.wait_phase(&fourth, "AwaitingApproval").await;
     let task = "91153303-347e-5f06-a6a1-ce2102bd68eb";

@@ -326,6 +326,19 @@ pub fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     files
 }
 
+/// A peer that accepts connections and never answers: its `http://` URL.
+pub async fn silent_peer() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    url
+}
+
 /// One HTTP request as a client would send it, answered as (status, JSON or text).
 pub async fn raw(base: &str, method: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Value) {
     // A JSON client unless the test says otherwise.
