@@ -162,22 +162,33 @@ router_suite!(router_gateway_api, "gatewayApi");
 
 every_store!(sqlite => sqlite_store, table_azurite => table_store);
 
-/// What a newer Sluice might write: a state this one cannot read.
-const UNREADABLE_STATE: &str = r#"{"id": "gh-bad", "phase": "Hibernating", "formatVersion": 99}"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_an_unreadable_state_hides_no_other_and_is_kept() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("s.db");
     let store = Arc::new(SqliteStore::open(&db).expect("store"));
-    let corrupt: store_cases::Corrupt = Box::new(move |id| {
+    let corrupt: store_cases::Corrupt = Box::new(move |id, state| {
         let db = db.clone();
         Box::pin(async move {
             let conn = rusqlite::Connection::open(&db).expect("open");
-            conn.execute("UPDATE rollouts SET state = ?1 WHERE id = ?2", [UNREADABLE_STATE, &id]).expect("written");
+            conn.execute("UPDATE rollouts SET state = ?1 WHERE id = ?2", [&state, &id]).expect("written");
         })
     });
     store_cases::an_unreadable_state_hides_no_other_and_is_kept(store, corrupt).await;
+}
+
+/// A Table client of Azurite's own, to write rows as a store (of any
+/// version) lays them out, without going through this one.
+fn raw_tables(azurite: &Azurite) -> azure_data_tables::clients::TableServiceClient {
+    let port: u16 = azurite
+        .connection_string()
+        .split("TableEndpoint=http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("Azurite's table port");
+    let location = azure_storage::CloudLocation::Emulator { address: "127.0.0.1".into(), port };
+    azure_data_tables::clients::TableServiceClientBuilder::with_location(location, azure_storage::StorageCredentials::emulator()).build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,19 +197,11 @@ async fn table_an_unreadable_state_hides_no_other_and_is_kept() {
     let connection = TableConnection::parse(&azurite.connection_string()).expect("connection string");
     let store = Arc::new(TableStore::connect(&connection, "sluice").await.expect("Azurite answers"));
     // The state row as the store lays it out (`{prefix}rollouts`, partition = id, row `state`, chunks `S…`).
-    let port: u16 = azurite
-        .connection_string()
-        .split("TableEndpoint=http://127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .expect("Azurite's table port");
-    let corrupt: store_cases::Corrupt = Box::new(move |id| {
+    let client = raw_tables(&azurite);
+    let corrupt: store_cases::Corrupt = Box::new(move |id, state| {
+        let client = client.clone();
         Box::pin(async move {
-            use azure_data_tables::clients::TableServiceClientBuilder;
-            let location = azure_storage::CloudLocation::Emulator { address: "127.0.0.1".into(), port };
-            let client = TableServiceClientBuilder::with_location(location, azure_storage::StorageCredentials::emulator()).build();
-            let row = serde_json::json!({"PartitionKey": id, "RowKey": "state", "SChunks": 1, "S0": UNREADABLE_STATE});
+            let row = serde_json::json!({"PartitionKey": id, "RowKey": "state", "SChunks": 1, "S0": state});
             let entity = client.table_client("sluicerollouts").partition_key_client(id.clone()).entity_client("state");
             entity.insert_or_replace(row).expect("request").await.expect("written");
         })
@@ -242,38 +245,74 @@ async fn embedded_wakeups_supersede_later_ones_of_their_rollout() {
 }
 
 /// Stores written by earlier formats load in this one. One fixture per
-/// format change, `tests/fixtures/states/format-N/sluice.db`: the embedded
-/// store as `sluice demo --waves` then `--alert --keep` left it (a release's
-/// two waves, one promoted and one rolled back, and an alert's rollback
-/// from an approval gate, with their histories). A change to the stored
-/// state or the file's layout that breaks one fails here: migrate on read,
-/// and add the new format's fixture with the change.
+/// format change (`tests/fixtures/states/format-N/`, see
+/// `sluice::domain::format`), for both stores: `sluice.db`, the embedded
+/// store as `sluice demo --waves` then `--alert --keep` left it (a
+/// release's two waves, one promoted and one rolled back, and an alert's
+/// rollback from an approval gate, with their histories), and `table.json`,
+/// every entity the Table store of that version wrote for the same
+/// rollouts and release. A change to the stored state or a layout that
+/// breaks one fails here: migrate on read, and add the new format's
+/// fixture with the change.
+const FORMATS: [&str; 1] = ["format-1"];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stores_written_by_earlier_formats_load() {
-    use sluice::domain::rollout::Phase;
-    use sluice::ports::store::ListFilter;
-    for format in ["format-1"] {
+async fn embedded_stores_written_by_earlier_formats_load() {
+    for format in FORMATS {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("sluice.db");
         std::fs::copy(common::repo_root().join("tests/fixtures/states").join(format).join("sluice.db"), &db).expect("fixture");
         let store = SqliteStore::open(&db).expect("the old file opens");
-        let all = store.list(&ListFilter::default()).await.expect("listed");
-        let phases: Vec<Phase> = all.iter().map(|r| r.phase).collect();
-        assert_eq!(phases.len(), 3, "{format}: {phases:?}");
-        assert_eq!(phases.iter().filter(|p| **p == Phase::RolledBack).count(), 2, "{format}: {phases:?}");
-        assert!(phases.contains(&Phase::Succeeded), "{format}: {phases:?}");
-        assert_eq!(store.facts().await.expect("facts").len(), 3, "{format}");
-        for r in &all {
-            let (loaded, etag) = store.load(&r.id).await.expect("loads").expect("there");
-            let history = store.history(&r.id).await.expect("history");
-            assert!(history.len() >= 5, "{format} {}: {} history entries", r.id, history.len());
-            // And it can be written again in this format.
-            store.save(&loaded, &etag, &[]).await.expect("saved again");
-        }
-        let releases = store.list_releases(0).await.expect("releases");
-        assert_eq!(releases.len(), 1, "{format}");
-        let (release, _) = store.load_release(&releases[0].id).await.expect("loads").expect("there");
-        assert_eq!(release.id, releases[0].id);
-        assert!(!store.release_history(&release.id).await.expect("history").is_empty(), "{format}");
+        an_earlier_format_loads(&store, format).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_stores_written_by_earlier_formats_load() {
+    let azurite = tokio::task::spawn_blocking(common::azurite::start).await.expect("azurite");
+    let connection = TableConnection::parse(&azurite.connection_string()).expect("connection string");
+    let raw = raw_tables(&azurite);
+    for (n, format) in FORMATS.iter().enumerate() {
+        let prefix = format!("old{n}");
+        let path = common::repo_root().join("tests/fixtures/states").join(format).join("table.json");
+        let tables: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&std::fs::read(&path).expect("fixture")).expect("the fixture is JSON");
+        for (table, rows) in tables {
+            let client = raw.table_client(format!("{prefix}{table}"));
+            let _ = client.create().await;
+            for row in rows.as_array().expect("rows") {
+                let key = |k: &str| row[k].as_str().expect("keys").to_string();
+                let entity = client.partition_key_client(key("PartitionKey")).entity_client(key("RowKey"));
+                entity.insert_or_replace(row.clone()).expect("request").await.expect("written as it was");
+            }
+        }
+        let store = TableStore::connect(&connection, &prefix).await.expect("Azurite answers");
+        an_earlier_format_loads(&store, format).await;
+    }
+    drop(azurite);
+}
+
+/// What every fixture holds, read back, listed, summed and written again.
+async fn an_earlier_format_loads(store: &dyn Store, format: &str) {
+    use sluice::domain::rollout::Phase;
+    use sluice::ports::store::ListFilter;
+    let all = store.list(&ListFilter::default()).await.expect("listed");
+    let phases: Vec<Phase> = all.iter().map(|r| r.phase).collect();
+    assert_eq!(phases.len(), 3, "{format}: {phases:?}");
+    assert_eq!(phases.iter().filter(|p| **p == Phase::RolledBack).count(), 2, "{format}: {phases:?}");
+    assert!(phases.contains(&Phase::Succeeded), "{format}: {phases:?}");
+    assert_eq!(store.facts().await.expect("facts").len(), 3, "{format}");
+    for r in &all {
+        let (loaded, etag) = store.load(&r.id).await.expect("loads").expect("there");
+        let history = store.history(&r.id).await.expect("history");
+        assert!(history.len() >= 5, "{format} {}: {} history entries", r.id, history.len());
+        // And it can be written again in this format.
+        store.save(&loaded, &etag, &[]).await.expect("saved again");
+    }
+    let releases = store.list_releases(0).await.expect("releases");
+    assert_eq!(releases.len(), 1, "{format}");
+    let (release, etag) = store.load_release(&releases[0].id).await.expect("loads").expect("there");
+    assert_eq!(release.id, releases[0].id);
+    assert!(!store.release_history(&release.id).await.expect("history").is_empty(), "{format}");
+    store.save_release(&release, &etag, &[]).await.expect("saved again");
 }

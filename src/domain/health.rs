@@ -112,6 +112,9 @@ impl Facts {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct StoredState {
+    #[serde(default)]
+    #[allow(dead_code)] // read only to refuse a format this Sluice does not know
+    format: crate::domain::format::StateFormat,
     id: String,
     spec: StoredSpec,
     created_at: DateTime<Utc>,

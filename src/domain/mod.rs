@@ -5,6 +5,7 @@
 pub mod alert_keys;
 pub mod backoff;
 pub mod bounded;
+pub mod format;
 pub mod health;
 pub mod ids;
 pub mod parse;

@@ -500,26 +500,40 @@ pub async fn pipeline_waits_are_kept_found_and_dropped(store: Arc<dyn Store>) {
 }
 
 /// Overwrites a stored rollout state with one this Sluice cannot read.
-pub type Corrupt = Box<dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+pub type Corrupt = Box<dyn Fn(String, String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
 
-/// A state Sluice cannot read (corrupt, or from a newer Sluice) hides no
-/// other rollout — lists, facts and alert look-ups leave it out — and is
-/// kept as stored: loading it still fails, so nothing overwrites it.
+/// A state Sluice cannot read — one a newer Sluice wrote in a later format,
+/// or a corrupt one — hides no other rollout (lists, facts and alert
+/// look-ups leave it out) and is kept as stored: loading it still fails,
+/// saying why, so nothing overwrites it. `corrupt(id, text)` writes `text`
+/// as the stored state of `id`, in the adapter's own layout.
 pub async fn an_unreadable_state_hides_no_other_and_is_kept(store: Arc<dyn Store>, corrupt: Corrupt) {
     let keys = json!(["/subscriptions/s/resourceGroups/rg/providers/Microsoft.Web/sites/app"]);
-    for (id, target) in [("gh-good", "svc-good"), ("gh-bad", "svc-bad")] {
+    let mut newer = serde_json::Value::Null;
+    for (id, target) in [("gh-good", "svc-good"), ("gh-newer", "svc-newer"), ("gh-junk", "svc-junk")] {
         let (r, first) = rollout_of(id, target, keys.clone());
         store.create(&r, &first).await.expect("created");
+        if id == "gh-newer" {
+            newer = serde_json::to_value(&r).expect("json");
+        }
     }
-    corrupt("gh-bad".to_string()).await;
+    newer["format"] = json!(sluice::domain::format::CURRENT + 1);
+    corrupt("gh-newer".to_string(), newer.to_string()).await;
+    corrupt("gh-junk".to_string(), r#"{"id": "gh-junk", "phase": "Hibernating"}"#.to_string()).await;
     let ids = |list: Vec<Rollout>| list.into_iter().map(|r| r.id.to_string()).collect::<Vec<_>>();
     assert_eq!(ids(store.list(&ListFilter::default()).await.expect("list")), ["gh-good"]);
     assert_eq!(ids(store.list(&ListFilter { active_only: true, ..ListFilter::default() }).await.expect("list")), ["gh-good"]);
     assert_eq!(store.facts().await.expect("facts").len(), 1);
     let alert_keys: Vec<String> = rollout_of("gh-x", "svc-x", keys).0.alert_keys().into_iter().collect();
     assert_eq!(ids(store.active_by_alert_keys(&alert_keys).await.expect("by keys")), ["gh-good"]);
-    assert!(matches!(store.load("gh-bad").await, Err(StoreError::Corrupt(_))), "its load fails: nothing can save over it");
-    assert!(matches!(store.load("gh-bad").await, Err(StoreError::Corrupt(_))), "and it is still there, as it was");
+    let why = |r: Result<Option<(Rollout, sluice::ports::store::Etag)>, StoreError>| match r {
+        Err(StoreError::Corrupt(why)) => why,
+        other => panic!("expected an unreadable state, got {other:?}"),
+    };
+    let newer_format = format!("state format {}", sluice::domain::format::CURRENT + 1);
+    assert!(why(store.load("gh-newer").await).contains(&newer_format), "the load says which format it met");
+    assert!(why(store.load("gh-newer").await).contains(&newer_format), "and it is still there, as it was");
+    why(store.load("gh-junk").await);
 }
 
 /// The oversized-event case through the engine and a real router, on each

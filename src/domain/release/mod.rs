@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 pub use decide::{decide, ReleaseCommand, ReleaseDecision, ReleaseEvent, Seen};
 pub use spec::{EarlierWaves, ReleaseSpec};
 
+use crate::domain::format::StateFormat;
 use crate::domain::ids::{Actor, RolloutId};
 use crate::domain::rollout::{Approval, IssueRef, Phase};
 
@@ -151,6 +152,9 @@ pub struct ReleaseEntry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Release {
+    /// The stored format (see [`crate::domain::format`]).
+    #[serde(default)]
+    pub format: StateFormat,
     /// Its id (same rules as a rollout's).
     pub id: RolloutId,
     /// What was asked for.
@@ -227,6 +231,7 @@ impl Release {
             message: format!("release of {} {} created: {}", spec.name, spec.version, waves.join(" → ")),
         };
         let release = Release {
+            format: StateFormat,
             id,
             spec,
             created_at: now,

@@ -11,6 +11,7 @@ mod history;
 mod plan;
 mod tally;
 
+use crate::domain::format::StateFormat;
 use crate::domain::ids::{Actor, RequestId, RolloutId, Weight};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -278,6 +279,9 @@ pub struct ReleaseLink {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Rollout {
+    /// The stored format (see [`crate::domain::format`]).
+    #[serde(default)]
+    pub format: StateFormat,
     /// Unique id.
     pub id: RolloutId,
     /// The spec as posted.
@@ -359,6 +363,7 @@ impl Rollout {
     /// A new rollout in `Pending`, and its first history entry.
     pub fn new(id: RolloutId, spec: RolloutSpec, plan: Plan, created_by: Actor, now: DateTime<Utc>) -> (Rollout, HistoryEntry) {
         let rollout = Rollout {
+            format: StateFormat,
             id,
             spec,
             plan,

@@ -317,7 +317,9 @@ fn millis(t: Option<DateTime<Utc>>) -> Option<i64> {
 /// `(id, state)` rows read back; a state Sluice cannot read is left out
 /// and reported by id, so one such row hides no other rollout. It stays as
 /// stored: loading it still fails, so nothing overwrites it.
-fn decode_states(rows: impl Iterator<Item = rusqlite::Result<(String, String)>>) -> Result<Vec<Rollout>, StoreError> {
+fn decode_states<T: serde::de::DeserializeOwned>(
+    rows: impl Iterator<Item = rusqlite::Result<(String, String)>>,
+) -> Result<Vec<T>, StoreError> {
     let mut out = Vec::new();
     for row in rows {
         let (id, state) = row.map_err(unavailable)?;
@@ -703,9 +705,9 @@ impl Store for SqliteStore {
         let limit = if limit == 0 { -1 } else { limit as i64 };
         self.with(move |conn| {
             let mut stmt =
-                conn.prepare_cached("SELECT state FROM releases ORDER BY created_at DESC, id DESC LIMIT ?1").map_err(unavailable)?;
-            let rows = stmt.query_map([limit], |row| row.get::<_, String>(0)).map_err(unavailable)?;
-            rows.map(|row| serde_json::from_str(&row.map_err(unavailable)?).map_err(corrupt)).collect()
+                conn.prepare_cached("SELECT id, state FROM releases ORDER BY created_at DESC, id DESC LIMIT ?1").map_err(unavailable)?;
+            let rows = stmt.query_map([limit], id_and_state).map_err(unavailable)?;
+            decode_states(rows)
         })
         .await
     }

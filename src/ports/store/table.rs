@@ -942,8 +942,11 @@ impl Store for TableStore {
         let mut out = Vec::new();
         for row in rows {
             let Some(id) = row.get("RowKey").and_then(Value::as_str).and_then(Self::id_from_key) else { continue };
-            if let Some((r, _)) = self.load_release(&id).await? {
-                out.push(r);
+            match self.load_release(&id).await {
+                Ok(Some((r, _))) => out.push(r),
+                Ok(None) => {}
+                Err(StoreError::Corrupt(e)) => super::unreadable(&id, &e),
+                Err(e) => return Err(e),
             }
         }
         Ok(out)
