@@ -316,3 +316,61 @@ async fn an_earlier_format_loads(store: &dyn Store, format: &str) {
     assert!(!store.release_history(&release.id).await.expect("history").is_empty(), "{format}");
     store.save_release(&release, &etag, &[]).await.expect("saved again");
 }
+
+/// The Table store files releases the timer must visit under when, so a
+/// sweep reads only what is due: a row that no longer matches its release
+/// is a hint the sweep checks against the state and drops, and the rows
+/// format 1 kept (one per release, its time in a property) are refiled by
+/// the first sweep, so a release waiting at upgrade is still visited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_release_wake_rows_are_checked_hints_and_format_1_rows_are_refiled() {
+    use chrono::{TimeDelta, Utc};
+    let azurite = tokio::task::spawn_blocking(common::azurite::start).await.expect("azurite");
+    let connection = TableConnection::parse(&azurite.connection_string()).expect("connection string");
+    let store = TableStore::connect(&connection, "sluice").await.expect("Azurite answers");
+    let raw = raw_tables(&azurite).table_client("sluicereleases");
+    let t0 = Utc::now() - TimeDelta::hours(1);
+    // rel-old waits since t0; format 1 filed it in partition `due`, and nothing in `wake` yet.
+    let (old, first) = store_cases::release("rel-old", t0);
+    let wake = old.wake_at.expect("a new release is due at once");
+    store.create_release(&old, &first).await.expect("created");
+    for row in rows_of(&raw, "wake").await {
+        raw.partition_key_client("wake").entity_client(row).delete().await.expect("deleted");
+    }
+    let v1 = serde_json::json!({"PartitionKey": "due", "RowKey": "rel-old", "At": wake.timestamp_millis().to_string(), "At@odata.type": "Edm.Int64"});
+    raw.partition_key_client("due").entity_client("rel-old").insert_or_replace(v1).expect("request").await.expect("written");
+    // A stale hint: rel-new's row says an hour ago, its state says in a day.
+    let (mut new, first) = store_cases::release("rel-new", t0);
+    new.wake_at = Some(Utc::now() + TimeDelta::days(1));
+    store.create_release(&new, &first).await.expect("created");
+    let stale = format!("{:015}|rel-new", t0.timestamp_millis());
+    raw.partition_key_client("wake")
+        .entity_client(stale.clone())
+        .insert_or_replace(serde_json::json!({}))
+        .expect("request")
+        .await
+        .expect("written");
+
+    let due: Vec<String> = store.due_releases(Utc::now(), 10).await.expect("due").iter().map(|id| id.to_string()).collect();
+    assert_eq!(due, ["rel-old"], "the format-1 row was refiled and found; the stale hint was not believed");
+    assert!(rows_of(&raw, "due").await.is_empty(), "format 1's partition is emptied");
+    let wake_rows = rows_of(&raw, "wake").await;
+    assert!(!wake_rows.contains(&stale), "the stale hint past its grace is gone: {wake_rows:?}");
+    assert_eq!(wake_rows.len(), 2, "each release filed under its own time: {wake_rows:?}");
+    assert!(store.due_releases(Utc::now() + TimeDelta::days(2), 10).await.expect("due").len() == 2);
+    drop(azurite);
+}
+
+/// The row keys of one partition, read raw.
+async fn rows_of(table: &azure_data_tables::clients::TableClient, partition: &str) -> Vec<String> {
+    use futures::StreamExt;
+    let mut stream = table
+        .query()
+        .filter(azure_data_tables::prelude::Filter::new(format!("PartitionKey eq '{partition}'")))
+        .into_stream::<serde_json::Value>();
+    let mut keys = Vec::new();
+    while let Some(page) = stream.next().await {
+        keys.extend(page.expect("page").entities.iter().filter_map(|e| e["RowKey"].as_str().map(str::to_string)));
+    }
+    keys
+}

@@ -380,7 +380,7 @@ pub async fn alert_records_are_kept_for_their_retention(store: Arc<dyn Store>) {
     assert!(store.alert_delivered("new", "Fired", "gh-900").await.expect("asked"));
 }
 
-fn release(id: &str, created: chrono::DateTime<Utc>) -> (sluice::domain::release::Release, sluice::domain::release::ReleaseEntry) {
+pub fn release(id: &str, created: chrono::DateTime<Utc>) -> (sluice::domain::release::Release, sluice::domain::release::ReleaseEntry) {
     let target = |name: &str| {
         json!({"name": name, "router": {"provider": "local", "settings": {"url": "http://127.0.0.1:9"}},
                "stable": {"name": "s", "version": "v1"}, "canary": {"name": "c", "version": "v2"}})

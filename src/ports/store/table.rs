@@ -28,6 +28,12 @@
 //! - partition `alerts` of the index table: received alerts, newest first,
 //!   pruned past their retention together with the `delivered|…` index rows
 //!   each one wrote.
+//! - table `{prefix}releases`: one partition per release (state and
+//!   history rows, as for rollouts); partition `newest` lists them newest
+//!   first, and partition `wake` files each release the timer must visit
+//!   under when (`{ms}|{id}`, written before the state when earlier, after
+//!   when later, checked against the state when read), so a sweep reads
+//!   only what is due.
 //! - partition `waits` of the index table: `{rollout}|{task}`, each pipeline
 //!   task waiting on a rollout (with its job token), deleted once answered.
 //!
@@ -178,6 +184,8 @@ pub struct TableStore {
     alert_retention: chrono::TimeDelta,
     /// The minute alert records were last pruned in (one prune a minute).
     last_alert_prune: std::sync::atomic::AtomicI64,
+    /// Set once format 1's release due partition has been read empty.
+    format_1_due_rows_gone: std::sync::atomic::AtomicBool,
 }
 
 fn http_status(e: &azure_core::Error) -> Option<StatusCode> {
@@ -444,6 +452,7 @@ impl TableStore {
             transactions: AtomicU64::new(0),
             alert_retention: DEFAULT_ALERT_RETENTION,
             last_alert_prune: std::sync::atomic::AtomicI64::new(0),
+            format_1_due_rows_gone: std::sync::atomic::AtomicBool::new(false),
         };
         for table in [&store.rollouts, &store.index, &store.releases] {
             match table.create().await {
@@ -882,11 +891,13 @@ impl Store for TableStore {
         if self.get(&self.releases, &pk, "state").await?.is_some() {
             return Err(StoreError::AlreadyExists(release.id.to_string()));
         }
-        // The list and due rows first: both are hints a reader checks against the state.
+        // The list and wake rows first: both are hints a reader checks against the state.
         let newest = format!("{}|{pk}", inverted_ms(release.created_at));
         let mut hints = vec![(RELEASES_NEWEST, newest.clone(), json!({"PartitionKey": RELEASES_NEWEST, "RowKey": newest}))];
-        if let Some(at) = release.wake_at {
-            hints.push((RELEASES_DUE, pk.clone(), release_due_row(&pk, at.timestamp_millis())));
+        let wake = wake_ms(release);
+        if let Some(at) = wake {
+            let key = wake_key(at, &pk);
+            hints.push((RELEASES_WAKE, key.clone(), wake_row(&key)));
         }
         for (partition, key, row) in hints {
             let responses = self.transaction(&self.releases, partition, |t| t.insert_or_replace(key, row)).await?;
@@ -897,7 +908,7 @@ impl Store for TableStore {
         let (state, first) = (release_entity(release)?, release_history_entity(&release.id, first)?);
         let responses = self.transaction(&self.releases, &pk, |t| t.insert(state)?.insert(first)).await?;
         match failure(&responses) {
-            None => Ok(Etag(responses.first().and_then(|r| r.etag.clone()).unwrap_or_default())),
+            None => Ok(etag_for(&responses.first().and_then(|r| r.etag.clone()).unwrap_or_default(), wake)),
             Some(StatusCode::Conflict) => Err(StoreError::AlreadyExists(release.id.to_string())),
             Some(status) => Err(StoreError::Unavailable(format!("creating the release failed with HTTP {status}"))),
         }
@@ -906,7 +917,11 @@ impl Store for TableStore {
     async fn load_release(&self, id: &str) -> Result<Option<(Release, Etag)>, StoreError> {
         match self.get(&self.releases, &escape_key(id), "state").await? {
             None => Ok(None),
-            Some((entity, etag)) => Ok(Some((serde_json::from_str(&get_chunks(&entity, "S")?).map_err(corrupt)?, Etag(etag.to_string())))),
+            Some((entity, etag)) => {
+                let release: Release = serde_json::from_str(&get_chunks(&entity, "S")?).map_err(corrupt)?;
+                let etag = etag_for(etag.as_ref(), wake_ms(&release));
+                Ok(Some((release, etag)))
+            }
         }
     }
 
@@ -915,20 +930,32 @@ impl Store for TableStore {
             return Err(StoreError::Corrupt(format!("{} history rows cannot be written in one transaction", history.len())));
         }
         let pk = escape_key(&release.id);
-        // Never due later than the state says: an earlier due row goes in before the state.
-        if let Some(at) = release.wake_at.map(|t| t.timestamp_millis()) {
-            let filed = self.get(&self.releases, RELEASES_DUE, &pk).await?.and_then(|(row, _)| due_at(&row));
-            if filed.map(|f| f > at).unwrap_or(true) {
-                self.file_release_due(&pk, Some(at)).await?;
-            }
+        let (service_etag, old_wake) = split_etag(etag);
+        let new_wake = wake_ms(release);
+        // Never due later than the state says: an earlier wake row goes in before the state.
+        let ahead = match (old_wake, new_wake) {
+            (_, None) => false,
+            (Some(Some(old)), Some(new)) => new < old,
+            (_, Some(_)) => true,
+        };
+        if let (true, Some(at)) = (ahead, new_wake) {
+            self.file_release_wake(&pk, at).await?;
         }
         let state = release_entity(release)?;
         let rows = history.iter().map(|h| release_history_entity(&release.id, h)).collect::<Result<Vec<_>, _>>()?;
-        let responses = self.update_with_history(&self.releases, &release.id, state, etag.0.clone(), rows).await?;
-        // The due row now says exactly when (or is gone); if this fails, the row is early, which only costs a visit.
-        let _ = self.file_release_due(&pk, release.wake_at.map(|t| t.timestamp_millis())).await;
+        let responses = self.update_with_history(&self.releases, &release.id, state, service_etag, rows).await?;
+        // A later wake row goes in after the state (the earlier one brought the sweep meanwhile), and the
+        // old row goes; if either fails, a row is early or stale, which only costs the sweep a look.
+        if let Some(old) = old_wake.filter(|old| *old != new_wake) {
+            if let (false, Some(at)) = (ahead, new_wake) {
+                let _ = self.file_release_wake(&pk, at).await;
+            }
+            if let Some(at) = old {
+                let _ = self.transaction(&self.releases, RELEASES_WAKE, |t| t.delete(wake_key(at, &pk), Some(IfMatchCondition::Any))).await;
+            }
+        }
         match responses.first().and_then(|r| r.etag.clone()) {
-            Some(e) => Ok(Etag(e)),
+            Some(e) => Ok(etag_for(&e, new_wake)),
             None => self.load_release(&release.id).await?.map(|(_, e)| e).ok_or_else(|| StoreError::NotFound(release.id.to_string())),
         }
     }
@@ -953,16 +980,42 @@ impl Store for TableStore {
     }
 
     async fn due_releases(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<RolloutId>, StoreError> {
-        let filter = format!("PartitionKey eq '{RELEASES_DUE}' and At le {}L", now.timestamp_millis());
-        let mut rows: Vec<(i64, String)> = self
-            .query(&self.releases, filter, 0)
+        self.refile_format_1_due_rows().await;
+        let now_ms = now.timestamp_millis();
+        let filter = format!("PartitionKey eq '{RELEASES_WAKE}' and RowKey lt {}", odata(&wake_key(now_ms + 1, "")));
+        let rows: Vec<(i64, String, String)> = self
+            .query(&self.releases, filter, limit)
             .await?
             .iter()
-            .filter_map(|row| Some((due_at(row)?, row.get("RowKey")?.as_str()?.to_string())))
+            .filter_map(|row| {
+                let key = row.get("RowKey")?.as_str()?;
+                let (ms, pk) = key.split_once('|')?;
+                Some((ms.parse().ok()?, pk.to_string(), key.to_string()))
+            })
             .collect();
-        rows.sort();
-        rows.truncate(limit);
-        Ok(rows.into_iter().filter_map(|(_, key)| unescape_key(&key).and_then(|id| RolloutId::parse(&id).ok())).collect())
+        let mut due = Vec::new();
+        for (at, pk, key) in rows {
+            let Some(id) = unescape_key(&pk) else { continue };
+            // A hint, checked against the state: a stale row past the grace goes, and the state's own time is filed.
+            let wanted = match self.load_release(&id).await {
+                Ok(loaded) => loaded.and_then(|(r, _)| wake_ms(&r)),
+                Err(StoreError::Corrupt(e)) => {
+                    super::unreadable(&id, &e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if wanted.map(|w| w <= now_ms).unwrap_or(false) && !due.contains(&id) {
+                due.push(id.clone());
+            }
+            if wanted != Some(at) && at < now_ms - STALE_DUE_GRACE_MS {
+                if let Some(w) = wanted.filter(|w| *w > now_ms) {
+                    let _ = self.file_release_wake(&pk, w).await;
+                }
+                let _ = self.transaction(&self.releases, RELEASES_WAKE, |t| t.delete(key, Some(IfMatchCondition::Any))).await;
+            }
+        }
+        due.into_iter().map(|id| RolloutId::parse(&id).map_err(corrupt)).collect()
     }
 
     async fn save_pipeline_wait(&self, wait: &PipelineWait) -> Result<(), StoreError> {
@@ -1010,16 +1063,28 @@ fn wait_key(rollout: &str, task: &uuid::Uuid) -> String {
 
 /// Partition of the releases table listing them newest first.
 const RELEASES_NEWEST: &str = "newest";
-/// Partition of the releases table holding one row per release the timer must visit.
-const RELEASES_DUE: &str = "due";
+/// Partition of the releases table filing each release the timer must
+/// visit under when (`{ms}|{id}`), so the sweep reads only the due ones,
+/// with `$top`.
+const RELEASES_WAKE: &str = "wake";
+/// Format 1's partition of the same (one row per release, its time in `At`,
+/// which a filter could only find by reading it whole); the sweep refiles
+/// what is left in it.
+const RELEASES_DUE_FORMAT_1: &str = "due";
 
-/// A due row: `At` in milliseconds, typed `Edm.Int64` (an untyped JSON
-/// number is stored as Int32 or Double, and a filter compares typed values).
-fn release_due_row(pk: &str, at: i64) -> Value {
-    json!({"PartitionKey": RELEASES_DUE, "RowKey": pk, "At": at.to_string(), "At@odata.type": "Edm.Int64"})
+fn wake_ms(r: &Release) -> Option<i64> {
+    r.wake_at.map(|t| t.timestamp_millis())
 }
 
-fn due_at(row: &Value) -> Option<i64> {
+fn wake_key(at_ms: i64, pk: &str) -> String {
+    format!("{:015}|{pk}", at_ms.max(0))
+}
+
+fn wake_row(key: &str) -> Value {
+    json!({"PartitionKey": RELEASES_WAKE, "RowKey": key})
+}
+
+fn format_1_due_at(row: &Value) -> Option<i64> {
     match row.get("At")? {
         Value::String(s) => s.parse().ok(),
         other => other.as_i64(),
@@ -1089,18 +1154,35 @@ impl TableStore {
         Ok(out)
     }
 
-    /// Files a release's due row at `at`, or removes it.
-    async fn file_release_due(&self, pk: &str, at: Option<i64>) -> Result<(), StoreError> {
-        let responses = match at {
-            Some(at) => {
-                let row = release_due_row(pk, at);
-                self.transaction(&self.releases, RELEASES_DUE, |t| t.insert_or_replace(pk.to_string(), row)).await?
-            }
-            None => self.transaction(&self.releases, RELEASES_DUE, |t| t.delete(pk.to_string(), Some(IfMatchCondition::Any))).await?,
-        };
+    /// Files a release under the time it must next be visited.
+    async fn file_release_wake(&self, pk: &str, at: i64) -> Result<(), StoreError> {
+        let key = wake_key(at, pk);
+        let row = wake_row(&key);
+        let responses = self.transaction(&self.releases, RELEASES_WAKE, |t| t.insert_or_replace(key, row)).await?;
         match failure(&responses) {
-            None | Some(StatusCode::NotFound) => Ok(()),
-            Some(status) => Err(StoreError::Unavailable(format!("filing the release's due row failed with HTTP {status}"))),
+            None => Ok(()),
+            Some(status) => Err(StoreError::Unavailable(format!("filing the release's wake-up failed with HTTP {status}"))),
+        }
+    }
+
+    /// Moves a batch of format 1's due rows to the wake partition (each is
+    /// filed anew before it goes); once it is empty this is one small read.
+    async fn refile_format_1_due_rows(&self) {
+        if self.format_1_due_rows_gone.load(Ordering::Relaxed) {
+            return;
+        }
+        let filter = format!("PartitionKey eq '{RELEASES_DUE_FORMAT_1}'");
+        let Ok(rows) = self.query(&self.releases, filter, MAX_BATCH).await else { return };
+        // Nothing writes there any more: once empty, it stays empty.
+        self.format_1_due_rows_gone.store(rows.is_empty(), Ordering::Relaxed);
+        for row in rows {
+            let Some(pk) = row.get("RowKey").and_then(Value::as_str).map(str::to_string) else { continue };
+            if let Some(at) = format_1_due_at(&row) {
+                if self.file_release_wake(&pk, at).await.is_err() {
+                    continue;
+                }
+            }
+            let _ = self.transaction(&self.releases, RELEASES_DUE_FORMAT_1, |t| t.delete(pk, Some(IfMatchCondition::Any))).await;
         }
     }
 }
