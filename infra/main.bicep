@@ -63,6 +63,11 @@ param maximumInstanceCount int = 40
 @allowed([512, 2048, 4096])
 param instanceMemoryMB int = 2048
 
+@description('Days finished rollouts and settled releases are kept, with their history, from their creation (SLUICE_RETENTION_DAYS). The default keeps a year of release-health figures.')
+@minValue(30)
+@maxValue(3650)
+param retentionDays int = 400
+
 var suffix = uniqueString(resourceGroup().id)
 var targetGroups = union(targetResourceGroups, empty(targetResourceGroupList) ? [] : split(targetResourceGroupList, ','))
 var storageName = take('${prefix}sluice${suffix}', 24)
@@ -147,6 +152,7 @@ var baseSettings = [
   { name: 'SLUICE_QUEUE_NAME', value: queueName }
   { name: 'ServiceBusConnection__fullyQualifiedNamespace', value: '${serviceBus.name}.servicebus.windows.net' }
   { name: 'SLUICE_ALERT_TOKEN', value: alertToken }
+  { name: 'SLUICE_RETENTION_DAYS', value: string(retentionDays) }
   // Where credentials may go and which settings specs may name (src/ports/reach.rs): this cloud's
   // endpoints, the endpoints listed in credentialRules, and its specSettings (else the channel secrets' names).
   { name: 'SLUICE_AZURE_CLOUD', value: environment().name }

@@ -676,3 +676,30 @@ async fn secrets_never_reach_logs_history_or_error_bodies() {
         }
     }
 }
+
+/// Retention through the timer, at its default: 401 days on, the tick
+/// deletes the rolled-back rollout (state and history), says so in its
+/// report, and leaves the one started since; the report still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timer_deletes_finished_rollouts_past_their_retention_and_nothing_newer() {
+    let h = Harness::new(vec![]).await;
+    let old = h.start(h.spec(json!([{"setWeight": 20}, {"pause": {}}]))).await;
+    let (status, body) = h.api("POST", Some(&old), Some("abort"), json!({"reason": "enough"}), "alice").await;
+    assert_eq!(status, 200, "{body}");
+    h.drain().await;
+    assert_eq!(h.status(&old).await["phase"], "Aborted");
+    let report = functions::invoke_timer(&h.app, "tick", false).await.expect("tick");
+    assert_eq!(report["pruned"], json!({"rollouts": 0, "releases": 0}), "nothing is old yet: {report}");
+
+    h.clock.advance(401 * 86_400);
+    let fresh = h.start(h.spec(json!([{"setWeight": 20}, {"pause": {}}]))).await;
+    let report = functions::invoke_timer(&h.app, "tick", false).await.expect("tick");
+    assert_eq!(report["pruned"], json!({"rollouts": 1, "releases": 0}), "{report}");
+    let (status, body) = h.api("GET", Some(&old), None, Value::Null, "alice").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(h.status(&fresh).await["phase"], "Paused");
+    let req = HttpRequest { method: "GET".into(), path: "/api/report".into(), ..HttpRequest::default() };
+    let r = functions::invoke_http(&h.app, "report", req).await;
+    assert_eq!(r.status, 200, "{}", r.json_body());
+    assert_eq!(r.json_body()["overall"]["active"], 1, "{}", r.json_body());
+}

@@ -351,6 +351,13 @@ impl Store for PanicOnce {
     async fn drop_pipeline_wait(&self, rollout: &str, task: &uuid::Uuid) -> Result<(), StoreError> {
         self.inner.drop_pipeline_wait(rollout, task).await
     }
+    async fn prune_finished(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<sluice::ports::store::Pruned, StoreError> {
+        self.inner.prune_finished(cutoff, limit).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,6 +94,7 @@ macro_rules! every_store {
     ($($module:ident => $make:ident),*) => {
         $(store_suite!($module, $make, [
             round_trip_and_etags,
+            finished_records_past_retention_are_pruned_in_bounded_batches,
             an_oversized_alert_and_provider_error_are_kept_cut,
             etag_conflict_one_writer_wins_and_the_other_redecides,
             state_and_history_are_written_together,

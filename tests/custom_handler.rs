@@ -351,6 +351,9 @@ impl sluice::ports::store::Store for DownStore {
     async fn drop_pipeline_wait(&self, _: &str, _: &uuid::Uuid) -> Result<(), StoreError> {
         Err(down())
     }
+    async fn prune_finished(&self, _: chrono::DateTime<chrono::Utc>, _: usize) -> Result<sluice::ports::store::Pruned, StoreError> {
+        Err(down())
+    }
 }
 
 fn down() -> StoreError {

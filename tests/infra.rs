@@ -137,6 +137,8 @@ fn app_settings_are_read_by_the_code_hold_no_key_and_pass_its_check() {
         ("SLUICE_APP_CONFIG_STORES", ""),
         ("SLUICE_GITHUB_API_URLS", ""),
         ("SLUICE_AZURE_DEVOPS_URLS", ""),
+        // `string(retentionDays)` at the parameter's default.
+        ("SLUICE_RETENTION_DAYS", "400"),
     ] {
         env.insert(k.into(), v.into());
     }
@@ -150,6 +152,12 @@ fn app_settings_are_read_by_the_code_hold_no_key_and_pass_its_check() {
     assert!(matches!(config.queue, sluice::shell::config::QueueKind::ServiceBusIdentity { .. }), "{:?}", config.queue);
     assert!(config.require_principal, "with App Service authentication on, only the signed-in principal acts");
     assert!(config.data_dir.starts_with(std::env::temp_dir()), "nothing in the read-only app root");
+    assert_eq!(config.retention, chrono::TimeDelta::days(400));
+    let bicep = read("infra/main.bicep");
+    assert!(
+        bicep.contains("@minValue(30)\n@maxValue(3650)\nparam retentionDays int = 400"),
+        "the Bicep bounds the retention as the code does"
+    );
 }
 
 /// The built-in role definitions the code's calls need (Azure RBAC built-in roles).

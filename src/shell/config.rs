@@ -83,6 +83,8 @@ pub struct AppConfig {
     pub require_principal: bool,
     /// How long alert records are kept (`SLUICE_ALERT_RETENTION_DAYS`).
     pub alert_retention: chrono::TimeDelta,
+    /// How long finished rollouts and releases are kept (`SLUICE_RETENTION_DAYS`).
+    pub retention: chrono::TimeDelta,
     /// Whether finished rollouts print `sluice.metric` lines on stdout
     /// (under `serve`, where the Functions host sends them to Application Insights).
     pub metric_lines: bool,
@@ -141,6 +143,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("SLUICE_SPEC_SETTINGS", "The app settings a spec may name, comma-separated, each for one use: `github:NAME` (`tokenSetting` of `github`, `githubDeployments`), `azureDevOps:NAME` (`patSetting`), `aks:NAME` (`tokenSetting` of `gatewayApi`), `appConfig:NAME` (`connectionStringSetting`), or a bare `NAME` for a channel's `urlSetting` or `secretSetting`; `NAME*` is a prefix. A credential named for one use never goes to another kind of service. Default: `github:GITHUB_TOKEN, azureDevOps:AZURE_DEVOPS_PAT, aks:K8S_TOKEN, appConfig:APPCONFIG_CONNECTION, TEAMS_URL, SLACK_URL, WEBHOOK_URL, WEBHOOK_SECRET`. Settings Sluice and the Functions host run on (`SLUICE_*`, `AzureWebJobs*`, `APPLICATIONINSIGHTS_*`, `IDENTITY_*`, `APPSETTING_*`, `AZURE_CLIENT_SECRET`, …, in any case) are refused whatever this says."),
     ("SLUICE_ALLOW_LOOPBACK_ENDPOINTS", "Local testing only: `true` lets specs point credentialed endpoints at loopback addresses (`127.0.0.0/8`, `localhost`, `[::1]`), plain HTTP too, to reach fakes. `serve` refuses to start with it."),
     ("SLUICE_ALERT_RETENTION_DAYS", "Days received alerts are kept for the record (1 to 3650, default 30); the embedded store also keeps at most the newest 10 000."),
+    ("SLUICE_RETENTION_DAYS", "Days finished rollouts and settled releases are kept, with their history, counted from their creation (30 to 3650, default 400, so a year of release-health figures survives). The timer deletes those past it, 50 of each per tick; active ones are never deleted."),
     ("RUST_LOG", "Log filter (default `info`)."),
 ];
 
@@ -336,19 +339,32 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>, mode: Mode) -> Result<AppC
         }
         (None, Mode::Serve) => std::env::temp_dir().join("sluice"),
     };
-    let alert_retention = match value("SLUICE_ALERT_RETENTION_DAYS").map(|v| v.trim().parse::<i64>()) {
-        None => crate::ports::store::DEFAULT_ALERT_RETENTION,
-        Some(Ok(days)) if (1..=3650).contains(&days) => chrono::TimeDelta::days(days),
-        Some(_) => {
-            problem("SLUICE_ALERT_RETENTION_DAYS", "is not a whole number of days from 1 to 3650".into());
-            crate::ports::store::DEFAULT_ALERT_RETENTION
-        }
-    };
+    let alert_retention =
+        days_setting(&value, &mut problem, "SLUICE_ALERT_RETENTION_DAYS", 1, crate::ports::store::DEFAULT_ALERT_RETENTION);
+    let retention = days_setting(&value, &mut problem, "SLUICE_RETENTION_DAYS", 30, crate::ports::store::DEFAULT_RETENTION);
     if problems.is_empty() {
         let metric_lines = mode == Mode::Serve;
-        Ok(AppConfig { port, store, queue, data_dir, alert_token, public_url, require_principal, alert_retention, metric_lines })
+        Ok(AppConfig { port, store, queue, data_dir, alert_token, public_url, require_principal, alert_retention, retention, metric_lines })
     } else {
         Err(problems)
+    }
+}
+
+/// A whole number of days from `min` to 3650, or `default` when unset.
+fn days_setting(
+    value: &dyn Fn(&str) -> Option<String>,
+    problem: &mut dyn FnMut(&'static str, String),
+    name: &'static str,
+    min: i64,
+    default: chrono::TimeDelta,
+) -> chrono::TimeDelta {
+    match value(name).map(|v| v.parse::<i64>()) {
+        None => default,
+        Some(Ok(days)) if (min..=3650).contains(&days) => chrono::TimeDelta::days(days),
+        Some(_) => {
+            problem(name, format!("is not a whole number of days from {min} to 3650"));
+            default
+        }
     }
 }
 
@@ -360,6 +376,20 @@ mod tests {
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn retention_defaults_to_400_days_and_is_bounded_naming_the_setting() {
+        let days = |v: &str| from_env(&env(&[("SLUICE_RETENTION_DAYS", v)]), Mode::Up);
+        assert_eq!(from_env(&env(&[]), Mode::Up).expect("defaults").retention, chrono::TimeDelta::days(400));
+        assert_eq!(days(" 30 ").expect("the least").retention, chrono::TimeDelta::days(30));
+        assert_eq!(days("3650").expect("the most").retention, chrono::TimeDelta::days(3650));
+        for bad in ["29", "3651", "-1", "1.5", "a year"] {
+            let problems = days(bad).expect_err(bad);
+            assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
+            assert_eq!(problems[0].setting, "SLUICE_RETENTION_DAYS");
+            assert!(problems[0].message.contains("from 30 to 3650"), "{}", problems[0].message);
+        }
     }
 
     #[test]

@@ -462,24 +462,26 @@ pub async fn alert_deliveries_are_found_exactly(store: Arc<dyn Store>) {
     }
 }
 
+/// A pipeline task waiting on `rollout`, as Azure Pipelines' headers announce it.
+fn pipeline_wait(rollout: &str, task: &str, token: &str) -> sluice::domain::pipeline_wait::PipelineWait {
+    let headers = [
+        ("planurl", "https://dev.azure.com/contoso/"),
+        ("projectid", "6ce954b1-ce1f-45d1-b94d-e6bf2464ba2c"),
+        ("hubname", "build"),
+        ("planid", "0f4e5b0c-1c3e-4a6a-9d43-4c9e2b8f3a11"),
+        ("jobid", "3a7e60dc-c5b0-5009-86eb-0f217c12e2ea"),
+        ("taskinstanceid", task),
+        ("authtoken", token),
+    ];
+    let find = |name: &str| headers.iter().find(|(k, _)| *k == name.to_ascii_lowercase()).map(|(_, v)| *v);
+    sluice::domain::pipeline_wait::PipelineWait::from_headers(RolloutId::parse(rollout).expect("id"), find, Utc::now()).expect("valid")
+}
+
 /// Pipeline tasks waiting on rollouts: kept with their token, found by
 /// rollout (never a neighbour whose id shares a prefix), replaced when the
 /// same task registers again, and dropped — dropping one already gone is fine.
 pub async fn pipeline_waits_are_kept_found_and_dropped(store: Arc<dyn Store>) {
-    use sluice::domain::pipeline_wait::PipelineWait;
-    let wait = |rollout: &str, task: &str, token: &str| {
-        let headers = [
-            ("planurl", "https://dev.azure.com/contoso/"),
-            ("projectid", "6ce954b1-ce1f-45d1-b94d-e6bf2464ba2c"),
-            ("hubname", "build"),
-            ("planid", "0f4e5b0c-1c3e-4a6a-9d43-4c9e2b8f3a11"),
-            ("jobid", "3a7e60dc-c5b0-5009-86eb-0f217c12e2ea"),
-            ("taskinstanceid", task),
-            ("authtoken", token),
-        ];
-        let find = |name: &str| headers.iter().find(|(k, _)| *k == name.to_ascii_lowercase()).map(|(_, v)| *v);
-        PipelineWait::from_headers(RolloutId::parse(rollout).expect("id"), find, Utc::now()).expect("valid")
-    };
+    let wait = pipeline_wait;
     let (t1, t2) = ("61153303-347e-5f06-a6a1-ce2102bd68eb", "71153303-347e-5f06-a6a1-ce2102bd68eb");
     store.save_pipeline_wait(&wait("ado-7", t1, "first-token")).await.expect("kept");
     store.save_pipeline_wait(&wait("ado-7", t1, "second-token")).await.expect("replaced");
@@ -583,4 +585,93 @@ pub async fn an_oversized_alert_rolls_back_with_router_and_state_agreeing(store:
     // An approval after the rollback changes nothing at the router.
     let late = engine.apply(&id, Event::Approved { by: actor("alice"), stage: None, request: None }).await.expect("answered");
     assert_eq!((late.rollout.phase, router.route().weight.percent()), (Phase::RolledBack, 0));
+}
+
+/// Retention: finished rollouts and settled releases created before the
+/// cutoff go — state, history, list rows, waiting tasks — at most `limit`
+/// of each per pass, until none is left; active ones, one with something
+/// still to do (a backlog issue being opened) and newer ones stay, and
+/// lists, facts and histories of what remains are unchanged.
+pub async fn finished_records_past_retention_are_pruned_in_bounded_batches(store: Arc<dyn Store>) {
+    use sluice::domain::release::{decide, ReleaseEvent};
+    use sluice::domain::rollout::{Attempt, BacklogState};
+    let now = Utc::now();
+    let (old, cutoff) = (now - TimeDelta::days(500), now - TimeDelta::days(400));
+    let put = |id: &'static str, created: chrono::DateTime<Utc>, finish: bool| {
+        let store = store.clone();
+        async move {
+            let (mut r, mut first) = rollout(id, &format!("svc-{id}"));
+            r.created_at = created;
+            first.at = created;
+            let etag = store.create(&r, &first).await.expect("created");
+            if finish {
+                let (aborting, h1) = step(&r, Event::AbortRequested { by: actor("alice"), reason: String::new(), request: None });
+                let (done, h2) = step(&aborting, Event::TrafficConfirmed { weight: Weight::ZERO });
+                assert_eq!(done.phase, Phase::Aborted);
+                store.save(&done, &etag, &[h1, h2].concat()).await.expect("finished");
+                done
+            } else {
+                r
+            }
+        }
+    };
+    for (i, id) in ["old-done-1", "old-done-2", "old-done-3"].into_iter().enumerate() {
+        put(id, old + TimeDelta::seconds(i as i64), true).await;
+    }
+    put("old-active", old + TimeDelta::seconds(10), false).await;
+    put("new-done", now, true).await;
+    // Finished, but its backlog issue is still being opened: the timer has work on it.
+    let mut busy = put("old-busy", old + TimeDelta::seconds(20), true).await;
+    let (_, etag) = store.load("old-busy").await.expect("load").expect("there");
+    busy.backlog = BacklogState::Opening { attempt: Attempt { id: 1, attempts: 1, issued_at: now, failed_at: None, last_error: None } };
+    store.save(&busy, &etag, &[]).await.expect("saved");
+    assert!(busy.sweep_at().is_some());
+    let wait = pipeline_wait("old-done-1", "61153303-347e-5f06-a6a1-ce2102bd68eb", "token");
+    store.save_pipeline_wait(&wait).await.expect("kept");
+    let settle = |id: &'static str, created: chrono::DateTime<Utc>, settled: bool| {
+        let store = store.clone();
+        async move {
+            let (r, first) = release(id, created);
+            let etag = store.create_release(&r, &first).await.expect("created");
+            if settled {
+                let d = decide(&r, &ReleaseEvent::AbortRequested { by: actor("alice"), reason: "stop".into() }, created);
+                assert!(d.release.settled());
+                store.save_release(&d.release, &etag, &d.history).await.expect("settled");
+            }
+        }
+    };
+    settle("rel-old-done", old, true).await;
+    settle("rel-old-running", old, false).await;
+    settle("rel-new-done", now, true).await;
+
+    let mut passes = Vec::new();
+    loop {
+        let pruned = store.prune_finished(cutoff, 2).await.expect("pruned");
+        assert!(pruned.rollouts <= 2 && pruned.releases <= 2, "{pruned:?}");
+        passes.push((pruned.rollouts, pruned.releases));
+        if pruned.rollouts + pruned.releases == 0 || passes.len() > 5 {
+            break;
+        }
+    }
+    assert_eq!(passes.iter().map(|p| p.0).sum::<usize>(), 3, "the three old finished rollouts, two per pass: {passes:?}");
+    assert_eq!(passes.iter().map(|p| p.1).sum::<usize>(), 1, "{passes:?}");
+    for id in ["old-done-1", "old-done-2", "old-done-3"] {
+        assert!(store.load(id).await.expect("load").is_none(), "{id} is gone");
+        assert!(store.history(id).await.expect("history").is_empty(), "{id}'s history is gone");
+    }
+    assert!(store.pipeline_waits(Some("old-done-1"), 0).await.expect("waits").is_empty(), "its waiting task is gone");
+    let ids = |list: Vec<Rollout>| list.into_iter().map(|r| r.id.to_string()).collect::<Vec<_>>();
+    assert_eq!(ids(store.list(&ListFilter::default()).await.expect("list")), ["new-done", "old-busy", "old-active"]);
+    assert_eq!(
+        ids(store.list(&ListFilter { phase: Some(Phase::Aborted), ..ListFilter::default() }).await.expect("list")),
+        ["new-done", "old-busy"]
+    );
+    assert_eq!(store.facts().await.expect("facts").len(), 3);
+    for id in ["new-done", "old-busy", "old-active"] {
+        assert!(!store.history(id).await.expect("history").is_empty(), "{id} keeps its history");
+    }
+    let releases: Vec<String> = store.list_releases(0).await.expect("list").iter().map(|r| r.id.to_string()).collect();
+    assert_eq!(releases, ["rel-new-done", "rel-old-running"]);
+    assert!(store.load_release("rel-old-done").await.expect("load").is_none());
+    assert!(store.release_history("rel-old-done").await.expect("history").is_empty());
 }

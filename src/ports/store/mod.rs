@@ -27,6 +27,25 @@ pub const DEFAULT_ALERT_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(3
 pub const MAX_ALERT_RECORDS: i64 = 10_000;
 /// Rollouts handed to the timer per call of [`Store::due`].
 pub const DUE_BATCH: usize = 500;
+/// How long finished rollouts and releases are kept unless
+/// `SLUICE_RETENTION_DAYS` says otherwise: over a year, so a year of
+/// release-health figures always survives.
+pub const DEFAULT_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(400);
+
+/// A pruning pass reads at most this many times its limit of old records,
+/// so old ones it must keep (active, still busy) hold up the rest only if
+/// they outnumber it that much.
+pub const PRUNE_READ_FACTOR: usize = 4;
+
+/// What one pass of [`Store::prune_finished`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pruned {
+    /// Finished rollouts deleted, with their history and index rows.
+    pub rollouts: usize,
+    /// Finished releases deleted, with their history.
+    pub releases: usize,
+}
 
 /// Reports a stored state Sluice cannot read — corrupt, or written by a
 /// newer Sluice — by id. Lists, facts and alert look-ups leave it out, so
@@ -159,4 +178,12 @@ pub trait Store: Send + Sync {
     async fn pipeline_waits(&self, rollout: Option<&str>, limit: usize) -> Result<Vec<PipelineWait>, StoreError>;
     /// Forgets a task once it is answered (or can no longer be); absent is fine.
     async fn drop_pipeline_wait(&self, rollout: &str, task: &uuid::Uuid) -> Result<(), StoreError>;
+    /// Deletes finished rollouts and settled releases created before
+    /// `cutoff`, with their history, index rows and waiting tasks: at most
+    /// `limit` of each per call (reading at most [`PRUNE_READ_FACTOR`] times
+    /// as many candidates), never an active one and
+    /// never a state it cannot read. A pass cut short leaves nothing
+    /// visible half-deleted (the state goes after its history), and the
+    /// next pass finishes it.
+    async fn prune_finished(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<Pruned, StoreError>;
 }

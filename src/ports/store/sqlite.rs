@@ -19,7 +19,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use chrono::{DateTime, Utc};
 
-use super::{unreadable, AlertRecord, Etag, ListFilter, Store, StoreError, DEFAULT_ALERT_RETENTION, MAX_ALERT_RECORDS};
+use super::{unreadable, AlertRecord, Etag, ListFilter, Pruned, Store, StoreError, DEFAULT_ALERT_RETENTION, MAX_ALERT_RECORDS};
 use crate::domain::ids::RolloutId;
 use crate::domain::pipeline_wait::PipelineWait;
 use crate::domain::release::{Release, ReleaseEntry};
@@ -757,6 +757,53 @@ impl Store for SqliteStore {
             conn.execute("DELETE FROM pipeline_waits WHERE rollout_id = ?1 AND task_id = ?2", params![rollout, task])
                 .map(|_| ())
                 .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn prune_finished(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<Pruned, StoreError> {
+        let (cutoff, limit) = (cutoff.to_rfc3339(), limit as i64);
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
+            // Oldest first along `rollouts_active_newest`; one with nothing left to do (no sweep) is never written again.
+            let rollouts: Vec<String> = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT id FROM rollouts WHERE active = 0 AND sweep_at IS NULL AND created_at < ?1 ORDER BY created_at LIMIT ?2",
+                    )
+                    .map_err(unavailable)?;
+                let rows = stmt.query_map(params![cutoff, limit], |row| row.get(0)).map_err(unavailable)?;
+                rows.collect::<Result<_, _>>().map_err(unavailable)?
+            };
+            for id in &rollouts {
+                for sql in [
+                    "DELETE FROM history WHERE rollout_id = ?1",
+                    "DELETE FROM alert_keys WHERE rollout_id = ?1",
+                    "DELETE FROM pipeline_waits WHERE rollout_id = ?1",
+                    "DELETE FROM rollouts WHERE id = ?1",
+                ] {
+                    tx.prepare_cached(sql).and_then(|mut s| s.execute([id])).map_err(unavailable)?;
+                }
+            }
+            // A release is finished once settled, which only its state says (one without a wake-up may still wait at a gate).
+            let candidates: Vec<Release> = {
+                let mut stmt = tx
+                    .prepare_cached("SELECT id, state FROM releases WHERE wake_at IS NULL AND created_at < ?1 ORDER BY created_at LIMIT ?2")
+                    .map_err(unavailable)?;
+                let read = limit * super::PRUNE_READ_FACTOR as i64;
+                let rows = stmt.query_map(params![cutoff, read], id_and_state).map_err(unavailable)?;
+                decode_states(rows)?
+            };
+            let mut releases = 0;
+            for r in candidates.iter().filter(|r| r.settled()).take(limit as usize) {
+                for sql in ["DELETE FROM release_history WHERE release_id = ?1", "DELETE FROM releases WHERE id = ?1"] {
+                    tx.prepare_cached(sql).and_then(|mut s| s.execute([r.id.as_str()])).map_err(unavailable)?;
+                }
+                releases += 1;
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(Pruned { rollouts: rollouts.len(), releases })
         })
         .await
     }

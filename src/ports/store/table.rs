@@ -57,7 +57,7 @@ use serde_json::{json, Map, Value};
 
 use chrono::{DateTime, Utc};
 
-use super::{AlertRecord, Etag, ListFilter, Store, StoreError, DEFAULT_ALERT_RETENTION};
+use super::{AlertRecord, Etag, ListFilter, Pruned, Store, StoreError, DEFAULT_ALERT_RETENTION};
 use crate::domain::ids::RolloutId;
 use crate::domain::pipeline_wait::PipelineWait;
 use crate::domain::release::{Release, ReleaseEntry};
@@ -1051,6 +1051,51 @@ impl Store for TableStore {
             Some(status) => Err(StoreError::Unavailable(format!("forgetting the pipeline's wait failed with HTTP {status}"))),
         }
     }
+
+    async fn prune_finished(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<Pruned, StoreError> {
+        let old_rollouts = format!("all|{:020}|", u64::MAX / 2 - cutoff.timestamp_millis().max(0) as u64);
+        let filter =
+            format!("PartitionKey eq '{INDEX}' and RowKey gt {} and RowKey lt {}", odata(&old_rollouts), odata(&prefix_end("all|")));
+        let mut pruned = Pruned::default();
+        for row in self.query(&self.index, filter, limit * super::PRUNE_READ_FACTOR).await? {
+            if pruned.rollouts == limit {
+                break;
+            }
+            let Some(key) = row.get("RowKey").and_then(Value::as_str) else { continue };
+            let Some(id) = Self::id_from_key(key) else { continue };
+            match self.load(&id).await {
+                Ok(Some((r, _))) if r.phase.is_terminal() && r.sweep_at().is_none() => {
+                    self.delete_rollout(&id, Some(&r), key).await?;
+                    pruned.rollouts += 1;
+                }
+                // Its state went in a pass cut short: what is left of it goes now.
+                Ok(None) => self.delete_rollout(&id, None, key).await?,
+                Ok(Some(_)) => {}
+                Err(StoreError::Corrupt(e)) => super::unreadable(&id, &e),
+                Err(e) => return Err(e),
+            }
+        }
+        let old_releases = format!("{}|", inverted_ms(cutoff));
+        let filter = format!("PartitionKey eq '{RELEASES_NEWEST}' and RowKey gt {}", odata(&old_releases));
+        for row in self.query(&self.releases, filter, limit * super::PRUNE_READ_FACTOR).await? {
+            if pruned.releases == limit {
+                break;
+            }
+            let Some(key) = row.get("RowKey").and_then(Value::as_str) else { continue };
+            let Some(id) = Self::id_from_key(key) else { continue };
+            match self.load_release(&id).await {
+                Ok(Some((r, _))) if r.settled() => {
+                    self.delete_release(&id, key).await?;
+                    pruned.releases += 1;
+                }
+                Ok(None) => self.delete_release(&id, key).await?,
+                Ok(Some(_)) => {}
+                Err(StoreError::Corrupt(e)) => super::unreadable(&id, &e),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(pruned)
+    }
 }
 
 /// Partition of the index table holding the pipeline tasks waiting on rollouts.
@@ -1184,6 +1229,73 @@ impl TableStore {
             }
             let _ = self.transaction(&self.releases, RELEASES_DUE_FORMAT_1, |t| t.delete(pk, Some(IfMatchCondition::Any))).await;
         }
+    }
+}
+
+impl TableStore {
+    /// Deletes a finished rollout: its history, its index rows and waiting
+    /// tasks, then its state, then the `all|` row (`all_row`) the pruning
+    /// pass finds it by, so a pass cut short at any point is finished by
+    /// the next. `state` is `None` when only leftovers remain.
+    async fn delete_rollout(&self, id: &str, state: Option<&Rollout>, all_row: &str) -> Result<(), StoreError> {
+        let pk = escape_key(id);
+        let history = self.row_keys(&self.rollouts, format!("PartitionKey eq '{pk}' and RowKey ge 'h' and RowKey lt 'i'")).await?;
+        self.delete_rows(&self.rollouts, &pk, history).await?;
+        let waits = format!("{pk}|");
+        let waits = self
+            .row_keys(
+                &self.index,
+                format!("PartitionKey eq '{WAITS}' and RowKey ge {} and RowKey lt {}", odata(&waits), odata(&prefix_end(&waits))),
+            )
+            .await?;
+        self.delete_rows(&self.index, WAITS, waits).await?;
+        if let Some(r) = state {
+            self.delete_rows(&self.index, INDEX, vec![phase_key(r.phase, r), live_key(r)]).await?;
+            self.delete_rows(&self.rollouts, &pk, vec!["state".into()]).await?;
+        }
+        self.delete_rows(&self.index, INDEX, vec![all_row.to_string()]).await
+    }
+
+    /// Deletes a settled release: history, state, then its `newest` row.
+    async fn delete_release(&self, id: &str, newest_row: &str) -> Result<(), StoreError> {
+        let pk = escape_key(id);
+        let mut rows = self.row_keys(&self.releases, format!("PartitionKey eq '{pk}' and RowKey ge 'h' and RowKey lt 'i'")).await?;
+        rows.push("state".into());
+        self.delete_rows(&self.releases, &pk, rows).await?;
+        self.delete_rows(&self.releases, RELEASES_NEWEST, vec![newest_row.to_string()]).await
+    }
+
+    /// The row keys matching a filter, read as keys only.
+    async fn row_keys(&self, table: &TableClient, filter: String) -> Result<Vec<String>, StoreError> {
+        let mut stream = table.query().filter(Filter::new(filter)).select(Select::new("RowKey")).into_stream::<Value>();
+        let mut keys = Vec::new();
+        while let Some(page) = stream.next().await {
+            keys.extend(page.map_err(unavailable)?.entities.iter().filter_map(|e| e.get("RowKey")?.as_str().map(str::to_string)));
+        }
+        Ok(keys)
+    }
+
+    /// Deletes rows of one partition, a transaction per hundred; rows already gone are fine.
+    async fn delete_rows(&self, table: &TableClient, partition: &str, keys: Vec<String>) -> Result<(), StoreError> {
+        for batch in keys.chunks(MAX_BATCH) {
+            let responses = self
+                .transaction(table, partition, |t| batch.iter().try_fold(t, |t, k| t.delete(k.clone(), Some(IfMatchCondition::Any))))
+                .await?;
+            match failure(&responses) {
+                None => {}
+                // A row already gone fails the whole batch: delete the rest one by one.
+                Some(StatusCode::NotFound) => {
+                    for key in batch {
+                        let responses = self.transaction(table, partition, |t| t.delete(key.clone(), Some(IfMatchCondition::Any))).await?;
+                        if let Some(status) = failure(&responses).filter(|s| *s != StatusCode::NotFound) {
+                            return Err(StoreError::Unavailable(format!("deleting a finished row failed with HTTP {status}")));
+                        }
+                    }
+                }
+                Some(status) => return Err(StoreError::Unavailable(format!("deleting finished rows failed with HTTP {status}"))),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -20,6 +20,7 @@ mod effects;
 mod locks;
 mod pipeline_waits;
 mod release;
+mod retention;
 
 pub use pipeline_waits::{WaitsReport, MAX_WAIT, WAIT_SWEEP_LIMIT};
 pub use release::ReleaseApplied;
@@ -109,6 +110,8 @@ pub struct SweepReport {
     pub releases: usize,
     /// Pipeline tasks waiting on rollouts.
     pub pipeline_waits: WaitsReport,
+    /// Finished rollouts and releases deleted past their retention.
+    pub pruned: crate::ports::store::Pruned,
 }
 
 /// Load, decide, act, save. Cloning shares everything (ports, locks, pool).
@@ -128,6 +131,8 @@ pub struct Engine {
     /// Whether a finished rollout prints its `sluice.metric` line on stdout
     /// (in Azure, where the Functions host sends stdout to Application Insights).
     metric_lines: bool,
+    /// How long finished rollouts and releases are kept (`SLUICE_RETENTION_DAYS`).
+    retention: chrono::TimeDelta,
 }
 
 /// A new rollout id: readable, sortable by time, unique.
@@ -141,7 +146,8 @@ impl Engine {
     /// An engine over the given ports.
     pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, env: AdapterEnv, clock: Arc<dyn Clock>) -> Self {
         let background = Arc::new(tokio::sync::Semaphore::new(BACKGROUND_SLOTS));
-        Engine { store, queue, env, clock, locks: Arc::default(), background, metric_lines: false }
+        let retention = crate::ports::store::DEFAULT_RETENTION;
+        Engine { store, queue, env, clock, locks: Arc::default(), background, metric_lines: false, retention }
     }
 
     /// The same engine, printing a `sluice.metric` line per finished rollout.
