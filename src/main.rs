@@ -84,6 +84,9 @@ enum BenchKind {
     /// Many active rollouts: timer sweep, list, alert acks at 16 concurrent, alert → rollback, memory
     /// (N = 100, 1 000, 10 000 unless `--rollouts` names one).
     Scale,
+    /// A long run: rollouts start, step, roll back and finish under traffic while memory, open files,
+    /// the store's size and request times are sampled, each with its slope per hour (`--minutes`).
+    Soak,
 }
 
 /// How `sluice demo` judges the canary.
@@ -221,13 +224,19 @@ enum Cmd {
         /// Rollouts to measure (rollback, startup: 200; scale: 100, 1 000 and 10 000).
         #[arg(long)]
         rollouts: Option<usize>,
-        /// scale: the store the server runs on — embedded, or Table Storage on Azurite
+        /// scale, soak: the store the server runs on — embedded, or Table Storage on Azurite
         /// (`azurite-table` from SLUICE_AZURITE_TABLE_BIN or .tools/; N = 100, 1 000, 2 000).
         #[arg(long, value_parser = ["embedded", "azurite"], default_value = "embedded")]
         store: String,
         /// scale: seconds each alert burst lasts.
         #[arg(long, default_value_t = 3)]
         burst_secs: u64,
+        /// soak: how long it runs, in minutes.
+        #[arg(long, default_value_t = 3.0)]
+        minutes: f64,
+        /// soak: seconds between samples.
+        #[arg(long, default_value_t = 10)]
+        sample_secs: u64,
         /// rollback: background metrics per rollout on a Prometheus that never answers, with the
         /// backlog and a channel hanging too (default 0: a healthy world).
         #[arg(long, default_value_t = 0)]
@@ -538,6 +547,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "devtools")]
         Cmd::Bench { which: BenchKind::Scale, rollouts, store, burst_secs, json, .. } => {
             bench_scale(rollouts, &store, burst_secs, json).await
+        }
+        Cmd::Bench { which: BenchKind::Soak, store, minutes, sample_secs, json, .. } => {
+            bench_soak(&store, minutes, sample_secs, json).await
         }
         #[cfg(feature = "devtools")]
         Cmd::Bench { which: BenchKind::Idle, json, .. } => {
@@ -895,20 +907,51 @@ async fn watch_rollout(client: &Client, id: &str, as_json: bool, ci: &str, until
 }
 
 #[cfg(feature = "devtools")]
+async fn bench_soak(store: &str, minutes: f64, sample_secs: u64, json: bool) -> anyhow::Result<ExitCode> {
+    use sluice::devtools::bench_soak::{self, SoakOptions};
+    init_logging("warn");
+    if !(minutes.is_finite() && minutes > 0.0 && minutes <= 7.0 * 24.0 * 60.0) {
+        anyhow::bail!("--minutes: {minutes} is not a duration from a moment to a week");
+    }
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let options = SoakOptions {
+        duration: std::time::Duration::from_secs_f64(minutes * 60.0),
+        every: std::time::Duration::from_secs(sample_secs.clamp(1, 3600)),
+        store: scale_store(store)?,
+    };
+    let report = bench_soak::soak(&exe, &options, |line| eprintln!("{line}")).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", bench_soak::text(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The store a benchmark's `sluice up` runs on.
+#[cfg(feature = "devtools")]
+fn scale_store(store: &str) -> anyhow::Result<sluice::devtools::bench_scale::ScaleStore> {
+    use sluice::devtools::bench_scale::ScaleStore;
+    Ok(match store {
+        "azurite" => ScaleStore::Azurite(
+            sluice::devtools::prometheus::find("SLUICE_AZURITE_TABLE_BIN", ".tools/node_modules/.bin/azurite-table", "azurite-table")
+                .context(
+                    "azurite-table not found: set SLUICE_AZURITE_TABLE_BIN or run scripts/test once (it installs Azurite into .tools/)",
+                )?,
+        ),
+        _ => ScaleStore::Embedded,
+    })
+}
+
+#[cfg(feature = "devtools")]
 async fn bench_scale(rollouts: Option<usize>, store: &str, burst_secs: u64, json: bool) -> anyhow::Result<ExitCode> {
     use sluice::devtools::bench_scale::{self, ScaleStore};
     init_logging("warn");
     let exe = std::env::current_exe().context("locating this executable")?;
-    let (store, defaults) = match store {
-        "azurite" => {
-            let bin =
-                sluice::devtools::prometheus::find("SLUICE_AZURITE_TABLE_BIN", ".tools/node_modules/.bin/azurite-table", "azurite-table")
-                    .context(
-                    "azurite-table not found: set SLUICE_AZURITE_TABLE_BIN or run scripts/test once (it installs Azurite into .tools/)",
-                )?;
-            (ScaleStore::Azurite(bin), vec![100, 1000, 2000])
-        }
-        _ => (ScaleStore::Embedded, vec![100, 1000, 10_000]),
+    let store = scale_store(store)?;
+    let defaults = match store {
+        ScaleStore::Azurite(_) => vec![100, 1000, 2000],
+        ScaleStore::Embedded => vec![100, 1000, 10_000],
     };
     let sizes = rollouts.map(|n| vec![n.max(2)]).unwrap_or(defaults);
     let rows =

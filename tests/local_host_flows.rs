@@ -452,6 +452,35 @@ async fn the_scale_benchmark_runs_against_a_real_sluice_up() {
     assert!(row["rss_mib"].as_f64().unwrap_or(0.0) > 1.0, "{row}");
 }
 
+/// `sluice bench soak` end to end for a few seconds, so it cannot rot:
+/// rollouts start and end every way the soak ends them, with no failed
+/// call, and every series is sampled with its slope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_soak_benchmark_runs_rollouts_against_a_real_sluice_up_and_samples_every_series() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["bench", "soak", "--minutes", "0.4", "--sample-secs", "4", "--json"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("sluice bench runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("rollouts finished"), "a progress line per sample: {stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON figures");
+    let r = &report["rollouts"];
+    assert_eq!((r["errors"].as_u64(), r["stuck"].as_u64()), (Some(0), Some(0)), "{report}");
+    for ending in ["succeeded", "rolledBack", "aborted"] {
+        assert!(r[ending].as_u64().unwrap_or(0) > 0, "{ending}: {report}");
+    }
+    let series = report["series"].as_array().expect("series");
+    assert_eq!(series.len(), 10, "{report}");
+    for s in series {
+        assert!(s["samples"].as_array().map(Vec::len).unwrap_or(0) >= 4, "{s}");
+        assert!(s["slopePerHour"].as_f64().is_some_and(f64::is_finite), "{s}");
+    }
+    assert!(series[0]["samples"][0][1].as_f64().unwrap_or(0.0) > 1.0, "resident memory is read: {}", series[0]);
+}
+
 /// Pausing and resuming a rollout again and again leaves one wake-up
 /// queued for it, not one per resume (each resume moves the wait's end
 /// later, so the new wake-up supersedes the older, earlier ones).

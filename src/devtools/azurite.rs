@@ -54,6 +54,11 @@ impl Azurite {
         Ok(azurite)
     }
 
+    /// Its process id (for its memory, which holds the data in memory).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A connection string for the development account.
     pub fn connection_string(&self) -> String {
         format!(

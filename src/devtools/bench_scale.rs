@@ -33,7 +33,8 @@ const SINGLE_ALERTS: usize = 50;
 const SWEEPS: usize = 5;
 /// List requests timed per size.
 const LISTS: usize = 20;
-const TOKEN: &str = "bench-scale-token-0123456789";
+/// The alert token the benchmarks' `sluice up` requires.
+pub(crate) const TOKEN: &str = "bench-scale-token-0123456789";
 
 /// Which store the server runs on.
 #[derive(Debug, Clone)]
@@ -369,13 +370,15 @@ async fn single_alerts(
 }
 
 /// `sluice up` as its own process.
-struct Server {
+pub(crate) struct Server {
     child: tokio::process::Child,
-    url: String,
+    /// Where it answers.
+    pub(crate) url: String,
 }
 
 impl Server {
-    async fn start(exe: &Path, dir: &Path, azurite: Option<&Azurite>) -> Result<Server, BenchError> {
+    /// Starts `sluice up` on `dir` (and on Azurite's tables, given one), and waits until it answers.
+    pub(crate) async fn start(exe: &Path, dir: &Path, azurite: Option<&Azurite>) -> Result<Server, BenchError> {
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(fail)?.port();
         let mut cmd = tokio::process::Command::new(exe);
         cmd.arg("up").arg("--port").arg(port.to_string()).arg("--data-dir").arg(dir).current_dir(dir);
@@ -401,7 +404,13 @@ impl Server {
         self.child.id().and_then(rss_mib)
     }
 
-    async fn stop(mut self) {
+    /// Its process id, while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Stops it.
+    pub(crate) async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
 }

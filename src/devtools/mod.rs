@@ -9,6 +9,7 @@ pub mod bench;
 pub mod bench_idle;
 pub mod bench_judge;
 pub mod bench_scale;
+pub mod bench_soak;
 pub mod demo;
 pub mod load;
 pub mod prometheus;
