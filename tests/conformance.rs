@@ -95,6 +95,7 @@ macro_rules! every_store {
         $(store_suite!($module, $make, [
             round_trip_and_etags,
             finished_records_past_retention_are_pruned_in_bounded_batches,
+            kept_sums_are_those_of_the_stored_rollouts,
             an_oversized_alert_and_provider_error_are_kept_cut,
             etag_conflict_one_writer_wins_and_the_other_redecides,
             state_and_history_are_written_together,
@@ -176,6 +177,41 @@ async fn sqlite_an_unreadable_state_hides_no_other_and_is_kept() {
         })
     });
     store_cases::an_unreadable_state_hides_no_other_and_is_kept(store, corrupt).await;
+}
+
+/// `/api/metrics` reads the embedded store's kept sums, never the states:
+/// with every state made unreadable behind its back, the sums still count
+/// every rollout as it was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_metrics_read_kept_sums_not_the_states() {
+    use sluice::domain::health::{Series, Tallies};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("s.db");
+    let store = SqliteStore::open(&db).expect("store");
+    let spec = |target: &str| {
+        serde_json::json!({
+            "target": {"name": target, "router": {"provider": "local", "settings": {"url": "http://127.0.0.1:9"}},
+                       "stable": {"name": "s", "version": "v1"}, "canary": {"name": "c", "version": "v2"}},
+            "strategy": {"canary": {"steps": [{"setWeight": 10}]}}
+        })
+    };
+    for i in 0..5 {
+        let (spec, plan) = sluice::domain::spec::validate(&spec(&format!("svc-{i}")), &sluice::ports::registry::names()).expect("valid");
+        let id = sluice::domain::ids::RolloutId::parse(&format!("m-{i}")).expect("id");
+        let (r, first) = sluice::domain::rollout::Rollout::new(
+            id,
+            spec,
+            plan,
+            sluice::domain::ids::Actor::parse("ci").expect("actor"),
+            chrono::Utc::now(),
+        );
+        store.create(&r, &first).await.expect("created");
+    }
+    let before: Tallies = store.tallies().await.expect("tallies");
+    rusqlite::Connection::open(&db).expect("open").execute("UPDATE rollouts SET state = '{}'", []).expect("states spoiled");
+    assert!(store.facts().await.expect("facts").is_empty(), "no state can be read any more");
+    assert_eq!(store.tallies().await.expect("tallies"), before);
+    assert_eq!(before.get(&Series::Active { service: "svc-3".into(), phase: "Pending".into() }), 1);
 }
 
 /// A Table client of Azurite's own, to write rows as a store (of any
@@ -302,7 +338,9 @@ async fn an_earlier_format_loads(store: &dyn Store, format: &str) {
     assert_eq!(phases.len(), 3, "{format}: {phases:?}");
     assert_eq!(phases.iter().filter(|p| **p == Phase::RolledBack).count(), 2, "{format}: {phases:?}");
     assert!(phases.contains(&Phase::Succeeded), "{format}: {phases:?}");
-    assert_eq!(store.facts().await.expect("facts").len(), 3, "{format}");
+    let facts = store.facts().await.expect("facts");
+    assert_eq!(facts.len(), 3, "{format}");
+    assert_eq!(store.tallies().await.expect("tallies"), sluice::domain::health::Tallies::sum(&facts), "{format}: the kept sums are built");
     for r in &all {
         let (loaded, etag) = store.load(&r.id).await.expect("loads").expect("there");
         let history = store.history(&r.id).await.expect("history");

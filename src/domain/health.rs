@@ -156,54 +156,52 @@ pub fn cause(e: &Evidence) -> &'static str {
 }
 
 /// Upper bounds of the time-to-revert histogram, seconds.
-const REVERT_BUCKETS: [f64; 9] = [1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+pub(crate) const REVERT_BUCKETS: [f64; 9] = [1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
 /// Upper bounds of the time-to-decision histogram, seconds.
-const STEP_BUCKETS: [f64; 10] = [1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14_400.0, 86_400.0];
+pub(crate) const STEP_BUCKETS: [f64; 10] = [1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14_400.0, 86_400.0];
 
-/// The Prometheus text exposition (format 0.0.4) of everything the store
-/// holds. Counters count stored rollouts, so one deleted by retention
-/// lowers them (Prometheus reads that as a reset).
+/// The Prometheus text exposition (format 0.0.4) of these rollouts.
 pub fn exposition(facts: &[Facts]) -> String {
+    render(&Tallies::sum(facts))
+}
+
+/// The exposition of kept sums (what a store holds for every rollout it
+/// keeps). Counters count stored rollouts, so one deleted by retention
+/// lowers them (Prometheus reads that as a reset).
+pub fn render(t: &Tallies) -> String {
     let mut out = String::new();
-    let mut active: BTreeMap<(String, &str), u64> = BTreeMap::new();
-    let mut finished: BTreeMap<(String, &str), u64> = BTreeMap::new();
-    let mut rollbacks: BTreeMap<(String, &str), u64> = BTreeMap::new();
-    let mut by_service: BTreeMap<String, [u64; 4]> = BTreeMap::new();
+    let mut services = Vec::new();
+    let (mut active, mut finished, mut rollbacks) = (Vec::new(), Vec::new(), Vec::new());
+    let mut steps: BTreeMap<(&str, bool), Histogram> = BTreeMap::new();
     let mut revert = Histogram::new(&REVERT_BUCKETS);
-    let mut steps: BTreeMap<(String, bool), Histogram> = BTreeMap::new();
-    for f in facts {
-        let s = f.service.clone();
-        if f.finished_at.is_none() {
-            *active.entry((s.clone(), f.phase.as_str())).or_default() += 1;
-        } else {
-            *finished.entry((s.clone(), outcome(f.phase))).or_default() += 1;
+    for (series, n) in &t.0 {
+        let n = *n;
+        match series {
+            Series::Service { service } => services.push(service.as_str()),
+            Series::Active { service, phase } => active.push(([("service", service.as_str()), ("phase", phase.as_str())], n)),
+            Series::Finished { service, outcome } => finished.push(([("service", service.as_str()), ("outcome", outcome.as_str())], n)),
+            Series::Rollbacks { service, cause } => rollbacks.push(([("service", service.as_str()), ("cause", cause.as_str())], n)),
+            Series::RevertBucket { le } => revert.set_bucket(*le, n),
+            Series::RevertSumMs => revert.sum_ms = n,
+            Series::RevertCount => revert.count = n,
+            Series::StepBucket { kind, passed, le } => {
+                steps.entry((kind, *passed)).or_insert_with(|| Histogram::new(&STEP_BUCKETS)).set_bucket(*le, n)
+            }
+            Series::StepSumMs { kind, passed } => steps.entry((kind, *passed)).or_insert_with(|| Histogram::new(&STEP_BUCKETS)).sum_ms = n,
+            Series::StepCount { kind, passed } => steps.entry((kind, *passed)).or_insert_with(|| Histogram::new(&STEP_BUCKETS)).count = n,
+            _ => {}
         }
-        if let (Some(cause), true) = (f.cause, f.failed()) {
-            *rollbacks.entry((s.clone(), cause)).or_default() += 1;
-        }
-        if let Some(ms) = f.revert_ms {
-            revert.observe(ms as f64 / 1000.0);
-        }
-        for st in &f.steps {
-            steps.entry((st.kind.clone(), st.passed)).or_insert_with(|| Histogram::new(&STEP_BUCKETS)).observe(st.ms as f64 / 1000.0);
-        }
-        let totals = by_service.entry(s).or_default();
-        totals[0] += if f.failed() { f.exposure } else { 0 };
-        totals[1] += u64::from(f.backlog_failures);
-        totals[2] += u64::from(f.notify_failures);
-        totals[3] += f.approval_wait_ms;
     }
-    family(&mut out, "sluice_rollouts_active", "gauge", "Rollouts under way, by service and phase.");
-    for ((s, p), n) in &active {
-        sample(&mut out, "sluice_rollouts_active", &[("service", s), ("phase", p)], *n as f64);
-    }
-    family(&mut out, "sluice_rollouts_finished_total", "counter", "Finished rollouts, by service and outcome.");
-    for ((s, o), n) in &finished {
-        sample(&mut out, "sluice_rollouts_finished_total", &[("service", s), ("outcome", o)], *n as f64);
-    }
-    family(&mut out, "sluice_rollbacks_total", "counter", "Rollbacks, by service and cause.");
-    for ((s, c), n) in &rollbacks {
-        sample(&mut out, "sluice_rollbacks_total", &[("service", s), ("cause", c)], *n as f64);
+    let labelled = [
+        ("sluice_rollouts_active", "gauge", "Rollouts under way, by service and phase.", active),
+        ("sluice_rollouts_finished_total", "counter", "Finished rollouts, by service and outcome.", finished),
+        ("sluice_rollbacks_total", "counter", "Rollbacks, by service and cause.", rollbacks),
+    ];
+    for (name, kind, help, rows) in labelled {
+        family(&mut out, name, kind, help);
+        for (labels, n) in rows {
+            sample(&mut out, name, &labels, n as f64);
+        }
     }
     family(
         &mut out,
@@ -221,28 +219,39 @@ pub fn exposition(facts: &[Facts]) -> String {
     for ((kind, passed), h) in &steps {
         h.write(&mut out, "sluice_step_decision_seconds", &[("kind", kind), ("result", if *passed { "passed" } else { "stopped" })]);
     }
-    let per_service: [(&str, &str, usize, f64); 4] = [
+    type PerService = fn(String) -> Series;
+    let per_service: [(&str, &str, PerService, f64); 4] = [
         (
             "sluice_failed_canary_requests_total",
             "Requests served by canaries that were rolled back (as their analysis counted them).",
-            0,
+            |service| Series::FailedCanaryRequests { service },
             1.0,
         ),
-        ("sluice_backlog_failures_total", "Backlog calls (open or comment an issue) that failed.", 1, 1.0),
-        ("sluice_notification_failures_total", "Notifications that failed.", 2, 1.0),
-        ("sluice_approval_wait_seconds_total", "Time rollouts spent waiting for approvals.", 3, 1000.0),
+        (
+            "sluice_backlog_failures_total",
+            "Backlog calls (open or comment an issue) that failed.",
+            |service| Series::BacklogFailures { service },
+            1.0,
+        ),
+        ("sluice_notification_failures_total", "Notifications that failed.", |service| Series::NotifyFailures { service }, 1.0),
+        (
+            "sluice_approval_wait_seconds_total",
+            "Time rollouts spent waiting for approvals.",
+            |service| Series::ApprovalWaitMs { service },
+            1000.0,
+        ),
     ];
-    for (name, help, i, divisor) in per_service {
+    for (name, help, series, divisor) in per_service {
         family(&mut out, name, "counter", help);
-        for (s, totals) in &by_service {
-            sample(&mut out, name, &[("service", s)], totals[i] as f64 / divisor);
+        for s in &services {
+            sample(&mut out, name, &[("service", s)], t.get(&series(s.to_string())) as f64 / divisor);
         }
     }
     out
 }
 
 /// A finished phase as an outcome label.
-fn outcome(phase: Phase) -> &'static str {
+pub(crate) fn outcome(phase: Phase) -> &'static str {
     match phase {
         Phase::Succeeded => "succeeded",
         Phase::RolledBack => "rolledBack",
@@ -279,27 +288,23 @@ fn number(v: f64) -> String {
     format!("{v}")
 }
 
-/// A cumulative histogram with fixed bounds.
+/// A cumulative histogram with fixed bounds, drawn from kept sums.
 struct Histogram {
     bounds: &'static [f64],
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
+    counts: Vec<i64>,
+    sum_ms: i64,
+    count: i64,
 }
 
 impl Histogram {
     fn new(bounds: &'static [f64]) -> Self {
-        Histogram { bounds, counts: vec![0; bounds.len()], sum: 0.0, count: 0 }
+        Histogram { bounds, counts: vec![0; bounds.len()], sum_ms: 0, count: 0 }
     }
 
-    fn observe(&mut self, v: f64) {
-        for (b, c) in self.bounds.iter().zip(self.counts.iter_mut()) {
-            if v <= *b {
-                *c += 1;
-            }
+    fn set_bucket(&mut self, le: usize, n: i64) {
+        if let Some(c) = self.counts.get_mut(le) {
+            *c = n;
         }
-        self.sum += v;
-        self.count += 1;
     }
 
     fn write(&self, out: &mut String, name: &str, labels: &[(&str, &str)]) {
@@ -312,7 +317,7 @@ impl Histogram {
         let mut l = labels.to_vec();
         l.push(("le", "+Inf"));
         sample(out, &format!("{name}_bucket"), &l, self.count as f64);
-        sample(out, &format!("{name}_sum"), labels, self.sum);
+        sample(out, &format!("{name}_sum"), labels, self.sum_ms as f64 / 1000.0);
         sample(out, &format!("{name}_count"), labels, self.count as f64);
     }
 }
@@ -490,6 +495,9 @@ fn round2(v: f64) -> f64 {
 fn round_ms(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
+
+pub mod tallies;
+pub use tallies::{Series, Tallies};
 
 #[cfg(test)]
 mod tests;

@@ -675,3 +675,42 @@ pub async fn finished_records_past_retention_are_pruned_in_bounded_batches(store
     assert!(store.load_release("rel-old-done").await.expect("load").is_none());
     assert!(store.release_history("rel-old-done").await.expect("history").is_empty());
 }
+
+/// The sums behind `/api/metrics` are those of what is stored, however it
+/// got there: created, moved through phases, finished, re-saved unchanged,
+/// a stale save refused, and deleted by retention.
+pub async fn kept_sums_are_those_of_the_stored_rollouts(store: Arc<dyn Store>) {
+    use sluice::domain::health::{Series, Tallies};
+    let agree = |store: Arc<dyn Store>, when: &'static str| async move {
+        let kept = store.tallies().await.expect("tallies");
+        assert_eq!(kept, Tallies::sum(&store.facts().await.expect("facts")), "{when}");
+        kept
+    };
+    let empty = agree(store.clone(), "empty").await;
+    assert_eq!(empty, Tallies::default());
+    let old = Utc::now() - TimeDelta::days(500);
+    let mut etags = Vec::new();
+    for (i, id) in ["ks-1", "ks-2", "ks-3"].into_iter().enumerate() {
+        let (mut r, mut first) = rollout(id, &format!("svc-ks-{i}"));
+        r.created_at = old;
+        first.at = old;
+        etags.push((store.create(&r, &first).await.expect("created"), r));
+    }
+    agree(store.clone(), "created").await;
+    let (etag, r) = etags.remove(0);
+    let (started, h) = step(&r, Event::Start);
+    let etag = store.save(&started, &etag, &h).await.expect("started");
+    agree(store.clone(), "started").await;
+    let (aborting, h1) = step(&started, Event::AbortRequested { by: actor("x"), reason: String::new(), request: None });
+    let (aborted, h2) = step(&aborting, Event::TrafficConfirmed { weight: Weight::ZERO });
+    let after = store.save(&aborted, &etag, &[h1, h2].concat()).await.expect("aborted");
+    assert!(matches!(store.save(&aborted, &etag, &[]).await, Err(StoreError::Conflict)));
+    store.save(&aborted, &after, &[]).await.expect("saved again, unchanged");
+    let kept = agree(store.clone(), "aborted, re-saved, a stale save refused").await;
+    assert_eq!(kept.get(&Series::Finished { service: "svc-ks-0".into(), outcome: "aborted".into() }), 1, "{kept:?}");
+    assert_eq!(kept.get(&Series::Service { service: "svc-ks-0".into() }), 1, "{kept:?}");
+    assert_eq!(kept.get(&Series::Active { service: "svc-ks-1".into(), phase: "Pending".into() }), 1, "{kept:?}");
+    store.prune_finished(Utc::now() - TimeDelta::days(400), 10).await.expect("pruned");
+    let kept = agree(store.clone(), "pruned").await;
+    assert_eq!(kept.get(&Series::Finished { service: "svc-ks-0".into(), outcome: "aborted".into() }), 0, "{kept:?}");
+}

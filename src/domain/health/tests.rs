@@ -168,3 +168,84 @@ fn the_trend_counts_finished_rollouts_by_day_or_week_of_finishing() {
     let end = report(&[facts("orders", Phase::Succeeded, Some(7 * day))], t(0), t(7 * day), None).trend;
     assert_eq!(end.buckets.last().map(|b| b.deployments), Some(1), "a rollout finishing at the very end is in the last bucket");
 }
+
+/// Facts drawn from a small world, so services, phases and steps collide.
+fn arbitrary_facts() -> impl proptest::strategy::Strategy<Value = Facts> {
+    use proptest::prelude::*;
+    let phases = prop_oneof![
+        Just(Phase::Progressing),
+        Just(Phase::AwaitingApproval),
+        Just(Phase::Succeeded),
+        Just(Phase::RolledBack),
+        Just(Phase::Aborted)
+    ];
+    (
+        0..3usize,
+        phases,
+        proptest::option::of(0u64..700_000),
+        0u64..10_000,
+        0u64..200_000,
+        proptest::collection::vec((0..3usize, 0u64..90_000_000, any::<bool>()), 0..4),
+        0u32..3,
+    )
+        .prop_map(|(s, phase, revert, exposure, wait, steps, backlog)| {
+            let finished = phase.is_terminal().then_some(100);
+            let mut f = facts(["orders", "payments", "a\"b"][s], phase, finished);
+            if phase == Phase::RolledBack {
+                f.cause = Some("alert");
+                f.revert_ms = revert;
+            }
+            f.exposure = exposure;
+            f.approval_wait_ms = wait;
+            f.backlog_failures = backlog;
+            f.steps = steps
+                .into_iter()
+                .map(|(k, ms, passed)| StepTime { stage: k, kind: ["analysis", "pause", "approval"][k].into(), ms, passed })
+                .collect();
+            f
+        })
+}
+
+proptest::proptest! {
+    /// What a store keeps — each rollout's contribution added as it is written, its old one
+    /// taken back, a deleted one's taken back — draws the same exposition as the facts of
+    /// what is left, and survives a round trip through JSON.
+    #[test]
+    fn kept_sums_draw_the_exposition_of_what_is_stored(
+        first in proptest::collection::vec(arbitrary_facts(), 0..12),
+        later in proptest::collection::vec(arbitrary_facts(), 0..12),
+        deleted in proptest::collection::vec(proptest::bool::ANY, 12),
+    ) {
+        let mut kept = Tallies::default();
+        let mut stored: Vec<Facts> = Vec::new();
+        for f in &first {
+            kept.add(&Tallies::of(f), 1);
+            stored.push(f.clone());
+        }
+        // Each rollout written again with other facts: the change is added.
+        for (i, f) in later.iter().enumerate().take(stored.len()) {
+            kept.add(&Tallies::change(&Tallies::of(&stored[i]), &Tallies::of(f)), 1);
+            stored[i] = f.clone();
+        }
+        let mut left = Vec::new();
+        for (i, f) in stored.into_iter().enumerate() {
+            if deleted[i] {
+                kept.add(&Tallies::of(&f), -1);
+            } else {
+                left.push(f);
+            }
+        }
+        proptest::prop_assert_eq!(render(&kept), exposition(&left));
+        proptest::prop_assert_eq!(&kept, &Tallies::sum(&left));
+        let json = serde_json::to_string(&kept).expect("json");
+        proptest::prop_assert_eq!(serde_json::from_str::<Tallies>(&json).expect("read back"), kept);
+    }
+}
+
+#[test]
+fn nothing_kept_draws_every_family_and_no_series() {
+    let text = render(&Tallies::default());
+    assert_eq!(text, exposition(&[]));
+    assert!(text.contains("sluice_time_to_revert_seconds_count 0"), "{text}");
+    assert!(!text.contains("service="), "{text}");
+}

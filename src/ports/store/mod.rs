@@ -141,6 +141,12 @@ pub trait Store: Send + Sync {
     async fn facts(&self) -> Result<Vec<crate::domain::health::Facts>, StoreError> {
         Ok(self.list(&ListFilter::default()).await?.iter().map(crate::domain::health::Facts::of).collect())
     }
+    /// What every stored rollout adds up to, as `/api/metrics` draws it.
+    /// Stores that keep the sums up to date as they write states override
+    /// this, so a scrape reads one small record instead of every state.
+    async fn tallies(&self) -> Result<crate::domain::health::Tallies, StoreError> {
+        Ok(crate::domain::health::Tallies::sum(&self.facts().await?))
+    }
     /// The rollouts whose [`Rollout::sweep_at`] has come by `now`, earliest
     /// first, at most `limit`. Only the timer calls it: an adapter whose
     /// index can run ahead of its state repairs it here.

@@ -20,6 +20,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use chrono::{DateTime, Utc};
 
 use super::{unreadable, AlertRecord, Etag, ListFilter, Pruned, Store, StoreError, DEFAULT_ALERT_RETENTION, MAX_ALERT_RECORDS};
+use crate::domain::health::Tallies;
 use crate::domain::ids::RolloutId;
 use crate::domain::pipeline_wait::PipelineWait;
 use crate::domain::release::{Release, ReleaseEntry};
@@ -35,7 +36,8 @@ CREATE TABLE IF NOT EXISTS rollouts (
     etag INTEGER NOT NULL,
     created_at TEXT NOT NULL,
     state TEXT NOT NULL,
-    sweep_at INTEGER
+    sweep_at INTEGER,
+    tally TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_active_per_target ON rollouts(target) WHERE active = 1;
 CREATE TABLE IF NOT EXISTS history (
@@ -69,6 +71,10 @@ CREATE TABLE IF NOT EXISTS alert_keys (
     rollout_id TEXT NOT NULL,
     PRIMARY KEY (key, rollout_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tallies (
+    series TEXT PRIMARY KEY,
+    n INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pipeline_waits (
     rollout_id TEXT NOT NULL,
     task_id TEXT NOT NULL,
@@ -89,8 +95,10 @@ CREATE INDEX IF NOT EXISTS alert_keys_by_rollout ON alert_keys(rollout_id);
 CREATE INDEX IF NOT EXISTS alerts_received ON alerts(received_at);
 ";
 
-/// The layout this code writes (`PRAGMA user_version`).
-const LAYOUT: i64 = 1;
+/// The layout this code writes (`PRAGMA user_version`): 1 added the
+/// sweep and alert indexes, 2 the kept sums behind `/api/metrics` (each
+/// rollout's contribution in `rollouts.tally`, their sum in `tallies`).
+const LAYOUT: i64 = 2;
 
 /// Opens a SQLite file the way both embedded adapters want it: WAL, a busy
 /// timeout so the store and the queue can share the file, and foreign keys.
@@ -269,13 +277,14 @@ fn upgrade(conn: &mut Connection) -> Result<(), StoreError> {
         return Ok(());
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
-    for (table, column) in [("rollouts", "sweep_at"), ("alerts", "received_at")] {
+    for (table, column, kind) in [("rollouts", "sweep_at", "INTEGER"), ("alerts", "received_at", "INTEGER"), ("rollouts", "tally", "TEXT")]
+    {
         let has: bool = tx
             .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))
             .and_then(|mut s| s.exists([column]))
             .map_err(unavailable)?;
         if !has {
-            tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} INTEGER")).map_err(unavailable)?;
+            tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}")).map_err(unavailable)?;
         }
     }
     let states: Vec<(String, String)> = {
@@ -297,8 +306,58 @@ fn upgrade(conn: &mut Connection) -> Result<(), StoreError> {
             file_alert_keys(&tx, &r)?;
         }
     }
+    if version < 2 {
+        count_every_rollout(&tx)?;
+    }
     tx.pragma_update(None, "user_version", LAYOUT).map_err(unavailable)?;
     tx.commit().map_err(unavailable)
+}
+
+/// Layout 2: each rollout's contribution to the kept sums, and the sums,
+/// read once from every state (one Sluice cannot read counts for nothing).
+fn count_every_rollout(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM tallies", []).map_err(unavailable)?;
+    let states: Vec<(String, String)> = {
+        let mut stmt = tx.prepare("SELECT id, state FROM rollouts").map_err(unavailable)?;
+        let rows = stmt.query_map([], id_and_state).map_err(unavailable)?;
+        rows.collect::<Result<_, _>>().map_err(unavailable)?
+    };
+    let mut sum = Tallies::default();
+    for (id, state) in states {
+        match crate::domain::health::Facts::from_stored(&state) {
+            Ok(f) => {
+                let tally = Tallies::of(&f);
+                tx.execute("UPDATE rollouts SET tally = ?1 WHERE id = ?2", params![encode(&tally)?, id]).map_err(unavailable)?;
+                sum.add(&tally, 1);
+            }
+            Err(e) => unreadable(&id, &e),
+        }
+    }
+    add_tallies(tx, &sum)
+}
+
+/// What a rollout adds to the kept sums.
+fn tally_of(r: &Rollout) -> Tallies {
+    Tallies::of(&crate::domain::health::Facts::of(r))
+}
+
+/// Adds a change to the kept sums, in the transaction that writes the states it comes from.
+fn add_tallies(tx: &rusqlite::Transaction<'_>, change: &Tallies) -> Result<(), StoreError> {
+    let mut add = tx
+        .prepare_cached("INSERT INTO tallies (series, n) VALUES (?1, ?2) ON CONFLICT(series) DO UPDATE SET n = n + excluded.n")
+        .map_err(unavailable)?;
+    let mut drop_zero = tx.prepare_cached("DELETE FROM tallies WHERE series = ?1 AND n = 0").map_err(unavailable)?;
+    for (series, n) in &change.0 {
+        let key = encode(series)?;
+        add.execute(params![key, n]).map_err(unavailable)?;
+        drop_zero.execute([&key]).map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// A rollout's contribution as stored (none for a state that was never counted).
+fn stored_tally(text: Option<String>) -> Result<Tallies, StoreError> {
+    text.map(|t| serde_json::from_str(&t).map_err(corrupt)).transpose().map(Option::unwrap_or_default)
 }
 
 /// Files an active rollout under its alert keys.
@@ -357,6 +416,8 @@ impl Store for SqliteStore {
         let r = rollout.clone();
         let first = first.clone();
         let state = encode(&r)?;
+        let tally = tally_of(&r);
+        let tally_text = encode(&tally)?;
         let result = self
             .with(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
@@ -370,8 +431,8 @@ impl Store for SqliteStore {
                 }
                 let active = !r.phase.is_terminal();
                 let inserted = tx.execute(
-                    "INSERT INTO rollouts (id, target, phase, active, sweep, etag, created_at, state, sweep_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8)",
+                    "INSERT INTO rollouts (id, target, phase, active, sweep, etag, created_at, state, sweep_at, tally)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?9)",
                     params![
                         r.id.as_str(),
                         r.target(),
@@ -380,7 +441,8 @@ impl Store for SqliteStore {
                         r.sweep_at().is_some(),
                         r.created_at.to_rfc3339(),
                         state,
-                        millis(r.sweep_at())
+                        millis(r.sweep_at()),
+                        tally_text
                     ],
                 );
                 if let Err(rusqlite::Error::SqliteFailure(f, _)) = &inserted {
@@ -392,6 +454,7 @@ impl Store for SqliteStore {
                     }
                 }
                 inserted.map_err(unavailable)?;
+                add_tallies(&tx, &tally)?;
                 if active {
                     file_alert_keys(&tx, &r)?;
                 }
@@ -427,12 +490,18 @@ impl Store for SqliteStore {
         let history = history.to_vec();
         let expected: i64 = etag.0.parse().map_err(|_| StoreError::Conflict)?;
         let state = encode(&r)?;
+        let tally = tally_of(&r);
+        let tally_text = encode(&tally)?;
         let result = self
             .with(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
+                let counted: Option<Option<String>> = tx
+                    .query_row("SELECT tally FROM rollouts WHERE id = ?1 AND etag = ?2", params![r.id.as_str(), expected], |row| row.get(0))
+                    .optional()
+                    .map_err(unavailable)?;
                 let changed = tx
                     .execute(
-                        "UPDATE rollouts SET phase = ?1, active = ?2, sweep = ?3, etag = etag + 1, state = ?4, sweep_at = ?7
+                        "UPDATE rollouts SET phase = ?1, active = ?2, sweep = ?3, etag = etag + 1, state = ?4, sweep_at = ?7, tally = ?8
                          WHERE id = ?5 AND etag = ?6",
                         params![
                             r.phase.as_str(),
@@ -441,7 +510,8 @@ impl Store for SqliteStore {
                             state,
                             r.id.as_str(),
                             expected,
-                            millis(r.sweep_at())
+                            millis(r.sweep_at()),
+                            tally_text
                         ],
                     )
                     .map_err(unavailable)?;
@@ -451,6 +521,9 @@ impl Store for SqliteStore {
                         .optional()
                         .map_err(unavailable)?;
                     return Err(if exists.is_some() { StoreError::Conflict } else { StoreError::NotFound(r.id.to_string()) });
+                }
+                if let Some(counted) = counted {
+                    add_tallies(&tx, &Tallies::change(&stored_tally(counted)?, &tally))?;
                 }
                 if r.phase.is_terminal() {
                     tx.execute("DELETE FROM alert_keys WHERE rollout_id = ?1", [r.id.as_str()]).map_err(unavailable)?;
@@ -761,22 +834,37 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn tallies(&self) -> Result<Tallies, StoreError> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT series, n FROM tallies").map_err(unavailable)?;
+            let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))).map_err(unavailable)?;
+            let mut pairs = Vec::new();
+            for row in rows {
+                let (series, n) = row.map_err(unavailable)?;
+                pairs.push((serde_json::from_str(&series).map_err(corrupt)?, n));
+            }
+            Ok(Tallies::from(pairs))
+        })
+        .await
+    }
+
     async fn prune_finished(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<Pruned, StoreError> {
         let (cutoff, limit) = (cutoff.to_rfc3339(), limit as i64);
         self.transactions.fetch_add(1, Ordering::Relaxed);
         self.with(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
             // Oldest first along `rollouts_active_newest`; one with nothing left to do (no sweep) is never written again.
-            let rollouts: Vec<String> = {
+            let rollouts: Vec<(String, Option<String>)> = {
                 let mut stmt = tx
                     .prepare_cached(
-                        "SELECT id FROM rollouts WHERE active = 0 AND sweep_at IS NULL AND created_at < ?1 ORDER BY created_at LIMIT ?2",
+                        "SELECT id, tally FROM rollouts WHERE active = 0 AND sweep_at IS NULL AND created_at < ?1 ORDER BY created_at LIMIT ?2",
                     )
                     .map_err(unavailable)?;
-                let rows = stmt.query_map(params![cutoff, limit], |row| row.get(0)).map_err(unavailable)?;
+                let rows = stmt.query_map(params![cutoff, limit], |row| Ok((row.get(0)?, row.get(1)?))).map_err(unavailable)?;
                 rows.collect::<Result<_, _>>().map_err(unavailable)?
             };
-            for id in &rollouts {
+            for (id, counted) in &rollouts {
+                add_tallies(&tx, &Tallies::change(&stored_tally(counted.clone())?, &Tallies::default()))?;
                 for sql in [
                     "DELETE FROM history WHERE rollout_id = ?1",
                     "DELETE FROM alert_keys WHERE rollout_id = ?1",
