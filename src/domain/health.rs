@@ -166,18 +166,19 @@ pub fn exposition(facts: &[Facts]) -> String {
 }
 
 /// The exposition of kept sums (what a store holds for every rollout it
-/// keeps). Counters count stored rollouts, so one deleted by retention
-/// lowers them (Prometheus reads that as a reset).
+/// keeps). A series appears once it is above zero, so its size follows the
+/// services and phases in use, not the rollouts kept. Counters count
+/// stored rollouts, so one deleted by retention lowers them (Prometheus
+/// reads that as a reset).
 pub fn render(t: &Tallies) -> String {
     let mut out = String::new();
-    let mut services = Vec::new();
     let (mut active, mut finished, mut rollbacks) = (Vec::new(), Vec::new(), Vec::new());
     let mut steps: BTreeMap<(&str, bool), Histogram> = BTreeMap::new();
     let mut revert = Histogram::new(&REVERT_BUCKETS);
+    let mut per_service: [Vec<(&str, i64)>; 4] = Default::default();
     for (series, n) in &t.0 {
         let n = *n;
         match series {
-            Series::Service { service } => services.push(service.as_str()),
             Series::Active { service, phase } => active.push(([("service", service.as_str()), ("phase", phase.as_str())], n)),
             Series::Finished { service, outcome } => finished.push(([("service", service.as_str()), ("outcome", outcome.as_str())], n)),
             Series::Rollbacks { service, cause } => rollbacks.push(([("service", service.as_str()), ("cause", cause.as_str())], n)),
@@ -189,7 +190,10 @@ pub fn render(t: &Tallies) -> String {
             }
             Series::StepSumMs { kind, passed } => steps.entry((kind, *passed)).or_insert_with(|| Histogram::new(&STEP_BUCKETS)).sum_ms = n,
             Series::StepCount { kind, passed } => steps.entry((kind, *passed)).or_insert_with(|| Histogram::new(&STEP_BUCKETS)).count = n,
-            _ => {}
+            Series::FailedCanaryRequests { service } => per_service[0].push((service.as_str(), n)),
+            Series::BacklogFailures { service } => per_service[1].push((service.as_str(), n)),
+            Series::NotifyFailures { service } => per_service[2].push((service.as_str(), n)),
+            Series::ApprovalWaitMs { service } => per_service[3].push((service.as_str(), n)),
         }
     }
     let labelled = [
@@ -219,32 +223,16 @@ pub fn render(t: &Tallies) -> String {
     for ((kind, passed), h) in &steps {
         h.write(&mut out, "sluice_step_decision_seconds", &[("kind", kind), ("result", if *passed { "passed" } else { "stopped" })]);
     }
-    type PerService = fn(String) -> Series;
-    let per_service: [(&str, &str, PerService, f64); 4] = [
-        (
-            "sluice_failed_canary_requests_total",
-            "Requests served by canaries that were rolled back (as their analysis counted them).",
-            |service| Series::FailedCanaryRequests { service },
-            1.0,
-        ),
-        (
-            "sluice_backlog_failures_total",
-            "Backlog calls (open or comment an issue) that failed.",
-            |service| Series::BacklogFailures { service },
-            1.0,
-        ),
-        ("sluice_notification_failures_total", "Notifications that failed.", |service| Series::NotifyFailures { service }, 1.0),
-        (
-            "sluice_approval_wait_seconds_total",
-            "Time rollouts spent waiting for approvals.",
-            |service| Series::ApprovalWaitMs { service },
-            1000.0,
-        ),
+    let counters = [
+        ("sluice_failed_canary_requests_total", "Requests served by canaries that were rolled back (as their analysis counted them).", 1.0),
+        ("sluice_backlog_failures_total", "Backlog calls (open or comment an issue) that failed.", 1.0),
+        ("sluice_notification_failures_total", "Notifications that failed.", 1.0),
+        ("sluice_approval_wait_seconds_total", "Time rollouts spent waiting for approvals.", 1000.0),
     ];
-    for (name, help, series, divisor) in per_service {
+    for ((name, help, divisor), rows) in counters.into_iter().zip(per_service) {
         family(&mut out, name, "counter", help);
-        for s in &services {
-            sample(&mut out, name, &[("service", s)], t.get(&series(s.to_string())) as f64 / divisor);
+        for (service, n) in rows {
+            sample(&mut out, name, &[("service", service)], n as f64 / divisor);
         }
     }
     out

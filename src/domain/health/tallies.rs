@@ -17,8 +17,6 @@ use super::{outcome, Facts, REVERT_BUCKETS, STEP_BUCKETS};
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "s")]
 pub enum Series {
-    /// Rollouts held of a service: its per-service counters are shown while it has any.
-    Service { service: String },
     /// Rollouts under way, by phase.
     Active { service: String, phase: String },
     /// Finished rollouts, by outcome.
@@ -77,7 +75,6 @@ impl Tallies {
     pub fn of(f: &Facts) -> Tallies {
         let mut t = Tallies::default();
         let service = f.service.clone();
-        t.bump(Series::Service { service: service.clone() }, 1);
         match f.finished_at {
             None => t.bump(Series::Active { service: service.clone(), phase: f.phase.as_str().into() }, 1),
             Some(_) => t.bump(Series::Finished { service: service.clone(), outcome: outcome(f.phase).into() }, 1),

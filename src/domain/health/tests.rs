@@ -108,6 +108,7 @@ fn the_exposition_has_each_family_once_and_cumulative_buckets() {
     has(r#"sluice_failed_canary_requests_total{service="payments"} 5000"#);
     has(r#"sluice_backlog_failures_total{service="orders"} 2"#);
     has(r#"sluice_approval_wait_seconds_total{service="orders"} 90"#);
+    assert!(!text.contains("sluice_notification_failures_total{"), "a counter at zero is left out:\n{text}");
 }
 
 #[test]
