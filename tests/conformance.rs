@@ -325,6 +325,18 @@ async fn table_stores_written_by_earlier_formats_load() {
         }
         let store = TableStore::connect(&connection, &prefix).await.expect("Azurite answers");
         an_earlier_format_loads(&store, format).await;
+        // The timer files the finished rollouts by time and seals them into the kept sums; the
+        // report of a period and the sums then read the index, and agree with the states.
+        store.prune_finished(chrono::Utc::now() - chrono::TimeDelta::days(3650), 50).await.expect("a timer pass");
+        let index = raw.table_client(format!("{prefix}index"));
+        let done = rows_of(&index, "index").await.into_iter().filter(|k| k.starts_with("done|")).count();
+        assert_eq!(done, 3, "{format}: each finished rollout filed under when it finished");
+        assert!(rows_of(&index, "index").await.contains(&"meta|sealed".to_string()), "{format}: sealed");
+        let facts = store.facts().await.expect("facts");
+        assert_eq!(store.tallies().await.expect("sums"), sluice::domain::health::Tallies::sum(&facts), "{format}");
+        let (from, to) = (chrono::Utc::now() - chrono::TimeDelta::days(3650), chrono::Utc::now());
+        assert_eq!(store.facts_for_period(from, to).await.expect("period").len(), 3, "{format}");
+        assert!(store.facts_for_period(to - chrono::TimeDelta::seconds(1), to).await.expect("period").is_empty(), "{format}");
     }
     drop(azurite);
 }

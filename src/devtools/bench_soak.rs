@@ -203,7 +203,7 @@ const SERIES: [(&str, &str); 10] = [
     ("store file (sluice.db), or Azurite's memory", "MiB"),
     ("store log (sluice.db-wal)", "MiB"),
     ("GET /api/metrics", "ms"),
-    ("GET /api/report", "ms"),
+    ("GET /api/report?since=5m", "ms"),
     ("GET /api/rollouts?limit=50", "ms"),
     ("workers' calls p50", "ms"),
     ("workers' calls p99", "ms"),
@@ -236,7 +236,7 @@ async fn sample(server: &Server, dir: &Path, azurite: Option<&Azurite>, client: 
         }
     };
     let metrics = timed("/api/metrics").await;
-    let report = timed("/api/report?since=3650d").await;
+    let report = timed("/api/report?since=5m").await;
     let list = timed("/api/rollouts?limit=50").await;
     let worker_calls = summarise(calls.take());
     let stored = client

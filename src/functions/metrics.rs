@@ -7,7 +7,7 @@
 
 use super::error::ApiError;
 use super::{App, HttpRequest, HttpResponse};
-use crate::domain::health::{self, Facts};
+use crate::domain::health;
 
 /// The exposition format's content type (text format 0.0.4).
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -19,9 +19,4 @@ pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiErro
     }
     let body = health::render(&app.engine.store.tallies().await?);
     Ok(HttpResponse { status: 200, content_type: CONTENT_TYPE.into(), headers: Vec::new(), body: body.into_bytes() })
-}
-
-/// Every stored rollout's facts (their states only; no history is read).
-pub(super) async fn all_facts(app: &App) -> Result<Vec<Facts>, ApiError> {
-    Ok(app.engine.store.facts().await?)
 }

@@ -7,7 +7,6 @@
 use chrono::{DateTime, Utc};
 
 use super::error::ApiError;
-use super::metrics::all_facts;
 use super::{App, HttpRequest, HttpResponse};
 use crate::domain::health;
 use crate::domain::ids::shown;
@@ -56,7 +55,8 @@ pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiErro
         return Err(ApiError::new(405, "method_not_allowed", "the report is read with GET"));
     }
     let q = query(&req, app.engine.clock.now())?;
-    let facts = all_facts(app).await?;
+    // Only what the period needs: rollouts under way, and those that finished in it.
+    let facts = app.engine.store.facts_for_period(q.from, q.to).await?;
     let report = health::report(&facts, q.from, q.to, q.service.as_deref());
     let body = serde_json::to_value(&report).map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
     Ok(HttpResponse::json(200, &body))

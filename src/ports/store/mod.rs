@@ -141,6 +141,14 @@ pub trait Store: Send + Sync {
     async fn facts(&self) -> Result<Vec<crate::domain::health::Facts>, StoreError> {
         Ok(self.list(&ListFilter::default()).await?.iter().map(crate::domain::health::Facts::of).collect())
     }
+    /// What the report of a period needs: the facts of every rollout under
+    /// way and of those that finished in `[from, to]`. Stores with an index
+    /// by finishing time override this, so a report reads its period only.
+    async fn facts_for_period(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<crate::domain::health::Facts>, StoreError> {
+        let mut facts = self.facts().await?;
+        facts.retain(|f| f.finished_at.map_or(true, |t| t >= from && t <= to));
+        Ok(facts)
+    }
     /// What every stored rollout adds up to, as `/api/metrics` draws it.
     /// Stores that keep the sums up to date as they write states override
     /// this, so a scrape reads one small record instead of every state.

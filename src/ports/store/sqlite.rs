@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS rollouts (
     created_at TEXT NOT NULL,
     state TEXT NOT NULL,
     sweep_at INTEGER,
-    tally TEXT
+    tally TEXT,
+    finished_at INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_active_per_target ON rollouts(target) WHERE active = 1;
 CREATE TABLE IF NOT EXISTS history (
@@ -93,11 +94,13 @@ CREATE INDEX IF NOT EXISTS rollouts_phase_newest ON rollouts(phase, created_at D
 CREATE INDEX IF NOT EXISTS rollouts_target_newest ON rollouts(target, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS alert_keys_by_rollout ON alert_keys(rollout_id);
 CREATE INDEX IF NOT EXISTS alerts_received ON alerts(received_at);
+CREATE INDEX IF NOT EXISTS rollouts_finished ON rollouts(finished_at) WHERE finished_at IS NOT NULL;
 ";
 
 /// The layout this code writes (`PRAGMA user_version`): 1 added the
 /// sweep and alert indexes, 2 the kept sums behind `/api/metrics` (each
-/// rollout's contribution in `rollouts.tally`, their sum in `tallies`).
+/// rollout's contribution in `rollouts.tally`, their sum in `tallies`) and
+/// the finishing time the report's period is read by.
 const LAYOUT: i64 = 2;
 
 /// Opens a SQLite file the way both embedded adapters want it: WAL, a busy
@@ -277,8 +280,13 @@ fn upgrade(conn: &mut Connection) -> Result<(), StoreError> {
         return Ok(());
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
-    for (table, column, kind) in [("rollouts", "sweep_at", "INTEGER"), ("alerts", "received_at", "INTEGER"), ("rollouts", "tally", "TEXT")]
-    {
+    let columns = [
+        ("rollouts", "sweep_at", "INTEGER"),
+        ("alerts", "received_at", "INTEGER"),
+        ("rollouts", "tally", "TEXT"),
+        ("rollouts", "finished_at", "INTEGER"),
+    ];
+    for (table, column, kind) in columns {
         let has: bool = tx
             .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))
             .and_then(|mut s| s.exists([column]))
@@ -313,8 +321,9 @@ fn upgrade(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit().map_err(unavailable)
 }
 
-/// Layout 2: each rollout's contribution to the kept sums, and the sums,
-/// read once from every state (one Sluice cannot read counts for nothing).
+/// Layout 2: each rollout's contribution to the kept sums, the sums, and
+/// its finishing time, read once from every state (one Sluice cannot read
+/// counts for nothing).
 fn count_every_rollout(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
     tx.execute("DELETE FROM tallies", []).map_err(unavailable)?;
     let states: Vec<(String, String)> = {
@@ -327,7 +336,9 @@ fn count_every_rollout(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError>
         match crate::domain::health::Facts::from_stored(&state) {
             Ok(f) => {
                 let tally = Tallies::of(&f);
-                tx.execute("UPDATE rollouts SET tally = ?1 WHERE id = ?2", params![encode(&tally)?, id]).map_err(unavailable)?;
+                let finished = millis(f.finished_at);
+                tx.execute("UPDATE rollouts SET tally = ?1, finished_at = ?2 WHERE id = ?3", params![encode(&tally)?, finished, id])
+                    .map_err(unavailable)?;
                 sum.add(&tally, 1);
             }
             Err(e) => unreadable(&id, &e),
@@ -390,6 +401,20 @@ fn decode_states<T: serde::de::DeserializeOwned>(
     Ok(out)
 }
 
+/// The facts of `(id, state)` rows, one state read at a time and only what
+/// the facts need of it; an unreadable one is reported and left out.
+fn read_facts(rows: impl Iterator<Item = rusqlite::Result<(String, String)>>) -> Result<Vec<crate::domain::health::Facts>, StoreError> {
+    let mut facts = Vec::new();
+    for row in rows {
+        let (id, state) = row.map_err(unavailable)?;
+        match crate::domain::health::Facts::from_stored(&state) {
+            Ok(f) => facts.push(f),
+            Err(e) => unreadable(&id, &e),
+        }
+    }
+    Ok(facts)
+}
+
 fn id_and_state(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String)> {
     Ok((row.get(0)?, row.get(1)?))
 }
@@ -431,8 +456,8 @@ impl Store for SqliteStore {
                 }
                 let active = !r.phase.is_terminal();
                 let inserted = tx.execute(
-                    "INSERT INTO rollouts (id, target, phase, active, sweep, etag, created_at, state, sweep_at, tally)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?9)",
+                    "INSERT INTO rollouts (id, target, phase, active, sweep, etag, created_at, state, sweep_at, tally, finished_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?9, ?10)",
                     params![
                         r.id.as_str(),
                         r.target(),
@@ -442,7 +467,8 @@ impl Store for SqliteStore {
                         r.created_at.to_rfc3339(),
                         state,
                         millis(r.sweep_at()),
-                        tally_text
+                        tally_text,
+                        millis(r.finished_at)
                     ],
                 );
                 if let Err(rusqlite::Error::SqliteFailure(f, _)) = &inserted {
@@ -501,8 +527,8 @@ impl Store for SqliteStore {
                     .map_err(unavailable)?;
                 let changed = tx
                     .execute(
-                        "UPDATE rollouts SET phase = ?1, active = ?2, sweep = ?3, etag = etag + 1, state = ?4, sweep_at = ?7, tally = ?8
-                         WHERE id = ?5 AND etag = ?6",
+                        "UPDATE rollouts SET phase = ?1, active = ?2, sweep = ?3, etag = etag + 1, state = ?4, sweep_at = ?7, tally = ?8,
+                         finished_at = ?9 WHERE id = ?5 AND etag = ?6",
                         params![
                             r.phase.as_str(),
                             !r.phase.is_terminal(),
@@ -511,7 +537,8 @@ impl Store for SqliteStore {
                             r.id.as_str(),
                             expected,
                             millis(r.sweep_at()),
-                            tally_text
+                            tally_text,
+                            millis(r.finished_at)
                         ],
                     )
                     .map_err(unavailable)?;
@@ -583,16 +610,23 @@ impl Store for SqliteStore {
         self.with(move |conn| {
             let mut stmt = conn.prepare_cached("SELECT id, state FROM rollouts").map_err(unavailable)?;
             let rows = stmt.query_map([], id_and_state).map_err(unavailable)?;
-            // One state read at a time, and only what the facts need of it.
-            let mut facts = Vec::new();
-            for row in rows {
-                let (id, state) = row.map_err(unavailable)?;
-                match crate::domain::health::Facts::from_stored(&state) {
-                    Ok(f) => facts.push(f),
-                    Err(e) => unreadable(&id, &e),
-                }
-            }
-            Ok(facts)
+            read_facts(rows)
+        })
+        .await
+    }
+
+    async fn facts_for_period(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<crate::domain::health::Facts>, StoreError> {
+        let (from, to) = (from.timestamp_millis(), to.timestamp_millis());
+        self.with(move |conn| {
+            // Along `rollouts_active_newest` and `rollouts_finished`: what is under way, and what finished in the period.
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, state FROM rollouts WHERE active = 1
+                     UNION ALL SELECT id, state FROM rollouts WHERE finished_at BETWEEN ?1 AND ?2",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt.query_map(params![from, to], id_and_state).map_err(unavailable)?;
+            read_facts(rows)
         })
         .await
     }

@@ -20,7 +20,15 @@
 //!     before the state (a crash between leaves an extra row, never a
 //!     missing one); moving it later, after (the earlier row still brings
 //!     the sweep meanwhile). The sweep drops rows that no longer match;
-//!   - `alert|{key}|{id}`: an active rollout under each of its alert keys.
+//!   - `alert|{key}|{id}`: an active rollout under each of its alert keys;
+//!   - `done|{ms}|{id}`: a finished rollout under when it finished, so a
+//!     report reads its period only. Stores written before these rows are
+//!     filed by the timer, a batch a tick (`meta|done-rows` keeps how far
+//!     it got); until then a report and `/api/metrics` read every state;
+//!   - `meta|sealed`: the sums behind `/api/metrics` of every settled
+//!     rollout filed under a `done|` key up to its mark, moved on by the
+//!     timer; a scrape adds what is under way and what finished since, and
+//!     retention takes a rollout out together with its `done|` row.
 //!
 //!   The load's ETag carries the sweep time of the state it names
 //!   (`{service etag}#{ms}`), so a save knows which due row it replaces
@@ -58,6 +66,7 @@ use serde_json::{json, Map, Value};
 use chrono::{DateTime, Utc};
 
 use super::{AlertRecord, Etag, ListFilter, Pruned, Store, StoreError, DEFAULT_ALERT_RETENTION};
+use crate::domain::health::Tallies;
 use crate::domain::ids::RolloutId;
 use crate::domain::pipeline_wait::PipelineWait;
 use crate::domain::release::{Release, ReleaseEntry};
@@ -186,6 +195,8 @@ pub struct TableStore {
     last_alert_prune: std::sync::atomic::AtomicI64,
     /// Set once format 1's release due partition has been read empty.
     format_1_due_rows_gone: std::sync::atomic::AtomicBool,
+    /// Set once every finished rollout is known to have its `done|` row.
+    done_rows_filed: std::sync::atomic::AtomicBool,
 }
 
 fn http_status(e: &azure_core::Error) -> Option<StatusCode> {
@@ -317,6 +328,11 @@ fn all_key(r: &Rollout) -> String {
     format!("all|{}|{}", inverted_time(r), escape_key(&r.id))
 }
 
+/// A finished rollout filed under when it finished, for the report of a period.
+fn done_key(r: &Rollout) -> Option<String> {
+    r.finished_at.map(|t| format!("done|{:015}|{}", t.timestamp_millis().max(0), escape_key(&r.id)))
+}
+
 fn due_key(at_ms: i64, id: &str) -> String {
     format!("due|{:015}|{}", at_ms.max(0), escape_key(id))
 }
@@ -419,6 +435,36 @@ const STALE_DUE_GRACE_MS: i64 = 60_000;
 /// How long a target's claim may stand without its rollout's state before it
 /// counts as left by a create that died (a create takes milliseconds).
 const CREATE_IN_FLIGHT: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+/// The row holding the sums of sealed rollouts: finished, settled, and
+/// filed under a `done|` key at most its `After`.
+const SEALED: &str = "meta|sealed";
+/// A rollout is sealed only this long after it finished, so a `done|` row
+/// written by a slow save never lands behind the mark.
+const SEAL_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
+/// The sealed sums as read, with the row's version for a safe update.
+struct Sealed {
+    after: String,
+    sums: Tallies,
+    etag: Option<azure_core::Etag>,
+}
+
+fn sealed_row(after: &str, sums: &Tallies) -> Result<Value, StoreError> {
+    let mut e = Map::new();
+    e.insert("PartitionKey".into(), json!(INDEX));
+    e.insert("RowKey".into(), json!(SEALED));
+    e.insert("After".into(), json!(after));
+    put_chunks(&mut e, "T", &serde_json::to_string(sums).map_err(corrupt)?)?;
+    Ok(Value::Object(e))
+}
+
+/// What a rollout adds to the sums behind `/api/metrics`.
+fn tally_of(r: &Rollout) -> Tallies {
+    Tallies::of(&crate::domain::health::Facts::of(r))
+}
+
+/// The row saying how far the walk that files `done|` rows has got.
+const DONE_ROWS_MARK: &str = "meta|done-rows";
 /// Point reads in flight at once when loading many rollouts.
 const PARALLEL_LOADS: usize = 16;
 
@@ -453,6 +499,7 @@ impl TableStore {
             alert_retention: DEFAULT_ALERT_RETENTION,
             last_alert_prune: std::sync::atomic::AtomicI64::new(0),
             format_1_due_rows_gone: std::sync::atomic::AtomicBool::new(false),
+            done_rows_filed: std::sync::atomic::AtomicBool::new(false),
         };
         for table in [&store.rollouts, &store.index, &store.releases] {
             match table.create().await {
@@ -612,6 +659,7 @@ impl TableStore {
         }
         if finished_now {
             ops.push(IndexOp::Delete(live_key(r), IfMatchCondition::Any));
+            ops.extend(done_key(r).map(|key| IndexOp::Upsert(target_row(key, r))));
             ops.extend(r.alert_keys().iter().map(|k| IndexOp::Delete(alert_key_row(k, &r.id), IfMatchCondition::Any)));
             if let Ok(Some((claim, etag))) = self.get(&self.index, INDEX, &active_key(r.target())).await {
                 if claim.get("Rollout").and_then(Value::as_str) == Some(r.id.as_str()) {
@@ -727,6 +775,16 @@ impl Store for TableStore {
             let responses = self.transaction(&self.index, INDEX, |t| t.insert_or_replace(key.clone(), index_row(key, json!({})))).await?;
             if let Some(status) = failure(&responses) {
                 return Err(StoreError::Unavailable(format!("filing the rollout's next sweep failed with HTTP {status}")));
+            }
+        }
+        // A finishing rollout is filed under when it finished before its state says so: the sums behind
+        // `/api/metrics` and the report find it there (a row whose save then fails is a hint they check).
+        let finishing = rollout.phase.is_terminal() && history.first().is_some_and(|h| !h.from.is_terminal());
+        if let Some(key) = done_key(rollout).filter(|_| finishing) {
+            let row = target_row(key.clone(), rollout);
+            let responses = self.transaction(&self.index, INDEX, |t| t.insert_or_replace(key, row)).await?;
+            if let Some(status) = failure(&responses) {
+                return Err(StoreError::Unavailable(format!("filing the finished rollout failed with HTTP {status}")));
             }
         }
         let state = state_entity(rollout)?;
@@ -1052,7 +1110,60 @@ impl Store for TableStore {
         }
     }
 
+    async fn tallies(&self) -> Result<Tallies, StoreError> {
+        if !self.done_rows_filed().await? {
+            return Ok(Tallies::sum(&self.facts().await?));
+        }
+        let sealed = self.sealed().await?;
+        let ids = |rows: Vec<Value>| -> Vec<String> {
+            rows.iter().filter_map(|row| row.get("RowKey").and_then(Value::as_str).and_then(Self::id_from_key)).collect()
+        };
+        // The sealed sums, then what is under way and what finished since the mark, each read from its state.
+        let mut wanted = ids(self.index_rows("live|", "", 0).await?);
+        let filter =
+            format!("PartitionKey eq '{INDEX}' and RowKey gt {} and RowKey lt {}", odata(&sealed.after), odata(&prefix_end("done|")));
+        wanted.extend(ids(self.query(&self.index, filter, 0).await?));
+        wanted.sort();
+        wanted.dedup();
+        let mut sums = sealed.sums;
+        for r in self.load_many(wanted).await? {
+            let counted = match done_key(&r) {
+                None => !r.phase.is_terminal(),
+                Some(key) => key > sealed.after,
+            };
+            if counted {
+                sums.add(&tally_of(&r), 1);
+            }
+        }
+        Ok(sums)
+    }
+
+    async fn facts_for_period(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<crate::domain::health::Facts>, StoreError> {
+        if !self.done_rows_filed().await? {
+            let mut facts = self.facts().await?;
+            facts.retain(|f| f.finished_at.map_or(true, |t| t >= from && t <= to));
+            return Ok(facts);
+        }
+        let ids = |rows: Vec<Value>| -> Vec<String> {
+            rows.iter().filter_map(|row| row.get("RowKey").and_then(Value::as_str).and_then(Self::id_from_key)).collect()
+        };
+        let mut wanted = ids(self.index_rows("live|", "", 0).await?);
+        let (first, last) =
+            (format!("done|{:015}|", from.timestamp_millis().max(0)), format!("done|{:015}|", to.timestamp_millis().max(0) + 1));
+        let filter = format!("PartitionKey eq '{INDEX}' and RowKey ge {} and RowKey lt {}", odata(&first), odata(&last));
+        wanted.extend(ids(self.query(&self.index, filter, 0).await?));
+        // Rows are hints: each state says whether it is under way or finished in the period.
+        let mut facts: Vec<crate::domain::health::Facts> =
+            self.load_many(wanted).await?.iter().map(crate::domain::health::Facts::of).collect();
+        facts.retain(|f| f.finished_at.map_or(true, |t| t >= from && t <= to));
+        facts.sort_by(|a, b| a.id.cmp(&b.id));
+        facts.dedup_by(|a, b| a.id == b.id);
+        Ok(facts)
+    }
+
     async fn prune_finished(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<Pruned, StoreError> {
+        self.file_done_rows(limit * super::PRUNE_READ_FACTOR).await?;
+        self.seal_finished().await?;
         let old_rollouts = format!("all|{:020}|", u64::MAX / 2 - cutoff.timestamp_millis().max(0) as u64);
         let filter =
             format!("PartitionKey eq '{INDEX}' and RowKey gt {} and RowKey lt {}", odata(&old_rollouts), odata(&prefix_end("all|")));
@@ -1250,10 +1361,144 @@ impl TableStore {
             .await?;
         self.delete_rows(&self.index, WAITS, waits).await?;
         if let Some(r) = state {
-            self.delete_rows(&self.index, INDEX, vec![phase_key(r.phase, r), live_key(r)]).await?;
+            self.unseal(r).await?;
+            let rows = [Some(phase_key(r.phase, r)), Some(live_key(r)), done_key(r)].into_iter().flatten().collect();
+            self.delete_rows(&self.index, INDEX, rows).await?;
             self.delete_rows(&self.rollouts, &pk, vec!["state".into()]).await?;
         }
         self.delete_rows(&self.index, INDEX, vec![all_row.to_string()]).await
+    }
+
+    /// Whether every finished rollout has its `done|` row (a store written
+    /// before them has been walked through once).
+    async fn done_rows_filed(&self) -> Result<bool, StoreError> {
+        if self.done_rows_filed.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let filed = self
+            .get(&self.index, INDEX, DONE_ROWS_MARK)
+            .await?
+            .is_some_and(|(row, _)| row.get("Done").and_then(Value::as_bool) == Some(true));
+        self.done_rows_filed.store(filed, Ordering::Relaxed);
+        Ok(filed)
+    }
+
+    /// Files `done|` rows for up to `batch` rollouts past the walk's mark,
+    /// oldest key first; the walk's end marks the store filed. Rollouts
+    /// finishing meanwhile file their own.
+    async fn file_done_rows(&self, batch: usize) -> Result<(), StoreError> {
+        if self.done_rows_filed().await? {
+            return Ok(());
+        }
+        let mark = self.get(&self.index, INDEX, DONE_ROWS_MARK).await?;
+        let after = mark
+            .as_ref()
+            .and_then(|(row, _)| row.get("After").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_else(|| "all|".into());
+        let filter = format!("PartitionKey eq '{INDEX}' and RowKey gt {} and RowKey lt {}", odata(&after), odata(&prefix_end("all|")));
+        let rows = self.query(&self.index, filter, batch).await?;
+        let keys: Vec<String> = rows.iter().filter_map(|r| r.get("RowKey").and_then(Value::as_str).map(str::to_string)).collect();
+        let finished: Vec<IndexOp> = self
+            .load_many(keys.iter().filter_map(|k| Self::id_from_key(k)).collect())
+            .await?
+            .iter()
+            .filter_map(|r| done_key(r).map(|key| IndexOp::Upsert(target_row(key, r))))
+            .collect();
+        // The mark moves on only once the batch's rows are in.
+        for chunk in finished.chunks(MAX_BATCH) {
+            let responses = self.transaction(&self.index, INDEX, |t| chunk.iter().try_fold(t, |t, op| op.clone_op().add(t))).await?;
+            if let Some(status) = failure(&responses) {
+                return Err(StoreError::Unavailable(format!("filing finished rollouts by time failed with HTTP {status}")));
+            }
+        }
+        let done = keys.len() < batch;
+        let next = json!({"After": keys.last().cloned().unwrap_or(after), "Done": done});
+        self.apply_index(vec![IndexOp::Upsert(index_row(DONE_ROWS_MARK.to_string(), next))]).await;
+        self.done_rows_filed.store(done, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The sums of the sealed rollouts and the last `done|` key they cover.
+    async fn sealed(&self) -> Result<Sealed, StoreError> {
+        Ok(match self.get(&self.index, INDEX, SEALED).await? {
+            None => Sealed { after: "done|".into(), sums: Tallies::default(), etag: None },
+            Some((row, etag)) => Sealed {
+                after: row.get("After").and_then(Value::as_str).unwrap_or("done|").to_string(),
+                sums: serde_json::from_str(&get_chunks(&row, "T")?).map_err(corrupt)?,
+                etag: Some(etag),
+            },
+        })
+    }
+
+    /// Adds the rollouts that finished (and settled) since the mark to the
+    /// sealed sums, a batch a pass, in `done|` order; one still busy (its
+    /// backlog issue being opened) holds the mark until it settles.
+    async fn seal_finished(&self) -> Result<(), StoreError> {
+        if !self.done_rows_filed().await? {
+            return Ok(());
+        }
+        let sealed = self.sealed().await?;
+        let until = format!("done|{:015}|", (Utc::now() - SEAL_AFTER).timestamp_millis().max(0));
+        let filter = format!("PartitionKey eq '{INDEX}' and RowKey gt {} and RowKey lt {}", odata(&sealed.after), odata(&until));
+        let keys: Vec<String> = self
+            .query(&self.index, filter, MAX_BATCH)
+            .await?
+            .iter()
+            .filter_map(|r| r.get("RowKey")?.as_str().map(str::to_string))
+            .collect();
+        let (mut sums, mut after) = (sealed.sums, sealed.after.clone());
+        for key in keys {
+            let Some(id) = Self::id_from_key(&key) else { continue };
+            match self.load(&id).await {
+                // A row that is not its state's finishing time is a hint that did not come true: nothing to count.
+                Ok(Some((r, _))) if done_key(&r).as_deref() == Some(key.as_str()) => {
+                    if r.sweep_at().is_some() {
+                        break;
+                    }
+                    sums.add(&tally_of(&r), 1);
+                }
+                Ok(_) => {}
+                Err(StoreError::Corrupt(e)) => super::unreadable(&id, &e),
+                Err(e) => return Err(e),
+            }
+            after = key;
+        }
+        if after == sealed.after {
+            return Ok(());
+        }
+        let row = sealed_row(&after, &sums)?;
+        // Another instance sealing at the same time wins; this pass's work is done again next time.
+        let _ = match sealed.etag {
+            None => self.transaction(&self.index, INDEX, |t| t.insert(row)).await?,
+            Some(etag) => self.transaction(&self.index, INDEX, |t| t.update(SEALED, row, Some(IfMatchCondition::Etag(etag)))).await?,
+        };
+        Ok(())
+    }
+
+    /// Takes a sealed rollout out of the sealed sums together with its
+    /// `done|` row, in one transaction: a pass cut short after it finds the
+    /// row gone and subtracts nothing twice.
+    async fn unseal(&self, r: &Rollout) -> Result<(), StoreError> {
+        let Some(key) = done_key(r) else { return Ok(()) };
+        for _ in 0..8 {
+            let sealed = self.sealed().await?;
+            let Some(etag) = sealed.etag.filter(|_| key <= sealed.after) else { return Ok(()) };
+            let mut sums = sealed.sums;
+            sums.add(&tally_of(r), -1);
+            let row = sealed_row(&sealed.after, &sums)?;
+            let condition = IfMatchCondition::Etag(etag);
+            let responses = self
+                .transaction(&self.index, INDEX, |t| {
+                    t.delete(key.clone(), Some(IfMatchCondition::Any))?.update(SEALED, row, Some(condition))
+                })
+                .await?;
+            match failure(&responses) {
+                None | Some(StatusCode::NotFound) => return Ok(()),
+                Some(StatusCode::PreconditionFailed) => continue,
+                Some(status) => return Err(StoreError::Unavailable(format!("taking a rollout out of the sums failed with HTTP {status}"))),
+            }
+        }
+        Err(StoreError::Conflict)
     }
 
     /// Deletes a settled release: history, state, then its `newest` row.
