@@ -442,6 +442,10 @@ const SEALED: &str = "meta|sealed";
 /// written by a slow save never lands behind the mark.
 const SEAL_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 
+/// Batches of [`MAX_BATCH`] sealed per timer pass at most: at a tick every
+/// five minutes, 400 rollouts finishing a minute are kept up with.
+const SEAL_BATCHES: usize = 20;
+
 /// The sealed sums as read, with the row's version for a safe update.
 struct Sealed {
     after: String,
@@ -510,6 +514,11 @@ impl TableStore {
                     return Err(StoreError::Unavailable(format!("creating table {}: {why}", table.table_name())));
                 }
             }
+        }
+        // A store with no rollout yet needs no walk: every rollout it will hold files its own `done|` row.
+        if store.index_rows("all|", "", 1).await?.is_empty() && store.get(&store.index, INDEX, DONE_ROWS_MARK).await?.is_none() {
+            let mark = index_row(DONE_ROWS_MARK.to_string(), json!({"After": "all|", "Done": true}));
+            let _ = store.transaction(&store.index, INDEX, |t| t.insert(mark)).await;
         }
         Ok(store)
     }
@@ -1163,7 +1172,11 @@ impl Store for TableStore {
 
     async fn prune_finished(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<Pruned, StoreError> {
         self.file_done_rows(limit * super::PRUNE_READ_FACTOR).await?;
-        self.seal_finished().await?;
+        for _ in 0..SEAL_BATCHES {
+            if !self.seal_finished().await? {
+                break;
+            }
+        }
         let old_rollouts = format!("all|{:020}|", u64::MAX / 2 - cutoff.timestamp_millis().max(0) as u64);
         let filter =
             format!("PartitionKey eq '{INDEX}' and RowKey gt {} and RowKey lt {}", odata(&old_rollouts), odata(&prefix_end("all|")));
@@ -1430,12 +1443,13 @@ impl TableStore {
         })
     }
 
-    /// Adds the rollouts that finished (and settled) since the mark to the
-    /// sealed sums, a batch a pass, in `done|` order; one still busy (its
-    /// backlog issue being opened) holds the mark until it settles.
-    async fn seal_finished(&self) -> Result<(), StoreError> {
+    /// Adds a batch of the rollouts that finished (and settled) since the
+    /// mark to the sealed sums, in `done|` order; one still busy (its
+    /// backlog issue being opened) holds the mark until it settles. Says
+    /// whether a full batch went, so more may be waiting.
+    async fn seal_finished(&self) -> Result<bool, StoreError> {
         if !self.done_rows_filed().await? {
-            return Ok(());
+            return Ok(false);
         }
         let sealed = self.sealed().await?;
         let until = format!("done|{:015}|", (Utc::now() - SEAL_AFTER).timestamp_millis().max(0));
@@ -1446,6 +1460,7 @@ impl TableStore {
             .iter()
             .filter_map(|r| r.get("RowKey")?.as_str().map(str::to_string))
             .collect();
+        let full = keys.len() == MAX_BATCH;
         let (mut sums, mut after) = (sealed.sums, sealed.after.clone());
         for key in keys {
             let Some(id) = Self::id_from_key(&key) else { continue };
@@ -1464,15 +1479,15 @@ impl TableStore {
             after = key;
         }
         if after == sealed.after {
-            return Ok(());
+            return Ok(false);
         }
         let row = sealed_row(&after, &sums)?;
         // Another instance sealing at the same time wins; this pass's work is done again next time.
-        let _ = match sealed.etag {
+        let responses = match sealed.etag {
             None => self.transaction(&self.index, INDEX, |t| t.insert(row)).await?,
             Some(etag) => self.transaction(&self.index, INDEX, |t| t.update(SEALED, row, Some(IfMatchCondition::Etag(etag)))).await?,
         };
-        Ok(())
+        Ok(full && failure(&responses).is_none())
     }
 
     /// Takes a sealed rollout out of the sealed sums together with its
