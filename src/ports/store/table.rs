@@ -439,8 +439,9 @@ const CREATE_IN_FLIGHT: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 /// filed under a `done|` key at most its `After`.
 const SEALED: &str = "meta|sealed";
 /// A rollout is sealed only this long after it finished, so a `done|` row
-/// written by a slow save never lands behind the mark.
-const SEAL_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+/// from an instance whose clock is a little behind never lands behind the
+/// mark. (A row whose state does not say finished yet is held aside.)
+const SEAL_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
 /// Batches of [`MAX_BATCH`] sealed per timer pass at most: at a tick every
 /// five minutes, 400 rollouts finishing a minute are kept up with.
@@ -450,15 +451,19 @@ const SEAL_BATCHES: usize = 20;
 struct Sealed {
     after: String,
     sums: Tallies,
+    /// `(id, done| key)` of rollouts the mark passed while they were still
+    /// busy, or before their finishing state was written: not in the sums yet.
+    held: Vec<(String, String)>,
     etag: Option<azure_core::Etag>,
 }
 
-fn sealed_row(after: &str, sums: &Tallies) -> Result<Value, StoreError> {
+fn sealed_row(after: &str, sums: &Tallies, held: &[(String, String)]) -> Result<Value, StoreError> {
     let mut e = Map::new();
     e.insert("PartitionKey".into(), json!(INDEX));
     e.insert("RowKey".into(), json!(SEALED));
     e.insert("After".into(), json!(after));
     put_chunks(&mut e, "T", &serde_json::to_string(sums).map_err(corrupt)?)?;
+    put_chunks(&mut e, "H", &serde_json::to_string(held).map_err(corrupt)?)?;
     Ok(Value::Object(e))
 }
 
@@ -604,6 +609,11 @@ impl TableStore {
 
     fn id_from_key(key: &str) -> Option<String> {
         key.rsplit('|').next().and_then(unescape_key)
+    }
+
+    /// The rollout ids of index rows.
+    fn ids_of(rows: &[Value]) -> Vec<String> {
+        rows.iter().filter_map(|row| row.get("RowKey").and_then(Value::as_str).and_then(Self::id_from_key)).collect()
     }
 
     /// Loads rollouts by id, a few point reads at a time, in the order given
@@ -1124,21 +1134,20 @@ impl Store for TableStore {
             return Ok(Tallies::sum(&self.facts().await?));
         }
         let sealed = self.sealed().await?;
-        let ids = |rows: Vec<Value>| -> Vec<String> {
-            rows.iter().filter_map(|row| row.get("RowKey").and_then(Value::as_str).and_then(Self::id_from_key)).collect()
-        };
-        // The sealed sums, then what is under way and what finished since the mark, each read from its state.
-        let mut wanted = ids(self.index_rows("live|", "", 0).await?);
+        // The sealed sums, then what is under way, what finished since the mark and what the mark
+        // passed while it was still busy, each read from its state.
+        let mut wanted = Self::ids_of(&self.index_rows("live|", "", 0).await?);
         let filter =
             format!("PartitionKey eq '{INDEX}' and RowKey gt {} and RowKey lt {}", odata(&sealed.after), odata(&prefix_end("done|")));
-        wanted.extend(ids(self.query(&self.index, filter, 0).await?));
+        wanted.extend(Self::ids_of(&self.query(&self.index, filter, 0).await?));
+        wanted.extend(sealed.held.iter().map(|(id, _)| id.clone()));
         wanted.sort();
         wanted.dedup();
         let mut sums = sealed.sums;
         for r in self.load_many(wanted).await? {
             let counted = match done_key(&r) {
                 None => !r.phase.is_terminal(),
-                Some(key) => key > sealed.after,
+                Some(key) => key > sealed.after || sealed.held.contains(&(r.id.to_string(), key)),
             };
             if counted {
                 sums.add(&tally_of(&r), 1);
@@ -1153,14 +1162,11 @@ impl Store for TableStore {
             facts.retain(|f| f.finished_at.map_or(true, |t| t >= from && t <= to));
             return Ok(facts);
         }
-        let ids = |rows: Vec<Value>| -> Vec<String> {
-            rows.iter().filter_map(|row| row.get("RowKey").and_then(Value::as_str).and_then(Self::id_from_key)).collect()
-        };
-        let mut wanted = ids(self.index_rows("live|", "", 0).await?);
+        let mut wanted = Self::ids_of(&self.index_rows("live|", "", 0).await?);
         let (first, last) =
             (format!("done|{:015}|", from.timestamp_millis().max(0)), format!("done|{:015}|", to.timestamp_millis().max(0) + 1));
         let filter = format!("PartitionKey eq '{INDEX}' and RowKey ge {} and RowKey lt {}", odata(&first), odata(&last));
-        wanted.extend(ids(self.query(&self.index, filter, 0).await?));
+        wanted.extend(Self::ids_of(&self.query(&self.index, filter, 0).await?));
         // Rows are hints: each state says whether it is under way or finished in the period.
         let mut facts: Vec<crate::domain::health::Facts> =
             self.load_many(wanted).await?.iter().map(crate::domain::health::Facts::of).collect();
@@ -1434,19 +1440,21 @@ impl TableStore {
     /// The sums of the sealed rollouts and the last `done|` key they cover.
     async fn sealed(&self) -> Result<Sealed, StoreError> {
         Ok(match self.get(&self.index, INDEX, SEALED).await? {
-            None => Sealed { after: "done|".into(), sums: Tallies::default(), etag: None },
+            None => Sealed { after: "done|".into(), sums: Tallies::default(), held: Vec::new(), etag: None },
             Some((row, etag)) => Sealed {
                 after: row.get("After").and_then(Value::as_str).unwrap_or("done|").to_string(),
                 sums: serde_json::from_str(&get_chunks(&row, "T")?).map_err(corrupt)?,
+                held: serde_json::from_str(&get_chunks(&row, "H")?).map_err(corrupt)?,
                 etag: Some(etag),
             },
         })
     }
 
-    /// Adds a batch of the rollouts that finished (and settled) since the
-    /// mark to the sealed sums, in `done|` order; one still busy (its
-    /// backlog issue being opened) holds the mark until it settles. Says
-    /// whether a full batch went, so more may be waiting.
+    /// Adds a batch of the rollouts that finished since the mark to the
+    /// sealed sums, in `done|` order. One still busy (its backlog issue
+    /// being opened, which may go on while a tracker is down) is held aside
+    /// by id, counted by scrapes from its state, and sealed once it settles.
+    /// Says whether a full batch went, so more may be waiting.
     async fn seal_finished(&self) -> Result<bool, StoreError> {
         if !self.done_rows_filed().await? {
             return Ok(false);
@@ -1461,27 +1469,37 @@ impl TableStore {
             .filter_map(|r| r.get("RowKey")?.as_str().map(str::to_string))
             .collect();
         let full = keys.len() == MAX_BATCH;
-        let (mut sums, mut after) = (sealed.sums, sealed.after.clone());
-        for key in keys {
-            let Some(id) = Self::id_from_key(&key) else { continue };
+        let (mut sums, mut after, mut held) = (sealed.sums, sealed.after.clone(), Vec::new());
+        let candidates: Vec<(String, String, bool)> = sealed
+            .held
+            .iter()
+            .map(|(id, key)| (id.clone(), key.clone(), true))
+            .chain(keys.into_iter().filter_map(|k| Some((Self::id_from_key(&k)?, k, false))))
+            .collect();
+        for (id, key, was_held) in candidates {
             match self.load(&id).await {
-                // A row that is not its state's finishing time is a hint that did not come true: nothing to count.
                 Ok(Some((r, _))) if done_key(&r).as_deref() == Some(key.as_str()) => {
                     if r.sweep_at().is_some() {
-                        break;
+                        held.push((id, key.clone()));
+                    } else {
+                        sums.add(&tally_of(&r), 1);
                     }
-                    sums.add(&tally_of(&r), 1);
                 }
+                // Filed ahead of a finishing save not written yet (or one that failed and was decided again).
+                Ok(Some((r, _))) if !r.phase.is_terminal() => held.push((id, key.clone())),
+                // Finished at another time (its own row counts it) or gone: a hint that did not come true.
                 Ok(_) => {}
                 Err(StoreError::Corrupt(e)) => super::unreadable(&id, &e),
                 Err(e) => return Err(e),
             }
-            after = key;
+            if !was_held {
+                after = key;
+            }
         }
-        if after == sealed.after {
+        if after == sealed.after && held == sealed.held {
             return Ok(false);
         }
-        let row = sealed_row(&after, &sums)?;
+        let row = sealed_row(&after, &sums, &held)?;
         // Another instance sealing at the same time wins; this pass's work is done again next time.
         let responses = match sealed.etag {
             None => self.transaction(&self.index, INDEX, |t| t.insert(row)).await?,
@@ -1498,9 +1516,13 @@ impl TableStore {
         for _ in 0..8 {
             let sealed = self.sealed().await?;
             let Some(etag) = sealed.etag.filter(|_| key <= sealed.after) else { return Ok(()) };
-            let mut sums = sealed.sums;
-            sums.add(&tally_of(r), -1);
-            let row = sealed_row(&sealed.after, &sums)?;
+            let (mut sums, mut held) = (sealed.sums, sealed.held);
+            // One held aside is not in the sums: it only leaves the list.
+            match held.iter().position(|(id, k)| *id == r.id.as_str() && *k == key) {
+                Some(i) => drop(held.remove(i)),
+                None => sums.add(&tally_of(r), -1),
+            }
+            let row = sealed_row(&sealed.after, &sums, &held)?;
             let condition = IfMatchCondition::Etag(etag);
             let responses = self
                 .transaction(&self.index, INDEX, |t| {
