@@ -231,6 +231,10 @@ enum Cmd {
         /// scale: seconds each alert burst lasts.
         #[arg(long, default_value_t = 3)]
         burst_secs: u64,
+        /// scale: hold finished rollouts over 10 services instead of active ones, and time what sums
+        /// them (`/api/metrics`, the report).
+        #[arg(long)]
+        finished: bool,
         /// soak: how long it runs, in minutes.
         #[arg(long, default_value_t = 3.0)]
         minutes: f64,
@@ -545,8 +549,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         #[cfg(feature = "devtools")]
-        Cmd::Bench { which: BenchKind::Scale, rollouts, store, burst_secs, json, .. } => {
-            bench_scale(rollouts, &store, burst_secs, json).await
+        Cmd::Bench { which: BenchKind::Scale, rollouts, store, burst_secs, json, finished, .. } => {
+            bench_scale(rollouts, &store, burst_secs, finished, json).await
         }
         Cmd::Bench { which: BenchKind::Soak, store, minutes, sample_secs, json, .. } => {
             bench_soak(&store, minutes, sample_secs, json).await
@@ -933,18 +937,21 @@ async fn bench_soak(store: &str, minutes: f64, sample_secs: u64, json: bool) -> 
 fn scale_store(store: &str) -> anyhow::Result<sluice::devtools::bench_scale::ScaleStore> {
     use sluice::devtools::bench_scale::ScaleStore;
     Ok(match store {
-        "azurite" => ScaleStore::Azurite(
-            sluice::devtools::prometheus::find("SLUICE_AZURITE_TABLE_BIN", ".tools/node_modules/.bin/azurite-table", "azurite-table")
-                .context(
+        "azurite" => {
+            let bin =
+                sluice::devtools::prometheus::find("SLUICE_AZURITE_TABLE_BIN", ".tools/node_modules/.bin/azurite-table", "azurite-table")
+                    .context(
                     "azurite-table not found: set SLUICE_AZURITE_TABLE_BIN or run scripts/test once (it installs Azurite into .tools/)",
-                )?,
-        ),
+                )?;
+            // Azurite starts in its own directory: a path relative to here would not be found there.
+            ScaleStore::Azurite(std::fs::canonicalize(&bin).unwrap_or(bin))
+        }
         _ => ScaleStore::Embedded,
     })
 }
 
 #[cfg(feature = "devtools")]
-async fn bench_scale(rollouts: Option<usize>, store: &str, burst_secs: u64, json: bool) -> anyhow::Result<ExitCode> {
+async fn bench_scale(rollouts: Option<usize>, store: &str, burst_secs: u64, finished: bool, json: bool) -> anyhow::Result<ExitCode> {
     use sluice::devtools::bench_scale::{self, ScaleStore};
     init_logging("warn");
     let exe = std::env::current_exe().context("locating this executable")?;
@@ -954,6 +961,14 @@ async fn bench_scale(rollouts: Option<usize>, store: &str, burst_secs: u64, json
         ScaleStore::Embedded => vec![100, 1000, 10_000],
     };
     let sizes = rollouts.map(|n| vec![n.max(2)]).unwrap_or(defaults);
+    if finished {
+        let rows = bench_scale::finished(&exe, &sizes, &store, |line| eprintln!("{line}")).await?;
+        match json {
+            true => println!("{}", serde_json::to_string_pretty(&rows)?),
+            false => print!("{}", bench_scale::finished_text(&rows)),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let rows =
         bench_scale::scale(&exe, &sizes, &store, std::time::Duration::from_secs(burst_secs.max(1)), |line| eprintln!("{line}")).await?;
     if json {

@@ -425,3 +425,40 @@ async fn rows_of(table: &azure_data_tables::clients::TableClient, partition: &st
     }
     keys
 }
+
+/// Two timer passes sealing at once (two instances, or a bench's pass
+/// beside the host's tick): afterwards every finished rollout is in the
+/// kept sums exactly once and the mark is at the last one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_concurrent_sealing_passes_both_finish_the_job() {
+    use chrono::{TimeDelta, Utc};
+    use sluice::domain::ids::{Actor, RolloutId, Weight};
+    use sluice::domain::rollout::{decide, Event, Rollout};
+    let azurite = tokio::task::spawn_blocking(common::azurite::start).await.expect("azurite");
+    let connection = TableConnection::parse(&azurite.connection_string()).expect("connection string");
+    let one = Arc::new(TableStore::connect(&connection, "sluice").await.expect("Azurite answers"));
+    let two = Arc::new(TableStore::connect(&connection, "sluice").await.expect("Azurite answers"));
+    let then = Utc::now() - TimeDelta::hours(2);
+    let actor = Actor::parse("x").expect("actor");
+    for k in 0..400 {
+        let doc = serde_json::json!({"target": {"name": format!("t{}", k % 4), "router": {"provider": "local", "settings": {"url": "http://127.0.0.1:9"}},
+            "stable": {"name": "s", "version": "v1"}, "canary": {"name": "c", "version": "v2"}}, "strategy": {"canary": {"steps": [{"setWeight": 10}]}}});
+        let (spec, plan) = sluice::domain::spec::validate(&doc, &sluice::ports::registry::names()).expect("valid");
+        let id = RolloutId::parse(&format!("r-{k:04}")).expect("id");
+        let (r, first) = Rollout::new(id, spec, plan, actor.clone(), then + TimeDelta::seconds(k));
+        let etag = one.create(&r, &first).await.expect("created");
+        let a = decide(&r, Event::AbortRequested { by: actor.clone(), reason: String::new(), request: None }, r.updated_at);
+        let d = decide(&a.next, Event::TrafficConfirmed { weight: Weight::ZERO }, r.updated_at);
+        one.save(&d.next, &etag, &[a.history, d.history].concat()).await.expect("finished");
+    }
+    let cutoff = then - TimeDelta::days(400);
+    let (a, b) = tokio::join!(one.prune_finished(cutoff, 50), two.prune_finished(cutoff, 50));
+    a.expect("a pass");
+    b.expect("another pass");
+    let raw = raw_tables(&azurite).table_client("sluiceindex");
+    let mark = raw.partition_key_client("index").entity_client("meta|sealed").get::<serde_json::Value>().await.expect("sealed").entity;
+    assert_eq!(mark["After"], "done|".to_string() + &format!("{:015}|r-0399", (then + TimeDelta::seconds(399)).timestamp_millis()));
+    let facts = one.facts().await.expect("facts");
+    assert_eq!(two.tallies().await.expect("sums"), sluice::domain::health::Tallies::sum(&facts));
+    drop(azurite);
+}

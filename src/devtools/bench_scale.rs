@@ -438,3 +438,129 @@ pub fn text(rows: &[ScaleRow]) -> String {
     line("(creating the rollouts, s)", &|r| format!("{:.1}", r.populate_secs));
     out
 }
+
+/// Services the finished rollouts of [`finished`] are spread over.
+const SERVICES: usize = 10;
+
+/// The figures for one size of `bench scale --finished`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FinishedRow {
+    /// Finished rollouts held.
+    pub rollouts: usize,
+    /// Services they belong to.
+    pub services: usize,
+    /// Seconds to write them (in the bench process, straight into the store).
+    pub populate_secs: f64,
+    /// `GET /api/metrics`.
+    pub metrics_scrape: Summary,
+    /// `GET /api/report?since=3h` (every one of them finished in it).
+    pub report_all: Summary,
+    /// `GET /api/report?since=1h` (none of them finished in it).
+    pub report_none: Summary,
+    /// The server's resident memory at the end, MiB.
+    pub rss_mib: f64,
+}
+
+/// `bench scale --finished`: what holding many *finished* rollouts costs
+/// the reads that sum them (metrics, the report), across [`SERVICES`]
+/// services — the case the kept sums are for.
+pub async fn finished(exe: &Path, sizes: &[usize], store: &ScaleStore, progress: impl Fn(&str)) -> Result<Vec<FinishedRow>, BenchError> {
+    let mut rows = Vec::new();
+    for &n in sizes {
+        let azurite = match store {
+            ScaleStore::Embedded => None,
+            ScaleStore::Azurite(bin) => Some(Azurite::start(bin).map_err(fail)?),
+        };
+        let dir = tempfile_dir()?;
+        let result = one_finished_size(exe, n, &dir, azurite.as_ref(), &progress).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        rows.push(result?);
+    }
+    Ok(rows)
+}
+
+async fn one_finished_size(
+    exe: &Path,
+    n: usize,
+    dir: &Path,
+    azurite: Option<&Azurite>,
+    progress: &impl Fn(&str),
+) -> Result<FinishedRow, BenchError> {
+    progress(&format!("N = {n} finished rollouts over {SERVICES} services"));
+    let store = open_store(dir, azurite).await?;
+    let started = Instant::now();
+    // One lane per service: a target holds one active rollout at a time.
+    let lanes = (0..SERVICES).map(|s| {
+        let store = store.clone();
+        async move {
+            for k in (s..n).step_by(SERVICES) {
+                let (mut r, mut first) = paused_rollout(k, "http://127.0.0.1:9")?;
+                r.spec.target.name = crate::domain::ids::TargetName::parse(&target_name(s)).map_err(fail)?;
+                // Two hours ago: long enough for a timer pass to seal them, and outside the last hour.
+                let now = Utc::now() - chrono::TimeDelta::hours(2);
+                (r.created_at, r.updated_at, first.at) = (now, now, now);
+                let etag = store.create(&r, &first).await.map_err(fail)?;
+                let aborting = decide(
+                    &r,
+                    Event::AbortRequested { by: Actor::parse("bench").map_err(fail)?, reason: String::new(), request: None },
+                    now,
+                );
+                let done = decide(&aborting.next, Event::TrafficConfirmed { weight: crate::domain::ids::Weight::ZERO }, now);
+                let history = [aborting.history, done.history].concat();
+                store.save(&done.next, &etag, &history).await.map_err(fail)?;
+            }
+            Ok::<(), BenchError>(())
+        }
+    });
+    for lane in futures::future::join_all(lanes).await {
+        lane?;
+    }
+    let populate_secs = started.elapsed().as_secs_f64();
+    progress(&format!("  written in {populate_secs:.1} s"));
+    let server = Server::start(exe, dir, azurite).await?;
+    let http = reqwest::Client::new();
+    // The first timer pass seals what finished; scrapes after it read the kept sums.
+    let sums = sweeps_and_prune(&store, dir).await?;
+    progress(&format!("  a timer pass: {sums}"));
+    progress("  GET /api/metrics");
+    let metrics_scrape = timed_gets(&http, format!("{}/api/metrics", server.url), |v| {
+        v.as_str().is_some_and(|t| t.contains("sluice_rollouts_finished_total{"))
+    })
+    .await?;
+    progress("  GET /api/report?since=3h (all of them), ?since=1h (none)");
+    let report_all =
+        timed_gets(&http, format!("{}/api/report?since=3h", server.url), |v| v["overall"]["finished"].as_u64() == Some(n as u64)).await?;
+    let report_none =
+        timed_gets(&http, format!("{}/api/report?since=1h", server.url), |v| v["overall"]["finished"].as_u64() == Some(0)).await?;
+    let rss_mib = server.rss().unwrap_or(0.0);
+    server.stop().await;
+    Ok(FinishedRow { rollouts: n, services: SERVICES, populate_secs, metrics_scrape, report_all, report_none, rss_mib })
+}
+
+/// One timer pass over the store, as the host's tick would run it (retention at its default).
+async fn sweeps_and_prune(store: &Arc<dyn Store>, dir: &Path) -> Result<String, BenchError> {
+    let clock: Arc<dyn crate::ports::clock::Clock> = Arc::new(SystemClock);
+    let queue = Arc::new(crate::ports::queue::embedded::EmbeddedQueue::open(&dir.join("bench-queue.db"), clock.clone()).map_err(fail)?);
+    let env = crate::ports::env::AdapterEnv::new(dir.to_path_buf(), "http://127.0.0.1".into());
+    let engine = crate::shell::engine::Engine::new(store.clone(), queue, env, clock);
+    let pruned = engine.prune_finished().await;
+    Ok(format!("{} rollouts and {} releases past retention", pruned.rollouts, pruned.releases))
+}
+
+/// `--finished` figures as a table, one column per size.
+pub fn finished_text(rows: &[FinishedRow]) -> String {
+    let mut out = String::new();
+    let head: Vec<String> = rows.iter().map(|r| format!("{:>12}", r.rollouts)).collect();
+    out.push_str(&format!("{:<44}{}\n", format!("finished rollouts ({SERVICES} services)"), head.join("")));
+    let mut line = |name: &str, value: &dyn Fn(&FinishedRow) -> String| {
+        let cells: Vec<String> = rows.iter().map(|r| format!("{:>12}", value(r))).collect();
+        out.push_str(&format!("{name:<44}{}\n", cells.join("")));
+    };
+    line("GET /api/metrics, p50 (ms)", &|r| format!("{:.2}", r.metrics_scrape.p50_ms));
+    line("GET /api/metrics, p99 (ms)", &|r| format!("{:.2}", r.metrics_scrape.p99_ms));
+    line("GET /api/report?since=3h (all of them), p50 (ms)", &|r| format!("{:.1}", r.report_all.p50_ms));
+    line("GET /api/report?since=1h (none), p50 (ms)", &|r| format!("{:.2}", r.report_none.p50_ms));
+    line("server RSS at the end (MiB)", &|r| format!("{:.0}", r.rss_mib));
+    line("(writing the rollouts, s)", &|r| format!("{:.1}", r.populate_secs));
+    out
+}

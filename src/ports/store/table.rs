@@ -1500,12 +1500,16 @@ impl TableStore {
             return Ok(false);
         }
         let row = sealed_row(&after, &sums, &held)?;
-        // Another instance sealing at the same time wins; this pass's work is done again next time.
         let responses = match sealed.etag {
             None => self.transaction(&self.index, INDEX, |t| t.insert(row)).await?,
             Some(etag) => self.transaction(&self.index, INDEX, |t| t.update(SEALED, row, Some(IfMatchCondition::Etag(etag)))).await?,
         };
-        Ok(full && failure(&responses).is_none())
+        match failure(&responses) {
+            None => Ok(full),
+            // Another sealer (a second timer, a retention pass) moved the mark first: look again from it.
+            Some(StatusCode::PreconditionFailed) | Some(StatusCode::Conflict) => Ok(true),
+            Some(status) => Err(StoreError::Unavailable(format!("sealing finished rollouts failed with HTTP {status}"))),
+        }
     }
 
     /// Takes a sealed rollout out of the sealed sums together with its
