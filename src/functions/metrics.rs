@@ -3,7 +3,7 @@
 //! by cause, time to revert, time to decision per step, requests served by
 //! failed canaries, backlog and notification failures — drawn from the sums
 //! the store keeps of the rollouts it holds, so every instance answers the
-//! same and a scrape costs the same at a hundred rollouts or ten thousand.
+//! same and a scrape's cost follows the rollouts under way, not those kept.
 
 use super::error::ApiError;
 use super::{App, HttpRequest, HttpResponse};

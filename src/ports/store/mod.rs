@@ -195,8 +195,8 @@ pub trait Store: Send + Sync {
     /// Deletes finished rollouts and settled releases created before
     /// `cutoff`, with their history, index rows and waiting tasks: at most
     /// `limit` of each per call (reading at most [`PRUNE_READ_FACTOR`] times
-    /// as many candidates), never an active one and
-    /// never a state it cannot read. A pass cut short leaves nothing
+    /// as many candidates), never an active one and never a state it cannot
+    /// read. A pass cut short leaves nothing
     /// visible half-deleted (the state goes after its history), and the
     /// next pass finishes it.
     async fn prune_finished(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<Pruned, StoreError>;
