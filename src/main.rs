@@ -552,6 +552,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Bench { which: BenchKind::Scale, rollouts, store, burst_secs, json, finished, .. } => {
             bench_scale(rollouts, &store, burst_secs, finished, json).await
         }
+        #[cfg(feature = "devtools")]
         Cmd::Bench { which: BenchKind::Soak, store, minutes, sample_secs, json, .. } => {
             bench_soak(&store, minutes, sample_secs, json).await
         }
