@@ -161,10 +161,6 @@ var baseSettings = [
   { name: 'SLUICE_APP_CONFIG_STORES', value: credentialRules.?appConfigStores ?? '' }
   { name: 'SLUICE_GITHUB_API_URLS', value: credentialRules.?githubApiUrls ?? '' }
   { name: 'SLUICE_AZURE_DEVOPS_URLS', value: credentialRules.?azureDevOpsUrls ?? '' }
-  // Read by glibc's malloc, not by Sluice: two arenas instead of one per thread. `sluice bench scale
-  // --rollouts 10000` ends at 118 MiB resident with the default and 35 MiB with 2, the /api/metrics and
-  // /api/report reads of every state having left freed memory in the blocking threads' arenas.
-  { name: 'MALLOC_ARENA_MAX', value: '2' }
 ]
 var channelSettings = [for secret in items(channelSecrets): { name: secret.key, value: secret.value }]
 

@@ -288,10 +288,11 @@ async fn embedded_wakeups_supersede_later_ones_of_their_rollout() {
 /// release's two waves, one promoted and one rolled back, and an alert's
 /// rollback from an approval gate, with their histories), and `table.json`,
 /// every entity the Table store of that version wrote for the same
-/// rollouts and release. A change to the stored state or a layout that
+/// rollouts and release (from format 2, after a timer pass: filed by when
+/// they finished and sealed into the kept sums). A change to the stored state or a layout that
 /// breaks one fails here: migrate on read, and add the new format's
 /// fixture with the change.
-const FORMATS: [&str; 1] = ["format-1"];
+const FORMATS: [&str; 2] = ["format-1", "format-2"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_stores_written_by_earlier_formats_load() {

@@ -140,7 +140,7 @@ fn paused_rollout(i: usize, router_url: &str) -> Result<(Rollout, crate::domain:
     Ok((paused, first))
 }
 
-async fn open_store(dir: &Path, azurite: Option<&Azurite>) -> Result<Arc<dyn Store>, BenchError> {
+pub(crate) async fn open_store(dir: &Path, azurite: Option<&Azurite>) -> Result<Arc<dyn Store>, BenchError> {
     Ok(match azurite {
         None => Arc::new(crate::ports::store::sqlite::SqliteStore::open(&dir.join("sluice.db")).map_err(fail)?),
         Some(a) => {

@@ -157,12 +157,22 @@ async fn run(
         .map(|(w, router)| tokio::spawn(worker(w, router.clone(), client.clone(), stop.clone(), calls.clone(), outcomes.clone())))
         .collect();
 
+    // The control: Azurite's own point read, with no Sluice between, so a
+    // climb in the figures above can be told apart from the emulator's.
+    let control = match azurite {
+        Some(a) => Some(super::bench_scale::open_store(dir, Some(a)).await?),
+        None => None,
+    };
+    let names = series_names(control.is_some());
     let started = Instant::now();
     let mut sampled: Vec<(f64, Vec<f64>)> = Vec::new();
     while started.elapsed() < options.duration {
         tokio::time::sleep(options.every.min(options.duration.saturating_sub(started.elapsed())).max(Duration::from_millis(100))).await;
         let minutes = started.elapsed().as_secs_f64() / 60.0;
-        let values = sample(&server, dir, azurite, &client, &calls).await;
+        let mut values = sample(&server, dir, azurite, &client, &calls).await;
+        if let Some(store) = &control {
+            values.push(point_read(store.as_ref()).await);
+        }
         let done = outcomes.lock().map(|o| o.succeeded + o.rolled_back + o.aborted).unwrap_or(0);
         progress(&progress_line(minutes, &values, done));
         sampled.push((minutes, values));
@@ -177,7 +187,7 @@ async fn run(
     }
     server.stop().await;
     let rollouts = outcomes.lock().map(|o| o.clone()).unwrap_or_default();
-    let series = SERIES
+    let series = names
         .iter()
         .enumerate()
         .map(|(i, (name, unit))| {
@@ -196,7 +206,7 @@ async fn run(
     Ok(SoakReport { store: store.into(), minutes: started.elapsed().as_secs_f64() / 60.0, rollouts, traffic_requests, series })
 }
 
-/// What each sample reads, in order.
+/// What each sample reads, in order; with Azurite, [`CONTROL`] last.
 const SERIES: [(&str, &str); 10] = [
     ("sluice resident memory", "MiB"),
     ("sluice open files", "files"),
@@ -209,6 +219,22 @@ const SERIES: [(&str, &str); 10] = [
     ("workers' calls p99", "ms"),
     ("rollouts stored", "rollouts"),
 ];
+
+/// Azurite alone: the time it takes to answer a point read.
+const CONTROL: (&str, &str) = ("control: Azurite point read, no Sluice", "ms");
+
+fn series_names(control: bool) -> Vec<(&'static str, &'static str)> {
+    SERIES.iter().copied().chain(control.then_some(CONTROL)).collect()
+}
+
+/// A point read of a rollout nobody starts, straight to the store; NaN if it fails.
+async fn point_read(store: &dyn crate::ports::store::Store) -> f64 {
+    let t = Instant::now();
+    match store.load("soak-control").await {
+        Ok(_) => t.elapsed().as_secs_f64() * 1000.0,
+        Err(_) => f64::NAN,
+    }
+}
 
 async fn sample(server: &Server, dir: &Path, azurite: Option<&Azurite>, client: &Client, calls: &Calls) -> Vec<f64> {
     let mib = |path: &Path| std::fs::metadata(path).map(|m| m.len() as f64 / 1_048_576.0).unwrap_or(0.0);

@@ -8,6 +8,7 @@ pub mod definitions;
 pub mod envelope;
 pub mod local;
 pub mod log_lines;
+pub mod memory;
 
 use std::path::Path;
 use std::sync::Arc;
