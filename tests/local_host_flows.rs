@@ -433,15 +433,7 @@ async fn a_second_rollout_of_a_busy_target_is_refused_and_retry_starts_a_new_one
 /// alert does not roll its rollout back. Here: every burst was answered 202.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scale_benchmark_runs_against_a_real_sluice_up() {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["bench", "scale", "--rollouts", "12", "--burst-secs", "1", "--json"])
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .expect("sluice bench runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let rows: Value = serde_json::from_slice(&out.stdout).expect("JSON figures");
+    let (rows, _) = run_bench(&["scale", "--rollouts", "12", "--burst-secs", "1"]).await;
     let row = &rows[0];
     assert_eq!(row["rollouts"], 12);
     for burst in ["alerts_unmatched", "alerts_matched"] {
@@ -452,21 +444,28 @@ async fn the_scale_benchmark_runs_against_a_real_sluice_up() {
     assert!(row["rss_mib"].as_f64().unwrap_or(0.0) > 1.0, "{row}");
 }
 
+/// Runs `sluice bench <args> --json`, which must succeed: its figures and what it said on the way.
+async fn run_bench(args: &[&str]) -> (Value, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("sluice bench runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    (serde_json::from_slice(&out.stdout).expect("JSON figures"), stderr)
+}
+
 /// `sluice bench soak` end to end for a few seconds, so it cannot rot:
 /// rollouts start and end every way the soak ends them, with no failed
 /// call, and every series is sampled with its slope.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_soak_benchmark_runs_rollouts_against_a_real_sluice_up_and_samples_every_series() {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["bench", "soak", "--minutes", "0.4", "--sample-secs", "4", "--json"])
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .expect("sluice bench runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (report, stderr) = run_bench(&["soak", "--minutes", "0.4", "--sample-secs", "4"]).await;
     assert!(stderr.contains("rollouts finished"), "a progress line per sample: {stderr}");
-    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON figures");
     let r = &report["rollouts"];
     assert_eq!((r["errors"].as_u64(), r["stuck"].as_u64()), (Some(0), Some(0)), "{report}");
     for ending in ["succeeded", "rolledBack", "aborted"] {

@@ -417,25 +417,37 @@ impl Server {
 
 /// The figures as a table: one column per size, so growth reads across.
 pub fn text(rows: &[ScaleRow]) -> String {
-    let mut out = String::new();
-    let head: Vec<String> = rows.iter().map(|r| format!("{:>12}", r.rollouts)).collect();
-    out.push_str(&format!("{:<44}{}\n", "active rollouts", head.join("")));
-    let mut line = |name: &str, value: &dyn Fn(&ScaleRow) -> String| {
-        let cells: Vec<String> = rows.iter().map(|r| format!("{:>12}", value(r))).collect();
-        out.push_str(&format!("{name:<44}{}\n", cells.join("")));
-    };
-    line("timer sweep, nothing due, p50 (ms)", &|r| format!("{:.2}", r.sweep_nothing_due.p50_ms));
-    line("GET /api/rollouts?limit=200, p50 (ms)", &|r| format!("{:.2}", r.list_200.p50_ms));
-    line("GET /api/metrics (all rollouts), p50 (ms)", &|r| format!("{:.2}", r.metrics_scrape.p50_ms));
-    line("GET /api/report (all rollouts), p50 (ms)", &|r| format!("{:.2}", r.report.p50_ms));
-    line("alert acks/s, 16 concurrent, matching none", &|r| format!("{:.0}", r.alerts_unmatched.acks_per_sec));
-    line("  ack p99 (ms)", &|r| format!("{:.1}", r.alerts_unmatched.latency.p99_ms));
-    line("alert acks/s, 16 concurrent, each matching", &|r| format!("{:.0}", r.alerts_matched.acks_per_sec));
-    line("  ack p99 (ms)", &|r| format!("{:.1}", r.alerts_matched.latency.p99_ms));
-    line("one alert → router at 0 %, p99 (ms)", &|r| format!("{:.1}", r.alert_to_router_zero.p99_ms));
-    line("one alert → RolledBack persisted, p99 (ms)", &|r| format!("{:.1}", r.alert_to_persisted.p99_ms));
-    line("server RSS at the end (MiB)", &|r| format!("{:.0}", r.rss_mib));
-    line("(creating the rollouts, s)", &|r| format!("{:.1}", r.populate_secs));
+    columns(
+        "active rollouts",
+        rows,
+        |r| r.rollouts,
+        &[
+            ("timer sweep, nothing due, p50 (ms)", &|r| format!("{:.2}", r.sweep_nothing_due.p50_ms)),
+            ("GET /api/rollouts?limit=200, p50 (ms)", &|r| format!("{:.2}", r.list_200.p50_ms)),
+            ("GET /api/metrics (all rollouts), p50 (ms)", &|r| format!("{:.2}", r.metrics_scrape.p50_ms)),
+            ("GET /api/report (all rollouts), p50 (ms)", &|r| format!("{:.2}", r.report.p50_ms)),
+            ("alert acks/s, 16 concurrent, matching none", &|r| format!("{:.0}", r.alerts_unmatched.acks_per_sec)),
+            ("  ack p99 (ms)", &|r| format!("{:.1}", r.alerts_unmatched.latency.p99_ms)),
+            ("alert acks/s, 16 concurrent, each matching", &|r| format!("{:.0}", r.alerts_matched.acks_per_sec)),
+            ("  ack p99 (ms)", &|r| format!("{:.1}", r.alerts_matched.latency.p99_ms)),
+            ("one alert → router at 0 %, p99 (ms)", &|r| format!("{:.1}", r.alert_to_router_zero.p99_ms)),
+            ("one alert → RolledBack persisted, p99 (ms)", &|r| format!("{:.1}", r.alert_to_persisted.p99_ms)),
+            ("server RSS at the end (MiB)", &|r| format!("{:.0}", r.rss_mib)),
+            ("(creating the rollouts, s)", &|r| format!("{:.1}", r.populate_secs)),
+        ],
+    )
+}
+
+/// A figure's name and how to draw it for one size.
+type Line<'a, R> = (&'a str, &'a dyn Fn(&R) -> String);
+
+/// Figures as a table with one column per size, so growth reads across.
+fn columns<R>(title: &str, rows: &[R], size: impl Fn(&R) -> usize, lines: &[Line<'_, R>]) -> String {
+    let row = |name: &str, cells: Vec<String>| format!("{name:<44}{}\n", cells.join(""));
+    let mut out = row(title, rows.iter().map(|r| format!("{:>12}", size(r))).collect());
+    for (name, value) in lines {
+        out.push_str(&row(name, rows.iter().map(|r| format!("{:>12}", value(r))).collect()));
+    }
     out
 }
 
@@ -549,18 +561,17 @@ async fn sweeps_and_prune(store: &Arc<dyn Store>, dir: &Path) -> Result<String, 
 
 /// `--finished` figures as a table, one column per size.
 pub fn finished_text(rows: &[FinishedRow]) -> String {
-    let mut out = String::new();
-    let head: Vec<String> = rows.iter().map(|r| format!("{:>12}", r.rollouts)).collect();
-    out.push_str(&format!("{:<44}{}\n", format!("finished rollouts ({SERVICES} services)"), head.join("")));
-    let mut line = |name: &str, value: &dyn Fn(&FinishedRow) -> String| {
-        let cells: Vec<String> = rows.iter().map(|r| format!("{:>12}", value(r))).collect();
-        out.push_str(&format!("{name:<44}{}\n", cells.join("")));
-    };
-    line("GET /api/metrics, p50 (ms)", &|r| format!("{:.2}", r.metrics_scrape.p50_ms));
-    line("GET /api/metrics, p99 (ms)", &|r| format!("{:.2}", r.metrics_scrape.p99_ms));
-    line("GET /api/report?since=3h (all of them), p50 (ms)", &|r| format!("{:.1}", r.report_all.p50_ms));
-    line("GET /api/report?since=1h (none), p50 (ms)", &|r| format!("{:.2}", r.report_none.p50_ms));
-    line("server RSS at the end (MiB)", &|r| format!("{:.0}", r.rss_mib));
-    line("(writing the rollouts, s)", &|r| format!("{:.1}", r.populate_secs));
-    out
+    columns(
+        &format!("finished rollouts ({SERVICES} services)"),
+        rows,
+        |r| r.rollouts,
+        &[
+            ("GET /api/metrics, p50 (ms)", &|r| format!("{:.2}", r.metrics_scrape.p50_ms)),
+            ("GET /api/metrics, p99 (ms)", &|r| format!("{:.2}", r.metrics_scrape.p99_ms)),
+            ("GET /api/report?since=3h (all of them), p50 (ms)", &|r| format!("{:.1}", r.report_all.p50_ms)),
+            ("GET /api/report?since=1h (none), p50 (ms)", &|r| format!("{:.2}", r.report_none.p50_ms)),
+            ("server RSS at the end (MiB)", &|r| format!("{:.0}", r.rss_mib)),
+            ("(writing the rollouts, s)", &|r| format!("{:.1}", r.populate_secs)),
+        ],
+    )
 }

@@ -10,7 +10,8 @@
 //!
 //! A change to the stored state adds a format here, its migration on read,
 //! and a fixture `tests/fixtures/states/format-N/` of stores written in the
-//! previous one, which the conformance tests load.
+//! new format; the conformance tests load every fixture, so each earlier
+//! format keeps loading.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
