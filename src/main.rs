@@ -53,7 +53,8 @@ struct Remote {
     /// Sign in with this Entra bearer token (e.g. a pipeline's federated identity).
     #[arg(long, env = "SLUICE_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
-    /// Who is acting (recorded in the history).
+    /// Who is acting, recorded in the history (default: your login name, else `someone`).
+    /// Whoever started a rollout cannot approve it: approve as another person.
     #[arg(long = "as", env = "SLUICE_USER", global = true)]
     user: Option<String>,
     /// Print JSON instead of text.
@@ -149,8 +150,8 @@ enum Cmd {
         /// Port on 127.0.0.1.
         #[arg(long, default_value_t = 7071)]
         port: u16,
-        /// Where state lives.
-        #[arg(long, default_value = ".sluice")]
+        /// Where state lives: the embedded store and queue, the local backlog (`backlog/`), notification logs and the local token.
+        #[arg(long, env = "SLUICE_DATA_DIR", default_value = ".sluice")]
         data_dir: PathBuf,
         /// Directory holding host.json and functions/ (built-in copies otherwise).
         #[arg(long, default_value = ".")]
@@ -652,7 +653,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             if watch {
-                return watch_rollout(&client, &rid, remote.json, &ci, false).await;
+                // Just started (perhaps through the queue): give it time to appear.
+                return watch_rollout(&client, &rid, remote.json, &ci, (false, view::APPEAR_WITHIN)).await;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -748,7 +750,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(sluice::cli::client::ClientError::Http { status: 404, .. }) if client.release(&id).await.is_ok() => {
                     watch_release(&client, &id, remote.json, until_approval).await
                 }
-                _ => watch_rollout(&client, &id, remote.json, &ci, until_approval).await,
+                // Neither a rollout nor a release: say so now, not after waiting for it to appear.
+                _ => watch_rollout(&client, &id, remote.json, &ci, (until_approval, Duration::ZERO)).await,
             }
         }
         Cmd::Approve(a) => action("approve", a).await,
@@ -774,7 +777,7 @@ fn read_spec(file: &std::path::Path, fill_env: Option<&str>) -> anyhow::Result<s
 
 /// Who the CLI acts as: `--as`, else the login name.
 fn actor_name(remote: &Remote) -> String {
-    remote.user.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "someone".into())
+    sluice::cli::actor::name(remote.user.as_deref(), &|k| std::env::var(k).ok())
 }
 
 /// Files a failure report; while the failed rollout's own issue is being
@@ -866,16 +869,17 @@ async fn watch_release(client: &Client, id: &str, as_json: bool, until_approval:
     Ok(ExitCode::from(sluice::cli::waves::exit_code(status["phase"].as_str().unwrap_or(""))))
 }
 
-async fn watch_rollout(client: &Client, id: &str, as_json: bool, ci: &str, until_approval: bool) -> anyhow::Result<ExitCode> {
+/// `until`: stop at an approval gate, and how long the rollout may take to appear.
+async fn watch_rollout(client: &Client, id: &str, as_json: bool, ci: &str, until: (bool, Duration)) -> anyhow::Result<ExitCode> {
     use sluice::cli::ci::Runner;
     let runner = Runner::detect(ci, &|k| std::env::var(k).ok());
     let watcher = if runner.in_pipeline() { view::Watcher::changes_only() } else { view::Watcher::new(Duration::from_secs(5)) };
     let base = client.base();
-    let hint = format!("          waiting for approval: `sluice approve {id} --url {base}`, or open {base}/api/dashboard/{id}");
+    let hint = view::approval_hint(id, base);
     let watcher = watcher.with_approval_hint(hint);
     let poll = Duration::from_millis(500);
     let (phase, status) = if as_json {
-        view::watch(client, id, poll, watcher, until_approval, |_| {}).await?
+        view::watch(client, id, poll, watcher, until, |_| {}).await?
     } else {
         println!(
             "{}",
@@ -883,7 +887,7 @@ async fn watch_rollout(client: &Client, id: &str, as_json: bool, ci: &str, until
                 .group(&format!("Sluice rollout {id}"))
                 .unwrap_or_else(|| format!("watching {id} (Ctrl-C to stop watching; the rollout goes on)"))
         );
-        let followed = view::watch(client, id, poll, watcher, until_approval, |line| println!("{}", safe::for_terminal(&line))).await;
+        let followed = view::watch(client, id, poll, watcher, until, |line| println!("{}", safe::for_terminal(&line))).await;
         if let Some(end) = runner.end_group() {
             println!("{end}");
         }

@@ -639,3 +639,77 @@ async fn a_failed_router_call_is_retried_by_its_wake_up_not_the_timer() {
     let paused = rig.wait(&id, "the retry", Duration::from_secs(20), |s| s["phase"] == "Paused").await;
     assert_eq!((paused["weight"].as_u64(), router.route().weight.percent()), (Some(20), 20));
 }
+
+/// `sluice up` keeps its state where `SLUICE_DATA_DIR` says, as the CLI
+/// looks for the local token there, and creates no `.sluice` beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_keeps_its_state_in_sluice_data_dir() {
+    let (cwd, data) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+    let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["up", "--port", &port.to_string()])
+        .env("SLUICE_DATA_DIR", data.path())
+        .env("RUST_LOG", "warn")
+        .current_dir(cwd.path())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sluice up starts");
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    while http.get(format!("http://127.0.0.1:{port}/api/rollouts")).send().await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(60), "sluice up did not answer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = up.kill().await;
+    assert!(data.path().join("local-token").is_file() && data.path().join("sluice.db").is_file(), "state in SLUICE_DATA_DIR");
+    assert!(!cwd.path().join(".sluice").exists(), "nothing in the default place");
+}
+
+/// The approve command `start --watch` prints works as printed, once NAME
+/// is filled in: the CLI acts under the login name, which started the
+/// rollout and so may not approve it; the printed command names another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_approve_command_watch_prints_works_for_the_person_who_started_it() {
+    use tokio::io::AsyncBufReadExt;
+    let rig = Rig::start().await;
+    let spec = rig.spec(json!([{"setWeight": 20}, {"approval": {"minApprovers": 1}}, {"setWeight": 100}]));
+    let file = rig.dir.path().join("approve-hint.json");
+    std::fs::write(&file, spec.to_string()).expect("spec written");
+    let cli = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.args(args).env_remove("USER").env_remove("SLUICE_USER").env("LOGNAME", "carol").kill_on_drop(true);
+        cmd
+    };
+    let url = rig.host.url();
+    let mut watching = cli(&["start", &file.display().to_string(), "--watch", "--url", &url])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sluice start runs");
+    let mut lines = tokio::io::BufReader::new(watching.stdout.take().expect("stdout")).lines();
+    let hint = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.expect("a line") {
+            if line.contains("waiting for approval") {
+                return line;
+            }
+        }
+        panic!("watch ended without waiting for approval");
+    })
+    .await
+    .expect("the rollout reaches its gate");
+    let command: Vec<&str> = hint.split('`').nth(1).expect("a command in backticks").split_whitespace().collect();
+    assert_eq!(command[..2], ["sluice", "approve"], "{hint}");
+    assert!(command.ends_with(&["--as", "NAME"]), "{hint}");
+    // As printed but without a name, it acts as carol, who started the rollout: refused.
+    let own = cli(&command[1..command.len() - 2]).output().await.expect("runs");
+    assert!(String::from_utf8_lossy(&own.stderr).contains("HTTP 403"), "{}", String::from_utf8_lossy(&own.stderr));
+    let mut as_dave: Vec<&str> = command[1..].to_vec();
+    *as_dave.last_mut().expect("NAME") = "dave";
+    let approved = cli(&as_dave).output().await.expect("runs");
+    assert!(approved.status.success(), "{}", String::from_utf8_lossy(&approved.stderr));
+    let ended = tokio::time::timeout(Duration::from_secs(60), watching.wait()).await.expect("watch ends").expect("exit");
+    assert_eq!(ended.code(), Some(0), "the rollout succeeded");
+    let status = rig.client.status(command[2]).await.expect("status");
+    let by: Vec<&str> = status["history"].as_array().expect("history").iter().filter_map(|h| h["by"].as_str()).collect();
+    assert!(by.contains(&"carol") && by.contains(&"dave"), "started by the login name, approved by dave: {by:?}");
+}

@@ -139,6 +139,14 @@ async fn a_failure_in_wave_two_halts_the_release_and_wave_one_stays_promoted() {
     let (code, out) = cli(&["watch", "rel-fail"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("release rel-fail: shop v2 — Halted (wave 2/2 west)"), "{out}");
+    // An id that is neither a rollout nor a release fails at once, not after waiting for it to appear.
+    let asked = Instant::now();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice")).args(["watch", "no-such-rollout", "--url", &base]).output().expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("HTTP 404") && stderr.contains("no-such-rollout"), "{stderr}");
+    assert!(asked.elapsed() < Duration::from_secs(60), "it waited {:?} for the rollout to appear", asked.elapsed());
     let (code, out) = cli(&["status", "rel-fail"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("  wave 1 east [promoted]") && out.contains("  wave 2 west [stopped]"), "{out}");

@@ -2,6 +2,7 @@
 //! to any Sluice deployment and its sign-in, the text views of its answers, and the
 //! Functions package builder. `src/main.rs` parses arguments and calls these.
 
+pub mod actor;
 pub mod ci;
 pub mod client;
 pub mod package;

@@ -293,22 +293,32 @@ pub fn terminal_phase(status: &Value) -> Option<Phase> {
     Phase::parse(s(status, "phase")).filter(|p| p.is_terminal())
 }
 
-/// How long `watch` waits for a rollout that does not exist yet.
+/// What `watch` prints while a rollout waits at a gate: a command that
+/// works as printed once NAME is filled in (whoever started the rollout may
+/// not approve it), and the dashboard.
+pub fn approval_hint(id: &str, base: &str) -> String {
+    format!(
+        "          waiting for approval: `sluice approve {id} --url {base} --as NAME` (NAME: an approver other than whoever started it), or open {base}/api/dashboard/{id}"
+    )
+}
+
+/// How long `start --watch` waits for the rollout it just started to exist
+/// (a start posted to the queue exists once Sluice has taken the message).
 pub const APPEAR_WITHIN: Duration = Duration::from_secs(120);
 
 /// Follows a rollout until it finishes — or, with `until_approval`, until
 /// it waits for approval — printing through `print`; the phase it stopped at
-/// and the last status.
+/// and the last status. A rollout not found within `appear_within` (zero:
+/// at the first look) is the 404 it answered.
 pub async fn watch(
     client: &Client,
     id: &str,
     poll: Duration,
     mut watcher: Watcher,
-    until_approval: bool,
+    (until_approval, appear_within): (bool, Duration),
     mut print: impl FnMut(String),
 ) -> Result<(Phase, Value), ClientError> {
-    // A start posted to the queue exists once Sluice has taken the message: wait for it.
-    let appear_by = Instant::now() + APPEAR_WITHIN;
+    let appear_by = Instant::now() + appear_within;
     let mut seen = false;
     loop {
         let status = match client.status(id).await {
