@@ -396,8 +396,8 @@ enum Cmd {
     Reject(Action),
     /// Stop and put all traffic back on stable (no backlog issue).
     Abort(Action),
-    /// Skip the current pause, or with --full every remaining step.
-    Promote(Action),
+    /// Skip the current pause, or with --full every remaining step up to the next approval gate.
+    Promote(PromoteAction),
     /// Re-run a paused step, re-drive a stuck rollback, or restart a finished rollout.
     Retry(Action),
 }
@@ -430,14 +430,20 @@ struct Action {
     /// Why (recorded).
     #[arg(long)]
     reason: Option<String>,
-    /// Promote: skip all remaining steps.
-    #[arg(long)]
-    full: bool,
     /// The step you are acting on (as status shows it); stale if the rollout moved on.
     #[arg(long)]
     step: Option<u64>,
     #[command(flatten)]
     remote: Remote,
+}
+
+#[derive(Args)]
+struct PromoteAction {
+    #[command(flatten)]
+    action: Action,
+    /// Skip every remaining step up to the next approval gate, which then waits as usual (to the promotion if none is left).
+    #[arg(long)]
+    full: bool,
 }
 
 /// Rollout ids on the command line obey the same rule as everywhere else.
@@ -754,11 +760,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ => watch_rollout(&client, &id, remote.json, &ci, (until_approval, Duration::ZERO)).await,
             }
         }
-        Cmd::Approve(a) => action("approve", a).await,
-        Cmd::Reject(a) => action("reject", a).await,
-        Cmd::Abort(a) => action("abort", a).await,
-        Cmd::Promote(a) => action("promote", a).await,
-        Cmd::Retry(a) => action("retry", a).await,
+        Cmd::Approve(a) => action("approve", a, false).await,
+        Cmd::Reject(a) => action("reject", a, false).await,
+        Cmd::Abort(a) => action("abort", a, false).await,
+        Cmd::Promote(p) => action("promote", p.action, p.full).await,
+        Cmd::Retry(a) => action("retry", a, false).await,
     }
 }
 
@@ -808,12 +814,12 @@ fn client(remote: &Remote) -> Client {
     Client::new(&remote.url, remote.key.clone(), &user).signed_in(sign_in).with_local_token(local_token(&remote.url))
 }
 
-async fn action(name: &str, a: Action) -> anyhow::Result<ExitCode> {
+async fn action(name: &str, a: Action, full: bool) -> anyhow::Result<ExitCode> {
     let mut body = json!({});
     if let Some(r) = &a.reason {
         body["reason"] = json!(r);
     }
-    if a.full {
+    if full {
         body["full"] = json!(true);
     }
     if let Some(s) = a.step {

@@ -713,3 +713,47 @@ async fn the_approve_command_watch_prints_works_for_the_person_who_started_it() 
     let by: Vec<&str> = status["history"].as_array().expect("history").iter().filter_map(|h| h["by"].as_str()).collect();
     assert!(by.contains(&"carol") && by.contains(&"dave"), "started by the login name, approved by dave: {by:?}");
 }
+
+/// `promote --full` does what the README says: it skips the steps before
+/// the next approval gate and stops there; only `promote` offers `--full`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_promotion_skips_to_the_next_approval_gate_which_then_waits() {
+    let rig = Rig::start().await.with_load(50);
+    let spec = rig.spec(json!([
+        {"setWeight": 10},
+        {"pause": {"duration": "1h"}},
+        {"setWeight": 30},
+        {"approval": {"minApprovers": 1}},
+        {"setWeight": 60},
+        {"pause": {"duration": "1h"}}
+    ]));
+    let id = rig.start_rollout(&spec).await;
+    rig.wait(&id, "the first pause", Duration::from_secs(30), |s| s["phase"] == "Progressing" && s["rollout"]["stage"] == 1).await;
+    let base = rig.host.url();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .args(["--url", &base, "--as", "alice"])
+            .output()
+            .expect("runs");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (code, out) = cli(&["promote", &id, "--full"]);
+    assert_eq!(code, Some(0), "{out}");
+    let gate = rig.wait(&id, "the gate", Duration::from_secs(10), |s| s["phase"] == "AwaitingApproval").await;
+    assert_eq!((gate["rollout"]["stage"].as_u64(), gate["weight"].as_u64()), (Some(3), Some(10)), "at step 4, the weight reached: {gate}");
+    let (code, out) = cli(&["promote", &id, "--full"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("HTTP 409") && out.contains("use approve"), "{out}");
+    rig.as_user("bob").action(&id, "approve", &json!({})).await.expect("bob approves");
+    rig.wait(&id, "the second pause", Duration::from_secs(30), |s| s["phase"] == "Progressing" && s["rollout"]["stage"] == 5).await;
+    let (code, out) = cli(&["promote", &id, "--full"]);
+    assert_eq!(code, Some(0), "{out}");
+    rig.wait(&id, "success", Duration::from_secs(30), |s| s["phase"] == "Succeeded").await;
+    for verb in ["approve", "reject", "abort", "retry"] {
+        let (_, help) = cli(&[verb, "--help"]);
+        assert!(help.contains("--reason") && !help.contains("--full"), "{verb}: {help}");
+    }
+    let (_, help) = cli(&["promote", "--help"]);
+    assert!(help.contains("--full"), "{help}");
+}

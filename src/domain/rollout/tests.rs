@@ -458,18 +458,25 @@ fn alert_pause_policy_holds_and_resumes_when_resolved() {
 }
 
 #[test]
-fn full_promotion_cannot_skip_an_approval_gate() {
+fn full_promotion_skips_to_the_next_approval_gate_and_that_gate_waits() {
     let mut r = new_rollout(canary_doc());
     step(&mut r, Event::Start, at(0));
-    assert_eq!(
-        ignored(&r, Event::PromoteRequested { by: actor("alice"), full: true, stage: None, request: None }, at(1)),
-        "step 4 is an approval gate; approve it before a full promotion"
-    );
-    let mut doc = canary_doc();
-    doc["strategy"]["canary"]["steps"][3] = json!({"pause": {"duration": "1m"}});
-    let mut r = new_rollout(doc);
-    step(&mut r, Event::Start, at(0));
     let d = step(&mut r, Event::PromoteRequested { by: actor("alice"), full: true, stage: None, request: None }, at(1));
+    assert_eq!((r.phase, r.stage), (Phase::AwaitingApproval, 3), "step 4 is the gate");
+    assert!(d.commands.iter().any(|c| matches!(c, Command::RequestApproval { stage: 3, .. })), "{:?}", d.commands);
+    assert!(!d.commands.iter().any(|c| matches!(c, Command::Promote { .. } | Command::SetWeight { .. })), "{:?}", d.commands);
+    // The router's late confirmation of 5 % lands at the gate and does not move past it.
+    step(&mut r, Event::TrafficConfirmed { weight: w(5) }, at(2));
+    assert_eq!((r.phase, r.stage), (Phase::AwaitingApproval, 3));
+    assert_eq!(
+        ignored(&r, Event::PromoteRequested { by: actor("alice"), full: true, stage: None, request: None }, at(3)),
+        "this step needs approval: use approve"
+    );
+    // Past the gate, with no gate left, a full promotion promotes.
+    step(&mut r, Event::Approved { by: actor("alice"), stage: None, request: None }, at(4));
+    step(&mut r, Event::Approved { by: actor("bob"), stage: None, request: None }, at(5));
+    assert_eq!(r.stage, 4);
+    let d = step(&mut r, Event::PromoteRequested { by: actor("alice"), full: true, stage: None, request: None }, at(6));
     assert_eq!(r.phase, Phase::Promoting);
     assert!(matches!(d.commands[0], Command::Promote { .. }));
 }

@@ -71,9 +71,17 @@ impl Txn {
             _ => {}
         }
         if full {
+            // Past every remaining step but an approval gate: the next gate waits as usual, at the weight reached.
             let stages = &self.r.plan.stages;
             if let Some(gate_at) = (self.r.stage..stages.len()).find(|i| matches!(stages[*i], Stage::Approval { .. })) {
-                return Err(format!("step {} is an approval gate; approve it before a full promotion", gate_at + 1));
+                if gate_at == self.r.stage {
+                    return Err("this step needs approval: use approve".into());
+                }
+                self.note(format!("full promotion requested by {by}: skipping to step {}, an approval gate", gate_at + 1));
+                self.cancel_runs(|_| true);
+                self.cancel_wait();
+                self.enter_stage(gate_at);
+                return Ok(());
             }
             let Some(promote_at) = stages.iter().position(|s| matches!(s, Stage::Promote)) else {
                 return Err("the plan has no promotion".into());
@@ -98,7 +106,7 @@ impl Txn {
             }
             (Phase::AwaitingApproval, _) => Err("this step needs approval: use approve".into()),
             (Phase::Progressing, Some(Stage::Analysis { .. })) => {
-                Err("an analysis is deciding this step; use a full promotion to skip all remaining steps".into())
+                Err("an analysis is deciding this step; a full promotion skips it and every step up to the next approval gate".into())
             }
             _ => Err("waiting for the router; nothing to skip".into()),
         }
