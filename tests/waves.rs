@@ -244,9 +244,11 @@ async fn bad_release_requests_are_refused_by_name_and_change_nothing() {
     assert_eq!((status, body["field"].as_str()), (404, Some("action")), "{body}");
     let (status, body) = raw(&base, "POST", "/api/waves/rel-bad/abort", b"[1]".to_vec(), &[("x-sluice-user", "alice")]).await;
     assert_eq!((status, body["field"].as_str()), (400, Some("body")), "{body}");
-    // An abort stops the release and rolls its running target back.
+    // An abort stops the release and rolls its running target back, in the same call (not at a later visit).
     let aborted = rig.client.release_action("rel-bad", "abort", &json!({"reason": "freeze"})).await.expect("abort");
     assert_eq!(aborted["phase"], "Aborted");
+    let east_rollout = rig.client.status(&rollout_of(&aborted, 0)).await.expect("the target's rollout");
+    assert_eq!(east_rollout["phase"], "Aborted", "{east_rollout}");
     let east = wait_release(&rig.client, "rel-bad", "settled", Duration::from_secs(30), |r| r["settled"] == true).await;
     assert_eq!(target_phase(&east, 0), "Aborted");
     assert!(rig.backlog_files().is_empty(), "an abort files no issue");
@@ -291,4 +293,28 @@ async fn a_gate_nobody_decides_times_out_on_time_without_the_timer() {
     let messages: Vec<&str> = done["history"].as_array().expect("history").iter().filter_map(|h| h["message"].as_str()).collect();
     assert!(messages.iter().any(|m| m.contains("nobody decided in time")), "{messages:?}");
     west_load.stop().await;
+}
+
+/// A release's abort reaches traffic in the same call, as a rollout's does:
+/// its target at 5 % is back on stable when `sluice abort` returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborting_a_release_puts_its_running_target_back_on_stable_at_once() {
+    let rig = Rig::start().await.with_load(50);
+    let mut east = wave("east", "shop-east", &rig.up.router_url, None);
+    east["strategy"]["canary"]["steps"] = json!([{"setWeight": 5}, {"pause": {"duration": "1h"}}]);
+    let spec = release(vec![east, wave("west", "shop-west", &rig.up.router_url, None)]);
+    rig.client.start_release(&spec, Some("rel-stop")).await.expect("release starts");
+    let running =
+        wait_release(&rig.client, "rel-stop", "east at 5 %", Duration::from_secs(20), |r| target_phase(r, 0) == "Progressing").await;
+    let rollout = rollout_of(&running, 0);
+    rig.wait(&rollout, "5 % confirmed", Duration::from_secs(20), |s| s["weight"] == 5 && s["rollout"]["traffic"]["pending"].is_null())
+        .await;
+    assert_eq!(rig.up.router.route().weight.percent(), 5);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["abort", "rel-stop", "--reason", "freeze", "--as", "alice", "--url", &rig.host.url()])
+        .output()
+        .expect("sluice runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(rig.up.router.route().weight.percent(), 0, "the router is back on stable when the abort returns");
+    assert_eq!(rig.client.status(&rollout).await.expect("status")["phase"], "Aborted");
 }

@@ -65,17 +65,23 @@ impl Engine {
         let _guard = lock.lock().await;
         for _ in 0..MAX_CONFLICT_RETRIES {
             let (loaded, etag) = self.store.load_release(id).await?.ok_or_else(|| EngineError::NotFound(id.clone()))?;
+            // What the rollouts say comes first, so a person's event is decided on their phases as
+            // they are now: an abort stops a rollout the release had not seen running yet, at once.
             let observed = ReleaseEvent::Observed(self.observe(&loaded).await?);
-            let mut pending: Vec<ReleaseEvent> = event.iter().cloned().chain(std::iter::once(observed)).collect();
+            let mut pending: Vec<ReleaseEvent> = std::iter::once(observed).chain(event.iter().cloned()).collect();
+            // The outcome answered is the person's event's, else the observation's.
+            let answered = pending.len() - 1;
             let (mut state, mut history, mut outcome) = (loaded.clone(), Vec::new(), None);
-            for _ in 0..MAX_RELEASE_ROUNDS {
+            for round in 0..MAX_RELEASE_ROUNDS {
                 if pending.is_empty() {
                     break;
                 }
                 let mut commands = Vec::new();
-                for e in std::mem::take(&mut pending) {
+                for (i, e) in std::mem::take(&mut pending).into_iter().enumerate() {
                     let d = decide(&state, &e, self.clock.now());
-                    outcome.get_or_insert(d.outcome.clone());
+                    if round == 0 && i == answered {
+                        outcome = Some(d.outcome.clone());
+                    }
                     state = d.release;
                     history.extend(d.history);
                     commands.extend(d.commands);
