@@ -229,6 +229,13 @@ async fn bad_release_requests_are_refused_by_name_and_change_nothing() {
     assert_eq!(status, 422, "{body}");
     let paths: Vec<&str> = body["problems"].as_array().expect("problems").iter().filter_map(|p| p["path"].as_str()).collect();
     assert_eq!(paths, ["waves[1].targets[0].canary.version", "waves[1].targets[0].name"], "{body}");
+    // A schema problem (a weight over 100) does not hide the release's own: both come back at once.
+    spec["waves"][1]["targets"][0]["name"] = json!("shop-west");
+    spec["waves"][0]["strategy"]["canary"]["steps"][0]["setWeight"] = json!(140);
+    let (status, body) = raw(&base, "POST", "/api/waves", spec.to_string().into_bytes(), &[("x-sluice-user", "ci")]).await;
+    assert_eq!(status, 422, "{body}");
+    let paths: Vec<&str> = body["problems"].as_array().expect("problems").iter().filter_map(|p| p["path"].as_str()).collect();
+    assert_eq!(paths, ["waves[0].strategy.canary.steps[0].setWeight", "waves[1].targets[0].canary.version"], "{body}");
     let (status, body) = raw(&base, "GET", "/api/waves", Vec::new(), &[]).await;
     assert_eq!((status, body["releases"].clone()), (200, json!([])), "nothing was created");
     let (status, body) = raw(&base, "GET", "/api/waves/no-such", Vec::new(), &[]).await;

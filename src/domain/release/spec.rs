@@ -142,13 +142,20 @@ pub fn with_bake(mut plan: Plan, ms: u64) -> Plan {
 /// rollout spec, then what only a release can get wrong. Every problem at
 /// once, at its path in the release document.
 pub fn validate(doc: &Value, providers: &ProviderNames) -> Result<(ReleaseSpec, Vec<Vec<Plan>>), Problems> {
-    let problems = against_schema(&json_schema(), doc, providers);
-    if !problems.is_empty() {
+    // Every problem at once: the release-wide checks read the document, so they run beside the
+    // schema's; the targets' own checks need the typed spec, so a schema problem stops before them.
+    let mut problems = against_schema(&json_schema(), doc, providers);
+    let schema_found = !problems.is_empty();
+    for p in cross_checks(doc) {
+        if !problems.contains(&p) {
+            problems.push(p);
+        }
+    }
+    if schema_found {
         return Err(Problems::new(problems));
     }
     let spec: ReleaseSpec =
         serde_json::from_value(doc.clone()).map_err(|e| Problems::one("", format!("does not match the release types: {e}")))?;
-    let mut problems = cross_checks(&spec);
     let mut plans = Vec::new();
     for (w, wave) in spec.waves.iter().enumerate() {
         let mut wave_plans = Vec::new();
@@ -200,36 +207,48 @@ pub fn release_path(path: &str, w: usize, t: usize) -> String {
     path.to_string()
 }
 
-/// One version, unique names, gates only where a next wave follows.
-fn cross_checks(spec: &ReleaseSpec) -> Vec<Problem> {
+/// One version, unique names, gates only where a next wave follows. Read
+/// from the document, not the typed spec, so they are found even when the
+/// schema finds something else; what is missing or mistyped is the schema's.
+fn cross_checks(doc: &Value) -> Vec<Problem> {
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
+    let waves = doc.get("waves").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let version = text(doc, "version");
     let mut problems = Vec::new();
-    let mut seen_waves: Vec<&str> = Vec::new();
-    let mut seen_targets: Vec<(&str, usize)> = Vec::new();
-    for (w, wave) in spec.waves.iter().enumerate() {
-        if seen_waves.contains(&wave.name.as_str()) {
-            problems.push(Problem { path: format!("waves[{w}].name"), message: format!("'{}' names an earlier wave too", wave.name) });
+    let mut seen_waves: Vec<String> = Vec::new();
+    let mut seen_targets: Vec<(String, usize)> = Vec::new();
+    for (w, wave) in waves.iter().enumerate() {
+        if let Some(name) = text(wave, "name") {
+            if seen_waves.contains(&name) {
+                problems.push(Problem { path: format!("waves[{w}].name"), message: format!("'{name}' names an earlier wave too") });
+            }
+            seen_waves.push(name);
         }
-        seen_waves.push(&wave.name);
-        if wave.approval.is_some() && w + 1 == spec.waves.len() {
+        if wave.get("approval").is_some_and(|a| !a.is_null()) && w + 1 == waves.len() {
             problems.push(Problem {
                 path: format!("waves[{w}].approval"),
                 message: "the last wave has no next wave to gate; put the approval in its steps".into(),
             });
         }
-        for (t, target) in wave.targets.iter().enumerate() {
-            if target.canary.version != spec.version {
-                problems.push(Problem {
-                    path: format!("waves[{w}].targets[{t}].canary.version"),
-                    message: format!("'{}' is not the release's version '{}'", target.canary.version, spec.version),
-                });
+        let targets = wave.get("targets").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        for (t, target) in targets.iter().enumerate() {
+            let canary = target.get("canary").and_then(|c| text(c, "version"));
+            if let (Some(canary), Some(version)) = (canary, version.as_ref()) {
+                if canary != *version {
+                    problems.push(Problem {
+                        path: format!("waves[{w}].targets[{t}].canary.version"),
+                        message: format!("'{canary}' is not the release's version '{version}'"),
+                    });
+                }
             }
-            if let Some((_, earlier)) = seen_targets.iter().find(|(name, _)| *name == target.name.as_str()) {
+            let Some(name) = text(target, "name") else { continue };
+            if let Some((_, earlier)) = seen_targets.iter().find(|(seen, _)| *seen == name) {
                 problems.push(Problem {
                     path: format!("waves[{w}].targets[{t}].name"),
-                    message: format!("'{}' is already a target of waves[{earlier}]; a target is released once", target.name),
+                    message: format!("'{name}' is already a target of waves[{earlier}]; a target is released once"),
                 });
             }
-            seen_targets.push((target.name.as_str(), w));
+            seen_targets.push((name, w));
         }
     }
     problems

@@ -58,16 +58,22 @@ fn every_problem_is_reported_at_its_path_in_the_release() {
     bad["waves"][1]["approval"] = json!({"minApprovers": 1});
     bad["waves"][1]["targets"][0]["router"]["provider"] = json!("nope");
     bad["waves"][0]["strategy"]["canary"]["steps"][0]["setWeight"] = json!(140);
+    // All at once: the schema's (a weight over 100, an unknown provider) and the release's own.
     let problems: Vec<String> = validate(&bad, &names()).expect_err("invalid").iter().map(|p| p.path.clone()).collect();
-    // The schema stage stops at the first two (they are type errors); fix them and the rest appear.
-    assert!(problems.contains(&"waves[0].strategy.canary.steps[0].setWeight".to_string()), "{problems:?}");
-    assert!(problems.contains(&"waves[1].targets[0].router.provider".to_string()), "{problems:?}");
+    for path in [
+        "waves[0].strategy.canary.steps[0].setWeight",
+        "waves[1].targets[0].router.provider",
+        "waves[0].targets[0].canary.version",
+        "waves[1].targets[1].name",
+        "waves[1].approval",
+    ] {
+        assert!(problems.contains(&path.to_string()), "{path} missing from {problems:?}");
+    }
+    // With the schema's fixed, the release's own are still there, found beside the targets' checks.
     bad["waves"][0]["strategy"]["canary"]["steps"][0]["setWeight"] = json!(40);
     bad["waves"][1]["targets"][0]["router"]["provider"] = json!("local");
     let problems: Vec<String> = validate(&bad, &names()).expect_err("invalid").iter().map(|p| p.path.clone()).collect();
-    for path in ["waves[0].targets[0].canary.version", "waves[1].targets[1].name", "waves[1].approval"] {
-        assert!(problems.contains(&path.to_string()), "{path} missing from {problems:?}");
-    }
+    assert_eq!(problems, ["waves[0].targets[0].canary.version", "waves[1].approval", "waves[1].targets[1].name"], "{problems:?}");
 }
 
 #[test]
