@@ -242,6 +242,9 @@ enum Cmd {
         /// soak: seconds between samples.
         #[arg(long, default_value_t = 10)]
         sample_secs: u64,
+        /// soak: targets rolled out at once, each under its own traffic (1 to 64).
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+        workers: u16,
         /// rollback: background metrics per rollout on a Prometheus that never answers, with the
         /// backlog and a channel hanging too (default 0: a healthy world).
         #[arg(long, default_value_t = 0)]
@@ -266,6 +269,22 @@ enum Cmd {
         /// Canary upstream as VERSION=URL.
         #[arg(long)]
         canary: String,
+    },
+    #[cfg(feature = "devtools")]
+    /// Run the demo's sample API: one version, answering JSON, with an optional fault.
+    SampleApi {
+        /// The version it reports (e.g. v1 for stable, v2 for the canary).
+        #[arg(long = "app-version")]
+        app_version: String,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        listen: SocketAddr,
+        /// Errors per thousand requests (HTTP 500), to stand in for a bad release.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+        errors_per_mille: u32,
+        /// Milliseconds added to every answer.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
     },
     /// Start a rollout from a spec file.
     Start {
@@ -539,6 +558,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "devtools")]
         Cmd::Router { listen, admin, stable, canary } => router(listen, admin, &stable, &canary).await,
         #[cfg(feature = "devtools")]
+        Cmd::SampleApi { app_version, listen, errors_per_mille, latency_ms } => {
+            sample_api(&app_version, listen, errors_per_mille, latency_ms).await
+        }
+        #[cfg(feature = "devtools")]
         Cmd::Bench { which: BenchKind::Startup, rollouts, json, .. } => {
             let exe = std::env::current_exe().context("locating this executable")?;
             let report = sluice::devtools::bench::startup(&exe, rollouts.unwrap_or(200).clamp(1, 200)).await?;
@@ -562,8 +585,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             bench_scale(rollouts, &store, burst_secs, finished, json).await
         }
         #[cfg(feature = "devtools")]
-        Cmd::Bench { which: BenchKind::Soak, store, minutes, sample_secs, json, .. } => {
-            bench_soak(&store, minutes, sample_secs, json).await
+        Cmd::Bench { which: BenchKind::Soak, store, minutes, sample_secs, workers, json, .. } => {
+            bench_soak(&store, minutes, sample_secs, usize::from(workers), json).await
         }
         #[cfg(feature = "devtools")]
         Cmd::Bench { which: BenchKind::Idle, json, .. } => {
@@ -924,7 +947,7 @@ async fn watch_rollout(client: &Client, id: &str, as_json: bool, ci: &str, until
 }
 
 #[cfg(feature = "devtools")]
-async fn bench_soak(store: &str, minutes: f64, sample_secs: u64, json: bool) -> anyhow::Result<ExitCode> {
+async fn bench_soak(store: &str, minutes: f64, sample_secs: u64, workers: usize, json: bool) -> anyhow::Result<ExitCode> {
     use sluice::devtools::bench_soak::{self, SoakOptions};
     init_logging("warn");
     if !(minutes.is_finite() && minutes > 0.0 && minutes <= 7.0 * 24.0 * 60.0) {
@@ -935,6 +958,7 @@ async fn bench_soak(store: &str, minutes: f64, sample_secs: u64, json: bool) -> 
         duration: std::time::Duration::from_secs_f64(minutes * 60.0),
         every: std::time::Duration::from_secs(sample_secs.clamp(1, 3600)),
         store: scale_store(store)?,
+        workers,
     };
     let report = bench_soak::soak(&exe, &options, |line| eprintln!("{line}")).await?;
     if json {
@@ -1199,6 +1223,22 @@ async fn router(listen: SocketAddr, admin: Option<SocketAddr>, stable: &str, can
     let router = sluice::devtools::router::Router::new(upstream("stable", stable)?, upstream("canary", canary)?);
     let at = router.serve(listen, admin).await.with_context(|| format!("--listen {listen}, --admin {admin}"))?;
     println!("router: traffic at {}, admin API at {} (a spec's router url; metrics at /metrics)", at.traffic_url(), at.admin_url());
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "devtools")]
+async fn sample_api(version: &str, listen: SocketAddr, errors_per_mille: u32, latency_ms: u64) -> anyhow::Result<ExitCode> {
+    use std::sync::atomic::{AtomicU32, AtomicU64};
+    init_logging("info");
+    let fault = sluice::devtools::sample_app::Fault {
+        errors_per_mille: AtomicU32::new(errors_per_mille),
+        extra_latency_ms: AtomicU64::new(latency_ms),
+    };
+    let (at, _) = sluice::devtools::sample_app::serve(version, std::sync::Arc::new(fault), listen)
+        .await
+        .with_context(|| format!("--listen {listen}"))?;
+    println!("sample API {} at http://{at}", safe::for_terminal(version));
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     Ok(ExitCode::SUCCESS)
 }

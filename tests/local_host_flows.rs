@@ -757,3 +757,31 @@ async fn a_full_promotion_skips_to_the_next_approval_gate_which_then_waits() {
     let (_, help) = cli(&["promote", "--help"]);
     assert!(help.contains("--full"), "{help}");
 }
+
+/// `sluice sample-api` serves the upstreams the local quick start routes
+/// to: its version in every answer, and the fault it was given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sample_api_command_serves_a_version_with_its_fault() {
+    use tokio::io::AsyncBufReadExt;
+    let start = |errors: &str| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["sample-api", "--app-version", "v2", "--listen", "127.0.0.1:0", "--errors-per-mille", errors])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("sluice sample-api starts")
+    };
+    for (errors, status) in [("0", 200), ("1000", 500)] {
+        let mut app = start(errors);
+        let mut lines = tokio::io::BufReader::new(app.stdout.take().expect("stdout")).lines();
+        let first =
+            tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.expect("it says where").expect("read").expect("a line");
+        let url = first.split("at ").nth(1).expect("an address").trim().to_string();
+        let answer = reqwest::get(format!("{url}/orders")).await.expect("it answers");
+        assert_eq!(answer.status().as_u16(), status, "--errors-per-mille {errors}");
+        assert_eq!(answer.headers().get("x-app-version").and_then(|v| v.to_str().ok()), Some("v2"));
+        let body: Value = answer.json().await.expect("JSON");
+        assert_eq!(body["version"], "v2", "{body}");
+    }
+}

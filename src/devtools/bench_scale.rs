@@ -430,8 +430,12 @@ pub fn text(rows: &[ScaleRow]) -> String {
             ("  ack p99 (ms)", &|r| format!("{:.1}", r.alerts_unmatched.latency.p99_ms)),
             ("alert acks/s, 16 concurrent, each matching", &|r| format!("{:.0}", r.alerts_matched.acks_per_sec)),
             ("  ack p99 (ms)", &|r| format!("{:.1}", r.alerts_matched.latency.p99_ms)),
-            ("one alert → router at 0 %, p99 (ms)", &|r| format!("{:.1}", r.alert_to_router_zero.p99_ms)),
-            ("one alert → RolledBack persisted, p99 (ms)", &|r| format!("{:.1}", r.alert_to_persisted.p99_ms)),
+            ("one alert → router at 0 %, p50 / p99 (ms)", &|r| {
+                format!("{:.1} / {:.1}", r.alert_to_router_zero.p50_ms, r.alert_to_router_zero.p99_ms)
+            }),
+            ("one alert → RolledBack persisted, p50 / p99 (ms)", &|r| {
+                format!("{:.1} / {:.1}", r.alert_to_persisted.p50_ms, r.alert_to_persisted.p99_ms)
+            }),
             ("server RSS at the end (MiB)", &|r| format!("{:.0}", r.rss_mib)),
             ("(creating the rollouts, s)", &|r| format!("{:.1}", r.populate_secs)),
         ],
@@ -443,10 +447,10 @@ type Line<'a, R> = (&'a str, &'a dyn Fn(&R) -> String);
 
 /// Figures as a table with one column per size, so growth reads across.
 fn columns<R>(title: &str, rows: &[R], size: impl Fn(&R) -> usize, lines: &[Line<'_, R>]) -> String {
-    let row = |name: &str, cells: Vec<String>| format!("{name:<44}{}\n", cells.join(""));
-    let mut out = row(title, rows.iter().map(|r| format!("{:>12}", size(r))).collect());
+    let row = |name: &str, cells: Vec<String>| format!("{name:<50}{}\n", cells.join(""));
+    let mut out = row(title, rows.iter().map(|r| format!("{:>14}", size(r))).collect());
     for (name, value) in lines {
-        out.push_str(&row(name, rows.iter().map(|r| format!("{:>12}", value(r))).collect()));
+        out.push_str(&row(name, rows.iter().map(|r| format!("{:>14}", value(r))).collect()));
     }
     out
 }
@@ -574,4 +578,33 @@ pub fn finished_text(rows: &[FinishedRow]) -> String {
             ("(writing the rollouts, s)", &|r| format!("{:.1}", r.populate_secs)),
         ],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devtools::bench::summarise;
+
+    #[test]
+    fn the_table_shows_both_percentiles_from_an_alert_to_the_router() {
+        let ms = |v: &[u64]| summarise(v.iter().map(|m| Duration::from_millis(*m)).collect());
+        let burst = Burst { acks_per_sec: 100.0, latency: ms(&[1]), errors: 0 };
+        let row = ScaleRow {
+            rollouts: 100,
+            populate_secs: 1.0,
+            sweep_nothing_due: ms(&[1]),
+            list_200: ms(&[1]),
+            metrics_scrape: ms(&[1]),
+            report: ms(&[1]),
+            alerts_unmatched: burst.clone(),
+            alerts_matched: burst,
+            alert_to_router_zero: ms(&[2, 2, 2, 2, 300]),
+            alert_to_persisted: ms(&[3]),
+            rss_mib: 20.0,
+        };
+        let table = text(&[row]);
+        let line = table.lines().find(|l| l.starts_with("one alert → router at 0 %")).expect("the line");
+        assert!(line.contains("p50 / p99") && line.ends_with("2.0 / 300.0"), "{line}");
+        assert!(table.lines().next().is_some_and(|head| head.ends_with("100")), "{table}");
+    }
 }

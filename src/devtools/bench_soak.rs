@@ -25,8 +25,6 @@ use crate::devtools::load::Load;
 use crate::devtools::router::{Router, Upstream};
 use crate::devtools::sample_app::{self, Fault};
 
-/// Targets rolled out at once, each with its own router and traffic.
-const WORKERS: usize = 8;
 /// Requests per second through each router.
 const RPS: u32 = 10;
 /// A rollout that has not finished by then is aborted and counted as stuck.
@@ -41,6 +39,8 @@ pub struct SoakOptions {
     pub every: Duration,
     /// The store under `sluice up`.
     pub store: ScaleStore,
+    /// Targets rolled out at once, each with its own router and traffic.
+    pub workers: usize,
 }
 
 /// One measured quantity over the run.
@@ -87,6 +87,8 @@ pub struct SoakReport {
     pub store: String,
     /// Minutes it ran.
     pub minutes: f64,
+    /// Targets rolled out at once.
+    pub workers: usize,
     /// The rollouts.
     pub rollouts: Outcomes,
     /// Requests the routers served.
@@ -139,7 +141,7 @@ async fn run(
     let token = std::fs::read_to_string(dir.join("local-token")).map_err(|e| fail(format!("sluice up's local token: {e}")))?;
     let client = Client::new(&server.url, None, "soak").with_local_token(Some(token.trim().to_string()));
     let (mut loads, mut routers) = (Vec::new(), Vec::new());
-    for _ in 0..WORKERS {
+    for _ in 0..options.workers {
         let router = Router::new(
             Upstream { name: "stable".into(), version: "v1".into(), url: format!("http://{stable}") },
             Upstream { name: "canary".into(), version: "v2".into(), url: format!("http://{canary}") },
@@ -203,7 +205,8 @@ async fn run(
         })
         .collect();
     let store = if azurite.is_some() { "azurite" } else { "embedded" };
-    Ok(SoakReport { store: store.into(), minutes: started.elapsed().as_secs_f64() / 60.0, rollouts, traffic_requests, series })
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    Ok(SoakReport { store: store.into(), minutes, workers: options.workers, rollouts, traffic_requests, series })
 }
 
 /// What each sample reads, in order; with Azurite, [`CONTROL`] last.
@@ -433,8 +436,8 @@ pub fn sparkline(values: &[f64], columns: usize) -> String {
 pub fn text(report: &SoakReport) -> String {
     let r = &report.rollouts;
     let mut out = format!(
-        "soak on the {} store, {:.1} minutes: {} rollouts started, {} succeeded, {} rolled back, {} aborted, {} stuck, {} errors; {} requests through the routers\n",
-        report.store, report.minutes, r.started, r.succeeded, r.rolled_back, r.aborted, r.stuck, r.errors, report.traffic_requests
+        "soak on the {} store, {:.1} minutes, {} workers: {} rollouts started, {} succeeded, {} rolled back, {} aborted, {} stuck, {} errors; {} requests through the routers\n",
+        report.store, report.minutes, report.workers, r.started, r.succeeded, r.rolled_back, r.aborted, r.stuck, r.errors, report.traffic_requests
     );
     if let Some(e) = &r.first_error {
         out.push_str(&format!("first error: {e}\n"));
