@@ -179,10 +179,19 @@ async fn replay_reads_the_local_routers_last_minutes() {
     let first = report.first_rollback.map(|t| (t - incident).num_seconds());
     assert!(matches!(first, Some(1) | Some(3)), "first rollback at {first:?} s from the incident: {:#?}", report.rows);
 
-    // A window the router no longer keeps is an error that says so, not a verdict.
+    // A window the router no longer keeps is refused before the walk: an error that says so, not a verdict.
     let old = incident - Duration::minutes(10);
-    let report = sluice::shell::replay::replay(&plan, &spec.target, &env, old, old + Duration::seconds(2)).await.expect("replay");
-    assert!(report.rows.iter().all(|r| r.note.contains("the router keeps only the last")), "{:#?}", report.rows);
+    let refused = sluice::shell::replay::replay(&plan, &spec.target, &env, old, old + Duration::seconds(20)).await.expect_err("unserved");
+    assert!(refused.to_string().contains("the router keeps only the last"), "{refused}");
+    // The same through the CLI: a non-zero exit and no verdict, however long the window.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("spec.json");
+    std::fs::write(&file, doc.to_string()).expect("spec written");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_sluice")).arg("replay").arg(&file).args(["--from", "2h", "--to", "30m"]).output().expect("runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(stderr.contains("cannot serve this window") && !stdout.contains("Sluice would"), "{stdout}{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,10 @@
 //! and why — so a team sees its thresholds and judges at work on a known
 //! incident before it lets them act. Nothing is written and no traffic moves:
 //! the same judge and the same run limits as a rollout, fed with the
-//! provider's answers for `[t - interval, t]` at each step.
+//! provider's answers for `[t - interval, t]` at each step. A source that
+//! cannot answer is no evidence: a window it cannot serve is refused before
+//! the walk, and an interval it fails to answer is "no data", never a step
+//! towards a verdict (a live rollout counts errors; a replay must not).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -48,6 +51,8 @@ pub struct ReplayReport {
     /// The first time an analysis would have rolled the rollout back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_rollback: Option<DateTime<Utc>>,
+    /// Intervals the source did not answer (no data, no verdict).
+    pub unmeasured: usize,
 }
 
 /// Why a replay cannot run.
@@ -59,6 +64,14 @@ pub enum ReplayError {
     /// The spec measures nothing.
     #[error("the spec has no analysis to replay")]
     NothingToReplay,
+    /// The source could not answer for the window's first interval.
+    #[error("{metric}: the source cannot serve this window ({message}); no verdict comes from errors")]
+    Unserved {
+        /// The metric asked.
+        metric: String,
+        /// What the source said.
+        message: String,
+    },
 }
 
 /// Every analysis of the plan, each once (a template used by several steps
@@ -114,6 +127,11 @@ pub async fn replay(
             "{steps} measurements over this window; replay at most {MAX_STEPS} (shorten the window or lengthen the intervals)"
         )));
     }
+    let first = &tracks[0];
+    let probe = Window { ms: first.plan.interval_ms, end: Some(first.next.min(to)) };
+    if let crate::domain::rollout::MeasureOutcome::Error { message } = metrics::measure(first.plan, target, env, probe).await {
+        return Err(ReplayError::Unserved { metric: first.plan.name.clone(), message });
+    }
     let mut rows = Vec::new();
     while let Some(i) = tracks.iter().enumerate().filter(|(_, t)| t.next <= to).min_by_key(|(_, t)| t.next).map(|(i, _)| i) {
         let track = &mut tracks[i];
@@ -121,7 +139,9 @@ pub async fn replay(
         let window = Window { ms: track.plan.interval_ms, end: Some(at) };
         let outcome = metrics::measure(track.plan, target, env, window).await;
         let record = judge(track.plan, &outcome, track.run.next_index, at);
-        track.run.record(track.plan, record.clone());
+        if record.verdict != Verdict::Error {
+            track.run.record(track.plan, record.clone());
+        }
         let decision = match track.run.status {
             RunStatus::Failed => Some("roll back"),
             RunStatus::Successful => Some("pass"),
@@ -142,7 +162,8 @@ pub async fn replay(
         });
     }
     let first_rollback = rows.iter().find(|r| r.decision.as_deref() == Some("roll back")).map(|r| r.at);
-    Ok(ReplayReport { from, to, rows, first_rollback })
+    let unmeasured = rows.iter().filter(|r| r.verdict == Verdict::Error).count();
+    Ok(ReplayReport { from, to, rows, first_rollback, unmeasured })
 }
 
 fn interval(plan: &MetricPlan) -> chrono::TimeDelta {
@@ -158,10 +179,17 @@ pub fn text(report: &ReplayReport) -> String {
             Verdict::Fail => "FAIL",
             Verdict::Inconclusive => "inconclusive",
             Verdict::Waiting => "waiting",
-            Verdict::Error => "error",
+            Verdict::Error => "no data",
         };
         let decision = r.decision.as_ref().map(|d| format!("  => {d}")).unwrap_or_default();
         out.push_str(&format!("{}  {}/{}  {verdict}: {}{decision}\n", r.at.format("%H:%M:%S"), r.analysis, r.metric, r.note));
+    }
+    if report.unmeasured > 0 {
+        out.push_str(&format!(
+            "{} of {} intervals had no data (the source did not answer); they count for nothing\n",
+            report.unmeasured,
+            report.rows.len()
+        ));
     }
     match report.first_rollback {
         Some(at) => out.push_str(&format!("Sluice would have rolled back at {}\n", at.format("%Y-%m-%d %H:%M:%S UTC"))),
