@@ -286,6 +286,16 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
     },
+    #[cfg(feature = "devtools")]
+    /// Send steady traffic, as users would, until Ctrl-C; then count the answers by version.
+    Load {
+        /// Where users' traffic goes (the router's --listen address).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Requests per second.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=5000))]
+        rps: u32,
+    },
     /// Start a rollout from a spec file.
     Start {
         /// Spec (JSON, or YAML by extension).
@@ -557,6 +567,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         #[cfg(feature = "devtools")]
         Cmd::Router { listen, admin, stable, canary } => router(listen, admin, &stable, &canary).await,
+        #[cfg(feature = "devtools")]
+        Cmd::Load { url, rps } => load(&url, rps).await,
         #[cfg(feature = "devtools")]
         Cmd::SampleApi { app_version, listen, errors_per_mille, latency_ms } => {
             sample_api(&app_version, listen, errors_per_mille, latency_ms).await
@@ -1224,6 +1236,21 @@ async fn router(listen: SocketAddr, admin: Option<SocketAddr>, stable: &str, can
     let at = router.serve(listen, admin).await.with_context(|| format!("--listen {listen}, --admin {admin}"))?;
     println!("router: traffic at {}, admin API at {} (a spec's router url; metrics at /metrics)", at.traffic_url(), at.admin_url());
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "devtools")]
+async fn load(url: &str, rps: u32) -> anyhow::Result<ExitCode> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("--url {url}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        anyhow::bail!("--url {url}: not an http(s) URL");
+    }
+    let load = sluice::devtools::load::Load::start(url, rps, 4);
+    println!("sending {rps} requests a second to {} (Ctrl-C to stop)", safe::for_terminal(url));
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    let report = load.stop().await;
+    let count = |m: &std::collections::BTreeMap<String, u64>| m.iter().map(|(v, n)| format!("{v} {n}")).collect::<Vec<_>>().join(", ");
+    println!("{} requests; answered: {}; failed: {}", report.total(), count(&report.ok), count(&report.failed));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -785,3 +785,21 @@ async fn the_sample_api_command_serves_a_version_with_its_fault() {
         assert_eq!(body["version"], "v2", "{body}");
     }
 }
+
+/// The README's canary example as written (only the router's address is
+/// this test's): on a fresh router under steady traffic its analysis waits
+/// an interval and measures the canary's own traffic at 5 %, so it passes
+/// to the approval gate. Measured the instant 5 % was confirmed, it saw no
+/// data yet and paused for a person, every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_canary_example_reaches_its_gate_on_a_fresh_router() {
+    let rig = Rig::start().await.with_load(100);
+    let text = std::fs::read_to_string(repo_root().join("examples/canary-approval.json")).expect("the example");
+    let mut spec: Value = serde_json::from_str(&text).expect("JSON");
+    spec["target"]["router"]["settings"]["url"] = json!(rig.up.router_url);
+    let id = rig.start_rollout(&spec).await;
+    let settled = |s: &Value| matches!(s["phase"].as_str(), Some("AwaitingApproval" | "Paused" | "RollingBack" | "RolledBack"));
+    let gate = rig.wait(&id, "the approval gate", Duration::from_secs(180), settled).await;
+    assert_eq!(gate["phase"], "AwaitingApproval", "{:?}", transitions(&gate));
+    assert_eq!(gate["weight"], 20, "{gate}");
+}

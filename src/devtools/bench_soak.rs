@@ -373,7 +373,7 @@ fn spec(w: usize, router: &str) -> Value {
                    "stable": {"name": "stable", "version": "v1"}, "canary": {"name": "canary", "version": "v2"}},
         "analysisTemplates": [{"name": "errors", "metrics": [{
             "name": "error-rate", "provider": "local", "query": "error_rate", "successCondition": "< 0.05",
-            "interval": "2s", "initialDelay": "2s", "count": 2, "minSampleSize": 1}]}],
+            "interval": "2s", "count": 2, "minSampleSize": 1}]}],
         "strategy": {"canary": {"steps": [
             {"setWeight": 20}, {"analysis": {"templates": ["errors"]}},
             {"setWeight": 50}, {"pause": {"duration": "2s"}}]}},

@@ -130,7 +130,7 @@ pub fn demo_spec(router_url: &str, variant: Variant) -> Value {
 /// demo's load the canary sees ~15 requests/s, so each metric soaks (up to
 /// 30 s) until it has 150 canary requests before it judges.
 fn statistical_metrics(prometheus: Option<&str>) -> Value {
-    let common = json!({"interval": "2s", "count": 2, "initialDelay": "2s", "minSampleSize": 150, "maxSoak": "30s"});
+    let common = json!({"interval": "2s", "count": 2, "minSampleSize": 150, "maxSoak": "30s"});
     let mut errors = json!({"name": "errors-vs-stable", "judge": {"test": "errorRate", "maxIncrease": 0.03}});
     let mut latency = json!({"name": "latency-vs-stable", "judge": {"test": "latency", "maxEffect": 0.15}});
     match prometheus {
@@ -166,7 +166,7 @@ fn statistical_metrics(prometheus: Option<&str>) -> Value {
 pub fn demo_spec_with(router_url: &str, variant: Variant, prometheus: Option<&str>, judging: Judging) -> Value {
     let metric = |name: &str, query: &str, condition: &str| match prometheus {
         None => json!({"name": name, "provider": "local", "query": query, "successCondition": condition,
-                       "interval": "2s", "count": 3, "initialDelay": "2s", "minSampleSize": 10}),
+                       "interval": "2s", "count": 3, "minSampleSize": 10}),
         Some(url) => {
             let promql = match query {
                 "error_rate" => "sum(rate(sluice_router_errors_total{role=\"{{name}}\"}[5s])) / sum(rate(sluice_router_requests_total{role=\"{{name}}\"}[5s]))".to_string(),

@@ -67,7 +67,7 @@ pub fn waves_spec(east_url: &str, west_url: &str) -> Value {
         "onFailure": {"earlierWaves": "stay"},
         "analysisTemplates": [{"name": "error-rate", "metrics": [
             {"name": "error-rate", "provider": "local", "query": "error_rate", "successCondition": "< 0.02",
-             "interval": "2s", "count": 2, "initialDelay": "2s", "minSampleSize": 10}
+             "interval": "2s", "count": 2, "minSampleSize": 10}
         ]}],
         "policy": {"onAlert": "rollback"},
         "backlog": {"provider": "local"},

@@ -440,13 +440,17 @@ impl Rollout {
         analysis?.metrics.iter().find(|m| m.name == key.metric)
     }
 
-    /// The query window of a measurement: the metric's interval, or the whole
-    /// soak so far while a phase waits for enough requests.
-    pub fn measurement_window(&self, key: &MeasurementKey) -> Option<u64> {
+    /// The query window of a measurement taken at `now`: the metric's
+    /// interval, or the whole soak so far while a phase waits for enough
+    /// requests — never reaching back before its run began (a step's run
+    /// begins once its weight is confirmed), so traffic served at another
+    /// weight, or by an earlier rollout, is not counted. One second at least.
+    pub fn measurement_window(&self, key: &MeasurementKey, now: DateTime<Utc>) -> Option<u64> {
         let plan = self.metric_plan(key)?;
         let run = self.runs.iter().find(|r| r.id == key.run)?;
         let widened = run.metrics.iter().find(|m| m.name == key.metric).and_then(|m| m.window_ms);
-        Some(widened.unwrap_or(plan.interval_ms))
+        let since_start = u64::try_from((now - run.started_at).num_milliseconds()).unwrap_or(0).max(1_000);
+        Some(widened.unwrap_or(plan.interval_ms).min(since_start))
     }
 
     /// Whether a measurement is still wanted (so a stale one is not even taken).

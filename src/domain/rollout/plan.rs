@@ -413,7 +413,7 @@ impl Compiler<'_> {
             judge: m.judge.clone(),
             interval_ms,
             count: m.count.or(default_count),
-            initial_delay_ms: m.initial_delay.as_ref().map(Span::ms).unwrap_or(0),
+            initial_delay_ms: m.initial_delay.as_ref().map(Span::ms).unwrap_or(interval_ms),
             failure_limit: m.failure_limit.unwrap_or(if m.consecutive_failure_limit.is_some() { u32::MAX } else { 0 }),
             consecutive_failure_limit: m.consecutive_failure_limit,
             consecutive_error_limit: m.consecutive_error_limit,

@@ -764,10 +764,11 @@ fn tick_takes_over_a_lost_measurement() {
     step(&mut r, Event::Start, at(0));
     let d = step(&mut r, Event::TrafficConfirmed { weight: w(5) }, at(1));
     let key = measure_keys(&d)[0].clone();
-    let d = decide(&r, Event::Tick, at(1 + 15 + 1));
+    // Due one interval (10 s) after the weight was confirmed; the tick takes it 15 s after that.
+    let d = decide(&r, Event::Tick, at(1 + 10 + 15 + 1));
     assert_eq!(d.outcome, Outcome::Applied);
     assert!(d.history.is_empty(), "re-issuing a measurement records nothing");
-    assert_eq!(d.commands, vec![Command::Measure { key, at: at(17) }]);
+    assert_eq!(d.commands, vec![Command::Measure { key, at: at(27) }]);
 }
 
 fn verified_doc() -> Value {
@@ -826,14 +827,14 @@ fn the_wake_up_fires_measurements_when_due_and_next_wake_is_the_earliest_timer()
     assert_eq!(r.next_wake(), Some(at(25)), "the background measurement");
     let d = step(&mut r, Event::TrafficConfirmed { weight: w(5) }, at(1));
     let key = measure_keys(&d).into_iter().find(|k| k.metric == "errors").expect("the step analysis");
-    assert_eq!(r.next_wake(), Some(at(1)), "the step analysis measures at once");
-    assert_eq!(ignored(&r, Event::Wake, at(0)), "nothing is due");
-    let d = decide(&r, Event::Wake, at(1));
-    assert_eq!(d.commands, vec![Command::Measure { key: key.clone(), at: at(1) }], "a wake-up measures what is due now");
-    let d = decide(&r, Event::Tick, at(1));
+    assert_eq!(r.next_wake(), Some(at(11)), "the step analysis measures one interval after the weight is confirmed");
+    assert_eq!(ignored(&r, Event::Wake, at(10)), "nothing is due");
+    let d = decide(&r, Event::Wake, at(11));
+    assert_eq!(d.commands, vec![Command::Measure { key: key.clone(), at: at(11) }], "a wake-up measures what is due now");
+    let d = decide(&r, Event::Tick, at(11));
     assert!(d.is_ignored(), "the sweep leaves due measurements to the wake-up for a while");
-    step(&mut r, Event::Measured { key, outcome: pass() }, at(2));
-    assert_eq!(r.next_wake(), Some(at(12)));
+    step(&mut r, Event::Measured { key, outcome: pass() }, at(12));
+    assert_eq!(r.next_wake(), Some(at(22)));
     step(&mut r, alert("stop"), at(3));
     assert_eq!(r.next_wake(), None, "nothing is due once rolling back");
 }
@@ -1086,6 +1087,24 @@ fn first_measurement(r: &mut Rollout) -> MeasurementKey {
     measure_keys(&d)[0].clone()
 }
 
+/// Like Flagger's interval and Argo's `initialDelay`: the first measurement
+/// waits one interval (or the metric's `initialDelay`), and looks back no
+/// further than the moment the weight was confirmed.
+#[test]
+fn a_measurement_counts_only_traffic_since_its_weight_was_confirmed() {
+    let errors = json!({"name": "errors", "provider": "local", "query": "error_rate", "successCondition": "< 0.05", "interval": "10s"});
+    let mut r = one_step_analysis(errors.clone());
+    let key = first_measurement(&mut r);
+    assert_eq!(r.next_wake(), Some(at(11)), "one interval after the weight was confirmed (at 1)");
+    assert_eq!(r.measurement_window(&key, at(11)), Some(10_000));
+    let mut quick = errors;
+    quick["initialDelay"] = json!("2s");
+    let mut r = one_step_analysis(quick);
+    let key = first_measurement(&mut r);
+    assert_eq!(r.next_wake(), Some(at(3)), "the metric's initialDelay");
+    assert_eq!(r.measurement_window(&key, at(3)), Some(2_000), "not the 8 s before the weight was confirmed");
+}
+
 #[test]
 fn a_judged_metric_rolls_back_with_its_numbers_in_the_evidence() {
     let mut r = one_step_analysis(json!({"name": "errors", "provider": "local", "interval": "10s",
@@ -1129,10 +1148,10 @@ fn a_quiet_canary_soaks_until_its_sample_is_reached() {
         r.waiting_for(at(12))
     );
     let next = measure_keys(&d)[0].clone();
-    assert_eq!(r.measurement_window(&next), Some(20_000), "the next measurement looks back over the whole soak");
+    assert_eq!(r.measurement_window(&next, at(21)), Some(20_000), "the next measurement looks back over the whole soak");
     let d = step(&mut r, Event::Measured { key: next, outcome: quiet(60) }, at(21));
     let next = measure_keys(&d)[0].clone();
-    assert_eq!(r.measurement_window(&next), Some(30_000));
+    assert_eq!(r.measurement_window(&next, at(31)), Some(30_000));
     step(&mut r, Event::Measured { key: next, outcome: quiet(120) }, at(31));
     assert_eq!(r.traffic.weight, 20, "enough requests: judged, passed, moved on");
     assert_eq!(r.runs[0].metrics[0].waiting, None);

@@ -176,7 +176,7 @@ impl Engine {
             return None;
         }
         let plan = state.metric_plan(&key)?;
-        let window = metrics::Window { ms: state.measurement_window(&key)?, end: None };
+        let window = metrics::Window { ms: state.measurement_window(&key, now)?, end: None };
         // A measurement may take its interval (5 to 30 s): a backend that hangs is a
         // provider error, counted as such, not a queue consumer held for minutes.
         let budget = Duration::from_millis(plan.interval_ms).clamp(MEASURE_MIN, MEASURE_MAX);
