@@ -1058,6 +1058,7 @@ async fn up(
         tracing::warn!("SLUICE_ALERT_TOKEN is not set: /api/alerts accepts any local caller");
     }
     let write_token = local_token_for(&data_dir)?;
+    let _trim = sluice::host::memory::trim_periodically();
     let config = host::local::LocalConfig {
         root,
         data_dir: data_dir.clone(),
@@ -1146,6 +1147,7 @@ async fn serve() -> anyhow::Result<ExitCode> {
         })
     });
     let server = host::custom_handler::start_warming(warm, settings, defs, SocketAddr::from(([127, 0, 0, 1], port)), consume).await?;
+    let _trim = sluice::host::memory::trim_periodically();
     tracing::info!(port = server.addr.port(), "sluice serve is listening; warming up");
     shutdown_signal().await;
     server.stop().await;

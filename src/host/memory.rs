@@ -37,6 +37,47 @@ pub fn limit_arenas() -> ArenaLimit {
     }
 }
 
+/// How often a long-running host hands freed memory back.
+pub const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Hands the pages of freed memory back to the system. Two arenas keep the
+/// resident size from multiplying by threads, but glibc still returns
+/// freed pages only from the top of each heap: on the Table store, whose
+/// scrapes and sweeps allocate and free many states' JSON, `bench soak`
+/// grew resident memory to 88 MiB while heaptrack counted a heap peak of
+/// 27 MiB and 4 MiB live at the end. `malloc_trim(0)` releases the whole
+/// free pages anywhere in every arena; true if it released any.
+pub fn release_free_memory() -> bool {
+    trim()
+}
+
+/// Releases freed memory every [`TRIM_EVERY`], on a blocking thread (it
+/// walks the heaps under their locks), for as long as the runtime runs.
+pub fn trim_periodically() -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(TRIM_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let _ = tokio::task::spawn_blocking(release_free_memory).await;
+        }
+    })
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn trim() -> bool {
+    // SAFETY: malloc_trim takes a byte count and works on malloc's own
+    // heaps under their locks; it returns 1 if memory was released.
+    unsafe { libc::malloc_trim(0) == 1 }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim() -> bool {
+    false
+}
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn set_arena_max(arenas: i32) -> bool {
@@ -70,5 +111,18 @@ mod tests {
     #[test]
     fn glibc_takes_the_limit() {
         assert!(set_arena_max(ARENAS));
+    }
+
+    /// Freed blocks between live ones are whole free pages no heap top can
+    /// give back; the trim does (it answers whether it released any).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn the_trim_hands_back_freed_pages_between_live_blocks() {
+        let mut blocks: Vec<Vec<u8>> = (0..4_000).map(|i| vec![(i % 251) as u8; 16 * 1024]).collect();
+        let kept: Vec<Vec<u8>> = blocks.iter_mut().step_by(16).map(std::mem::take).collect();
+        drop(blocks);
+        assert!(release_free_memory(), "about 60 MiB freed between live blocks, and nothing released");
+        assert_eq!(kept.len(), 250);
+        assert!(kept.iter().enumerate().all(|(i, b)| b.len() == 16 * 1024 && b[0] == ((i * 16) % 251) as u8), "live blocks are untouched");
     }
 }
