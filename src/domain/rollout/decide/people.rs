@@ -71,26 +71,7 @@ impl Txn {
             _ => {}
         }
         if full {
-            // Past every remaining step but an approval gate: the next gate waits as usual, at the weight reached.
-            let stages = &self.r.plan.stages;
-            if let Some(gate_at) = (self.r.stage..stages.len()).find(|i| matches!(stages[*i], Stage::Approval { .. })) {
-                if gate_at == self.r.stage {
-                    return Err("this step needs approval: use approve".into());
-                }
-                self.note(format!("full promotion requested by {by}: skipping to step {}, an approval gate", gate_at + 1));
-                self.cancel_runs(|_| true);
-                self.cancel_wait();
-                self.enter_stage(gate_at);
-                return Ok(());
-            }
-            let Some(promote_at) = stages.iter().position(|s| matches!(s, Stage::Promote)) else {
-                return Err("the plan has no promotion".into());
-            };
-            self.note(format!("full promotion requested by {by}: skipping to step {}", promote_at + 1));
-            self.cancel_runs(|_| true);
-            self.cancel_wait();
-            self.enter_stage(promote_at);
-            return Ok(());
+            return self.promote_fully(by);
         }
         match (phase, self.r.current_stage().cloned()) {
             (Phase::Paused, _) => {
@@ -110,6 +91,25 @@ impl Txn {
             }
             _ => Err("waiting for the router; nothing to skip".into()),
         }
+    }
+
+    /// Past every remaining step but an approval gate: the next gate waits
+    /// as usual, at the weight reached; with no gate left, the promotion.
+    fn promote_fully(&mut self, by: &str) -> Step {
+        let stages = &self.r.plan.stages;
+        let (to, what) = match (self.r.stage..stages.len()).find(|i| matches!(stages[*i], Stage::Approval { .. })) {
+            Some(gate) if gate == self.r.stage => return Err("this step needs approval: use approve".into()),
+            Some(gate) => (gate, ", an approval gate"),
+            None => match stages.iter().position(|s| matches!(s, Stage::Promote)) {
+                Some(promote) => (promote, ""),
+                None => return Err("the plan has no promotion".into()),
+            },
+        };
+        self.note(format!("full promotion requested by {by}: skipping to step {}{what}", to + 1));
+        self.cancel_runs(|_| true);
+        self.cancel_wait();
+        self.enter_stage(to);
+        Ok(())
     }
 
     pub(super) fn on_retry(&mut self, by: &str) -> Step {
