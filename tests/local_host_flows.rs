@@ -805,3 +805,26 @@ async fn the_readme_canary_example_reaches_its_gate_on_a_fresh_router() {
     assert_eq!(gate["phase"], "AwaitingApproval", "{:?}", transitions(&gate));
     assert_eq!(gate["weight"], 20, "{gate}");
 }
+
+/// `sluice load` sends users' traffic until Ctrl-C, then counts the answers by version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_command_sends_traffic_until_interrupted_and_counts_it() {
+    let fault = Arc::new(sluice::devtools::sample_app::Fault::default());
+    let (app, _) = sluice::devtools::sample_app::serve("v1", fault, loopback()).await.expect("sample API");
+    let load = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["load", "--url", &format!("http://{app}"), "--rps", "50"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sluice load starts");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pid = load.id().expect("running").to_string();
+    let sent = tokio::process::Command::new("kill").args(["-INT", &pid]).status().await.expect("kill runs");
+    assert!(sent.success());
+    let out = tokio::time::timeout(Duration::from_secs(30), load.wait_with_output()).await.expect("it stops").expect("output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let counted = text.lines().last().unwrap_or("");
+    let total: u64 = counted.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(total >= 20 && counted.contains("answered: v1 ") && counted.ends_with("failed: "), "{text}");
+}

@@ -1,10 +1,10 @@
-//! How many malloc arenas the process keeps. glibc gives each thread that
-//! contends for the heap an arena of its own, up to eight per core, and
-//! memory freed in one stays there: the blocking threads that run the
-//! store's reads come and go, and over a long run the resident size climbs
-//! with them (`sluice bench soak`: 26 → 58 MiB in 30 minutes with the
-//! default, flat at 30 MiB after five minutes with two arenas). Two arenas
-//! cost nothing measurable here, and `sluice up` runs for months.
+//! What glibc's malloc keeps, for a process that runs for months. glibc
+//! gives each thread that contends for the heap an arena of its own, up to
+//! eight per core, and memory freed in one stays there: the blocking threads
+//! that run the store's reads come and go, and the resident size climbs with
+//! them (`sluice bench soak`, 30 minutes on the embedded store: 26 → 58 MiB
+//! with the default, 23 → 31 MiB with two arenas). Freed pages between live
+//! blocks stay resident too, so long-running hosts also trim every minute.
 
 /// The arenas Sluice asks for.
 pub const ARENAS: i32 = 2;
