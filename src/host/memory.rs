@@ -5,6 +5,13 @@
 //! them (`sluice bench soak`, 30 minutes on the embedded store: 26 → 58 MiB
 //! with the default, 23 → 31 MiB with two arenas). Freed pages between live
 //! blocks stay resident too, so long-running hosts also trim every minute.
+//!
+//! The contracts, from the Linux man-pages: mallopt(3) — `M_ARENA_MAX` is a
+//! hard limit on the arenas that can be created (glibc 2.15 and later), and
+//! mallopt returns 1 on success, 0 on error; malloc_trim(3) — MT-Safe,
+//! returns 1 if memory was released, and since glibc 2.8 frees memory in all
+//! arenas and in all chunks with whole free pages (before, only the top of
+//! the main arena).
 
 /// The arenas Sluice asks for.
 pub const ARENAS: i32 = 2;
