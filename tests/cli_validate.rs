@@ -1,4 +1,5 @@
-//! `sluice validate` as a person or a pipeline uses it.
+//! The CLI as a person or a pipeline uses it: `sluice validate`, and every
+//! command line the README shows.
 
 use std::process::Command;
 
@@ -159,4 +160,75 @@ fn the_version_names_the_commit_it_was_built_from() {
     let short: String = head.trim().chars().take(12).collect();
     assert_eq!(short.len(), 12, "this test runs in a Git checkout");
     assert_eq!(stdout.trim(), format!("sluice {} (commit {short})", env!("CARGO_PKG_VERSION")));
+}
+
+/// The `sluice` command lines the README shows: in its shell blocks and
+/// its inline code (`cargo run --release -- …` or `sluice …`),
+/// cut at a comment, a pipe or a redirection. `approve\|reject` names each.
+fn readme_command_lines() -> Vec<(String, Vec<String>)> {
+    let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");
+    let mut lines: Vec<String> = Vec::new();
+    let mut fenced = false;
+    for line in readme.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            let line = line.trim_start().trim_start_matches("$ ");
+            if let Some((_, rest)) = line.split_once("cargo run --release -- ") {
+                lines.push(rest.to_string());
+            } else if let Some(rest) = line.strip_prefix("sluice ") {
+                lines.push(rest.to_string());
+            }
+        } else {
+            let code = line.split('`').skip(1).step_by(2);
+            lines.extend(
+                code.filter_map(|c| c.strip_prefix("sluice ").or_else(|| c.strip_prefix("cargo run --release -- "))).map(str::to_string),
+            );
+        }
+    }
+    let mut commands = Vec::new();
+    for line in lines {
+        let line = line.split(" #").next().unwrap_or("");
+        let mut words = line.split_whitespace();
+        let Some(first) = words.next().filter(|w| !w.starts_with('-')) else { continue };
+        let rest: Vec<&str> = words.take_while(|w| !matches!(*w, "|" | ">" | "2>" | "&&" | ";" | "&")).collect();
+        let flags: Vec<String> = rest
+            .iter()
+            .map(|w| w.trim_start_matches(['[', '(']).trim_end_matches([']', ')', ',', '.', ';']))
+            .filter(|w| w.starts_with("--") && *w != "--help")
+            .map(|w| w.split('=').next().unwrap_or(w).to_string())
+            .collect();
+        for name in first.split(['|', '\\']).filter(|n| !n.is_empty()) {
+            commands.push((name.to_string(), flags.clone()));
+        }
+    }
+    commands
+}
+
+/// The README and the binary agree on every command line the README shows:
+/// each subcommand exists and takes each flag written beside it (a drift,
+/// such as `--full` shown for a verb that never took it, fails here).
+#[test]
+fn every_command_line_in_the_readme_names_a_subcommand_and_flags_the_binary_has() {
+    let commands = readme_command_lines();
+    assert!(commands.len() >= 40, "the README's command lines were not found: {commands:?}");
+    let mut helps: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    for (name, flags) in &commands {
+        let help = helps.entry(name.clone()).or_insert_with(|| {
+            let out = sluice().args([name.as_str(), "--help"]).output().expect("runs");
+            assert!(out.status.success(), "the README shows `sluice {name}`, which the binary does not have");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        });
+        for flag in flags {
+            let takes = help
+                .match_indices(flag.as_str())
+                .any(|(at, _)| !help[at + flag.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-'));
+            assert!(takes, "the README shows `sluice {name} … {flag}`, which `sluice {name} --help` does not list");
+        }
+    }
+    for verb in ["up", "start", "watch", "approve", "promote", "replay", "sample-api", "load", "bench", "demo"] {
+        assert!(helps.contains_key(verb), "the README shows `sluice {verb}` somewhere: {:?}", helps.keys());
+    }
 }
