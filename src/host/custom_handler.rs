@@ -195,9 +195,9 @@ async fn invoke(State(ctx): State<Arc<Ctx>>, Path(function): Path<String>, reque
         // Not a function name: it may be a forwarded request to a one-segment route.
         return forwarded(State(ctx.clone()), request).await;
     };
-    let body = match axum::body::to_bytes(request.into_body(), functions::MAX_ALERT_BODY * 2).await {
-        Ok(b) => b,
-        Err(_) => return answer(413, json!({"error": "body_too_large", "message": "the invocation is too large"})),
+    let body = match super::read_body(request.into_body(), functions::MAX_ALERT_BODY * 2).await {
+        Some(b) => b,
+        None => return answer(413, json!({"error": "body_too_large", "message": "the invocation is too large"})),
     };
     let inv = match envelope::parse_invocation(&body) {
         Ok(i) => i,

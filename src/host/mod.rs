@@ -137,6 +137,38 @@ pub fn load_app_or_embedded(root: &Path) -> Result<(HostSettings, Vec<FunctionDe
     }
 }
 
+/// How much of an oversized body is still read (and dropped) before the 413,
+/// and for how long: a host that answers and closes with the body unread
+/// resets the connection, and the caller sees a broken pipe, not the 413.
+const DRAIN_CAP: usize = 8 * 1024 * 1024;
+const DRAIN_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The body, or `None` past `limit`; the rest of an oversized body is
+/// drained, up to [`DRAIN_CAP`] bytes or [`DRAIN_FOR`], so the refusal reaches its caller.
+pub(crate) async fn read_body(body: axum::body::Body, limit: usize) -> Option<axum::body::Bytes> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut kept: Vec<u8> = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.ok()?;
+        if kept.len() + chunk.len() > limit {
+            let mut seen = kept.len() + chunk.len();
+            let _ = tokio::time::timeout(DRAIN_FOR, async {
+                while let Some(Ok(more)) = stream.next().await {
+                    seen += more.len();
+                    if seen > DRAIN_CAP {
+                        break;
+                    }
+                }
+            })
+            .await;
+            return None;
+        }
+        kept.extend_from_slice(&chunk);
+    }
+    Some(kept.into())
+}
+
 /// Serves one plain HTTP request (as the local host receives it, or as the
 /// Functions host forwards it) through the function its route matches.
 pub(crate) async fn dispatch_http(app: &App, route_prefix: &str, defs: &[FunctionDef], request: Request) -> Response {
@@ -144,11 +176,9 @@ pub(crate) async fn dispatch_http(app: &App, route_prefix: &str, defs: &[Functio
     let method = parts.method.as_str().to_ascii_uppercase();
     let path = parts.uri.path().to_string();
     let limit = functions::MAX_API_BODY.max(functions::MAX_ALERT_BODY);
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(_) => {
-            return local::to_axum(ApiError::new(413, "body_too_large", format!("the body is over the {limit}-byte limit")).response())
-        }
+    let bytes = match read_body(body, limit).await {
+        Some(b) => b,
+        None => return local::to_axum(ApiError::new(413, "body_too_large", format!("the body is over the {limit}-byte limit")).response()),
     };
     let response = match route_http(defs, route_prefix, &method, &path) {
         RouteMatch::Found(def, params) => {
