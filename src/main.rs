@@ -213,7 +213,7 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = JudgeKind::Thresholds)]
         judge: JudgeKind,
         /// Where the demo's state goes (emptied first, unless --keep).
-        #[arg(long, default_value = ".sluice/demo")]
+        #[arg(long, env = "SLUICE_DEMO_DIR", default_value = ".sluice/demo")]
         data_dir: PathBuf,
     },
     #[cfg(feature = "devtools")]

@@ -169,13 +169,20 @@ fn readme_command_lines() -> Vec<(String, Vec<String>)> {
     let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");
     let mut lines: Vec<String> = Vec::new();
     let mut fenced = false;
+    let mut terminal = false;
     for line in readme.lines() {
-        if line.trim_start().starts_with("```") {
+        if let Some(info) = line.trim_start().strip_prefix("```") {
             fenced = !fenced;
+            // In a terminal block only `$ ` lines are commands; the rest is what they print.
+            terminal = fenced && info.trim() == "console";
             continue;
         }
         if fenced {
-            let line = line.trim_start().trim_start_matches("$ ");
+            let line = match line.trim_start().strip_prefix("$ ") {
+                Some(command) => command,
+                None if terminal => continue,
+                None => line.trim_start(),
+            };
             if let Some((_, rest)) = line.split_once("cargo run --release -- ") {
                 lines.push(rest.to_string());
             } else if let Some(rest) = line.strip_prefix("sluice ") {
