@@ -474,12 +474,14 @@ async fn the_soak_benchmark_runs_rollouts_against_a_real_sluice_up_and_samples_e
         assert!(r[ending].as_u64().unwrap_or(0) > 0, "{ending}: {report}");
     }
     let series = report["series"].as_array().expect("series");
-    assert_eq!(series.len(), 10, "{report}");
+    assert_eq!(series.len(), 11, "{report}");
     for s in series {
         assert!(s["samples"].as_array().map(Vec::len).unwrap_or(0) >= 4, "{s}");
         assert!(s["slopePerHour"].as_f64().is_some_and(f64::is_finite), "{s}");
     }
     assert!(series[0]["samples"][0][1].as_f64().unwrap_or(0.0) > 1.0, "resident memory is read: {}", series[0]);
+    let (rss, anonymous) = (series[0]["samples"][0][1].as_f64().unwrap_or(0.0), series[1]["samples"][0][1].as_f64().unwrap_or(0.0));
+    assert!(anonymous > 0.5 && anonymous < rss, "the anonymous part of {rss} MiB is read: {}", series[1]);
 }
 
 /// Pausing and resuming a rollout again and again leaves one wake-up

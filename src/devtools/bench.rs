@@ -271,8 +271,19 @@ pub struct StartupReport {
 }
 
 pub(crate) fn rss_mib(pid: u32) -> Option<f64> {
+    status_mib(pid, "VmRSS:")
+}
+
+/// The anonymous part of the resident memory (heap, stacks): what a leak
+/// grows; the rest is the executable's and libraries' pages, read on use.
+pub(crate) fn anonymous_mib(pid: u32) -> Option<f64> {
+    status_mib(pid, "RssAnon:")
+}
+
+/// A `kB` line of `/proc/PID/status` (proc(5)), in MiB.
+fn status_mib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
