@@ -830,3 +830,33 @@ async fn the_load_command_sends_traffic_until_interrupted_and_counts_it() {
     let total: u64 = counted.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
     assert!(total >= 20 && counted.contains("answered: v1 ") && counted.ends_with("failed: "), "{text}");
 }
+
+/// A promotion swaps the local router's sides, as a slot swap does. The
+/// same spec again (v1 → v2) would send the canary's share to v1 and then
+/// call the revert "back on v1" while users are on v2: Sluice refuses to
+/// route it, rolls back having moved nobody, and says why; from the version
+/// now stable it works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_through_a_router_an_earlier_promotion_swapped_moves_no_user_to_the_old_version() {
+    let rig = Rig::start().await;
+    let spec = rig.spec(json!([{"setWeight": 50}]));
+    let first = rig.start_rollout(&spec).await;
+    rig.wait_phase(&first, "Succeeded").await;
+    assert_eq!(rig.up.router.route().stable.version, "v2", "the promotion swapped the sides");
+    let report = rig.client.doctor(&spec).await.expect("the doctor answers");
+    let versions = report["checks"].as_array().into_iter().flatten().find(|c| c["name"] == "versions").expect("a versions check");
+    assert_eq!(versions["verdict"], "blocker", "{report}");
+    let again = rig.start_rollout(&spec).await;
+    let status = rig.wait(&again, "the refused rollout rolled back", Duration::from_secs(60), |s| s["phase"] == "RolledBack").await;
+    let route = rig.up.router.route();
+    assert_eq!((route.weight.percent(), route.stable.version.as_str()), (0, "v2"), "every user stayed on v2");
+    let said = status["history"].to_string();
+    assert!(!said.contains("router confirmed"), "the router never took a weight: {said}");
+    assert!(said.contains("the router serves v2 on its stable side and v1 on its canary side"), "{said}");
+    let mut from_v2 = spec.clone();
+    from_v2["target"]["stable"] = json!({"name": "stable", "version": "v2"});
+    from_v2["target"]["canary"] = json!({"name": "canary", "version": "v1"});
+    let third = rig.start_rollout(&from_v2).await;
+    rig.wait_phase(&third, "Succeeded").await;
+    assert_eq!(rig.up.router.route().stable.version, "v1", "v1 is stable again");
+}

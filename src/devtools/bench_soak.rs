@@ -309,10 +309,12 @@ async fn worker(w: usize, router: String, client: Client, stop: Arc<AtomicBool>,
         }
     };
     let mut round = 0usize;
+    let http = reqwest::Client::new();
     while !stop.load(Ordering::Relaxed) {
         round += 1;
+        let versions = sides(&http, &router).await;
         let t = Instant::now();
-        let started = client.start(&spec(w, &router), None).await;
+        let started = client.start(&spec(w, &router, &versions), None).await;
         calls.add(t.elapsed());
         let Some(id) = started.as_ref().ok().and_then(|s| s["id"].as_str().map(str::to_string)) else {
             let why = match &started {
@@ -383,11 +385,21 @@ fn resource_id(w: usize) -> String {
     format!("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/soak/providers/Microsoft.Web/sites/soak-api-{w}")
 }
 
-fn spec(w: usize, router: &str) -> Value {
+/// The versions on the router's sides now: a success swaps them, so each
+/// rollout goes from whichever is stable to the other.
+async fn sides(http: &reqwest::Client, router: &str) -> (String, String) {
+    let route = match http.get(format!("{router}/_sluice/route")).send().await {
+        Ok(answer) => crate::ports::env::read_json::<crate::ports::local_router::Route>(answer).await.ok(),
+        Err(_) => None,
+    };
+    route.map_or(("v1".into(), "v2".into()), |r| (r.stable.version, r.canary.version))
+}
+
+fn spec(w: usize, router: &str, (stable, canary): &(String, String)) -> Value {
     json!({
         "target": {"name": format!("soak-api-{w}"), "resourceIds": [resource_id(w)],
                    "router": {"provider": "local", "settings": {"url": router}},
-                   "stable": {"name": "stable", "version": "v1"}, "canary": {"name": "canary", "version": "v2"}},
+                   "stable": {"name": "stable", "version": stable}, "canary": {"name": "canary", "version": canary}},
         "analysisTemplates": [{"name": "errors", "metrics": [{
             "name": "error-rate", "provider": "local", "query": "error_rate", "successCondition": "< 0.05",
             "interval": "2s", "count": 2, "minSampleSize": 1}]}],

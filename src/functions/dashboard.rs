@@ -79,6 +79,16 @@ fn html_escape(text: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The README gives the page's size ("one page of about N KB").
+    #[test]
+    fn the_readme_says_how_big_the_page_is() {
+        let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");
+        let said = readme.split("one page of about ").nth(1).and_then(|rest| rest.split(" KB").next()).expect("the README gives a size");
+        let kb: f64 = said.parse().expect("a number of KB");
+        let actual = PAGE.len() as f64 / 1000.0;
+        assert!((kb - actual).abs() <= actual * 0.1, "the README says about {kb} KB; the page is {actual:.1} KB");
+    }
+
     #[test]
     fn the_page_is_small_and_loads_nothing_from_elsewhere() {
         assert!(PAGE.len() < 40 * 1024, "the page is {} bytes", PAGE.len());

@@ -107,9 +107,18 @@ impl Router {
     }
 
     /// Swaps the upstreams (the canary becomes stable), like a slot swap.
-    pub fn promote(&self) -> Route {
+    /// Naming the version makes it idempotent across rollouts: the sides
+    /// swap only while the canary side serves it, so a retry, whose version
+    /// is already stable, changes nothing, and a later rollout's promotion
+    /// (of the version the first one left on the canary side) swaps again.
+    /// Unnamed, it swaps once: until a revert undoes it.
+    pub fn promote(&self, version: Option<&str>) -> Route {
         self.update(|r| {
-            if !r.promoted {
+            let swap = match version {
+                Some(v) => r.canary.version == v,
+                None => !r.promoted,
+            };
+            if swap {
                 std::mem::swap(&mut r.stable, &mut r.canary);
                 r.promoted = true;
             }
@@ -340,8 +349,23 @@ async fn put_route(State(router): State<Arc<Router>>, body: Bytes) -> Response {
     }
 }
 
-async fn promote(State(router): State<Arc<Router>>) -> Json<Route> {
-    Json(router.promote())
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PromoteBody {
+    /// The version to make stable.
+    version: Option<String>,
+}
+
+async fn promote(State(router): State<Arc<Router>>, body: Bytes) -> Response {
+    let parsed: PromoteBody = if body.is_empty() {
+        PromoteBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("body: expected {{\"version\": \"…\"}}: {e}")),
+        }
+    };
+    Json(router.promote(parsed.version.as_deref())).into_response()
 }
 
 #[derive(Deserialize, Default)]
@@ -456,12 +480,23 @@ mod tests {
     fn promote_swaps_and_revert_can_undo() {
         let r = Router::new(up("v1"), up("v2"));
         r.set_weight(Weight::FULL);
-        let p = r.promote();
+        let p = r.promote(None);
         assert_eq!((p.weight, p.promoted, p.stable.version.as_str()), (Weight::ZERO, true, "v2"));
-        assert_eq!(r.promote(), p, "promoting twice changes nothing");
+        assert_eq!(r.promote(None), p, "promoting twice changes nothing");
         let back = r.revert(true);
         assert_eq!((back.weight, back.promoted, back.stable.version.as_str()), (Weight::ZERO, false, "v1"));
         r.set_weight(Weight::new(30).expect("weight"));
         assert_eq!(r.revert(false).stable.version, "v1");
+    }
+
+    #[test]
+    fn promoting_a_named_version_swaps_only_while_the_canary_side_serves_it() {
+        let r = Router::new(up("v1"), up("v2"));
+        assert_eq!(r.promote(Some("v2")).stable.version, "v2");
+        assert_eq!(r.promote(Some("v2")).stable.version, "v2", "a retry changes nothing");
+        // The next rollout goes from v2 back to v1 through the same router.
+        let again = r.promote(Some("v1"));
+        assert_eq!((again.stable.version.as_str(), again.canary.version.as_str(), again.promoted), ("v1", "v2", true));
+        assert_eq!(r.promote(Some("v3")).stable.version, "v1", "a version neither side serves changes nothing");
     }
 }

@@ -12,11 +12,15 @@ use super::{LiveSide, LiveStats, Routing, Traffic, TrafficError};
 use crate::domain::spec::Target;
 use crate::ports::env::{req_str, AdapterEnv, AdapterError};
 use crate::ports::local_router::{Route, StatsReport};
+use crate::ports::preflight::{Check, Verdict};
 
 /// Client of one local router.
 pub struct LocalRouter {
     base: String,
     http: reqwest::Client,
+    /// The versions the spec moves traffic from and to.
+    stable: String,
+    canary: String,
 }
 
 /// Builds the adapter from `target.router.settings.url`.
@@ -25,7 +29,12 @@ pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, Adap
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(AdapterError::Config { provider: "local".into(), message: format!("url '{url}' is not an http(s) URL") });
     }
-    Ok(Arc::new(LocalRouter { base: url.trim_end_matches('/').to_string(), http: env.http.clone() }))
+    Ok(Arc::new(LocalRouter {
+        base: url.trim_end_matches('/').to_string(),
+        http: env.http.clone(),
+        stable: target.stable.version.clone(),
+        canary: target.canary.version.clone(),
+    }))
 }
 
 impl LocalRouter {
@@ -42,11 +51,33 @@ impl LocalRouter {
     async fn read(&self) -> Result<Route, TrafficError> {
         self.call(self.http.get(format!("{}/_sluice/route", self.base))).await
     }
+
+    /// A promotion swaps the router's sides, as a slot swap does, so after an
+    /// earlier rollout's the canary side serves the old version: users get
+    /// the canary's share only if it serves the version this rollout brings.
+    async fn check_sides(&self) -> Result<(), TrafficError> {
+        let route = self.read().await?;
+        if route.stable.version == self.stable && route.canary.version == self.canary {
+            return Ok(());
+        }
+        let shown = |v: &str| v.chars().filter(|c| !c.is_control()).take(64).collect::<String>();
+        Err(TrafficError::Failed(format!(
+            "the router serves {} on its stable side and {} on its canary side, where this rollout moves traffic from {} to {} \
+             (an earlier promotion swaps the sides: roll out from the version now stable, or restart the router)",
+            shown(&route.stable.version),
+            shown(&route.canary.version),
+            self.stable,
+            self.canary
+        )))
+    }
 }
 
 #[async_trait]
 impl Traffic for LocalRouter {
     async fn set_weight(&self, weight: Weight) -> Result<Weight, TrafficError> {
+        if weight != Weight::ZERO {
+            self.check_sides().await?;
+        }
         self.call(self.http.put(format!("{}/_sluice/route", self.base)).json(&json!({ "weight": weight }))).await?;
         let actual = self.read().await?.weight;
         if actual != weight {
@@ -56,9 +87,10 @@ impl Traffic for LocalRouter {
     }
 
     async fn promote(&self, _since: DateTime<Utc>) -> Result<(), TrafficError> {
-        let route = self.call(self.http.post(format!("{}/_sluice/promote", self.base))).await?;
-        if !route.promoted {
-            return Err(TrafficError::Failed("the router did not promote".into()));
+        let url = format!("{}/_sluice/promote", self.base);
+        let route = self.call(self.http.post(url).json(&json!({ "version": self.canary }))).await?;
+        if route.stable.version != self.canary {
+            return Err(TrafficError::Failed(format!("the router did not promote {}", self.canary)));
         }
         Ok(())
     }
@@ -72,6 +104,20 @@ impl Traffic for LocalRouter {
     async fn current(&self) -> Result<Routing, TrafficError> {
         let r = self.read().await?;
         Ok(Routing { weight: r.weight, promoted: r.promoted })
+    }
+
+    async fn preflight(&self) -> Vec<Check> {
+        let readable = super::routing_readable(self.current().await);
+        if readable.verdict != Verdict::Ok {
+            return vec![readable];
+        }
+        let sides = match self.check_sides().await {
+            Ok(()) => {
+                Check::ok("router", "versions", format!("stable side {}, canary side {}, as the spec says", self.stable, self.canary))
+            }
+            Err(e) => Check::blocker("router", "versions", e.to_string()),
+        };
+        vec![readable, sides]
     }
 
     async fn live(&self) -> Option<LiveStats> {
