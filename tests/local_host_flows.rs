@@ -135,9 +135,15 @@ async fn the_report_counts_one_failure_caught_at_20(url: &str) {
         "the trend: one rollback this week: {table}"
     );
     let buckets = json["trend"]["buckets"].as_array().cloned().unwrap_or_default();
-    assert_eq!((json["trend"]["bucketDays"].as_u64(), buckets.len()), (Some(1), 7), "seven days, a bucket a day: {json}");
+    // Seven days back from now, by calendar day: the first day's part, six whole days and today.
+    assert_eq!((json["trend"]["bucketDays"].as_u64(), buckets.len()), (Some(1), 8), "a bucket a calendar day: {json}");
     let failed: Vec<u64> = buckets.iter().filter_map(|b| b["failed"].as_u64()).collect();
     assert_eq!((failed.iter().sum::<u64>(), failed.last().copied()), (1, Some(1)), "today's bucket holds the rollback: {json}");
+    let today = Utc::now().format("%Y-%m-%d").to_string();
+    assert!(
+        buckets.last().and_then(|b| b["from"].as_str()).is_some_and(|d| d.starts_with(&today)),
+        "today's bucket is dated today: {json}"
+    );
     let other: Value = serde_json::from_str(&report(&["--json", "--service", "payments"])).expect("JSON");
     assert_eq!((other["services"].as_array().map(Vec::len), other["overall"]["failed"].as_u64()), (Some(0), Some(0)), "{other}");
 }

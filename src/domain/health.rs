@@ -369,7 +369,8 @@ pub struct Report {
 pub struct Trend {
     /// Days each bucket spans.
     pub bucket_days: u32,
-    /// From the period's start, each `bucket_days` long (the last may be shorter).
+    /// From midnight (UTC) of the period's first day, each `bucket_days`
+    /// long, so a day's bucket is that calendar day and carries its date.
     pub buckets: Vec<Bucket>,
 }
 
@@ -396,12 +397,14 @@ impl Trend {
             _ => 30,
         };
         let span = i64::from(bucket_days) * 86_400;
-        let count = usize::try_from((period + span - 1) / span).unwrap_or(1).max(1);
+        let start = from.date_naive().and_time(chrono::NaiveTime::MIN).and_utc();
+        let covered = (to - start).num_seconds().max(1);
+        let count = usize::try_from((covered + span - 1) / span).unwrap_or(1).max(1);
         let mut buckets: Vec<Bucket> =
-            (0..count).map(|i| Bucket { from: from + chrono::TimeDelta::seconds(span * i as i64), ..Bucket::default() }).collect();
+            (0..count).map(|i| Bucket { from: start + chrono::TimeDelta::seconds(span * i as i64), ..Bucket::default() }).collect();
         for f in facts {
             let Some(at) = f.finished_at else { continue };
-            let i = usize::try_from((at - from).num_seconds() / span).unwrap_or(0).min(count - 1);
+            let i = usize::try_from((at - start).num_seconds() / span).unwrap_or(0).min(count - 1);
             let Some(b) = buckets.get_mut(i) else { continue };
             match f.phase {
                 Phase::Succeeded => b.deployments += 1,

@@ -156,11 +156,18 @@ fn the_trend_counts_finished_rollouts_by_day_or_week_of_finishing() {
         facts("orders", Phase::Progressing, None),
     ];
     rollouts[2].finished_at = Some(t(day + 9));
+    // t(0) is 08:00 UTC: the days are calendar days, the first from midnight.
+    let midnight = t(-8 * 3600);
+    assert_eq!(midnight.format("%H:%M").to_string(), "00:00");
     let week = report(&rollouts, t(0), t(7 * day), None).trend;
     assert_eq!(week.bucket_days, 1);
     let counts: Vec<(u64, u64, u64)> = week.buckets.iter().map(|b| (b.deployments, b.failed, b.aborted)).collect();
-    assert_eq!(counts, [(1, 0, 0), (1, 1, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 1)]);
-    assert_eq!(week.buckets[1].from, t(day), "each bucket starts a day after the one before");
+    assert_eq!(counts, [(1, 0, 0), (1, 1, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 1), (0, 0, 0)]);
+    assert_eq!((week.buckets[0].from, week.buckets[1].from), (midnight, midnight + TimeDelta::days(1)), "a bucket a calendar day");
+    // A rollout finishing at 07:00 on the last day is under that day's date, not the day before.
+    let last_morning = report(&[facts("orders", Phase::Succeeded, Some(7 * day - 3600))], t(0), t(7 * day), None).trend;
+    let bucket = last_morning.buckets.iter().find(|b| b.deployments == 1).expect("counted");
+    assert_eq!(bucket.from.date_naive(), t(7 * day - 3600).date_naive());
     let month = report(&rollouts, t(0), t(30 * day), None).trend;
     assert_eq!((month.bucket_days, month.buckets.len()), (7, 5), "30 days: four weeks and two days");
     assert_eq!((month.buckets[0].deployments, month.buckets[0].failed, month.buckets[0].aborted), (2, 1, 1));
