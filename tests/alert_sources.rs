@@ -5,7 +5,7 @@
 //! webhook — parsed, mapped to rollouts by the documented rules, and
 //! answered 202 through the webhook with every alert recorded.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -7,9 +7,9 @@
 //! ahead of the state, so a crash never loses it). Budget: 1 send per step,
 //! at most 2.5 transactions per step on average, 3 per step, and 4 for at
 //! most one late wake-up that does two steps' work. The figures are printed
-//! (`cargo test --release --test azure_costs -- --nocapture`).
+//! (`cargo test --release --test suite -- azure_costs --nocapture`).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

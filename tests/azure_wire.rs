@@ -4,7 +4,7 @@
 //! identity and client credentials), Log Analytics / Application Insights
 //! queries, Azure Monitor metrics, and the HTTP probe.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -6,7 +6,7 @@
 //! the rollback, one message per phase change, a failing channel that never
 //! blocks a rollout, and secrets that never reach logs, history or errors.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;

@@ -3,7 +3,7 @@
 //! engine's own feedback never comes off the queue, refusals are typed, and
 //! nothing from outside can panic a handler or keep a message locked.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! with `--token`, sent as `Authorization: Bearer` next to the function key,
 //! and never printed.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -3,20 +3,17 @@
 //! emulator, and Service Bus against a wire-level fake that checks every
 //! request. Each case gets a fresh adapter.
 
-mod common;
-mod router_fakes;
-mod conformance {
-    pub mod queue_cases;
-    pub mod router_cases;
-    pub mod store_cases;
-}
+use crate::common;
+use crate::router_fakes;
+pub mod queue_cases;
+pub mod router_cases;
+pub mod store_cases;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::azurite::Azurite;
 use common::servicebus_fake::FakeServiceBus;
-use conformance::{queue_cases, store_cases};
 use sluice::ports::queue::embedded::EmbeddedQueue;
 use sluice::ports::queue::servicebus::{ServiceBusConnection, ServiceBusQueue};
 use sluice::ports::queue::Queue;
@@ -149,7 +146,7 @@ macro_rules! router_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let (router, fake) = router_fakes::router_and_fake($kind).await;
-                conformance::router_cases::$case(router, fake).await;
+                crate::conformance::router_cases::$case(router, fake).await;
             }
         )*
     };

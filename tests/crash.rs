@@ -5,7 +5,7 @@
 //! nothing may be left half-done, and no transition, action or backlog issue
 //! may happen twice. `CRASH_SEED` replays a run's kill schedule.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

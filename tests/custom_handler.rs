@@ -2,7 +2,7 @@
 //! invocation envelope in every documented form, forwarded and enveloped
 //! HTTP, error semantics, configuration, and the deployment package.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

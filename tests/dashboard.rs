@@ -7,7 +7,7 @@
 //! `target/dashboard-shots/`. A missing Chromium or playwright-core fails
 //! the test: `scripts/test` installs both.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! settings, the store and the queue. Each failure is a blocker listed
 //! first, and nothing is ever written.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -4,7 +4,7 @@
 //! those check that bad input is refused; these check that well-formed
 //! input from the wrong place, or text made to deceive, achieves nothing.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Whole flows through the local host: real HTTP, the real router in front
 //! of two real sample apps, real load, the embedded store and queue.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

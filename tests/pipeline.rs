@@ -5,7 +5,7 @@
 //! a smoke test failing mid-rollout, the gate — plus the Service Bus start
 //! and the GitHub deployment statuses against wire-level fakes.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -631,6 +631,10 @@ async fn an_agentless_azure_pipelines_job_is_answered_when_the_rollout_ends() {
     // A rollout a person aborts fails its task; Azure DevOps away at that
     // moment is tried again by the timer, and answered once it is back.
     *status.lock().expect("status") = 503;
+    // The first rollout's promotion left v2 on the router's stable side: the next ones go from v2.
+    let mut spec = spec;
+    spec["target"]["stable"]["version"] = json!("v2");
+    spec["target"]["canary"]["version"] = json!("v1");
     let second = rig.start_rollout(&spec).await;
     rig.wait_phase(&second, "AwaitingApproval").await;
     let third = "81153303-347e-5f06-a6a1-ce2102bd68eb";

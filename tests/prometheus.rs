@@ -3,7 +3,7 @@
 //! canary's error ratio fires, a real Alertmanager posts its webhook to
 //! `/api/alerts`, and Sluice rolls back.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

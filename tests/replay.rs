@@ -6,7 +6,7 @@
 //! And the same against the local router's own counters, live traffic with
 //! a fault switched on at a known second.
 
-mod common;
+use crate::common;
 
 use std::fmt::Write as _;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! Killing `sluice up` (SIGKILL) at arbitrary points and starting it again
 //! resumes the rollout from its saved state: nothing lost, nothing done twice.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -8,7 +8,7 @@
 //! and the store exactly as it was. `ROBUSTNESS_CASES` sets the cases per
 //! entry point (default 128).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

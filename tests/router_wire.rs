@@ -2,8 +2,7 @@
 //! the same wire-level fakes: the exact bodies written, what a router refuses
 //! and says, the caveats it reports, and the order of a rollback's writes.
 
-mod common;
-mod router_fakes;
+use crate::router_fakes;
 
 use chrono::Utc;
 use serde_json::{json, Value};

@@ -2,7 +2,7 @@
 //! records them: paths, the SAS signature (recomputed by the fake),
 //! `BrokerProperties`, and settlement on the lock URL the broker returned.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! leaves wave 1 promoted, an alert during the bake between waves, and
 //! `sluice up` killed mid-release and started again.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -26,6 +26,10 @@ pub struct Route {
     pub weight: Weight,
     /// Whether the upstreams were swapped by a promotion.
     pub promoted: bool,
+    /// The promotion that last swapped them, by the time it was first
+    /// asked for (Unix ms, the caller's clock): the same one retried is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<i64>,
     /// The stable upstream.
     pub stable: Upstream,
     /// The canary upstream.

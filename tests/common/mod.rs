@@ -1,8 +1,6 @@
 //! A test rig: two sample API versions behind the local router, optional
 //! load, and the local host — all on loopback, all real.
 
-#![allow(dead_code)]
-
 pub mod azurite;
 pub mod prom;
 pub mod recorder;

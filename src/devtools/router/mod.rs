@@ -63,7 +63,7 @@ impl Router {
     pub fn new(stable: Upstream, canary: Upstream) -> Arc<Router> {
         let client = reqwest::Client::builder().pool_max_idle_per_host(64).timeout(Duration::from_secs(30)).build().unwrap_or_default();
         Arc::new(Router {
-            route: RwLock::new(Route { weight: Weight::ZERO, promoted: false, stable, canary }),
+            route: RwLock::new(Route { weight: Weight::ZERO, promoted: false, promotion: None, stable, canary }),
             changed_at: RwLock::new(Instant::now()),
             counter: AtomicU64::new(0),
             stats: Stats::default(),
@@ -107,20 +107,20 @@ impl Router {
     }
 
     /// Swaps the upstreams (the canary becomes stable), like a slot swap.
-    /// Naming the version makes it idempotent across rollouts: the sides
-    /// swap only while the canary side serves it, so a retry, whose version
-    /// is already stable, changes nothing, and a later rollout's promotion
-    /// (of the version the first one left on the canary side) swaps again.
-    /// Unnamed, it swaps once: until a revert undoes it.
-    pub fn promote(&self, version: Option<&str>) -> Route {
+    /// A promotion named by when it was first asked for (`sinceMs`) swaps
+    /// once however often it is retried, and a later rollout's, named
+    /// otherwise, swaps again; no clocks are compared. Unnamed, it swaps
+    /// once, until a revert undoes it.
+    pub fn promote(&self, since_ms: Option<i64>) -> Route {
         self.update(|r| {
-            let swap = match version {
-                Some(v) => r.canary.version == v,
+            let swap = match since_ms {
+                Some(since) => r.promotion != Some(since),
                 None => !r.promoted,
             };
             if swap {
                 std::mem::swap(&mut r.stable, &mut r.canary);
                 r.promoted = true;
+                r.promotion = since_ms;
             }
             r.weight = Weight::ZERO;
         })
@@ -132,6 +132,7 @@ impl Router {
             if undo_promotion && r.promoted {
                 std::mem::swap(&mut r.stable, &mut r.canary);
                 r.promoted = false;
+                r.promotion = None;
             }
             r.weight = Weight::ZERO;
         })
@@ -350,10 +351,10 @@ async fn put_route(State(router): State<Arc<Router>>, body: Bytes) -> Response {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct PromoteBody {
-    /// The version to make stable.
-    version: Option<String>,
+    /// When this promotion was first asked for (Unix ms).
+    since_ms: Option<i64>,
 }
 
 async fn promote(State(router): State<Arc<Router>>, body: Bytes) -> Response {
@@ -362,10 +363,10 @@ async fn promote(State(router): State<Arc<Router>>, body: Bytes) -> Response {
     } else {
         match serde_json::from_slice(&body) {
             Ok(b) => b,
-            Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("body: expected {{\"version\": \"…\"}}: {e}")),
+            Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("body: expected {{\"sinceMs\": …}}: {e}")),
         }
     };
-    Json(router.promote(parsed.version.as_deref())).into_response()
+    Json(router.promote(parsed.since_ms)).into_response()
 }
 
 #[derive(Deserialize, Default)]
@@ -490,13 +491,12 @@ mod tests {
     }
 
     #[test]
-    fn promoting_a_named_version_swaps_only_while_the_canary_side_serves_it() {
+    fn a_promotion_retried_swaps_once_and_a_later_one_swaps_again() {
         let r = Router::new(up("v1"), up("v2"));
-        assert_eq!(r.promote(Some("v2")).stable.version, "v2");
-        assert_eq!(r.promote(Some("v2")).stable.version, "v2", "a retry changes nothing");
-        // The next rollout goes from v2 back to v1 through the same router.
-        let again = r.promote(Some("v1"));
+        assert_eq!(r.promote(Some(1_000)).stable.version, "v2");
+        assert_eq!(r.promote(Some(1_000)).stable.version, "v2", "the same promotion retried changes nothing");
+        // The next rollout's promotion goes from v2 back to v1 through the same router.
+        let again = r.promote(Some(2_000));
         assert_eq!((again.stable.version.as_str(), again.canary.version.as_str(), again.promoted), ("v1", "v2", true));
-        assert_eq!(r.promote(Some("v3")).stable.version, "v1", "a version neither side serves changes nothing");
     }
 }

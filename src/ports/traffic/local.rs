@@ -53,11 +53,15 @@ impl LocalRouter {
     }
 
     /// A promotion swaps the router's sides, as a slot swap does, so after an
-    /// earlier rollout's the canary side serves the old version: users get
-    /// the canary's share only if it serves the version this rollout brings.
+    /// earlier rollout's the canary side serves the old version. The sides'
+    /// labels are the router's own (`--canary v2=URL`), not always the
+    /// spec's (a pipeline's build number): only sides labelled the other way
+    /// round are refused, so the canary's share never goes to the version
+    /// this rollout moves users away from.
     async fn check_sides(&self) -> Result<(), TrafficError> {
         let route = self.read().await?;
-        if route.stable.version == self.stable && route.canary.version == self.canary {
+        let swapped = self.stable != self.canary && (route.canary.version == self.stable || route.stable.version == self.canary);
+        if !swapped {
             return Ok(());
         }
         let shown = |v: &str| v.chars().filter(|c| !c.is_control()).take(64).collect::<String>();
@@ -86,11 +90,12 @@ impl Traffic for LocalRouter {
         Ok(actual)
     }
 
-    async fn promote(&self, _since: DateTime<Utc>) -> Result<(), TrafficError> {
+    async fn promote(&self, since: DateTime<Utc>) -> Result<(), TrafficError> {
         let url = format!("{}/_sluice/promote", self.base);
-        let route = self.call(self.http.post(url).json(&json!({ "version": self.canary }))).await?;
-        if route.stable.version != self.canary {
-            return Err(TrafficError::Failed(format!("the router did not promote {}", self.canary)));
+        let since = since.timestamp_millis();
+        let route = self.call(self.http.post(url).json(&json!({ "sinceMs": since }))).await?;
+        if route.promotion != Some(since) {
+            return Err(TrafficError::Failed("the router did not promote".into()));
         }
         Ok(())
     }
@@ -112,9 +117,11 @@ impl Traffic for LocalRouter {
             return vec![readable];
         }
         let sides = match self.check_sides().await {
-            Ok(()) => {
-                Check::ok("router", "versions", format!("stable side {}, canary side {}, as the spec says", self.stable, self.canary))
-            }
+            Ok(()) => Check::ok(
+                "router",
+                "versions",
+                format!("the canary side does not serve {}, the version the spec moves users from", self.stable),
+            ),
             Err(e) => Check::blocker("router", "versions", e.to_string()),
         };
         vec![readable, sides]
