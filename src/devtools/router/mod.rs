@@ -357,16 +357,19 @@ struct PromoteBody {
     since_ms: Option<i64>,
 }
 
+/// An optional JSON body: empty is the default.
+fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, String> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| format!("body: {e}"))
+}
+
 async fn promote(State(router): State<Arc<Router>>, body: Bytes) -> Response {
-    let parsed: PromoteBody = if body.is_empty() {
-        PromoteBody::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("body: expected {{\"sinceMs\": …}}: {e}")),
-        }
-    };
-    Json(router.promote(parsed.since_ms)).into_response()
+    match optional_body::<PromoteBody>(&body) {
+        Ok(b) => Json(router.promote(b.since_ms)).into_response(),
+        Err(why) => error_response(StatusCode::BAD_REQUEST, &why),
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -377,15 +380,10 @@ struct RevertBody {
 }
 
 async fn revert(State(router): State<Arc<Router>>, body: Bytes) -> Response {
-    let parsed: RevertBody = if body.is_empty() {
-        RevertBody::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("body: {e}")),
-        }
-    };
-    Json(router.revert(parsed.undo_promotion)).into_response()
+    match optional_body::<RevertBody>(&body) {
+        Ok(b) => Json(router.revert(b.undo_promotion)).into_response(),
+        Err(why) => error_response(StatusCode::BAD_REQUEST, &why),
+    }
 }
 
 #[derive(Deserialize)]
