@@ -14,19 +14,29 @@
 //!   [`domain::spec`] (the spec and its validation), [`domain::rollout`]
 //!   (the plan, analysis judge and the state machine
 //!   `decide(state, event, now) -> (state', commands)`, one file per event
-//!   family), [`domain::pipeline_wait`] (an Azure Pipelines agentless task
-//!   waiting on a rollout) and [`domain::backoff`]. No I/O, no clock.
+//!   family), [`domain::release`] (one version across waves: its spec and
+//!   reducer), [`domain::stats`] (the statistical judges),
+//!   [`domain::health`] (release health and the metrics exposition, from
+//!   rollouts' states), [`domain::pipeline_wait`] (an Azure Pipelines
+//!   agentless task waiting on a rollout), [`domain::alert_keys`] (the names
+//!   an alert may use for a target, as index keys), [`domain::format`] (a
+//!   stored state's format), [`domain::bounded`] and [`domain::redact`]
+//!   (outside text cut to size, credentials scrubbed out of it) and
+//!   [`domain::backoff`]. No I/O, no clock.
 //! - [`ports`] — one folder per port (trait in `mod.rs`, adapters beside it,
 //!   one registry line each): [`ports::store`], [`ports::queue`],
 //!   [`ports::traffic`], [`ports::metrics`], [`ports::backlog`],
 //!   [`ports::notify`], the alert sources [`ports::alerts`] and the time
 //!   [`ports::clock`]; with what adapters share ([`ports::env`],
 //!   [`ports::reach`] — where credentials may go, [`ports::azure`],
-//!   [`ports::registry`], [`ports::local_router`]) and
+//!   [`ports::github`], [`ports::registry`], [`ports::local_router`]),
+//!   [`ports::preflight`] (what `sluice doctor` reports) and
 //!   [`ports::azure_pipelines`] (answering a waiting pipeline task).
 //! - [`shell`] — the application shell: [`shell::engine`] (load → decide →
-//!   effects → save), [`shell::messages`] (the step-message wire format) and
-//!   [`shell::config`] (app settings).
+//!   effects → save), [`shell::messages`] (the step-message wire format),
+//!   [`shell::config`] (app settings), [`shell::doctor`] (gathers the
+//!   ports' preflight findings) and [`shell::replay`] (a spec's analysis
+//!   over a past window).
 //! - [`functions`] — the handlers, one per `functions/<name>/function.json`,
 //!   thin: parse the input at the edge, call the engine, answer.
 //! - [`host`] — the two ways handlers are driven: the local host (`sluice
@@ -48,3 +58,25 @@ pub mod functions;
 pub mod host;
 pub mod ports;
 pub mod shell;
+
+#[cfg(test)]
+mod layout {
+    /// The map above stays true: it names every module of `src/` and of the
+    /// layers it details.
+    #[test]
+    fn the_layout_names_every_module() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let read = |file: &str| std::fs::read_to_string(src.join(file)).expect("a source file");
+        let declared = |text: &str| -> Vec<String> {
+            text.lines().filter_map(|l| l.trim().strip_prefix("pub mod ")?.strip_suffix(';').map(str::to_string)).collect()
+        };
+        let lib = read("lib.rs");
+        let map: String = lib.lines().take_while(|l| l.starts_with("//!")).collect();
+        let mut missing: Vec<String> = declared(&lib).into_iter().filter(|m| !map.contains(&format!("[`{m}`]"))).collect();
+        for layer in ["domain", "ports", "shell"] {
+            let names = declared(&read(&format!("{layer}/mod.rs"))).into_iter().map(|m| format!("{layer}::{m}"));
+            missing.extend(names.filter(|m| !map.contains(&format!("[`{m}`]"))));
+        }
+        assert!(missing.is_empty(), "src/lib.rs's layout does not name {missing:?}");
+    }
+}

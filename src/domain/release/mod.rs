@@ -250,11 +250,6 @@ impl Release {
         (release, first)
     }
 
-    /// Every target's rollout id, wave by wave.
-    pub fn rollout_ids(&self) -> impl Iterator<Item = &RolloutId> {
-        self.runs.iter().flatten().map(|r| &r.rollout)
-    }
-
     /// Whether nothing is left to do: terminal, every rollout finished, the
     /// issue filed and every revert made.
     pub fn settled(&self) -> bool {

@@ -143,9 +143,4 @@ impl BacklogState {
             _ => None,
         }
     }
-
-    /// Whether a backlog call is still to be made (the timer keeps visiting).
-    pub fn has_work(&self) -> bool {
-        self.attempt().is_some()
-    }
 }

@@ -453,16 +453,6 @@ impl Rollout {
         Some(widened.unwrap_or(plan.interval_ms).min(since_start))
     }
 
-    /// Whether a measurement is still wanted (so a stale one is not even taken).
-    pub fn wants_measurement(&self, key: &MeasurementKey) -> bool {
-        !self.phase.is_terminal()
-            && self.runs.iter().any(|r| {
-                r.id == key.run
-                    && r.status == RunStatus::Running
-                    && r.metrics.iter().any(|m| m.name == key.metric && m.status == RunStatus::Running && m.next_index == key.index)
-            })
-    }
-
     /// Measurements due at or before `now`.
     pub fn due_measurements(&self, now: DateTime<Utc>) -> Vec<MeasurementKey> {
         let mut keys = Vec::new();
