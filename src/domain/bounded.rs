@@ -21,6 +21,17 @@ pub fn cap(text: &str, max: usize) -> String {
     kept
 }
 
+/// `text` in at most `max` characters, the last an ellipsis when it was
+/// cut: for a title or a card field whose length a service limits.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut kept: String = text.chars().take(max.saturating_sub(1)).collect();
+    kept.push('…');
+    kept
+}
+
 /// [`cap`] in place.
 pub fn cap_in_place(text: &mut String, max: usize) {
     if text.chars().count() > max {
@@ -43,5 +54,6 @@ mod tests {
         let mut s = "x".repeat(10);
         cap_in_place(&mut s, 4);
         assert_eq!(s, "xxxx… [cut: 6 more characters]");
+        assert_eq!((clip("héllo", 5), clip("héllo wörld", 5), clip("ab", 0)), ("héllo".into(), "héll…".into(), "…".into()));
     }
 }

@@ -178,11 +178,7 @@ fn describe_context(signal: &str, ctx: &Value) -> (Option<String>, Option<String
     }
 }
 
+/// On one line, in at most `max` characters.
 fn shorten(s: &str, max: usize) -> String {
-    let one_line = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.chars().count() > max {
-        one_line.chars().take(max).collect::<String>() + "…"
-    } else {
-        one_line
-    }
+    crate::domain::bounded::clip(&s.split_whitespace().collect::<Vec<_>>().join(" "), max)
 }

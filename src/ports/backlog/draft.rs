@@ -4,7 +4,9 @@
 use chrono::{DateTime, Utc};
 
 use super::doc::{code, strong, text, Block, Doc, Span};
+use super::TITLE_CHARS;
 use super::{marker, CommentDraft, IssueDraft};
+use crate::domain::bounded::clip;
 use crate::domain::rollout::{Evidence, HistoryEntry, PipelineFailure, Reported, Rollout, Verdict};
 use crate::domain::spec::Target;
 
@@ -14,10 +16,7 @@ const TIMELINE_ROWS: usize = 40;
 /// The issue for a failed rollout.
 pub fn draft(rollout: &Rollout, history: &[HistoryEntry], evidence: &Evidence, public_url: &str) -> IssueDraft {
     let t = &rollout.spec.target;
-    let mut title = format!("Rollout of {} {} rolled back: {}", t.name, t.canary.version, evidence.headline());
-    if title.chars().count() > 120 {
-        title = title.chars().take(119).collect::<String>() + "…";
-    }
+    let title = clip(&format!("Rollout of {} {} rolled back: {}", t.name, t.canary.version, evidence.headline()), TITLE_CHARS);
     let mut body = failure_report(rollout, history, evidence, public_url);
     body.push(Block::Marker(marker(&rollout.id)));
     body.push(Block::Marker(super::failure_marker(&rollout.id)));
@@ -284,10 +283,7 @@ fn pipeline_section(failure: &PipelineFailure) -> Doc {
 /// fail (a build, deploy or smoke test): keyed by the release's rollout id,
 /// so the rollout, if it runs and fails later, finds it instead of opening another.
 pub fn release_failure(release: &str, target: &Target, failure: &PipelineFailure, now: DateTime<Utc>) -> IssueDraft {
-    let mut title = format!("Release of {} {} failed: stage '{}'", target.name, target.canary.version, failure.stage);
-    if title.chars().count() > 120 {
-        title = title.chars().take(119).collect::<String>() + "…";
-    }
+    let title = clip(&format!("Release of {} {} failed: stage '{}'", target.name, target.canary.version, failure.stage), TITLE_CHARS);
     let mut body = Doc::default();
     body.push(Block::Heading("What happened".into()));
     body.push(Block::Para(vec![

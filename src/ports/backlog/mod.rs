@@ -98,6 +98,9 @@ pub fn build(provider: &str, settings: &Settings, env: &AdapterEnv) -> Result<Ar
     lookup("backlog", PROVIDERS, provider)?(settings, env)
 }
 
+/// Most characters of an issue title (a list shows about this many).
+pub const TITLE_CHARS: usize = 120;
+
 /// How long before its rollout a release's earlier failure report may have opened its issue.
 pub const RELEASE_LOOKBACK: chrono::TimeDelta = chrono::TimeDelta::days(1);
 

@@ -3,6 +3,8 @@
 
 use super::doc::{code, strong, text, Block, Doc, Span};
 use super::IssueDraft;
+use super::TITLE_CHARS;
+use crate::domain::bounded::clip;
 use crate::domain::release::{EarlierWaves, Release};
 
 /// How far back an issue of this release may have been opened.
@@ -15,13 +17,11 @@ pub fn release_halted(release: &Release, public_url: &str) -> IssueDraft {
     let failure = release.failure.as_ref();
     let wave_name = failure.and_then(|f| spec.waves.get(f.wave)).map(|w| w.name.as_str()).unwrap_or("?");
     let target = failure.and_then(|f| f.target.clone());
-    let mut title = match &target {
+    let title = match &target {
         Some(t) => format!("Release of {} {} halted: {t} failed in wave {wave_name}", spec.name, spec.version),
         None => format!("Release of {} {} halted at wave {wave_name}", spec.name, spec.version),
     };
-    if title.chars().count() > 120 {
-        title = title.chars().take(119).collect::<String>() + "…";
-    }
+    let title = clip(&title, TITLE_CHARS);
     let mut body = Doc::default();
     body.push(Block::Heading("What happened".into()));
     body.push(Block::Para(vec![

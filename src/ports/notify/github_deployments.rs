@@ -29,6 +29,7 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::{Notification, Notifier, NotifyError};
+use crate::domain::bounded::clip;
 use crate::domain::rollout::NotifyKind;
 use crate::ports::backlog::call;
 use crate::ports::env::{opt_str, AdapterEnv, AdapterError, Settings};
@@ -98,7 +99,7 @@ impl GitHubDeployments {
         let body = json!({
             "ref": git_ref,
             "environment": environment,
-            "description": clip(&format!("Sluice rollout {}: {} → {}", n.rollout_id, n.stable_version, n.canary_version)),
+            "description": clip(&format!("Sluice rollout {}: {} → {}", n.rollout_id, n.stable_version, n.canary_version), DESCRIPTION_MAX),
             "auto_merge": false,
             "required_contexts": [],
             "payload": {"sluiceRollout": n.rollout_id, "stable": n.stable_version, "canary": n.canary_version},
@@ -135,7 +136,7 @@ impl GitHubDeployments {
                     .await
                     .map_err(failed)?;
             if statuses.pointer("/0/state").and_then(Value::as_str) == Some("success") {
-                let description = clip(&format!("replaced by {} (Sluice rollout {})", n.canary_version, n.rollout_id));
+                let description = clip(&format!("replaced by {} (Sluice rollout {})", n.canary_version, n.rollout_id), DESCRIPTION_MAX);
                 self.post_status(id, &json!({"state": "inactive", "description": description})).await?;
             }
         }
@@ -143,19 +144,12 @@ impl GitHubDeployments {
     }
 }
 
-fn clip(s: &str) -> String {
-    if s.chars().count() <= DESCRIPTION_MAX {
-        return s.to_string();
-    }
-    s.chars().take(DESCRIPTION_MAX - 1).collect::<String>() + "…"
-}
-
 #[async_trait]
 impl Notifier for GitHubDeployments {
     async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
         let environment = self.environment(n);
         let deployment = self.deployment(n, &environment).await?;
-        let mut status = json!({"state": state_of(n.kind), "description": clip(&n.title), "auto_inactive": false});
+        let mut status = json!({"state": state_of(n.kind), "description": clip(&n.title, DESCRIPTION_MAX), "auto_inactive": false});
         if let Some((_, url)) = super::web_links(n).find(|(name, _)| name == "Timeline") {
             status["log_url"] = json!(url);
         }

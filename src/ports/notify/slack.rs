@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::{post_json, web_links, webhook_url, Notification, Notifier, NotifyError};
+use crate::domain::bounded::clip;
 use crate::domain::rollout::NotifyKind;
 use crate::ports::env::{AdapterEnv, AdapterError, Settings};
 
@@ -27,14 +28,6 @@ pub fn build(settings: &Settings, env: &AdapterEnv) -> Result<Arc<dyn Notifier>,
 /// Escapes text for Slack's mrkdwn (only these three are control characters).
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
-fn clip(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        s.chars().take(max - 1).collect::<String>() + "…"
-    }
 }
 
 /// The message: header, text, facts as fields, commands, link buttons, context.
