@@ -79,4 +79,44 @@ mod layout {
         }
         assert!(missing.is_empty(), "src/lib.rs's layout does not name {missing:?}");
     }
+
+    /// Dependencies point inwards: no code of a layer names a layer below it
+    /// in the map (doc comments and tests may point anywhere).
+    #[test]
+    fn no_layer_reaches_below_itself() {
+        let order = ["domain", "ports", "shell", "functions", "host", "cli", "devtools"];
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut reaches = Vec::new();
+        for (i, layer) in order.iter().enumerate() {
+            for file in rust_files(&src.join(layer)) {
+                if file.file_name().is_some_and(|n| n == "tests.rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&file).expect("a source file");
+                // Tests may use any layer to build their world.
+                let code = text.lines().enumerate().take_while(|(_, l)| l.trim() != "#[cfg(test)]");
+                for (n, line) in code.filter(|(_, l)| !l.trim_start().starts_with("//")) {
+                    for below in &order[i + 1..] {
+                        if line.contains(&format!("crate::{below}::")) {
+                            reaches.push(format!("{}:{}: {layer} names {below}", file.display(), n + 1));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(reaches.is_empty(), "{}", reaches.join("\n"));
+    }
+
+    fn rust_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                files.extend(rust_files(&path));
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+        files
+    }
 }

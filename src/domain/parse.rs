@@ -4,6 +4,18 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+/// What kind of JSON value this is, in words, for "expected …, found …" errors.
+pub fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// A field of the wrong type, value or presence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]

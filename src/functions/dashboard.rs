@@ -17,6 +17,10 @@ const SIGNED_IN: &str = "{{SIGNED_IN}}";
 /// Where the page learns a local `sluice up`'s write token (its host passes it; empty elsewhere).
 const LOCAL_TOKEN: &str = "{{LOCAL_TOKEN}}";
 
+/// The header the local host hands the page its token in (the host replaces
+/// any copy a client sends).
+pub const PAGE_TOKEN_HEADER: &str = "x-sluice-page-token";
+
 /// Serves the page, naming who its buttons act as: App Service
 /// authentication's signed-in principal in Azure, or locally the user
 /// `sluice up --as` signs requests in as. The page then sends only that
@@ -28,7 +32,7 @@ pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiErro
     let header = if app.require_principal { PRINCIPAL_HEADER } else { "x-sluice-user" };
     let who = req.header(header).and_then(|name| crate::domain::ids::Actor::parse(name).ok());
     let who = who.map(|a| html_escape(a.as_str())).unwrap_or_default();
-    let token = req.header(crate::host::local::PAGE_TOKEN_HEADER).map(html_escape).unwrap_or_default();
+    let token = req.header(PAGE_TOKEN_HEADER).map(html_escape).unwrap_or_default();
     let mut page = HttpResponse::html(PAGE.replacen(SIGNED_IN, &who, 1).replacen(LOCAL_TOKEN, &token, 1));
     page.headers.extend(protective_headers());
     Ok(page)

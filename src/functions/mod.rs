@@ -225,14 +225,4 @@ pub async fn invoke_timer(app: &App, name: &str, past_due: bool) -> Result<Value
     guarded(name, work, |text| Err(HandlerError::Transient(format!("the handler panicked: {text}")))).await
 }
 
-/// What kind of JSON value this is, in words, for "expected …, found …" errors.
-pub fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
+pub use crate::domain::parse::json_kind;

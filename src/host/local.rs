@@ -60,8 +60,7 @@ pub struct LocalConfig {
 
 /// The header a write to the local host carries its token in.
 pub const LOCAL_TOKEN_HEADER: &str = "x-sluice-local-token";
-/// The header the local host hands the dashboard its token in (any copy a client sends is replaced).
-pub const PAGE_TOKEN_HEADER: &str = "x-sluice-page-token";
+pub use crate::functions::dashboard::PAGE_TOKEN_HEADER;
 
 /// A running local host.
 pub struct RunningHost {

@@ -63,7 +63,7 @@ pub fn parse(body: &Value) -> Result<Payload, PayloadError> {
         Some(other) => {
             return Err(PayloadError {
                 field: "schemaId".into(),
-                message: format!("expected a string, found {}", crate::functions::json_kind(other)),
+                message: format!("expected a string, found {}", crate::domain::parse::json_kind(other)),
             })
         }
     }
@@ -72,7 +72,7 @@ pub fn parse(body: &Value) -> Result<Payload, PayloadError> {
         Some(other) => {
             return Err(PayloadError {
                 field: "data".into(),
-                message: format!("expected an object, found {}", crate::functions::json_kind(other)),
+                message: format!("expected an object, found {}", crate::domain::parse::json_kind(other)),
             })
         }
         None => return Err(PayloadError { field: "data".into(), message: "required object is missing".into() }),
