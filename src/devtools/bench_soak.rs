@@ -173,7 +173,7 @@ async fn run(
     while started.elapsed() < options.duration {
         tokio::time::sleep(options.every.min(options.duration.saturating_sub(started.elapsed())).max(Duration::from_millis(100))).await;
         let minutes = started.elapsed().as_secs_f64() / 60.0;
-        let mut values = sample(&server, dir, azurite, &client, &calls).await;
+        let mut values = sample(&server, dir, azurite, &calls).await;
         if let Some(store) = &control {
             values.push(point_read(store.as_ref()).await);
             values.push(partition_query(store.as_ref()).await);
@@ -255,7 +255,7 @@ async fn partition_query(store: &dyn crate::ports::store::Store) -> f64 {
     }
 }
 
-async fn sample(server: &Server, dir: &Path, azurite: Option<&Azurite>, client: &Client, calls: &Calls) -> Vec<f64> {
+async fn sample(server: &Server, dir: &Path, azurite: Option<&Azurite>, calls: &Calls) -> Vec<f64> {
     let mib = |path: &Path| std::fs::metadata(path).map(|m| m.len() as f64 / 1_048_576.0).unwrap_or(0.0);
     let pid = server.pid();
     let rss = pid.and_then(rss_mib).unwrap_or(0.0);
@@ -285,12 +285,22 @@ async fn sample(server: &Server, dir: &Path, azurite: Option<&Azurite>, client: 
     let report = timed("/api/report?since=5m").await;
     let list = timed("/api/rollouts?limit=50").await;
     let worker_calls = summarise(calls.take());
-    let stored = client
-        .report("3650d", None)
-        .await
-        .map(|r| r["overall"]["finished"].as_f64().unwrap_or(0.0) + r["overall"]["active"].as_f64().unwrap_or(0.0))
-        .unwrap_or(f64::NAN);
+    let stored = match http.get(format!("{}/api/metrics", server.url)).send().await {
+        Ok(answer) => answer.text().await.map_or(f64::NAN, |text| stored_in(&text)),
+        Err(_) => f64::NAN,
+    };
     vec![rss, anonymous, files, store, log, metrics, report, list, worker_calls.p50_ms, worker_calls.p99_ms, stored]
+}
+
+/// The rollouts the store holds, from the metrics exposition: a scrape
+/// reads no state, where a report over all time would read every one (and
+/// the soak would measure its own reading).
+fn stored_in(exposition: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with("sluice_rollouts_active{") || l.starts_with("sluice_rollouts_finished_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 fn progress_line(minutes: f64, v: &[f64], done: usize) -> String {
@@ -491,6 +501,13 @@ pub fn text(report: &SoakReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rollouts_stored_are_read_from_the_exposition() {
+        let text = "# TYPE sluice_rollouts_active gauge\nsluice_rollouts_active{service=\"a\",phase=\"Paused\"} 2\n\
+                    sluice_rollouts_finished_total{service=\"a\",outcome=\"succeeded\"} 40\nsluice_rollbacks_total{service=\"a\",cause=\"alert\"} 9\n";
+        assert_eq!(stored_in(text), 42.0);
+    }
 
     #[test]
     fn the_slope_is_per_hour_and_flat_is_zero() {
