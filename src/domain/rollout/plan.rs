@@ -112,6 +112,32 @@ pub struct MetricPlan {
 }
 
 impl MetricPlan {
+    /// A threshold check Sluice runs of its own (the error budget, the
+    /// rollback check): one query, measured at once, no judge or baseline,
+    /// and no failure, error or inconclusive result allowed unless set after.
+    fn check(name: &str, source: (&str, &str, &BTreeMap<String, Value>), condition: Condition, interval_ms: u64, count: u32) -> MetricPlan {
+        let (provider, query, settings) = source;
+        MetricPlan {
+            name: name.into(),
+            provider: provider.into(),
+            query: query.into(),
+            settings: settings.clone(),
+            condition: Some(condition),
+            judge: None,
+            interval_ms,
+            count: Some(count),
+            initial_delay_ms: 0,
+            failure_limit: 0,
+            consecutive_failure_limit: None,
+            consecutive_error_limit: 0,
+            inconclusive_limit: 0,
+            min_samples: None,
+            sample_query: None,
+            baseline: None,
+            max_soak_ms: None,
+        }
+    }
+
     /// The rule in words: the condition, or the judge's.
     pub fn rule(&self) -> String {
         match (&self.judge, &self.condition) {
@@ -189,47 +215,18 @@ impl Plan {
             }
             Strategy::BlueGreen(bg) => (StrategyKind::BlueGreen, c.blue_green(bg), None),
         };
-        let error_budget = spec.policy.error_budget.as_ref().map(|g| MetricPlan {
-            name: "error-budget".into(),
-            provider: g.provider.clone(),
-            query: g.query.clone(),
-            settings: g.settings.clone(),
-            condition: Some(Condition { op: crate::domain::spec::Comparison::GreaterOrEqual, threshold: g.min_remaining }),
-            judge: None,
-            interval_ms: 60_000,
-            count: Some(1),
-            initial_delay_ms: 0,
-            failure_limit: 0,
-            consecutive_failure_limit: None,
-            consecutive_error_limit: 2,
-            inconclusive_limit: 0,
-            min_samples: None,
-            sample_query: None,
-            baseline: None,
-            max_soak_ms: None,
+        let error_budget = spec.policy.error_budget.as_ref().map(|g| {
+            let condition = Condition { op: crate::domain::spec::Comparison::GreaterOrEqual, threshold: g.min_remaining };
+            let check = MetricPlan::check("error-budget", (&g.provider, &g.query, &g.settings), condition, 60_000, 1);
+            MetricPlan { consecutive_error_limit: 2, ..check }
         });
         let rollback_check = spec.policy.verify_rollback.as_ref().map(|v| {
             let attempts = v.attempts.max(1);
-            MetricPlan {
-                name: "rollback-check".into(),
-                provider: v.provider.clone(),
-                query: v.query.clone(),
-                settings: v.settings.clone(),
-                condition: Some(Condition { op: crate::domain::spec::Comparison::LessOrEqual, threshold: v.max_value }),
-                judge: None,
-                interval_ms: v.interval.ms().max(1_000),
-                count: Some(attempts),
-                initial_delay_ms: 0,
-                // Every check may fail but the last: the first pass ends it.
-                failure_limit: attempts,
-                consecutive_failure_limit: None,
-                consecutive_error_limit: attempts,
-                inconclusive_limit: attempts,
-                min_samples: None,
-                sample_query: None,
-                baseline: None,
-                max_soak_ms: None,
-            }
+            let condition = Condition { op: crate::domain::spec::Comparison::LessOrEqual, threshold: v.max_value };
+            let check =
+                MetricPlan::check("rollback-check", (&v.provider, &v.query, &v.settings), condition, v.interval.ms().max(1_000), attempts);
+            // Every check may fail but the last: the first pass ends it.
+            MetricPlan { failure_limit: attempts, consecutive_error_limit: attempts, inconclusive_limit: attempts, ..check }
         });
         if !c.problems.is_empty() {
             return Err(Problems::new(c.problems));
