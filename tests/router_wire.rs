@@ -305,3 +305,29 @@ async fn a_rollout_on_front_door_records_its_caveats_and_reverts_on_abort() {
     assert_eq!((fake.share(), fake.dark_moments()), (0, 0), "everyone back on stable, never without an origin");
     host.stop().await;
 }
+
+/// The local router's labels are outside text: a refusal of swapped sides
+/// quotes them printable and short, nobody is moved, and a revert to 0 is
+/// never held by the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_router_refuses_swapped_sides_quoting_its_labels_safely() {
+    use sluice::devtools::router::{Router, Upstream};
+    let hostile = format!("\u{1b}[31m{}", "x".repeat(10_000));
+    let side = |version: &str| Upstream { name: "side".into(), version: version.into(), url: "http://127.0.0.1:9".into() };
+    // v2 on the stable side, where the spec moves traffic from v1 to v2: an earlier promotion's swap.
+    let router = Router::new(side("v2"), side(&hostile));
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let listening = router.serve(any, any).await.expect("the router serves");
+    let t = target(json!({"provider": "local", "settings": {"url": listening.admin_url()}}));
+    let env = sluice::ports::env::AdapterEnv::with_settings(
+        std::env::temp_dir(),
+        "http://sluice.test".into(),
+        std::sync::Arc::new(|_: &str| None),
+    );
+    let adapter = sluice::ports::traffic::build(&t, &env).expect("adapter");
+    let refused = adapter.set_weight(Weight::new(5).expect("weight")).await.expect_err("swapped sides are refused").to_string();
+    assert!(!refused.contains('\u{1b}') && refused.chars().count() < 600, "{refused}");
+    assert!(refused.contains("the router serves v2 on its stable side"), "{refused}");
+    assert_eq!(router.route().weight, Weight::ZERO, "nobody moved");
+    assert_eq!(adapter.set_weight(Weight::ZERO).await.expect("a revert to 0 is not checked"), Weight::ZERO);
+}
