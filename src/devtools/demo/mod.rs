@@ -278,6 +278,25 @@ pub fn canary_alert(error_rate: f64) -> Value {
 
 /// Empties the data directory unless the run keeps earlier ones, and says how many
 /// notifications it already holds (so this run counts only its own).
+/// How long the demo waits for the backlog issue once the rollout has ended.
+const ISSUE_WAIT: Duration = Duration::from_secs(15);
+
+/// The backlog issue is opened after traffic is back on stable (a rollback waits for
+/// nothing), so the status that first says RolledBack or Halted may not name it yet:
+/// read the status again until it does, for at most `wait` ([`ISSUE_WAIT`] in the demo).
+pub(crate) async fn with_backlog_issue<F, Fut>(mut status: Value, wait: Duration, mut read: F) -> Result<Value, DemoError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Value, crate::cli::client::ClientError>>,
+{
+    let began = Instant::now();
+    while status.pointer("/backlog/issue/url").is_none() && began.elapsed() < wait {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        status = read().await?;
+    }
+    Ok(status)
+}
+
 fn prepare_data_dir(opts: &DemoOptions) -> Result<usize, DemoError> {
     if !opts.keep {
         let _ = std::fs::remove_dir_all(&opts.data_dir);
@@ -449,6 +468,11 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let totals = load.stop().await;
     let phase = terminal_phase(&final_status).unwrap_or(Phase::Aborted);
+    let final_status = if phase == Phase::RolledBack {
+        with_backlog_issue(final_status, ISSUE_WAIT, || pipeline.status(&id)).await?
+    } else {
+        final_status
+    };
     let issue =
         final_status.pointer("/backlog/issue/url").and_then(Value::as_str).and_then(|u| u.strip_prefix("file://")).map(PathBuf::from);
     let notifications = notifications_written(&opts).saturating_sub(earlier_notifications);
@@ -526,4 +550,30 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     host.stop().await;
     drop(prometheus);
     Ok(DemoReport { rollout_id: id, phase, load: totals, issue, notifications, ok: problem.is_none(), problem, seconds })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_demo_reads_the_status_again_until_it_names_the_backlog_issue() {
+        let reads = std::sync::atomic::AtomicUsize::new(0);
+        let status = with_backlog_issue(json!({"phase": "RolledBack"}), ISSUE_WAIT, || {
+            let n = reads.fetch_add(1, Ordering::Relaxed);
+            async move { Ok(if n < 2 { json!({"phase": "RolledBack"}) } else { json!({"backlog": {"issue": {"url": "file:///x.md"}}}) }) }
+        })
+        .await
+        .expect("reads");
+        assert_eq!(reads.load(Ordering::Relaxed), 3);
+        assert_eq!(status.pointer("/backlog/issue/url"), Some(&json!("file:///x.md")));
+    }
+
+    #[tokio::test]
+    async fn the_wait_for_the_backlog_issue_is_bounded() {
+        let (began, wait) = (Instant::now(), Duration::from_millis(600));
+        let status = with_backlog_issue(json!({}), wait, || async { Ok(json!({"phase": "RolledBack"})) }).await.expect("reads");
+        assert!(status.pointer("/backlog/issue/url").is_none());
+        assert!(began.elapsed() >= wait && began.elapsed() < wait * 5, "{:?}", began.elapsed());
+    }
 }

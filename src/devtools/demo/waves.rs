@@ -125,6 +125,11 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     let seconds = began.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let (east_totals, west_totals) = (east.load.stop().await, west.load.stop().await);
+    let status = if status["phase"] == "Halted" {
+        super::with_backlog_issue(status, super::ISSUE_WAIT, || pipeline.release(&id)).await?
+    } else {
+        status
+    };
     let phase_of = |w: usize| status.pointer(&format!("/waves/{w}/targets/0/phase")).and_then(Value::as_str).unwrap_or("").to_string();
     let issue: Option<PathBuf> =
         status.pointer("/backlog/issue/url").and_then(Value::as_str).and_then(|u| u.strip_prefix("file://")).map(PathBuf::from);
