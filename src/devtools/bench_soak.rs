@@ -77,6 +77,32 @@ pub struct Outcomes {
     pub errors: usize,
     /// The first failure, in words.
     pub first_error: Option<String>,
+    /// What the first stuck rollouts looked like when they were given up on.
+    pub stuck_evidence: Vec<String>,
+}
+
+/// Stuck rollouts whose evidence the report keeps.
+const STUCK_EVIDENCE: usize = 3;
+/// History rows kept per stuck rollout.
+const STUCK_HISTORY_ROWS: usize = 8;
+
+/// A stuck rollout in words: its phase, weight and the last rows of its history,
+/// so a soak that saw one says why without its (deleted) data directory.
+fn stuck_evidence(id: &str, status: &Value) -> String {
+    let rows = status["history"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let last = &rows[rows.len().saturating_sub(STUCK_HISTORY_ROWS)..];
+    let mut out = format!("{id}: {} at {}%, step {}", status["phase"], status["weight"], status["step"]);
+    for row in last {
+        out.push_str(&format!(
+            "\n    {} {} → {} {}: {}",
+            row["at"].as_str().unwrap_or(""),
+            row["from"].as_str().unwrap_or(""),
+            row["to"].as_str().unwrap_or(""),
+            row["cause"].as_str().unwrap_or(""),
+            row["summary"].as_str().unwrap_or("")
+        ));
+    }
+    out
 }
 
 /// The soak's figures.
@@ -344,7 +370,14 @@ async fn worker(w: usize, router: String, client: Client, stop: Arc<AtomicBool>,
             3 => Ending::Abort,
             _ => Ending::Finish,
         };
-        let phase = follow(w, &id, ending, &client, &calls).await;
+        let keep = |evidence: String| {
+            count(&|o| {
+                if o.stuck_evidence.len() < STUCK_EVIDENCE {
+                    o.stuck_evidence.push(evidence.clone());
+                }
+            })
+        };
+        let phase = follow(w, &id, ending, &client, &calls, keep).await;
         match phase.as_deref() {
             Some("Succeeded") => count(&|o| o.succeeded += 1),
             Some("RolledBack") => count(&|o| o.rolled_back += 1),
@@ -364,9 +397,9 @@ enum Ending {
 
 /// Polls the rollout until it ends, sending its alert or abort once it
 /// reaches its first weight; a rollout stuck past [`STUCK_AFTER`] is aborted.
-async fn follow(w: usize, id: &str, ending: Ending, client: &Client, calls: &Calls) -> Option<String> {
+async fn follow(w: usize, id: &str, ending: Ending, client: &Client, calls: &Calls, on_stuck: impl Fn(String)) -> Option<String> {
     let began = Instant::now();
-    let mut acted = false;
+    let (mut acted, mut reported) = (false, false);
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let t = Instant::now();
@@ -378,6 +411,10 @@ async fn follow(w: usize, id: &str, ending: Ending, client: &Client, calls: &Cal
         }
         let at_weight = status["weight"].as_u64().unwrap_or(0) > 0;
         let stuck = began.elapsed() > STUCK_AFTER;
+        if stuck && !reported {
+            reported = true;
+            on_stuck(stuck_evidence(id, &status));
+        }
         if (at_weight && !acted && ending != Ending::Finish) || stuck {
             acted = true;
             let t = Instant::now();
@@ -481,6 +518,9 @@ pub fn text(report: &SoakReport) -> String {
     if let Some(e) = &r.first_error {
         out.push_str(&format!("first error: {e}\n"));
     }
+    for e in &r.stuck_evidence {
+        out.push_str(&format!("stuck: {e}\n"));
+    }
     out.push('\n');
     out.push_str(&format!("{:<46}{:>10}{:>10}{:>12}{:>12}  chart\n", "", "first", "last", "slope/h", "2nd half/h"));
     for s in &report.series {
@@ -507,6 +547,18 @@ mod tests {
         let text = "# TYPE sluice_rollouts_active gauge\nsluice_rollouts_active{service=\"a\",phase=\"Paused\"} 2\n\
                     sluice_rollouts_finished_total{service=\"a\",outcome=\"succeeded\"} 40\nsluice_rollbacks_total{service=\"a\",cause=\"alert\"} 9\n";
         assert_eq!(stored_in(text), 42.0);
+    }
+
+    #[test]
+    fn a_stuck_rollout_is_described_by_its_last_history_rows() {
+        let rows: Vec<Value> = (1..=10)
+            .map(|n| json!({"at": format!("t{n}"), "from": "Progressing", "to": "Progressing", "cause": "tick", "summary": format!("row {n}")}))
+            .collect();
+        let text = stuck_evidence("r-1", &json!({"phase": "RollingBack", "weight": 20, "step": 2, "history": rows}));
+        assert!(text.starts_with("r-1: \"RollingBack\" at 20%, step 2"), "{text}");
+        assert_eq!(text.lines().count(), 1 + STUCK_HISTORY_ROWS, "{text}");
+        assert!(text.contains("row 10") && text.contains("row 3") && !text.contains("row 2\n"), "{text}");
+        assert_eq!(stuck_evidence("r-2", &json!({"phase": "Paused"})).lines().count(), 1);
     }
 
     #[test]

@@ -120,8 +120,14 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     // Whenever the log restarts from its beginning, a larger file is cut back to this.
     conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT as i64)?;
+    // The page cache is the memory a connection keeps as the file grows; its bound is written here.
+    conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)?;
     Ok(conn)
 }
+
+/// Each connection's page cache, in KiB (negative `cache_size` counts KiB, not pages).
+/// Four connections (the store, the queue and their checkpointers) hold at most 8 MiB of pages.
+pub const PAGE_CACHE_KIB: i64 = 2048;
 
 /// How long a statement waits for a lock another connection holds.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -189,6 +195,7 @@ pub(crate) fn spawn_checkpointer<T: Send + Sync + 'static>(path: &Path, owner: s
     let Ok(conn) = Connection::open(path) else { return };
     let _ = conn.busy_timeout(std::time::Duration::from_millis(100));
     let _ = conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT as i64);
+    let _ = conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB);
     let db = path.to_path_buf();
     let spawned = std::thread::Builder::new().name("sluice-checkpoint".into()).spawn(move || loop {
         std::thread::sleep(CHECKPOINT_EVERY);
@@ -928,5 +935,18 @@ impl Store for SqliteStore {
             Ok(Pruned { rollouts: rollouts.len(), releases })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_connection_bounds_its_page_cache() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = open_connection(&dir.path().join("sluice.db")).expect("opens");
+        let kib: i64 = conn.query_row("PRAGMA cache_size", [], |row| row.get(0)).expect("reads");
+        assert_eq!(kib, -PAGE_CACHE_KIB);
     }
 }
