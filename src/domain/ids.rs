@@ -192,14 +192,124 @@ text_newtype!(
     plain_name
 );
 
-text_newtype!(
-    /// Who is acting: a person's name, an email or a principal name — 1 to
-    /// 200 printable characters (any script), no control characters, trimmed.
-    Actor,
-    "actor",
-    "actor",
-    actor_text
-);
+/// Who is acting: a name shown to people (a person's name, an email, a
+/// principal name — 1 to 200 printable characters of any script, trimmed),
+/// and, when a checked token said who it is, its stable id and the groups
+/// that matter. Stored as the bare name when there is no id (every state
+/// written before tokens), else as `{"name", "id", "groups"}`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Actor {
+    name: String,
+    id: Option<String>,
+    groups: Vec<String>,
+}
+
+impl Actor {
+    /// Parses a name someone wrote (no id: it proves nothing).
+    pub fn parse(text: &str) -> Result<Self, InvalidValue> {
+        actor_text(text).map(|name| Actor { name, id: None, groups: Vec::new() }).map_err(|message| InvalidValue { what: "actor", message })
+    }
+
+    /// A caller a checked token named: shown as `name`, compared by `id`.
+    pub fn identified(name: &str, id: &str, groups: Vec<String>) -> Result<Self, InvalidValue> {
+        let id = actor_text(id).map_err(|message| InvalidValue { what: "actor id", message })?;
+        Ok(Actor { id: Some(id), groups, ..Actor::parse(name)? })
+    }
+
+    /// The name shown.
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+
+    /// The stable id, when a token gave one.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    /// The groups the caller is in, as far as they matter here.
+    pub fn groups(&self) -> &[String] {
+        &self.groups
+    }
+
+    /// The same caller: by id when both have one, else by name in any case
+    /// (`PIPELINE` is `pipeline`; UPNs are case-insensitive).
+    pub fn same_as(&self, other: &Actor) -> bool {
+        match (&self.id, &other.id) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.name.to_lowercase() == other.name.to_lowercase(),
+        }
+    }
+
+    /// Whether an approver list entry names this caller (its id, its name
+    /// in any case, or `group:<object id>` of a group it is in).
+    pub fn is_named_by(&self, entry: &str) -> bool {
+        crate::domain::access::names(entry, self.id(), &self.name, &self.groups)
+    }
+}
+
+/// How an actor is stored: a bare name, or a name with an id.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum StoredActor {
+    Name(String),
+    Identified {
+        name: String,
+        id: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        groups: Vec<String>,
+    },
+}
+
+impl Serialize for Actor {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.id {
+            None => s.serialize_str(&self.name),
+            Some(id) => StoredActor::Identified { name: self.name.clone(), id: id.clone(), groups: self.groups.clone() }.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Actor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match StoredActor::deserialize(d)? {
+            StoredActor::Name(name) => Actor::parse(&name),
+            StoredActor::Identified { name, id, groups } => Actor::identified(&name, &id, groups),
+        }
+        .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Deref for Actor {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl PartialEq<&str> for Actor {
+    fn eq(&self, other: &&str) -> bool {
+        self.name == *other
+    }
+}
+
+impl JsonSchema for Actor {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        "Actor".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        // Outside input names an actor as text; an id only ever comes from a checked token.
+        json_schema!({"type": "string", "x-sluice-format": "actor"})
+    }
+}
 
 text_newtype!(
     /// A request's idempotency key: 1 to 64 printable ASCII characters
@@ -380,6 +490,30 @@ mod tests {
             assert_eq!(RolloutId::parse(good).expect(good).as_str(), good);
         }
         assert!(RolloutId::parse(&"x".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn an_actor_without_an_id_is_stored_as_its_name_and_one_with_an_id_keeps_it() {
+        let plain = Actor::parse("alice").expect("ok");
+        assert_eq!(serde_json::to_value(&plain).expect("json"), serde_json::json!("alice"));
+        let signed = Actor::identified("alice@contoso.com", "t/oid", vec!["g1".into()]).expect("ok");
+        let json = serde_json::to_value(&signed).expect("json");
+        assert_eq!(json, serde_json::json!({"name": "alice@contoso.com", "id": "t/oid", "groups": ["g1"]}));
+        assert_eq!(serde_json::from_value::<Actor>(json).expect("back"), signed);
+        assert_eq!(serde_json::from_value::<Actor>(serde_json::json!("bob")).expect("old states"), Actor::parse("bob").expect("ok"));
+        assert!(serde_json::from_value::<Actor>(serde_json::json!({"name": "x", "id": ""})).is_err());
+    }
+
+    #[test]
+    fn the_same_actor_is_the_same_id_or_else_the_same_name_in_any_case() {
+        let a = |name: &str, id: Option<&str>| match id {
+            Some(id) => Actor::identified(name, id, vec![]).expect("ok"),
+            None => Actor::parse(name).expect("ok"),
+        };
+        assert!(a("PIPELINE", None).same_as(&a("pipeline", None)));
+        assert!(a("Alice", Some("t/1")).same_as(&a("alice smith", Some("t/1"))));
+        assert!(!a("alice", Some("t/1")).same_as(&a("alice", Some("t/2"))), "two people with one name");
+        assert!(a("alice", Some("t/1")).same_as(&a("ALICE", None)));
     }
 
     #[test]

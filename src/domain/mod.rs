@@ -2,6 +2,7 @@
 //! clock and no randomness of its own. Everything hard lives here, and
 //! everything here is unit- and property-tested.
 
+pub mod access;
 pub mod alert_keys;
 pub mod backoff;
 pub mod bounded;

@@ -269,13 +269,13 @@ impl Txn {
             return Err(conflict(format!("nothing is waiting for approval (release {})", self.r.phase.as_str())));
         }
         let Some(gate) = self.r.spec.waves[self.r.wave].approval.clone() else { return Err(conflict("this wave has no gate")) };
-        if !gate.approvers.is_empty() && !gate.approvers.iter().any(|a| a == by.as_str()) {
+        if !gate.approvers.is_empty() && !gate.approvers.iter().any(|a| by.is_named_by(a)) {
             return Err(forbidden(format!("{by} is not an allowed approver (allowed: {})", gate.approvers.join(", "))));
         }
-        if *by == self.r.created_by && !gate.allow_self_approval {
+        if by.same_as(&self.r.created_by) && !gate.allow_self_approval {
             return Err(forbidden(format!("{by} started this release and cannot approve it")));
         }
-        if self.r.approvals.iter().any(|a| a.by == *by) {
+        if self.r.approvals.iter().any(|a| a.by.same_as(by)) {
             return Err(conflict(format!("{by} has already approved")));
         }
         self.r.approvals.push(Approval { by: by.clone(), at: self.now });
@@ -293,7 +293,7 @@ impl Txn {
         }
         let gate = self.r.spec.waves[self.r.wave].approval.clone();
         if let Some(g) = gate.filter(|g| !g.approvers.is_empty()) {
-            if !g.approvers.iter().any(|a| a == by.as_str()) {
+            if !g.approvers.iter().any(|a| by.is_named_by(a)) {
                 return Err(forbidden(format!("{by} is not an allowed approver (allowed: {})", g.approvers.join(", "))));
             }
         }

@@ -343,6 +343,48 @@ fn approvals_need_distinct_allowed_people_and_not_the_initiator() {
 }
 
 #[test]
+fn approvers_are_compared_by_id_named_in_any_case_or_by_group() {
+    let person =
+        |name: &str, id: &str, groups: &[&str]| Actor::identified(name, id, groups.iter().map(|g| g.to_string()).collect()).expect("actor");
+    let mut doc = canary_doc();
+    doc["strategy"]["canary"]["steps"][3] = json!({"approval": {"approvers": ["Alice@Contoso.com", "group:0b1c"], "minApprovers": 2}});
+    let mut r = new_rollout(doc);
+    to_approval(&mut r);
+    // "CI" is whoever started it ("ci"), whatever the case.
+    assert_eq!(
+        ignored(&r, Event::Approved { by: actor("CI"), stage: None, request: None }, at(30)),
+        "CI is not an allowed approver (allowed: Alice@Contoso.com, group:0b1c)"
+    );
+    step(&mut r, Event::Approved { by: person("alice@contoso.com", "t/oid-a", &[]), stage: None, request: None }, at(31));
+    // The same person under another display name has already approved.
+    assert_eq!(
+        ignored(&r, Event::Approved { by: person("Alice Smith", "t/oid-a", &["0b1c"]), stage: None, request: None }, at(32)),
+        "Alice Smith has already approved"
+    );
+    assert_eq!(
+        ignored(&r, Event::Approved { by: person("dave@contoso.com", "t/oid-d", &["ffff"]), stage: None, request: None }, at(33)),
+        "dave@contoso.com is not an allowed approver (allowed: Alice@Contoso.com, group:0b1c)"
+    );
+    step(&mut r, Event::Approved { by: person("bob@contoso.com", "t/oid-b", &["0B1C"]), stage: None, request: None }, at(34));
+    assert_eq!(r.phase, Phase::Progressing);
+}
+
+#[test]
+fn whoever_started_a_rollout_cannot_approve_it_under_another_name() {
+    let mut doc = canary_doc();
+    doc["strategy"]["canary"]["steps"][3] = json!({"approval": {}});
+    let started_by = Actor::identified("orders pipeline", "gh#repo:contoso/orders:environment:prod", vec![]).expect("actor");
+    let (spec, plan) = validate(&doc, &names()).unwrap_or_else(|p| panic!("{p}"));
+    let mut r = Rollout::new(RolloutId::parse("r-self").expect("id"), spec, plan, started_by, t0()).0;
+    to_approval(&mut r);
+    let again = Actor::identified("someone else", "gh#repo:contoso/orders:environment:prod", vec![]).expect("actor");
+    assert_eq!(
+        ignored(&r, Event::Approved { by: again, stage: None, request: None }, at(30)),
+        "someone else started this rollout and cannot approve it"
+    );
+}
+
+#[test]
 fn approval_timeout_applies_its_policy() {
     for (policy, phase, backlog) in
         [("rollback", Phase::RolledBack, true), ("abort", Phase::Aborted, false), ("proceed", Phase::Progressing, false)]

@@ -11,13 +11,13 @@ impl Txn {
         self.not_finished()?;
         match (self.r.phase, self.r.current_stage().cloned()) {
             (Phase::AwaitingApproval, Some(Stage::Approval { gate })) => {
-                if !gate.approvers.is_empty() && !gate.approvers.iter().any(|a| a == by.as_str()) {
+                if !gate.approvers.is_empty() && !gate.approvers.iter().any(|a| by.is_named_by(a)) {
                     return self.forbid(format!("{by} is not an allowed approver (allowed: {})", gate.approvers.join(", ")));
                 }
-                if *by == self.r.created_by && !gate.allow_self_approval {
+                if by.same_as(&self.r.created_by) && !gate.allow_self_approval {
                     return self.forbid(format!("{by} started this rollout and cannot approve it"));
                 }
-                if self.r.approvals.iter().any(|a| a.by == *by) {
+                if self.r.approvals.iter().any(|a| a.by.same_as(by)) {
                     return Err(format!("{by} has already approved"));
                 }
                 self.r.approvals.push(Approval { by: by.clone(), at: self.now });
@@ -41,7 +41,7 @@ impl Txn {
         self.not_finished()?;
         match (self.r.phase, self.r.current_stage().cloned()) {
             (Phase::AwaitingApproval, Some(Stage::Approval { gate })) => {
-                if !gate.approvers.is_empty() && !gate.approvers.iter().any(|a| a == by.as_str()) {
+                if !gate.approvers.is_empty() && !gate.approvers.iter().any(|a| by.is_named_by(a)) {
                     return self.forbid(format!("{by} is not an allowed approver (allowed: {})", gate.approvers.join(", ")));
                 }
             }
