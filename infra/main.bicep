@@ -153,6 +153,9 @@ var baseSettings = [
   { name: 'ServiceBusConnection__fullyQualifiedNamespace', value: '${serviceBus.name}.servicebus.windows.net' }
   { name: 'SLUICE_ALERT_TOKEN', value: alertToken }
   { name: 'SLUICE_RETENTION_DAYS', value: string(retentionDays) }
+  // Without sign-in (authClientId) the deployment says so: the Functions key is the only check
+  // and the names callers write are taken as written; `serve` refuses to start without a choice.
+  { name: 'SLUICE_TRUST_NAMES', value: empty(authClientId) ? 'true' : 'false' }
   // Where credentials may go and which settings specs may name (src/ports/reach.rs): this cloud's
   // endpoints, the endpoints listed in credentialRules, and its specSettings (else the channel secrets' names).
   { name: 'SLUICE_AZURE_CLOUD', value: environment().name }

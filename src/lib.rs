@@ -31,7 +31,8 @@
 //!   [`ports::clock`]; with what adapters share ([`ports::env`],
 //!   [`ports::reach`] — where credentials may go, [`ports::azure`],
 //!   [`ports::github`], [`ports::registry`], [`ports::local_router`]),
-//!   [`ports::preflight`] (what `sluice doctor` reports) and
+//!   [`ports::identity`] (bearer tokens: issuers' keys, claims to a
+//!   caller with roles), [`ports::preflight`] (what `sluice doctor` reports) and
 //!   [`ports::azure_pipelines`] (answering a waiting pipeline task).
 //! - [`shell`] — the application shell: [`shell::engine`] (load → decide →
 //!   effects → save), [`shell::messages`] (the step-message wire format),

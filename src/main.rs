@@ -1065,6 +1065,7 @@ async fn up(
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         alert_token: app_config.alert_token.clone(),
         require_principal: app_config.require_principal,
+        issuers: app_config.issuers.clone(),
         public_url: app_config.public_url.clone(),
         signed_in: signed_in.clone(),
         write_token: Some(write_token),
@@ -1139,10 +1140,12 @@ async fn serve() -> anyhow::Result<ExitCode> {
         let (config, public_url) = (config.clone(), public_url.clone());
         Box::pin(async move {
             let engine = host::build_engine(&config, public_url).await?;
+            let tokens = sluice::functions::access::verifier(&config.issuers).map_err(sluice::host::HostError::Config)?;
             Ok(std::sync::Arc::new(sluice::functions::App {
                 engine,
                 alert_token: config.alert_token.clone(),
                 require_principal: config.require_principal,
+                tokens,
             }))
         })
     });

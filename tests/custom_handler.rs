@@ -53,6 +53,7 @@ async fn start_serve(extra: &[(&str, &str)]) -> Serve {
         .env("SLUICE_QUEUE", "embedded")
         .env("SLUICE_DATA_DIR", dir.path())
         .env("SLUICE_ALERT_TOKEN", TOKEN)
+        .env("SLUICE_TRUST_NAMES", "true")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -369,7 +370,7 @@ async fn a_transient_failure_answers_non_2xx_so_the_host_redelivers() {
     );
     let env = sluice::ports::env::AdapterEnv::new(dir.path().to_path_buf(), "http://x".into());
     let engine = Arc::new(sluice::shell::engine::Engine::new(Arc::new(DownStore), queue, env, Arc::new(sluice::ports::clock::SystemClock)));
-    let app = Arc::new(sluice::functions::App { engine, alert_token: None, require_principal: false });
+    let app = Arc::new(sluice::functions::App { engine, alert_token: None, require_principal: false, tokens: None });
     let settings = sluice::host::HostSettings::embedded().expect("host.json");
     let defs = sluice::host::definitions::embedded_definitions().expect("defs");
     let server = sluice::host::custom_handler::start(app, settings, defs, common::loopback(), false).await.expect("serves");
@@ -392,6 +393,7 @@ async fn serve_and_up_route_the_same_functions() {
         addr: common::loopback(),
         alert_token: None,
         require_principal: false,
+        issuers: Vec::new(),
         public_url: None,
         signed_in: None,
         write_token: None,
@@ -534,6 +536,7 @@ async fn serve_answers_get_at_once_and_writes_nothing_while_the_store_is_unreach
         .env("IDENTITY_ENDPOINT", format!("http://{hang_addr}/msi/token"))
         .env("IDENTITY_HEADER", "x")
         .env("SLUICE_ALERT_TOKEN", TOKEN)
+        .env("SLUICE_TRUST_NAMES", "true")
         .env("RUST_LOG", "warn")
         .env_remove("SLUICE_DATA_DIR")
         .stdout(Stdio::null())

@@ -126,7 +126,7 @@ async fn rig(settings: &[(&'static str, &str)]) -> Rig {
         Arc::new(sluice::ports::queue::embedded::EmbeddedQueue::open(&dir.path().join("queue.db"), Arc::new(SystemClock)).expect("queue"));
     let engine = Arc::new(Engine::new(store, queue, env, Arc::new(SystemClock)));
     // Signed in, as infra/main.bicep deploys it with authClientId.
-    Rig { fake, world, _dir: dir, app: App { engine, alert_token: None, require_principal: true } }
+    Rig { fake, world, _dir: dir, app: App { engine, alert_token: None, require_principal: true, tokens: None } }
 }
 
 impl Rig {

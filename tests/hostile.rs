@@ -72,6 +72,7 @@ async fn a_dashboard_behind_a_tunnel_acts_and_other_origins_still_cannot() {
         addr: loopback(),
         alert_token: None,
         require_principal: false,
+        issuers: Vec::new(),
         public_url: Some(format!("{public}/")),
         signed_in: None,
         write_token: None,

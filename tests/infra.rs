@@ -135,6 +135,8 @@ fn app_settings_are_read_by_the_code_hold_no_key_and_pass_its_check() {
         ("SLUICE_AZURE_DEVOPS_URLS", ""),
         // `string(retentionDays)` at the parameter's default.
         ("SLUICE_RETENTION_DAYS", "400"),
+        // `empty(authClientId) ? 'true' : 'false'` with sign-in on (WEBSITE_AUTH_ENABLED above).
+        ("SLUICE_TRUST_NAMES", "false"),
     ] {
         env.insert(k.into(), v.into());
     }

@@ -257,6 +257,7 @@ async fn a_rollout_on_front_door_records_its_caveats_and_reverts_on_abort() {
             addr: "127.0.0.1:0".parse().expect("addr"),
             alert_token: None,
             require_principal: false,
+            issuers: Vec::new(),
             public_url: None,
             signed_in: None,
             write_token: None,

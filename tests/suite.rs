@@ -20,6 +20,7 @@ mod dashboard;
 mod demo;
 mod doctor;
 mod hostile;
+mod identity;
 mod infra;
 mod local_host_flows;
 mod pipeline;

@@ -147,6 +147,7 @@ pub async fn rollback(rollouts: usize, hanging: usize, progress: impl Fn(usize))
         addr: loopback(),
         alert_token: Some("bench".into()),
         require_principal: false,
+        issuers: Vec::new(),
         public_url: None,
         signed_in: None,
         write_token: None,

@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 use super::{parse_json_body_untyped_ok, App, HttpRequest, HttpResponse, MAX_ALERT_BODY};
+use crate::domain::access::Action;
 use crate::domain::rollout::{Input, Rollout};
 use crate::ports::alerts::{self, IncomingAlert, Payload};
 use crate::ports::store::AlertRecord;
@@ -46,10 +47,23 @@ pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiErro
     if req.method != "POST" {
         return Err(ApiError::new(405, "method_not_allowed", "alerts are POSTed"));
     }
-    if let Some(expected) = &app.alert_token {
+    // An action group's secure webhook (useAadAuth) sends an Entra token with
+    // the app role ActionGroupsSecureWebhook (learn.microsoft.com/azure/azure-monitor/alerts/action-groups,
+    // "Secure webhook"); the URL token stays for senders that cannot present one.
+    let jwt = app.tokens.is_some() && super::access::bearer(&req).is_some_and(|t| t.split('.').count() == 3);
+    if jwt {
+        super::access::caller(app, &req, Action::Alert).await?;
+    } else if let Some(expected) = &app.alert_token {
         if !token_matches(expected, presented_token(&req)) {
             return Err(ApiError::new(401, "unauthorized", "missing or wrong alert token").field("token"));
         }
+    } else if app.tokens.is_some() {
+        return Err(ApiError::new(
+            401,
+            "missing_token",
+            "send the action group's Entra token (secure webhook); this Sluice has no alert URL token",
+        )
+        .field("authorization"));
     }
     let body = match parse_json_body_untyped_ok(&req, MAX_ALERT_BODY)? {
         Value::Null => return Err(ApiError::new(400, "invalid_body", "the body must be an alert payload (JSON)").field("body")),

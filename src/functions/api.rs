@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::{parse_json_body, typed, App, HttpRequest, HttpResponse, MAX_API_BODY};
+use crate::domain::access::Action;
 use crate::domain::ids::{shown, Actor, RequestId, RolloutId};
 use crate::domain::rollout::{Event, Outcome, Phase, Rollout};
 use crate::domain::spec;
@@ -36,6 +37,9 @@ const REASON_MAX: usize = 2000;
 pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let id = req.params.get("id").map(|id| RolloutId::parse(id).map_err(|e| ApiError::invalid_value("id", &e))).transpose()?;
     let action = req.params.get("action").cloned();
+    if req.method == "GET" {
+        super::access::caller(app, &req, Action::Read).await?;
+    }
     match (req.method.as_str(), id, action) {
         ("GET", None, None) => list(app, &req).await,
         ("POST", None, None) => start(app, &req).await,
@@ -66,7 +70,7 @@ pub fn summary(r: &Rollout, now: chrono::DateTime<chrono::Utc>) -> Value {
         "plan": r.plan.summary(),
         "waitingFor": r.waiting_for(now),
         "createdAt": r.created_at,
-        "createdBy": r.created_by,
+        "createdBy": r.created_by.as_str(),
         "updatedAt": r.updated_at,
         "finishedAt": r.finished_at,
         "retryOf": r.retry_of,
@@ -186,9 +190,21 @@ fn header_actor(req: &HttpRequest, header: &str) -> Result<Option<Actor>, ApiErr
     req.header(header).map(|v| Actor::parse(v).map_err(|e| ApiError::invalid_value(header, &e))).transpose()
 }
 
-/// Who is acting, in the documented order of trust. `person` marks the
-/// actions that `SLUICE_REQUIRE_PRINCIPAL` protects.
-pub(super) fn actor(app: &App, req: &HttpRequest, body_by: Option<Actor>, person: bool) -> Result<Actor, ApiError> {
+/// Who is acting, in the documented order of trust: a checked token's
+/// caller (with a role allowing `action`), else App Service's principal,
+/// else a name the caller wrote. `person` marks the actions that
+/// `SLUICE_REQUIRE_PRINCIPAL` protects.
+pub(super) async fn actor(app: &App, req: &HttpRequest, body_by: Option<Actor>, person: bool, action: Action) -> Result<Actor, ApiError> {
+    if let Some(signed) = super::access::caller(app, req, action).await? {
+        if let Some(claimed) = body_by.filter(|b| !b.same_as(&signed)) {
+            return Err(ApiError::forbidden(format!(
+                "by: '{}' is self-asserted; this Sluice acts only as the token's caller ({signed})",
+                shown(&claimed)
+            ))
+            .field("by"));
+        }
+        return Ok(signed);
+    }
     let principal = header_actor(req, PRINCIPAL_HEADER)?;
     if person && app.require_principal {
         let Some(principal) = principal else {
@@ -237,7 +253,7 @@ pub(super) fn start_request(req: &HttpRequest, what: &str) -> Result<StartReques
 
 async fn start(app: &App, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
     let request = start_request(req, "a rollout spec")?;
-    let by = actor(app, req, request.by, false)?;
+    let by = actor(app, req, request.by, false, Action::Start).await?;
     let (spec, plan) = crate::ports::registry::validate(&request.spec, &app.engine.env).map_err(|p| ApiError::invalid_spec(&p))?;
     match app.engine.create(spec.clone(), plan, &by, request.id.clone(), None).await {
         Ok(r) => Ok(created(&r, app)),
@@ -274,7 +290,8 @@ async fn act(app: &App, req: &HttpRequest, id: &RolloutId, action: &str) -> Resu
         );
     }
     let body = action_body(req)?;
-    let by = actor(app, req, body.by, true)?;
+    let needs = if matches!(action, "approve" | "reject") { Action::Approve } else { Action::Steer };
+    let by = actor(app, req, body.by, true, needs).await?;
     let request = match body.request_id {
         Some(r) => Some(r),
         None => req

@@ -92,7 +92,12 @@ impl ApiError {
         for (k, v) in &self.extra {
             body.insert(k.clone(), v.clone());
         }
-        HttpResponse::json(self.status, &Value::Object(body))
+        let mut response = HttpResponse::json(self.status, &Value::Object(body));
+        if self.status == 401 {
+            // RFC 6750: a 401 says which scheme would do.
+            response.headers.push(("www-authenticate".into(), "Bearer".into()));
+        }
+        response
     }
 }
 

@@ -42,6 +42,7 @@ fn reason(code: &str, message: String) -> Value {
 
 /// Handles one request.
 pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    super::access::caller(app, &req, crate::domain::access::Action::Read).await?;
     let (target, posted) = asked(app, &req)?;
     let newest = app.engine.store.list(&ListFilter { target: Some(target.clone()), limit: 1, ..ListFilter::default() }).await?;
     let newest = newest.into_iter().next();

@@ -2,6 +2,7 @@
 //! ↔ `src/functions/<name>.rs`), the context they share, and the
 //! transport-neutral HTTP request and response both hosts hand them.
 
+pub mod access;
 pub mod alerts;
 pub mod api;
 pub mod dashboard;
@@ -32,6 +33,8 @@ pub struct App {
     /// Whether people's actions need the identity App Service authentication
     /// sets (`X-MS-CLIENT-PRINCIPAL-NAME`); a self-asserted `by` is then refused.
     pub require_principal: bool,
+    /// The bearer tokens Sluice checks itself (`SLUICE_ENTRA_*`, `SLUICE_GITHUB_*`); `None` checks none.
+    pub tokens: Option<Arc<crate::ports::identity::Verifier>>,
 }
 
 /// Largest body the API accepts.

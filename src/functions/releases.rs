@@ -61,7 +61,7 @@ pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiErro
     if report.log.len() > LOG_MAX {
         return Err(ApiError::invalid_field("log", format!("is over {LOG_MAX} bytes; pass the end of the log")));
     }
-    let by = match actor(app, &req, report.by.clone(), false) {
+    let by = match actor(app, &req, report.by.clone(), false, crate::domain::access::Action::Steer).await {
         Ok(by) => by,
         Err(e) if e.code == "missing_identity" => Actor::parse("pipeline").map_err(|e| ApiError::invalid_value("by", &e))?,
         Err(e) => return Err(e),

@@ -51,6 +51,7 @@ fn ms_i64(ms: u64) -> i64 {
 
 /// Answers the report as JSON.
 pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    super::access::caller(app, &req, crate::domain::access::Action::Read).await?;
     if req.method != "GET" {
         return Err(ApiError::new(405, "method_not_allowed", "the report is read with GET"));
     }

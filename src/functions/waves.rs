@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::api::{actor, check_reason, object_body, start_request};
 use super::error::ApiError;
 use super::{App, HttpRequest, HttpResponse};
+use crate::domain::access::Action;
 use crate::domain::ids::{shown, Actor, RolloutId};
 use crate::domain::release::{self, Release, ReleaseEvent};
 use crate::domain::rollout::{Outcome, Refusal, RefusalKind};
@@ -21,6 +22,9 @@ const LIST_LIMIT: usize = 100;
 pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let id = req.params.get("id").map(|id| RolloutId::parse(id).map_err(|e| ApiError::invalid_value("id", &e))).transpose()?;
     let action = req.params.get("action").cloned();
+    if req.method == "GET" {
+        super::access::caller(app, &req, Action::Read).await?;
+    }
     match (req.method.as_str(), id, action) {
         ("GET", None, None) => list(app).await,
         ("POST", None, None) => start(app, &req).await,
@@ -72,12 +76,12 @@ pub fn view(r: &Release) -> Value {
         "wave": r.wave + 1,
         "waveName": r.spec.waves.get(r.wave).map(|w| w.name.clone()),
         "waves": waves,
-        "approvals": r.approvals,
+        "approvals": r.approvals.iter().map(|a| json!({"by": a.by.as_str(), "at": a.at})).collect::<Vec<_>>(),
         "onFailure": r.spec.on_failure,
         "failure": r.failure,
         "backlog": r.backlog,
         "createdAt": r.created_at,
-        "createdBy": r.created_by,
+        "createdBy": r.created_by.as_str(),
         "updatedAt": r.updated_at,
         "settled": r.settled(),
     })
@@ -119,7 +123,7 @@ async fn live_targets(app: &App, r: &Release, body: &mut Value) -> Result<(), Ap
 /// `POST waves`: the release spec itself, or `{"spec", "by", "id"}`.
 async fn start(app: &App, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
     let request = start_request(req, "a release spec")?;
-    let by = actor(app, req, request.by, false)?;
+    let by = actor(app, req, request.by, false, Action::Start).await?;
     let (spec, _) = crate::ports::registry::validate_release(&request.spec, &app.engine.env).map_err(|p| ApiError::invalid_spec(&p))?;
     let existed = match &request.id {
         Some(id) => app.engine.store.load_release(id).await?.is_some(),
@@ -153,7 +157,8 @@ async fn act(app: &App, req: &HttpRequest, id: &RolloutId, action: &str) -> Resu
     }
     let body: ActionBody = object_body(req)?;
     check_reason(&body.reason)?;
-    let by = actor(app, req, body.by, true)?;
+    let by =
+        actor(app, req, body.by, true, if action == "approve" || action == "reject" { Action::Approve } else { Action::Steer }).await?;
     if app.engine.store.load_release(id).await?.is_none() {
         return Err(no_release(id));
     }

@@ -45,6 +45,8 @@ pub struct LocalConfig {
     pub alert_token: Option<String>,
     /// People's actions need App Service authentication's principal (`SLUICE_REQUIRE_PRINCIPAL`).
     pub require_principal: bool,
+    /// The issuers whose bearer tokens the handlers check (none: names as before).
+    pub issuers: Vec<crate::ports::identity::IssuerConfig>,
     /// Base URL for links; defaults to the listening address.
     pub public_url: Option<String>,
     /// Who the browser is signed in as (`sluice up --as NAME`): the host
@@ -149,7 +151,8 @@ where
     let addr = listener.local_addr().map_err(|source| HostError::Bind { addr: config.addr.to_string(), source })?;
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let engine = make(config.data_dir.clone(), public_url).await?;
-    let app = Arc::new(App { engine, alert_token: config.alert_token.clone(), require_principal: config.require_principal });
+    let tokens = crate::functions::access::verifier(&config.issuers).map_err(HostError::Config)?;
+    let app = Arc::new(App { engine, alert_token: config.alert_token.clone(), require_principal: config.require_principal, tokens });
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 

@@ -9,6 +9,7 @@ pub mod backlog;
 pub mod clock;
 pub mod env;
 pub mod github;
+pub mod identity;
 pub mod local_router;
 pub mod metrics;
 pub mod notify;

@@ -81,6 +81,9 @@ pub struct AppConfig {
     pub public_url: Option<String>,
     /// Whether people's actions need App Service authentication's principal.
     pub require_principal: bool,
+    /// The issuers whose bearer tokens Sluice checks itself; with any, every
+    /// call but the alert webhook's URL token and `metrics` needs one.
+    pub issuers: Vec<crate::ports::identity::IssuerConfig>,
     /// How long alert records are kept (`SLUICE_ALERT_RETENTION_DAYS`).
     pub alert_retention: chrono::TimeDelta,
     /// How long finished rollouts and releases are kept (`SLUICE_RETENTION_DAYS`).
@@ -104,6 +107,9 @@ impl std::fmt::Display for ConfigProblem {
         write!(f, "{}: {}", self.setting, self.message)
     }
 }
+
+/// States that a deployment accepts the names callers write.
+pub const TRUST_NAMES: &str = "SLUICE_TRUST_NAMES";
 
 /// Every app setting Sluice reads: name, and what it is for.
 pub const SETTINGS: &[(&str, &str)] = &[
@@ -132,6 +138,13 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("SLUICE_PUBLIC_URL", "Base URL people reach Sluice at, for links in issues and messages (default `https://$WEBSITE_HOSTNAME`, else the local address)."),
     ("WEBSITE_HOSTNAME", "Set by App Service; the default public host name."),
     ("SLUICE_REQUIRE_PRINCIPAL", "`true`: approve, reject, abort, promote and retry act only as the signed-in `X-MS-CLIENT-PRINCIPAL-NAME`; a self-asserted `by`, or none, is refused with 403, and people's actions posted to the queue are refused. On by itself when App Service authentication is on (`WEBSITE_AUTH_ENABLED`); `serve` refuses it while authentication is off. Default `false`, and the header is then ignored."),
+    ("SLUICE_ENTRA_TENANT_ID", "With `SLUICE_ENTRA_CLIENT_ID`: Sluice checks Entra ID bearer tokens itself (v2.0, this tenant, RS256 by the tenant's published keys, audience the client id or `api://` it, `exp`/`nbf` within a minute). People, Azure DevOps service connections and action groups then act as the token's `oid`, with the app roles in its `roles` claim (`Sluice.Reader`, `Sluice.Operator`, `Sluice.Approver`, `Sluice.Admin`, `ActionGroupsSecureWebhook`); every call but `metrics` and the alert webhook's URL token needs a token."),
+    ("SLUICE_ENTRA_CLIENT_ID", "Sluice's app registration (a GUID): the audience of the Entra tokens it accepts. With `SLUICE_ENTRA_TENANT_ID`."),
+    ("SLUICE_ENTRA_AUTHORITY", "Entra's authority host (default `https://login.microsoftonline.com`; a sovereign cloud's, e.g. `https://login.microsoftonline.us`)."),
+    ("SLUICE_GITHUB_AUDIENCE", "With `SLUICE_GITHUB_SUBJECTS`: Sluice accepts GitHub Actions OIDC tokens requested for this audience (no stored secret in the workflow)."),
+    ("SLUICE_GITHUB_SUBJECTS", "Which workflows get which role, by the token's `sub`: `repo:contoso/orders:environment:production=Operator`, `;`-separated, `*` matches any run of characters. Reader or Operator; a pipeline never approves."),
+    ("SLUICE_GITHUB_ISSUER", "GitHub's token issuer (default `https://token.actions.githubusercontent.com`; an Enterprise's own issuer)."),
+    ("SLUICE_TRUST_NAMES", "`true`: accept the names callers write (`by`, `x-sluice-user`) with only the Functions key checked. `serve` refuses to start unless tokens (`SLUICE_ENTRA_*`, `SLUICE_GITHUB_*`), App Service authentication or this is configured."),
     ("WEBSITE_AUTH_ENABLED", "Set to `True` by App Service when its authentication is on: only then is `X-MS-CLIENT-PRINCIPAL-NAME` trusted (and required for people's actions)."),
     ("GITHUB_TOKEN", "Default app setting of the `github` backlog's token (fine-grained: Issues read and write on the repository); a spec may name another with `tokenSetting`."),
     ("AZURE_DEVOPS_PAT", "Default app setting of the `azureDevOps` backlog's PAT (Work Items read and write); a spec may name another with `patSetting`. Without one, the managed identity's Entra token is used."),
@@ -268,12 +281,26 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>, mode: Mode) -> Result<AppC
             QueueKind::Embedded
         }
     };
+    let issuers = match crate::ports::identity::settings::from_settings(get) {
+        Ok(issuers) => issuers,
+        Err(found) => {
+            for p in found {
+                problem(p.setting, p.message);
+            }
+            Vec::new()
+        }
+    };
+    let entra = issuers.iter().any(|i| matches!(i.kind, crate::ports::identity::IssuerKind::Entra { .. }));
     let alert_token = value("SLUICE_ALERT_TOKEN");
     match (&alert_token, mode) {
         (Some(t), _) if t.chars().count() < 16 => {
             problem("SLUICE_ALERT_TOKEN", format!("is {} characters long; use at least 16 random characters", t.chars().count()))
         }
-        (None, Mode::Serve) => problem("SLUICE_ALERT_TOKEN", "is not set; the alert webhook must not be open to anyone".into()),
+        // With Entra configured, action groups call with a token of their own (useAadAuth).
+        (None, Mode::Serve) if !entra => problem(
+            "SLUICE_ALERT_TOKEN",
+            "is not set; the alert webhook must not be open to anyone (or set SLUICE_ENTRA_TENANT_ID and SLUICE_ENTRA_CLIENT_ID for action groups' secure webhook)".into(),
+        ),
         _ => {}
     }
     let public_url = match value("SLUICE_PUBLIC_URL") {
@@ -323,6 +350,24 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>, mode: Mode) -> Result<AppC
         );
     }
     let require_principal = asked || platform_auth;
+    let trust_names = match value(TRUST_NAMES).map(|v| v.to_ascii_lowercase()).as_deref() {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(other) => {
+            problem(TRUST_NAMES, format!("'{}' is not true or false", crate::domain::ids::shown(other)));
+            false
+        }
+    };
+    // Fail closed: a deployment states how people's actions are authenticated.
+    if mode == Mode::Serve && issuers.is_empty() && !require_principal && !trust_names {
+        problem(
+            TRUST_NAMES,
+            "no way to authenticate who acts is configured: set SLUICE_ENTRA_TENANT_ID and SLUICE_ENTRA_CLIENT_ID (and/or \
+             SLUICE_GITHUB_AUDIENCE with SLUICE_GITHUB_SUBJECTS) so Sluice checks tokens, turn on App Service authentication, \
+             or set SLUICE_TRUST_NAMES=true to accept the names callers write (the Functions key is then the only check)"
+                .into(),
+        );
+    }
     let embedded = (value("SLUICE_STORE").is_some() && store == StoreKind::Sqlite)
         || (value("SLUICE_QUEUE").is_some() && queue == QueueKind::Embedded);
     let data_dir = match (value("SLUICE_DATA_DIR"), mode) {
@@ -344,7 +389,19 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>, mode: Mode) -> Result<AppC
     let retention = days_setting(&value, &mut problem, "SLUICE_RETENTION_DAYS", 30, crate::ports::store::DEFAULT_RETENTION);
     if problems.is_empty() {
         let metric_lines = mode == Mode::Serve;
-        Ok(AppConfig { port, store, queue, data_dir, alert_token, public_url, require_principal, alert_retention, retention, metric_lines })
+        Ok(AppConfig {
+            port,
+            store,
+            queue,
+            data_dir,
+            alert_token,
+            public_url,
+            require_principal,
+            issuers,
+            alert_retention,
+            retention,
+            metric_lines,
+        })
     } else {
         Err(problems)
     }
@@ -393,10 +450,38 @@ mod tests {
     }
 
     #[test]
+    fn serve_fails_closed_until_it_is_told_how_callers_are_authenticated() {
+        let base = [
+            ("FUNCTIONS_CUSTOMHANDLER_PORT", "8080"),
+            ("SLUICE_STORE", "table"),
+            ("SLUICE_TABLE_CONNECTION", "UseDevelopmentStorage=true"),
+            ("SLUICE_QUEUE", "servicebus"),
+            ("SLUICE_SERVICEBUS_CONNECTION", "Endpoint=sb://x/;SharedAccessKeyName=k;SharedAccessKey=v"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| from_env(&env(&[&base[..], extra].concat()), Mode::Serve);
+        let names = |r: Result<AppConfig, Vec<ConfigProblem>>| r.expect_err("refused").iter().map(|p| p.setting).collect::<Vec<_>>();
+        assert_eq!(names(with(&[("SLUICE_ALERT_TOKEN", "0123456789abcdef0123")])), [TRUST_NAMES]);
+        assert!(with(&[("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"), (TRUST_NAMES, "true")]).is_ok());
+        assert!(with(&[("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"), ("WEBSITE_AUTH_ENABLED", "True")]).is_ok());
+        // Tokens: Entra configured needs neither trusted names nor an alert URL token (action groups present one).
+        let tokens = with(&[
+            ("SLUICE_ENTRA_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47"),
+            ("SLUICE_ENTRA_CLIENT_ID", "0f4a1c2e-1111-2222-3333-444455556666"),
+        ])
+        .expect("tokens are a way");
+        assert_eq!(tokens.issuers.len(), 1);
+        assert_eq!(tokens.alert_token, None);
+        // GitHub alone still needs the alert URL token: nothing else would authenticate Azure Monitor.
+        let github =
+            [("SLUICE_GITHUB_AUDIENCE", "api://sluice"), ("SLUICE_GITHUB_SUBJECTS", "repo:contoso/orders:ref:refs/heads/main=Operator")];
+        assert_eq!(names(with(&github)), ["SLUICE_ALERT_TOKEN"]);
+    }
+
+    #[test]
     fn serve_reports_every_missing_setting_at_once() {
         let problems = from_env(&env(&[]), Mode::Serve).expect_err("incomplete");
         let names: Vec<&str> = problems.iter().map(|p| p.setting).collect();
-        assert_eq!(names, ["FUNCTIONS_CUSTOMHANDLER_PORT", "SLUICE_STORE", "SLUICE_QUEUE", "SLUICE_ALERT_TOKEN"]);
+        assert_eq!(names, ["FUNCTIONS_CUSTOMHANDLER_PORT", "SLUICE_STORE", "SLUICE_QUEUE", "SLUICE_ALERT_TOKEN", "SLUICE_TRUST_NAMES"]);
     }
 
     #[test]
@@ -408,6 +493,7 @@ mod tests {
                 ("SLUICE_STORE", "cosmos"),
                 ("SLUICE_QUEUE", "embedded"),
                 ("SLUICE_ALERT_TOKEN", secret),
+                ("SLUICE_TRUST_NAMES", "true"),
                 ("SLUICE_PUBLIC_URL", "ftp://x"),
                 ("FUNCTIONS_WORKER_RUNTIME", "node"),
             ]),
@@ -428,6 +514,7 @@ mod tests {
                 ("SLUICE_QUEUE", "servicebus"),
                 ("ServiceBusConnection", "Endpoint=sb://x.servicebus.windows.net/;SharedAccessKeyName=a;SharedAccessKey=b"),
                 ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
+                ("SLUICE_TRUST_NAMES", "true"),
             ]),
             Mode::Serve,
         )
@@ -446,6 +533,7 @@ mod tests {
                 ("SLUICE_STORE", "sqlite"),
                 ("SLUICE_QUEUE", "embedded"),
                 ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
+                ("SLUICE_TRUST_NAMES", "true"),
                 ("WEBSITE_HOSTNAME", "sluice-prod.azurewebsites.net"),
                 ("SLUICE_DATA_DIR", "/home/data/sluice"),
             ]),
@@ -462,6 +550,7 @@ mod tests {
                     ("SLUICE_STORE", "sqlite"),
                     ("SLUICE_QUEUE", "embedded"),
                     ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
+                    ("SLUICE_TRUST_NAMES", "true"),
                     ("SLUICE_DATA_DIR", "/home/data/sluice"),
                     ("SLUICE_REQUIRE_PRINCIPAL", v),
                 ]),
@@ -480,6 +569,7 @@ mod tests {
                 ("SLUICE_QUEUE", "servicebus"),
                 ("ServiceBusConnection", "Endpoint=sb://x.servicebus.windows.net/;SharedAccessKeyName=a;SharedAccessKey=b"),
                 ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
+                ("SLUICE_TRUST_NAMES", "true"),
                 ("WEBSITE_AUTH_ENABLED", "True"),
             ]),
             Mode::Serve,
@@ -497,6 +587,7 @@ mod tests {
                 ("SLUICE_QUEUE", "servicebus"),
                 ("ServiceBusConnection__fullyQualifiedNamespace", "x.servicebus.windows.net"),
                 ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
+                ("SLUICE_TRUST_NAMES", "true"),
             ]),
             Mode::Serve,
         )
@@ -514,6 +605,7 @@ mod tests {
             ("IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi"),
             ("IDENTITY_HEADER", "h"),
             ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
+            ("SLUICE_TRUST_NAMES", "true"),
         ];
         let c = from_env(&env(&identity), Mode::Serve).expect("valid");
         assert_eq!(c.queue, QueueKind::ServiceBusIdentity { namespace: "x.servicebus.windows.net".into(), queue: "rollout-steps".into() });
@@ -530,6 +622,7 @@ mod tests {
                 ("SLUICE_QUEUE", "servicebus"),
                 ("SLUICE_SERVICEBUS_LOCK_SECONDS", "0"),
                 ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
+                ("SLUICE_TRUST_NAMES", "true"),
             ]),
             Mode::Serve,
         )

@@ -2,6 +2,7 @@
 //! load, and the local host — all on loopback, all real.
 
 pub mod azurite;
+pub mod oidc;
 pub mod prom;
 pub mod recorder;
 pub mod servicebus_fake;
@@ -80,6 +81,19 @@ impl Rig {
         F: FnOnce(PathBuf, String) -> Fut,
         Fut: std::future::Future<Output = Result<Arc<Engine>, HostError>>,
     {
+        Self::start_checking(Vec::new(), make).await
+    }
+
+    /// A rig whose host checks bearer tokens of `issuers`.
+    pub async fn start_with_issuers(issuers: Vec<sluice::ports::identity::IssuerConfig>) -> Rig {
+        Self::start_checking(issuers, |dir: PathBuf, url: String| async move { local::embedded_engine(&dir, url) }).await
+    }
+
+    async fn start_checking<F, Fut>(issuers: Vec<sluice::ports::identity::IssuerConfig>, make: F) -> Rig
+    where
+        F: FnOnce(PathBuf, String) -> Fut,
+        Fut: std::future::Future<Output = Result<Arc<Engine>, HostError>>,
+    {
         let up = Upstreams::start().await;
         let dir = tempfile::tempdir().expect("tempdir");
         let host = local::start_with(
@@ -89,6 +103,7 @@ impl Rig {
                 addr: loopback(),
                 alert_token: Some(TOKEN.into()),
                 require_principal: false,
+                issuers,
                 public_url: None,
                 signed_in: None,
                 write_token: None,

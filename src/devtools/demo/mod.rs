@@ -369,6 +369,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         addr: loopback(),
         alert_token: Some(TOKEN.into()),
         require_principal: false,
+        issuers: Vec::new(),
         public_url: None,
         signed_in: None,
         write_token: None,

@@ -86,6 +86,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         addr: loopback(),
         alert_token: None,
         require_principal: false,
+        issuers: Vec::new(),
         public_url: None,
         signed_in: None,
         write_token: None,
