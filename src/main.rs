@@ -53,6 +53,10 @@ struct Remote {
     /// Sign in with this Entra bearer token (e.g. a pipeline's federated identity).
     #[arg(long, env = "SLUICE_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// In a GitHub Actions job: sign in with the job's own OIDC token for this
+    /// audience, fetched for every call (the job needs `permissions: id-token: write`).
+    #[arg(long, env = "SLUICE_GITHUB_OIDC_AUDIENCE", global = true, conflicts_with_all = ["token", "entra"])]
+    github_oidc: Option<String>,
     /// Who is acting, recorded in the history (default: your login name, else `someone`).
     /// Whoever started a rollout cannot approve it: approve as another person.
     #[arg(long = "as", env = "SLUICE_USER", global = true)]
@@ -841,10 +845,11 @@ async fn report_failure(client: &Client, id: &str, report: &serde_json::Value) -
 
 fn client(remote: &Remote) -> Client {
     let user = actor_name(remote);
-    let sign_in = match (&remote.entra, &remote.token) {
-        (Some(app), _) => SignIn::azure_cli(app),
-        (None, Some(token)) => SignIn::Token(token.clone()),
-        (None, None) => SignIn::None,
+    let sign_in = match (&remote.entra, &remote.token, &remote.github_oidc) {
+        (Some(app), _, _) => SignIn::azure_cli(app),
+        (None, Some(token), _) => SignIn::Token(token.clone()),
+        (None, None, Some(audience)) => SignIn::GitHubActions { audience: audience.clone() },
+        (None, None, None) => SignIn::None,
     };
     Client::new(&remote.url, remote.key.clone(), &user).signed_in(sign_in).with_local_token(local_token(&remote.url))
 }

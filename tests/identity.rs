@@ -232,3 +232,142 @@ async fn keys_are_fetched_once_and_an_unknown_kid_does_not_make_a_fetch_storm() 
     late["exp"] = json!(now - 61);
     assert!(matches!(verifier.verify(&idp.token(&late), now).await, Err(TokenError::Expired(_))));
 }
+
+/// GitHub's token service as the toolkit calls it: GET `$ACTIONS_ID_TOKEN_REQUEST_URL&audience=…`
+/// with the request token as a bearer; answers `{"value": token}` — a fresh one every time.
+async fn github_token_service(idp: std::sync::Arc<Provider>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::extract::{Query, State};
+    use axum::http::{HeaderMap, StatusCode};
+    type Shared = (std::sync::Arc<Provider>, std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    async fn mint(
+        State((idp, calls)): State<Shared>,
+        headers: HeaderMap,
+        Query(q): Query<std::collections::HashMap<String, String>>,
+    ) -> Result<axum::Json<Value>, StatusCode> {
+        let authorized = headers.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer job-request-token");
+        if !authorized || q.get("api-version").map(String::as_str) != Some("2.0") {
+            return Err(StatusCode::UNAUTHORIZED);
+        }
+        let mut claims = idp.github_claims("contoso/orders", "production");
+        claims["aud"] = json!(q.get("audience").cloned().unwrap_or_default());
+        calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(axum::Json(json!({"count": 1, "value": idp.token(&claims)})))
+    }
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind(common::loopback()).await.expect("bind");
+    let url = format!("http://{}/token?api-version=2.0", listener.local_addr().expect("addr"));
+    let app = axum::Router::new().route("/token", axum::routing::get(mint)).with_state((idp, calls.clone()));
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    (url, calls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_job_starts_and_follows_with_its_own_token_fetched_for_every_call() {
+    let idp = std::sync::Arc::new(Provider::start().await);
+    let rig = Rig::start_with_issuers(idp.issuers()).await;
+    let (url, calls) = github_token_service(idp.clone()).await;
+    let spec = rig.dir.path().join("rollout.json");
+    std::fs::write(&spec, rig.spec(json!([{"setWeight": 20}, {"approval": {}}])).to_string()).expect("spec written");
+    let sluice = |args: &[&str]| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .env("SLUICE_URL", rig.host.url())
+            .env("SLUICE_GITHUB_OIDC_AUDIENCE", oidc::GITHUB_AUDIENCE)
+            .env("ACTIONS_ID_TOKEN_REQUEST_URL", &url)
+            .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "job-request-token")
+            .env_remove("SLUICE_KEY")
+            .env_remove("SLUICE_TOKEN")
+            .env_remove("SLUICE_ENTRA_APP")
+            .output()
+    };
+    let out = sluice(&["start", spec.to_str().expect("utf-8"), "--id", "gh-run-1", "--json"]).await.expect("runs");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = sluice(&["watch", "gh-run-1", "--until-approval"]).await.expect("runs");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let fetched = calls.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(fetched >= 3, "a token per call (start, then each poll of the follow), got {fetched}");
+    let body = wait_phase(&rig, &idp, "gh-run-1", "AwaitingApproval").await;
+    assert_eq!(body["createdBy"], "contoso/orders (production)");
+    // Outside a job there is no token to be had, and the CLI says what to do.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["status", "gh-run-1"])
+        .env("SLUICE_URL", rig.host.url())
+        .env("SLUICE_GITHUB_OIDC_AUDIENCE", oidc::GITHUB_AUDIENCE)
+        .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL")
+        .env_remove("ACTIONS_ID_TOKEN_REQUEST_TOKEN")
+        .output()
+        .await
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("id-token: write"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn doctor_reports_which_callers_and_roles_the_deployment_accepts() {
+    let idp = Provider::start().await;
+    let rig = Rig::start_with_issuers(idp.issuers()).await;
+    let reader = idp.person("oid-reader", "rita@contoso.com", &["Sluice.Reader"]);
+    let (status, report) = post(&rig, "/api/doctor", Some(&reader), gate_spec(&rig)).await;
+    assert_eq!(status, 200, "{report}");
+    let check = report["checks"].as_array().expect("checks").iter().find(|c| c["name"] == "callers").expect("a callers check").clone();
+    let detail = check["detail"].as_str().unwrap_or("");
+    assert_eq!(check["verdict"], "ok", "{check}");
+    assert!(detail.contains(&idp.entra_issuer()) && detail.contains("Sluice.Approver"), "{detail}");
+    assert!(detail.contains("repo:contoso/orders:environment:production → Sluice.Operator"), "{detail}");
+    let (status, _) = post(&rig, "/api/doctor", None, gate_spec(&rig)).await;
+    assert_eq!(status, 401);
+}
+
+/// Whatever arrives in `Authorization` — noise, three parts of noise, or a
+/// good token with one character changed — is a 401 and changes nothing;
+/// never a 2xx, never a 5xx.
+#[test]
+fn any_authorization_header_but_a_good_token_is_a_401() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let (idp, rig, id, good) = rt.block_on(async {
+        let idp = Provider::start().await;
+        let rig = Rig::start_with_issuers(idp.issuers()).await;
+        let id = started(&rig, &idp).await;
+        let good = idp.person("oid-op", "olga@contoso.com", &["Sluice.Operator"]);
+        (idp, rig, id, good)
+    });
+    let reader = idp.person("oid-reader", "rita@contoso.com", &["Sluice.Reader"]);
+    let before = rt.block_on(history_len(&rig, &id, &reader));
+    let header = prop_oneof![
+        ".{0,300}".prop_map(|s: String| s),
+        "[A-Za-z0-9_-]{0,40}\\.[A-Za-z0-9_-]{0,400}\\.[A-Za-z0-9_-]{0,80}".prop_map(|t| format!("Bearer {t}")),
+        (0..good.len(), any::<char>()).prop_map({
+            let good = good.clone();
+            move |(at, c)| {
+                let mut chars: Vec<char> = good.chars().collect();
+                let i = at % chars.len();
+                chars[i] = if chars[i] == c { '!' } else { c };
+                format!("Bearer {}", chars.into_iter().collect::<String>())
+            }
+        }),
+    ];
+    let mut runner = TestRunner::new(Config { cases: 96, failure_persistence: None, ..Config::default() });
+    runner
+        .run(&header, |value| {
+            let (status, body) = rt.block_on(async {
+                let http = reqwest::Client::new();
+                let Ok(req) = http
+                    .post(format!("{}/api/rollouts/{id}/abort", rig.host.url()))
+                    .header("content-type", "application/json")
+                    .header("authorization", value.as_str())
+                    .body("{}")
+                    .build()
+                else {
+                    return (401, Value::Null); // not sendable as a header at all
+                };
+                let answer = http.execute(req).await.expect("answered");
+                (answer.status().as_u16(), answer.json::<Value>().await.unwrap_or(Value::Null))
+            });
+            prop_assert_eq!(status, 401, "{:?} → {}", value, body);
+            Ok(())
+        })
+        .expect("every header refused");
+    assert_eq!(rt.block_on(history_len(&rig, &id, &reader)), before, "nothing changed");
+}

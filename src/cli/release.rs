@@ -83,7 +83,7 @@ pub async fn start_on_queue(address: &QueueAddress, token: String, spec: Value, 
         crate::ports::env::http_client(),
         Arc::new(credential),
     );
-    let message = StepMessage::Start { spec, by, id: Some(id) };
+    let message = StepMessage::Start { spec, by: by.into(), id: Some(id) };
     let out = message.to_out(None);
     let message_id = out.id.clone();
     match sender.send(out).await {

@@ -1,8 +1,9 @@
-//! How the CLI signs in to a Sluice behind App Service authentication
-//! (Entra ID): a bearer token given as is (a pipeline's federated identity),
-//! or one the Azure CLI issues for the app registration. Easy Auth checks the
-//! token before the Functions host checks the function key, so a signed-in
-//! Sluice takes both. No token reaches an error or a log.
+//! How the CLI signs in to a Sluice that checks tokens (itself, or App
+//! Service authentication in front): a bearer token given as is, one the
+//! Azure CLI issues for the app registration, or, in a GitHub Actions job,
+//! the job's own OIDC token — fetched fresh for every call, so an hours-long
+//! follow never outlives its token and no secret is stored. No token
+//! reaches an error or a log.
 
 use std::sync::Arc;
 
@@ -33,6 +34,11 @@ pub enum SignIn {
         /// The last token and when it expires.
         cached: Cached,
     },
+    /// The GitHub Actions job's OIDC token for `audience`, one per call.
+    GitHubActions {
+        /// The audience Sluice accepts (`SLUICE_GITHUB_AUDIENCE` on its side).
+        audience: String,
+    },
 }
 
 impl std::fmt::Debug for SignIn {
@@ -41,6 +47,7 @@ impl std::fmt::Debug for SignIn {
             SignIn::None => f.write_str("SignIn::None"),
             SignIn::Token(_) => f.write_str("SignIn::Token(..)"),
             SignIn::AzureCli { resource, .. } => write!(f, "SignIn::AzureCli({resource})"),
+            SignIn::GitHubActions { audience } => write!(f, "SignIn::GitHubActions({audience})"),
         }
     }
 }
@@ -81,8 +88,47 @@ impl SignIn {
                 *cached = Some((token.clone(), expires));
                 Ok(Some(token))
             }
+            SignIn::GitHubActions { audience } => from_github_actions(audience).await.map(Some),
         }
     }
+}
+
+/// The job's token, as GitHub's own toolkit asks for it (actions/toolkit,
+/// `packages/core/src/oidc-utils.ts`): GET `$ACTIONS_ID_TOKEN_REQUEST_URL&audience=…`
+/// with `Authorization: Bearer $ACTIONS_ID_TOKEN_REQUEST_TOKEN`; the answer's
+/// `value` is the token. Both variables exist only in a job with `permissions: id-token: write`.
+async fn from_github_actions(audience: &str) -> Result<String, SignInError> {
+    let missing = |name: &str| {
+        SignInError(format!("{name} is not set: run in a GitHub Actions job with `permissions: id-token: write`, or pass --token"))
+    };
+    let url = std::env::var("ACTIONS_ID_TOKEN_REQUEST_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| missing("ACTIONS_ID_TOKEN_REQUEST_URL"))?;
+    let request_token = std::env::var("ACTIONS_ID_TOKEN_REQUEST_TOKEN")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| missing("ACTIONS_ID_TOKEN_REQUEST_TOKEN"))?;
+    let audience: String = form_urlencoded::byte_serialize(audience.as_bytes()).collect();
+    let answer = crate::ports::env::http_client()
+        .get(format!("{url}&audience={audience}"))
+        .bearer_auth(request_token)
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| SignInError(format!("GitHub's token service cannot be reached: {}", e.without_url())))?;
+    if !answer.status().is_success() {
+        return Err(SignInError(format!("GitHub's token service answered HTTP {}", answer.status().as_u16())));
+    }
+    #[derive(Deserialize)]
+    struct Answer {
+        value: String,
+    }
+    let token: Answer = crate::ports::env::read_json(answer).await.map_err(|e| SignInError(format!("GitHub's token service: {e}")))?;
+    if token.value.trim().is_empty() {
+        return Err(SignInError("GitHub's token service answered an empty token".into()));
+    }
+    Ok(token.value)
 }
 
 async fn from_azure_cli(resource: &str) -> Result<(String, DateTime<Utc>), SignInError> {

@@ -247,6 +247,52 @@ impl Actor {
     }
 }
 
+/// An actor as outside input names one: text only. An id comes only from a
+/// checked token, never from a body or a message, so a caller cannot write
+/// `{"name", "id"}` to pass for someone a token proved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ActorName(Actor);
+
+impl ActorName {
+    /// The actor named.
+    pub fn into_actor(self) -> Actor {
+        self.0
+    }
+}
+
+impl From<ActorName> for String {
+    fn from(name: ActorName) -> String {
+        name.0.name
+    }
+}
+
+impl From<Actor> for ActorName {
+    /// Only its name goes out.
+    fn from(actor: Actor) -> ActorName {
+        ActorName(Actor { id: None, groups: Vec::new(), ..actor })
+    }
+}
+
+impl TryFrom<String> for ActorName {
+    type Error = InvalidValue;
+    fn try_from(text: String) -> Result<Self, InvalidValue> {
+        Actor::parse(&text).map(ActorName)
+    }
+}
+
+impl JsonSchema for ActorName {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        "Actor".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "string", "x-sluice-format": "actor"})
+    }
+}
+
 /// How an actor is stored: a bare name, or a name with an id.
 #[derive(Serialize, Deserialize)]
 #[serde(untagged)]
@@ -502,6 +548,9 @@ mod tests {
         assert_eq!(serde_json::from_value::<Actor>(json).expect("back"), signed);
         assert_eq!(serde_json::from_value::<Actor>(serde_json::json!("bob")).expect("old states"), Actor::parse("bob").expect("ok"));
         assert!(serde_json::from_value::<Actor>(serde_json::json!({"name": "x", "id": ""})).is_err());
+        // Outside input names actors by text only.
+        assert!(serde_json::from_value::<ActorName>(serde_json::json!({"name": "alice", "id": "t/oid"})).is_err());
+        assert_eq!(serde_json::from_value::<ActorName>(serde_json::json!("alice")).expect("text").into_actor(), plain);
     }
 
     #[test]

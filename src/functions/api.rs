@@ -149,7 +149,7 @@ impl TryFrom<u64> for StepNumber {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ActionBody {
-    by: Option<Actor>,
+    by: Option<crate::domain::ids::ActorName>,
     #[serde(default)]
     reason: String,
     step: Option<StepNumber>,
@@ -194,7 +194,14 @@ fn header_actor(req: &HttpRequest, header: &str) -> Result<Option<Actor>, ApiErr
 /// caller (with a role allowing `action`), else App Service's principal,
 /// else a name the caller wrote. `person` marks the actions that
 /// `SLUICE_REQUIRE_PRINCIPAL` protects.
-pub(super) async fn actor(app: &App, req: &HttpRequest, body_by: Option<Actor>, person: bool, action: Action) -> Result<Actor, ApiError> {
+pub(super) async fn actor(
+    app: &App,
+    req: &HttpRequest,
+    body_by: Option<crate::domain::ids::ActorName>,
+    person: bool,
+    action: Action,
+) -> Result<Actor, ApiError> {
+    let body_by = body_by.map(crate::domain::ids::ActorName::into_actor);
     if let Some(signed) = super::access::caller(app, req, action).await? {
         if let Some(claimed) = body_by.filter(|b| !b.same_as(&signed)) {
             return Err(ApiError::forbidden(format!(
@@ -234,7 +241,7 @@ pub(super) async fn actor(app: &App, req: &HttpRequest, body_by: Option<Actor>, 
 #[serde(deny_unknown_fields)]
 pub(super) struct StartRequest {
     pub(super) spec: Value,
-    pub(super) by: Option<Actor>,
+    pub(super) by: Option<crate::domain::ids::ActorName>,
     pub(super) id: Option<RolloutId>,
 }
 

@@ -10,11 +10,34 @@ use serde_json::Value;
 use super::error::ApiError;
 use super::{parse_json_body, App, HttpRequest, HttpResponse, MAX_API_BODY};
 
+use crate::domain::access::Role;
+use crate::ports::identity::IssuerKind;
 use crate::ports::preflight::Check;
 use crate::shell::doctor;
 
-/// Whether people's actions will carry the name they signed in with.
+/// Whether people's actions will carry the name they signed in with, and
+/// which callers and roles this deployment accepts.
 fn sign_in(app: &App) -> Check {
+    if let Some(verifier) = &app.tokens {
+        let accepted: Vec<String> = verifier
+            .issuers()
+            .map(|i| match &i.kind {
+                IssuerKind::Entra { .. } => format!(
+                    "Entra ID tokens from {} for {} (people and apps by their app roles: {})",
+                    i.issuer,
+                    i.audiences.join(" or "),
+                    Role::ALL.iter().map(|r| r.value()).collect::<Vec<_>>().join(", ")
+                ),
+                IssuerKind::GitHub { rules } => format!(
+                    "GitHub Actions tokens from {} for {} ({})",
+                    i.issuer,
+                    i.audiences.join(" or "),
+                    rules.iter().map(|r| format!("{} → {}", r.pattern, r.role)).collect::<Vec<_>>().join("; ")
+                ),
+            })
+            .collect();
+        return Check::ok("sign-in", "callers", format!("Sluice checks bearer tokens itself: {}", accepted.join("; ")));
+    }
     if app.require_principal {
         Check::ok("sign-in", "people's actions", "App Service authentication is on: approvals carry the signed-in name")
     } else {

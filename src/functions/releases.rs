@@ -38,7 +38,7 @@ struct FailureReport {
     run_url: Option<String>,
     #[serde(default)]
     log: String,
-    by: Option<Actor>,
+    by: Option<crate::domain::ids::ActorName>,
     spec: Option<Value>,
     /// The Functions key, when a client puts it in the body.
     #[allow(dead_code)]

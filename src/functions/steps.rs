@@ -45,7 +45,7 @@ async fn believable(app: &App, message: StepMessage) -> Result<StepMessage, Hand
     match message {
         StepMessage::Start { spec, id, .. } => {
             let by = Actor::parse(QUEUE_ACTOR).map_err(|e| HandlerError::Permanent(e.to_string()))?;
-            Ok(StepMessage::Start { spec, by, id })
+            Ok(StepMessage::Start { spec, by: by.into(), id })
         }
         StepMessage::Event { rollout, event } => {
             let (alert_id, condition) = match &event {

@@ -11,7 +11,7 @@ use super::api::{actor, check_reason, object_body, start_request};
 use super::error::ApiError;
 use super::{App, HttpRequest, HttpResponse};
 use crate::domain::access::Action;
-use crate::domain::ids::{shown, Actor, RolloutId};
+use crate::domain::ids::{shown, RolloutId};
 use crate::domain::release::{self, Release, ReleaseEvent};
 use crate::domain::rollout::{Outcome, Refusal, RefusalKind};
 
@@ -139,7 +139,7 @@ async fn start(app: &App, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ActionBody {
-    by: Option<Actor>,
+    by: Option<crate::domain::ids::ActorName>,
     #[serde(default)]
     reason: String,
     /// The Functions key, when a client puts it in the body.

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::domain::ids::{Actor, RolloutId};
+use crate::domain::ids::RolloutId;
 use crate::domain::rollout::Input;
 use crate::ports::queue::OutMessage;
 
@@ -65,8 +65,8 @@ pub enum StepMessage {
     Start {
         /// The spec document.
         spec: Value,
-        /// Who starts it.
-        by: Actor,
+        /// Who starts it (a name: a message proves no identity).
+        by: crate::domain::ids::ActorName,
         /// A chosen rollout id, making the message idempotent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<RolloutId>,

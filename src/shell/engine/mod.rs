@@ -239,13 +239,13 @@ impl Engine {
                 let (spec, _) = crate::ports::registry::validate_release(&spec, &self.env).map_err(|p| {
                     EngineError::Invalid(format!("start message has an invalid release spec: {}", p.to_string().replace('\n', "; ")))
                 })?;
-                self.create_release(spec, &by, id).await.map(|_| ())
+                self.create_release(spec, &by.into_actor(), id).await.map(|_| ())
             }
             StepMessage::Start { spec, by, id } => {
                 let (spec, plan) = crate::ports::registry::validate(&spec, &self.env).map_err(|p| {
                     EngineError::Invalid(format!("start message has an invalid spec: {}", p.to_string().replace('\n', "; ")))
                 })?;
-                match (self.create(spec.clone(), plan, &by, id.clone(), None).await, id) {
+                match (self.create(spec.clone(), plan, &by.into_actor(), id.clone(), None).await, id) {
                     (Ok(_), _) => Ok(()),
                     // A redelivered start: make sure the rollout is started, nothing more.
                     (Err(EngineError::Store(StoreError::AlreadyExists(_))), Some(existing)) => {

@@ -14,7 +14,8 @@
 # environment (`--fill-env`), and an unset one stops the step.
 #
 # Environment: SLUICE_URL, SLUICE_KEY (function key) and/or SLUICE_TOKEN /
-# SLUICE_ENTRA_APP (App Service authentication), SLUICE_SPEC (spec file),
+# SLUICE_ENTRA_APP (Entra ID) / SLUICE_GITHUB_OIDC_AUDIENCE (the job's own
+# OIDC token, fetched per call), SLUICE_SPEC (spec file),
 # SLUICE_RELEASE (the rollout id: one per pipeline run, so a re-run is the
 # same release), SLUICE_QUEUE (optional: start through Service Bus),
 # SLUICE_STAGE, SLUICE_RUN_URL, SLUICE_LOG_FILE (report-failure).
