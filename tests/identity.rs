@@ -103,6 +103,8 @@ async fn every_bad_token_is_a_401_naming_why_and_changes_nothing() {
         ("unknown key", oidc::sign(&idp.key, &header("RS256", "no-such-key"), &good), "signing key"),
         ("another tenant", idp.token(&with("tid", json!("00000000-0000-0000-0000-000000000001"))), "'tid'"),
         ("not a JWT", "abc".to_string(), "not a JWT"),
+        // An ID token for Sluice's app (same issuer, audience and keys) is no access token.
+        ("an ID token", idp.token(&with("nonce", json!("n-0S6_WzA2Mj"))), "'idtyp'"),
     ];
     for (case, token, says) in cases {
         let (status, body) = post(&rig, &format!("/api/rollouts/{id}/abort"), Some(&token), json!({"reason": case})).await;
@@ -307,7 +309,10 @@ async fn doctor_reports_which_callers_and_roles_the_deployment_accepts() {
     let idp = Provider::start().await;
     let rig = Rig::start_with_issuers(idp.issuers()).await;
     let reader = idp.person("oid-reader", "rita@contoso.com", &["Sluice.Reader"]);
-    let (status, report) = post(&rig, "/api/doctor", Some(&reader), gate_spec(&rig)).await;
+    let (status, body) = post(&rig, "/api/doctor", Some(&reader), gate_spec(&rig)).await;
+    assert_eq!((status, body["needs"].as_str()), (403, Some("Sluice.Operator")), "the checks call peers with Sluice's identity: {body}");
+    let operator = idp.person("oid-op", "olga@contoso.com", &["Sluice.Operator"]);
+    let (status, report) = post(&rig, "/api/doctor", Some(&operator), gate_spec(&rig)).await;
     assert_eq!(status, 200, "{report}");
     let check = report["checks"].as_array().expect("checks").iter().find(|c| c["name"] == "callers").expect("a callers check").clone();
     let detail = check["detail"].as_str().unwrap_or("");
@@ -370,4 +375,45 @@ fn any_authorization_header_but_a_good_token_is_a_401() {
         })
         .expect("every header refused");
     assert_eq!(rt.block_on(history_len(&rig, &id, &reader)), before, "nothing changed");
+}
+
+/// Issuers that hang, answer too much or lie: the token is refused with the
+/// reason, in bounded time, and a hanging issuer is asked once per floor,
+/// not once per request.
+#[tokio::test]
+async fn an_issuer_that_hangs_answers_too_much_or_lies_gets_its_tokens_refused() {
+    use axum::routing::get;
+    let idp = Provider::start().await;
+    let silent = common::silent_peer().await;
+    let listener = tokio::net::TcpListener::bind(common::loopback()).await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (liar_keys, huge_base) = (format!("{}/keys", idp.base), base.clone());
+    let app = axum::Router::new()
+        // Names another issuer than the one configured (and points at real keys).
+        .route(
+            "/liar/.well-known/openid-configuration",
+            get(move || async move { axum::Json(json!({"issuer": "https://evil.example", "jwks_uri": liar_keys})) }),
+        )
+        // A discovery document of 9 MiB.
+        .route("/huge/.well-known/openid-configuration", get(|| async { "x".repeat(9 << 20) }));
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    let rules = sluice::domain::access::SubjectRule::parse_list("repo:contoso/orders:*=Operator").expect("rules");
+    let now = chrono::Utc::now().timestamp();
+    for (issuer, says) in
+        [(silent.clone(), "timed out"), (format!("{huge_base}/liar"), "names the issuer"), (format!("{huge_base}/huge"), "longer than")]
+    {
+        let verifier = Verifier::new(vec![sluice::ports::identity::IssuerConfig::github(&issuer, oidc::GITHUB_AUDIENCE, rules.clone())])
+            .expect("verifier");
+        let mut claims = idp.github_claims("contoso/orders", "production");
+        claims["iss"] = json!(issuer);
+        let token = idp.token(&claims);
+        let began = std::time::Instant::now();
+        let refused = verifier.verify(&token, now).await.expect_err("no keys, no entry");
+        assert!(matches!(&refused, TokenError::KeysUnavailable(why) if why.contains(says)), "{issuer}: {refused}");
+        assert!(began.elapsed() < sluice::ports::identity::keys::FETCH_TIMEOUT * 3, "{issuer}: bounded by the fetch timeout");
+        // Within the floor the issuer is not asked again: the refusal is at once.
+        let again = std::time::Instant::now();
+        assert!(matches!(verifier.verify(&token, now).await, Err(TokenError::KeysUnavailable(_))));
+        assert!(again.elapsed() < Duration::from_secs(1), "{issuer}: asked again within the floor");
+    }
 }

@@ -179,8 +179,13 @@ impl SubjectRule {
     pub fn parse(text: &str) -> Result<SubjectRule, String> {
         let (pattern, role) = text.rsplit_once('=').ok_or_else(|| format!("'{}' is not pattern=Role", crate::domain::ids::shown(text)))?;
         let pattern = pattern.trim();
-        if pattern.is_empty() || pattern.chars().all(|c| c == '*') {
-            return Err(format!("'{}' would match every subject; name the repository", crate::domain::ids::shown(text)));
+        // Anyone can mint a GitHub token for any audience: the owner must be written out.
+        let owner = pattern.strip_prefix("repo:").and_then(|rest| rest.split_once('/')).map(|(owner, _)| owner);
+        if !owner.is_some_and(|o| !o.is_empty() && !o.contains('*')) {
+            return Err(format!(
+                "'{}' must begin with repo:OWNER/ with the owner written out (a token of any repository on GitHub could match a wildcard)",
+                crate::domain::ids::shown(pattern)
+            ));
         }
         let role =
             Role::named(role).ok_or_else(|| format!("'{}' is not a role (Reader, Operator)", crate::domain::ids::shown(role.trim())))?;
@@ -300,6 +305,9 @@ mod tests {
     fn a_rule_must_name_a_repository_and_a_pipeline_role() {
         assert!(SubjectRule::parse("*=Operator").is_err());
         assert!(SubjectRule::parse("repo:a/b").is_err());
+        for wild in ["*:environment:production=Operator", "repo:*/orders:*=Operator", "repo:contoso*=Operator", "repo:contoso=Reader"] {
+            assert!(SubjectRule::parse(wild).expect_err(wild).contains("owner written out"), "{wild}");
+        }
         assert!(SubjectRule::parse("repo:a/b=Approver").expect_err("never an approver").contains("Reader or Operator"));
         assert!(SubjectRule::parse("repo:a/b=Boss").expect_err("no such role").contains("'Boss'"));
     }

@@ -51,7 +51,8 @@ fn sign_in(app: &App) -> Check {
 
 /// Runs the checks for the posted spec.
 pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    super::access::caller(app, &req, crate::domain::access::Action::Read).await?;
+    // The checks call the spec's peers with Sluice's own identity: an operator's call, not a reader's.
+    super::access::caller(app, &req, crate::domain::access::Action::Start).await?;
     if req.method != "POST" {
         return Err(ApiError::new(405, "method_not_allowed", "post the spec to check"));
     }

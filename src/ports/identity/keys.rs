@@ -30,7 +30,13 @@ pub struct KeySet {
 #[derive(Default)]
 struct Fetched {
     by_kid: HashMap<String, DecodingKey>,
+    /// When the keys held were fetched.
     at: Option<Instant>,
+    /// When a fetch was last tried, whatever came of it: the floor counts
+    /// from here, so an issuer that hangs is asked once per floor, not once per request.
+    tried: Option<Instant>,
+    /// Why the last try failed.
+    failed: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -60,25 +66,36 @@ impl KeySet {
         KeySet { discovery: discovery.to_string(), issuer: issuer.to_string(), keys: tokio::sync::Mutex::new(Fetched::default()) }
     }
 
-    /// The key `kid` names, fetching the set again if it is unknown (or old) and the last fetch is not too recent.
+    /// The key `kid` names, fetching the set again if it is unknown (or a
+    /// day old) and no fetch was tried within [`REFRESH_FLOOR`]. While the
+    /// issuer is down the keys held before keep working.
     pub async fn key(&self, http: &reqwest::Client, kid: &str) -> Result<DecodingKey, TokenError> {
-        let mut fetched = self.keys.lock().await;
-        let stale = fetched.at.map_or(true, |at| at.elapsed() > KEYS_MAX_AGE);
-        if !stale {
-            if let Some(key) = fetched.by_kid.get(kid) {
-                return Ok(key.clone());
-            }
+        let mut held = self.keys.lock().await;
+        let fresh = held.at.is_some_and(|at| at.elapsed() <= KEYS_MAX_AGE);
+        if let Some(key) = held.by_kid.get(kid).filter(|_| fresh) {
+            return Ok(key.clone());
         }
-        let may_fetch = fetched.at.map_or(true, |at| at.elapsed() >= REFRESH_FLOOR);
-        if may_fetch {
+        if held.tried.map_or(true, |t| t.elapsed() >= REFRESH_FLOOR) {
+            held.tried = Some(Instant::now());
             match self.fetch(http).await {
-                Ok(keys) => *fetched = Fetched { by_kid: keys, at: Some(Instant::now()) },
-                Err(why) if fetched.by_kid.is_empty() => return Err(TokenError::KeysUnavailable(why)),
-                // Keep what worked before; an outage of the issuer is not an outage of Sluice.
-                Err(why) => tracing::warn!(issuer = %self.issuer, error = %why, "signing keys could not be refreshed"),
+                Ok(keys) => {
+                    held.by_kid = keys;
+                    held.at = Some(Instant::now());
+                    held.failed = None;
+                }
+                Err(why) => {
+                    tracing::warn!(issuer = %self.issuer, error = %why, "signing keys could not be fetched");
+                    held.failed = Some(why);
+                }
             }
         }
-        fetched.by_kid.get(kid).cloned().ok_or_else(|| TokenError::UnknownKey(crate::domain::ids::shown(kid).to_string()))
+        match held.by_kid.get(kid) {
+            Some(key) => Ok(key.clone()),
+            None if held.by_kid.is_empty() => {
+                Err(TokenError::KeysUnavailable(held.failed.clone().unwrap_or_else(|| "not fetched yet".into())))
+            }
+            None => Err(TokenError::UnknownKey(crate::domain::ids::shown(kid).to_string())),
+        }
     }
 
     async fn fetch(&self, http: &reqwest::Client) -> Result<HashMap<String, DecodingKey>, String> {
@@ -120,7 +137,10 @@ pub fn check_url(url: &str) -> Result<(), String> {
 }
 
 async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: &str) -> Result<T, String> {
-    let answer = http.get(url).timeout(FETCH_TIMEOUT).send().await.map_err(|e| format!("{url}: {}", e.without_url()))?;
+    let answer = http.get(url).timeout(FETCH_TIMEOUT).send().await.map_err(|e| match e.is_timeout() {
+        true => format!("{url}: timed out after {} s", FETCH_TIMEOUT.as_secs()),
+        false => format!("{url}: {}", e.without_url()),
+    })?;
     if !answer.status().is_success() {
         return Err(format!("{url} answered HTTP {}", answer.status().as_u16()));
     }

@@ -96,6 +96,9 @@ impl IssuerConfig {
     /// (`https://login.microsoftonline.com`, or a sovereign cloud's), for
     /// Sluice's app `client_id` (audience: the client id, or `api://` and it).
     pub fn entra(authority: &str, tenant: &str, client_id: &str) -> IssuerConfig {
+        // Entra writes the tenant id in lower case in `iss`.
+        let (tenant, client_id) = (tenant.to_ascii_lowercase(), client_id.to_ascii_lowercase());
+        let (tenant, client_id) = (tenant.as_str(), client_id.as_str());
         let issuer = format!("{}/{tenant}/v2.0", authority.trim_end_matches('/'));
         IssuerConfig {
             discovery: format!("{issuer}/.well-known/openid-configuration"),
@@ -142,9 +145,10 @@ struct Claims {
     #[serde(default)]
     groups: Vec<String>,
     scp: Option<String>,
+    idtyp: Option<String>,
+    nonce: Option<String>,
     preferred_username: Option<String>,
     upn: Option<String>,
-    name: Option<String>,
     azp: Option<String>,
     appid: Option<String>,
     repository: Option<String>,
@@ -256,7 +260,12 @@ fn principal(config: &IssuerConfig, claims: Claims) -> Result<Principal, TokenEr
         IssuerKind::Entra { tenant } => {
             let tid = claims.tid.filter(|t| t.eq_ignore_ascii_case(tenant)).ok_or(TokenError::Claim("tid"))?;
             let oid = claims.oid.filter(|o| !o.trim().is_empty()).ok_or(TokenError::Claim("oid"))?;
-            // A delegated token (a person signed in) carries scopes; an app-only one does not.
+            // A delegated token (a person signed in) carries scopes; an app-only one does not,
+            // and says `idtyp: app` where that optional claim is configured. An ID token
+            // (`nonce`, or another `idtyp`) is no access token, whatever its audience.
+            if claims.nonce.is_some() || claims.idtyp.as_deref().is_some_and(|t| t != "app" && claims.scp.is_none()) {
+                return Err(TokenError::Claim("idtyp"));
+            }
             let person = claims.scp.is_some();
             let roles: BTreeSet<Role> = claims.roles.iter().filter_map(|r| Role::named(r)).collect();
             let kind = match person {
@@ -264,7 +273,9 @@ fn principal(config: &IssuerConfig, claims: Claims) -> Result<Principal, TokenEr
                 false if roles.iter().all(|r| *r == Role::AlertSender) => CallerKind::Application,
                 false => CallerKind::Pipeline,
             };
-            let name = [claims.preferred_username, claims.upn, claims.name, claims.azp, claims.appid]
+            // Shown, and matched by approver lists written as UPNs: the sign-in name, never the
+            // free-form display name (`name`), which anyone's profile may share.
+            let name = [claims.preferred_username, claims.upn, claims.azp, claims.appid]
                 .into_iter()
                 .flatten()
                 .find(|n| !n.trim().is_empty())
