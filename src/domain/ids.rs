@@ -286,10 +286,10 @@ impl JsonSchema for ActorName {
         true
     }
     fn schema_name() -> Cow<'static, str> {
-        "Actor".into()
+        Actor::schema_name()
     }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({"type": "string", "x-sluice-format": "actor"})
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        Actor::json_schema(generator)
     }
 }
 
