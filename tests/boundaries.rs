@@ -400,6 +400,36 @@ async fn a_panicking_handler_answers_500_and_its_message_comes_back() {
     assert!(rig.host.app.engine.queue.dead_letters().await.expect("dead letters").is_empty());
 }
 
+/// Sluice dies between the router's swap and the save (a panic in `save`
+/// stands in for a SIGKILL there). The approval is sent again and the
+/// promotion decided again, later: the router must take it for the same
+/// promotion, or it swaps the old version back in while the state says
+/// Succeeded (seen once in `crash`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_decided_again_after_a_crash_before_its_save_swaps_once() {
+    let store_dir = tempfile::tempdir().expect("dir");
+    let store = Arc::new(PanicOnce::open(&store_dir.path().join("s.db")));
+    let rig = rig_on(store.clone()).await;
+    let id = rig.start_rollout(&rig.spec(json!([{"setWeight": 20}, {"approval": {}}]))).await;
+    rig.wait_phase(&id, "AwaitingApproval").await;
+    let before = rig.up.router.route();
+    store.armed_save.store(true, Ordering::SeqCst);
+    let alice = rig.as_user("alice");
+    let crashed = alice.action(&id, "approve", &json!({"requestId": "approve-once"})).await;
+    assert!(format!("{crashed:?}").contains("500"), "{crashed:?}");
+    assert!(!store.armed_save.load(Ordering::SeqCst), "the save did panic");
+    let swapped = rig.up.router.route();
+    assert!(swapped.promoted && swapped.stable.version == before.canary.version, "swapped before the save: {swapped:?}");
+    let status = rig.client.status(&id).await.expect("status");
+    assert_eq!(status["phase"], "AwaitingApproval", "nothing was saved");
+    // Decided again a moment later, from the same saved state.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    alice.action(&id, "approve", &json!({"requestId": "approve-once"})).await.expect("approved");
+    rig.wait_phase(&id, "Succeeded").await;
+    let route = rig.up.router.route();
+    assert_eq!((route.promoted, &route.stable.version), (true, &before.canary.version), "swapped once: {route:?}");
+}
+
 /// The webhook's record of delivering alert `id` in `condition` to `rollout`.
 fn delivered(id: &str, condition: &str, rollout: &str) -> AlertRecord {
     AlertRecord {

@@ -278,6 +278,42 @@ async fn embedded_wakeups_supersede_later_ones_of_their_rollout() {
     assert_eq!(seen, ["r2:wake", "r1:wake:later-again"]);
 }
 
+/// A wake-up superseded before it was delivered may be sent again: a wait
+/// that moves away and back (analysis due at T, a retry due sooner, then T
+/// again) keeps its wake-up. Before, the resend was taken for a duplicate of
+/// the superseded one and nothing was queued; one soak rollout in 16 000 sat
+/// in its analysis until the timer's sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_superseded_wakeup_sent_again_is_queued_again() {
+    use chrono::{TimeDelta, Utc};
+    use sluice::ports::queue::{OutMessage, SendOutcome};
+    let (_keep, q, _) = embedded_queue().await;
+    let at = Utc::now() + TimeDelta::milliseconds(400);
+    let wake = |id: &str, at: chrono::DateTime<Utc>| OutMessage {
+        id: id.into(),
+        body: "{}".into(),
+        visible_at: Some(at),
+        slot: Some("wake:r1".into()),
+    };
+    assert_eq!(q.send(wake("r1:wake:T", at)).await.expect("send"), SendOutcome::Sent);
+    assert_eq!(q.send(wake("r1:wake:T2", at + TimeDelta::seconds(60))).await.expect("send"), SendOutcome::Sent);
+    assert_eq!(q.send(wake("r1:wake:T", at)).await.expect("send"), SendOutcome::Sent, "superseded, so not a duplicate");
+    // A message still queued is a duplicate as before.
+    assert_eq!(q.send(wake("r1:wake:T", at)).await.expect("send"), SendOutcome::Duplicate);
+    let started = std::time::Instant::now();
+    let mut seen = Vec::new();
+    while started.elapsed() < Duration::from_millis(1500) {
+        match q.receive(Duration::from_secs(5)).await.expect("receive") {
+            Some(d) => {
+                seen.push(d.id.clone());
+                q.complete(&d).await.expect("complete");
+            }
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert_eq!(seen, ["r1:wake:T"], "the wake-up for T is delivered, once");
+}
+
 /// Stores written by earlier formats load in this one. One fixture per
 /// format change (`tests/fixtures/states/format-N/`, see
 /// `sluice::domain::format`), for both stores: `sluice.db`, the embedded

@@ -108,8 +108,9 @@ pub struct PendingTraffic {
     pub attempts: u32,
     /// When the latest attempt was issued.
     pub issued_at: DateTime<Utc>,
-    /// When the first attempt was issued: a router change made since then
-    /// is this command's (so a retried slot swap is never done twice).
+    /// A router change made since then is this command's, so a retried
+    /// slot swap is never done twice: when the first attempt was issued,
+    /// or for a promotion when the rollout was created (see `first_since`).
     #[serde(default)]
     pub since: DateTime<Utc>,
     /// When it failed, if it did.
@@ -122,8 +123,8 @@ pub struct PendingTraffic {
 
 impl PendingTraffic {
     /// The first attempt at a traffic command, issued `now`.
-    pub fn first(kind: CommandKind, id: u64, now: DateTime<Utc>) -> Self {
-        PendingTraffic { kind, id, attempts: 1, issued_at: now, since: now, failed_at: None, last_error: None }
+    pub fn first(kind: CommandKind, id: u64, now: DateTime<Utc>, since: DateTime<Utc>) -> Self {
+        PendingTraffic { kind, id, attempts: 1, issued_at: now, since, failed_at: None, last_error: None }
     }
 }
 

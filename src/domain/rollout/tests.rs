@@ -155,6 +155,34 @@ fn to_approval(r: &mut Rollout) {
     assert!(d.commands.iter().any(|c| matches!(c, Command::RequestApproval { .. })));
 }
 
+/// A crash between the router's swap and the save makes the engine decide
+/// the promotion again, later, from the same saved state: the router must
+/// recognise it as the same promotion, or it swaps back.
+#[test]
+fn a_promotion_decided_again_after_a_crash_is_named_the_same() {
+    let mut paused = new_rollout(canary_doc());
+    to_approval(&mut paused);
+    step(&mut paused, Event::Approved { by: actor("alice"), stage: None, request: None }, at(30));
+    step(&mut paused, Event::Approved { by: actor("bob"), stage: None, request: None }, at(31));
+    let d = step(&mut paused, Event::TrafficConfirmed { weight: w(50) }, at(32));
+    let Command::ScheduleStep { seq, .. } = d.commands[0] else { panic!("expected a scheduled step, got {:?}", d.commands) };
+    step(&mut paused, Event::StepDue { seq }, at(42));
+    let promote = |now: i64| {
+        let mut r = paused.clone();
+        let d = step(&mut r, Event::PromoteRequested { by: actor("alice"), full: false, stage: None, request: None }, at(now));
+        let since = d.commands.iter().find_map(|c| match c {
+            Command::Promote { since, .. } => Some(*since),
+            _ => None,
+        });
+        (since, r.traffic.pending.map(|p| (p.since, p.issued_at)))
+    };
+    let (first, again) = (promote(50), promote(95));
+    assert_eq!(first.0, Some(paused.created_at), "a promotion is named by the rollout's creation");
+    assert_eq!(first.0, again.0, "decided again later, it is the same promotion");
+    assert_eq!(first.1, Some((paused.created_at, at(50))), "kept for its retries; issued when decided");
+    assert_eq!(again.1, Some((paused.created_at, at(95))));
+}
+
 #[test]
 fn a_canary_walks_every_phase_to_success() {
     let mut r = new_rollout(canary_doc());

@@ -164,6 +164,14 @@ impl Queue for EmbeddedQueue {
                 if let Some(slot) = &message.slot {
                     // Superseded: queued and not being delivered. (Not only the later ones: a resumed
                     // wait moves its wake-up later, and keeping the earlier ones is the pile-up.)
+                    // Their ids go too: a superseded wake-up was never delivered, so the same one
+                    // sent again later is new work, not a duplicate (else a wait that moves away
+                    // and back would be left with no wake-up at all until the timer's sweep).
+                    tx.prepare_cached(
+                        "DELETE FROM message_ids WHERE id IN (SELECT id FROM messages WHERE slot = ?1 AND lock_token IS NULL AND id <> ?2)",
+                    )
+                    .and_then(|mut s| s.execute(params![slot, message.id]))
+                    .map_err(unavailable)?;
                     tx.prepare_cached("DELETE FROM messages WHERE slot = ?1 AND lock_token IS NULL")
                         .and_then(|mut s| s.execute(params![slot]))
                         .map_err(unavailable)?;

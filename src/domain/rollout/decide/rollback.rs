@@ -51,8 +51,9 @@ impl Txn {
         self.note(format!("rolling back: {}", evidence.headline()));
         let id = self.next_id();
         self.r.traffic.weight = Weight::ZERO;
-        self.r.traffic.pending = Some(PendingTraffic::first(CommandKind::RevertTraffic, id, self.now));
-        self.commands.insert(0, Command::RevertTraffic { undo_promotion: self.r.traffic.promoted, id, since: self.now });
+        let since = self.first_since(CommandKind::RevertTraffic);
+        self.r.traffic.pending = Some(PendingTraffic::first(CommandKind::RevertTraffic, id, self.now, since));
+        self.commands.insert(0, Command::RevertTraffic { undo_promotion: self.r.traffic.promoted, id, since });
         self.r.failure = Some(Failure {
             at: self.now,
             stage: self.r.stage,

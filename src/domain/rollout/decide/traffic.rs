@@ -14,8 +14,21 @@ impl Txn {
     pub(super) fn issue_traffic(&mut self, kind: CommandKind, weight: Weight) {
         let id = self.next_id();
         self.r.traffic.weight = weight;
-        self.r.traffic.pending = Some(PendingTraffic::first(kind, id, self.now));
-        self.commands.push(self.traffic_command(kind, id, self.now));
+        let since = self.first_since(kind);
+        self.r.traffic.pending = Some(PendingTraffic::first(kind, id, self.now, since));
+        self.commands.push(self.traffic_command(kind, id, since));
+    }
+
+    /// What a router may take as "this command, retried": a promotion is
+    /// named by the rollout's creation, which a crash between the router's
+    /// swap and the save cannot change, so the promotion decided again on
+    /// restart finds its swap done instead of swapping back (a rollout
+    /// promotes once; its retry is a new rollout).
+    pub(super) fn first_since(&self, kind: CommandKind) -> DateTime<Utc> {
+        match kind {
+            CommandKind::Promote => self.r.created_at,
+            _ => self.now,
+        }
     }
 
     pub(super) fn traffic_command(&self, kind: CommandKind, id: u64, since: DateTime<Utc>) -> Command {
