@@ -191,3 +191,56 @@ async fn a_judged_rollback_is_drawn_against_the_judges_tolerance_with_the_observ
     let drawn_split = page["observed"][0].as_str().unwrap_or_default();
     assert!(drawn_split.contains(&format!("observed {observed:.1}%")), "the weight chart marks the observed split: {page}");
 }
+
+/// Where Sluice checks tokens, the page signs a person in by itself: to the
+/// provider's sign-in page and back with a code, traded with its PKCE
+/// verifier; an access token the API refuses as expired is refreshed once;
+/// Approve acts as the signed-in person (by their token, never a name the
+/// page writes); Sign out ends the provider's session and keeps no token.
+/// Two people sign in in turn and pass a two-person gate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_signs_people_in_with_entra_id_and_acts_with_their_tokens() {
+    let idp = common::oidc::Provider::start().await;
+    let rig = Rig::start_with_issuers(idp.issuers()).await;
+    let gate = rig.spec(json!([{"setWeight": 20}, {"approval": {"minApprovers": 2}}, {"setWeight": 50}, {"pause": {"duration": "1h"}}]));
+    let pipeline = format!("Bearer {}", idp.token(&idp.github_claims("contoso/orders", "production")));
+    let (status, body) =
+        raw(&rig.host.url(), "POST", "/api/rollouts", gate.to_string().into_bytes(), &[("authorization", &pipeline)]).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().expect("id").to_string();
+    let reader = format!("Bearer {}", idp.person("oid-rita", "rita@contoso.com", &["Sluice.Reader"]));
+    let read = || async {
+        let (status, body) = raw(&rig.host.url(), "GET", &format!("/api/rollouts/{id}"), Vec::new(), &[("authorization", &reader)]).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while read().await["phase"] != "AwaitingApproval" {
+        assert!(std::time::Instant::now() < deadline, "never at the gate");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let shots = repo_root().join("target/dashboard-shots");
+    std::fs::create_dir_all(&shots).expect("screenshot directory");
+
+    // Carol signs in; the first token the provider gives is already expired.
+    idp.browser.sign_in_as("oid-carol", "carol@contoso.com", &["Sluice.Approver"]);
+    idp.browser.expire_next.store(true, std::sync::atomic::Ordering::SeqCst);
+    let page = drive("signin", &rig.host.url(), &id, &shots).await;
+    assert_eq!(page["signedIn"], "carol@contoso.com", "{page}");
+    assert!(page["url"].as_str().is_some_and(|u| u.ends_with(&format!("/api/dashboard/{id}"))), "back on the page asked for: {page}");
+    assert!(page["approved"].as_str().is_some_and(|t| t.contains("approve by carol@contoso.com")), "{page}");
+    assert!(page["signedOut"].as_str().is_some_and(|t| t.contains("Sign in")), "{page}");
+    assert_eq!(page["tokensKept"], Value::Null, "signed out, the tab keeps no token");
+    assert_eq!(idp.browser.grants(), ["authorization_code", "refresh_token", "logout"], "one code, one refresh of the expired token");
+
+    // Dave, in a browser of his own, gives the second approval.
+    idp.browser.sign_in_as("oid-dave", "dave@contoso.com", &["Sluice.Approver"]);
+    let page = drive("signin", &rig.host.url(), &id, &shots).await;
+    assert!(page["approved"].as_str().is_some_and(|t| t.contains("approve by dave@contoso.com")), "{page}");
+    let status = read().await;
+    let approvals: Vec<(&Value, &Value)> =
+        status["history"].as_array().expect("history").iter().filter(|e| e["cause"] == "Approved").map(|e| (&e["by"], &e["to"])).collect();
+    assert_eq!(approvals.len(), 2, "{approvals:?}");
+    assert_eq!((approvals[0].0, approvals[1].0), (&json!("carol@contoso.com"), &json!("dave@contoso.com")), "each as their token says");
+    assert_eq!(approvals[1].1, "Progressing", "the second approval moved the rollout on");
+}

@@ -5,10 +5,17 @@
 //! axis, with every verdict marked — with the buttons people act with, and
 //! the release-health report. It reads the API and refreshes while a
 //! rollout runs. People would rather look at a chart than read logs.
+//!
+//! The page itself holds no data, so it is served to anyone (the Functions
+//! host asks no key for it: a sign-in comes back to it without one); its
+//! reads and actions carry the caller's key and, where Sluice checks tokens,
+//! the token the page signs the person in for (Entra ID, authorization code
+//! with PKCE; see [`BrowserSignIn`]).
 
 use super::api::PRINCIPAL_HEADER;
 use super::error::ApiError;
 use super::{App, HttpRequest, HttpResponse};
+use crate::ports::identity::BrowserSignIn;
 
 const PAGE: &str = include_str!("dashboard.html");
 
@@ -16,6 +23,8 @@ const PAGE: &str = include_str!("dashboard.html");
 const SIGNED_IN: &str = "{{SIGNED_IN}}";
 /// Where the page learns a local `sluice up`'s write token (its host passes it; empty elsewhere).
 const LOCAL_TOKEN: &str = "{{LOCAL_TOKEN}}";
+/// Where the page learns how to sign a person in (JSON; empty when Sluice checks no tokens).
+const SIGN_IN: &str = "{{SIGN_IN}}";
 
 /// The header the local host hands the page its token in (the host replaces
 /// any copy a client sends).
@@ -33,25 +42,30 @@ pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiErro
     let who = req.header(header).and_then(|name| crate::domain::ids::Actor::parse(name).ok());
     let who = who.map(|a| html_escape(a.as_str())).unwrap_or_default();
     let token = req.header(PAGE_TOKEN_HEADER).map(html_escape).unwrap_or_default();
-    let mut page = HttpResponse::html(PAGE.replacen(SIGNED_IN, &who, 1).replacen(LOCAL_TOKEN, &token, 1));
-    page.headers.extend(protective_headers());
+    let sign_in = app.tokens.as_ref().and_then(|v| v.browser_sign_in());
+    let sign_in_json = sign_in.as_ref().and_then(|s| serde_json::to_string(s).ok()).map(|j| html_escape(&j)).unwrap_or_default();
+    let html = PAGE.replacen(SIGNED_IN, &who, 1).replacen(LOCAL_TOKEN, &token, 1).replacen(SIGN_IN, &sign_in_json, 1);
+    let mut page = HttpResponse::html(html);
+    page.headers.extend(protective_headers(sign_in.as_ref().and_then(BrowserSignIn::token_origin).as_deref()));
     Ok(page)
 }
 
 /// What the browser is told: run only the page's own script (by its
-/// hash), fetch only from this origin, load nothing from elsewhere, never
-/// be framed (clickjacking the Approve button), never guess a type.
-fn protective_headers() -> Vec<(String, String)> {
-    static POLICY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let policy = POLICY.get_or_init(|| {
+/// hash), fetch only from this origin (and the sign-in's token endpoint),
+/// load nothing from elsewhere, never be framed (clickjacking the Approve
+/// button), never guess a type.
+fn protective_headers(token_origin: Option<&str>) -> Vec<(String, String)> {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let hash = HASH.get_or_init(|| {
         let script = PAGE.split_once("<script>").and_then(|(_, rest)| rest.split_once("</script>")).map(|(s, _)| s).unwrap_or("");
         let digest = <sha2::Sha256 as sha2::Digest>::digest(script.as_bytes());
-        let hash = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, digest);
-        format!(
-            "default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
-             base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-        )
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, digest)
     });
+    let connect = token_origin.map(|o| format!("'self' {o}")).unwrap_or_else(|| "'self'".into());
+    let policy = format!(
+        "default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; img-src 'self' data:; connect-src {connect}; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    );
     [
         ("content-security-policy", policy.as_str()),
         ("x-frame-options", "DENY"),
@@ -101,6 +115,17 @@ mod tests {
         }
         assert_eq!(PAGE.matches(SIGNED_IN).count(), 1);
         assert_eq!(PAGE.matches(LOCAL_TOKEN).count(), 1);
+        assert_eq!(PAGE.matches(SIGN_IN).count(), 1);
+    }
+
+    #[test]
+    fn the_page_may_fetch_tokens_from_its_sign_in_and_nowhere_else() {
+        let policy = |origin| protective_headers(origin).into_iter().find(|(k, _)| k == "content-security-policy").map(|(_, v)| v);
+        let plain = policy(None).expect("a policy");
+        assert!(plain.contains("connect-src 'self';"), "{plain}");
+        let signing_in = policy(Some("https://login.microsoftonline.com")).expect("a policy");
+        assert!(signing_in.contains("connect-src 'self' https://login.microsoftonline.com;"), "{signing_in}");
+        assert!(signing_in.contains("script-src 'sha256-") && signing_in.contains("frame-ancestors 'none'"), "{signing_in}");
     }
 
     #[test]

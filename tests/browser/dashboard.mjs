@@ -11,6 +11,9 @@
 //   demo     - the rollout page at its approval gate (if it gets there) as $NAME-gate.png and once
 //              finished as $NAME.png, with its charts (scripts/screenshots, and the judged rollback's test)
 //   report   - for scripts/screenshots: the overview and the release-health report (overview.png, report.png)
+//   signin   - where Sluice checks tokens: the rollout page sends the browser to the provider's sign-in, comes
+//              back with a code, trades it (PKCE) and shows the rollout as the signed-in person; Approve; then
+//              Sign out, which leaves a page that asks to sign in again and keeps no token
 const { chromium } = await import(process.env.PLAYWRIGHT_CORE || 'playwright-core');
 
 const [step] = process.argv.slice(2);
@@ -128,6 +131,18 @@ try {
     out.charts = await charts();
     out.observed = await page.$$eval('#weight-chart circle.observed', cs => cs.map(c => c.textContent.trim()));
     await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+  } else if (step === 'signin') {
+    await page.waitForSelector('button[data-action="approve"]', { timeout: 30000 });
+    out.url = page.url();
+    out.signedIn = await page.textContent('#signed-in');
+    await page.screenshot({ path: `${shots}/signed-in.png`, fullPage: true });
+    await page.click('button[data-action="approve"]');
+    await page.waitForSelector('#result .ok, #result .error', { timeout: 15000 });
+    out.approved = await page.textContent('#result');
+    await page.click('#sign-out');
+    await page.waitForSelector('#signed-out', { timeout: 15000 });
+    out.signedOut = await page.textContent('#signed-out');
+    out.tokensKept = await page.evaluate(() => sessionStorage.getItem('sluice-tokens'));
   } else if (step === 'report') {
     await page.goto(`${url}/api/dashboard`);
     await page.waitForSelector('table tr[data-active]');

@@ -5,15 +5,23 @@
 //! learn.microsoft.com/entra/identity-platform/access-tokens) and GitHub
 //! Actions (`/.well-known/openid-configuration`, per
 //! docs.github.com/en/actions/reference/security/oidc) publish them, and
-//! tokens minted for people, pipelines and action groups.
+//! tokens minted for people, pipelines and action groups. A browser signs
+//! in at its `/{tenant}/oauth2/v2.0/authorize`, `/token` and `/logout` as
+//! Entra ID's v2.0 endpoints answer a single-page app
+//! (learn.microsoft.com/entra/identity-platform/v2-oauth2-auth-code-flow:
+//! PKCE with S256, the code in the fragment for `response_mode=fragment`,
+//! CORS on the token endpoint, refresh tokens for `offline_access`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
-use axum::routing::get;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -34,7 +42,43 @@ pub struct Provider {
     pub stranger: PathBuf,
     /// How many times a key set was fetched.
     pub key_fetches: Arc<AtomicUsize>,
+    /// The browser sign-in: who signs in next, and what the token endpoint did.
+    pub browser: Arc<Browser>,
     _dir: tempfile::TempDir,
+}
+
+/// A person, as the sign-in page would sign them in.
+#[derive(Clone, Debug)]
+pub struct Person {
+    pub oid: String,
+    pub upn: String,
+    pub roles: Vec<String>,
+}
+
+/// The provider's side of browser sign-ins.
+#[derive(Default)]
+pub struct Browser {
+    /// Who the authorize endpoint signs in (nobody: it answers 400).
+    pub person: Mutex<Option<Person>>,
+    /// The next access token is already expired (past the verifier's skew).
+    pub expire_next: AtomicBool,
+    /// Grants answered, by `grant_type`, and sign-outs.
+    pub grants: Mutex<Vec<String>>,
+    /// Codes issued: code → (PKCE challenge, redirect URI, person).
+    codes: Mutex<HashMap<String, (String, String, Person)>>,
+    /// Refresh tokens issued → person.
+    refresh: Mutex<HashMap<String, Person>>,
+}
+
+impl Browser {
+    pub fn sign_in_as(&self, oid: &str, upn: &str, roles: &[&str]) {
+        let person = Person { oid: oid.into(), upn: upn.into(), roles: roles.iter().map(|r| r.to_string()).collect() };
+        *self.person.lock().expect("person") = Some(person);
+    }
+
+    pub fn grants(&self) -> Vec<String> {
+        self.grants.lock().expect("grants").clone()
+    }
 }
 
 fn openssl(args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
@@ -85,6 +129,8 @@ struct Published {
     base: String,
     keys: Value,
     fetches: Arc<AtomicUsize>,
+    key: PathBuf,
+    browser: Arc<Browser>,
 }
 
 impl Provider {
@@ -95,14 +141,24 @@ impl Provider {
         let listener = tokio::net::TcpListener::bind(super::loopback()).await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let key_fetches = Arc::new(AtomicUsize::new(0));
-        let state = Published { base: base.clone(), keys: json!({"keys": [jwk(&key, KID)]}), fetches: key_fetches.clone() };
+        let browser = Arc::new(Browser::default());
+        let state = Published {
+            base: base.clone(),
+            keys: json!({"keys": [jwk(&key, KID)]}),
+            fetches: key_fetches.clone(),
+            key: key.clone(),
+            browser: browser.clone(),
+        };
         let app = Router::new()
             .route(&format!("/{TENANT}/v2.0/.well-known/openid-configuration"), get(entra_discovery))
             .route("/github/.well-known/openid-configuration", get(github_discovery))
             .route("/keys", get(keys))
+            .route(&format!("/{TENANT}/oauth2/v2.0/authorize"), get(authorize))
+            .route(&format!("/{TENANT}/oauth2/v2.0/token"), post(token_grant))
+            .route(&format!("/{TENANT}/oauth2/v2.0/logout"), get(logout))
             .with_state(state);
         tokio::spawn(async move { axum::serve(listener, app).await.ok() });
-        Provider { base, key, stranger, key_fetches, _dir: dir }
+        Provider { base, key, stranger, key_fetches, browser, _dir: dir }
     }
 
     pub fn entra_issuer(&self) -> String {
@@ -170,4 +226,88 @@ async fn github_discovery(State(p): State<Published>) -> Json<Value> {
 async fn keys(State(p): State<Published>) -> Json<Value> {
     p.fetches.fetch_add(1, Ordering::Relaxed);
     Json(p.keys)
+}
+
+fn bad_request(error: &str, why: &str) -> Response {
+    let mut r = (StatusCode::BAD_REQUEST, Json(json!({"error": error, "error_description": why}))).into_response();
+    r.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, header::HeaderValue::from_static("*"));
+    r
+}
+
+fn redirect(to: &str) -> Response {
+    (StatusCode::FOUND, [(header::LOCATION, to.to_string())]).into_response()
+}
+
+/// Signs in whoever the test named and sends the browser back with a code
+/// in the fragment; anything but a public client's PKCE request is a 400.
+async fn authorize(State(p): State<Published>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let field = |k: &str| q.get(k).cloned().unwrap_or_default();
+    if field("client_id") != CLIENT || field("response_type") != "code" || field("code_challenge_method") != "S256" {
+        return bad_request("invalid_request", "a public client's code flow with PKCE (S256) is expected");
+    }
+    if field("response_mode") != "fragment" || !field("scope").split(' ').any(|s| s == format!("api://{CLIENT}/access_as_user")) {
+        return bad_request("invalid_request", "Sluice's page asks for its scope, with the answer in the fragment");
+    }
+    let Some(person) = p.browser.person.lock().expect("person").clone() else {
+        return bad_request("access_denied", "nobody is signed in at the provider");
+    };
+    let code = uuid::Uuid::new_v4().to_string();
+    p.browser.codes.lock().expect("codes").insert(code.clone(), (field("code_challenge"), field("redirect_uri"), person));
+    redirect(&format!("{}#code={code}&state={}", field("redirect_uri"), field("state")))
+}
+
+/// The token endpoint: a code with its PKCE verifier, or a refresh token.
+async fn token_grant(State(p): State<Published>, body: axum::body::Bytes) -> Response {
+    let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    let field = |k: &str| form.get(k).cloned().unwrap_or_default();
+    let grant = field("grant_type");
+    p.browser.grants.lock().expect("grants").push(grant.clone());
+    if field("client_id") != CLIENT {
+        return bad_request("invalid_client", "unknown client");
+    }
+    let person = match grant.as_str() {
+        "authorization_code" => {
+            let Some((challenge, redirect_uri, person)) = p.browser.codes.lock().expect("codes").remove(&field("code")) else {
+                return bad_request("invalid_grant", "the code is unknown or used");
+            };
+            let digest = <sha2::Sha256 as sha2::Digest>::digest(field("code_verifier").as_bytes());
+            if b64(&digest) != challenge || redirect_uri != field("redirect_uri") {
+                return bad_request("invalid_grant", "the code verifier or redirect URI does not match");
+            }
+            person
+        }
+        "refresh_token" => match p.browser.refresh.lock().expect("refresh").get(&field("refresh_token")).cloned() {
+            Some(person) => person,
+            None => return bad_request("invalid_grant", "the refresh token is unknown"),
+        },
+        _ => return bad_request("unsupported_grant_type", "only authorization_code and refresh_token"),
+    };
+    let now = chrono::Utc::now().timestamp();
+    let roles: Vec<&str> = person.roles.iter().map(String::as_str).collect();
+    let mut claims = json!({"iss": format!("{}/{TENANT}/v2.0", p.base), "aud": CLIENT, "tid": TENANT, "oid": person.oid,
+        "sub": format!("pairwise-{}", person.oid), "preferred_username": person.upn, "name": person.upn, "scp": "access_as_user",
+        "roles": roles, "azp": CLIENT, "iat": now, "nbf": now - 5, "exp": now + 3600, "ver": "2.0"});
+    if p.browser.expire_next.swap(false, Ordering::SeqCst) {
+        claims["nbf"] = json!(now - 900);
+        claims["exp"] = json!(now - 600);
+    }
+    let key = p.key.clone();
+    let access =
+        tokio::task::spawn_blocking(move || sign(&key, &json!({"alg": "RS256", "typ": "JWT", "kid": KID}), &claims)).await.expect("signed");
+    let refresh = uuid::Uuid::new_v4().to_string();
+    p.browser.refresh.lock().expect("refresh").insert(refresh.clone(), person);
+    let mut r = Json(json!({"token_type": "Bearer", "access_token": access, "expires_in": 3600, "refresh_token": refresh,
+                            "scope": format!("api://{CLIENT}/access_as_user")}))
+    .into_response();
+    r.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, header::HeaderValue::from_static("*"));
+    r
+}
+
+/// Ends the session and goes back where the page asked.
+async fn logout(State(p): State<Published>, Query(q): Query<HashMap<String, String>>) -> Response {
+    p.browser.grants.lock().expect("grants").push("logout".into());
+    match q.get("post_logout_redirect_uri") {
+        Some(to) => redirect(to),
+        None => bad_request("invalid_request", "post_logout_redirect_uri"),
+    }
 }

@@ -120,6 +120,52 @@ impl IssuerConfig {
     }
 }
 
+/// What the dashboard needs to sign a person in as a single-page app:
+/// the authorization code flow with PKCE against Entra ID's v2.0 endpoints
+/// (learn.microsoft.com/entra/identity-platform/v2-oauth2-auth-code-flow:
+/// `/{tenant}/oauth2/v2.0/authorize`, `/token`, `/logout`), asking for
+/// Sluice's own delegated scope so the token's audience is Sluice.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BrowserSignIn {
+    /// Where the browser is sent to sign in.
+    pub authorize: String,
+    /// Where the page trades the code (and later a refresh token) for tokens.
+    pub token: String,
+    /// Where signing out ends the session.
+    pub logout: String,
+    /// Sluice's app registration, the page's client id.
+    pub client_id: String,
+    /// The scope asked for: Sluice's `access_as_user`.
+    pub scope: String,
+}
+
+impl BrowserSignIn {
+    /// The scope Sluice's registration exposes to people (README, "Who may act").
+    pub const SCOPE: &'static str = "access_as_user";
+
+    /// Entra's endpoints for `config`; `None` for other issuers.
+    pub fn of(config: &IssuerConfig) -> Option<BrowserSignIn> {
+        let IssuerKind::Entra { .. } = config.kind else { return None };
+        // The issuer is `{authority}/{tenant}/v2.0`; the endpoints sit beside it.
+        let tenant_root = config.issuer.strip_suffix("/v2.0")?;
+        let client_id = config.audiences.first()?.clone();
+        let endpoint = |name: &str| format!("{tenant_root}/oauth2/v2.0/{name}");
+        Some(BrowserSignIn {
+            authorize: endpoint("authorize"),
+            token: endpoint("token"),
+            logout: endpoint("logout"),
+            scope: format!("api://{client_id}/{}", Self::SCOPE),
+            client_id,
+        })
+    }
+
+    /// The origin the page may fetch tokens from (its content security policy).
+    pub fn token_origin(&self) -> Option<String> {
+        reqwest::Url::parse(&self.token).ok().map(|u| u.origin().ascii_serialization())
+    }
+}
+
 /// Checks tokens against the configured issuers.
 pub struct Verifier {
     issuers: Vec<(IssuerConfig, keys::KeySet)>,
@@ -183,6 +229,11 @@ impl Verifier {
     /// The issuers accepted, for `doctor`.
     pub fn issuers(&self) -> impl Iterator<Item = &IssuerConfig> {
         self.issuers.iter().map(|(c, _)| c)
+    }
+
+    /// How the dashboard signs a person in: Entra ID's, when it is configured.
+    pub fn browser_sign_in(&self) -> Option<BrowserSignIn> {
+        self.issuers().find_map(BrowserSignIn::of)
     }
 
     /// The caller `token` proves, at `now` (seconds since the epoch).

@@ -101,6 +101,20 @@ mod tests {
     }
 
     #[test]
+    fn the_dashboard_signs_in_at_entras_v2_endpoints_for_sluices_own_scope() {
+        let issuers = settings(&[(ENTRA_TENANT, TENANT), (ENTRA_CLIENT, CLIENT)]).expect("valid");
+        let page = super::super::BrowserSignIn::of(&issuers[0]).expect("Entra signs people in");
+        let root = format!("https://login.microsoftonline.com/{TENANT}/oauth2/v2.0");
+        assert_eq!(
+            (page.authorize, page.token, page.logout),
+            (format!("{root}/authorize"), format!("{root}/token"), format!("{root}/logout"))
+        );
+        assert_eq!((page.client_id.as_str(), page.scope), (CLIENT, format!("api://{CLIENT}/access_as_user")));
+        let github = settings(&[(GITHUB_AUDIENCE, "api://sluice"), (GITHUB_SUBJECTS, "repo:contoso/orders:environment:prod=Operator")]);
+        assert_eq!(super::super::BrowserSignIn::of(&github.expect("valid")[0]), None, "GitHub signs no person in");
+    }
+
+    #[test]
     fn github_needs_an_audience_and_rules() {
         let issuers = settings(&[(GITHUB_AUDIENCE, "api://sluice"), (GITHUB_SUBJECTS, "repo:contoso/orders:environment:prod=Operator")])
             .expect("valid");
