@@ -1,8 +1,8 @@
 // Sluice on Azure Functions Flex Consumption: the `sluice` custom handler
 // (runtime `custom` 1.0), its state in Table Storage, its steps on a Service
 // Bus queue, its logs in Application Insights, an action group whose webhook
-// is Sluice's alert endpoint (Common Alert Schema), and App Service
-// authentication (Entra ID) in front of the API and the dashboard.
+// is Sluice's alert endpoint (Common Alert Schema), and Sluice's app
+// registration in Entra ID, whose tokens Sluice checks (signIn).
 //
 // Identity only: no account key, no SAS rule, no secret in an output. The
 // function app's system-assigned identity holds exactly the roles the code
@@ -49,8 +49,21 @@ param channelSecrets object = {}
 @description('Where Sluice may send its credentials besides the Azure cloud it runs in, and which settings specs may name (each optional, comma-separated): {aksApiServers, appConfigStores, githubApiUrls, azureDevOpsUrls, specSettings}. specSettings entries are use:NAME (github, azureDevOps, aks, appConfig) or a bare channel setting; it defaults to the channelSecrets names. A spec that points a credential anywhere else is refused.')
 param credentialRules object = {}
 
-@description('Client id of the Entra ID app registration that signs people in (App Service authentication on the API and the dashboard). Empty: no sign-in, function keys only.')
+@description('How people, pipelines and Azure Monitor sign in; Sluice checks their Entra ID tokens itself. create: this deployment registers Sluice in Entra ID with its app roles (modules/sign-in.bicep; you must be allowed to register applications, and be Application Administrator or Cloud Application Administrator to grant Azure Monitor its webhook role). existing: authClientId and authObjectId name a registration you made (README, "Who may act"). none: function keys only, and the names callers write are taken as written.')
+@allowed(['create', 'existing', 'none'])
+param signIn string = 'create'
+
+@description('existing: the client (application) id of Sluice\'s app registration.')
 param authClientId string = ''
+
+@description('existing: the object id of that registration (the action group\'s secure webhook names it).')
+param authObjectId string = ''
+
+@description('existing: its Application ID URI, for which the action group asks its token (default api://<authClientId>).')
+param authIdentifierUri string = ''
+
+@description('create: object id of the deploying user (azd sets AZURE_PRINCIPAL_ID): owner of the registration, and Sluice.Admin.')
+param adminPrincipalId string = ''
 
 // Flex Consumption's lowest instance limit is 40 (Learn, "Flex Consumption
 // plan hosting": instance count limits; Azure-Samples' Flex templates use
@@ -153,9 +166,9 @@ var baseSettings = [
   { name: 'ServiceBusConnection__fullyQualifiedNamespace', value: '${serviceBus.name}.servicebus.windows.net' }
   { name: 'SLUICE_ALERT_TOKEN', value: alertToken }
   { name: 'SLUICE_RETENTION_DAYS', value: string(retentionDays) }
-  // Without sign-in (authClientId) the deployment says so: the Functions key is the only check
-  // and the names callers write are taken as written; `serve` refuses to start without a choice.
-  { name: 'SLUICE_TRUST_NAMES', value: empty(authClientId) ? 'true' : 'false' }
+  // Without sign-in the deployment says so: the Functions key is the only check and the
+  // names callers write are taken as written; `serve` refuses to start without a choice.
+  { name: 'SLUICE_TRUST_NAMES', value: signIn == 'none' ? 'true' : 'false' }
   // Where credentials may go and which settings specs may name (src/ports/reach.rs): this cloud's
   // endpoints, the endpoints listed in credentialRules, and its specSettings (else the channel secrets' names).
   { name: 'SLUICE_AZURE_CLOUD', value: environment().name }
@@ -166,6 +179,27 @@ var baseSettings = [
   { name: 'SLUICE_AZURE_DEVOPS_URLS', value: credentialRules.?azureDevOpsUrls ?? '' }
 ]
 var channelSettings = [for secret in items(channelSecrets): { name: secret.key, value: secret.value }]
+
+// Sluice's app registration, made here (signIn: create) or named (existing). It needs the
+// dashboard's address, so its settings reach the app after it, in `settings` below.
+module registration 'modules/sign-in.bicep' = if (signIn == 'create') {
+  name: 'sluice-sign-in'
+  params: {
+    uniqueName: '${prefix}-sluice-${uniqueString(resourceGroup().id)}'
+    dashboardUrl: 'https://${app.properties.defaultHostName}/api/dashboard'
+    adminPrincipalId: adminPrincipalId
+  }
+}
+var entraClientId = signIn == 'create' ? registration!.outputs.clientId : authClientId
+var entraObjectId = signIn == 'create' ? registration!.outputs.objectId : authObjectId
+var namedIdentifierUri = empty(authIdentifierUri) ? 'api://${authClientId}' : authIdentifierUri
+var entraIdentifierUri = signIn == 'create' ? registration!.outputs.identifierUri : namedIdentifierUri
+// Sluice checks Entra ID's v2.0 tokens of this tenant for its registration (src/ports/identity/settings.rs).
+var identitySettings = [
+  { name: 'SLUICE_ENTRA_TENANT_ID', value: tenant().tenantId }
+  { name: 'SLUICE_ENTRA_CLIENT_ID', value: entraClientId }
+  { name: 'SLUICE_ENTRA_AUTHORITY', value: environment().authentication.loginEndpoint }
+]
 
 resource app 'Microsoft.Web/sites@2024-04-01' = {
   name: appName
@@ -195,35 +229,14 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   dependsOn: [packages]
 }
 
-// People sign in with Entra ID in front of the API and the dashboard; the
-// alert webhook is excluded (Azure Monitor cannot sign in) and keeps its token,
-// and so is the Azure Pipelines agentless task's registration (its
-// AzureFunction@1 task sends a Functions key, not an Entra token), which the
-// key still guards.
-// With this on, App Service sets WEBSITE_AUTH_ENABLED and Sluice acts only as
-// the signed-in X-MS-CLIENT-PRINCIPAL-NAME.
-resource signIn 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(authClientId)) {
+// With sign-in, every setting again with the registration's (the whole set: `appsettings`
+// replaces what the app had). Sluice checks tokens itself, whatever runs in front of it: no
+// App Service authentication, which Flex Consumption's own page once said it lacked, and
+// which would answer the dashboard's sign-in with a bare 401.
+resource settings 'Microsoft.Web/sites/config@2024-04-01' = if (signIn != 'none') {
   parent: app
-  name: 'authsettingsV2'
-  properties: {
-    platform: { enabled: true }
-    globalValidation: {
-      requireAuthentication: true
-      unauthenticatedClientAction: 'Return401'
-      excludedPaths: ['/api/alerts', '/api/pipelines/azure']
-    }
-    identityProviders: {
-      azureActiveDirectory: {
-        enabled: true
-        registration: {
-          clientId: authClientId
-          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
-        }
-        validation: { allowedAudiences: ['api://${authClientId}', authClientId] }
-      }
-    }
-    login: { tokenStore: { enabled: false } }
-  }
+  name: 'appsettings'
+  properties: toObject(concat(baseSettings, identitySettings, channelSettings), setting => setting.name, setting => setting.value)
 }
 
 var roles = {
@@ -319,19 +332,32 @@ module keyVaultAccess 'modules/keyvault-reader.bicep' = if (!empty(keyVault)) {
 // Azure Monitor alerts on the rolled-out apps call Sluice through this action
 // group. The alerts function is anonymous to the Functions host (no function
 // key to fetch at deploy time) and checks its own token.
+// With sign-in, a secure webhook: the action group presents an Entra ID token of its service
+// principal, which holds ActionGroupsSecureWebhook on Sluice's registration (ARM WebhookReceiver,
+// actionGroups_API.json 2023-01-01: useAadAuth, objectId "the webhook app object Id",
+// identifierUri, tenantId). Else the token in the URL.
+var tokenInUrl = {
+  name: 'sluice'
+  serviceUri: 'https://${app.properties.defaultHostName}/api/alerts?token=${alertToken}'
+  useCommonAlertSchema: true
+}
+var secureWebhook = {
+  name: 'sluice'
+  serviceUri: 'https://${app.properties.defaultHostName}/api/alerts'
+  useCommonAlertSchema: true
+  useAadAuth: true
+  objectId: entraObjectId
+  identifierUri: entraIdentifierUri
+  tenantId: tenant().tenantId
+}
+
 resource alerts 'Microsoft.Insights/actionGroups@2023-01-01' = {
   name: '${prefix}-sluice-alerts'
   location: 'global'
   properties: {
     groupShortName: 'sluice'
     enabled: true
-    webhookReceivers: [
-      {
-        name: 'sluice'
-        serviceUri: 'https://${app.properties.defaultHostName}/api/alerts?token=${alertToken}'
-        useCommonAlertSchema: true
-      }
-    ]
+    webhookReceivers: [signIn == 'none' ? tokenInUrl : secureWebhook]
   }
 }
 

@@ -62,7 +62,7 @@ async fn an_azure_cli_token_for_the_app_goes_with_the_function_key() {
     assert_eq!(seen[0].header("authorization"), Some("Bearer eyJ-from-az"));
     assert_eq!(seen[0].header("x-functions-key"), Some("fn-key"));
     let args = std::fs::read_to_string(dir.path().join("az-args")).expect("az ran");
-    assert_eq!(args.trim(), format!("account get-access-token --resource api://{APP} --output json"));
+    assert_eq!(args.trim(), format!("account get-access-token --resource {APP} --output json"));
     let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!printed.contains("eyJ-from-az"), "the token was printed:\n{printed}");
 }
@@ -86,7 +86,7 @@ async fn a_failed_sign_in_says_why_and_calls_nothing() {
     let out = sluice(dir.path(), &fake.url, &["list", "--entra", APP]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("az login") && stderr.contains(&format!("api://{APP}")), "{stderr}");
+    assert!(stderr.contains("az login") && stderr.contains(&format!("--resource {APP}")), "{stderr}");
     assert!(fake.seen().is_empty(), "a call went out without its token");
 }
 

@@ -125,7 +125,7 @@ async fn rig(settings: &[(&'static str, &str)]) -> Rig {
     let queue =
         Arc::new(sluice::ports::queue::embedded::EmbeddedQueue::open(&dir.path().join("queue.db"), Arc::new(SystemClock)).expect("queue"));
     let engine = Arc::new(Engine::new(store, queue, env, Arc::new(SystemClock)));
-    // Signed in, as infra/main.bicep deploys it with authClientId.
+    // Signed in by App Service authentication in front (WEBSITE_AUTH_ENABLED): the principal header acts.
     Rig { fake, world, _dir: dir, app: App { engine, alert_token: None, require_principal: true, tokens: None } }
 }
 

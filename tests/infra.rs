@@ -123,7 +123,11 @@ fn app_settings_are_read_by_the_code_hold_no_key_and_pass_its_check() {
         ("IDENTITY_ENDPOINT", "http://127.0.0.1:41001/msi/token"),
         ("IDENTITY_HEADER", "platform"),
         ("WEBSITE_HOSTNAME", "sluice.azurewebsites.net"),
-        ("WEBSITE_AUTH_ENABLED", "True"),
+        // The registration's settings (`tenant().tenantId`, the module's client id,
+        // `environment().authentication.loginEndpoint`, which ends in a slash).
+        ("SLUICE_ENTRA_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47"),
+        ("SLUICE_ENTRA_CLIENT_ID", "0f4a1c2e-1111-2222-3333-444455556666"),
+        ("SLUICE_ENTRA_AUTHORITY", "https://login.microsoftonline.com/"),
         // `environment().name` in the public cloud (Microsoft Learn, "Deployment functions for Bicep",
         // environment(): the names `az cloud list` gives, `AzureCloud` for global Azure).
         ("SLUICE_AZURE_CLOUD", "AzureCloud"),
@@ -135,7 +139,7 @@ fn app_settings_are_read_by_the_code_hold_no_key_and_pass_its_check() {
         ("SLUICE_AZURE_DEVOPS_URLS", ""),
         // `string(retentionDays)` at the parameter's default.
         ("SLUICE_RETENTION_DAYS", "400"),
-        // `empty(authClientId) ? 'true' : 'false'` with sign-in on (WEBSITE_AUTH_ENABLED above).
+        // `signIn == 'none' ? 'true' : 'false'` at the default, create.
         ("SLUICE_TRUST_NAMES", "false"),
     ] {
         env.insert(k.into(), v.into());
@@ -148,7 +152,12 @@ fn app_settings_are_read_by_the_code_hold_no_key_and_pass_its_check() {
         config.store
     );
     assert!(matches!(config.queue, sluice::shell::config::QueueKind::ServiceBusIdentity { .. }), "{:?}", config.queue);
-    assert!(config.require_principal, "with App Service authentication on, only the signed-in principal acts");
+    assert!(!config.require_principal, "no App Service authentication: Sluice checks the tokens itself");
+    assert_eq!(
+        config.issuers.iter().map(|i| i.issuer.as_str()).collect::<Vec<_>>(),
+        ["https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0"],
+        "Entra's v2.0 tokens of the tenant"
+    );
     assert!(config.data_dir.starts_with(std::env::temp_dir()), "nothing in the read-only app root");
     assert_eq!(config.retention, chrono::TimeDelta::days(400));
     let bicep = read("infra/main.bicep");
@@ -232,9 +241,11 @@ fn flex_consumption_runs_the_custom_handler_and_signs_people_in() {
     // The app reads its package from the container, which it names only as text: an explicit dependency.
     let app = main.split("resource app 'Microsoft.Web/sites@").nth(1).and_then(|r| r.split("\n}\n").next()).unwrap_or_default();
     assert!(app.contains("dependsOn: [packages]"), "the app does not wait for its package container");
-    // App Service authentication on the API and dashboard; the webhook excluded and token-guarded, the
-    // agentless task's registration excluded and key-guarded (an AzureFunction@1 task sends a key, no token).
-    assert!(main.contains("name: 'authsettingsV2'") && main.contains("excludedPaths: ['/api/alerts', '/api/pipelines/azure']"));
+    // Sluice checks tokens itself: no App Service authentication in front (its Return401 would
+    // answer the dashboard's sign-in). The registration is made by the sign-in module by default.
+    assert!(!main.contains("authsettingsV2"));
+    assert!(main.contains("@allowed(['create', 'existing', 'none'])\nparam signIn string = 'create'"));
+    assert!(main.contains("module registration 'modules/sign-in.bicep' = if (signIn == 'create')"));
     let alerts: serde_json::Value = serde_json::from_str(&read("functions/alerts/function.json")).expect("json");
     assert_eq!(alerts["bindings"][0]["authLevel"], "anonymous", "no function key for the action group to fetch at deploy time");
     // The dashboard's page holds no data and is where an Entra sign-in comes back to, without a key.
@@ -245,6 +256,43 @@ fn flex_consumption_runs_the_custom_handler_and_signs_people_in() {
         assert_eq!(f["bindings"][0]["authLevel"], "function", "{name} keeps its function key");
     }
     assert!(main.contains("/api/alerts?token=${alertToken}") && main.contains("useCommonAlertSchema: true"));
+    // With sign-in the action group's webhook is a secure one: no token in its URL.
+    let secure = main.split("var secureWebhook = {").nth(1).and_then(|r| r.split("\n}\n").next()).unwrap_or_default();
+    assert!(secure.contains("serviceUri: 'https://${app.properties.defaultHostName}/api/alerts'\n"), "{secure}");
+    for field in ["useAadAuth: true", "objectId: entraObjectId", "identifierUri: entraIdentifierUri", "tenantId: tenant().tenantId"] {
+        assert!(secure.contains(field), "{field} in {secure}");
+    }
+    assert!(main.contains("webhookReceivers: [signIn == 'none' ? tokenInUrl : secureWebhook]"));
+}
+
+/// The registration the sign-in module makes holds what the code checks:
+/// Sluice's app roles by their values (`Role::value`), the scope the
+/// dashboard asks for, v2.0 tokens, the dashboard as a single-page app's
+/// redirect URI, and the action groups' role assigned to their service
+/// principal (Learn, "Action groups", secure webhook: app id
+/// 461e8683-5575-4561-ac7f-899cc907d62a, role ActionGroupsSecureWebhook).
+#[test]
+fn the_sign_in_module_registers_what_sluice_checks() {
+    let module = read("infra/modules/sign-in.bicep");
+    assert!(module.contains("extension microsoftGraphV1"));
+    let config: serde_json::Value = serde_json::from_str(&read("infra/bicepconfig.json")).expect("json");
+    assert_eq!(config["extensions"]["microsoftGraphV1"], "br:mcr.microsoft.com/bicep/extensions/microsoftgraph/v1.0:1.0.0");
+    for role in sluice::domain::access::Role::ALL {
+        assert!(module.contains(&format!("{{ value: '{}', members: [", role.value())), "the module defines {role}");
+    }
+    let scope = sluice::ports::identity::BrowserSignIn::SCOPE;
+    assert!(module.contains(&format!("value: '{scope}'")) && module.contains("guid(uniqueName, 'access_as_user')"));
+    assert!(module.contains("requestedAccessTokenVersion: 2"), "Sluice accepts v2.0 tokens only");
+    assert!(module.contains("spa: { redirectUris: [dashboardUrl] }"));
+    assert!(read("infra/main.bicep").contains("dashboardUrl: 'https://${app.properties.defaultHostName}/api/dashboard'"));
+    assert!(module.contains("var actionGroupsAppId = '461e8683-5575-4561-ac7f-899cc907d62a'"));
+    let assignment = module.split("resource actionGroupsMayAlert").nth(1).and_then(|r| r.split("\n}\n").next()).unwrap_or_default();
+    assert!(
+        assignment.contains("principalId: actionGroups.id")
+            && assignment.contains("appRoleId: guid(uniqueName, 'ActionGroupsSecureWebhook')")
+    );
+    // Approving is for people: the role admits users only.
+    assert!(module.contains("{ value: 'Sluice.Approver', members: ['User'],"));
 }
 
 #[test]

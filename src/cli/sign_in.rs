@@ -29,7 +29,7 @@ pub enum SignIn {
     Token(String),
     /// `az account get-access-token --resource <app>`, cached until shortly before it expires.
     AzureCli {
-        /// The app registration's Application ID URI (`api://<client id>`).
+        /// The app registration's client id, or its Application ID URI.
         resource: String,
         /// The last token and when it expires.
         cached: Cached,
@@ -64,12 +64,12 @@ struct AzureCliToken {
 }
 
 impl SignIn {
-    /// A token from the Azure CLI for `app`: a client id (made `api://<id>`)
-    /// or an Application ID URI.
+    /// A token from the Azure CLI for `app`: its client id, which names the
+    /// app as a resource whatever Application ID URI it has (Learn, Azure
+    /// DevOps "Issue Entra tokens with Azure CLI": `--resource
+    /// 499b84ac-…`, Azure DevOps' application id), or that URI.
     pub fn azure_cli(app: &str) -> Self {
-        let app = app.trim();
-        let resource = if app.contains("://") { app.to_string() } else { format!("api://{app}") };
-        SignIn::AzureCli { resource, cached: Arc::new(Mutex::new(None)) }
+        SignIn::AzureCli { resource: app.trim().to_string(), cached: Arc::new(Mutex::new(None)) }
     }
 
     /// The bearer token to send, if any.
@@ -157,9 +157,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_client_id_becomes_its_application_id_uri() {
+    fn a_client_id_names_the_resource_as_it_is() {
         let SignIn::AzureCli { resource, .. } = SignIn::azure_cli(" 0f4a1c2e-1111-2222-3333-444455556666 ") else { panic!("azure cli") };
-        assert_eq!(resource, "api://0f4a1c2e-1111-2222-3333-444455556666");
+        assert_eq!(resource, "0f4a1c2e-1111-2222-3333-444455556666");
         let SignIn::AzureCli { resource, .. } = SignIn::azure_cli("api://sluice.contoso.com") else { panic!("azure cli") };
         assert_eq!(resource, "api://sluice.contoso.com");
     }
