@@ -540,3 +540,176 @@ fn generated_bad_input_at_every_entry_point_is_refused_by_name_and_changes_nothi
     let World { rt, serve, .. } = w;
     rt.block_on(serve.stop());
 }
+
+/// One way to break the `Authorization` header of a valid request.
+#[derive(Debug, Clone)]
+enum BadAuth {
+    /// Another scheme, or none.
+    Scheme(usize),
+    /// `Bearer` and arbitrary text (ASCII or any non-control characters).
+    Junk(String),
+    /// The valid token cut short.
+    Truncated(usize),
+    /// One character of the valid token changed.
+    Flipped(usize, char),
+    /// A header with some `alg` and some `kid`, the valid payload and signature.
+    Header(usize, usize),
+    /// One claim given a type it must not have, signed by the issuer's own key.
+    Claim(usize, usize),
+    /// 10 000 levels of nesting in the header.
+    Nested,
+    /// 20 KiB of token.
+    Huge,
+}
+
+/// Headers that carry the valid token (`{t}`) without presenting it as a bearer token.
+const SCHEMES: [&str; 8] = ["{t}", "Basic {t}", "Token {t}", "Bearer{t}", "Bearer", "Bearer    ", "Negotiate {t}", "bearer"];
+const ALGS: [&str; 8] = [r#""none""#, r#""HS256""#, r#""RS512""#, r#""ES256""#, r#""""#, "7", "null", "{}"];
+const KIDS: [&str; 4] = [r#""no-such-key""#, "7", "[]", r#"{"k": 1}"#];
+/// Each claim, with the JSON values it must never be accepted as (null only where the claim is required).
+const WRONG_CLAIMS: [(&str, &[&str]); 10] = [
+    ("exp", &[r#""soon""#, "{}", "[]", "null", "true", "1e400"]),
+    ("nbf", &[r#""now""#, "{}", "[]", "true"]),
+    ("iss", &["7", "{}", "[]", "null", "true"]),
+    ("aud", &["7", "{}", "null", "true", "[]"]),
+    ("tid", &["7", "{}", "[]", "null", "true", r#""other-tenant""#]),
+    ("oid", &["7", "{}", "[]", "null", "true"]),
+    ("roles", &[r#""Sluice.Approver""#, "7", "{}", "null", "true"]),
+    ("scp", &["7", "{}", "[]", "null", "true"]),
+    ("preferred_username", &["7", "{}", "[]", "true"]),
+    ("sub", &["7", "{}", "[]", "true"]),
+];
+
+fn bad_auth() -> impl Strategy<Value = BadAuth> {
+    prop_oneof![
+        (0..SCHEMES.len()).prop_map(BadAuth::Scheme),
+        "[ -~]{0,80}".prop_map(BadAuth::Junk),
+        "\\PC{0,40}".prop_map(BadAuth::Junk),
+        any::<usize>().prop_map(BadAuth::Truncated),
+        (any::<usize>(), prop::char::range('-', 'z')).prop_map(|(i, c)| BadAuth::Flipped(i, c)),
+        (0..ALGS.len(), 0..KIDS.len()).prop_map(|(a, k)| BadAuth::Header(a, k)),
+        (0..WRONG_CLAIMS.len(), 0..6usize).prop_map(|(c, k)| BadAuth::Claim(c, k)),
+        Just(BadAuth::Nested),
+        Just(BadAuth::Huge),
+    ]
+}
+
+/// The header value `bad` makes of the valid `token` (claims `claims`).
+fn broken(bad: &BadAuth, token: &str, claims: &Value, idp: &common::oidc::Provider) -> String {
+    let segment = |json: &str| common::oidc::b64(json.as_bytes());
+    let parts: Vec<&str> = token.split('.').collect();
+    match bad {
+        BadAuth::Scheme(i) => SCHEMES[*i].replace("{t}", token),
+        BadAuth::Junk(text) => format!("Bearer {text}"),
+        BadAuth::Truncated(at) => format!("Bearer {}", &token[..at % token.len()]),
+        BadAuth::Flipped(at, c) => {
+            let mut chars: Vec<char> = token.chars().collect();
+            let i = at % chars.len();
+            chars[i] = if chars[i] == *c {
+                if *c == 'A' {
+                    'B'
+                } else {
+                    'A'
+                }
+            } else {
+                *c
+            };
+            format!("Bearer {}", chars.into_iter().collect::<String>())
+        }
+        BadAuth::Header(a, k) => {
+            let header = format!(r#"{{"alg": {}, "typ": "JWT", "kid": {}}}"#, ALGS[*a], KIDS[*k]);
+            format!("Bearer {}.{}.{}", segment(&header), parts[1], parts[2])
+        }
+        BadAuth::Claim(c, k) => {
+            let (name, wrong) = WRONG_CLAIMS[*c];
+            let mut claims = claims.clone();
+            // `1e400` is no JSON number serde_json writes: splice the text in as written.
+            claims[name] = json!("__WRONG__");
+            let text = claims.to_string().replace(r#""__WRONG__""#, wrong[k % wrong.len()]);
+            let header = json!({"alg": "RS256", "typ": "JWT", "kid": common::oidc::KID});
+            format!("Bearer {}", sign_text(&idp.key, &header.to_string(), &text))
+        }
+        BadAuth::Nested => {
+            format!("Bearer {}.{}.{}", segment(&format!("{}{}", "[".repeat(10_000), "]".repeat(10_000))), parts[1], parts[2])
+        }
+        BadAuth::Huge => format!("Bearer {}", "a".repeat(20 * 1024)),
+    }
+}
+
+/// A JWT of `header` and `claims` as written, signed RS256 by `key`.
+fn sign_text(key: &std::path::Path, header: &str, claims: &str) -> String {
+    let input = format!("{}.{}", common::oidc::b64(header.as_bytes()), common::oidc::b64(claims.as_bytes()));
+    let mut child = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign", key.to_str().expect("utf-8")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), input.as_bytes()).expect("written");
+    let out = child.wait_with_output().expect("openssl ends");
+    format!("{input}.{}", common::oidc::b64(&out.stdout))
+}
+
+/// The header's bytes as they are (non-ASCII as obs-text), which `raw` would refuse to send.
+async fn approve_with(url: &str, id: &str, authorization: &str) -> (u16, Value) {
+    let value = reqwest::header::HeaderValue::from_bytes(authorization.as_bytes()).expect("no control characters");
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/api/rollouts/{id}/approve"))
+        .header("content-type", "application/json")
+        .header("authorization", value)
+        .body("{}")
+        .send()
+        .await
+        .expect("an answer always comes back (no panic, no dropped connection)");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Where Sluice checks tokens, a valid approval with its `Authorization`
+/// header broken every way above is a 401 naming the header
+/// (`missing_token` or `invalid_token`), never a panic or a 5xx, and
+/// changes nothing; the valid token itself then approves.
+#[test]
+fn generated_authorization_headers_are_refused_by_name_and_change_nothing() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let (idp, rig, id) = rt.block_on(async {
+        let idp = common::oidc::Provider::start().await;
+        let rig = Rig::start_with_issuers(idp.issuers()).await;
+        let pipeline = format!("Bearer {}", idp.token(&idp.github_claims("contoso/orders", "production")));
+        let spec = rig.spec(json!([{"setWeight": 20}, {"approval": {}}]));
+        let (status, body) =
+            raw(&rig.host.url(), "POST", "/api/rollouts", spec.to_string().into_bytes(), &[("authorization", &pipeline)]).await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["id"].as_str().expect("id").to_string();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while rig.host.app.engine.store.load(&id).await.expect("load").map(|(r, _)| format!("{:?}", r.phase)).as_deref()
+            != Some("AwaitingApproval")
+        {
+            assert!(std::time::Instant::now() < deadline, "never at the gate");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        (idp, rig, id)
+    });
+    let claims = idp.person_claims("oid-alice", "alice@contoso.com", &["Sluice.Approver"]);
+    let token = idp.token(&claims);
+    let url = rig.host.url();
+    let before = rt.block_on(snapshot(&rig.host.app));
+    let mut runner = TestRunner::new(Config { cases: cases(), failure_persistence: None, ..Config::default() });
+    let result = runner.run(&bad_auth(), |bad| {
+        let header = broken(&bad, &token, &claims, &idp);
+        let (status, answer) = rt.block_on(approve_with(&url, &id, &header));
+        let what = format!("{bad:?}: {status} {answer}");
+        prop_assert_eq!(status, 401, "{}", what);
+        prop_assert!(matches!(answer["error"].as_str(), Some("missing_token" | "invalid_token")), "{}", what);
+        prop_assert_eq!(answer["field"].as_str(), Some("authorization"), "{}", what);
+        prop_assert_eq!(&rt.block_on(snapshot(&rig.host.app)), &before, "{} changed the store", what);
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    // The same request with the token unbroken is accepted: the refusals were the header's.
+    let (status, answer) = rt.block_on(approve_with(&url, &id, &format!("Bearer {token}")));
+    assert_eq!(status, 200, "{answer}");
+}

@@ -105,7 +105,7 @@ fn new_key(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
-fn b64(bytes: &[u8]) -> String {
+pub fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
