@@ -11,7 +11,8 @@
 //
 //   azd up                     (azure.yaml: provision, then package and deploy)
 // or
-//   az deployment group create -g <rg> -f infra/main.bicep -p infra/main.parameters.json
+//   az deployment group create -g <rg> -f infra/main.bicep -p prefix=<p> alertToken=<t> \
+//     adminPrincipalId="$(az ad signed-in-user show --query id -o tsv)"
 //   cargo run --release -- package --out dist
 //   az functionapp deployment source config-zip -g <rg> -n <app> --src dist/sluice-functionapp.zip
 
@@ -62,8 +63,12 @@ param authObjectId string = ''
 @description('existing: its Application ID URI, for which the action group asks its token (default api://<authClientId>).')
 param authIdentifierUri string = ''
 
-@description('create: object id of the deploying user (azd sets AZURE_PRINCIPAL_ID): owner of the registration, and Sluice.Admin.')
+@description('create: object id of whoever deploys (azd sets AZURE_PRINCIPAL_ID; else `az ad signed-in-user show --query id -o tsv`): owner of the registration, which the secure webhook requires of its creator, and Sluice.Admin when a user.')
 param adminPrincipalId string = ''
+
+@description('create: User or ServicePrincipal (azd sets AZURE_PRINCIPAL_TYPE).')
+@allowed(['User', 'ServicePrincipal'])
+param adminPrincipalType string = 'User'
 
 // Flex Consumption's lowest instance limit is 40 (Learn, "Flex Consumption
 // plan hosting": instance count limits; Azure-Samples' Flex templates use
@@ -188,6 +193,7 @@ module registration 'modules/sign-in.bicep' = if (signIn == 'create') {
     uniqueName: '${prefix}-sluice-${uniqueString(resourceGroup().id)}'
     dashboardUrl: 'https://${app.properties.defaultHostName}/api/dashboard'
     adminPrincipalId: adminPrincipalId
+    adminPrincipalType: adminPrincipalType
   }
 }
 var entraClientId = signIn == 'create' ? registration!.outputs.clientId : authClientId

@@ -291,8 +291,22 @@ fn the_sign_in_module_registers_what_sluice_checks() {
         assignment.contains("principalId: actionGroups.id")
             && assignment.contains("appRoleId: guid(uniqueName, 'ActionGroupsSecureWebhook')")
     );
-    // Approving is for people: the role admits users only.
+    // Approving is for people: the role admits users only, and only a user deployer is made Admin.
     assert!(module.contains("{ value: 'Sluice.Approver', members: ['User'],"));
+    assert!(module.contains("resource deployerIsAdmin 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (adminPrincipalType == 'User')"));
+    // The secure webhook's creator must own the registration (Learn, "Action groups", secure webhook).
+    assert!(module.contains("owners: { relationships: [adminPrincipalId] }"));
+    // Graph takes no pre-authorization of a scope made in the same request: a second pass makes it,
+    // with api://{appId}, which the action group names and Sluice accepts as an audience.
+    let first = module.split("resource registration 'Microsoft.Graph/applications@v1.0' = {").nth(1).and_then(|r| r.split("\n}\n").next());
+    let second =
+        module.split("resource registrationApi 'Microsoft.Graph/applications@v1.0' = {").nth(1).and_then(|r| r.split("\n}\n").next());
+    let (first, second) = (first.unwrap_or_default(), second.unwrap_or_default());
+    assert!(!first.contains("preAuthorizedApplications") && second.contains("delegatedPermissionIds: [scopeId]"), "{second}");
+    assert!(second.contains("uniqueName: uniqueName") && second.contains("identifierUris: ['api://${registration.appId}']"));
+    assert!(module.contains("output identifierUri string = registrationApi.identifierUris[0]"));
+    let audiences = sluice::ports::identity::IssuerConfig::entra("https://login.microsoftonline.com", "t", "client").audiences;
+    assert!(audiences.contains(&"api://client".to_string()), "{audiences:?}");
 }
 
 #[test]

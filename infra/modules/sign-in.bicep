@@ -15,7 +15,9 @@
 // - the dashboard as a single-page app's redirect URI;
 // - the role assignments: the action groups' service principal ("AzNS AAD
 //   Webhook", app id 461e8683-5575-4561-ac7f-899cc907d62a) holds
-//   ActionGroupsSecureWebhook, and the deploying user holds Sluice.Admin.
+//   ActionGroupsSecureWebhook, and the deploying user holds Sluice.Admin;
+// - the deployer as an owner, which the action group's secure webhook
+//   requires of whoever creates it.
 extension microsoftGraphV1
 
 @description('Unique in the tenant: the registration is found again by it on the next deployment.')
@@ -24,8 +26,11 @@ param uniqueName string
 @description('The dashboard, as the browser comes back to it after signing in (https://<app>/api/dashboard).')
 param dashboardUrl string
 
-@description('Object id of the deploying user (azd: AZURE_PRINCIPAL_ID): owner of the registration and Sluice.Admin. Empty: nobody yet.')
-param adminPrincipalId string = ''
+@description('Object id of whoever deploys (azd: AZURE_PRINCIPAL_ID): owner of the registration, which the action group\'s secure webhook requires of its creator (else AadWebhookResourceNotOwnedByCaller), and Sluice.Admin when a user.')
+param adminPrincipalId string
+
+@description('User or ServicePrincipal (azd: AZURE_PRINCIPAL_TYPE): only a user is made Sluice.Admin, a role for people.')
+param adminPrincipalType string = 'User'
 
 // Fixed per registration, so a redeployment keeps every assignment.
 var roles = [
@@ -40,28 +45,27 @@ var scopeId = guid(uniqueName, 'access_as_user')
 var azureCliAppId = '04b07795-8ddb-461a-bbee-02f9e1bf7b46'
 var actionGroupsAppId = '461e8683-5575-4561-ac7f-899cc907d62a'
 
+var scope = {
+  id: scopeId
+  value: 'access_as_user'
+  type: 'User'
+  isEnabled: true
+  adminConsentDisplayName: 'Use Sluice as the signed-in person'
+  adminConsentDescription: 'Read and act on rollouts in Sluice as the signed-in person, within the roles they hold.'
+  userConsentDisplayName: 'Use Sluice as you'
+  userConsentDescription: 'Read and act on rollouts in Sluice as you, within the roles you hold.'
+}
+
+// Two passes over the same registration (found by uniqueName): Graph does not take a
+// pre-authorization of a scope defined in the same request (microsoftgraph/microsoft-graph-docs#20177),
+// and the registration cannot name its own appId in the request that creates it
+// (msgraph-bicep-types#239). The first pass uses api://{tenant}/{name}, which tenants allow.
 resource registration 'Microsoft.Graph/applications@v1.0' = {
   uniqueName: uniqueName
   displayName: 'Sluice (${uniqueName})'
   signInAudience: 'AzureADMyOrg'
-  // api://{tenant}/{name}: a form tenants allow by default; api://{appId} cannot name itself here.
   identifierUris: ['api://${tenant().tenantId}/${uniqueName}']
-  api: {
-    requestedAccessTokenVersion: 2
-    oauth2PermissionScopes: [
-      {
-        id: scopeId
-        value: 'access_as_user'
-        type: 'User'
-        isEnabled: true
-        adminConsentDisplayName: 'Use Sluice as the signed-in person'
-        adminConsentDescription: 'Read and act on rollouts in Sluice as the signed-in person, within the roles they hold.'
-        userConsentDisplayName: 'Use Sluice as you'
-        userConsentDescription: 'Read and act on rollouts in Sluice as you, within the roles you hold.'
-      }
-    ]
-    preAuthorizedApplications: [{ appId: azureCliAppId, delegatedPermissionIds: [scopeId] }]
-  }
+  api: { requestedAccessTokenVersion: 2, oauth2PermissionScopes: [scope] }
   appRoles: [
     for role in roles: {
       id: guid(uniqueName, role.value)
@@ -73,14 +77,28 @@ resource registration 'Microsoft.Graph/applications@v1.0' = {
     }
   ]
   spa: { redirectUris: [dashboardUrl] }
-  owners: { relationships: empty(adminPrincipalId) ? [] : [adminPrincipalId] }
+  owners: { relationships: [adminPrincipalId] }
+}
+
+// The second pass: api://{appId} (the form every tenant policy allows, and the audience Sluice
+// accepts beside the client id), and the Azure CLI pre-authorized for the scope the first made.
+resource registrationApi 'Microsoft.Graph/applications@v1.0' = {
+  uniqueName: uniqueName
+  displayName: registration.displayName
+  identifierUris: ['api://${registration.appId}']
+  api: {
+    requestedAccessTokenVersion: 2
+    oauth2PermissionScopes: [scope]
+    preAuthorizedApplications: [{ appId: azureCliAppId, delegatedPermissionIds: [scopeId] }]
+  }
 }
 
 resource sluice 'Microsoft.Graph/servicePrincipals@v1.0' = {
   appId: registration.appId
 }
 
-// Present in every tenant that has used action groups' secure webhooks; Microsoft's script creates it otherwise.
+// Present in every tenant that has used action groups' secure webhooks; else create it once
+// (`az ad sp create --id 461e8683-5575-4561-ac7f-899cc907d62a`, as Microsoft's script does).
 resource actionGroups 'Microsoft.Graph/servicePrincipals@v1.0' existing = {
   appId: actionGroupsAppId
 }
@@ -91,7 +109,7 @@ resource actionGroupsMayAlert 'Microsoft.Graph/appRoleAssignedTo@v1.0' = {
   appRoleId: guid(uniqueName, 'ActionGroupsSecureWebhook')
 }
 
-resource deployerIsAdmin 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (!empty(adminPrincipalId)) {
+resource deployerIsAdmin 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (adminPrincipalType == 'User') {
   principalId: adminPrincipalId
   resourceId: sluice.id
   appRoleId: guid(uniqueName, 'Sluice.Admin')
@@ -99,4 +117,4 @@ resource deployerIsAdmin 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (!empty(a
 
 output clientId string = registration.appId
 output objectId string = registration.id
-output identifierUri string = 'api://${tenant().tenantId}/${uniqueName}'
+output identifierUri string = registrationApi.identifierUris[0]
