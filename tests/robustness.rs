@@ -238,13 +238,18 @@ struct Target {
 }
 
 async fn send_http(target: &Target, case: &Case) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(format!("{}{}", target.url, target.path))
-        .header("content-type", case.content_type)
-        .body(case.body.clone())
-        .send()
-        .await
-        .expect("an answer always comes back (no panic, no dropped connection)");
+    answered(
+        reqwest::Client::new()
+            .post(format!("{}{}", target.url, target.path))
+            .header("content-type", case.content_type)
+            .body(case.body.clone()),
+    )
+    .await
+}
+
+/// The status and JSON body of `request`'s answer; one always comes back.
+async fn answered(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let resp = request.send().await.expect("an answer always comes back (no panic, no dropped connection)");
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
@@ -653,17 +658,14 @@ fn sign_text(key: &std::path::Path, header: &str, claims: &str) -> String {
 /// The header's bytes as they are (non-ASCII as obs-text), which `raw` would refuse to send.
 async fn approve_with(url: &str, id: &str, authorization: &str) -> (u16, Value) {
     let value = reqwest::header::HeaderValue::from_bytes(authorization.as_bytes()).expect("no control characters");
-    let resp = reqwest::Client::new()
-        .post(format!("{url}/api/rollouts/{id}/approve"))
-        .header("content-type", "application/json")
-        .header("authorization", value)
-        .body("{}")
-        .send()
-        .await
-        .expect("an answer always comes back (no panic, no dropped connection)");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    answered(
+        reqwest::Client::new()
+            .post(format!("{url}/api/rollouts/{id}/approve"))
+            .header("content-type", "application/json")
+            .header("authorization", value)
+            .body("{}"),
+    )
+    .await
 }
 
 /// Where Sluice checks tokens, a valid approval with its `Authorization`
