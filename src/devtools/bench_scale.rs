@@ -374,13 +374,43 @@ pub(crate) struct Server {
     child: tokio::process::Child,
     /// Where it answers.
     pub(crate) url: String,
+    /// The executable, when it runs under a profiler (`SLUICE_BENCH_UNDER`).
+    exe: Option<std::path::PathBuf>,
+}
+
+/// A profiler to run the server under, from `SLUICE_BENCH_UNDER` (e.g.
+/// `heaptrack -o /tmp/up`): a soak that hunts a leak sees who holds the
+/// memory. Samples then follow the server's own process below it.
+fn profiler() -> Vec<String> {
+    std::env::var("SLUICE_BENCH_UNDER").map(|v| v.split_whitespace().map(String::from).collect()).unwrap_or_default()
+}
+
+/// The first process below `pid` (itself included) running `exe`.
+fn descendant_running(pid: u32, exe: &Path) -> Option<u32> {
+    if std::fs::read_link(format!("/proc/{pid}/exe")).ok().as_deref() == Some(exe) {
+        return Some(pid);
+    }
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let children: Vec<u32> = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
+        .flat_map(|list| list.split_whitespace().filter_map(|c| c.parse().ok()).collect::<Vec<u32>>())
+        .collect();
+    children.into_iter().find_map(|c| descendant_running(c, exe))
 }
 
 impl Server {
     /// Starts `sluice up` on `dir` (and on Azurite's tables, given one), and waits until it answers.
     pub(crate) async fn start(exe: &Path, dir: &Path, azurite: Option<&Azurite>) -> Result<Server, BenchError> {
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(fail)?.port();
-        let mut cmd = tokio::process::Command::new(exe);
+        let under = profiler();
+        let mut cmd = match under.split_first() {
+            Some((program, args)) => {
+                let mut cmd = tokio::process::Command::new(program);
+                cmd.args(args).arg(exe);
+                cmd
+            }
+            None => tokio::process::Command::new(exe),
+        };
         cmd.arg("up").arg("--port").arg(port.to_string()).arg("--data-dir").arg(dir).current_dir(dir);
         cmd.env("SLUICE_ALERT_TOKEN", TOKEN).env("RUST_LOG", "warn");
         if let Some(a) = azurite {
@@ -397,20 +427,29 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(Server { child, url })
+        Ok(Server { child, url, exe: (!under.is_empty()).then(|| exe.to_path_buf()) })
     }
 
     fn rss(&self) -> Option<f64> {
-        self.child.id().and_then(rss_mib)
+        self.pid().and_then(rss_mib)
     }
 
-    /// Its process id, while it runs.
+    /// Its process id, while it runs (under a profiler, the process of `exe` below it).
     pub(crate) fn pid(&self) -> Option<u32> {
-        self.child.id()
+        let top = self.child.id()?;
+        match &self.exe {
+            None => Some(top),
+            Some(exe) => descendant_running(top, exe),
+        }
     }
 
-    /// Stops it.
+    /// Stops it. Under a profiler, the server is interrupted first and its
+    /// profiler given a minute to write what it found.
     pub(crate) async fn stop(mut self) {
+        if let (Some(_), Some(pid)) = (&self.exe, self.pid()) {
+            let _ = tokio::process::Command::new("kill").arg("-INT").arg(pid.to_string()).status().await;
+            let _ = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await;
+        }
         let _ = self.child.kill().await;
     }
 }
@@ -584,6 +623,36 @@ pub fn finished_text(rows: &[FinishedRow]) -> String {
 mod tests {
     use super::*;
     use crate::devtools::bench::summarise;
+
+    /// Under a profiler the samples follow the server's own process, found below the profiler's.
+    #[test]
+    fn the_process_running_an_executable_is_found_below_its_parent() {
+        let mut shell = std::process::Command::new("sh").args(["-c", "sleep 5; true"]).spawn().expect("sh runs");
+        let sleep = std::fs::canonicalize(which("sleep")).expect("sleep");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let found = loop {
+            if let Some(pid) = descendant_running(shell.id(), &sleep) {
+                break Some(pid);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let _ = shell.kill();
+        let _ = shell.wait();
+        assert!(found.is_some_and(|pid| pid != shell.id()), "{found:?}");
+        assert_eq!(descendant_running(std::process::id(), &std::env::current_exe().expect("exe")), Some(std::process::id()));
+    }
+
+    fn which(program: &str) -> std::path::PathBuf {
+        std::env::var("PATH")
+            .unwrap_or_default()
+            .split(':')
+            .map(|dir| Path::new(dir).join(program))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| program.into())
+    }
 
     #[test]
     fn the_table_shows_both_percentiles_from_an_alert_to_the_router() {

@@ -7,7 +7,9 @@
 //! open files, the store's file and log (or Azurite's memory), and the time
 //! `/api/metrics`, `/api/report`, a list and the workers' own calls take.
 //! Each series ends with its slope per hour, over the whole run and over
-//! its second half (after warm-up), and a chart.
+//! its second half (after warm-up), and a chart. `SLUICE_BENCH_UNDER`
+//! runs the server under a profiler (`heaptrack -o FILE`), to see who holds
+//! what memory grows.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
