@@ -190,8 +190,13 @@ struct Claims {
     roles: Vec<String>,
     #[serde(default)]
     groups: Vec<String>,
+    // Whether these are present decides what the token is (a person's, an app's, an ID
+    // token), so an explicit `null` is refused rather than read as absent.
+    #[serde(default, deserialize_with = "present")]
     scp: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     idtyp: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     nonce: Option<String>,
     preferred_username: Option<String>,
     upn: Option<String>,
@@ -201,6 +206,11 @@ struct Claims {
     environment: Option<String>,
     #[serde(rename = "ref")]
     git_ref: Option<String>,
+}
+
+/// A claim that, when it is there, is a string: `null` is no way of leaving it out.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
