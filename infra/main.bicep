@@ -11,7 +11,7 @@
 //
 //   azd up                     (azure.yaml: provision, then package and deploy)
 // or
-//   az deployment group create -g <rg> -f infra/main.bicep -p prefix=<p> alertToken=<t> \
+//   az deployment group create -g <rg> -f infra/main.bicep -p prefix=<p> alertToken=<t> apiKey=<k> \
 //     adminPrincipalId="$(az ad signed-in-user show --query id -o tsv)"
 //   cargo run --release -- package --out dist
 //   az functionapp deployment source config-zip -g <rg> -n <app> --src dist/sluice-functionapp.zip
@@ -27,6 +27,24 @@ param location string = resourceGroup().location
 @secure()
 @minLength(16)
 param alertToken string
+
+// Sluice's own key: every HTTP function is anonymous at the Functions host (a caller with a token
+// needs nothing else) and Sluice asks this key where no token stands in for it. azd generates it
+// once and keeps it in the environment's config (Azure/azure-dev, bicep_provider.go: a required
+// parameter with `azd: {type: 'generate'}` is generated once and saved as infra.parameters.apiKey).
+@description('Sluice\'s own key (SLUICE_API_KEY), at least 24 random letters and digits; azd generates it.')
+@secure()
+@minLength(24)
+@metadata({
+  azd: {
+    type: 'generate'
+    config: {
+      length: 40
+      noSpecial: true
+    }
+  }
+})
+param apiKey string
 
 @description('Resource groups holding the apps Sluice routes traffic for and reads metrics of: Website Contributor and Monitoring Reader there. None by default: never Sluice\'s own group, where those roles would reach Sluice itself.')
 param targetResourceGroups array = []
@@ -50,7 +68,7 @@ param channelSecrets object = {}
 @description('Where Sluice may send its credentials besides the Azure cloud it runs in, and which settings specs may name (each optional, comma-separated): {aksApiServers, appConfigStores, githubApiUrls, azureDevOpsUrls, specSettings}. specSettings entries are use:NAME (github, azureDevOps, aks, appConfig) or a bare channel setting; it defaults to the channelSecrets names. A spec that points a credential anywhere else is refused.')
 param credentialRules object = {}
 
-@description('How people, pipelines and Azure Monitor sign in; Sluice checks their Entra ID tokens itself. create: this deployment registers Sluice in Entra ID with its app roles (modules/sign-in.bicep; you must be allowed to register applications, and be Application Administrator or Cloud Application Administrator to grant Azure Monitor its webhook role). existing: authClientId and authObjectId name a registration you made (README, "Who may act"). none: function keys only, and the names callers write are taken as written.')
+@description('How people, pipelines and Azure Monitor sign in; Sluice checks their Entra ID tokens itself. create: this deployment registers Sluice in Entra ID with its app roles (modules/sign-in.bicep; you must be allowed to register applications, and be Application Administrator or Cloud Application Administrator to grant Azure Monitor its webhook role). existing: authClientId and authObjectId name a registration you made (README, "Who may act"). none: Sluice\'s key (apiKey) only, and the names callers write are taken as written.')
 @allowed(['create', 'existing', 'none'])
 param signIn string = 'create'
 
@@ -170,8 +188,9 @@ var baseSettings = [
   { name: 'SLUICE_QUEUE_NAME', value: queueName }
   { name: 'ServiceBusConnection__fullyQualifiedNamespace', value: '${serviceBus.name}.servicebus.windows.net' }
   { name: 'SLUICE_ALERT_TOKEN', value: alertToken }
+  { name: 'SLUICE_API_KEY', value: apiKey }
   { name: 'SLUICE_RETENTION_DAYS', value: string(retentionDays) }
-  // Without sign-in the deployment says so: the Functions key is the only check and the
+  // Without sign-in the deployment says so: Sluice's key is the only check and the
   // names callers write are taken as written; `serve` refuses to start without a choice.
   { name: 'SLUICE_TRUST_NAMES', value: signIn == 'none' ? 'true' : 'false' }
   // Where credentials may go and which settings specs may name (src/ports/reach.rs): this cloud's

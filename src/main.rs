@@ -43,7 +43,7 @@ struct Remote {
     /// Sluice's base URL.
     #[arg(long, env = "SLUICE_URL", default_value = "http://127.0.0.1:7071", global = true)]
     url: String,
-    /// Functions key (sent as x-functions-key).
+    /// Sluice's key, `SLUICE_API_KEY` (sent as x-functions-key).
     #[arg(long, env = "SLUICE_KEY", global = true, hide_env_values = true)]
     key: Option<String>,
     /// Sign in to a Sluice behind App Service authentication with a token
@@ -57,6 +57,11 @@ struct Remote {
     /// audience, fetched for every call (the job needs `permissions: id-token: write`).
     #[arg(long, env = "SLUICE_GITHUB_OIDC_AUDIENCE", global = true, conflicts_with_all = ["token", "entra"])]
     github_oidc: Option<String>,
+    /// In an Azure Pipelines job: sign in to Sluice's app (client id) as the
+    /// step's service connection, a token minted again before each expires
+    /// (needs SYSTEM_ACCESSTOKEN mapped; AzureCLI@2 sets the connection's ids).
+    #[arg(long, env = "SLUICE_AZURE_PIPELINES_APP", global = true, conflicts_with_all = ["token", "entra", "github_oidc"])]
+    azure_pipelines: Option<String>,
     /// Who is acting, recorded in the history (default: your login name, else `someone`).
     /// Whoever started a rollout cannot approve it: approve as another person.
     #[arg(long = "as", env = "SLUICE_USER", global = true)]
@@ -845,11 +850,12 @@ async fn report_failure(client: &Client, id: &str, report: &serde_json::Value) -
 
 fn client(remote: &Remote) -> Client {
     let user = actor_name(remote);
-    let sign_in = match (&remote.entra, &remote.token, &remote.github_oidc) {
-        (Some(app), _, _) => SignIn::azure_cli(app),
-        (None, Some(token), _) => SignIn::Token(token.clone()),
-        (None, None, Some(audience)) => SignIn::GitHubActions { audience: audience.clone() },
-        (None, None, None) => SignIn::None,
+    let sign_in = match (&remote.entra, &remote.token, &remote.github_oidc, &remote.azure_pipelines) {
+        (Some(app), _, _, _) => SignIn::azure_cli(app),
+        (None, Some(token), _, _) => SignIn::Token(token.clone()),
+        (None, None, Some(audience), _) => SignIn::GitHubActions { audience: audience.clone() },
+        (None, None, None, Some(app)) => SignIn::azure_pipelines(app),
+        (None, None, None, None) => SignIn::None,
     };
     Client::new(&remote.url, remote.key.clone(), &user).signed_in(sign_in).with_local_token(local_token(&remote.url))
 }
@@ -1069,6 +1075,7 @@ async fn up(
         data_dir: data_dir.clone(),
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         alert_token: app_config.alert_token.clone(),
+        api_key: app_config.api_key.as_ref().map(|k| k.0.clone()),
         require_principal: app_config.require_principal,
         issuers: app_config.issuers.clone(),
         public_url: app_config.public_url.clone(),
@@ -1151,6 +1158,7 @@ async fn serve() -> anyhow::Result<ExitCode> {
                 alert_token: config.alert_token.clone(),
                 require_principal: config.require_principal,
                 tokens,
+                api_key: config.api_key.as_ref().map(|k| k.0.clone()),
             }))
         })
     });

@@ -72,7 +72,7 @@ async fn rig(up: &Upstreams, data: &std::path::Path, azurite: &Azurite, fake: &F
     let env = sluice::ports::env::AdapterEnv::new(data.to_path_buf(), "http://127.0.0.1:7071".into());
     let engine = Arc::new(Engine::new(store.clone(), queue.clone(), env, Arc::new(SystemClock)));
     let _ = up;
-    Rig { app: App { engine, alert_token: None, require_principal: false, tokens: None }, store, queue }
+    Rig { app: App { engine, alert_token: None, require_principal: false, tokens: None, api_key: None }, store, queue }
 }
 
 /// Runs one rollout to its end, one message at a time, and returns the cost of each step.

@@ -257,7 +257,7 @@ impl Harness {
             .or_insert_with(|| "github:GITHUB_TOKEN,azureDevOps:AZURE_DEVOPS_PAT,github:GH,TEAMS_URL,SLACK_URL,HOOK_*,BROKEN_URL".into());
         let env = AdapterEnv::with_settings(dir.path().to_path_buf(), PUBLIC.into(), Arc::new(move |k: &str| map.get(k).cloned()));
         let engine = Arc::new(Engine::new(store, queue, env, clock.clone()));
-        Harness { app: App { engine, alert_token: None, require_principal: false, tokens: None }, clock, up, _dir: dir }
+        Harness { app: App { engine, alert_token: None, require_principal: false, tokens: None, api_key: None }, clock, up, _dir: dir }
     }
 
     fn spec(&self, steps: Value) -> Value {

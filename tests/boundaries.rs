@@ -212,7 +212,7 @@ async fn who_may_act_is_403_and_state_conflicts_409_each_in_the_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_require_principal_only_the_signed_in_identity_acts() {
     let rig = Rig::start().await;
-    let app = App { engine: rig.host.app.engine.clone(), alert_token: None, require_principal: true, tokens: None };
+    let app = App { engine: rig.host.app.engine.clone(), alert_token: None, require_principal: true, tokens: None, api_key: None };
     let id = rig.start_rollout(&rig.spec(json!([{"setWeight": 20}, {"approval": {}}]))).await;
     rig.wait_phase(&id, "AwaitingApproval").await;
     let request = |body: Value, headers: &[(&str, &str)]| functions::HttpRequest {
@@ -782,6 +782,7 @@ async fn serve_refuses_the_local_testing_setting() {
         .env("SLUICE_QUEUE", "embedded")
         .env("SLUICE_DATA_DIR", std::env::temp_dir())
         .env("SLUICE_ALERT_TOKEN", "a-token-of-sixteen-chars")
+        .env("SLUICE_API_KEY", "a-key-of-twenty-four-chars")
         .env("SLUICE_TRUST_NAMES", "true")
         .env("SLUICE_ALLOW_LOOPBACK_ENDPOINTS", "true")
         .output()

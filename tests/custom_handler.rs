@@ -17,6 +17,8 @@ use sluice::host::envelope;
 use sluice::ports::store::{Etag, StoreError};
 
 const TOKEN: &str = "serve-test-token-0123456789";
+/// Sluice's own key, which `serve` requires (every function is anonymous at the host).
+const API_KEY: &str = "serve-test-key-0123456789abcdef";
 
 fn fixture(name: &str, rollout: &str) -> Value {
     fixture_with_router(name, rollout, "http://127.0.0.1:9")
@@ -53,6 +55,7 @@ async fn start_serve(extra: &[(&str, &str)]) -> Serve {
         .env("SLUICE_QUEUE", "embedded")
         .env("SLUICE_DATA_DIR", dir.path())
         .env("SLUICE_ALERT_TOKEN", TOKEN)
+        .env("SLUICE_API_KEY", API_KEY)
         .env("SLUICE_TRUST_NAMES", "true")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -202,17 +205,33 @@ async fn serve_handles_every_trigger_form_with_the_exact_response_shape() {
         assert_eq!(body["Outputs"], json!({}));
     }
     // Forwarded HTTP reaches the same handlers.
-    let client = sluice::cli::client::Client::new(&serve.url, None, "alice");
+    // The function is anonymous at the host: Sluice asks its own key, and a call without it changes nothing.
+    let keyless = sluice::cli::client::Client::new(&serve.url, None, "alice");
+    match keyless.status("sb-0").await {
+        Err(sluice::cli::client::ClientError::Http { status: 401, body }) => {
+            assert_eq!((body["error"].as_str(), body["field"].as_str()), (Some("missing_key"), Some("x-functions-key")), "{body}")
+        }
+        other => panic!("a call without the key: {other:?}"),
+    }
+    let client = sluice::cli::client::Client::new(&serve.url, Some(API_KEY.into()), "alice");
     let status = common::wait_for(&client, "sb-0", "started", Duration::from_secs(10), |s| s["phase"] != "Pending").await;
     assert_eq!(status["target"], "fixture-api-0");
-    // Enveloped HTTP: GET status and POST abort through /api with Data.req.
+    // Enveloped HTTP: GET status and POST abort through /api with Data.req, the key in the
+    // query as a caller's `?code=` reaches the handler; the fixture's own `abc` is no key.
+    let with_key = |mut doc: Value, key: &str| {
+        doc["Data"]["req"]["Query"] = json!(json!({"code": key}).to_string());
+        doc
+    };
     let (code, body) = post(&serve.url, "/api", fixture("http-get-status.json", "sb-0").to_string().as_bytes()).await;
+    assert_eq!((code, &body["Outputs"]["res"]["statusCode"]), (200, &json!(401)), "{body}");
+    assert_eq!(body["Outputs"]["res"]["body"]["error"], "invalid_key", "{body}");
+    let (code, body) = post(&serve.url, "/api", with_key(fixture("http-get-status.json", "sb-0"), API_KEY).to_string().as_bytes()).await;
     assert_eq!(code, 200, "{body}");
     let res = &body["Outputs"]["res"];
     assert_eq!(res["statusCode"], 200, "{body}");
     assert_eq!(res["headers"]["Content-Type"], "application/json");
     assert_eq!(res["body"]["id"], "sb-0", "the body is a JSON object, not a string the host might base64-decode");
-    let (code, body) = post(&serve.url, "/api", fixture("http-post-abort.json", "sb-1").to_string().as_bytes()).await;
+    let (code, body) = post(&serve.url, "/api", with_key(fixture("http-post-abort.json", "sb-1"), API_KEY).to_string().as_bytes()).await;
     assert_eq!((code, body["Outputs"]["res"]["statusCode"].clone()), (200, json!(200)), "{body}");
     common::wait_for(&client, "sb-1", "aborted", Duration::from_secs(10), |s| s["phase"] == "Aborted").await;
     // A finished rollout prints its sluice.metric line on stdout, once, for Application Insights.
@@ -370,7 +389,7 @@ async fn a_transient_failure_answers_non_2xx_so_the_host_redelivers() {
     );
     let env = sluice::ports::env::AdapterEnv::new(dir.path().to_path_buf(), "http://x".into());
     let engine = Arc::new(sluice::shell::engine::Engine::new(Arc::new(DownStore), queue, env, Arc::new(sluice::ports::clock::SystemClock)));
-    let app = Arc::new(sluice::functions::App { engine, alert_token: None, require_principal: false, tokens: None });
+    let app = Arc::new(sluice::functions::App { engine, alert_token: None, require_principal: false, tokens: None, api_key: None });
     let settings = sluice::host::HostSettings::embedded().expect("host.json");
     let defs = sluice::host::definitions::embedded_definitions().expect("defs");
     let server = sluice::host::custom_handler::start(app, settings, defs, common::loopback(), false).await.expect("serves");
@@ -392,6 +411,7 @@ async fn serve_and_up_route_the_same_functions() {
         data_dir: dir.path().to_path_buf(),
         addr: common::loopback(),
         alert_token: None,
+        api_key: None,
         require_principal: false,
         issuers: Vec::new(),
         public_url: None,
@@ -422,7 +442,7 @@ fn serve_fails_fast_naming_every_missing_setting_without_secrets() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for setting in ["FUNCTIONS_CUSTOMHANDLER_PORT", "SLUICE_STORE", "SLUICE_QUEUE", "SLUICE_ALERT_TOKEN"] {
+    for setting in ["FUNCTIONS_CUSTOMHANDLER_PORT", "SLUICE_STORE", "SLUICE_QUEUE", "SLUICE_API_KEY", "SLUICE_ALERT_TOKEN"] {
         assert_eq!(stderr.lines().filter(|l| l.trim_start().starts_with(&format!("{setting}:"))).count(), 1, "{setting} in:\n{stderr}");
     }
     assert!(!stderr.contains("tok-secret-12"), "the secret leaked:\n{stderr}");
@@ -536,6 +556,7 @@ async fn serve_answers_get_at_once_and_writes_nothing_while_the_store_is_unreach
         .env("IDENTITY_ENDPOINT", format!("http://{hang_addr}/msi/token"))
         .env("IDENTITY_HEADER", "x")
         .env("SLUICE_ALERT_TOKEN", TOKEN)
+        .env("SLUICE_API_KEY", API_KEY)
         .env("SLUICE_TRUST_NAMES", "true")
         .env("RUST_LOG", "warn")
         .env_remove("SLUICE_DATA_DIR")

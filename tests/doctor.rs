@@ -126,7 +126,7 @@ async fn rig(settings: &[(&'static str, &str)]) -> Rig {
         Arc::new(sluice::ports::queue::embedded::EmbeddedQueue::open(&dir.path().join("queue.db"), Arc::new(SystemClock)).expect("queue"));
     let engine = Arc::new(Engine::new(store, queue, env, Arc::new(SystemClock)));
     // Signed in by App Service authentication in front (WEBSITE_AUTH_ENABLED): the principal header acts.
-    Rig { fake, world, _dir: dir, app: App { engine, alert_token: None, require_principal: true, tokens: None } }
+    Rig { fake, world, _dir: dir, app: App { engine, alert_token: None, require_principal: true, tokens: None, api_key: None } }
 }
 
 impl Rig {

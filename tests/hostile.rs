@@ -71,6 +71,7 @@ async fn a_dashboard_behind_a_tunnel_acts_and_other_origins_still_cannot() {
         data_dir: dir.path().to_path_buf(),
         addr: loopback(),
         alert_token: None,
+        api_key: None,
         require_principal: false,
         issuers: Vec::new(),
         public_url: Some(format!("{public}/")),

@@ -290,6 +290,14 @@ async fn a_github_job_starts_and_follows_with_its_own_token_fetched_for_every_ca
     assert!(fetched >= 3, "a token per call (start, then each poll of the follow), got {fetched}");
     let body = wait_phase(&rig, &idp, "gh-run-1", "AwaitingApproval").await;
     assert_eq!(body["createdBy"], "contoso/orders (production)");
+    // A later stage failed: the job reports it with its token too, and still no key (the rig asks
+    // one, as in Azure, where no token stands in).
+    let out =
+        sluice(&["report-failure", "gh-run-1", "--stage", "smoke-test", "--run-url", "https://github.com/contoso/orders/actions/runs/1"])
+            .await
+            .expect("runs");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    wait_phase(&rig, &idp, "gh-run-1", "RolledBack").await;
     // Outside a job there is no token to be had, and the CLI says what to do.
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["status", "gh-run-1"])
@@ -416,4 +424,115 @@ async fn an_issuer_that_hangs_answers_too_much_or_lies_gets_its_tokens_refused()
         assert!(matches!(verifier.verify(&token, now).await, Err(TokenError::KeysUnavailable(_))));
         assert!(again.elapsed() < Duration::from_secs(1), "{issuer}: asked again within the floor");
     }
+}
+
+/// Every function is anonymous at the Functions host, so Sluice asks its own
+/// key: a token stands in for it where Sluice checks tokens, except on the
+/// two functions whose callers only hold a static credential; without
+/// tokens every call needs it. A refusal names the header and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_needs_no_key_beside_it_and_static_callers_keep_the_key() {
+    let idp = Provider::start().await;
+    let rig = Rig::start_with_issuers(idp.issuers()).await;
+    let url = rig.host.url();
+    let reader = bearer(&idp.person("oid-reader", "rita@contoso.com", &["Sluice.Reader"]));
+    let with_token = [("authorization", reader.as_str())];
+    let key = [("x-functions-key", common::API_KEY)];
+    let refused = |(status, body): (u16, Value), error: &str, field: &str| {
+        assert_eq!((status, body["error"].as_str(), body["field"].as_str()), (401, Some(error), Some(field)), "{body}");
+    };
+    let (status, body) = raw(&url, "GET", "/api/rollouts", Vec::new(), &with_token).await;
+    assert_eq!(status, 200, "a token alone reads: {body}");
+    refused(raw(&url, "GET", "/api/rollouts", Vec::new(), &key).await, "missing_token", "authorization");
+    refused(raw(&url, "GET", "/api/rollouts", Vec::new(), &[]).await, "missing_token", "authorization");
+    // Prometheus and the agentless task send a key and nothing else.
+    refused(raw(&url, "GET", "/api/metrics", Vec::new(), &with_token).await, "missing_key", "x-functions-key");
+    let wrong = [("x-functions-key", "not-the-key-0123456789abcdef")];
+    refused(raw(&url, "GET", "/api/metrics", Vec::new(), &wrong).await, "invalid_key", "x-functions-key");
+    let (status, body) = raw(&url, "GET", "/api/metrics", Vec::new(), &key).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = raw(&url, "GET", &format!("/api/metrics?code={}", common::API_KEY), Vec::new(), &[]).await;
+    assert_eq!(status, 200, "the key as a scrape job's `code` parameter");
+    refused(raw(&url, "POST", "/api/pipelines/azure?rollout=r1", b"{}".to_vec(), &with_token).await, "missing_key", "x-functions-key");
+    // The page holds no data; the alert webhook has its own check.
+    let page = reqwest::get(format!("{url}/api/dashboard")).await.expect("answers");
+    assert_eq!(page.status().as_u16(), 200);
+
+    // Without tokens (signIn: none) every call but those two needs the key.
+    let keyed = Rig::start_keyed().await;
+    let url = keyed.host.url();
+    let spec = keyed.spec(json!([{"setWeight": 20}, {"approval": {}}])).to_string().into_bytes();
+    let json = ("content-type", "application/json");
+    refused(raw(&url, "POST", "/api/rollouts", spec.clone(), &[json]).await, "missing_key", "x-functions-key");
+    refused(raw(&url, "POST", "/api/rollouts", spec.clone(), &[json, ("x-functions-key", "abc")]).await, "invalid_key", "x-functions-key");
+    refused(raw(&url, "GET", "/api/waves", Vec::new(), &[]).await, "missing_key", "x-functions-key");
+    let (status, body) = raw(&url, "GET", "/api/rollouts", Vec::new(), &[]).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(keyed.host.app.engine.store.list(&Default::default()).await.expect("list").len(), 0, "nothing was started");
+    let (status, body) =
+        raw(&url, "POST", "/api/rollouts", spec, &[json, ("x-functions-key", common::API_KEY), ("x-sluice-user", "pipeline")]).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = raw(&url, "GET", &format!("/api/rollouts?code={}", common::API_KEY), Vec::new(), &[]).await;
+    assert_eq!((status, body["rollouts"].as_array().map(Vec::len)), (200, Some(1)), "{body}");
+    let alert = json!({"schemaId": "azureMonitorCommonAlertSchema", "data": {"essentials": {"alertId": "a1", "alertRule": "r", "monitorCondition": "Fired", "alertTargetIDs": []}}});
+    let (status, body) = raw(&url, "POST", &format!("/api/alerts?token={}", common::TOKEN), alert.to_string().into_bytes(), &[json]).await;
+    assert_eq!(status, 202, "the alert webhook asks its own token, not the key: {body}");
+}
+
+/// An Azure Pipelines job on a workload identity federation connection
+/// signs in as that connection with no stored secret: for each token it asks
+/// the job's OIDC service for a fresh assertion and trades it at Entra ID
+/// (`--azure-pipelines`), so a follow outlives the ten-minute federated
+/// token the Azure CLI would have kept. It starts, follows and reports, and
+/// without the job's access token it says what to map and calls nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_azure_pipelines_job_starts_follows_and_reports_as_its_service_connection() {
+    let idp = Provider::start().await;
+    let rig = Rig::start_with_issuers(idp.issuers()).await;
+    let spec = rig.dir.path().join("rollout.json");
+    std::fs::write(&spec, rig.spec(json!([{"setWeight": 20}, {"approval": {}}])).to_string()).expect("spec written");
+    let job = |args: &[&str], access_token: Option<&str>| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.args(args)
+            .env("SLUICE_URL", rig.host.url())
+            .env("SLUICE_AZURE_PIPELINES_APP", oidc::CLIENT)
+            .env("SYSTEM_OIDCREQUESTURI", format!("{}/ado/oidctoken", idp.base))
+            .env("AZURESUBSCRIPTION_SERVICE_CONNECTION_ID", oidc::ADO_CONNECTION)
+            .env("AZURESUBSCRIPTION_CLIENT_ID", oidc::ADO_CLIENT)
+            .env("AZURESUBSCRIPTION_TENANT_ID", oidc::TENANT)
+            .env("SLUICE_ENTRA_AUTHORITY", &idp.base)
+            .env_remove("SYSTEM_ACCESSTOKEN")
+            .env_remove("SLUICE_KEY")
+            .env_remove("SLUICE_TOKEN")
+            .env_remove("SLUICE_ENTRA_APP")
+            .env_remove("SLUICE_GITHUB_OIDC_AUDIENCE");
+        if let Some(t) = access_token {
+            cmd.env("SYSTEM_ACCESSTOKEN", t);
+        }
+        cmd.output()
+    };
+    let ok = |out: std::process::Output| {
+        assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    };
+    let token = Some(oidc::ADO_JOB_TOKEN);
+    ok(job(&["start", spec.to_str().expect("utf-8"), "--id", "ado-run-1"], token).await.expect("runs"));
+    ok(job(&["watch", "ado-run-1", "--until-approval"], token).await.expect("runs"));
+    let minted = idp.job_tokens.lock().expect("job tokens").len();
+    assert!(minted >= 3, "a fresh assertion for each token (start, then each poll of the follow), got {minted}");
+    assert!(idp.browser.grants().iter().all(|g| g == "client_credentials"), "{:?}", idp.browser.grants());
+    let body = wait_phase(&rig, &idp, "ado-run-1", "AwaitingApproval").await;
+    assert_eq!(body["createdBy"], oidc::ADO_CLIENT, "the connection's app, by its client id");
+    ok(job(&["report-failure", "ado-run-1", "--stage", "smoke-test"], token).await.expect("runs"));
+    wait_phase(&rig, &idp, "ado-run-1", "RolledBack").await;
+    // Not mapped into the step: named, with the line that maps it, and nothing is asked of anyone.
+    let before = idp.job_tokens.lock().expect("job tokens").len();
+    let out = job(&["status", "ado-run-1"], None).await.expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("SYSTEM_ACCESSTOKEN: $(System.AccessToken)"), "{stderr}");
+    assert_eq!(idp.job_tokens.lock().expect("job tokens").len(), before);
+    // A job token Azure DevOps does not know is refused there, and the CLI says by whom.
+    let out = job(&["status", "ado-run-1"], Some("someone-elses-token")).await.expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("OIDC token service answered HTTP 401"), "{stderr}");
+    assert!(!stderr.contains("someone-elses-token"), "{stderr}");
 }

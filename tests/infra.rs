@@ -117,6 +117,8 @@ fn app_settings_are_read_by_the_code_hold_no_key_and_pass_its_check() {
     let mut env: BTreeMap<String, String> =
         app_settings_with_values().into_iter().map(|(n, v)| (n.clone(), v.unwrap_or_else(|| format!("value-of-{n}")))).collect();
     env.insert("SLUICE_ALERT_TOKEN".into(), "0123456789abcdef0123456789".into());
+    // The parameter azd generates: 40 letters and digits.
+    env.insert("SLUICE_API_KEY".into(), "aZ09aZ09aZ09aZ09aZ09aZ09aZ09aZ09aZ09aZ09".into());
     env.insert("ServiceBusConnection__fullyQualifiedNamespace".into(), "ns.servicebus.windows.net".into());
     for (k, v) in [
         ("FUNCTIONS_CUSTOMHANDLER_PORT", "41000"),
@@ -251,9 +253,10 @@ fn flex_consumption_runs_the_custom_handler_and_signs_people_in() {
     // The dashboard's page holds no data and is where an Entra sign-in comes back to, without a key.
     let dashboard: serde_json::Value = serde_json::from_str(&read("functions/dashboard/function.json")).expect("json");
     assert_eq!(dashboard["bindings"][0]["authLevel"], "anonymous");
-    for name in ["api", "doctor", "pipelines"] {
+    // Every other function too: Sluice checks its own key (SLUICE_API_KEY), or a token instead.
+    for name in ["api", "doctor", "gate", "metrics", "pipelines", "releases", "report", "waves"] {
         let f: serde_json::Value = serde_json::from_str(&read(&format!("functions/{name}/function.json"))).expect("json");
-        assert_eq!(f["bindings"][0]["authLevel"], "function", "{name} keeps its function key");
+        assert_eq!(f["bindings"][0]["authLevel"], "anonymous", "{name}");
     }
     assert!(main.contains("/api/alerts?token=${alertToken}") && main.contains("useCommonAlertSchema: true"));
     // With sign-in the action group's webhook is a secure one: no token in its URL.
@@ -335,10 +338,26 @@ fn azd_provisions_this_bicep_and_deploys_the_package() {
     for name in params["parameters"].as_object().expect("parameters").keys() {
         assert!(main.contains(&format!("param {name} ")), "main.parameters.json sets {name}, which main.bicep lacks");
     }
-    for line in main.lines().filter(|l| l.starts_with("param ") && !l.contains('=')) {
-        let name = line.split_whitespace().nth(1).expect("name");
-        assert!(params["parameters"].get(name).is_some(), "{name} is required but main.parameters.json does not set it");
+    // ... or azd generates it: a required string parameter left out of the file, with
+    // `@metadata({azd: {type: 'generate'}})`, is generated once and kept in the environment's
+    // config (Azure/azure-dev, cli/azd/pkg/infra/provisioning/bicep/bicep_provider.go,
+    // AzdMetadataTypeGenerate; a value in the file would win over it).
+    let mut decorators = String::new();
+    for line in main.lines() {
+        if let Some(rest) = line.strip_prefix("param ").filter(|_| !line.contains('=')) {
+            let name = rest.split_whitespace().next().expect("name");
+            let generated = decorators.contains("type: 'generate'");
+            assert!(
+                params["parameters"].get(name).is_some() != generated,
+                "{name} is required: main.parameters.json sets it, or azd generates it (never both)"
+            );
+        }
+        decorators = match line.starts_with('@') || line.starts_with(' ') || line.starts_with('}') {
+            true => decorators + line + "\n",
+            false => String::new(),
+        };
     }
+    assert!(main.contains("param apiKey string"), "Sluice's key is a parameter azd generates");
     assert!(Path::new(&root().join("scripts/azd-deploy")).exists());
 }
 

@@ -256,6 +256,7 @@ async fn a_rollout_on_front_door_records_its_caveats_and_reverts_on_abort() {
             data_dir: dir.path().to_path_buf(),
             addr: "127.0.0.1:0".parse().expect("addr"),
             alert_token: None,
+            api_key: None,
             require_principal: false,
             issuers: Vec::new(),
             public_url: None,

@@ -1,8 +1,7 @@
 //! The HTTP client the CLI (and the demo) use to talk to a Sluice
-//! deployment — local or in Azure — with the same code. A Functions key goes
-//! in the `x-functions-key` header, an Entra token (App Service
-//! authentication) in `Authorization: Bearer`; the acting person in
-//! `x-sluice-user`.
+//! deployment — local or in Azure — with the same code. Sluice's key
+//! (`SLUICE_API_KEY`) goes in the `x-functions-key` header, a token in
+//! `Authorization: Bearer`; the acting person in `x-sluice-user`.
 
 use std::time::Duration;
 

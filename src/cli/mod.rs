@@ -3,6 +3,7 @@
 //! Functions package builder. `src/main.rs` parses arguments and calls these.
 
 pub mod actor;
+pub mod azure_pipelines;
 pub mod ci;
 pub mod client;
 pub mod package;

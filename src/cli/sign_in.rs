@@ -2,8 +2,10 @@
 //! Service authentication in front): a bearer token given as is, one the
 //! Azure CLI issues for the app registration, or, in a GitHub Actions job,
 //! the job's own OIDC token — fetched fresh for every call, so an hours-long
-//! follow never outlives its token and no secret is stored. No token
-//! reaches an error or a log.
+//! follow never outlives its token and no secret is stored; in an Azure
+//! Pipelines job, a token for Sluice's app minted from the service
+//! connection's federated identity whenever the last one is near its end.
+//! No token reaches an error or a log.
 
 use std::sync::Arc;
 
@@ -22,7 +24,7 @@ type Cached = Arc<Mutex<Option<(String, DateTime<Utc>)>>>;
 /// Where the CLI's bearer token comes from.
 #[derive(Clone, Default)]
 pub enum SignIn {
-    /// No token: a function key alone, or a local Sluice.
+    /// No token: Sluice's key alone, or a local Sluice.
     #[default]
     None,
     /// A token given on the command line or in `SLUICE_TOKEN`.
@@ -39,6 +41,15 @@ pub enum SignIn {
         /// The audience Sluice accepts (`SLUICE_GITHUB_AUDIENCE` on its side).
         audience: String,
     },
+    /// An Azure Pipelines job's service connection (workload identity
+    /// federation): a fresh OIDC token from the job, traded at Entra ID for a
+    /// token for Sluice's app, cached until shortly before it expires.
+    AzurePipelines {
+        /// Sluice's app registration: its client id or Application ID URI.
+        app: String,
+        /// The last token and when it expires.
+        cached: Cached,
+    },
 }
 
 impl std::fmt::Debug for SignIn {
@@ -48,6 +59,7 @@ impl std::fmt::Debug for SignIn {
             SignIn::Token(_) => f.write_str("SignIn::Token(..)"),
             SignIn::AzureCli { resource, .. } => write!(f, "SignIn::AzureCli({resource})"),
             SignIn::GitHubActions { audience } => write!(f, "SignIn::GitHubActions({audience})"),
+            SignIn::AzurePipelines { app, .. } => write!(f, "SignIn::AzurePipelines({app})"),
         }
     }
 }
@@ -72,25 +84,37 @@ impl SignIn {
         SignIn::AzureCli { resource: app.trim().to_string(), cached: Arc::new(Mutex::new(None)) }
     }
 
+    /// Tokens for Sluice's `app` from the Azure Pipelines job's service connection.
+    pub fn azure_pipelines(app: &str) -> Self {
+        SignIn::AzurePipelines { app: app.trim().to_string(), cached: Arc::new(Mutex::new(None)) }
+    }
+
     /// The bearer token to send, if any.
     pub async fn bearer(&self) -> Result<Option<String>, SignInError> {
         match self {
             SignIn::None => Ok(None),
             SignIn::Token(token) => Ok(Some(token.clone())),
-            SignIn::AzureCli { resource, cached } => {
-                let mut cached = cached.lock().await;
-                if let Some((token, expires)) = cached.as_ref() {
-                    if *expires - TimeDelta::minutes(5) > Utc::now() {
-                        return Ok(Some(token.clone()));
-                    }
-                }
-                let (token, expires) = from_azure_cli(resource).await?;
-                *cached = Some((token.clone(), expires));
-                Ok(Some(token))
-            }
+            SignIn::AzureCli { resource, cached } => fresh(cached, from_azure_cli(resource)).await.map(Some),
             SignIn::GitHubActions { audience } => from_github_actions(audience).await.map(Some),
+            SignIn::AzurePipelines { app, cached } => fresh(cached, super::azure_pipelines::token_for(app)).await.map(Some),
         }
     }
+}
+
+/// The cached token while it has five minutes left, else the one `mint` makes.
+async fn fresh(
+    cached: &Cached,
+    mint: impl std::future::Future<Output = Result<(String, DateTime<Utc>), SignInError>>,
+) -> Result<String, SignInError> {
+    let mut cached = cached.lock().await;
+    if let Some((token, expires)) = cached.as_ref() {
+        if *expires - TimeDelta::minutes(5) > Utc::now() {
+            return Ok(token.clone());
+        }
+    }
+    let (token, expires) = mint.await?;
+    *cached = Some((token.clone(), expires));
+    Ok(token)
 }
 
 /// The job's token, as GitHub's own toolkit asks for it (actions/toolkit,

@@ -146,6 +146,7 @@ pub async fn rollback(rollouts: usize, hanging: usize, progress: impl Fn(usize))
         data_dir: dir.clone(),
         addr: loopback(),
         alert_token: Some("bench".into()),
+        api_key: None,
         require_principal: false,
         issuers: Vec::new(),
         public_url: None,
@@ -308,6 +309,8 @@ pub async fn startup(exe: &std::path::Path, runs: usize) -> Result<StartupReport
             .env("SLUICE_QUEUE", "embedded")
             .env("SLUICE_DATA_DIR", dir.join("data"))
             .env("SLUICE_ALERT_TOKEN", "bench-token-0123456789")
+            .env("SLUICE_API_KEY", "bench-key-0123456789abcdef")
+            .env("SLUICE_TRUST_NAMES", "true")
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

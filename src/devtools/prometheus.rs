@@ -105,7 +105,7 @@ pub fn start_prometheus(target: &str, rules: Option<&str>, alertmanager: Option<
 }
 
 /// Prometheus scraping Sluice's own exposition (`/api/metrics` at `target`)
-/// every second, sending the function key as the `code` parameter as a
+/// every second, sending Sluice's key as the `code` parameter as a
 /// scrape job in Azure must.
 pub fn start_prometheus_scraping_sluice(target: &str, key: &str) -> Result<Server, StartError> {
     let bin = prometheus_bin()?;

@@ -10,6 +10,7 @@ use super::error::ApiError;
 use super::{App, HttpRequest};
 use crate::domain::access::Action;
 use crate::domain::ids::Actor;
+use crate::functions::alerts::token_matches;
 
 /// The caller `req`'s token proves, if it may do `action`; `None` when this
 /// Sluice checks no tokens.
@@ -50,4 +51,51 @@ pub fn bearer(req: &HttpRequest) -> Option<&str> {
     let value = req.header("authorization")?.trim();
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
+}
+
+/// What a function asks of a caller before its handler runs. Every HTTP
+/// function is anonymous at the Functions host, so that a caller with a
+/// token needs no shared secret besides it: the key is Sluice's own
+/// (`SLUICE_API_KEY`), checked here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRule {
+    /// No key: the handler has its own check (the alert webhook) or holds no data (the dashboard's page).
+    Never,
+    /// The key, always: callers that can only send a static credential (Prometheus, Azure DevOps' agentless task).
+    Always,
+    /// The key, unless this Sluice checks tokens, when the handler asks for one instead.
+    UnlessTokens,
+}
+
+/// The rule of the function `name`; a function not listed needs the key.
+pub fn key_rule(name: &str) -> KeyRule {
+    match name {
+        "alerts" | "dashboard" => KeyRule::Never,
+        "api" | "doctor" | "gate" | "releases" | "report" | "waves" => KeyRule::UnlessTokens,
+        _ => KeyRule::Always,
+    }
+}
+
+/// Refuses a call to `function` without the key its rule asks for; with no
+/// key configured (a local Sluice) nothing is asked.
+pub fn keyed(app: &App, function: &str, req: &HttpRequest) -> Result<(), ApiError> {
+    let Some(expected) = &app.api_key else { return Ok(()) };
+    let asked = match key_rule(function) {
+        KeyRule::Never => false,
+        KeyRule::Always => true,
+        KeyRule::UnlessTokens => app.tokens.is_none(),
+    };
+    let given = req.header("x-functions-key").or_else(|| req.query.get("code").map(String::as_str));
+    match (asked, given) {
+        (false, _) => Ok(()),
+        (true, None) => {
+            Err(ApiError::new(401, "missing_key", "send Sluice's key (SLUICE_API_KEY) in x-functions-key or ?code=")
+                .field("x-functions-key"))
+        }
+        (true, Some(given)) if token_matches(expected, Some(given)) => Ok(()),
+        (true, Some(_)) => {
+            tracing::warn!(function, "refused: wrong key");
+            Err(ApiError::new(401, "invalid_key", "the key is not Sluice's (SLUICE_API_KEY)").field("x-functions-key"))
+        }
+    }
 }

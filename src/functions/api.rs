@@ -95,7 +95,7 @@ fn list_filter(req: &HttpRequest) -> Result<ListFilter, ApiError> {
                 Ok(n) if (1..=1000).contains(&n) => filter.limit = n,
                 _ => return Err(bad("limit", format!("'{}' is not a number from 1 to 1000", shown(value)))),
             },
-            "code" => {} // the Functions key
+            "code" => {} // Sluice's key
             other => return Err(bad(&shown(other), "unknown query parameter".into())),
         }
     }
@@ -156,7 +156,7 @@ struct ActionBody {
     #[serde(default)]
     full: bool,
     request_id: Option<RequestId>,
-    /// The Functions key, when a client puts it in the body.
+    /// Sluice's key, when a client puts it in the body.
     #[allow(dead_code)]
     code: Option<String>,
 }

@@ -44,7 +44,7 @@ fn sign_in(app: &App) -> Check {
         Check::warning(
             "sign-in",
             "people's actions",
-            "App Service authentication is off: whoever holds the function key acts under the name they give",
+            "App Service authentication is off: whoever holds Sluice's key acts under the name they give",
         )
     }
 }

@@ -30,7 +30,7 @@ use crate::ports::store::ListFilter;
 struct GateRequest {
     target: Option<String>,
     spec: Option<Value>,
-    /// The Functions key, when a client puts it in the body.
+    /// Sluice's key, when a client puts it in the body.
     #[allow(dead_code)]
     code: Option<String>,
 }

@@ -1,4 +1,4 @@
-//! `metrics` (HTTP, `GET metrics`, behind the function key): Sluice's own
+//! `metrics` (HTTP, `GET metrics`, behind Sluice's key): Sluice's own
 //! numbers in the Prometheus text format — rollouts by outcome, rollbacks
 //! by cause, time to revert, time to decision per step, requests served by
 //! failed canaries, backlog and notification failures — drawn from the sums

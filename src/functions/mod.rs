@@ -35,6 +35,8 @@ pub struct App {
     pub require_principal: bool,
     /// The bearer tokens Sluice checks itself (`SLUICE_ENTRA_*`, `SLUICE_GITHUB_*`); `None` checks none.
     pub tokens: Option<Arc<crate::ports::identity::Verifier>>,
+    /// Sluice's own key (`SLUICE_API_KEY`), asked by `access::key_rule`; `None` asks none (local only).
+    pub api_key: Option<String>,
 }
 
 /// Largest body the API accepts.
@@ -185,6 +187,9 @@ async fn guarded<T>(name: &str, work: impl std::future::Future<Output = T>, on_p
 /// Runs an HTTP function by name; a panic answers 500 with a JSON body.
 pub async fn invoke_http(app: &App, name: &str, req: HttpRequest) -> HttpResponse {
     let work = async {
+        if let Err(refused) = access::keyed(app, name, &req) {
+            return refused.response();
+        }
         let result = match name {
             "api" => api::handle(app, req).await,
             "alerts" => alerts::handle(app, req).await,

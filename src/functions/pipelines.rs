@@ -66,7 +66,7 @@ pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiErro
     Ok(HttpResponse::json(200, &body))
 }
 
-/// The `rollout` query parameter (the Functions key may ride as `code`).
+/// The `rollout` query parameter (Sluice's key may ride as `code`).
 fn rollout_asked(req: &HttpRequest) -> Result<RolloutId, ApiError> {
     for key in req.query.keys() {
         if key != "rollout" && key != "code" {

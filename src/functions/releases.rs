@@ -40,7 +40,7 @@ struct FailureReport {
     log: String,
     by: Option<crate::domain::ids::ActorName>,
     spec: Option<Value>,
-    /// The Functions key, when a client puts it in the body.
+    /// Sluice's key, when a client puts it in the body.
     #[allow(dead_code)]
     code: Option<String>,
 }

@@ -34,7 +34,7 @@ fn query(req: &HttpRequest, now: DateTime<Utc>) -> Result<Query, ApiError> {
                     .with_timezone(&Utc)
             }
             "service" => q.service = Some(spec::check_name(value).map(|()| value.clone()).map_err(|e| bad("service", e))?),
-            "code" => {} // the Functions key
+            "code" => {} // Sluice's key
             other => return Err(bad(&shown(other), "unknown query parameter (since, until, service)".into())),
         }
     }

@@ -142,7 +142,7 @@ struct ActionBody {
     by: Option<crate::domain::ids::ActorName>,
     #[serde(default)]
     reason: String,
-    /// The Functions key, when a client puts it in the body.
+    /// Sluice's key, when a client puts it in the body.
     #[allow(dead_code)]
     code: Option<String>,
 }

@@ -274,17 +274,30 @@ mod tests {
     }
 
     #[test]
-    fn sluices_own_metrics_and_report_are_behind_the_function_key() {
+    fn every_http_function_is_anonymous_at_the_host_and_sluice_asks_its_own_key() {
+        use crate::functions::access::{key_rule, KeyRule};
         let defs = embedded_definitions().expect("valid");
-        let level = |name: &str| match &defs.iter().find(|d| d.name == name).expect("defined").trigger {
-            Trigger::Http { auth_level, .. } => auth_level.clone(),
-            other => format!("{other:?}"),
-        };
-        for name in ["metrics", "report"] {
-            assert_eq!(level(name), "function", "{name}");
+        let http: Vec<(&str, &str)> = defs
+            .iter()
+            .filter_map(|d| match &d.trigger {
+                Trigger::Http { auth_level, .. } => Some((d.name.as_str(), auth_level.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(http.len(), 10, "{http:?}");
+        // A host key would stand in front of a caller whose token is all it holds.
+        for (name, level) in &http {
+            assert_eq!(*level, "anonymous", "{name}");
         }
-        // The page holds no data (its reads carry the key or token), and a sign-in comes back to it without a key.
-        assert_eq!(level("dashboard"), "anonymous");
+        let rule = |name: &str| key_rule(name);
+        // Callers with a static credential only: Prometheus, Azure DevOps' agentless task.
+        assert_eq!((rule("metrics"), rule("pipelines")), (KeyRule::Always, KeyRule::Always));
+        // Its own check (URL token or Entra), and a page that holds no data.
+        assert_eq!((rule("alerts"), rule("dashboard")), (KeyRule::Never, KeyRule::Never));
+        for name in ["api", "doctor", "gate", "releases", "report", "waves"] {
+            assert_eq!(rule(name), KeyRule::UnlessTokens, "{name}");
+        }
+        assert_eq!(rule("a-function-added-later"), KeyRule::Always, "fail closed");
         assert!(matches!(route_http(&defs, "api", "GET", "/api/metrics"), RouteMatch::Found(d, _) if d.name == "metrics"));
         assert!(matches!(route_http(&defs, "api", "GET", "/api/report"), RouteMatch::Found(d, _) if d.name == "report"));
     }

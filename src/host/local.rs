@@ -43,6 +43,8 @@ pub struct LocalConfig {
     pub addr: SocketAddr,
     /// The alert webhook token (`SLUICE_ALERT_TOKEN`); `None` accepts any caller.
     pub alert_token: Option<String>,
+    /// Sluice's own key (`SLUICE_API_KEY`); `None` asks none.
+    pub api_key: Option<String>,
     /// People's actions need App Service authentication's principal (`SLUICE_REQUIRE_PRINCIPAL`).
     pub require_principal: bool,
     /// The issuers whose bearer tokens the handlers check (none: names as before).
@@ -152,7 +154,13 @@ where
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let engine = make(config.data_dir.clone(), public_url).await?;
     let tokens = crate::functions::access::verifier(&config.issuers).map_err(HostError::Config)?;
-    let app = Arc::new(App { engine, alert_token: config.alert_token.clone(), require_principal: config.require_principal, tokens });
+    let app = Arc::new(App {
+        engine,
+        alert_token: config.alert_token.clone(),
+        require_principal: config.require_principal,
+        tokens,
+        api_key: config.api_key.clone(),
+    });
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 

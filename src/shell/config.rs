@@ -77,6 +77,8 @@ pub struct AppConfig {
     pub data_dir: PathBuf,
     /// The alert webhook's shared token.
     pub alert_token: Option<String>,
+    /// Sluice's own key (`SLUICE_API_KEY`), which the functions ask for instead of the host.
+    pub api_key: Option<SecretSetting>,
     /// Base URL for links in issues and messages.
     pub public_url: Option<String>,
     /// Whether people's actions need App Service authentication's principal.
@@ -134,6 +136,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("AZURE_TENANT_ID", "Outside Azure: a service principal's tenant (with `AZURE_CLIENT_ID` and `AZURE_CLIENT_SECRET`) for Entra ID tokens."),
     ("SLUICE_AZURE_TOKEN", "Development only: a bearer token used as is for Azure calls."),
     ("SLUICE_DATA_DIR", "A writable directory for the embedded store and queue, local backlog files and notification logs. `up` defaults to `.sluice`; `serve` needs it set with the embedded store or queue (the app root is read-only when run from a package) and otherwise uses the system's temporary directory, writing nothing at start-up."),
+    ("SLUICE_API_KEY", "Sluice's own key, which every HTTP function but the alert webhook and the dashboard's page asks for (`x-functions-key` or `?code=`), since the Functions host asks none (every function is `anonymous`). Where Sluice checks tokens, a token replaces it everywhere but `metrics` and `pipelines`, whose callers send only a static credential. Required by `serve`, at least 24 characters (the Bicep generates it)."),
     ("SLUICE_ALERT_TOKEN", "Shared secret the alert webhook requires (`?token=`, `x-sluice-token` or `Authorization: Bearer`). Required by `serve`, at least 16 characters."),
     ("SLUICE_PUBLIC_URL", "Base URL people reach Sluice at, for links in issues and messages (default `https://$WEBSITE_HOSTNAME`, else the local address)."),
     ("WEBSITE_HOSTNAME", "Set by App Service; the default public host name."),
@@ -144,7 +147,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("SLUICE_GITHUB_AUDIENCE", "With `SLUICE_GITHUB_SUBJECTS`: Sluice accepts GitHub Actions OIDC tokens requested for this audience (no stored secret in the workflow)."),
     ("SLUICE_GITHUB_SUBJECTS", "Which workflows get which role, by the token's `sub`: `repo:contoso/orders:environment:production=Operator`, `;`-separated, `*` matches any run of characters. Reader or Operator; a pipeline never approves."),
     ("SLUICE_GITHUB_ISSUER", "GitHub's token issuer (default `https://token.actions.githubusercontent.com`; an Enterprise's own issuer)."),
-    ("SLUICE_TRUST_NAMES", "`true`: accept the names callers write (`by`, `x-sluice-user`) with only the Functions key checked. `serve` refuses to start unless tokens (`SLUICE_ENTRA_*`, `SLUICE_GITHUB_*`), App Service authentication or this is configured."),
+    ("SLUICE_TRUST_NAMES", "`true`: accept the names callers write (`by`, `x-sluice-user`) with only Sluice's key (`SLUICE_API_KEY`) checked. `serve` refuses to start unless tokens (`SLUICE_ENTRA_*`, `SLUICE_GITHUB_*`), App Service authentication or this is configured."),
     ("WEBSITE_AUTH_ENABLED", "Set to `True` by App Service when its authentication is on: only then is `X-MS-CLIENT-PRINCIPAL-NAME` trusted (and required for people's actions)."),
     ("GITHUB_TOKEN", "Default app setting of the `github` backlog's token (fine-grained: Issues read and write on the repository); a spec may name another with `tokenSetting`."),
     ("AZURE_DEVOPS_PAT", "Default app setting of the `azureDevOps` backlog's PAT (Work Items read and write); a spec may name another with `patSetting`. Without one, the managed identity's Entra token is used."),
@@ -291,6 +294,18 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>, mode: Mode) -> Result<AppC
         }
     };
     let entra = issuers.iter().any(|i| matches!(i.kind, crate::ports::identity::IssuerKind::Entra { .. }));
+    let api_key = value("SLUICE_API_KEY");
+    match (&api_key, mode) {
+        (Some(k), _) if k.chars().count() < 24 || k.chars().any(|c| !c.is_ascii_graphic()) => problem(
+            "SLUICE_API_KEY",
+            format!("is {} characters long or not all printable ASCII; use at least 24 random letters and digits", k.chars().count()),
+        ),
+        (None, Mode::Serve) => problem(
+            "SLUICE_API_KEY",
+            "is not set; the Functions host checks no key (every function is anonymous), so Sluice checks this one itself".into(),
+        ),
+        _ => {}
+    }
     let alert_token = value("SLUICE_ALERT_TOKEN");
     match (&alert_token, mode) {
         (Some(t), _) if t.chars().count() < 16 => {
@@ -364,7 +379,7 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>, mode: Mode) -> Result<AppC
             TRUST_NAMES,
             "no way to authenticate who acts is configured: set SLUICE_ENTRA_TENANT_ID and SLUICE_ENTRA_CLIENT_ID (and/or \
              SLUICE_GITHUB_AUDIENCE with SLUICE_GITHUB_SUBJECTS) so Sluice checks tokens, turn on App Service authentication, \
-             or set SLUICE_TRUST_NAMES=true to accept the names callers write (the Functions key is then the only check)"
+             or set SLUICE_TRUST_NAMES=true to accept the names callers write (Sluice's key is then the only check)"
                 .into(),
         );
     }
@@ -395,6 +410,7 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>, mode: Mode) -> Result<AppC
             queue,
             data_dir,
             alert_token,
+            api_key: api_key.map(SecretSetting),
             public_url,
             require_principal,
             issuers,
@@ -430,6 +446,9 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// A key as the Bicep generates it.
+    const KEY: &str = "k3yK3yk3yK3yk3yK3yk3yK3yk3yK3yk3yK3yk3yK";
+
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).cloned()
@@ -457,6 +476,7 @@ mod tests {
             ("SLUICE_TABLE_CONNECTION", "UseDevelopmentStorage=true"),
             ("SLUICE_QUEUE", "servicebus"),
             ("SLUICE_SERVICEBUS_CONNECTION", "Endpoint=sb://x/;SharedAccessKeyName=k;SharedAccessKey=v"),
+            ("SLUICE_API_KEY", KEY),
         ];
         let with = |extra: &[(&'static str, &'static str)]| from_env(&env(&[&base[..], extra].concat()), Mode::Serve);
         let names = |r: Result<AppConfig, Vec<ConfigProblem>>| r.expect_err("refused").iter().map(|p| p.setting).collect::<Vec<_>>();
@@ -481,7 +501,24 @@ mod tests {
     fn serve_reports_every_missing_setting_at_once() {
         let problems = from_env(&env(&[]), Mode::Serve).expect_err("incomplete");
         let names: Vec<&str> = problems.iter().map(|p| p.setting).collect();
-        assert_eq!(names, ["FUNCTIONS_CUSTOMHANDLER_PORT", "SLUICE_STORE", "SLUICE_QUEUE", "SLUICE_ALERT_TOKEN", "SLUICE_TRUST_NAMES"]);
+        assert_eq!(
+            names,
+            ["FUNCTIONS_CUSTOMHANDLER_PORT", "SLUICE_STORE", "SLUICE_QUEUE", "SLUICE_API_KEY", "SLUICE_ALERT_TOKEN", "SLUICE_TRUST_NAMES"]
+        );
+    }
+
+    #[test]
+    fn the_key_is_long_printable_and_never_echoed() {
+        let up = |key: &str| from_env(&env(&[("SLUICE_API_KEY", key)]), Mode::Up);
+        assert_eq!(up(KEY).expect("a generated key").api_key, Some(SecretSetting(KEY.into())));
+        assert_eq!(up(KEY).map(|c| format!("{c:?}")).expect("valid").matches(KEY).count(), 0, "Debug never shows it");
+        assert_eq!(from_env(&env(&[]), Mode::Up).expect("local").api_key, None, "a local Sluice asks no key unless given one");
+        for bad in ["short-key-of-23-letters", "twenty four letters with spaces", "ключключключключключключключ"]
+        {
+            let problems = up(bad).expect_err(bad);
+            assert_eq!(problems.iter().map(|p| p.setting).collect::<Vec<_>>(), ["SLUICE_API_KEY"], "{bad}");
+            assert!(!problems[0].message.contains(bad), "{}", problems[0].message);
+        }
     }
 
     #[test]
@@ -493,6 +530,7 @@ mod tests {
                 ("SLUICE_STORE", "cosmos"),
                 ("SLUICE_QUEUE", "embedded"),
                 ("SLUICE_ALERT_TOKEN", secret),
+                ("SLUICE_API_KEY", KEY),
                 ("SLUICE_TRUST_NAMES", "true"),
                 ("SLUICE_PUBLIC_URL", "ftp://x"),
                 ("FUNCTIONS_WORKER_RUNTIME", "node"),
@@ -514,6 +552,7 @@ mod tests {
                 ("SLUICE_QUEUE", "servicebus"),
                 ("ServiceBusConnection", "Endpoint=sb://x.servicebus.windows.net/;SharedAccessKeyName=a;SharedAccessKey=b"),
                 ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
+                ("SLUICE_API_KEY", KEY),
                 ("SLUICE_TRUST_NAMES", "true"),
             ]),
             Mode::Serve,
@@ -533,6 +572,7 @@ mod tests {
                 ("SLUICE_STORE", "sqlite"),
                 ("SLUICE_QUEUE", "embedded"),
                 ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
+                ("SLUICE_API_KEY", KEY),
                 ("SLUICE_TRUST_NAMES", "true"),
                 ("WEBSITE_HOSTNAME", "sluice-prod.azurewebsites.net"),
                 ("SLUICE_DATA_DIR", "/home/data/sluice"),
@@ -550,6 +590,7 @@ mod tests {
                     ("SLUICE_STORE", "sqlite"),
                     ("SLUICE_QUEUE", "embedded"),
                     ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
+                    ("SLUICE_API_KEY", KEY),
                     ("SLUICE_TRUST_NAMES", "true"),
                     ("SLUICE_DATA_DIR", "/home/data/sluice"),
                     ("SLUICE_REQUIRE_PRINCIPAL", v),
@@ -569,6 +610,7 @@ mod tests {
                 ("SLUICE_QUEUE", "servicebus"),
                 ("ServiceBusConnection", "Endpoint=sb://x.servicebus.windows.net/;SharedAccessKeyName=a;SharedAccessKey=b"),
                 ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
+                ("SLUICE_API_KEY", KEY),
                 ("SLUICE_TRUST_NAMES", "true"),
                 ("WEBSITE_AUTH_ENABLED", "True"),
             ]),
@@ -587,6 +629,7 @@ mod tests {
                 ("SLUICE_QUEUE", "servicebus"),
                 ("ServiceBusConnection__fullyQualifiedNamespace", "x.servicebus.windows.net"),
                 ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
+                ("SLUICE_API_KEY", KEY),
                 ("SLUICE_TRUST_NAMES", "true"),
             ]),
             Mode::Serve,
@@ -605,6 +648,7 @@ mod tests {
             ("IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi"),
             ("IDENTITY_HEADER", "h"),
             ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
+            ("SLUICE_API_KEY", KEY),
             ("SLUICE_TRUST_NAMES", "true"),
         ];
         let c = from_env(&env(&identity), Mode::Serve).expect("valid");
@@ -622,6 +666,7 @@ mod tests {
                 ("SLUICE_QUEUE", "servicebus"),
                 ("SLUICE_SERVICEBUS_LOCK_SECONDS", "0"),
                 ("SLUICE_ALERT_TOKEN", "0123456789abcdef0123"),
+                ("SLUICE_API_KEY", KEY),
                 ("SLUICE_TRUST_NAMES", "true"),
             ]),
             Mode::Serve,

@@ -25,6 +25,8 @@ use sluice::host::HostError;
 use sluice::shell::engine::Engine;
 
 pub const TOKEN: &str = "test-alert-token";
+/// Sluice's own key (`SLUICE_API_KEY`), as the Bicep sets it beside the token issuers.
+pub const API_KEY: &str = "rig-key-0123456789abcdefghijklmnop";
 pub const RESOURCE: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Web/sites/orders-api";
 
 pub fn loopback() -> SocketAddr {
@@ -81,15 +83,23 @@ impl Rig {
         F: FnOnce(PathBuf, String) -> Fut,
         Fut: std::future::Future<Output = Result<Arc<Engine>, HostError>>,
     {
-        Self::start_checking(Vec::new(), make).await
+        Self::start_checking(Vec::new(), None, make).await
     }
 
-    /// A rig whose host checks bearer tokens of `issuers`.
+    /// A rig whose host checks bearer tokens of `issuers`, and asks its key
+    /// (`API_KEY`) where a token cannot stand in for it, as in Azure.
     pub async fn start_with_issuers(issuers: Vec<sluice::ports::identity::IssuerConfig>) -> Rig {
-        Self::start_checking(issuers, |dir: PathBuf, url: String| async move { local::embedded_engine(&dir, url) }).await
+        let engine = |dir: PathBuf, url: String| async move { local::embedded_engine(&dir, url) };
+        Self::start_checking(issuers, Some(API_KEY.into()), engine).await
     }
 
-    async fn start_checking<F, Fut>(issuers: Vec<sluice::ports::identity::IssuerConfig>, make: F) -> Rig
+    /// A rig that checks no tokens but asks its key (`API_KEY`) of every caller, as `signIn: none` in Azure.
+    pub async fn start_keyed() -> Rig {
+        Self::start_checking(Vec::new(), Some(API_KEY.into()), |dir: PathBuf, url: String| async move { local::embedded_engine(&dir, url) })
+            .await
+    }
+
+    async fn start_checking<F, Fut>(issuers: Vec<sluice::ports::identity::IssuerConfig>, api_key: Option<String>, make: F) -> Rig
     where
         F: FnOnce(PathBuf, String) -> Fut,
         Fut: std::future::Future<Output = Result<Arc<Engine>, HostError>>,
@@ -102,6 +112,7 @@ impl Rig {
                 data_dir: dir.path().to_path_buf(),
                 addr: loopback(),
                 alert_token: Some(TOKEN.into()),
+                api_key,
                 require_principal: false,
                 issuers,
                 public_url: None,

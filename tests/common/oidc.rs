@@ -32,6 +32,11 @@ pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 pub const CLIENT: &str = "0f4a1c2e-1111-2222-3333-444455556666";
 pub const GITHUB_AUDIENCE: &str = "api://sluice-tests";
 pub const KID: &str = "run-key-1";
+/// An Azure Pipelines service connection (workload identity federation): its id, its app's client id.
+pub const ADO_CONNECTION: &str = "5f1d2c3b-aaaa-4bbb-8ccc-000000000001";
+pub const ADO_CLIENT: &str = "9a8b7c6d-aaaa-4bbb-8ccc-000000000002";
+/// The job's `System.AccessToken`.
+pub const ADO_JOB_TOKEN: &str = "job-access-token-not-a-jwt";
 
 /// The provider, running.
 pub struct Provider {
@@ -44,6 +49,8 @@ pub struct Provider {
     pub key_fetches: Arc<AtomicUsize>,
     /// The browser sign-in: who signs in next, and what the token endpoint did.
     pub browser: Arc<Browser>,
+    /// OIDC tokens an Azure Pipelines job was given.
+    pub job_tokens: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -131,6 +138,7 @@ struct Published {
     fetches: Arc<AtomicUsize>,
     key: PathBuf,
     browser: Arc<Browser>,
+    job_tokens: Arc<Mutex<Vec<String>>>,
 }
 
 impl Provider {
@@ -142,7 +150,9 @@ impl Provider {
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let key_fetches = Arc::new(AtomicUsize::new(0));
         let browser = Arc::new(Browser::default());
+        let job_tokens = Arc::new(Mutex::new(Vec::new()));
         let state = Published {
+            job_tokens: job_tokens.clone(),
             base: base.clone(),
             keys: json!({"keys": [jwk(&key, KID)]}),
             fetches: key_fetches.clone(),
@@ -156,9 +166,10 @@ impl Provider {
             .route(&format!("/{TENANT}/oauth2/v2.0/authorize"), get(authorize))
             .route(&format!("/{TENANT}/oauth2/v2.0/token"), post(token_grant))
             .route(&format!("/{TENANT}/oauth2/v2.0/logout"), get(logout))
+            .route("/ado/oidctoken", post(ado_oidc_token))
             .with_state(state);
         tokio::spawn(async move { axum::serve(listener, app).await.ok() });
-        Provider { base, key, stranger, key_fetches, browser, _dir: dir }
+        Provider { base, key, stranger, key_fetches, browser, job_tokens, _dir: dir }
     }
 
     pub fn entra_issuer(&self) -> String {
@@ -262,6 +273,9 @@ async fn token_grant(State(p): State<Published>, body: axum::body::Bytes) -> Res
     let field = |k: &str| form.get(k).cloned().unwrap_or_default();
     let grant = field("grant_type");
     p.browser.grants.lock().expect("grants").push(grant.clone());
+    if grant == "client_credentials" {
+        return service_connection_grant(&p, &form).await;
+    }
     if field("client_id") != CLIENT {
         return bad_request("invalid_client", "unknown client");
     }
@@ -310,4 +324,52 @@ async fn logout(State(p): State<Published>, Query(q): Query<HashMap<String, Stri
         Some(to) => redirect(to),
         None => bad_request("invalid_request", "post_logout_redirect_uri"),
     }
+}
+
+/// Azure DevOps' OIDC token service as Microsoft's clients call it (azure-identity's
+/// `AzurePipelinesCredential`): `POST {System.OidcRequestUri}?api-version=7.1&serviceConnectionId=ID`,
+/// `Authorization: Bearer {System.AccessToken}`, no body; `{"oidcToken": …}`, a new one each time.
+async fn ado_oidc_token(State(p): State<Published>, Query(q): Query<HashMap<String, String>>, headers: axum::http::HeaderMap) -> Response {
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if auth != format!("Bearer {ADO_JOB_TOKEN}") {
+        return (StatusCode::UNAUTHORIZED, "the job's access token").into_response();
+    }
+    if q.get("api-version").map(String::as_str) != Some("7.1") || q.get("serviceConnectionId").map(String::as_str) != Some(ADO_CONNECTION) {
+        return (StatusCode::BAD_REQUEST, format!("api-version and serviceConnectionId: {q:?}")).into_response();
+    }
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({"iss": "https://vstoken.dev.azure.com/contoso-org-id", "aud": "api://AzureADTokenExchange",
+        "sub": "sc://contoso/orders/orders-prod", "jti": uuid::Uuid::new_v4().to_string(), "iat": now, "nbf": now, "exp": now + 600});
+    let key = p.key.clone();
+    let token = tokio::task::spawn_blocking(move || sign(&key, &json!({"alg": "RS256", "typ": "JWT"}), &claims)).await.expect("signed");
+    p.job_tokens.lock().expect("job tokens").push(token.clone());
+    Json(json!({"oidcToken": token})).into_response()
+}
+
+/// Entra's client credentials grant with a federated assertion: the service connection's app,
+/// proving itself with a job token the OIDC service issued, gets an app token for Sluice with the
+/// role assigned to it. It lives a minute, so a caller that keeps it five minutes short of its end
+/// mints one for every call.
+async fn service_connection_grant(p: &Published, form: &HashMap<String, String>) -> Response {
+    let field = |k: &str| form.get(k).cloned().unwrap_or_default();
+    if field("client_id") != ADO_CLIENT {
+        return bad_request("invalid_client", "unknown client");
+    }
+    if field("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
+        return bad_request("invalid_request", "client_assertion_type");
+    }
+    if !p.job_tokens.lock().expect("job tokens").contains(&field("client_assertion")) {
+        return bad_request("invalid_client", "the assertion is no token Azure DevOps issued");
+    }
+    if field("scope") != format!("{CLIENT}/.default") {
+        return bad_request("invalid_scope", "scope");
+    }
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({"iss": format!("{}/{TENANT}/v2.0", p.base), "aud": CLIENT, "tid": TENANT, "oid": "oid-orders-prod-connection",
+        "sub": "oid-orders-prod-connection", "azp": ADO_CLIENT, "idtyp": "app", "roles": ["Sluice.Operator"],
+        "iat": now, "nbf": now - 5, "exp": now + 60, "ver": "2.0"});
+    let key = p.key.clone();
+    let access =
+        tokio::task::spawn_blocking(move || sign(&key, &json!({"alg": "RS256", "typ": "JWT", "kid": KID}), &claims)).await.expect("signed");
+    Json(json!({"token_type": "Bearer", "access_token": access, "expires_in": 60})).into_response()
 }

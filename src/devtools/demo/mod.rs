@@ -368,6 +368,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         data_dir: opts.data_dir.clone(),
         addr: loopback(),
         alert_token: Some(TOKEN.into()),
+        api_key: None,
         require_principal: false,
         issuers: Vec::new(),
         public_url: None,

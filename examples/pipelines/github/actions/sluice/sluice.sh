@@ -13,7 +13,7 @@
 # The spec is a template: its ${UPPER_CASE} placeholders are filled from the
 # environment (`--fill-env`), and an unset one stops the step.
 #
-# Environment: SLUICE_URL, SLUICE_KEY (function key) and/or SLUICE_TOKEN /
+# Environment: SLUICE_URL, SLUICE_KEY (Sluice's key) and/or SLUICE_TOKEN /
 # SLUICE_ENTRA_APP (Entra ID) / SLUICE_GITHUB_OIDC_AUDIENCE (the job's own
 # OIDC token, fetched per call), SLUICE_SPEC (spec file),
 # SLUICE_RELEASE (the rollout id: one per pipeline run, so a re-run is the
