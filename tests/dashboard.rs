@@ -233,14 +233,16 @@ async fn the_page_signs_people_in_with_entra_id_and_acts_with_their_tokens() {
     assert_eq!(page["tokensKept"], Value::Null, "signed out, the tab keeps no token");
     assert_eq!(idp.browser.grants(), ["authorization_code", "refresh_token", "logout"], "one code, one refresh of the expired token");
 
-    // Dave, in a browser of his own, gives the second approval.
-    idp.browser.sign_in_as("oid-dave", "dave@contoso.com", &["Sluice.Approver"]);
+    // Dåve, in a browser of his own, gives the second approval; the page shows his name as
+    // written (the token's payload is UTF-8, not Latin-1).
+    idp.browser.sign_in_as("oid-dave", "dåve@contoso.com", &["Sluice.Approver"]);
     let page = drive("signin", &rig.host.url(), &id, &shots).await;
-    assert!(page["approved"].as_str().is_some_and(|t| t.contains("approve by dave@contoso.com")), "{page}");
+    assert_eq!(page["signedIn"], "dåve@contoso.com", "{page}");
+    assert!(page["approved"].as_str().is_some_and(|t| t.contains("approve by dåve@contoso.com")), "{page}");
     let status = read().await;
     let approvals: Vec<(&Value, &Value)> =
         status["history"].as_array().expect("history").iter().filter(|e| e["cause"] == "Approved").map(|e| (&e["by"], &e["to"])).collect();
     assert_eq!(approvals.len(), 2, "{approvals:?}");
-    assert_eq!((approvals[0].0, approvals[1].0), (&json!("carol@contoso.com"), &json!("dave@contoso.com")), "each as their token says");
+    assert_eq!((approvals[0].0, approvals[1].0), (&json!("carol@contoso.com"), &json!("dåve@contoso.com")), "each as their token says");
     assert_eq!(approvals[1].1, "Progressing", "the second approval moved the rollout on");
 }
