@@ -114,6 +114,8 @@ async fn job_oidc_token(http: &reqwest::Client, job: &Job) -> Result<String, Sig
         .post(url)
         .bearer_auth(&job.access_token)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
+        // As azure-identity sends it: a refused token is then a 401, not a redirect to a sign-in page.
+        .header("X-TFS-FedAuthRedirect", "Suppress")
         .body(Vec::new())
         .timeout(TIMEOUT)
         .send()

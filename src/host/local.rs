@@ -33,7 +33,7 @@ use crate::shell::engine::Engine;
 const LOCK: Duration = Duration::from_secs(30);
 
 /// How to run the local host.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LocalConfig {
     /// Directory holding `host.json` and `functions/` (the embedded copies are used if absent).
     pub root: PathBuf,
@@ -60,6 +60,21 @@ pub struct LocalConfig {
     /// `sluice up` makes one and keeps it in its data directory (0600), so
     /// another user or process on the machine cannot act through it.
     pub write_token: Option<String>,
+}
+
+/// Its secrets (the alert token, the key, the write token) are left out.
+impl std::fmt::Debug for LocalConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalConfig")
+            .field("root", &self.root)
+            .field("data_dir", &self.data_dir)
+            .field("addr", &self.addr)
+            .field("require_principal", &self.require_principal)
+            .field("issuers", &self.issuers)
+            .field("public_url", &self.public_url)
+            .field("signed_in", &self.signed_in)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The header a write to the local host carries its token in.
@@ -411,5 +426,29 @@ async fn process(app: &Arc<App>, name: &str, queue: &Arc<dyn Queue>, delivery: D
     };
     if let Err(e) = settle {
         tracing::warn!(function = %name, message = %delivery.id, error = %e, "could not settle the message; it will be redelivered");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let config = LocalConfig {
+            root: PathBuf::from("."),
+            data_dir: PathBuf::from(".sluice"),
+            addr: SocketAddr::from(([127, 0, 0, 1], 7071)),
+            alert_token: Some("alert-secret-0123456789".into()),
+            api_key: Some("api-secret-0123456789abcdef".into()),
+            require_principal: false,
+            issuers: Vec::new(),
+            public_url: None,
+            signed_in: Some("alice".into()),
+            write_token: Some("write-secret-0123456789".into()),
+        };
+        let shown = format!("{config:?}");
+        assert!(shown.contains("alice") && shown.contains("7071"), "{shown}");
+        assert!(!shown.contains("secret"), "{shown}");
     }
 }

@@ -332,7 +332,11 @@ async fn logout(State(p): State<Published>, Query(q): Query<HashMap<String, Stri
 async fn ado_oidc_token(State(p): State<Published>, Query(q): Query<HashMap<String, String>>, headers: axum::http::HeaderMap) -> Response {
     let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if auth != format!("Bearer {ADO_JOB_TOKEN}") {
-        return (StatusCode::UNAUTHORIZED, "the job's access token").into_response();
+        // Azure DevOps answers a browser's sign-in redirect unless told not to.
+        return match headers.get("x-tfs-fedauthredirect").and_then(|v| v.to_str().ok()) {
+            Some("Suppress") => (StatusCode::UNAUTHORIZED, "the job's access token").into_response(),
+            _ => (StatusCode::FOUND, [(header::LOCATION, "https://spsprodweu5.vssps.visualstudio.com/_signin")]).into_response(),
+        };
     }
     if q.get("api-version").map(String::as_str) != Some("7.1") || q.get("serviceConnectionId").map(String::as_str) != Some(ADO_CONNECTION) {
         return (StatusCode::BAD_REQUEST, format!("api-version and serviceConnectionId: {q:?}")).into_response();
