@@ -178,7 +178,12 @@ async fn a_demo_rollout_on_the_azure_adapters_costs_a_bounded_number_of_transact
     // earlier next visit), and at most one late wake-up that finds two
     // things due at once (the last measurement of a stage and the gate after it).
     assert!(costs.iter().filter(|c| c.transactions > 3).count() <= 1, "one wake-up at most does two steps' work");
-    assert!(mean(&costs) <= 2.5, "{} table transactions per step on average", mean(&costs));
+    // At most 2.5 per step's work on average. The wake-up that does two steps' work counts as two:
+    // how late it comes depends on the machine's load (on a loaded one: the same 23 transactions
+    // in 9 visits instead of 10, which per visit would read as 2.56).
+    let total: u64 = costs.iter().map(|c| c.transactions).sum();
+    let work = costs.len() + costs.iter().filter(|c| c.transactions > 3).count();
+    assert!(total as f64 / work as f64 <= 2.5, "{total} table transactions for {work} steps' work");
     for c in &costs {
         let create = c.label == "POST /api/rollouts";
         assert!(c.transactions <= 4, "{}: {} table transactions", c.label, c.transactions);
