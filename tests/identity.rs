@@ -536,3 +536,56 @@ async fn an_azure_pipelines_job_starts_follows_and_reports_as_its_service_connec
     assert!(!out.status.success() && stderr.contains("OIDC token service answered HTTP 401"), "{stderr}");
     assert!(!stderr.contains("someone-elses-token"), "{stderr}");
 }
+
+/// Azure DevOps' OIDC service as a hostile peer: one that answers text that
+/// is no token, one that answers without end, one that never answers. Each
+/// call fails on its own (the endless answer cut at the cap, the silent one
+/// at the 30 s timeout), saying which service failed, and no token is sent
+/// to Entra ID or Sluice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_azure_pipelines_sign_in_gives_up_on_a_lying_endless_or_silent_oidc_service() {
+    use axum::routing::post;
+    let idp = Provider::start().await;
+    let rig = Rig::start_with_issuers(idp.issuers()).await;
+    let endless = || {
+        let chunk = axum::body::Bytes::from(vec![b'{'; 64 * 1024]);
+        axum::body::Body::from_stream(futures::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone())))
+    };
+    let app = axum::Router::new()
+        .route("/lies", post(|| async { r#"{"oidcToken": 7}"# }))
+        .route("/endless", post(move || async move { endless() }))
+        .route("/silent", post(|| std::future::pending::<&'static str>()));
+    let listener = tokio::net::TcpListener::bind(common::loopback()).await.expect("bind");
+    let peer = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    let job = |path: &str| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["status", "ado-run-1"])
+            .env("SLUICE_URL", rig.host.url())
+            .env("SLUICE_AZURE_PIPELINES_APP", oidc::CLIENT)
+            .env("SYSTEM_OIDCREQUESTURI", format!("{peer}{path}"))
+            .env("SYSTEM_ACCESSTOKEN", oidc::ADO_JOB_TOKEN)
+            .env("AZURESUBSCRIPTION_SERVICE_CONNECTION_ID", oidc::ADO_CONNECTION)
+            .env("AZURESUBSCRIPTION_CLIENT_ID", oidc::ADO_CLIENT)
+            .env("AZURESUBSCRIPTION_TENANT_ID", oidc::TENANT)
+            .env("SLUICE_ENTRA_AUTHORITY", &idp.base)
+            .env_remove("SLUICE_KEY")
+            .env_remove("SLUICE_TOKEN")
+            .env_remove("SLUICE_ENTRA_APP")
+            .env_remove("SLUICE_GITHUB_OIDC_AUDIENCE")
+            .output()
+    };
+    let started = std::time::Instant::now();
+    let (lies, endless, silent) = tokio::join!(job("/lies"), job("/endless"), job("/silent"));
+    let took = started.elapsed();
+    for (what, out, says) in
+        [("lies", lies, "not the JSON expected"), ("endless", endless, "longer than"), ("silent", silent, "cannot be reached")]
+    {
+        let out = out.expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: {stderr}");
+        assert!(stderr.contains("Azure DevOps") && stderr.contains(says), "{what}: {stderr}");
+    }
+    assert!(took < std::time::Duration::from_secs(60), "the silent peer held the CLI {took:?}");
+    assert!(idp.browser.grants().is_empty(), "nothing reached Entra ID: {:?}", idp.browser.grants());
+}
