@@ -554,7 +554,7 @@ async fn an_azure_pipelines_sign_in_gives_up_on_a_lying_endless_or_silent_oidc_s
     let app = axum::Router::new()
         .route("/lies", post(|| async { r#"{"oidcToken": 7}"# }))
         .route("/endless", post(move || async move { endless() }))
-        .route("/silent", post(|| std::future::pending::<&'static str>()));
+        .route("/silent", post(std::future::pending::<&'static str>));
     let listener = tokio::net::TcpListener::bind(common::loopback()).await.expect("bind");
     let peer = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, app).await.ok() });
