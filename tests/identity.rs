@@ -479,6 +479,24 @@ async fn a_token_needs_no_key_beside_it_and_static_callers_keep_the_key() {
     assert_eq!(status, 202, "the alert webhook asks its own token, not the key: {body}");
 }
 
+/// The CLI as an AzureCLI@2 step on the test's service connection runs it: the
+/// connection's ids, the job's OIDC service at `oidc_request_uri`, no key or other sign-in.
+fn azure_pipelines_step(rig: &Rig, idp: &Provider, oidc_request_uri: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.env("SLUICE_URL", rig.host.url())
+        .env("SLUICE_AZURE_PIPELINES_APP", oidc::CLIENT)
+        .env("SYSTEM_OIDCREQUESTURI", oidc_request_uri)
+        .env("AZURESUBSCRIPTION_SERVICE_CONNECTION_ID", oidc::ADO_CONNECTION)
+        .env("AZURESUBSCRIPTION_CLIENT_ID", oidc::ADO_CLIENT)
+        .env("AZURESUBSCRIPTION_TENANT_ID", oidc::TENANT)
+        .env("SLUICE_ENTRA_AUTHORITY", &idp.base)
+        .env_remove("SLUICE_KEY")
+        .env_remove("SLUICE_TOKEN")
+        .env_remove("SLUICE_ENTRA_APP")
+        .env_remove("SLUICE_GITHUB_OIDC_AUDIENCE");
+    cmd
+}
+
 /// An Azure Pipelines job on a workload identity federation connection
 /// signs in as that connection with no stored secret: for each token it asks
 /// the job's OIDC service for a fresh assertion and trades it at Entra ID
@@ -492,20 +510,8 @@ async fn an_azure_pipelines_job_starts_follows_and_reports_as_its_service_connec
     let spec = rig.dir.path().join("rollout.json");
     std::fs::write(&spec, rig.spec(json!([{"setWeight": 20}, {"approval": {}}])).to_string()).expect("spec written");
     let job = |args: &[&str], access_token: Option<&str>| {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
-        cmd.args(args)
-            .env("SLUICE_URL", rig.host.url())
-            .env("SLUICE_AZURE_PIPELINES_APP", oidc::CLIENT)
-            .env("SYSTEM_OIDCREQUESTURI", format!("{}/ado/oidctoken", idp.base))
-            .env("AZURESUBSCRIPTION_SERVICE_CONNECTION_ID", oidc::ADO_CONNECTION)
-            .env("AZURESUBSCRIPTION_CLIENT_ID", oidc::ADO_CLIENT)
-            .env("AZURESUBSCRIPTION_TENANT_ID", oidc::TENANT)
-            .env("SLUICE_ENTRA_AUTHORITY", &idp.base)
-            .env_remove("SYSTEM_ACCESSTOKEN")
-            .env_remove("SLUICE_KEY")
-            .env_remove("SLUICE_TOKEN")
-            .env_remove("SLUICE_ENTRA_APP")
-            .env_remove("SLUICE_GITHUB_OIDC_AUDIENCE");
+        let mut cmd = azure_pipelines_step(&rig, &idp, &format!("{}/ado/oidctoken", idp.base));
+        cmd.args(args).env_remove("SYSTEM_ACCESSTOKEN");
         if let Some(t) = access_token {
             cmd.env("SYSTEM_ACCESSTOKEN", t);
         }
@@ -559,20 +565,9 @@ async fn an_azure_pipelines_sign_in_gives_up_on_a_lying_endless_or_silent_oidc_s
     let peer = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, app).await.ok() });
     let job = |path: &str| {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        azure_pipelines_step(&rig, &idp, &format!("{peer}{path}"))
             .args(["status", "ado-run-1"])
-            .env("SLUICE_URL", rig.host.url())
-            .env("SLUICE_AZURE_PIPELINES_APP", oidc::CLIENT)
-            .env("SYSTEM_OIDCREQUESTURI", format!("{peer}{path}"))
             .env("SYSTEM_ACCESSTOKEN", oidc::ADO_JOB_TOKEN)
-            .env("AZURESUBSCRIPTION_SERVICE_CONNECTION_ID", oidc::ADO_CONNECTION)
-            .env("AZURESUBSCRIPTION_CLIENT_ID", oidc::ADO_CLIENT)
-            .env("AZURESUBSCRIPTION_TENANT_ID", oidc::TENANT)
-            .env("SLUICE_ENTRA_AUTHORITY", &idp.base)
-            .env_remove("SLUICE_KEY")
-            .env_remove("SLUICE_TOKEN")
-            .env_remove("SLUICE_ENTRA_APP")
-            .env_remove("SLUICE_GITHUB_OIDC_AUDIENCE")
             .output()
     };
     let started = std::time::Instant::now();
