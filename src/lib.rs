@@ -22,8 +22,9 @@
 //!   an alert may use for a target, as index keys), [`domain::format`] (a
 //!   stored state's format), [`domain::bounded`] and [`domain::redact`]
 //!   (outside text cut to size, credentials scrubbed out of it) and
-//!   [`domain::backoff`], and [`domain::access`] (roles, the actions they
-//!   allow, pipelines' subject rules). No I/O, no clock.
+//!   [`domain::backoff`], [`domain::access`] (roles, the actions they
+//!   allow, pipelines' subject rules) and [`domain::window`] (deployment
+//!   windows and freezes: when the next move may happen). No I/O, no clock.
 //! - [`ports`] — one folder per port (trait in `mod.rs`, adapters beside it,
 //!   one registry line each): [`ports::store`], [`ports::queue`],
 //!   [`ports::traffic`], [`ports::metrics`], [`ports::backlog`],

@@ -16,3 +16,4 @@ pub mod release;
 pub mod rollout;
 pub mod spec;
 pub mod stats;
+pub mod window;

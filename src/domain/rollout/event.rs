@@ -328,6 +328,7 @@ impl Event {
             | Event::Measured { outcome: MeasureOutcome::Error { message: text }, .. }
             | Event::Rejected { reason: text, .. }
             | Event::AbortRequested { reason: text, .. }
+            | Event::OverrideRequested { reason: text, .. }
             | Event::CommandFailed { error: text, .. } => cap_in_place(text, MESSAGE_CHARS),
             Event::AlertFired { alert } => {
                 for name in [&mut alert.id, &mut alert.rule, &mut alert.severity, &mut alert.source] {
@@ -434,6 +435,15 @@ pub enum Event {
         /// The request's idempotency key: a request seen before is a duplicate.
         request: Option<RequestId>,
     },
+    /// An Admin lets a move held by a deployment window or freeze through, once.
+    OverrideRequested {
+        /// Who.
+        by: Actor,
+        /// Why (required; recorded and announced).
+        reason: String,
+        /// The request's idempotency key: a request seen before is a duplicate.
+        request: Option<RequestId>,
+    },
     /// A person asked to retry: re-measure a paused stage, or re-drive a stuck rollback.
     RetryRequested {
         /// Who.
@@ -501,6 +511,7 @@ impl Event {
             Event::AbortRequested { .. } => "AbortRequested",
             Event::PromoteRequested { .. } => "PromoteRequested",
             Event::RetryRequested { .. } => "RetryRequested",
+            Event::OverrideRequested { .. } => "OverrideRequested",
             Event::ReleaseFailed { .. } => "ReleaseFailed",
             Event::CommandFailed { .. } => "CommandFailed",
             Event::TrafficConfirmed { .. } => "TrafficConfirmed",
@@ -520,7 +531,8 @@ impl Event {
             | Event::Rejected { request, .. }
             | Event::AbortRequested { request, .. }
             | Event::PromoteRequested { request, .. }
-            | Event::RetryRequested { request, .. } => request.as_ref(),
+            | Event::RetryRequested { request, .. }
+            | Event::OverrideRequested { request, .. } => request.as_ref(),
             _ => None,
         }
     }
@@ -532,7 +544,8 @@ impl Event {
             | Event::Rejected { by, .. }
             | Event::AbortRequested { by, .. }
             | Event::PromoteRequested { by, .. }
-            | Event::RetryRequested { by, .. } => Some(by),
+            | Event::RetryRequested { by, .. }
+            | Event::OverrideRequested { by, .. } => Some(by),
             _ => None,
         }
     }

@@ -198,6 +198,18 @@ pub enum PauseReason {
         /// The weight asked for.
         requested: Weight,
     },
+    /// A deployment window is closed (or a freeze is on): the start or the
+    /// step waits for the opening.
+    Window {
+        /// When every policy is open again (the wake-up is scheduled for it).
+        opens_at: DateTime<Utc>,
+        /// The same, in the zone of the policy that holds, as people read it.
+        opens_local: String,
+        /// Which policy holds, and why (a freeze's reason, the window's hours).
+        why: String,
+        /// Whether the start itself waits (else the step at `stage`).
+        begin: bool,
+    },
     /// An analysis was inconclusive under `onInconclusive: pause` (or extensions ran out).
     Inconclusive {
         /// Which run.
@@ -319,6 +331,9 @@ pub struct Rollout {
     /// The pause in effect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<PauseInfo>,
+    /// The stage an Admin let through a closed deployment window (once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_override: Option<usize>,
     /// Alerts that fired while the rollout was active.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<String>,
@@ -380,6 +395,7 @@ impl Rollout {
             approvals: Vec::new(),
             runs: Vec::new(),
             pause: None,
+            window_override: None,
             alerts: Vec::new(),
             failure: None,
             backlog: BacklogState::None,
@@ -544,6 +560,10 @@ impl Rollout {
             (Phase::Paused, _) => match self.pause.as_ref().map(|p| &p.reason) {
                 Some(PauseReason::Alert { alert_id }) => format!("alert {alert_id} to resolve, or promote/abort"),
                 Some(PauseReason::Inconclusive { .. }) => "a person: promote to continue, retry to re-measure, or abort".into(),
+                Some(PauseReason::Window { opens_local, why, begin, .. }) => {
+                    let what = if *begin { "start" } else { "next step" };
+                    format!("the deployment window for the {what}, {}: opens {opens_local}; {why} (an Admin may override)", left(self.due_at))
+                }
                 Some(PauseReason::SplitMismatch { observed, requested }) => {
                     format!("a person: {observed:.0}% of requests reach the canary, {requested}% was asked; promote to continue or abort")
                 }

@@ -187,6 +187,11 @@ pub struct Plan {
     pub rollback_check: Option<MetricPlan>,
     /// Whether a failure opens a backlog issue.
     pub backlog: bool,
+    /// Deployment windows and freezes, all of which must be open for a
+    /// start, a weight increase or a promotion: the spec's, and the
+    /// deployment's shared one (`SLUICE_WINDOWS`) added at creation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<crate::domain::window::Windows>,
 }
 
 impl Plan {
@@ -241,6 +246,7 @@ impl Plan {
             error_budget,
             rollback_check,
             backlog: spec.backlog.is_some(),
+            windows: spec.policy.windows.iter().cloned().collect(),
         })
     }
 
@@ -260,6 +266,9 @@ impl Plan {
         }
         if let Some(budget) = &self.error_budget {
             s.push_str(&format!("; error budget {} to start", budget.rule()));
+        }
+        if !self.windows.is_empty() {
+            s.push_str("; within deployment windows");
         }
         s
     }

@@ -1468,3 +1468,81 @@ fn an_alert_keeps_only_a_web_link() {
         assert_eq!(alert.link.is_some(), kept, "{link}");
     }
 }
+
+/// 5% → pause 10s → 20% → promote, allowed Monday to Friday 09:00–17:00 UTC.
+fn office_hours_doc() -> Value {
+    let mut doc = base(json!({"canary": {"steps": [{"setWeight": 5}, {"pause": {"duration": "10s"}}, {"setWeight": 20}]}}));
+    doc["policy"] = json!({"windows": {"timeZone": "UTC", "allow": [{"days": ["Mon", "Tue", "Wed", "Thu", "Fri"], "from": "09:00", "to": "17:00"}]}});
+    doc
+}
+
+fn utc(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text).expect("a time").with_timezone(&Utc)
+}
+
+fn scheduled(d: &Decision) -> Vec<DateTime<Utc>> {
+    d.commands.iter().filter_map(|c| if let Command::ScheduleStep { at, .. } = c { Some(*at) } else { None }).collect()
+}
+
+#[test]
+fn a_weight_increase_after_hours_waits_for_the_window_and_goes_on_when_it_opens() {
+    let mut r = new_rollout(office_hours_doc());
+    // Friday 2027-01-15 16:59:50: open, so the first step goes.
+    let friday = utc("2027-01-15T16:59:50Z");
+    let d = step(&mut r, Event::Start, friday);
+    assert_eq!(d.commands[0], Command::SetWeight { weight: w(5), id: 1 });
+    step(&mut r, Event::TrafficConfirmed { weight: w(5) }, friday + TimeDelta::seconds(1));
+    // The pause ends at 17:00:01, after hours: 20% waits for Monday 09:00, the wake-up scheduled for it.
+    let due = Event::StepDue { seq: r.seq };
+    let d = step(&mut r, due, utc("2027-01-15T17:00:01Z"));
+    let monday = utc("2027-01-18T09:00:00Z");
+    assert_eq!((r.phase, r.stage, r.traffic.weight), (Phase::Paused, 2, w(5)));
+    assert_eq!(scheduled(&d), [monday]);
+    assert_eq!(r.due_at, Some(monday));
+    assert!(d.commands.iter().any(|c| matches!(c, Command::Notify { kind: NotifyKind::Paused, .. })), "{:?}", d.commands);
+    assert!(d.history[0].summary.contains("step 3/4 held: outside the deployment window"), "{}", d.history[0].summary);
+    let waiting = r.waiting_for(utc("2027-01-16T09:00:00Z"));
+    assert!(waiting.contains("opens Mon 2027-01-18 09:00 UTC") && waiting.contains("2d left"), "{waiting}");
+    // No person's promote jumps it; a rollback never waits.
+    let promote = Event::PromoteRequested { by: actor("alice"), full: false, stage: None, request: None };
+    assert!(ignored(&r, promote, utc("2027-01-16T10:00:00Z")).contains("held by a deployment window"));
+    let abort = decide(&r, Event::AbortRequested { by: actor("alice"), reason: "no".into(), request: None }, utc("2027-01-16T10:00:00Z"));
+    assert_eq!(abort.next.phase, Phase::RollingBack);
+    assert!(matches!(abort.commands[0], Command::RevertTraffic { .. }), "{:?}", abort.commands);
+    let alert = decide(&r, alert("a-1"), utc("2027-01-16T10:00:00Z"));
+    assert_eq!(alert.next.phase, Phase::RollingBack);
+    // Monday 09:00: the wake-up raises the weight.
+    let due = Event::StepDue { seq: r.seq };
+    let d = step(&mut r, due, monday);
+    assert_eq!((r.phase, r.traffic.weight), (Phase::Progressing, w(20)));
+    assert!(d.commands.iter().any(|c| matches!(c, Command::SetWeight { weight, .. } if *weight == w(20))), "{:?}", d.commands);
+    assert!(d.history[0].summary.starts_with("deployment window open"), "{}", d.history[0].summary);
+}
+
+#[test]
+fn a_start_outside_the_window_waits_and_an_admin_override_lets_it_through_once_with_a_reason() {
+    let mut r = new_rollout(office_hours_doc());
+    let saturday = utc("2027-01-16T10:00:00Z");
+    let d = step(&mut r, Event::Start, saturday);
+    assert_eq!((r.phase, r.traffic.weight), (Phase::Paused, Weight::ZERO));
+    assert!(!d.commands.iter().any(|c| matches!(c, Command::SetWeight { .. })), "{:?}", d.commands);
+    assert!(r.waiting_for(saturday).contains("window for the start"), "{}", r.waiting_for(saturday));
+    let override_ = |reason: &str| Event::OverrideRequested { by: actor("olga"), reason: reason.into(), request: None };
+    assert!(ignored(&r, override_("  "), saturday).contains("needs a reason"));
+    let d = step(&mut r, override_("hotfix for INC-42"), saturday);
+    assert_eq!(d.history[0].by.as_deref(), Some("olga"));
+    assert!(d.history[0].summary.contains("overridden by olga: hotfix for INC-42"), "{}", d.history[0].summary);
+    assert!(d.commands.iter().any(|c| matches!(c, Command::SetWeight { weight, .. } if *weight == w(5))), "{:?}", d.commands);
+    assert!(d.commands.iter().any(|c| matches!(c, Command::Notify { summary, .. } if summary.contains("overridden by olga"))), "{:?}", d.commands);
+    assert_eq!(r.phase, Phase::Progressing);
+    // Once: the next increase waits for Monday again.
+    step(&mut r, Event::TrafficConfirmed { weight: w(5) }, saturday + TimeDelta::seconds(1));
+    let due = Event::StepDue { seq: r.seq };
+    step(&mut r, due, saturday + TimeDelta::seconds(12));
+    assert_eq!((r.phase, r.stage), (Phase::Paused, 2));
+    assert_eq!(r.due_at, Some(utc("2027-01-18T09:00:00Z")));
+    // Nothing held: an override is refused.
+    let mut open = new_rollout(office_hours_doc());
+    step(&mut open, Event::Start, utc("2027-01-18T10:00:00Z"));
+    assert!(ignored(&open, override_("why not"), utc("2027-01-18T10:00:01Z")).contains("nothing is held"));
+}

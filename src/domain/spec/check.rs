@@ -203,6 +203,21 @@ impl<'a> SchemaCheck<'a> {
                     out.push(path.problem(e.message));
                 }
             }
+            Some("time-zone") => {
+                if let Err(e) = crate::domain::window::ZoneName::parse(text) {
+                    out.push(path.problem(e.0));
+                }
+            }
+            Some("clock-time") => {
+                if let Err(e) = crate::domain::window::ClockTime::parse(text) {
+                    out.push(path.problem(e.0));
+                }
+            }
+            Some("local-time") => {
+                if let Err(e) = crate::domain::window::LocalStamp::parse(text) {
+                    out.push(path.problem(e.0));
+                }
+            }
             Some("request-id") => {
                 if let Err(e) = crate::domain::ids::RequestId::parse(text) {
                     out.push(path.problem(e.message));
@@ -510,6 +525,10 @@ pub(super) fn cross_field(doc: &Value) -> Vec<Problem> {
         && doc.pointer("/policy/maxExtensions").and_then(Value::as_u64) == Some(0)
     {
         out.push(root.key("policy").key("maxExtensions").problem("must be at least 1 with onInconclusive: extend"));
+    }
+    if let Some(w) = doc.pointer("/policy/windows").and_then(|w| serde_json::from_value(w.clone()).ok()) {
+        let at = root.key("policy").key("windows");
+        out.extend(crate::domain::window::problems(&w).into_iter().map(|(path, message)| Problem { path: format!("{}.{path}", at.render()), message }));
     }
     find_inline_secrets(doc, &root, &mut out);
     out

@@ -446,6 +446,11 @@ pub struct Policy {
     /// users on one side whatever the router says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_split: Option<ObservedSplit>,
+    /// When the rollout may start, raise the canary's weight or promote:
+    /// allowed days and hours in a time zone, and freezes. Outside them it
+    /// waits; a rollback or an abort never does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<crate::domain::window::Windows>,
 }
 
 /// The observed-split check.
@@ -541,6 +546,7 @@ impl Default for Policy {
             error_budget: None,
             verify_rollback: None,
             observed_split: None,
+            windows: None,
         }
     }
 }

@@ -18,6 +18,7 @@ mod rollback;
 mod split;
 mod stages;
 mod traffic;
+mod windows;
 
 pub use stages::{retry_at, sweep_at};
 
@@ -244,6 +245,7 @@ impl Txn {
                 self.on_promote(by, *full)
             }
             Event::RetryRequested { by, .. } => self.on_retry(by),
+            Event::OverrideRequested { by, reason, .. } => self.on_override(by, reason),
             Event::CommandFailed { command, error } => self.on_command_failed(command, error),
             Event::TrafficConfirmed { weight } => self.on_traffic_confirmed(*weight),
             Event::RouterCaveats { caveats } => self.on_router_caveats(caveats),

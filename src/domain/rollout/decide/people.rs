@@ -74,6 +74,9 @@ impl Txn {
             return self.promote_fully(by);
         }
         match (phase, self.r.current_stage().cloned()) {
+            (Phase::Paused, _) if matches!(self.r.pause.as_ref().map(|p| &p.reason), Some(PauseReason::Window { .. })) => {
+                Err("held by a deployment window or freeze: it goes on when the window opens, or an Admin overrides with a reason".into())
+            }
             (Phase::Paused, _) => {
                 self.note(format!("resumed by {by}"));
                 self.resume(true);

@@ -29,10 +29,21 @@ impl Txn {
         self.r.approvals.clear();
         self.r.due_at = None;
         self.r.pause = None;
+        if self.r.window_override.is_some_and(|s| s != index) {
+            self.r.window_override = None;
+        }
         let Some(stage) = self.r.plan.stages.get(index).cloned() else {
             self.succeed();
             return;
         };
+        let raises = match &stage {
+            Stage::SetWeight { weight } => *weight > self.r.traffic.weight,
+            Stage::Promote => true,
+            _ => false,
+        };
+        if raises && self.held_by_window(index, false) {
+            return;
+        }
         let position = format!("step {}/{}", index + 1, self.r.plan.stages.len());
         match stage {
             Stage::SetWeight { weight } => {
@@ -113,6 +124,16 @@ impl Txn {
         if !self.r.runs.is_empty() {
             return Err("already checking the error budget".into());
         }
+        self.start_checks();
+        Ok(())
+    }
+
+    /// The start, once it may begin: the deployment window, then the error
+    /// budget, then the first stage.
+    pub(super) fn start_checks(&mut self) {
+        if self.held_by_window(0, true) {
+            return;
+        }
         match self.r.plan.error_budget.clone() {
             Some(budget) => {
                 self.note(format!("checking the error budget ({})", budget.rule()));
@@ -121,7 +142,6 @@ impl Txn {
             }
             None => self.begin(),
         }
-        Ok(())
     }
 
     pub(super) fn on_step_due(&mut self, seq: u64) -> Step {
@@ -151,6 +171,10 @@ impl Txn {
                         self.advance();
                     }
                 }
+            }
+            (Phase::Paused, _) if matches!(self.r.pause.as_ref().map(|p| &p.reason), Some(PauseReason::Window { .. })) => {
+                let begin = matches!(self.r.pause.as_ref().map(|p| &p.reason), Some(PauseReason::Window { begin: true, .. }));
+                self.window_opened(begin);
             }
             (Phase::Promoting, Some(Stage::ScaleDown { .. })) => {
                 self.r.due_at = None;
