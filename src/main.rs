@@ -438,6 +438,8 @@ enum Cmd {
     Promote(PromoteAction),
     /// Re-run a paused step, re-drive a stuck rollback, or restart a finished rollout.
     Retry(Action),
+    /// Let a start or step held by a deployment window or freeze through, once (Admin; --reason is required and announced).
+    Override(Action),
 }
 
 /// An optional `--spec FILE`, its placeholders filled from the environment with `--fill-env`.
@@ -809,6 +811,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Abort(a) => action("abort", a, false).await,
         Cmd::Promote(p) => action("promote", p.action, p.full).await,
         Cmd::Retry(a) => action("retry", a, false).await,
+        Cmd::Override(a) => action("override", a, false).await,
     }
 }
 

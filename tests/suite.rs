@@ -32,3 +32,4 @@ mod robustness;
 mod router_wire;
 mod servicebus_wire;
 mod waves;
+mod windows;

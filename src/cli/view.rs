@@ -346,7 +346,8 @@ pub async fn watch(
 /// The `gate` answer: ready, or each reason not.
 pub fn gate_text(v: &Value) -> String {
     if v.get("ready") == Some(&Value::Bool(true)) {
-        return format!("ready: {} may be released\n", s(v, "target"));
+        let within = if v.pointer("/window/open") == Some(&Value::Bool(true)) { ", inside its deployment windows" } else { "" };
+        return format!("ready: {} may be released{within}\n", s(v, "target"));
     }
     let mut out = format!("not ready: {}\n", s(v, "target"));
     for r in v.get("reasons").and_then(Value::as_array).into_iter().flatten() {

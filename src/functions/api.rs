@@ -288,7 +288,7 @@ fn created(r: &Rollout, app: &App) -> HttpResponse {
     resp
 }
 
-const ACTIONS: [&str; 5] = ["approve", "reject", "abort", "promote", "retry"];
+const ACTIONS: [&str; 6] = ["approve", "reject", "abort", "promote", "retry", "override"];
 
 async fn act(app: &App, req: &HttpRequest, id: &RolloutId, action: &str) -> Result<HttpResponse, ApiError> {
     if !ACTIONS.contains(&action) {
@@ -297,7 +297,14 @@ async fn act(app: &App, req: &HttpRequest, id: &RolloutId, action: &str) -> Resu
         );
     }
     let body = action_body(req)?;
-    let needs = if matches!(action, "approve" | "reject") { Action::Approve } else { Action::Steer };
+    let needs = match action {
+        "approve" | "reject" => Action::Approve,
+        "override" => Action::Override,
+        _ => Action::Steer,
+    };
+    if action == "override" && body.reason.trim().is_empty() {
+        return Err(ApiError::invalid_field("reason", "an override of a deployment window or freeze needs a reason (it is recorded and announced)"));
+    }
     let by = actor(app, req, body.by, true, needs).await?;
     let request = match body.request_id {
         Some(r) => Some(r),
@@ -313,6 +320,7 @@ async fn act(app: &App, req: &HttpRequest, id: &RolloutId, action: &str) -> Resu
         "reject" => Event::Rejected { by, reason: body.reason, stage, request },
         "abort" => Event::AbortRequested { by, reason: body.reason, request },
         "promote" => Event::PromoteRequested { by, full: body.full, stage, request },
+        "override" => Event::OverrideRequested { by, reason: body.reason, request },
         _ if current.phase.is_terminal() => return retry_as_new(app, &current, &by).await,
         _ => Event::RetryRequested { by, request },
     };

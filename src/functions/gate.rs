@@ -9,7 +9,10 @@
 //!   showed canary traffic still flowing;
 //! - `errorBudget`: the spec's `policy.errorBudget` (the posted spec's, or
 //!   else the newest rollout's of this target) is below its minimum, or
-//!   could not be measured (never a silent pass).
+//!   could not be measured (never a silent pass);
+//! - `windowClosed`: the same spec's `policy.windows` or the deployment's
+//!   shared ones (`SLUICE_WINDOWS`) hold a start now; `window` says when
+//!   they open.
 //!
 //! It reads and measures; it changes nothing.
 
@@ -22,6 +25,7 @@ use crate::domain::ids::shown;
 use crate::domain::rollout::{judge, Phase, Plan, Rollout, Verdict};
 use crate::domain::spec::{self, RolloutSpec};
 use crate::ports::metrics;
+use crate::domain::window::{closed_until, Closed, Windows};
 use crate::ports::store::ListFilter;
 
 /// `POST gate`'s body.
@@ -67,9 +71,17 @@ pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiErro
     if let Some((spec, Ok(plan))) = budget_spec.map(|s| (s, Plan::compile(s))) {
         reasons.extend(error_budget(app, spec, &plan).await);
     }
+    let window = window(app, budget_spec);
+    if let Some(closed) = window.as_ref().and_then(|w| w.as_ref()) {
+        reasons.push(reason("windowClosed", format!("{}; the deployment window opens {}", closed.why, closed.opens_local)));
+    }
     let body = json!({
         "target": target,
         "ready": reasons.is_empty(),
+        "window": window.map(|w| match w {
+            None => json!({"open": true}),
+            Some(c) => json!({"open": false, "opensAt": c.opens_at, "opensLocal": c.opens_local, "why": c.why}),
+        }),
         "reasons": reasons,
         "newestRollout": newest.as_ref().map(|r| json!({"id": r.id, "phase": r.phase, "canary": r.spec.target.canary.version})),
         "checkedAt": app.engine.clock.now(),
@@ -106,6 +118,13 @@ fn asked(app: &App, req: &HttpRequest) -> Result<(String, Option<RolloutSpec>), 
         }
         other => Err(ApiError::new(405, "method_not_allowed", format!("{} is not supported here", shown(other)))),
     }
+}
+
+/// The deployment windows a start would keep (the spec's and the shared
+/// ones), and whether they are closed now; `None` when there are none.
+fn window(app: &App, spec: Option<&RolloutSpec>) -> Option<Option<Closed>> {
+    let policies: Vec<Windows> = spec.and_then(|s| s.policy.windows.clone()).into_iter().chain(app.engine.shared_windows().cloned()).collect();
+    (!policies.is_empty()).then(|| closed_until(&policies, app.engine.clock.now()))
 }
 
 fn failed_its_check(r: &Rollout) -> bool {

@@ -90,6 +90,9 @@ pub struct AppConfig {
     pub alert_retention: chrono::TimeDelta,
     /// How long finished rollouts and releases are kept (`SLUICE_RETENTION_DAYS`).
     pub retention: chrono::TimeDelta,
+    /// The deployment's shared deployment windows and freezes (`SLUICE_WINDOWS`),
+    /// added to every rollout's own.
+    pub windows: Option<crate::domain::window::Windows>,
     /// Whether finished rollouts print `sluice.metric` lines on stdout
     /// (under `serve`, where the Functions host sends them to Application Insights).
     pub metric_lines: bool,
@@ -160,6 +163,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("SLUICE_ALLOW_LOOPBACK_ENDPOINTS", "Local testing only: `true` lets specs point credentialed endpoints at loopback addresses (`127.0.0.0/8`, `localhost`, `[::1]`), plain HTTP too, to reach fakes. `serve` refuses to start with it."),
     ("SLUICE_ALERT_RETENTION_DAYS", "Days received alerts are kept for the record (1 to 3650, default 30); the embedded store also keeps at most the newest 10 000."),
     ("SLUICE_RETENTION_DAYS", "Days finished rollouts and settled releases are kept, with their history, counted from their creation (30 to 3650, default 400, so a year of release-health figures survives). The timer deletes those past it, 50 of each per tick; active ones are never deleted."),
+    ("SLUICE_WINDOWS", "Deployment windows and freezes every rollout of this deployment keeps, as JSON in the shape of a spec's `policy.windows` (e.g. `{\"timeZone\": \"Europe/Berlin\", \"allow\": [{\"days\": [\"Mon\", \"Tue\", \"Wed\", \"Thu\"], \"from\": \"09:00\", \"to\": \"16:00\"}], \"freezes\": [{\"from\": \"2026-12-21\", \"to\": \"2027-01-04\", \"reason\": \"holiday freeze\"}]}`). A spec's own windows narrow it, never widen it: a start, a weight increase or a promotion waits until both are open. Default: none."),
     ("RUST_LOG", "Log filter (default `info`)."),
 ];
 
@@ -402,6 +406,7 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>, mode: Mode) -> Result<AppC
     let alert_retention =
         days_setting(&value, &mut problem, "SLUICE_ALERT_RETENTION_DAYS", 1, crate::ports::store::DEFAULT_ALERT_RETENTION);
     let retention = days_setting(&value, &mut problem, "SLUICE_RETENTION_DAYS", 30, crate::ports::store::DEFAULT_RETENTION);
+    let windows = windows_setting(&value, &mut problem);
     if problems.is_empty() {
         let metric_lines = mode == Mode::Serve;
         Ok(AppConfig {
@@ -416,6 +421,7 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>, mode: Mode) -> Result<AppC
             issuers,
             alert_retention,
             retention,
+            windows,
             metric_lines,
         })
     } else {
@@ -441,6 +447,27 @@ fn days_setting(
     }
 }
 
+/// The shared windows policy, every problem named with its path.
+fn windows_setting(value: &dyn Fn(&str) -> Option<String>, problem: &mut dyn FnMut(&'static str, String)) -> Option<crate::domain::window::Windows> {
+    const NAME: &str = "SLUICE_WINDOWS";
+    let text = value(NAME)?;
+    let doc: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            problem(NAME, format!("is not JSON: {e}"));
+            return None;
+        }
+    };
+    match crate::domain::window::parse_policy(&doc) {
+        Ok(w) => Some(w),
+        Err(found) => {
+            let listed: Vec<String> = found.iter().map(ToString::to_string).collect();
+            problem(NAME, format!("is not a windows policy: {}", listed.join("; ")));
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,6 +479,24 @@ mod tests {
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn the_shared_windows_are_read_once_with_every_problem_named_by_its_path() {
+        let windows = |v: &str| from_env(&env(&[("SLUICE_WINDOWS", v)]), Mode::Up);
+        assert_eq!(from_env(&env(&[]), Mode::Up).expect("defaults").windows, None);
+        let shared = windows(r#"{"timeZone": "Europe/Berlin", "allow": [{"days": ["Mon"], "from": "09:00", "to": "17:00"}]}"#).expect("a policy");
+        assert_eq!(shared.windows.expect("read").time_zone.to_string(), "Europe/Berlin");
+        let problems = windows(r#"{"timeZone": "Europe/Berlinn", "allow": [{"days": ["Monday"], "from": "9:00"}], "freezes": [{"from": "2026-12-24", "to": "2026-12-23", "reason": "x"}]}"#)
+            .expect_err("three problems");
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].setting, "SLUICE_WINDOWS");
+        for said in ["timeZone: 'Europe/Berlinn' is not an IANA time zone", "allow[0].days[0]", "allow[0].from: '9:00' is not a time of day"] {
+            assert!(problems[0].message.contains(said), "{said} in {}", problems[0].message);
+        }
+        let problems = windows(r#"{"timeZone": "UTC", "freezes": [{"from": "2026-12-24", "to": "2026-12-23", "reason": "x"}]}"#).expect_err("backwards");
+        assert!(problems[0].message.contains("freezes[0].to: the freeze ends (2026-12-23) before it starts (2026-12-24)"), "{}", problems[0].message);
+        assert!(windows("{not json").expect_err("not JSON")[0].message.starts_with("is not JSON"));
     }
 
     #[test]

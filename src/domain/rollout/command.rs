@@ -49,6 +49,8 @@ pub enum NotifyKind {
     Aborted,
     /// The new version is the stable one.
     Succeeded,
+    /// A person let a move held by a deployment window or freeze through.
+    Overridden,
 }
 
 /// Something to do.

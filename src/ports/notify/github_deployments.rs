@@ -61,7 +61,9 @@ pub fn build(settings: &Settings, env: &AdapterEnv) -> Result<Arc<dyn Notifier>,
 /// The deployment status a phase change means.
 fn state_of(kind: NotifyKind) -> &'static str {
     match kind {
-        NotifyKind::Started | NotifyKind::PhaseChanged | NotifyKind::ApprovalNeeded | NotifyKind::Paused => "in_progress",
+        NotifyKind::Started | NotifyKind::PhaseChanged | NotifyKind::ApprovalNeeded | NotifyKind::Paused | NotifyKind::Overridden => {
+            "in_progress"
+        }
         NotifyKind::RollingBack | NotifyKind::RolledBack => "failure",
         NotifyKind::Aborted => "inactive",
         NotifyKind::Succeeded => "success",

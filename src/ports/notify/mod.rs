@@ -233,6 +233,7 @@ pub fn compose(
             (format!("{} {to} is paused", t.name), summary.to_string())
         }
         NotifyKind::PhaseChanged => (format!("{} {to}: {}", t.name, r.phase), summary.to_string()),
+        NotifyKind::Overridden => (format!("{} {to}: deployment window overridden", t.name), summary.to_string()),
     };
     if let Some(live) = r.runs.iter().rev().find_map(|run| run.metrics.iter().rev().find_map(|m| m.recent.last())) {
         facts.push(("Last measurement".into(), live.note.clone()));

@@ -37,6 +37,7 @@ pub fn message(n: &Notification) -> Value {
         NotifyKind::Succeeded => ":white_check_mark:",
         NotifyKind::ApprovalNeeded => ":raised_hand:",
         NotifyKind::Paused => ":double_vertical_bar:",
+        NotifyKind::Overridden => ":warning:",
         NotifyKind::Started | NotifyKind::PhaseChanged => ":arrow_forward:",
     };
     let mut blocks = vec![

@@ -36,7 +36,7 @@ pub fn card(n: &Notification) -> Value {
     let colour = match n.kind {
         NotifyKind::RollingBack | NotifyKind::RolledBack | NotifyKind::Aborted => "Attention",
         NotifyKind::Succeeded => "Good",
-        NotifyKind::ApprovalNeeded | NotifyKind::Paused => "Warning",
+        NotifyKind::ApprovalNeeded | NotifyKind::Paused | NotifyKind::Overridden => "Warning",
         NotifyKind::Started | NotifyKind::PhaseChanged => "Default",
     };
     let mut body = vec![

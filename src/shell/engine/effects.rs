@@ -33,6 +33,8 @@ const BACKLOG_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Default)]
 struct Announcements {
     started: Option<(String, u64)>,
+    /// A person's override of a deployment window: announced whatever follows it.
+    overridden: Option<(String, u64)>,
     latest: Option<(NotifyKind, String, u64)>,
     approval: Option<u64>,
 }
@@ -154,6 +156,7 @@ impl Engine {
                 Command::Measure { .. } => feedback.extend(measured.next().flatten()),
                 Command::ScaleDownPrevious { id } => feedback.extend(self.scale_down(state, id).await),
                 Command::Notify { kind: NotifyKind::Started, summary, id, .. } => announcements.started = Some((summary, id)),
+                Command::Notify { kind: NotifyKind::Overridden, summary, id, .. } => announcements.overridden = Some((summary, id)),
                 Command::Notify { kind, summary, id, .. } => announcements.latest = Some((kind, summary, id)),
                 // The approval request is its own message, whatever else changed;
                 // it follows the phase-change message of the same step.
@@ -285,7 +288,12 @@ impl Engine {
     /// Sends the step's announcements in order: start, latest phase change, approval request.
     async fn announce_all(&self, state: &Rollout, a: Announcements, issue: Option<&IssueRef>, now: DateTime<Utc>) -> Vec<Event> {
         let mut feedback = Vec::new();
-        let phase_news = a.started.map(|(summary, id)| (NotifyKind::Started, summary, id)).into_iter().chain(a.latest);
+        let phase_news = a
+            .started
+            .map(|(summary, id)| (NotifyKind::Started, summary, id))
+            .into_iter()
+            .chain(a.overridden.map(|(summary, id)| (NotifyKind::Overridden, summary, id)))
+            .chain(a.latest);
         for (kind, summary, id) in phase_news {
             feedback.extend(self.announce(state, kind, &summary, id, issue, now).await);
         }

@@ -133,6 +133,8 @@ pub struct Engine {
     metric_lines: bool,
     /// How long finished rollouts and releases are kept (`SLUICE_RETENTION_DAYS`).
     retention: chrono::TimeDelta,
+    /// The deployment's shared windows and freezes (`SLUICE_WINDOWS`), added to every new rollout's plan.
+    windows: Option<crate::domain::window::Windows>,
 }
 
 /// A new rollout id: readable, sortable by time, unique.
@@ -147,13 +149,24 @@ impl Engine {
     pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, env: AdapterEnv, clock: Arc<dyn Clock>) -> Self {
         let background = Arc::new(tokio::sync::Semaphore::new(BACKGROUND_SLOTS));
         let retention = crate::ports::store::DEFAULT_RETENTION;
-        Engine { store, queue, env, clock, locks: Arc::default(), background, metric_lines: false, retention }
+        Engine { store, queue, env, clock, locks: Arc::default(), background, metric_lines: false, retention, windows: None }
     }
 
     /// The same engine, printing a `sluice.metric` line per finished rollout.
     pub fn with_metric_lines(mut self) -> Self {
         self.metric_lines = true;
         self
+    }
+
+    /// The same engine, keeping every new rollout within the deployment's shared windows.
+    pub fn with_windows(mut self, windows: Option<crate::domain::window::Windows>) -> Self {
+        self.windows = windows;
+        self
+    }
+
+    /// The shared windows, for those who show when a rollout may move (the gate).
+    pub fn shared_windows(&self) -> Option<&crate::domain::window::Windows> {
+        self.windows.as_ref()
     }
 
     /// Creates a rollout (refused if its target is busy) and enqueues its
@@ -172,6 +185,10 @@ impl Engine {
             Some(id) => id,
             None => new_rollout_id(&spec.target.name, now)?,
         };
+        let mut plan = plan;
+        if let Some(shared) = self.windows.as_ref().filter(|w| !plan.windows.contains(w)) {
+            plan.windows.push(shared.clone());
+        }
         let (mut rollout, first) = Rollout::new(id, spec, plan, by.clone(), now);
         if let Some(old) = retry_of {
             rollout.retry_of = Some(old.id.clone());

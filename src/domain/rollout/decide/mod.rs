@@ -270,6 +270,7 @@ impl Txn {
                 (_, Phase::Succeeded) => NotifyKind::Succeeded,
                 _ => NotifyKind::PhaseChanged,
             };
+            let kind = if matches!(event, Event::OverrideRequested { .. }) { NotifyKind::Overridden } else { kind };
             let summary = self.notes.first().cloned().unwrap_or_else(|| format!("{} → {}", before.phase, self.r.phase));
             let id = self.next_id();
             self.commands.push(Command::Notify { kind, phase: self.r.phase, summary, id });
