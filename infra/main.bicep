@@ -104,6 +104,9 @@ param instanceMemoryMB int = 2048
 @maxValue(3650)
 param retentionDays int = 400
 
+@description('Deployment windows and freezes every rollout keeps (SLUICE_WINDOWS), in the shape of a spec\'s policy.windows, e.g. {timeZone: \'Europe/Berlin\', allow: [{days: [\'Mon\', \'Tue\', \'Wed\', \'Thu\'], from: \'09:00\', to: \'16:00\'}], freezes: [{from: \'2026-12-21\', to: \'2027-01-04\', reason: \'holiday freeze\'}]}. Empty: none.')
+param windows object = {}
+
 var suffix = uniqueString(resourceGroup().id)
 var targetGroups = union(targetResourceGroups, empty(targetResourceGroupList) ? [] : split(targetResourceGroupList, ','))
 var storageName = take('${prefix}sluice${suffix}', 24)
@@ -190,6 +193,7 @@ var baseSettings = [
   { name: 'SLUICE_ALERT_TOKEN', value: alertToken }
   { name: 'SLUICE_API_KEY', value: apiKey }
   { name: 'SLUICE_RETENTION_DAYS', value: string(retentionDays) }
+  { name: 'SLUICE_WINDOWS', value: empty(windows) ? '' : string(windows) }
   // Without sign-in the deployment says so: Sluice's key is the only check and the
   // names callers write are taken as written; `serve` refuses to start without a choice.
   { name: 'SLUICE_TRUST_NAMES', value: signIn == 'none' ? 'true' : 'false' }

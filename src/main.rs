@@ -204,6 +204,10 @@ enum Cmd {
         /// fails, the release halts, and the first wave stays promoted.
         #[arg(long, conflicts_with_all = ["fault", "alert", "sticky", "prometheus"])]
         waves: bool,
+        /// The team's deployment window opens within a minute and a half: the
+        /// rollout waits for it, goes on at the opening and succeeds.
+        #[arg(long, conflicts_with_all = ["fault", "alert", "sticky", "waves"])]
+        window: bool,
         /// Requests per second of load.
         #[arg(long, default_value_t = 300)]
         rps: u32,
@@ -558,10 +562,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Serve => serve().await,
         Cmd::Package { out, binary } => package(&out, binary),
         #[cfg(feature = "devtools")]
-        Cmd::Demo { fault, alert, sticky, waves, rps, hold, keep, prometheus, judge, data_dir } => {
+        Cmd::Demo { fault, alert, sticky, waves, window, rps, hold, keep, prometheus, judge, data_dir } => {
             init_logging("warn");
             let variant = match (fault, alert, sticky) {
                 _ if waves => demo::Variant::Waves,
+                _ if window => demo::Variant::Window,
                 (Some(FaultKind::Errors), _, _) => demo::Variant::FaultErrors,
                 (Some(FaultKind::Latency), _, _) => demo::Variant::FaultLatency,
                 (None, true, _) => demo::Variant::Alert,

@@ -17,6 +17,16 @@ fn demo(args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Apart from the others, so its wait for the window (up to 80 s) overlaps them.
+#[test]
+fn the_window_demo_waits_for_its_window_and_goes_on_at_the_opening() {
+    let (code, out) = demo(&["--window"]);
+    assert_eq!(code, 0, "sluice demo --window failed:\n{out}");
+    assert!(out.contains(": Succeeded after") && out.contains("verdict        OK"), "{out}");
+    assert!(out.contains("Pending → Paused") && out.contains("start held: outside the deployment window"), "{out}");
+    assert!(out.contains("deployment window open") && out.contains("failed: 0"), "{out}");
+}
+
 #[test]
 fn every_demo_variant_does_the_right_thing() {
     for (args, expect) in [

@@ -141,6 +141,8 @@ fn app_settings_are_read_by_the_code_hold_no_key_and_pass_its_check() {
         ("SLUICE_AZURE_DEVOPS_URLS", ""),
         // `string(retentionDays)` at the parameter's default.
         ("SLUICE_RETENTION_DAYS", "400"),
+        // `empty(windows) ? '' : string(windows)` at the default, `{}`.
+        ("SLUICE_WINDOWS", ""),
         // `signIn == 'none' ? 'true' : 'false'` at the default, create.
         ("SLUICE_TRUST_NAMES", "false"),
     ] {

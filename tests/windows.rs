@@ -29,7 +29,10 @@ async fn a_shared_freeze_holds_a_start_the_gate_says_until_when_and_an_override_
     let gate = client.gate(&json!({"spec": spec})).await.expect("gate answers");
     assert_eq!(gate["ready"], false, "{gate}");
     assert_eq!(gate["window"]["open"], false, "{gate}");
-    assert!(gate["window"]["opensAt"].is_string() && gate["window"]["why"].as_str().is_some_and(|w| w.contains("holiday freeze")), "{gate}");
+    assert!(
+        gate["window"]["opensAt"].is_string() && gate["window"]["why"].as_str().is_some_and(|w| w.contains("holiday freeze")),
+        "{gate}"
+    );
     assert!(gate["reasons"].as_array().expect("reasons").iter().any(|r| r["code"] == "windowClosed"), "{gate}");
 
     // The start waits, paused, saying why and until when; no traffic moved.
@@ -43,10 +46,13 @@ async fn a_shared_freeze_holds_a_start_the_gate_says_until_when_and_an_override_
     // A promote does not jump it; an override without a reason is refused naming the field.
     let refused = up.client("alice").action(&id, "promote", &json!({})).await.expect_err("409").to_string();
     assert!(refused.contains("409") && refused.contains("held by a deployment window"), "{refused}");
-    let (status, body) = common::raw(&up.url, "POST", &format!("/api/rollouts/{id}/override"), b"{}".to_vec(), &[
-        ("x-sluice-user", "olga"),
-        ("x-sluice-local-token", &up.token),
-    ])
+    let (status, body) = common::raw(
+        &up.url,
+        "POST",
+        &format!("/api/rollouts/{id}/override"),
+        b"{}".to_vec(),
+        &[("x-sluice-user", "olga"), ("x-sluice-local-token", &up.token)],
+    )
     .await;
     assert_eq!((status, body["field"].as_str()), (400, Some("reason")), "{body}");
 

@@ -251,7 +251,10 @@ pub fn problems(w: &Windows) -> Vec<(String, String)> {
         if a.from.is_some_and(|f| f.0 == DAY_MINUTES) {
             out.push((format!("allow[{i}].from"), "24:00 ends a day; a window opens at 23:59 at the latest".into()));
         } else if from == to {
-            out.push((format!("allow[{i}].to"), format!("the window opens and closes at {}; leave both out for the whole day", a.to_or_end())));
+            out.push((
+                format!("allow[{i}].to"),
+                format!("the window opens and closes at {}; leave both out for the whole day", a.to_or_end()),
+            ));
         }
         let mut seen = Vec::new();
         for (j, d) in a.days.iter().enumerate() {
@@ -396,8 +399,11 @@ pub fn closed_until(policies: &[Windows], now: DateTime<Utc>) -> Option<Closed> 
     candidates.sort();
     candidates.dedup();
     let horizon = now + chrono::TimeDelta::days(HORIZON_DAYS as i64);
-    let opens_at =
-        candidates.into_iter().take_while(|t| *t <= horizon).find(|t| policies.iter().all(|p| p.closed_at(*t).is_none())).unwrap_or(horizon);
+    let opens_at = candidates
+        .into_iter()
+        .take_while(|t| *t <= horizon)
+        .find(|t| policies.iter().all(|p| p.closed_at(*t).is_none()))
+        .unwrap_or(horizon);
     Some(Closed { opens_at, opens_local: held_by.local_text(opens_at), why })
 }
 

@@ -303,7 +303,10 @@ async fn act(app: &App, req: &HttpRequest, id: &RolloutId, action: &str) -> Resu
         _ => Action::Steer,
     };
     if action == "override" && body.reason.trim().is_empty() {
-        return Err(ApiError::invalid_field("reason", "an override of a deployment window or freeze needs a reason (it is recorded and announced)"));
+        return Err(ApiError::invalid_field(
+            "reason",
+            "an override of a deployment window or freeze needs a reason (it is recorded and announced)",
+        ));
     }
     let by = actor(app, req, body.by, true, needs).await?;
     let request = match body.request_id {

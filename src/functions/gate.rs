@@ -24,8 +24,8 @@ use super::{parse_json_body, typed, App, HttpRequest, HttpResponse, MAX_API_BODY
 use crate::domain::ids::shown;
 use crate::domain::rollout::{judge, Phase, Plan, Rollout, Verdict};
 use crate::domain::spec::{self, RolloutSpec};
-use crate::ports::metrics;
 use crate::domain::window::{closed_until, Closed, Windows};
+use crate::ports::metrics;
 use crate::ports::store::ListFilter;
 
 /// `POST gate`'s body.
@@ -123,7 +123,8 @@ fn asked(app: &App, req: &HttpRequest) -> Result<(String, Option<RolloutSpec>), 
 /// The deployment windows a start would keep (the spec's and the shared
 /// ones), and whether they are closed now; `None` when there are none.
 fn window(app: &App, spec: Option<&RolloutSpec>) -> Option<Option<Closed>> {
-    let policies: Vec<Windows> = spec.and_then(|s| s.policy.windows.clone()).into_iter().chain(app.engine.shared_windows().cloned()).collect();
+    let policies: Vec<Windows> =
+        spec.and_then(|s| s.policy.windows.clone()).into_iter().chain(app.engine.shared_windows().cloned()).collect();
     (!policies.is_empty()).then(|| closed_until(&policies, app.engine.clock.now()))
 }
 

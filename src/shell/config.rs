@@ -448,7 +448,10 @@ fn days_setting(
 }
 
 /// The shared windows policy, every problem named with its path.
-fn windows_setting(value: &dyn Fn(&str) -> Option<String>, problem: &mut dyn FnMut(&'static str, String)) -> Option<crate::domain::window::Windows> {
+fn windows_setting(
+    value: &dyn Fn(&str) -> Option<String>,
+    problem: &mut dyn FnMut(&'static str, String),
+) -> Option<crate::domain::window::Windows> {
     const NAME: &str = "SLUICE_WINDOWS";
     let text = value(NAME)?;
     let doc: serde_json::Value = match serde_json::from_str(&text) {
@@ -485,17 +488,25 @@ mod tests {
     fn the_shared_windows_are_read_once_with_every_problem_named_by_its_path() {
         let windows = |v: &str| from_env(&env(&[("SLUICE_WINDOWS", v)]), Mode::Up);
         assert_eq!(from_env(&env(&[]), Mode::Up).expect("defaults").windows, None);
-        let shared = windows(r#"{"timeZone": "Europe/Berlin", "allow": [{"days": ["Mon"], "from": "09:00", "to": "17:00"}]}"#).expect("a policy");
+        let shared =
+            windows(r#"{"timeZone": "Europe/Berlin", "allow": [{"days": ["Mon"], "from": "09:00", "to": "17:00"}]}"#).expect("a policy");
         assert_eq!(shared.windows.expect("read").time_zone.to_string(), "Europe/Berlin");
         let problems = windows(r#"{"timeZone": "Europe/Berlinn", "allow": [{"days": ["Monday"], "from": "9:00"}], "freezes": [{"from": "2026-12-24", "to": "2026-12-23", "reason": "x"}]}"#)
             .expect_err("three problems");
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].setting, "SLUICE_WINDOWS");
-        for said in ["timeZone: 'Europe/Berlinn' is not an IANA time zone", "allow[0].days[0]", "allow[0].from: '9:00' is not a time of day"] {
+        for said in
+            ["timeZone: 'Europe/Berlinn' is not an IANA time zone", "allow[0].days[0]", "allow[0].from: '9:00' is not a time of day"]
+        {
             assert!(problems[0].message.contains(said), "{said} in {}", problems[0].message);
         }
-        let problems = windows(r#"{"timeZone": "UTC", "freezes": [{"from": "2026-12-24", "to": "2026-12-23", "reason": "x"}]}"#).expect_err("backwards");
-        assert!(problems[0].message.contains("freezes[0].to: the freeze ends (2026-12-23) before it starts (2026-12-24)"), "{}", problems[0].message);
+        let problems = windows(r#"{"timeZone": "UTC", "freezes": [{"from": "2026-12-24", "to": "2026-12-23", "reason": "x"}]}"#)
+            .expect_err("backwards");
+        assert!(
+            problems[0].message.contains("freezes[0].to: the freeze ends (2026-12-23) before it starts (2026-12-24)"),
+            "{}",
+            problems[0].message
+        );
         assert!(windows("{not json").expect_err("not JSON")[0].message.starts_with("is not JSON"));
     }
 

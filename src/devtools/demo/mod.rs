@@ -44,6 +44,31 @@ pub enum Variant {
     /// One release across two regions (two routers) as two waves; the second
     /// wave's canary fails, the release halts and the first wave stays promoted.
     Waves,
+    /// The team's deployment window opens within a minute and a half: the
+    /// rollout waits for it, paused, goes on at the opening and succeeds.
+    Window,
+}
+
+/// A window opening at the first whole minute at least 20 s after `now`
+/// (windows are kept to the minute), open for half an hour, every day, in UTC.
+pub fn window_opening_soon(now: chrono::DateTime<chrono::Utc>) -> (Value, chrono::DateTime<chrono::Utc>) {
+    use chrono::{DurationRound, TimeDelta};
+    let soon = now + TimeDelta::seconds(20);
+    let opens = soon.duration_trunc(TimeDelta::minutes(1)).unwrap_or(soon) + TimeDelta::minutes(1);
+    let closes = opens + TimeDelta::minutes(30);
+    let hhmm = |t: chrono::DateTime<chrono::Utc>| t.format("%H:%M").to_string();
+    (json!({"timeZone": "UTC", "allow": [{"from": hhmm(opens), "to": hhmm(closes)}]}), opens)
+}
+
+/// What the window story must show: the start held, then the opening.
+fn window_problem(status: &Value) -> Option<String> {
+    let said =
+        |text: &str| status["history"].as_array().into_iter().flatten().any(|e| e["summary"].as_str().is_some_and(|s| s.contains(text)));
+    match (said("start held: outside the deployment window"), said("deployment window open")) {
+        (true, true) => None,
+        (false, _) => Some("the start did not wait for the deployment window".into()),
+        (true, false) => Some("the rollout did not go on at the window's opening".into()),
+    }
 }
 
 /// How long the sticky story pins a user to a side.
@@ -407,7 +432,17 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     let pipeline = Client::new(&base, None, "azure-pipelines");
     // The sticky story judges against stable: those measurements count both sides' requests (the observed split).
     let judging = if opts.variant == Variant::Sticky { Judging::Statistical } else { opts.judging };
-    let spec = demo_spec_with(&router_url, opts.variant, prometheus.as_ref().map(|p| p.url.as_str()), judging);
+    let mut spec = demo_spec_with(&router_url, opts.variant, prometheus.as_ref().map(|p| p.url.as_str()), judging);
+    let mut deadline = Duration::from_secs(80);
+    if opts.variant == Variant::Window {
+        let (windows, opens) = window_opening_soon(chrono::Utc::now());
+        spec["policy"]["windows"] = windows;
+        say(format!(
+            "\n  >> the team deploys only inside its window, which opens at {} UTC: the rollout waits for it, paused.",
+            opens.format("%H:%M")
+        ));
+        deadline += Duration::from_secs(90);
+    }
     let started = pipeline.start(&spec, None).await?;
     let id = started["id"].as_str().unwrap_or_default().to_string();
     say(format!("\nThe pipeline posts the rollout: {id}\n  plan: {}\n", started["plan"].as_str().unwrap_or("")));
@@ -417,7 +452,6 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     let mut watcher = Watcher::new(Duration::from_secs(4));
     let mut approval_at: Option<Instant> = None;
     let mut alert_sent = false;
-    let deadline = Duration::from_secs(80);
     let final_status = loop {
         let status = pipeline.status(&id).await?;
         for line in watcher.update(&status) {
@@ -485,6 +519,8 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         Variant::Success if phase != Phase::Succeeded => Some(format!("expected Succeeded, got {phase}")),
         Variant::Success if totals.failures() > 0 => Some(format!("{} requests failed during the rollout", totals.failures())),
         Variant::Success => None,
+        Variant::Window if phase != Phase::Succeeded => Some(format!("expected Succeeded, got {phase}")),
+        Variant::Window => window_problem(&final_status),
         _ if phase != Phase::RolledBack => Some(format!("expected RolledBack, got {phase}")),
         _ if issue.as_ref().map(|p| !p.exists()).unwrap_or(true) => Some("no backlog issue was written".into()),
         Variant::Alert if failure_kind != "alert" || failure_phase != "AwaitingApproval" => {
@@ -510,7 +546,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         totals.served_by("v2"),
         totals.failures()
     ));
-    if opts.variant != Variant::Success {
+    if !matches!(opts.variant, Variant::Success | Variant::Window) {
         let saw = totals.users.get("v2").map(|u| u.len()).unwrap_or(0);
         say(format!(
             "  exposure       {saw} of {USERS} users were served by v2 before the rollback; {} got at least one error",
@@ -537,6 +573,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
             "  verdict        OK: {}",
             match opts.variant {
                 Variant::Success => "v2 is live and no request failed through every weight change and the promotion",
+                Variant::Window => "the rollout waited for its deployment window, went on at the opening, and v2 is live",
                 Variant::Alert => "the alert rolled the rollout back from the approval gate and the issue is filed",
                 Variant::Sticky =>
                     "pinned users kept reaching v2 after the revert; Sluice saw it, waited until they were gone, and says so",

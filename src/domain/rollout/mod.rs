@@ -562,7 +562,10 @@ impl Rollout {
                 Some(PauseReason::Inconclusive { .. }) => "a person: promote to continue, retry to re-measure, or abort".into(),
                 Some(PauseReason::Window { opens_local, why, begin, .. }) => {
                     let what = if *begin { "start" } else { "next step" };
-                    format!("the deployment window for the {what}, {}: opens {opens_local}; {why} (an Admin may override)", left(self.due_at))
+                    format!(
+                        "the deployment window for the {what}, {}: opens {opens_local}; {why} (an Admin may override)",
+                        left(self.due_at)
+                    )
                 }
                 Some(PauseReason::SplitMismatch { observed, requested }) => {
                     format!("a person: {observed:.0}% of requests reach the canary, {requested}% was asked; promote to continue or abort")

@@ -1472,7 +1472,8 @@ fn an_alert_keeps_only_a_web_link() {
 /// 5% → pause 10s → 20% → promote, allowed Monday to Friday 09:00–17:00 UTC.
 fn office_hours_doc() -> Value {
     let mut doc = base(json!({"canary": {"steps": [{"setWeight": 5}, {"pause": {"duration": "10s"}}, {"setWeight": 20}]}}));
-    doc["policy"] = json!({"windows": {"timeZone": "UTC", "allow": [{"days": ["Mon", "Tue", "Wed", "Thu", "Fri"], "from": "09:00", "to": "17:00"}]}});
+    doc["policy"] =
+        json!({"windows": {"timeZone": "UTC", "allow": [{"days": ["Mon", "Tue", "Wed", "Thu", "Fri"], "from": "09:00", "to": "17:00"}]}});
     doc
 }
 
@@ -1533,7 +1534,11 @@ fn a_start_outside_the_window_waits_and_an_admin_override_lets_it_through_once_w
     assert_eq!(d.history[0].by.as_deref(), Some("olga"));
     assert!(d.history[0].summary.contains("overridden by olga: hotfix for INC-42"), "{}", d.history[0].summary);
     assert!(d.commands.iter().any(|c| matches!(c, Command::SetWeight { weight, .. } if *weight == w(5))), "{:?}", d.commands);
-    assert!(d.commands.iter().any(|c| matches!(c, Command::Notify { summary, .. } if summary.contains("overridden by olga"))), "{:?}", d.commands);
+    assert!(
+        d.commands.iter().any(|c| matches!(c, Command::Notify { summary, .. } if summary.contains("overridden by olga"))),
+        "{:?}",
+        d.commands
+    );
     assert_eq!(r.phase, Phase::Progressing);
     // Once: the next increase waits for Monday again.
     step(&mut r, Event::TrafficConfirmed { weight: w(5) }, saturday + TimeDelta::seconds(1));

@@ -528,7 +528,11 @@ pub(super) fn cross_field(doc: &Value) -> Vec<Problem> {
     }
     if let Some(w) = doc.pointer("/policy/windows").and_then(|w| serde_json::from_value(w.clone()).ok()) {
         let at = root.key("policy").key("windows");
-        out.extend(crate::domain::window::problems(&w).into_iter().map(|(path, message)| Problem { path: format!("{}.{path}", at.render()), message }));
+        out.extend(
+            crate::domain::window::problems(&w)
+                .into_iter()
+                .map(|(path, message)| Problem { path: format!("{}.{path}", at.render()), message }),
+        );
     }
     find_inline_secrets(doc, &root, &mut out);
     out

@@ -312,19 +312,25 @@ fn windows_are_checked_by_the_schema_and_then_by_their_own_rules_each_named_by_p
     let mut doc = minimal();
     doc["policy"] = json!({"windows": {"timeZone": "Europe/Berln", "allow": [{"days": ["Monday"], "from": "9:00"}],
                                        "freezes": [{"from": "2026-12-24T25:00", "to": "2026-12-23", "reason": "x"}], "colour": 1}});
-    assert_eq!(problems_of(&doc), [
-        "policy.windows.allow[0].days[0]: \"Monday\" is not one of: Mon, Tue, Wed, Thu, Fri, Sat, Sun",
-        "policy.windows.allow[0].from: '9:00' is not a time of day as HH:MM (00:00 to 24:00)",
-        "policy.windows.colour: unknown field (expected one of: allow, freezes, timeZone)",
-        "policy.windows.freezes[0].from: '2026-12-24T25:00' is not a local day (YYYY-MM-DD) or time (YYYY-MM-DDTHH:MM)",
-        "policy.windows.timeZone: 'Europe/Berln' is not an IANA time zone (e.g. Europe/Berlin, America/New_York, UTC)",
-    ]);
+    assert_eq!(
+        problems_of(&doc),
+        [
+            "policy.windows.allow[0].days[0]: \"Monday\" is not one of: Mon, Tue, Wed, Thu, Fri, Sat, Sun",
+            "policy.windows.allow[0].from: '9:00' is not a time of day as HH:MM (00:00 to 24:00)",
+            "policy.windows.colour: unknown field (expected one of: allow, freezes, timeZone)",
+            "policy.windows.freezes[0].from: '2026-12-24T25:00' is not a local day (YYYY-MM-DD) or time (YYYY-MM-DDTHH:MM)",
+            "policy.windows.timeZone: 'Europe/Berln' is not an IANA time zone (e.g. Europe/Berlin, America/New_York, UTC)",
+        ]
+    );
     doc["policy"] = json!({"windows": {"timeZone": "UTC", "allow": [{"from": "22:00", "to": "22:00"}],
                                        "freezes": [{"from": "2026-12-24", "to": "2026-12-23", "reason": "x"}]}});
-    assert_eq!(problems_of(&doc), [
-        "policy.windows.allow[0].to: the window opens and closes at 22:00; leave both out for the whole day",
-        "policy.windows.freezes[0].to: the freeze ends (2026-12-23) before it starts (2026-12-24)",
-    ]);
+    assert_eq!(
+        problems_of(&doc),
+        [
+            "policy.windows.allow[0].to: the window opens and closes at 22:00; leave both out for the whole day",
+            "policy.windows.freezes[0].to: the freeze ends (2026-12-23) before it starts (2026-12-24)",
+        ]
+    );
     doc["policy"] = json!({"windows": {"timeZone": "America/New_York", "allow": [{"days": ["Fri"], "from": "22:00", "to": "02:00"}]}});
     let (_, plan) = validate(&doc, &names()).expect("a night window across midnight is valid");
     assert_eq!(plan.windows.len(), 1);

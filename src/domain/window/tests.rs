@@ -11,7 +11,9 @@ fn utc(text: &str) -> DateTime<Utc> {
 }
 
 fn office() -> Windows {
-    policy(serde_json::json!({"timeZone": "Europe/Berlin", "allow": [{"days": ["Mon", "Tue", "Wed", "Thu", "Fri"], "from": "09:00", "to": "17:00"}]}))
+    policy(
+        serde_json::json!({"timeZone": "Europe/Berlin", "allow": [{"days": ["Mon", "Tue", "Wed", "Thu", "Fri"], "from": "09:00", "to": "17:00"}]}),
+    )
 }
 
 #[test]
@@ -29,9 +31,9 @@ fn inside_the_hours_nothing_waits_and_after_them_the_next_working_morning_opens(
 fn a_window_across_midnight_belongs_to_the_day_it_opens() {
     let night = policy(serde_json::json!({"timeZone": "UTC", "allow": [{"days": ["Fri"], "from": "22:00", "to": "02:00"}]}));
     // 2026-12-11 is a Friday: open from 22:00 until Saturday 02:00.
-    assert!(closed_until(&[night.clone()], utc("2026-12-11T21:59:00Z")).is_some());
-    assert_eq!(closed_until(&[night.clone()], utc("2026-12-11T23:00:00Z")), None);
-    assert_eq!(closed_until(&[night.clone()], utc("2026-12-12T01:59:00Z")), None);
+    assert!(closed_until(std::slice::from_ref(&night), utc("2026-12-11T21:59:00Z")).is_some());
+    assert_eq!(closed_until(std::slice::from_ref(&night), utc("2026-12-11T23:00:00Z")), None);
+    assert_eq!(closed_until(std::slice::from_ref(&night), utc("2026-12-12T01:59:00Z")), None);
     let closed = closed_until(&[night], utc("2026-12-12T02:00:00Z")).expect("closed at two on Saturday");
     assert_eq!(closed.opens_at, utc("2026-12-18T22:00:00Z"));
 }
@@ -40,13 +42,19 @@ fn a_window_across_midnight_belongs_to_the_day_it_opens() {
 fn daylight_saving_moves_the_opening_in_utc_and_a_skipped_hour_opens_at_its_end() {
     // The United States change on 2027-03-14: Monday 09:00 is 13:00 UTC, a week before 14:00 UTC.
     let ny = policy(serde_json::json!({"timeZone": "America/New_York", "allow": [{"days": ["Mon"], "from": "09:00", "to": "17:00"}]}));
-    assert_eq!(closed_until(&[ny.clone()], utc("2027-03-06T12:00:00Z")).expect("closed").opens_at, utc("2027-03-08T14:00:00Z"));
+    assert_eq!(closed_until(std::slice::from_ref(&ny), utc("2027-03-06T12:00:00Z")).expect("closed").opens_at, utc("2027-03-08T14:00:00Z"));
     assert_eq!(closed_until(&[ny], utc("2027-03-13T12:00:00Z")).expect("closed").opens_at, utc("2027-03-15T13:00:00Z"));
     // Berlin skips 02:00–03:00 on 2027-03-28: a 02:30 opening opens at 03:00 CEST (01:00 UTC).
     let early = policy(serde_json::json!({"timeZone": "Europe/Berlin", "allow": [{"from": "02:30", "to": "05:00"}]}));
-    assert_eq!(closed_until(&[early.clone()], utc("2027-03-28T00:30:00Z")).expect("01:30 CET is closed").opens_at, utc("2027-03-28T01:00:00Z"));
+    assert_eq!(
+        closed_until(std::slice::from_ref(&early), utc("2027-03-28T00:30:00Z")).expect("01:30 CET is closed").opens_at,
+        utc("2027-03-28T01:00:00Z")
+    );
     // Berlin repeats 02:00–03:00 on 2026-10-25: a 02:30 opening opens at the first 02:30 (CEST, 00:30 UTC).
-    assert_eq!(closed_until(&[early.clone()], utc("2026-10-24T23:00:00Z")).expect("01:00 CEST is closed").opens_at, utc("2026-10-25T00:30:00Z"));
+    assert_eq!(
+        closed_until(std::slice::from_ref(&early), utc("2026-10-24T23:00:00Z")).expect("01:00 CEST is closed").opens_at,
+        utc("2026-10-25T00:30:00Z")
+    );
     // and both 02:30s are inside it.
     assert_eq!(closed_until(&[early], utc("2026-10-25T01:30:00Z")), None);
 }
@@ -54,8 +62,12 @@ fn daylight_saving_moves_the_opening_in_utc_and_a_skipped_hour_opens_at_its_end(
 #[test]
 fn a_freeze_holds_through_its_last_day_and_says_why() {
     let mut p = office();
-    p.freezes = vec![Freeze { from: LocalStamp::parse("2026-12-21").expect("day"), to: LocalStamp::parse("2027-01-04").expect("day"), reason: "holiday freeze".into() }];
-    let closed = closed_until(&[p.clone()], utc("2026-12-22T10:00:00Z")).expect("frozen");
+    p.freezes = vec![Freeze {
+        from: LocalStamp::parse("2026-12-21").expect("day"),
+        to: LocalStamp::parse("2027-01-04").expect("day"),
+        reason: "holiday freeze".into(),
+    }];
+    let closed = closed_until(std::slice::from_ref(&p), utc("2026-12-22T10:00:00Z")).expect("frozen");
     assert_eq!(closed.why, "freeze until 2027-01-04 Europe/Berlin: holiday freeze");
     // 2027-01-04 is a Monday, frozen through its end: Tuesday 09:00 CET.
     assert_eq!(closed.opens_at, utc("2027-01-05T08:00:00Z"));
@@ -113,10 +125,14 @@ fn the_rules_a_schema_cannot_say_are_named_by_path() {
 
 fn arbitrary_policy() -> impl Strategy<Value = Windows> {
     let zones = prop::sample::select(vec!["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kathmandu"]);
-    let allowed = (prop::collection::vec(0u8..7, 0..4), 0u16..1440, 1u16..=1440).prop_filter_map("a window opens and closes", |(days, from, to)| {
-        let days = days.into_iter().map(|d| [Day::Mon, Day::Tue, Day::Wed, Day::Thu, Day::Fri, Day::Sat, Day::Sun][usize::from(d)]).collect::<Vec<_>>();
-        (from != to).then(|| Allowed { days, from: Some(ClockTime(from)), to: Some(ClockTime(to)) })
-    });
+    let allowed =
+        (prop::collection::vec(0u8..7, 0..4), 0u16..1440, 1u16..=1440).prop_filter_map("a window opens and closes", |(days, from, to)| {
+            let days = days
+                .into_iter()
+                .map(|d| [Day::Mon, Day::Tue, Day::Wed, Day::Thu, Day::Fri, Day::Sat, Day::Sun][usize::from(d)])
+                .collect::<Vec<_>>();
+            (from != to).then_some(Allowed { days, from: Some(ClockTime(from)), to: Some(ClockTime(to)) })
+        });
     let freeze = (0i64..60, 1i64..20).prop_map(|(start, days)| {
         let from = NaiveDate::from_ymd_opt(2026, 12, 1).expect("a day") + chrono::TimeDelta::days(start);
         Freeze { from: LocalStamp::Day(from), to: LocalStamp::Day(from + chrono::TimeDelta::days(days)), reason: "frozen".into() }
