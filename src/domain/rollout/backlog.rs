@@ -64,28 +64,41 @@ pub struct Reported {
     /// How many of the later failures.
     #[serde(default)]
     pub later: usize,
+    /// That a fix-forward rollout of this failure started.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fixing: bool,
 }
 
 impl Reported {
     /// Everything there is to tell about `r` now.
     pub fn of(r: &Rollout) -> Reported {
+        let fixing = r.fixes.is_some();
         match &r.failure {
-            Some(f) if !f.aborted => {
-                Reported { failure: true, reverted: f.reverted_at.is_some(), verified: f.verified.is_some(), later: f.later.len() }
-            }
-            _ => Reported::default(),
+            Some(f) if !f.aborted => Reported {
+                failure: true,
+                reverted: f.reverted_at.is_some(),
+                verified: f.verified.is_some(),
+                later: f.later.len(),
+                fixing,
+            },
+            _ => Reported { fixing, ..Reported::default() },
         }
     }
 
     /// Whether `self` tells something `told` does not.
     pub fn news_since(&self, told: &Reported) -> bool {
-        (self.failure && !told.failure) || (self.reverted && !told.reverted) || (self.verified && !told.verified) || self.later > told.later
+        (self.failure && !told.failure)
+            || (self.reverted && !told.reverted)
+            || (self.verified && !told.verified)
+            || self.later > told.later
+            || (self.fixing && !told.fixing)
     }
 
     /// A short stable key for this set of facts (comments carry it so a
     /// retried comment is recognised and not posted twice).
     pub fn key(&self) -> String {
-        format!("f{}r{}v{}l{}", self.failure as u8, self.reverted as u8, self.verified as u8, self.later)
+        let fix = if self.fixing { "x1" } else { "" };
+        format!("f{}r{}v{}l{}{fix}", self.failure as u8, self.reverted as u8, self.verified as u8, self.later)
     }
 }
 

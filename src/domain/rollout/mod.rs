@@ -334,6 +334,13 @@ pub struct Rollout {
     /// The stage an Admin let through a closed deployment window (once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_override: Option<usize>,
+    /// The failed rollout whose backlog issue this fix-forward rollout took
+    /// over (the issue is told the fix started, and any failure of the fix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixes: Option<RolloutId>,
+    /// Alerts deliberately left alone: they began before this fix-forward rollout.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored_alerts: Vec<String>,
     /// Alerts that fired while the rollout was active.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<String>,
@@ -396,6 +403,8 @@ impl Rollout {
             runs: Vec::new(),
             pause: None,
             window_override: None,
+            fixes: None,
+            ignored_alerts: Vec::new(),
             alerts: Vec::new(),
             failure: None,
             backlog: BacklogState::None,

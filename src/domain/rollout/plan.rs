@@ -192,6 +192,9 @@ pub struct Plan {
     /// deployment's shared one (`SLUICE_WINDOWS`) added at creation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub windows: Vec<crate::domain::window::Windows>,
+    /// The alerts that began before the rollout and do not roll it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix_forward: Option<crate::domain::spec::FixForward>,
 }
 
 impl Plan {
@@ -247,6 +250,7 @@ impl Plan {
             rollback_check,
             backlog: spec.backlog.is_some(),
             windows: spec.policy.windows.iter().cloned().collect(),
+            fix_forward: spec.policy.fix_forward.clone(),
         })
     }
 
@@ -269,6 +273,9 @@ impl Plan {
         }
         if !self.windows.is_empty() {
             s.push_str("; within deployment windows");
+        }
+        if self.fix_forward.is_some() {
+            s.push_str("; fixes forward");
         }
         s
     }

@@ -673,7 +673,7 @@ fn a_second_alert_during_the_rollback_comments_on_the_same_issue() {
     step(&mut r, Event::TrafficConfirmed { weight: w(0) }, at(2));
     assert_eq!(r.phase, Phase::RollingBack, "waiting for the rollback check");
     let told = Reported::of(&r);
-    assert_eq!(told, Reported { failure: true, reverted: true, verified: false, later: 0 });
+    assert_eq!(told, Reported { failure: true, reverted: true, verified: false, later: 0, fixing: false });
     let d = step(&mut r, Event::BacklogOpened { issue: issue7(), reported: told }, at(3));
     assert!(comments(&d).is_empty());
     assert_eq!(ignored(&r, alert("a"), at(4)), "already rolling back");
@@ -1550,4 +1550,66 @@ fn a_start_outside_the_window_waits_and_an_admin_override_lets_it_through_once_w
     let mut open = new_rollout(office_hours_doc());
     step(&mut open, Event::Start, utc("2027-01-18T10:00:00Z"));
     assert!(ignored(&open, override_("why not"), utc("2027-01-18T10:00:01Z")).contains("nothing is held"));
+}
+
+fn alert_began(id: &str, rule: &str, began: DateTime<Utc>) -> Event {
+    let Event::AlertFired { mut alert } = alert(id) else { unreachable!("alert() makes an AlertFired") };
+    alert.rule = rule.into();
+    alert.fired_at = Some(began);
+    Event::AlertFired { alert }
+}
+
+fn fix_forward_doc(policy: Value) -> Value {
+    let mut doc = base(json!({"canary": {"steps": [{"setWeight": 10}, {"pause": {"duration": "1m"}}]}}));
+    doc["policy"] = json!({"fixForward": policy});
+    doc
+}
+
+#[test]
+fn a_fix_forward_leaves_the_alert_that_began_before_it_alone_and_nothing_else() {
+    let mut r = new_rollout(fix_forward_doc(json!({"alerts": ["canary-5xx"]})));
+    step(&mut r, Event::Start, at(0));
+    step(&mut r, Event::TrafficConfirmed { weight: w(10) }, at(1));
+    // Still firing from the bad version: ignored, and the history says which and why.
+    let old = alert_began("a-1", "canary-5xx", at(-600));
+    let d = step(&mut r, old.clone(), at(5));
+    assert_eq!((r.phase, r.traffic.weight), (Phase::Progressing, w(10)));
+    let row = &d.history[0].summary;
+    assert!(row.contains("alert canary-5xx (a-1) ignored on purpose") && row.contains("policy.fixForward.alerts"), "{row}");
+    assert!(d.commands.is_empty(), "{:?}", d.commands);
+    // The same alert delivered again: nothing more.
+    assert!(ignored(&r, old, at(6)).contains("already ignored"));
+    // Another rule that began before: not this rollout's to ignore.
+    let other = decide(&r, alert_began("a-2", "latency", at(-600)), at(7));
+    assert_eq!(other.next.phase, Phase::RollingBack);
+    // The same rule firing anew (after a resolution), or an alert that does not say when it began: rollback.
+    let refired = decide(&r, alert_began("a-3", "canary-5xx", at(3)), at(8));
+    assert_eq!(refired.next.phase, Phase::RollingBack);
+    let undated = decide(&r, alert("a-4"), at(9));
+    assert_eq!(undated.next.phase, Phase::RollingBack);
+    // Whatever rule began before creation, with firingAtStart.
+    let mut any = new_rollout(fix_forward_doc(json!({"firingAtStart": true})));
+    step(&mut any, Event::Start, at(0));
+    let d = step(&mut any, alert_began("a-5", "latency", at(-1)), at(2));
+    assert!(d.history[0].summary.contains("policy.fixForward.firingAtStart"), "{}", d.history[0].summary);
+    assert_eq!(any.phase, Phase::Progressing);
+}
+
+#[test]
+fn a_fix_forward_tells_the_issue_it_took_over_at_its_start_and_again_if_it_fails() {
+    let mut r = new_rollout(fix_forward_doc(json!({"firingAtStart": true})));
+    let issue = IssueRef { id: "42".into(), url: "https://github.com/contoso/orders/issues/42".into() };
+    r.fixes = Some(RolloutId::parse("r-0").expect("id"));
+    r.backlog = BacklogState::Opened { issue: issue.clone(), reported: Reported::default(), updating: None };
+    let d = step(&mut r, Event::Start, at(0));
+    let told = d.commands.iter().find_map(|c| if let Command::CommentBacklogIssue { issue: i, id, .. } = c { Some((i.clone(), *id)) } else { None });
+    let (commented, id) = told.expect("the issue is told the fix started");
+    assert_eq!(commented, issue);
+    assert!(Reported::of(&r).fixing);
+    let reported = Reported::of(&r);
+    step(&mut r, Event::BacklogCommented { id, reported }, at(1));
+    // Its own failure goes to the same issue, as news.
+    let d = step(&mut r, alert_began("a-9", "canary-5xx", at(2)), at(3));
+    assert_eq!(r.phase, Phase::RollingBack);
+    assert!(d.commands.iter().any(|c| matches!(c, Command::CommentBacklogIssue { .. })), "{:?}", d.commands);
 }

@@ -526,6 +526,12 @@ pub(super) fn cross_field(doc: &Value) -> Vec<Problem> {
     {
         out.push(root.key("policy").key("maxExtensions").problem("must be at least 1 with onInconclusive: extend"));
     }
+    if let Some(f) = doc.pointer("/policy/fixForward").and_then(Value::as_object) {
+        let listed = f.get("alerts").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+        if !listed && f.get("firingAtStart") != Some(&Value::Bool(true)) {
+            out.push(root.key("policy").key("fixForward").problem("name the alerts it fixes (alerts) or set firingAtStart: true"));
+        }
+    }
     if let Some(w) = doc.pointer("/policy/windows").and_then(|w| serde_json::from_value(w.clone()).ok()) {
         let at = root.key("policy").key("windows");
         out.extend(

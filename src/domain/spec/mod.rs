@@ -451,6 +451,37 @@ pub struct Policy {
     /// waits; a rollback or an abort never does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub windows: Option<crate::domain::window::Windows>,
+    /// This rollout fixes an alert that is firing: alerts that began before
+    /// it was created do not roll it back. A new firing, a re-fire after
+    /// the alert resolved, and a failed analysis still do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix_forward: Option<FixForward>,
+}
+
+/// The alerts a fix-forward rollout leaves alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FixForward {
+    /// The alerts it fixes, by rule name or alert id, as the alert names them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub alerts: Vec<String>,
+    /// Every alert already firing when the rollout was created (began before it), whatever its rule.
+    #[serde(default)]
+    pub firing_at_start: bool,
+}
+
+impl FixForward {
+    /// Whether an alert that began before the rollout is one it fixes, and why.
+    pub fn covers(&self, rule: &str, id: &str) -> Option<&'static str> {
+        if self.alerts.iter().any(|a| a == rule || a == id) {
+            Some("its rule is listed in policy.fixForward.alerts")
+        } else if self.firing_at_start {
+            Some("policy.fixForward.firingAtStart")
+        } else {
+            None
+        }
+    }
 }
 
 /// The observed-split check.
@@ -547,6 +578,7 @@ impl Default for Policy {
             verify_rollback: None,
             observed_split: None,
             windows: None,
+            fix_forward: None,
         }
     }
 }

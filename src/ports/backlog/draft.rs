@@ -59,6 +59,16 @@ pub fn update(rollout: &Rollout, history: &[HistoryEntry], told: &Reported, publ
             body.extend(failure_report(rollout, history, &f.evidence, public_url));
         }
     } else {
+        if let (true, false, Some(failed)) = (now.fixing, told.fixing, rollout.fixes.as_deref()) {
+            body.push(Block::Heading(format!("A fix is rolling out: {}", rollout.id)));
+            body.push(Block::Para(vec![
+                text(format!("{} {} is being rolled out as ", t.name, t.canary.version)),
+                code(rollout.id.as_str()),
+                text(format!(
+                    " to fix forward the failure of {failed}. Alerts that began before it was created do not roll it back; a new firing, a re-fire after an alert resolves, or a failed analysis still does, and its failure would be told here."
+                )),
+            ]));
+        }
         let mut items = Vec::new();
         if let (true, false, Some(at)) = (now.reverted, told.reverted, failure.and_then(|f| f.reverted_at)) {
             items.push(vec![

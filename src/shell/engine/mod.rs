@@ -40,7 +40,7 @@ use crate::domain::spec::RolloutSpec;
 use crate::ports::clock::Clock;
 use crate::ports::env::AdapterEnv;
 use crate::ports::queue::Queue;
-use crate::ports::store::{Store, StoreError, DUE_BATCH};
+use crate::ports::store::{ListFilter, Store, StoreError, DUE_BATCH};
 use crate::shell::messages::StepMessage;
 
 /// Save attempts before giving up on a contended rollout (the message is retried).
@@ -196,9 +196,26 @@ impl Engine {
                 rollout.backlog = BacklogState::Opened { issue: issue.clone(), reported: Reported::default(), updating: None };
             }
         }
+        if retry_of.is_none() && rollout.plan.fix_forward.is_some() {
+            self.take_over_failed_issue(&mut rollout).await?;
+        }
         self.store.create(&rollout, &first).await?;
         self.enqueue_start(&rollout.id).await?;
         Ok(rollout)
+    }
+
+    /// A fix-forward rollout tells the issue of the failure it fixes: the
+    /// target's newest rolled-back rollout with an issue in the same backlog.
+    async fn take_over_failed_issue(&self, rollout: &mut Rollout) -> Result<(), EngineError> {
+        let filter = ListFilter { target: Some(rollout.target().to_string()), limit: 10, ..ListFilter::default() };
+        let failed = self.store.list(&filter).await?.into_iter().find(|r| {
+            r.phase == crate::domain::rollout::Phase::RolledBack && r.backlog.issue().is_some() && r.spec.backlog == rollout.spec.backlog
+        });
+        if let Some((old, issue)) = failed.as_ref().and_then(|r| r.backlog.issue().map(|i| (r, i.clone()))) {
+            rollout.fixes = Some(old.id.clone());
+            rollout.backlog = BacklogState::Opened { issue, reported: Reported::default(), updating: None };
+        }
+        Ok(())
     }
 
     /// Enqueues the `Start` event (idempotent: same message id).

@@ -27,6 +27,21 @@ impl Txn {
             self.evidence = Some(evidence);
             return Ok(());
         }
+        if let Some(why) = self.fixed_here(alert) {
+            if self.r.ignored_alerts.contains(&alert.id) {
+                return Err(format!("alert {} is already ignored: this rollout fixes it", alert.id));
+            }
+            self.r.ignored_alerts.push(alert.id.clone());
+            if self.r.ignored_alerts.len() > ALERTS_KEPT {
+                self.r.ignored_alerts.remove(0);
+            }
+            let began = alert.fired_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default();
+            self.note(format!(
+                "alert {} ({}) ignored on purpose: it began at {began}, before this rollout was created, and the rollout fixes it ({why})",
+                alert.rule, alert.id
+            ));
+            return Ok(());
+        }
         let paused_by_alert = matches!(self.r.pause.as_ref().map(|p| &p.reason), Some(PauseReason::Alert { .. }));
         if self.r.plan.on_alert == OnAlert::Pause && paused_by_alert {
             return Err("already paused for an alert".into());
@@ -42,6 +57,15 @@ impl Txn {
             }
         }
         Ok(())
+    }
+
+    /// Why a fix-forward rollout leaves `alert` alone: it began before the
+    /// rollout was created (an alert saying nothing of when it began is
+    /// never taken for an old one) and the policy covers it.
+    fn fixed_here(&self, alert: &AlertInfo) -> Option<&'static str> {
+        let fix = self.r.plan.fix_forward.as_ref()?;
+        alert.fired_at.filter(|t| *t < self.r.created_at)?;
+        fix.covers(&alert.rule, &alert.id)
     }
 
     pub(super) fn remember_alert(&mut self, id: &str) {
