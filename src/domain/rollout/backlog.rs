@@ -74,13 +74,9 @@ impl Reported {
     pub fn of(r: &Rollout) -> Reported {
         let fixing = r.fixes.is_some();
         match &r.failure {
-            Some(f) if !f.aborted => Reported {
-                failure: true,
-                reverted: f.reverted_at.is_some(),
-                verified: f.verified.is_some(),
-                later: f.later.len(),
-                fixing,
-            },
+            Some(f) if !f.aborted => {
+                Reported { failure: true, reverted: f.reverted_at.is_some(), verified: f.verified.is_some(), later: f.later.len(), fixing }
+            }
             _ => Reported { fixing, ..Reported::default() },
         }
     }

@@ -1602,7 +1602,10 @@ fn a_fix_forward_tells_the_issue_it_took_over_at_its_start_and_again_if_it_fails
     r.fixes = Some(RolloutId::parse("r-0").expect("id"));
     r.backlog = BacklogState::Opened { issue: issue.clone(), reported: Reported::default(), updating: None };
     let d = step(&mut r, Event::Start, at(0));
-    let told = d.commands.iter().find_map(|c| if let Command::CommentBacklogIssue { issue: i, id, .. } = c { Some((i.clone(), *id)) } else { None });
+    let told =
+        d.commands
+            .iter()
+            .find_map(|c| if let Command::CommentBacklogIssue { issue: i, id, .. } = c { Some((i.clone(), *id)) } else { None });
     let (commented, id) = told.expect("the issue is told the fix started");
     assert_eq!(commented, issue);
     assert!(Reported::of(&r).fixing);
