@@ -638,6 +638,7 @@ fn note() -> sluice::ports::notify::Notification {
         stable_version: "v1".into(),
         canary_version: "v2".into(),
         phase: sluice::domain::rollout::Phase::Progressing,
+        stage: 0,
         title: "t".into(),
         text: "t".into(),
         facts: Vec::new(),

@@ -382,6 +382,7 @@ fn chat_messages_neither_page_a_channel_nor_show_a_foreign_link() {
         stable_version: "v1".into(),
         canary_version: "v2".into(),
         phase: sluice::domain::rollout::Phase::RolledBack,
+        stage: 0,
         title: "<!channel> rolled back".into(),
         text: "<!here> [Approve here](https://attacker.example/login) <@U123>".into(),
         facts: vec![("Cause".into(), "[click](https://attacker.example)".into())],

@@ -356,6 +356,7 @@ fn notification(kind: sluice::domain::rollout::NotifyKind, rollout: &str, canary
         stable_version: "v1".into(),
         canary_version: canary.into(),
         phase: sluice::domain::rollout::Phase::Progressing,
+        stage: 0,
         title: format!("orders-api {canary}: {kind:?}"),
         text: String::new(),
         facts: vec![],

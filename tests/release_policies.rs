@@ -131,3 +131,137 @@ async fn a_fix_forward_rides_out_the_alarm_the_bad_version_raised_and_tells_its_
     assert!(text.contains(&format!("The rollout failed too: {id}")), "{text}");
     assert_eq!(rig.backlog_files().len(), 1, "one issue for the failure and its fix");
 }
+
+const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+
+/// A click as Slack posts it (api.slack.com/interactivity/handling): a form
+/// with one `payload`, signed as "Verifying requests from Slack" says.
+fn slack_click(user: &str, action: &str, value: &Value, reply_to: &str, at: i64, trigger: &str) -> (Vec<u8>, Vec<(String, String)>) {
+    let payload = json!({
+        "type": "block_actions",
+        "user": {"id": user, "username": user.to_lowercase(), "team_id": "T0SLUICE"},
+        "team": {"id": "T0SLUICE", "domain": "contoso"},
+        "api_app_id": "A0SLUICE",
+        "token": "legacy-verification-token",
+        "trigger_id": trigger,
+        "response_url": reply_to,
+        "container": {"type": "message", "message_ts": "1700000000.000100"},
+        "actions": [{"type": "button", "action_id": action, "block_id": "b1", "value": value.to_string(), "action_ts": "1700000001.000200"}]
+    });
+    let body: String = form_urlencoded::Serializer::new(String::new()).append_pair("payload", &payload.to_string()).finish();
+    let stamp = at.to_string();
+    let signature = sluice::functions::slack::signature(SLACK_SECRET, &stamp, body.as_bytes());
+    let headers = vec![
+        ("content-type".to_string(), "application/x-www-form-urlencoded".to_string()),
+        ("x-slack-request-timestamp".to_string(), stamp),
+        ("x-slack-signature".to_string(), signature),
+    ];
+    (body.into_bytes(), headers)
+}
+
+async fn post_click(url: &str, click: (Vec<u8>, Vec<(String, String)>)) -> (u16, Value) {
+    let headers: Vec<(&str, &str)> = click.1.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    common::raw(url, "POST", "/api/slack", click.0, &headers).await
+}
+
+/// Approving and rolling back from Slack: the buttons are in the message,
+/// a signed click acts as the Slack user's Sluice identity within their
+/// roles, and whoever clicked is told the outcome; forged, stale, tampered
+/// and unknown clicks change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_buttons_approve_and_roll_back_as_the_person_and_refuse_everyone_else() {
+    let apps = Upstreams::start().await;
+    let slack = common::recorder::Recorder::start(|_| (200, Vec::new(), "ok".into())).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hook = format!("{}/services/T0SLUICE/B0/hook", slack.url);
+    let people = json!({
+        "T0SLUICE/U0ALICE": {"name": "alice@contoso.com", "roles": ["Approver", "Operator"]},
+        "U0RITA": {"name": "rita@contoso.com", "roles": ["Reader"]}
+    })
+    .to_string();
+    let env = [
+        ("SLUICE_SLACK_SIGNING_SECRET", SLACK_SECRET),
+        ("SLUICE_SLACK_USERS", people.as_str()),
+        ("SLACK_URL", hook.as_str()),
+        ("SLUICE_ALLOW_LOOPBACK_ENDPOINTS", "true"),
+    ];
+    let up = UpProcess::spawn(dir.path(), &[], &env, "info").await;
+    let client = up.client("pipeline");
+    let mut spec = common::spec_for(
+        &apps.router_url,
+        json!([{"setWeight": 10}, {"approval": {"approvers": ["alice@contoso.com"]}}, {"setWeight": 50}, {"pause": {}}]),
+    );
+    spec["notifications"] = json!([{"provider": "slack", "settings": {"urlSetting": "SLACK_URL", "interactive": true}}]);
+    let id = client.start(&spec, None).await.expect("starts")["id"].as_str().expect("id").to_string();
+    common::wait_for(&client, &id, "the gate", Duration::from_secs(20), |s| s["phase"] == "AwaitingApproval").await;
+
+    // The approval request carries Approve and Reject, naming the rollout and its step.
+    let asked = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = slack.seen().into_iter().find(|r| r.path == "/services/T0SLUICE/B0/hook" && r.body.contains("sluice.approve"));
+            match found {
+                Some(r) => break r,
+                None if std::time::Instant::now() > deadline => panic!("no approval request reached Slack: {:?}", slack.seen()),
+                None => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    };
+    let buttons: Vec<Value> = asked.json()["blocks"]
+        .as_array()
+        .expect("blocks")
+        .iter()
+        .filter(|b| b["type"] == "actions")
+        .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
+        .collect();
+    let approve = buttons.iter().find(|b| b["action_id"] == "sluice.approve").expect("an Approve button");
+    assert!(
+        buttons.iter().any(|b| b["action_id"] == "sluice.reject") && buttons.iter().any(|b| b["action_id"] == "sluice.rollback"),
+        "{buttons:?}"
+    );
+    let value: Value = serde_json::from_str(approve["value"].as_str().expect("value")).expect("JSON value");
+    assert_eq!(value, json!({"rollout": id, "stage": 1}));
+    let reply_to = format!("{}/actions/T0SLUICE/1/reply", slack.url);
+    let now = chrono::Utc::now().timestamp();
+
+    // Forged, stale and tampered clicks are refused and change nothing.
+    let mut forged = slack_click("U0ALICE", "sluice.approve", &value, &reply_to, now, "t-1");
+    forged.1[2].1 = format!("v0={}", "0".repeat(64));
+    assert_eq!(post_click(&up.url, forged).await.0, 401);
+    let stale = slack_click("U0ALICE", "sluice.approve", &value, &reply_to, now - 400, "t-2");
+    let (status, body) = post_click(&up.url, stale).await;
+    assert_eq!((status, body["field"].as_str()), (401, Some("x-slack-request-timestamp")), "{body}");
+    let mut tampered = slack_click("U0ALICE", "sluice.approve", &value, &reply_to, now, "t-3");
+    tampered.0.extend_from_slice(b"&x=1");
+    assert_eq!(post_click(&up.url, tampered).await.0, 401);
+    // A Slack user not linked, and a linked one without the role, are told why; nothing moves.
+    let (status, body) = post_click(&up.url, slack_click("U0MALLORY", "sluice.approve", &value, &reply_to, now, "t-4")).await;
+    assert_eq!(status, 200);
+    assert!(body["text"].as_str().is_some_and(|t| t.contains("not linked to a Sluice identity")), "{body}");
+    let (_, body) = post_click(&up.url, slack_click("U0RITA", "sluice.approve", &value, &reply_to, now, "t-5")).await;
+    assert!(body["text"].as_str().is_some_and(|t| t.contains("rita@contoso.com may not approve") && t.contains("Approver")), "{body}");
+    assert_eq!(client.status(&id).await.expect("status")["phase"], "AwaitingApproval");
+
+    // Alice approves from Slack: the gate opens as her, and she is told.
+    let (status, body) = post_click(&up.url, slack_click("U0ALICE", "sluice.approve", &value, &reply_to, now, "t-6")).await;
+    assert_eq!(status, 200, "{body}");
+    let moved = common::wait_for(&client, &id, "past the gate", Duration::from_secs(20), |s| s["phase"] == "Paused").await;
+    let row = moved["history"].as_array().expect("history").iter().find(|e| e["cause"] == "Approved").expect("the approval's row");
+    assert_eq!(row["by"], "alice@contoso.com");
+    // The same (stale) Approve again is refused by the rollout, and she is told so.
+    let (_, body) = post_click(&up.url, slack_click("U0ALICE", "sluice.approve", &value, &reply_to, now, "t-7")).await;
+    assert!(body["text"].as_str().is_some_and(|t| t.starts_with("Not done: stale request")), "{body}");
+
+    // Roll back from the paused rollout's own message.
+    let paused_value = json!({"rollout": id, "stage": 3});
+    let (_, body) = post_click(&up.url, slack_click("U0ALICE", "sluice.rollback", &paused_value, &reply_to, now, "t-8")).await;
+    assert!(body["text"].as_str().is_some_and(|t| t.starts_with("Done: alice@contoso.com asked to roll back")), "{body}");
+    common::wait_for(&client, &id, "aborted", Duration::from_secs(20), |s| s["phase"] == "Aborted").await;
+    assert_eq!(apps.router.route().weight, 0);
+
+    // Every answer went to the click's response_url, only to the one who clicked; the refused ones too.
+    let replies: Vec<Value> = slack.seen().into_iter().filter(|r| r.path == "/actions/T0SLUICE/1/reply").map(|r| r.json()).collect();
+    assert_eq!(replies.len(), 5, "{replies:?}");
+    assert!(replies.iter().all(|r| r["response_type"] == "ephemeral" && r["replace_original"] == false), "{replies:?}");
+    assert!(!up.output().contains(SLACK_SECRET), "the signing secret stays out of the logs");
+}

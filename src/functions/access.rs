@@ -70,7 +70,8 @@ pub enum KeyRule {
 /// The rule of the function `name`; a function not listed needs the key.
 pub fn key_rule(name: &str) -> KeyRule {
     match name {
-        "alerts" | "dashboard" => KeyRule::Never,
+        // Slack signs its clicks (`slack`), and cannot send Sluice's key.
+        "alerts" | "dashboard" | "slack" => KeyRule::Never,
         "api" | "doctor" | "gate" | "releases" | "report" | "waves" => KeyRule::UnlessTokens,
         _ => KeyRule::Always,
     }

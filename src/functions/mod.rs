@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod pipelines;
 pub mod releases;
 pub mod report;
+pub mod slack;
 pub mod steps;
 pub mod tick;
 pub mod waves;
@@ -163,7 +164,7 @@ pub enum HandlerError {
 
 /// The handlers this binary has, by function name.
 pub const HANDLERS: &[&str] =
-    &["alerts", "api", "dashboard", "doctor", "gate", "metrics", "pipelines", "releases", "report", "steps", "tick", "waves"];
+    &["alerts", "api", "dashboard", "doctor", "gate", "metrics", "pipelines", "releases", "report", "slack", "steps", "tick", "waves"];
 
 /// What a panic carried, in words.
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
@@ -201,6 +202,7 @@ pub async fn invoke_http(app: &App, name: &str, req: HttpRequest) -> HttpRespons
             "report" => report::handle(app, req).await,
             "releases" => releases::handle(app, req).await,
             "waves" => waves::handle(app, req).await,
+            "slack" => slack::handle(app, req).await,
             other => Err(error::ApiError::new(404, "unknown_function", format!("no HTTP handler named '{other}'"))),
         };
         result.unwrap_or_else(HttpResponse::from)

@@ -65,6 +65,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("pipelines", include_str!("../../functions/pipelines/function.json")),
     ("releases", include_str!("../../functions/releases/function.json")),
     ("report", include_str!("../../functions/report/function.json")),
+    ("slack", include_str!("../../functions/slack/function.json")),
     ("steps", include_str!("../../functions/steps/function.json")),
     ("tick", include_str!("../../functions/tick/function.json")),
     ("waves", include_str!("../../functions/waves/function.json")),

@@ -288,18 +288,20 @@ fn from_this_machine(
 }
 
 /// A write (anything but GET, HEAD, OPTIONS) must carry the host's token;
-/// the alert webhook has its own (`SLUICE_ALERT_TOKEN`) and alert sources
-/// know nothing of this one.
+/// the alert webhook has its own (`SLUICE_ALERT_TOKEN`) and Slack's clicks
+/// their signature (`SLUICE_SLACK_SIGNING_SECRET`), and neither sender
+/// knows anything of this one.
 fn carries_the_token(ctx: &HttpContext, request: &Request) -> Result<(), crate::functions::error::ApiError> {
     let Some(expected) = &ctx.write_token else { return Ok(()) };
     if matches!(request.method().as_str(), "GET" | "HEAD" | "OPTIONS") {
         return Ok(());
     }
-    let alerts = match ctx.settings.route_prefix.trim_matches('/') {
-        "" => "/alerts".to_string(),
-        prefix => format!("/{prefix}/alerts"),
+    let own_check = |route: &str| match ctx.settings.route_prefix.trim_matches('/') {
+        "" => format!("/{route}"),
+        prefix => format!("/{prefix}/{route}"),
     };
-    if request.uri().path().trim_end_matches('/') == alerts {
+    let path = request.uri().path().trim_end_matches('/');
+    if path == own_check("alerts") || path == own_check("slack") {
         return Ok(());
     }
     let given = request.headers().get(LOCAL_TOKEN_HEADER).map(|v| v.as_bytes()).unwrap_or_default();

@@ -258,8 +258,10 @@ pub async fn build_engine(
         }
     };
     let env = crate::ports::env::AdapterEnv::new(config.data_dir.clone(), public_url);
-    let engine =
-        crate::shell::engine::Engine::new(store, queue, env, clock).with_retention(config.retention).with_windows(config.windows.clone());
+    let engine = crate::shell::engine::Engine::new(store, queue, env, clock)
+        .with_retention(config.retention)
+        .with_windows(config.windows.clone())
+        .with_slack(config.slack.clone());
     // In Azure, stdout reaches Application Insights; locally it is the terminal's.
     Ok(Arc::new(if config.metric_lines { engine.with_metric_lines() } else { engine }))
 }

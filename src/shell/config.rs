@@ -25,6 +25,25 @@ impl std::fmt::Debug for SecretSetting {
     }
 }
 
+/// Slack's interactivity (the Approve, Reject and Roll back buttons): the
+/// app's signing secret, and who each Slack user is in Sluice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlackInteractivity {
+    /// The Slack app's signing secret (`SLUICE_SLACK_SIGNING_SECRET`).
+    pub signing_secret: SecretSetting,
+    /// `TEAM/USER` (or `USER`) → the person, with the roles they act with.
+    pub people: std::collections::BTreeMap<String, ChatPerson>,
+}
+
+/// A Slack user as Sluice knows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatPerson {
+    /// Who they are in Sluice's history and approver lists.
+    pub actor: crate::domain::ids::Actor,
+    /// What they may do from Slack.
+    pub roles: Vec<crate::domain::access::Role>,
+}
+
 /// Which store adapter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreKind {
@@ -93,6 +112,8 @@ pub struct AppConfig {
     /// The deployment's shared deployment windows and freezes (`SLUICE_WINDOWS`),
     /// added to every rollout's own.
     pub windows: Option<crate::domain::window::Windows>,
+    /// Slack's buttons: set when `SLUICE_SLACK_SIGNING_SECRET` is.
+    pub slack: Option<SlackInteractivity>,
     /// Whether finished rollouts print `sluice.metric` lines on stdout
     /// (under `serve`, where the Functions host sends them to Application Insights).
     pub metric_lines: bool,
@@ -163,6 +184,8 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("SLUICE_ALLOW_LOOPBACK_ENDPOINTS", "Local testing only: `true` lets specs point credentialed endpoints at loopback addresses (`127.0.0.0/8`, `localhost`, `[::1]`), plain HTTP too, to reach fakes. `serve` refuses to start with it."),
     ("SLUICE_ALERT_RETENTION_DAYS", "Days received alerts are kept for the record (1 to 3650, default 30); the embedded store also keeps at most the newest 10 000."),
     ("SLUICE_RETENTION_DAYS", "Days finished rollouts and settled releases are kept, with their history, counted from their creation (30 to 3650, default 400, so a year of release-health figures survives). The timer deletes those past it, 50 of each per tick; active ones are never deleted."),
+    ("SLUICE_SLACK_SIGNING_SECRET", "The signing secret of the Slack app whose messages carry Approve, Reject and Roll back buttons (a `slack` channel with `interactive: true`); Slack's requests to `/api/slack` are checked against it (`X-Slack-Signature` v0, at most 5 minutes old). Unset: `/api/slack` answers 404."),
+    ("SLUICE_SLACK_USERS", "Who each Slack user is in Sluice, as JSON: `{\"T0123/U0456\": {\"name\": \"alice@contoso.com\", \"roles\": [\"Approver\", \"Operator\"]}}` (the key is `TEAM/USER` or `USER`; roles Reader, Operator, Approver, Admin). Approving needs Approver, rejecting Approver, rolling back Operator; a spec's approver list still applies to the name. A user not listed is refused."),
     ("SLUICE_WINDOWS", "Deployment windows and freezes every rollout of this deployment keeps, as JSON in the shape of a spec's `policy.windows` (e.g. `{\"timeZone\": \"Europe/Berlin\", \"allow\": [{\"days\": [\"Mon\", \"Tue\", \"Wed\", \"Thu\"], \"from\": \"09:00\", \"to\": \"16:00\"}], \"freezes\": [{\"from\": \"2026-12-21\", \"to\": \"2027-01-04\", \"reason\": \"holiday freeze\"}]}`). A spec's own windows narrow it, never widen it: a start, a weight increase or a promotion waits until both are open. Default: none."),
     ("RUST_LOG", "Log filter (default `info`)."),
 ];
@@ -407,6 +430,7 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>, mode: Mode) -> Result<AppC
         days_setting(&value, &mut problem, "SLUICE_ALERT_RETENTION_DAYS", 1, crate::ports::store::DEFAULT_ALERT_RETENTION);
     let retention = days_setting(&value, &mut problem, "SLUICE_RETENTION_DAYS", 30, crate::ports::store::DEFAULT_RETENTION);
     let windows = windows_setting(&value, &mut problem);
+    let slack = slack_setting(&value, &mut problem);
     if problems.is_empty() {
         let metric_lines = mode == Mode::Serve;
         Ok(AppConfig {
@@ -422,6 +446,7 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>, mode: Mode) -> Result<AppC
             alert_retention,
             retention,
             windows,
+            slack,
             metric_lines,
         })
     } else {
@@ -445,6 +470,60 @@ fn days_setting(
             default
         }
     }
+}
+
+/// Slack's interactivity, when its signing secret is set.
+fn slack_setting(value: &dyn Fn(&str) -> Option<String>, problem: &mut dyn FnMut(&'static str, String)) -> Option<SlackInteractivity> {
+    let secret = value("SLUICE_SLACK_SIGNING_SECRET")?;
+    if secret.chars().count() < 16 || !secret.chars().all(|c| c.is_ascii_graphic()) {
+        problem("SLUICE_SLACK_SIGNING_SECRET", "is not a Slack signing secret (Basic Information → App Credentials)".into());
+        return None;
+    }
+    let text = value("SLUICE_SLACK_USERS").unwrap_or_else(|| "{}".into());
+    match chat_people(&text) {
+        Ok(people) => Some(SlackInteractivity { signing_secret: SecretSetting(secret), people }),
+        Err(e) => {
+            problem("SLUICE_SLACK_USERS", e);
+            None
+        }
+    }
+}
+
+/// `{"TEAM/USER": {"name", "roles"}}`, every problem named by its key.
+fn chat_people(text: &str) -> Result<std::collections::BTreeMap<String, ChatPerson>, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Entry {
+        name: String,
+        #[serde(default)]
+        roles: Vec<String>,
+    }
+    let entries: std::collections::BTreeMap<String, Entry> =
+        serde_json::from_str(text).map_err(|e| format!("is not a JSON object of Slack users: {e}"))?;
+    let mut people = std::collections::BTreeMap::new();
+    for (key, entry) in entries {
+        let shown = crate::domain::ids::shown(&key);
+        let ok_key = !key.is_empty() && key.len() <= 64 && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '/');
+        if !ok_key {
+            return Err(format!("'{shown}' is not a Slack user id (TEAM/USER or USER)"));
+        }
+        let actor = crate::domain::ids::Actor::parse(&entry.name).map_err(|e| format!("{shown}.name: {e}"))?;
+        let roles = entry
+            .roles
+            .iter()
+            .map(|r| {
+                crate::domain::access::Role::ALL
+                    .into_iter()
+                    .filter(|role| *role != crate::domain::access::Role::AlertSender)
+                    .find(|role| role.value().trim_start_matches("Sluice.").eq_ignore_ascii_case(r))
+                    .ok_or_else(|| {
+                        format!("{shown}.roles: '{}' is not one of Reader, Operator, Approver, Admin", crate::domain::ids::shown(r))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        people.insert(key, ChatPerson { actor, roles });
+    }
+    Ok(people)
 }
 
 /// The shared windows policy, every problem named with its path.
@@ -508,6 +587,30 @@ mod tests {
             problems[0].message
         );
         assert!(windows("{not json").expect_err("not JSON")[0].message.starts_with("is not JSON"));
+    }
+
+    #[test]
+    fn slack_people_are_read_once_and_a_bad_entry_is_named() {
+        let slack = |users: &str| {
+            from_env(&env(&[("SLUICE_SLACK_SIGNING_SECRET", "8f742231b10e8888abcd99yyyzzz85a5"), ("SLUICE_SLACK_USERS", users)]), Mode::Up)
+        };
+        assert_eq!(from_env(&env(&[]), Mode::Up).expect("defaults").slack, None);
+        let read = slack(r#"{"T0123/U0456": {"name": "alice@contoso.com", "roles": ["Approver", "operator"]}}"#).expect("read");
+        let person = &read.slack.expect("slack").people["T0123/U0456"];
+        assert_eq!(person.actor.as_str(), "alice@contoso.com");
+        assert_eq!(person.roles, [crate::domain::access::Role::Approver, crate::domain::access::Role::Operator]);
+        for (bad, said) in [
+            (r#"{"U1": {"name": "bob", "roles": ["AlertSender"]}}"#, "U1.roles: 'AlertSender' is not one of"),
+            (r#"{"U1/../x": {"name": "bob"}}"#, "is not a Slack user id"),
+            (r#"{"U1": {"name": ""}}"#, "U1.name"),
+            ("[]", "is not a JSON object"),
+        ] {
+            let problems = slack(bad).expect_err(bad);
+            assert_eq!(problems[0].setting, "SLUICE_SLACK_USERS");
+            assert!(problems[0].message.contains(said), "{said} in {}", problems[0].message);
+        }
+        let short = from_env(&env(&[("SLUICE_SLACK_SIGNING_SECRET", "short")]), Mode::Up).expect_err("too short");
+        assert!(short[0].setting == "SLUICE_SLACK_SIGNING_SECRET" && !short[0].message.contains("short"));
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct Notification {
     pub canary_version: String,
     /// Phase now.
     pub phase: Phase,
+    /// The step (0-based) it was sent at: a button click after the rollout moved on is stale.
+    #[serde(default)]
+    pub stage: usize,
     /// Headline.
     pub title: String,
     /// A sentence or two.
@@ -245,6 +248,7 @@ pub fn compose(
         stable_version: from.clone(),
         canary_version: to.clone(),
         phase: r.phase,
+        stage: r.stage,
         title,
         text,
         facts,

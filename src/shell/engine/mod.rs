@@ -135,6 +135,8 @@ pub struct Engine {
     retention: chrono::TimeDelta,
     /// The deployment's shared windows and freezes (`SLUICE_WINDOWS`), added to every new rollout's plan.
     windows: Option<crate::domain::window::Windows>,
+    /// Slack's buttons (`SLUICE_SLACK_*`), read once at start.
+    slack: Option<Arc<crate::shell::config::SlackInteractivity>>,
 }
 
 /// A new rollout id: readable, sortable by time, unique.
@@ -149,7 +151,7 @@ impl Engine {
     pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, env: AdapterEnv, clock: Arc<dyn Clock>) -> Self {
         let background = Arc::new(tokio::sync::Semaphore::new(BACKGROUND_SLOTS));
         let retention = crate::ports::store::DEFAULT_RETENTION;
-        Engine { store, queue, env, clock, locks: Arc::default(), background, metric_lines: false, retention, windows: None }
+        Engine { store, queue, env, clock, locks: Arc::default(), background, metric_lines: false, retention, windows: None, slack: None }
     }
 
     /// The same engine, printing a `sluice.metric` line per finished rollout.
@@ -162,6 +164,17 @@ impl Engine {
     pub fn with_windows(mut self, windows: Option<crate::domain::window::Windows>) -> Self {
         self.windows = windows;
         self
+    }
+
+    /// The same engine, answering Slack's button clicks.
+    pub fn with_slack(mut self, slack: Option<crate::shell::config::SlackInteractivity>) -> Self {
+        self.slack = slack.map(Arc::new);
+        self
+    }
+
+    /// Slack's buttons, if they are set up.
+    pub fn slack(&self) -> Option<&crate::shell::config::SlackInteractivity> {
+        self.slack.as_deref()
     }
 
     /// The shared windows, for those who show when a rollout may move (the gate).
