@@ -148,7 +148,12 @@ fn slack_click(user: &str, action: &str, value: &Value, reply_to: &str, at: i64,
         "container": {"type": "message", "message_ts": "1700000000.000100"},
         "actions": [{"type": "button", "action_id": action, "block_id": "b1", "value": value.to_string(), "action_ts": "1700000001.000200"}]
     });
-    let body: String = form_urlencoded::Serializer::new(String::new()).append_pair("payload", &payload.to_string()).finish();
+    signed_form(&payload.to_string(), at)
+}
+
+/// A form with this `payload` text, signed with the app's secret.
+fn signed_form(payload: &str, at: i64) -> (Vec<u8>, Vec<(String, String)>) {
+    let body: String = form_urlencoded::Serializer::new(String::new()).append_pair("payload", payload).finish();
     let stamp = at.to_string();
     let signature = sluice::functions::slack::signature(SLACK_SECRET, &stamp, body.as_bytes());
     let headers = vec![
@@ -241,6 +246,39 @@ async fn slack_buttons_approve_and_roll_back_as_the_person_and_refuse_everyone_e
     let (_, body) = post_click(&up.url, slack_click("U0RITA", "sluice.approve", &value, &reply_to, now, "t-5")).await;
     assert!(body["text"].as_str().is_some_and(|t| t.contains("rita@contoso.com may not approve") && t.contains("Approver")), "{body}");
     assert_eq!(client.status(&id).await.expect("status")["phase"], "AwaitingApproval");
+    // Signed but broken clicks are refused naming the payload, or answered "nothing was done".
+    let junk = json!({"type": "block_actions", "user": {"id": "U0ALICE"}, "team": {"id": "T0SLUICE"}, "actions": []});
+    for (payload, field) in [
+        ("not json".to_string(), Some("payload")),
+        (json!({"type": "view_submission", "user": {"id": "U0ALICE"}, "actions": []}).to_string(), Some("payload.type")),
+        (json!({"type": "block_actions"}).to_string(), Some("payload")),
+        (junk.to_string(), None),
+        (
+            json!({"type": "block_actions", "user": {"id": "U0ALICE"}, "team": {"id": "T0SLUICE"},
+                "actions": [{"action_id": "sluice.approve", "value": "{\"rollout\": \"../../etc\"}"}]})
+            .to_string(),
+            None,
+        ),
+        (
+            json!({"type": "block_actions", "user": {"id": "U0ALICE"}, "team": {"id": "T0SLUICE"},
+                "actions": [{"action_id": "sluice.delete_everything", "value": value.to_string()}]})
+            .to_string(),
+            None,
+        ),
+    ] {
+        let (status, body) = post_click(&up.url, signed_form(&payload, now)).await;
+        match field {
+            Some(f) => assert_eq!((status, body["field"].as_str()), (400, Some(f)), "{payload}: {body}"),
+            None => assert!(status == 200 && body["text"].as_str().is_some_and(|t| t.contains("nothing was done")), "{payload}: {body}"),
+        }
+    }
+    let (status, _) = post_click(&up.url, signed_form(&"x".repeat(300 * 1024), now)).await;
+    assert_eq!(status, 413);
+    // Slack wants its answer within 3 s: a reply hook that hangs does not hold it.
+    let hanging = format!("{}/actions/hang", common::silent_peer().await);
+    let started = std::time::Instant::now();
+    let (status, _) = post_click(&up.url, slack_click("U0RITA", "sluice.approve", &value, &hanging, now, "t-5b")).await;
+    assert!(status == 200 && started.elapsed() < Duration::from_secs(2), "answered {status} after {:?}", started.elapsed());
 
     // Alice approves from Slack: the gate opens as her, and she is told.
     let (status, body) = post_click(&up.url, slack_click("U0ALICE", "sluice.approve", &value, &reply_to, now, "t-6")).await;

@@ -31,6 +31,8 @@ use crate::shell::config::{ChatPerson, SlackInteractivity};
 
 /// Largest click payload accepted (Slack's are a few KiB; the message is echoed in them).
 const MAX_SLACK_BODY: usize = 256 * 1024;
+/// How long a reply to Slack's `response_url` may take (it runs beside the answer).
+const REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How far Slack's timestamp may be from Sluice's clock.
 const MAX_SKEW_SECS: i64 = 5 * 60;
 
@@ -81,8 +83,10 @@ pub async fn handle(app: &App, req: HttpRequest) -> Result<HttpResponse, ApiErro
     verify(slack, &req, app.engine.clock.now().timestamp())?;
     let click = click(&req.body)?;
     let reply = act(app, slack, &click).await;
-    if let Some(url) = click.response_url.as_deref() {
-        tell(app, url, &reply).await;
+    if let Some(url) = click.response_url.clone() {
+        // Slack wants its answer within 3 s: the reply goes on its own, whatever Slack's hook does.
+        let (http, loopback, text) = (app.engine.env.http.clone(), app.engine.env.reach.loopback, reply.clone());
+        tokio::spawn(async move { tell(&http, loopback, &url, &text).await });
     }
     Ok(HttpResponse::json(200, &json!({"text": reply})))
 }
@@ -131,7 +135,7 @@ fn click(body: &[u8]) -> Result<Click, ApiError> {
 
 /// Acts as the Slack user, and says what happened in words for them.
 async fn act(app: &App, slack: &SlackInteractivity, click: &Click) -> String {
-    let Some(action) = click.actions.first() else { return "Nothing was clicked.".into() };
+    let Some(action) = click.actions.first() else { return "No button was named; nothing was done.".into() };
     let Some(person) = person(slack, click) else {
         return format!(
             "Your Slack account ({}) is not linked to a Sluice identity, so nothing was done. An Admin adds it to SLUICE_SLACK_USERS.",
@@ -180,14 +184,14 @@ fn person<'a>(slack: &'a SlackInteractivity, click: &Click) -> Option<&'a ChatPe
 /// Answers the person who clicked, in a message only they see; only to
 /// Slack's own hooks (a click's `response_url` comes in a signed body, but
 /// a leaked secret must not make Sluice post anywhere).
-async fn tell(app: &App, url: &str, text: &str) {
-    let to_slack = url.starts_with("https://hooks.slack.com/") || (app.engine.env.reach.loopback && url.starts_with("http://127.0.0.1:"));
+async fn tell(http: &reqwest::Client, loopback: bool, url: &str, text: &str) {
+    let to_slack = url.starts_with("https://hooks.slack.com/") || (loopback && url.starts_with("http://127.0.0.1:"));
     if !to_slack {
         tracing::warn!("a Slack click's response_url is not Slack's; no reply sent");
         return;
     }
     let body = json!({"response_type": "ephemeral", "replace_original": false, "text": text});
-    let sent = app.engine.env.http.post(url).timeout(std::time::Duration::from_secs(5)).json(&body).send().await;
+    let sent = http.post(url).timeout(REPLY_TIMEOUT).json(&body).send().await;
     if let Err(e) = sent.and_then(|r| r.error_for_status()) {
         tracing::warn!(error = %crate::domain::redact::secrets(&e.to_string()), "the reply to Slack was not delivered");
     }
