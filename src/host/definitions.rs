@@ -285,7 +285,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(http.len(), 10, "{http:?}");
+        assert_eq!(http.len(), 11, "{http:?}");
         // A host key would stand in front of a caller whose token is all it holds.
         for (name, level) in &http {
             assert_eq!(*level, "anonymous", "{name}");
@@ -295,6 +295,8 @@ mod tests {
         assert_eq!((rule("metrics"), rule("pipelines")), (KeyRule::Always, KeyRule::Always));
         // Its own check (URL token or Entra), and a page that holds no data.
         assert_eq!((rule("alerts"), rule("dashboard")), (KeyRule::Never, KeyRule::Never));
+        // Slack signs its clicks with the app's signing secret and cannot send a key.
+        assert_eq!(rule("slack"), KeyRule::Never);
         for name in ["api", "doctor", "gate", "releases", "report", "waves"] {
             assert_eq!(rule(name), KeyRule::UnlessTokens, "{name}");
         }
