@@ -280,16 +280,14 @@ pub fn problems(w: &Windows) -> Vec<(String, String)> {
 pub fn parse_policy(doc: &serde_json::Value) -> Result<Windows, Vec<crate::domain::spec::Problem>> {
     use crate::domain::spec::Problem;
     let schema = schemars::schema_for!(Windows).to_value();
-    let mut found = crate::domain::spec::against_schema(&schema, doc, &Default::default());
-    if found.is_empty() {
-        match serde_json::from_value::<Windows>(doc.clone()) {
-            Ok(w) => found.extend(problems(&w).into_iter().map(|(path, message)| Problem { path, message })),
-            Err(e) => found.push(Problem { path: String::new(), message: e.to_string() }),
-        }
+    let found = crate::domain::spec::against_schema(&schema, doc, &Default::default());
+    if !found.is_empty() {
+        return Err(found);
     }
-    match found.is_empty() {
-        true => serde_json::from_value(doc.clone()).map_err(|e| vec![Problem { path: String::new(), message: e.to_string() }]),
-        false => Err(found),
+    let w: Windows = serde_json::from_value(doc.clone()).map_err(|e| vec![Problem { path: String::new(), message: e.to_string() }])?;
+    match problems(&w) {
+        rules if rules.is_empty() => Ok(w),
+        rules => Err(rules.into_iter().map(|(path, message)| Problem { path, message }).collect()),
     }
 }
 
