@@ -6,6 +6,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::ids::Weight;
 
+/// The header that sends a request to the canary whatever the weight (the
+/// preview), with [`PREVIEW_VALUE`]; `GET /_sluice/preview` answers where.
+pub const PREVIEW_HEADER: &str = "x-sluice-preview";
+/// The preview header's value.
+pub const PREVIEW_VALUE: &str = "canary";
+
 /// One upstream version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -24,6 +24,7 @@ pub fn names() -> ProviderNames {
         metrics: names_of(crate::ports::metrics::PROVIDERS),
         backlog: names_of(crate::ports::backlog::PROVIDERS),
         notify: names_of(crate::ports::notify::PROVIDERS),
+        no_preview: crate::ports::traffic::NO_PREVIEW.to_vec(),
     }
 }
 

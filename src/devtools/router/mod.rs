@@ -16,7 +16,11 @@
 //! tools alone (a loopback `Host`, no browser `Origin`): `GET|PUT
 //! /_sluice/route`, `POST /_sluice/promote`, `POST /_sluice/revert`,
 //! `GET /_sluice/stats?window=30s`, `GET /_sluice/health?role=canary`,
-//! `GET /metrics`. A spec's `local` router `url` names the admin listener.
+//! `GET /_sluice/preview`, `GET /metrics`.
+//!
+//! A request carrying `x-sluice-preview: canary` goes to the canary whatever
+//! the weight (the preview step's way in for testers and smoke checks), and
+//! is not counted in either side's numbers: they are users' traffic. A spec's `local` router `url` names the admin listener.
 
 pub mod stats;
 
@@ -38,7 +42,7 @@ use serde_json::json;
 
 pub use stats::{Role, Stats};
 
-pub use crate::ports::local_router::{Route, StatsReport, Upstream, WindowStats};
+pub use crate::ports::local_router::{Route, StatsReport, Upstream, WindowStats, PREVIEW_HEADER, PREVIEW_VALUE};
 
 /// The router's shared state.
 pub struct Router {
@@ -50,6 +54,8 @@ pub struct Router {
     /// How long a user stays pinned to a side; `None`: no affinity.
     affinity: RwLock<Option<Duration>>,
     pins: std::sync::Mutex<std::collections::HashMap<String, (Role, Instant)>>,
+    /// Where users' traffic arrives, once [`Router::serve`] listens.
+    traffic_url: std::sync::OnceLock<String>,
 }
 
 const MAX_BODY: usize = 10 * 1024 * 1024;
@@ -70,6 +76,7 @@ impl Router {
             client,
             affinity: RwLock::new(None),
             pins: std::sync::Mutex::new(std::collections::HashMap::new()),
+            traffic_url: std::sync::OnceLock::new(),
         })
     }
 
@@ -193,7 +200,8 @@ impl Router {
     async fn proxy(self: Arc<Self>, request: Request) -> Response {
         let route = self.route();
         let user = request.headers().get("x-user-id").and_then(|v| v.to_str().ok());
-        let role = self.role_for(user, route.weight.percent());
+        let preview = request.headers().get(PREVIEW_HEADER).is_some_and(|v| v.as_bytes() == PREVIEW_VALUE.as_bytes());
+        let role = if preview { Role::Canary } else { self.role_for(user, route.weight.percent()) };
         let upstream = match role {
             Role::Stable => &route.stable,
             Role::Canary => &route.canary,
@@ -223,7 +231,9 @@ impl Router {
             Err(e) => (error_response(StatusCode::BAD_GATEWAY, &format!("upstream unreachable: {e}")), true),
         };
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        self.stats.record(role, error, latency_ms, now_secs());
+        if !preview {
+            self.stats.record(role, error, latency_ms, now_secs());
+        }
         response
     }
 
@@ -244,6 +254,7 @@ impl Router {
             .route("/_sluice/revert", post(revert))
             .route("/_sluice/stats", get(get_stats))
             .route("/_sluice/health", get(health))
+            .route("/_sluice/preview", get(preview))
             .route("/metrics", get(metrics))
             .with_state(self.clone())
             .layer(axum::middleware::from_fn(from_a_local_tool))
@@ -259,6 +270,7 @@ impl Router {
         let traffic_listener = tokio::net::TcpListener::bind(traffic).await?;
         let admin_listener = tokio::net::TcpListener::bind(admin).await?;
         let listening = Listening { traffic: traffic_listener.local_addr()?, admin: admin_listener.local_addr()? };
+        let _ = self.traffic_url.set(listening.traffic_url());
         let (traffic_app, admin_app) = (self.traffic_app(), self.admin_app());
         tokio::spawn(async move {
             let _ = axum::serve(traffic_listener, traffic_app).await;
@@ -327,6 +339,19 @@ fn build_response(status: reqwest::StatusCode, headers: HeaderMap, body: Bytes, 
 
 fn error_response(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"error": "router", "message": message}))).into_response()
+}
+
+/// Where testers reach the canary at any weight: the traffic listener, with the preview header.
+async fn preview(State(router): State<Arc<Router>>) -> Response {
+    let Some(url) = router.traffic_url.get() else {
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "the traffic listener is not serving yet");
+    };
+    Json(crate::domain::rollout::PreviewAddress {
+        url: url.clone(),
+        headers: [(PREVIEW_HEADER.to_string(), PREVIEW_VALUE.to_string())].into(),
+        how: format!("the router sends requests carrying {PREVIEW_HEADER}: {PREVIEW_VALUE} to the canary, whatever the weight"),
+    })
+    .into_response()
 }
 
 async fn get_route(State(router): State<Arc<Router>>) -> Json<Route> {

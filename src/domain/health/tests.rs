@@ -135,7 +135,8 @@ fn facts_read_from_a_stored_state_match_those_of_the_state() {
                    "stable": {"name": "s", "version": "v1"}, "canary": {"name": "c", "version": "v2"}},
         "strategy": {"canary": {"steps": [{"setWeight": 10}, {"pause": {}}]}}
     });
-    let names = crate::domain::spec::ProviderNames { traffic: vec!["local"], metrics: vec![], backlog: vec![], notify: vec![] };
+    let names =
+        crate::domain::spec::ProviderNames { traffic: vec!["local"], metrics: vec![], backlog: vec![], notify: vec![], no_preview: vec![] };
     let (spec, plan) = crate::domain::spec::validate(&doc, &names).expect("valid");
     let id = crate::domain::ids::RolloutId::parse("r-1").expect("id");
     let (mut r, _) = Rollout::new(id, spec, plan, crate::domain::ids::Actor::parse("ci").expect("actor"), t(0));

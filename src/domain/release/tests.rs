@@ -7,7 +7,7 @@ use crate::domain::rollout::{Outcome, Phase, RefusalKind, Stage};
 use crate::domain::spec::ProviderNames;
 
 fn names() -> ProviderNames {
-    ProviderNames { traffic: vec!["local"], metrics: vec!["local"], backlog: vec!["local"], notify: vec!["console"] }
+    ProviderNames { traffic: vec!["local"], metrics: vec!["local"], backlog: vec!["local"], notify: vec!["console"], no_preview: vec![] }
 }
 
 fn target(name: &str, version: &str) -> Value {

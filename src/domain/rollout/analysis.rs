@@ -203,6 +203,8 @@ impl MetricRun {
         let streak = plan.consecutive_failure_limit.is_some_and(|limit| self.consecutive_failures > limit);
         self.status = if self.failed > plan.failure_limit || streak || self.consecutive_errors > plan.consecutive_error_limit {
             RunStatus::Failed
+        } else if plan.until_pass && self.passed > 0 {
+            RunStatus::Successful
         } else if self.inconclusive > plan.inconclusive_limit {
             RunStatus::Inconclusive
         } else if self.target.map(|t| self.completed() >= t).unwrap_or(false) {
@@ -501,6 +503,7 @@ mod tests {
             sample_query: None,
             baseline: None,
             max_soak_ms: None,
+            until_pass: false,
         }
     }
 

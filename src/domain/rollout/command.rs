@@ -27,6 +27,8 @@ pub enum CommandKind {
     Notify,
     /// ScaleDownPrevious.
     ScaleDownPrevious,
+    /// Preview.
+    Preview,
 }
 
 /// Why a notification is sent; one per phase change, never one per tick.
@@ -70,6 +72,11 @@ pub enum Command {
         id: u64,
         /// First attempt's time: a swap done since then is this one.
         since: DateTime<Utc>,
+    },
+    /// Let testers reach the canary without user weight, and say where.
+    Preview {
+        /// Issue id.
+        id: u64,
     },
     /// Put all traffic on stable now (swapping back if the promotion already happened).
     RevertTraffic {
@@ -144,7 +151,7 @@ pub enum Command {
 impl Command {
     /// Whether it touches traffic (carried out before the state is saved).
     pub fn is_traffic(&self) -> bool {
-        matches!(self, Command::SetWeight { .. } | Command::Promote { .. } | Command::RevertTraffic { .. })
+        matches!(self, Command::SetWeight { .. } | Command::Promote { .. } | Command::RevertTraffic { .. } | Command::Preview { .. })
     }
 
     /// The command's name.
@@ -153,6 +160,7 @@ impl Command {
             Command::SetWeight { .. } => "SetWeight",
             Command::Promote { .. } => "Promote",
             Command::RevertTraffic { .. } => "RevertTraffic",
+            Command::Preview { .. } => "Preview",
             Command::ScheduleStep { .. } => "ScheduleStep",
             Command::Measure { .. } => "Measure",
             Command::RequestApproval { .. } => "RequestApproval",

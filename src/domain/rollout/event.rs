@@ -476,6 +476,11 @@ pub enum Event {
     },
     /// The promotion (swap) completed.
     Promoted,
+    /// The router shows the canary to testers here, at 0 % of users.
+    PreviewReady {
+        /// Where, and how.
+        address: super::PreviewAddress,
+    },
     /// The backlog issue exists.
     BacklogOpened {
         /// The issue.
@@ -517,6 +522,7 @@ impl Event {
             Event::TrafficConfirmed { .. } => "TrafficConfirmed",
             Event::RouterCaveats { .. } => "RouterCaveats",
             Event::Promoted => "Promoted",
+            Event::PreviewReady { .. } => "PreviewReady",
             Event::BacklogOpened { .. } => "BacklogOpened",
             Event::BacklogCommented { .. } => "BacklogCommented",
             Event::Tick => "Tick",

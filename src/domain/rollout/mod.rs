@@ -148,6 +148,31 @@ pub struct TrafficState {
     /// The canary's share of requests last observed, beside the weight asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed: Option<ObservedShare>,
+    /// Where testers reach the canary before users do, once the router set it up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<PreviewAddress>,
+}
+
+/// Where testers and the smoke check reach the canary at 0 %, as the router
+/// gave it: an address, and headers a request must carry there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewAddress {
+    /// Scheme and host (and any path prefix), without a trailing `/`.
+    pub url: String,
+    /// Headers that send a request there to the canary.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// How it works, for people (e.g. another way in for a browser).
+    pub how: String,
+}
+
+impl PreviewAddress {
+    /// One line: the URL and the headers, as curl would take them.
+    pub fn describe(&self) -> String {
+        let headers: String = self.headers.iter().map(|(k, v)| format!(" -H '{k}: {v}'")).collect();
+        format!("{}{headers} ({})", self.url, self.how)
+    }
 }
 
 /// The split users got, as the last canary-vs-stable measurement counted it.
@@ -464,6 +489,23 @@ impl Rollout {
             RunKind::RollbackCheck => return self.plan.rollback_check.as_ref().filter(|m| m.name == key.metric),
         };
         analysis?.metrics.iter().find(|m| m.name == key.metric)
+    }
+
+    /// The metric a measurement runs: its plan, with a smoke check's probe
+    /// sent to the preview address (and its headers) the router gave. A
+    /// smoke check with no preview yet has nowhere to go.
+    pub fn metric_to_run(&self, key: &MeasurementKey) -> Option<MetricPlan> {
+        let plan = self.metric_plan(key)?;
+        if !plan.query.starts_with(plan::PREVIEW_URL) {
+            return Some(plan.clone());
+        }
+        let preview = self.traffic.preview.as_ref()?;
+        let mut plan = plan.clone();
+        plan.query = plan.query.replacen(plan::PREVIEW_URL, &preview.url, 1);
+        if !preview.headers.is_empty() {
+            plan.settings.insert("headers".into(), serde_json::json!(preview.headers));
+        }
+        Some(plan)
     }
 
     /// The query window of a measurement taken at `now`: the metric's

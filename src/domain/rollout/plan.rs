@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::spec::{
-    AnalysisRef, ApprovalGate, Baseline, BlueGreenStrategy, CanaryStep, Condition, Judge, Metric, OnAlert, OnInconclusive, Problem,
-    Problems, RolloutSpec, Strategy, TimeoutAction,
+    AnalysisRef, ApprovalGate, Baseline, BlueGreenStrategy, CanaryStep, Condition, Judge, Metric, OnAlert, OnInconclusive, PreviewStep,
+    Problem, Problems, RolloutSpec, SmokeCheck, Strategy, TimeoutAction,
 };
 
 /// Which strategy a plan came from (for display).
@@ -46,6 +46,9 @@ pub enum Stage {
         /// Who and how many.
         gate: ApprovalPlan,
     },
+    /// Have the router show the canary to testers at 0 % (a smoke check or
+    /// an approval follows as stages of their own).
+    Preview,
     /// Make the canary the new stable (slot swap).
     Promote,
     /// Keep the previous version ready this long, then scale it down.
@@ -109,6 +112,10 @@ pub struct MetricPlan {
     /// With `min_samples`: how long an under-sampled phase may keep measuring.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_soak_ms: Option<u64>,
+    /// Measured until one passes (a smoke check): the first pass ends it,
+    /// and only the limits fail it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub until_pass: bool,
 }
 
 impl MetricPlan {
@@ -135,6 +142,7 @@ impl MetricPlan {
             sample_query: None,
             baseline: None,
             max_soak_ms: None,
+            until_pass: false,
         }
     }
 
@@ -207,12 +215,15 @@ impl Plan {
                 let mut stages = Vec::new();
                 for (i, step) in canary.steps.iter().enumerate() {
                     let path = format!("strategy.canary.steps[{i}]");
-                    stages.push(match step {
-                        CanaryStep::SetWeight(w) => Stage::SetWeight { weight: *w },
-                        CanaryStep::Pause(p) => Stage::Pause { duration_ms: p.duration.as_ref().map(Span::ms) },
-                        CanaryStep::Analysis(a) => Stage::Analysis { analysis: c.analysis(a, &format!("{path}.analysis"), Some(1)) },
-                        CanaryStep::Approval(g) => Stage::Approval { gate: Compiler::approval(g) },
-                    });
+                    match step {
+                        CanaryStep::SetWeight(w) => stages.push(Stage::SetWeight { weight: *w }),
+                        CanaryStep::Pause(p) => stages.push(Stage::Pause { duration_ms: p.duration.as_ref().map(Span::ms) }),
+                        CanaryStep::Analysis(a) => {
+                            stages.push(Stage::Analysis { analysis: c.analysis(a, &format!("{path}.analysis"), Some(1)) })
+                        }
+                        CanaryStep::Approval(g) => stages.push(Stage::Approval { gate: Compiler::approval(g) }),
+                        CanaryStep::Preview(p) => stages.extend(Compiler::preview(p)),
+                    }
                 }
                 stages.push(Stage::Promote);
                 if let Some(d) = &canary.scale_down_delay {
@@ -291,6 +302,7 @@ impl Stage {
             Stage::Approval { .. } => "approval",
             Stage::Promote => "promote",
             Stage::ScaleDown { .. } => "scaleDown",
+            Stage::Preview => "preview",
         }
     }
 
@@ -304,8 +316,36 @@ impl Stage {
             Stage::Analysis { analysis } => format!("analysis({})", analysis.label),
             Stage::Approval { gate } => format!("approval({})", gate.min_approvers),
             Stage::Promote => "promote".into(),
+            Stage::Preview => "preview".into(),
             Stage::ScaleDown { delay_ms } => format!("scale down after {}", duration_text(*delay_ms)),
         }
+    }
+}
+
+/// Where the smoke check's probe goes: filled in from the rollout's
+/// preview address when it measures ([`crate::domain::rollout::Rollout::metric_to_run`]).
+pub const PREVIEW_URL: &str = "{{preview.url}}";
+
+/// The smoke check as a metric: the `httpProbe` of the preview address,
+/// 1 when the answer is as expected; one pass ends it, `attempts` failures fail it.
+fn smoke_metric(check: &SmokeCheck) -> MetricPlan {
+    let mut settings = BTreeMap::new();
+    settings.insert("expectStatus".to_string(), Value::from(check.expect_status));
+    settings.insert("timeoutMs".to_string(), Value::from(check.timeout.ms()));
+    if let Some(text) = &check.body_contains {
+        settings.insert("bodyContains".to_string(), Value::from(text.clone()));
+    }
+    let condition = Condition { op: crate::domain::spec::Comparison::GreaterOrEqual, threshold: 1.0 };
+    let attempts = check.attempts.max(1);
+    let probe =
+        MetricPlan::check("smoke", ("httpProbe", &format!("{PREVIEW_URL}{}", check.path), &settings), condition, check.interval.ms(), 1);
+    MetricPlan {
+        failure_limit: attempts - 1,
+        consecutive_error_limit: attempts - 1,
+        inconclusive_limit: attempts - 1,
+        count: None,
+        until_pass: true,
+        ..probe
     }
 }
 
@@ -338,6 +378,22 @@ impl Compiler<'_> {
         if let Some(d) = &bg.scale_down_delay {
             let ms = d.ms();
             stages.push(Stage::ScaleDown { delay_ms: ms });
+        }
+        stages
+    }
+
+    /// The preview, then its smoke check (an analysis of one probe that the
+    /// first passing attempt ends), then its approval: the spec's, or one
+    /// from anyone when there is no check.
+    fn preview(p: &PreviewStep) -> Vec<Stage> {
+        let mut stages = vec![Stage::Preview];
+        if let Some(check) = &p.check {
+            stages.push(Stage::Analysis { analysis: AnalysisPlan { label: "smoke".into(), metrics: vec![smoke_metric(check)] } });
+        }
+        match (&p.approval, &p.check) {
+            (Some(g), _) => stages.push(Stage::Approval { gate: Self::approval(g) }),
+            (None, None) => stages.push(Stage::Approval { gate: Self::approval(&ApprovalGate::default()) }),
+            (None, Some(_)) => {}
         }
         stages
     }
@@ -435,6 +491,7 @@ impl Compiler<'_> {
             sample_query: m.sample_query.clone(),
             baseline: m.baseline.clone(),
             max_soak_ms: m.max_soak.as_ref().map(Span::ms),
+            until_pass: false,
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::domain::ids::{Actor, RequestId, RolloutId, Weight};
 use crate::domain::spec::{validate, ProviderNames};
 
 fn names() -> ProviderNames {
-    ProviderNames { traffic: vec!["local"], metrics: vec!["local"], backlog: vec!["local"], notify: vec!["console"] }
+    ProviderNames { traffic: vec!["local"], metrics: vec!["local"], backlog: vec!["local"], notify: vec!["console"], no_preview: vec![] }
 }
 
 fn t0() -> DateTime<Utc> {
@@ -1615,4 +1615,76 @@ fn a_fix_forward_tells_the_issue_it_took_over_at_its_start_and_again_if_it_fails
     let d = step(&mut r, alert_began("a-9", "canary-5xx", at(2)), at(3));
     assert_eq!(r.phase, Phase::RollingBack);
     assert!(d.commands.iter().any(|c| matches!(c, Command::CommentBacklogIssue { .. })), "{:?}", d.commands);
+}
+
+fn preview_doc(preview: Value) -> Value {
+    base(json!({"canary": {"steps": [{"preview": preview}, {"setWeight": 5}]}}))
+}
+
+fn preview_address() -> PreviewAddress {
+    PreviewAddress {
+        url: "http://127.0.0.1:9000".into(),
+        headers: [("x-sluice-preview".to_string(), "canary".to_string())].into(),
+        how: "a header".into(),
+    }
+}
+
+fn probe(ok: bool) -> MeasureOutcome {
+    MeasureOutcome::Value { canary: if ok { 1.0 } else { 0.0 }, stable: None, samples: Some(1) }
+}
+
+/// Starts a preview rollout and has the router answer with its address.
+fn previewed(doc: Value) -> (Rollout, Decision) {
+    let mut r = new_rollout(doc);
+    let d = step(&mut r, Event::Start, at(0));
+    assert!(matches!(d.commands.as_slice(), [Command::Preview { .. }, ..]), "{:?}", d.commands);
+    assert_eq!(r.traffic.weight, w(0), "a preview moves no user");
+    let d = step(&mut r, Event::PreviewReady { address: preview_address() }, at(1));
+    assert_eq!(r.traffic.preview, Some(preview_address()));
+    assert!(d.history.iter().any(|h| h.summary.contains("preview ready: http://127.0.0.1:9000 -H 'x-sluice-preview: canary'")));
+    (r, d)
+}
+
+#[test]
+fn a_preview_smoke_check_probes_the_preview_address_and_its_first_pass_moves_on() {
+    let doc = preview_doc(json!({"check": {"path": "/healthz", "bodyContains": "v2", "attempts": 3, "interval": "5s"}}));
+    let (mut r, d) = previewed(doc);
+    assert_eq!(r.plan.summary(), "canary: preview → analysis(smoke) → 5% → promote");
+    let key = measure_keys(&d).pop().expect("the smoke check measures at once");
+    let metric = r.metric_to_run(&key).expect("the probe");
+    assert_eq!((metric.provider.as_str(), metric.query.as_str()), ("httpProbe", "http://127.0.0.1:9000/healthz"));
+    assert_eq!(metric.settings.get("headers"), Some(&json!({"x-sluice-preview": "canary"})));
+    assert_eq!(metric.settings.get("bodyContains"), Some(&json!("v2")));
+    let d = step(&mut r, Event::Measured { key, outcome: probe(false) }, at(2));
+    assert_eq!(r.phase, Phase::Progressing, "one failed try of three is not a failed check");
+    let key = measure_keys(&d).pop().expect("tried again");
+    let d = step(&mut r, Event::Measured { key, outcome: probe(true) }, at(7));
+    assert!(d.commands.iter().any(|c| matches!(c, Command::SetWeight { weight, .. } if *weight == w(5))), "{:?}", d.commands);
+}
+
+#[test]
+fn a_smoke_check_that_never_passes_rolls_back_with_its_evidence() {
+    let (mut r, mut d) = previewed(preview_doc(json!({"check": {"attempts": 2}})));
+    for i in 0..2 {
+        let key = measure_keys(&d).pop().expect("a try");
+        d = step(&mut r, Event::Measured { key, outcome: probe(false) }, at(2 + 10 * i));
+    }
+    assert_eq!(r.phase, Phase::RollingBack);
+    assert!(d.commands.iter().any(|c| matches!(c, Command::RevertTraffic { .. })));
+    assert!(d.history.iter().any(|h| h.summary.contains("analysis smoke failed")), "{:?}", d.history);
+}
+
+#[test]
+fn a_preview_without_a_check_waits_for_a_person_and_a_failed_router_is_retried() {
+    let mut r = new_rollout(preview_doc(json!({})));
+    let d = step(&mut r, Event::Start, at(0));
+    let Some(Command::Preview { id }) = d.commands.first().cloned() else { panic!("{:?}", d.commands) };
+    step(&mut r, Event::CommandFailed { command: CommandRef { kind: CommandKind::Preview, id }, error: "busy".into() }, at(1));
+    let d = step(&mut r, Event::Tick, at(60));
+    assert!(d.commands.iter().any(|c| matches!(c, Command::Preview { .. })), "retried: {:?}", d.commands);
+    step(&mut r, Event::PreviewReady { address: preview_address() }, at(61));
+    assert!(ignored(&r, Event::PreviewReady { address: preview_address() }, at(62)).contains("no preview is pending"));
+    assert_eq!(r.phase, Phase::AwaitingApproval, "testers look, a person approves");
+    let d = step(&mut r, Event::Approved { by: actor("alice"), stage: None, request: None }, at(70));
+    assert!(d.commands.iter().any(|c| matches!(c, Command::SetWeight { weight, .. } if *weight == w(5))));
 }

@@ -182,6 +182,13 @@ impl<'a> SchemaCheck<'a> {
                 return;
             }
         }
+        if let Some(max) = s.get("maxLength").and_then(Value::as_u64) {
+            let length = text.chars().count() as u64;
+            if length > max {
+                out.push(path.problem(format!("is {length} characters long; at most {max} are allowed")));
+                return;
+            }
+        }
         match s.get("x-sluice-format").and_then(Value::as_str) {
             Some("duration") => {
                 if let Err(e) = parse_duration_ms(text) {
@@ -216,6 +223,11 @@ impl<'a> SchemaCheck<'a> {
             Some("local-time") => {
                 if let Err(e) = crate::domain::window::LocalStamp::parse(text) {
                     out.push(path.problem(e.0));
+                }
+            }
+            Some("url-path") => {
+                if !text.starts_with('/') || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    out.push(path.problem("must be a path starting with '/', without spaces (e.g. /healthz)"));
                 }
             }
             Some("request-id") => {
@@ -661,4 +673,33 @@ fn find_inline_secrets(v: &Value, path: &Path, out: &mut Vec<Problem>) {
         }
         _ => {}
     }
+}
+
+/// A preview is a look before any user sees the canary: it comes before the
+/// first weight above 0, once, through a router that has a way to show it.
+pub(super) fn previews(doc: &Value, providers: &ProviderNames) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let Some(steps) = doc.pointer("/strategy/canary/steps").and_then(Value::as_array) else { return out };
+    let steps_path = Path::default().key("strategy").key("canary").key("steps");
+    let provider = doc.pointer("/target/router/provider").and_then(Value::as_str).unwrap_or_default();
+    let mut users_reached = false;
+    let mut seen = false;
+    for (i, step) in steps.iter().enumerate() {
+        if step.get("setWeight").and_then(Value::as_u64).is_some_and(|w| w > 0) {
+            users_reached = true;
+        }
+        if step.get("preview").is_none() {
+            continue;
+        }
+        let here = steps_path.index(i).key("preview");
+        if let Some((_, why)) = providers.no_preview.iter().find(|(name, _)| *name == provider) {
+            out.push(here.problem(format!("the {provider} router cannot show the canary without user traffic: {why}")));
+        } else if seen {
+            out.push(here.problem("only one preview step is allowed"));
+        } else if users_reached {
+            out.push(here.problem("comes after users already reach the canary: put it before the first setWeight above 0"));
+        }
+        seen = true;
+    }
+    out
 }

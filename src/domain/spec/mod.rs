@@ -157,6 +157,87 @@ pub enum CanaryStep {
     Analysis(AnalysisRef),
     /// Wait for people to approve.
     Approval(ApprovalGate),
+    /// Let testers and a smoke check reach the canary before any user does.
+    Preview(PreviewStep),
+}
+
+/// A look at the canary at 0 %: the router's own way to reach it (App
+/// Service's slot address, a Container Apps label's address, a Gateway API
+/// header match, the local router's header), then a smoke check, a
+/// person's approval, or both.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PreviewStep {
+    /// Probes the preview address; the rollout moves on once it passes and
+    /// rolls back if no attempt does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<SmokeCheck>,
+    /// People who look at the preview and approve it. Without a check, one
+    /// approval from anyone is needed unless this says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalGate>,
+}
+
+/// An HTTP smoke check of the preview: the first attempt that answers as
+/// expected passes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SmokeCheck {
+    /// Path and query on the preview address, e.g. `/healthz`.
+    #[serde(default = "root_path")]
+    #[schemars(length(min = 1, max = 2000), extend("x-sluice-format" = "url-path"))]
+    pub path: String,
+    /// The status the canary must answer.
+    #[serde(default = "ok_status")]
+    #[schemars(range(min = 100, max = 599))]
+    pub expect_status: u16,
+    /// Text the answer's body must contain, e.g. the new version's number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1000))]
+    pub body_contains: Option<String>,
+    /// Tries before the check fails (a canary may still be warming up).
+    #[serde(default = "three")]
+    #[schemars(range(min = 1, max = 20))]
+    pub attempts: u32,
+    /// Between tries.
+    #[serde(default = "ten_seconds")]
+    pub interval: Span,
+    /// How long one try may take.
+    #[serde(default = "five_seconds")]
+    pub timeout: Span,
+}
+
+impl Default for SmokeCheck {
+    fn default() -> Self {
+        SmokeCheck {
+            path: root_path(),
+            expect_status: ok_status(),
+            body_contains: None,
+            attempts: three(),
+            interval: ten_seconds(),
+            timeout: five_seconds(),
+        }
+    }
+}
+
+fn root_path() -> String {
+    "/".into()
+}
+
+fn ok_status() -> u16 {
+    200
+}
+
+fn three() -> u32 {
+    3
+}
+
+fn ten_seconds() -> Span {
+    Span::of_ms(10_000)
+}
+
+fn five_seconds() -> Span {
+    Span::of_ms(5_000)
 }
 
 /// A pause: timed, or until resumed with `promote` or `approve`.
@@ -192,6 +273,19 @@ pub struct ApprovalGate {
 
 fn one() -> u32 {
     1
+}
+
+/// One approval from anyone but the initiator, waiting as long as it takes.
+impl Default for ApprovalGate {
+    fn default() -> Self {
+        ApprovalGate {
+            min_approvers: one(),
+            approvers: Vec::new(),
+            allow_self_approval: false,
+            timeout: None,
+            on_timeout: TimeoutAction::default(),
+        }
+    }
 }
 
 /// What an approval timeout does.
@@ -637,6 +731,8 @@ pub struct ProviderNames {
     pub backlog: Vec<&'static str>,
     /// Notification channels.
     pub notify: Vec<&'static str>,
+    /// Traffic routers that cannot show the canary at 0 %, and why.
+    pub no_preview: Vec<(&'static str, &'static str)>,
 }
 
 impl ProviderNames {
@@ -691,6 +787,7 @@ pub fn parse_document(text: &str, format: Format) -> Result<Value, Problems> {
 pub fn validate(doc: &Value, providers: &ProviderNames) -> Result<(RolloutSpec, Plan), Problems> {
     let mut problems = check::structural(doc, providers);
     problems.extend(check::cross_field(doc));
+    problems.extend(check::previews(doc, providers));
     if !problems.is_empty() {
         return Err(Problems::new(problems));
     }

@@ -3,7 +3,13 @@ use serde_json::{json, Value};
 use super::*;
 
 fn names() -> ProviderNames {
-    ProviderNames { traffic: vec!["local"], metrics: vec!["local"], backlog: vec!["local"], notify: vec!["console", "jsonl"] }
+    ProviderNames {
+        traffic: vec!["local", "frontDoor"],
+        metrics: vec!["local", "httpProbe"],
+        backlog: vec!["local"],
+        notify: vec!["console", "jsonl"],
+        no_preview: vec![("frontDoor", "no per-request rule")],
+    }
 }
 
 fn minimal() -> Value {
@@ -334,4 +340,43 @@ fn windows_are_checked_by_the_schema_and_then_by_their_own_rules_each_named_by_p
     doc["policy"] = json!({"windows": {"timeZone": "America/New_York", "allow": [{"days": ["Fri"], "from": "22:00", "to": "02:00"}]}});
     let (_, plan) = validate(&doc, &names()).expect("a night window across midnight is valid");
     assert_eq!(plan.windows.len(), 1);
+}
+
+#[test]
+fn a_preview_comes_first_once_through_a_router_that_has_one_and_its_check_is_checked() {
+    let mut doc = minimal();
+    doc["strategy"]["canary"]["steps"] = json!([
+        {"preview": {"check": {"path": "healthz", "attempts": 0, "expectStatus": 99, "bodyContains": "x".repeat(1001)}}},
+        {"setWeight": 5},
+        {"preview": {}},
+    ]);
+    let expected = [
+        "strategy.canary.steps[0].preview.check.attempts: 0 is under 1",
+        "strategy.canary.steps[0].preview.check.bodyContains: is 1001 characters long; at most 1000 are allowed",
+        "strategy.canary.steps[0].preview.check.expectStatus: 99 is under 100",
+        "strategy.canary.steps[0].preview.check.path: must be a path starting with '/', without spaces (e.g. /healthz)",
+        "strategy.canary.steps[2].preview: only one preview step is allowed",
+    ];
+    assert_eq!(problems_of(&doc), expected);
+
+    doc["strategy"]["canary"]["steps"] = json!([{"setWeight": 5}, {"preview": {}}]);
+    assert_eq!(
+        problems_of(&doc),
+        ["strategy.canary.steps[1].preview: comes after users already reach the canary: put it before the first setWeight above 0"]
+    );
+
+    doc["target"]["router"]["provider"] = json!("frontDoor");
+    doc["strategy"]["canary"]["steps"] = json!([{"preview": {}}, {"setWeight": 5}]);
+    assert_eq!(
+        problems_of(&doc),
+        ["strategy.canary.steps[0].preview: the frontDoor router cannot show the canary without user traffic: no per-request rule"]
+    );
+
+    doc["target"]["router"]["provider"] = json!("local");
+    doc["strategy"]["canary"]["steps"] = json!([{"setWeight": 0}, {"preview": {"check": {}}}, {"setWeight": 5}]);
+    let (spec, plan) = validate(&doc, &names()).unwrap_or_else(|p| panic!("{p}"));
+    assert_eq!(plan.summary(), "canary: 0% → preview → analysis(smoke) → 5% → promote");
+    let Strategy::Canary(canary) = &spec.strategy else { panic!("{spec:?}") };
+    let Some(CanaryStep::Preview(PreviewStep { check: Some(check), approval: None })) = canary.steps.get(1) else { panic!("{spec:?}") };
+    assert_eq!((check.path.as_str(), check.expect_status, check.attempts, check.interval.ms()), ("/", 200, 3, 10_000));
 }

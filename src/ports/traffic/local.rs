@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::{LiveSide, LiveStats, Routing, Traffic, TrafficError};
+use crate::domain::rollout::PreviewAddress;
 use crate::domain::spec::Target;
 use crate::ports::env::{req_str, AdapterEnv, AdapterError};
 use crate::ports::local_router::{Route, StatsReport};
@@ -38,14 +39,14 @@ pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, Adap
 }
 
 impl LocalRouter {
-    async fn call(&self, request: reqwest::RequestBuilder) -> Result<Route, TrafficError> {
+    async fn call<T: serde::de::DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, TrafficError> {
         let response = request.send().await.map_err(|e| TrafficError::Failed(e.without_url().to_string()))?;
         let status = response.status();
         if !status.is_success() {
             let body = crate::ports::env::read_text(response).await.unwrap_or_default();
             return Err(TrafficError::Failed(format!("HTTP {status}: {}", body.chars().take(200).collect::<String>())));
         }
-        crate::ports::env::read_json::<Route>(response).await.map_err(|e| TrafficError::Failed(format!("unreadable answer: {e}")))
+        crate::ports::env::read_json::<T>(response).await.map_err(|e| TrafficError::Failed(format!("unreadable answer: {e}")))
     }
 
     async fn read(&self) -> Result<Route, TrafficError> {
@@ -82,7 +83,7 @@ impl Traffic for LocalRouter {
         if weight != Weight::ZERO {
             self.check_sides().await?;
         }
-        self.call(self.http.put(format!("{}/_sluice/route", self.base)).json(&json!({ "weight": weight }))).await?;
+        self.call::<Route>(self.http.put(format!("{}/_sluice/route", self.base)).json(&json!({ "weight": weight }))).await?;
         let actual = self.read().await?.weight;
         if actual != weight {
             return Err(TrafficError::NotApplied { wanted: weight, actual });
@@ -93,7 +94,7 @@ impl Traffic for LocalRouter {
     async fn promote(&self, since: DateTime<Utc>) -> Result<(), TrafficError> {
         let url = format!("{}/_sluice/promote", self.base);
         let since = since.timestamp_millis();
-        let route = self.call(self.http.post(url).json(&json!({ "sinceMs": since }))).await?;
+        let route: Route = self.call(self.http.post(url).json(&json!({ "sinceMs": since }))).await?;
         if route.promotion != Some(since) {
             return Err(TrafficError::Failed("the router did not promote".into()));
         }
@@ -102,13 +103,17 @@ impl Traffic for LocalRouter {
 
     async fn revert(&self, undo_promotion: bool, _since: DateTime<Utc>) -> Result<Weight, TrafficError> {
         let url = format!("{}/_sluice/revert", self.base);
-        self.call(self.http.post(url).json(&json!({ "undoPromotion": undo_promotion }))).await?;
+        self.call::<Route>(self.http.post(url).json(&json!({ "undoPromotion": undo_promotion }))).await?;
         Ok(self.read().await?.weight)
     }
 
     async fn current(&self) -> Result<Routing, TrafficError> {
         let r = self.read().await?;
         Ok(Routing { weight: r.weight, promoted: r.promoted })
+    }
+
+    async fn preview(&self) -> Result<PreviewAddress, TrafficError> {
+        self.call(self.http.get(format!("{}/_sluice/preview", self.base))).await
     }
 
     async fn preflight(&self) -> Vec<Check> {

@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::rollout::PreviewAddress;
 use crate::domain::spec::Target;
 use crate::ports::env::{lookup, AdapterEnv, AdapterError};
 use crate::ports::preflight::Check;
@@ -99,6 +100,12 @@ pub trait Traffic: Send + Sync {
     async fn caveats(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Where testers and a smoke check reach the canary while users do not:
+    /// the router's own mechanism, set up if it needs to be (and undone by
+    /// the promotion or revert that follows). Routers in [`NO_PREVIEW`] have none.
+    async fn preview(&self) -> Result<PreviewAddress, TrafficError> {
+        Err(TrafficError::Failed("this router cannot show the canary without user traffic".into()))
+    }
     /// Live per-side numbers, where the router has them.
     async fn live(&self) -> Option<LiveStats> {
         None
@@ -134,6 +141,21 @@ pub const PROVIDERS: &[(&str, Factory)] = &[
     ("apiManagement", api_management::build),
     ("appConfigFlag", app_config::build),
     ("gatewayApi", gateway_api::build),
+];
+
+/// Routers with no per-request way to reach the canary at 0 %, and why: a
+/// spec with a `preview` step on one of them is refused at validation.
+pub const NO_PREVIEW: &[(&str, &str)] = &[
+    (
+        "frontDoor",
+        "an origin group splits requests by weight only; reaching the canary by header or cookie needs a rule set route override, \
+         which Sluice does not write",
+    ),
+    (
+        "apiManagement",
+        "a backend pool splits requests by weight only; reaching the canary by header needs a policy of your own (set-backend-service)",
+    ),
+    ("appConfigFlag", "the feature flag decides inside your app: target testers with the flag's own audience (users or groups) instead"),
 ];
 
 /// A router whose whole state is one split, written absolutely (so a

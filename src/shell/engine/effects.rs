@@ -66,6 +66,7 @@ impl Engine {
             Command::SetWeight { id, .. } => (CommandKind::SetWeight, *id),
             Command::Promote { id, .. } => (CommandKind::Promote, *id),
             Command::RevertTraffic { id, .. } => (CommandKind::RevertTraffic, *id),
+            Command::Preview { id } => (CommandKind::Preview, *id),
             _ => return Event::Tick,
         };
         let router = match traffic::build(&state.spec.target, &self.env) {
@@ -76,6 +77,7 @@ impl Engine {
             match command {
                 Command::SetWeight { weight, .. } => router.set_weight(*weight).await.map(|w| Event::TrafficConfirmed { weight: w }),
                 Command::Promote { since, .. } => router.promote(*since).await.map(|_| Event::Promoted),
+                Command::Preview { .. } => router.preview().await.map(|address| Event::PreviewReady { address }),
                 Command::RevertTraffic { undo_promotion, since, .. } => {
                     router.revert(*undo_promotion, *since).await.map(|w| Event::TrafficConfirmed { weight: w })
                 }
@@ -165,6 +167,7 @@ impl Engine {
                 | Command::CommentBacklogIssue { .. }
                 | Command::SetWeight { .. }
                 | Command::Promote { .. }
+                | Command::Preview { .. }
                 | Command::RevertTraffic { .. } => {}
             }
         }
@@ -178,7 +181,8 @@ impl Engine {
         if at > now {
             return None;
         }
-        let plan = state.metric_plan(&key)?;
+        let plan = state.metric_to_run(&key)?;
+        let plan = &plan;
         let window = metrics::Window { ms: state.measurement_window(&key, now)?, end: None };
         // A measurement may take its interval (5 to 30 s): a backend that hangs is a
         // provider error, counted as such, not a queue consumer held for minutes.

@@ -250,6 +250,7 @@ impl Txn {
             Event::TrafficConfirmed { weight } => self.on_traffic_confirmed(*weight),
             Event::RouterCaveats { caveats } => self.on_router_caveats(caveats),
             Event::Promoted => self.on_promoted(),
+            Event::PreviewReady { address } => self.on_preview_ready(address),
             Event::BacklogOpened { issue, reported } => self.on_backlog_opened(issue, *reported),
             Event::BacklogCommented { id, reported } => self.on_backlog_commented(*id, *reported),
             Event::Tick => self.on_tick(MEASUREMENT_GRACE_MS),
@@ -341,7 +342,9 @@ impl Txn {
     /// A command could not be carried out: its family decides what follows.
     fn on_command_failed(&mut self, command: &CommandRef, error: &str) -> Step {
         match command.kind {
-            CommandKind::SetWeight | CommandKind::Promote | CommandKind::RevertTraffic => self.on_router_failed(command, error),
+            CommandKind::SetWeight | CommandKind::Promote | CommandKind::RevertTraffic | CommandKind::Preview => {
+                self.on_router_failed(command, error)
+            }
             CommandKind::OpenBacklogIssue | CommandKind::CommentBacklogIssue => self.on_backlog_failed(command, error),
             CommandKind::Notify | CommandKind::ScaleDownPrevious => {
                 if self.r.failed_notifications.contains(&command.id) {

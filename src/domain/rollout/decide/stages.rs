@@ -83,6 +83,12 @@ impl Txn {
                     deadline,
                 });
             }
+            Stage::Preview => {
+                self.r.phase = Phase::Progressing;
+                self.note(format!("{position}: asking the router for a preview of {}", self.r.spec.target.canary.version));
+                let weight = self.r.traffic.weight;
+                self.issue_traffic(CommandKind::Preview, weight);
+            }
             Stage::Promote => {
                 self.r.phase = Phase::Promoting;
                 self.cancel_runs(|_| true);

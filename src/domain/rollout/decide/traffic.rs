@@ -8,7 +8,7 @@ use crate::domain::rollout::command::{Command, CommandKind};
 use crate::domain::rollout::event::CommandRef;
 use crate::domain::rollout::history::Evidence;
 use crate::domain::rollout::plan::Stage;
-use crate::domain::rollout::{PendingTraffic, Phase};
+use crate::domain::rollout::{PendingTraffic, Phase, PreviewAddress};
 
 impl Txn {
     pub(super) fn issue_traffic(&mut self, kind: CommandKind, weight: Weight) {
@@ -35,6 +35,7 @@ impl Txn {
         match kind {
             CommandKind::Promote => Command::Promote { id, since },
             CommandKind::RevertTraffic => Command::RevertTraffic { undo_promotion: self.r.traffic.promoted, id, since },
+            CommandKind::Preview => Command::Preview { id },
             _ => Command::SetWeight { weight: self.r.traffic.weight, id },
         }
     }
@@ -105,6 +106,22 @@ impl Txn {
         self.r.traffic.confirmed = Some(Weight::FULL);
         self.note("promotion confirmed");
         self.advance();
+        Ok(())
+    }
+
+    /// The preview is set up: recorded and told, then the plan goes on
+    /// (to its smoke check or approval).
+    pub(super) fn on_preview_ready(&mut self, address: &PreviewAddress) -> Step {
+        self.not_finished()?;
+        if !matches!(self.r.traffic.pending.as_ref().map(|p| p.kind), Some(CommandKind::Preview)) {
+            return Err("no preview is pending".into());
+        }
+        self.r.traffic.pending = None;
+        self.r.traffic.preview = Some(address.clone());
+        self.note(format!("preview ready: {}", address.describe()));
+        if self.r.phase == Phase::Progressing && matches!(self.r.current_stage(), Some(Stage::Preview)) {
+            self.advance();
+        }
         Ok(())
     }
 
