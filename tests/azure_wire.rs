@@ -286,6 +286,7 @@ fn metric(provider: &str, query: &str, settings: Value, baseline: bool) -> Metri
         judge: None,
         consecutive_failure_limit: None,
         max_soak_ms: None,
+        until_pass: false,
         interval_ms: 60_000,
         count: Some(1),
         initial_delay_ms: 0,

@@ -25,6 +25,7 @@ fn plan(url: &str, query: &str) -> MetricPlan {
         judge: None,
         consecutive_failure_limit: None,
         max_soak_ms: None,
+        until_pass: false,
         interval_ms: 10_000,
         count: Some(1),
         initial_delay_ms: 0,

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use router_fakes::{
     env_for, router_and_fake, target, AppConfigModel, ContainerAppsModel, FakeRouter, GatewayApiModel, CONTAINER_APP, ORIGIN_GROUP, POOL,
-    ROUTE_PATH,
+    ROUTE_PATH, SITE, SITE_HOST, SLOT_HOST,
 };
 use sluice::domain::ids::Weight;
 
@@ -332,4 +332,56 @@ async fn the_local_router_refuses_swapped_sides_quoting_its_labels_safely() {
     assert!(refused.contains("the router serves v2 on its stable side"), "{refused}");
     assert_eq!(router.route().weight, Weight::ZERO, "nobody moved");
     assert_eq!(adapter.set_weight(Weight::ZERO).await.expect("a revert to 0 is not checked"), Weight::ZERO);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routers_with_a_preview_show_the_canary_at_zero_and_the_next_split_ends_it() {
+    // App Service: an explicit 0 % rule (the docs' condition for x-ms-routing-name), the slot's own address.
+    let (router, fake) = router_and_fake("appServiceSlots").await;
+    let preview = router.preview().await.expect("preview");
+    assert_eq!((preview.url.as_str(), preview.headers.len()), (format!("https://{SLOT_HOST}").as_str(), 0));
+    assert!(preview.how.contains(&format!("https://{SITE_HOST}/?x-ms-routing-name=canary")), "{}", preview.how);
+    let rule = json!({"name": "canary", "actionHostName": SLOT_HOST, "reroutePercentage": 0.0});
+    assert_eq!(
+        writes(&fake),
+        [("PATCH".to_string(), format!("{SITE}/config/web"), json!({"properties": {"experiments": {"rampUpRules": [rule]}}}))]
+    );
+    assert_eq!(fake.share(), 0, "no user is sent there");
+    router.revert(false, Utc::now()).await.expect("revert");
+    assert_eq!(writes(&fake)[1].2, json!({"properties": {"experiments": {"rampUpRules": []}}}), "a rollback ends the opt-in");
+
+    // Container Apps: the canary revision labelled at weight 0, and the label's address.
+    let (router, fake) = router_and_fake("containerApps").await;
+    let preview = router.preview().await.expect("preview");
+    assert_eq!(preview.url, "https://orders---preview.kindocean-a1b2c3.eastus.azurecontainerapps.io");
+    let traffic = |i: usize| writes(&fake)[i].2["properties"]["configuration"]["ingress"]["traffic"].clone();
+    assert_eq!(
+        traffic(0),
+        json!([{"revisionName": "orders--v1", "weight": 100}, {"revisionName": "orders--v2", "weight": 0, "label": "preview"}])
+    );
+    router.set_weight(w(10)).await.expect("10%");
+    assert_eq!(traffic(1), json!([{"revisionName": "orders--v1", "weight": 90}, {"revisionName": "orders--v2", "weight": 10}]));
+
+    // Gateway API: a header rule first, as specific as the split's path, to the canary alone.
+    let (router, fake) = router_and_fake("gatewayApi").await;
+    let preview = router.preview().await.expect("preview");
+    assert_eq!(preview.url, "https://orders.contoso.com");
+    assert_eq!(preview.headers.get("x-sluice-preview").map(String::as_str), Some("canary"));
+    let rules = writes(&fake)[0].2["spec"]["rules"].clone();
+    assert_eq!(rules.as_array().map(Vec::len), Some(3), "{rules}");
+    assert_eq!(
+        rules[0],
+        json!({"matches": [{"path": {"type": "PathPrefix", "value": "/"},
+                             "headers": [{"type": "Exact", "name": "x-sluice-preview", "value": "canary"}]}],
+               "backendRefs": [{"name": "orders-v2", "port": 80}]})
+    );
+    assert_eq!(fake.share(), 0);
+    router.set_weight(w(20)).await.expect("20%");
+    assert_eq!(writes(&fake)[1].2["spec"]["rules"].as_array().map(Vec::len), Some(2), "the next split ends the preview");
+    assert_eq!(fake.share(), 20);
+
+    // A router without one says so (validation refuses the step before it gets here).
+    let (router, fake) = router_and_fake("frontDoor").await;
+    assert!(router.preview().await.is_err());
+    assert!(writes(&fake).is_empty());
 }

@@ -232,31 +232,39 @@ fn not_found(r: &Recorded) -> Answer {
 /// (`PATCH …/config/web`, `experiments.rampUpRules`), `WebApps_SwapSlot`
 /// (`POST …/slots/{slot}/slotsswap`), `WebApps_GetSlot`
 /// (`properties.defaultHostName`), `WebApps_StopSlot`; api-version 2023-12-01.
+/// A rule of 0 % is kept as written: only then may a browser opt in to the
+/// slot with `x-ms-routing-name` (learn.microsoft.com/azure/app-service/deploy-staging-slots).
 #[derive(Default)]
 pub struct AppServiceModel {
     pub rules: u8,
+    /// Whether a rule to the slot exists (0 % included): users may opt in.
+    pub opt_in: bool,
     pub swapped: bool,
     pub swaps: u32,
     swap_status: Option<Value>,
 }
 
 pub const SITE: &str = "/subscriptions/sub-1/resourceGroups/rg-1/providers/Microsoft.Web/sites/orders";
-const SLOT_HOST: &str = "orders-canary-a1b2c3.westeurope-01.azurewebsites.net";
+pub const SLOT_HOST: &str = "orders-canary-a1b2c3.westeurope-01.azurewebsites.net";
+pub const SITE_HOST: &str = "orders-d4e5f6.westeurope-01.azurewebsites.net";
 
 impl Service for AppServiceModel {
     fn answer(&mut self, r: &Recorded, apply: bool) -> Answer {
         if let Some(bad) = api_version(r, "2023-12-01") {
             return bad;
         }
+        let opt_in = self.opt_in;
         let rules = |pct: u8| {
-            if pct == 0 {
+            if pct == 0 && !opt_in {
                 json!([])
             } else {
                 json!([{"name": "canary", "actionHostName": SLOT_HOST, "reroutePercentage": f64::from(pct)}])
             }
         };
         match (r.method.as_str(), r.path.strip_prefix(SITE).unwrap_or("?")) {
-            ("GET", "") => ok(json!({"location": "East US", "properties": {"slotSwapStatus": self.swap_status.clone()}})),
+            ("GET", "") => {
+                ok(json!({"location": "East US", "properties": {"defaultHostName": SITE_HOST, "slotSwapStatus": self.swap_status.clone()}}))
+            }
             ("GET", "/slots/canary") => ok(json!({"properties": {"defaultHostName": SLOT_HOST}})),
             ("GET", "/config/web") => ok(json!({"properties": {"experiments": {"rampUpRules": rules(self.rules)}}})),
             ("PATCH", "/config/web") => {
@@ -273,6 +281,7 @@ impl Service for AppServiceModel {
                 }
                 if apply {
                     self.rules = pct as u8;
+                    self.opt_in = !list.is_empty();
                 }
                 ok(json!({}))
             }
@@ -341,7 +350,8 @@ impl Service for ContainerAppsModel {
         match (r.method.as_str(), r.path.strip_prefix(CONTAINER_APP).unwrap_or("?")) {
             ("GET", "") => ok(json!({"location": "East US", "properties": {
                 "latestRevisionName": "orders--v2",
-                "configuration": {"activeRevisionsMode": self.mode, "ingress": {"external": true, "targetPort": 8080, "traffic": self.traffic}}
+                "configuration": {"activeRevisionsMode": self.mode, "ingress": {"external": true, "targetPort": 8080,
+                    "fqdn": "orders.kindocean-a1b2c3.eastus.azurecontainerapps.io", "traffic": self.traffic}}
             }})),
             ("PATCH", "") => {
                 let body = match json_body(r) {
@@ -755,9 +765,30 @@ impl Service for GatewayApiModel {
                 let Some(rules) = body.pointer("/spec/rules").filter(|r| r.is_array()) else {
                     return k8s_status(400, "BadRequest", "want spec.rules");
                 };
-                // The rules keep their matches: only weights may change.
+                // The rules keep their matches: only weights may change, and
+                // a preview's rules come and go (each checked on its own).
+                let is_preview = |rule: &Value| {
+                    rule["matches"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|m| m["headers"].as_array().into_iter().flatten().any(|h| h["name"] == "x-sluice-preview"))
+                };
+                for preview in rules.as_array().into_iter().flatten().filter(|r| is_preview(r)) {
+                    let headers_exact = preview["matches"].as_array().into_iter().flatten().all(|m| {
+                        m["headers"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|h| h == &json!({"type": "Exact", "name": "x-sluice-preview", "value": "canary"}))
+                    });
+                    let canary_only = preview["backendRefs"].as_array().into_iter().flatten().all(|b| b["name"] == "orders-v2");
+                    if !headers_exact || !canary_only || preview["backendRefs"].as_array().is_none_or(Vec::is_empty) {
+                        return k8s_status(400, "BadRequest", "a preview rule matches the exact header and routes to the canary alone");
+                    }
+                }
                 let strip = |v: &Value| {
-                    let mut v = v.clone();
+                    let mut v = json!(v.as_array().into_iter().flatten().filter(|r| !is_preview(r)).cloned().collect::<Vec<_>>());
                     for rule in v.as_array_mut().into_iter().flatten() {
                         for b in rule["backendRefs"].as_array_mut().into_iter().flatten() {
                             b.as_object_mut().map(|o| o.remove("weight"));
@@ -784,7 +815,9 @@ impl Service for GatewayApiModel {
     }
 
     fn new_version_share(&self) -> u8 {
-        let rule = &self.route["spec"]["rules"][1]["backendRefs"];
+        let rules = self.route["spec"]["rules"].as_array().cloned().unwrap_or_default();
+        let splitting = |r: &&Value| r["backendRefs"].as_array().is_some_and(|b| b.len() == 2);
+        let rule = &rules.iter().find(splitting).cloned().unwrap_or(Value::Null)["backendRefs"];
         let w = |name: &str| {
             rule.as_array().into_iter().flatten().filter(|b| b["name"] == name).filter_map(|b| b["weight"].as_u64()).sum::<u64>()
         };

@@ -10,6 +10,12 @@
 //! canary slot, `none` leaves them to drain; `policy.verifyRollback` can then
 //! check from metrics that canary traffic really stopped.
 //!
+//! A preview writes an explicit 0 % rule: only then may a browser opt in to
+//! the slot with `?x-ms-routing-name=<slot>` on the app's own address (a
+//! cookie of that name keeps it there), while no user is sent automatically;
+//! the smoke check probes the slot's own host name. The next weight, the
+//! promotion or a rollback replaces the rule.
+//!
 //! Settings: `subscriptionId`, `resourceGroup`, `app`, `slot`;
 //! optional `canaryHostName` (default: the slot's `defaultHostName`, read
 //! from ARM — apps created since 2024 may have unique default host names,
@@ -21,7 +27,11 @@
 //! (`PATCH …/config/web`, a long-running operation: a `202` with `Location`
 //! is polled before the weight is read back), `WebApps_SwapSlot`
 //! (`POST …/slots/{slot}/slotsswap`, long-running; never retried blindly),
-//! `WebApps_GetSlot` (`properties.defaultHostName`); Microsoft.Authorization
+//! `WebApps_GetSlot` (`properties.defaultHostName`); "Set up staging
+//! environments in Azure App Service", Route production traffic manually
+//! (learn.microsoft.com/azure/app-service/deploy-staging-slots: "When you
+//! explicitly set this value to 0% … your users can access the staging slot
+//! manually by using the x-ms-routing-name query parameter"); Microsoft.Authorization
 //! `Permissions_ListForResource` (`GET …/providers/Microsoft.Authorization/permissions`,
 //! api-version 2022-04-01: `value[].actions` / `notActions`) for `sluice doctor`.
 
@@ -35,6 +45,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::{routing_readable, Routing, Traffic, TrafficError};
+use crate::domain::rollout::PreviewAddress;
 use crate::domain::spec::Target;
 use crate::ports::azure::http::AzureHttp;
 use crate::ports::env::{opt_str, req_str, AdapterEnv, AdapterError};
@@ -123,11 +134,22 @@ impl AppServiceSlots {
     }
 
     async fn set_rules(&self, weight: Weight) -> Result<(), TrafficError> {
-        let rules = if weight == 0 {
-            json!([])
+        if weight == 0 {
+            self.write_rules(json!([])).await
         } else {
-            json!([{"name": self.slot, "actionHostName": self.host().await?, "reroutePercentage": f64::from(weight.percent())}])
-        };
+            self.write_rule(weight).await
+        }
+    }
+
+    /// One rule sending `weight` to the slot (0 % is the preview's opt-in rule).
+    async fn write_rule(&self, weight: Weight) -> Result<(), TrafficError> {
+        self.write_rules(
+            json!([{"name": self.slot, "actionHostName": self.host().await?, "reroutePercentage": f64::from(weight.percent())}]),
+        )
+        .await
+    }
+
+    async fn write_rules(&self, rules: Value) -> Result<(), TrafficError> {
         let body = json!({"properties": {"experiments": {"rampUpRules": rules}}});
         let url = format!("{}/config/web?{API}", self.site);
         self.arm.long_running(reqwest::Method::PATCH, &url, Some(&body), CONFIG_BUDGET).await.map_err(failed)?;
@@ -211,6 +233,25 @@ impl Traffic for AppServiceSlots {
 
     async fn current(&self) -> Result<Routing, TrafficError> {
         Ok(Routing { weight: self.read_weight().await?, promoted: false })
+    }
+
+    async fn preview(&self) -> Result<PreviewAddress, TrafficError> {
+        self.write_rule(Weight::ZERO).await?;
+        let actual = self.read_weight().await?;
+        if actual != Weight::ZERO {
+            return Err(TrafficError::NotApplied { wanted: Weight::ZERO, actual });
+        }
+        let site = self.arm.send(reqwest::Method::GET, &format!("{}?{API}", self.site), None).await.map_err(failed)?;
+        let app = site.body.pointer("/properties/defaultHostName").and_then(Value::as_str).unwrap_or("<the app's address>").to_string();
+        let slot = &self.slot;
+        Ok(PreviewAddress {
+            url: format!("https://{}", self.host().await?),
+            headers: Default::default(),
+            how: format!(
+                "the {slot} slot's own address; in a browser, https://{app}/?x-ms-routing-name={slot} opts in on the app's \
+                 address (a cookie keeps it; ?x-ms-routing-name=self opts out), and no user is sent there automatically"
+            ),
+        })
     }
 
     async fn scale_down_previous(&self) -> Result<(), TrafficError> {

@@ -15,6 +15,12 @@
 //! revision the app's traffic gives it, and kept on the entry so label URLs
 //! keep working); optional `deactivateStable`, `armEndpoint`.
 //!
+//! A preview gives the canary revision's traffic entry, at weight 0, a
+//! label — its own `canaryLabel`, or `preview` — whose address
+//! (`<app>---<label>.<the rest of the app's ingress fqdn>`) reaches that
+//! revision alone. Without `canaryLabel` the label goes with the next write
+//! of the split.
+//!
 //! Source: Azure REST API specs, Microsoft.App stable 2025-01-01:
 //! `ContainerApps_Get` / `ContainerApps_Update` (`PATCH
 //! …/Microsoft.App/containerApps/{app}`, long-running: 202 with `Location`
@@ -23,7 +29,13 @@
 //! `latestRevision`, `weight`), `ingress.stickySessions.affinity`
 //! (`sticky` / `none`), `ContainerAppsRevisions_DeactivateRevision` (`POST
 //! …/revisions/{name}/deactivate`); and "Traffic splitting in Azure
-//! Container Apps" (learn.microsoft.com/azure/container-apps/traffic-splitting).
+//! Container Apps" (learn.microsoft.com/azure/container-apps/traffic-splitting);
+//! `ingress.fqdn` and "Blue-Green Deployment in Azure Container Apps"
+//! (learn.microsoft.com/azure/container-apps/blue-green-deployment: a
+//! revision at `weight: 0` with a `label` is tested at
+//! `https://<app>---<label>.<environment default domain>`); "Communicate
+//! between container apps" (connect-apps: `<APP_NAME>---<LABEL>.` before
+//! the environment's domain, `.internal.` for internal ingress).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,11 +45,14 @@ use serde_json::{json, Value};
 
 use super::{call_failed, failed, opt_bool, Absolute, Split, Traffic, TrafficError};
 use crate::domain::ids::Weight;
+use crate::domain::rollout::PreviewAddress;
 use crate::domain::spec::Target;
 use crate::ports::azure::http::AzureHttp;
 use crate::ports::env::{opt_str, req_str, AdapterEnv, AdapterError};
 
 const API: &str = "api-version=2025-01-01";
+/// The canary's label for a preview when the settings give it none.
+pub const PREVIEW_LABEL: &str = "preview";
 /// How long an ingress update may take to apply.
 const UPDATE_BUDGET: Duration = Duration::from_secs(180);
 
@@ -138,10 +153,15 @@ impl ContainerApps {
         Ok(Weight::new(canary).unwrap_or(Weight::FULL))
     }
 
-    async fn write_split(&self, canary: Weight) -> Result<Weight, TrafficError> {
+    /// Writes the split; a preview labels the canary's entry if its side has no label.
+    async fn write_split(&self, canary: Weight, preview: bool) -> Result<Weight, TrafficError> {
         let app = self.read_app().await?;
         let (stable, canary_revision) = (self.stable.revision(&app)?, self.canary.revision(&app)?);
-        let traffic = json!([self.stable.entry(&stable, 100 - canary.percent()), self.canary.entry(&canary_revision, canary.percent())]);
+        let mut canary_entry = self.canary.entry(&canary_revision, canary.percent());
+        if preview && canary_entry.get("label").is_none() {
+            canary_entry["label"] = json!(PREVIEW_LABEL);
+        }
+        let traffic = json!([self.stable.entry(&stable, 100 - canary.percent()), canary_entry]);
         // The body is a ContainerApp, a TrackedResource whose `location` is
         // required (common-types `TrackedResource`; the spec's own
         // `ContainerApps_Patch.json` sends it): the app's own, from the GET.
@@ -158,7 +178,27 @@ impl ContainerApps {
 #[async_trait]
 impl Split for ContainerApps {
     async fn apply(&self, weight: Weight) -> Result<Weight, TrafficError> {
-        self.write_split(weight).await
+        self.write_split(weight, false).await
+    }
+
+    async fn preview(&self) -> Result<PreviewAddress, TrafficError> {
+        super::confirm(Weight::ZERO, self.write_split(Weight::ZERO, true).await?)?;
+        let app = self.read_app().await?;
+        let label = self.canary.label.as_deref().unwrap_or(PREVIEW_LABEL);
+        let ingress = app.pointer("/properties/configuration/ingress");
+        let fqdn = ingress.and_then(|i| i.get("fqdn")).and_then(Value::as_str).unwrap_or_default();
+        let Some((name, domain)) = fqdn.split_once('.').filter(|(name, domain)| !name.is_empty() && !domain.is_empty()) else {
+            return Err(TrafficError::Failed(
+                "the container app has no ingress fqdn to make a label's address from (is ingress on?)".into(),
+            ));
+        };
+        let internal = ingress.and_then(|i| i.get("external")).and_then(Value::as_bool) == Some(false);
+        let reach = if internal { ", from inside its environment only (ingress is internal)" } else { "" };
+        Ok(PreviewAddress {
+            url: format!("https://{name}---{label}.{domain}"),
+            headers: Default::default(),
+            how: format!("the address of the traffic label '{label}', which reaches the canary revision alone{reach}"),
+        })
     }
 
     async fn weight(&self) -> Result<Weight, TrafficError> {

@@ -14,7 +14,14 @@
 //! setting holding a service account's bearer token; without it, an Entra
 //! ID token for AKS — the cluster must have Microsoft Entra integration and
 //! Azure RBAC or a RoleBinding for Sluice's identity), `fieldManager`
-//! (default `sluice`).
+//! (default `sluice`), `previewUrl` (where testers reach the route, for a
+//! preview; default `https://` and the route's first host name).
+//!
+//! A preview puts, before the rules, one rule per splitting rule with the
+//! same matches plus the header `x-sluice-preview: canary`, routing to the
+//! canary Service alone: an equally specific path with more header
+//! matches wins (HTTPRoute match precedence). The next write of the split
+//! (a weight, the promotion, a rollback) takes them out again.
 //!
 //! Source: Kubernetes API reference, "Server-Side Apply"
 //! (kubernetes.io/docs/reference/using-api/server-side-apply: `PATCH` with
@@ -22,7 +29,10 @@
 //! a `resourceVersion` in the applied object makes the apply conditional);
 //! Gateway API v1 `HTTPRoute` (gateway-api.sigs.k8s.io/reference/spec:
 //! `spec.rules[].backendRefs[]` `name`, `port`, `weight`,
-//! `spec.rules[].sessionPersistence`); AKS "Use kubelogin with managed
+//! `spec.rules[].sessionPersistence`, `spec.rules[].matches[].headers[]`
+//! `{type: Exact, name, value}`, at most 16 rules; precedence among matches:
+//! exact path, longest prefix, method, "largest number of header matches",
+//! kubernetes-sigs/gateway-api `apis/v1/httproute_types.go`); AKS "Use kubelogin with managed
 //! identity" (the AKS Microsoft Entra server application
 //! `6dae42f8-4368-4678-94ff-3960e28e3630` as the token's resource).
 
@@ -33,6 +43,7 @@ use serde_json::{json, Value};
 
 use super::{call_failed, failed, share, Absolute, Split, Traffic, TrafficError};
 use crate::domain::ids::Weight;
+use crate::domain::rollout::PreviewAddress;
 use crate::domain::spec::Target;
 use crate::ports::azure::http::{Auth, AzureHttp, Call};
 use crate::ports::env::{opt_str, req_str, AdapterEnv, AdapterError};
@@ -40,6 +51,10 @@ use crate::ports::reach::{SecretUse, Service};
 
 /// The resource an AKS cluster's Entra ID tokens are issued for.
 pub const AKS_RESOURCE: &str = "6dae42f8-4368-4678-94ff-3960e28e3630";
+/// The header that reaches the canary in a preview, and its value.
+pub const PREVIEW_HEADER: (&str, &str) = ("x-sluice-preview", "canary");
+/// An HTTPRoute holds at most this many rules.
+const MAX_RULES: usize = 16;
 /// Server-side apply's content type.
 pub const APPLY_CONTENT_TYPE: &str = "application/apply-patch+yaml";
 
@@ -52,6 +67,7 @@ pub struct GatewayApi {
     stable: String,
     canary: String,
     field_manager: String,
+    preview_url: Option<String>,
 }
 
 /// Builds the adapter from the target's router settings.
@@ -93,7 +109,27 @@ pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, Adap
         stable: req_str(name, s, "stableService")?.to_string(),
         canary: req_str(name, s, "canaryService")?.to_string(),
         field_manager: opt_str(s, "fieldManager").unwrap_or("sluice").to_string(),
+        preview_url: match opt_str(s, "previewUrl") {
+            Some(u) if u.starts_with("https://") || u.starts_with("http://") => Some(u.trim_end_matches('/').to_string()),
+            Some(u) => return Err(config(format!("previewUrl '{u}' is not an http(s) URL"))),
+            None => None,
+        },
     })))
+}
+
+/// Whether a rule is a preview's: every match carries the preview header.
+fn is_preview(rule: &Value) -> bool {
+    let (name, value) = PREVIEW_HEADER;
+    let matches = rule.get("matches").and_then(Value::as_array).cloned().unwrap_or_default();
+    !matches.is_empty()
+        && matches.iter().all(|m| {
+            m.get("headers").and_then(Value::as_array).is_some_and(|headers| {
+                headers.iter().any(|h| {
+                    h.get("name").and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case(name))
+                        && h.get("value").and_then(Value::as_str) == Some(value)
+                })
+            })
+        })
 }
 
 /// Whether a backendRef is the core Service `name`.
@@ -133,20 +169,41 @@ impl GatewayApi {
         share(weight(&self.canary), weight(&self.stable))
     }
 
-    async fn write_split(&self, canary: Weight) -> Result<Weight, TrafficError> {
-        let route = self.read().await?;
-        self.weight_of(&route)?;
-        let mut rules = route.pointer("/spec/rules").cloned().unwrap_or_else(|| json!([]));
-        // Only the rules that split between the two Services change.
-        for rule in rules.as_array_mut().into_iter().flatten().filter(|rule| self.splits(rule)) {
-            for backend in rule.get_mut("backendRefs").and_then(Value::as_array_mut).into_iter().flatten() {
-                if is_service(backend, &self.canary) {
-                    backend["weight"] = json!(canary.percent());
-                } else if is_service(backend, &self.stable) {
-                    backend["weight"] = json!(100 - canary.percent());
-                }
+    /// A splitting rule's preview: its matches, each with the header, to the canary alone.
+    fn preview_rule(&self, rule: &Value) -> Value {
+        let (name, value) = PREVIEW_HEADER;
+        let header = json!({"type": "Exact", "name": name, "value": value});
+        let mut matches = rule.get("matches").and_then(Value::as_array).cloned().unwrap_or_default();
+        if matches.is_empty() {
+            matches.push(json!({"path": {"type": "PathPrefix", "value": "/"}}));
+        }
+        for m in &mut matches {
+            let headers = m.as_object_mut().map(|o| o.entry("headers").or_insert_with(|| json!([])));
+            if let Some(list) = headers.and_then(Value::as_array_mut) {
+                list.push(header.clone());
             }
         }
+        let canary: Vec<Value> = rule
+            .get("backendRefs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|b| is_service(b, &self.canary))
+            .map(|b| {
+                let mut b = b.clone();
+                b.as_object_mut().map(|o| o.remove("weight"));
+                b
+            })
+            .collect();
+        let mut preview = rule.clone();
+        preview["matches"] = json!(matches);
+        preview["backendRefs"] = json!(canary);
+        preview.as_object_mut().map(|o| o.remove("sessionPersistence"));
+        preview
+    }
+
+    /// Applies `rules` with the version of `route` read before.
+    async fn apply_rules(&self, route: &Value, rules: Value) -> Result<Value, TrafficError> {
         let version = route.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
         let body = json!({
             "apiVersion": "gateway.networking.k8s.io/v1",
@@ -157,8 +214,72 @@ impl GatewayApi {
         let url = format!("{}?fieldManager={}&force=true", self.url, self.field_manager);
         // JSON is YAML: the apply body is sent as JSON under the apply-patch content type.
         let call = Call::new(reqwest::Method::PATCH, &url).body(APPLY_CONTENT_TYPE, body.to_string().into_bytes());
-        let applied = self.api.call(&call).await.map_err(call_failed)?;
-        self.weight_of(&applied.body)
+        Ok(self.api.call(&call).await.map_err(call_failed)?.body)
+    }
+
+    /// The route's rules without any preview's.
+    fn user_rules(route: &Value) -> Vec<Value> {
+        route.pointer("/spec/rules").and_then(Value::as_array).into_iter().flatten().filter(|r| !is_preview(r)).cloned().collect()
+    }
+
+    async fn write_preview(&self) -> Result<PreviewAddress, TrafficError> {
+        let route = self.read().await?;
+        let rules = Self::user_rules(&route);
+        let previews: Vec<Value> = rules.iter().filter(|r| self.splits(r)).map(|r| self.preview_rule(r)).collect();
+        if previews.is_empty() {
+            return Err(failed(format!(
+                "no rule of HTTPRoute {}/{} routes to both {} and {}",
+                self.namespace, self.route, self.stable, self.canary
+            )));
+        }
+        if previews.len() + rules.len() > MAX_RULES {
+            return Err(failed(format!(
+                "a preview needs {} more rules and HTTPRoute {}/{} has {}: a route holds at most {MAX_RULES}",
+                previews.len(),
+                self.namespace,
+                self.route,
+                rules.len()
+            )));
+        }
+        let host = route.pointer("/spec/hostnames/0").and_then(Value::as_str);
+        let url = match (&self.preview_url, host) {
+            (Some(url), _) => url.clone(),
+            (None, Some(host)) if !host.starts_with('*') => format!("https://{host}"),
+            _ => return Err(failed("the route has no host name to reach it by; set previewUrl in the router settings")),
+        };
+        let applied = self.apply_rules(&route, json!(previews.into_iter().chain(rules).collect::<Vec<_>>())).await?;
+        if !Self::has_preview(&applied) {
+            return Err(failed("the API server did not keep the preview rules"));
+        }
+        let (name, value) = PREVIEW_HEADER;
+        Ok(PreviewAddress {
+            url,
+            headers: [(name.to_string(), value.to_string())].into(),
+            how: format!("requests carrying {name}: {value} go to {} alone, by a rule that the next weight change removes", self.canary),
+        })
+    }
+
+    fn has_preview(route: &Value) -> bool {
+        route.pointer("/spec/rules").and_then(Value::as_array).is_some_and(|rules| rules.iter().any(is_preview))
+    }
+
+    async fn write_split(&self, canary: Weight) -> Result<Weight, TrafficError> {
+        let route = self.read().await?;
+        self.weight_of(&route)?;
+        // A preview ends with the next change of the split.
+        let mut rules = json!(Self::user_rules(&route));
+        // Only the rules that split between the two Services change.
+        for rule in rules.as_array_mut().into_iter().flatten().filter(|rule| self.splits(rule)) {
+            for backend in rule.get_mut("backendRefs").and_then(Value::as_array_mut).into_iter().flatten() {
+                if is_service(backend, &self.canary) {
+                    backend["weight"] = json!(canary.percent());
+                } else if is_service(backend, &self.stable) {
+                    backend["weight"] = json!(100 - canary.percent());
+                }
+            }
+        }
+        let applied = self.apply_rules(&route, rules).await?;
+        self.weight_of(&applied)
     }
 }
 
@@ -170,6 +291,10 @@ impl Split for GatewayApi {
 
     async fn weight(&self) -> Result<Weight, TrafficError> {
         self.weight_of(&self.read().await?)
+    }
+
+    async fn preview(&self) -> Result<PreviewAddress, TrafficError> {
+        self.write_preview().await
     }
 
     async fn caveats(&self) -> Vec<String> {

@@ -104,7 +104,7 @@ pub trait Traffic: Send + Sync {
     /// the router's own mechanism, set up if it needs to be (and undone by
     /// the promotion or revert that follows). Routers in [`NO_PREVIEW`] have none.
     async fn preview(&self) -> Result<PreviewAddress, TrafficError> {
-        Err(TrafficError::Failed("this router cannot show the canary without user traffic".into()))
+        Err(no_preview())
     }
     /// Live per-side numbers, where the router has them.
     async fn live(&self) -> Option<LiveStats> {
@@ -176,6 +176,10 @@ pub(crate) trait Split: Send + Sync {
     async fn scale_down(&self) -> Result<(), TrafficError> {
         Ok(())
     }
+    /// Where testers reach the canary at 0 % (see [`Traffic::preview`]).
+    async fn preview(&self) -> Result<PreviewAddress, TrafficError> {
+        Err(no_preview())
+    }
 }
 
 /// The traffic port over a [`Split`] router.
@@ -206,11 +210,20 @@ impl<S: Split> Traffic for Absolute<S> {
     async fn caveats(&self) -> Vec<String> {
         self.0.caveats().await
     }
+
+    async fn preview(&self) -> Result<PreviewAddress, TrafficError> {
+        self.0.preview().await
+    }
 }
 
 /// The adapter for a target's router.
 pub fn build(target: &Target, env: &AdapterEnv) -> Result<Arc<dyn Traffic>, AdapterError> {
     lookup("traffic", PROVIDERS, &target.router.provider)?(target, env)
+}
+
+/// What a router without a preview answers (validation refuses it first).
+fn no_preview() -> TrafficError {
+    TrafficError::Failed("this router cannot show the canary without user traffic".into())
 }
 
 /// A router failure, from whatever went wrong.
