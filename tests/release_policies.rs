@@ -2,7 +2,8 @@
 //! windows and freezes (the deployment's shared freeze holds a start, the
 //! gate and the status say until when, a promote cannot jump it, an
 //! override needs a reason and lets one move through, recorded and
-//! announced), and fixing forward while the alarm still rings.
+//! announced), fixing forward while the alarm still rings, a preview
+//! before any user, and approving from Slack.
 
 use std::time::Duration;
 
@@ -130,6 +131,58 @@ async fn a_fix_forward_rides_out_the_alarm_the_bad_version_raised_and_tells_its_
     let text = std::fs::read_to_string(&issue_file).expect("the issue");
     assert!(text.contains(&format!("The rollout failed too: {id}")), "{text}");
     assert_eq!(rig.backlog_files().len(), 1, "one issue for the failure and its fix");
+}
+
+/// A preview before any user: a canary that fails its smoke check is rolled
+/// back with the evidence while no user ever reached it; one without a check
+/// is shown to a tester's header (and to nobody else, and not counted as
+/// users' traffic) until a person approves; a router without a preview is
+/// refused at validation, naming the step and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preview_shows_the_canary_before_any_user_and_its_smoke_check_or_a_person_decides() {
+    let rig = Rig::start().await.with_load(50);
+
+    // v2 answers 500: its smoke check fails twice and it never sees a user.
+    rig.up.fail_canary(1000);
+    let check = json!({"check": {"path": "/orders", "bodyContains": "\"version\":\"v2\"", "attempts": 2, "interval": "1s"}});
+    let bad = rig.start_rollout(&rig.spec(json!([{"preview": check}, {"setWeight": 20}]))).await;
+    let failed = rig.wait(&bad, "rolled back", Duration::from_secs(30), |s| s["phase"] == "RolledBack").await;
+    assert!(failed["failure"].as_str().is_some_and(|f| f.contains("smoke")), "{failed}");
+    assert_eq!(common::weights(&failed).into_iter().max(), Some(0), "no user reached the canary: {failed}");
+    let history = failed["history"].as_array().expect("history");
+    assert_eq!(history.iter().filter(|e| e["summary"].as_str().is_some_and(|t| t.contains("smoke/smoke #"))).count(), 2, "{failed}");
+    rig.wait(&bad, "the issue", Duration::from_secs(20), |s| s["backlog"]["state"] == "opened").await;
+
+    // Without a check, a person looks first: the address is in the status.
+    rig.up.fail_canary(0);
+    let id = rig.start_rollout(&rig.spec(json!([{"preview": {}}, {"setWeight": 20}, {"pause": {}}]))).await;
+    let waiting = rig.wait_phase(&id, "AwaitingApproval").await;
+    assert_eq!(waiting["preview"]["url"].as_str(), Some(rig.up.traffic_url.as_str()), "{waiting}");
+    assert_eq!(waiting["preview"]["headers"], json!({"x-sluice-preview": "canary"}), "{waiting}");
+    assert!(waiting["waitingFor"].as_str().is_some_and(|w| w.contains("the preview: http://")), "{waiting}");
+    let http = reqwest::Client::new();
+    let get = |preview: bool| {
+        let request = http.get(format!("{}/orders", rig.up.traffic_url));
+        let request = if preview { request.header("x-sluice-preview", "canary") } else { request };
+        async move { request.send().await.expect("answer").json::<Value>().await.expect("json")["version"].clone() }
+    };
+    let before = rig.up.router.stats(60).canary.requests;
+    assert_eq!((get(true).await, get(false).await), (json!("v2"), json!("v1")), "the tester sees v2, a user v1");
+    assert_eq!(rig.up.router.stats(60).canary.requests, before, "a tester's look is not users' traffic");
+    rig.as_user("alice").action(&id, "approve", &json!({})).await.expect("approved");
+    let moved = rig.wait_phase(&id, "Paused").await;
+    assert_eq!(moved["weight"], 20, "{moved}");
+    rig.client.action(&id, "abort", &json!({"reason": "done looking"})).await.expect("aborted");
+
+    // A router with no preview is refused before anything is stored.
+    let mut spec = rig.spec(json!([{"preview": {}}, {"setWeight": 20}]));
+    spec["target"]["router"] = json!({"provider": "frontDoor", "settings": {"subscriptionId": "s", "resourceGroup": "g",
+        "profile": "edge", "originGroup": "orders", "stableOrigin": "stable", "canaryOrigin": "canary"}});
+    let refused = rig.client.start(&spec, None).await.expect_err("400").to_string();
+    assert!(
+        refused.contains("strategy.canary.steps[0].preview") && refused.contains("frontDoor router cannot show the canary"),
+        "{refused}"
+    );
 }
 
 const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";

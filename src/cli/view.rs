@@ -66,6 +66,11 @@ pub fn status_text(v: &Value) -> String {
             o["requested"].as_u64().unwrap_or(0)
         ));
     }
+    if let Some(p) = v.get("preview").filter(|p| p.is_object()) {
+        let headers: String =
+            p["headers"].as_object().into_iter().flatten().map(|(k, h)| format!(" -H '{k}: {}'", h.as_str().unwrap_or(""))).collect();
+        out.push_str(&format!("  preview:  {}{headers}\n            {}\n", s(p, "url"), s(p, "how")));
+    }
     for caveat in v.get("routerCaveats").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
         out.push_str(&format!("  caveat:   {caveat}\n"));
     }

@@ -67,6 +67,7 @@ pub fn summary(r: &Rollout, now: chrono::DateTime<chrono::Utc>) -> Value {
         "weight": r.traffic.weight,
         "observedSplit": r.traffic.observed,
         "routerCaveats": r.traffic.caveats,
+        "preview": r.traffic.preview,
         "plan": r.plan.summary(),
         "waitingFor": r.waiting_for(now),
         "createdAt": r.created_at,

@@ -220,6 +220,8 @@ pub fn demo_spec_with(router_url: &str, variant: Variant, prometheus: Option<&st
             {"name": "latency", "metrics": [latency]}
         ],
         "strategy": {"canary": {"steps": [
+            // Before any user: the router's preview header reaches v2, and a smoke check asks it for its version.
+            {"preview": {"check": {"path": "/orders", "bodyContains": "\"version\":\"v2\"", "attempts": 3, "interval": "1s"}}},
             {"setWeight": 5},
             {"analysis": {"templates": ["error-rate", "latency"]}},
             {"setWeight": 20},
@@ -235,7 +237,7 @@ pub fn demo_spec_with(router_url: &str, variant: Variant, prometheus: Option<&st
     });
     if judging == Judging::Statistical {
         spec["analysisTemplates"] = json!([{"name": "vs-stable", "metrics": statistical_metrics(prometheus)}]);
-        spec["strategy"]["canary"]["steps"][1] = json!({"analysis": {"templates": ["vs-stable"]}});
+        spec["strategy"]["canary"]["steps"][2] = json!({"analysis": {"templates": ["vs-stable"]}});
     }
     if variant == Variant::Sticky {
         spec["policy"]["verifyRollback"] = json!({"provider": "local", "query": "request_count", "maxValue": 0,

@@ -592,6 +592,7 @@ impl Rollout {
             let what = match p.kind {
                 CommandKind::SetWeight => format!("router to apply {}%", self.traffic.weight),
                 CommandKind::Promote => "router to complete the promotion".into(),
+                CommandKind::Preview => "router to set up the preview".into(),
                 _ => "router to put all traffic on stable".into(),
             };
             return match &p.last_error {
@@ -626,7 +627,11 @@ impl Rollout {
             (Phase::AwaitingApproval, Some(Stage::Approval { gate })) => {
                 let who = if gate.approvers.is_empty() { "anyone".to_string() } else { gate.approvers.join(", ") };
                 let deadline = if self.due_at.is_some() { format!(", {}", left(self.due_at)) } else { String::new() };
-                format!("approval {}/{} from {who}{deadline}", self.approvals.len(), gate.min_approvers)
+                let look = match &self.traffic.preview {
+                    Some(p) if self.traffic.weight == Weight::ZERO => format!("; the preview: {}", p.describe()),
+                    _ => String::new(),
+                };
+                format!("approval {}/{} from {who}{deadline}{look}", self.approvals.len(), gate.min_approvers)
             }
             (_, Some(Stage::Pause { .. })) | (_, Some(Stage::ScaleDown { .. })) => format!("timer, {}", left(self.due_at)),
             (_, Some(Stage::Analysis { .. })) => {
