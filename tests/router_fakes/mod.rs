@@ -783,7 +783,7 @@ impl Service for GatewayApiModel {
                             .any(|h| h == &json!({"type": "Exact", "name": "x-sluice-preview", "value": "canary"}))
                     });
                     let canary_only = preview["backendRefs"].as_array().into_iter().flatten().all(|b| b["name"] == "orders-v2");
-                    if !headers_exact || !canary_only || preview["backendRefs"].as_array().is_none_or(Vec::is_empty) {
+                    if !headers_exact || !canary_only || !preview["backendRefs"].as_array().is_some_and(|b| !b.is_empty()) {
                         return k8s_status(400, "BadRequest", "a preview rule matches the exact header and routes to the canary alone");
                     }
                 }

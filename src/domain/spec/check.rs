@@ -225,10 +225,8 @@ impl<'a> SchemaCheck<'a> {
                     out.push(path.problem(e.0));
                 }
             }
-            Some("url-path") => {
-                if !text.starts_with('/') || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    out.push(path.problem("must be a path starting with '/', without spaces (e.g. /healthz)"));
-                }
+            Some("url-path") if !text.starts_with('/') || text.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                out.push(path.problem("must be a path starting with '/', without spaces (e.g. /healthz)"));
             }
             Some("request-id") => {
                 if let Err(e) = crate::domain::ids::RequestId::parse(text) {

@@ -100,7 +100,7 @@ fn five_mistakes_are_all_reported_with_their_paths() {
         "strategy.canary.steps[1].pause.duration: '10x' has an unknown unit 'x' (use ms, s, m, h or d)",
         "strategy.canary.steps[2].analysis.templates[0]: no analysis template named 'nope' (none are defined)",
         "strategy.canary.steps[3].setWeight: 140 is over 100",
-        "target.router.provider: unknown traffic provider 'nginx' (known: local)",
+        "target.router.provider: unknown traffic provider 'nginx' (known: local, frontDoor)",
     ];
     assert_eq!(problems, expected);
 }
@@ -123,7 +123,7 @@ fn a_step_with_a_misspelt_key_says_which_keys_are_accepted() {
     doc["strategy"]["canary"]["steps"] = json!([{"setWieght": 5}]);
     assert_eq!(
         problems_of(&doc),
-        ["strategy.canary.steps[0]: expects exactly one of the keys setWeight, pause, analysis, approval; found setWieght"]
+        ["strategy.canary.steps[0]: expects exactly one of the keys setWeight, pause, analysis, approval, preview; found setWieght"]
     );
 }
 
