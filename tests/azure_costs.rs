@@ -161,6 +161,18 @@ fn report(title: &str, costs: &[Costs]) {
     );
 }
 
+const START: &str = "message: Start";
+
+/// A visit saves once per round: the start's runs the preview, its smoke
+/// check and the first weight (three rounds, and the claim), any other at most two.
+fn max_transactions(c: &Costs) -> u64 {
+    if c.label == START {
+        6
+    } else {
+        4
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_demo_rollout_on_the_azure_adapters_costs_a_bounded_number_of_transactions_and_one_send_per_step() {
     let azurite = tokio::task::spawn_blocking(common::azurite::start).await.expect("azurite");
@@ -174,19 +186,22 @@ async fn a_demo_rollout_on_the_azure_adapters_costs_a_bounded_number_of_transact
     let (phase, costs) = run(&rig, demo_spec(&up.router_url, Variant::Success), true, &fake).await;
     assert_eq!(phase, Phase::Succeeded);
     report("successful canary", &costs);
-    // Three transactions: the start and the approval (phase change with an
-    // earlier next visit), and at most one late wake-up that finds two
-    // things due at once (the last measurement of a stage and the gate after it).
-    assert!(costs.iter().filter(|c| c.transactions > 3).count() <= 1, "one wake-up at most does two steps' work");
+    // Three transactions: the approval (a phase change with an earlier next
+    // visit), and at most one late wake-up that finds two things due at once
+    // (the last measurement of a stage and the gate after it). The start's
+    // visit does three steps' work (the preview, its smoke check, the first
+    // weight) and is bounded apart ([`max_transactions`]).
+    let later = || costs.iter().filter(|c| c.label != START);
+    assert!(later().filter(|c| c.transactions > 3).count() <= 1, "one wake-up at most does two steps' work");
     // At most 2.5 per step's work on average. The wake-up that does two steps' work counts as two:
     // how late it comes depends on the machine's load (on a loaded one: the same 23 transactions
     // in 9 visits instead of 10, which per visit would read as 2.56).
     let total: u64 = costs.iter().map(|c| c.transactions).sum();
-    let work = costs.len() + costs.iter().filter(|c| c.transactions > 3).count();
+    let work = costs.len() + 2 /* the start's two more */ + later().filter(|c| c.transactions > 3).count();
     assert!(total as f64 / work as f64 <= 2.5, "{total} table transactions for {work} steps' work");
     for c in &costs {
         let create = c.label == "POST /api/rollouts";
-        assert!(c.transactions <= 4, "{}: {} table transactions", c.label, c.transactions);
+        assert!(c.transactions <= max_transactions(c), "{}: {} table transactions", c.label, c.transactions);
         assert!(c.sends <= 1, "{}: {} sends", c.label, c.sends);
         if create {
             assert_eq!((c.transactions, c.sends), (2, 1), "claim + state, and the start message");
@@ -201,8 +216,8 @@ async fn a_demo_rollout_on_the_azure_adapters_costs_a_bounded_number_of_transact
     assert_eq!(phase, Phase::RolledBack);
     report("rolled-back canary", &costs);
     // The rolling-back wake-up saves twice (rolled back, then the backlog issue recorded).
-    assert!(costs.iter().filter(|c| c.transactions > 3).count() <= 1, "{} table transactions", mean(&costs));
-    assert!(costs.iter().all(|c| c.transactions <= 4 && c.sends <= 1));
+    assert!(costs.iter().filter(|c| c.label != START && c.transactions > 3).count() <= 1, "{} table transactions", mean(&costs));
+    assert!(costs.iter().all(|c| c.transactions <= max_transactions(c) && c.sends <= 1));
     load.stop().await;
     assert!(fake.seen().iter().all(|s| s.auth_problem.is_none()));
 }

@@ -66,6 +66,8 @@ async fn the_dashboard_draws_the_measurements_and_its_buttons_act_once_as_the_si
     let spec = spec_for(
         &up.router_url,
         json!([
+            // A preview first: the page shows where testers reach v2, and its smoke check is charted.
+            {"preview": {"check": {"path": "/orders", "bodyContains": "v2", "interval": "1s"}}},
             {"setWeight": 20},
             // A metric named after an Object prototype key (issue 36): the page keys charts in prototype-free maps.
             {"analysis": {"metrics": [metric("error-rate", "error_rate", "< 0.05", Some(3)), metric("constructor", "latency_p95_ms", "< 1000", Some(3))]}},
@@ -92,6 +94,9 @@ async fn the_dashboard_draws_the_measurements_and_its_buttons_act_once_as_the_si
         assert_eq!(chart["marks"], json!(3), "one verdict mark per measurement");
         assert_eq!((chart["threshold"].as_bool(), chart["stable"].as_bool()), (Some(true), Some(true)), "{chart}");
     }
+    let preview = page["preview"].as_str().unwrap_or_default();
+    assert!(preview.contains(&up.traffic_url) && preview.contains("x-sluice-preview: canary"), "the preview's address: {page}");
+    assert!(page["charts"].as_array().is_some_and(|c| c.iter().any(|c| c["metric"] == "smoke")), "the smoke check's chart: {page}");
     assert!(page["approved"].as_str().is_some_and(|t| t.contains("approve by alice")), "{page}");
     let refused = page["refused"].as_str().unwrap_or_default();
     assert!(refused.contains("HTTP 409") && refused.contains("alice has already approved"), "the API's refusal is shown: {refused}");

@@ -60,6 +60,7 @@ try {
     out.signedIn = await page.textContent('#who');
     out.charts = await charts();
     out.weightChart = await page.$eval('#weight-chart path', p => p.getAttribute('d'));
+    out.preview = await page.$$eval('#root p', ps => (ps.map(p => p.textContent).find(t => t.startsWith('Preview:')) || null));
     await page.screenshot({ path: `${shots}/rollout-approval.png`, fullPage: true });
     await page.dblclick('button[data-action="approve"]');
     await page.waitForSelector('#result .ok', { timeout: 15000 });

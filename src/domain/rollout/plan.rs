@@ -222,7 +222,7 @@ impl Plan {
                             stages.push(Stage::Analysis { analysis: c.analysis(a, &format!("{path}.analysis"), Some(1)) })
                         }
                         CanaryStep::Approval(g) => stages.push(Stage::Approval { gate: Compiler::approval(g) }),
-                        CanaryStep::Preview(p) => stages.extend(Compiler::preview(p)),
+                        CanaryStep::Preview(p) => stages.extend(Compiler::preview(p, false)),
                     }
                 }
                 stages.push(Stage::Promote);
@@ -362,6 +362,9 @@ impl Compiler<'_> {
     fn blue_green(&mut self, bg: &BlueGreenStrategy) -> Vec<Stage> {
         let base = "strategy.blueGreen";
         let mut stages = Vec::new();
+        if let Some(p) = &bg.preview {
+            stages.extend(Self::preview(p, bg.approval.is_some()));
+        }
         if let Some(a) = &bg.pre_promotion_analysis {
             stages.push(Stage::Analysis { analysis: self.analysis(a, &format!("{base}.prePromotionAnalysis"), Some(1)) });
         }
@@ -384,16 +387,17 @@ impl Compiler<'_> {
 
     /// The preview, then its smoke check (an analysis of one probe that the
     /// first passing attempt ends), then its approval: the spec's, or one
-    /// from anyone when there is no check.
-    fn preview(p: &PreviewStep) -> Vec<Stage> {
+    /// from anyone when there is no check and no approval follows anyway
+    /// (`people_follow`: a blue-green switch's own).
+    fn preview(p: &PreviewStep, people_follow: bool) -> Vec<Stage> {
         let mut stages = vec![Stage::Preview];
         if let Some(check) = &p.check {
             stages.push(Stage::Analysis { analysis: AnalysisPlan { label: "smoke".into(), metrics: vec![smoke_metric(check)] } });
         }
         match (&p.approval, &p.check) {
             (Some(g), _) => stages.push(Stage::Approval { gate: Self::approval(g) }),
-            (None, None) => stages.push(Stage::Approval { gate: Self::approval(&ApprovalGate::default()) }),
-            (None, Some(_)) => {}
+            (None, None) if !people_follow => stages.push(Stage::Approval { gate: Self::approval(&ApprovalGate::default()) }),
+            (None, _) => {}
         }
         stages
     }

@@ -677,9 +677,15 @@ fn find_inline_secrets(v: &Value, path: &Path, out: &mut Vec<Problem>) {
 /// first weight above 0, once, through a router that has a way to show it.
 pub(super) fn previews(doc: &Value, providers: &ProviderNames) -> Vec<Problem> {
     let mut out = Vec::new();
+    let provider = doc.pointer("/target/router/provider").and_then(Value::as_str).unwrap_or_default();
+    let no_way = providers.no_preview.iter().find(|(name, _)| *name == provider).map(|(_, why)| *why);
+    let refused =
+        |path: &Path| path.problem(format!("the {provider} router cannot show the canary without user traffic: {}", no_way.unwrap_or("")));
+    if doc.pointer("/strategy/blueGreen/preview").is_some() && no_way.is_some() {
+        out.push(refused(&Path::default().key("strategy").key("blueGreen").key("preview")));
+    }
     let Some(steps) = doc.pointer("/strategy/canary/steps").and_then(Value::as_array) else { return out };
     let steps_path = Path::default().key("strategy").key("canary").key("steps");
-    let provider = doc.pointer("/target/router/provider").and_then(Value::as_str).unwrap_or_default();
     let mut users_reached = false;
     let mut seen = false;
     for (i, step) in steps.iter().enumerate() {
@@ -690,8 +696,8 @@ pub(super) fn previews(doc: &Value, providers: &ProviderNames) -> Vec<Problem> {
             continue;
         }
         let here = steps_path.index(i).key("preview");
-        if let Some((_, why)) = providers.no_preview.iter().find(|(name, _)| *name == provider) {
-            out.push(here.problem(format!("the {provider} router cannot show the canary without user traffic: {why}")));
+        if no_way.is_some() {
+            out.push(refused(&here));
         } else if seen {
             out.push(here.problem("only one preview step is allowed"));
         } else if users_reached {

@@ -305,6 +305,10 @@ pub enum TimeoutAction {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BlueGreenStrategy {
+    /// The router shows the new version to testers (and a smoke check)
+    /// first, as a canary `preview` step does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<PreviewStep>,
     /// Analysis of the preview before any user traffic reaches it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pre_promotion_analysis: Option<AnalysisRef>,

@@ -372,8 +372,19 @@ fn a_preview_comes_first_once_through_a_router_that_has_one_and_its_check_is_che
         ["strategy.canary.steps[0].preview: the frontDoor router cannot show the canary without user traffic: no per-request rule"]
     );
 
+    doc["strategy"] = json!({"blueGreen": {"preview": {}, "autoPromoteAfter": "5m"}});
+    assert_eq!(
+        problems_of(&doc),
+        ["strategy.blueGreen.preview: the frontDoor router cannot show the canary without user traffic: no per-request rule"]
+    );
     doc["target"]["router"]["provider"] = json!("local");
-    doc["strategy"]["canary"]["steps"] = json!([{"setWeight": 0}, {"preview": {"check": {}}}, {"setWeight": 5}]);
+    let (_, plan) = validate(&doc, &names()).unwrap_or_else(|p| panic!("{p}"));
+    assert_eq!(plan.summary(), "blue-green: preview → approval(1) → pause 5m → 100% → promote");
+    doc["strategy"] = json!({"blueGreen": {"preview": {}, "approval": {"minApprovers": 2}}});
+    let (_, plan) = validate(&doc, &names()).unwrap_or_else(|p| panic!("{p}"));
+    assert_eq!(plan.summary(), "blue-green: preview → approval(2) → 100% → promote", "the switch's own approval is the look");
+
+    doc["strategy"] = json!({"canary": {"steps": [{"setWeight": 0}, {"preview": {"check": {}}}, {"setWeight": 5}]}});
     let (spec, plan) = validate(&doc, &names()).unwrap_or_else(|p| panic!("{p}"));
     assert_eq!(plan.summary(), "canary: 0% → preview → analysis(smoke) → 5% → promote");
     let Strategy::Canary(canary) = &spec.strategy else { panic!("{spec:?}") };
