@@ -306,9 +306,9 @@ pub enum TimeoutAction {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BlueGreenStrategy {
     /// The router shows the new version to testers (and a smoke check)
-    /// first, as a canary `preview` step does.
+    /// first, as a canary `preview` step does. (Boxed: rarely set, and large.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub preview: Option<PreviewStep>,
+    pub preview: Option<Box<PreviewStep>>,
     /// Analysis of the preview before any user traffic reaches it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pre_promotion_analysis: Option<AnalysisRef>,
