@@ -306,7 +306,8 @@ pub enum TimeoutAction {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BlueGreenStrategy {
     /// The router shows the new version to testers (and a smoke check)
-    /// first, as a canary `preview` step does. (Boxed: rarely set, and large.)
+    /// first, as a canary `preview` step does.
+    // Boxed: large, and rarely set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview: Option<Box<PreviewStep>>,
     /// Analysis of the preview before any user traffic reaches it.
