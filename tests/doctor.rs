@@ -139,6 +139,7 @@ impl Rig {
                 "canary": {"name": "canary", "version": "v2"}
             },
             "strategy": {"canary": {"steps": [
+                {"preview": {"check": {"path": "/healthz"}}},
                 {"setWeight": 5},
                 {"analysis": {"metrics": [{"name": "error-rate", "provider": "logAnalytics",
                     "query": "AppRequests | where AppRoleInstance == '{{name}}' | summarize rate = countif(Success == false) * 1.0 / count(), samples = count()",
@@ -224,6 +225,12 @@ async fn everything_in_place_is_ready_and_nothing_is_written() {
         .contains("orders-canary-b4c3.westeurope-01.azurewebsites.net"));
     assert_eq!(find(&report, "current routing")["detail"], "readable: 0% on the canary");
     assert_eq!(find(&report, "metric error-rate (logAnalytics)")["detail"], "runs now: canary 0.004, stable 0.004 from 812 samples");
+    // The smoke check has nothing to probe before a rollout's preview exists: said, not measured.
+    let smoke = find(&report, "metric smoke (smoke check)");
+    assert_eq!(
+        (smoke["verdict"].as_str(), smoke["detail"].as_str()),
+        (Some("ok"), Some("probes the preview address the router gives at the preview step"))
+    );
     assert_eq!(find(&report, "token scopes")["verdict"], "ok");
     assert_eq!(find(&report, "rollout state")["verdict"], "ok");
     assert_eq!(find(&report, "step queue")["verdict"], "ok");

@@ -361,6 +361,13 @@ async fn routers_with_a_preview_show_the_canary_at_zero_and_the_next_split_ends_
     );
     router.set_weight(w(10)).await.expect("10%");
     assert_eq!(traffic(1), json!([{"revisionName": "orders--v1", "weight": 90}, {"revisionName": "orders--v2", "weight": 10}]));
+    router.preview().await.expect("again, as a redelivered step would");
+    router.revert(false, Utc::now()).await.expect("revert");
+    assert_eq!(
+        traffic(3),
+        json!([{"revisionName": "orders--v1", "weight": 100}, {"revisionName": "orders--v2", "weight": 0}]),
+        "a rollback drops the label"
+    );
 
     // Gateway API: a header rule first, as specific as the split's path, to the canary alone.
     let (router, fake) = router_and_fake("gatewayApi").await;
@@ -379,6 +386,12 @@ async fn routers_with_a_preview_show_the_canary_at_zero_and_the_next_split_ends_
     router.set_weight(w(20)).await.expect("20%");
     assert_eq!(writes(&fake)[1].2["spec"]["rules"].as_array().map(Vec::len), Some(2), "the next split ends the preview");
     assert_eq!(fake.share(), 20);
+    router.revert(false, Utc::now()).await.expect("revert to 0");
+    router.preview().await.expect("preview");
+    router.preview().await.expect("the same preview again, as a redelivered step would");
+    assert_eq!(writes(&fake)[4].2["spec"]["rules"].as_array().map(Vec::len), Some(3), "one preview rule, not two");
+    router.revert(false, Utc::now()).await.expect("revert");
+    assert_eq!(writes(&fake)[5].2["spec"]["rules"].as_array().map(Vec::len), Some(2), "a rollback removes the preview rule");
 
     // A router without one says so (validation refuses the step before it gets here).
     let (router, fake) = router_and_fake("frontDoor").await;

@@ -66,7 +66,8 @@ pub fn status_text(v: &Value) -> String {
             o["requested"].as_u64().unwrap_or(0)
         ));
     }
-    if let Some(p) = v.get("preview").filter(|p| p.is_object()) {
+    let ended = v["phase"] == "RollingBack" || !v["finishedAt"].is_null();
+    if let Some(p) = v.get("preview").filter(|p| p.is_object() && !ended) {
         let headers: String =
             p["headers"].as_object().into_iter().flatten().map(|(k, h)| format!(" -H '{k}: {}'", h.as_str().unwrap_or(""))).collect();
         out.push_str(&format!("  preview:  {}{headers}\n            {}\n", s(p, "url"), s(p, "how")));

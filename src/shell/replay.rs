@@ -85,6 +85,8 @@ fn analyses(plan: &Plan) -> Vec<&AnalysisPlan> {
             _ => None,
         })
         .chain(plan.background.as_ref())
+        // A smoke check probes a preview that exists only during a rollout.
+        .filter(|a| !a.metrics.iter().any(MetricPlan::needs_preview))
         .filter(|a| seen.insert(a.label.clone()))
         .collect()
 }

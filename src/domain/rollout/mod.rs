@@ -168,6 +168,24 @@ pub struct PreviewAddress {
 }
 
 impl PreviewAddress {
+    /// A router's answer as the state keeps it (it comes from outside: a
+    /// spec's local router, ARM, a cluster): an http(s) URL of at most 2000
+    /// characters, at most 8 headers of at most 200, the words clipped.
+    pub fn checked(mut self) -> Result<PreviewAddress, String> {
+        let url_ok = (self.url.starts_with("https://") || self.url.starts_with("http://"))
+            && self.url.chars().count() <= 2000
+            && !self.url.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !url_ok {
+            return Err("the router's preview address is not an http(s) URL of at most 2000 characters".into());
+        }
+        let long = |t: &String| t.is_empty() || t.chars().count() > 200 || t.chars().any(char::is_control);
+        if self.headers.len() > 8 || self.headers.iter().any(|(k, v)| long(k) || long(v)) {
+            return Err("the router's preview headers are more than 8, or one is empty or over 200 characters".into());
+        }
+        self.how = crate::domain::bounded::clip(&self.how, 500);
+        Ok(self)
+    }
+
     /// One line: the URL and the headers, as curl would take them.
     pub fn describe(&self) -> String {
         let headers: String = self.headers.iter().map(|(k, v)| format!(" -H '{k}: {v}'")).collect();
@@ -503,7 +521,7 @@ impl Rollout {
         let mut plan = plan.clone();
         plan.query = plan.query.replacen(plan::PREVIEW_URL, &preview.url, 1);
         if !preview.headers.is_empty() {
-            plan.settings.insert("headers".into(), serde_json::json!(preview.headers));
+            plan.settings.insert(crate::domain::spec::PREVIEW_HEADERS_SETTING.into(), serde_json::json!(preview.headers));
         }
         Some(plan)
     }

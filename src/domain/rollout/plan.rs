@@ -146,6 +146,12 @@ impl MetricPlan {
         }
     }
 
+    /// Whether it probes the preview address, which exists only once the
+    /// rollout's preview step has run (so nothing can measure it before).
+    pub fn needs_preview(&self) -> bool {
+        self.query.starts_with(PREVIEW_URL)
+    }
+
     /// The rule in words: the condition, or the judge's.
     pub fn rule(&self) -> String {
         match (&self.judge, &self.condition) {

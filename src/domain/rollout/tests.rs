@@ -1653,13 +1653,35 @@ fn a_preview_smoke_check_probes_the_preview_address_and_its_first_pass_moves_on(
     let key = measure_keys(&d).pop().expect("the smoke check measures at once");
     let metric = r.metric_to_run(&key).expect("the probe");
     assert_eq!((metric.provider.as_str(), metric.query.as_str()), ("httpProbe", "http://127.0.0.1:9000/healthz"));
-    assert_eq!(metric.settings.get("headers"), Some(&json!({"x-sluice-preview": "canary"})));
+    assert_eq!(metric.settings.get(crate::domain::spec::PREVIEW_HEADERS_SETTING), Some(&json!({"x-sluice-preview": "canary"})));
     assert_eq!(metric.settings.get("bodyContains"), Some(&json!("v2")));
     let d = step(&mut r, Event::Measured { key, outcome: probe(false) }, at(2));
     assert_eq!(r.phase, Phase::Progressing, "one failed try of three is not a failed check");
     let key = measure_keys(&d).pop().expect("tried again");
     let d = step(&mut r, Event::Measured { key, outcome: probe(true) }, at(7));
     assert!(d.commands.iter().any(|c| matches!(c, Command::SetWeight { weight, .. } if *weight == w(5))), "{:?}", d.commands);
+}
+
+#[test]
+fn a_lost_preview_is_asked_again_and_a_routers_junk_address_is_refused() {
+    let mut r = new_rollout(preview_doc(json!({})));
+    step(&mut r, Event::Start, at(0));
+    assert!(ignored(&r, Event::Tick, at(10)).contains("nothing is due"), "a preview in flight is left alone");
+    let d = step(&mut r, Event::Tick, at(31));
+    assert!(d.commands.iter().any(|c| matches!(c, Command::Preview { .. })), "asked again: {:?}", d.commands);
+    let lost = TimeDelta::milliseconds(decide::LOST_COMMAND_MS as i64);
+    assert_eq!(r.sweep_at(), r.traffic.pending.as_ref().map(|p| p.issued_at + lost), "the sweep visits it when it is lost");
+
+    let junk = |url: &str, headers: usize| PreviewAddress {
+        url: url.into(),
+        headers: (0..headers).map(|i| (format!("x-{i}"), "1".to_string())).collect(),
+        how: "é".repeat(5000),
+    };
+    assert!(junk("javascript:alert(1)", 0).checked().is_err());
+    assert!(junk(&format!("https://{}", "a".repeat(2000)), 0).checked().is_err());
+    assert!(junk("https://ok.example", 9).checked().is_err());
+    let kept = junk("https://ok.example", 1).checked().expect("a fair answer");
+    assert!(kept.how.chars().count() <= 500, "the words are clipped");
 }
 
 #[test]

@@ -503,6 +503,9 @@ pub(super) fn cross_field(doc: &Value) -> Vec<Problem> {
                 if let Some(g) = step.get("approval") {
                     check_approval(g, &sp.key("approval"), &mut out);
                 }
+                if let Some(g) = step.pointer("/preview/approval") {
+                    check_approval(g, &sp.key("preview").key("approval"), &mut out);
+                }
             }
         }
         if let Some(a) = canary.get("analysis") {
@@ -515,6 +518,9 @@ pub(super) fn cross_field(doc: &Value) -> Vec<Problem> {
             if let Some(a) = bg.get(key) {
                 check_analysis(a, &bp.key(key), &templates, &mut out);
             }
+        }
+        if let Some(g) = bg.pointer("/preview/approval") {
+            check_approval(g, &bp.key("preview").key("approval"), &mut out);
         }
         if let Some(g) = bg.get("approval") {
             check_approval(g, &bp.key("approval"), &mut out);
@@ -653,7 +659,10 @@ fn find_inline_secrets(v: &Value, path: &Path, out: &mut Vec<Problem>) {
                 // A chat webhook's URL is its credential: whoever has it can post.
                 let is_channel = matches!(path.0.first(), Some(Segment::Key(x)) if x == "notifications");
                 let key = k.to_ascii_lowercase();
-                if is_settings_value && (SECRET_KEYS.contains(&key.as_str()) || (is_channel && key == "url")) {
+                if is_settings_value && k == super::PREVIEW_HEADERS_SETTING {
+                    out.push(here.problem("is set by Sluice for a preview's smoke check, never by a spec"));
+                    continue;
+                } else if is_settings_value && (SECRET_KEYS.contains(&key.as_str()) || (is_channel && key == "url")) {
                     out.push(
                         here.problem(format!(
                             "looks like a secret written inline; put it in an app setting and reference it as {k}Setting"

@@ -724,6 +724,10 @@ pub struct ErrorBudgetGate {
     pub min_remaining: f64,
 }
 
+/// The metric setting that carries a preview's headers to its smoke check's
+/// probe: set by Sluice from the router's answer, refused in a spec.
+pub const PREVIEW_HEADERS_SETTING: &str = "sluicePreviewHeaders";
+
 /// The provider names each port knows, so validation can reject an unknown
 /// one instead of falling back silently.
 #[derive(Debug, Clone, Default)]

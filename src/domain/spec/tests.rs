@@ -359,6 +359,19 @@ fn a_preview_comes_first_once_through_a_router_that_has_one_and_its_check_is_che
     ];
     assert_eq!(problems_of(&doc), expected);
 
+    doc["strategy"]["canary"]["steps"] = json!([
+        {"preview": {"approval": {"minApprovers": 2, "approvers": ["a"]}}},
+        {"analysis": {"metrics": [{"name": "m", "provider": "httpProbe", "query": "https://x.example",
+            "successCondition": ">= 1", "settings": {"sluicePreviewHeaders": {"authorization": "Bearer t"}}}]}}
+    ]);
+    assert_eq!(
+        problems_of(&doc),
+        [
+            "strategy.canary.steps[0].preview.approval.minApprovers: 2 approvers are needed but only 1 person is allowed",
+            "strategy.canary.steps[1].analysis.metrics[0].settings.sluicePreviewHeaders: is set by Sluice for a preview's smoke check, never by a spec",
+        ]
+    );
+
     doc["strategy"]["canary"]["steps"] = json!([{"setWeight": 5}, {"preview": {}}]);
     assert_eq!(
         problems_of(&doc),

@@ -4,7 +4,9 @@
 //! `jsonField` (a dotted path; true/false count as 1/0).
 //! Settings: `expectStatus` (default 200), `jsonField`, `bodyContains` (text
 //! the body must hold for a 1), `timeoutMs` (default 5000). A preview's smoke
-//! check adds the router's `headers` (name to value) that reach the canary.
+//! check adds the router's headers that reach the canary (as
+//! [`PREVIEW_HEADERS_SETTING`], which a spec cannot set: a header written in
+//! a spec could carry a credential past the secret checks).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +15,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::{MetricProvider, MetricQuery, MetricsError, Sample};
-use crate::domain::spec::Target;
+use crate::domain::spec::{Target, PREVIEW_HEADERS_SETTING};
 use crate::ports::env::{opt_f64, opt_str, AdapterEnv, AdapterError, Settings};
 
 /// Probes a URL.
@@ -56,16 +58,16 @@ pub fn build(settings: &Settings, _target: &Target, _env: &AdapterEnv) -> Result
 /// The `headers` setting: names and values a request carries.
 fn headers(settings: &Settings) -> Result<reqwest::header::HeaderMap, AdapterError> {
     let mut map = reqwest::header::HeaderMap::new();
-    let Some(given) = settings.get("headers") else { return Ok(map) };
+    let Some(given) = settings.get(PREVIEW_HEADERS_SETTING) else { return Ok(map) };
     let bad = |message: String| AdapterError::Config { provider: "httpProbe".into(), message };
-    let given = given.as_object().ok_or_else(|| bad("headers must map names to text values".into()))?;
+    let given = given.as_object().ok_or_else(|| bad("the preview's headers must map names to text values".into()))?;
     for (name, value) in given {
-        let name =
-            reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad(format!("headers: '{name}' is not a header name")))?;
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| bad(format!("preview header '{name}' is not a header name")))?;
         let value = value
             .as_str()
             .and_then(|v| reqwest::header::HeaderValue::from_str(v).ok())
-            .ok_or_else(|| bad(format!("headers.{name}: not a header value")))?;
+            .ok_or_else(|| bad(format!("preview header {name}: not a header value")))?;
         map.insert(name, value);
     }
     Ok(map)

@@ -53,8 +53,9 @@ use crate::ports::reach::{SecretUse, Service};
 pub const AKS_RESOURCE: &str = "6dae42f8-4368-4678-94ff-3960e28e3630";
 /// The header that reaches the canary in a preview, and its value.
 pub const PREVIEW_HEADER: (&str, &str) = ("x-sluice-preview", "canary");
-/// An HTTPRoute holds at most this many rules.
+/// An HTTPRoute holds at most this many rules, and a match this many header matches.
 const MAX_RULES: usize = 16;
+const MAX_HEADER_MATCHES: usize = 16;
 /// Server-side apply's content type.
 pub const APPLY_CONTENT_TYPE: &str = "application/apply-patch+yaml";
 
@@ -198,7 +199,11 @@ impl GatewayApi {
         let mut preview = rule.clone();
         preview["matches"] = json!(matches);
         preview["backendRefs"] = json!(canary);
-        preview.as_object_mut().map(|o| o.remove("sessionPersistence"));
+        if let Some(o) = preview.as_object_mut() {
+            // A rule's name is unique within its route; sessions pin to the split's backends.
+            o.remove("name");
+            o.remove("sessionPersistence");
+        }
         preview
     }
 
@@ -230,6 +235,16 @@ impl GatewayApi {
             return Err(failed(format!(
                 "no rule of HTTPRoute {}/{} routes to both {} and {}",
                 self.namespace, self.route, self.stable, self.canary
+            )));
+        }
+        let crowded = previews
+            .iter()
+            .flat_map(|r| r["matches"].as_array().cloned().unwrap_or_default())
+            .any(|m| m["headers"].as_array().is_some_and(|h| h.len() > MAX_HEADER_MATCHES));
+        if crowded {
+            return Err(failed(format!(
+                "a match of HTTPRoute {}/{} already has {MAX_HEADER_MATCHES} header matches: no room for the preview's",
+                self.namespace, self.route
             )));
         }
         if previews.len() + rules.len() > MAX_RULES {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::Engine;
 use crate::domain::rollout::{Command, CommandKind, CommandRef, Event, Evidence, IssueRef, NotifyKind, Phase, Reported, Rollout};
-use crate::domain::rollout::{MeasureOutcome, MeasurementKey};
+use crate::domain::rollout::{MeasureOutcome, MeasurementKey, PreviewAddress};
 use crate::ports::backlog;
 use crate::ports::metrics;
 use crate::ports::notify;
@@ -25,6 +25,8 @@ const CAVEATS_TIMEOUT: Duration = Duration::from_secs(10);
 /// The shortest and longest a measurement may take (its interval, within these).
 const MEASURE_MIN: Duration = Duration::from_secs(5);
 const MEASURE_MAX: Duration = Duration::from_secs(30);
+/// The longest a probe with its own timeout may take (`httpProbe` clamps its timeout to 60 s).
+const PROBE_MAX: Duration = Duration::from_secs(61);
 /// How long one backlog call (lookup and create, or comment) may take.
 const BACKLOG_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -77,7 +79,11 @@ impl Engine {
             match command {
                 Command::SetWeight { weight, .. } => router.set_weight(*weight).await.map(|w| Event::TrafficConfirmed { weight: w }),
                 Command::Promote { since, .. } => router.promote(*since).await.map(|_| Event::Promoted),
-                Command::Preview { .. } => router.preview().await.map(|address| Event::PreviewReady { address }),
+                Command::Preview { .. } => match router.preview().await.map(PreviewAddress::checked) {
+                    Ok(Ok(address)) => Ok(Event::PreviewReady { address }),
+                    Ok(Err(refused)) => Err(traffic::TrafficError::Failed(refused)),
+                    Err(e) => Err(e),
+                },
                 Command::RevertTraffic { undo_promotion, since, .. } => {
                     router.revert(*undo_promotion, *since).await.map(|w| Event::TrafficConfirmed { weight: w })
                 }
@@ -181,12 +187,19 @@ impl Engine {
         if at > now {
             return None;
         }
-        let plan = state.metric_to_run(&key)?;
+        let planned = state.metric_plan(&key)?;
+        let Some(plan) = state.metric_to_run(&key) else {
+            let message = format!("{} probes the preview address, and the router gave none", planned.name);
+            return Some(Event::Measured { key, outcome: MeasureOutcome::Error { message } });
+        };
         let plan = &plan;
         let window = metrics::Window { ms: state.measurement_window(&key, now)?, end: None };
-        // A measurement may take its interval (5 to 30 s): a backend that hangs is a
-        // provider error, counted as such, not a queue consumer held for minutes.
-        let budget = Duration::from_millis(plan.interval_ms).clamp(MEASURE_MIN, MEASURE_MAX);
+        // A measurement may take its interval (5 to 30 s), or a probe's own timeout and a
+        // second: a backend that hangs is a provider error, counted as such, not a queue
+        // consumer held for minutes.
+        let probe =
+            plan.settings.get("timeoutMs").and_then(serde_json::Value::as_u64).map(|t| Duration::from_millis(t) + Duration::from_secs(1));
+        let budget = Duration::from_millis(plan.interval_ms).clamp(MEASURE_MIN, MEASURE_MAX).max(probe.unwrap_or_default().min(PROBE_MAX));
         let outcome = match tokio::time::timeout(budget, metrics::measure(plan, &state.spec.target, &self.env, window)).await {
             Ok(outcome) => outcome,
             Err(_) => MeasureOutcome::Error { message: format!("the metrics provider did not answer within {}s", budget.as_secs()) },
