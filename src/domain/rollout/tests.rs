@@ -1685,6 +1685,18 @@ fn a_lost_preview_is_asked_again_and_a_routers_junk_address_is_refused() {
 }
 
 #[test]
+fn a_background_analysis_waits_for_users_when_a_preview_comes_first() {
+    let mut doc = preview_doc(json!({"check": {}}));
+    doc["strategy"]["canary"]["analysis"] = json!({"metrics": [metric("bg", None)]});
+    let (mut r, d) = previewed(doc);
+    let background = |r: &Rollout| r.runs.iter().filter(|run| run.kind == RunKind::Background).count();
+    assert_eq!(background(&r), 0, "nothing to judge at 0 %");
+    let key = measure_keys(&d).pop().expect("the smoke check");
+    step(&mut r, Event::Measured { key, outcome: probe(true) }, at(2));
+    assert_eq!((r.traffic.weight, background(&r)), (w(5), 1), "it starts with the first weight");
+}
+
+#[test]
 fn a_smoke_check_that_never_passes_rolls_back_with_its_evidence() {
     let (mut r, mut d) = previewed(preview_doc(json!({"check": {"attempts": 2}})));
     for i in 0..2 {
