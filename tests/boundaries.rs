@@ -250,12 +250,14 @@ async fn with_require_principal_only_the_signed_in_identity_acts() {
 }
 
 /// A store that panics on its next `load` or `save` when armed, then
-/// behaves; and answers its next `unavailable_saves` saves as unavailable.
+/// behaves; and answers its next `unavailable_saves` saves as unavailable,
+/// and its next `failed_measurement_saves` saves that record a measurement.
 struct PanicOnce {
     inner: SqliteStore,
     armed: AtomicBool,
     armed_save: AtomicBool,
     unavailable_saves: AtomicU32,
+    failed_measurement_saves: AtomicU32,
 }
 
 impl PanicOnce {
@@ -265,6 +267,7 @@ impl PanicOnce {
             armed: AtomicBool::new(false),
             armed_save: AtomicBool::new(false),
             unavailable_saves: AtomicU32::new(0),
+            failed_measurement_saves: AtomicU32::new(0),
         }
     }
 }
@@ -286,6 +289,10 @@ impl Store for PanicOnce {
         }
         if self.unavailable_saves.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
             return Err(StoreError::Unavailable("injected: the store is away".into()));
+        }
+        let measured = history.iter().any(|h| h.cause == "Measured");
+        if measured && self.failed_measurement_saves.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(StoreError::Unavailable("injected: the store is away for a measurement".into()));
         }
         self.inner.save(r, etag, history).await
     }
@@ -452,6 +459,45 @@ async fn rig_on(store: Arc<PanicOnce>) -> Rig {
         Ok(Arc::new(Engine::new(store, queue, env, clock)))
     })
     .await
+}
+
+/// A measurement's round runs after its delivery was answered; when its
+/// save fails, the measurement and the wake-up it would have kept are
+/// lost together. A wake-up is left in the queue, so the rollout measures
+/// again in seconds instead of at the timer's next sweep, minutes away
+/// (a soak's rollout sat that long).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_measurement_whose_save_fails_in_the_background_is_taken_again_in_seconds() {
+    let store_dir = tempfile::tempdir().expect("dir");
+    let store = Arc::new(PanicOnce::open(&store_dir.path().join("s.db")));
+    let rig = rig_on(store.clone()).await.with_load(50);
+    let metric = json!({"name": "errors", "provider": "local", "query": "error_rate", "successCondition": "< 0.5",
+                        "interval": "1s", "initialDelay": "1s", "count": 60});
+    let id = rig.start_rollout(&rig.spec(json!([{"setWeight": 20}, {"analysis": {"metrics": [metric]}}]))).await;
+    let measured = |s: &Value| s["history"].as_array().map(|h| h.iter().filter(|e| e["cause"] == "Measured").count()).unwrap_or(0);
+    rig.wait(&id, "a first measurement", Duration::from_secs(30), |s| measured(s) >= 1).await;
+
+    store.failed_measurement_saves.store(1, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store.failed_measurement_saves.load(Ordering::SeqCst) > 0 {
+        assert!(std::time::Instant::now() < deadline, "no measurement was saved meanwhile");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let before = measured(&rig.client.status(&id).await.expect("status"));
+    let queue = rusqlite::Connection::open(rig.data_dir().join("q.db")).expect("the embedded queue's file");
+    let wakes = || -> i64 {
+        queue
+            .query_row("SELECT COUNT(*) FROM messages WHERE id LIKE ?1", [format!("{id}:wake:%")], |row| row.get(0))
+            .expect("count the rollout's wake-ups")
+    };
+    // Sent just after the failure is logged (it is due 5 s later, so it is still queued).
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while wakes() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(wakes(), 1, "the failed round left a wake-up");
+    let again = rig.wait(&id, "measured again", Duration::from_secs(20), |s| measured(s) > before).await;
+    assert_eq!(again["phase"], "Progressing", "{again}");
 }
 
 /// The store is away just after the router moved. A rollback is saved on

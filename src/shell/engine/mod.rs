@@ -48,6 +48,8 @@ const MAX_CONFLICT_RETRIES: usize = 8;
 /// Pauses before saving again when the store was away after the router moved.
 const SAVE_RETRY_DELAYS: [std::time::Duration; 3] =
     [std::time::Duration::from_millis(50), std::time::Duration::from_millis(250), std::time::Duration::from_millis(1000)];
+/// How soon a rollout whose background round failed is visited again.
+const WAKE_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Decide-and-save rounds for one delivery (feedback from commands).
 const MAX_ROUNDS: usize = 16;
 /// Batches of due rollouts one sweep takes at most.
@@ -394,7 +396,7 @@ impl Engine {
     }
 
     /// Hands the follow-up to the background pool (waiting for a slot when
-    /// it is full); a failure there is logged, and the timer resumes.
+    /// it is full); a failure there leaves a wake-up for the rollout.
     async fn follow_up_in_background(&self, id: &RolloutId, round: Round) {
         let Ok(slot) = self.background.clone().acquire_owned().await else {
             return;
@@ -402,10 +404,23 @@ impl Engine {
         let (engine, id) = (self.clone(), id.clone());
         tokio::spawn(async move {
             if let Err(e) = engine.follow_up(&id, round).await {
-                tracing::warn!(rollout = %id, error = %e, "follow-up failed; the timer resumes it");
+                tracing::warn!(rollout = %id, error = %e, "follow-up failed; a wake-up resumes it");
+                engine.wake_after_failure(&id).await;
             }
             drop(slot);
         });
+    }
+
+    /// A failed round loses its feedback (a measurement taken, an issue
+    /// filed) and the wake-up it would have kept: without one the rollout
+    /// waits for the timer's sweep, minutes away. This wake-up finds what
+    /// is due again (the measurement is retaken; a filed issue is found).
+    async fn wake_after_failure(&self, id: &RolloutId) {
+        let at = self.clock.now() + chrono::Duration::from_std(WAKE_AFTER_FAILURE).unwrap_or_default();
+        let msg = StepMessage::Wake { rollout: id.clone(), at };
+        if let Err(e) = self.queue.send(msg.to_out(Some(at))).await {
+            tracing::warn!(rollout = %id, error = %e, "could not schedule the wake-up; the timer sweep will catch up");
+        }
     }
 
     async fn decide_act_save(&self, id: &RolloutId, inputs: &[Event]) -> Result<Round, EngineError> {
