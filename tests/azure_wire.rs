@@ -430,6 +430,48 @@ async fn the_http_probe_reads_status_and_a_json_field() {
     assert_eq!(fake.seen()[0].path, "/canary/health", "{{name}} is the canary's identity");
 }
 
+/// A preview's smoke check: the probe carries the router's header and
+/// looks for text in the body; a peer that hangs, or answers more than
+/// Sluice reads, is a failed attempt within the check's timeout, never a wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_smoke_check_probe_carries_the_preview_header_and_fails_on_a_peer_that_hangs_or_floods() {
+    let fake = Recorder::start(|r: &Recorded| match (r.path.as_str(), r.header("x-sluice-preview")) {
+        ("/orders", Some("canary")) => ok(json!({"version": "v2"})),
+        ("/orders", _) => ok(json!({"version": "v1"})),
+        _ => (200, vec![], "x".repeat(9 << 20)),
+    })
+    .await;
+    let env = env_with(BTreeMap::new());
+    let t = target(json!({"provider": "local", "settings": {"url": "http://127.0.0.1:9"}}));
+    let canary = |m: &MetricPlan| {
+        let m = m.clone();
+        let (t, env) = (t.clone(), env.clone());
+        async move {
+            match sluice::ports::metrics::measure(&m, &t, &env, sluice::ports::metrics::Window::of(&m)).await {
+                MeasureOutcome::Value { canary, .. } => canary,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let header = json!({"x-sluice-preview": "canary"});
+    let v2 = json!({"bodyContains": "\"version\":\"v2\"", "timeoutMs": 2000, "sluicePreviewHeaders": header});
+    let smoke = metric("httpProbe", &format!("{}/orders", fake.url), v2.clone(), false);
+    assert_eq!(canary(&smoke).await, 1.0, "the header reaches v2");
+    assert_eq!(fake.seen()[0].header("x-sluice-preview"), Some("canary"));
+    let without = metric("httpProbe", &format!("{}/orders", fake.url), json!({"bodyContains": "\"version\":\"v2\""}), false);
+    assert_eq!(canary(&without).await, 0.0, "without it a user's answer is v1's");
+    let flood = metric("httpProbe", &format!("{}/flood", fake.url), v2.clone(), false);
+    assert_eq!(canary(&flood).await, 0.0, "9 MiB is more than a probe reads");
+
+    let hanging = common::silent_peer().await;
+    let mut quick = v2;
+    quick["timeoutMs"] = json!(300);
+    let stuck = metric("httpProbe", &format!("{hanging}/orders"), quick, false);
+    let began = std::time::Instant::now();
+    assert_eq!(canary(&stuck).await, 0.0);
+    assert!(began.elapsed() < std::time::Duration::from_secs(3), "the timeout holds: {:?}", began.elapsed());
+}
+
 #[test]
 fn azure_providers_without_an_identity_say_what_to_set() {
     let env = env_with(BTreeMap::new());
