@@ -170,7 +170,8 @@ pub struct PreviewAddress {
 impl PreviewAddress {
     /// A router's answer as the state keeps it (it comes from outside: a
     /// spec's local router, ARM, a cluster): an http(s) URL of at most 2000
-    /// characters, at most 8 headers of at most 200, the words clipped.
+    /// characters, at most 8 headers of at most 200, the words clipped and
+    /// without control characters (they reach terminals and issues).
     pub fn checked(mut self) -> Result<PreviewAddress, String> {
         let url_ok = (self.url.starts_with("https://") || self.url.starts_with("http://"))
             && self.url.chars().count() <= 2000
@@ -182,7 +183,8 @@ impl PreviewAddress {
         if self.headers.len() > 8 || self.headers.iter().any(|(k, v)| long(k) || long(v)) {
             return Err("the router's preview headers are more than 8, or one is empty or over 200 characters".into());
         }
-        self.how = crate::domain::bounded::clip(&self.how, 500);
+        let words: String = self.how.chars().filter(|c| !c.is_control()).collect();
+        self.how = crate::domain::bounded::clip(&words, 500);
         Ok(self)
     }
 

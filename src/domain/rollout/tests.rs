@@ -1682,6 +1682,9 @@ fn a_lost_preview_is_asked_again_and_a_routers_junk_address_is_refused() {
     assert!(junk("https://ok.example", 9).checked().is_err());
     let kept = junk("https://ok.example", 1).checked().expect("a fair answer");
     assert!(kept.how.chars().count() <= 500, "the words are clipped");
+    let mut painted = junk("https://ok.example", 0);
+    painted.how = "\u{1b}[2Jall clear\r\n".into();
+    assert_eq!(painted.checked().expect("kept").how, "[2Jall clear", "no escape reaches a terminal");
 }
 
 #[test]

@@ -23,7 +23,11 @@ impl Txn {
         self.r.runs.push(run);
     }
 
+    /// The background analysis, unless it waits for users' traffic after a preview.
     pub(super) fn start_background(&mut self) {
+        if self.previews() && self.r.traffic.weight == Weight::ZERO {
+            return;
+        }
         let running = self.r.runs.iter().any(|r| r.kind == RunKind::Background && r.status == RunStatus::Running);
         if let (Some(bg), false) = (self.r.plan.background.clone(), running) {
             self.start_run(RunKind::Background, &bg);

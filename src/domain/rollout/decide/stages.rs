@@ -15,16 +15,14 @@ impl Txn {
     /// Starts the stages (after the error-budget gate, if any).
     pub(super) fn begin(&mut self) {
         self.note("started");
-        if !self.previews() {
-            self.start_background();
-        }
+        self.start_background();
         self.enter_stage(0);
     }
 
     /// Whether the plan shows the canary to testers first: its background
     /// analysis then waits for users' traffic (at 0 % it has none to judge,
     /// and would call the canary inconclusive).
-    fn previews(&self) -> bool {
+    pub(super) fn previews(&self) -> bool {
         self.r.plan.stages.iter().any(|s| matches!(s, Stage::Preview))
     }
 
@@ -57,11 +55,11 @@ impl Txn {
         match stage {
             Stage::SetWeight { weight } => {
                 self.r.phase = Phase::Progressing;
-                if weight > Weight::ZERO && self.previews() && !self.r.runs.iter().any(|r| r.kind == RunKind::Background) {
-                    self.start_background();
-                }
                 self.note(format!("{position}: setting canary weight to {weight}%"));
                 self.issue_traffic(CommandKind::SetWeight, weight);
+                if self.previews() && !self.r.runs.iter().any(|r| r.kind == RunKind::Background) {
+                    self.start_background();
+                }
             }
             Stage::Pause { duration_ms: Some(d) } => {
                 self.r.phase = Phase::Progressing;
